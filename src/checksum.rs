@@ -1,0 +1,226 @@
+//! CRC-32C (Castagnoli), the frame checksum.
+//!
+//! Parameters (protocol section 1): reflected polynomial `0x82F63B78`, initial
+//! value `0xFFFFFFFF`, final xor `0xFFFFFFFF`; the check value of the ASCII
+//! bytes `"123456789"` is `0xE3069283`.
+//!
+//! Two implementations, tested against the check value and against each other:
+//!
+//! * **hardware**: the SSE4.2 `crc32` instruction on x86-64, 8 bytes per
+//!   instruction. All `unsafe` code of the crate lives in the private `hw`
+//!   module below. With `std` the CPU is probed once at run time (the standard
+//!   library caches the answer); without `std` the hardware path is used when
+//!   the target enables `sse4.2` at compile time (`-C target-cpu=native` or
+//!   `-C target-feature=+sse4.2`).
+//! * **portable**: the slice-by-16 table implementation of the [`crc`] crate,
+//!   used on every other CPU.
+//!
+//! Why not a CRC crate for the hot path? Frames are 20–40 bytes of checksummed
+//! data; the general-purpose crates spend more on dispatch and alignment
+//! handling than on the five `crc32` instructions a Quote needs. The
+//! `decode` benchmark (`cargo bench --bench decode --features synth`) shows
+//! the difference.
+//!
+//! ```
+//! use tickwire::checksum::crc32c;
+//! assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+//! ```
+
+/// The CRC-32C of `data`, with the fastest implementation this CPU supports.
+///
+/// ```
+/// assert_eq!(tickwire::checksum::crc32c(b""), 0);
+/// assert_eq!(tickwire::checksum::crc32c(b"123456789"), 0xE306_9283);
+/// ```
+#[inline]
+#[must_use]
+pub fn crc32c(data: &[u8]) -> u32 {
+    if let Some(crc) = crc32c_hardware(data) {
+        return crc;
+    }
+    crc32c_portable(data)
+}
+
+/// The CRC-32C of `data` computed in software (slice-by-16 tables).
+///
+/// ```
+/// assert_eq!(tickwire::checksum::crc32c_portable(b"123456789"), 0xE306_9283);
+/// ```
+#[inline]
+#[must_use]
+pub fn crc32c_portable(data: &[u8]) -> u32 {
+    const CASTAGNOLI: crc::Crc<u32, crc::Table<16>> =
+        crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+    CASTAGNOLI.checksum(data)
+}
+
+/// The CRC-32C of `data` computed by the CPU's CRC instruction, or `None`
+/// when this CPU (or this build, without `std`) cannot use one.
+///
+/// ```
+/// use tickwire::checksum::{crc32c_hardware, crc32c_portable};
+/// if let Some(crc) = crc32c_hardware(b"123456789") {
+///     assert_eq!(crc, crc32c_portable(b"123456789"));
+/// }
+/// ```
+#[inline]
+#[must_use]
+pub fn crc32c_hardware(data: &[u8]) -> Option<u32> {
+    hw::crc32c(data)
+}
+
+/// Which implementation [`crc32c`] uses on this machine.
+///
+/// ```
+/// let backend = tickwire::checksum::backend();
+/// println!("CRC-32C backend: {backend}");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// The SSE4.2 `crc32` instruction.
+    Sse42,
+    /// The slice-by-16 software tables.
+    Portable,
+}
+
+impl core::fmt::Display for Backend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Backend::Sse42 => "sse4.2",
+            Backend::Portable => "portable",
+        })
+    }
+}
+
+/// The implementation [`crc32c`] selects on this machine.
+#[must_use]
+pub fn backend() -> Backend {
+    if hw::available() {
+        Backend::Sse42
+    } else {
+        Backend::Portable
+    }
+}
+
+/// The only module of the crate allowed to use `unsafe`: CPU intrinsics.
+#[allow(unsafe_code)]
+mod hw {
+    #[cfg(target_arch = "x86_64")]
+    use core::arch::x86_64::{_mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+
+    /// Whether the SSE4.2 path may run on this CPU.
+    #[inline]
+    pub(super) fn available() -> bool {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse4.2"))]
+        {
+            true
+        }
+        #[cfg(all(
+            target_arch = "x86_64",
+            not(target_feature = "sse4.2"),
+            feature = "std"
+        ))]
+        {
+            std::is_x86_feature_detected!("sse4.2")
+        }
+        #[cfg(not(any(
+            all(target_arch = "x86_64", target_feature = "sse4.2"),
+            all(target_arch = "x86_64", feature = "std")
+        )))]
+        {
+            false
+        }
+    }
+
+    #[inline]
+    pub(super) fn crc32c(data: &[u8]) -> Option<u32> {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: `sse42` only requires the CPU to support SSE4.2, which
+            // `available()` has just established (at compile time through
+            // `target_feature`, or by `cpuid` through the standard library).
+            #[allow(unused_unsafe)]
+            return Some(unsafe { sse42(data) });
+        }
+        let _ = data;
+        None
+    }
+
+    /// CRC-32C with the SSE4.2 `crc32` instruction, 8 bytes at a time.
+    ///
+    /// # Safety
+    /// The CPU must support SSE4.2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse4.2")]
+    #[inline]
+    unsafe fn sse42(data: &[u8]) -> u32 {
+        let mut chunks = data.chunks_exact(8);
+        let mut crc64 = u64::from(u32::MAX);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            // SAFETY: SSE4.2 is enabled for this function (its caller's contract).
+            #[allow(unused_unsafe)]
+            {
+                crc64 = unsafe { _mm_crc32_u64(crc64, u64::from_le_bytes(word)) };
+            }
+        }
+        // The crc32 instruction zero-extends its 32-bit result.
+        #[allow(clippy::cast_possible_truncation)]
+        let mut crc = crc64 as u32;
+        let mut rest = chunks.remainder();
+        if let Some((word, tail)) = rest.split_first_chunk::<4>() {
+            // SAFETY: as above.
+            #[allow(unused_unsafe)]
+            {
+                crc = unsafe { _mm_crc32_u32(crc, u32::from_le_bytes(*word)) };
+            }
+            rest = tail;
+        }
+        for &byte in rest {
+            // SAFETY: as above.
+            #[allow(unused_unsafe)]
+            {
+                crc = unsafe { _mm_crc32_u8(crc, byte) };
+            }
+        }
+        !crc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_value() {
+        assert_eq!(crc32c_portable(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        if let Some(crc) = crc32c_hardware(b"123456789") {
+            assert_eq!(crc, 0xE306_9283);
+        }
+    }
+
+    #[test]
+    fn hardware_matches_portable_at_every_length() {
+        let mut data = [0u8; 300];
+        let mut x: u32 = 0x1234_5678;
+        for byte in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *byte = x.to_le_bytes()[0];
+        }
+        for start in 0..9 {
+            for end in start..data.len() {
+                let slice = &data[start..end];
+                let portable = crc32c_portable(slice);
+                assert_eq!(crc32c(slice), portable, "len {}", slice.len());
+                if let Some(hw) = crc32c_hardware(slice) {
+                    assert_eq!(hw, portable, "len {}", slice.len());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! # tickwire
+//!
+//! A zero-copy binary protocol for streaming market data.
+//!
+//! The core of this crate is `no_std`, allocation-free and sans-IO: it owns no
+//! socket and reads no clock. It is made of
+//!
+//! * [`wire`]: the packed frame layouts (one [`zerocopy`] struct per message
+//!   type), zero-copy typed views ([`Message`]) and single-frame decoding;
+//! * [`encode`]: writing frames into a caller's `&mut [u8]`, and a
+//!   [`Sequencer`](encode::Sequencer) that numbers them as the protocol says;
+//! * [`checksum`]: CRC-32C, hardware accelerated where the CPU allows;
+//! * [`sequence`]: the [`SequenceTracker`](sequence::SequenceTracker) (gaps,
+//!   duplicates, new sessions, the idle-gap rule);
+//! * [`parse`]: the resynchronizing stream [`Parser`](parse::Parser) that
+//!   survives any damage and reports every discarded byte;
+//! * [`json`]: the JSON-lines rendering of frames and events.
+//!
+//! ```text
+//!  socket ──read──▶ Parser::spare() ─commit(n)─▶ Parser::next_event()
+//!                                                   │
+//!                     ┌─────────────────────────────┼──────────────┐
+//!                     ▼                             ▼              ▼
+//!              Event::Frame(Message)        Event::Gap(Gap)  Event::Discarded
+//! ```
+//!
+//! ## Decoding a buffer
+//!
+//! ```
+//! use tickwire::{Message, parse::{Event, Parser}};
+//!
+//! // A Quote frame, straight from the protocol's test vectors.
+//! let bytes: [u8; 44] = [
+//!     0xa5, 0x01, 0x10, 0x2c, 0x07, 0, 0, 0, 0, 0, 0, 0, 0x15, 0xcd, 0x85, 0x3d, 0xfe, 0x9c,
+//!     0x97, 0x17, 0x2a, 0, 0, 0, 0x44, 0xd6, 0x12, 0, 0xa8, 0xd6, 0x12, 0, 0x64, 0, 0, 0,
+//!     0xc8, 0, 0, 0, 0xc0, 0x49, 0x8b, 0xa2,
+//! ];
+//! let mut storage = [0u8; 256];
+//! let mut parser = Parser::new(&mut storage[..])?;
+//! let spare = parser.spare();
+//! spare[..bytes.len()].copy_from_slice(&bytes);
+//! parser.commit(bytes.len())?;
+//! match parser.next_event() {
+//!     Some(Event::Frame(Message::Quote(q))) => {
+//!         assert_eq!(q.sequence(), 7);
+//!         assert_eq!(q.bid_price(), 1_234_500);
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Features
+//!
+//! | feature     | default | what it adds |
+//! |-------------|---------|--------------|
+//! | `std`       | yes     | run-time CPU detection for CRC-32C; implies `alloc` |
+//! | `alloc`     | via std | owned parser buffers ([`Parser::with_capacity`](parse::Parser::with_capacity)) |
+//! | `synth`     | no      | [`synth`]: the seeded synthetic feed generator |
+//! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`](encode::Payload) |
+//! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`) |
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod checksum;
+pub mod encode;
+pub mod json;
+pub mod parse;
+pub mod sequence;
+#[cfg(feature = "synth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "synth")))]
+pub mod synth;
+pub mod wire;
+
+pub use encode::{encode, EncodeError, Payload, Sequencer};
+pub use parse::{Event, Parser};
+pub use sequence::SequenceTracker;
+pub use wire::{DecodeError, Message, MsgType};

@@ -1,0 +1,246 @@
+//! Sequence tracking: in order, gaps, duplicates, new sessions.
+//!
+//! Pure and allocation-free: feed it every checked frame, in arrival order,
+//! and it tells you what the frame means for the sequence space
+//! (protocol section 3).
+//!
+//! | frame                          | condition                    | verdict |
+//! |--------------------------------|------------------------------|---------|
+//! | data, sequence `s`             | nothing seen yet, or `s == expected` | [`Verdict::InOrder`] |
+//! | data, sequence `s`             | `s > expected`               | [`Verdict::Gap`] `expected..=s-1`, then expect `s+1` |
+//! | data, sequence `s`             | `s < expected`               | [`Verdict::Stale`] (duplicate or late) |
+//! | Heartbeat / EndOfSession, `n`  | `n > expected`               | [`Verdict::Gap`] `expected..=n-1` (idle gap) |
+//! | Heartbeat / EndOfSession, `n`  | otherwise                    | [`Verdict::Control`] |
+//! | LoginAccepted, new session id  |                              | [`Verdict::NewSession`]: expect its `sequence` |
+//! | LoginAccepted, same session    | as Heartbeat                 | |
+//! | Login                          | its `sequence` is a request  | [`Verdict::Control`] |
+//!
+//! ```
+//! use tickwire::sequence::{Gap, SequenceTracker, Verdict};
+//! use tickwire::MsgType;
+//!
+//! let mut t = SequenceTracker::new();
+//! assert_eq!(t.observe(MsgType::Quote, 1, 0), Verdict::InOrder);
+//! assert_eq!(t.observe(MsgType::Quote, 4, 0), Verdict::Gap(Gap { first: 2, last: 3 }));
+//! assert_eq!(t.observe(MsgType::Trade, 3, 0), Verdict::Stale);
+//! assert_eq!(t.observe(MsgType::Heartbeat, 7, 0), Verdict::Gap(Gap { first: 5, last: 6 }));
+//! assert_eq!(t.stats().missing, 4);
+//! ```
+#![forbid(unsafe_code)]
+
+use crate::wire::{Message, MsgType};
+
+/// A range of data sequences that never arrived, both ends inclusive.
+///
+/// ```
+/// let gap = tickwire::sequence::Gap { first: 10, last: 12 };
+/// assert_eq!(gap.len(), 3);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Gap {
+    /// First missing sequence.
+    pub first: u64,
+    /// Last missing sequence.
+    pub last: u64,
+}
+
+impl Gap {
+    /// How many sequences are missing.
+    #[must_use]
+    #[allow(clippy::len_without_is_empty)] // a gap is never empty
+    pub fn len(&self) -> u64 {
+        self.last.saturating_sub(self.first).saturating_add(1)
+    }
+}
+
+/// What a frame means for the sequence space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// A data frame with the expected sequence (or the first one seen).
+    InOrder,
+    /// A control frame consistent with what was seen.
+    Control,
+    /// The frame revealed missing sequences; a data frame carrying it is
+    /// itself new and in order after the gap.
+    Gap(Gap),
+    /// A data frame whose sequence was already passed: a duplicate, or a frame
+    /// arriving after it had been reported missing.
+    Stale,
+    /// A LoginAccepted naming a session other than the current one: the
+    /// sequence space restarted and tracking starts afresh.
+    NewSession {
+        /// The new session.
+        session_id: u64,
+        /// The first data sequence of this connection.
+        sequence: u64,
+    },
+}
+
+/// Counters kept by [`SequenceTracker`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SequenceStats {
+    /// Data frames accepted as new (in order, or right after a gap).
+    pub in_order: u64,
+    /// Control frames seen.
+    pub control: u64,
+    /// Gaps reported.
+    pub gaps: u64,
+    /// Sequences reported missing, summed over all gaps.
+    pub missing: u64,
+    /// Data frames reported stale (duplicate or late).
+    pub stale: u64,
+    /// Sessions started (LoginAccepted with a new `session_id`).
+    pub sessions: u64,
+}
+
+/// Tracks the data sequence space of one feed.
+///
+/// See the [module documentation](self) for the rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SequenceTracker {
+    expected: Option<u64>,
+    session: Option<u64>,
+    stats: SequenceStats,
+}
+
+impl SequenceTracker {
+    /// A tracker that has seen nothing: the first frame sets the baseline.
+    #[must_use]
+    pub const fn new() -> SequenceTracker {
+        SequenceTracker {
+            expected: None,
+            session: None,
+            stats: SequenceStats {
+                in_order: 0,
+                control: 0,
+                gaps: 0,
+                missing: 0,
+                stale: 0,
+                sessions: 0,
+            },
+        }
+    }
+
+    /// A tracker expecting data sequence `next` (for example the sequence a
+    /// client asked to replay from).
+    ///
+    /// ```
+    /// use tickwire::{sequence::{SequenceTracker, Verdict}, MsgType};
+    /// let mut t = SequenceTracker::expecting(5);
+    /// assert!(matches!(t.observe(MsgType::Quote, 6, 0), Verdict::Gap(_)));
+    /// ```
+    #[must_use]
+    pub const fn expecting(next: u64) -> SequenceTracker {
+        let mut t = SequenceTracker::new();
+        t.expected = Some(next);
+        t
+    }
+
+    /// The next data sequence expected, once anything has been seen.
+    #[must_use]
+    pub const fn expected(&self) -> Option<u64> {
+        self.expected
+    }
+
+    /// The current session, once a LoginAccepted has been seen.
+    #[must_use]
+    pub const fn session(&self) -> Option<u64> {
+        self.session
+    }
+
+    /// The counters.
+    #[must_use]
+    pub const fn stats(&self) -> &SequenceStats {
+        &self.stats
+    }
+
+    /// Classifies a checked frame.
+    ///
+    /// ```
+    /// use tickwire::{sequence::{SequenceTracker, Verdict}, Message, Payload};
+    /// let mut buf = [0u8; 24];
+    /// tickwire::encode(&Payload::Heartbeat, 1, 0, &mut buf).unwrap();
+    /// let (msg, _) = Message::decode(&buf).unwrap();
+    /// assert_eq!(SequenceTracker::new().observe_message(&msg), Verdict::Control);
+    /// ```
+    #[inline]
+    pub fn observe_message(&mut self, message: &Message<'_>) -> Verdict {
+        let session_id = match message {
+            Message::LoginAccepted(m) => m.session_id(),
+            _ => 0,
+        };
+        self.observe(message.msg_type(), message.sequence(), session_id)
+    }
+
+    /// Classifies a frame of type `msg_type` carrying `sequence`;
+    /// `session_id` is only read for LoginAccepted.
+    #[inline]
+    pub fn observe(&mut self, msg_type: MsgType, sequence: u64, session_id: u64) -> Verdict {
+        if msg_type.is_data() {
+            return self.data(sequence);
+        }
+        match msg_type {
+            MsgType::Login => {
+                self.stats.control += 1;
+                Verdict::Control
+            }
+            MsgType::LoginAccepted if self.session != Some(session_id) => {
+                self.stats.control += 1;
+                self.stats.sessions += 1;
+                self.session = Some(session_id);
+                self.expected = Some(sequence);
+                Verdict::NewSession { session_id, sequence }
+            }
+            _ => {
+                self.stats.control += 1;
+                match self.expected {
+                    Some(expected) if sequence > expected => {
+                        self.expected = Some(sequence);
+                        self.gap(expected, sequence - 1)
+                    }
+                    Some(_) => Verdict::Control,
+                    None => {
+                        self.expected = Some(sequence);
+                        Verdict::Control
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn data(&mut self, sequence: u64) -> Verdict {
+        let next = sequence.saturating_add(1);
+        match self.expected {
+            Some(expected) if sequence == expected => {
+                self.expected = Some(next);
+                self.stats.in_order += 1;
+                Verdict::InOrder
+            }
+            Some(expected) if sequence > expected => {
+                self.expected = Some(next);
+                self.stats.in_order += 1;
+                self.gap(expected, sequence - 1)
+            }
+            Some(_) => {
+                self.stats.stale += 1;
+                Verdict::Stale
+            }
+            None => {
+                self.expected = Some(next);
+                self.stats.in_order += 1;
+                Verdict::InOrder
+            }
+        }
+    }
+
+    #[cold]
+    fn gap(&mut self, first: u64, last: u64) -> Verdict {
+        let gap = Gap { first, last };
+        self.stats.gaps += 1;
+        self.stats.missing = self.stats.missing.saturating_add(gap.len());
+        Verdict::Gap(gap)
+    }
+}
