@@ -103,11 +103,72 @@ pub fn backend() -> Backend {
     }
 }
 
+/// A CRC-32C implementation, chosen once and passed down hot paths so that
+/// they can be compiled for it (see [`Kernel`]).
+pub(crate) trait Crc32c: Copy {
+    /// The CRC-32C of `data`.
+    fn checksum(self, data: &[u8]) -> u32;
+}
+
+/// Picks the implementation on every call (for one-off uses).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dynamic;
+
+impl Crc32c for Dynamic {
+    #[inline]
+    fn checksum(self, data: &[u8]) -> u32 {
+        crc32c(data)
+    }
+}
+
+/// The software tables.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Portable;
+
+impl Crc32c for Portable {
+    #[inline(always)]
+    fn checksum(self, data: &[u8]) -> u32 {
+        crc32c_portable(data)
+    }
+}
+
+/// A piece of hot code generic over the CRC implementation. [`Accel::run`]
+/// compiles it once per implementation; with SSE4.2 the whole kernel is
+/// compiled with the instruction enabled, so the CRC is inlined into it.
+pub(crate) trait Kernel {
+    /// What the kernel returns.
+    type Output;
+    /// Runs the kernel with `crc`.
+    fn run<C: Crc32c>(self, crc: C) -> Self::Output;
+}
+
+/// The CRC acceleration available on this CPU, detected once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Accel(Option<hw::Sse42>);
+
+impl Accel {
+    /// Probes the CPU (cheap after the first call: the answer is cached).
+    pub(crate) fn detect() -> Accel {
+        Accel(hw::Sse42::detect())
+    }
+
+    /// Runs `kernel` with the fastest CRC-32C this CPU has.
+    #[inline(always)]
+    pub(crate) fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        match self.0 {
+            Some(sse42) => sse42.run(kernel),
+            None => kernel.run(Portable),
+        }
+    }
+}
+
 /// The only module of the crate allowed to use `unsafe`: CPU intrinsics.
 #[allow(unsafe_code)]
 mod hw {
     #[cfg(target_arch = "x86_64")]
     use core::arch::x86_64::{_mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+
+    use super::{Crc32c, Kernel};
 
     /// Whether the SSE4.2 path may run on this CPU.
     #[inline]
@@ -135,16 +196,61 @@ mod hw {
 
     #[inline]
     pub(super) fn crc32c(data: &[u8]) -> Option<u32> {
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: `sse42` only requires the CPU to support SSE4.2, which
-            // `available()` has just established (at compile time through
-            // `target_feature`, or by `cpuid` through the standard library).
-            #[allow(unused_unsafe)]
-            return Some(unsafe { sse42(data) });
+        Sse42::detect().map(|sse42| sse42.checksum(data))
+    }
+
+    /// Proof that this CPU supports SSE4.2: the only way to get one is
+    /// [`Sse42::detect`], which checks. Every `unsafe` block below relies on
+    /// holding one.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Sse42 {
+        _proof: (),
+    }
+
+    impl Sse42 {
+        /// `Some` exactly when SSE4.2 is available (always `None` off x86-64).
+        #[inline]
+        pub(crate) fn detect() -> Option<Sse42> {
+            (cfg!(target_arch = "x86_64") && available()).then_some(Sse42 { _proof: () })
         }
-        let _ = data;
-        None
+
+        /// Runs `kernel` compiled with SSE4.2 enabled.
+        #[inline(always)]
+        pub(crate) fn run<K: Kernel>(self, kernel: K) -> K::Output {
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: `run_sse42` only requires SSE4.2, which `self`
+                // proves (see `Sse42::detect`).
+                unsafe { run_sse42(self, kernel) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                kernel.run(super::Portable)
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support SSE4.2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse4.2")]
+    unsafe fn run_sse42<K: Kernel>(sse42: Sse42, kernel: K) -> K::Output {
+        kernel.run(sse42)
+    }
+
+    impl Crc32c for Sse42 {
+        #[inline(always)]
+        fn checksum(self, data: &[u8]) -> u32 {
+            #[cfg(target_arch = "x86_64")]
+            {
+                // SAFETY: `self` proves the CPU supports SSE4.2.
+                unsafe { sse42(data) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                super::crc32c_portable(data)
+            }
+        }
     }
 
     /// CRC-32C with the SSE4.2 `crc32` instruction, 8 bytes at a time.

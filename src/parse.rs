@@ -47,11 +47,9 @@
 
 use core::fmt;
 
+use crate::checksum::{Accel, Crc32c, Kernel};
 use crate::sequence::{Gap, SequenceTracker, Verdict};
-use crate::wire::{
-    check_frame, DecodeError, EndOfSession, Heartbeat, Login, LoginAccepted, Message, MsgType,
-    Quote, Trade, MAGIC, MAX_FRAME_LEN,
-};
+use crate::wire::{check_frame, view, DecodeError, Message, MsgType, MAGIC, MAX_FRAME_LEN};
 
 /// Default capacity of an owned buffer: 4 MiB, the seed sizing
 /// (500K msg/s × 44 B × 100 ms burst × 2, rounded up).
@@ -230,6 +228,31 @@ impl ParseStats {
     }
 }
 
+/// A dense index for each message type: 1–4 for control codes 0x01–0x04,
+/// 5–6 for data codes 0x10–0x11 (0 is unused).
+#[inline(always)]
+fn type_slot(msg_type: MsgType) -> usize {
+    let code = usize::from(msg_type.code());
+    (code & 0x0F) + (code >> 4) * 5
+}
+
+impl Engine {
+    fn stats(&self) -> ParseStats {
+        let n = |t: MsgType| self.frames_by_type.get(type_slot(t)).copied().unwrap_or(0);
+        ParseStats {
+            heartbeats: n(MsgType::Heartbeat),
+            logins: n(MsgType::Login),
+            login_accepted: n(MsgType::LoginAccepted),
+            end_of_session: n(MsgType::EndOfSession),
+            quotes: n(MsgType::Quote),
+            trades: n(MsgType::Trade),
+            frame_bytes: self.frame_bytes,
+            discarded_bytes: self.discarded_bytes,
+            discard_runs: self.discard_runs,
+        }
+    }
+}
+
 /// An event waiting behind the frame it precedes.
 #[derive(Clone, Copy, Debug)]
 enum Pre {
@@ -254,7 +277,11 @@ impl Pre {
 #[derive(Clone, Debug)]
 struct Engine {
     tracker: SequenceTracker,
-    stats: ParseStats,
+    /// Frames by [`type_slot`].
+    frames_by_type: [u64; 7],
+    frame_bytes: u64,
+    discarded_bytes: u64,
+    discard_runs: u64,
     run: u64,
     run_reason: DiscardReason,
     /// Events to deliver before the held frame, front first.
@@ -262,36 +289,100 @@ struct Engine {
     /// A checked frame at the front of the data, delivered after `pre`.
     held: Option<(MsgType, bool)>,
     eof: bool,
+    accel: Accel,
+}
+
+/// One call of [`Engine::next_with`], as a [`Kernel`] so that it is compiled
+/// for the CRC implementation detected when the parser was made.
+struct Step<'e, 'a> {
+    engine: &'e mut Engine,
+    data: &'a [u8],
+}
+
+impl<'a> Kernel for Step<'_, 'a> {
+    type Output = (Option<Event<'a>>, usize);
+
+    #[inline(always)]
+    fn run<C: Crc32c>(self, crc: C) -> Self::Output {
+        self.engine.next_with(self.data, crc)
+    }
+}
+
+/// Every event in `data`, folded into `acc` in one loop compiled for the CRC
+/// implementation: the push-style fast path. Returns the bytes consumed.
+struct Drain<'e, 'a, B, F> {
+    engine: &'e mut Engine,
+    data: &'a [u8],
+    acc: B,
+    fold: F,
+}
+
+impl<'a, B, F: FnMut(B, Event<'a>) -> B> Kernel for Drain<'_, 'a, B, F> {
+    type Output = (usize, B);
+
+    #[inline(always)]
+    fn run<C: Crc32c>(mut self, crc: C) -> (usize, B) {
+        // Work on a local copy so that the optimizer can keep the state in
+        // registers for the whole loop; write it back at the end.
+        let mut engine = self.engine.clone();
+        let mut consumed = 0;
+        loop {
+            let rest = self.data.get(consumed..).unwrap_or_default();
+            let (event, used) = engine.next_with(rest, crc);
+            consumed += used;
+            match event {
+                Some(event) => self.acc = (self.fold)(self.acc, event),
+                None => {
+                    *self.engine = engine;
+                    return (consumed, self.acc);
+                }
+            }
+        }
+    }
 }
 
 impl Engine {
-    const fn new(tracker: SequenceTracker) -> Engine {
+    fn new(tracker: SequenceTracker) -> Engine {
         Engine {
             tracker,
-            stats: ParseStats {
-                heartbeats: 0,
-                logins: 0,
-                login_accepted: 0,
-                end_of_session: 0,
-                quotes: 0,
-                trades: 0,
-                frame_bytes: 0,
-                discarded_bytes: 0,
-                discard_runs: 0,
-            },
+            frames_by_type: [0; 7],
+            frame_bytes: 0,
+            discarded_bytes: 0,
+            discard_runs: 0,
             run: 0,
             run_reason: DiscardReason::NoSync,
             pre: [None, None],
             held: None,
             eof: false,
+            accel: Accel::detect(),
         }
     }
 
     /// The next event in `data`, and how many bytes of `data` it consumed.
     #[inline]
     fn next<'a>(&mut self, data: &'a [u8]) -> (Option<Event<'a>>, usize) {
+        let accel = self.accel;
+        accel.run(Step { engine: self, data })
+    }
+
+    /// Folds every event in `data` into `acc`; returns the bytes consumed.
+    #[inline]
+    fn fold<'a, B>(
+        &mut self,
+        data: &'a [u8],
+        acc: B,
+        fold: impl FnMut(B, Event<'a>) -> B,
+    ) -> (usize, B) {
+        let accel = self.accel;
+        accel.run(Drain { engine: self, data, acc, fold })
+    }
+
+    #[inline(always)]
+    fn next_with<'a, C: Crc32c>(&mut self, data: &'a [u8], crc: C) -> (Option<Event<'a>>, usize) {
         if self.held.is_some() {
-            return self.release(data);
+            if let Some(released) = self.release(data) {
+                return released;
+            }
         }
         let mut pos = 0;
         loop {
@@ -302,7 +393,7 @@ impl Engine {
                 }
                 return (None, pos);
             }
-            match check_frame(rest) {
+            match check_frame(rest, crc) {
                 Ok(message) => {
                     let verdict = self.tracker.observe_message(&message);
                     if self.run == 0 {
@@ -333,7 +424,7 @@ impl Engine {
                         self.run_reason = reason;
                     }
                     self.run += skip as u64;
-                    self.stats.discarded_bytes += skip as u64;
+                    self.discarded_bytes += skip as u64;
                     pos += skip;
                     if self.run >= DISCARD_REPORT_MAX {
                         return (Some(self.end_run()), pos);
@@ -345,7 +436,7 @@ impl Engine {
 
     /// Slow path: a checked frame must wait behind a discard report, a gap
     /// or a new-session event.
-    #[cold]
+    #[inline(always)]
     fn hold<'a>(&mut self, message: &Message<'_>, verdict: Verdict) -> Option<Event<'a>> {
         let mut pre = [None, None];
         let mut n = 0;
@@ -365,6 +456,7 @@ impl Engine {
         self.pop_pre()
     }
 
+    #[inline(always)]
     fn pop_pre<'a>(&mut self) -> Option<Event<'a>> {
         let [first, second] = self.pre;
         let event = first.or(second)?;
@@ -373,69 +465,49 @@ impl Engine {
     }
 
     /// Delivers the pending pre-events, then the held frame.
-    #[cold]
-    fn release<'a>(&mut self, data: &'a [u8]) -> (Option<Event<'a>>, usize) {
+    #[inline(always)]
+    /// `None` if there was nothing to release after all (the held frame is
+    /// then parsed again).
+    fn release<'a>(&mut self, data: &'a [u8]) -> Option<(Option<Event<'a>>, usize)> {
         if let Some(event) = self.pop_pre() {
-            return (Some(event), 0);
+            return Some((Some(event), 0));
         }
-        let Some((msg_type, stale)) = self.held.take() else {
-            return (None, 0);
-        };
+        let (msg_type, stale) = self.held.take()?;
         // The frame was checked when it was first seen and the data did not change.
-        match view(msg_type, data) {
-            Some(message) => {
-                self.count(&message);
-                let event = if stale { Event::Stale(message) } else { Event::Frame(message) };
-                (Some(event), message.len())
-            }
-            None => self.next(data),
-        }
+        let message = view(msg_type.code(), data)?;
+        self.count(&message);
+        let event = if stale { Event::Stale(message) } else { Event::Frame(message) };
+        Some((Some(event), message.len()))
     }
 
+    #[inline(always)]
     fn take_run(&mut self) -> Discard {
         let discard = Discard { bytes: self.run, reason: self.run_reason };
         self.run = 0;
         self.run_reason = DiscardReason::NoSync;
-        self.stats.discard_runs += 1;
+        self.discard_runs += 1;
         discard
     }
 
+    #[inline(always)]
     fn end_run<'a>(&mut self) -> Event<'a> {
         Event::Discarded(self.take_run())
     }
 
+    /// Counts a frame without branching on its type.
     #[inline(always)]
     fn count(&mut self, message: &Message<'_>) {
-        let s = &mut self.stats;
+        let msg_type = message.msg_type();
         match message {
-            Message::Quote(_) => s.quotes += 1,
-            Message::Trade(_) => s.trades += 1,
-            Message::Heartbeat(_) => s.heartbeats += 1,
-            Message::Login(_) => s.logins += 1,
-            Message::LoginAccepted(_) => s.login_accepted += 1,
-            Message::EndOfSession(_) => s.end_of_session += 1,
+            Message::Quote(_) => self.frames_by_type[5] += 1,
+            Message::Trade(_) => self.frames_by_type[6] += 1,
+            Message::Heartbeat(_) => self.frames_by_type[1] += 1,
+            Message::Login(_) => self.frames_by_type[2] += 1,
+            Message::LoginAccepted(_) => self.frames_by_type[3] += 1,
+            Message::EndOfSession(_) => self.frames_by_type[4] += 1,
         }
-        s.frame_bytes += message.len() as u64;
+        self.frame_bytes += msg_type.frame_len() as u64;
     }
-}
-
-/// Views the already checked frame of type `msg_type` at the front of `data`.
-fn view(msg_type: MsgType, data: &[u8]) -> Option<Message<'_>> {
-    use zerocopy::transmute_ref;
-    Some(match msg_type {
-        MsgType::Quote => Message::Quote(transmute_ref!(data.first_chunk::<{ Quote::LEN }>()?)),
-        MsgType::Trade => Message::Trade(transmute_ref!(data.first_chunk::<{ Trade::LEN }>()?)),
-        MsgType::Heartbeat => {
-            Message::Heartbeat(transmute_ref!(data.first_chunk::<{ Heartbeat::LEN }>()?))
-        }
-        MsgType::Login => Message::Login(transmute_ref!(data.first_chunk::<{ Login::LEN }>()?)),
-        MsgType::LoginAccepted => Message::LoginAccepted(transmute_ref!(
-            data.first_chunk::<{ LoginAccepted::LEN }>()?
-        )),
-        MsgType::EndOfSession => Message::EndOfSession(transmute_ref!(
-            data.first_chunk::<{ EndOfSession::LEN }>()?
-        )),
-    })
 }
 
 /// The streaming parser over a fixed buffer `B` (`&mut [u8]`, `Box<[u8]>`,
@@ -573,6 +645,36 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
         event
     }
 
+    /// Hands every event available now to `sink`, in order: the same events
+    /// as calling [`next_event`](Parser::next_event) until it returns `None`,
+    /// in one loop that is compiled together with `sink` (the fastest way to
+    /// consume a parser).
+    ///
+    /// ```
+    /// use tickwire::parse::{Event, Parser};
+    /// use tickwire::{Payload, Sequencer};
+    /// let mut parser = Parser::with_capacity(1024)?;
+    /// let mut seq = Sequencer::new();
+    /// let mut wire = [0u8; 48];
+    /// let n = seq.encode(&Payload::Heartbeat, 0, &mut wire)?;
+    /// let n = n + seq.encode(&Payload::Heartbeat, 0, &mut wire[n..])?;
+    /// parser.fill_from(&wire[..n]);
+    /// let mut frames = 0;
+    /// parser.drain(|event| {
+    ///     if let Event::Frame(_) = event {
+    ///         frames += 1;
+    ///     }
+    /// });
+    /// assert_eq!(frames, 2);
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn drain<F: FnMut(Event<'_>)>(&mut self, mut sink: F) {
+        let data = self.buf.as_ref().get(self.start..self.end).unwrap_or_default();
+        let (used, ()) = self.engine.fold(data, (), |(), event| sink(event));
+        self.start += used;
+    }
+
     /// Marks the end of the stream: an incomplete candidate at the end now
     /// fails (and is discarded one byte at a time, so complete frames after
     /// it are still delivered) and the last discarded run is reported.
@@ -600,8 +702,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
 
     /// Frame and discard counters.
     #[must_use]
-    pub fn stats(&self) -> &ParseStats {
-        &self.engine.stats
+    pub fn stats(&self) -> ParseStats {
+        self.engine.stats()
     }
 
     /// The sequence tracker (its counters, the expected sequence, the session).
@@ -681,8 +783,8 @@ impl<'a> SliceParser<'a> {
 
     /// Frame and discard counters so far.
     #[must_use]
-    pub fn stats(&self) -> &ParseStats {
-        &self.engine.stats
+    pub fn stats(&self) -> ParseStats {
+        self.engine.stats()
     }
 
     /// The sequence tracker.
@@ -707,4 +809,13 @@ impl<'a> Iterator for SliceParser<'a> {
         self.data = self.data.get(used..).unwrap_or_default();
         event
     }
+
+    /// The fast path behind `for_each`, `count`, `filter(..).count()`…: one
+    /// loop compiled together with `g` (see [`Parser::drain`]).
+    #[inline]
+    fn fold<B, G: FnMut(B, Event<'a>) -> B>(mut self, init: B, g: G) -> B {
+        let data = self.data;
+        self.engine.fold(data, init, g).1
+    }
 }
+

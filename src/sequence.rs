@@ -165,7 +165,7 @@ impl SequenceTracker {
     /// let (msg, _) = Message::decode(&buf).unwrap();
     /// assert_eq!(SequenceTracker::new().observe_message(&msg), Verdict::Control);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn observe_message(&mut self, message: &Message<'_>) -> Verdict {
         let session_id = match message {
             Message::LoginAccepted(m) => m.session_id(),
@@ -176,8 +176,23 @@ impl SequenceTracker {
 
     /// Classifies a frame of type `msg_type` carrying `sequence`;
     /// `session_id` is only read for LoginAccepted.
-    #[inline]
+    #[inline(always)]
     pub fn observe(&mut self, msg_type: MsgType, sequence: u64, session_id: u64) -> Verdict {
+        // Fast path, without a branch on the type: a data frame with the
+        // expected sequence, or a Heartbeat/EndOfSession carrying it.
+        let sessionless = !matches!(msg_type, MsgType::Login | MsgType::LoginAccepted);
+        if self.expected == Some(sequence) && sessionless {
+            let data = msg_type.is_data();
+            self.expected = Some(sequence.saturating_add(u64::from(data)));
+            self.stats.in_order += u64::from(data);
+            self.stats.control += u64::from(!data);
+            return if data { Verdict::InOrder } else { Verdict::Control };
+        }
+        self.observe_slow(msg_type, sequence, session_id)
+    }
+
+    #[inline(never)]
+    fn observe_slow(&mut self, msg_type: MsgType, sequence: u64, session_id: u64) -> Verdict {
         if msg_type.is_data() {
             return self.data(sequence);
         }
@@ -210,7 +225,7 @@ impl SequenceTracker {
         }
     }
 
-    #[inline(always)]
+    #[inline]
     fn data(&mut self, sequence: u64) -> Verdict {
         let next = sequence.saturating_add(1);
         match self.expected {

@@ -260,3 +260,61 @@ frame! {
         reserved: U16 => u16,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn header_layout() {
+        assert_eq!(size_of::<Header>(), 20);
+        assert_eq!(offset_of!(Header, magic), super::super::offset::MAGIC);
+        assert_eq!(offset_of!(Header, version), super::super::offset::VERSION);
+        assert_eq!(offset_of!(Header, msg_type), super::super::offset::MSG_TYPE);
+        assert_eq!(offset_of!(Header, length), super::super::offset::LENGTH);
+        assert_eq!(offset_of!(Header, sequence), super::super::offset::SEQUENCE);
+        assert_eq!(offset_of!(Header, timestamp), super::super::offset::TIMESTAMP);
+    }
+
+    #[test]
+    fn control_layouts() {
+        assert_eq!((size_of::<Heartbeat>(), offset_of!(Heartbeat, checksum)), (24, 20));
+        assert_eq!((size_of::<Login>(), offset_of!(Login, checksum)), (24, 20));
+        assert_eq!((size_of::<EndOfSession>(), offset_of!(EndOfSession, checksum)), (24, 20));
+        assert_eq!(size_of::<LoginAccepted>(), 32);
+        assert_eq!(offset_of!(LoginAccepted, session_id), 20);
+        assert_eq!(offset_of!(LoginAccepted, checksum), 28);
+    }
+
+    #[test]
+    fn quote_layout() {
+        assert_eq!(size_of::<Quote>(), 44);
+        assert_eq!(offset_of!(Quote, header), 0);
+        assert_eq!(offset_of!(Quote, instrument_id), 20);
+        assert_eq!(offset_of!(Quote, bid_price), 24);
+        assert_eq!(offset_of!(Quote, ask_price), 28);
+        assert_eq!(offset_of!(Quote, bid_size), 32);
+        assert_eq!(offset_of!(Quote, ask_size), 36);
+        assert_eq!(offset_of!(Quote, checksum), 40);
+    }
+
+    #[test]
+    fn trade_layout() {
+        assert_eq!(size_of::<Trade>(), 40);
+        assert_eq!(offset_of!(Trade, instrument_id), 20);
+        assert_eq!(offset_of!(Trade, price), 24);
+        assert_eq!(offset_of!(Trade, size), 28);
+        assert_eq!(offset_of!(Trade, side), 32);
+        assert_eq!(offset_of!(Trade, flags), 33);
+        assert_eq!(offset_of!(Trade, reserved), 34);
+        assert_eq!(offset_of!(Trade, checksum), 36);
+    }
+
+    #[test]
+    fn alignment_is_one() {
+        assert_eq!(align_of::<Quote>(), 1);
+        assert_eq!(align_of::<Trade>(), 1);
+        assert_eq!(align_of::<LoginAccepted>(), 1);
+    }
+}

@@ -6,7 +6,7 @@ use zerocopy::{transmute_ref, IntoBytes};
 
 use super::frames::{EndOfSession, Header, Heartbeat, Login, LoginAccepted, Quote, Trade};
 use super::{MsgType, CHECKSUM_LEN, MAGIC, VERSION};
-use crate::checksum::crc32c;
+use crate::checksum::{Crc32c, Dynamic};
 
 /// A checked frame, borrowed zero-copy from the buffer it was found in.
 ///
@@ -45,7 +45,8 @@ pub enum Message<'a> {
 ///
 /// ```
 /// use tickwire::{DecodeError, Message};
-/// assert_eq!(Message::decode(&[0xA5, 2]), Err(DecodeError::Incomplete { needed: 4 }));
+/// assert_eq!(Message::decode(&[0xA5, 1]), Err(DecodeError::Incomplete { needed: 4 }));
+/// assert_eq!(Message::decode(&[0xA5, 2]), Err(DecodeError::BadVersion { found: 2 }));
 /// assert_eq!(Message::decode(&[0x00; 24]), Err(DecodeError::BadMagic { found: 0 }));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,24 +123,31 @@ impl core::error::Error for DecodeError {}
 ///
 /// This is the hot path of every decoder: one 4-byte compare decides magic,
 /// version, type and length together, then a checksum over a fixed-size array.
+/// Validates the frame at the start of `bytes` (header, length, checksum)
+/// and returns the typed view of it.
+///
+/// This is the hot path of every decoder: one 4-byte compare decides magic,
+/// version, type and length together; everything that depends on the type
+/// happens inside its branch, with constant offsets and a checksum over a
+/// fixed-size array.
 #[inline(always)]
-pub(crate) fn check_frame(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
+pub(crate) fn check_frame<C: Crc32c>(bytes: &[u8], crc: C) -> Result<Message<'_>, DecodeError> {
     let Some(head) = bytes.first_chunk::<4>() else {
         return Err(header_error(bytes).unwrap_or(DecodeError::Incomplete { needed: 4 }));
     };
     let word = u32::from_le_bytes(*head);
     if word == MsgType::Quote.head_word() {
-        Ok(Message::Quote(transmute_ref!(sealed::<44>(bytes)?)))
+        sealed::<44, C>(bytes, crc).map(|f| Message::Quote(transmute_ref!(f)))
     } else if word == MsgType::Trade.head_word() {
-        Ok(Message::Trade(transmute_ref!(sealed::<40>(bytes)?)))
+        sealed::<40, C>(bytes, crc).map(|f| Message::Trade(transmute_ref!(f)))
     } else if word == MsgType::Heartbeat.head_word() {
-        Ok(Message::Heartbeat(transmute_ref!(sealed::<24>(bytes)?)))
+        sealed::<24, C>(bytes, crc).map(|f| Message::Heartbeat(transmute_ref!(f)))
     } else if word == MsgType::LoginAccepted.head_word() {
-        Ok(Message::LoginAccepted(transmute_ref!(sealed::<32>(bytes)?)))
+        sealed::<32, C>(bytes, crc).map(|f| Message::LoginAccepted(transmute_ref!(f)))
     } else if word == MsgType::EndOfSession.head_word() {
-        Ok(Message::EndOfSession(transmute_ref!(sealed::<24>(bytes)?)))
+        sealed::<24, C>(bytes, crc).map(|f| Message::EndOfSession(transmute_ref!(f)))
     } else if word == MsgType::Login.head_word() {
-        Ok(Message::Login(transmute_ref!(sealed::<24>(bytes)?)))
+        sealed::<24, C>(bytes, crc).map(|f| Message::Login(transmute_ref!(f)))
     } else {
         Err(header_error(head).unwrap_or(DecodeError::Incomplete { needed: 4 }))
     }
@@ -148,7 +156,7 @@ pub(crate) fn check_frame(bytes: &[u8]) -> Result<Message<'_>, DecodeError> {
 /// The first `N` bytes of `bytes`, if they are there and their CRC-32C
 /// trailer matches.
 #[inline(always)]
-fn sealed<const N: usize>(bytes: &[u8]) -> Result<&[u8; N], DecodeError> {
+fn sealed<const N: usize, C: Crc32c>(bytes: &[u8], crc: C) -> Result<&[u8; N], DecodeError> {
     let Some(frame) = bytes.first_chunk::<N>() else {
         return Err(DecodeError::Incomplete { needed: N });
     };
@@ -156,11 +164,29 @@ fn sealed<const N: usize>(bytes: &[u8]) -> Result<&[u8; N], DecodeError> {
         return Err(DecodeError::Incomplete { needed: N });
     };
     let stored = u32::from_le_bytes(*trailer);
-    let computed = crc32c(covered);
+    let computed = crc.checksum(covered);
     if stored != computed {
         return Err(DecodeError::BadChecksum { stored, computed });
     }
     Ok(frame)
+}
+
+/// The typed view of the frame of type `code` at the start of `bytes`
+/// (no checks beyond the length).
+#[inline]
+pub(crate) fn view(code: u8, bytes: &[u8]) -> Option<Message<'_>> {
+    Some(match MsgType::from_u8(code)? {
+        MsgType::Quote => Message::Quote(transmute_ref!(bytes.first_chunk::<44>()?)),
+        MsgType::Trade => Message::Trade(transmute_ref!(bytes.first_chunk::<40>()?)),
+        MsgType::Heartbeat => Message::Heartbeat(transmute_ref!(bytes.first_chunk::<24>()?)),
+        MsgType::Login => Message::Login(transmute_ref!(bytes.first_chunk::<24>()?)),
+        MsgType::LoginAccepted => {
+            Message::LoginAccepted(transmute_ref!(bytes.first_chunk::<32>()?))
+        }
+        MsgType::EndOfSession => {
+            Message::EndOfSession(transmute_ref!(bytes.first_chunk::<24>()?))
+        }
+    })
 }
 
 /// Explains why the (up to 4) header bytes are not a valid frame start, in
@@ -210,7 +236,7 @@ impl<'a> Message<'a> {
     /// ```
     #[inline]
     pub fn decode(bytes: &'a [u8]) -> Result<(Message<'a>, &'a [u8]), DecodeError> {
-        let message = check_frame(bytes)?;
+        let message = check_frame(bytes, Dynamic)?;
         let rest = bytes.get(message.len()..).unwrap_or_default();
         Ok((message, rest))
     }

@@ -33,7 +33,7 @@ mod message;
 
 pub use frames::{EndOfSession, Header, Heartbeat, Login, LoginAccepted, Quote, Trade};
 pub use message::{DecodeError, Message};
-pub(crate) use message::check_frame;
+pub(crate) use message::{check_frame, view};
 
 /// The sync byte every frame starts with.
 pub const MAGIC: u8 = 0xA5;

@@ -1,0 +1,206 @@
+//! The protocol's test vectors (section 6), byte for byte, in both directions,
+//! and the stream parser on every split point of each.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+use tickwire::encode::{QuoteFields, TradeFields};
+use tickwire::parse::{Event, Parser, SliceParser};
+use tickwire::{encode, DecodeError, Message, Payload};
+
+const T: u64 = 1_700_000_000_123_456_789;
+
+fn hex(s: &str) -> Vec<u8> {
+    s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+}
+
+/// (payload, sequence, timestamp, hex) for every vector of section 6.
+fn vectors() -> Vec<(Payload, u64, u64, Vec<u8>)> {
+    vec![
+        (Payload::Heartbeat, 1, 0, hex("a5 01 01 18 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 17 07 45 20")),
+        (Payload::Login, 0, T, hex("a5 01 02 18 00 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 4a b1 75 39")),
+        (Payload::Login, 1000, T, hex("a5 01 02 18 e8 03 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 14 2f e6 dd")),
+        (
+            Payload::LoginAccepted { session_id: 0x0123_4567_89AB_CDEF },
+            42,
+            T,
+            hex("a5 01 03 20 2a 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 ef cd ab 89 67 45 23 01 33 37 05 36"),
+        ),
+        (Payload::EndOfSession, 43, T, hex("a5 01 04 18 2b 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 1a a3 52 ac")),
+        (
+            Payload::Quote(QuoteFields { instrument_id: 42, bid_price: 1_234_500, ask_price: 1_234_600, bid_size: 100, ask_size: 200 }),
+            7,
+            T,
+            hex("a5 01 10 2c 07 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 2a 00 00 00 44 d6 12 00 a8 d6 12 00 64 00 00 00 c8 00 00 00 c0 49 8b a2"),
+        ),
+        (
+            Payload::Quote(QuoteFields { instrument_id: 4_000_000_000, bid_price: -5, ask_price: 0, bid_size: 0, ask_size: 4_294_967_295 }),
+            8,
+            T,
+            hex("a5 01 10 2c 08 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 00 28 6b ee fb ff ff ff 00 00 00 00 00 00 00 00 ff ff ff ff 37 00 a1 82"),
+        ),
+        (
+            Payload::Trade(TradeFields { instrument_id: 42, price: 1_234_550, size: 50, side: 1, flags: 0 }),
+            9,
+            T,
+            hex("a5 01 11 28 09 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 2a 00 00 00 76 d6 12 00 32 00 00 00 01 00 00 00 d2 4f d1 29"),
+        ),
+        (
+            Payload::Trade(TradeFields { instrument_id: 7, price: -1, size: 1, side: 2, flags: 0x81 }),
+            10,
+            T,
+            hex("a5 01 11 28 0a 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 07 00 00 00 ff ff ff ff 01 00 00 00 02 81 00 00 5c 18 0d 76"),
+        ),
+    ]
+}
+
+#[test]
+fn encode_matches_every_vector() {
+    for (payload, seq, ts, bytes) in vectors() {
+        let mut buf = [0u8; 64];
+        let n = encode(&payload, seq, ts, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &bytes[..], "{payload:?}");
+    }
+}
+
+#[test]
+fn decode_matches_every_vector() {
+    for (payload, seq, ts, bytes) in vectors() {
+        let (msg, rest) = Message::decode(&bytes).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(Payload::from(msg), payload);
+        assert_eq!((msg.sequence(), msg.timestamp()), (seq, ts));
+        assert_eq!(msg.as_bytes(), &bytes[..]);
+        assert_eq!(msg.len(), bytes.len());
+    }
+}
+
+#[test]
+fn decoded_fields_are_plain_integers() {
+    let v = vectors();
+    let (Message::Quote(q), _) = Message::decode(&v[6].3).unwrap() else { panic!() };
+    assert_eq!(q.instrument_id(), 4_000_000_000u32);
+    assert_eq!(q.bid_price(), -5i32);
+    assert_eq!(q.ask_size(), u32::MAX);
+    assert_eq!(q.checksum(), 0x82a1_0037);
+    let (Message::Trade(t), _) = Message::decode(&v[8].3).unwrap() else { panic!() };
+    assert_eq!((t.price(), t.side(), t.flags(), t.reserved()), (-1, 2, 0x81, 0));
+    let (Message::LoginAccepted(la), _) = Message::decode(&v[3].3).unwrap() else { panic!() };
+    assert_eq!(la.session_id(), 0x0123_4567_89AB_CDEF);
+}
+
+#[test]
+fn every_damaged_byte_is_rejected() {
+    for (_, _, _, bytes) in vectors() {
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[i] ^= 1 << bit;
+                assert!(Message::decode(&damaged).is_err(), "byte {i} bit {bit} of {bytes:02x?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_errors_name_the_failure() {
+    let hb = &vectors()[0].3;
+    let mut b = hb.clone();
+    b[1] = 2;
+    assert_eq!(Message::decode(&b), Err(DecodeError::BadVersion { found: 2 }));
+    b = hb.clone();
+    b[2] = 0x05;
+    assert_eq!(Message::decode(&b), Err(DecodeError::UnknownType { found: 5 }));
+    b = hb.clone();
+    b[3] = 44;
+    assert!(matches!(Message::decode(&b), Err(DecodeError::BadLength { found: 44, .. })));
+    b = hb.clone();
+    b[10] ^= 1;
+    assert!(matches!(Message::decode(&b), Err(DecodeError::BadChecksum { .. })));
+    assert_eq!(Message::decode(&hb[..23]), Err(DecodeError::Incomplete { needed: 24 }));
+    assert_eq!(Message::decode(&[]), Err(DecodeError::Incomplete { needed: 4 }));
+    // Every message is actionable text.
+    let e = DecodeError::BadChecksum { stored: 1, computed: 2 };
+    assert!(e.to_string().contains("checksum"));
+}
+
+fn all_vectors_stream() -> (Vec<u8>, usize) {
+    let v = vectors();
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.3.clone()).collect();
+    (bytes, v.len())
+}
+
+/// Frame bytes (as delivered) from a streaming parse with the given cut points.
+fn stream_frames(bytes: &[u8], cuts: &[usize]) -> (Vec<Vec<u8>>, u64) {
+    let mut storage = vec![0u8; 128];
+    let mut parser = Parser::new(&mut storage[..]).unwrap();
+    let mut frames = Vec::new();
+    let mut discarded = 0;
+    let mut at = 0;
+    let mut drain = |parser: &mut Parser<&mut [u8]>| {
+        while let Some(ev) = parser.next_event() {
+            match ev {
+                Event::Frame(m) | Event::Stale(m) => frames.push(m.as_bytes().to_vec()),
+                Event::Discarded(d) => discarded += d.bytes,
+                _ => {}
+            }
+        }
+    };
+    for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
+        let mut piece = &bytes[at..cut];
+        while !piece.is_empty() {
+            let n = parser.fill_from(piece);
+            piece = &piece[n..];
+            drain(&mut parser);
+        }
+        at = cut;
+    }
+    parser.finish();
+    drain(&mut parser);
+    (frames, discarded)
+}
+
+#[test]
+fn every_split_point_of_every_vector() {
+    for (_, _, _, bytes) in vectors() {
+        for cut in 0..=bytes.len() {
+            let (frames, discarded) = stream_frames(&bytes, &[cut]);
+            assert_eq!(frames, vec![bytes.clone()], "cut at {cut}");
+            assert_eq!(discarded, 0);
+        }
+    }
+}
+
+#[test]
+fn all_vectors_back_to_back_in_every_two_way_split_and_byte_by_byte() {
+    let (bytes, count) = all_vectors_stream();
+    for cut in 0..=bytes.len() {
+        let (frames, discarded) = stream_frames(&bytes, &[cut]);
+        assert_eq!(frames.len(), count);
+        assert_eq!(frames.concat(), bytes);
+        assert_eq!(discarded, 0);
+    }
+    let cuts: Vec<usize> = (1..bytes.len()).collect();
+    let (frames, _) = stream_frames(&bytes, &cuts);
+    assert_eq!(frames.concat(), bytes);
+}
+
+#[test]
+fn truncated_frame_does_not_swallow_the_next() {
+    let v = vectors();
+    let quote = &v[5].3;
+    let trade = &v[7].3;
+    for keep in 1..quote.len() {
+        let mut stream = quote[..keep].to_vec();
+        stream.extend_from_slice(trade);
+        let events: Vec<_> = SliceParser::new(&stream).collect();
+        let frames: Vec<_> = events
+            .iter()
+            .filter_map(|e| if let Event::Frame(m) = e { Some(m.as_bytes()) } else { None })
+            .collect();
+        assert_eq!(frames, vec![&trade[..]], "keep {keep}");
+        let discarded: u64 = events
+            .iter()
+            .filter_map(|e| if let Event::Discarded(d) = e { Some(d.bytes) } else { None })
+            .sum();
+        assert_eq!(discarded, keep as u64);
+    }
+}
