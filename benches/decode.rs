@@ -5,7 +5,12 @@
 //! Every figure is measured in the same run, so compare the ratios: the
 //! machine is shared and noisy. Each case runs `ROUNDS` times over the whole
 //! stream; the best and the median round are reported.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
 
 use std::hint::black_box;
@@ -40,7 +45,13 @@ fn measure(name: &'static str, bytes: u64, mut f: impl FnMut() -> u64) -> Row {
         times.push(t.elapsed());
     }
     times.sort();
-    Row { name, frames, bytes, best: times[0], median: times[ROUNDS / 2] }
+    Row {
+        name,
+        frames,
+        bytes,
+        best: times[0],
+        median: times[ROUNDS / 2],
+    }
 }
 
 fn stream() -> (Vec<u8>, Vec<Payload>) {
@@ -63,7 +74,9 @@ fn stream() -> (Vec<u8>, Vec<Payload>) {
     let mut seq = Sequencer::new();
     let mut at = 0;
     for (i, p) in payloads.iter().enumerate() {
-        at += seq.encode(p, 1_700_000_000_000_000_000 + i as u64, &mut buf[at..]).unwrap();
+        at += seq
+            .encode(p, 1_700_000_000_000_000_000 + i as u64, &mut buf[at..])
+            .unwrap();
     }
     (buf, payloads)
 }
@@ -212,9 +225,9 @@ fn byteorder_copying(data: &[u8], crc: fn(&[u8]) -> u32) -> u64 {
                 side: b[32],
                 flags: b[33],
             }),
-            MsgType::LoginAccepted => {
-                Payload::LoginAccepted { session_id: LittleEndian::read_u64(&b[20..]) }
-            }
+            MsgType::LoginAccepted => Payload::LoginAccepted {
+                session_id: LittleEndian::read_u64(&b[20..]),
+            },
             _ => Payload::Heartbeat,
         };
         tracker.observe(t, sequence, 0);
@@ -232,10 +245,19 @@ fn encode_all(payloads: &[Payload], out: &mut [u8]) -> u64 {
     let mut seq = Sequencer::new();
     let mut at = 0;
     for (i, p) in payloads.iter().enumerate() {
-        at += seq.encode(p, 1_700_000_000_000_000_000 + i as u64, &mut out[at..]).unwrap();
+        at += seq
+            .encode(p, 1_700_000_000_000_000_000 + i as u64, &mut out[at..])
+            .unwrap();
     }
     black_box(&out[..at]);
     payloads.len() as u64
+}
+
+fn encode_batch(batch: &[(u64, Payload)], out: &mut [u8]) -> u64 {
+    let mut seq = Sequencer::new();
+    let done = seq.encode_batch(batch, out);
+    black_box(&out[..done.bytes]);
+    done.frames as u64
 }
 
 fn main() {
@@ -248,31 +270,50 @@ fn main() {
         bytes as f64 / (1 << 20) as f64,
         tickwire::checksum::backend()
     );
-    let mut parser = Parser::with_capacity(4 << 20).unwrap();
+    let mut buffer = Some(vec![1u8; tickwire::parse::DEFAULT_CAPACITY].into_boxed_slice());
     let mut out = vec![0u8; data.len()];
     let mut copy_dst = vec![0u8; data.len()];
+    let batch: Vec<(u64, Payload)> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (1_700_000_000_000_000_000 + i as u64, *p))
+        .collect();
     let rows = vec![
         measure("memcpy of the stream (bandwidth reference)", bytes, || {
             copy_dst.copy_from_slice(&data);
             black_box(&copy_dst);
             count
         }),
-        measure("framing only (no CRC, no tracking)", bytes, || framing_only(&data)),
+        measure("framing only (no CRC, no tracking)", bytes, || {
+            framing_only(&data)
+        }),
         measure("checked decode, SliceParser::for_each", bytes, || {
             checked_slice_for_each(&data)
         }),
-        measure("checked decode, SliceParser iterator next()", bytes, || checked_slice(&data)),
-        measure("checked decode, Parser::drain + 64 KiB reads", bytes, || {
-            let mut p = Parser::with_capacity(4 << 20).unwrap();
-            std::mem::swap(&mut p, &mut parser);
-            checked_stream_drain(&data, &mut p)
+        measure("checked decode, SliceParser iterator next()", bytes, || {
+            checked_slice(&data)
         }),
-        measure("checked decode, Parser::next_event + 64 KiB reads", bytes, || {
-            let mut p = Parser::with_capacity(4 << 20).unwrap();
-            std::mem::swap(&mut p, &mut parser);
-            let n = checked_stream(&data, &mut p);
-            n
-        }),
+        measure(
+            "checked decode, Parser::drain + 64 KiB reads",
+            bytes,
+            || {
+                // A fresh parser (and sequence tracker) on the same, already touched buffer.
+                let mut p = Parser::new(buffer.take().unwrap()).unwrap();
+                let n = checked_stream_drain(&data, &mut p);
+                buffer = Some(p.into_inner());
+                n
+            },
+        ),
+        measure(
+            "checked decode, Parser::next_event + 64 KiB reads",
+            bytes,
+            || {
+                let mut p = Parser::new(buffer.take().unwrap()).unwrap();
+                let n = checked_stream(&data, &mut p);
+                buffer = Some(p.into_inner());
+                n
+            },
+        ),
         measure("copying byteorder decoder, tickwire CRC", bytes, || {
             byteorder_copying(&data, crc32c)
         }),
@@ -282,10 +323,19 @@ fn main() {
         measure("copying byteorder decoder, portable CRC", bytes, || {
             byteorder_copying(&data, crc32c_portable)
         }),
-        measure("encode (Sequencer, 60/30/10 mix)", bytes, || encode_all(&payloads, &mut out)),
+        measure("encode, Sequencer::encode per frame", bytes, || {
+            encode_all(&payloads, &mut out)
+        }),
+        measure("encode, Sequencer::encode_batch", bytes, || {
+            encode_batch(&batch, &mut out)
+        }),
     ];
     for r in &rows {
-        assert_eq!(r.frames, count, "{} saw {} of {} frames", r.name, r.frames, count);
+        assert_eq!(
+            r.frames, count,
+            "{} saw {} of {} frames",
+            r.name, r.frames, count
+        );
     }
     let reference = rows[2].best.as_secs_f64();
     println!(

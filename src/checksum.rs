@@ -108,6 +108,18 @@ pub fn backend() -> Backend {
 pub(crate) trait Crc32c: Copy {
     /// The CRC-32C of `data`.
     fn checksum(self, data: &[u8]) -> u32;
+
+    /// The CRC-32C of `words` laid out little-endian (at most 16 words).
+    /// Encoders build frames as words in registers; this checksums them
+    /// without a round trip through memory.
+    #[inline(always)]
+    fn checksum_words(self, words: &[u32]) -> u32 {
+        let mut bytes = [0u8; 64];
+        for (chunk, word) in bytes.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        self.checksum(bytes.get(..words.len() * 4).unwrap_or_default())
+    }
 }
 
 /// Picks the implementation on every call (for one-off uses).
@@ -251,6 +263,83 @@ mod hw {
                 super::crc32c_portable(data)
             }
         }
+
+        #[inline(always)]
+        fn checksum_words(self, words: &[u32]) -> u32 {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut pairs = words.chunks_exact(2);
+                let mut crc = u64::from(u32::MAX);
+                for pair in &mut pairs {
+                    if let [lo, hi] = *pair {
+                        let word = u64::from(lo) | (u64::from(hi) << 32);
+                        // SAFETY: `self` proves the CPU supports SSE4.2.
+                        crc = unsafe { crc32_u64(crc, word) };
+                    }
+                }
+                // The crc32 instruction zero-extends its 32-bit result.
+                #[allow(clippy::cast_possible_truncation)]
+                let mut crc = crc as u32;
+                if let [last] = *pairs.remainder() {
+                    // SAFETY: `self` proves the CPU supports SSE4.2.
+                    crc = unsafe { crc32_u32(crc, last) };
+                }
+                !crc
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let mut bytes = [0u8; 64];
+                for (chunk, word) in bytes.chunks_exact_mut(4).zip(words) {
+                    chunk.copy_from_slice(&word.to_le_bytes());
+                }
+                super::crc32c_portable(bytes.get(..words.len() * 4).unwrap_or_default())
+            }
+        }
+    }
+
+    /// One `crc32` instruction on 8 bytes.
+    ///
+    /// # Safety
+    /// The CPU must support SSE4.2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse4.2")]
+    #[inline]
+    unsafe fn crc32_u64(crc: u64, word: u64) -> u64 {
+        // SAFETY: SSE4.2 is enabled for this function (its caller's contract).
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_crc32_u64(crc, word)
+        }
+    }
+
+    /// One `crc32` instruction on a byte.
+    ///
+    /// # Safety
+    /// The CPU must support SSE4.2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse4.2")]
+    #[inline]
+    unsafe fn crc32_u8(crc: u32, byte: u8) -> u32 {
+        // SAFETY: SSE4.2 is enabled for this function (its caller's contract).
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_crc32_u8(crc, byte)
+        }
+    }
+
+    /// One `crc32` instruction on 4 bytes.
+    ///
+    /// # Safety
+    /// The CPU must support SSE4.2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "sse4.2")]
+    #[inline]
+    unsafe fn crc32_u32(crc: u32, word: u32) -> u32 {
+        // SAFETY: SSE4.2 is enabled for this function (its caller's contract).
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_crc32_u32(crc, word)
+        }
     }
 
     /// CRC-32C with the SSE4.2 `crc32` instruction, 8 bytes at a time.
@@ -267,35 +356,27 @@ mod hw {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
             // SAFETY: SSE4.2 is enabled for this function (its caller's contract).
-            #[allow(unused_unsafe)]
-            {
-                crc64 = unsafe { _mm_crc32_u64(crc64, u64::from_le_bytes(word)) };
-            }
+            crc64 = unsafe { crc32_u64(crc64, u64::from_le_bytes(word)) };
         }
         // The crc32 instruction zero-extends its 32-bit result.
         #[allow(clippy::cast_possible_truncation)]
         let mut crc = crc64 as u32;
         let mut rest = chunks.remainder();
         if let Some((word, tail)) = rest.split_first_chunk::<4>() {
-            // SAFETY: as above.
-            #[allow(unused_unsafe)]
-            {
-                crc = unsafe { _mm_crc32_u32(crc, u32::from_le_bytes(*word)) };
-            }
+            // SAFETY: SSE4.2 is enabled for this function (its caller's contract).
+            crc = unsafe { crc32_u32(crc, u32::from_le_bytes(*word)) };
             rest = tail;
         }
         for &byte in rest {
-            // SAFETY: as above.
-            #[allow(unused_unsafe)]
-            {
-                crc = unsafe { _mm_crc32_u8(crc, byte) };
-            }
+            // SAFETY: SSE4.2 is enabled for this function (its caller's contract).
+            crc = unsafe { crc32_u8(crc, byte) };
         }
         !crc
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 
@@ -305,6 +386,22 @@ mod tests {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
         if let Some(crc) = crc32c_hardware(b"123456789") {
             assert_eq!(crc, 0xE306_9283);
+        }
+    }
+
+    #[test]
+    fn word_checksums_match_byte_checksums() {
+        let words: [u32; 16] = core::array::from_fn(|i| 0x9E37_79B9u32.wrapping_mul(i as u32 + 1));
+        let mut bytes = [0u8; 64];
+        for (chunk, w) in bytes.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        for n in 0..=16 {
+            let want = crc32c_portable(&bytes[..n * 4]);
+            assert_eq!(Portable.checksum_words(&words[..n]), want, "{n} words");
+            if let Some(sse42) = hw::Sse42::detect() {
+                assert_eq!(sse42.checksum_words(&words[..n]), want, "{n} words");
+            }
         }
     }
 

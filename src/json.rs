@@ -88,7 +88,10 @@ impl fmt::Display for JsonEvent<'_, '_> {
                 g.last,
                 g.len()
             ),
-            Event::NewSession { session_id, sequence } => write!(
+            Event::NewSession {
+                session_id,
+                sequence,
+            } => write!(
                 f,
                 r#"{{"type":"new_session","session_id":{session_id},"sequence":{sequence}}}"#
             ),

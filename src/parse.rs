@@ -228,25 +228,44 @@ impl ParseStats {
     }
 }
 
-/// A dense index for each message type: 1–4 for control codes 0x01–0x04,
-/// 5–6 for data codes 0x10–0x11 (0 is unused).
-#[inline(always)]
-fn type_slot(msg_type: MsgType) -> usize {
-    let code = usize::from(msg_type.code());
-    (code & 0x0F) + (code >> 4) * 5
+/// Frames counted by type.
+#[derive(Clone, Copy, Debug, Default)]
+struct FrameCounts {
+    heartbeats: u64,
+    logins: u64,
+    login_accepted: u64,
+    end_of_session: u64,
+    quotes: u64,
+    trades: u64,
+    bytes: u64,
+}
+
+impl FrameCounts {
+    #[inline(always)]
+    fn count(&mut self, message: &Message<'_>) {
+        match message {
+            Message::Quote(_) => self.quotes += 1,
+            Message::Trade(_) => self.trades += 1,
+            Message::Heartbeat(_) => self.heartbeats += 1,
+            Message::Login(_) => self.logins += 1,
+            Message::LoginAccepted(_) => self.login_accepted += 1,
+            Message::EndOfSession(_) => self.end_of_session += 1,
+        }
+        self.bytes += message.len() as u64;
+    }
 }
 
 impl Engine {
     fn stats(&self) -> ParseStats {
-        let n = |t: MsgType| self.frames_by_type.get(type_slot(t)).copied().unwrap_or(0);
+        let c = &self.counts;
         ParseStats {
-            heartbeats: n(MsgType::Heartbeat),
-            logins: n(MsgType::Login),
-            login_accepted: n(MsgType::LoginAccepted),
-            end_of_session: n(MsgType::EndOfSession),
-            quotes: n(MsgType::Quote),
-            trades: n(MsgType::Trade),
-            frame_bytes: self.frame_bytes,
+            heartbeats: c.heartbeats,
+            logins: c.logins,
+            login_accepted: c.login_accepted,
+            end_of_session: c.end_of_session,
+            quotes: c.quotes,
+            trades: c.trades,
+            frame_bytes: c.bytes,
             discarded_bytes: self.discarded_bytes,
             discard_runs: self.discard_runs,
         }
@@ -266,7 +285,13 @@ impl Pre {
         match self {
             Pre::Discard(d) => Event::Discarded(d),
             Pre::Gap(g) => Event::Gap(g),
-            Pre::NewSession { session_id, sequence } => Event::NewSession { session_id, sequence },
+            Pre::NewSession {
+                session_id,
+                sequence,
+            } => Event::NewSession {
+                session_id,
+                sequence,
+            },
         }
     }
 }
@@ -277,9 +302,7 @@ impl Pre {
 #[derive(Clone, Debug)]
 struct Engine {
     tracker: SequenceTracker,
-    /// Frames by [`type_slot`].
-    frames_by_type: [u64; 7],
-    frame_bytes: u64,
+    counts: FrameCounts,
     discarded_bytes: u64,
     discard_runs: u64,
     run: u64,
@@ -327,6 +350,28 @@ impl<'a, B, F: FnMut(B, Event<'a>) -> B> Kernel for Drain<'_, 'a, B, F> {
         let mut engine = self.engine.clone();
         let mut consumed = 0;
         loop {
+            if engine.is_steady() {
+                // Steady state: valid frames in sequence order, nothing pending.
+                // Anything else falls through to the general step below.
+                let mut tracker = engine.tracker;
+                let mut counts = engine.counts;
+                while let Some(rest) = self.data.get(consumed..) {
+                    let Ok(message) = check_frame(rest, crc) else {
+                        break;
+                    };
+                    if tracker
+                        .observe_in_order(message.msg_type(), message.sequence())
+                        .is_none()
+                    {
+                        break;
+                    }
+                    counts.count(&message);
+                    consumed += message.len();
+                    self.acc = (self.fold)(self.acc, Event::Frame(message));
+                }
+                engine.tracker = tracker;
+                engine.counts = counts;
+            }
             let rest = self.data.get(consumed..).unwrap_or_default();
             let (event, used) = engine.next_with(rest, crc);
             consumed += used;
@@ -345,8 +390,7 @@ impl Engine {
     fn new(tracker: SequenceTracker) -> Engine {
         Engine {
             tracker,
-            frames_by_type: [0; 7],
-            frame_bytes: 0,
+            counts: FrameCounts::default(),
             discarded_bytes: 0,
             discard_runs: 0,
             run: 0,
@@ -374,7 +418,12 @@ impl Engine {
         fold: impl FnMut(B, Event<'a>) -> B,
     ) -> (usize, B) {
         let accel = self.accel;
-        accel.run(Drain { engine: self, data, acc, fold })
+        accel.run(Drain {
+            engine: self,
+            data,
+            acc,
+            fold,
+        })
     }
 
     #[inline(always)]
@@ -401,8 +450,11 @@ impl Engine {
                         if fresh || verdict == Verdict::Stale {
                             self.count(&message);
                             let used = pos + message.len();
-                            let event =
-                                if fresh { Event::Frame(message) } else { Event::Stale(message) };
+                            let event = if fresh {
+                                Event::Frame(message)
+                            } else {
+                                Event::Stale(message)
+                            };
                             return (Some(event), used);
                         }
                     }
@@ -414,7 +466,9 @@ impl Engine {
                     // up to the next sync byte; never past the report limit.
                     let skip = match rest.split_first() {
                         Some((&MAGIC, _)) => 1,
-                        Some((_, tail)) => memchr::memchr(MAGIC, tail).map_or(rest.len(), |i| i + 1),
+                        Some((_, tail)) => {
+                            memchr::memchr(MAGIC, tail).map_or(rest.len(), |i| i + 1)
+                        }
                         None => rest.len(),
                     };
                     let room = DISCARD_REPORT_MAX.saturating_sub(self.run);
@@ -438,20 +492,23 @@ impl Engine {
     /// or a new-session event.
     #[inline(always)]
     fn hold<'a>(&mut self, message: &Message<'_>, verdict: Verdict) -> Option<Event<'a>> {
-        let mut pre = [None, None];
-        let mut n = 0;
-        if self.run > 0 {
-            pre[n] = Some(Pre::Discard(self.take_run()));
-            n += 1;
-        }
-        match verdict {
-            Verdict::Gap(gap) => pre[n] = Some(Pre::Gap(gap)),
-            Verdict::NewSession { session_id, sequence } => {
-                pre[n] = Some(Pre::NewSession { session_id, sequence });
-            }
-            _ => {}
-        }
-        self.pre = pre;
+        let discard = if self.run > 0 {
+            Some(Pre::Discard(self.take_run()))
+        } else {
+            None
+        };
+        let sequence = match verdict {
+            Verdict::Gap(gap) => Some(Pre::Gap(gap)),
+            Verdict::NewSession {
+                session_id,
+                sequence,
+            } => Some(Pre::NewSession {
+                session_id,
+                sequence,
+            }),
+            _ => None,
+        };
+        self.pre = [discard, sequence];
         self.held = Some((message.msg_type(), verdict == Verdict::Stale));
         self.pop_pre()
     }
@@ -460,7 +517,11 @@ impl Engine {
     fn pop_pre<'a>(&mut self) -> Option<Event<'a>> {
         let [first, second] = self.pre;
         let event = first.or(second)?;
-        self.pre = if first.is_some() { [second, None] } else { [None, None] };
+        self.pre = if first.is_some() {
+            [second, None]
+        } else {
+            [None, None]
+        };
         Some(event.event())
     }
 
@@ -476,13 +537,20 @@ impl Engine {
         // The frame was checked when it was first seen and the data did not change.
         let message = view(msg_type.code(), data)?;
         self.count(&message);
-        let event = if stale { Event::Stale(message) } else { Event::Frame(message) };
+        let event = if stale {
+            Event::Stale(message)
+        } else {
+            Event::Frame(message)
+        };
         Some((Some(event), message.len()))
     }
 
     #[inline(always)]
     fn take_run(&mut self) -> Discard {
-        let discard = Discard { bytes: self.run, reason: self.run_reason };
+        let discard = Discard {
+            bytes: self.run,
+            reason: self.run_reason,
+        };
         self.run = 0;
         self.run_reason = DiscardReason::NoSync;
         self.discard_runs += 1;
@@ -494,19 +562,15 @@ impl Engine {
         Event::Discarded(self.take_run())
     }
 
-    /// Counts a frame without branching on its type.
     #[inline(always)]
     fn count(&mut self, message: &Message<'_>) {
-        let msg_type = message.msg_type();
-        match message {
-            Message::Quote(_) => self.frames_by_type[5] += 1,
-            Message::Trade(_) => self.frames_by_type[6] += 1,
-            Message::Heartbeat(_) => self.frames_by_type[1] += 1,
-            Message::Login(_) => self.frames_by_type[2] += 1,
-            Message::LoginAccepted(_) => self.frames_by_type[3] += 1,
-            Message::EndOfSession(_) => self.frames_by_type[4] += 1,
-        }
-        self.frame_bytes += msg_type.frame_len() as u64;
+        self.counts.count(message);
+    }
+
+    /// Nothing pending: the next event can only come from the bytes.
+    #[inline(always)]
+    fn is_steady(&self) -> bool {
+        self.held.is_none() && self.run == 0
     }
 }
 
@@ -574,9 +638,17 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     pub fn with_tracker(buf: B, tracker: SequenceTracker) -> Result<Parser<B>, ParseError> {
         let capacity = buf.as_ref().len();
         if capacity < MAX_FRAME_LEN {
-            return Err(ParseError::BufferTooSmall { capacity, minimum: MAX_FRAME_LEN });
+            return Err(ParseError::BufferTooSmall {
+                capacity,
+                minimum: MAX_FRAME_LEN,
+            });
         }
-        Ok(Parser { buf, start: 0, end: 0, engine: Engine::new(tracker) })
+        Ok(Parser {
+            buf,
+            start: 0,
+            end: 0,
+            engine: Engine::new(tracker),
+        })
     }
 
     /// The free space to read into; pass the number of bytes read to
@@ -611,7 +683,10 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
         }
         let spare = self.buf.as_ref().len().saturating_sub(self.end);
         if n > spare {
-            return Err(ParseError::Overfill { committed: n, spare });
+            return Err(ParseError::Overfill {
+                committed: n,
+                spare,
+            });
         }
         self.end += n;
         Ok(())
@@ -639,7 +714,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     /// [`finish`](Parser::finish), when the stream is exhausted).
     #[inline]
     pub fn next_event(&mut self) -> Option<Event<'_>> {
-        let data = self.buf.as_ref().get(self.start..self.end).unwrap_or_default();
+        let data = self
+            .buf
+            .as_ref()
+            .get(self.start..self.end)
+            .unwrap_or_default();
         let (event, used) = self.engine.next(data);
         self.start += used;
         event
@@ -670,7 +749,11 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     /// ```
     #[inline]
     pub fn drain<F: FnMut(Event<'_>)>(&mut self, mut sink: F) {
-        let data = self.buf.as_ref().get(self.start..self.end).unwrap_or_default();
+        let data = self
+            .buf
+            .as_ref()
+            .get(self.start..self.end)
+            .unwrap_or_default();
         let (used, ()) = self.engine.fold(data, (), |(), event| sink(event));
         self.start += used;
     }
@@ -818,4 +901,3 @@ impl<'a> Iterator for SliceParser<'a> {
         self.engine.fold(data, init, g).1
     }
 }
-

@@ -178,17 +178,31 @@ impl SequenceTracker {
     /// `session_id` is only read for LoginAccepted.
     #[inline(always)]
     pub fn observe(&mut self, msg_type: MsgType, sequence: u64, session_id: u64) -> Verdict {
-        // Fast path, without a branch on the type: a data frame with the
-        // expected sequence, or a Heartbeat/EndOfSession carrying it.
-        let sessionless = !matches!(msg_type, MsgType::Login | MsgType::LoginAccepted);
-        if self.expected == Some(sequence) && sessionless {
-            let data = msg_type.is_data();
-            self.expected = Some(sequence.saturating_add(u64::from(data)));
-            self.stats.in_order += u64::from(data);
-            self.stats.control += u64::from(!data);
-            return if data { Verdict::InOrder } else { Verdict::Control };
+        match self.observe_in_order(msg_type, sequence) {
+            Some(verdict) => verdict,
+            None => self.observe_slow(msg_type, sequence, session_id),
         }
-        self.observe_slow(msg_type, sequence, session_id)
+    }
+
+    /// The steady state, without a branch on the type: a data frame with the
+    /// expected sequence ([`Verdict::InOrder`]), or a Heartbeat/EndOfSession
+    /// carrying it ([`Verdict::Control`]). `None`, with nothing changed, for
+    /// anything else.
+    #[inline(always)]
+    pub(crate) fn observe_in_order(&mut self, msg_type: MsgType, sequence: u64) -> Option<Verdict> {
+        let sessionless = !matches!(msg_type, MsgType::Login | MsgType::LoginAccepted);
+        if self.expected != Some(sequence) || !sessionless {
+            return None;
+        }
+        let data = msg_type.is_data();
+        self.expected = Some(sequence.saturating_add(u64::from(data)));
+        self.stats.in_order += u64::from(data);
+        self.stats.control += u64::from(!data);
+        Some(if data {
+            Verdict::InOrder
+        } else {
+            Verdict::Control
+        })
     }
 
     #[inline(never)]
@@ -206,7 +220,10 @@ impl SequenceTracker {
                 self.stats.sessions += 1;
                 self.session = Some(session_id);
                 self.expected = Some(sequence);
-                Verdict::NewSession { session_id, sequence }
+                Verdict::NewSession {
+                    session_id,
+                    sequence,
+                }
             }
             _ => {
                 self.stats.control += 1;

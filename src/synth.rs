@@ -56,7 +56,11 @@ impl Feed {
                 mid: rng.i32(1_000..50_000) * TICK,
             })
             .collect();
-        Feed { rng, instruments, sequencer: Sequencer::new() }
+        Feed {
+            rng,
+            instruments,
+            sequencer: Sequencer::new(),
+        }
     }
 
     /// The sequencer numbering this feed's frames.
@@ -142,8 +146,15 @@ impl Damager {
     /// Damages each frame with probability `probability` (clamped to 0..=1).
     #[must_use]
     pub fn new(seed: u64, probability: f64) -> Damager {
-        let probability = if probability.is_nan() { 0.0 } else { probability.clamp(0.0, 1.0) };
-        Damager { rng: fastrand::Rng::with_seed(seed ^ 0x5EED_DA4A_6E00_0000), probability }
+        let probability = if probability.is_nan() {
+            0.0
+        } else {
+            probability.clamp(0.0, 1.0)
+        };
+        Damager {
+            rng: fastrand::Rng::with_seed(seed ^ 0x5EED_DA4A_6E00_0000),
+            probability,
+        }
     }
 
     /// Appends `frame` to `out`, damaged or not; says which damage was done.
@@ -172,7 +183,11 @@ impl Damager {
             }
             Damage::Junk => {
                 for _ in 0..self.rng.usize(1..=64) {
-                    let byte = if self.rng.u8(0..8) == 0 { 0xA5 } else { self.rng.u8(..) };
+                    let byte = if self.rng.u8(0..8) == 0 {
+                        0xA5
+                    } else {
+                        self.rng.u8(..)
+                    };
                     out.push(byte);
                 }
                 out.extend_from_slice(frame);

@@ -9,7 +9,9 @@ use tickwire::{encode, DecodeError, Message, Payload};
 const T: u64 = 1_700_000_000_123_456_789;
 
 fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
 }
 
 /// (payload, sequence, timestamp, hex) for every vector of section 6.
@@ -76,14 +78,23 @@ fn decode_matches_every_vector() {
 #[test]
 fn decoded_fields_are_plain_integers() {
     let v = vectors();
-    let (Message::Quote(q), _) = Message::decode(&v[6].3).unwrap() else { panic!() };
+    let (Message::Quote(q), _) = Message::decode(&v[6].3).unwrap() else {
+        panic!()
+    };
     assert_eq!(q.instrument_id(), 4_000_000_000u32);
     assert_eq!(q.bid_price(), -5i32);
     assert_eq!(q.ask_size(), u32::MAX);
     assert_eq!(q.checksum(), 0x82a1_0037);
-    let (Message::Trade(t), _) = Message::decode(&v[8].3).unwrap() else { panic!() };
-    assert_eq!((t.price(), t.side(), t.flags(), t.reserved()), (-1, 2, 0x81, 0));
-    let (Message::LoginAccepted(la), _) = Message::decode(&v[3].3).unwrap() else { panic!() };
+    let (Message::Trade(t), _) = Message::decode(&v[8].3).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (t.price(), t.side(), t.flags(), t.reserved()),
+        (-1, 2, 0x81, 0)
+    );
+    let (Message::LoginAccepted(la), _) = Message::decode(&v[3].3).unwrap() else {
+        panic!()
+    };
     assert_eq!(la.session_id(), 0x0123_4567_89AB_CDEF);
 }
 
@@ -94,7 +105,10 @@ fn every_damaged_byte_is_rejected() {
             for bit in 0..8 {
                 let mut damaged = bytes.clone();
                 damaged[i] ^= 1 << bit;
-                assert!(Message::decode(&damaged).is_err(), "byte {i} bit {bit} of {bytes:02x?}");
+                assert!(
+                    Message::decode(&damaged).is_err(),
+                    "byte {i} bit {bit} of {bytes:02x?}"
+                );
             }
         }
     }
@@ -105,20 +119,41 @@ fn decode_errors_name_the_failure() {
     let hb = &vectors()[0].3;
     let mut b = hb.clone();
     b[1] = 2;
-    assert_eq!(Message::decode(&b), Err(DecodeError::BadVersion { found: 2 }));
+    assert_eq!(
+        Message::decode(&b),
+        Err(DecodeError::BadVersion { found: 2 })
+    );
     b = hb.clone();
     b[2] = 0x05;
-    assert_eq!(Message::decode(&b), Err(DecodeError::UnknownType { found: 5 }));
+    assert_eq!(
+        Message::decode(&b),
+        Err(DecodeError::UnknownType { found: 5 })
+    );
     b = hb.clone();
     b[3] = 44;
-    assert!(matches!(Message::decode(&b), Err(DecodeError::BadLength { found: 44, .. })));
+    assert!(matches!(
+        Message::decode(&b),
+        Err(DecodeError::BadLength { found: 44, .. })
+    ));
     b = hb.clone();
     b[10] ^= 1;
-    assert!(matches!(Message::decode(&b), Err(DecodeError::BadChecksum { .. })));
-    assert_eq!(Message::decode(&hb[..23]), Err(DecodeError::Incomplete { needed: 24 }));
-    assert_eq!(Message::decode(&[]), Err(DecodeError::Incomplete { needed: 4 }));
+    assert!(matches!(
+        Message::decode(&b),
+        Err(DecodeError::BadChecksum { .. })
+    ));
+    assert_eq!(
+        Message::decode(&hb[..23]),
+        Err(DecodeError::Incomplete { needed: 24 })
+    );
+    assert_eq!(
+        Message::decode(&[]),
+        Err(DecodeError::Incomplete { needed: 4 })
+    );
     // Every message is actionable text.
-    let e = DecodeError::BadChecksum { stored: 1, computed: 2 };
+    let e = DecodeError::BadChecksum {
+        stored: 1,
+        computed: 2,
+    };
     assert!(e.to_string().contains("checksum"));
 }
 
@@ -130,7 +165,7 @@ fn all_vectors_stream() -> (Vec<u8>, usize) {
 
 /// Frame bytes (as delivered) from a streaming parse with the given cut points.
 fn stream_frames(bytes: &[u8], cuts: &[usize]) -> (Vec<Vec<u8>>, u64) {
-    let mut storage = vec![0u8; 128];
+    let mut storage = [0u8; 128];
     let mut parser = Parser::new(&mut storage[..]).unwrap();
     let mut frames = Vec::new();
     let mut discarded = 0;
@@ -194,12 +229,24 @@ fn truncated_frame_does_not_swallow_the_next() {
         let events: Vec<_> = SliceParser::new(&stream).collect();
         let frames: Vec<_> = events
             .iter()
-            .filter_map(|e| if let Event::Frame(m) = e { Some(m.as_bytes()) } else { None })
+            .filter_map(|e| {
+                if let Event::Frame(m) = e {
+                    Some(m.as_bytes())
+                } else {
+                    None
+                }
+            })
             .collect();
         assert_eq!(frames, vec![&trade[..]], "keep {keep}");
         let discarded: u64 = events
             .iter()
-            .filter_map(|e| if let Event::Discarded(d) = e { Some(d.bytes) } else { None })
+            .filter_map(|e| {
+                if let Event::Discarded(d) = e {
+                    Some(d.bytes)
+                } else {
+                    None
+                }
+            })
             .sum();
         assert_eq!(discarded, keep as u64);
     }

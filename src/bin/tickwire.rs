@@ -12,7 +12,11 @@ use tickwire::parse::{Event, Parser};
 use tickwire::synth::{Damage, Damager, Feed};
 
 #[derive(ClapParser)]
-#[command(name = "tickwire", version, about = "Streaming market data over the tickwire protocol")]
+#[command(
+    name = "tickwire",
+    version,
+    about = "Streaming market data over the tickwire protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,9 +52,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Gen { count, seed, corrupt, instruments, output } => {
-            gen(count, seed, corrupt, instruments, &output)
-        }
+        Command::Gen {
+            count,
+            seed,
+            corrupt,
+            instruments,
+            output,
+        } => gen(count, seed, corrupt, instruments, &output),
         Command::Dump { file } => dump(&file),
     };
     match result {
@@ -89,7 +97,10 @@ const GEN_EPOCH_NS: u64 = 1_700_000_000_000_000_000;
 
 fn gen(count: u64, seed: u64, corrupt: f64, instruments: u32, output: &PathBuf) -> io::Result<()> {
     if !(0.0..=1.0).contains(&corrupt) {
-        return Err(io::Error::new(ErrorKind::InvalidInput, "--corrupt must be between 0 and 1"));
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "--corrupt must be between 0 and 1",
+        ));
     }
     let mut out = BufWriter::with_capacity(1 << 20, open_output(output)?);
     let mut feed = Feed::new(seed, instruments);
@@ -103,7 +114,9 @@ fn gen(count: u64, seed: u64, corrupt: f64, instruments: u32, output: &PathBuf) 
     for _ in 0..count {
         // 100 ns to 10 µs between messages.
         timestamp += clock.u64(100..10_000);
-        let n = feed.encode_next(timestamp, &mut frame).map_err(io::Error::other)?;
+        let n = feed
+            .encode_next(timestamp, &mut frame)
+            .map_err(io::Error::other)?;
         match damager.push_frame(frame.get(..n).unwrap_or_default(), &mut chunk) {
             Some(Damage::BitFlip) => flips += 1,
             Some(Damage::Truncate) => truncations += 1,

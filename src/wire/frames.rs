@@ -5,7 +5,7 @@ use core::fmt;
 use zerocopy::byteorder::little_endian::{I32, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::{MsgType, MAGIC, VERSION};
+use super::MsgType;
 
 /// The 20-byte header in front of every frame.
 ///
@@ -25,18 +25,6 @@ pub struct Header {
 }
 
 impl Header {
-    #[allow(clippy::cast_possible_truncation)] // frame lengths are at most 44
-    pub(crate) fn new(msg_type: MsgType, sequence: u64, timestamp: u64) -> Header {
-        Header {
-            magic: MAGIC,
-            version: VERSION,
-            msg_type: msg_type.code(),
-            length: msg_type.frame_len() as u8,
-            sequence: U64::new(sequence),
-            timestamp: U64::new(timestamp),
-        }
-    }
-
     /// The sync byte (0xA5 in any frame this crate hands out).
     #[must_use]
     pub fn magic(&self) -> u8 {
@@ -114,20 +102,6 @@ macro_rules! frame {
             pub const MSG_TYPE: MsgType = MsgType::$ty;
             /// The frame length in bytes, header and checksum included.
             pub const LEN: usize = $len;
-
-            /// Builds the frame with a zero checksum; the encoder fills it in.
-            #[allow(clippy::too_many_arguments)]
-            pub(crate) fn unsealed(sequence: u64, timestamp: u64 $(, $field: $plain)*) -> Self {
-                $name {
-                    header: Header::new(MsgType::$ty, sequence, timestamp),
-                    $( $field: <$wire>::from($field), )*
-                    checksum: U32::ZERO,
-                }
-            }
-
-            pub(crate) fn set_checksum(&mut self, checksum: u32) {
-                self.checksum = U32::new(checksum);
-            }
 
             /// The frame header.
             #[must_use]
@@ -262,6 +236,7 @@ frame! {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use core::mem::{offset_of, size_of};
@@ -274,14 +249,26 @@ mod tests {
         assert_eq!(offset_of!(Header, msg_type), super::super::offset::MSG_TYPE);
         assert_eq!(offset_of!(Header, length), super::super::offset::LENGTH);
         assert_eq!(offset_of!(Header, sequence), super::super::offset::SEQUENCE);
-        assert_eq!(offset_of!(Header, timestamp), super::super::offset::TIMESTAMP);
+        assert_eq!(
+            offset_of!(Header, timestamp),
+            super::super::offset::TIMESTAMP
+        );
     }
 
     #[test]
     fn control_layouts() {
-        assert_eq!((size_of::<Heartbeat>(), offset_of!(Heartbeat, checksum)), (24, 20));
+        assert_eq!(
+            (size_of::<Heartbeat>(), offset_of!(Heartbeat, checksum)),
+            (24, 20)
+        );
         assert_eq!((size_of::<Login>(), offset_of!(Login, checksum)), (24, 20));
-        assert_eq!((size_of::<EndOfSession>(), offset_of!(EndOfSession, checksum)), (24, 20));
+        assert_eq!(
+            (
+                size_of::<EndOfSession>(),
+                offset_of!(EndOfSession, checksum)
+            ),
+            (24, 20)
+        );
         assert_eq!(size_of::<LoginAccepted>(), 32);
         assert_eq!(offset_of!(LoginAccepted, session_id), 20);
         assert_eq!(offset_of!(LoginAccepted, checksum), 28);

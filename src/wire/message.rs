@@ -183,9 +183,7 @@ pub(crate) fn view(code: u8, bytes: &[u8]) -> Option<Message<'_>> {
         MsgType::LoginAccepted => {
             Message::LoginAccepted(transmute_ref!(bytes.first_chunk::<32>()?))
         }
-        MsgType::EndOfSession => {
-            Message::EndOfSession(transmute_ref!(bytes.first_chunk::<24>()?))
-        }
+        MsgType::EndOfSession => Message::EndOfSession(transmute_ref!(bytes.first_chunk::<24>()?)),
     })
 }
 

@@ -32,8 +32,8 @@ mod frames;
 mod message;
 
 pub use frames::{EndOfSession, Header, Heartbeat, Login, LoginAccepted, Quote, Trade};
-pub use message::{DecodeError, Message};
 pub(crate) use message::{check_frame, view};
+pub use message::{DecodeError, Message};
 
 /// The sync byte every frame starts with.
 pub const MAGIC: u8 = 0xA5;
