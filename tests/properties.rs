@@ -1,0 +1,273 @@
+//! Property tests: chunking invariance, survival of random damage, the
+//! sequence tracker against a model, and encode/decode round trips.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use tickwire::encode::{QuoteFields, TradeFields};
+use tickwire::parse::{Event, Parser, SliceParser};
+use tickwire::sequence::{Gap, SequenceTracker, Verdict};
+use tickwire::{encode, Message, MsgType, Payload, Sequencer};
+
+fn payload() -> impl Strategy<Value = Payload> {
+    prop_oneof![
+        6 => (any::<u32>(), any::<i32>(), any::<i32>(), any::<u32>(), any::<u32>()).prop_map(
+            |(instrument_id, bid_price, ask_price, bid_size, ask_size)| {
+                Payload::Quote(QuoteFields { instrument_id, bid_price, ask_price, bid_size, ask_size })
+            }
+        ),
+        3 => (any::<u32>(), any::<i32>(), any::<u32>(), any::<u8>(), any::<u8>()).prop_map(
+            |(instrument_id, price, size, side, flags)| {
+                Payload::Trade(TradeFields { instrument_id, price, size, side, flags })
+            }
+        ),
+        1 => Just(Payload::Heartbeat),
+        1 => Just(Payload::Login),
+        1 => any::<u64>().prop_map(|session_id| Payload::LoginAccepted { session_id }),
+        1 => Just(Payload::EndOfSession),
+    ]
+}
+
+/// What to put between or in place of frames.
+#[derive(Clone, Debug)]
+enum Damage {
+    None,
+    Flip { at: usize, bit: u8 },
+    Truncate { keep: usize },
+    Junk(Vec<u8>),
+    Sync(usize),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        8 => Just(Damage::None),
+        1 => (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Damage::Flip { at, bit }),
+        1 => any::<usize>().prop_map(|keep| Damage::Truncate { keep }),
+        1 => proptest::collection::vec(any::<u8>(), 1..80).prop_map(Damage::Junk),
+        1 => (1usize..4).prop_map(Damage::Sync),
+    ]
+}
+
+/// A stream built from frames and damage, with the frames that stayed intact.
+struct Stream {
+    bytes: Vec<u8>,
+    intact: Vec<Vec<u8>>,
+    damaged_bytes: u64,
+}
+
+fn build(frames: &[(Payload, Damage)]) -> Stream {
+    let mut seq = Sequencer::new();
+    let mut s = Stream {
+        bytes: Vec::new(),
+        intact: Vec::new(),
+        damaged_bytes: 0,
+    };
+    let mut buf = [0u8; 64];
+    for (i, (payload, damage)) in frames.iter().enumerate() {
+        let n = seq.encode(payload, i as u64, &mut buf).unwrap();
+        let frame = &buf[..n];
+        match damage {
+            Damage::None => {
+                s.bytes.extend_from_slice(frame);
+                s.intact.push(frame.to_vec());
+            }
+            Damage::Flip { at, bit } => {
+                let mut f = frame.to_vec();
+                f[at % n] ^= 1 << bit;
+                s.bytes.extend_from_slice(&f);
+                s.damaged_bytes += n as u64;
+            }
+            Damage::Truncate { keep } => {
+                let keep = 1 + keep % (n - 1);
+                s.bytes.extend_from_slice(&frame[..keep]);
+                s.damaged_bytes += keep as u64;
+            }
+            Damage::Junk(junk) => {
+                s.bytes.extend_from_slice(junk);
+                s.damaged_bytes += junk.len() as u64;
+                s.bytes.extend_from_slice(frame);
+                s.intact.push(frame.to_vec());
+            }
+            Damage::Sync(k) => {
+                s.bytes.extend(std::iter::repeat_n(0xA5, *k));
+                s.damaged_bytes += *k as u64;
+                s.bytes.extend_from_slice(frame);
+                s.intact.push(frame.to_vec());
+            }
+        }
+    }
+    s
+}
+
+/// An owned event, comparable across parses.
+#[derive(Debug, PartialEq, Eq)]
+enum Owned {
+    Frame(Vec<u8>),
+    Stale(Vec<u8>),
+    Gap(Gap),
+    Session(u64, u64),
+    Discarded(u64, &'static str),
+}
+
+fn own(e: &Event<'_>) -> Owned {
+    match *e {
+        Event::Frame(m) => Owned::Frame(m.as_bytes().to_vec()),
+        Event::Stale(m) => Owned::Stale(m.as_bytes().to_vec()),
+        Event::Gap(g) => Owned::Gap(g),
+        Event::NewSession {
+            session_id,
+            sequence,
+        } => Owned::Session(session_id, sequence),
+        Event::Discarded(d) => Owned::Discarded(d.bytes, d.reason.as_str()),
+        _ => panic!("unknown event"),
+    }
+}
+
+/// Streams `bytes` through a `capacity`-byte parser in pieces of the given sizes.
+fn chunked(bytes: &[u8], sizes: &[usize], capacity: usize, drain: bool) -> Vec<Owned> {
+    let mut parser = Parser::with_capacity(capacity).unwrap();
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    let mut sizes = sizes.iter().cycle();
+    let mut pull = |p: &mut Parser<Box<[u8]>>, out: &mut Vec<Owned>| {
+        if drain {
+            p.drain(|e| out.push(own(&e)));
+        } else {
+            while let Some(e) = p.next_event() {
+                out.push(own(&e));
+            }
+        }
+    };
+    while !rest.is_empty() {
+        let want = (*sizes.next().unwrap()).min(rest.len());
+        let mut piece = &rest[..want];
+        rest = &rest[want..];
+        while !piece.is_empty() {
+            let n = parser.fill_from(piece);
+            piece = &piece[n..];
+            pull(&mut parser, &mut out);
+        }
+    }
+    parser.finish();
+    pull(&mut parser, &mut out);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_chunking_gives_the_same_events(
+        frames in proptest::collection::vec((payload(), damage()), 0..60),
+        sizes in proptest::collection::vec(1usize..100, 1..20),
+        capacity in 44usize..300,
+    ) {
+        let s = build(&frames);
+        let whole: Vec<Owned> = SliceParser::new(&s.bytes).map(|e| own(&e)).collect();
+        prop_assert_eq!(&chunked(&s.bytes, &sizes, capacity, false), &whole);
+        prop_assert_eq!(&chunked(&s.bytes, &sizes, capacity, true), &whole);
+        prop_assert_eq!(&chunked(&s.bytes, &[1], 44, false), &whole);
+        let mut folded = Vec::new();
+        SliceParser::new(&s.bytes).for_each(|e| folded.push(own(&e)));
+        prop_assert_eq!(&folded, &whole);
+    }
+
+    #[test]
+    fn damage_never_loses_an_intact_frame(frames in proptest::collection::vec((payload(), damage()), 0..80)) {
+        let s = build(&frames);
+        let mut delivered = Vec::new();
+        let mut discarded = 0u64;
+        for e in SliceParser::new(&s.bytes) {
+            match e {
+                Event::Frame(m) | Event::Stale(m) => delivered.push(m.as_bytes().to_vec()),
+                Event::Discarded(d) => discarded += d.bytes,
+                _ => {}
+            }
+        }
+        prop_assert_eq!(&delivered, &s.intact);
+        prop_assert_eq!(discarded, s.damaged_bytes);
+        let frame_bytes: u64 = delivered.iter().map(|f| f.len() as u64).sum();
+        prop_assert_eq!(frame_bytes + discarded, s.bytes.len() as u64);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_are_all_accounted(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+        let mut total = 0u64;
+        for e in SliceParser::new(&bytes) {
+            match e {
+                Event::Frame(m) | Event::Stale(m) => total += m.len() as u64,
+                Event::Discarded(d) => total += d.bytes,
+                _ => {}
+            }
+        }
+        prop_assert_eq!(total, bytes.len() as u64);
+    }
+
+    #[test]
+    fn encode_decode_round_trip(p in payload(), seq in any::<u64>(), ts in any::<u64>()) {
+        let mut buf = [0u8; 64];
+        let n = encode(&p, seq, ts, &mut buf).unwrap();
+        prop_assert_eq!(n, p.frame_len());
+        let (m, rest) = Message::decode(&buf[..n]).unwrap();
+        prop_assert!(rest.is_empty());
+        prop_assert_eq!(Payload::from(m), p);
+        prop_assert_eq!((m.sequence(), m.timestamp()), (seq, ts));
+        prop_assert!(encode(&p, seq, ts, &mut buf[..n - 1]).is_err());
+    }
+
+    #[test]
+    fn tracker_agrees_with_a_model(
+        ops in proptest::collection::vec((0u8..10, 0u64..6), 1..300),
+    ) {
+        // A publisher's data sequence 1, 2, 3… delivered with drops,
+        // duplicates, reorders, and heartbeats carrying the next sequence.
+        let mut arrivals: Vec<(MsgType, u64)> = Vec::new();
+        let mut next = 1u64;
+        for (op, arg) in ops {
+            match op {
+                0..=4 => { arrivals.push((MsgType::Quote, next)); next += 1; }
+                5 => next += 1 + arg,                                   // dropped
+                6 => if next > 1 { arrivals.push((MsgType::Trade, next - 1 - arg.min(next - 2))); } // duplicate / late
+                7 => { arrivals.push((MsgType::Quote, next + 1)); arrivals.push((MsgType::Quote, next)); next += 2; } // swapped
+                _ => arrivals.push((MsgType::Heartbeat, next)),
+            }
+        }
+        let mut tracker = SequenceTracker::new();
+        // The model: everything at or below the highest sequence reached is
+        // either delivered or reported missing, exactly once.
+        let mut expected: Option<u64> = None;
+        let mut delivered = BTreeSet::new();
+        let mut missing = BTreeSet::new();
+        let mut stale = 0u64;
+        for (t, s) in arrivals {
+            let verdict = tracker.observe(t, s, 0);
+            let want = match (t.is_data(), expected) {
+                (_, None) => { expected = Some(s + u64::from(t.is_data())); if t.is_data() { Verdict::InOrder } else { Verdict::Control } }
+                (true, Some(e)) if s == e => { expected = Some(s + 1); Verdict::InOrder }
+                (true, Some(e)) if s > e => { expected = Some(s + 1); Verdict::Gap(Gap { first: e, last: s - 1 }) }
+                (true, Some(_)) => Verdict::Stale,
+                (false, Some(e)) if s > e => { expected = Some(s); Verdict::Gap(Gap { first: e, last: s - 1 }) }
+                (false, Some(_)) => Verdict::Control,
+            };
+            prop_assert_eq!(verdict, want);
+            match verdict {
+                Verdict::InOrder => { prop_assert!(delivered.insert(s)); }
+                Verdict::Gap(g) => {
+                    for q in g.first..=g.last { prop_assert!(missing.insert(q)); }
+                    if t.is_data() { prop_assert!(delivered.insert(s)); }
+                }
+                Verdict::Stale => stale += 1,
+                _ => {}
+            }
+        }
+        prop_assert!(delivered.is_disjoint(&missing));
+        if let (Some(first), Some(e)) = (delivered.iter().chain(missing.iter()).min().copied(), tracker.expected()) {
+            prop_assert_eq!(delivered.len() as u64 + missing.len() as u64, e - first);
+        }
+        let st = tracker.stats();
+        prop_assert_eq!(st.missing, missing.len() as u64);
+        prop_assert_eq!(st.stale, stale);
+        prop_assert_eq!(st.in_order, delivered.len() as u64);
+    }
+}
