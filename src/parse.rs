@@ -732,7 +732,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     /// ```
     /// use tickwire::parse::{Event, Parser};
     /// use tickwire::{Payload, Sequencer};
-    /// let mut parser = Parser::with_capacity(1024)?;
+    /// let mut parser = Parser::new(vec![0u8; 1024])?;
     /// let mut seq = Sequencer::new();
     /// let mut wire = [0u8; 48];
     /// let n = seq.encode(&Payload::Heartbeat, 0, &mut wire)?;

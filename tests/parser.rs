@@ -281,8 +281,8 @@ fn drain_gives_the_same_events_as_next_event() {
             s.extend(&quote(100)[..20]);
         }
     }
-    let mut a = Parser::with_capacity(256).unwrap();
-    let mut b = Parser::with_capacity(256).unwrap();
+    let mut a = Parser::new(vec![0u8; 256]).unwrap();
+    let mut b = Parser::new(vec![0u8; 256]).unwrap();
     let (mut ea, mut eb) = (Vec::new(), Vec::new());
     for chunk in s.chunks(37) {
         a.fill_from(chunk);

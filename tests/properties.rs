@@ -64,39 +64,55 @@ fn build(frames: &[(Payload, Damage)]) -> Stream {
         damaged_bytes: 0,
     };
     let mut buf = [0u8; 64];
+    // A truncated frame waits for the next byte: if that byte happened to be
+    // the first one cut off, the frame would not be damaged at all.
+    let mut truncated: Option<(Vec<u8>, usize)> = None;
+    let flush = |s: &mut Stream, truncated: &mut Option<(Vec<u8>, usize)>, next: Option<u8>| {
+        if let Some((frame, mut keep)) = truncated.take() {
+            while keep > 1 && next == Some(frame[keep]) {
+                keep -= 1;
+            }
+            s.bytes.extend_from_slice(&frame[..keep]);
+            s.damaged_bytes += keep as u64;
+        }
+    };
+    let push = |s: &mut Stream, truncated: &mut Option<(Vec<u8>, usize)>, bytes: &[u8]| {
+        flush(s, truncated, bytes.first().copied());
+        s.bytes.extend_from_slice(bytes);
+    };
     for (i, (payload, damage)) in frames.iter().enumerate() {
         let n = seq.encode(payload, i as u64, &mut buf).unwrap();
         let frame = &buf[..n];
         match damage {
             Damage::None => {
-                s.bytes.extend_from_slice(frame);
+                push(&mut s, &mut truncated, frame);
                 s.intact.push(frame.to_vec());
             }
             Damage::Flip { at, bit } => {
                 let mut f = frame.to_vec();
                 f[at % n] ^= 1 << bit;
-                s.bytes.extend_from_slice(&f);
+                push(&mut s, &mut truncated, &f);
                 s.damaged_bytes += n as u64;
             }
             Damage::Truncate { keep } => {
-                let keep = 1 + keep % (n - 1);
-                s.bytes.extend_from_slice(&frame[..keep]);
-                s.damaged_bytes += keep as u64;
+                flush(&mut s, &mut truncated, frame.first().copied());
+                truncated = Some((frame.to_vec(), 1 + keep % (n - 1)));
             }
             Damage::Junk(junk) => {
-                s.bytes.extend_from_slice(junk);
+                push(&mut s, &mut truncated, junk);
                 s.damaged_bytes += junk.len() as u64;
                 s.bytes.extend_from_slice(frame);
                 s.intact.push(frame.to_vec());
             }
             Damage::Sync(k) => {
-                s.bytes.extend(std::iter::repeat_n(0xA5, *k));
+                push(&mut s, &mut truncated, &vec![0xA5; *k]);
                 s.damaged_bytes += *k as u64;
                 s.bytes.extend_from_slice(frame);
                 s.intact.push(frame.to_vec());
             }
         }
     }
+    push(&mut s, &mut truncated, &[]);
     s
 }
 
@@ -126,7 +142,7 @@ fn own(e: &Event<'_>) -> Owned {
 
 /// Streams `bytes` through a `capacity`-byte parser in pieces of the given sizes.
 fn chunked(bytes: &[u8], sizes: &[usize], capacity: usize, drain: bool) -> Vec<Owned> {
-    let mut parser = Parser::with_capacity(capacity).unwrap();
+    let mut parser = Parser::new(vec![0u8; capacity].into_boxed_slice()).unwrap();
     let mut out = Vec::new();
     let mut rest = bytes;
     let mut sizes = sizes.iter().cycle();
