@@ -80,6 +80,11 @@ pub mod synth;
 pub mod wire;
 
 pub use encode::{encode, EncodeError, Payload, Sequencer};
+
+/// The README's examples, run as doctests so that they never go stale.
+#[cfg(all(doctest, feature = "std"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use parse::{Event, Parser};
 pub use sequence::SequenceTracker;
 pub use wire::{DecodeError, Message, MsgType};
