@@ -8,7 +8,8 @@ use tickwire::MsgType;
 
 fuzz_target!(|arrivals: Vec<(u8, u64, u8)>| {
     let mut tracker = SequenceTracker::new();
-    let (mut in_order, mut stale, mut gaps, mut missing, mut sessions) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut in_order, mut stale, mut gaps, mut missing, mut sessions) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     for (kind, sequence, session) in arrivals {
         let msg_type = MsgType::ALL[usize::from(kind) % MsgType::ALL.len()];
         let before = tracker.expected();
@@ -37,5 +38,8 @@ fuzz_target!(|arrivals: Vec<(u8, u64, u8)>| {
         }
     }
     let st = tracker.stats();
-    assert_eq!((st.in_order, st.stale, st.gaps, st.missing, st.sessions), (in_order, stale, gaps, missing, sessions));
+    assert_eq!(
+        (st.in_order, st.stale, st.gaps, st.missing, st.sessions),
+        (in_order, stale, gaps, missing, sessions)
+    );
 });
