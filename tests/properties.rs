@@ -1,6 +1,6 @@
 //! Property tests: chunking invariance, survival of random damage, the
 //! sequence tracker against a model, and encode/decode round trips.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, clippy::cast_possible_truncation)]
 
 use std::collections::BTreeSet;
 
@@ -146,7 +146,7 @@ fn chunked(bytes: &[u8], sizes: &[usize], capacity: usize, drain: bool) -> Vec<O
     let mut out = Vec::new();
     let mut rest = bytes;
     let mut sizes = sizes.iter().cycle();
-    let mut pull = |p: &mut Parser<Box<[u8]>>, out: &mut Vec<Owned>| {
+    let pull = |p: &mut Parser<Box<[u8]>>, out: &mut Vec<Owned>| {
         if drain {
             p.drain(|e| out.push(own(&e)));
         } else {
