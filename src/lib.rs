@@ -7,12 +7,12 @@
 //!
 //! * [`wire`]: the packed frame layouts (one [`zerocopy`] struct per message
 //!   type), zero-copy typed views ([`Message`]) and single-frame decoding;
-//! * [`encode`]: writing frames into a caller's `&mut [u8]`, and a
-//!   [`Sequencer`](encode::Sequencer) that numbers them as the protocol says;
+//! * [`encode`](mod@encode): writing frames into a caller's `&mut [u8]`, and a
+//!   [`Sequencer`] that numbers them as the protocol says;
 //! * [`checksum`]: CRC-32C, hardware accelerated where the CPU allows;
-//! * [`sequence`]: the [`SequenceTracker`](sequence::SequenceTracker) (gaps,
+//! * [`sequence`]: the [`SequenceTracker`] (gaps,
 //!   duplicates, new sessions, the idle-gap rule);
-//! * [`parse`]: the resynchronizing stream [`Parser`](parse::Parser) that
+//! * [`parse`]: the resynchronizing stream [`Parser`] that
 //!   survives any damage and reports every discarded byte;
 //! * [`json`]: the JSON-lines rendering of frames and events.
 //!
@@ -55,9 +55,9 @@
 //! | feature     | default | what it adds |
 //! |-------------|---------|--------------|
 //! | `std`       | yes     | run-time CPU detection for CRC-32C; implies `alloc` |
-//! | `alloc`     | via std | owned parser buffers ([`Parser::with_capacity`](parse::Parser::with_capacity)) |
-//! | `synth`     | no      | [`synth`]: the seeded synthetic feed generator |
-//! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`](encode::Payload) |
+//! | `alloc`     | via std | owned parser buffers (`Parser::owned`, `Parser::with_capacity`) |
+//! | `synth`     | no      | `synth`: the seeded synthetic feed generator |
+//! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`] |
 //! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`) |
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]

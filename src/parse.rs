@@ -39,7 +39,7 @@
 //! ## Memory
 //!
 //! The buffer is fixed: a caller's `&mut [u8]` (`no_std`), or with `alloc` an
-//! owned `Box<[u8]>` ([`Parser::with_capacity`], [`DEFAULT_CAPACITY`] by
+//! owned `Box<[u8]>` (`Parser::with_capacity`, [`DEFAULT_CAPACITY`] by
 //! default). Frames are borrowed from it; nothing is copied except the
 //! unconsumed tail (at most a partial frame when events are drained between
 //! reads) when [`Parser::spare`] compacts.
