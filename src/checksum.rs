@@ -194,7 +194,11 @@ mod hw {
         {
             true
         }
-        #[cfg(all(target_arch = "x86_64", not(target_feature = "sse4.2"), feature = "std"))]
+        #[cfg(all(
+            target_arch = "x86_64",
+            not(target_feature = "sse4.2"),
+            feature = "std"
+        ))]
         {
             std::is_x86_feature_detected!("sse4.2")
         }
@@ -207,7 +211,10 @@ mod hw {
             std::arch::is_aarch64_feature_detected!("crc")
         }
         #[cfg(not(any(
-            all(target_arch = "x86_64", any(target_feature = "sse4.2", feature = "std")),
+            all(
+                target_arch = "x86_64",
+                any(target_feature = "sse4.2", feature = "std")
+            ),
             all(target_arch = "aarch64", any(target_feature = "crc", feature = "std")),
         )))]
         {
@@ -453,6 +460,13 @@ mod tests {
         if let Some(crc) = crc32c_hardware(b"123456789") {
             assert_eq!(crc, 0xE306_9283);
         }
+    }
+
+    #[test]
+    fn backend_matches_hardware_availability() {
+        let hardware = crc32c_hardware(b"").is_some();
+        assert_eq!(backend() != Backend::Portable, hardware);
+        std::println!("CRC-32C backend: {}", backend());
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The stream parser as protocol section 5 describes it: resynchronization,
 //! discard reporting, end of stream, bounded buffers, sequence events.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 use tickwire::encode::QuoteFields;
 use tickwire::parse::{

@@ -1,6 +1,11 @@
 //! Property tests: chunking invariance, survival of random damage, the
 //! sequence tracker against a model, and encode/decode round trips.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,11 @@
 //! The protocol's test vectors (section 6), byte for byte, in both directions,
 //! and the stream parser on every split point of each.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 
 use tickwire::encode::{QuoteFields, TradeFields};
 use tickwire::parse::{Event, Parser, SliceParser};
