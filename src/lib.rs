@@ -72,6 +72,9 @@ extern crate std;
 pub mod checksum;
 pub mod encode;
 pub mod json;
+#[cfg(feature = "net")]
+#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
+pub mod net;
 pub mod parse;
 pub mod sequence;
 #[cfg(feature = "synth")]

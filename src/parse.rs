@@ -272,6 +272,62 @@ impl Engine {
     }
 }
 
+/// An event found by [`Parser::next_event_with`], without its borrow.
+enum Found {
+    Frame {
+        at: usize,
+        code: u8,
+        len: usize,
+        stale: bool,
+    },
+    Other(Event<'static>),
+}
+
+impl Found {
+    /// `end` is the buffer position just after the bytes the event consumed.
+    fn of(event: &Event<'_>, end: usize) -> Found {
+        match *event {
+            Event::Frame(m) | Event::Stale(m) => Found::Frame {
+                at: end.saturating_sub(m.len()),
+                code: m.msg_type().code(),
+                len: m.len(),
+                stale: matches!(event, Event::Stale(_)),
+            },
+            Event::Gap(gap) => Found::Other(Event::Gap(gap)),
+            Event::NewSession {
+                session_id,
+                sequence,
+            } => Found::Other(Event::NewSession {
+                session_id,
+                sequence,
+            }),
+            Event::Discarded(discard) => Found::Other(Event::Discarded(discard)),
+        }
+    }
+
+    fn event(self, buf: &[u8]) -> Event<'_> {
+        match self {
+            Found::Frame {
+                at,
+                code,
+                len,
+                stale,
+            } => {
+                match buf.get(at..).and_then(|frame| view(code, frame)) {
+                    Some(m) if stale => Event::Stale(m),
+                    Some(m) => Event::Frame(m),
+                    // The frame is where it was found; this cannot happen.
+                    None => Event::Discarded(Discard {
+                        bytes: len as u64,
+                        reason: DiscardReason::BadLength,
+                    }),
+                }
+            }
+            Found::Other(event) => event,
+        }
+    }
+}
+
 /// An event waiting behind the frame it precedes.
 #[derive(Clone, Copy, Debug)]
 enum Pre {
@@ -758,6 +814,73 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
         self.start += used;
     }
 
+    /// The next event, calling `fill` to read more bytes into the spare space
+    /// whenever the buffered ones are used up: the blocking style, for a
+    /// reader that owns its input. `fill` returns how many bytes it wrote;
+    /// 0 means the end of the stream (as with [`std::io::Read`]).
+    ///
+    /// Returns `Ok(None)` only once the stream has ended and every event has
+    /// been delivered.
+    ///
+    /// # Errors
+    /// Whatever `fill` returns; the parser is unchanged by a failed fill and
+    /// the call can be retried.
+    ///
+    /// ```
+    /// use tickwire::parse::{Event, Parser};
+    /// use tickwire::{Payload, Sequencer};
+    /// let mut wire = [0u8; 48];
+    /// let mut seq = Sequencer::new();
+    /// let n = seq.encode(&Payload::Heartbeat, 0, &mut wire)?;
+    /// let n = n + seq.encode(&Payload::EndOfSession, 0, &mut wire[n..])?;
+    /// let mut input = &wire[..n];
+    /// let mut parser = Parser::new([0u8; 64])?;
+    /// let mut read = |spare: &mut [u8]| -> Result<usize, ()> {
+    ///     let k = spare.len().min(input.len()).min(5); // 5 bytes per "read"
+    ///     spare[..k].copy_from_slice(&input[..k]);
+    ///     input = &input[k..];
+    ///     Ok(k)
+    /// };
+    /// let mut frames = 0;
+    /// while let Some(event) = parser.next_event_with(&mut read).unwrap() {
+    ///     assert!(matches!(event, Event::Frame(_)));
+    ///     frames += 1;
+    /// }
+    /// assert_eq!(frames, 2);
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    pub fn next_event_with<E>(
+        &mut self,
+        mut fill: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<Option<Event<'_>>, E> {
+        let found = loop {
+            let data = self
+                .buf
+                .as_ref()
+                .get(self.start..self.end)
+                .unwrap_or_default();
+            let (event, used) = self.engine.next(data);
+            let found = event.map(|event| Found::of(&event, self.start + used));
+            self.start += used;
+            if found.is_some() || self.engine.eof {
+                break found;
+            }
+            let spare = self.spare();
+            let room = spare.len();
+            if room == 0 {
+                // Cannot happen: without an event, at most a partial frame
+                // is buffered. End the stream rather than spin.
+                self.finish();
+                continue;
+            }
+            match fill(spare)? {
+                0 => self.finish(),
+                n => self.end += n.min(room),
+            }
+        };
+        Ok(found.map(|found| found.event(self.buf.as_ref())))
+    }
+
     /// Marks the end of the stream: an incomplete candidate at the end now
     /// fails (and is discarded one byte at a time, so complete frames after
     /// it are still delivered) and the last discarded run is reported.
@@ -815,6 +938,18 @@ impl Parser<alloc::boxed::Box<[u8]>> {
     /// [`ParseError::BufferTooSmall`] below [`MAX_FRAME_LEN`].
     pub fn with_capacity(capacity: usize) -> Result<Self, ParseError> {
         Parser::new(alloc::vec![0u8; capacity].into_boxed_slice())
+    }
+
+    /// A parser with an owned buffer of `capacity` bytes, raised to
+    /// [`MAX_FRAME_LEN`] if smaller (so it cannot fail).
+    #[cfg(feature = "std")]
+    pub(crate) fn owned_at_least(capacity: usize, tracker: SequenceTracker) -> Self {
+        Parser {
+            buf: alloc::vec![0u8; capacity.max(MAX_FRAME_LEN)].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            engine: Engine::new(tracker),
+        }
     }
 
     /// A parser with an owned buffer of [`DEFAULT_CAPACITY`] (4 MiB).

@@ -1,0 +1,72 @@
+//! Networking on `std`: blocking adapters, non-blocking connections on
+//! [`mio`] (epoll on Linux, kqueue on BSD and macOS), and the reference
+//! [`Server`](server::Server).
+//!
+//! Everything here is a thin loop over the sans-IO core: bytes are read
+//! straight into a [`Parser`](crate::parse::Parser)'s buffer and events are
+//! pulled from it; frames are written with the [`encode`](mod@crate::encode)
+//! functions.
+//!
+//! ```text
+//!  blocking:      FrameReader<R: Read>  ──▶ Event      FrameWriter<W: Write> ◀── Payload
+//!  non-blocking:  Connection (mio TcpStream, edge-triggered; read/write until WouldBlock)
+//!  server:        one mio event loop: listener, clients, retention ring, publisher queue
+//! ```
+//!
+//! I/O errors are sorted by [`classify`]: `WouldBlock` means wait for the
+//! next readiness event, `Interrupted` means retry at once, and broken pipe,
+//! reset, abort and timeout mean the peer is gone (a client reconnects).
+//!
+//! Every module here forbids `unsafe` except `sys` (one `ioctl`).
+
+use std::io;
+
+pub mod blocking;
+mod conn;
+mod queue;
+mod retention;
+pub mod server;
+mod sys;
+
+pub use blocking::{FrameReader, FrameWriter};
+pub use conn::{Connection, ReadOutcome, WriteOutcome};
+pub use server::{Publisher, Server, ServerConfig, ServerHandle, ServerStats, SlowPolicy};
+
+/// What an I/O error means for a connection.
+///
+/// ```
+/// use std::io::{Error, ErrorKind};
+/// use tickwire::net::{classify, IoClass};
+/// assert_eq!(classify(&Error::from(ErrorKind::WouldBlock)), IoClass::Wait);
+/// assert_eq!(classify(&Error::from(ErrorKind::ConnectionReset)), IoClass::Gone);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IoClass {
+    /// EAGAIN / EWOULDBLOCK: nothing to do until the next readiness event.
+    Wait,
+    /// EINTR: retry the call now.
+    Retry,
+    /// EPIPE, ECONNRESET, ECONNABORTED, ETIMEDOUT, end of stream: the
+    /// connection is gone; reconnect.
+    Gone,
+    /// Anything else: close the connection and report the error.
+    Fatal,
+}
+
+/// Sorts an I/O error into what to do about it.
+#[must_use]
+pub fn classify(error: &io::Error) -> IoClass {
+    use io::ErrorKind as K;
+    match error.kind() {
+        K::WouldBlock => IoClass::Wait,
+        K::Interrupted => IoClass::Retry,
+        K::BrokenPipe
+        | K::ConnectionReset
+        | K::ConnectionAborted
+        | K::TimedOut
+        | K::UnexpectedEof
+        | K::NotConnected => IoClass::Gone,
+        _ => IoClass::Fatal,
+    }
+}
