@@ -231,6 +231,9 @@ pub struct ServerStats {
     pub skipped_batches: u64,
     /// Times accepting paused on EMFILE / ENFILE.
     pub accept_pauses: u64,
+    /// The most bytes ever queued in user space for one client (never more
+    /// than [`ServerConfig::client_queue`]).
+    pub peak_client_queue: u64,
     /// Connections closed, by [`CloseReason`] (in declaration order).
     pub closed: [u64; REASONS],
 }
@@ -254,6 +257,7 @@ struct Shared {
     slow_marks: AtomicU64,
     skipped_batches: AtomicU64,
     accept_pauses: AtomicU64,
+    peak_client_queue: AtomicU64,
     closed: [AtomicU64; REASONS],
 }
 
@@ -275,6 +279,7 @@ impl Shared {
             slow_marks: get(&self.slow_marks),
             skipped_batches: get(&self.skipped_batches),
             accept_pauses: get(&self.accept_pauses),
+            peak_client_queue: get(&self.peak_client_queue),
             closed: std::array::from_fn(|i| self.closed.get(i).map_or(0, get)),
         }
     }
@@ -728,6 +733,9 @@ impl Server {
             });
         });
         let mut close = match outcome {
+            // Bytes that are not frames close the connection at once, even
+            // before the parser reports the run they belong to.
+            Ok(_) if client.conn.stats().discarded_bytes > 0 => Some(CloseReason::BadData),
             Ok(outcome) if outcome.closed => Some(CloseReason::PeerClosed),
             Ok(_) => None,
             Err(_) => Some(CloseReason::IoError),
@@ -882,7 +890,11 @@ impl Server {
                     add(&self.shared.bytes_sent, written as u64);
                     add(&self.shared.frames_sent, frames);
                     client.last_sent = now;
-                    if client.conn.pending() > 0 {
+                    let queued = client.conn.pending() as u64;
+                    self.shared
+                        .peak_client_queue
+                        .fetch_max(queued, Ordering::Relaxed);
+                    if queued > 0 {
                         if let Some(reason) = self.check_slow(index, now, true) {
                             to_close.push((index, reason));
                         }

@@ -1,0 +1,522 @@
+//! The reference server over real sockets on 127.0.0.1. Every loop is
+//! bounded in count and time (socket read timeouts, deadlines).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+#![allow(clippy::cast_possible_truncation)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tickwire::net::server::CloseReason;
+use tickwire::net::{FrameReader, Server, ServerConfig, ServerHandle, SlowPolicy};
+use tickwire::parse::Event;
+use tickwire::synth::Feed;
+use tickwire::{encode, Message, MsgType, Payload, Sequencer};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+fn start(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        session_id: Some(77),
+        ..ServerConfig::default()
+    };
+    tweak(&mut config);
+    Server::bind(config).unwrap().spawn().unwrap()
+}
+
+/// `n` data messages of the synthetic mix, timestamped T0 + i.
+fn messages(seed: u64, n: usize) -> Vec<(u64, Payload)> {
+    let mut feed = Feed::new(seed, 50);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let p = feed.next_payload();
+        if p.msg_type().is_data() {
+            out.push((T0 + out.len() as u64, p));
+        }
+    }
+    out
+}
+
+/// The bytes the server must send for `messages` numbered from `first`.
+fn expected_bytes(messages: &[(u64, Payload)], first: u64) -> Vec<u8> {
+    let mut seq = Sequencer::starting_at(first);
+    let mut out = vec![0u8; messages.len() * 44];
+    let done = seq.encode_batch(messages, &mut out);
+    out.truncate(done.bytes);
+    out
+}
+
+fn publish_all(server: &ServerHandle, messages: &[(u64, Payload)], batch: usize) {
+    let publisher = server.publisher();
+    for chunk in messages.chunks(batch) {
+        publisher.publish(chunk.to_vec()).unwrap();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Connects and logs in wanting `from`.
+fn login(addr: SocketAddr, from: u64) -> FrameReader<TcpStream> {
+    let mut s = connect(addr);
+    let mut frame = [0u8; 24];
+    encode(&Payload::Login, from, 0, &mut frame).unwrap();
+    s.write_all(&frame).unwrap();
+    FrameReader::new(s)
+}
+
+/// What a test client saw.
+#[derive(Default, Debug)]
+struct Seen {
+    accepted: Option<(u64, u64)>,
+    data: Vec<u8>,
+    sequences: Vec<u64>,
+    heartbeats: Vec<u64>,
+    end_of_session: Option<u64>,
+    gaps: u64,
+    discarded: u64,
+    closed: bool,
+}
+
+/// Reads until `stop` says so, the stream ends, or the read timeout hits.
+fn read_until(reader: &mut FrameReader<TcpStream>, mut stop: impl FnMut(&Seen) -> bool) -> Seen {
+    let mut seen = Seen::default();
+    while !stop(&seen) {
+        match reader.next_event() {
+            Ok(Some(Event::Frame(m))) => match m {
+                Message::LoginAccepted(la) => {
+                    seen.accepted = Some((la.session_id(), la.sequence()))
+                }
+                Message::Heartbeat(h) => seen.heartbeats.push(h.sequence()),
+                Message::EndOfSession(e) => seen.end_of_session = Some(e.sequence()),
+                m if m.is_data() => {
+                    seen.sequences.push(m.sequence());
+                    seen.data.extend_from_slice(m.as_bytes());
+                }
+                _ => {}
+            },
+            Ok(Some(Event::Gap(_))) => seen.gaps += 1,
+            Ok(Some(Event::Discarded(d))) => seen.discarded += d.bytes,
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                seen.closed = true;
+                break;
+            }
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+    seen
+}
+
+#[test]
+fn several_clients_get_the_identical_complete_stream() {
+    let server = start(|_| {});
+    let addr = server.local_addr();
+    let mut early: Vec<_> = (0..3).map(|_| login(addr, 1)).collect();
+    // Wait until the server has logged them in (an accepted client is live).
+    let accepted: Vec<_> = early
+        .iter_mut()
+        .map(|r| read_until(r, |s| s.accepted.is_some()).accepted)
+        .collect();
+    assert!(accepted.iter().all(|a| *a == Some((77, 1))), "{accepted:?}");
+
+    let msgs = messages(1, 50_000);
+    let want = std::sync::Arc::new(expected_bytes(&msgs, 1));
+    let n = msgs.len();
+    // Every client reads on its own thread, as real consumers do.
+    let spawn_reader = |mut reader: FrameReader<TcpStream>| {
+        let want = want.clone();
+        thread::spawn(move || {
+            let seen = read_until(&mut reader, |s| s.sequences.len() >= n);
+            assert_eq!(seen.sequences.len(), n);
+            assert!(
+                seen.sequences.windows(2).all(|w| w[1] == w[0] + 1),
+                "no gap, no repeat"
+            );
+            assert_eq!((seen.gaps, seen.discarded), (0, 0));
+            assert!(
+                seen.data == *want,
+                "byte-for-byte identical to the published stream"
+            );
+        })
+    };
+    let mut readers: Vec<_> = early.into_iter().map(spawn_reader).collect();
+    let publisher = {
+        let msgs = msgs.clone();
+        let publisher = server.publisher();
+        thread::spawn(move || {
+            // 250,000 frames/s: a pace the (debug-built) readers keep up with.
+            for chunk in msgs.chunks(250) {
+                publisher.publish(chunk.to_vec()).unwrap();
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    // A late client logs in from 1 while the feed runs: replay, then live.
+    wait_until("some frames", Duration::from_secs(10), || {
+        server.stats().frames_published > 5000
+    });
+    readers.push(spawn_reader(login(addr, 1)));
+    publisher.join().unwrap();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    let stats = server.shutdown().unwrap();
+    assert_eq!(stats.frames_published, 50_000);
+    assert_eq!(stats.slow_marks, 0);
+}
+
+#[test]
+fn login_replays_as_the_protocol_says() {
+    let server = start(|c| c.retain = 1000);
+    let addr = server.local_addr();
+    let msgs = messages(2, 3000);
+    publish_all(&server, &msgs, 100);
+    wait_until("publish", Duration::from_secs(10), || {
+        server.stats().frames_published == 3000
+    });
+    let all = expected_bytes(&msgs, 1);
+    let frame_at = |seq: u64| {
+        // Offsets of frames in `all`, by sequence.
+        let mut at = 0;
+        for (i, (_, p)) in msgs.iter().enumerate() {
+            if i as u64 + 1 == seq {
+                return at;
+            }
+            at += p.frame_len();
+        }
+        at
+    };
+
+    // From the middle of the retention window: exactly what was asked.
+    let mut mid = login(addr, 2500);
+    let seen = read_until(&mut mid, |s| s.sequences.len() >= 501);
+    assert_eq!(seen.accepted, Some((77, 2500)));
+    assert_eq!(seen.sequences.first(), Some(&2500));
+    assert_eq!(seen.data, all[frame_at(2500)..]);
+
+    // From before the window: the oldest retained, and the client sees the gap.
+    let mut old = login(addr, 1);
+    let seen = read_until(&mut old, |s| s.sequences.len() >= 1000);
+    assert_eq!(seen.accepted, Some((77, 2001)));
+    assert_eq!(seen.sequences, (2001..=3000).collect::<Vec<_>>());
+
+    // Live only (0) and beyond the next live sequence: from 3001.
+    let mut live = login(addr, 0);
+    let mut beyond = login(addr, 999_999);
+    let a = read_until(&mut live, |s| s.accepted.is_some());
+    let b = read_until(&mut beyond, |s| s.accepted.is_some());
+    assert_eq!(
+        (a.accepted, b.accepted),
+        (Some((77, 3001)), Some((77, 3001)))
+    );
+
+    // Then live data continues for everyone, with no gap at the seam.
+    let more = messages(3, 10);
+    publish_all(&server, &more, 10);
+    for reader in [&mut mid, &mut old, &mut live, &mut beyond] {
+        let seen = read_until(reader, |s| s.sequences.len() >= 10);
+        assert_eq!(seen.sequences, (3001..=3010).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn idle_feed_sends_heartbeats_with_the_next_sequence() {
+    let server = start(|c| c.heartbeat_interval = Duration::from_millis(50));
+    let mut client = login(server.local_addr(), 0);
+    read_until(&mut client, |s| s.accepted.is_some());
+    publish_all(&server, &messages(4, 5), 5);
+    let seen = read_until(&mut client, |s| s.heartbeats.len() >= 3);
+    assert_eq!(seen.sequences, vec![1, 2, 3, 4, 5]);
+    assert!(
+        seen.heartbeats.iter().all(|&h| h == 6),
+        "{:?}",
+        seen.heartbeats
+    );
+}
+
+#[test]
+fn connections_without_login_time_out_and_garbage_is_closed() {
+    let server = start(|c| c.login_timeout = Duration::from_millis(200));
+    let addr = server.local_addr();
+    let mut good = login(addr, 0);
+    read_until(&mut good, |s| s.accepted.is_some());
+
+    let started = Instant::now();
+    let mut idle = connect(addr);
+    let mut buf = [0u8; 64];
+    assert_eq!(idle.read(&mut buf).unwrap(), 0, "closed by the server");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+
+    let mut garbage = connect(addr);
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        garbage.read(&mut buf).unwrap_or(0),
+        0,
+        "closed by the server"
+    );
+
+    // A Trade from a client is not allowed either.
+    let mut rogue = login(addr, 0);
+    read_until(&mut rogue, |s| s.accepted.is_some());
+    let mut trade = [0u8; 44];
+    let n = encode(&Payload::Trade(Default::default()), 1, 0, &mut trade).unwrap();
+    rogue.get_mut().write_all(&trade[..n]).unwrap();
+    let seen = read_until(&mut rogue, |_| false);
+    assert!(seen.closed);
+
+    // The logged-in client is unaffected.
+    publish_all(&server, &messages(5, 100), 100);
+    let seen = read_until(&mut good, |s| s.sequences.len() >= 100);
+    assert_eq!(seen.sequences.len(), 100);
+    let stats = server.stats();
+    assert_eq!(stats.closed_for(CloseReason::LoginTimeout), 1);
+    assert_eq!(stats.closed_for(CloseReason::BadData), 1);
+    assert_eq!(stats.closed_for(CloseReason::UnexpectedFrame), 1);
+}
+
+/// A client that logs in and then never reads, with a tiny receive buffer.
+fn stalled_client(addr: SocketAddr) -> socket2::Socket {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut frame = [0u8; 24];
+    encode(&Payload::Login, 0, 0, &mut frame).unwrap();
+    (&socket).write_all(&frame).unwrap();
+    socket
+}
+
+fn slow_client_case(policy: SlowPolicy) {
+    let server = start(|c| {
+        c.slow_policy = policy;
+        c.slow_threshold = 256 << 10;
+        c.client_queue = 1 << 20;
+        c.send_buffer = Some(64 << 10);
+    });
+    let addr = server.local_addr();
+    let mut fast = login(addr, 0);
+    read_until(&mut fast, |s| s.accepted.is_some());
+    let _stalled = stalled_client(addr);
+    wait_until("logins", Duration::from_secs(5), || {
+        server.stats().clients == 2
+    });
+    thread::sleep(Duration::from_millis(50));
+
+    let msgs = messages(6, 200_000); // about 8 MB, far over the threshold
+    let started = Instant::now();
+    let publisher = {
+        let msgs = msgs.clone();
+        let publisher = server.publisher();
+        thread::spawn(move || {
+            for chunk in msgs.chunks(500) {
+                publisher.publish(chunk.to_vec()).unwrap();
+            }
+        })
+    };
+    let mut marked_after = None;
+    let seen = read_until(&mut fast, |s| {
+        if marked_after.is_none() && server.stats().slow_marks > 0 {
+            marked_after = Some(started.elapsed());
+        }
+        s.sequences.len() >= msgs.len()
+    });
+    publisher.join().unwrap();
+    wait_until("slow mark", Duration::from_secs(1), || {
+        server.stats().slow_marks > 0
+    });
+    let marked_after = marked_after.unwrap_or_else(|| started.elapsed());
+    assert!(
+        marked_after < Duration::from_secs(1),
+        "marked slow after {marked_after:?}"
+    );
+    // The fast client got everything, in order, unslowed by the stalled one.
+    assert_eq!(seen.sequences.len(), msgs.len());
+    assert!(seen.sequences.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(seen.data, expected_bytes(&msgs, 1));
+    let stats = server.stats();
+    assert!(
+        stats.peak_client_queue <= 1 << 20,
+        "memory cap: {}",
+        stats.peak_client_queue
+    );
+    match policy {
+        SlowPolicy::Skip => assert!(stats.skipped_batches > 0 && stats.clients == 2),
+        SlowPolicy::Disconnect => {
+            wait_until("disconnect", Duration::from_secs(2), || {
+                server.stats().closed_for(CloseReason::Slow) == 1
+            });
+        }
+    }
+}
+
+#[test]
+fn slow_client_is_skipped_and_never_slows_the_others() {
+    slow_client_case(SlowPolicy::Skip);
+}
+
+#[test]
+fn slow_client_is_disconnected_under_that_policy() {
+    slow_client_case(SlowPolicy::Disconnect);
+}
+
+#[test]
+fn graceful_shutdown_sends_end_of_session_to_everyone() {
+    let server = start(|_| {});
+    let addr = server.local_addr();
+    let mut clients: Vec<_> = (0..3).map(|_| login(addr, 0)).collect();
+    for c in &mut clients {
+        read_until(c, |s| s.accepted.is_some());
+    }
+    publish_all(&server, &messages(7, 42), 42);
+    wait_until("publish", Duration::from_secs(5), || {
+        server.stats().frames_published == 42
+    });
+    let stats = server.shutdown().unwrap();
+    assert_eq!(stats.closed_for(CloseReason::Shutdown), 3);
+    for c in &mut clients {
+        let seen = read_until(c, |_| false);
+        assert_eq!(seen.sequences.len(), 42);
+        assert_eq!(seen.end_of_session, Some(43));
+        assert!(seen.closed);
+    }
+}
+
+/// Child side of the EMFILE test: a server under a low descriptor limit
+/// (`ulimit -n` set by the parent), publishing every 5 ms until stdin closes.
+#[test]
+fn emfile_child() {
+    if std::env::var_os("TICKWIRE_EMFILE_CHILD").is_none() {
+        return;
+    }
+    let server = start(|c| c.heartbeat_interval = Duration::from_millis(20));
+    println!("listening {}", server.local_addr());
+    let publisher = server.publisher();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+        publisher
+            .publish(vec![(T0 + i, Payload::Trade(Default::default()))])
+            .unwrap();
+        i += 1;
+        thread::sleep(Duration::from_millis(5));
+    }
+    let stats = server.shutdown().unwrap();
+    println!("accept_pauses {}", stats.accept_pauses);
+    drop(watcher);
+}
+
+#[test]
+fn descriptor_exhaustion_does_not_stop_the_server() {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 48 && exec \"$0\" --exact emfile_child --nocapture --test-threads 1")
+        .arg(&exe)
+        .env("TICKWIRE_EMFILE_CHILD", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
+        // libtest prints "test emfile_child ... " on the same line.
+        if let Some(addr) = line.split("listening ").nth(1) {
+            break addr.trim().parse().unwrap();
+        }
+    };
+    let result = std::panic::catch_unwind(|| {
+        let mut first = login(addr, 0);
+        read_until(&mut first, |s| s.accepted.is_some());
+        // Far more connections than the child has descriptors for.
+        let hogs: Vec<TcpStream> = (0..80).map(|_| connect(addr)).collect();
+        thread::sleep(Duration::from_millis(300));
+        // The logged-in client is still served (live trades keep coming).
+        let seen = read_until(&mut first, |s| s.sequences.len() >= 20);
+        assert!(seen.sequences.len() >= 20);
+        drop(hogs);
+        // Descriptors free up (hogs time out of login or close): accepting resumes.
+        thread::sleep(Duration::from_millis(300));
+        let mut later = login(addr, 0);
+        let seen = read_until(&mut later, |s| {
+            s.accepted.is_some() && s.sequences.len() >= 5
+        });
+        assert!(seen.accepted.is_some());
+    });
+    drop(child.stdin.take()); // tells the child to stop
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    let status = child.wait().unwrap();
+    if let Err(panic) = result {
+        let _ = child.kill();
+        std::panic::resume_unwind(panic);
+    }
+    assert!(status.success(), "child: {rest}");
+    let pauses: u64 = rest
+        .lines()
+        .find_map(|l| l.split("accept_pauses ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("child printed its stats");
+    assert!(pauses > 0, "the child hit EMFILE and backed off: {rest}");
+}
+
+#[test]
+fn publisher_back_pressure_is_visible() {
+    // A server whose loop is not running: its queue fills and says so.
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        publish_queue: 2,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let publisher = server.publisher();
+    let one = || vec![(T0, Payload::Trade(Default::default()))];
+    publisher.try_publish(one()).unwrap();
+    publisher.try_publish(one()).unwrap();
+    match publisher.try_publish(one()) {
+        Err(tickwire::net::server::PublishError::Full(batch)) => assert_eq!(batch.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    drop(server);
+    assert!(matches!(
+        publisher.try_publish(one()),
+        Err(tickwire::net::server::PublishError::Closed)
+    ));
+    let _ = MsgType::Trade;
+}
