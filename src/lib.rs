@@ -84,8 +84,8 @@ pub mod wire;
 
 pub use encode::{encode, EncodeError, Payload, Sequencer};
 
-/// The README's examples, run as doctests so that they never go stale.
-#[cfg(all(doctest, feature = "std"))]
+/// The README's examples, run as doctests (with the `net` feature) so that they never go stale.
+#[cfg(all(doctest, feature = "net"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 pub use parse::{Event, Parser};

@@ -168,3 +168,67 @@ fn io_errors_fail_with_a_message() {
     let out = tickwire(&["gen", "--count", "1", "--corrupt", "2", "-o", "/dev/null"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn serve_publishes_a_feed_and_stops_on_time() {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "20000",
+            "--duration",
+            "1.5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .expect("listening line")
+        .to_string();
+    let result = std::panic::catch_unwind(|| {
+        let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut login = [0u8; 24];
+        tickwire::encode(&tickwire::Payload::Login, 0, 0, &mut login).unwrap();
+        socket.write_all(&login).unwrap();
+        let mut received = Vec::new();
+        socket.read_to_end(&mut received).unwrap(); // until the server ends the session
+        let mut frames = 0;
+        let mut end = false;
+        for event in tickwire::parse::SliceParser::new(&received) {
+            match event {
+                tickwire::Event::Frame(tickwire::Message::EndOfSession(_)) => end = true,
+                tickwire::Event::Frame(m) if m.is_data() => frames += 1,
+                tickwire::Event::Discarded(d) => panic!("discarded {d:?}"),
+                _ => {}
+            }
+        }
+        assert!(frames > 5_000, "{frames} data frames");
+        assert!(end, "EndOfSession at the end");
+    });
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("msg/s published"), "{stderr}");
+    assert!(stderr.contains("stopped after"), "{stderr}");
+}

@@ -3,11 +3,17 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, ErrorKind, Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser as ClapParser, Subcommand};
 use tickwire::json::JsonEvent;
+use tickwire::net::server::{unix_nanos, CloseReason, LogSink};
+use tickwire::net::{Server, ServerConfig, ServerStats, SlowPolicy};
 use tickwire::parse::{Event, Parser};
 use tickwire::synth::{Damage, Damager, Feed};
 
@@ -47,6 +53,36 @@ enum Command {
         /// Recording to read (`-` for stdin).
         file: PathBuf,
     },
+    /// Run the reference server publishing a synthetic feed (Ctrl-C stops it gracefully).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: SocketAddr,
+        /// Messages per second to publish.
+        #[arg(long, default_value_t = 500_000)]
+        rate: u64,
+        /// Number of instruments.
+        #[arg(long, default_value_t = 100)]
+        instruments: u32,
+        /// Data frames kept for replay.
+        #[arg(long, default_value_t = 1 << 20)]
+        retain: usize,
+        /// What to do with slow clients.
+        #[arg(long, value_enum, default_value_t = SlowArg::Skip)]
+        slow_policy: SlowArg,
+        /// Seed of the synthetic feed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SlowArg {
+    Skip,
+    Disconnect,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +96,21 @@ fn main() -> ExitCode {
             output,
         } => gen(count, seed, corrupt, instruments, &output),
         Command::Dump { file } => dump(&file),
+        Command::Serve {
+            listen,
+            rate,
+            instruments,
+            retain,
+            slow_policy,
+            seed,
+            duration,
+        } => {
+            let policy = match slow_policy {
+                SlowArg::Skip => SlowPolicy::Skip,
+                SlowArg::Disconnect => SlowPolicy::Disconnect,
+            };
+            serve(listen, rate, instruments, retain, policy, seed, duration)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,4 +243,97 @@ fn dump(path: &PathBuf) -> io::Result<()> {
         stale
     );
     Ok(())
+}
+
+fn serve(
+    listen: SocketAddr,
+    rate: u64,
+    instruments: u32,
+    retain: usize,
+    slow_policy: SlowPolicy,
+    seed: u64,
+    duration: Option<f64>,
+) -> io::Result<()> {
+    let config = ServerConfig {
+        listen,
+        retain,
+        slow_policy,
+        log: Some(LogSink(Arc::new(|line: &str| {
+            eprintln!("tickwire serve: {line}")
+        }))),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config)?.spawn()?;
+    println!("listening {}", server.local_addr());
+    eprintln!(
+        "tickwire serve: session {:#018x}, publishing {rate} msg/s over {instruments} instruments; Ctrl-C stops",
+        server.session_id()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).map_err(io::Error::other)?;
+    }
+    let publisher = server.publisher();
+    let mut feed = Feed::new(seed, instruments);
+    let started = Instant::now();
+    let end = duration.map(|d| started + Duration::from_secs_f64(d.max(0.0)));
+    let mut published = 0u64;
+    let mut last = ServerStats::default();
+    let mut next_status = started + Duration::from_secs(1);
+    while !stop.load(Ordering::SeqCst) && end.map_or(true, |end| Instant::now() < end) {
+        // Publish what the rate allows by now, in one batch per millisecond.
+        let due = u64::try_from(started.elapsed().as_nanos() * u128::from(rate) / 1_000_000_000)
+            .unwrap_or(u64::MAX);
+        if due > published {
+            let n = (due - published).min(1 << 16);
+            let now = unix_nanos();
+            let mut batch = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+            while (batch.len() as u64) < n {
+                let payload = feed.next_payload();
+                if payload.msg_type().is_data() {
+                    batch.push((now, payload));
+                }
+            }
+            if publisher.publish(batch).is_err() {
+                break;
+            }
+            published += n;
+        }
+        if Instant::now() >= next_status {
+            let stats = server.stats();
+            eprintln!("{}", status_line(&last, &stats));
+            last = stats;
+            next_status += Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stats = server.shutdown()?;
+    eprintln!(
+        "tickwire serve: stopped after {:.1} s: {} frames published, {} sent, {} bytes; {} slow marks; \
+         closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} shutdown",
+        started.elapsed().as_secs_f64(),
+        stats.frames_published,
+        stats.frames_sent,
+        stats.bytes_sent,
+        stats.slow_marks,
+        stats.closed_for(CloseReason::Slow),
+        stats.closed_for(CloseReason::LoginTimeout),
+        stats.closed_for(CloseReason::BadData),
+        stats.closed_for(CloseReason::UnexpectedFrame),
+        stats.closed_for(CloseReason::Shutdown),
+    );
+    Ok(())
+}
+
+fn status_line(last: &ServerStats, now: &ServerStats) -> String {
+    format!(
+        "tickwire serve: {} clients | {} msg/s published | {} frames/s, {:.1} MB/s sent | {} slow marks | {} skipped batches",
+        now.clients,
+        now.frames_published - last.frames_published,
+        now.frames_sent - last.frames_sent,
+        (now.bytes_sent - last.bytes_sent) as f64 / 1e6,
+        now.slow_marks,
+        now.skipped_batches,
+    )
 }

@@ -54,9 +54,10 @@ impl Retention {
             position += len as u64;
         }
         self.bytes.extend(frames);
-        while self.starts.len() > self.max_frames {
-            self.starts.pop_front();
-            self.oldest += 1;
+        let excess = self.starts.len().saturating_sub(self.max_frames);
+        if excess > 0 {
+            self.starts.drain(..excess);
+            self.oldest += excess as u64;
             let new_base = self.starts.front().copied().unwrap_or(position);
             let drop = usize::try_from(new_base - self.base).unwrap_or(usize::MAX);
             self.bytes.drain(..drop.min(self.bytes.len()));

@@ -738,7 +738,7 @@ impl Server {
             Ok(_) if client.conn.stats().discarded_bytes > 0 => Some(CloseReason::BadData),
             Ok(outcome) if outcome.closed => Some(CloseReason::PeerClosed),
             Ok(_) => None,
-            Err(_) => Some(CloseReason::IoError),
+            Err(e) => Some(close_reason(&e)),
         };
         for request in requests.drain(..) {
             if close.is_some() {
@@ -810,8 +810,8 @@ impl Server {
         let result = client.conn.write_ready();
         let written = before.saturating_sub(client.conn.pending());
         add(&self.shared.bytes_sent, written as u64);
-        if result.is_err() {
-            self.close(index, CloseReason::IoError);
+        if let Err(e) = result {
+            self.close(index, close_reason(&e));
             return;
         }
         self.pump_replay(index);
@@ -843,8 +843,8 @@ impl Server {
                         client.last_sent = Instant::now();
                     }
                     Ok(false) => break,
-                    Err(_) => {
-                        close = Some(CloseReason::IoError);
+                    Err(e) => {
+                        close = Some(close_reason(&e));
                         break;
                     }
                 }
@@ -906,7 +906,7 @@ impl Server {
                         to_close.push((index, reason));
                     }
                 }
-                Err(_) => to_close.push((index, CloseReason::IoError)),
+                Err(e) => to_close.push((index, close_reason(&e))),
             }
         }
         self.scratch = scratch;
@@ -988,8 +988,8 @@ impl Server {
             }
             if now.duration_since(client.last_sent) >= heartbeat && client.conn.pending() == 0 {
                 client.last_sent = now;
-                if let Err(_e) = client.conn.send(beat) {
-                    to_close.push((index, CloseReason::IoError));
+                if let Err(e) = client.conn.send(beat) {
+                    to_close.push((index, close_reason(&e)));
                     continue;
                 }
             }
@@ -1030,6 +1030,15 @@ impl Server {
             self.close(index, CloseReason::Shutdown);
         }
         self.log(format_args!("shut down"));
+    }
+}
+
+/// Why a failed write or read closes a client: the peer going away is not
+/// an error of ours.
+fn close_reason(error: &io::Error) -> CloseReason {
+    match super::classify(error) {
+        super::IoClass::Gone => CloseReason::PeerClosed,
+        _ => CloseReason::IoError,
     }
 }
 
