@@ -817,7 +817,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     /// The next event, calling `fill` to read more bytes into the spare space
     /// whenever the buffered ones are used up: the blocking style, for a
     /// reader that owns its input. `fill` returns how many bytes it wrote;
-    /// 0 means the end of the stream (as with [`std::io::Read`]).
+    /// 0 means the end of the stream (as with `std::io::Read`).
     ///
     /// Returns `Ok(None)` only once the stream has ended and every event has
     /// been delivered.

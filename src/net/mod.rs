@@ -1,6 +1,6 @@
 //! Networking on `std`: blocking adapters, non-blocking connections on
 //! [`mio`] (epoll on Linux, kqueue on BSD and macOS), and the reference
-//! [`Server`](server::Server).
+//! [`Server`].
 //!
 //! Everything here is a thin loop over the sans-IO core: bytes are read
 //! straight into a [`Parser`](crate::parse::Parser)'s buffer and events are
