@@ -14,6 +14,7 @@
 //!   duplicates, new sessions, the idle-gap rule);
 //! * [`parse`]: the resynchronizing stream [`Parser`] that
 //!   survives any damage and reports every discarded byte;
+//! * [`policy`]: reconnect backoff and heartbeat liveness, pure functions of `now`;
 //! * [`json`]: the JSON-lines rendering of frames and events.
 //!
 //! ```text
@@ -76,6 +77,7 @@ pub mod json;
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub mod net;
 pub mod parse;
+pub mod policy;
 pub mod sequence;
 #[cfg(feature = "synth")]
 #[cfg_attr(docsrs, doc(cfg(feature = "synth")))]

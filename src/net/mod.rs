@@ -22,6 +22,7 @@
 use std::io;
 
 pub mod blocking;
+pub mod client;
 mod conn;
 mod queue;
 mod retention;
@@ -29,6 +30,7 @@ pub mod server;
 mod sys;
 
 pub use blocking::{FrameReader, FrameWriter};
+pub use client::{Client, ClientConfig, ClientEvent, ClientState};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
 pub use server::{Publisher, Server, ServerConfig, ServerHandle, ServerStats, SlowPolicy};
 
