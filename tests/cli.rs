@@ -232,3 +232,72 @@ fn serve_publishes_a_feed_and_stops_on_time() {
     assert!(stderr.contains("msg/s published"), "{stderr}");
     assert!(stderr.contains("stopped after"), "{stderr}");
 }
+
+#[test]
+fn record_then_dump_and_subscribe_give_up_on_a_dead_server() {
+    use std::io::{BufRead, BufReader};
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "50000",
+            "--duration",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    let file = temp("recorded.twr");
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &addr,
+        "--from",
+        "1",
+        "--count",
+        "500",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tickwire(&["dump", file.to_str().unwrap()]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let data = stdout
+        .lines()
+        .filter(|l| l.contains("\"quote\"") || l.contains("\"trade\""))
+        .count();
+    assert_eq!(data, 500, "exactly the requested count");
+    assert!(stdout
+        .lines()
+        .any(|l| l.starts_with("{\"type\":\"login_accepted\"")));
+    let out = tickwire(&[
+        "subscribe",
+        "--connect",
+        &addr,
+        "--json",
+        "--duration",
+        "0.5",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("\"sequence\"")));
+    server.wait().unwrap();
+    // The server is gone now: subscribe retries, then gives up with an error.
+    let out = tickwire(&["subscribe", "--connect", &addr, "--max-retries", "2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gave up after 2 attempts"));
+}

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser as ClapParser, Subcommand};
 use tickwire::json::JsonEvent;
+use tickwire::net::client::{Client, ClientConfig, ClientEvent, Flow};
 use tickwire::net::server::{unix_nanos, CloseReason, LogSink};
 use tickwire::net::{Server, ServerConfig, ServerStats, SlowPolicy};
 use tickwire::parse::{Event, Parser};
+use tickwire::policy::Backoff;
 use tickwire::synth::{Damage, Damager, Feed};
 
 #[derive(ClapParser)]
@@ -77,6 +79,42 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Subscribe to a server: JSON lines of every frame and event, or a status line per second.
+    Subscribe {
+        /// Server address.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        connect: SocketAddr,
+        /// First sequence wanted (0: live data only).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Print JSON lines (protocol section 7) instead of a status line.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many seconds (default: until Ctrl-C or the server gives up).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Give up after this many failed connection attempts in a row (default: never).
+        #[arg(long)]
+        max_retries: Option<u32>,
+    },
+    /// Record the raw byte stream from a server into a file `dump` reads.
+    Record {
+        /// Server address.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        connect: SocketAddr,
+        /// First sequence wanted (0: live data only).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Output file (`-` for stdout).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Stop after this many data frames.
+        #[arg(long, conflicts_with = "duration")]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -111,6 +149,20 @@ fn main() -> ExitCode {
             };
             serve(listen, rate, instruments, retain, policy, seed, duration)
         }
+        Command::Subscribe {
+            connect,
+            from,
+            json,
+            duration,
+            max_retries,
+        } => subscribe(connect, from, json, duration, max_retries),
+        Command::Record {
+            connect,
+            from,
+            output,
+            count,
+            duration,
+        } => record(connect, from, &output, count, duration),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -336,4 +388,189 @@ fn status_line(last: &ServerStats, now: &ServerStats) -> String {
         now.slow_marks,
         now.skipped_batches,
     )
+}
+
+/// Ctrl-C sets the returned flag.
+fn interrupted() -> io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(io::Error::other)?;
+    Ok(stop)
+}
+
+fn deadline(duration: Option<f64>) -> Option<Instant> {
+    duration.map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)))
+}
+
+fn subscribe(
+    connect: SocketAddr,
+    from: u64,
+    json: bool,
+    duration: Option<f64>,
+    max_retries: Option<u32>,
+) -> io::Result<()> {
+    let stop = interrupted()?;
+    let end = deadline(duration);
+    let mut config = ClientConfig::new(connect);
+    config.from = from;
+    config.backoff = Backoff::default()
+        .with_max_retries(max_retries)
+        .with_jitter(u64::from(std::process::id()));
+    let mut client = Client::new(config)?;
+    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    let mut write_error = None;
+    let started = Instant::now();
+    let mut next_status = started + Duration::from_secs(1);
+    let (mut frames, mut bytes, mut gaps, mut discarded) = (0u64, 0u64, 0u64, 0u64);
+    let mut state = client.state();
+    let result = client.run(|event| {
+        match event {
+            ClientEvent::Frame(m) => {
+                frames += 1;
+                bytes += m.len() as u64;
+            }
+            ClientEvent::Gap(g) => gaps += g.len(),
+            ClientEvent::Discarded(d) => discarded += d.bytes,
+            ClientEvent::State { to, .. } => state = to,
+            _ => {}
+        }
+        if !json && Instant::now() >= next_status {
+            eprintln!(
+                "tickwire subscribe: {state:?} | {frames} frames/s, {:.1} MB/s | {gaps} missing | {discarded} bytes discarded",
+                bytes as f64 / 1e6
+            );
+            (frames, bytes) = (0, 0);
+            next_status += Duration::from_secs(1);
+        }
+        if json {
+            let line = match event {
+                ClientEvent::Frame(m) => Some(JsonEvent(&Event::Frame(m)).to_string()),
+                ClientEvent::Gap(g) => Some(JsonEvent(&Event::Gap(g)).to_string()),
+                ClientEvent::Discarded(d) => Some(JsonEvent(&Event::Discarded(d)).to_string()),
+                ClientEvent::NewSession { session_id, sequence } => {
+                    Some(JsonEvent(&Event::NewSession { session_id, sequence }).to_string())
+                }
+                _ => None,
+            };
+            if let Some(line) = line {
+                if let Err(e) = writeln!(out, "{line}") {
+                    write_error = Some(e);
+                    return Flow::Stop;
+                }
+            }
+        }
+        match event {
+            ClientEvent::State { from, to } => eprintln!("tickwire subscribe: {from:?} -> {to:?}"),
+            ClientEvent::Lost(why) => eprintln!("tickwire subscribe: connection lost: {why}"),
+            ClientEvent::Retrying { attempt, delay } => {
+                eprintln!("tickwire subscribe: retry {attempt} in {delay:?}");
+            }
+            ClientEvent::LoggedIn { session_id, sequence } => {
+                eprintln!("tickwire subscribe: logged in, session {session_id:#018x}, from {sequence}");
+            }
+            ClientEvent::EndOfSession { sequence } => {
+                eprintln!("tickwire subscribe: end of session (next sequence {sequence})");
+            }
+            _ => {}
+        }
+        if stop.load(Ordering::SeqCst) || end.is_some_and(|end| Instant::now() >= end) {
+            return Flow::Stop;
+        }
+        Flow::Continue
+    });
+    out.flush()?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    let s = client.stats();
+    eprintln!(
+        "tickwire subscribe: {} frames ({} quotes, {} trades, {} heartbeats), {} bytes; discarded {} bytes; \
+         {} gaps ({} missing), {} duplicates; {} connects, {} reconnects; {:?}",
+        s.parse.frames(),
+        s.parse.quotes,
+        s.parse.trades,
+        s.parse.heartbeats,
+        s.parse.frame_bytes,
+        s.parse.discarded_bytes,
+        s.gaps,
+        s.missing,
+        s.duplicates,
+        s.connects,
+        s.reconnects,
+        client.state()
+    );
+    result.map_err(|gave_up| io::Error::new(ErrorKind::NotConnected, gave_up.to_string()))
+}
+
+/// Stream bytes the parser has consumed so far (frames plus discards).
+fn consumed(parser: &Parser<Box<[u8]>>) -> u64 {
+    let s = parser.stats();
+    s.frame_bytes + s.discarded_bytes
+}
+
+fn record(
+    connect: SocketAddr,
+    from: u64,
+    output: &PathBuf,
+    count: Option<u64>,
+    duration: Option<f64>,
+) -> io::Result<()> {
+    use std::io::Write as _;
+    let stop = interrupted()?;
+    let end = deadline(duration);
+    let mut socket = std::net::TcpStream::connect(connect)?;
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut login = [0u8; 24];
+    tickwire::encode(&tickwire::Payload::Login, from, unix_nanos(), &mut login)
+        .map_err(io::Error::other)?;
+    socket.write_all(&login)?;
+    let mut out = BufWriter::with_capacity(1 << 20, open_output(output)?);
+    // The file gets the bytes exactly as received; a parser alongside counts
+    // data frames for --count.
+    let mut parser = Parser::with_capacity(1 << 20).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    while !stop.load(Ordering::SeqCst)
+        && end.map_or(true, |end| Instant::now() < end)
+        && count.map_or(true, |count| frames < count)
+    {
+        let n = match socket.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e),
+        };
+        let target = count.unwrap_or(u64::MAX);
+        let mut keep = n;
+        let mut chunk = buf.get(..n).unwrap_or_default();
+        let chunk_start = consumed(&parser) + parser.buffered() as u64;
+        while !chunk.is_empty() {
+            let taken = parser.fill_from(chunk);
+            chunk = chunk.get(taken..).unwrap_or_default();
+            while let Some(event) = parser.next_event() {
+                if matches!(event, Event::Frame(m) if m.is_data()) {
+                    frames += 1;
+                    if frames >= target {
+                        // Keep the bytes up to the end of this frame only.
+                        let upto = consumed(&parser).saturating_sub(chunk_start);
+                        keep = usize::try_from(upto).unwrap_or(n).min(n);
+                        chunk = &[];
+                        break;
+                    }
+                }
+            }
+        }
+        out.write_all(buf.get(..keep).unwrap_or_default())?;
+        bytes += keep as u64;
+    }
+    out.flush()?;
+    eprintln!("tickwire record: {frames} data frames, {bytes} bytes written");
+    Ok(())
 }
