@@ -301,3 +301,63 @@ fn record_then_dump_and_subscribe_give_up_on_a_dead_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("gave up after 2 attempts"));
 }
+
+#[test]
+fn demo_summary_says_nobody_who_kept_up_lost_anything() {
+    let out = tickwire(&[
+        "demo",
+        "--rate",
+        "20000",
+        "--clients",
+        "3",
+        "--duration",
+        "1",
+        "--slow-client",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = String::from_utf8(out.stdout).unwrap();
+    assert!(json.starts_with("{\"rate\":20000,"), "{json}");
+    // Clients 1 and 2 kept up: nothing lost.
+    for client in 1..=2 {
+        let at = json
+            .find(&format!("{{\"client\":{client},\"slow\":false,"))
+            .expect("client row");
+        assert!(json[at..].contains("\"lost\":0,\"gaps\":0,"), "{json}");
+    }
+    assert!(json.contains("{\"client\":3,\"slow\":true,"));
+}
+
+#[test]
+fn bench_prints_every_figure_with_its_baseline() {
+    let out = tickwire(&[
+        "bench",
+        "--seconds",
+        "0.3",
+        "--rate",
+        "20000",
+        "--stream-mib",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = String::from_utf8(out.stdout).unwrap();
+    for case in [
+        "checked decode",
+        "encode",
+        "server -> 1 client",
+        "server -> 16 clients",
+        "latency p99",
+    ] {
+        assert!(json.contains(case), "{case} missing: {json}");
+    }
+    assert_eq!(json.matches("\"ratio\":").count(), 7);
+}

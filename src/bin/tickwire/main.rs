@@ -1,5 +1,10 @@
-//! The `tickwire` command line: generate and decode tickwire streams.
+//! The `tickwire` command line: generate, decode, serve, subscribe, record,
+//! demo and bench.
 #![forbid(unsafe_code)]
+
+mod bench;
+mod demo;
+mod measure;
 
 use std::fs::File;
 use std::io::{self, BufWriter, ErrorKind, Read, Write};
@@ -97,6 +102,39 @@ enum Command {
         #[arg(long)]
         max_retries: Option<u32>,
     },
+    /// Run an in-process server and clients for a while and show what happens.
+    Demo {
+        /// Messages per second to publish.
+        #[arg(long, default_value_t = 500_000)]
+        rate: u64,
+        /// Subscribing clients.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Make the last client fall behind (it is skipped while slow and sees gaps).
+        #[arg(long)]
+        slow_client: bool,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the benchmarks and print one table, each figure against its baseline.
+    Bench {
+        /// Seconds per network case.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Message rate of the latency case.
+        #[arg(long, default_value_t = 500_000)]
+        rate: u64,
+        /// Size of the decode/encode stream in MiB.
+        #[arg(long, default_value_t = 64)]
+        stream_mib: usize,
+        /// Print the table as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Record the raw byte stream from a server into a file `dump` reads.
     Record {
         /// Server address.
@@ -163,6 +201,19 @@ fn main() -> ExitCode {
             count,
             duration,
         } => record(connect, from, &output, count, duration),
+        Command::Demo {
+            rate,
+            clients,
+            duration,
+            slow_client,
+            json,
+        } => demo::run(rate, clients, duration, slow_client, json),
+        Command::Bench {
+            seconds,
+            rate,
+            stream_mib,
+            json,
+        } => bench::run(seconds, rate, stream_mib, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

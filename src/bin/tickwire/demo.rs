@@ -1,0 +1,293 @@
+//! `tickwire demo`: an in-process server publishing the synthetic feed at
+//! the design rate, several subscribing clients (one optionally made to fall
+//! behind), live progress, and a summary.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tickwire::net::client::{Client, ClientConfig, ClientEvent};
+use tickwire::net::server::{unix_nanos, CloseReason};
+use tickwire::net::{Server, ServerConfig};
+
+use crate::measure;
+
+/// Live counters of one client, shared with the status line.
+#[derive(Default)]
+struct Progress {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    missing: AtomicU64,
+    discarded: AtomicU64,
+    last_latency_ns: AtomicU64,
+}
+
+struct Outcome {
+    received: u64,
+    missing: u64,
+    gaps: u64,
+    discarded: u64,
+    reconnects: u64,
+    latency: Histogram<u64>,
+}
+
+fn run_client(
+    addr: std::net::SocketAddr,
+    slow: bool,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<Outcome> {
+    let mut config = ClientConfig::new(addr);
+    config.from = 1;
+    let mut client = Client::new(config)?;
+    let mut latency = measure::histogram();
+    let mut received = 0u64;
+    while !stop.load(Ordering::Relaxed) && !client.is_stopped() {
+        client.poll(Some(Duration::from_millis(5)), |event| match event {
+            ClientEvent::Frame(m) if m.is_data() => {
+                received += 1;
+                let ns = unix_nanos().saturating_sub(m.timestamp()).max(100);
+                let _ = latency.record(ns);
+                progress.frames.fetch_add(1, Ordering::Relaxed);
+                progress.bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
+                progress.last_latency_ns.store(ns, Ordering::Relaxed);
+                if slow && received % 100 == 0 {
+                    // A consumer that cannot keep up: at most ~100K frames/s.
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+            ClientEvent::Gap(g) => {
+                progress.missing.fetch_add(g.len(), Ordering::Relaxed);
+            }
+            ClientEvent::Discarded(d) => {
+                progress.discarded.fetch_add(d.bytes, Ordering::Relaxed);
+            }
+            _ => {}
+        })?;
+    }
+    let stats = client.stats();
+    Ok(Outcome {
+        received,
+        missing: stats.missing,
+        gaps: stats.gaps,
+        discarded: stats.parse.discarded_bytes,
+        reconnects: stats.reconnects,
+        latency,
+    })
+}
+
+pub(crate) fn run(
+    rate: u64,
+    clients: usize,
+    duration: f64,
+    slow_client: bool,
+    json: bool,
+) -> io::Result<()> {
+    let clients = clients.max(1);
+    let live = io::stderr().is_terminal() && !json;
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().map_err(io::Error::other)?,
+        ..ServerConfig::default()
+    })?
+    .spawn()?;
+    let addr = server.local_addr();
+    let stop_clients = Arc::new(AtomicBool::new(false));
+    let progress: Vec<Arc<Progress>> = (0..clients)
+        .map(|_| Arc::new(Progress::default()))
+        .collect();
+    let handles: Vec<_> = progress
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (p, stop) = (Arc::clone(p), Arc::clone(&stop_clients));
+            let slow = slow_client && i + 1 == clients;
+            thread::spawn(move || run_client(addr, slow, p, stop))
+        })
+        .collect();
+    // Every client logged in before the feed starts: all of them want it from sequence 1.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().clients < clients as u64 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    if !json {
+        eprintln!(
+            "tickwire demo: server on {addr}, {clients} clients{}, {rate} msg/s for {duration} s",
+            if slow_client {
+                " (the last one slow)"
+            } else {
+                ""
+            }
+        );
+    }
+    let stop_feed = Arc::new(AtomicBool::new(false));
+    let publisher = measure::paced_publisher(&server, rate, 1, Arc::clone(&stop_feed));
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(duration.max(0.0));
+    let mut last = (0u64, 0u64, Instant::now());
+    while Instant::now() < end {
+        thread::sleep(
+            Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
+        );
+        if live && last.2.elapsed() >= Duration::from_secs(1) {
+            let frames: u64 = progress
+                .iter()
+                .map(|p| p.frames.load(Ordering::Relaxed))
+                .sum();
+            let bytes: u64 = progress
+                .iter()
+                .map(|p| p.bytes.load(Ordering::Relaxed))
+                .sum();
+            let missing: u64 = progress
+                .iter()
+                .map(|p| p.missing.load(Ordering::Relaxed))
+                .sum();
+            let discarded: u64 = progress
+                .iter()
+                .map(|p| p.discarded.load(Ordering::Relaxed))
+                .sum();
+            let secs = last.2.elapsed().as_secs_f64();
+            let stats = server.stats();
+            let lat: Vec<String> = progress
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{:.0}",
+                        p.last_latency_ns.load(Ordering::Relaxed) as f64 / 1e3
+                    )
+                })
+                .collect();
+            eprint!(
+                "\r\x1b[2K{:>4.1} s | published {:>9} | received {:>6.2} M frames/s {:>6.1} MB/s | latency µs (last) {} | missing {} | discarded {} | slow marks {}",
+                started.elapsed().as_secs_f64(),
+                stats.frames_published,
+                (frames - last.0) as f64 / secs / 1e6,
+                (bytes - last.1) as f64 / secs / 1e6,
+                lat.join("/"),
+                missing,
+                discarded,
+                stats.slow_marks
+            );
+            let _ = io::stderr().flush();
+            last = (frames, bytes, Instant::now());
+        }
+    }
+    stop_feed.store(true, Ordering::Relaxed);
+    let published = publisher
+        .join()
+        .map_err(|_| io::Error::other("publisher panicked"))?;
+    if live {
+        eprintln!();
+    }
+    // Let clients that keep up drain what is in flight (bounded).
+    let drain_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < drain_until
+        && progress.iter().enumerate().any(|(i, p)| {
+            let slow = slow_client && i + 1 == clients;
+            !slow && p.frames.load(Ordering::Relaxed) < published
+        })
+    {
+        thread::sleep(Duration::from_millis(10));
+    }
+    stop_clients.store(true, Ordering::Relaxed);
+    let outcomes: Vec<Outcome> = handles
+        .into_iter()
+        .map(|h| h.join().map_err(|_| io::Error::other("client panicked"))?)
+        .collect::<io::Result<_>>()?;
+    let stats = server.shutdown()?;
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    if json {
+        let rows: Vec<String> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                format!(
+                    r#"{{"client":{},"slow":{},"received":{},"lost":{},"gaps":{},"discarded_bytes":{},"reconnects":{},"latency_us":{{"p50":{:.1},"p99":{:.1},"p999":{:.1},"max":{:.1}}}}}"#,
+                    i + 1,
+                    slow_client && i + 1 == clients,
+                    o.received,
+                    published.saturating_sub(o.received),
+                    o.gaps,
+                    o.discarded,
+                    o.reconnects,
+                    us(&o.latency, 0.5),
+                    us(&o.latency, 0.99),
+                    us(&o.latency, 0.999),
+                    o.latency.max() as f64 / 1e3
+                )
+            })
+            .collect();
+        println!(
+            r#"{{"rate":{rate},"duration_s":{duration},"published":{published},"slow_marks":{},"skipped_batches":{},"slow_disconnects":{},"clients":[{}]}}"#,
+            stats.slow_marks,
+            stats.skipped_batches,
+            stats.closed_for(CloseReason::Slow),
+            rows.join(",")
+        );
+    } else {
+        println!(
+            "published {published} frames in {elapsed:.1} s ({:.0} msg/s); slow marks {}, batches skipped for slow clients {}",
+            published as f64 / duration.max(f64::MIN_POSITIVE),
+            stats.slow_marks,
+            stats.skipped_batches
+        );
+        println!(
+            "{:<8} {:<5} {:>10} {:>8} {:>6} {:>10} {:>8} {:>8} {:>9} {:>9}",
+            "client",
+            "slow",
+            "received",
+            "lost",
+            "gaps",
+            "discarded",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "max µs"
+        );
+        for (i, o) in outcomes.iter().enumerate() {
+            println!(
+                "{:<8} {:<5} {:>10} {:>8} {:>6} {:>10} {:>8.1} {:>8.1} {:>9.1} {:>9.1}",
+                i + 1,
+                if slow_client && i + 1 == clients {
+                    "yes"
+                } else {
+                    "no"
+                },
+                o.received,
+                published.saturating_sub(o.received),
+                o.gaps,
+                o.discarded,
+                us(&o.latency, 0.5),
+                us(&o.latency, 0.99),
+                us(&o.latency, 0.999),
+                o.latency.max() as f64 / 1e3
+            );
+        }
+        let lossless = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(slow_client && i + 1 == clients))
+            .all(|(_, o)| o.received == published && o.missing == 0);
+        println!(
+            "{}",
+            if lossless {
+                "every client that kept up received every frame, in order, exactly once"
+            } else {
+                "WARNING: a client that was not made slow lost frames"
+            }
+        );
+        if slow_client {
+            if let Some(o) = outcomes.last() {
+                println!(
+                    "the slow client was skipped while behind: it saw {} gaps ({} frames missing) and never slowed the others",
+                    o.gaps, o.missing
+                );
+            }
+        }
+    }
+    Ok(())
+}

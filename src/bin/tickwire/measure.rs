@@ -1,0 +1,403 @@
+//! Measurements shared by `tickwire bench`, `tickwire demo` and `benches/`.
+//! Every figure runs the real path: the public API on real buffers and real
+//! loopback sockets.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    clippy::panic
+)]
+// Each user (the CLI, each bench) takes what it needs; failures here are
+// failures of the measurement setup, which may panic.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::{Events, Interest, Poll, Token};
+use tickwire::net::client::{Client, ClientConfig, ClientEvent};
+use tickwire::net::server::unix_nanos;
+use tickwire::net::{Connection, Server, ServerConfig, ServerHandle};
+use tickwire::parse::{Event, SliceParser};
+use tickwire::synth::Feed;
+use tickwire::{encode, Message, Payload, Sequencer};
+
+/// One timed case: the best and the median of several rounds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sample {
+    pub(crate) frames: u64,
+    pub(crate) bytes: u64,
+    pub(crate) best: Duration,
+    pub(crate) median: Duration,
+}
+
+impl Sample {
+    pub(crate) fn frames_per_sec(&self) -> f64 {
+        self.frames as f64 / self.best.as_secs_f64()
+    }
+    pub(crate) fn bytes_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.best.as_secs_f64()
+    }
+    pub(crate) fn median_frames_per_sec(&self) -> f64 {
+        self.frames as f64 / self.median.as_secs_f64()
+    }
+}
+
+/// Runs `f` `rounds` times; `f` returns the frames it handled.
+pub(crate) fn time_rounds(rounds: usize, bytes: u64, mut f: impl FnMut() -> u64) -> Sample {
+    let mut times = Vec::with_capacity(rounds);
+    let mut frames = 0;
+    for _ in 0..rounds.max(1) {
+        let t = Instant::now();
+        frames = black_box(f());
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Sample {
+        frames,
+        bytes,
+        best: times[0],
+        median: times[times.len() / 2],
+    }
+}
+
+/// A seeded stream of the 60/30/10 mix filling `bytes`, numbered as a
+/// publisher would, and its messages with their timestamps.
+pub(crate) fn synthetic_stream(bytes: usize, seed: u64) -> (Vec<u8>, Vec<(u64, Payload)>) {
+    let mut feed = Feed::new(seed, 500);
+    let mut batch = Vec::new();
+    let mut total = 0;
+    loop {
+        let payload = feed.next_payload();
+        if total + payload.frame_len() > bytes {
+            break;
+        }
+        total += payload.frame_len();
+        batch.push((1_700_000_000_000_000_000 + batch.len() as u64, payload));
+    }
+    let mut buf = vec![0u8; total];
+    let done = Sequencer::new().encode_batch(&batch, &mut buf);
+    buf.truncate(done.bytes);
+    (buf, batch)
+}
+
+/// Checked decode (frame, CRC, sequence tracking) through
+/// `SliceParser::for_each`, touching every quote's bid size.
+pub(crate) fn checked_decode(data: &[u8]) -> u64 {
+    let mut frames = 0u64;
+    let mut sum = 0u64;
+    SliceParser::new(data).for_each(|event| {
+        if let Event::Frame(m) = event {
+            frames += 1;
+            if let Message::Quote(q) = m {
+                sum = sum.wrapping_add(u64::from(q.bid_size()));
+            }
+        }
+    });
+    black_box(sum);
+    frames
+}
+
+/// Encodes the messages back to back with `Sequencer::encode_batch`.
+pub(crate) fn encode_all(batch: &[(u64, Payload)], out: &mut [u8]) -> u64 {
+    let done = Sequencer::new().encode_batch(batch, out);
+    black_box(&out[..done.bytes]);
+    done.frames as u64
+}
+
+/// memchr over the whole buffer for the sync byte: the scanning baseline.
+pub(crate) fn memchr_count(data: &[u8]) -> u64 {
+    memchr::memchr_iter(0xA5, data).count() as u64
+}
+
+/// Bytes per second from `write_all` of `stream` to a `read` loop over
+/// loopback TCP, no parsing.
+pub(crate) fn raw_loopback(stream: &[u8], seconds: f64) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let data = stream.to_vec();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if s.write_all(&data).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let (mut s, _) = listener.accept().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let started = Instant::now();
+    let mut total = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        total += s.read(&mut buf).unwrap_or(0) as u64;
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    drop(s);
+    let _ = writer.join();
+    rate
+}
+
+/// Data batches of `size` messages, cycled by fast publishers.
+pub(crate) fn batches(count: usize, size: usize) -> Vec<Vec<(u64, Payload)>> {
+    let mut feed = Feed::new(9, 500);
+    (0..count)
+        .map(|_| {
+            let mut b = Vec::with_capacity(size);
+            while b.len() < size {
+                let p = feed.next_payload();
+                if p.msg_type().is_data() {
+                    b.push((1_700_000_000_000_000_000, p));
+                }
+            }
+            b
+        })
+        .collect()
+}
+
+fn login(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut frame = [0u8; 24];
+    encode(&Payload::Login, 0, 0, &mut frame).unwrap();
+    s.write_all(&frame).unwrap();
+    s
+}
+
+/// The reference server publishing as fast as its queue takes batches of
+/// 4096 messages to `clients` receivers (one mio thread, every CRC checked)
+/// and `stalled` clients that never read. Returns each live client's data
+/// frames per second.
+pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64) -> Vec<f64> {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        publish_queue: 64,
+        slow_threshold: if stalled > 0 { 8 << 20 } else { 64 << 20 },
+        client_queue: if stalled > 0 { 16 << 20 } else { 128 << 20 },
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(config).unwrap().spawn().unwrap();
+    let addr = server.local_addr();
+    let _stalled: Vec<TcpStream> = (0..stalled).map(|_| login(addr)).collect();
+    let mut poll = Poll::new().unwrap();
+    let mut conns: Vec<Connection> = (0..clients)
+        .map(|i| {
+            let s = login(addr);
+            s.set_nonblocking(true).unwrap();
+            let mut c = Connection::new(mio::net::TcpStream::from_std(s), 4 << 20, 1024);
+            poll.registry()
+                .register(c.stream_mut(), Token(i), Interest::READABLE)
+                .unwrap();
+            c
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().clients < (clients + stalled) as u64 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let publisher = server.publisher();
+        let pool = batches(64, 4096);
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if publisher.publish(pool[i % pool.len()].clone()).is_err() {
+                    break;
+                }
+                i += 1;
+            }
+        })
+    };
+    let mut frames = vec![0u64; clients];
+    let mut bad = 0u64;
+    let mut events = Events::with_capacity(1024);
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        poll.poll(&mut events, Some(Duration::from_millis(10)))
+            .unwrap();
+        for event in events.iter() {
+            let i = event.token().0;
+            let count = &mut frames[i];
+            let _ = conns[i].read_ready(|e| match e {
+                Event::Frame(m) if m.is_data() => *count += 1,
+                Event::Discarded(_) | Event::Gap(_) => bad += 1,
+                _ => {}
+            });
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    drop(conns);
+    let _ = server.shutdown();
+    let _ = publisher.join();
+    assert!(stalled > 0 || bad == 0, "damage or gaps on loopback");
+    frames.iter().map(|&n| n as f64 / elapsed).collect()
+}
+
+/// Publishes `rate` msg/s in a batch every 100 µs, stamped when handed to
+/// the server, until `stop`.
+pub(crate) fn paced_publisher(
+    server: &ServerHandle,
+    rate: u64,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    let publisher = server.publisher();
+    thread::spawn(move || {
+        let mut feed = Feed::new(seed, 500);
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let due =
+                u64::try_from(started.elapsed().as_nanos() * u128::from(rate) / 1_000_000_000)
+                    .unwrap_or(u64::MAX);
+            if due > sent {
+                let now = unix_nanos();
+                let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
+                while (batch.len() as u64) < (due - sent).min(1 << 16) {
+                    let p = feed.next_payload();
+                    if p.msg_type().is_data() {
+                        batch.push((now, p));
+                    }
+                }
+                sent += batch.len() as u64;
+                if publisher.publish(batch).is_err() {
+                    break;
+                }
+            }
+            thread::sleep(Duration::from_micros(100));
+        }
+        sent
+    })
+}
+
+/// A latency histogram in nanoseconds, 100 ns to 10 s, 3 significant digits.
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(100, 10_000_000_000, 3).unwrap()
+}
+
+/// Latency from publish timestamp to client parse at `rate` msg/s for
+/// `seconds` after a 0.5 s warm-up; optionally with a stalled client, and
+/// with the client busy-polling instead of sleeping in epoll.
+pub(crate) fn latency(rate: u64, seconds: f64, stalled: bool, spin: bool) -> (Histogram<u64>, u64) {
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let addr = server.local_addr();
+    let _stalled = stalled.then(|| login(addr));
+    let mut client = Client::new(ClientConfig::new(addr)).unwrap();
+    let mut logged_in = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logged_in && Instant::now() < deadline {
+        client
+            .poll(Some(Duration::from_millis(10)), |e| {
+                logged_in |= matches!(e, ClientEvent::LoggedIn { .. })
+            })
+            .unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = paced_publisher(&server, rate, 5, stop.clone());
+    let mut hist = histogram();
+    let mut frames = 0u64;
+    let warmup = Instant::now() + Duration::from_millis(500);
+    let end = warmup + Duration::from_secs_f64(seconds);
+    let wait = if spin {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(10)
+    };
+    while Instant::now() < end {
+        client
+            .poll(Some(wait), |e| {
+                if let ClientEvent::Frame(m) = e {
+                    if m.is_data() && Instant::now() >= warmup {
+                        frames += 1;
+                        let _ = hist.record(unix_nanos().saturating_sub(m.timestamp()).max(100));
+                    }
+                }
+            })
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = publisher.join();
+    let _ = server.shutdown();
+    (hist, frames)
+}
+
+/// One-way latency of a raw loopback socket at the same pacing as
+/// [`latency`]: 8-byte timestamps written in a batch every 100 µs, read and
+/// compared by the receiver. The floor any protocol over TCP sits on.
+pub(crate) fn raw_latency(rate: u64, seconds: f64) -> Histogram<u64> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.set_nodelay(true);
+            let started = Instant::now();
+            let mut sent = 0u64;
+            let mut buf = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let due =
+                    u64::try_from(started.elapsed().as_nanos() * u128::from(rate) / 1_000_000_000)
+                        .unwrap_or(u64::MAX);
+                if due > sent {
+                    let now = unix_nanos();
+                    buf.clear();
+                    for _ in sent..due {
+                        buf.extend_from_slice(&now.to_le_bytes());
+                    }
+                    sent = due;
+                    if s.write_all(&buf).is_err() {
+                        break;
+                    }
+                }
+                thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut hist = histogram();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut carry = Vec::new();
+    let warmup = Instant::now() + Duration::from_millis(500);
+    let end = warmup + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        let n = s.read(&mut buf).unwrap_or(0);
+        carry.extend_from_slice(&buf[..n]);
+        let whole = carry.len() / 8 * 8;
+        let now = unix_nanos();
+        if Instant::now() >= warmup {
+            for ts in carry[..whole].chunks_exact(8) {
+                let ts = u64::from_le_bytes(ts.try_into().unwrap());
+                let _ = hist.record(now.saturating_sub(ts).max(100));
+            }
+        }
+        carry.drain(..whole);
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(s);
+    let _ = writer.join();
+    hist
+}
