@@ -169,31 +169,39 @@ fn io_errors_fail_with_a_message() {
     assert!(!out.status.success());
 }
 
-#[test]
-fn serve_publishes_a_feed_and_stops_on_time() {
-    use std::io::{BufRead, BufReader, Read};
+/// Starts `tickwire serve` on a free port; returns it and the address it printed.
+fn spawn_serve(rate: &str, duration: &str, stderr: Stdio) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
         .args([
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--rate",
-            "20000",
+            rate,
             "--duration",
-            "1.5",
+            duration,
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let addr = line
         .trim()
         .strip_prefix("listening ")
         .expect("listening line")
         .to_string();
+    (child, addr)
+}
+
+#[test]
+fn serve_publishes_a_feed_and_stops_on_time() {
+    use std::io::Read;
+    let (mut child, addr) = spawn_serve("20000", "1.5", Stdio::piped());
     let result = std::panic::catch_unwind(|| {
         let mut socket = std::net::TcpStream::connect(&addr).unwrap();
         socket
@@ -235,26 +243,7 @@ fn serve_publishes_a_feed_and_stops_on_time() {
 
 #[test]
 fn record_then_dump_and_subscribe_give_up_on_a_dead_server() {
-    use std::io::{BufRead, BufReader};
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--rate",
-            "50000",
-            "--duration",
-            "3",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    let (mut server, addr) = spawn_serve("50000", "3", Stdio::null());
     let file = temp("recorded.twr");
     let out = tickwire(&[
         "record",

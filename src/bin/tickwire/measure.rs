@@ -247,6 +247,12 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64) -> Vec<f64> 
     frames.iter().map(|&n| n as f64 / elapsed).collect()
 }
 
+/// Messages due after `started` at `rate` per second.
+fn due(started: Instant, rate: u64) -> u64 {
+    u64::try_from(started.elapsed().as_nanos() * u128::from(rate) / 1_000_000_000)
+        .unwrap_or(u64::MAX)
+}
+
 /// Publishes `rate` msg/s in a batch every 100 µs, stamped when handed to
 /// the server, until `stop`.
 pub(crate) fn paced_publisher(
@@ -261,9 +267,7 @@ pub(crate) fn paced_publisher(
         let started = Instant::now();
         let mut sent = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let due =
-                u64::try_from(started.elapsed().as_nanos() * u128::from(rate) / 1_000_000_000)
-                    .unwrap_or(u64::MAX);
+            let due = due(started, rate);
             if due > sent {
                 let now = unix_nanos();
                 let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
@@ -357,9 +361,7 @@ pub(crate) fn raw_latency(rate: u64, seconds: f64) -> Histogram<u64> {
             let mut sent = 0u64;
             let mut buf = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let due =
-                    u64::try_from(started.elapsed().as_nanos() * u128::from(rate) / 1_000_000_000)
-                        .unwrap_or(u64::MAX);
+                let due = due(started, rate);
                 if due > sent {
                     let now = unix_nanos();
                     buf.clear();
