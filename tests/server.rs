@@ -100,7 +100,15 @@ struct Seen {
 /// Reads until `stop` says so, the stream ends, or the read timeout hits.
 fn read_until(reader: &mut FrameReader<TcpStream>, mut stop: impl FnMut(&Seen) -> bool) -> Seen {
     let mut seen = Seen::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !stop(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "read_until timed out: {} data frames, {} gaps, {} heartbeats",
+            seen.sequences.len(),
+            seen.gaps,
+            seen.heartbeats.len()
+        );
         match reader.next_event() {
             Ok(Some(Event::Frame(m))) => match m {
                 Message::LoginAccepted(la) => {
@@ -333,8 +341,10 @@ fn slow_client_case(policy: SlowPolicy) {
         let msgs = msgs.clone();
         let publisher = server.publisher();
         thread::spawn(move || {
-            for chunk in msgs.chunks(500) {
+            // 250,000 frames/s: a pace the (debug-built) fast reader keeps up with.
+            for chunk in msgs.chunks(250) {
                 publisher.publish(chunk.to_vec()).unwrap();
+                thread::sleep(Duration::from_millis(1));
             }
         })
     };

@@ -317,48 +317,93 @@ impl fmt::Display for PublishError {
 
 impl std::error::Error for PublishError {}
 
+/// Frames encoded by a publisher, numbered from `first`.
+#[derive(Debug)]
+struct Encoded {
+    first: u64,
+    frames: u64,
+    bytes: Vec<u8>,
+}
+
+/// What all publishers of one server share: the numbering, under a lock
+/// that also orders their batches in the queue.
+#[derive(Debug)]
+struct Numbering {
+    sequencer: std::sync::Mutex<Sequencer>,
+    tx: SyncSender<Encoded>,
+    waker: Arc<Waker>,
+}
+
 /// Publishes data frames into a running server from any thread. Clone it
 /// freely; it feeds the event loop through a bounded queue and wakes it.
+///
+/// Frames are numbered and encoded (CRC included) on the publishing thread,
+/// under a lock that keeps every publisher's batches in sequence order, so
+/// the event loop only stores and sends bytes.
 #[derive(Clone, Debug)]
 pub struct Publisher {
-    tx: SyncSender<Batch>,
-    waker: Arc<Waker>,
+    numbering: Arc<Numbering>,
 }
 
 impl Publisher {
     /// Queues a batch, blocking while the queue is full. Each message is
     /// `(timestamp, payload)`; only data payloads (Quote, Trade) are sent,
-    /// numbered by the server. Timestamps are nanoseconds since the Unix
-    /// epoch (see [`unix_nanos`]).
+    /// numbered 1, 2, 3… across all publishers of the server. Timestamps are
+    /// nanoseconds since the Unix epoch (see [`unix_nanos`]).
     ///
     /// # Errors
     /// [`PublishError::Closed`] once the server has stopped.
     pub fn publish(&self, batch: Batch) -> Result<(), PublishError> {
-        self.tx.send(batch).map_err(|_| PublishError::Closed)?;
-        self.wake();
-        Ok(())
+        self.send(batch, true)
     }
 
     /// Queues a batch if there is room now.
     ///
     /// # Errors
     /// [`PublishError::Full`] with the batch when the queue is full (the
-    /// server is behind: this is the back-pressure signal);
-    /// [`PublishError::Closed`] once the server has stopped.
+    /// server is behind: this is the back-pressure signal; nothing was
+    /// numbered); [`PublishError::Closed`] once the server has stopped.
     pub fn try_publish(&self, batch: Batch) -> Result<(), PublishError> {
-        match self.tx.try_send(batch) {
-            Ok(()) => {
-                self.wake();
-                Ok(())
-            }
-            Err(TrySendError::Full(batch)) => Err(PublishError::Full(batch)),
-            Err(TrySendError::Disconnected(_)) => Err(PublishError::Closed),
-        }
+        self.send(batch, false)
     }
 
-    fn wake(&self) {
-        // A failed wake only delays the batch to the next 10 ms tick.
-        let _ = self.waker.wake();
+    fn send(&self, mut batch: Batch, block: bool) -> Result<(), PublishError> {
+        batch.retain(|(_, payload)| payload.msg_type().is_data());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = &self.numbering;
+        let mut sequencer = n.sequencer.lock().map_err(|_| PublishError::Closed)?;
+        let before = *sequencer;
+        let mut bytes = vec![0u8; batch.len() * MAX_FRAME_LEN];
+        let done = sequencer.encode_batch(&batch, &mut bytes);
+        bytes.truncate(done.bytes);
+        let encoded = Encoded {
+            first: before.next_sequence(),
+            frames: done.frames as u64,
+            bytes,
+        };
+        let sent = if block {
+            n.tx.send(encoded).map_err(|_| PublishError::Closed)
+        } else {
+            n.tx.try_send(encoded).map_err(|e| match e {
+                TrySendError::Full(_) => PublishError::Full(Vec::new()),
+                TrySendError::Disconnected(_) => PublishError::Closed,
+            })
+        };
+        match sent {
+            Ok(()) => {
+                drop(sequencer);
+                // A failed wake only delays the batch to the next 10 ms tick.
+                let _ = n.waker.wake();
+                Ok(())
+            }
+            Err(PublishError::Full(_)) => {
+                *sequencer = before; // nothing was published: take the numbers back
+                Err(PublishError::Full(batch))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -401,11 +446,10 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     waker: Arc<Waker>,
-    tx: SyncSender<Batch>,
-    rx: Receiver<Batch>,
+    numbering: Arc<Numbering>,
+    rx: Receiver<Encoded>,
     clients: Vec<Option<Client>>,
     free: Vec<usize>,
-    sequencer: Sequencer,
     retention: Retention,
     session_id: u64,
     config: ServerConfig,
@@ -507,12 +551,15 @@ impl Server {
             local_addr: listener.local_addr()?,
             poll,
             listener,
+            numbering: Arc::new(Numbering {
+                sequencer: std::sync::Mutex::new(Sequencer::new()),
+                tx,
+                waker: Arc::clone(&waker),
+            }),
             waker,
-            tx,
             rx,
             clients: Vec::new(),
             free: Vec::new(),
-            sequencer: Sequencer::new(),
             retention: Retention::new(config.retain),
             session_id,
             config,
@@ -536,8 +583,7 @@ impl Server {
     /// A publisher for this server.
     pub fn publisher(&self) -> Publisher {
         Publisher {
-            tx: self.tx.clone(),
-            waker: Arc::clone(&self.waker),
+            numbering: Arc::clone(&self.numbering),
         }
     }
 
@@ -758,7 +804,7 @@ impl Server {
         request: Request,
         now: Instant,
     ) -> Result<(), CloseReason> {
-        let next_live = self.sequencer.next_sequence();
+        let next_live = self.retention.next();
         let oldest = self.retention.oldest();
         let session_id = self.session_id;
         let Some(client) = self.clients.get_mut(index).and_then(Option::as_mut) else {
@@ -856,20 +902,14 @@ impl Server {
         }
     }
 
-    fn broadcast(&mut self, mut batch: Batch, now: Instant) {
-        batch.retain(|(_, payload)| payload.msg_type().is_data());
-        if batch.is_empty() {
-            return;
-        }
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        scratch.resize(batch.len() * MAX_FRAME_LEN, 0);
-        let first = self.sequencer.next_sequence();
-        let done = self.sequencer.encode_batch(&batch, &mut scratch);
-        scratch.truncate(done.bytes);
-        let frames = done.frames as u64;
-        self.retention
-            .push(first, &scratch, batch.iter().map(|(_, p)| p.frame_len()));
+    fn broadcast(&mut self, batch: Encoded, now: Instant) {
+        let Encoded {
+            first,
+            frames,
+            bytes,
+        } = batch;
+        let scratch = Arc::new(bytes);
+        self.retention.push(first, frames, Arc::clone(&scratch));
         add(&self.shared.frames_published, frames);
         let mut to_close = Vec::new();
         for index in 0..self.clients.len() {
@@ -909,7 +949,6 @@ impl Server {
                 Err(e) => to_close.push((index, close_reason(&e))),
             }
         }
-        self.scratch = scratch;
         for (index, reason) in to_close {
             self.close(index, reason);
         }
@@ -965,7 +1004,7 @@ impl Server {
             self.accept(now);
         }
         let heartbeat = self.config.heartbeat_interval;
-        let next = self.sequencer.next_sequence();
+        let next = self.retention.next();
         let mut beat = [0u8; MAX_FRAME_LEN];
         let beat_len = encode(&Payload::Heartbeat, next, unix_nanos(), &mut beat).unwrap_or(0);
         let beat = beat.get(..beat_len).unwrap_or_default();
@@ -1005,7 +1044,7 @@ impl Server {
     /// EndOfSession to every client, a bounded wait for queues to drain,
     /// then close.
     fn shutdown(&mut self) {
-        let next = self.sequencer.next_sequence();
+        let next = self.retention.next();
         let mut end = [0u8; MAX_FRAME_LEN];
         let end_len = encode(&Payload::EndOfSession, next, unix_nanos(), &mut end).unwrap_or(0);
         for client in self.clients.iter_mut().flatten() {

@@ -207,19 +207,34 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64) -> Vec<f64> 
         thread::sleep(Duration::from_millis(5));
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // Flow control: the publisher stays at most WINDOW frames ahead of the
+    // slowest live receiver, so that the figure is what is delivered without
+    // loss (an unthrottled publisher would get a lagging receiver skipped).
+    const WINDOW: u64 = 1 << 20;
+    let slowest = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let publisher = {
         let publisher = server.publisher();
         let pool = batches(64, 4096);
-        let stop = stop.clone();
-        thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                if publisher.publish(pool[i % pool.len()].clone()).is_err() {
-                    break;
+        let (stop, slowest) = (stop.clone(), slowest.clone());
+        thread::Builder::new()
+            .name("publisher".into())
+            .spawn(move || {
+                let mut i = 0;
+                let mut published = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if published.saturating_sub(slowest.load(Ordering::Relaxed)) > WINDOW {
+                        thread::sleep(Duration::from_micros(10));
+                        continue;
+                    }
+                    let batch = pool[i % pool.len()].clone();
+                    published += batch.len() as u64;
+                    if publisher.publish(batch).is_err() {
+                        break;
+                    }
+                    i += 1;
                 }
-                i += 1;
-            }
-        })
+            })
+            .unwrap()
     };
     let mut frames = vec![0u64; clients];
     let mut bad = 0u64;
@@ -237,6 +252,7 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64) -> Vec<f64> 
                 _ => {}
             });
         }
+        slowest.store(frames.iter().copied().min().unwrap_or(0), Ordering::Relaxed);
     }
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
