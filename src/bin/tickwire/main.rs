@@ -101,6 +101,9 @@ enum Command {
         /// Give up after this many failed connection attempts in a row (default: never).
         #[arg(long)]
         max_retries: Option<u32>,
+        /// Busy-poll for the lowest latency (spins one core).
+        #[arg(long)]
+        busy_poll: bool,
     },
     /// Run an in-process server and clients for a while and show what happens.
     Demo {
@@ -193,7 +196,8 @@ fn main() -> ExitCode {
             json,
             duration,
             max_retries,
-        } => subscribe(connect, from, json, duration, max_retries),
+            busy_poll,
+        } => subscribe(connect, from, json, duration, max_retries, busy_poll),
         Command::Record {
             connect,
             from,
@@ -459,11 +463,13 @@ fn subscribe(
     json: bool,
     duration: Option<f64>,
     max_retries: Option<u32>,
+    busy_poll: bool,
 ) -> io::Result<()> {
     let stop = interrupted()?;
     let end = deadline(duration);
     let mut config = ClientConfig::new(connect);
     config.from = from;
+    config.busy_poll = busy_poll;
     config.backoff = Backoff::default()
         .with_max_retries(max_retries)
         .with_jitter(u64::from(std::process::id()));
