@@ -22,7 +22,9 @@ struct Progress {
     bytes: AtomicU64,
     missing: AtomicU64,
     discarded: AtomicU64,
-    last_latency_ns: AtomicU64,
+    /// Latency percentiles of the last second, in nanoseconds.
+    p50_ns: AtomicU64,
+    p99_ns: AtomicU64,
 }
 
 struct Outcome {
@@ -44,6 +46,8 @@ fn run_client(
     config.from = 1;
     let mut client = Client::new(config)?;
     let mut latency = measure::histogram();
+    let mut interval = measure::histogram();
+    let mut interval_start = Instant::now();
     let mut received = 0u64;
     while !stop.load(Ordering::Relaxed) && !client.is_stopped() {
         client.poll(Some(Duration::from_millis(5)), |event| match event {
@@ -51,9 +55,9 @@ fn run_client(
                 received += 1;
                 let ns = unix_nanos().saturating_sub(m.timestamp()).max(100);
                 let _ = latency.record(ns);
+                let _ = interval.record(ns);
                 progress.frames.fetch_add(1, Ordering::Relaxed);
                 progress.bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
-                progress.last_latency_ns.store(ns, Ordering::Relaxed);
                 if slow && received % 100 == 0 {
                     // A consumer that cannot keep up: at most ~100K frames/s.
                     thread::sleep(Duration::from_millis(1));
@@ -67,6 +71,16 @@ fn run_client(
             }
             _ => {}
         })?;
+        if interval_start.elapsed() >= Duration::from_secs(1) {
+            progress
+                .p50_ns
+                .store(interval.value_at_quantile(0.5), Ordering::Relaxed);
+            progress
+                .p99_ns
+                .store(interval.value_at_quantile(0.99), Ordering::Relaxed);
+            interval.reset();
+            interval_start = Instant::now();
+        }
     }
     let stats = client.stats();
     Ok(Outcome {
@@ -154,18 +168,19 @@ pub(crate) fn run(
                 .iter()
                 .map(|p| {
                     format!(
-                        "{:.0}",
-                        p.last_latency_ns.load(Ordering::Relaxed) as f64 / 1e3
+                        "{:.0}/{:.0}",
+                        p.p50_ns.load(Ordering::Relaxed) as f64 / 1e3,
+                        p.p99_ns.load(Ordering::Relaxed) as f64 / 1e3
                     )
                 })
                 .collect();
             eprint!(
-                "\r\x1b[2K{:>4.1} s | published {:>9} | received {:>6.2} M frames/s {:>6.1} MB/s | latency µs (last) {} | missing {} | discarded {} | slow marks {}",
+                "\r\x1b[2K{:>4.1} s | published {:>9} | received {:>6.2} M frames/s {:>6.1} MB/s | latency µs p50/p99 {} | missing {} | discarded {} | slow marks {}",
                 started.elapsed().as_secs_f64(),
                 stats.frames_published,
                 (frames - last.0) as f64 / secs / 1e6,
                 (bytes - last.1) as f64 / secs / 1e6,
-                lat.join("/"),
+                lat.join(" "),
                 missing,
                 discarded,
                 stats.slow_marks
