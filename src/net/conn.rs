@@ -13,6 +13,9 @@ use super::sys;
 use crate::parse::{Event, ParseStats, Parser};
 use crate::sequence::SequenceTracker;
 
+/// The most bytes one `read` call takes (see [`Connection::read_ready`]).
+pub(crate) const READ_CHUNK: usize = 128 << 10;
+
 /// What [`Connection::read_ready`] saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadOutcome {
@@ -109,6 +112,10 @@ impl Connection {
 
     /// Reads until the socket would block, handing every event to `on_event`.
     ///
+    /// Each `read` takes at most 128 KiB, however large the buffer, so that
+    /// the parser checks the bytes the kernel has just copied while they are
+    /// still in the CPU's cache (a 4 MiB read would not fit in L2).
+    ///
     /// # Errors
     /// Read errors other than `WouldBlock` and `Interrupted`; see
     /// [`classify`](super::classify).
@@ -116,6 +123,8 @@ impl Connection {
         let mut bytes = 0;
         loop {
             let spare = self.parser.spare();
+            let room = spare.len().min(READ_CHUNK);
+            let spare = spare.get_mut(..room).unwrap_or_default();
             if spare.is_empty() {
                 // Only a partial frame can be left after draining; this
                 // cannot happen, but never hand `read` an empty buffer.
