@@ -49,38 +49,20 @@ fn framing_only(data: &[u8]) -> u64 {
     frames
 }
 
-/// Checked decode through the streaming parser, push style (`drain`).
-fn checked_stream_drain(data: &[u8], parser: &mut Parser<Box<[u8]>>) -> u64 {
-    let mut frames = 0u64;
-    let mut sum = 0u64;
-    let mut rest = data;
-    loop {
-        let spare = parser.spare();
-        let n = spare.len().min(READ_SIZE).min(rest.len());
-        if n == 0 {
-            break;
-        }
-        spare[..n].copy_from_slice(&rest[..n]);
-        rest = &rest[n..];
-        parser.commit(n).unwrap();
-        parser.drain(|event| {
-            if let Event::Frame(m) = event {
-                frames += 1;
-                if let Message::Quote(q) = m {
-                    sum = sum.wrapping_add(u64::from(q.bid_size()));
-                }
-            }
-        });
-    }
-    black_box(sum);
-    frames
-}
-
 /// Checked decode through the streaming parser, reading 64 KiB at a time
-/// into its buffer (a memcpy stands in for the socket read).
-fn checked_stream(data: &[u8], parser: &mut Parser<Box<[u8]>>) -> u64 {
+/// into its buffer (a memcpy stands in for the socket read), pulling events
+/// with `drain` (push style) or `next_event` (pull style).
+fn checked_stream(data: &[u8], parser: &mut Parser<Box<[u8]>>, push: bool) -> u64 {
     let mut frames = 0u64;
     let mut sum = 0u64;
+    let mut on_event = |event: Event<'_>| {
+        if let Event::Frame(m) = event {
+            frames += 1;
+            if let Message::Quote(q) = m {
+                sum = sum.wrapping_add(u64::from(q.bid_size()));
+            }
+        }
+    };
     let mut rest = data;
     loop {
         let spare = parser.spare();
@@ -91,12 +73,11 @@ fn checked_stream(data: &[u8], parser: &mut Parser<Box<[u8]>>) -> u64 {
         spare[..n].copy_from_slice(&rest[..n]);
         rest = &rest[n..];
         parser.commit(n).unwrap();
-        while let Some(event) = parser.next_event() {
-            if let Event::Frame(m) = event {
-                frames += 1;
-                if let Message::Quote(q) = m {
-                    sum = sum.wrapping_add(u64::from(q.bid_size()));
-                }
+        if push {
+            parser.drain(&mut on_event);
+        } else {
+            while let Some(event) = parser.next_event() {
+                on_event(event);
             }
         }
     }
@@ -226,7 +207,7 @@ fn main() {
             r(&mut || {
                 // A fresh parser (and sequence tracker) on the same, already touched buffer.
                 let mut p = Parser::new(buffer.take().unwrap()).unwrap();
-                let n = checked_stream_drain(&data, &mut p);
+                let n = checked_stream(&data, &mut p, true);
                 buffer = Some(p.into_inner());
                 n
             }),
@@ -235,7 +216,7 @@ fn main() {
             "checked decode, Parser::next_event + 64 KiB reads",
             r(&mut || {
                 let mut p = Parser::new(buffer.take().unwrap()).unwrap();
-                let n = checked_stream(&data, &mut p);
+                let n = checked_stream(&data, &mut p, false);
                 buffer = Some(p.into_inner());
                 n
             }),

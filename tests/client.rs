@@ -366,31 +366,52 @@ fn assert_exactly_once_in_order(log: &Log, want: &[Vec<u8>]) {
     }
 }
 
+/// Publishes `n` messages (in batches of `batch`, `pause` apart) through a
+/// proxy with `faults` to a quickly reconnecting client that wants them all;
+/// returns what the client saw, what was published, and the proxy.
+fn through_proxy(
+    faults: Faults,
+    (seed, n, batch, pause): (u64, usize, usize, Duration),
+    heartbeat: Option<Duration>,
+    until: impl FnMut(&Log) -> bool,
+) -> (Log, Vec<Vec<u8>>, Proxy) {
+    let server = server_on("127.0.0.1:0".parse().unwrap(), |c| {
+        if let Some(hb) = heartbeat {
+            c.heartbeat_interval = hb;
+        }
+    });
+    let proxy = Proxy::start(server.local_addr(), faults);
+    let msgs = messages(seed, n);
+    let want = expected_frames(&msgs);
+    let publisher = publish_paced(&server, msgs, batch, pause);
+    let mut config = fast_config(proxy.addr);
+    if let Some(hb) = heartbeat {
+        config.heartbeat_interval = hb;
+    }
+    let mut client = Client::new(config).unwrap();
+    let log = drive(&mut client, Duration::from_secs(60), until);
+    publisher.join().unwrap();
+    (log, want, proxy)
+}
+
 #[test]
 fn fragmented_stream_gives_identical_frames() {
-    let server = server_on("127.0.0.1:0".parse().unwrap(), |_| {});
-    let proxy = Proxy::start(
-        server.local_addr(),
-        Faults {
-            fragment: true,
-            ..Faults::default()
-        },
+    let faults = Faults {
+        fragment: true,
+        ..Faults::default()
+    };
+    let (log, want, _proxy) = through_proxy(
+        faults,
+        (1, 3000, 100, Duration::from_millis(1)),
+        None,
+        |l| l.frames.len() >= 3000,
     );
-    let msgs = messages(1, 3000);
-    let want = expected_frames(&msgs);
-    let publisher = publish_paced(&server, msgs, 100, Duration::from_millis(1));
-    let mut client = Client::new(fast_config(proxy.addr)).unwrap();
-    let log = drive(&mut client, Duration::from_secs(30), |l| {
-        l.frames.len() >= want.len()
-    });
-    publisher.join().unwrap();
     assert_exactly_once_in_order(&log, &want);
     assert_eq!((log.discarded, log.gaps.len(), log.lost.len()), (0, 0, 0));
 }
 
 #[test]
 fn repeated_cuts_mid_frame_lose_nothing_and_repeat_nothing() {
-    let server = server_on("127.0.0.1:0".parse().unwrap(), |_| {});
     // Cut every connection after an odd number of bytes, alternating RST and FIN.
     let cuts = (0..8)
         .map(|i| {
@@ -400,21 +421,16 @@ fn repeated_cuts_mid_frame_lose_nothing_and_repeat_nothing() {
             )
         })
         .collect();
-    let proxy = Proxy::start(
-        server.local_addr(),
-        Faults {
-            cuts,
-            ..Faults::default()
-        },
+    let faults = Faults {
+        cuts,
+        ..Faults::default()
+    };
+    let (log, want, proxy) = through_proxy(
+        faults,
+        (2, 20_000, 200, Duration::from_millis(2)),
+        None,
+        |l| l.frames.len() >= 20_000,
     );
-    let msgs = messages(2, 20_000);
-    let want = expected_frames(&msgs);
-    let publisher = publish_paced(&server, msgs, 200, Duration::from_millis(2));
-    let mut client = Client::new(fast_config(proxy.addr)).unwrap();
-    let log = drive(&mut client, Duration::from_secs(60), |l| {
-        l.frames.len() >= want.len()
-    });
-    publisher.join().unwrap();
     assert_exactly_once_in_order(&log, &want);
     assert!(log.lost.len() >= 8, "cut {} times", log.lost.len());
     assert!(proxy.connections.load(Ordering::SeqCst) >= 9);
@@ -429,26 +445,16 @@ fn repeated_cuts_mid_frame_lose_nothing_and_repeat_nothing() {
 #[test]
 fn blackhole_is_detected_by_liveness_then_resumed() {
     let hb = Duration::from_millis(100);
-    let server = server_on("127.0.0.1:0".parse().unwrap(), |c| {
-        c.heartbeat_interval = hb
-    });
-    let proxy = Proxy::start(
-        server.local_addr(),
-        Faults {
-            blackhole_after: Some(20_000),
-            ..Faults::default()
-        },
+    let faults = Faults {
+        blackhole_after: Some(20_000),
+        ..Faults::default()
+    };
+    let (log, want, proxy) = through_proxy(
+        faults,
+        (3, 5_000, 50, Duration::from_millis(2)),
+        Some(hb),
+        |l| l.frames.len() >= 5_000,
     );
-    let msgs = messages(3, 5_000);
-    let want = expected_frames(&msgs);
-    let publisher = publish_paced(&server, msgs, 50, Duration::from_millis(2));
-    let mut config = fast_config(proxy.addr);
-    config.heartbeat_interval = hb;
-    let mut client = Client::new(config).unwrap();
-    let log = drive(&mut client, Duration::from_secs(30), |l| {
-        l.frames.len() >= want.len()
-    });
-    publisher.join().unwrap();
     assert_exactly_once_in_order(&log, &want);
     let (detected, why) = log.lost[0];
     assert_eq!(why, Lost::Silent);
@@ -539,22 +545,16 @@ fn server_gone_for_good_gives_up_after_max_retries() {
 
 #[test]
 fn corrupted_bytes_are_reported_and_intact_frames_delivered() {
-    let server = server_on("127.0.0.1:0".parse().unwrap(), |_| {});
-    let proxy = Proxy::start(
-        server.local_addr(),
-        Faults {
-            corrupt_every: Some(9_973),
-            ..Faults::default()
-        },
+    let faults = Faults {
+        corrupt_every: Some(9_973),
+        ..Faults::default()
+    };
+    let (log, want, proxy) = through_proxy(
+        faults,
+        (6, 10_000, 100, Duration::from_millis(1)),
+        None,
+        |l| l.frames.last().is_some_and(|f| f.0 >= 10_000),
     );
-    let msgs = messages(6, 10_000);
-    let want = expected_frames(&msgs);
-    let publisher = publish_paced(&server, msgs, 100, Duration::from_millis(1));
-    let mut client = Client::new(fast_config(proxy.addr)).unwrap();
-    let log = drive(&mut client, Duration::from_secs(30), |l| {
-        l.frames.last().is_some_and(|f| f.0 >= 10_000)
-    });
-    publisher.join().unwrap();
     // Every delivered frame is intact and in order; what is missing is reported.
     let mut last = 0;
     for (seq, bytes) in &log.frames {
