@@ -215,6 +215,22 @@ pub struct ParseStats {
     pub discard_runs: u64,
 }
 
+impl core::ops::AddAssign for ParseStats {
+    /// Adds another parser's counters (for example across the connections
+    /// of one client).
+    fn add_assign(&mut self, other: ParseStats) {
+        self.heartbeats += other.heartbeats;
+        self.logins += other.logins;
+        self.login_accepted += other.login_accepted;
+        self.end_of_session += other.end_of_session;
+        self.quotes += other.quotes;
+        self.trades += other.trades;
+        self.frame_bytes += other.frame_bytes;
+        self.discarded_bytes += other.discarded_bytes;
+        self.discard_runs += other.discard_runs;
+    }
+}
+
 impl ParseStats {
     /// All checked frames.
     #[must_use]
@@ -630,6 +646,13 @@ impl Engine {
     }
 }
 
+/// The received, not yet consumed bytes of a parser's buffer. A free
+/// function so that callers can borrow the buffer and the engine apart.
+#[inline(always)]
+fn unconsumed<B: AsRef<[u8]>>(buf: &B, start: usize, end: usize) -> &[u8] {
+    buf.as_ref().get(start..end).unwrap_or_default()
+}
+
 /// The streaming parser over a fixed buffer `B` (`&mut [u8]`, `Box<[u8]>`,
 /// `Vec<u8>`, `[u8; N]`…).
 ///
@@ -770,11 +793,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     /// [`finish`](Parser::finish), when the stream is exhausted).
     #[inline]
     pub fn next_event(&mut self) -> Option<Event<'_>> {
-        let data = self
-            .buf
-            .as_ref()
-            .get(self.start..self.end)
-            .unwrap_or_default();
+        let data = unconsumed(&self.buf, self.start, self.end);
         let (event, used) = self.engine.next(data);
         self.start += used;
         event
@@ -805,11 +824,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     /// ```
     #[inline]
     pub fn drain<F: FnMut(Event<'_>)>(&mut self, mut sink: F) {
-        let data = self
-            .buf
-            .as_ref()
-            .get(self.start..self.end)
-            .unwrap_or_default();
+        let data = unconsumed(&self.buf, self.start, self.end);
         let (used, ()) = self.engine.fold(data, (), |(), event| sink(event));
         self.start += used;
     }
@@ -854,11 +869,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
         mut fill: impl FnMut(&mut [u8]) -> Result<usize, E>,
     ) -> Result<Option<Event<'_>>, E> {
         let found = loop {
-            let data = self
-                .buf
-                .as_ref()
-                .get(self.start..self.end)
-                .unwrap_or_default();
+            let data = unconsumed(&self.buf, self.start, self.end);
             let (event, used) = self.engine.next(data);
             let found = event.map(|event| Found::of(&event, self.start + used));
             self.start += used;

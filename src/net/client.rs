@@ -340,7 +340,8 @@ impl Client {
             .as_ref()
             .map(Connection::stats)
             .unwrap_or_default();
-        stats.parse = add_stats(self.closed_stats, live);
+        stats.parse = self.closed_stats;
+        stats.parse += live;
         let t = self.tracker().stats();
         stats.missing = t.missing + self.extra_missing;
         stats.gaps = t.gaps + self.extra_gaps;
@@ -378,7 +379,7 @@ impl Client {
         if let Some(mut conn) = self.conn.take() {
             let _ = self.poll.registry().deregister(conn.stream_mut());
             self.tracker = *conn.tracker();
-            self.closed_stats = add_stats(self.closed_stats, conn.stats());
+            self.closed_stats += conn.stats();
         }
         self.connect_deadline = None;
     }
@@ -695,18 +696,4 @@ impl Client {
 
 fn lost_from(error: &io::Error) -> Lost {
     Lost::Error(error.kind())
-}
-
-fn add_stats(a: ParseStats, b: ParseStats) -> ParseStats {
-    let mut s = a;
-    s.heartbeats += b.heartbeats;
-    s.logins += b.logins;
-    s.login_accepted += b.login_accepted;
-    s.end_of_session += b.end_of_session;
-    s.quotes += b.quotes;
-    s.trades += b.trades;
-    s.frame_bytes += b.frame_bytes;
-    s.discarded_bytes += b.discarded_bytes;
-    s.discard_runs += b.discard_runs;
-    s
 }

@@ -126,10 +126,11 @@ impl Connection {
             let room = spare.len().min(READ_CHUNK);
             let spare = spare.get_mut(..room).unwrap_or_default();
             if spare.is_empty() {
-                // Only a partial frame can be left after draining; this
-                // cannot happen, but never hand `read` an empty buffer.
-                self.parser.drain(&mut on_event);
-                continue;
+                // Every event is drained after each read, which leaves at
+                // most a partial frame, so this cannot happen; but never hand
+                // `read` an empty buffer (0 would read as end of stream) and
+                // never spin.
+                return Err(io::Error::other("parser buffer full of unconsumed bytes"));
             }
             match self.stream.read(spare) {
                 Ok(0) => {
