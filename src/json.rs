@@ -30,7 +30,7 @@ pub struct JsonMessage<'m, 'a>(pub &'m Message<'a>);
 
 /// Displays a parser event as one JSON object (no newline).
 ///
-/// Frames print as [`JsonMessage`]; stale frames add `"stale":true`; other
+/// Frames print as [`JsonMessage`]; duplicate frames add `"duplicate":true`; other
 /// events print as `{"type":"discarded","bytes":N,"reason":"..."}`,
 /// `{"type":"gap","first":A,"last":B,"missing":N}` and
 /// `{"type":"new_session","session_id":S,"sequence":N}`.
@@ -80,7 +80,7 @@ impl fmt::Display for JsonEvent<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Event::Frame(m) => write_message(f, m, ""),
-            Event::Stale(m) => write_message(f, m, r#","stale":true"#),
+            Event::Duplicate(m) => write_message(f, m, r#","duplicate":true"#),
             Event::Gap(g) => write!(
                 f,
                 r#"{{"type":"gap","first":{},"last":{},"missing":{}}}"#,

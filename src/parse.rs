@@ -16,7 +16,7 @@
 //! Events come out in stream order:
 //!
 //! * [`Event::Frame`]: a checked frame, borrowed zero-copy from the buffer;
-//! * [`Event::Stale`]: a checked data frame whose sequence was already passed
+//! * [`Event::Duplicate`]: a checked data frame whose sequence was already passed
 //!   (duplicate or late); it is not a new frame;
 //! * [`Event::Gap`]: data sequences that never arrived, reported just before
 //!   the frame that revealed them (a data frame, or a Heartbeat/EndOfSession
@@ -134,7 +134,7 @@ pub enum Event<'a> {
     /// A checked, new frame.
     Frame(Message<'a>),
     /// A checked data frame whose sequence was already passed.
-    Stale(Message<'a>),
+    Duplicate(Message<'a>),
     /// Missing data sequences, reported before the frame that revealed them.
     Gap(Gap),
     /// A new session started, reported before its LoginAccepted frame.
@@ -203,9 +203,9 @@ pub struct ParseStats {
     pub login_accepted: u64,
     /// EndOfSession frames.
     pub end_of_session: u64,
-    /// Quote frames (stale ones included).
+    /// Quote frames (duplicates included).
     pub quotes: u64,
-    /// Trade frames (stale ones included).
+    /// Trade frames (duplicates included).
     pub trades: u64,
     /// Bytes in checked frames.
     pub frame_bytes: u64,
@@ -294,7 +294,7 @@ enum Found {
         at: usize,
         code: u8,
         len: usize,
-        stale: bool,
+        duplicate: bool,
     },
     Other(Event<'static>),
 }
@@ -303,11 +303,11 @@ impl Found {
     /// `end` is the buffer position just after the bytes the event consumed.
     fn of(event: &Event<'_>, end: usize) -> Found {
         match *event {
-            Event::Frame(m) | Event::Stale(m) => Found::Frame {
+            Event::Frame(m) | Event::Duplicate(m) => Found::Frame {
                 at: end.saturating_sub(m.len()),
                 code: m.msg_type().code(),
                 len: m.len(),
-                stale: matches!(event, Event::Stale(_)),
+                duplicate: matches!(event, Event::Duplicate(_)),
             },
             Event::Gap(gap) => Found::Other(Event::Gap(gap)),
             Event::NewSession {
@@ -327,10 +327,10 @@ impl Found {
                 at,
                 code,
                 len,
-                stale,
+                duplicate,
             } => {
                 match buf.get(at..).and_then(|frame| view(code, frame)) {
-                    Some(m) if stale => Event::Stale(m),
+                    Some(m) if duplicate => Event::Duplicate(m),
                     Some(m) => Event::Frame(m),
                     // The frame is where it was found; this cannot happen.
                     None => Event::Discarded(Discard {
@@ -519,13 +519,13 @@ impl Engine {
                     let verdict = self.tracker.observe_message(&message);
                     if self.run == 0 {
                         let fresh = matches!(verdict, Verdict::InOrder | Verdict::Control);
-                        if fresh || verdict == Verdict::Stale {
+                        if fresh || verdict == Verdict::Duplicate {
                             self.count(&message);
                             let used = pos + message.len();
                             let event = if fresh {
                                 Event::Frame(message)
                             } else {
-                                Event::Stale(message)
+                                Event::Duplicate(message)
                             };
                             return (Some(event), used);
                         }
@@ -581,7 +581,7 @@ impl Engine {
             _ => None,
         };
         self.pre = [discard, sequence];
-        self.held = Some((message.msg_type(), verdict == Verdict::Stale));
+        self.held = Some((message.msg_type(), verdict == Verdict::Duplicate));
         self.pop_pre()
     }
 
@@ -605,12 +605,12 @@ impl Engine {
         if let Some(event) = self.pop_pre() {
             return Some((Some(event), 0));
         }
-        let (msg_type, stale) = self.held.take()?;
+        let (msg_type, duplicate) = self.held.take()?;
         // The frame was checked when it was first seen and the data did not change.
         let message = view(msg_type.code(), data)?;
         self.count(&message);
-        let event = if stale {
-            Event::Stale(message)
+        let event = if duplicate {
+            Event::Duplicate(message)
         } else {
             Event::Frame(message)
         };

@@ -8,7 +8,7 @@
 //! |--------------------------------|------------------------------|---------|
 //! | data, sequence `s`             | nothing seen yet, or `s == expected` | [`Verdict::InOrder`] |
 //! | data, sequence `s`             | `s > expected`               | [`Verdict::Gap`] `expected..=s-1`, then expect `s+1` |
-//! | data, sequence `s`             | `s < expected`               | [`Verdict::Stale`] (duplicate or late) |
+//! | data, sequence `s`             | `s < expected`               | [`Verdict::Duplicate`] (duplicate or late) |
 //! | Heartbeat / EndOfSession, `n`  | `n > expected`               | [`Verdict::Gap`] `expected..=n-1` (idle gap) |
 //! | Heartbeat / EndOfSession, `n`  | otherwise                    | [`Verdict::Control`] |
 //! | LoginAccepted, new session id  |                              | [`Verdict::NewSession`]: expect its `sequence` |
@@ -22,7 +22,7 @@
 //! let mut t = SequenceTracker::new();
 //! assert_eq!(t.observe(MsgType::Quote, 1, 0), Verdict::InOrder);
 //! assert_eq!(t.observe(MsgType::Quote, 4, 0), Verdict::Gap(Gap { first: 2, last: 3 }));
-//! assert_eq!(t.observe(MsgType::Trade, 3, 0), Verdict::Stale);
+//! assert_eq!(t.observe(MsgType::Trade, 3, 0), Verdict::Duplicate);
 //! assert_eq!(t.observe(MsgType::Heartbeat, 7, 0), Verdict::Gap(Gap { first: 5, last: 6 }));
 //! assert_eq!(t.stats().missing, 4);
 //! ```
@@ -66,7 +66,7 @@ pub enum Verdict {
     Gap(Gap),
     /// A data frame whose sequence was already passed: a duplicate, or a frame
     /// arriving after it had been reported missing.
-    Stale,
+    Duplicate,
     /// A LoginAccepted naming a session other than the current one: the
     /// sequence space restarted and tracking starts afresh.
     NewSession {
@@ -89,8 +89,8 @@ pub struct SequenceStats {
     pub gaps: u64,
     /// Sequences reported missing, summed over all gaps.
     pub missing: u64,
-    /// Data frames reported stale (duplicate or late).
-    pub stale: u64,
+    /// Data frames reported as duplicates (already delivered, or late after a gap).
+    pub duplicates: u64,
     /// Sessions started (LoginAccepted with a new `session_id`).
     pub sessions: u64,
 }
@@ -117,7 +117,7 @@ impl SequenceTracker {
                 control: 0,
                 gaps: 0,
                 missing: 0,
-                stale: 0,
+                duplicates: 0,
                 sessions: 0,
             },
         }
@@ -257,8 +257,8 @@ impl SequenceTracker {
                 self.gap(expected, sequence - 1)
             }
             Some(_) => {
-                self.stats.stale += 1;
-                Verdict::Stale
+                self.stats.duplicates += 1;
+                Verdict::Duplicate
             }
             None => {
                 self.expected = Some(next);

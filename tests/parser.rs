@@ -36,7 +36,7 @@ fn control(payload: Payload, seq: u64) -> Vec<u8> {
 #[derive(Debug, PartialEq, Eq)]
 enum E {
     Frame(u64),
-    Stale(u64),
+    Duplicate(u64),
     Gap(u64, u64),
     Session(u64, u64),
     Discard(u64, DiscardReason),
@@ -45,7 +45,7 @@ enum E {
 fn owned(e: &Event<'_>) -> E {
     match *e {
         Event::Frame(m) => E::Frame(m.sequence()),
-        Event::Stale(m) => E::Stale(m.sequence()),
+        Event::Duplicate(m) => E::Duplicate(m.sequence()),
         Event::Gap(g) => E::Gap(g.first, g.last),
         Event::NewSession {
             session_id,
@@ -148,7 +148,7 @@ fn long_junk_is_reported_in_bounded_runs() {
 }
 
 #[test]
-fn gaps_stale_and_sessions_are_reported_in_order() {
+fn gaps_duplicates_and_sessions_are_reported_in_order() {
     let mut s = control(Payload::LoginAccepted { session_id: 9 }, 5);
     s.extend(quote(5));
     s.extend(quote(8));
@@ -165,7 +165,7 @@ fn gaps_stale_and_sessions_are_reported_in_order() {
             E::Frame(5),
             E::Gap(6, 7),
             E::Frame(8),
-            E::Stale(6),
+            E::Duplicate(6),
             E::Frame(9),
             E::Gap(9, 10),
             E::Frame(11),

@@ -125,7 +125,7 @@ fn build(frames: &[(Payload, Damage)]) -> Stream {
 #[derive(Debug, PartialEq, Eq)]
 enum Owned {
     Frame(Vec<u8>),
-    Stale(Vec<u8>),
+    Duplicate(Vec<u8>),
     Gap(Gap),
     Session(u64, u64),
     Discarded(u64, &'static str),
@@ -134,7 +134,7 @@ enum Owned {
 fn own(e: &Event<'_>) -> Owned {
     match *e {
         Event::Frame(m) => Owned::Frame(m.as_bytes().to_vec()),
-        Event::Stale(m) => Owned::Stale(m.as_bytes().to_vec()),
+        Event::Duplicate(m) => Owned::Duplicate(m.as_bytes().to_vec()),
         Event::Gap(g) => Owned::Gap(g),
         Event::NewSession {
             session_id,
@@ -201,7 +201,7 @@ proptest! {
         let mut discarded = 0u64;
         for e in SliceParser::new(&s.bytes) {
             match e {
-                Event::Frame(m) | Event::Stale(m) => delivered.push(m.as_bytes().to_vec()),
+                Event::Frame(m) | Event::Duplicate(m) => delivered.push(m.as_bytes().to_vec()),
                 Event::Discarded(d) => discarded += d.bytes,
                 _ => {}
             }
@@ -217,7 +217,7 @@ proptest! {
         let mut total = 0u64;
         for e in SliceParser::new(&bytes) {
             match e {
-                Event::Frame(m) | Event::Stale(m) => total += m.len() as u64,
+                Event::Frame(m) | Event::Duplicate(m) => total += m.len() as u64,
                 Event::Discarded(d) => total += d.bytes,
                 _ => {}
             }
@@ -260,14 +260,14 @@ proptest! {
         let mut expected: Option<u64> = None;
         let mut delivered = BTreeSet::new();
         let mut missing = BTreeSet::new();
-        let mut stale = 0u64;
+        let mut duplicates = 0u64;
         for (t, s) in arrivals {
             let verdict = tracker.observe(t, s, 0);
             let want = match (t.is_data(), expected) {
                 (_, None) => { expected = Some(s + u64::from(t.is_data())); if t.is_data() { Verdict::InOrder } else { Verdict::Control } }
                 (true, Some(e)) if s == e => { expected = Some(s + 1); Verdict::InOrder }
                 (true, Some(e)) if s > e => { expected = Some(s + 1); Verdict::Gap(Gap { first: e, last: s - 1 }) }
-                (true, Some(_)) => Verdict::Stale,
+                (true, Some(_)) => Verdict::Duplicate,
                 (false, Some(e)) if s > e => { expected = Some(s); Verdict::Gap(Gap { first: e, last: s - 1 }) }
                 (false, Some(_)) => Verdict::Control,
             };
@@ -278,7 +278,7 @@ proptest! {
                     for q in g.first..=g.last { prop_assert!(missing.insert(q)); }
                     if t.is_data() { prop_assert!(delivered.insert(s)); }
                 }
-                Verdict::Stale => stale += 1,
+                Verdict::Duplicate => duplicates += 1,
                 _ => {}
             }
         }
@@ -288,7 +288,7 @@ proptest! {
         }
         let st = tracker.stats();
         prop_assert_eq!(st.missing, missing.len() as u64);
-        prop_assert_eq!(st.stale, stale);
+        prop_assert_eq!(st.duplicates, duplicates);
         prop_assert_eq!(st.in_order, delivered.len() as u64);
     }
 }

@@ -178,7 +178,7 @@ fn stream_frames(bytes: &[u8], cuts: &[usize]) -> (Vec<Vec<u8>>, u64) {
     let mut drain = |parser: &mut Parser<&mut [u8]>| {
         while let Some(ev) = parser.next_event() {
             match ev {
-                Event::Frame(m) | Event::Stale(m) => frames.push(m.as_bytes().to_vec()),
+                Event::Frame(m) | Event::Duplicate(m) => frames.push(m.as_bytes().to_vec()),
                 Event::Discarded(d) => discarded += d.bytes,
                 _ => {}
             }

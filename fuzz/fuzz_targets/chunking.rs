@@ -23,7 +23,7 @@ enum Owned {
 fn own(e: &Event<'_>) -> Owned {
     match e {
         Event::Frame(m) => Owned::Frame(m.as_bytes().to_vec(), false),
-        Event::Stale(m) => Owned::Frame(m.as_bytes().to_vec(), true),
+        Event::Duplicate(m) => Owned::Frame(m.as_bytes().to_vec(), true),
         other => Owned::Other(format!("{other:?}")),
     }
 }

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let mut parser = SliceParser::new(data);
     for event in parser.by_ref() {
         match event {
-            Event::Frame(m) | Event::Stale(m) => {
+            Event::Frame(m) | Event::Duplicate(m) => {
                 accounted += m.len() as u64;
                 // A delivered frame decodes on its own to the same frame.
                 let (again, rest) = Message::decode(m.as_bytes()).expect("delivered frame decodes");

@@ -16,7 +16,7 @@ fuzz_target!(|messages: Vec<(Payload, u64, u64)>| {
     let mut decoded = Vec::new();
     for event in SliceParser::new(&wire[..at]) {
         match event {
-            Event::Frame(m) | Event::Stale(m) => {
+            Event::Frame(m) | Event::Duplicate(m) => {
                 decoded.push((Payload::from(m), m.sequence(), m.timestamp()))
             }
             Event::Discarded(d) => panic!("discarded {d:?} in a clean stream"),

@@ -8,7 +8,7 @@ use tickwire::MsgType;
 
 fuzz_target!(|arrivals: Vec<(u8, u64, u8)>| {
     let mut tracker = SequenceTracker::new();
-    let (mut in_order, mut stale, mut gaps, mut missing, mut sessions) =
+    let (mut in_order, mut duplicates, mut gaps, mut missing, mut sessions) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     for (kind, sequence, session) in arrivals {
         let msg_type = MsgType::ALL[usize::from(kind) % MsgType::ALL.len()];
@@ -16,8 +16,8 @@ fuzz_target!(|arrivals: Vec<(u8, u64, u8)>| {
         let verdict = tracker.observe(msg_type, sequence, u64::from(session % 4));
         match verdict {
             Verdict::InOrder => in_order += 1,
-            Verdict::Stale => {
-                stale += 1;
+            Verdict::Duplicate => {
+                duplicates += 1;
                 assert!(before.is_some_and(|e| sequence < e));
             }
             Verdict::Gap(g) => {
@@ -39,7 +39,7 @@ fuzz_target!(|arrivals: Vec<(u8, u64, u8)>| {
     }
     let st = tracker.stats();
     assert_eq!(
-        (st.in_order, st.stale, st.gaps, st.missing, st.sessions),
-        (in_order, stale, gaps, missing, sessions)
+        (st.in_order, st.duplicates, st.gaps, st.missing, st.sessions),
+        (in_order, duplicates, gaps, missing, sessions)
     );
 });

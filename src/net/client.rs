@@ -345,7 +345,7 @@ impl Client {
         let t = self.tracker().stats();
         stats.missing = t.missing + self.extra_missing;
         stats.gaps = t.gaps + self.extra_gaps;
-        stats.duplicates = t.stale;
+        stats.duplicates = t.duplicates;
         stats
     }
 
@@ -616,7 +616,7 @@ impl Client {
                 });
             }
             Event::Frame(m) => on_event(ClientEvent::Frame(m)),
-            Event::Stale(m) => on_event(ClientEvent::Duplicate {
+            Event::Duplicate(m) => on_event(ClientEvent::Duplicate {
                 sequence: m.sequence(),
             }),
             Event::Gap(g) => on_event(ClientEvent::Gap(g)),

@@ -772,7 +772,9 @@ impl Server {
             requests.push(match event {
                 Event::Frame(Message::Login(login)) => Request::Login(login.sequence()),
                 Event::Frame(Message::Heartbeat(_)) => Request::Heartbeat,
-                Event::Frame(_) | Event::Stale(_) => Request::Close(CloseReason::UnexpectedFrame),
+                Event::Frame(_) | Event::Duplicate(_) => {
+                    Request::Close(CloseReason::UnexpectedFrame)
+                }
                 Event::Discarded(_) => Request::Close(CloseReason::BadData),
                 // Gaps and sessions only concern data frames, which clients do not send.
                 _ => Request::Heartbeat,

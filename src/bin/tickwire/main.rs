@@ -301,7 +301,7 @@ fn dump(path: &PathBuf) -> io::Result<()> {
     let mut input = open_input(path)?;
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut parser = Parser::with_capacity(1 << 20).map_err(io::Error::other)?;
-    let (mut gaps, mut stale) = (0u64, 0u64);
+    let (mut gaps, mut duplicates) = (0u64, 0u64);
     loop {
         let spare = parser.spare();
         let read = match input.read(spare) {
@@ -319,7 +319,7 @@ fn dump(path: &PathBuf) -> io::Result<()> {
         while let Some(event) = parser.next_event() {
             match event {
                 Event::Gap(_) => gaps += 1,
-                Event::Stale(_) => stale += 1,
+                Event::Duplicate(_) => duplicates += 1,
                 _ => {}
             }
             writeln!(out, "{}", JsonEvent(&event))?;
@@ -334,7 +334,7 @@ fn dump(path: &PathBuf) -> io::Result<()> {
     eprintln!(
         "tickwire dump: {} frames ({} quotes, {} trades, {} heartbeats, {} logins, {} login_accepted, \
          {} end_of_session), {} frame bytes; discarded {} bytes in {} runs; {} gaps ({} missing), \
-         {} stale",
+         {} duplicates",
         s.frames(),
         s.quotes,
         s.trades,
@@ -347,7 +347,7 @@ fn dump(path: &PathBuf) -> io::Result<()> {
         s.discard_runs,
         gaps,
         t.missing,
-        stale
+        duplicates
     );
     Ok(())
 }
