@@ -7,7 +7,7 @@
 //! ```
 use std::fs::File;
 
-use tickwire::net::FrameReader;
+use tickwire::io::FrameReader;
 use tickwire::parse::Event;
 use tickwire::Message;
 

@@ -17,6 +17,10 @@
 //! * [`policy`]: reconnect backoff and heartbeat liveness, pure functions of `now`;
 //! * [`json`]: the JSON-lines rendering of frames and events.
 //!
+//! With the `std` feature, `tickwire::io` adapts the parser and the encoder to
+//! any blocking `Read`/`Write` (a file, a pipe, a socket); the `net` feature
+//! adds `tickwire::net`: mio connections, the reference server and client.
+//!
 //! ```text
 //!  socket ──read──▶ Parser::spare() ─commit(n)─▶ Parser::next_event()
 //!                                                   │
@@ -55,10 +59,11 @@
 //!
 //! | feature     | default | what it adds |
 //! |-------------|---------|--------------|
-//! | `std`       | yes     | run-time CPU detection for CRC-32C; implies `alloc` |
+//! | `std`       | yes     | run-time CPU detection for CRC-32C; `io`: `FrameReader`/`FrameWriter` over any `Read`/`Write`; implies `alloc` |
 //! | `alloc`     | via std | owned parser buffers (`Parser::owned`, `Parser::with_capacity`) |
 //! | `synth`     | no      | `synth`: the seeded synthetic feed generator |
 //! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`] |
+//! | `net`       | no      | `net`: mio connections, the reference server and client; implies `std` |
 //! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`) |
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -72,6 +77,9 @@ extern crate std;
 
 pub mod checksum;
 pub mod encode;
+#[cfg(feature = "std")]
+#[cfg_attr(docsrs, doc(cfg(feature = "std")))]
+pub mod io;
 pub mod json;
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]

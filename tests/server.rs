@@ -14,8 +14,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tickwire::io::FrameReader;
 use tickwire::net::server::CloseReason;
-use tickwire::net::{FrameReader, Server, ServerConfig, ServerHandle, SlowPolicy};
+use tickwire::net::{Server, ServerConfig, ServerHandle, SlowPolicy};
 use tickwire::parse::Event;
 use tickwire::synth::Feed;
 use tickwire::{encode, Message, MsgType, Payload, Sequencer};

@@ -1,6 +1,10 @@
-//! Networking on `std`: blocking adapters, non-blocking connections on
-//! [`mio`] (epoll on Linux, kqueue on BSD and macOS), and the reference
-//! [`Server`].
+//! Networking on [`mio`] (epoll on Linux, kqueue on BSD and macOS):
+//! non-blocking connections, the reference [`Server`] and [`Client`].
+//!
+//! The blocking adapters over any `Read`/`Write`
+//! ([`FrameReader`](crate::io::FrameReader),
+//! [`FrameWriter`](crate::io::FrameWriter)) are not here but in
+//! [`tickwire::io`](crate::io), which needs only the `std` feature.
 //!
 //! Everything here is a thin loop over the sans-IO core: bytes are read
 //! straight into a [`Parser`](crate::parse::Parser)'s buffer and events are
@@ -9,6 +13,7 @@
 //!
 //! ```text
 //!  blocking:      FrameReader<R: Read>  ──▶ Event      FrameWriter<W: Write> ◀── Payload
+//!                 (tickwire::io, `std` only: no mio)
 //!  non-blocking:  Connection (mio TcpStream, edge-triggered; read/write until WouldBlock)
 //!  server:        one mio event loop: listener, clients, retention ring, publisher queue
 //! ```
@@ -21,7 +26,6 @@
 
 use std::io;
 
-pub mod blocking;
 pub mod client;
 mod conn;
 mod queue;
@@ -29,7 +33,6 @@ mod retention;
 pub mod server;
 mod sys;
 
-pub use blocking::{FrameReader, FrameWriter};
 pub use client::{Client, ClientConfig, ClientEvent, ClientState};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
 pub use server::{Publisher, Server, ServerConfig, ServerHandle, ServerStats, SlowPolicy};

@@ -30,7 +30,8 @@
 //! never slows the others and never grows the server's memory past the cap.
 //!
 //! ```
-//! use tickwire::net::{FrameReader, Server, ServerConfig};
+//! use tickwire::io::FrameReader;
+//! use tickwire::net::{Server, ServerConfig};
 //! use tickwire::parse::Event;
 //! use tickwire::{encode::QuoteFields, Message, Payload};
 //! use std::io::Write;

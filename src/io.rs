@@ -1,4 +1,10 @@
-//! Blocking adapters over any [`Read`] or [`Write`].
+//! Blocking adapters over any [`Read`] or [`Write`]: a file, a pipe, a
+//! `std::net::TcpStream`, an in-memory slice.
+//!
+//! [`FrameReader`] reads straight into a [`Parser`]'s buffer and yields its
+//! events; [`FrameWriter`] encodes frames into large batched writes. Both
+//! need only the `std` feature (not `net`), so decoding a recording does not
+//! pull in mio.
 #![forbid(unsafe_code)]
 
 use std::prelude::rust_2021::*;
@@ -20,7 +26,7 @@ pub const READER_CAPACITY: usize = 1 << 20;
 /// borrowed frames, discards, gaps and new sessions.
 ///
 /// ```
-/// use tickwire::net::FrameReader;
+/// use tickwire::io::FrameReader;
 /// use tickwire::parse::Event;
 /// use tickwire::{Payload, Sequencer};
 ///
@@ -137,7 +143,7 @@ pub const WRITER_BATCH: usize = 64 << 10;
 /// when the next frame would not fit, and on [`flush`](FrameWriter::flush).
 ///
 /// ```
-/// use tickwire::net::FrameWriter;
+/// use tickwire::io::FrameWriter;
 /// use tickwire::{Payload, Sequencer};
 ///
 /// let mut writer = FrameWriter::new(Vec::new());

@@ -1,0 +1,413 @@
+//! The parsing state machine behind [`Parser`](super::Parser) and
+//! [`SliceParser`](super::SliceParser): what the unconsumed bytes hold, and
+//! the loops that find it, compiled once per CRC-32C implementation.
+#![forbid(unsafe_code)]
+
+use crate::checksum::{Accel, Crc32c, Kernel};
+use crate::sequence::{Gap, SequenceTracker, Verdict};
+use crate::wire::{check_frame, view, DecodeError, Message, MsgType, MAGIC};
+
+use super::{Discard, DiscardReason, Event, ParseStats, DISCARD_REPORT_MAX};
+
+/// Frames counted by type.
+#[derive(Clone, Copy, Debug, Default)]
+struct FrameCounts {
+    heartbeats: u64,
+    logins: u64,
+    login_accepted: u64,
+    end_of_session: u64,
+    quotes: u64,
+    trades: u64,
+    bytes: u64,
+}
+
+impl FrameCounts {
+    #[inline(always)]
+    fn count(&mut self, message: &Message<'_>) {
+        match message {
+            Message::Quote(_) => self.quotes += 1,
+            Message::Trade(_) => self.trades += 1,
+            Message::Heartbeat(_) => self.heartbeats += 1,
+            Message::Login(_) => self.logins += 1,
+            Message::LoginAccepted(_) => self.login_accepted += 1,
+            Message::EndOfSession(_) => self.end_of_session += 1,
+        }
+        self.bytes += message.len() as u64;
+    }
+}
+
+impl Engine {
+    pub(super) fn stats(&self) -> ParseStats {
+        let c = &self.counts;
+        ParseStats {
+            heartbeats: c.heartbeats,
+            logins: c.logins,
+            login_accepted: c.login_accepted,
+            end_of_session: c.end_of_session,
+            quotes: c.quotes,
+            trades: c.trades,
+            frame_bytes: c.bytes,
+            discarded_bytes: self.discarded_bytes,
+            discard_runs: self.discard_runs,
+        }
+    }
+}
+
+/// An event found by [`Parser::next_event_with`](super::Parser::next_event_with),
+/// without its borrow.
+pub(super) enum Found {
+    Frame {
+        at: usize,
+        code: u8,
+        len: usize,
+        duplicate: bool,
+    },
+    Other(Event<'static>),
+}
+
+impl Found {
+    /// `end` is the buffer position just after the bytes the event consumed.
+    pub(super) fn of(event: &Event<'_>, end: usize) -> Found {
+        match *event {
+            Event::Frame(m) | Event::Duplicate(m) => Found::Frame {
+                at: end.saturating_sub(m.len()),
+                code: m.msg_type().code(),
+                len: m.len(),
+                duplicate: matches!(event, Event::Duplicate(_)),
+            },
+            Event::Gap(gap) => Found::Other(Event::Gap(gap)),
+            Event::NewSession {
+                session_id,
+                sequence,
+            } => Found::Other(Event::NewSession {
+                session_id,
+                sequence,
+            }),
+            Event::Discarded(discard) => Found::Other(Event::Discarded(discard)),
+        }
+    }
+
+    pub(super) fn event(self, buf: &[u8]) -> Event<'_> {
+        match self {
+            Found::Frame {
+                at,
+                code,
+                len,
+                duplicate,
+            } => {
+                match buf.get(at..).and_then(|frame| view(code, frame)) {
+                    Some(m) if duplicate => Event::Duplicate(m),
+                    Some(m) => Event::Frame(m),
+                    // The frame is where it was found; this cannot happen.
+                    None => Event::Discarded(Discard {
+                        bytes: len as u64,
+                        reason: DiscardReason::BadLength,
+                    }),
+                }
+            }
+            Found::Other(event) => event,
+        }
+    }
+}
+
+/// An event waiting behind the frame it precedes.
+#[derive(Clone, Copy, Debug)]
+enum Pre {
+    Discard(Discard),
+    Gap(Gap),
+    NewSession { session_id: u64, sequence: u64 },
+}
+
+impl Pre {
+    fn event<'a>(self) -> Event<'a> {
+        match self {
+            Pre::Discard(d) => Event::Discarded(d),
+            Pre::Gap(g) => Event::Gap(g),
+            Pre::NewSession {
+                session_id,
+                sequence,
+            } => Event::NewSession {
+                session_id,
+                sequence,
+            },
+        }
+    }
+}
+
+/// The parsing state machine shared by [`Parser`](super::Parser) and
+/// [`SliceParser`](super::SliceParser): it looks at the unconsumed bytes and
+/// says what it found and how many bytes that consumed.
+#[derive(Clone, Debug)]
+pub(super) struct Engine {
+    pub(super) tracker: SequenceTracker,
+    counts: FrameCounts,
+    discarded_bytes: u64,
+    discard_runs: u64,
+    run: u64,
+    run_reason: DiscardReason,
+    /// Events to deliver before the held frame, front first.
+    pre: [Option<Pre>; 2],
+    /// A checked frame at the front of the data, delivered after `pre`.
+    held: Option<(MsgType, bool)>,
+    pub(super) eof: bool,
+    accel: Accel,
+}
+
+/// One call of [`Engine::next_with`], as a [`Kernel`] so that it is compiled
+/// for the CRC implementation detected when the parser was made.
+struct Step<'e, 'a> {
+    engine: &'e mut Engine,
+    data: &'a [u8],
+}
+
+impl<'a> Kernel for Step<'_, 'a> {
+    type Output = (Option<Event<'a>>, usize);
+
+    #[inline(always)]
+    fn run<C: Crc32c>(self, crc: C) -> Self::Output {
+        self.engine.next_with(self.data, crc)
+    }
+}
+
+/// Every event in `data`, folded into `acc` in one loop compiled for the CRC
+/// implementation: the push-style fast path. Returns the bytes consumed.
+struct Drain<'e, 'a, B, F> {
+    engine: &'e mut Engine,
+    data: &'a [u8],
+    acc: B,
+    fold: F,
+}
+
+impl<'a, B, F: FnMut(B, Event<'a>) -> B> Kernel for Drain<'_, 'a, B, F> {
+    type Output = (usize, B);
+
+    #[inline(always)]
+    fn run<C: Crc32c>(mut self, crc: C) -> (usize, B) {
+        // Work on a local copy so that the optimizer can keep the state in
+        // registers for the whole loop; write it back at the end.
+        let mut engine = self.engine.clone();
+        let mut consumed = 0;
+        loop {
+            if engine.is_steady() {
+                // Steady state: valid frames in sequence order, nothing pending.
+                // Anything else falls through to the general step below.
+                let mut tracker = engine.tracker;
+                let mut counts = engine.counts;
+                while let Some(rest) = self.data.get(consumed..) {
+                    let Ok(message) = check_frame(rest, crc) else {
+                        break;
+                    };
+                    if tracker
+                        .observe_in_order(message.msg_type(), message.sequence())
+                        .is_none()
+                    {
+                        break;
+                    }
+                    counts.count(&message);
+                    consumed += message.len();
+                    self.acc = (self.fold)(self.acc, Event::Frame(message));
+                }
+                engine.tracker = tracker;
+                engine.counts = counts;
+            }
+            let rest = self.data.get(consumed..).unwrap_or_default();
+            let (event, used) = engine.next_with(rest, crc);
+            consumed += used;
+            match event {
+                Some(event) => self.acc = (self.fold)(self.acc, event),
+                None => {
+                    *self.engine = engine;
+                    return (consumed, self.acc);
+                }
+            }
+        }
+    }
+}
+
+impl Engine {
+    pub(super) fn new(tracker: SequenceTracker) -> Engine {
+        Engine {
+            tracker,
+            counts: FrameCounts::default(),
+            discarded_bytes: 0,
+            discard_runs: 0,
+            run: 0,
+            run_reason: DiscardReason::NoSync,
+            pre: [None, None],
+            held: None,
+            eof: false,
+            accel: Accel::detect(),
+        }
+    }
+
+    /// The next event in `data`, and how many bytes of `data` it consumed.
+    #[inline]
+    pub(super) fn next<'a>(&mut self, data: &'a [u8]) -> (Option<Event<'a>>, usize) {
+        let accel = self.accel;
+        accel.run(Step { engine: self, data })
+    }
+
+    /// Folds every event in `data` into `acc`; returns the bytes consumed.
+    #[inline]
+    pub(super) fn fold<'a, B>(
+        &mut self,
+        data: &'a [u8],
+        acc: B,
+        fold: impl FnMut(B, Event<'a>) -> B,
+    ) -> (usize, B) {
+        let accel = self.accel;
+        accel.run(Drain {
+            engine: self,
+            data,
+            acc,
+            fold,
+        })
+    }
+
+    #[inline(always)]
+    fn next_with<'a, C: Crc32c>(&mut self, data: &'a [u8], crc: C) -> (Option<Event<'a>>, usize) {
+        if self.held.is_some() {
+            if let Some(released) = self.release(data) {
+                return released;
+            }
+        }
+        let mut pos = 0;
+        loop {
+            let rest = data.get(pos..).unwrap_or_default();
+            if rest.is_empty() {
+                if self.eof && self.run > 0 {
+                    return (Some(self.end_run()), pos);
+                }
+                return (None, pos);
+            }
+            match check_frame(rest, crc) {
+                Ok(message) => {
+                    let verdict = self.tracker.observe_message(&message);
+                    if self.run == 0 {
+                        let fresh = matches!(verdict, Verdict::InOrder | Verdict::Control);
+                        if fresh || verdict == Verdict::Duplicate {
+                            self.count(&message);
+                            let used = pos + message.len();
+                            let event = if fresh {
+                                Event::Frame(message)
+                            } else {
+                                Event::Duplicate(message)
+                            };
+                            return (Some(event), used);
+                        }
+                    }
+                    return (self.hold(&message, verdict), pos);
+                }
+                Err(DecodeError::Incomplete { .. }) if !self.eof => return (None, pos),
+                Err(err) => {
+                    // Discard the failed candidate's sync byte, or everything
+                    // up to the next sync byte; never past the report limit.
+                    let skip = match rest.split_first() {
+                        Some((&MAGIC, _)) => 1,
+                        Some((_, tail)) => {
+                            memchr::memchr(MAGIC, tail).map_or(rest.len(), |i| i + 1)
+                        }
+                        None => rest.len(),
+                    };
+                    let room = DISCARD_REPORT_MAX.saturating_sub(self.run);
+                    let skip = usize::try_from(room).map_or(skip, |room| skip.min(room));
+                    let reason = DiscardReason::of(err);
+                    if self.run == 0 || (self.run_reason == DiscardReason::NoSync) {
+                        self.run_reason = reason;
+                    }
+                    self.run += skip as u64;
+                    self.discarded_bytes += skip as u64;
+                    pos += skip;
+                    if self.run >= DISCARD_REPORT_MAX {
+                        return (Some(self.end_run()), pos);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Slow path: a checked frame must wait behind a discard report, a gap
+    /// or a new-session event.
+    #[inline(always)]
+    fn hold<'a>(&mut self, message: &Message<'_>, verdict: Verdict) -> Option<Event<'a>> {
+        let discard = if self.run > 0 {
+            Some(Pre::Discard(self.take_run()))
+        } else {
+            None
+        };
+        let sequence = match verdict {
+            Verdict::Gap(gap) => Some(Pre::Gap(gap)),
+            Verdict::NewSession {
+                session_id,
+                sequence,
+            } => Some(Pre::NewSession {
+                session_id,
+                sequence,
+            }),
+            _ => None,
+        };
+        self.pre = [discard, sequence];
+        self.held = Some((message.msg_type(), verdict == Verdict::Duplicate));
+        self.pop_pre()
+    }
+
+    #[inline(always)]
+    fn pop_pre<'a>(&mut self) -> Option<Event<'a>> {
+        let [first, second] = self.pre;
+        let event = first.or(second)?;
+        self.pre = if first.is_some() {
+            [second, None]
+        } else {
+            [None, None]
+        };
+        Some(event.event())
+    }
+
+    /// Delivers the pending pre-events, then the held frame.
+    #[inline(always)]
+    /// `None` if there was nothing to release after all (the held frame is
+    /// then parsed again).
+    fn release<'a>(&mut self, data: &'a [u8]) -> Option<(Option<Event<'a>>, usize)> {
+        if let Some(event) = self.pop_pre() {
+            return Some((Some(event), 0));
+        }
+        let (msg_type, duplicate) = self.held.take()?;
+        // The frame was checked when it was first seen and the data did not change.
+        let message = view(msg_type.code(), data)?;
+        self.count(&message);
+        let event = if duplicate {
+            Event::Duplicate(message)
+        } else {
+            Event::Frame(message)
+        };
+        Some((Some(event), message.len()))
+    }
+
+    #[inline(always)]
+    fn take_run(&mut self) -> Discard {
+        let discard = Discard {
+            bytes: self.run,
+            reason: self.run_reason,
+        };
+        self.run = 0;
+        self.run_reason = DiscardReason::NoSync;
+        self.discard_runs += 1;
+        discard
+    }
+
+    #[inline(always)]
+    fn end_run<'a>(&mut self) -> Event<'a> {
+        Event::Discarded(self.take_run())
+    }
+
+    #[inline(always)]
+    fn count(&mut self, message: &Message<'_>) {
+        self.counts.count(message);
+    }
+
+    /// Nothing pending: the next event can only come from the bytes.
+    #[inline(always)]
+    fn is_steady(&self) -> bool {
+        self.held.is_none() && self.run == 0
+    }
+}

@@ -1,0 +1,76 @@
+//! [`SliceParser`]: a whole stream already in memory, as an iterator of events.
+#![forbid(unsafe_code)]
+
+use crate::sequence::SequenceTracker;
+
+use super::engine::Engine;
+use super::{Event, ParseStats};
+
+/// Parses a complete stream that is already in memory (a recording, a
+/// datagram, a memory-mapped file): an iterator of events borrowing from it.
+///
+/// The end of the slice is the end of the stream.
+///
+/// ```
+/// use tickwire::parse::{Event, SliceParser};
+/// use tickwire::{Payload, Sequencer};
+/// let mut wire = [0u8; 100];
+/// let mut seq = Sequencer::new();
+/// let n = seq.encode(&Payload::Heartbeat, 0, &mut wire)?;
+/// let events: Vec<_> = SliceParser::new(&wire[..n + 3]).collect();
+/// assert!(matches!(events[0], Event::Frame(_)));
+/// assert!(matches!(events[1], Event::Discarded(d) if d.bytes == 3));
+/// # Ok::<(), tickwire::EncodeError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SliceParser<'a> {
+    data: &'a [u8],
+    engine: Engine,
+}
+
+impl<'a> SliceParser<'a> {
+    /// Parses `data` as a whole stream.
+    #[must_use]
+    pub fn new(data: &'a [u8]) -> SliceParser<'a> {
+        let mut engine = Engine::new(SequenceTracker::new());
+        engine.eof = true;
+        SliceParser { data, engine }
+    }
+
+    /// Frame and discard counters so far.
+    #[must_use]
+    pub fn stats(&self) -> ParseStats {
+        self.engine.stats()
+    }
+
+    /// The sequence tracker.
+    #[must_use]
+    pub fn tracker(&self) -> &SequenceTracker {
+        &self.engine.tracker
+    }
+
+    /// The bytes not parsed yet.
+    #[must_use]
+    pub fn remaining(&self) -> &'a [u8] {
+        self.data
+    }
+}
+
+impl<'a> Iterator for SliceParser<'a> {
+    type Item = Event<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Event<'a>> {
+        let (event, used) = self.engine.next(self.data);
+        self.data = self.data.get(used..).unwrap_or_default();
+        event
+    }
+
+    /// The fast path behind `for_each`, `count`, `filter(..).count()`…: one
+    /// loop compiled together with `g` (see [`Parser::drain`](super::Parser::drain)).
+    #[inline]
+    fn fold<B, G: FnMut(B, Event<'a>) -> B>(mut self, init: B, g: G) -> B {
+        let data = self.data;
+        self.engine.fold(data, init, g).1
+    }
+}
