@@ -8,8 +8,7 @@
 //! ```
 use std::time::{Duration, Instant};
 
-use tickwire::net::server::unix_nanos;
-use tickwire::net::{Server, ServerConfig};
+use tickwire::net::{unix_nanos, Server, ServerConfig};
 use tickwire::synth::Feed;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

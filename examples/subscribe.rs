@@ -5,7 +5,9 @@
 //! cargo run --release --features cli -- serve &
 //! cargo run --release --features net --example subscribe -- 1
 //! ```
-use tickwire::net::client::{Client, ClientConfig, ClientEvent, Flow};
+use std::ops::ControlFlow;
+use tickwire::net::{Client, ClientConfig};
+use tickwire::session::ClientEvent;
 use tickwire::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ClientEvent::Retrying { attempt, delay } => println!("retry {attempt} in {delay:?}"),
             _ => {}
         }
-        Flow::Continue
+        ControlFlow::Continue(())
     })?;
     Ok(())
 }

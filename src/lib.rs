@@ -87,6 +87,9 @@ pub mod net;
 pub mod parse;
 pub mod policy;
 pub mod sequence;
+#[cfg(feature = "alloc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "alloc")))]
+pub mod session;
 #[cfg(feature = "synth")]
 #[cfg_attr(docsrs, doc(cfg(feature = "synth")))]
 pub mod synth;

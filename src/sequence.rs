@@ -156,6 +156,30 @@ impl SequenceTracker {
         &self.stats
     }
 
+    /// Data before `next` will never arrive (for example, a LoginAccepted
+    /// answering a first Login from later than it asked: the server no
+    /// longer retains the range, protocol section 4.2). With an expectation
+    /// before `next`, the skipped range is reported and counted as a gap;
+    /// the expectation becomes `next` either way.
+    ///
+    /// ```
+    /// use tickwire::sequence::{Gap, SequenceTracker};
+    /// let mut t = SequenceTracker::expecting(5);
+    /// assert_eq!(t.skip_to(9), Some(Gap { first: 5, last: 8 }));
+    /// assert_eq!((t.expected(), t.stats().missing), (Some(9), 4));
+    /// assert_eq!(t.skip_to(9), None);
+    /// ```
+    pub fn skip_to(&mut self, next: u64) -> Option<Gap> {
+        let before = self.expected.replace(next.max(self.expected.unwrap_or(0)));
+        match before {
+            Some(expected) if next > expected => match self.gap(expected, next - 1) {
+                Verdict::Gap(gap) => Some(gap),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Classifies a checked frame.
     ///
     /// ```

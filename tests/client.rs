@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tickwire::net::client::{Client, ClientConfig, ClientEvent, ClientState, Flow, Lost};
-use tickwire::net::{Server, ServerConfig, ServerHandle};
+use std::ops::ControlFlow;
+use tickwire::net::{Client, ClientConfig, ClientError, Server, ServerConfig, ServerHandle};
 use tickwire::policy::Backoff;
+use tickwire::session::{ClientEvent, ClientState, Lost};
 use tickwire::synth::Feed;
 use tickwire::{Payload, Sequencer};
 
@@ -531,10 +532,13 @@ fn server_gone_for_good_gives_up_after_max_retries() {
     config.backoff = Backoff::default().with_max_retries(Some(3));
     let mut client = Client::new(config).unwrap();
     let started = Instant::now();
-    let result = client.run(|_| Flow::Continue);
+    let result = client.run(|_| ControlFlow::Continue(()));
     let err = result.expect_err("gives up");
-    assert_eq!(err.attempts, 3);
-    assert!(matches!(err.last, Lost::ConnectFailed(_)), "{err}");
+    let ClientError::GaveUp { attempts, last } = err else {
+        panic!("{err}");
+    };
+    assert_eq!(attempts, 3);
+    assert!(matches!(last, Lost::ConnectFailed(_)), "{last}");
     assert_eq!(client.state(), ClientState::Disconnected);
     let took = started.elapsed();
     assert!(

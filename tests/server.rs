@@ -15,9 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tickwire::io::FrameReader;
-use tickwire::net::server::CloseReason;
-use tickwire::net::{Server, ServerConfig, ServerHandle, SlowPolicy};
+use tickwire::net::{PublishError, Server, ServerConfig, ServerHandle};
 use tickwire::parse::Event;
+use tickwire::session::{CloseReason, SlowPolicy};
 use tickwire::synth::Feed;
 use tickwire::{encode, Message, MsgType, Payload, Sequencer};
 
@@ -382,6 +382,7 @@ fn slow_client_case(policy: SlowPolicy) {
                 server.stats().closed_for(CloseReason::Slow) == 1
             });
         }
+        other => panic!("no test for {other:?}"),
     }
 }
 
@@ -521,13 +522,13 @@ fn publisher_back_pressure_is_visible() {
     publisher.try_publish(one()).unwrap();
     publisher.try_publish(one()).unwrap();
     match publisher.try_publish(one()) {
-        Err(tickwire::net::server::PublishError::Full(batch)) => assert_eq!(batch.len(), 1),
+        Err(PublishError::Full(batch)) => assert_eq!(batch.len(), 1),
         other => panic!("{other:?}"),
     }
     drop(server);
     assert!(matches!(
         publisher.try_publish(one()),
-        Err(tickwire::net::server::PublishError::Closed)
+        Err(PublishError::Closed)
     ));
     let _ = MsgType::Trade;
 }

@@ -7,15 +7,20 @@
 //! [`tickwire::io`](crate::io), which needs only the `std` feature.
 //!
 //! Everything here is a thin loop over the sans-IO core: bytes are read
-//! straight into a [`Parser`](crate::parse::Parser)'s buffer and events are
-//! pulled from it; frames are written with the [`encode`](mod@crate::encode)
-//! functions.
+//! straight into a [`Parser`](crate::parse::Parser)'s buffer, its events go
+//! to the protocol's state machines in [`session`](crate::session), and
+//! what those ask for (bytes to write, connections to open or close, the
+//! next deadline to sleep until) is carried out here. Every public item is
+//! reachable as `tickwire::net::Name`; the session types it reports
+//! ([`ClientEvent`](crate::session::ClientEvent),
+//! [`CloseReason`](crate::session::CloseReason)…) are in `tickwire::session`.
 //!
 //! ```text
 //!  blocking:      FrameReader<R: Read>  ──▶ Event      FrameWriter<W: Write> ◀── Payload
 //!                 (tickwire::io, `std` only: no mio)
 //!  non-blocking:  Connection (mio TcpStream, edge-triggered; read/write until WouldBlock)
-//!  server:        one mio event loop: listener, clients, retention ring, publisher queue
+//!  server:        one mio event loop around a ServerSession per client and one Retention
+//!  client:        one mio loop around a ClientSession
 //! ```
 //!
 //! I/O errors are sorted by [`classify`]: `WouldBlock` means wait for the
@@ -25,17 +30,33 @@
 //! Every module here forbids `unsafe` except `sys` (one `ioctl`).
 
 use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-pub mod client;
+mod client;
 mod conn;
+mod publisher;
 mod queue;
-mod retention;
-pub mod server;
+mod server;
+mod stats;
 mod sys;
 
-pub use client::{Client, ClientConfig, ClientEvent, ClientState};
+pub use client::{Client, ClientConfig, ClientError, ClientStats};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
-pub use server::{Publisher, Server, ServerConfig, ServerHandle, ServerStats, SlowPolicy};
+pub use publisher::{Messages, PublishError, Publisher};
+pub use server::{LogSink, Server, ServerConfig, ServerHandle, StopHandle};
+pub use stats::ServerStats;
+
+/// Nanoseconds since the Unix epoch, now (0 before 1970, saturating far after).
+///
+/// ```
+/// assert!(tickwire::net::unix_nanos() > 1_700_000_000_000_000_000);
+/// ```
+#[must_use]
+pub fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
 
 /// What an I/O error means for a connection.
 ///

@@ -296,6 +296,25 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
         &self.engine.tracker
     }
 
+    /// Starts a new stream in the same buffer: buffered bytes are dropped,
+    /// counters and tracking start from `tracker` (for example, a client's
+    /// next connection: no byte of the last one carries over).
+    ///
+    /// ```
+    /// use tickwire::{parse::Parser, sequence::SequenceTracker};
+    /// let mut parser = Parser::with_capacity(64)?;
+    /// parser.spare()[..3].copy_from_slice(b"abc");
+    /// parser.commit(3)?;
+    /// parser.reset(SequenceTracker::new());
+    /// assert_eq!(parser.buffered(), 0);
+    /// # Ok::<(), tickwire::parse::ParseError>(())
+    /// ```
+    pub fn reset(&mut self, tracker: SequenceTracker) {
+        self.start = 0;
+        self.end = 0;
+        self.engine = Engine::new(tracker);
+    }
+
     /// Gives the buffer back.
     pub fn into_inner(self) -> B {
         self.buf

@@ -9,9 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tickwire::net::client::{Client, ClientConfig, ClientEvent};
-use tickwire::net::server::{unix_nanos, CloseReason};
-use tickwire::net::{Server, ServerConfig};
+use tickwire::net::{unix_nanos, Client, ClientConfig, Server, ServerConfig};
+use tickwire::session::{ClientEvent, CloseReason};
 
 use crate::measure;
 

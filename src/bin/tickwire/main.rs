@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser as ClapParser, Subcommand};
+use std::ops::ControlFlow;
 use tickwire::json::JsonEvent;
-use tickwire::net::client::{Client, ClientConfig, ClientEvent, Flow};
-use tickwire::net::server::{unix_nanos, CloseReason, LogSink};
-use tickwire::net::{Server, ServerConfig, ServerStats, SlowPolicy};
+use tickwire::net::{unix_nanos, Client, ClientConfig, LogSink, Server, ServerConfig, ServerStats};
 use tickwire::parse::{Event, Parser};
 use tickwire::policy::Backoff;
+use tickwire::session::{ClientEvent, CloseReason, SlowPolicy};
 use tickwire::synth::{Damage, Damager, Feed};
 
 #[derive(ClapParser)]
@@ -512,7 +512,7 @@ fn subscribe(
             if let Some(line) = line {
                 if let Err(e) = writeln!(out, "{line}") {
                     write_error = Some(e);
-                    return Flow::Stop;
+                    return ControlFlow::Break(());
                 }
             }
         }
@@ -531,9 +531,9 @@ fn subscribe(
             _ => {}
         }
         if stop.load(Ordering::SeqCst) || end.is_some_and(|end| Instant::now() >= end) {
-            return Flow::Stop;
+            return ControlFlow::Break(());
         }
-        Flow::Continue
+        ControlFlow::Continue(())
     });
     out.flush()?;
     if let Some(e) = write_error {

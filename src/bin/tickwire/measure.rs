@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
-use tickwire::net::client::{Client, ClientConfig, ClientEvent};
-use tickwire::net::server::unix_nanos;
-use tickwire::net::{Connection, Server, ServerConfig, ServerHandle};
+use tickwire::net::{
+    unix_nanos, Client, ClientConfig, Connection, Server, ServerConfig, ServerHandle,
+};
 use tickwire::parse::{Event, SliceParser};
+use tickwire::session::ClientEvent;
 use tickwire::synth::Feed;
 use tickwire::{encode, Message, Payload, Sequencer};
 

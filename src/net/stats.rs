@@ -1,0 +1,101 @@
+//! The server's counters: updated by the event loop, read from any thread.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::session::{CloseReason, ServerSessionStats};
+
+const REASONS: usize = CloseReason::ALL.len();
+
+/// A snapshot of the server's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Connected clients now.
+    pub clients: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Data frames published.
+    pub frames_published: u64,
+    /// Data frames queued whole to clients, replay included.
+    pub frames_sent: u64,
+    /// Bytes written to client sockets.
+    pub bytes_sent: u64,
+    /// Times a client was marked slow.
+    pub slow_marks: u64,
+    /// Batches a slow client was skipped for.
+    pub skipped_batches: u64,
+    /// Frames replays could not send because the retention dropped them first.
+    pub replay_trimmed: u64,
+    /// Times accepting paused on EMFILE / ENFILE.
+    pub accept_pauses: u64,
+    /// The most bytes ever queued in user space for one client (never more
+    /// than [`ServerConfig::client_queue`](super::ServerConfig::client_queue)).
+    pub peak_client_queue: u64,
+    /// Connections closed, by [`CloseReason`] (in the order of [`CloseReason::ALL`]).
+    pub closed: [u64; REASONS],
+}
+
+impl ServerStats {
+    /// Connections closed for `reason`.
+    #[must_use]
+    pub fn closed_for(&self, reason: CloseReason) -> u64 {
+        self.closed.get(reason.index()).copied().unwrap_or(0)
+    }
+}
+
+/// Counters shared with handles on other threads.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    pub(super) stop: AtomicBool,
+    pub(super) clients: AtomicU64,
+    pub(super) accepted: AtomicU64,
+    pub(super) frames_published: AtomicU64,
+    frames_sent: AtomicU64,
+    bytes_sent: AtomicU64,
+    slow_marks: AtomicU64,
+    skipped_batches: AtomicU64,
+    replay_trimmed: AtomicU64,
+    pub(super) accept_pauses: AtomicU64,
+    pub(super) peak_client_queue: AtomicU64,
+    closed: [AtomicU64; REASONS],
+}
+
+pub(super) fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    pub(super) fn count_close(&self, reason: CloseReason) {
+        if let Some(counter) = self.closed.get(reason.index()) {
+            add(counter, 1);
+        }
+    }
+
+    pub(super) fn add_session(&self, s: &ServerSessionStats) {
+        add(&self.frames_sent, s.frames_queued);
+        add(&self.bytes_sent, s.bytes_sent);
+        add(&self.slow_marks, s.slow_marks);
+        add(&self.skipped_batches, s.skipped_batches);
+        add(&self.replay_trimmed, s.replay_trimmed);
+    }
+
+    pub(super) fn snapshot(&self) -> ServerStats {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServerStats {
+            clients: get(&self.clients),
+            accepted: get(&self.accepted),
+            frames_published: get(&self.frames_published),
+            frames_sent: get(&self.frames_sent),
+            bytes_sent: get(&self.bytes_sent),
+            slow_marks: get(&self.slow_marks),
+            skipped_batches: get(&self.skipped_batches),
+            replay_trimmed: get(&self.replay_trimmed),
+            accept_pauses: get(&self.accept_pauses),
+            peak_client_queue: get(&self.peak_client_queue),
+            closed: std::array::from_fn(|i| self.closed.get(i).map_or(0, get)),
+        }
+    }
+}

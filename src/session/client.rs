@@ -1,0 +1,668 @@
+//! [`ClientSession`]: the client side of the protocol (sections 3 and 4) as
+//! a state machine that owns no socket and reads no clock: connection
+//! states, reconnect backoff, liveness, the Login it must send, sequence
+//! tracking across reconnects, exact gaps, new sessions.
+//!
+//! ```text
+//!              connect()                     socket connected: Login sent
+//!  DISCONNECTED ────────▶ CONNECTING ───────────────────────────────────▶ CONNECTED
+//!       ▲                  │    ▲                                            │ LoginAccepted
+//!       │ max retries      │    │ backoff delay over                         ▼
+//!       │ (GaveUp)         ▼    │                                         LOGGED_IN
+//!       └──────────────── RECONNECTING ◀── connect failed / timeout, ─────────┘
+//!                                          closed, error, 3 silent heartbeat intervals,
+//!                                          EndOfSession, a restarted server (resync)
+//! ```
+//!
+//! A driver calls, for its one connection:
+//!
+//! | when | call |
+//! |------|------|
+//! | to start (and after a user stop) | [`connect`](ClientSession::connect) |
+//! | the socket connected | [`handle_connected`](ClientSession::handle_connected) |
+//! | bytes were read (any number) | [`handle_bytes`](ClientSession::handle_bytes) |
+//! | the parser produced an event | [`handle_event`](ClientSession::handle_event) |
+//! | the connection failed or ended | [`handle_lost`](ClientSession::handle_lost) |
+//! | the time [`poll_timeout`](ClientSession::poll_timeout) named has come | [`handle_timeout`](ClientSession::handle_timeout) |
+//! | after each of these | [`poll_action`](ClientSession::poll_action) until `None`: connect, send, close |
+//!
+//! Every `handle_*` method reports what it did through `emit`, a
+//! [`ClientEvent`] at a time; data frames are passed through borrowed from
+//! the parser's buffer, never copied.
+//!
+//! Sequencing has one owner, the session's [`SequenceTracker`]: it survives
+//! reconnects, so the Login asks for exactly the next sequence needed; a
+//! range the server no longer retains arrives as one exact
+//! [`ClientEvent::Gap`]; a new `session_id` restarts tracking
+//! ([`ClientEvent::NewSession`]), and a client that was resuming a session
+//! logs in again from the new session's first sequence. The driver's parser
+//! is a fresh one per connection; its own sequence events (gaps, new
+//! sessions) are ignored here.
+#![forbid(unsafe_code)]
+
+use alloc::collections::VecDeque;
+use core::fmt;
+use core::time::Duration;
+
+use super::Time;
+use crate::encode::{encode, Payload};
+use crate::parse::{Discard, Event};
+use crate::policy::{Backoff, Liveness};
+use crate::sequence::{Gap, SequenceTracker, Verdict};
+use crate::wire::{Message, MAX_FRAME_LEN};
+
+/// Client settings that are rules, not I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientSessionConfig {
+    /// The first sequence wanted at the first login (0: live data only).
+    pub from: u64,
+    /// The server's heartbeat interval: silence for three of them means the
+    /// connection is dead (1 s).
+    pub heartbeat_interval: Duration,
+    /// Give up a connection attempt after this long (5 s).
+    pub connect_timeout: Duration,
+    /// Reconnect delays and the retry limit (100 ms doubling to 30 s, unlimited).
+    pub backoff: Backoff,
+    /// After an EndOfSession, reconnect (true, the default) or stop.
+    pub reconnect_after_end: bool,
+}
+
+impl Default for ClientSessionConfig {
+    fn default() -> ClientSessionConfig {
+        ClientSessionConfig {
+            from: 0,
+            heartbeat_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
+            reconnect_after_end: true,
+        }
+    }
+}
+
+/// The connection states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientState {
+    /// Not connected and not trying (initially, after a stop, or after giving up).
+    Disconnected,
+    /// A connection attempt is under way.
+    Connecting,
+    /// Connected; the Login has been sent, no answer yet.
+    Connected,
+    /// The server accepted the Login: frames flow.
+    LoggedIn,
+    /// Waiting out the backoff delay before the next attempt.
+    Reconnecting,
+}
+
+/// What failed in an I/O operation, as far as the protocol cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IoFailure {
+    /// Connection refused.
+    Refused,
+    /// Connection reset by the peer.
+    Reset,
+    /// Connection aborted.
+    Aborted,
+    /// The operation timed out.
+    TimedOut,
+    /// Host or network unreachable, or the address is not available.
+    Unreachable,
+    /// Broken pipe (the peer closed while we wrote).
+    BrokenPipe,
+    /// Anything else.
+    Other,
+}
+
+impl IoFailure {
+    /// A short description.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoFailure::Refused => "connection refused",
+            IoFailure::Reset => "connection reset",
+            IoFailure::Aborted => "connection aborted",
+            IoFailure::TimedOut => "timed out",
+            IoFailure::Unreachable => "unreachable",
+            IoFailure::BrokenPipe => "broken pipe",
+            IoFailure::Other => "i/o error",
+        }
+    }
+}
+
+impl fmt::Display for IoFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<std::io::ErrorKind> for IoFailure {
+    fn from(kind: std::io::ErrorKind) -> IoFailure {
+        use std::io::ErrorKind as K;
+        match kind {
+            K::ConnectionRefused => IoFailure::Refused,
+            K::ConnectionReset => IoFailure::Reset,
+            K::ConnectionAborted => IoFailure::Aborted,
+            K::TimedOut => IoFailure::TimedOut,
+            K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
+                IoFailure::Unreachable
+            }
+            K::BrokenPipe => IoFailure::BrokenPipe,
+            _ => IoFailure::Other,
+        }
+    }
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Lost {
+    /// The connection attempt failed.
+    ConnectFailed(IoFailure),
+    /// The connection attempt took longer than the connect timeout.
+    ConnectTimeout,
+    /// The server closed the connection.
+    Closed,
+    /// A socket error.
+    Error(IoFailure),
+    /// Nothing heard for three heartbeat intervals.
+    Silent,
+    /// The server ended the session.
+    EndOfSession,
+    /// The server restarted with a new session: logging in again from its
+    /// first sequence.
+    Resync,
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lost::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            Lost::ConnectTimeout => f.write_str("connect timed out"),
+            Lost::Closed => f.write_str("server closed the connection"),
+            Lost::Error(e) => write!(f, "connection error: {e}"),
+            Lost::Silent => f.write_str("no bytes for three heartbeat intervals"),
+            Lost::EndOfSession => f.write_str("end of session"),
+            Lost::Resync => f.write_str("new session: logging in again from its start"),
+        }
+    }
+}
+
+/// Something the client did or received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent<'a> {
+    /// A state transition.
+    State {
+        /// The state left.
+        from: ClientState,
+        /// The state entered.
+        to: ClientState,
+    },
+    /// The server accepted the login; it sends from `sequence` on.
+    LoggedIn {
+        /// The server's session.
+        session_id: u64,
+        /// The first sequence of this connection.
+        sequence: u64,
+    },
+    /// A new frame (data, or a Heartbeat), borrowed from the receive buffer.
+    Frame(Message<'a>),
+    /// Sequences that will not arrive (the server no longer has them, or
+    /// they were lost to damage).
+    Gap(Gap),
+    /// A new session: sequence tracking restarted.
+    NewSession {
+        /// The new session.
+        session_id: u64,
+        /// Its first sequence on this connection.
+        sequence: u64,
+    },
+    /// A data frame already delivered, dropped.
+    Duplicate {
+        /// Its sequence.
+        sequence: u64,
+    },
+    /// Bytes that were not frames.
+    Discarded(Discard),
+    /// The server is shutting down; the next data sequence would have been `sequence`.
+    EndOfSession {
+        /// The next data sequence.
+        sequence: u64,
+    },
+    /// The connection ended.
+    Lost(Lost),
+    /// The next attempt comes after `delay`.
+    Retrying {
+        /// Attempts since the last accepted login.
+        attempt: u32,
+        /// The backoff delay.
+        delay: Duration,
+    },
+    /// Retries are exhausted: the client is disconnected for good.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// How the last one ended.
+        last: Lost,
+    },
+}
+
+/// A control frame to send, encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlFrame {
+    bytes: [u8; MAX_FRAME_LEN],
+    len: usize,
+}
+
+impl ControlFrame {
+    fn new(payload: &Payload, sequence: u64, timestamp: u64) -> ControlFrame {
+        let mut bytes = [0u8; MAX_FRAME_LEN];
+        let len = encode(payload, sequence, timestamp, &mut bytes).unwrap_or(0);
+        ControlFrame { bytes, len }
+    }
+
+    /// The frame's bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// What the driver must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Open a connection to the server (non-blocking), then report
+    /// [`handle_connected`](ClientSession::handle_connected) or
+    /// [`handle_lost`](ClientSession::handle_lost).
+    Connect,
+    /// Write this frame on the connection.
+    Send(ControlFrame),
+    /// Close the connection (if any) and drop its unread bytes; a new
+    /// connection gets a fresh parser.
+    Close,
+}
+
+/// Counters of a [`ClientSession`] (sequence counters are in its tracker).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientSessionStats {
+    /// Connections made (Logins sent).
+    pub connects: u64,
+    /// Logins accepted.
+    pub logins: u64,
+    /// Reconnect attempts scheduled.
+    pub reconnects: u64,
+}
+
+/// The client's protocol state. See the [module docs](self).
+///
+/// ```
+/// use core::time::Duration;
+/// use tickwire::session::{Action, ClientSession, ClientSessionConfig, ClientState, Time};
+///
+/// let mut config = ClientSessionConfig::default();
+/// config.from = 1;
+/// let mut client = ClientSession::new(config);
+/// let t = |ms| Time::new(Duration::from_millis(ms), 0);
+/// let mut ignore = |_| {};
+/// client.connect(t(0), &mut ignore);
+/// assert_eq!(client.poll_action(), Some(Action::Connect));
+/// client.handle_connected(t(1), &mut ignore);
+/// assert!(matches!(client.poll_action(), Some(Action::Send(_)))); // Login, sequence 1
+/// assert_eq!(client.state(), ClientState::Connected);
+/// // The server never answers: dead after three 1 s heartbeat intervals.
+/// assert_eq!(client.poll_timeout(), Some(Duration::from_millis(3001) + Duration::from_nanos(1)));
+/// client.handle_timeout(t(3002), &mut ignore);
+/// assert_eq!(client.poll_action(), Some(Action::Close));
+/// assert_eq!(client.state(), ClientState::Reconnecting);
+/// assert_eq!(client.poll_timeout(), Some(Duration::from_millis(3102))); // backoff: 100 ms
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClientSession {
+    config: ClientSessionConfig,
+    state: ClientState,
+    tracker: SequenceTracker,
+    backoff: Backoff,
+    liveness: Liveness,
+    retry_at: Option<Duration>,
+    connect_deadline: Option<Duration>,
+    actions: VecDeque<Action>,
+    /// The first sequence to ask for while no frame has set an expectation.
+    from: u64,
+    /// The sequence asked for in the last Login.
+    wanted: u64,
+    /// The session of the last accepted login.
+    session: Option<u64>,
+    last_lost: Option<Lost>,
+    stopped: bool,
+    stats: ClientSessionStats,
+}
+
+impl ClientSession {
+    /// A disconnected session; [`connect`](Self::connect) starts it.
+    #[must_use]
+    pub fn new(config: ClientSessionConfig) -> ClientSession {
+        ClientSession {
+            tracker: fresh_tracker(config.from),
+            backoff: config.backoff,
+            liveness: Liveness::new(config.heartbeat_interval, Duration::ZERO),
+            from: config.from,
+            config,
+            state: ClientState::Disconnected,
+            retry_at: None,
+            connect_deadline: None,
+            actions: VecDeque::with_capacity(4),
+            wanted: 0,
+            session: None,
+            last_lost: None,
+            stopped: false,
+            stats: ClientSessionStats::default(),
+        }
+    }
+
+    /// The current state.
+    #[must_use]
+    pub fn state(&self) -> ClientState {
+        self.state
+    }
+
+    /// The sequence tracker: the next sequence needed, the session, the
+    /// gap and duplicate counters.
+    #[must_use]
+    pub fn tracker(&self) -> &SequenceTracker {
+        &self.tracker
+    }
+
+    /// Connection counters.
+    #[must_use]
+    pub fn stats(&self) -> ClientSessionStats {
+        self.stats
+    }
+
+    /// Stopped for good: gave up, stopped after an EndOfSession as
+    /// configured, or [`stop`](Self::stop)ped.
+    #[must_use]
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// How the last connection ended.
+    #[must_use]
+    pub fn last_lost(&self) -> Option<Lost> {
+        self.last_lost
+    }
+
+    /// Attempts since the last accepted login.
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.backoff.attempts()
+    }
+
+    /// The next action for the driver, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called: the
+    /// connect deadline, the liveness deadline, or the end of the backoff.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        match self.state {
+            ClientState::Connecting => self.connect_deadline,
+            ClientState::Connected | ClientState::LoggedIn => Some(
+                self.liveness
+                    .deadline()
+                    .saturating_add(Duration::from_nanos(1)),
+            ),
+            ClientState::Reconnecting => self.retry_at,
+            ClientState::Disconnected => None,
+        }
+    }
+
+    fn set_state<'a>(&mut self, to: ClientState, emit: &mut impl FnMut(ClientEvent<'a>)) {
+        let from = self.state;
+        if from != to {
+            self.state = to;
+            emit(ClientEvent::State { from, to });
+        }
+    }
+
+    /// Starts connecting (from `Disconnected`, including after a stop or
+    /// after giving up: the retry count starts over).
+    pub fn connect<'a>(&mut self, time: Time, emit: &mut impl FnMut(ClientEvent<'a>)) {
+        if self.state != ClientState::Disconnected {
+            return;
+        }
+        if self.stopped {
+            self.stopped = false;
+            self.backoff.reset();
+        }
+        self.start_attempt(time.monotonic, emit);
+    }
+
+    fn start_attempt<'a>(&mut self, now: Duration, emit: &mut impl FnMut(ClientEvent<'a>)) {
+        self.retry_at = None;
+        self.connect_deadline = Some(now.saturating_add(self.config.connect_timeout));
+        self.set_state(ClientState::Connecting, emit);
+        self.actions.push_back(Action::Connect);
+    }
+
+    /// Stops: closes the connection, no more attempts until
+    /// [`connect`](Self::connect).
+    pub fn stop<'a>(&mut self, emit: &mut impl FnMut(ClientEvent<'a>)) {
+        if self.state != ClientState::Disconnected {
+            self.actions.push_back(Action::Close);
+        }
+        self.retry_at = None;
+        self.connect_deadline = None;
+        self.set_state(ClientState::Disconnected, emit);
+        self.stopped = true;
+    }
+
+    /// The socket connected: the Login for the next sequence needed is
+    /// queued ([`Action::Send`]) and liveness starts.
+    pub fn handle_connected<'a>(&mut self, time: Time, emit: &mut impl FnMut(ClientEvent<'a>)) {
+        if self.state != ClientState::Connecting {
+            return;
+        }
+        self.connect_deadline = None;
+        self.wanted = self.tracker.expected().unwrap_or(self.from);
+        self.actions.push_back(Action::Send(ControlFrame::new(
+            &Payload::Login,
+            self.wanted,
+            time.unix_nanos,
+        )));
+        self.stats.connects += 1;
+        self.liveness = Liveness::new(self.config.heartbeat_interval, time.monotonic);
+        self.set_state(ClientState::Connected, emit);
+    }
+
+    /// Bytes arrived on the connection (whole frames or not): the server is alive.
+    pub fn handle_bytes(&mut self, time: Time) {
+        self.liveness.heard(time.monotonic);
+    }
+
+    /// An event of the driver's parser, in order. Frames are tracked and
+    /// passed to `emit`; the Login's answer, EndOfSession and a restarted
+    /// server are acted on.
+    pub fn handle_event<'a>(
+        &mut self,
+        event: Event<'a>,
+        time: Time,
+        emit: &mut impl FnMut(ClientEvent<'a>),
+    ) {
+        if !matches!(self.state, ClientState::Connected | ClientState::LoggedIn) {
+            return; // the connection is being abandoned
+        }
+        match event {
+            Event::Frame(Message::LoginAccepted(la))
+            | Event::Duplicate(Message::LoginAccepted(la)) => {
+                self.login_accepted(la.session_id(), la.sequence(), time, emit);
+            }
+            Event::Frame(m) | Event::Duplicate(m) => match self.tracker.observe_message(&m) {
+                Verdict::Duplicate => emit(ClientEvent::Duplicate {
+                    sequence: m.sequence(),
+                }),
+                Verdict::Gap(gap) => {
+                    emit(ClientEvent::Gap(gap));
+                    self.frame(m, time, emit);
+                }
+                _ => self.frame(m, time, emit),
+            },
+            Event::Discarded(d) => emit(ClientEvent::Discarded(d)),
+            // The per-connection parser's own sequence view: the tracker
+            // here is the one that counts.
+            _ => {}
+        }
+    }
+
+    fn frame<'a>(&mut self, m: Message<'a>, time: Time, emit: &mut impl FnMut(ClientEvent<'a>)) {
+        if let Message::EndOfSession(e) = m {
+            emit(ClientEvent::EndOfSession {
+                sequence: e.sequence(),
+            });
+            self.lost(Lost::EndOfSession, time.monotonic, emit);
+        } else {
+            emit(ClientEvent::Frame(m));
+        }
+    }
+
+    fn login_accepted<'a>(
+        &mut self,
+        session_id: u64,
+        sequence: u64,
+        time: Time,
+        emit: &mut impl FnMut(ClientEvent<'a>),
+    ) {
+        let restarted = self.session.is_some_and(|previous| previous != session_id);
+        if restarted && self.from != 0 && sequence > 1 {
+            // A restarted server: our sequence meant nothing to it. Log in
+            // again from its first sequence (a live-only client just goes on).
+            self.tracker = fresh_tracker(1);
+            self.from = 1;
+            self.session = None;
+            self.actions.push_back(Action::Close);
+            self.last_lost = Some(Lost::Resync);
+            emit(ClientEvent::Lost(Lost::Resync));
+            self.set_state(ClientState::Reconnecting, emit);
+            self.retry_at = Some(time.monotonic);
+            return;
+        }
+        // A first login answered from later than asked (section 4.2): the
+        // range before is gone from the server; say so exactly.
+        let first_gap = if self.tracker.session().is_none() && self.wanted != 0 {
+            self.tracker.skip_to(sequence)
+        } else {
+            None
+        };
+        let verdict = self
+            .tracker
+            .observe(crate::MsgType::LoginAccepted, sequence, session_id);
+        if let Verdict::NewSession {
+            session_id,
+            sequence,
+        } = verdict
+        {
+            emit(ClientEvent::NewSession {
+                session_id,
+                sequence,
+            });
+        }
+        self.session = Some(session_id);
+        self.backoff.reset();
+        self.stats.logins += 1;
+        self.set_state(ClientState::LoggedIn, emit);
+        emit(ClientEvent::LoggedIn {
+            session_id,
+            sequence,
+        });
+        if let Some(gap) = first_gap {
+            emit(ClientEvent::Gap(gap));
+        }
+        if let Verdict::Gap(gap) = verdict {
+            emit(ClientEvent::Gap(gap));
+        }
+    }
+
+    /// The connection failed or ended (connect error, end of stream, socket
+    /// error): a retry is scheduled after the backoff delay, or the client
+    /// gives up.
+    pub fn handle_lost<'a>(
+        &mut self,
+        why: Lost,
+        time: Time,
+        emit: &mut impl FnMut(ClientEvent<'a>),
+    ) {
+        if matches!(
+            self.state,
+            ClientState::Connecting | ClientState::Connected | ClientState::LoggedIn
+        ) {
+            self.lost(why, time.monotonic, emit);
+        }
+    }
+
+    /// Call when [`poll_timeout`](Self::poll_timeout)'s time has come: a
+    /// connect that took too long or a silent connection is given up, a
+    /// backoff that is over starts the next attempt.
+    pub fn handle_timeout<'a>(&mut self, time: Time, emit: &mut impl FnMut(ClientEvent<'a>)) {
+        let now = time.monotonic;
+        match self.state {
+            ClientState::Connecting if self.connect_deadline.is_some_and(|d| now >= d) => {
+                self.lost(Lost::ConnectTimeout, now, emit);
+            }
+            ClientState::Connected | ClientState::LoggedIn if self.liveness.is_dead(now) => {
+                self.lost(Lost::Silent, now, emit);
+            }
+            ClientState::Reconnecting if self.retry_at.is_some_and(|at| now >= at) => {
+                self.start_attempt(now, emit);
+            }
+            _ => {}
+        }
+    }
+
+    fn lost<'a>(&mut self, why: Lost, now: Duration, emit: &mut impl FnMut(ClientEvent<'a>)) {
+        self.actions.push_back(Action::Close);
+        self.connect_deadline = None;
+        self.last_lost = Some(why);
+        emit(ClientEvent::Lost(why));
+        if why == Lost::EndOfSession && !self.config.reconnect_after_end {
+            self.set_state(ClientState::Disconnected, emit);
+            self.stopped = true;
+            return;
+        }
+        match self.backoff.next_delay() {
+            Some(delay) => {
+                self.stats.reconnects += 1;
+                self.set_state(ClientState::Reconnecting, emit);
+                emit(ClientEvent::Retrying {
+                    attempt: self.backoff.attempts(),
+                    delay,
+                });
+                self.retry_at = Some(now.saturating_add(delay));
+            }
+            None => {
+                self.set_state(ClientState::Disconnected, emit);
+                self.stopped = true;
+                emit(ClientEvent::GaveUp {
+                    attempts: self.backoff.attempts(),
+                    last: why,
+                });
+            }
+        }
+    }
+}
+
+/// A tracker for a client that wants `from` (0: live only, no expectation).
+fn fresh_tracker(from: u64) -> SequenceTracker {
+    if from == 0 {
+        SequenceTracker::new()
+    } else {
+        SequenceTracker::expecting(from)
+    }
+}

@@ -1,0 +1,451 @@
+//! The retention ring: the last N published data frames, by sequence, kept
+//! as the batches they were published in and shared (never copied) with
+//! every connection that sends them.
+//!
+//! ```text
+//!  Publisher ──Batch (frames first..first+n, encoded once)──▶ Arc<Batch>
+//!                                                              │
+//!          Retention: [ chunk │ chunk │ chunk … ]  ◀── push ───┤
+//!                       ▲ trimmed frame by frame at the front   │
+//!                       └─ segment_from(seq) ─▶ Segment ─┐     └─ live: Segment::whole
+//!                                                        ▼
+//!                         each ServerSession's queue: Arc + byte range, no copy
+//! ```
+#![forbid(unsafe_code)]
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::parse::{Event, SliceParser};
+
+/// Encoded data frames with consecutive sequences `first..first + frames`,
+/// back to back: one published batch.
+///
+/// ```
+/// use tickwire::session::Batch;
+/// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+///
+/// let mut seq = Sequencer::new();
+/// let mut bytes = vec![0u8; 2 * 44];
+/// let done = seq.encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 2], &mut bytes);
+/// bytes.truncate(done.bytes);
+/// let batch = Batch::new(bytes)?;
+/// assert_eq!((batch.first(), batch.frames(), batch.end()), (1, 2, 3));
+/// # Ok::<(), tickwire::session::BatchError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    first: u64,
+    frames: u64,
+    bytes: Vec<u8>,
+}
+
+/// Why bytes are not a [`Batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// No frames.
+    Empty,
+    /// Bytes that are not whole, valid frames (checksums included).
+    NotFrames,
+    /// A control frame: only data frames are retained.
+    NotData,
+    /// Sequences that do not follow each other.
+    NotConsecutive,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BatchError::Empty => "a batch holds at least one frame",
+            BatchError::NotFrames => "bytes that are not whole, valid frames",
+            BatchError::NotData => "a control frame in a batch of data frames",
+            BatchError::NotConsecutive => "sequences that do not follow each other",
+        })
+    }
+}
+
+impl core::error::Error for BatchError {}
+
+impl Batch {
+    /// Checks that `bytes` are whole, valid data frames with consecutive
+    /// sequences (checksums included) and wraps them.
+    ///
+    /// # Errors
+    /// A [`BatchError`] saying what is wrong.
+    pub fn new(bytes: Vec<u8>) -> Result<Batch, BatchError> {
+        let mut parser = SliceParser::new(&bytes);
+        let (mut first, mut next) = (None, 0u64);
+        for event in parser.by_ref() {
+            let Event::Frame(m) = event else {
+                return Err(BatchError::NotFrames);
+            };
+            if !m.msg_type().is_data() {
+                return Err(BatchError::NotData);
+            }
+            match first {
+                None => first = Some(m.sequence()),
+                Some(_) if m.sequence() != next => return Err(BatchError::NotConsecutive),
+                Some(_) => {}
+            }
+            next = m.sequence().saturating_add(1);
+        }
+        if !parser.remaining().is_empty() {
+            return Err(BatchError::NotFrames);
+        }
+        let first = first.ok_or(BatchError::Empty)?;
+        Ok(Batch {
+            first,
+            frames: next - first,
+            bytes,
+        })
+    }
+
+    /// Frames the caller encoded itself with a [`Sequencer`](crate::Sequencer)
+    /// (not checked again).
+    pub(crate) fn encoded(first: u64, frames: u64, bytes: Vec<u8>) -> Batch {
+        Batch {
+            first,
+            frames,
+            bytes,
+        }
+    }
+
+    /// The first sequence.
+    #[must_use]
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// How many frames.
+    #[must_use]
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// The sequence after the last one.
+    #[must_use]
+    pub fn end(&self) -> u64 {
+        self.first + self.frames
+    }
+
+    /// The encoded frames.
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Byte length of the frame at the start of `bytes` (its fourth byte), at least 1.
+fn frame_len(bytes: &[u8]) -> usize {
+    bytes.get(3).map_or(1, |&len| usize::from(len).max(1))
+}
+
+/// Whole frames `first..first + frames` of a shared [`Batch`]: what a
+/// connection sends, without a copy.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    batch: Arc<Batch>,
+    start: usize,
+    end: usize,
+    first: u64,
+    frames: u64,
+}
+
+impl Segment {
+    /// All of `batch`.
+    #[must_use]
+    pub fn whole(batch: &Arc<Batch>) -> Segment {
+        Segment {
+            start: 0,
+            end: batch.bytes.len(),
+            first: batch.first,
+            frames: batch.frames,
+            batch: Arc::clone(batch),
+        }
+    }
+
+    /// The frames of `batch` from sequence `from` on (all of them if `from`
+    /// is before the batch, none if after).
+    #[must_use]
+    pub fn tail(batch: &Arc<Batch>, from: u64) -> Segment {
+        let from = from.clamp(batch.first, batch.end());
+        let mut start = 0;
+        for _ in batch.first..from {
+            start += frame_len(batch.bytes.get(start..).unwrap_or_default());
+        }
+        Segment {
+            start: start.min(batch.bytes.len()),
+            end: batch.bytes.len(),
+            first: from,
+            frames: batch.end() - from,
+            batch: Arc::clone(batch),
+        }
+    }
+
+    /// The frames' bytes.
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        self.batch
+            .bytes
+            .get(self.start..self.end)
+            .unwrap_or_default()
+    }
+
+    /// The first sequence.
+    #[must_use]
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// How many frames.
+    #[must_use]
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// The sequence after the last one.
+    #[must_use]
+    pub fn end(&self) -> u64 {
+        self.first + self.frames
+    }
+}
+
+/// One retained batch, its oldest frames possibly trimmed.
+#[derive(Debug)]
+struct Chunk {
+    batch: Arc<Batch>,
+    /// First retained sequence.
+    first: u64,
+    /// Byte offset of `first` in the batch.
+    start: usize,
+}
+
+/// Published data frames `oldest()..next()`, at most `capacity` of them.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tickwire::session::{Batch, Retention};
+/// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+///
+/// let mut seq = Sequencer::new();
+/// let mut retention = Retention::new(3);
+/// for _ in 0..2 {
+///     let mut bytes = vec![0u8; 2 * 44];
+///     let done = seq.encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 2], &mut bytes);
+///     bytes.truncate(done.bytes);
+///     retention.push(Arc::new(Batch::new(bytes)?));
+/// }
+/// assert_eq!((retention.oldest(), retention.next()), (2, 5)); // frame 1 fell out
+/// let replay = retention.segment_from(1, 1 << 20).unwrap();  // clamped to the oldest
+/// assert_eq!((replay.first(), replay.frames()), (2, 1));       // the rest of the first batch
+/// # Ok::<(), tickwire::session::BatchError>(())
+/// ```
+#[derive(Debug)]
+pub struct Retention {
+    chunks: VecDeque<Chunk>,
+    retained: u64,
+    next: u64,
+    capacity: u64,
+}
+
+impl Retention {
+    /// Keeps the last `capacity` frames (at least 1).
+    #[must_use]
+    pub fn new(capacity: usize) -> Retention {
+        Retention {
+            chunks: VecDeque::new(),
+            retained: 0,
+            next: 1,
+            capacity: (capacity.max(1)) as u64,
+        }
+    }
+
+    /// The sequence the next published frame has (the next live one).
+    #[must_use]
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// The oldest retained sequence (`next()` when nothing is retained).
+    #[must_use]
+    pub fn oldest(&self) -> u64 {
+        self.next - self.retained
+    }
+
+    /// Frames retained.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.retained
+    }
+
+    /// Nothing retained.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.retained == 0
+    }
+
+    /// Appends a published batch; the oldest frames fall out beyond the
+    /// capacity. A batch that does not continue the numbering starts the
+    /// retention over (a new sequence space is never mixed with the old).
+    pub fn push(&mut self, batch: Arc<Batch>) {
+        if batch.first != self.next {
+            self.chunks.clear();
+            self.retained = 0;
+        }
+        self.retained += batch.frames;
+        self.next = batch.end();
+        self.chunks.push_back(Chunk {
+            first: batch.first,
+            start: 0,
+            batch,
+        });
+        while self.retained > self.capacity {
+            let excess = self.retained - self.capacity;
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let front_frames = front.batch.end() - front.first;
+            if front_frames <= excess {
+                self.retained -= front_frames;
+                self.chunks.pop_front();
+            } else {
+                for _ in 0..excess {
+                    let rest = front.batch.bytes.get(front.start..).unwrap_or_default();
+                    front.start += frame_len(rest);
+                }
+                front.first += excess;
+                self.retained -= excess;
+            }
+        }
+    }
+
+    /// The retained frames from `from` on (clamped to the oldest), as one
+    /// zero-copy [`Segment`] of one batch holding at most `max_bytes` (but at
+    /// least one frame); `None` when nothing from `from` on is retained.
+    #[must_use]
+    pub fn segment_from(&self, from: u64, max_bytes: usize) -> Option<Segment> {
+        let from = from.max(self.oldest());
+        if from >= self.next {
+            return None;
+        }
+        let index = self.chunks.partition_point(|c| c.batch.end() <= from);
+        let chunk = self.chunks.get(index)?;
+        let bytes = &chunk.batch.bytes;
+        let mut at = chunk.start;
+        for _ in chunk.first..from {
+            at += frame_len(bytes.get(at..).unwrap_or_default());
+        }
+        let start = at;
+        let mut next = from;
+        while next < chunk.batch.end() {
+            let len = frame_len(bytes.get(at..).unwrap_or_default());
+            if at > start && at - start + len > max_bytes {
+                break;
+            }
+            at += len;
+            next += 1;
+        }
+        Some(Segment {
+            batch: Arc::clone(&chunk.batch),
+            start,
+            end: at.min(bytes.len()),
+            first: from,
+            frames: next - from,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::encode::{QuoteFields, TradeFields};
+    use crate::{Payload, Sequencer};
+
+    fn batch(seq: &mut Sequencer, n: usize) -> Arc<Batch> {
+        let msgs: Vec<(u64, Payload)> = (0..n)
+            .map(|i| {
+                if i % 2 == 0 {
+                    (i as u64, Payload::Quote(QuoteFields::default()))
+                } else {
+                    (i as u64, Payload::Trade(TradeFields::default()))
+                }
+            })
+            .collect();
+        let mut bytes = alloc::vec![0u8; n * 44];
+        let done = seq.encode_batch(&msgs, &mut bytes);
+        bytes.truncate(done.bytes);
+        Arc::new(Batch::new(bytes).unwrap())
+    }
+
+    fn sequences(segment: &Segment) -> Vec<u64> {
+        SliceParser::new(segment.bytes())
+            .map(|e| match e {
+                Event::Frame(m) => m.sequence(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keeps_exactly_the_last_frames_and_hands_out_whole_frames() {
+        let mut seq = Sequencer::new();
+        let mut r = Retention::new(10);
+        for _ in 0..5 {
+            r.push(batch(&mut seq, 4));
+        }
+        assert_eq!((r.oldest(), r.next(), r.len()), (11, 21, 10));
+        let s = r.segment_from(3, 1 << 20).unwrap();
+        assert_eq!(
+            sequences(&s),
+            [11, 12],
+            "clamped to the oldest, rest of its batch"
+        );
+        let s = r.segment_from(13, 1 << 20).unwrap();
+        assert_eq!(sequences(&s), [13, 14, 15, 16]);
+        // 44 + 40 bytes fit in 90, the third frame would not.
+        let s = r.segment_from(13, 90).unwrap();
+        assert_eq!((sequences(&s), s.end()), (alloc::vec![13, 14], 15));
+        // At least one frame, whatever the limit.
+        assert_eq!(sequences(&r.segment_from(13, 1).unwrap()), [13]);
+        assert!(r.segment_from(21, 100).is_none());
+        // One batch larger than the capacity is trimmed inside.
+        let mut r = Retention::new(3);
+        r.push(batch(&mut seq, 8));
+        assert_eq!((r.oldest(), r.next()), (27, 29 + 1));
+        assert_eq!(
+            sequences(&r.segment_from(1, 1 << 20).unwrap()),
+            [27, 28, 29]
+        );
+    }
+
+    #[test]
+    fn a_new_numbering_starts_over() {
+        let mut seq = Sequencer::new();
+        let mut r = Retention::new(100);
+        r.push(batch(&mut seq, 4));
+        let mut other = Sequencer::new();
+        r.push(batch(&mut other, 2));
+        assert_eq!((r.oldest(), r.next()), (1, 3));
+    }
+
+    #[test]
+    fn batches_are_checked() {
+        assert_eq!(Batch::new(Vec::new()), Err(BatchError::Empty));
+        let mut seq = Sequencer::new();
+        let b = batch(&mut seq, 3);
+        let mut bytes = b.bytes().to_vec();
+        bytes[30] ^= 1;
+        assert_eq!(Batch::new(bytes), Err(BatchError::NotFrames));
+        let mut two = batch(&mut seq, 1).bytes().to_vec();
+        let _skipped = batch(&mut seq, 1);
+        two.extend_from_slice(batch(&mut seq, 1).bytes());
+        assert_eq!(Batch::new(two), Err(BatchError::NotConsecutive));
+        let mut hb = [0u8; 24];
+        crate::encode(&Payload::Heartbeat, 1, 0, &mut hb).unwrap();
+        assert_eq!(Batch::new(hb.to_vec()), Err(BatchError::NotData));
+    }
+}

@@ -1,0 +1,792 @@
+//! [`ServerSession`]: the server side of one TCP connection (protocol
+//! section 4), as a state machine that owns no socket and reads no clock.
+//!
+//! ```text
+//!            Login (within login_timeout)             replay reached the live edge
+//!  AwaitingLogin ───────────────────────▶ Replaying ─────────────────────────▶ Live
+//!        │ timeout, garbage, other frame     │ slow: no progress            │ slow: backlog over the
+//!        ▼                                   ▼                              ▼ threshold for slow_grace
+//!     Closed(reason)                    marked slow (Skip) / Closed (Disconnect)
+//!                          shutdown(): EndOfSession queued ─▶ Closing ─▶ Closed(Shutdown)
+//! ```
+//!
+//! A driver (the mio server, or your own) calls, for each connection:
+//!
+//! | when | call |
+//! |------|------|
+//! | a frame (or discard) was parsed from the client's bytes | [`handle_event`](ServerSession::handle_event) |
+//! | a batch was published (after [`Retention::push`]) | [`handle_published`](ServerSession::handle_published) |
+//! | the time [`poll_timeout`](ServerSession::poll_timeout) named has come | [`handle_timeout`](ServerSession::handle_timeout), with the kernel's send-queue length |
+//! | the socket can take bytes | [`poll_transmit`](ServerSession::poll_transmit), write, then [`transmitted`](ServerSession::transmitted) |
+//! | after any of these | [`poll_close`](ServerSession::poll_close), [`poll_event`](ServerSession::poll_event) |
+//!
+//! Replay is pulled from the [`Retention`] only as the socket takes bytes, a
+//! bounded amount per [`poll_transmit`](ServerSession::poll_transmit), so a
+//! replaying client costs the event loop what its socket takes and nothing
+//! more; live batches are queued as shared [`Segment`]s, never copied.
+//!
+//! Slow clients: a live client whose pending bytes (queued here plus the
+//! kernel send queue the driver reports) stay over
+//! [`slow_threshold`](ServerSessionConfig::slow_threshold) for
+//! [`slow_grace`](ServerSessionConfig::slow_grace), or whose queue would pass
+//! [`queue_limit`](ServerSessionConfig::queue_limit), is slow; so is a
+//! replaying client whose socket takes nothing for `slow_grace`. Under
+//! [`SlowPolicy::Skip`] a slow live client gets no live data until its
+//! backlog falls under half the threshold (it then sees a gap, and can log in
+//! again to replay it); under [`SlowPolicy::Disconnect`] it is closed. The
+//! grace is what lets a client that has just caught up from a replay, its
+//! kernel queue still full of replayed bytes, drain it at full speed without
+//! being called slow.
+#![forbid(unsafe_code)]
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use core::fmt;
+use core::time::Duration;
+
+use super::retention::{Batch, Retention, Segment};
+use super::Time;
+use crate::encode::{encode, Payload};
+use crate::parse::Event;
+use crate::wire::{Message, MAX_FRAME_LEN};
+
+/// How often the backlog of a client with bytes pending is checked.
+pub const BACKLOG_CHECK: Duration = Duration::from_millis(10);
+/// A replaying client's queue is refilled from the retention when it holds
+/// less than this.
+const REPLAY_LOW_WATER: usize = 64 << 10;
+/// ... up to this many bytes per refill: the bound on replay work per call.
+const REPLAY_CHUNK: usize = 256 << 10;
+
+/// What to do with a slow client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowPolicy {
+    /// Send it no live data until it drains; it sees a gap.
+    Skip,
+    /// Close its connection.
+    Disconnect,
+}
+
+/// Why a connection was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer closed it.
+    PeerClosed,
+    /// No Login within the login timeout.
+    LoginTimeout,
+    /// Bytes that are not frames.
+    BadData,
+    /// A frame other than Login first, or other than Heartbeat after it.
+    UnexpectedFrame,
+    /// A second Login.
+    SecondLogin,
+    /// Slow, under [`SlowPolicy::Disconnect`].
+    Slow,
+    /// A socket error.
+    IoError,
+    /// The server shut down (after EndOfSession).
+    Shutdown,
+    /// Over the server's connection limit.
+    MaxClients,
+}
+
+impl CloseReason {
+    /// Every reason, in declaration order (the order of
+    /// [`CloseReason::index`]).
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::PeerClosed,
+        CloseReason::LoginTimeout,
+        CloseReason::BadData,
+        CloseReason::UnexpectedFrame,
+        CloseReason::SecondLogin,
+        CloseReason::Slow,
+        CloseReason::IoError,
+        CloseReason::Shutdown,
+        CloseReason::MaxClients,
+    ];
+
+    /// The position of this reason in [`CloseReason::ALL`].
+    #[must_use]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short name for logs and status lines.
+    ///
+    /// ```
+    /// assert_eq!(tickwire::session::CloseReason::LoginTimeout.as_str(), "login timeout");
+    /// ```
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer closed",
+            CloseReason::LoginTimeout => "login timeout",
+            CloseReason::BadData => "bad data",
+            CloseReason::UnexpectedFrame => "unexpected frame",
+            CloseReason::SecondLogin => "second login",
+            CloseReason::Slow => "slow",
+            CloseReason::IoError => "i/o error",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::MaxClients => "max clients",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The rules of one server connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerSessionConfig {
+    /// The session id sent in LoginAccepted.
+    pub session_id: u64,
+    /// Close a connection that sends no Login within this time (5 s).
+    pub login_timeout: Duration,
+    /// Send a Heartbeat after this long without sending anything (1 s).
+    pub heartbeat_interval: Duration,
+    /// Pending bytes (queued here + kernel send queue) over which a live
+    /// client is slow once `slow_grace` has passed (1 MiB).
+    pub slow_threshold: usize,
+    /// How long a backlog may stay over the threshold, or a replaying
+    /// client's socket take nothing, before the client is slow (100 ms).
+    pub slow_grace: Duration,
+    /// The most bytes queued here for one client (4 MiB): the memory bound.
+    pub queue_limit: usize,
+    /// What happens to a slow client ([`SlowPolicy::Skip`]).
+    pub slow_policy: SlowPolicy,
+}
+
+impl ServerSessionConfig {
+    /// The defaults, for `session_id`.
+    ///
+    /// ```
+    /// let c = tickwire::session::ServerSessionConfig::new(7);
+    /// assert_eq!(c.login_timeout, core::time::Duration::from_secs(5));
+    /// ```
+    #[must_use]
+    pub const fn new(session_id: u64) -> ServerSessionConfig {
+        ServerSessionConfig {
+            session_id,
+            login_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            slow_threshold: 1 << 20,
+            slow_grace: Duration::from_millis(100),
+            queue_limit: 4 << 20,
+            slow_policy: SlowPolicy::Skip,
+        }
+    }
+}
+
+/// Where a connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerPhase {
+    /// Connected, no Login yet.
+    AwaitingLogin,
+    /// Logged in, sending retained frames.
+    Replaying,
+    /// Logged in, sending live data.
+    Live,
+    /// EndOfSession queued; closes once it is written.
+    Closing,
+    /// Closed (see [`ServerSession::poll_close`]).
+    Closed,
+}
+
+/// Why a client was marked slow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowReason {
+    /// Its backlog stayed over the threshold for the grace period.
+    Backlog,
+    /// Its queue would have passed the limit.
+    QueueFull,
+    /// Replaying, its socket took nothing for the grace period.
+    Stalled,
+}
+
+impl SlowReason {
+    /// A short description for logs.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlowReason::Backlog => "backlog over the threshold",
+            SlowReason::QueueFull => "queue full",
+            SlowReason::Stalled => "replay stalled",
+        }
+    }
+}
+
+/// Something a driver may want to log or count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A Login was accepted.
+    LoggedIn {
+        /// The sequence the client asked for.
+        wanted: u64,
+        /// The first sequence this connection gets.
+        start: u64,
+        /// The oldest retained sequence then.
+        oldest: u64,
+        /// The next live sequence then.
+        next_live: u64,
+    },
+    /// The client was marked slow.
+    Slow {
+        /// Why.
+        reason: SlowReason,
+        /// Bytes pending (queued here + kernel).
+        pending: usize,
+    },
+    /// A slow client drained; live data resumes.
+    Drained {
+        /// Bytes pending.
+        pending: usize,
+    },
+}
+
+/// Counters of one session since the last [`ServerSession::take_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerSessionStats {
+    /// Data frames queued whole (replay included).
+    pub frames_queued: u64,
+    /// Bytes the driver reported written.
+    pub bytes_sent: u64,
+    /// Live batches skipped for a slow client.
+    pub skipped_batches: u64,
+    /// Times marked slow.
+    pub slow_marks: u64,
+    /// Frames a replay could not send because the retention dropped them first.
+    pub replay_trimmed: u64,
+}
+
+/// A piece of the outbound queue.
+#[derive(Clone, Debug)]
+enum Piece {
+    Data(Segment),
+    Control {
+        frame: [u8; MAX_FRAME_LEN],
+        len: usize,
+    },
+}
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Data(segment) => segment.bytes(),
+            Piece::Control { frame, len } => frame.get(..*len).unwrap_or_default(),
+        }
+    }
+}
+
+/// Bytes waiting to be written: shared segments and small control frames.
+#[derive(Clone, Debug, Default)]
+struct OutQueue {
+    pieces: VecDeque<Piece>,
+    /// Bytes of the front piece already written.
+    offset: usize,
+    /// Bytes not yet written.
+    bytes: usize,
+}
+
+impl OutQueue {
+    fn push(&mut self, piece: Piece) {
+        self.bytes += piece.bytes().len();
+        self.pieces.push_back(piece);
+    }
+
+    fn consume(&mut self, mut n: usize) {
+        n = n.min(self.bytes);
+        self.bytes -= n;
+        while n > 0 {
+            let Some(front) = self.pieces.front() else {
+                break;
+            };
+            let left = front.bytes().len().saturating_sub(self.offset);
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.offset = 0;
+            self.pieces.pop_front();
+        }
+        // Empty pieces at the front are done too.
+        while self
+            .pieces
+            .front()
+            .is_some_and(|p| p.bytes().len() <= self.offset)
+        {
+            self.pieces.pop_front();
+            self.offset = 0;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.pieces.clear();
+        self.offset = 0;
+        self.bytes = 0;
+    }
+}
+
+/// What to write next: the queued bytes as a list of slices, front first
+/// (for one `writev`). Returned by [`ServerSession::poll_transmit`].
+#[derive(Debug)]
+pub struct Transmit<'a> {
+    queue: &'a OutQueue,
+}
+
+impl<'a> Transmit<'a> {
+    /// The queued bytes, as slices in order (none empty).
+    pub fn slices(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let offset = self.queue.offset;
+        self.queue
+            .pieces
+            .iter()
+            .enumerate()
+            .map(move |(i, p)| {
+                let bytes = p.bytes();
+                if i == 0 {
+                    bytes.get(offset..).unwrap_or_default()
+                } else {
+                    bytes
+                }
+            })
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Total bytes queued.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.queue.bytes
+    }
+
+    /// Nothing queued (never the case for a `Transmit` handed out).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.queue.bytes == 0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitingLogin { deadline: Duration },
+    Replaying { next: u64 },
+    Live { next: u64 },
+    Closing,
+    Closed(CloseReason),
+}
+
+/// One connection's protocol state. See the [module docs](self).
+///
+/// ```
+/// use core::time::Duration;
+/// use std::sync::Arc;
+/// use tickwire::parse::{Event, SliceParser};
+/// use tickwire::session::{Batch, Retention, ServerSession, ServerSessionConfig, Time};
+/// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+///
+/// let mut retention = Retention::new(1000);
+/// let mut seq = Sequencer::new();
+/// let mut bytes = vec![0u8; 3 * 44];
+/// let done = seq.encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 3], &mut bytes);
+/// bytes.truncate(done.bytes);
+/// retention.push(Arc::new(Batch::new(bytes)?));
+///
+/// let t = Time::new(Duration::ZERO, 0);
+/// let mut session = ServerSession::new(ServerSessionConfig::new(42), t);
+/// // The client's Login for sequence 2, as the driver's parser delivers it.
+/// let mut login = [0u8; 24];
+/// tickwire::encode(&Payload::Login, 2, 0, &mut login)?;
+/// for event in SliceParser::new(&login) {
+///     session.handle_event(&event, t, &retention);
+/// }
+/// // What the driver writes: LoginAccepted, then frames 2 and 3.
+/// let mut wire = Vec::new();
+/// while let Some(tx) = session.poll_transmit(t, &retention) {
+///     let n = tx.len();
+///     tx.slices().for_each(|s| wire.extend_from_slice(s));
+///     session.transmitted(n, t);
+/// }
+/// let sequences: Vec<u64> = SliceParser::new(&wire)
+///     .filter_map(|e| match e { Event::Frame(m) => Some(m.sequence()), _ => None })
+///     .collect();
+/// assert_eq!(sequences, [2, 2, 3]); // LoginAccepted carries the first sequence
+/// assert_eq!(session.poll_close(), None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerSession {
+    config: ServerSessionConfig,
+    state: State,
+    out: OutQueue,
+    /// When something was last queued (heartbeats are due an interval later).
+    last_queued: Duration,
+    /// When the socket last took bytes, or the queue last became non-empty.
+    progress_at: Duration,
+    last_check: Duration,
+    kernel_backlog: usize,
+    over_since: Option<Duration>,
+    slow: bool,
+    events: VecDeque<ServerEvent>,
+    stats: ServerSessionStats,
+}
+
+impl ServerSession {
+    /// A session for a connection accepted at `time`.
+    #[must_use]
+    pub fn new(config: ServerSessionConfig, time: Time) -> ServerSession {
+        let now = time.monotonic;
+        ServerSession {
+            config,
+            state: State::AwaitingLogin {
+                deadline: now.saturating_add(config.login_timeout),
+            },
+            out: OutQueue::default(),
+            last_queued: now,
+            progress_at: now,
+            last_check: now,
+            kernel_backlog: 0,
+            over_since: None,
+            slow: false,
+            events: VecDeque::new(),
+            stats: ServerSessionStats::default(),
+        }
+    }
+
+    /// Where the connection is.
+    #[must_use]
+    pub fn phase(&self) -> ServerPhase {
+        match self.state {
+            State::AwaitingLogin { .. } => ServerPhase::AwaitingLogin,
+            State::Replaying { .. } => ServerPhase::Replaying,
+            State::Live { .. } => ServerPhase::Live,
+            State::Closing => ServerPhase::Closing,
+            State::Closed(_) => ServerPhase::Closed,
+        }
+    }
+
+    /// Whether the client is marked slow.
+    #[must_use]
+    pub fn is_slow(&self) -> bool {
+        self.slow
+    }
+
+    /// Bytes queued here, not yet written.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.out.bytes
+    }
+
+    /// The next data sequence this connection will be sent (once logged in).
+    #[must_use]
+    pub fn next_sequence(&self) -> Option<u64> {
+        match self.state {
+            State::Replaying { next } | State::Live { next } => Some(next),
+            _ => None,
+        }
+    }
+
+    /// Call with every event the driver's parser produced from the client's
+    /// bytes, in order. A Login is answered (LoginAccepted, then replay from
+    /// where section 4.2 says); Heartbeats after it are accepted; anything
+    /// else closes the connection ([`poll_close`](Self::poll_close)).
+    pub fn handle_event(&mut self, event: &Event<'_>, time: Time, retention: &Retention) {
+        if matches!(self.state, State::Closed(_)) {
+            return;
+        }
+        let logged_in = !matches!(self.state, State::AwaitingLogin { .. });
+        match event {
+            Event::Discarded(_) => self.close(CloseReason::BadData),
+            Event::Frame(Message::Login(login)) if !logged_in => {
+                self.login(login.sequence(), time, retention);
+            }
+            Event::Frame(Message::Login(_)) => self.close(CloseReason::SecondLogin),
+            Event::Frame(Message::Heartbeat(_)) if logged_in => {}
+            Event::Frame(_) | Event::Duplicate(_) => self.close(CloseReason::UnexpectedFrame),
+            // Sequence bookkeeping of the client's own frames: nothing to do.
+            _ => {}
+        }
+    }
+
+    fn login(&mut self, wanted: u64, time: Time, retention: &Retention) {
+        let (oldest, next_live) = (retention.oldest(), retention.next());
+        // Section 4.2: the requested sequence if retained, the oldest if
+        // older, the next live one for 0 or anything beyond.
+        let start = if wanted == 0 || wanted >= next_live {
+            next_live
+        } else {
+            wanted.max(oldest)
+        };
+        let accepted = Payload::LoginAccepted {
+            session_id: self.config.session_id,
+        };
+        self.queue_control(&accepted, start, time);
+        self.state = if start < next_live {
+            State::Replaying { next: start }
+        } else {
+            State::Live { next: start }
+        };
+        self.events.push_back(ServerEvent::LoggedIn {
+            wanted,
+            start,
+            oldest,
+            next_live,
+        });
+    }
+
+    fn queue_control(&mut self, payload: &Payload, sequence: u64, time: Time) {
+        let mut frame = [0u8; MAX_FRAME_LEN];
+        if let Ok(len) = encode(payload, sequence, time.unix_nanos, &mut frame) {
+            self.queue(Piece::Control { frame, len }, time.monotonic);
+        }
+    }
+
+    fn queue(&mut self, piece: Piece, now: Duration) {
+        if self.out.bytes == 0 {
+            self.progress_at = now;
+        }
+        self.out.push(piece);
+        self.last_queued = now;
+    }
+
+    /// Call for every published batch, after pushing it into the
+    /// [`Retention`]. A live client gets it queued (shared, not copied); a
+    /// replaying one will read it from the retention; a slow one skips it.
+    pub fn handle_published(&mut self, batch: &Arc<Batch>, time: Time) {
+        let State::Live { next } = self.state else {
+            return;
+        };
+        if batch.end() <= next {
+            return; // already sent, by the replay that just reached the live edge
+        }
+        if self.slow {
+            self.stats.skipped_batches += 1;
+            return;
+        }
+        let segment = if batch.first() < next {
+            Segment::tail(batch, next)
+        } else {
+            Segment::whole(batch)
+        };
+        if self.out.bytes + segment.bytes().len() > self.config.queue_limit {
+            self.stats.skipped_batches += 1;
+            self.mark_slow(SlowReason::QueueFull, time.monotonic);
+            return;
+        }
+        self.stats.frames_queued += segment.frames();
+        self.state = State::Live { next: batch.end() };
+        self.queue(Piece::Data(segment), time.monotonic);
+    }
+
+    /// What to write next, or `None` when nothing is queued. A replaying
+    /// client's queue is refilled here from the retention (at most 256 KiB
+    /// per call); reaching the live edge switches it to live data, with no
+    /// gap and no repeat. Write what the socket takes of
+    /// [`Transmit::slices`], then call [`transmitted`](Self::transmitted).
+    pub fn poll_transmit(&mut self, time: Time, retention: &Retention) -> Option<Transmit<'_>> {
+        if let State::Replaying { next } = self.state {
+            if self.out.bytes < REPLAY_LOW_WATER {
+                self.refill(next, time, retention);
+            }
+        }
+        if self.out.bytes == 0 || matches!(self.state, State::Closed(_)) {
+            return None;
+        }
+        Some(Transmit { queue: &self.out })
+    }
+
+    fn refill(&mut self, mut next: u64, time: Time, retention: &Retention) {
+        if next < retention.oldest() {
+            // The retention dropped these before the replay reached them:
+            // the client sees them as a gap.
+            self.stats.replay_trimmed += retention.oldest() - next;
+            next = retention.oldest();
+        }
+        while self.out.bytes < REPLAY_CHUNK {
+            let room = REPLAY_CHUNK - self.out.bytes;
+            let Some(segment) = retention.segment_from(next, room) else {
+                break;
+            };
+            next = segment.end();
+            self.stats.frames_queued += segment.frames();
+            self.queue(Piece::Data(segment), time.monotonic);
+        }
+        self.state = if next >= retention.next() {
+            State::Live { next }
+        } else {
+            State::Replaying { next }
+        };
+    }
+
+    /// The driver wrote the first `n` bytes of the last
+    /// [`Transmit`].
+    pub fn transmitted(&mut self, n: usize, time: Time) {
+        if n > 0 {
+            self.out.consume(n);
+            self.stats.bytes_sent += n as u64;
+            self.progress_at = time.monotonic;
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next:
+    /// the login deadline, the next heartbeat, or the next backlog check.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        match self.state {
+            State::AwaitingLogin { deadline } => Some(deadline),
+            State::Replaying { .. } | State::Live { .. } => {
+                let heartbeat = self
+                    .last_queued
+                    .saturating_add(self.config.heartbeat_interval);
+                if self.watching_backlog() {
+                    Some(heartbeat.min(self.last_check.saturating_add(BACKLOG_CHECK)))
+                } else {
+                    Some(heartbeat)
+                }
+            }
+            State::Closing | State::Closed(_) => None,
+        }
+    }
+
+    fn watching_backlog(&self) -> bool {
+        self.out.bytes > 0 || self.slow || self.over_since.is_some()
+    }
+
+    /// Call at (or after) the time [`poll_timeout`](Self::poll_timeout)
+    /// named, with the bytes in the kernel's send queue for this socket
+    /// (`TIOCOUTQ` on Linux; 0 where unknown). Closes a connection that did
+    /// not log in in time, queues a Heartbeat after an idle interval, and
+    /// applies the slow-client rules.
+    pub fn handle_timeout(&mut self, time: Time, retention: &Retention, kernel_backlog: usize) {
+        let now = time.monotonic;
+        self.kernel_backlog = kernel_backlog;
+        match self.state {
+            State::AwaitingLogin { deadline } if now >= deadline => {
+                self.close(CloseReason::LoginTimeout);
+            }
+            State::Replaying { next } | State::Live { next } => {
+                if now
+                    >= self
+                        .last_queued
+                        .saturating_add(self.config.heartbeat_interval)
+                {
+                    if self.out.bytes == 0 {
+                        let sequence = match self.state {
+                            State::Replaying { .. } => next,
+                            _ => retention.next(),
+                        };
+                        self.queue_control(&Payload::Heartbeat, sequence, time);
+                    } else {
+                        self.last_queued = now; // data is waiting to go: no heartbeat needed
+                    }
+                }
+                if self.watching_backlog() && now >= self.last_check.saturating_add(BACKLOG_CHECK) {
+                    self.check_backlog(now);
+                }
+                if !self.watching_backlog() {
+                    self.last_check = now;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_backlog(&mut self, now: Duration) {
+        self.last_check = now;
+        let pending = self.out.bytes + self.kernel_backlog;
+        let threshold = self.config.slow_threshold;
+        let grace = self.config.slow_grace;
+        if self.slow {
+            // Drained: under half the threshold, or a replay moving again.
+            let moving = matches!(self.state, State::Replaying { .. })
+                && now.saturating_sub(self.progress_at) < grace;
+            if pending < threshold / 2 || moving {
+                self.slow = false;
+                self.over_since = None;
+                self.events.push_back(ServerEvent::Drained { pending });
+            }
+            return;
+        }
+        match self.state {
+            State::Replaying { .. } => {
+                self.over_since = None;
+                if self.out.bytes > 0 && now.saturating_sub(self.progress_at) >= grace {
+                    self.mark_slow(SlowReason::Stalled, now);
+                }
+            }
+            _ if pending > threshold => {
+                let since = *self.over_since.get_or_insert(now);
+                if now.saturating_sub(since) >= grace {
+                    self.mark_slow(SlowReason::Backlog, now);
+                }
+            }
+            _ => self.over_since = None,
+        }
+    }
+
+    fn mark_slow(&mut self, reason: SlowReason, now: Duration) {
+        if self.slow {
+            return;
+        }
+        self.stats.slow_marks += 1;
+        let pending = self.out.bytes + self.kernel_backlog;
+        self.events.push_back(ServerEvent::Slow { reason, pending });
+        match self.config.slow_policy {
+            SlowPolicy::Skip => {
+                self.slow = true;
+                self.last_check = now;
+            }
+            SlowPolicy::Disconnect => self.close(CloseReason::Slow),
+        }
+    }
+
+    /// Graceful shutdown: EndOfSession is queued for a logged-in client (its
+    /// `sequence` the next live one), and the session closes with
+    /// [`CloseReason::Shutdown`] once it is written; a client that never
+    /// logged in is closed at once.
+    pub fn shutdown(&mut self, time: Time, retention: &Retention) {
+        match self.state {
+            State::Replaying { .. } | State::Live { .. } => {
+                self.queue_control(&Payload::EndOfSession, retention.next(), time);
+                self.state = State::Closing;
+            }
+            State::AwaitingLogin { .. } => self.close(CloseReason::Shutdown),
+            State::Closing | State::Closed(_) => {}
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.state = State::Closed(reason);
+        self.out.clear();
+    }
+
+    /// `Some(reason)` once the connection must be closed: the driver closes
+    /// the socket and drops the session.
+    #[must_use]
+    pub fn poll_close(&self) -> Option<CloseReason> {
+        match self.state {
+            State::Closed(reason) => Some(reason),
+            State::Closing if self.out.bytes == 0 => Some(CloseReason::Shutdown),
+            _ => None,
+        }
+    }
+
+    /// The next thing worth logging, if any.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// The counters accumulated since the last call, reset to zero.
+    pub fn take_stats(&mut self) -> ServerSessionStats {
+        core::mem::take(&mut self.stats)
+    }
+}
