@@ -105,13 +105,13 @@ impl ClientConfig {
     }
 
     fn session(&self) -> ClientSessionConfig {
-        let mut c = ClientSessionConfig::default();
-        c.from = self.from;
-        c.heartbeat_interval = self.heartbeat_interval;
-        c.connect_timeout = self.connect_timeout;
-        c.backoff = self.backoff;
-        c.reconnect_after_end = self.reconnect_after_end;
-        c
+        ClientSessionConfig {
+            from: self.from,
+            heartbeat_interval: self.heartbeat_interval,
+            connect_timeout: self.connect_timeout,
+            backoff: self.backoff,
+            reconnect_after_end: self.reconnect_after_end,
+        }
     }
 }
 

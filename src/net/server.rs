@@ -676,11 +676,10 @@ impl Server {
             };
             let before = slot.session.queued();
             slot.session.handle_published(batch, time);
-            if slot.session.queued() != before || slot.session.poll_close().is_some() {
-                if !slot.flushing {
-                    slot.flushing = true;
-                    self.flush.push(index);
-                }
+            let changed = slot.session.queued() != before || slot.session.poll_close().is_some();
+            if changed && !slot.flushing {
+                slot.flushing = true;
+                self.flush.push(index);
             }
         }
     }

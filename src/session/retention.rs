@@ -105,6 +105,7 @@ impl Batch {
 
     /// Frames the caller encoded itself with a [`Sequencer`](crate::Sequencer)
     /// (not checked again).
+    #[cfg(feature = "net")]
     pub(crate) fn encoded(first: u64, frames: u64, bytes: Vec<u8>) -> Batch {
         Batch {
             first,
