@@ -15,6 +15,8 @@
 //! * [`parse`]: the resynchronizing stream [`Parser`] that
 //!   survives any damage and reports every discarded byte;
 //! * [`policy`]: reconnect backoff and heartbeat liveness, pure functions of `now`;
+//! * `session` (with `alloc`): the protocol's connection rules as state
+//!   machines that take `now` (`ServerSession`, `ClientSession`, `Retention`);
 //! * [`json`]: the JSON-lines rendering of frames and events.
 //!
 //! With the `std` feature, `tickwire::io` adapts the parser and the encoder to
@@ -60,7 +62,7 @@
 //! | feature     | default | what it adds |
 //! |-------------|---------|--------------|
 //! | `std`       | yes     | run-time CPU detection for CRC-32C; `io`: `FrameReader`/`FrameWriter` over any `Read`/`Write`; implies `alloc` |
-//! | `alloc`     | via std | owned parser buffers (`Parser::owned`, `Parser::with_capacity`) |
+//! | `alloc`     | via std | owned parser buffers (`Parser::owned`, `Parser::with_capacity`); `session`: the protocol rules as sans-IO state machines |
 //! | `synth`     | no      | `synth`: the seeded synthetic feed generator |
 //! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`] |
 //! | `net`       | no      | `net`: mio connections, the reference server and client; implies `std` |
