@@ -58,7 +58,7 @@ fn run_client(
                 let _ = interval.record(ns);
                 progress.frames.fetch_add(1, Ordering::Relaxed);
                 progress.bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
-                if slow && received % 100 == 0 {
+                if slow && received.is_multiple_of(100) {
                     // A consumer that cannot keep up: at most ~100K frames/s.
                     thread::sleep(Duration::from_millis(1));
                 }

@@ -424,7 +424,7 @@ fn serve(
     let mut published = 0u64;
     let mut last = ServerStats::default();
     let mut next_status = started + Duration::from_secs(1);
-    while !stop.load(Ordering::SeqCst) && end.map_or(true, |end| Instant::now() < end) {
+    while !stop.load(Ordering::SeqCst) && end.is_none_or(|end| Instant::now() < end) {
         // Publish what the rate allows by now, in one batch per millisecond.
         let due = u64::try_from(started.elapsed().as_nanos() * u128::from(rate) / 1_000_000_000)
             .unwrap_or(u64::MAX);
