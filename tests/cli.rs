@@ -324,6 +324,28 @@ fn demo_summary_says_nobody_who_kept_up_lost_anything() {
         assert!(json[at..].contains("\"lost\":0,\"gaps\":0,"), "{json}");
     }
     assert!(json.contains("{\"client\":3,\"slow\":true,"));
+    assert!(json.contains("\"lossless\":true,"), "{json}");
+    // Rates divide by the time the feed ran.
+    let number = |key: &str| -> f64 {
+        let at = json.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+        json[at..]
+            .split(|c| c == ',' || c == '}')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (elapsed, published, per_s) = (
+        number("elapsed_s"),
+        number("published"),
+        number("published_per_s"),
+    );
+    assert!((1.0..3.0).contains(&elapsed), "{json}");
+    assert!(
+        (per_s - published / elapsed).abs() < 0.01 * per_s + 1.0,
+        "{json}"
+    );
+    assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");
 }
 
 #[test]
@@ -1015,4 +1037,63 @@ fn dump_pretty_prints_decimal_prices_and_rfc3339_times() {
          gap: sequences 8..=9 missing (2 frames)\n\
          2023-11-14T22:13:20.123456789Z #10 trade instrument 7 sell 1 @ -0.0001 flags 0x81\n"
     );
+}
+
+#[test]
+fn record_reports_a_range_the_server_no_longer_has() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate", "20000"])
+        .args(["--retain", "100", "--duration", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut server = Reap(child);
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    thread::sleep(Duration::from_millis(500)); // ~10,000 published, 100 kept
+    let file = temp("gap.twr");
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &addr,
+        "--from",
+        "1",
+        "--count",
+        "50",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let gap = stderr
+        .lines()
+        .find(|l| l.contains("gap: sequences 1..="))
+        .unwrap_or_else(|| panic!("no gap reported: {stderr}"));
+    let missing: u64 = gap
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(missing > 1000, "{gap}");
+    assert!(
+        stderr.contains(&format!("1 gaps ({missing} missing)")),
+        "{stderr}"
+    );
+    let (sequences, _, _) = dumped_sequences(&file);
+    assert_eq!(sequences.len(), 50);
+    assert_eq!(
+        sequences[0],
+        missing + 1,
+        "the file starts where the server could"
+    );
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
 }

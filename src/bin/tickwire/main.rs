@@ -156,7 +156,9 @@ enum Command {
     /// LoginAccepted (written by the recorder, with the server's session_id and
     /// first sequence) at the start and at each new session, so that `dump`
     /// knows the session. A range the server could not replay is reported on
-    /// stderr and in the summary (and `dump` shows it as a gap). The output
+    /// stderr and in the summary; `dump` shows it as a gap too, unless it
+    /// lies before the file's first frame (--from older than the server
+    /// retains). The output
     /// file is opened before connecting; Ctrl-C or SIGTERM ends the file on a
     /// whole frame, flushed.
     Record {
