@@ -108,12 +108,12 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
             .iter()
             .map(|r| {
                 format!(
-                    r#"{{"case":"{}","value":{:.3},"unit":"{}","baseline":"{}","baseline_value":{:.3},"ratio":{}}}"#,
+                    r#"{{"case":"{}","value":{},"unit":"{}","baseline":"{}","baseline_value":{},"ratio":{}}}"#,
                     r.case,
-                    r.value,
+                    json_number(r.value, 3),
                     r.unit,
                     r.baseline,
-                    r.baseline_value,
+                    json_number(r.baseline_value, 3),
                     json_ratio(r.value, r.baseline_value)
                 )
             })
@@ -158,15 +158,19 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
     Ok(())
 }
 
-/// `value / baseline` as a JSON number, or `null` when it is not a finite
-/// number (a baseline of 0): JSON has no NaN or infinity.
-fn json_ratio(value: f64, baseline: f64) -> String {
-    let ratio = value / baseline;
-    if ratio.is_finite() {
-        format!("{ratio:.4}")
+/// `value` as a JSON number with `decimals` decimals, or `null` when it is
+/// not finite: JSON has no NaN or infinity.
+fn json_number(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
     } else {
         "null".to_string()
     }
+}
+
+/// `value / baseline` as a JSON number (`null` over a zero baseline).
+fn json_ratio(value: f64, baseline: f64) -> String {
+    json_number(value / baseline, 4)
 }
 
 #[cfg(test)]
@@ -176,5 +180,8 @@ mod tests {
         assert_eq!(super::json_ratio(1.0, 2.0), "0.5000");
         assert_eq!(super::json_ratio(0.0, 0.0), "null");
         assert_eq!(super::json_ratio(1.0, 0.0), "null");
+        assert_eq!(super::json_number(f64::NAN, 3), "null");
+        assert_eq!(super::json_number(f64::INFINITY, 3), "null");
+        assert_eq!(super::json_number(1.5, 3), "1.500");
     }
 }
