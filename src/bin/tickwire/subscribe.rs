@@ -59,7 +59,8 @@ pub(crate) fn run(
     let mut next_status = started + Duration::from_secs(1);
     let (mut frames, mut bytes, mut gaps, mut discarded) = (0u64, 0u64, 0u64, 0u64);
     let mut state = client.state();
-    let ended = drive_client(&mut client, &stop, end, FLUSH_AFTER, busy_poll, |step| {
+    let max_wait = if json { FLUSH_AFTER } else { drive::STEP };
+    let ended = drive_client(&mut client, &stop, end, max_wait, busy_poll, |step| {
         let Step::Event(event) = step else {
             // Written lines reach stdout at once on a terminal, else within
             // FLUSH_AFTER of the first unflushed one (or when the buffer fills).
