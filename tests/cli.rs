@@ -329,7 +329,7 @@ fn demo_summary_says_nobody_who_kept_up_lost_anything() {
     let number = |key: &str| -> f64 {
         let at = json.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
         json[at..]
-            .split(|c| c == ',' || c == '}')
+            .split([',', '}'])
             .next()
             .unwrap()
             .parse()
