@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match event {
             ClientEvent::Frame(Message::Quote(q)) => {
                 quotes += 1;
-                if quotes % 100_000 == 0 {
+                if quotes.is_multiple_of(100_000) {
                     println!(
                         "{quotes} quotes, last #{} {} / {}",
                         q.sequence(),

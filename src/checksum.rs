@@ -19,7 +19,7 @@
 //! Why not a CRC crate for the hot path? Frames are 20–40 bytes of checksummed
 //! data; the general-purpose crates spend more on dispatch and alignment
 //! handling than on the five `crc32` instructions a Quote needs. The
-//! `decode` benchmark (`cargo bench --bench decode --features synth`) shows
+//! `decode` benchmark (`cargo bench --bench decode --features cli`) shows
 //! the difference.
 //!
 //! ```

@@ -2,6 +2,11 @@
 //!
 //! A zero-copy binary protocol for streaming market data.
 //!
+//! The wire format is specified in `PROTOCOL.md`, at the root of the
+//! repository and of the published package (version 1, revision 2); this
+//! crate follows it to the byte, and its tests include every test vector in
+//! it.
+//!
 //! The core of this crate is `no_std`, allocation-free and sans-IO: it owns no
 //! socket and reads no clock. It is made of
 //!
@@ -57,16 +62,58 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## The net layer (`net` feature)
+//!
+//! `tickwire::net` is a thin `std` loop over the core above, on `mio`
+//! (epoll, kqueue): bytes are read straight into a `Parser`'s buffer and
+//! frames written with `encode`.
+//!
+//! ```text
+//!  publisher threads ──Publisher::publish(batch)──▶ Server (one mio event loop)
+//!      numbered and CRC'd off the loop               │ retention ring: replay on login
+//!                                                    │ broadcast, heartbeats, slow clients
+//!                                                    ▼
+//!  Client::poll ◀── LoginAccepted, replay, live data, Heartbeats, EndOfSession
+//!      │ reconnect with Backoff, log in with the next needed sequence
+//!      ▼
+//!  ClientEvent: Frame, Gap, Duplicate, NewSession, State, Lost, Retrying, GaveUp
+//! ```
+//!
+//! * `net::Server` / `net::ServerHandle` / `net::Publisher`: the reference
+//!   server. `Server::bind(ServerConfig)` then `spawn()` runs its event loop
+//!   on a thread; publishers number and encode batches on their own threads;
+//!   the server logs clients in, replays from its retention ring, broadcasts,
+//!   sends heartbeats, skips or disconnects slow clients
+//!   (`SlowPolicy`), and on `shutdown()` sends EndOfSession to everyone.
+//! * `net::client::Client`: the reference client, a state machine
+//!   (`ClientState`: disconnected, connecting, connected, reconnecting)
+//!   driven by `poll(timeout, on_event)` or the blocking `run`. It
+//!   reconnects with `policy::Backoff`, logs in with the next sequence it
+//!   needs so that nothing is lost or repeated across reconnects, reports
+//!   unrecoverable ranges as exact gaps, and treats three silent heartbeat
+//!   intervals as a dead connection (`policy::Liveness`).
+//! * `net::Connection`: one non-blocking, edge-triggered mio connection with
+//!   a parser and a bounded outbound queue (what the server and client use).
+//! * `net::FrameReader` / `net::FrameWriter`: blocking adapters over any
+//!   `Read` / `Write` (files, `std::net::TcpStream`).
+//! * `net::classify`: what an I/O error means for a connection (wait, retry,
+//!   peer gone, fatal).
+//!
+//! The `tickwire` tool (`cli` feature) is built on these: `serve` on the
+//! server, `subscribe` and `record` on the client.
+//!
 //! ## Features
 //!
 //! | feature     | default | what it adds |
 //! |-------------|---------|--------------|
 //! | `std`       | yes     | run-time CPU detection for CRC-32C; `io`: `FrameReader`/`FrameWriter` over any `Read`/`Write`; implies `alloc` |
 //! | `alloc`     | via std | owned parser buffers (`Parser::owned`, `Parser::with_capacity`); `session`: the protocol rules as sans-IO state machines |
-//! | `synth`     | no      | `synth`: the seeded synthetic feed generator |
+//! | `synth`     | no      | `synth`: the seeded synthetic feed generator and damager |
 //! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`] |
 //! | `net`       | no      | `net`: mio connections, the reference server and client; implies `std` |
-//! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`) |
+//! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `serve`, `subscribe`, `record`, `demo`, `bench`); implies `std`, `synth`, `net` |
+//!
+//! Minimum supported Rust version: 1.94 (see the README).
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]

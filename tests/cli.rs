@@ -1,4 +1,6 @@
-//! The `tickwire` binary: `gen` and `dump`, as a user runs them.
+//! The `tickwire` binary as a user runs it: every command, signals, bad
+//! arguments, and `record` through a proxy that cuts connections mid-frame.
+//! Every loop and wait is bounded; everything runs on 127.0.0.1.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -6,9 +8,14 @@
     clippy::panic
 )]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 fn tickwire(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tickwire"))
@@ -171,7 +178,6 @@ fn io_errors_fail_with_a_message() {
 
 /// Starts `tickwire serve` on a free port; returns it and the address it printed.
 fn spawn_serve(rate: &str, duration: &str, stderr: Stdio) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
         .args([
             "serve",
@@ -200,12 +206,11 @@ fn spawn_serve(rate: &str, duration: &str, stderr: Stdio) -> (std::process::Chil
 
 #[test]
 fn serve_publishes_a_feed_and_stops_on_time() {
-    use std::io::Read;
     let (mut child, addr) = spawn_serve("20000", "1.5", Stdio::piped());
     let result = std::panic::catch_unwind(|| {
-        let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+        let mut socket = TcpStream::connect(&addr).unwrap();
         socket
-            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let mut login = [0u8; 24];
         tickwire::encode(&tickwire::Payload::Login, 0, 0, &mut login).unwrap();
@@ -319,6 +324,28 @@ fn demo_summary_says_nobody_who_kept_up_lost_anything() {
         assert!(json[at..].contains("\"lost\":0,\"gaps\":0,"), "{json}");
     }
     assert!(json.contains("{\"client\":3,\"slow\":true,"));
+    assert!(json.contains("\"lossless\":true,"), "{json}");
+    // Rates divide by the time the feed ran.
+    let number = |key: &str| -> f64 {
+        let at = json.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+        json[at..]
+            .split([',', '}'])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (elapsed, published, per_s) = (
+        number("elapsed_s"),
+        number("published"),
+        number("published_per_s"),
+    );
+    assert!((1.0..3.0).contains(&elapsed), "{json}");
+    assert!(
+        (per_s - published / elapsed).abs() < 0.01 * per_s + 1.0,
+        "{json}"
+    );
+    assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");
 }
 
 #[test]
@@ -349,4 +376,724 @@ fn bench_prints_every_figure_with_its_baseline() {
         assert!(json.contains(case), "{case} missing: {json}");
     }
     assert_eq!(json.matches("\"ratio\":").count(), 7);
+}
+
+// ---------------------------------------------------------------------------
+// Issue 10: record across cuts, signals, inputs, messages, publishing.
+
+/// Sends `signal` to a child process.
+fn signal(child: &std::process::Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+    // the pid is our own child's, which we have not yet reaped.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+/// Waits for `child` at most `limit`; kills it and panics after that.
+fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("child still running after {limit:?}");
+}
+
+/// Reads a pipe line by line on a thread; lines arrive on the channel.
+fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects lines from `rx` until one satisfies `want` or `limit` passes.
+fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    limit: Duration,
+    want: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let end = Instant::now() + limit;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if want(&line) {
+                    return Some(line);
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// `serve` on a free port with no `--duration`: it runs until signalled.
+fn spawn_serve_forever(rate: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate", rate])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    (child, addr)
+}
+
+/// Kills a child when dropped (a failed assertion leaves no process behind).
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The data-frame sequences `dump` finds in `file`, and its stderr summary.
+fn dumped_sequences(file: &Temp) -> (Vec<u64>, String, String) {
+    let out = tickwire(&["dump", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let sequences = stdout
+        .lines()
+        .filter(|l| l.starts_with("{\"type\":\"quote\"") || l.starts_with("{\"type\":\"trade\""))
+        .map(|l| {
+            let at = l.find("\"sequence\":").unwrap() + "\"sequence\":".len();
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().unwrap()
+        })
+        .collect();
+    (sequences, stdout, String::from_utf8(out.stderr).unwrap())
+}
+
+/// A TCP proxy on 127.0.0.1 that closes its n-th connection after `cuts[n]`
+/// bytes from the server (later connections are not cut). Every frame is an
+/// even number of bytes long, so an odd count always cuts mid-frame.
+struct CutProxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl CutProxy {
+    fn start(upstream: SocketAddr, cuts: Vec<usize>) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let cuts = Arc::new(Mutex::new(cuts));
+        let thread = {
+            let (stop, connections) = (Arc::clone(&stop), Arc::clone(&connections));
+            thread::spawn(move || {
+                let mut pumps = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((client, _)) = listener.accept() else {
+                        thread::sleep(Duration::from_millis(2));
+                        continue;
+                    };
+                    let Ok(server) = TcpStream::connect(upstream) else {
+                        continue;
+                    };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let limit = {
+                        let mut cuts = cuts.lock().unwrap();
+                        (!cuts.is_empty()).then(|| cuts.remove(0))
+                    };
+                    pumps.push(pump(
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        None,
+                        &stop,
+                    ));
+                    pumps.push(pump(server, client, limit, &stop));
+                }
+                for p in pumps {
+                    let _ = p.join();
+                }
+            })
+        };
+        CutProxy {
+            addr,
+            stop,
+            connections,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies `from` to `to` until either closes, `stop`, or `limit` bytes
+/// (then shuts both down).
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    limit: Option<usize>,
+    stop: &Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
+    let stop = Arc::clone(stop);
+    thread::spawn(move || {
+        from.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut left = limit.unwrap_or(usize::MAX);
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::SeqCst) && left > 0 {
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let n = n.min(left);
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    })
+}
+
+#[test]
+fn record_writes_every_data_frame_once_in_order_across_cuts_mid_frame() {
+    let (server, addr) = spawn_serve_forever("20000");
+    let mut server = Reap(server);
+    let cuts = vec![1_001, 2_777, 333, 5_003, 4_095, 1_501];
+    let proxy = CutProxy::start(addr.parse().unwrap(), cuts.clone());
+    let file = temp("cuts.twr");
+    let mut record = Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args([
+                "record",
+                "--connect",
+                &proxy.addr.to_string(),
+                "--from",
+                "1",
+            ])
+            .args(["--count", "4000", "-o", file.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_for(&mut record.0, Duration::from_secs(30));
+    let mut stderr = String::new();
+    record
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        proxy.connections.load(Ordering::SeqCst) > cuts.len(),
+        "every cut made the recorder reconnect: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("connection lost").count(),
+        cuts.len(),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("4000 data frames (sequences 1..=4000)"),
+        "{stderr}"
+    );
+    let (sequences, stdout, summary) = dumped_sequences(&file);
+    assert_eq!(sequences, (1..=4000).collect::<Vec<u64>>());
+    assert!(summary.contains("discarded 0 bytes"), "{summary}");
+    assert!(
+        summary.contains("0 gaps (0 missing), 0 duplicates"),
+        "{summary}"
+    );
+    // One LoginAccepted at the start (one session), nothing else but data.
+    let other: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("{\"type\":\"quote\"") && !l.starts_with("{\"type\":\"trade\""))
+        .collect();
+    assert_eq!(other.len(), 2, "{other:?}");
+    assert!(
+        other[0].starts_with("{\"type\":\"new_session\","),
+        "{other:?}"
+    );
+    assert!(
+        other[1].starts_with("{\"type\":\"login_accepted\",\"sequence\":1,"),
+        "{other:?}"
+    );
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
+}
+
+#[test]
+fn record_opens_its_output_before_connecting() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &addr,
+        "-o",
+        "/nonexistent-dir/rec.twr",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot create /nonexistent-dir/rec.twr"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the server saw a client"
+    );
+}
+
+#[test]
+fn serve_ends_the_session_and_summarizes_on_sigterm() {
+    let (server, addr) = spawn_serve_forever("20000");
+    let mut server = Reap(server);
+    let mut socket = TcpStream::connect(&addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut login = [0u8; 24];
+    tickwire::encode(&tickwire::Payload::Login, 0, 0, &mut login).unwrap();
+    socket.write_all(&login).unwrap();
+    let mut first = [0u8; 32];
+    socket.read_exact(&mut first).unwrap(); // the LoginAccepted
+    signal(&server.0, libc::SIGTERM);
+    let mut received = Vec::new();
+    socket.read_to_end(&mut received).unwrap();
+    let end = tickwire::parse::SliceParser::new(&received).any(|e| {
+        matches!(
+            e,
+            tickwire::Event::Frame(tickwire::Message::EndOfSession(_))
+        )
+    });
+    assert!(end, "EndOfSession before the close");
+    let status = wait_for(&mut server.0, Duration::from_secs(10));
+    let mut stderr = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status:?} {stderr}");
+    assert!(
+        stderr.contains("stopped after") && stderr.contains("(signal)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn record_and_subscribe_flush_and_summarize_on_sigterm() {
+    let (server, addr) = spawn_serve_forever("20000");
+    let _server = Reap(server);
+    let file = temp("sigterm.twr");
+    let mut record = Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args([
+                "record",
+                "--connect",
+                &addr,
+                "--from",
+                "1",
+                "-o",
+                file.to_str().unwrap(),
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut subscribe = Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["subscribe", "--connect", &addr, "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = lines_of(subscribe.0.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    assert!(
+        wait_line(&lines, &mut seen, Duration::from_secs(10), |l| l
+            .contains("\"type\":\"quote\""))
+        .is_some(),
+        "{seen:?}"
+    );
+    thread::sleep(Duration::from_millis(300));
+    signal(&record.0, libc::SIGTERM);
+    signal(&subscribe.0, libc::SIGTERM);
+    for (child, what) in [(&mut record.0, "record"), (&mut subscribe.0, "subscribe")] {
+        let status = wait_for(child, Duration::from_secs(5));
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(status.success(), "{what}: {status:?} {stderr}");
+        assert!(stderr.contains("stopped: signal"), "{what}: {stderr}");
+    }
+    // The recording ends on a whole frame and holds 1..=N.
+    let (sequences, _, summary) = dumped_sequences(&file);
+    assert!(sequences.len() > 100, "{} frames", sequences.len());
+    assert_eq!(
+        sequences,
+        (1..=sequences.len() as u64).collect::<Vec<u64>>()
+    );
+    assert!(summary.contains("discarded 0 bytes"), "{summary}");
+    // Every JSON line subscribe printed is whole.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+        seen.push(line);
+    }
+    assert!(
+        seen.iter().all(|l| l.starts_with('{') && l.ends_with('}')),
+        "{seen:?}"
+    );
+}
+
+/// A port on 127.0.0.1 with nothing listening.
+fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn ctrl_c_during_a_backoff_stops_within_200_ms() {
+    let addr = closed_port();
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["subscribe", "--connect", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = lines_of(child.0.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    // Attempt 5 waits 0.8 to 1.6 s: long enough that only a prompt stop passes.
+    let retry = wait_line(&lines, &mut seen, Duration::from_secs(10), |l| {
+        l.contains("retry 5 in")
+    });
+    assert!(retry.is_some(), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains(&addr)),
+        "errors name the address: {seen:?}"
+    );
+    let sent = Instant::now();
+    signal(&child.0, libc::SIGINT);
+    let status = wait_for(&mut child.0, Duration::from_secs(5));
+    let took = sent.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_millis(200), "took {took:?}");
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(1)) {
+        seen.push(line);
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("stopped: signal")),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn ctrl_c_during_a_connect_stops_within_200_ms() {
+    use socket2::{Domain, Socket, Type};
+    // A listener that never accepts, with a backlog of 0: once its queue is
+    // full, the kernel drops further SYNs and a connect hangs.
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let fillers: Vec<_> = (0..4)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok())
+        .collect();
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err(),
+        "the backlog is full ({} fillers)",
+        fillers.len()
+    );
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["subscribe", "--connect", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = lines_of(child.0.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    assert!(
+        wait_line(&lines, &mut seen, Duration::from_secs(5), |l| l
+            .contains("-> connecting"))
+        .is_some(),
+        "{seen:?}"
+    );
+    thread::sleep(Duration::from_millis(500)); // well into the 5 s connect timeout
+    let sent = Instant::now();
+    signal(&child.0, libc::SIGINT);
+    let status = wait_for(&mut child.0, Duration::from_secs(10));
+    let took = sent.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_millis(200), "took {took:?}");
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(1)) {
+        seen.push(line);
+    }
+    assert!(
+        !seen.iter().any(|l| l.contains("connection lost")),
+        "stopped while connecting, not after a timeout: {seen:?}"
+    );
+}
+
+#[test]
+fn no_argument_panics_bad_values_are_rejected_by_name() {
+    let cases: &[&[&str]] = &[
+        &["demo", "--duration", "inf"],
+        &["demo", "--duration", "NaN"],
+        &["demo", "--duration", "1e19"],
+        &["demo", "--duration", "-1"],
+        &["serve", "--rate", "-5"],
+        &["demo", "--clients", "0"],
+        &["demo", "--rate", "0"],
+        &["bench", "--seconds", "0"],
+        &["bench", "--seconds", "nan"],
+        &["bench", "--stream-mib", "0"],
+        &["bench", "--stream-mib", "99999999999"],
+        &["serve", "--duration", "inf"],
+        &["serve", "--rate", "0"],
+        &["serve", "--retain", "0"],
+        &["serve", "--instruments", "0"],
+        &["subscribe", "--duration", "1e19"],
+        &["subscribe", "--connect", "no-port"],
+        &["record", "-o", "/dev/null", "--duration", "-0.5"],
+        &["record", "-o", "/dev/null", "--count", "0"],
+        &["gen", "-o", "/dev/null", "--corrupt", "NaN"],
+        &["gen", "-o", "/dev/null", "--corrupt", "1.5"],
+        &["gen", "-o", "/dev/null", "--instruments", "0"],
+    ];
+    for args in cases {
+        let out = tickwire(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn errors_name_the_address_and_host_names_work() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = tickwire(&["serve", "--listen", &addr, "--duration", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let closed = closed_port();
+    let out = tickwire(&["subscribe", "--connect", &closed, "--max-retries", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("tickwire: {closed}: gave up after 0 attempts")),
+        "{stderr}"
+    );
+    // `localhost` where an address goes.
+    let (server, addr) = spawn_serve("20000", "5", Stdio::null());
+    let _server = Reap(server);
+    let port = addr.rsplit(':').next().unwrap();
+    let file = temp("localhost.twr");
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &format!("localhost:{port}"),
+        "--from",
+        "1",
+        "--count",
+        "10",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dumped_sequences(&file).0, (1..=10).collect::<Vec<u64>>());
+}
+
+#[test]
+fn subscribe_json_prints_every_event_and_each_line_promptly() {
+    // Nobody there: state changes, disconnects, retries and giving up are lines too.
+    let closed = closed_port();
+    let out = tickwire(&[
+        "subscribe",
+        "--connect",
+        &closed,
+        "--json",
+        "--max-retries",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    for kind in ["state", "disconnected", "retry", "gave_up"] {
+        assert!(
+            stdout.contains(&format!("{{\"type\":\"{kind}\"")),
+            "{kind} missing: {stdout}"
+        );
+    }
+    // A slow feed into a pipe: each line arrives while subscribe still runs.
+    let (server, addr) = spawn_serve_forever("4");
+    let _server = Reap(server);
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args([
+                "subscribe",
+                "--connect",
+                &addr,
+                "--json",
+                "--duration",
+                "20",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = lines_of(child.0.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let logged_in = wait_line(&lines, &mut seen, Duration::from_secs(5), |l| {
+        l.starts_with("{\"type\":\"logged_in\"")
+    });
+    assert!(logged_in.is_some(), "{seen:?}");
+    let data = wait_line(&lines, &mut seen, Duration::from_secs(5), |l| {
+        l.starts_with("{\"type\":\"quote\"") || l.starts_with("{\"type\":\"trade\"")
+    });
+    assert!(data.is_some(), "{seen:?}");
+    assert!(child.0.try_wait().unwrap().is_none(), "still running");
+}
+
+#[test]
+fn dump_pretty_prints_decimal_prices_and_rfc3339_times() {
+    let vectors = [
+        "a5 01 10 2c 07 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 2a 00 00 00 44 d6 12 00 a8 d6 12 00 64 00 00 00 c8 00 00 00 c0 49 8b a2",
+        "a5 01 11 28 0a 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 07 00 00 00 ff ff ff ff 01 00 00 00 02 81 00 00 5c 18 0d 76",
+    ];
+    let file = temp("pretty.twr");
+    let bytes: Vec<u8> = vectors
+        .iter()
+        .flat_map(|v| v.split(' ').map(|b| u8::from_str_radix(b, 16).unwrap()))
+        .collect();
+    std::fs::write(&file.0, bytes).unwrap();
+    let out = tickwire(&["dump", "--pretty", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "2023-11-14T22:13:20.123456789Z #7 quote instrument 42 bid 123.4500 x 100 ask 123.4600 x 200\n\
+         gap: sequences 8..=9 missing (2 frames)\n\
+         2023-11-14T22:13:20.123456789Z #10 trade instrument 7 sell 1 @ -0.0001 flags 0x81\n"
+    );
+}
+
+#[test]
+fn record_reports_a_range_the_server_no_longer_has() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate", "20000"])
+        .args(["--retain", "100", "--duration", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut server = Reap(child);
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    thread::sleep(Duration::from_millis(500)); // ~10,000 published, 100 kept
+    let file = temp("gap.twr");
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &addr,
+        "--from",
+        "1",
+        "--count",
+        "50",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let gap = stderr
+        .lines()
+        .find(|l| l.contains("gap: sequences 1..="))
+        .unwrap_or_else(|| panic!("no gap reported: {stderr}"));
+    let missing: u64 = gap
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(missing > 1000, "{gap}");
+    assert!(
+        stderr.contains(&format!("1 gaps ({missing} missing)")),
+        "{stderr}"
+    );
+    let (sequences, _, _) = dumped_sequences(&file);
+    assert_eq!(sequences.len(), 50);
+    assert_eq!(
+        sequences[0],
+        missing + 1,
+        "the file starts where the server could"
+    );
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
 }

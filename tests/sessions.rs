@@ -125,13 +125,6 @@ impl Pair {
         )
     }
 
-    fn random(&mut self, below: usize) -> usize {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng % below.max(1) as u64) as usize
-    }
-
     /// Publishes `n` data messages as one batch.
     fn publish(&mut self, n: usize) {
         let msgs: Vec<(u64, Payload)> = (0..n)

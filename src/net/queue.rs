@@ -110,10 +110,10 @@ mod tests {
     impl Write for Choppy {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.calls += 1;
-            if self.calls % 3 == 0 {
+            if self.calls.is_multiple_of(3) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            if self.calls % 5 == 0 {
+            if self.calls.is_multiple_of(5) {
                 return Err(io::ErrorKind::Interrupted.into());
             }
             let n = buf.len().min(self.limit);

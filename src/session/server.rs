@@ -27,8 +27,8 @@
 //!
 //! Slow clients: a live client whose pending bytes (queued here plus the
 //! kernel send queue the driver reports) stay over
-//! [`slow_threshold`](ServerSessionConfig::slow_threshold) for
-//! [`slow_grace`](ServerSessionConfig::slow_grace), or whose queue would pass
+//! [`slow_threshold`](ServerSessionConfig::slow_threshold), without
+//! shrinking, for [`slow_grace`](ServerSessionConfig::slow_grace), or whose queue would pass
 //! [`queue_limit`](ServerSessionConfig::queue_limit), is slow; so is a
 //! replaying client whose socket takes nothing for `slow_grace`. Under
 //! [`SlowPolicy::Skip`] a slow live client gets no live data until its
@@ -434,6 +434,8 @@ pub struct ServerSession {
     progress_at: Duration,
     last_check: Duration,
     kernel_backlog: usize,
+    /// Pending bytes at the last backlog check.
+    last_pending: usize,
     over_since: Option<Duration>,
     slow: bool,
     events: VecDeque<ServerEvent>,
@@ -455,6 +457,7 @@ impl ServerSession {
             progress_at: now,
             last_check: now,
             kernel_backlog: 0,
+            last_pending: 0,
             over_since: None,
             slow: false,
             events: VecDeque::new(),
@@ -680,9 +683,12 @@ impl ServerSession {
                         .saturating_add(self.config.heartbeat_interval)
                 {
                     if self.out.bytes == 0 {
-                        let sequence = match self.state {
-                            State::Replaying { .. } => next,
-                            _ => retention.next(),
+                        // The next data sequence this connection will get;
+                        // a skipped (slow) client is told where live data is.
+                        let sequence = if self.slow {
+                            next.max(retention.next())
+                        } else {
+                            next
                         };
                         self.queue_control(&Payload::Heartbeat, sequence, time);
                     } else {
@@ -703,6 +709,7 @@ impl ServerSession {
     fn check_backlog(&mut self, now: Duration) {
         self.last_check = now;
         let pending = self.out.bytes + self.kernel_backlog;
+        let last_pending = core::mem::replace(&mut self.last_pending, pending);
         let threshold = self.config.slow_threshold;
         let grace = self.config.slow_grace;
         if self.slow {
@@ -722,6 +729,12 @@ impl ServerSession {
                 if self.out.bytes > 0 && now.saturating_sub(self.progress_at) >= grace {
                     self.mark_slow(SlowReason::Stalled, now);
                 }
+            }
+            // A backlog that is shrinking is a client catching up (for
+            // example, on the replayed bytes still in its kernel queue), not
+            // a slow one: the grace starts over.
+            _ if pending > threshold && pending < last_pending => {
+                self.over_since = Some(now);
             }
             _ if pending > threshold => {
                 let since = *self.over_since.get_or_insert(now);

@@ -23,7 +23,7 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
     say(&format!(
         "building a {stream_mib} MiB stream of the 60/30/10 mix"
     ));
-    let (data, batch) = measure::synthetic_stream(stream_mib.max(1) << 20, 42);
+    let (data, batch) = measure::synthetic_stream(stream_mib << 20, 42);
     let bytes = data.len() as u64;
     let frames = batch.len() as f64;
     let avg = data.len() as f64 / frames;
@@ -108,13 +108,13 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
             .iter()
             .map(|r| {
                 format!(
-                    r#"{{"case":"{}","value":{:.3},"unit":"{}","baseline":"{}","baseline_value":{:.3},"ratio":{:.4}}}"#,
+                    r#"{{"case":"{}","value":{},"unit":"{}","baseline":"{}","baseline_value":{},"ratio":{}}}"#,
                     r.case,
-                    r.value,
+                    json_number(r.value, 3),
                     r.unit,
                     r.baseline,
-                    r.baseline_value,
-                    r.value / r.baseline_value
+                    json_number(r.baseline_value, 3),
+                    json_ratio(r.value, r.baseline_value)
                 )
             })
             .collect();
@@ -156,4 +156,32 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
         );
     }
     Ok(())
+}
+
+/// `value` as a JSON number with `decimals` decimals, or `null` when it is
+/// not finite: JSON has no NaN or infinity.
+fn json_number(value: f64, decimals: usize) -> String {
+    if value.is_finite() {
+        format!("{value:.decimals$}")
+    } else {
+        "null".to_string()
+    }
+}
+
+/// `value / baseline` as a JSON number (`null` over a zero baseline).
+fn json_ratio(value: f64, baseline: f64) -> String {
+    json_number(value / baseline, 4)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ratios_are_never_nan_in_json() {
+        assert_eq!(super::json_ratio(1.0, 2.0), "0.5000");
+        assert_eq!(super::json_ratio(0.0, 0.0), "null");
+        assert_eq!(super::json_ratio(1.0, 0.0), "null");
+        assert_eq!(super::json_number(f64::NAN, 3), "null");
+        assert_eq!(super::json_number(f64::INFINITY, 3), "null");
+        assert_eq!(super::json_number(1.5, 3), "1.500");
+    }
 }

@@ -57,7 +57,7 @@ fn run_client(
                 let _ = interval.record(ns);
                 progress.frames.fetch_add(1, Ordering::Relaxed);
                 progress.bytes.fetch_add(m.len() as u64, Ordering::Relaxed);
-                if slow && received % 100 == 0 {
+                if slow && received.is_multiple_of(100) {
                     // A consumer that cannot keep up: at most ~100K frames/s.
                     thread::sleep(Duration::from_millis(1));
                 }
@@ -92,14 +92,61 @@ fn run_client(
     })
 }
 
+/// The live status line: labelled figures, at most 80 columns for any
+/// values (large counts take SI suffixes).
+pub(crate) fn status_line(
+    elapsed_s: f64,
+    published: u64,
+    frames_per_s: f64,
+    mb_per_s: f64,
+    p99_us: f64,
+    missing: u64,
+    slow_marks: u64,
+) -> String {
+    let line = format!(
+        "{:>6}s pub {:>6} recv {:>6}/s {:>6}MB/s p99 {:>6}us lost {:>6} slow {:>6}",
+        si(elapsed_s),
+        si(published as f64),
+        si(frames_per_s),
+        si(mb_per_s),
+        si(p99_us),
+        si(missing as f64),
+        si(slow_marks as f64),
+    );
+    line.chars().take(80).collect()
+}
+
+/// A non-negative figure in at most 6 characters: `999.9`, `12.3K`, `4.6M`,
+/// `7.9G`, `1.0T`… (non-finite or negative values print as `-`).
+pub(crate) fn si(value: f64) -> String {
+    if !value.is_finite() || value < 0.0 {
+        return "-".to_string();
+    }
+    let mut v = value;
+    for suffix in ["", "K", "M", "G", "T", "P", "E", "Z"] {
+        if v < 999.95 {
+            return format!("{v:.1}{suffix}");
+        }
+        v /= 1000.0;
+    }
+    "huge".to_string()
+}
+
+/// Whether every client that was not made slow received every frame.
+pub(crate) fn lossless(outcomes: &[(bool, u64, u64)], published: u64) -> bool {
+    outcomes
+        .iter()
+        .filter(|(slow, _, _)| !slow)
+        .all(|&(_, received, missing)| received == published && missing == 0)
+}
+
 pub(crate) fn run(
     rate: u64,
     clients: usize,
-    duration: f64,
+    duration: Duration,
     slow_client: bool,
     json: bool,
 ) -> io::Result<()> {
-    let clients = clients.max(1);
     let live = io::stderr().is_terminal() && !json;
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().map_err(io::Error::other)?,
@@ -127,18 +174,20 @@ pub(crate) fn run(
     }
     if !json {
         eprintln!(
-            "tickwire demo: server on {addr}, {clients} clients{}, {rate} msg/s for {duration} s",
+            "tickwire demo: server on {addr}, {clients} clients{}, {rate} msg/s for {} s",
             if slow_client {
                 " (the last one slow)"
             } else {
                 ""
-            }
+            },
+            duration.as_secs_f64()
         );
     }
     let stop_feed = Arc::new(AtomicBool::new(false));
     let publisher = measure::paced_publisher(&server, rate, 1, Arc::clone(&stop_feed));
     let started = Instant::now();
-    let end = started + Duration::from_secs_f64(duration.max(0.0));
+    let end = crate::deadline(Some(duration));
+    let end = end.unwrap_or(started);
     let mut last = (0u64, 0u64, Instant::now());
     while Instant::now() < end {
         thread::sleep(
@@ -163,32 +212,31 @@ pub(crate) fn run(
                 .sum();
             let secs = last.2.elapsed().as_secs_f64();
             let stats = server.stats();
-            let lat: Vec<String> = progress
+            let p99 = progress
                 .iter()
-                .map(|p| {
-                    format!(
-                        "{:.0}/{:.0}",
-                        p.p50_ns.load(Ordering::Relaxed) as f64 / 1e3,
-                        p.p99_ns.load(Ordering::Relaxed) as f64 / 1e3
-                    )
-                })
-                .collect();
+                .map(|p| p.p99_ns.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0);
+            let _ = discarded; // in the summary
             eprint!(
-                "\r\x1b[2K{:>4.1} s | published {:>9} | received {:>6.2} M frames/s {:>6.1} MB/s | latency µs p50/p99 {} | missing {} | discarded {} | slow marks {}",
-                started.elapsed().as_secs_f64(),
-                stats.frames_published,
-                (frames - last.0) as f64 / secs / 1e6,
-                (bytes - last.1) as f64 / secs / 1e6,
-                lat.join(" "),
-                missing,
-                discarded,
-                stats.slow_marks
+                "\r\x1b[2K{}",
+                status_line(
+                    started.elapsed().as_secs_f64(),
+                    stats.frames_published,
+                    (frames - last.0) as f64 / secs,
+                    (bytes - last.1) as f64 / secs / 1e6,
+                    p99 as f64 / 1e3,
+                    missing,
+                    stats.slow_marks,
+                )
             );
             let _ = io::stderr().flush();
             last = (frames, bytes, Instant::now());
         }
     }
     stop_feed.store(true, Ordering::Relaxed);
+    // Rates divide by the time the feed ran, not the time asked for.
+    let publish_s = started.elapsed().as_secs_f64();
     let published = publisher
         .join()
         .map_err(|_| io::Error::other("publisher panicked"))?;
@@ -211,7 +259,21 @@ pub(crate) fn run(
         .map(|h| h.join().map_err(|_| io::Error::other("client panicked"))?)
         .collect::<io::Result<_>>()?;
     let stats = server.shutdown()?;
-    let elapsed = started.elapsed().as_secs_f64();
+    let rate_of = |n: u64| {
+        if publish_s > 0.0 {
+            n as f64 / publish_s
+        } else {
+            0.0
+        }
+    };
+    let kept_up = lossless(
+        &outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (slow_client && i + 1 == clients, o.received, o.missing))
+            .collect::<Vec<_>>(),
+        published,
+    );
 
     let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
     if json {
@@ -220,10 +282,11 @@ pub(crate) fn run(
             .enumerate()
             .map(|(i, o)| {
                 format!(
-                    r#"{{"client":{},"slow":{},"received":{},"lost":{},"gaps":{},"discarded_bytes":{},"reconnects":{},"latency_us":{{"p50":{:.1},"p99":{:.1},"p999":{:.1},"max":{:.1}}}}}"#,
+                    r#"{{"client":{},"slow":{},"received":{},"received_per_s":{:.1},"lost":{},"gaps":{},"discarded_bytes":{},"reconnects":{},"latency_us":{{"p50":{:.1},"p99":{:.1},"p999":{:.1},"max":{:.1}}}}}"#,
                     i + 1,
                     slow_client && i + 1 == clients,
                     o.received,
+                    rate_of(o.received),
                     published.saturating_sub(o.received),
                     o.gaps,
                     o.discarded,
@@ -236,7 +299,10 @@ pub(crate) fn run(
             })
             .collect();
         println!(
-            r#"{{"rate":{rate},"duration_s":{duration},"published":{published},"slow_marks":{},"skipped_batches":{},"slow_disconnects":{},"clients":[{}]}}"#,
+            r#"{{"rate":{rate},"duration_s":{},"elapsed_s":{:.3},"published":{published},"published_per_s":{:.1},"lossless":{kept_up},"slow_marks":{},"skipped_batches":{},"slow_disconnects":{},"clients":[{}]}}"#,
+            duration.as_secs_f64(),
+            publish_s,
+            rate_of(published),
             stats.slow_marks,
             stats.skipped_batches,
             stats.closed_for(CloseReason::Slow),
@@ -244,8 +310,8 @@ pub(crate) fn run(
         );
     } else {
         println!(
-            "published {published} frames in {elapsed:.1} s ({:.0} msg/s); slow marks {}, batches skipped for slow clients {}",
-            published as f64 / duration.max(f64::MIN_POSITIVE),
+            "published {published} frames in {publish_s:.1} s ({:.0} msg/s); slow marks {}, batches skipped for slow clients {}",
+            rate_of(published),
             stats.slow_marks,
             stats.skipped_batches
         );
@@ -281,14 +347,9 @@ pub(crate) fn run(
                 o.latency.max() as f64 / 1e3
             );
         }
-        let lossless = outcomes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !(slow_client && i + 1 == clients))
-            .all(|(_, o)| o.received == published && o.missing == 0);
         println!(
             "{}",
-            if lossless {
+            if kept_up {
                 "every client that kept up received every frame, in order, exactly once"
             } else {
                 "WARNING: a client that was not made slow lost frames"
@@ -303,5 +364,45 @@ pub(crate) fn run(
             }
         }
     }
-    Ok(())
+    if kept_up {
+        Ok(())
+    } else {
+        Err(io::Error::other(
+            "a client that was not made slow lost frames (see the summary)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_fits_80_columns_with_labels() {
+        for (published, fps, mbps, p99, missing) in [
+            (0, 0.0, 0.0, 0.0, 0),
+            (123_456_789, 2.5e6, 87.5, 45.3, 0),
+            (u64::MAX, f64::MAX, 1e300, 1e12, u64::MAX),
+        ] {
+            let line = status_line(1e12, published, fps, mbps, p99, missing, u64::MAX);
+            assert!(
+                line.chars().count() <= 80,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+            for label in ["pub", "recv", "MB/s", "p99", "lost", "slow"] {
+                assert!(line.contains(label), "{label} missing: {line}");
+            }
+        }
+        assert_eq!(si(123_456_789.0), "123.5M");
+        assert_eq!(si(999.0), "999.0");
+        assert_eq!(si(f64::NAN), "-");
+    }
+
+    #[test]
+    fn a_loss_by_a_client_that_was_not_slow_fails_the_demo() {
+        assert!(lossless(&[(false, 10, 0), (true, 3, 7)], 10));
+        assert!(!lossless(&[(false, 10, 0), (false, 9, 1)], 10));
+        assert!(!lossless(&[(false, 10, 2)], 10));
+    }
 }

@@ -2,33 +2,38 @@
 //! demo and bench.
 #![forbid(unsafe_code)]
 
+mod args;
 mod bench;
 mod demo;
+mod drive;
 mod measure;
+mod pretty;
+mod record;
+mod subscribe;
 
 use std::fs::File;
 use std::io::{self, BufWriter, ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser as ClapParser, Subcommand};
-use std::ops::ControlFlow;
 use tickwire::json::JsonEvent;
-use tickwire::net::{unix_nanos, Client, ClientConfig, LogSink, Server, ServerConfig, ServerStats};
+use tickwire::net::{unix_nanos, LogSink, Server, ServerConfig, ServerStats};
 use tickwire::parse::{Event, Parser};
-use tickwire::policy::Backoff;
-use tickwire::session::{ClientEvent, CloseReason, SlowPolicy};
+use tickwire::session::{CloseReason, SlowPolicy};
 use tickwire::synth::{Damage, Damager, Feed};
 
 #[derive(ClapParser)]
 #[command(
     name = "tickwire",
     version,
-    about = "Streaming market data over the tickwire protocol"
+    about = "Streaming market data over the tickwire protocol",
+    after_help = "SIGINT (Ctrl-C) and SIGTERM stop serve, subscribe and record gracefully: \
+                  serve sends EndOfSession, each prints its summary and exits 0."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,17 +44,17 @@ struct Cli {
 enum Command {
     /// Write a seeded synthetic stream (60% quotes, 30% trades, 10% heartbeats).
     Gen {
-        /// Number of frames to generate.
+        /// Number of frames to generate (0: an empty file).
         #[arg(long, default_value_t = 1000)]
         count: u64,
         /// Seed: the same seed gives the same stream.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Probability (0–1) that a frame is damaged (bit flip, truncation, junk run).
-        #[arg(long, default_value_t = 0.0)]
+        /// Probability (0 to 1) that a frame is damaged (bit flip, truncation, junk run).
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = args::probability)]
         corrupt: f64,
-        /// Number of instruments.
-        #[arg(long, default_value_t = 100)]
+        /// Number of instruments (at least 1).
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
         instruments: u32,
         /// Output file (`-` for stdout).
         #[arg(short, long)]
@@ -59,46 +64,50 @@ enum Command {
     Dump {
         /// Recording to read (`-` for stdin).
         file: PathBuf,
+        /// One line per frame for people instead of JSON: prices as decimals
+        /// (4 implied decimals), timestamps as RFC 3339 UTC.
+        #[arg(long)]
+        pretty: bool,
     },
-    /// Run the reference server publishing a synthetic feed (Ctrl-C stops it gracefully).
+    /// Run the reference server publishing a synthetic feed (Ctrl-C or SIGTERM stops it gracefully).
     Serve {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7878")]
+        /// Address to listen on (IP:PORT or HOST:PORT).
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR", allow_negative_numbers = true, value_parser = args::address)]
         listen: SocketAddr,
-        /// Messages per second to publish.
-        #[arg(long, default_value_t = 500_000)]
+        /// Messages per second to publish (at least 1).
+        #[arg(long, default_value_t = 500_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
-        /// Number of instruments.
-        #[arg(long, default_value_t = 100)]
+        /// Number of instruments (at least 1).
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
         instruments: u32,
-        /// Data frames kept for replay.
-        #[arg(long, default_value_t = 1 << 20)]
-        retain: usize,
+        /// Data frames kept for replay (at least 1).
+        #[arg(long, default_value_t = 1 << 20, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+        retain: u64,
         /// What to do with slow clients.
         #[arg(long, value_enum, default_value_t = SlowArg::Skip)]
         slow_policy: SlowArg,
         /// Seed of the synthetic feed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Stop after this many seconds (default: run until Ctrl-C).
-        #[arg(long)]
-        duration: Option<f64>,
+        /// Stop after this many seconds (greater than 0; default: run until Ctrl-C or SIGTERM).
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
+        duration: Option<Duration>,
     },
     /// Subscribe to a server: JSON lines of every frame and event, or a status line per second.
     Subscribe {
-        /// Server address.
-        #[arg(long, default_value = "127.0.0.1:7878")]
+        /// Server address (IP:PORT or HOST:PORT).
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR", allow_negative_numbers = true, value_parser = args::address)]
         connect: SocketAddr,
         /// First sequence wanted (0: live data only).
         #[arg(long, default_value_t = 0)]
         from: u64,
-        /// Print JSON lines (protocol section 7) instead of a status line.
+        /// Print every frame and client event as a JSON line (protocol section 7) instead of a status line.
         #[arg(long)]
         json: bool,
-        /// Stop after this many seconds (default: until Ctrl-C or the server gives up).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Give up after this many failed connection attempts in a row (default: never).
+        /// Stop after this many seconds (greater than 0; default: until Ctrl-C, SIGTERM or the client gives up).
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
+        duration: Option<Duration>,
+        /// Give up after this many failed connection attempts in a row (0: after the first; default: never).
         #[arg(long)]
         max_retries: Option<u32>,
         /// Busy-poll for the lowest latency (spins one core).
@@ -107,15 +116,15 @@ enum Command {
     },
     /// Run an in-process server and clients for a while and show what happens.
     Demo {
-        /// Messages per second to publish.
-        #[arg(long, default_value_t = 500_000)]
+        /// Messages per second to publish (at least 1).
+        #[arg(long, default_value_t = 500_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
-        /// Subscribing clients.
-        #[arg(long, default_value_t = 4)]
-        clients: usize,
-        /// Seconds to run.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
+        /// Subscribing clients (1 to 256).
+        #[arg(long, default_value_t = 4, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+        clients: u16,
+        /// Seconds to run (greater than 0).
+        #[arg(long, default_value = "10", value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
+        duration: Duration,
         /// Make the last client fall behind (it is skipped while slow and sees gaps).
         #[arg(long)]
         slow_client: bool,
@@ -125,23 +134,36 @@ enum Command {
     },
     /// Run the benchmarks and print one table, each figure against its baseline.
     Bench {
-        /// Seconds per network case.
-        #[arg(long, default_value_t = 2.0)]
-        seconds: f64,
-        /// Message rate of the latency case.
-        #[arg(long, default_value_t = 500_000)]
+        /// Seconds per network case (greater than 0).
+        #[arg(long, default_value = "2", allow_negative_numbers = true, value_parser = args::seconds)]
+        seconds: Duration,
+        /// Message rate of the latency case (at least 1).
+        #[arg(long, default_value_t = 500_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
-        /// Size of the decode/encode stream in MiB.
-        #[arg(long, default_value_t = 64)]
-        stream_mib: usize,
+        /// Size of the decode/encode stream in MiB (1 to 1024).
+        #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        stream_mib: u16,
         /// Print the table as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
-    /// Record the raw byte stream from a server into a file `dump` reads.
+    /// Record a server's data frames into a file `dump` reads, across reconnects.
+    ///
+    /// Built on the reference client: after a lost connection it reconnects
+    /// with backoff and logs in with the next sequence it needs, so the file
+    /// holds every data frame exactly once, in sequence order, byte-identical
+    /// to what the server sent. Control frames are not kept, except one
+    /// LoginAccepted (written by the recorder, with the server's session_id and
+    /// first sequence) at the start and at each new session, so that `dump`
+    /// knows the session. A range the server could not replay is reported on
+    /// stderr and in the summary; `dump` shows it as a gap too, unless it
+    /// lies before the file's first frame (--from older than the server
+    /// retains). The output
+    /// file is opened before connecting; Ctrl-C or SIGTERM ends the file on a
+    /// whole frame, flushed.
     Record {
-        /// Server address.
-        #[arg(long, default_value = "127.0.0.1:7878")]
+        /// Server address (IP:PORT or HOST:PORT).
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR", allow_negative_numbers = true, value_parser = args::address)]
         connect: SocketAddr,
         /// First sequence wanted (0: live data only).
         #[arg(long, default_value_t = 0)]
@@ -149,12 +171,15 @@ enum Command {
         /// Output file (`-` for stdout).
         #[arg(short, long)]
         output: PathBuf,
-        /// Stop after this many data frames.
-        #[arg(long, conflicts_with = "duration")]
+        /// Stop after exactly this many data frames (at least 1).
+        #[arg(long, conflicts_with = "duration", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
-        /// Stop after this many seconds.
+        /// Stop after this many seconds (greater than 0).
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
+        duration: Option<Duration>,
+        /// Give up after this many failed connection attempts in a row (0: after the first; default: never).
         #[arg(long)]
-        duration: Option<f64>,
+        max_retries: Option<u32>,
     },
 }
 
@@ -174,7 +199,7 @@ fn main() -> ExitCode {
             instruments,
             output,
         } => gen(count, seed, corrupt, instruments, &output),
-        Command::Dump { file } => dump(&file),
+        Command::Dump { file, pretty } => dump(&file, pretty),
         Command::Serve {
             listen,
             rate,
@@ -188,6 +213,7 @@ fn main() -> ExitCode {
                 SlowArg::Skip => SlowPolicy::Skip,
                 SlowArg::Disconnect => SlowPolicy::Disconnect,
             };
+            let retain = usize::try_from(retain).unwrap_or(usize::MAX);
             serve(listen, rate, instruments, retain, policy, seed, duration)
         }
         Command::Subscribe {
@@ -197,27 +223,28 @@ fn main() -> ExitCode {
             duration,
             max_retries,
             busy_poll,
-        } => subscribe(connect, from, json, duration, max_retries, busy_poll),
+        } => subscribe::run(connect, from, json, duration, max_retries, busy_poll),
         Command::Record {
             connect,
             from,
             output,
             count,
             duration,
-        } => record(connect, from, &output, count, duration),
+            max_retries,
+        } => record::run(connect, from, &output, count, duration, max_retries),
         Command::Demo {
             rate,
             clients,
             duration,
             slow_client,
             json,
-        } => demo::run(rate, clients, duration, slow_client, json),
+        } => demo::run(rate, usize::from(clients), duration, slow_client, json),
         Command::Bench {
             seconds,
             rate,
             stream_mib,
             json,
-        } => bench::run(seconds, rate, stream_mib, json),
+        } => bench::run(seconds.as_secs_f64(), rate, usize::from(stream_mib), json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -230,7 +257,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_output(path: &PathBuf) -> io::Result<Box<dyn Write>> {
+/// Opens `path` for writing (`-`: stdout); errors name the path.
+fn open_output(path: &Path) -> io::Result<Box<dyn Write>> {
     if path.as_os_str() == "-" {
         Ok(Box::new(io::stdout().lock()))
     } else {
@@ -240,7 +268,15 @@ fn open_output(path: &PathBuf) -> io::Result<Box<dyn Write>> {
     }
 }
 
-fn open_input(path: &PathBuf) -> io::Result<Box<dyn Read>> {
+/// An error writing to `path`, naming it (a closed stdout stays a broken pipe).
+fn write_error(path: &Path, e: io::Error) -> io::Error {
+    if path.as_os_str() == "-" {
+        return e;
+    }
+    io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+}
+
+fn open_input(path: &Path) -> io::Result<Box<dyn Read>> {
     if path.as_os_str() == "-" {
         Ok(Box::new(io::stdin().lock()))
     } else {
@@ -253,13 +289,7 @@ fn open_input(path: &PathBuf) -> io::Result<Box<dyn Read>> {
 /// First timestamp of generated streams: 2023-11-14T22:13:20Z.
 const GEN_EPOCH_NS: u64 = 1_700_000_000_000_000_000;
 
-fn gen(count: u64, seed: u64, corrupt: f64, instruments: u32, output: &PathBuf) -> io::Result<()> {
-    if !(0.0..=1.0).contains(&corrupt) {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            "--corrupt must be between 0 and 1",
-        ));
-    }
+fn gen(count: u64, seed: u64, corrupt: f64, instruments: u32, output: &Path) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, open_output(output)?);
     let mut feed = Feed::new(seed, instruments);
     let mut damager = Damager::new(seed, corrupt);
@@ -282,14 +312,14 @@ fn gen(count: u64, seed: u64, corrupt: f64, instruments: u32, output: &PathBuf) 
             None => {}
         }
         if chunk.len() >= 1 << 15 {
-            out.write_all(&chunk)?;
+            out.write_all(&chunk).map_err(|e| write_error(output, e))?;
             bytes += chunk.len() as u64;
             chunk.clear();
         }
     }
-    out.write_all(&chunk)?;
+    out.write_all(&chunk).map_err(|e| write_error(output, e))?;
     bytes += chunk.len() as u64;
-    out.flush()?;
+    out.flush().map_err(|e| write_error(output, e))?;
     eprintln!(
         "tickwire gen: {count} frames, {bytes} bytes, seed {seed}; damaged: {flips} bit flips, \
          {truncations} truncations, {junk} junk runs"
@@ -297,7 +327,7 @@ fn gen(count: u64, seed: u64, corrupt: f64, instruments: u32, output: &PathBuf) 
     Ok(())
 }
 
-fn dump(path: &PathBuf) -> io::Result<()> {
+fn dump(path: &Path, pretty: bool) -> io::Result<()> {
     let mut input = open_input(path)?;
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut parser = Parser::with_capacity(1 << 20).map_err(io::Error::other)?;
@@ -311,7 +341,12 @@ fn dump(path: &PathBuf) -> io::Result<()> {
             }
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot read {}: {e}", path.display()),
+                ))
+            }
         };
         if read > 0 {
             parser.commit(read).map_err(io::Error::other)?;
@@ -322,7 +357,11 @@ fn dump(path: &PathBuf) -> io::Result<()> {
                 Event::Duplicate(_) => duplicates += 1,
                 _ => {}
             }
-            writeln!(out, "{}", JsonEvent(&event))?;
+            if pretty {
+                writeln!(out, "{}", pretty::event(&event))?;
+            } else {
+                writeln!(out, "{}", JsonEvent(&event))?;
+            }
         }
         if parser.is_finished() {
             break;
@@ -359,8 +398,9 @@ fn serve(
     retain: usize,
     slow_policy: SlowPolicy,
     seed: u64,
-    duration: Option<f64>,
+    duration: Option<Duration>,
 ) -> io::Result<()> {
+    let stop = interrupted()?;
     let config = ServerConfig {
         listen,
         retain,
@@ -370,25 +410,23 @@ fn serve(
         }))),
         ..ServerConfig::default()
     };
-    let server = Server::bind(config)?.spawn()?;
+    let server = Server::bind(config)
+        .and_then(Server::spawn)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     println!("listening {}", server.local_addr());
     eprintln!(
-        "tickwire serve: session {:#018x}, publishing {rate} msg/s over {instruments} instruments; Ctrl-C stops",
+        "tickwire serve: session {:#018x}, publishing {rate} msg/s over {instruments} instruments; \
+         Ctrl-C or SIGTERM stops",
         server.session_id()
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).map_err(io::Error::other)?;
-    }
     let publisher = server.publisher();
     let mut feed = Feed::new(seed, instruments);
     let started = Instant::now();
-    let end = duration.map(|d| started + Duration::from_secs_f64(d.max(0.0)));
+    let end = deadline(duration);
     let mut published = 0u64;
     let mut last = ServerStats::default();
     let mut next_status = started + Duration::from_secs(1);
-    while !stop.load(Ordering::SeqCst) && end.map_or(true, |end| Instant::now() < end) {
+    while !stop.load(Ordering::SeqCst) && end.is_none_or(|end| Instant::now() < end) {
         // Publish what the rate allows by now, in one batch per millisecond.
         let due = u64::try_from(started.elapsed().as_nanos() * u128::from(rate) / 1_000_000_000)
             .unwrap_or(u64::MAX);
@@ -417,9 +455,10 @@ fn serve(
     }
     let stats = server.shutdown()?;
     eprintln!(
-        "tickwire serve: stopped after {:.1} s: {} frames published, {} sent, {} bytes; {} slow marks; \
+        "tickwire serve: stopped after {:.1} s{}: {} frames published, {} sent, {} bytes; {} slow marks; \
          closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} shutdown",
         started.elapsed().as_secs_f64(),
+        if stop.load(Ordering::SeqCst) { " (signal)" } else { "" },
         stats.frames_published,
         stats.frames_sent,
         stats.bytes_sent,
@@ -445,7 +484,8 @@ fn status_line(last: &ServerStats, now: &ServerStats) -> String {
     )
 }
 
-/// Ctrl-C sets the returned flag.
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP set the returned flag (ctrlc's
+/// `termination` feature).
 fn interrupted() -> io::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
@@ -453,181 +493,8 @@ fn interrupted() -> io::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn deadline(duration: Option<f64>) -> Option<Instant> {
-    duration.map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)))
-}
-
-fn subscribe(
-    connect: SocketAddr,
-    from: u64,
-    json: bool,
-    duration: Option<f64>,
-    max_retries: Option<u32>,
-    busy_poll: bool,
-) -> io::Result<()> {
-    let stop = interrupted()?;
-    let end = deadline(duration);
-    let mut config = ClientConfig::new(connect);
-    config.from = from;
-    config.busy_poll = busy_poll;
-    config.backoff = Backoff::default()
-        .with_max_retries(max_retries)
-        .with_jitter(u64::from(std::process::id()));
-    let mut client = Client::new(config)?;
-    let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    let mut write_error = None;
-    let started = Instant::now();
-    let mut next_status = started + Duration::from_secs(1);
-    let (mut frames, mut bytes, mut gaps, mut discarded) = (0u64, 0u64, 0u64, 0u64);
-    let mut state = client.state();
-    let result = client.run(|event| {
-        match event {
-            ClientEvent::Frame(m) => {
-                frames += 1;
-                bytes += m.len() as u64;
-            }
-            ClientEvent::Gap(g) => gaps += g.len(),
-            ClientEvent::Discarded(d) => discarded += d.bytes,
-            ClientEvent::State { to, .. } => state = to,
-            _ => {}
-        }
-        if !json && Instant::now() >= next_status {
-            eprintln!(
-                "tickwire subscribe: {state:?} | {frames} frames/s, {:.1} MB/s | {gaps} missing | {discarded} bytes discarded",
-                bytes as f64 / 1e6
-            );
-            (frames, bytes) = (0, 0);
-            next_status += Duration::from_secs(1);
-        }
-        if json {
-            let line = match event {
-                ClientEvent::Frame(m) => Some(JsonEvent(&Event::Frame(m)).to_string()),
-                ClientEvent::Gap(g) => Some(JsonEvent(&Event::Gap(g)).to_string()),
-                ClientEvent::Discarded(d) => Some(JsonEvent(&Event::Discarded(d)).to_string()),
-                ClientEvent::NewSession { session_id, sequence } => {
-                    Some(JsonEvent(&Event::NewSession { session_id, sequence }).to_string())
-                }
-                _ => None,
-            };
-            if let Some(line) = line {
-                if let Err(e) = writeln!(out, "{line}") {
-                    write_error = Some(e);
-                    return ControlFlow::Break(());
-                }
-            }
-        }
-        match event {
-            ClientEvent::State { from, to } => eprintln!("tickwire subscribe: {from:?} -> {to:?}"),
-            ClientEvent::Lost(why) => eprintln!("tickwire subscribe: connection lost: {why}"),
-            ClientEvent::Retrying { attempt, delay } => {
-                eprintln!("tickwire subscribe: retry {attempt} in {delay:?}");
-            }
-            ClientEvent::LoggedIn { session_id, sequence } => {
-                eprintln!("tickwire subscribe: logged in, session {session_id:#018x}, from {sequence}");
-            }
-            ClientEvent::EndOfSession { sequence } => {
-                eprintln!("tickwire subscribe: end of session (next sequence {sequence})");
-            }
-            _ => {}
-        }
-        if stop.load(Ordering::SeqCst) || end.is_some_and(|end| Instant::now() >= end) {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    });
-    out.flush()?;
-    if let Some(e) = write_error {
-        return Err(e);
-    }
-    let s = client.stats();
-    eprintln!(
-        "tickwire subscribe: {} frames ({} quotes, {} trades, {} heartbeats), {} bytes; discarded {} bytes; \
-         {} gaps ({} missing), {} duplicates; {} connects, {} reconnects; {:?}",
-        s.parse.frames(),
-        s.parse.quotes,
-        s.parse.trades,
-        s.parse.heartbeats,
-        s.parse.frame_bytes,
-        s.parse.discarded_bytes,
-        s.gaps,
-        s.missing,
-        s.duplicates,
-        s.connects,
-        s.reconnects,
-        client.state()
-    );
-    result.map_err(|gave_up| io::Error::new(ErrorKind::NotConnected, gave_up.to_string()))
-}
-
-/// Stream bytes the parser has consumed so far (frames plus discards).
-fn consumed(parser: &Parser<Box<[u8]>>) -> u64 {
-    let s = parser.stats();
-    s.frame_bytes + s.discarded_bytes
-}
-
-fn record(
-    connect: SocketAddr,
-    from: u64,
-    output: &PathBuf,
-    count: Option<u64>,
-    duration: Option<f64>,
-) -> io::Result<()> {
-    use std::io::Write as _;
-    let stop = interrupted()?;
-    let end = deadline(duration);
-    let mut socket = std::net::TcpStream::connect(connect)?;
-    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let mut login = [0u8; 24];
-    tickwire::encode(&tickwire::Payload::Login, from, unix_nanos(), &mut login)
-        .map_err(io::Error::other)?;
-    socket.write_all(&login)?;
-    let mut out = BufWriter::with_capacity(1 << 20, open_output(output)?);
-    // The file gets the bytes exactly as received; a parser alongside counts
-    // data frames for --count.
-    let mut parser = Parser::with_capacity(1 << 20).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; 1 << 16];
-    let (mut frames, mut bytes) = (0u64, 0u64);
-    while !stop.load(Ordering::SeqCst)
-        && end.map_or(true, |end| Instant::now() < end)
-        && count.map_or(true, |count| frames < count)
-    {
-        let n = match socket.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(e),
-        };
-        let target = count.unwrap_or(u64::MAX);
-        let mut keep = n;
-        let mut chunk = buf.get(..n).unwrap_or_default();
-        let chunk_start = consumed(&parser) + parser.buffered() as u64;
-        while !chunk.is_empty() {
-            let taken = parser.fill_from(chunk);
-            chunk = chunk.get(taken..).unwrap_or_default();
-            while let Some(event) = parser.next_event() {
-                if matches!(event, Event::Frame(m) if m.is_data()) {
-                    frames += 1;
-                    if frames >= target {
-                        // Keep the bytes up to the end of this frame only.
-                        let upto = consumed(&parser).saturating_sub(chunk_start);
-                        keep = usize::try_from(upto).unwrap_or(n).min(n);
-                        chunk = &[];
-                        break;
-                    }
-                }
-            }
-        }
-        out.write_all(buf.get(..keep).unwrap_or_default())?;
-        bytes += keep as u64;
-    }
-    out.flush()?;
-    eprintln!("tickwire record: {frames} data frames, {bytes} bytes written");
-    Ok(())
+/// When a run of `duration` started now ends (`None`: never; a duration too
+/// long for the clock also never ends).
+fn deadline(duration: Option<Duration>) -> Option<Instant> {
+    duration.and_then(|d| Instant::now().checked_add(d))
 }

@@ -1,0 +1,159 @@
+//! `tickwire record`: a server's data frames into a file, across reconnects.
+//!
+//! The file holds every data frame exactly once, in sequence order, byte for
+//! byte as the server sent it. Control frames are not kept, with one
+//! exception: at the start and at each new session the recorder writes a
+//! LoginAccepted frame of its own (the server's `session_id` and first
+//! sequence, stamped with the recorder's clock) so that `dump` restarts its
+//! sequence tracking where the server's sequence space restarted.
+
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::time::Duration;
+
+use tickwire::net::{unix_nanos, Client};
+use tickwire::session::ClientEvent;
+use tickwire::Payload;
+
+use crate::drive::{drive_client, Ended, Step, STEP};
+use crate::subscribe::{client_config, gave_up_error};
+
+/// What the recording holds so far.
+#[derive(Default)]
+struct Tally {
+    frames: u64,
+    bytes: u64,
+    first: Option<u64>,
+    last: Option<u64>,
+    gaps: u64,
+    missing: u64,
+    /// Data frames the client handed over twice (never expected: counted, not written).
+    repeats: u64,
+    sessions: u64,
+}
+
+pub(crate) fn run(
+    connect: SocketAddr,
+    from: u64,
+    output: &Path,
+    count: Option<u64>,
+    duration: Option<Duration>,
+    max_retries: Option<u32>,
+) -> io::Result<()> {
+    let stop = crate::interrupted()?;
+    // The file first: an unwritable path fails before the server sees a client.
+    let mut out = BufWriter::with_capacity(1 << 20, crate::open_output(output)?);
+    let end = crate::deadline(duration);
+    let mut client = Client::new(client_config(connect, from, max_retries))?;
+    let target = count.unwrap_or(u64::MAX);
+    let mut tally = Tally::default();
+    let mut session = None;
+    let mut write_error = None;
+    let ended = drive_client(&mut client, &stop, end, STEP, false, |step| {
+        let Step::Event(event) = step else {
+            return ControlFlow::Continue(());
+        };
+        let written = match event {
+            ClientEvent::LoggedIn {
+                session_id,
+                sequence,
+            } if session != Some(session_id) => {
+                session = Some(session_id);
+                tally.sessions += 1;
+                tally.last = None;
+                let mut frame = [0u8; 32];
+                tickwire::encode(
+                    &Payload::LoginAccepted { session_id },
+                    sequence,
+                    unix_nanos(),
+                    &mut frame,
+                )
+                .map_err(io::Error::other)
+                .and_then(|n| out.write_all(frame.get(..n).unwrap_or_default()))
+            }
+            ClientEvent::Frame(m) if m.is_data() => {
+                if tally.last.is_some_and(|last| m.sequence() <= last) {
+                    tally.repeats += 1;
+                    return ControlFlow::Continue(());
+                }
+                let bytes = m.as_bytes();
+                let result = out.write_all(bytes);
+                tally.frames += 1;
+                tally.bytes += bytes.len() as u64;
+                tally.first.get_or_insert(m.sequence());
+                tally.last = Some(m.sequence());
+                if result.is_ok() && tally.frames >= target {
+                    return ControlFlow::Break(());
+                }
+                result
+            }
+            ClientEvent::Gap(g) => {
+                tally.gaps += 1;
+                tally.missing += g.len();
+                eprintln!(
+                    "tickwire record: gap: sequences {}..={} ({} frames) could not be recovered from {connect}",
+                    g.first,
+                    g.last,
+                    g.len()
+                );
+                Ok(())
+            }
+            ClientEvent::NewSession {
+                session_id,
+                sequence,
+            } => {
+                eprintln!(
+                    "tickwire record: new session {session_id:#018x} from sequence {sequence}"
+                );
+                Ok(())
+            }
+            ClientEvent::Lost(why) => {
+                eprintln!("tickwire record: {connect}: connection lost: {why}");
+                Ok(())
+            }
+            ClientEvent::Retrying { attempt, delay } => {
+                eprintln!("tickwire record: {connect}: retry {attempt} in {delay:?}");
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        match written {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                write_error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    });
+    let flushed = out.flush();
+    if let Some(e) = write_error {
+        return Err(crate::write_error(output, e));
+    }
+    flushed.map_err(|e| crate::write_error(output, e))?;
+    let ended = ended?;
+    let range = match (tally.first, tally.last) {
+        (Some(first), Some(last)) => format!(" (sequences {first}..={last})"),
+        _ => String::new(),
+    };
+    let stats = client.stats();
+    eprintln!(
+        "tickwire record: {} data frames{range}, {} bytes of data frames written to {}; \
+         {} gaps ({} missing); {} repeats dropped; {} sessions, {} connects, {} reconnects; stopped: {}",
+        tally.frames,
+        tally.bytes,
+        output.display(),
+        tally.gaps,
+        tally.missing,
+        tally.repeats,
+        tally.sessions,
+        stats.connects,
+        stats.reconnects,
+        match ended {
+            Ended::Done => "count reached",
+            other => other.describe(),
+        }
+    );
+    gave_up_error(connect, ended)
+}

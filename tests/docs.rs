@@ -1,0 +1,152 @@
+//! What a crates.io reviewer checks: the shipped `PROTOCOL.md` and its test
+//! vectors, links that stay inside the repository, and a README command
+//! table that matches `tickwire --help`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap()
+}
+
+#[test]
+fn protocol_md_has_every_section_and_valid_test_vectors() {
+    let protocol = read("PROTOCOL.md");
+    for n in 1..=10 {
+        assert!(
+            protocol.contains(&format!("\n## {n}. ")),
+            "section {n} missing"
+        );
+    }
+    let frames: Vec<Vec<u8>> = protocol
+        .lines()
+        .filter(|l| l.starts_with("a5 01 "))
+        .map(|l| {
+            l.split(' ')
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        frames.len(),
+        15,
+        "9 vectors in section 6, 6 lines for sections 8 and 9"
+    );
+    for f in &frames {
+        assert_eq!(usize::from(f[3]), f.len(), "length byte of {f:02x?}");
+        let (covered, trailer) = f.split_at(f.len() - 4);
+        assert_eq!(
+            tickwire::checksum::crc32c(covered),
+            u32::from_le_bytes(trailer.try_into().unwrap()),
+            "checksum of {f:02x?}"
+        );
+    }
+    // The revision-1 frames decode as the crate's own types.
+    let decoded = frames
+        .iter()
+        .filter(|f| tickwire::Message::decode(f).is_ok())
+        .count();
+    assert_eq!(
+        decoded,
+        9 + 2,
+        "section 6 and the datagram's Quote and Trade"
+    );
+}
+
+#[test]
+fn links_stay_inside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["README.md", "PROTOCOL.md", "src/lib.rs"] {
+        let text = read(doc);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("](") {
+            let target = &rest[at + 2..];
+            let end = target.find(')').unwrap();
+            let target = &target[..end];
+            rest = &rest[at + 2 + end..];
+            assert!(
+                !target.contains("://") && !target.starts_with(".."),
+                "{doc} links outside the repository: {target}"
+            );
+            let file = target.split('#').next().unwrap();
+            // Rustdoc's intra-doc links (`mod@encode`, `crate::parse`) name items, not files.
+            if doc.ends_with(".md") && !file.is_empty() {
+                assert!(root.join(file).exists(), "{doc} links to missing {file}");
+            }
+        }
+    }
+    assert!(read("README.md").contains("](PROTOCOL.md)"));
+    assert!(read("src/lib.rs").contains("`PROTOCOL.md`"));
+    for license in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert!(read(license).len() > 1000, "{license}");
+    }
+}
+
+/// The long options of `tickwire <command> --help`, without `--help`.
+fn options_of(command: &str) -> BTreeSet<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([command, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    long_options(&String::from_utf8(out.stdout).unwrap())
+        .into_iter()
+        .filter(|o| o != "--help")
+        .collect()
+}
+
+fn long_options(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_readme_command_table_matches_help() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert_eq!(commands.len(), 7, "{help}");
+    let readme = read("README.md");
+    for command in commands {
+        let prefix = format!("| `tickwire {command} ");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no README row for {command}"));
+        // The synopsis is the first cell.
+        let synopsis = row.split("` ").next().unwrap();
+        assert_eq!(
+            long_options(synopsis)
+                .into_iter()
+                .filter(|o| o != "--output")
+                .collect::<BTreeSet<_>>(),
+            options_of(command)
+                .into_iter()
+                .filter(|o| o != "--output")
+                .collect::<BTreeSet<_>>(),
+            "README row of {command}: {row}"
+        );
+        if options_of(command).contains("--output") {
+            assert!(synopsis.contains("-o FILE"), "{row}");
+        }
+    }
+}
