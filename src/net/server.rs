@@ -553,7 +553,7 @@ impl Server {
             lines.push(event);
         }
         if let Some(at) = slot.session.poll_timeout() {
-            if slot.scheduled.map_or(true, |s| at < s) {
+            if slot.scheduled.is_none_or(|s| at < s) {
                 slot.scheduled = Some(at);
                 self.timers.push(Reverse((at, index, slot.generation)));
             }
