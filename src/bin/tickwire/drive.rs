@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use tickwire::json::JsonEvent;
 use tickwire::net::Client;
-use tickwire::session::{ClientEvent, ClientState, Lost};
 use tickwire::parse::Event;
+use tickwire::session::{ClientEvent, ClientState, Lost};
 
 /// The longest the loop sleeps in the client's poll before it looks at the
 /// stop flag and the deadline again.

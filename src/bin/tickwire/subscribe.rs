@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use tickwire::net::{Client, ClientConfig};
-use tickwire::session::ClientEvent;
 use tickwire::policy::Backoff;
+use tickwire::session::ClientEvent;
 
 use crate::drive::{self, client_event_json, drive_client, Ended, Step};
 
