@@ -1,43 +1,4 @@
-//! The reference client: a thin mio loop around a
-//! [`ClientSession`](crate::session::ClientSession), which holds every rule
-//! (states, backoff, liveness, the Login's sequence, gaps, new sessions).
-//! This file connects, reads into the parser, writes the Login, and sleeps
-//! until the session's next deadline.
-//!
-//! ```text
-//!  Action::Connect ─▶ TcpStream::connect ─writable─▶ handle_connected ─▶ Action::Send(Login)
-//!  readable ─▶ read into Parser::spare ─▶ handle_bytes, handle_event ─▶ ClientEvent to you
-//!  EOF / error ─▶ handle_lost           poll_timeout ─▶ sleep ─▶ handle_timeout
-//!  Action::Close ─▶ drop the socket; the next connection gets a fresh parser
-//! ```
-//!
-//! Within the server's retention nothing is lost and nothing is delivered
-//! twice across reconnects; a range the server no longer has arrives as a
-//! [`ClientEvent::Gap`] with exact bounds. Bytes that are not frames are
-//! discarded and reported ([`ClientEvent::Discarded`]) while the connection
-//! stays up. A client whose data was skipped for being slow sees the
-//! skipped range as a gap; to recover it, log in again from the first
-//! missing sequence (a new client with [`ClientConfig::from`] set to it)
-//! while the server still retains it.
-//!
-//! ```no_run
-//! use std::ops::ControlFlow;
-//! use tickwire::net::{Client, ClientConfig};
-//! use tickwire::session::ClientEvent;
-//! use tickwire::Message;
-//!
-//! let mut client = Client::new(ClientConfig::new("127.0.0.1:7878".parse()?))?;
-//! client.run(|event| {
-//!     match event {
-//!         ClientEvent::Frame(Message::Quote(q)) => println!("{} {}", q.bid_price(), q.ask_price()),
-//!         ClientEvent::Gap(gap) => eprintln!("lost {}..={}", gap.first, gap.last),
-//!         ClientEvent::State { to, .. } => eprintln!("now {to:?}"),
-//!         _ => {}
-//!     }
-//!     ControlFlow::Continue(())
-//! })?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! See [`Client`](super::Client).
 #![forbid(unsafe_code)]
 
 use std::prelude::rust_2021::*;
@@ -168,7 +129,48 @@ pub struct ClientStats {
     pub reconnects: u64,
 }
 
-/// The reference client. See the [module docs](self).
+/// The reference client.
+///
+/// The reference client: a thin mio loop around a
+/// [`ClientSession`](crate::session::ClientSession), which holds every rule
+/// (states, backoff, liveness, the Login's sequence, gaps, new sessions).
+/// This file connects, reads into the parser, writes the Login, and sleeps
+/// until the session's next deadline.
+///
+/// ```text
+///  Action::Connect ─▶ TcpStream::connect ─writable─▶ handle_connected ─▶ Action::Send(Login)
+///  readable ─▶ read into Parser::spare ─▶ handle_bytes, handle_event ─▶ ClientEvent to you
+///  EOF / error ─▶ handle_lost           poll_timeout ─▶ sleep ─▶ handle_timeout
+///  Action::Close ─▶ drop the socket; the next connection gets a fresh parser
+/// ```
+///
+/// Within the server's retention nothing is lost and nothing is delivered
+/// twice across reconnects; a range the server no longer has arrives as a
+/// [`ClientEvent::Gap`] with exact bounds. Bytes that are not frames are
+/// discarded and reported ([`ClientEvent::Discarded`]) while the connection
+/// stays up. A client whose data was skipped for being slow sees the
+/// skipped range as a gap; to recover it, log in again from the first
+/// missing sequence (a new client with [`ClientConfig::from`] set to it)
+/// while the server still retains it.
+///
+/// ```no_run
+/// use std::ops::ControlFlow;
+/// use tickwire::net::{Client, ClientConfig};
+/// use tickwire::session::ClientEvent;
+/// use tickwire::Message;
+///
+/// let mut client = Client::new(ClientConfig::new("127.0.0.1:7878".parse()?))?;
+/// client.run(|event| {
+///     match event {
+///         ClientEvent::Frame(Message::Quote(q)) => println!("{} {}", q.bid_price(), q.ask_price()),
+///         ClientEvent::Gap(gap) => eprintln!("lost {}..={}", gap.first, gap.last),
+///         ClientEvent::State { to, .. } => eprintln!("now {to:?}"),
+///         _ => {}
+///     }
+///     ControlFlow::Continue(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,

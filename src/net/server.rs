@@ -1,59 +1,4 @@
-//! The reference server: one mio event loop that accepts connections, reads
-//! each client's bytes into its parser, and runs one
-//! [`ServerSession`](crate::session::ServerSession) per client over the
-//! shared [`Retention`](crate::session::Retention). The protocol's rules
-//! (login and its timeout, replay and the seam to live data, heartbeats,
-//! slow clients, graceful EndOfSession) live in the session; this loop only
-//! moves bytes and time.
-//!
-//! ```text
-//!  publisher threads ──Publisher::publish──▶ bounded queue of Arc<Batch> ──wake──┐
-//!                                                                                ▼
-//!  listener ──accept──▶ clients ◀── event loop (epoll / kqueue, edge-triggered)
-//!                         │   readable: read into the Parser ─▶ session.handle_event
-//!                         │   batch: retention.push, then every session.handle_published
-//!                         │   writable / queued: session.poll_transmit ─▶ writev ─▶ transmitted
-//!                         │   sleeps until the earliest session.poll_timeout (no fixed tick)
-//!                         ▼
-//!  per client: AwaitingLogin ─Login─▶ Replaying ─caught up─▶ Live
-//! ```
-//!
-//! Fairness: each turn of the loop writes at most 1 MiB to any one client
-//! before serving the others (a client with more to send is served again on
-//! the next turn without waiting for readiness), so a replay never holds
-//! the loop while live data waits.
-//!
-//! ```
-//! use tickwire::io::FrameReader;
-//! use tickwire::net::{Server, ServerConfig};
-//! use tickwire::parse::Event;
-//! use tickwire::{encode::QuoteFields, Message, Payload};
-//! use std::io::Write;
-//!
-//! let config = ServerConfig { listen: "127.0.0.1:0".parse()?, ..ServerConfig::default() };
-//! let server = Server::bind(config)?.spawn()?;
-//! let publisher = server.publisher();
-//! publisher.publish(vec![(1, Payload::Quote(QuoteFields::default())); 3])?;
-//!
-//! // A client: log in from sequence 1, read the replay.
-//! let mut socket = std::net::TcpStream::connect(server.local_addr())?;
-//! let mut login = [0u8; 24];
-//! tickwire::encode(&Payload::Login, 1, 0, &mut login)?;
-//! socket.write_all(&login)?;
-//! let mut reader = FrameReader::new(socket);
-//! let mut quotes = 0;
-//! while quotes < 3 {
-//!     match reader.next_event()? {
-//!         Some(Event::Frame(Message::Quote(_))) => quotes += 1,
-//!         Some(_) => {}
-//!         None => break,
-//!     }
-//! }
-//! assert_eq!(quotes, 3);
-//! let stats = server.shutdown()?;
-//! assert_eq!(stats.frames_published, 3);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! See [`Server`](super::Server).
 #![forbid(unsafe_code)]
 
 use std::prelude::rust_2021::*;
@@ -193,7 +138,64 @@ struct Slot {
     flushing: bool,
 }
 
-/// The reference server. See the [module docs](self).
+/// The reference server.
+///
+/// The reference server: one mio event loop that accepts connections, reads
+/// each client's bytes into its parser, and runs one
+/// [`ServerSession`](crate::session::ServerSession) per client over the
+/// shared [`Retention`](crate::session::Retention). The protocol's rules
+/// (login and its timeout, replay and the seam to live data, heartbeats,
+/// slow clients, graceful EndOfSession) live in the session; this loop only
+/// moves bytes and time.
+///
+/// ```text
+///  publisher threads ──Publisher::publish──▶ bounded queue of Arc<Batch> ──wake──┐
+///                                                                                ▼
+///  listener ──accept──▶ clients ◀── event loop (epoll / kqueue, edge-triggered)
+///                         │   readable: read into the Parser ─▶ session.handle_event
+///                         │   batch: retention.push, then every session.handle_published
+///                         │   writable / queued: session.poll_transmit ─▶ writev ─▶ transmitted
+///                         │   sleeps until the earliest session.poll_timeout (no fixed tick)
+///                         ▼
+///  per client: AwaitingLogin ─Login─▶ Replaying ─caught up─▶ Live
+/// ```
+///
+/// Fairness: each turn of the loop writes at most 1 MiB to any one client
+/// before serving the others (a client with more to send is served again on
+/// the next turn without waiting for readiness), so a replay never holds
+/// the loop while live data waits.
+///
+/// ```
+/// use tickwire::io::FrameReader;
+/// use tickwire::net::{Server, ServerConfig};
+/// use tickwire::parse::Event;
+/// use tickwire::{encode::QuoteFields, Message, Payload};
+/// use std::io::Write;
+///
+/// let config = ServerConfig { listen: "127.0.0.1:0".parse()?, ..ServerConfig::default() };
+/// let server = Server::bind(config)?.spawn()?;
+/// let publisher = server.publisher();
+/// publisher.publish(vec![(1, Payload::Quote(QuoteFields::default())); 3])?;
+///
+/// // A client: log in from sequence 1, read the replay.
+/// let mut socket = std::net::TcpStream::connect(server.local_addr())?;
+/// let mut login = [0u8; 24];
+/// tickwire::encode(&Payload::Login, 1, 0, &mut login)?;
+/// socket.write_all(&login)?;
+/// let mut reader = FrameReader::new(socket);
+/// let mut quotes = 0;
+/// while quotes < 3 {
+///     match reader.next_event()? {
+///         Some(Event::Frame(Message::Quote(_))) => quotes += 1,
+///         Some(_) => {}
+///         None => break,
+///     }
+/// }
+/// assert_eq!(quotes, 3);
+/// let stats = server.shutdown()?;
+/// assert_eq!(stats.frames_published, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Server {
     poll: Poll,

@@ -302,7 +302,8 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     ///
     /// ```
     /// use tickwire::{parse::Parser, sequence::SequenceTracker};
-    /// let mut parser = Parser::with_capacity(64)?;
+    /// let mut storage = [0u8; 64];
+    /// let mut parser = Parser::new(&mut storage[..])?;
     /// parser.spare()[..3].copy_from_slice(b"abc");
     /// parser.commit(3)?;
     /// parser.reset(SequenceTracker::new());
