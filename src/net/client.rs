@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use super::conn::READ_CHUNK;
 use super::unix_nanos;
 use crate::parse::{ParseStats, Parser};
 use crate::policy::Backoff;
@@ -498,7 +499,3 @@ impl Client {
         }
     }
 }
-
-/// The most bytes one `read` takes: the parser checks them while they are
-/// still in the CPU's cache (a 4 MiB read would not fit in L2).
-const READ_CHUNK: usize = 128 << 10;

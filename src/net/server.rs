@@ -210,6 +210,8 @@ pub struct Server {
     timers: BinaryHeap<Reverse<(Duration, usize, u64)>>,
     /// Clients with bytes to write this turn.
     flush: Vec<usize>,
+    /// The other half of `flush` (see `flush_all`).
+    flush_spare: Vec<usize>,
     retention: Retention,
     session_id: u64,
     config: ServerConfig,
@@ -320,6 +322,7 @@ impl Server {
             generations: 0,
             timers: BinaryHeap::new(),
             flush: Vec::new(),
+            flush_spare: Vec::new(),
             retention: Retention::new(config.retain),
             session_id,
             config,
@@ -695,9 +698,12 @@ impl Server {
     /// Writes what each client in the flush list has, up to the per-turn
     /// budget; clients with more left stay in the list for the next turn.
     fn flush_all(&mut self, time: Time) {
-        let list = std::mem::take(&mut self.flush);
-        let mut again = Vec::new();
-        for index in list {
+        // Two lists swapped each call, so flushing (once per published
+        // batch) never allocates: clients with bytes left go back into
+        // `self.flush` for the next turn.
+        let mut list = std::mem::take(&mut self.flush_spare);
+        std::mem::swap(&mut list, &mut self.flush);
+        for &index in &list {
             let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
@@ -705,7 +711,7 @@ impl Server {
             match write_some(slot, &self.retention, time) {
                 Ok(true) => {
                     slot.flushing = true;
-                    again.push(index);
+                    self.flush.push(index);
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -716,7 +722,8 @@ impl Server {
             }
             self.settle(index);
         }
-        self.flush = again;
+        list.clear();
+        self.flush_spare = list;
     }
 
     fn run_timers(&mut self, time: Time) {
