@@ -1,7 +1,8 @@
 //! Latency from a frame's timestamp (taken when the publisher hands the
 //! message to the server) to the client's parse of it, over loopback, at the
-//! design rate of 500K msg/s; with the client sleeping in epoll or
-//! busy-polling, and with another client stalled.
+//! design rate of 500K msg/s; with the client and the server sleeping in
+//! epoll or busy-polling, and with another client stalled; against a raw
+//! loopback socket paced the same way (the floor: one wake-up and TCP).
 //!
 //! `cargo bench --bench latency --features cli`
 #![allow(
@@ -25,24 +26,36 @@ const SECONDS: f64 = 5.0;
 fn main() {
     println!("latency at {RATE} msg/s over loopback, {SECONDS} s after 0.5 s warm-up (timestamp at publish -> client parse)");
     println!(
-        "{:<34} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "{:<38} {:>10} {:>9} {:>9} {:>9} {:>9}",
         "case", "frames", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
     );
-    for (name, stalled, spin) in [
-        ("one client", false, false),
-        ("one client, another stalled", true, false),
-        ("one client, busy-polling", false, true),
-        ("busy-polling, another stalled", true, true),
+    let raw = measure::raw_latency(RATE, SECONDS);
+    let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+        "raw loopback socket (the floor)",
+        raw.len(),
+        us(&raw, 0.5),
+        us(&raw, 0.99),
+        us(&raw, 0.999),
+        raw.max() as f64 / 1000.0
+    );
+    for (name, stalled, spin, server_spin) in [
+        ("one client", false, false, false),
+        ("one client, another stalled", true, false, false),
+        ("server busy-polling", false, false, true),
+        ("server busy-polling, another stalled", true, false, true),
+        ("client busy-polling", false, true, false),
+        ("both busy-polling, another stalled", true, true, true),
     ] {
-        let (h, frames) = measure::latency(RATE, SECONDS, stalled, spin);
-        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let (h, frames) = measure::latency(RATE, SECONDS, stalled, spin, server_spin);
         println!(
-            "{:<34} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             name,
             frames,
-            us(0.5),
-            us(0.99),
-            us(0.999),
+            us(&h, 0.5),
+            us(&h, 0.99),
+            us(&h, 0.999),
             h.max() as f64 / 1000.0
         );
     }

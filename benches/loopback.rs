@@ -11,6 +11,10 @@
 //!   polling every connection with mio);
 //! - 16 clients + 1 stalled: the fastest and slowest live client while one
 //!   client never reads.
+//!
+//! Arguments select cases by name: `cargo bench --bench loopback -- 16`
+//! runs the cases whose name contains "16" (the raw case always runs: the
+//! ratios are to it).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -40,6 +44,12 @@ fn main() {
         "{:<52} {:>12} {:>9} {:>9}",
         "case", "Mframes/s", "GB/s", "vs raw"
     );
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     let row = |name: &str, frames: f64| {
         println!(
             "{:<52} {:>12.1} {:>9.2} {:>8.2}x",
@@ -50,15 +60,20 @@ fn main() {
         );
     };
     row("raw loopback socket, same bytes (no parsing)", raw_frames);
-    row(
-        "server -> 1 client, CRC-checked",
-        measure::fan_out(1, 0, SECONDS)[0],
-    );
-    for n in [16, 64] {
+    if wanted("server -> 1 client, CRC-checked") {
         row(
-            &format!("server -> {n} clients, aggregate"),
-            measure::fan_out(n, 0, SECONDS).iter().sum(),
+            "server -> 1 client, CRC-checked",
+            measure::fan_out(1, 0, SECONDS)[0],
         );
+    }
+    for n in [16, 64] {
+        let name = format!("server -> {n} clients, aggregate");
+        if wanted(&name) {
+            row(&name, measure::fan_out(n, 0, SECONDS).iter().sum());
+        }
+    }
+    if !wanted("server -> 16 clients + 1 stalled") {
+        return;
     }
     let rates = measure::fan_out(16, 1, SECONDS);
     row(

@@ -23,7 +23,18 @@ use tickwire::{encode, Message, MsgType, Payload, Sequencer};
 
 const T0: u64 = 1_700_000_000_000_000_000;
 
+/// Held while a server thread starts, so a test can tell its own server's
+/// thread from those of tests running beside it.
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn start(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+    let _starting = STARTING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    start_unlocked(tweak)
+}
+
+fn start_unlocked(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         session_id: Some(77),
@@ -138,7 +149,67 @@ fn read_until(reader: &mut FrameReader<TcpStream>, mut stop: impl FnMut(&Seen) -
 
 #[test]
 fn several_clients_get_the_identical_complete_stream() {
-    let server = start(|_| {});
+    identical_complete_stream(|_| {});
+}
+
+#[test]
+fn a_busy_polling_server_sends_the_same_and_sleeps_when_idle() {
+    identical_complete_stream(|c| c.busy_poll = Some(Duration::from_millis(1)));
+    // Idle, it must sleep again: its thread's CPU time stays flat.
+    let (server, tid) = {
+        let _starting = STARTING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = server_threads();
+        let server = start_unlocked(|c| c.busy_poll = Some(Duration::from_millis(1)));
+        // The thread names itself once running: look for a bounded while.
+        let mut tid = None;
+        wait_until("the new server's thread", Duration::from_secs(5), || {
+            tid = server_threads().into_iter().find(|t| !before.contains(t));
+            tid.is_some()
+        });
+        let tid = tid.unwrap();
+        (server, tid)
+    };
+    let _client = login(server.local_addr(), 1);
+    publish_all(&server, &messages(2, 1000), 100);
+    thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(&tid);
+    thread::sleep(Duration::from_millis(500));
+    let spent = cpu_ticks(&tid) - before;
+    // A spinning thread would spend about 50 ticks (10 ms each) here.
+    assert!(
+        spent <= 10,
+        "an idle busy-polling server kept spinning: {spent} ticks"
+    );
+    server.shutdown().unwrap();
+}
+
+/// The ids of this process's threads named `tickwire-server`.
+fn server_threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            (comm.trim() == "tickwire-server")
+                .then(|| path.file_name()?.to_str().map(str::to_owned))?
+        })
+        .collect()
+}
+
+/// User + system CPU time of a thread of this process, in clock ticks.
+fn cpu_ticks(tid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // pid (comm) state ppid …: utime and stime are the 12th and 13th
+    // fields after the closing parenthesis.
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn identical_complete_stream(tweak: impl FnOnce(&mut ServerConfig)) {
+    let server = start(tweak);
     let addr = server.local_addr();
     let mut early: Vec<_> = (0..3).map(|_| login(addr, 1)).collect();
     // Wait until the server has logged them in (an accepted client is live).
