@@ -1097,3 +1097,36 @@ fn record_reports_a_range_the_server_no_longer_has() {
     signal(&server.0, libc::SIGTERM);
     assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
 }
+
+/// Issue 9's report, as a user ran it: `serve --rate 50000`, a few seconds
+/// later `subscribe --from 1`: the replay turns into live data with no gap
+/// (the replay fills the kernel queue; a client catching up is not slow).
+#[test]
+fn subscribe_from_1_into_a_running_feed_misses_nothing() {
+    let (child, addr) = spawn_serve_forever("50000");
+    let _server = Reap(child);
+    thread::sleep(Duration::from_secs(2));
+    let out = tickwire(&[
+        "subscribe",
+        "--connect",
+        &addr,
+        "--from",
+        "1",
+        "--duration",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = stderr.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains(" 0 gaps (0 missing), 0 duplicates"),
+        "{summary}"
+    );
+    // About 5 s of the feed: 2 s replayed, 3 s live.
+    let frames: u64 = summary
+        .strip_prefix("tickwire subscribe: ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(frames >= 200_000, "{summary}");
+}

@@ -265,6 +265,47 @@ fn identical_complete_stream(tweak: impl FnOnce(&mut ServerConfig)) {
     assert_eq!(stats.slow_marks, 0);
 }
 
+/// Issue 9's seam: a client logging in from 1 into a running feed, with a
+/// kernel send queue (4 MiB) larger than the slow threshold (1 MiB), so at
+/// the switch to live data its pending bytes are over the threshold while
+/// it drains them at full speed. It must get every frame once, in order,
+/// and never be marked slow.
+#[test]
+fn a_client_catching_up_from_a_replay_is_not_slow() {
+    let server = start(|c| {
+        c.send_buffer = Some(4 << 20);
+        c.slow_threshold = 1 << 20;
+    });
+    let addr = server.local_addr();
+    let msgs = messages(11, 300_000); // about 12 MB
+    let (before, after) = msgs.split_at(150_000);
+    publish_all(&server, before, 500);
+    let publisher = {
+        let after = after.to_vec();
+        let publisher = server.publisher();
+        thread::spawn(move || {
+            // 250,000 frames/s, live while the replay runs.
+            for chunk in after.chunks(250) {
+                publisher.publish(chunk.to_vec()).unwrap();
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let mut reader = login(addr, 1);
+    let seen = read_until(&mut reader, |s| s.sequences.len() >= msgs.len());
+    publisher.join().unwrap();
+    assert_eq!(seen.accepted, Some((77, 1)));
+    assert_eq!(seen.sequences.len(), msgs.len());
+    assert!(
+        seen.sequences.iter().zip(1..).all(|(&s, want)| s == want),
+        "every frame from 1, once, in order"
+    );
+    assert_eq!((seen.gaps, seen.discarded), (0, 0));
+    assert!(seen.data == expected_bytes(&msgs, 1), "byte-identical");
+    let stats = server.shutdown().unwrap();
+    assert_eq!(stats.slow_marks, 0, "a client catching up is not slow");
+}
+
 #[test]
 fn login_replays_as_the_protocol_says() {
     let server = start(|c| c.retain = 1000);
