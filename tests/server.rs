@@ -423,11 +423,16 @@ fn connections_without_login_time_out_and_garbage_is_closed() {
 
 /// A client that logs in and then never reads, with a tiny receive buffer.
 fn stalled_client(addr: SocketAddr) -> socket2::Socket {
+    stalled_client_from(addr, 0)
+}
+
+/// A client that logs in wanting `from` and then never reads.
+fn stalled_client_from(addr: SocketAddr, from: u64) -> socket2::Socket {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&addr.into()).unwrap();
     let mut frame = [0u8; 24];
-    encode(&Payload::Login, 0, 0, &mut frame).unwrap();
+    encode(&Payload::Login, from, 0, &mut frame).unwrap();
     (&socket).write_all(&frame).unwrap();
     socket
 }
@@ -643,4 +648,61 @@ fn publisher_back_pressure_is_visible() {
         Err(PublishError::Closed)
     ));
     let _ = MsgType::Trade;
+}
+
+/// Issue 9: a crowd of clients that log in from sequence 1 and never read.
+/// Their replays are paced (a shared budget per flush, live data first),
+/// each is marked slow once its replay stops moving, no client queue holds
+/// more than a bounded amount, and a healthy live client loses nothing.
+#[test]
+fn stalled_replaying_clients_cost_a_live_client_nothing() {
+    const STALLED: usize = 100;
+    let server = start(|c| {
+        c.send_buffer = Some(64 << 10);
+        c.retain = 1 << 20;
+    });
+    let addr = server.local_addr();
+    let history = messages(12, 200_000); // 8 MB to replay, for each of them
+    publish_all(&server, &history, 1000);
+    let mut live = login(addr, 0);
+    read_until(&mut live, |s| s.accepted.is_some());
+    let stalled: Vec<_> = (0..STALLED).map(|_| stalled_client_from(addr, 1)).collect();
+    wait_until("logins", Duration::from_secs(10), || {
+        server.stats().clients == STALLED as u64 + 1
+    });
+    let msgs = messages(13, 100_000);
+    let publisher = {
+        let msgs = msgs.clone();
+        let publisher = server.publisher();
+        thread::spawn(move || {
+            for chunk in msgs.chunks(250) {
+                publisher.publish(chunk.to_vec()).unwrap();
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let seen = read_until(&mut live, |s| s.sequences.len() >= msgs.len());
+    publisher.join().unwrap();
+    assert_eq!(seen.sequences.len(), msgs.len());
+    assert!(
+        seen.sequences
+            .iter()
+            .zip(200_001..)
+            .all(|(&s, want)| s == want),
+        "the live client got every frame once, in order"
+    );
+    assert_eq!((seen.gaps, seen.discarded), (0, 0));
+    wait_until(
+        "every stalled replay marked slow",
+        Duration::from_secs(5),
+        || server.stats().slow_marks >= STALLED as u64,
+    );
+    let stats = server.shutdown().unwrap();
+    assert_eq!(stats.slow_marks, STALLED as u64, "only the stalled ones");
+    assert!(
+        stats.peak_client_queue <= 1 << 20,
+        "replays are pulled as sockets take them: peak queue {}",
+        stats.peak_client_queue
+    );
+    drop(stalled);
 }

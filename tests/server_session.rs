@@ -965,10 +965,14 @@ fn stalled_replaying_client_is_slow_after_the_grace() {
         }]
     );
     assert_eq!(h.session.phase(), ServerPhase::Replaying);
+    // Still stalled, it stays slow, however small its queue (no flapping).
+    h.run_until(ms(100) + secs(2));
+    assert!(h.session.is_slow());
+    assert_eq!(h.events(), []);
     // It moves again: drained at the next check, and the replay is whole.
-    h.now = ms(105);
+    h.now += ms(5);
     h.write(1000);
-    h.timeout_at(ms(110));
+    h.run_until(h.now + ms(10));
     assert!(!h.session.is_slow());
     assert_eq!(
         h.events(),

@@ -39,6 +39,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const BATCHES_PER_TURN: usize = 256;
 /// The most bytes written to one client per loop turn.
 const WRITE_BUDGET: usize = 1 << 20;
+/// Replayed bytes written per flush, over all replaying clients: live data
+/// goes out first and a crowd of replays cannot hold it up for longer than
+/// it takes to write this much (replays rotate for it, turn by turn).
+const REPLAY_BUDGET: usize = 1 << 20;
 /// Slices per `writev`.
 const MAX_SLICES: usize = 64;
 /// How long a graceful shutdown waits for queues to drain.
@@ -218,6 +222,9 @@ pub struct Server {
     flush: Vec<usize>,
     /// The other half of `flush` (see `flush_all`).
     flush_spare: Vec<usize>,
+    /// Replaying clients left out of a flush for want of replay budget:
+    /// first in line next time.
+    starved: Vec<usize>,
     retention: Retention,
     session_id: u64,
     config: ServerConfig,
@@ -329,6 +336,7 @@ impl Server {
             timers: BinaryHeap::new(),
             flush: Vec::new(),
             flush_spare: Vec::new(),
+            starved: Vec::new(),
             retention: Retention::new(config.retain),
             session_id,
             config,
@@ -714,23 +722,40 @@ impl Server {
 
     /// Writes what each client in the flush list has, up to the per-turn
     /// budget; clients with more left stay in the list for the next turn.
+    /// Replays share [`REPLAY_BUDGET`] per call; those left out go first
+    /// next time.
     fn flush_all(&mut self, time: Time) {
         // Two lists swapped each call, so flushing (once per published
         // batch) never allocates: clients with bytes left go back into
         // `self.flush` for the next turn.
         let mut list = std::mem::take(&mut self.flush_spare);
         std::mem::swap(&mut list, &mut self.flush);
+        let mut replay_budget = REPLAY_BUDGET;
         for &index in &list {
             let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
+            let replaying = slot.session.phase() == ServerPhase::Replaying;
+            if replaying && replay_budget == 0 {
+                self.starved.push(index); // still flushing
+                continue;
+            }
             slot.flushing = false;
-            match write_some(slot, &self.retention, time) {
-                Ok(true) => {
-                    slot.flushing = true;
-                    self.flush.push(index);
+            let budget = if replaying {
+                replay_budget.min(WRITE_BUDGET)
+            } else {
+                WRITE_BUDGET
+            };
+            match write_some(slot, &self.retention, time, budget) {
+                Ok((more, written)) => {
+                    if replaying {
+                        replay_budget = replay_budget.saturating_sub(written);
+                    }
+                    if more {
+                        slot.flushing = true;
+                        self.flush.push(index);
+                    }
                 }
-                Ok(false) => {}
                 Err(e) => {
                     let reason = close_reason(&e);
                     self.close(index, reason);
@@ -741,6 +766,10 @@ impl Server {
         }
         list.clear();
         self.flush_spare = list;
+        if !self.starved.is_empty() {
+            self.starved.append(&mut self.flush);
+            std::mem::swap(&mut self.starved, &mut self.flush);
+        }
     }
 
     fn run_timers(&mut self, time: Time) {
@@ -783,7 +812,7 @@ impl Server {
             let list: Vec<usize> = (0..self.slots.len()).collect();
             for index in list {
                 if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
-                    if let Err(e) = write_some(slot, &self.retention, time) {
+                    if let Err(e) = write_some(slot, &self.retention, time, WRITE_BUDGET) {
                         let reason = close_reason(&e);
                         self.close(index, reason);
                         continue;
@@ -807,13 +836,18 @@ impl Server {
 }
 
 /// Writes the session's queued bytes until the socket would block, the
-/// queue is empty, or the per-turn budget is spent; `Ok(true)` when the
-/// budget ran out with bytes left (call again next turn).
-fn write_some(slot: &mut Slot, retention: &Retention, time: Time) -> io::Result<bool> {
+/// queue is empty, or `budget` is spent; returns whether the budget ran out
+/// with bytes left (call again next turn) and the bytes written.
+fn write_some(
+    slot: &mut Slot,
+    retention: &Retention,
+    time: Time,
+    budget: usize,
+) -> io::Result<(bool, usize)> {
     let mut written = 0;
-    while written < WRITE_BUDGET {
+    while written < budget {
         let Some(transmit) = slot.session.poll_transmit(time, retention) else {
-            return Ok(false);
+            return Ok((false, written));
         };
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let mut count = 0;
@@ -830,12 +864,13 @@ fn write_some(slot: &mut Slot, retention: &Retention, time: Time) -> io::Result<
                 slot.session.transmitted(n, time);
                 written += n;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, written)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(slot.session.queued() > 0 || slot.session.phase() == ServerPhase::Replaying)
+    let more = slot.session.queued() > 0 || slot.session.phase() == ServerPhase::Replaying;
+    Ok((more, written))
 }
 
 /// Why a failed write or read closes a client: the peer going away is not

@@ -713,10 +713,14 @@ impl ServerSession {
         let threshold = self.config.slow_threshold;
         let grace = self.config.slow_grace;
         if self.slow {
-            // Drained: under half the threshold, or a replay moving again.
-            let moving = matches!(self.state, State::Replaying { .. })
-                && now.saturating_sub(self.progress_at) < grace;
-            if pending < threshold / 2 || moving {
+            // Drained: a replay moving again (its backlog is always small:
+            // it is pulled as the socket takes it, so size says nothing), or
+            // a live backlog under half the threshold.
+            let drained = match self.state {
+                State::Replaying { .. } => now.saturating_sub(self.progress_at) < grace,
+                _ => pending < threshold / 2,
+            };
+            if drained {
                 self.slow = false;
                 self.over_since = None;
                 self.events.push_back(ServerEvent::Drained { pending });
