@@ -39,6 +39,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const BATCHES_PER_TURN: usize = 256;
 /// The most bytes written to one client per loop turn.
 const WRITE_BUDGET: usize = 1 << 20;
+/// Published bytes taken before they are written to every client.
+const COALESCE: usize = 256 << 10;
 /// Replayed bytes written per flush, over all replaying clients: live data
 /// goes out first and a crowd of replays cannot hold it up for longer than
 /// it takes to write this much (replays rotate for it, turn by turn).
@@ -438,6 +440,11 @@ impl Server {
                     }
                 }
             }
+            // Batches waiting are taken together and written with one
+            // write per client (few large writes however many clients);
+            // every COALESCE bytes they are written at once, so receivers
+            // start on large batches while the next ones are taken.
+            let mut unflushed = 0;
             for _ in 0..BATCHES_PER_TURN {
                 match self.rx.try_recv() {
                     Ok(batch) => {
@@ -445,10 +452,11 @@ impl Server {
                             spin_until = time.monotonic + spin;
                         }
                         self.publish(&batch, time);
-                        // Written at once: receivers start on it while the
-                        // next batch is taken (measured faster than
-                        // coalescing a whole turn's batches on 2 cores).
-                        self.flush_all(time);
+                        unflushed += batch.bytes().len();
+                        if unflushed >= COALESCE {
+                            self.flush_all(time);
+                            unflushed = 0;
+                        }
                     }
                     Err(_) => break,
                 }
