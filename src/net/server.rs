@@ -227,6 +227,8 @@ pub struct Server {
     /// Replaying clients left out of a flush for want of replay budget:
     /// first in line next time.
     starved: Vec<usize>,
+    /// Batches taken from the publishers in one turn (kept for its capacity).
+    taken: Vec<Arc<Batch>>,
     retention: Retention,
     session_id: u64,
     config: ServerConfig,
@@ -339,6 +341,7 @@ impl Server {
             flush: Vec::new(),
             flush_spare: Vec::new(),
             starved: Vec::new(),
+            taken: Vec::new(),
             retention: Retention::new(config.retain),
             session_id,
             config,
@@ -440,27 +443,41 @@ impl Server {
                     }
                 }
             }
-            // Batches waiting are taken together and written with one
-            // write per client (few large writes however many clients);
-            // every COALESCE bytes they are written at once, so receivers
-            // start on large batches while the next ones are taken.
-            let mut unflushed = 0;
+            // Batches waiting are taken together: small ones are merged
+            // into one (a single copy here instead of one queue entry, and
+            // a sliver of a write, per batch and client), and each group of
+            // about COALESCE bytes is written at once, one write per client,
+            // so receivers start on large batches while the next are taken.
+            let mut taken = std::mem::take(&mut self.taken);
             for _ in 0..BATCHES_PER_TURN {
                 match self.rx.try_recv() {
-                    Ok(batch) => {
-                        if let Some(spin) = self.config.busy_poll {
-                            spin_until = time.monotonic + spin;
-                        }
-                        self.publish(&batch, time);
-                        unflushed += batch.bytes().len();
-                        if unflushed >= COALESCE {
-                            self.flush_all(time);
-                            unflushed = 0;
-                        }
-                    }
+                    Ok(batch) => taken.push(batch),
                     Err(_) => break,
                 }
             }
+            if let (Some(spin), false) = (self.config.busy_poll, taken.is_empty()) {
+                spin_until = time.monotonic + spin;
+            }
+            let mut group: std::ops::Range<usize> = 0..0;
+            let mut group_bytes = 0;
+            for (i, batch) in taken.iter().enumerate() {
+                let follows = taken
+                    .get(group.end.wrapping_sub(1))
+                    .is_some_and(|last| last.end() == batch.first());
+                if !group.is_empty() && (group_bytes + batch.bytes().len() > COALESCE || !follows) {
+                    self.publish_group(taken.get(group.clone()).unwrap_or_default(), time);
+                    self.flush_all(time);
+                    group = i..i;
+                    group_bytes = 0;
+                }
+                group.end = i + 1;
+                group_bytes += batch.bytes().len();
+            }
+            if !group.is_empty() {
+                self.publish_group(taken.get(group).unwrap_or_default(), time);
+            }
+            taken.clear();
+            self.taken = taken;
             self.run_timers(time);
             self.flush_all(time);
             if self
@@ -709,6 +726,25 @@ impl Server {
         }
         self.want_flush(index);
         self.settle(index);
+    }
+
+    /// Publishes consecutive batches as one (merged when there are several).
+    fn publish_group(&mut self, group: &[Arc<Batch>], time: Time) {
+        match group {
+            [] => {}
+            [one] => self.publish(one, time),
+            [first, ..] => {
+                let total = group.iter().map(|b| b.bytes().len()).sum();
+                let mut bytes = Vec::with_capacity(total);
+                let mut frames = 0;
+                for batch in group {
+                    bytes.extend_from_slice(batch.bytes());
+                    frames += batch.frames();
+                }
+                let merged = Arc::new(Batch::encoded(first.first(), frames, bytes));
+                self.publish(&merged, time);
+            }
+        }
     }
 
     fn publish(&mut self, batch: &Arc<Batch>, time: Time) {

@@ -442,3 +442,184 @@ pub(crate) fn raw_latency(rate: u64, seconds: f64) -> Histogram<u64> {
     let _ = writer.join();
     hist
 }
+
+/// What [`many_clients`] measured.
+pub(crate) struct ManyClients {
+    /// Connect to LoginAccepted, per client, in nanoseconds.
+    pub(crate) login: Histogram<u64>,
+    /// Publish timestamp to parse, over every data frame of every client.
+    pub(crate) latency: Histogram<u64>,
+    /// Messages published while every client was logged in.
+    pub(crate) published: u64,
+    /// Clients that received every frame from their first one to the last
+    /// published, without a gap, within a second of the feed stopping.
+    pub(crate) kept_up: usize,
+    /// The smallest per-client receive rate (frames/s over the feed's time).
+    pub(crate) slowest_rate: f64,
+    /// Slow marks by the server.
+    pub(crate) slow_marks: u64,
+}
+
+/// One receiving client of [`many_clients`].
+struct Receiver {
+    conn: Connection,
+    started: Instant,
+    logged_in: bool,
+    first: Option<u64>,
+    last: u64,
+    gaps: u64,
+}
+
+/// `clients` clients (live only) logging in, a few at a time, while the
+/// reference server publishes `rate` msg/s (paced: a batch every 100 µs),
+/// spread over two receiver threads that poll their connections with mio;
+/// latency is measured for `seconds` from a second after every client is in.
+pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64) -> ManyClients {
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_clients: clients + 16,
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let addr = server.local_addr();
+    let stop_feed = Arc::new(AtomicBool::new(false));
+    let publisher = paced_publisher(&server, rate, 3, stop_feed.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let logged_in = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let threads = 2;
+    let receivers: Vec<_> = (0..threads)
+        .map(|t| {
+            let n = clients / threads + usize::from(t < clients % threads);
+            let (stop, logged_in, measuring) = (stop.clone(), logged_in.clone(), measuring.clone());
+            thread::spawn(move || receive_many(addr, n, &stop, &measuring, &logged_in))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while logged_in.load(Ordering::Relaxed) < clients && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(logged_in.load(Ordering::Relaxed), clients, "logins");
+    // A second for the backlog of the logins to clear, then measure.
+    thread::sleep(Duration::from_secs(1));
+    measuring.store(true, Ordering::Relaxed);
+    let first_published = server.stats().frames_published;
+    let started = Instant::now();
+    thread::sleep(Duration::from_secs_f64(seconds));
+    stop_feed.store(true, Ordering::Relaxed);
+    let sent = publisher.join().unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    // A second to catch up, then stop.
+    let drain = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < drain {
+        thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut login = histogram();
+    let mut latency = histogram();
+    let mut kept_up = 0;
+    let mut slowest_rate = f64::MAX;
+    for r in receivers {
+        let (l, lat, conns) = r.join().unwrap();
+        login.add(l).unwrap();
+        latency.add(lat).unwrap();
+        for c in conns {
+            let frames = c.first.map_or(0, |f| c.last + 1 - f);
+            if c.gaps == 0 && c.last == sent {
+                kept_up += 1;
+            }
+            slowest_rate = slowest_rate.min(frames as f64 / elapsed);
+        }
+    }
+    let stats = server.shutdown().unwrap();
+    ManyClients {
+        login,
+        latency,
+        published: sent.saturating_sub(first_published),
+        kept_up,
+        slowest_rate,
+        slow_marks: stats.slow_marks,
+    }
+}
+
+/// One receiver thread of [`many_clients`]: connects and logs in `n`
+/// clients, then reads until `stop`. Latency is recorded once per run of
+/// frames that share a publish timestamp (one batch): one clock read.
+fn receive_many(
+    addr: SocketAddr,
+    n: usize,
+    stop: &AtomicBool,
+    measuring: &AtomicBool,
+    logged_in: &std::sync::atomic::AtomicUsize,
+) -> (Histogram<u64>, Histogram<u64>, Vec<Receiver>) {
+    let mut poll = Poll::new().unwrap();
+    let mut conns: Vec<Receiver> = Vec::with_capacity(n);
+    let mut login_hist = histogram();
+    let mut latency = histogram();
+    let mut events = Events::with_capacity(1024);
+    while !stop.load(Ordering::Relaxed) {
+        // Clients arrive a few at a time while the others are served.
+        for _ in 0..8 {
+            if conns.len() == n {
+                break;
+            }
+            let started = Instant::now();
+            let s = login(addr);
+            s.set_nonblocking(true).unwrap();
+            let mut conn = Connection::new(mio::net::TcpStream::from_std(s), 64 << 10, 1024);
+            poll.registry()
+                .register(conn.stream_mut(), Token(conns.len()), Interest::READABLE)
+                .unwrap();
+            conns.push(Receiver {
+                conn,
+                started,
+                logged_in: false,
+                first: None,
+                last: 0,
+                gaps: 0,
+            });
+        }
+        let wait = if conns.len() < n {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(5)
+        };
+        poll.poll(&mut events, Some(wait)).unwrap();
+        let measure = measuring.load(Ordering::Relaxed);
+        for event in events.iter() {
+            let r = &mut conns[event.token().0];
+            let mut run = (0u64, 0u64, 0u64); // (timestamp, latency, frames)
+            let mut accepted = false;
+            let _ = r.conn.read_ready(|e| match e {
+                Event::Frame(Message::LoginAccepted(_)) => accepted = true,
+                Event::Frame(m) if m.is_data() => {
+                    r.first.get_or_insert(m.sequence());
+                    r.last = m.sequence();
+                    if !measure {
+                    } else if m.timestamp() == run.0 && run.2 > 0 {
+                        run.2 += 1;
+                    } else {
+                        if run.2 > 0 {
+                            let _ = latency.record_n(run.1, run.2);
+                        }
+                        let ns = unix_nanos().saturating_sub(m.timestamp()).max(100);
+                        run = (m.timestamp(), ns, 1);
+                    }
+                }
+                Event::Gap(_) => r.gaps += 1,
+                _ => {}
+            });
+            if run.2 > 0 {
+                let _ = latency.record_n(run.1, run.2);
+            }
+            if accepted && !r.logged_in {
+                r.logged_in = true;
+                let _ = login_hist.record(r.started.elapsed().as_nanos() as u64);
+                logged_in.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    (login_hist, latency, conns)
+}
