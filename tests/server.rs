@@ -152,6 +152,14 @@ fn several_clients_get_the_identical_complete_stream() {
     identical_complete_stream(|_| {});
 }
 
+/// Clients spread over three loops (the first hands each login to the
+/// next loop in turn): the same complete, identical stream for everyone,
+/// replay included.
+#[test]
+fn three_sender_loops_send_every_client_the_identical_stream() {
+    identical_complete_stream(|c| c.threads = 3);
+}
+
 #[test]
 fn a_busy_polling_server_sends_the_same_and_sleeps_when_idle() {
     identical_complete_stream(|c| c.busy_poll = Some(Duration::from_millis(1)));
@@ -255,6 +263,8 @@ fn identical_complete_stream(tweak: impl FnOnce(&mut ServerConfig)) {
     wait_until("some frames", Duration::from_secs(10), || {
         server.stats().frames_published > 5000
     });
+    // Two of them: with three loops, one replays on a worker loop.
+    readers.push(spawn_reader(login(addr, 1)));
     readers.push(spawn_reader(login(addr, 1)));
     publisher.join().unwrap();
     for reader in readers {
@@ -515,9 +525,20 @@ fn slow_client_is_disconnected_under_that_policy() {
 
 #[test]
 fn graceful_shutdown_sends_end_of_session_to_everyone() {
-    let server = start(|_| {});
+    graceful_shutdown(|_| {});
+}
+
+/// With sender threads, clients logged in on every loop get every frame,
+/// then EndOfSession after the last one, from whichever loop has them.
+#[test]
+fn graceful_shutdown_with_three_loops() {
+    graceful_shutdown(|c| c.threads = 3);
+}
+
+fn graceful_shutdown(tweak: impl FnOnce(&mut ServerConfig)) {
+    let server = start(tweak);
     let addr = server.local_addr();
-    let mut clients: Vec<_> = (0..3).map(|_| login(addr, 0)).collect();
+    let mut clients: Vec<_> = (0..7).map(|_| login(addr, 0)).collect();
     for c in &mut clients {
         read_until(c, |s| s.accepted.is_some());
     }
@@ -526,7 +547,7 @@ fn graceful_shutdown_sends_end_of_session_to_everyone() {
         server.stats().frames_published == 42
     });
     let stats = server.shutdown().unwrap();
-    assert_eq!(stats.closed_for(CloseReason::Shutdown), 3);
+    assert_eq!(stats.closed_for(CloseReason::Shutdown), 7);
     for c in &mut clients {
         let seen = read_until(c, |_| false);
         assert_eq!(seen.sequences.len(), 42);
@@ -712,7 +733,16 @@ fn stalled_replaying_clients_cost_a_live_client_nothing() {
 /// stream stays byte-identical, live and replayed, whatever was merged.
 #[test]
 fn tiny_batches_merged_by_the_server_keep_the_stream_identical() {
-    let server = start(|c| c.publish_queue = 100_000);
+    for threads in [1, 2] {
+        tiny_batches_merged(threads);
+    }
+}
+
+fn tiny_batches_merged(threads: usize) {
+    let server = start(|c| {
+        c.publish_queue = 100_000;
+        c.threads = threads;
+    });
     let addr = server.local_addr();
     let mut live = login(addr, 0);
     read_until(&mut live, |s| s.accepted.is_some());

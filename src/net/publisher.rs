@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
+use super::server::ToLoop;
 use crate::encode::{Payload, Sequencer};
 use crate::session::Batch;
 use crate::wire::MAX_FRAME_LEN;
@@ -48,7 +49,7 @@ impl std::error::Error for PublishError {}
 #[derive(Debug)]
 pub(super) struct Numbering {
     pub(super) sequencer: Mutex<Sequencer>,
-    pub(super) tx: SyncSender<Arc<Batch>>,
+    pub(super) tx: SyncSender<ToLoop>,
     pub(super) waker: Arc<Waker>,
 }
 
@@ -102,6 +103,7 @@ impl Publisher {
             done.frames as u64,
             bytes,
         ));
+        let encoded = ToLoop::Batch(encoded);
         let sent = if block {
             n.tx.send(encoded).map_err(|_| PublishError::Closed)
         } else {

@@ -12,7 +12,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -98,6 +98,11 @@ pub struct ServerConfig {
     /// Spends one core to save the wake-up between a `publish` and the
     /// write: see the latency benchmark for what it buys on your machine.
     pub busy_poll: Option<Duration>,
+    /// Event loops sending to clients (1). With more, the first accepts
+    /// connections and runs logins, and hands each logged-in client to the
+    /// loops in turn (itself included); every loop gets every published
+    /// batch (shared, not copied: one retention's bytes, an index per loop).
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -118,6 +123,7 @@ impl Default for ServerConfig {
             session_id: None,
             log: None,
             busy_poll: None,
+            threads: 1,
         }
     }
 }
@@ -135,9 +141,30 @@ impl ServerConfig {
     }
 }
 
+/// What an event loop receives, in order.
+#[derive(Debug)]
+pub(super) enum ToLoop {
+    /// A published batch (from a publisher, or forwarded by the first loop).
+    Batch(Arc<Batch>),
+    /// A client that just logged in, handed to a worker loop.
+    Client(Box<Slot>),
+    /// A worker's last message: shut down.
+    Stop,
+}
+
+/// Another event loop of the server: its queue, its waker, and the loop
+/// itself until it runs on its own thread.
+#[derive(Debug)]
+struct Worker {
+    tx: SyncSender<ToLoop>,
+    waker: Arc<Waker>,
+    server: Option<Server>,
+    thread: Option<JoinHandle<io::Result<ServerStats>>>,
+}
+
 /// One connected client: its socket, its parser, its session.
 #[derive(Debug)]
-struct Slot {
+pub(super) struct Slot {
     stream: TcpStream,
     parser: Parser<Box<[u8]>>,
     session: ServerSession,
@@ -211,11 +238,20 @@ struct Slot {
 #[derive(Debug)]
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` for a worker loop (only the first loop accepts).
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
     waker: Arc<Waker>,
     numbering: Arc<Numbering>,
-    rx: Receiver<Arc<Batch>>,
+    rx: Receiver<ToLoop>,
+    /// The other event loops (`ServerConfig::threads`), fed by this one.
+    workers: Vec<Worker>,
+    /// Round-robin over this loop (0) and the workers for each new login.
+    next_loop: usize,
+    /// A worker: told to stop through its queue, after every batch.
+    stop_received: bool,
+    /// More messages were waiting than one turn takes.
+    more_waiting: bool,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     generations: u64,
@@ -316,17 +352,48 @@ impl Server {
     /// # Errors
     /// Binding or poll creation failed.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
-        let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
-        poll.registry()
+        let local_addr = listener.local_addr()?;
+        let session_id = config.session_id.unwrap_or_else(new_session_id);
+        let shared = Arc::new(Shared::default());
+        let epoch = Instant::now();
+        let workers = (1..config.threads.max(1))
+            .map(|_| {
+                let worker =
+                    Server::event_loop(config.clone(), local_addr, session_id, &shared, epoch)?;
+                Ok(Worker {
+                    tx: worker.numbering.tx.clone(),
+                    waker: Arc::clone(&worker.waker),
+                    server: Some(worker),
+                    thread: None,
+                })
+            })
+            .collect::<io::Result<Vec<Worker>>>()?;
+        let mut server = Server::event_loop(config, local_addr, session_id, &shared, epoch)?;
+        server
+            .poll
+            .registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        server.listener = Some(listener);
+        server.workers = workers;
+        Ok(server)
+    }
+
+    /// One event loop, without a listener.
+    fn event_loop(
+        config: ServerConfig,
+        local_addr: SocketAddr,
+        session_id: u64,
+        shared: &Arc<Shared>,
+        epoch: Instant,
+    ) -> io::Result<Server> {
+        let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::sync_channel(config.publish_queue.max(1));
-        let session_id = config.session_id.unwrap_or_else(new_session_id);
         Ok(Server {
-            local_addr: listener.local_addr()?,
+            local_addr,
             poll,
-            listener,
+            listener: None,
             numbering: Arc::new(Numbering {
                 sequencer: Mutex::new(Sequencer::new()),
                 tx,
@@ -334,6 +401,10 @@ impl Server {
             }),
             waker,
             rx,
+            workers: Vec::new(),
+            next_loop: 0,
+            stop_received: false,
+            more_waiting: false,
             slots: Vec::new(),
             free: Vec::new(),
             generations: 0,
@@ -345,9 +416,9 @@ impl Server {
             retention: Retention::new(config.retain),
             session_id,
             config,
-            shared: Arc::new(Shared::default()),
+            shared: Arc::clone(shared),
             accept_paused_until: None,
-            epoch: Instant::now(),
+            epoch,
         })
     }
 
@@ -411,6 +482,15 @@ impl Server {
     /// # Errors
     /// The poll failed.
     pub fn run(mut self) -> io::Result<ServerStats> {
+        for (i, worker) in self.workers.iter_mut().enumerate() {
+            if let Some(server) = worker.server.take() {
+                worker.thread = Some(
+                    std::thread::Builder::new()
+                        .name(format!("tickwire-send{}", i + 1))
+                        .spawn(move || server.run())?,
+                );
+            }
+        }
         let mut events = Events::with_capacity(1024);
         // Busy polling: until then, poll without sleeping.
         let mut spin_until = Duration::ZERO;
@@ -449,10 +529,25 @@ impl Server {
             // about COALESCE bytes is written at once, one write per client,
             // so receivers start on large batches while the next are taken.
             let mut taken = std::mem::take(&mut self.taken);
+            let mut adopt = None;
+            self.more_waiting = true;
             for _ in 0..BATCHES_PER_TURN {
                 match self.rx.try_recv() {
-                    Ok(batch) => taken.push(batch),
-                    Err(_) => break,
+                    Ok(ToLoop::Batch(batch)) => taken.push(batch),
+                    Ok(ToLoop::Client(slot)) => {
+                        // After the batches before it, before those after.
+                        adopt = Some(slot);
+                        break;
+                    }
+                    Ok(ToLoop::Stop) => {
+                        self.stop_received = true;
+                        self.more_waiting = false;
+                        break;
+                    }
+                    Err(_) => {
+                        self.more_waiting = false;
+                        break;
+                    }
                 }
             }
             if let (Some(spin), false) = (self.config.busy_poll, taken.is_empty()) {
@@ -478,6 +573,9 @@ impl Server {
             }
             taken.clear();
             self.taken = taken;
+            if let Some(slot) = adopt {
+                self.adopt(*slot);
+            }
             self.run_timers(time);
             self.flush_all(time);
             if self
@@ -486,8 +584,24 @@ impl Server {
             {
                 self.accept(time);
             }
-            if self.shared.stop.load(Ordering::SeqCst) {
+            let stop = if self.listener.is_some() {
+                self.shared.stop.load(Ordering::SeqCst)
+            } else {
+                self.stop_received
+            };
+            if stop {
                 self.shutdown();
+                for worker in &mut self.workers {
+                    // After every batch this loop forwarded.
+                    if worker.tx.send(ToLoop::Stop).is_ok() {
+                        let _ = worker.waker.wake();
+                    }
+                }
+                for worker in &mut self.workers {
+                    if let Some(thread) = worker.thread.take() {
+                        let _ = thread.join();
+                    }
+                }
                 return Ok(self.shared.snapshot());
             }
         }
@@ -497,7 +611,7 @@ impl Server {
     /// zero while a client still has bytes to write this turn or batches
     /// are waiting.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.flush.is_empty() {
+        if !self.flush.is_empty() || self.more_waiting {
             return Some(Duration::ZERO);
         }
         let now = self.epoch.elapsed();
@@ -524,7 +638,10 @@ impl Server {
         }
         self.accept_paused_until = None;
         loop {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer, time),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -551,8 +668,8 @@ impl Server {
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, time: Time) {
         add(&self.shared.accepted, 1);
-        let connected = self.slots.len() - self.free.len();
-        if connected >= self.config.max_clients {
+        let connected = self.shared.clients.load(Ordering::Relaxed);
+        if connected >= self.config.max_clients as u64 {
             self.shared.count_close(CloseReason::MaxClients);
             self.log(format_args!("closed {peer}: {}", CloseReason::MaxClients));
             return;
@@ -671,6 +788,7 @@ impl Server {
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
+        let awaiting = slot.session.phase() == ServerPhase::AwaitingLogin;
         let mut failure = None;
         loop {
             let spare = slot.parser.spare();
@@ -724,6 +842,75 @@ impl Server {
             self.close(index, reason);
             return;
         }
+        let logged_in = awaiting && slot.session.phase() != ServerPhase::AwaitingLogin;
+        self.want_flush(index);
+        self.settle(index);
+        if logged_in {
+            self.hand_off(index);
+        }
+    }
+
+    /// With several loops, a client that just logged in goes to the next
+    /// one in turn (this one included): its socket, parser and session move
+    /// as they are, behind every batch this loop has forwarded, so the
+    /// worker's retention is where this one's was at the login.
+    fn hand_off(&mut self, index: usize) {
+        if self.workers.is_empty() {
+            return;
+        }
+        let target = self.next_loop % (self.workers.len() + 1);
+        self.next_loop = self.next_loop.wrapping_add(1);
+        let Some(worker) = target.checked_sub(1).and_then(|w| self.workers.get(w)) else {
+            return; // this loop's turn
+        };
+        let closing = self
+            .slots
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_none_or(|slot| slot.session.poll_close().is_some());
+        if closing {
+            return;
+        }
+        let Some(mut slot) = self.slots.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut slot.stream);
+        self.free.push(index);
+        let peer = slot.peer;
+        if worker.tx.send(ToLoop::Client(Box::new(slot))).is_ok() {
+            let _ = worker.waker.wake();
+        } else {
+            // The worker is gone (shutting down): the client goes too.
+            self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            self.shared.count_close(CloseReason::Shutdown);
+            self.log(format_args!("closed {peer}: {}", CloseReason::Shutdown));
+        }
+    }
+
+    /// A client handed over by the first loop: registered here, written
+    /// what its session has queued, its timers scheduled.
+    fn adopt(&mut self, mut slot: Slot) {
+        let index = self.free.pop().unwrap_or(self.slots.len());
+        if let Err(e) = self.poll.registry().register(
+            &mut slot.stream,
+            Token(index + FIRST_CLIENT),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.free.push(index);
+            self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            self.shared.count_close(CloseReason::IoError);
+            self.log(format_args!("closed {}: register failed: {e}", slot.peer));
+            return;
+        }
+        self.generations += 1;
+        slot.generation = self.generations;
+        slot.scheduled = None;
+        slot.flushing = false;
+        if index == self.slots.len() {
+            self.slots.push(Some(slot));
+        } else if let Some(place) = self.slots.get_mut(index) {
+            *place = Some(slot);
+        }
         self.want_flush(index);
         self.settle(index);
     }
@@ -748,8 +935,17 @@ impl Server {
     }
 
     fn publish(&mut self, batch: &Arc<Batch>, time: Time) {
+        for worker in &self.workers {
+            // Blocks while a worker is a whole queue behind: back-pressure,
+            // as for the publishers.
+            if worker.tx.send(ToLoop::Batch(Arc::clone(batch))).is_ok() {
+                let _ = worker.waker.wake();
+            }
+        }
         self.retention.push(Arc::clone(batch));
-        add(&self.shared.frames_published, batch.frames());
+        if self.listener.is_some() {
+            add(&self.shared.frames_published, batch.frames()); // once, not per loop
+        }
         for index in 0..self.slots.len() {
             let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
                 continue;

@@ -92,6 +92,12 @@ enum Command {
         /// Stop after this many seconds (greater than 0; default: run until Ctrl-C or SIGTERM).
         #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
         duration: Option<Duration>,
+        /// Event loops sending to clients (1 to 64): the first accepts and runs logins, logged-in clients are spread over all.
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+        threads: u16,
+        /// Busy-poll for 1 ms after any activity before sleeping (lower latency, spins a core while busy).
+        #[arg(long)]
+        busy_poll: bool,
     },
     /// Subscribe to a server: JSON lines of every frame and event, or a status line per second.
     Subscribe {
@@ -208,13 +214,24 @@ fn main() -> ExitCode {
             slow_policy,
             seed,
             duration,
+            threads,
+            busy_poll,
         } => {
-            let policy = match slow_policy {
-                SlowArg::Skip => SlowPolicy::Skip,
-                SlowArg::Disconnect => SlowPolicy::Disconnect,
+            let config = ServerConfig {
+                listen,
+                retain: usize::try_from(retain).unwrap_or(usize::MAX),
+                slow_policy: match slow_policy {
+                    SlowArg::Skip => SlowPolicy::Skip,
+                    SlowArg::Disconnect => SlowPolicy::Disconnect,
+                },
+                threads: usize::from(threads),
+                busy_poll: busy_poll.then_some(Duration::from_millis(1)),
+                log: Some(LogSink(Arc::new(|line: &str| {
+                    eprintln!("tickwire serve: {line}")
+                }))),
+                ..ServerConfig::default()
             };
-            let retain = usize::try_from(retain).unwrap_or(usize::MAX);
-            serve(listen, rate, instruments, retain, policy, seed, duration)
+            serve(config, rate, instruments, seed, duration)
         }
         Command::Subscribe {
             connect,
@@ -392,24 +409,14 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
 }
 
 fn serve(
-    listen: SocketAddr,
+    config: ServerConfig,
     rate: u64,
     instruments: u32,
-    retain: usize,
-    slow_policy: SlowPolicy,
     seed: u64,
     duration: Option<Duration>,
 ) -> io::Result<()> {
     let stop = interrupted()?;
-    let config = ServerConfig {
-        listen,
-        retain,
-        slow_policy,
-        log: Some(LogSink(Arc::new(|line: &str| {
-            eprintln!("tickwire serve: {line}")
-        }))),
-        ..ServerConfig::default()
-    };
+    let listen = config.listen;
     let server = Server::bind(config)
         .and_then(Server::spawn)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;

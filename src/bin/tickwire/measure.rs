@@ -472,12 +472,14 @@ struct Receiver {
 
 /// `clients` clients (live only) logging in, a few at a time, while the
 /// reference server publishes `rate` msg/s (paced: a batch every 100 µs),
-/// spread over two receiver threads that poll their connections with mio;
+/// spread over two receiver threads that poll their connections with mio
+/// (the server with `threads` event loops);
 /// latency is measured for `seconds` from a second after every client is in.
-pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64) -> ManyClients {
+pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, threads: usize) -> ManyClients {
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         max_clients: clients + 16,
+        threads,
         ..ServerConfig::default()
     })
     .unwrap()
