@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::admission::{Admission, Limit};
 use super::publisher::{Numbering, Publisher};
 use super::stats::{add, ServerStats, Shared};
 use super::{sys, unix_nanos};
@@ -33,8 +34,11 @@ use crate::session::{
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CLIENT: usize = 2;
-/// How long accepting pauses after EMFILE / ENFILE.
+/// How long accepting pauses after EMFILE / ENFILE (or another failure).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The most connections accepted in one loop turn; more are accepted on
+/// the next turn, without waiting for the listener's next readiness event.
+const ACCEPTS_PER_TURN: usize = 1024;
 /// Batches taken from the publisher queue per loop turn.
 const BATCHES_PER_TURN: usize = 256;
 /// The most bytes written to one client per loop turn.
@@ -77,7 +81,9 @@ pub struct ServerConfig {
     pub client_queue: usize,
     /// What happens to slow clients.
     pub slow_policy: SlowPolicy,
-    /// Connections beyond this many are closed at once (1024).
+    /// Logged-in clients beyond this many are closed at their Login (1024).
+    /// Connections that have not logged in are limited separately
+    /// ([`max_unauthenticated`](Self::max_unauthenticated)).
     pub max_clients: usize,
     /// Batches the publisher queue holds before `publish` blocks (1024).
     pub publish_queue: usize,
@@ -92,6 +98,29 @@ pub struct ServerConfig {
     /// Spends one core to save the wake-up between a `publish` and the
     /// write: see the latency benchmark for what it buys on your machine.
     pub busy_poll: Option<Duration>,
+    /// The listen queue: connections the kernel completes before the loop
+    /// accepts them (1,024; the kernel caps it, at `net.core.somaxconn` on
+    /// Linux). The loop accepts until the queue is empty on every wake-up.
+    pub listen_backlog: u32,
+    /// Connections that have not logged in, at most (128; at least 1).
+    /// A newer one past the limit displaces the oldest, which is closed
+    /// with [`CloseReason::UnauthenticatedLimit`]: idle connections cannot
+    /// lock logged-in clients out, and a client that logs in at once gets in.
+    pub max_unauthenticated: usize,
+    /// Connections that have not logged in from one peer IP address, at
+    /// most (16; at least 1): past it, that peer's oldest such connection
+    /// is displaced first.
+    pub max_unauthenticated_per_peer: usize,
+    /// Liveness: a logged-in client that takes none of the bytes it owes
+    /// for this many heartbeat intervals is closed with
+    /// [`CloseReason::NoProgress`] (5; 0 turns the rule and the socket
+    /// timeouts below off). Client sockets also get TCP keepalive (idle and
+    /// probe interval: the heartbeat interval, at least 1 s; this many
+    /// probes) and, on Linux, `TCP_USER_TIMEOUT` of one interval more than
+    /// the rule's window, so the kernel also gives up on a vanished peer
+    /// (and on its unsent bytes after the close) instead of retrying for
+    /// many minutes.
+    pub no_progress_intervals: u32,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +141,10 @@ impl Default for ServerConfig {
             session_id: None,
             log: None,
             busy_poll: None,
+            listen_backlog: 1024,
+            max_unauthenticated: 128,
+            max_unauthenticated_per_peer: 16,
+            no_progress_intervals: session.no_progress_intervals,
         }
     }
 }
@@ -125,7 +158,35 @@ impl ServerConfig {
         c.slow_grace = self.slow_grace;
         c.queue_limit = self.client_queue;
         c.slow_policy = self.slow_policy;
+        c.no_progress_intervals = self.no_progress_intervals;
         c
+    }
+
+    /// Keepalive and `TCP_USER_TIMEOUT` for a client socket (see
+    /// [`no_progress_intervals`](Self::no_progress_intervals)).
+    fn apply_liveness(&self, stream: &TcpStream) {
+        let Some(window) = self.session(0).no_progress_window() else {
+            return;
+        };
+        let socket = socket2::SockRef::from(stream);
+        // TCP_KEEPIDLE and TCP_KEEPINTVL are whole seconds.
+        let interval = self.heartbeat_interval.max(Duration::from_secs(1));
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(interval)
+            .with_interval(interval);
+        #[cfg(any(
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "netbsd"
+        ))]
+        let keepalive = keepalive.with_retries(self.no_progress_intervals);
+        let _ = socket.set_tcp_keepalive(&keepalive);
+        #[cfg(any(target_os = "android", target_os = "linux"))]
+        let _ = socket.set_tcp_user_timeout(Some(window.saturating_add(self.heartbeat_interval)));
+        #[cfg(not(any(target_os = "android", target_os = "linux")))]
+        let _ = window;
     }
 }
 
@@ -223,6 +284,8 @@ pub struct Server {
     config: ServerConfig,
     shared: Arc<Shared>,
     accept_paused_until: Option<Duration>,
+    /// Connections that have not logged in, oldest first, by slot.
+    admission: Admission,
     epoch: Instant,
 }
 
@@ -306,12 +369,16 @@ impl Server {
     /// Binding or poll creation failed.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = listen(config.listen, config.listen_backlog)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::sync_channel(config.publish_queue.max(1));
         let session_id = config.session_id.unwrap_or_else(new_session_id);
+        let admission = Admission::new(
+            config.max_unauthenticated,
+            config.max_unauthenticated_per_peer,
+        );
         Ok(Server {
             local_addr: listener.local_addr()?,
             poll,
@@ -334,6 +401,7 @@ impl Server {
             config,
             shared: Arc::new(Shared::default()),
             accept_paused_until: None,
+            admission,
             epoch: Instant::now(),
         })
     }
@@ -490,7 +558,7 @@ impl Server {
             return;
         }
         self.accept_paused_until = None;
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((stream, peer)) => self.admit(stream, peer, time),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -509,22 +577,23 @@ impl Server {
                     return;
                 }
                 Err(e) => {
+                    // Edge-triggered: connections left in the queue would
+                    // wait for the next one to arrive; retry after the backoff.
+                    self.accept_paused_until = Some(time.monotonic + ACCEPT_BACKOFF);
                     self.log(format_args!("accept failed: {e}"));
                     return;
                 }
             }
         }
+        // More may be waiting: accept them next turn, after serving the
+        // clients (the loop does not sleep while this is due).
+        self.accept_paused_until = Some(time.monotonic);
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, time: Time) {
         add(&self.shared.accepted, 1);
-        let connected = self.slots.len() - self.free.len();
-        if connected >= self.config.max_clients {
-            self.shared.count_close(CloseReason::MaxClients);
-            self.log(format_args!("closed {peer}: {}", CloseReason::MaxClients));
-            return;
-        }
         let _ = stream.set_nodelay(true);
+        self.config.apply_liveness(&stream);
         if let Some(size) = self.config.send_buffer {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
         }
@@ -557,7 +626,22 @@ impl Server {
             *place = Some(slot);
         }
         add(&self.shared.clients, 1);
+        // Not logged in yet: it displaces the oldest such connection (of
+        // its peer, for the per-peer limit) if it would pass a limit.
+        if let Some(evicted) = self.admission.admit(index, peer.ip()) {
+            if evicted.limit == Limit::PerPeer {
+                add(&self.shared.displaced_per_peer, 1);
+            }
+            self.close(evicted.key, CloseReason::UnauthenticatedLimit);
+        }
+        self.count_unauthenticated();
         self.settle(index);
+    }
+
+    fn count_unauthenticated(&self) {
+        self.shared
+            .unauthenticated
+            .store(self.admission.len() as u64, Ordering::Relaxed);
     }
 
     /// After anything happened to a client: close it if its session says
@@ -574,6 +658,16 @@ impl Server {
         if let Some(reason) = slot.session.poll_close() {
             self.close(index, reason);
             return;
+        }
+        if slot.session.phase() != ServerPhase::AwaitingLogin && self.admission.remove(index) {
+            // Logged in: no longer unauthenticated, now one of max_clients.
+            self.count_unauthenticated();
+            let logged_in = self.slots.len() - self.free.len() - self.admission.len();
+            if logged_in > self.config.max_clients {
+                self.close(index, CloseReason::MaxClients);
+                return;
+            }
+            return self.settle(index);
         }
         let peer = slot.peer;
         let mut lines = Vec::new();
@@ -626,6 +720,9 @@ impl Server {
         };
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.free.push(index);
+        if self.admission.remove(index) {
+            self.count_unauthenticated();
+        }
         self.shared.clients.fetch_sub(1, Ordering::Relaxed);
         self.shared.count_close(reason);
         if reason != CloseReason::Shutdown {
@@ -845,6 +942,19 @@ fn close_reason(error: &io::Error) -> CloseReason {
         super::IoClass::Gone => CloseReason::PeerClosed,
         _ => CloseReason::IoError,
     }
+}
+
+/// The listening socket, bound with `backlog` (mio's own bind uses 128).
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As mio and std do: rebinding right after a restart must not fail on
+    // connections of the previous run still in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 fn is_descriptor_exhaustion(error: &io::Error) -> bool {
