@@ -116,10 +116,10 @@ pub struct ServerConfig {
     /// [`CloseReason::NoProgress`] (5; 0 turns the rule and the socket
     /// timeouts below off). Client sockets also get TCP keepalive (idle and
     /// probe interval: the heartbeat interval, at least 1 s; this many
-    /// probes) and, on Linux, `TCP_USER_TIMEOUT` of one interval more than
-    /// the rule's window, so the kernel also gives up on a vanished peer
-    /// (and on its unsent bytes after the close) instead of retrying for
-    /// many minutes.
+    /// probes) and, on Linux, `TCP_USER_TIMEOUT` of twice the rule's
+    /// window: a backstop after the rule (which says why it closed), so
+    /// the kernel also gives up on a vanished peer, and on its unsent bytes
+    /// after the close, instead of retransmitting for many minutes.
     pub no_progress_intervals: u32,
 }
 
@@ -184,7 +184,7 @@ impl ServerConfig {
         let keepalive = keepalive.with_retries(self.no_progress_intervals);
         let _ = socket.set_tcp_keepalive(&keepalive);
         #[cfg(any(target_os = "android", target_os = "linux"))]
-        let _ = socket.set_tcp_user_timeout(Some(window.saturating_add(self.heartbeat_interval)));
+        let _ = socket.set_tcp_user_timeout(Some(window.saturating_mul(2)));
         #[cfg(not(any(target_os = "android", target_os = "linux")))]
         let _ = window;
     }

@@ -495,7 +495,8 @@ pub struct ServerSession {
     /// Bytes the peer had taken (written − kernel backlog) at the last check.
     taken: u64,
     /// Since when the client has owed bytes without taking any (`None`:
-    /// it owed nothing at the last check, and nothing was queued since).
+    /// nothing is known to be owed: all written, with the kernel's queue
+    /// empty at the last check).
     owed_since: Option<Duration>,
     /// When the peer's progress was last checked.
     progress_checked: Duration,
@@ -624,6 +625,7 @@ impl ServerSession {
         }
         if self.owed_since.is_none() {
             self.owed_since = Some(now);
+            self.progress_checked = now;
         }
         self.out.push(piece);
         self.last_queued = now;
@@ -706,6 +708,11 @@ impl ServerSession {
             self.stats.bytes_sent += n as u64;
             self.written += n as u64;
             self.progress_at = time.monotonic;
+            if self.out.bytes == 0 && self.kernel_backlog == 0 {
+                // All written, and the kernel held nothing at the last
+                // check: nothing is known to be owed until the next one.
+                self.owed_since = None;
+            }
         }
     }
 
