@@ -603,3 +603,232 @@ fn publisher_back_pressure_is_visible() {
     ));
     let _ = MsgType::Trade;
 }
+
+// Hostile connections and liveness (issue 9) --------------------------------
+
+/// A connection from `source` (any 127.0.0.x: all of 127/8 is loopback on
+/// Linux) that never logs in.
+fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Whether the server has closed `stream` (it sends nothing to a
+/// connection that has not logged in, so any end of stream is a close).
+/// Waits up to the stream's read timeout for a close that may be on its
+/// way when `wait` is set; otherwise only looks.
+fn closed_by_server(stream: &TcpStream, wait: bool) -> bool {
+    stream.set_nonblocking(!wait).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match (&*stream).read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("a connection that did not log in was sent {n} bytes"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => false,
+        Err(e) => panic!("read: {e}"),
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// This process's soft limit on open descriptors (`/proc/self/limits`).
+fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Runs the test `name` of this binary again in a child whose descriptor
+/// soft limit is `limit` (`ulimit -Sn`: up to the hard limit), and asserts that it
+/// passed. Returns `false` when this process's own limit is high enough,
+/// and the caller should run the test itself.
+fn rerun_with_descriptor_limit(name: &str, limit: u64) -> bool {
+    if std::env::var_os("TICKWIRE_RAISED_LIMIT").is_some()
+        || descriptor_limit().is_some_and(|n| n >= limit)
+    {
+        return false;
+    }
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn {limit} && exec \"$0\" --exact {name} --nocapture --test-threads 1"
+        ))
+        .arg(std::env::current_exe().unwrap())
+        .env("TICKWIRE_RAISED_LIMIT", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{name} with `ulimit -Sn {limit}`: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
+}
+
+/// Opens `count` idle connections, `source(i)` the address of the i-th, in
+/// waves the server is seen to accept before the next (so the order the
+/// server accepts them in is the order they were opened).
+fn idle_connections(
+    server: &ServerHandle,
+    count: usize,
+    source: impl Fn(usize) -> [u8; 4],
+) -> Vec<TcpStream> {
+    let addr = server.local_addr();
+    let before = server.stats().accepted;
+    let mut idle = Vec::with_capacity(count);
+    for i in 0..count {
+        idle.push(connect_from(source(i), addr));
+        if idle.len() % 100 == 0 || idle.len() == count {
+            let want = before + idle.len() as u64;
+            wait_until("accepts", Duration::from_secs(10), || {
+                server.stats().accepted >= want
+            });
+        }
+    }
+    idle
+}
+
+#[test]
+fn idle_connections_cannot_lock_a_real_client_out() {
+    if rerun_with_descriptor_limit("idle_connections_cannot_lock_a_real_client_out", 4096) {
+        return;
+    }
+    const IDLE: usize = 1100;
+    // More connections than max_clients (1,024) allowed in all before; the
+    // login timeout is long, so only the new limit closes them.
+    let server = start(|c| c.login_timeout = Duration::from_secs(60));
+    let limit = ServerConfig::default().max_unauthenticated;
+    assert_eq!(limit, 128);
+    // Spread over 100 source addresses: 11 each, under the per-peer limit.
+    let idle = idle_connections(&server, IDLE, |i| [127, 0, 0, 2 + (i % 100) as u8]);
+    let displaced = (IDLE - limit) as u64;
+    wait_until("the overall limit", Duration::from_secs(10), || {
+        server.stats().closed_for(CloseReason::UnauthenticatedLimit) == displaced
+    });
+    let stats = server.stats();
+    assert_eq!(stats.unauthenticated, limit as u64);
+    assert_eq!(stats.clients, limit as u64);
+    assert_eq!(stats.displaced_per_peer, 0);
+    // The oldest went first: the first 972 are closed, the newest 128 open.
+    let (old, new) = idle.split_at(IDLE - limit);
+    assert!(old.iter().all(|s| closed_by_server(s, true)));
+    assert!(new.iter().all(|s| !closed_by_server(s, false)));
+
+    // A real client still gets in (displacing the oldest idle one), and
+    // gets data.
+    let mut real = login(server.local_addr(), 0);
+    assert_eq!(
+        read_until(&mut real, |s| s.accepted.is_some()).accepted,
+        Some((77, 1))
+    );
+    publish_all(&server, &messages(9, 100), 100);
+    let seen = read_until(&mut real, |s| s.sequences.len() >= 100);
+    assert_eq!(seen.sequences, (1..=100).collect::<Vec<_>>());
+    assert!(
+        closed_by_server(&new[0], true),
+        "the oldest idle one made room"
+    );
+    assert!(new[1..].iter().all(|s| !closed_by_server(s, false)));
+    let stats = server.stats();
+    assert_eq!(
+        stats.closed_for(CloseReason::UnauthenticatedLimit),
+        displaced + 1
+    );
+    assert_eq!(
+        stats.unauthenticated,
+        limit as u64 - 1,
+        "the real one logged in"
+    );
+    assert_eq!(stats.closed_for(CloseReason::MaxClients), 0);
+    drop(idle);
+}
+
+#[test]
+fn one_peer_cannot_take_every_unauthenticated_place() {
+    let server = start(|c| c.login_timeout = Duration::from_secs(60));
+    let per_peer = ServerConfig::default().max_unauthenticated_per_peer;
+    assert_eq!(per_peer, 16);
+    // 20 from 127.0.0.2, then 5 from 127.0.0.3.
+    let two = idle_connections(&server, 20, |_| [127, 0, 0, 2]);
+    let three = idle_connections(&server, 5, |_| [127, 0, 0, 3]);
+    wait_until("the per-peer limit", Duration::from_secs(10), || {
+        server.stats().closed_for(CloseReason::UnauthenticatedLimit) == 4
+    });
+    let stats = server.stats();
+    assert_eq!(stats.displaced_per_peer, 4);
+    assert_eq!(stats.unauthenticated, 21);
+    // 127.0.0.2's oldest four went, nobody else.
+    assert!(two[..4].iter().all(|s| closed_by_server(s, true)));
+    assert!(two[4..].iter().all(|s| !closed_by_server(s, false)));
+    assert!(three.iter().all(|s| !closed_by_server(s, false)));
+
+    // A real client from the crowded address still logs in, at the cost
+    // of that address's oldest idle connection only.
+    let mut socket = connect_from([127, 0, 0, 2], server.local_addr());
+    let mut frame = [0u8; 24];
+    encode(&Payload::Login, 0, 0, &mut frame).unwrap();
+    socket.write_all(&frame).unwrap();
+    let mut real = FrameReader::new(socket);
+    assert!(read_until(&mut real, |s| s.accepted.is_some())
+        .accepted
+        .is_some());
+    publish_all(&server, &messages(10, 10), 10);
+    assert_eq!(
+        read_until(&mut real, |s| s.sequences.len() >= 10)
+            .sequences
+            .len(),
+        10
+    );
+    assert!(closed_by_server(&two[4], true));
+    assert!(two[5..].iter().all(|s| !closed_by_server(s, false)));
+    assert!(three.iter().all(|s| !closed_by_server(s, false)));
+    let stats = server.stats();
+    assert_eq!(stats.displaced_per_peer, 5);
+    assert_eq!(stats.unauthenticated, 20);
+}
+
+#[test]
+fn the_listen_backlog_holds_what_the_loop_has_not_accepted_yet() {
+    // A server whose loop is not running: only the kernel's listen queue
+    // holds connections, up to the backlog (plus one, on Linux).
+    let try_connect = |addr: SocketAddr| {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .connect_timeout(&addr.into(), Duration::from_millis(300))
+            .map(|()| socket)
+    };
+    let small = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        listen_backlog: 16,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let held: Vec<_> = (0..17)
+        .map(|_| try_connect(small.local_addr()).unwrap())
+        .collect();
+    assert!(try_connect(small.local_addr()).is_err(), "the 18th waits");
+    drop(held);
+
+    // The default (1,024) holds far more than mio's own 128.
+    let default = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    assert_eq!(ServerConfig::default().listen_backlog, 1024);
+    let held: Vec<_> = (0..300)
+        .map(|_| try_connect(default.local_addr()).unwrap())
+        .collect();
+    assert_eq!(held.len(), 300);
+}

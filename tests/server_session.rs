@@ -1313,7 +1313,11 @@ fn progress_restarts_the_no_progress_clock() {
     h.flush();
     let acked = |t: Duration| if t >= ms(3500) { 10 } else { 0 };
     vanishing_peer(&mut h, secs(9) - NS, acked);
-    assert_eq!(h.session.poll_close(), None, "not at 6 s, nor 1 ns before 9 s");
+    assert_eq!(
+        h.session.poll_close(),
+        None,
+        "not at 6 s, nor 1 ns before 9 s"
+    );
     vanishing_peer(&mut h, secs(9), acked);
     assert_eq!(h.session.poll_close(), Some(CloseReason::NoProgress));
 

@@ -45,11 +45,16 @@
 //! heartbeat intervals (5) is closed with [`CloseReason::NoProgress`]: a
 //! peer that vanished without a FIN or RST (half-open), or one that stopped
 //! reading. Taking is measured as bytes written minus the kernel's send
-//! queue: the bytes the peer acknowledged. Progress is checked once per
-//! heartbeat interval while bytes are owed and at the deadline itself, and
-//! restarts the window from the check that saw it. Even an idle feed owes
-//! the client its Heartbeats, so a vanished client is found within about
-//! `no_progress_intervals + 1` intervals.
+//! queue: the bytes the peer acknowledged. The kernel's queue is known only
+//! at checks: heartbeat deadlines, backlog checks while bytes wait here,
+//! and once per heartbeat interval (and at the deadline itself) while bytes
+//! are known to be owed; progress restarts the window from the check that
+//! saw it. A write that empties this queue when the kernel's was empty at
+//! the last check leaves nothing known to be owed until the next check.
+//! Even an idle feed owes the client its Heartbeats, so a vanished client
+//! is found within about `no_progress_intervals + 1` intervals; one that is
+//! sent data continuously, once the kernel's queue is full and bytes wait
+//! here (the mio server also sets `TCP_USER_TIMEOUT` as a backstop).
 #![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;
