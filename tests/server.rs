@@ -832,3 +832,213 @@ fn the_listen_backlog_holds_what_the_loop_has_not_accepted_yet() {
         .collect();
     assert_eq!(held.len(), 300);
 }
+
+/// A network namespace joined to this one by a veth pair: the host end
+/// `10.199.N.1/24` here, the other `10.199.N.2/24` inside. Removed on drop,
+/// with every nftables rule inside it (they belong to the namespace), also
+/// when the test fails.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: [u8; 4],
+}
+
+/// Runs a command; `Err` names it and what it printed.
+fn run_command(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let id = std::process::id();
+        let n = (id % 250) as u8;
+        let ns = Netns {
+            name: format!("tickwire-ho-{id}"),
+            host_if: format!("twh{id}"),
+            host_ip: [10, 199, n, 1],
+        };
+        // Leftovers of a run killed before it could clean up.
+        ns.remove();
+        let peer_if = format!("twc{id}");
+        let host_cidr = format!("10.199.{n}.1/24");
+        let peer_cidr = format!("10.199.{n}.2/24");
+        run_command("ip", &["netns", "add", &ns.name])?;
+        run_command(
+            "ip",
+            &[
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer_if,
+            ],
+        )?;
+        run_command("ip", &["link", "set", &peer_if, "netns", &ns.name])?;
+        run_command("ip", &["addr", "add", &host_cidr, "dev", &ns.host_if])?;
+        run_command("ip", &["link", "set", &ns.host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["-n", ns.name.as_str()];
+            all.extend_from_slice(args);
+            run_command("ip", &all)
+        };
+        inside(&["addr", "add", &peer_cidr, "dev", &peer_if])?;
+        inside(&["link", "set", &peer_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The command `program args…` run inside the namespace.
+    fn command(&self, program: &std::path::Path) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// From now on every packet into or out of the namespace is dropped:
+    /// its peers vanish without a FIN or RST.
+    fn drop_everything(&self) -> Result<(), String> {
+        let nft = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", self.name.as_str(), "nft"];
+            all.extend_from_slice(args);
+            run_command("ip", &all)
+        };
+        nft(&["add", "table", "inet", "tickwire_half_open"])?;
+        for hook in ["input", "output"] {
+            let chain = format!("{{ type filter hook {hook} priority 0; policy drop; }}");
+            nft(&["add", "chain", "inet", "tickwire_half_open", hook, &chain])?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self) {
+        // Deleting either end of a veth pair deletes both; deleting the
+        // namespace deletes its rules.
+        let _ = run_command("ip", &["link", "del", &self.host_if]);
+        let _ = run_command("ip", &["netns", "del", &self.name]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A child process, killed and reaped on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Child side of the half-open test, run inside the namespace: logs in to
+/// the server named by `TICKWIRE_HALF_OPEN_SERVER`, says so, then waits
+/// (reading nothing more) until it is killed.
+#[test]
+fn half_open_child() {
+    let Some(addr) = std::env::var_os("TICKWIRE_HALF_OPEN_SERVER") else {
+        return;
+    };
+    let addr: SocketAddr = addr.to_str().unwrap().parse().unwrap();
+    let mut client = login(addr, 0);
+    let seen = read_until(&mut client, |s| s.accepted.is_some());
+    println!("logged in {:?}", seen.accepted);
+    thread::sleep(Duration::from_secs(30));
+}
+
+/// Why a privileged test cannot run: a skip, unless
+/// `TICKWIRE_REQUIRE_PRIVILEGED=1` (CI) makes it a failure.
+fn skip_unprivileged(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("TICKWIRE_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
+        "{test} needs root, `ip` and `nft` (TICKWIRE_REQUIRE_PRIVILEGED=1): {why}"
+    );
+    eprintln!("SKIPPED {test}: needs root, `ip` and `nft`: {why}");
+}
+
+#[test]
+fn a_half_open_client_is_closed_for_making_no_progress() {
+    const TEST: &str = "a_half_open_client_is_closed_for_making_no_progress";
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => return skip_unprivileged(TEST, &why),
+    };
+    if let Err(why) = run_command("nft", &["--version"]) {
+        return skip_unprivileged(TEST, &why);
+    }
+    let heartbeat = Duration::from_millis(100);
+    let server = start(|c| {
+        c.listen = SocketAddr::from((ns.host_ip, 0));
+        c.heartbeat_interval = heartbeat;
+        c.slow_policy = SlowPolicy::Skip; // the policy under which it used to stay
+    });
+    let window = heartbeat * ServerConfig::default().no_progress_intervals;
+    let mut child = ChildGuard(
+        ns.command(&std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "half_open_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("TICKWIRE_HALF_OPEN_SERVER", server.local_addr().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("logged in") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+    }
+    assert!(line.contains("logged in Some"), "{line}");
+    wait_until("the login", Duration::from_secs(5), || {
+        let s = server.stats();
+        s.clients == 1 && s.unauthenticated == 0
+    });
+    // Data flows and is acknowledged; then the client's host vanishes.
+    publish_all(&server, &messages(11, 1000), 100);
+    thread::sleep(heartbeat * 3);
+    assert_eq!(server.stats().clients, 1, "a healthy client stays");
+    ns.drop_everything().unwrap();
+    let vanished = Instant::now();
+    drop(child); // its FIN or RST never arrives either
+    wait_until("the close", Duration::from_secs(10), || {
+        server.stats().clients == 0
+    });
+    let after = vanished.elapsed();
+    let stats = server.stats();
+    eprintln!("half-open client closed {after:?} after it vanished");
+    assert_eq!(stats.closed_for(CloseReason::NoProgress), 1, "{stats:?}");
+    assert!(
+        after >= window - heartbeat && after < window * 4,
+        "closed {after:?} after the peer vanished (window {window:?})"
+    );
+    drop(ns);
+}
