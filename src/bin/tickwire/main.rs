@@ -92,6 +92,18 @@ enum Command {
         /// Stop after this many seconds (greater than 0; default: run until Ctrl-C or SIGTERM).
         #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
         duration: Option<Duration>,
+        /// The listen queue: connections the kernel holds until they are
+        /// accepted (at least 1; the kernel caps it at net.core.somaxconn).
+        #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+        listen_backlog: u32,
+        /// Connections that have not logged in, at most (at least 1); past it,
+        /// the oldest of them is closed to make room.
+        #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+        max_unauthenticated: u64,
+        /// Connections that have not logged in from one IP address, at most
+        /// (at least 1); past it, that address's oldest one is closed.
+        #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+        max_unauthenticated_per_peer: u64,
     },
     /// Subscribe to a server: JSON lines of every frame and event, or a status line per second.
     Subscribe {
@@ -208,13 +220,25 @@ fn main() -> ExitCode {
             slow_policy,
             seed,
             duration,
+            listen_backlog,
+            max_unauthenticated,
+            max_unauthenticated_per_peer,
         } => {
-            let policy = match slow_policy {
+            let slow_policy = match slow_policy {
                 SlowArg::Skip => SlowPolicy::Skip,
                 SlowArg::Disconnect => SlowPolicy::Disconnect,
             };
-            let retain = usize::try_from(retain).unwrap_or(usize::MAX);
-            serve(listen, rate, instruments, retain, policy, seed, duration)
+            let config = ServerConfig {
+                listen,
+                retain: usize::try_from(retain).unwrap_or(usize::MAX),
+                slow_policy,
+                listen_backlog,
+                max_unauthenticated: usize::try_from(max_unauthenticated).unwrap_or(usize::MAX),
+                max_unauthenticated_per_peer: usize::try_from(max_unauthenticated_per_peer)
+                    .unwrap_or(usize::MAX),
+                ..ServerConfig::default()
+            };
+            serve(config, rate, instruments, seed, duration)
         }
         Command::Subscribe {
             connect,
@@ -391,24 +415,22 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs the server of `config` (its log goes to stderr) and publishes the
+/// synthetic feed into it.
 fn serve(
-    listen: SocketAddr,
+    config: ServerConfig,
     rate: u64,
     instruments: u32,
-    retain: usize,
-    slow_policy: SlowPolicy,
     seed: u64,
     duration: Option<Duration>,
 ) -> io::Result<()> {
     let stop = interrupted()?;
+    let listen = config.listen;
     let config = ServerConfig {
-        listen,
-        retain,
-        slow_policy,
         log: Some(LogSink(Arc::new(|line: &str| {
             eprintln!("tickwire serve: {line}")
         }))),
-        ..ServerConfig::default()
+        ..config
     };
     let server = Server::bind(config)
         .and_then(Server::spawn)
@@ -456,7 +478,8 @@ fn serve(
     let stats = server.shutdown()?;
     eprintln!(
         "tickwire serve: stopped after {:.1} s{}: {} frames published, {} sent, {} bytes; {} slow marks; \
-         closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} shutdown",
+         closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} unauthenticated limit, \
+         {} no progress, {} shutdown",
         started.elapsed().as_secs_f64(),
         if stop.load(Ordering::SeqCst) { " (signal)" } else { "" },
         stats.frames_published,
@@ -467,6 +490,8 @@ fn serve(
         stats.closed_for(CloseReason::LoginTimeout),
         stats.closed_for(CloseReason::BadData),
         stats.closed_for(CloseReason::UnexpectedFrame),
+        stats.closed_for(CloseReason::UnauthenticatedLimit),
+        stats.closed_for(CloseReason::NoProgress),
         stats.closed_for(CloseReason::Shutdown),
     );
     Ok(())
