@@ -1042,3 +1042,33 @@ fn a_half_open_client_is_closed_for_making_no_progress() {
     );
     drop(ns);
 }
+
+#[test]
+fn max_clients_counts_logged_in_clients_only() {
+    let server = start(|c| {
+        c.max_clients = 1;
+        c.login_timeout = Duration::from_secs(60);
+    });
+    let addr = server.local_addr();
+    // Idle connections take no client place…
+    let idle = idle_connections(&server, 5, |_| [127, 0, 0, 1]);
+    let mut first = login(addr, 0);
+    assert!(read_until(&mut first, |s| s.accepted.is_some())
+        .accepted
+        .is_some());
+    // …but a second client that logs in is one too many: closed at its Login.
+    let mut second = login(addr, 0);
+    let seen = read_until(&mut second, |_| false);
+    assert!(seen.closed && seen.accepted.is_none(), "{seen:?}");
+    let stats = server.stats();
+    assert_eq!(stats.closed_for(CloseReason::MaxClients), 1);
+    assert_eq!(stats.unauthenticated, 5);
+    assert!(idle.iter().all(|s| !closed_by_server(s, false)));
+    publish_all(&server, &messages(12, 10), 10);
+    assert_eq!(
+        read_until(&mut first, |s| s.sequences.len() >= 10)
+            .sequences
+            .len(),
+        10
+    );
+}

@@ -217,7 +217,11 @@ impl Admission {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
     use std::collections::VecDeque;
@@ -288,7 +292,7 @@ mod tests {
         assert_eq!(order(&a), [1, 2, 3]);
         assert!(!a.contains(0));
         assert_eq!(a.peer_count(ip(1)), 0);
-        assert!(a.peers.get(&ip(1)).is_none(), "empty peers leave the map");
+        assert!(!a.peers.contains_key(&ip(1)), "empty peers leave the map");
     }
 
     #[test]
