@@ -496,7 +496,12 @@ fn emfile_child() {
     if std::env::var_os("TICKWIRE_EMFILE_CHILD").is_none() {
         return;
     }
-    let server = start(|c| c.heartbeat_interval = Duration::from_millis(20));
+    let server = start(|c| {
+        c.heartbeat_interval = Duration::from_millis(20);
+        // The hogs must run the descriptors out: no limit closes them first.
+        c.max_unauthenticated = 1000;
+        c.max_unauthenticated_per_peer = 1000;
+    });
     println!("listening {}", server.local_addr());
     let publisher = server.publisher();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -713,7 +718,9 @@ fn idle_connections_cannot_lock_a_real_client_out() {
     let idle = idle_connections(&server, IDLE, |i| [127, 0, 0, 2 + (i % 100) as u8]);
     let displaced = (IDLE - limit) as u64;
     wait_until("the overall limit", Duration::from_secs(10), || {
-        server.stats().closed_for(CloseReason::UnauthenticatedLimit) == displaced
+        let s = server.stats();
+        s.closed_for(CloseReason::UnauthenticatedLimit) == displaced
+            && s.unauthenticated == limit as u64
     });
     let stats = server.stats();
     assert_eq!(stats.unauthenticated, limit as u64);
@@ -762,7 +769,8 @@ fn one_peer_cannot_take_every_unauthenticated_place() {
     let two = idle_connections(&server, 20, |_| [127, 0, 0, 2]);
     let three = idle_connections(&server, 5, |_| [127, 0, 0, 3]);
     wait_until("the per-peer limit", Duration::from_secs(10), || {
-        server.stats().closed_for(CloseReason::UnauthenticatedLimit) == 4
+        let s = server.stats();
+        s.closed_for(CloseReason::UnauthenticatedLimit) == 4 && s.unauthenticated == 21
     });
     let stats = server.stats();
     assert_eq!(stats.displaced_per_peer, 4);
@@ -1060,6 +1068,9 @@ fn max_clients_counts_logged_in_clients_only() {
     let mut second = login(addr, 0);
     let seen = read_until(&mut second, |_| false);
     assert!(seen.closed && seen.accepted.is_none(), "{seen:?}");
+    wait_until("the count", Duration::from_secs(5), || {
+        server.stats().closed_for(CloseReason::MaxClients) == 1
+    });
     let stats = server.stats();
     assert_eq!(stats.closed_for(CloseReason::MaxClients), 1);
     assert_eq!(stats.unauthenticated, 5);
