@@ -662,7 +662,11 @@ impl Server {
         if slot.session.phase() != ServerPhase::AwaitingLogin && self.admission.remove(index) {
             // Logged in: no longer unauthenticated, now one of max_clients.
             self.count_unauthenticated();
-            let logged_in = self.slots.len() - self.free.len() - self.admission.len();
+            let logged_in = self
+                .slots
+                .len()
+                .saturating_sub(self.free.len())
+                .saturating_sub(self.admission.len());
             if logged_in > self.config.max_clients {
                 self.close(index, CloseReason::MaxClients);
                 return;

@@ -11,7 +11,8 @@ const REASONS: usize = CloseReason::ALL.len();
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerStats {
-    /// Connected clients now.
+    /// Connections now, logged in or not (see
+    /// [`unauthenticated`](Self::unauthenticated)).
     pub clients: u64,
     /// Connections accepted.
     pub accepted: u64,
