@@ -247,6 +247,57 @@ fn serve_publishes_a_feed_and_stops_on_time() {
 }
 
 #[test]
+fn serve_limits_connections_that_do_not_log_in() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "1000",
+            "--duration",
+            "1.5",
+            "--listen-backlog",
+            "64",
+            "--max-unauthenticated",
+            "4",
+            "--max-unauthenticated-per-peer",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    // Three idle connections from one address: the first is closed.
+    let idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    idle[0]
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        (&idle[0]).read(&mut buf).unwrap_or(0),
+        0,
+        "closed by the server"
+    );
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains(": unauthenticated limit"), "{stderr}");
+    assert!(stderr.contains("1 unauthenticated limit"), "{stderr}");
+}
+
+#[test]
 fn record_then_dump_and_subscribe_give_up_on_a_dead_server() {
     let (mut server, addr) = spawn_serve("50000", "3", Stdio::null());
     let file = temp("recorded.twr");
@@ -906,6 +957,10 @@ fn no_argument_panics_bad_values_are_rejected_by_name() {
         &["serve", "--rate", "0"],
         &["serve", "--retain", "0"],
         &["serve", "--instruments", "0"],
+        &["serve", "--listen-backlog", "0"],
+        &["serve", "--listen-backlog", "4294967295"],
+        &["serve", "--max-unauthenticated", "0"],
+        &["serve", "--max-unauthenticated-per-peer", "-1"],
         &["subscribe", "--duration", "1e19"],
         &["subscribe", "--connect", "no-port"],
         &["record", "-o", "/dev/null", "--duration", "-0.5"],

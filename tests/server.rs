@@ -563,7 +563,12 @@ fn emfile_child() {
     if std::env::var_os("TICKWIRE_EMFILE_CHILD").is_none() {
         return;
     }
-    let server = start(|c| c.heartbeat_interval = Duration::from_millis(20));
+    let server = start(|c| {
+        c.heartbeat_interval = Duration::from_millis(20);
+        // The hogs must run the descriptors out: no limit closes them first.
+        c.max_unauthenticated = 1000;
+        c.max_unauthenticated_per_peer = 1000;
+    });
     println!("listening {}", server.local_addr());
     let publisher = server.publisher();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -769,4 +774,479 @@ fn tiny_batches_merged(threads: usize) {
         );
     }
     server.shutdown().unwrap();
+}
+
+// Hostile connections and liveness (issue 9) --------------------------------
+
+/// A connection from `source` (any 127.0.0.x: all of 127/8 is loopback on
+/// Linux) that never logs in.
+fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Whether the server has closed `stream` (it sends nothing to a
+/// connection that has not logged in, so any end of stream is a close).
+/// Waits up to the stream's read timeout for a close that may be on its
+/// way when `wait` is set; otherwise only looks.
+fn closed_by_server(stream: &TcpStream, wait: bool) -> bool {
+    stream.set_nonblocking(!wait).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match (&*stream).read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("a connection that did not log in was sent {n} bytes"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => false,
+        Err(e) => panic!("read: {e}"),
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// This process's soft limit on open descriptors (`/proc/self/limits`).
+fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Runs the test `name` of this binary again in a child whose descriptor
+/// soft limit is `limit` (`ulimit -Sn`: up to the hard limit), and asserts that it
+/// passed. Returns `false` when this process's own limit is high enough,
+/// and the caller should run the test itself.
+fn rerun_with_descriptor_limit(name: &str, limit: u64) -> bool {
+    if std::env::var_os("TICKWIRE_RAISED_LIMIT").is_some()
+        || descriptor_limit().is_some_and(|n| n >= limit)
+    {
+        return false;
+    }
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn {limit} && exec \"$0\" --exact {name} --nocapture --test-threads 1"
+        ))
+        .arg(std::env::current_exe().unwrap())
+        .env("TICKWIRE_RAISED_LIMIT", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{name} with `ulimit -Sn {limit}`: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
+}
+
+/// Opens `count` idle connections, `source(i)` the address of the i-th, in
+/// waves the server is seen to accept before the next (so the order the
+/// server accepts them in is the order they were opened).
+fn idle_connections(
+    server: &ServerHandle,
+    count: usize,
+    source: impl Fn(usize) -> [u8; 4],
+) -> Vec<TcpStream> {
+    let addr = server.local_addr();
+    let before = server.stats().accepted;
+    let mut idle = Vec::with_capacity(count);
+    for i in 0..count {
+        idle.push(connect_from(source(i), addr));
+        if idle.len() % 100 == 0 || idle.len() == count {
+            let want = before + idle.len() as u64;
+            wait_until("accepts", Duration::from_secs(10), || {
+                server.stats().accepted >= want
+            });
+        }
+    }
+    idle
+}
+
+#[test]
+fn idle_connections_cannot_lock_a_real_client_out() {
+    if rerun_with_descriptor_limit("idle_connections_cannot_lock_a_real_client_out", 4096) {
+        return;
+    }
+    const IDLE: usize = 1100;
+    // More connections than max_clients (1,024) allowed in all before; the
+    // login timeout is long, so only the new limit closes them.
+    let server = start(|c| c.login_timeout = Duration::from_secs(60));
+    let limit = ServerConfig::default().max_unauthenticated;
+    assert_eq!(limit, 128);
+    // Spread over 100 source addresses: 11 each, under the per-peer limit.
+    let idle = idle_connections(&server, IDLE, |i| [127, 0, 0, 2 + (i % 100) as u8]);
+    let displaced = (IDLE - limit) as u64;
+    wait_until("the overall limit", Duration::from_secs(10), || {
+        let s = server.stats();
+        s.closed_for(CloseReason::UnauthenticatedLimit) == displaced
+            && s.unauthenticated == limit as u64
+    });
+    let stats = server.stats();
+    assert_eq!(stats.unauthenticated, limit as u64);
+    assert_eq!(stats.clients, limit as u64);
+    assert_eq!(stats.displaced_per_peer, 0);
+    // The oldest went first: the first 972 are closed, the newest 128 open.
+    let (old, new) = idle.split_at(IDLE - limit);
+    assert!(old.iter().all(|s| closed_by_server(s, true)));
+    assert!(new.iter().all(|s| !closed_by_server(s, false)));
+
+    // A real client still gets in (displacing the oldest idle one), and
+    // gets data.
+    let mut real = login(server.local_addr(), 0);
+    assert_eq!(
+        read_until(&mut real, |s| s.accepted.is_some()).accepted,
+        Some((77, 1))
+    );
+    publish_all(&server, &messages(9, 100), 100);
+    let seen = read_until(&mut real, |s| s.sequences.len() >= 100);
+    assert_eq!(seen.sequences, (1..=100).collect::<Vec<_>>());
+    assert!(
+        closed_by_server(&new[0], true),
+        "the oldest idle one made room"
+    );
+    assert!(new[1..].iter().all(|s| !closed_by_server(s, false)));
+    let stats = server.stats();
+    assert_eq!(
+        stats.closed_for(CloseReason::UnauthenticatedLimit),
+        displaced + 1
+    );
+    assert_eq!(
+        stats.unauthenticated,
+        limit as u64 - 1,
+        "the real one logged in"
+    );
+    assert_eq!(stats.closed_for(CloseReason::MaxClients), 0);
+    drop(idle);
+}
+
+#[test]
+fn one_peer_cannot_take_every_unauthenticated_place() {
+    let server = start(|c| c.login_timeout = Duration::from_secs(60));
+    let per_peer = ServerConfig::default().max_unauthenticated_per_peer;
+    assert_eq!(per_peer, 16);
+    // 20 from 127.0.0.2, then 5 from 127.0.0.3.
+    let two = idle_connections(&server, 20, |_| [127, 0, 0, 2]);
+    let three = idle_connections(&server, 5, |_| [127, 0, 0, 3]);
+    wait_until("the per-peer limit", Duration::from_secs(10), || {
+        let s = server.stats();
+        s.closed_for(CloseReason::UnauthenticatedLimit) == 4 && s.unauthenticated == 21
+    });
+    let stats = server.stats();
+    assert_eq!(stats.displaced_per_peer, 4);
+    assert_eq!(stats.unauthenticated, 21);
+    // 127.0.0.2's oldest four went, nobody else.
+    assert!(two[..4].iter().all(|s| closed_by_server(s, true)));
+    assert!(two[4..].iter().all(|s| !closed_by_server(s, false)));
+    assert!(three.iter().all(|s| !closed_by_server(s, false)));
+
+    // A real client from the crowded address still logs in, at the cost
+    // of that address's oldest idle connection only.
+    let mut socket = connect_from([127, 0, 0, 2], server.local_addr());
+    let mut frame = [0u8; 24];
+    encode(&Payload::Login, 0, 0, &mut frame).unwrap();
+    socket.write_all(&frame).unwrap();
+    let mut real = FrameReader::new(socket);
+    assert!(read_until(&mut real, |s| s.accepted.is_some())
+        .accepted
+        .is_some());
+    publish_all(&server, &messages(10, 10), 10);
+    assert_eq!(
+        read_until(&mut real, |s| s.sequences.len() >= 10)
+            .sequences
+            .len(),
+        10
+    );
+    assert!(closed_by_server(&two[4], true));
+    assert!(two[5..].iter().all(|s| !closed_by_server(s, false)));
+    assert!(three.iter().all(|s| !closed_by_server(s, false)));
+    let stats = server.stats();
+    assert_eq!(stats.displaced_per_peer, 5);
+    assert_eq!(stats.unauthenticated, 20);
+}
+
+#[test]
+fn the_listen_backlog_holds_what_the_loop_has_not_accepted_yet() {
+    // A server whose loop is not running: only the kernel's listen queue
+    // holds connections, up to the backlog (plus one, on Linux).
+    let try_connect = |addr: SocketAddr| {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket
+            .connect_timeout(&addr.into(), Duration::from_millis(300))
+            .map(|()| socket)
+    };
+    let small = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        listen_backlog: 16,
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    let held: Vec<_> = (0..17)
+        .map(|_| try_connect(small.local_addr()).unwrap())
+        .collect();
+    assert!(try_connect(small.local_addr()).is_err(), "the 18th waits");
+    drop(held);
+
+    // The default (1,024) holds far more than mio's own 128.
+    let default = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    })
+    .unwrap();
+    assert_eq!(ServerConfig::default().listen_backlog, 1024);
+    let held: Vec<_> = (0..300)
+        .map(|_| try_connect(default.local_addr()).unwrap())
+        .collect();
+    assert_eq!(held.len(), 300);
+}
+
+/// A network namespace joined to this one by a veth pair: the host end
+/// `10.199.N.1/24` here, the other `10.199.N.2/24` inside. Removed on drop,
+/// with every nftables rule inside it (they belong to the namespace), also
+/// when the test fails.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: [u8; 4],
+}
+
+/// Runs a command; `Err` names it and what it printed.
+fn run_command(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let id = std::process::id();
+        let n = (id % 250) as u8;
+        let ns = Netns {
+            name: format!("tickwire-ho-{id}"),
+            host_if: format!("twh{id}"),
+            host_ip: [10, 199, n, 1],
+        };
+        // Leftovers of a run killed before it could clean up.
+        ns.remove();
+        let peer_if = format!("twc{id}");
+        let host_cidr = format!("10.199.{n}.1/24");
+        let peer_cidr = format!("10.199.{n}.2/24");
+        run_command("ip", &["netns", "add", &ns.name])?;
+        run_command(
+            "ip",
+            &[
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer_if,
+            ],
+        )?;
+        run_command("ip", &["link", "set", &peer_if, "netns", &ns.name])?;
+        run_command("ip", &["addr", "add", &host_cidr, "dev", &ns.host_if])?;
+        run_command("ip", &["link", "set", &ns.host_if, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["-n", ns.name.as_str()];
+            all.extend_from_slice(args);
+            run_command("ip", &all)
+        };
+        inside(&["addr", "add", &peer_cidr, "dev", &peer_if])?;
+        inside(&["link", "set", &peer_if, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The command `program args…` run inside the namespace.
+    fn command(&self, program: &std::path::Path) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).arg(program);
+        command
+    }
+
+    /// From now on every packet into or out of the namespace is dropped:
+    /// its peers vanish without a FIN or RST.
+    fn drop_everything(&self) -> Result<(), String> {
+        let nft = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", self.name.as_str(), "nft"];
+            all.extend_from_slice(args);
+            run_command("ip", &all)
+        };
+        nft(&["add", "table", "inet", "tickwire_half_open"])?;
+        for hook in ["input", "output"] {
+            let chain = format!("{{ type filter hook {hook} priority 0; policy drop; }}");
+            nft(&["add", "chain", "inet", "tickwire_half_open", hook, &chain])?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self) {
+        // Deleting either end of a veth pair deletes both; deleting the
+        // namespace deletes its rules.
+        let _ = run_command("ip", &["link", "del", &self.host_if]);
+        let _ = run_command("ip", &["netns", "del", &self.name]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A child process, killed and reaped on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Child side of the half-open test, run inside the namespace: logs in to
+/// the server named by `TICKWIRE_HALF_OPEN_SERVER`, says so, then waits
+/// (reading nothing more) until it is killed.
+#[test]
+fn half_open_child() {
+    let Some(addr) = std::env::var_os("TICKWIRE_HALF_OPEN_SERVER") else {
+        return;
+    };
+    let addr: SocketAddr = addr.to_str().unwrap().parse().unwrap();
+    let mut client = login(addr, 0);
+    let seen = read_until(&mut client, |s| s.accepted.is_some());
+    println!("logged in {:?}", seen.accepted);
+    thread::sleep(Duration::from_secs(30));
+}
+
+/// Why a privileged test cannot run: a skip, unless
+/// `TICKWIRE_REQUIRE_PRIVILEGED=1` (CI) makes it a failure.
+fn skip_unprivileged(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("TICKWIRE_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
+        "{test} needs root, `ip` and `nft` (TICKWIRE_REQUIRE_PRIVILEGED=1): {why}"
+    );
+    eprintln!("SKIPPED {test}: needs root, `ip` and `nft`: {why}");
+}
+
+#[test]
+fn a_half_open_client_is_closed_for_making_no_progress() {
+    const TEST: &str = "a_half_open_client_is_closed_for_making_no_progress";
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => return skip_unprivileged(TEST, &why),
+    };
+    if let Err(why) = run_command("nft", &["--version"]) {
+        return skip_unprivileged(TEST, &why);
+    }
+    let heartbeat = Duration::from_millis(100);
+    let server = start(|c| {
+        c.listen = SocketAddr::from((ns.host_ip, 0));
+        c.heartbeat_interval = heartbeat;
+        c.slow_policy = SlowPolicy::Skip; // the policy under which it used to stay
+    });
+    let window = heartbeat * ServerConfig::default().no_progress_intervals;
+    let mut child = ChildGuard(
+        ns.command(&std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "half_open_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("TICKWIRE_HALF_OPEN_SERVER", server.local_addr().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("logged in") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+    }
+    assert!(line.contains("logged in Some"), "{line}");
+    wait_until("the login", Duration::from_secs(5), || {
+        let s = server.stats();
+        s.clients == 1 && s.unauthenticated == 0
+    });
+    // Data flows and is acknowledged; then the client's host vanishes.
+    publish_all(&server, &messages(11, 1000), 100);
+    thread::sleep(heartbeat * 3);
+    assert_eq!(server.stats().clients, 1, "a healthy client stays");
+    ns.drop_everything().unwrap();
+    let vanished = Instant::now();
+    drop(child); // its FIN or RST never arrives either
+    wait_until("the close", Duration::from_secs(10), || {
+        server.stats().clients == 0
+    });
+    let after = vanished.elapsed();
+    let stats = server.stats();
+    eprintln!("half-open client closed {after:?} after it vanished");
+    assert_eq!(stats.closed_for(CloseReason::NoProgress), 1, "{stats:?}");
+    assert!(
+        after >= window - heartbeat && after < window * 4,
+        "closed {after:?} after the peer vanished (window {window:?})"
+    );
+    drop(ns);
+}
+
+#[test]
+fn max_clients_counts_logged_in_clients_only() {
+    let server = start(|c| {
+        c.max_clients = 1;
+        c.login_timeout = Duration::from_secs(60);
+    });
+    let addr = server.local_addr();
+    // Idle connections take no client place…
+    let idle = idle_connections(&server, 5, |_| [127, 0, 0, 1]);
+    let mut first = login(addr, 0);
+    assert!(read_until(&mut first, |s| s.accepted.is_some())
+        .accepted
+        .is_some());
+    // …but a second client that logs in is one too many: closed at its Login.
+    let mut second = login(addr, 0);
+    let seen = read_until(&mut second, |_| false);
+    assert!(seen.closed && seen.accepted.is_none(), "{seen:?}");
+    wait_until("the count", Duration::from_secs(5), || {
+        server.stats().closed_for(CloseReason::MaxClients) == 1
+    });
+    let stats = server.stats();
+    assert_eq!(stats.closed_for(CloseReason::MaxClients), 1);
+    assert_eq!(stats.unauthenticated, 5);
+    assert!(idle.iter().all(|s| !closed_by_server(s, false)));
+    publish_all(&server, &messages(12, 10), 10);
+    assert_eq!(
+        read_until(&mut first, |s| s.sequences.len() >= 10)
+            .sequences
+            .len(),
+        10
+    );
 }

@@ -1211,3 +1211,142 @@ fn live_and_replayed_bytes_are_the_batches_own_bytes() {
     assert!(replaying.poll_transmit(t, &retention).is_none());
     assert_eq!(Arc::strong_count(&batch), 2, "the queues let go");
 }
+
+// 10. No progress: vanished (half-open) and frozen clients -------------------
+
+fn config_no_progress(policy: SlowPolicy) -> ServerSessionConfig {
+    let c = config_with(12, policy);
+    assert_eq!(c.no_progress_intervals, 5);
+    assert_eq!(c.no_progress_window(), Some(secs(5)));
+    c
+}
+
+/// A logged-in client that owes bytes and takes none of them is closed
+/// exactly five heartbeat intervals after it began to owe them, under
+/// either policy, whether or not it was marked slow first.
+#[test]
+fn a_client_that_takes_nothing_is_closed_after_five_heartbeat_intervals() {
+    for policy in [SlowPolicy::Skip, SlowPolicy::Disconnect] {
+        let mut h = Harness::new(config_no_progress(policy), 1000);
+        h.login(0); // LoginAccepted owed from 0
+        h.publish(10);
+        h.write(0); // the socket takes nothing
+        h.run_until(secs(5) - NS);
+        assert_eq!(h.session.poll_close(), None, "{policy:?}: 1 ns early");
+        assert!(!h.session.is_slow(), "under the slow threshold");
+        assert_eq!(h.session.poll_timeout(), Some(secs(5)));
+        h.run_until(secs(5));
+        assert_eq!(h.session.poll_close(), Some(CloseReason::NoProgress));
+        assert_eq!(h.session.phase(), ServerPhase::Closed);
+        assert_eq!(h.session.poll_timeout(), None);
+        assert!(h.write(usize::MAX).is_none());
+    }
+
+    // Over the threshold under Skip: slow (skipped) after the grace, and
+    // still closed when the window ends, instead of staying for good.
+    let mut h = Harness::new(config_no_progress(SlowPolicy::Skip), 1000);
+    h.login(0);
+    h.publish(10);
+    h.kernel_backlog = 2 * MIB;
+    h.run_until(secs(1));
+    assert!(h.session.is_slow());
+    h.run_until(secs(5) - NS);
+    assert_eq!(h.session.poll_close(), None);
+    h.run_until(secs(5));
+    assert_eq!(h.session.poll_close(), Some(CloseReason::NoProgress));
+}
+
+/// The peer vanished without a FIN or RST: every write still succeeds (the
+/// kernel takes the bytes), but its send queue only grows. `acked` is what
+/// the peer has acknowledged of the bytes written; each deadline the driver
+/// reports the kernel's queue as written − acked.
+fn vanishing_peer(h: &mut Harness, until: Duration, mut acked: impl FnMut(Duration) -> usize) {
+    while let Some(deadline) = h.session.poll_timeout() {
+        if deadline > until {
+            break;
+        }
+        h.now = deadline;
+        h.kernel_backlog = h.received.len() - acked(deadline);
+        h.timeout_at(deadline);
+        h.flush(); // heartbeats go into the kernel's queue at once
+    }
+    h.now = until;
+}
+
+#[test]
+fn a_vanished_peer_is_closed_though_every_write_succeeds() {
+    let mut h = Harness::new(config_no_progress(SlowPolicy::Skip), 1000);
+    h.login(0);
+    h.flush(); // LoginAccepted: all in the kernel's queue, never acknowledged
+    assert_eq!(h.session.queued(), 0);
+    // Only the first check (the heartbeat at 1 s) sees what the kernel
+    // holds: the window runs from there, and heartbeats are checks too.
+    vanishing_peer(&mut h, secs(6) - NS, |_| 0);
+    assert_eq!(h.session.poll_close(), None, "1 ns early");
+    assert_eq!(h.session.poll_timeout(), Some(secs(6)));
+    assert_eq!(
+        h.decoded().frames[1..],
+        [1, 2, 3, 4, 5].map(|_| Rx::Heartbeat(1)),
+        "a heartbeat per interval, none acknowledged"
+    );
+    vanishing_peer(&mut h, secs(6), |_| 0);
+    assert_eq!(h.session.poll_close(), Some(CloseReason::NoProgress));
+
+    // A live client whose kernel acknowledges its bytes is never closed.
+    let mut h = Harness::new(config_no_progress(SlowPolicy::Skip), 1000);
+    h.login(0);
+    h.flush();
+    let mut written = 0;
+    for step in 1..=600 {
+        h.now = ms(100 * step);
+        h.publish(5);
+        written += h.flush();
+        h.kernel_backlog = 0; // acknowledged by the next check
+        h.run_due();
+    }
+    assert!(written > 0);
+    assert_eq!(h.session.poll_close(), None);
+}
+
+#[test]
+fn progress_restarts_the_no_progress_clock() {
+    // The kernel's queue shrinks at 3.5 s (the peer acknowledged 10
+    // bytes): the check at 4 s sees it, and the window starts over there.
+    let mut h = Harness::new(config_no_progress(SlowPolicy::Skip), 1000);
+    h.login(0);
+    h.flush();
+    let acked = |t: Duration| if t >= ms(3500) { 10 } else { 0 };
+    vanishing_peer(&mut h, secs(9) - NS, acked);
+    assert_eq!(
+        h.session.poll_close(),
+        None,
+        "not at 6 s, nor 1 ns before 9 s"
+    );
+    vanishing_peer(&mut h, secs(9), acked);
+    assert_eq!(h.session.poll_close(), Some(CloseReason::NoProgress));
+
+    // Where the kernel's queue is unknown (0), written bytes are progress:
+    // one byte taken at 3 s is seen by the backlog check at 3.01 s.
+    let mut h = Harness::new(config_no_progress(SlowPolicy::Skip), 1000);
+    h.login(0);
+    h.publish(10);
+    h.run_until(secs(3));
+    h.write(1);
+    h.run_until(ms(8010) - NS);
+    assert_eq!(h.session.poll_close(), None);
+    h.run_until(ms(8010));
+    assert_eq!(h.session.poll_close(), Some(CloseReason::NoProgress));
+}
+
+#[test]
+fn the_no_progress_rule_can_be_turned_off() {
+    let mut c = config_no_progress(SlowPolicy::Skip);
+    c.no_progress_intervals = 0;
+    assert_eq!(c.no_progress_window(), None);
+    let mut h = Harness::new(c, 1000);
+    h.login(0);
+    h.publish(10);
+    h.run_until(secs(60));
+    assert_eq!(h.session.poll_close(), None);
+    assert_eq!(h.session.phase(), ServerPhase::Live);
+}

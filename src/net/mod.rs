@@ -32,6 +32,7 @@
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod admission;
 mod client;
 mod conn;
 mod publisher;

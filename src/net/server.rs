@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::admission::{Admission, Limit};
 use super::publisher::{Numbering, Publisher};
 use super::stats::{add, ServerStats, Shared};
 use super::{sys, unix_nanos};
@@ -33,8 +34,11 @@ use crate::session::{
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CLIENT: usize = 2;
-/// How long accepting pauses after EMFILE / ENFILE.
+/// How long accepting pauses after EMFILE / ENFILE (or another failure).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The most connections accepted in one loop turn; more are accepted on
+/// the next turn, without waiting for the listener's next readiness event.
+const ACCEPTS_PER_TURN: usize = 1024;
 /// Batches taken from the publisher queue per loop turn.
 const BATCHES_PER_TURN: usize = 256;
 /// The most bytes written to one client per loop turn.
@@ -83,7 +87,9 @@ pub struct ServerConfig {
     pub client_queue: usize,
     /// What happens to slow clients.
     pub slow_policy: SlowPolicy,
-    /// Connections beyond this many are closed at once (1024).
+    /// Logged-in clients beyond this many are closed at their Login (1024).
+    /// Connections that have not logged in are limited separately
+    /// ([`max_unauthenticated`](Self::max_unauthenticated)).
     pub max_clients: usize,
     /// Batches the publisher queue holds before `publish` blocks (1024).
     pub publish_queue: usize,
@@ -103,6 +109,29 @@ pub struct ServerConfig {
     /// loops in turn (itself included); every loop gets every published
     /// batch (shared, not copied: one retention's bytes, an index per loop).
     pub threads: usize,
+    /// The listen queue: connections the kernel completes before the loop
+    /// accepts them (1,024; the kernel caps it, at `net.core.somaxconn` on
+    /// Linux). The loop accepts until the queue is empty on every wake-up.
+    pub listen_backlog: u32,
+    /// Connections that have not logged in, at most (128; at least 1).
+    /// A newer one past the limit displaces the oldest, which is closed
+    /// with [`CloseReason::UnauthenticatedLimit`]: idle connections cannot
+    /// lock logged-in clients out, and a client that logs in at once gets in.
+    pub max_unauthenticated: usize,
+    /// Connections that have not logged in from one peer IP address, at
+    /// most (16; at least 1): past it, that peer's oldest such connection
+    /// is displaced first.
+    pub max_unauthenticated_per_peer: usize,
+    /// Liveness: a logged-in client that takes none of the bytes it owes
+    /// for this many heartbeat intervals is closed with
+    /// [`CloseReason::NoProgress`] (5; 0 turns the rule and the socket
+    /// timeouts below off). Client sockets also get TCP keepalive (idle and
+    /// probe interval: the heartbeat interval, at least 1 s; this many
+    /// probes) and, on Linux, `TCP_USER_TIMEOUT` of twice the rule's
+    /// window: a backstop after the rule (which says why it closed), so
+    /// the kernel also gives up on a vanished peer, and on its unsent bytes
+    /// after the close, instead of retransmitting for many minutes.
+    pub no_progress_intervals: u32,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +153,10 @@ impl Default for ServerConfig {
             log: None,
             busy_poll: None,
             threads: 1,
+            listen_backlog: 1024,
+            max_unauthenticated: 128,
+            max_unauthenticated_per_peer: 16,
+            no_progress_intervals: session.no_progress_intervals,
         }
     }
 }
@@ -137,7 +170,35 @@ impl ServerConfig {
         c.slow_grace = self.slow_grace;
         c.queue_limit = self.client_queue;
         c.slow_policy = self.slow_policy;
+        c.no_progress_intervals = self.no_progress_intervals;
         c
+    }
+
+    /// Keepalive and `TCP_USER_TIMEOUT` for a client socket (see
+    /// [`no_progress_intervals`](Self::no_progress_intervals)).
+    fn apply_liveness(&self, stream: &TcpStream) {
+        let Some(window) = self.session(0).no_progress_window() else {
+            return;
+        };
+        let socket = socket2::SockRef::from(stream);
+        // TCP_KEEPIDLE and TCP_KEEPINTVL are whole seconds.
+        let interval = self.heartbeat_interval.max(Duration::from_secs(1));
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(interval)
+            .with_interval(interval);
+        #[cfg(any(
+            target_os = "android",
+            target_os = "freebsd",
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "netbsd"
+        ))]
+        let keepalive = keepalive.with_retries(self.no_progress_intervals);
+        let _ = socket.set_tcp_keepalive(&keepalive);
+        #[cfg(any(target_os = "android", target_os = "linux"))]
+        let _ = socket.set_tcp_user_timeout(Some(window.saturating_mul(2)));
+        #[cfg(not(any(target_os = "android", target_os = "linux")))]
+        let _ = window;
     }
 }
 
@@ -270,6 +331,8 @@ pub struct Server {
     config: ServerConfig,
     shared: Arc<Shared>,
     accept_paused_until: Option<Duration>,
+    /// Connections that have not logged in, oldest first, by slot.
+    admission: Admission,
     epoch: Instant,
 }
 
@@ -352,7 +415,7 @@ impl Server {
     /// # Errors
     /// Binding or poll creation failed.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = listen(config.listen, config.listen_backlog)?;
         let local_addr = listener.local_addr()?;
         let session_id = config.session_id.unwrap_or_else(new_session_id);
         let shared = Arc::new(Shared::default());
@@ -390,6 +453,10 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::sync_channel(config.publish_queue.max(1));
+        let admission = Admission::new(
+            config.max_unauthenticated,
+            config.max_unauthenticated_per_peer,
+        );
         Ok(Server {
             local_addr,
             poll,
@@ -418,6 +485,7 @@ impl Server {
             config,
             shared: Arc::clone(shared),
             accept_paused_until: None,
+            admission,
             epoch,
         })
     }
@@ -637,7 +705,7 @@ impl Server {
             return;
         }
         self.accept_paused_until = None;
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = &self.listener else {
                 return;
             };
@@ -659,22 +727,23 @@ impl Server {
                     return;
                 }
                 Err(e) => {
+                    // Edge-triggered: connections left in the queue would
+                    // wait for the next one to arrive; retry after the backoff.
+                    self.accept_paused_until = Some(time.monotonic + ACCEPT_BACKOFF);
                     self.log(format_args!("accept failed: {e}"));
                     return;
                 }
             }
         }
+        // More may be waiting: accept them next turn, after serving the
+        // clients (the loop does not sleep while this is due).
+        self.accept_paused_until = Some(time.monotonic);
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, time: Time) {
         add(&self.shared.accepted, 1);
-        let connected = self.shared.clients.load(Ordering::Relaxed);
-        if connected >= self.config.max_clients as u64 {
-            self.shared.count_close(CloseReason::MaxClients);
-            self.log(format_args!("closed {peer}: {}", CloseReason::MaxClients));
-            return;
-        }
         let _ = stream.set_nodelay(true);
+        self.config.apply_liveness(&stream);
         if let Some(size) = self.config.send_buffer {
             let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
         }
@@ -707,7 +776,26 @@ impl Server {
             *place = Some(slot);
         }
         add(&self.shared.clients, 1);
+        // Not logged in yet: it displaces the oldest such connection (of
+        // its peer, for the per-peer limit) if it would pass a limit.
+        if let Some(evicted) = self.admission.admit(index, peer.ip()) {
+            if evicted.limit == Limit::PerPeer {
+                add(&self.shared.displaced_per_peer, 1);
+            }
+            self.close(evicted.key, CloseReason::UnauthenticatedLimit);
+        }
+        self.count_unauthenticated();
         self.settle(index);
+        // A client sends its Login right after connecting: read it now, so
+        // that a burst of logins from one host leaves the unauthenticated
+        // set as fast as it enters it (and displaces nobody).
+        self.on_readable(index, time);
+    }
+
+    fn count_unauthenticated(&self) {
+        self.shared
+            .unauthenticated
+            .store(self.admission.len() as u64, Ordering::Relaxed);
     }
 
     /// After anything happened to a client: close it if its session says
@@ -724,6 +812,19 @@ impl Server {
         if let Some(reason) = slot.session.poll_close() {
             self.close(index, reason);
             return;
+        }
+        if slot.session.phase() != ServerPhase::AwaitingLogin && self.admission.remove(index) {
+            // Logged in: no longer unauthenticated, now one of max_clients.
+            self.count_unauthenticated();
+            // Every loop's clients (the others only have logged-in ones).
+            let connected =
+                usize::try_from(self.shared.clients.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+            let logged_in = connected.saturating_sub(self.admission.len());
+            if logged_in > self.config.max_clients {
+                self.close(index, CloseReason::MaxClients);
+                return;
+            }
+            return self.settle(index);
         }
         let peer = slot.peer;
         let mut lines = Vec::new();
@@ -776,6 +877,9 @@ impl Server {
         };
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.free.push(index);
+        if self.admission.remove(index) {
+            self.count_unauthenticated();
+        }
         self.shared.clients.fetch_sub(1, Ordering::Relaxed);
         self.shared.count_close(reason);
         if reason != CloseReason::Shutdown {
@@ -1120,6 +1224,19 @@ fn close_reason(error: &io::Error) -> CloseReason {
         super::IoClass::Gone => CloseReason::PeerClosed,
         _ => CloseReason::IoError,
     }
+}
+
+/// The listening socket, bound with `backlog` (mio's own bind uses 128).
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As mio and std do: rebinding right after a restart must not fail on
+    // connections of the previous run still in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 fn is_descriptor_exhaustion(error: &io::Error) -> bool {

@@ -11,7 +11,8 @@ const REASONS: usize = CloseReason::ALL.len();
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerStats {
-    /// Connected clients now.
+    /// Connections now, logged in or not (see
+    /// [`unauthenticated`](Self::unauthenticated)).
     pub clients: u64,
     /// Connections accepted.
     pub accepted: u64,
@@ -34,6 +35,15 @@ pub struct ServerStats {
     pub peak_client_queue: u64,
     /// Connections closed, by [`CloseReason`] (in the order of [`CloseReason::ALL`]).
     pub closed: [u64; REASONS],
+    /// Connections now that have not logged in (at most
+    /// [`ServerConfig::max_unauthenticated`](super::ServerConfig::max_unauthenticated)).
+    pub unauthenticated: u64,
+    /// Of the connections closed for
+    /// [`CloseReason::UnauthenticatedLimit`], those displaced by the
+    /// per-peer limit
+    /// ([`ServerConfig::max_unauthenticated_per_peer`](super::ServerConfig::max_unauthenticated_per_peer));
+    /// the rest were displaced by the overall limit.
+    pub displaced_per_peer: u64,
 }
 
 impl ServerStats {
@@ -59,6 +69,8 @@ pub(super) struct Shared {
     pub(super) accept_pauses: AtomicU64,
     pub(super) peak_client_queue: AtomicU64,
     closed: [AtomicU64; REASONS],
+    pub(super) unauthenticated: AtomicU64,
+    pub(super) displaced_per_peer: AtomicU64,
 }
 
 pub(super) fn add(counter: &AtomicU64, n: u64) {
@@ -96,6 +108,8 @@ impl Shared {
             accept_pauses: get(&self.accept_pauses),
             peak_client_queue: get(&self.peak_client_queue),
             closed: std::array::from_fn(|i| self.closed.get(i).map_or(0, get)),
+            unauthenticated: get(&self.unauthenticated),
+            displaced_per_peer: get(&self.displaced_per_peer),
         }
     }
 }

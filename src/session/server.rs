@@ -37,6 +37,24 @@
 //! grace is what lets a client that has just caught up from a replay, its
 //! kernel queue still full of replayed bytes, drain it at full speed without
 //! being called slow.
+//!
+//! No progress: a logged-in client that owes bytes (queued here, or in the
+//! kernel's send queue the driver reports) and takes none of them, under
+//! either policy, for
+//! [`no_progress_intervals`](ServerSessionConfig::no_progress_intervals)
+//! heartbeat intervals (5) is closed with [`CloseReason::NoProgress`]: a
+//! peer that vanished without a FIN or RST (half-open), or one that stopped
+//! reading. Taking is measured as bytes written minus the kernel's send
+//! queue: the bytes the peer acknowledged. The kernel's queue is known only
+//! at checks: heartbeat deadlines, backlog checks while bytes wait here,
+//! and once per heartbeat interval (and at the deadline itself) while bytes
+//! are known to be owed; progress restarts the window from the check that
+//! saw it. A write that empties this queue when the kernel's was empty at
+//! the last check leaves nothing known to be owed until the next check.
+//! Even an idle feed owes the client its Heartbeats, so a vanished client
+//! is found within about `no_progress_intervals + 1` intervals; one that is
+//! sent data continuously, once the kernel's queue is full and bytes wait
+//! here (the mio server also sets `TCP_USER_TIMEOUT` as a backstop).
 #![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;
@@ -88,14 +106,22 @@ pub enum CloseReason {
     IoError,
     /// The server shut down (after EndOfSession).
     Shutdown,
-    /// Over the server's connection limit.
+    /// Over the server's limit on logged-in clients.
     MaxClients,
+    /// Logged in, with bytes owed, and the peer took none of them for
+    /// [`no_progress_intervals`](ServerSessionConfig::no_progress_intervals)
+    /// heartbeat intervals: a vanished (half-open) or frozen client.
+    NoProgress,
+    /// Not logged in, and displaced by a newer connection when the server's
+    /// limit on connections that have not logged in (overall or per peer
+    /// address) was reached: the oldest such connection goes first.
+    UnauthenticatedLimit,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order (the order of
     /// [`CloseReason::index`]).
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::PeerClosed,
         CloseReason::LoginTimeout,
         CloseReason::BadData,
@@ -105,6 +131,8 @@ impl CloseReason {
         CloseReason::IoError,
         CloseReason::Shutdown,
         CloseReason::MaxClients,
+        CloseReason::NoProgress,
+        CloseReason::UnauthenticatedLimit,
     ];
 
     /// The position of this reason in [`CloseReason::ALL`].
@@ -130,6 +158,8 @@ impl CloseReason {
             CloseReason::IoError => "i/o error",
             CloseReason::Shutdown => "shutdown",
             CloseReason::MaxClients => "max clients",
+            CloseReason::NoProgress => "no progress",
+            CloseReason::UnauthenticatedLimit => "unauthenticated limit",
         }
     }
 }
@@ -160,6 +190,13 @@ pub struct ServerSessionConfig {
     pub queue_limit: usize,
     /// What happens to a slow client ([`SlowPolicy::Skip`]).
     pub slow_policy: SlowPolicy,
+    /// A logged-in client that owes bytes (queued here or in the kernel's
+    /// send queue) and takes none of them for this many heartbeat intervals
+    /// is closed with [`CloseReason::NoProgress`], under either slow policy
+    /// (5; 0 turns the rule off). Taking means the peer acknowledged bytes:
+    /// bytes written minus the kernel's send queue grew (where the driver
+    /// cannot read the kernel queue it reports 0, and writes count).
+    pub no_progress_intervals: u32,
 }
 
 impl ServerSessionConfig {
@@ -179,7 +216,27 @@ impl ServerSessionConfig {
             slow_grace: Duration::from_millis(100),
             queue_limit: 4 << 20,
             slow_policy: SlowPolicy::Skip,
+            no_progress_intervals: 5,
         }
+    }
+
+    /// How long a client may owe bytes without taking any:
+    /// [`no_progress_intervals`](Self::no_progress_intervals) heartbeat
+    /// intervals, `None` when the rule is off.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// let mut c = tickwire::session::ServerSessionConfig::new(7);
+    /// assert_eq!(c.no_progress_window(), Some(Duration::from_secs(5)));
+    /// c.no_progress_intervals = 0;
+    /// assert_eq!(c.no_progress_window(), None);
+    /// ```
+    #[must_use]
+    pub fn no_progress_window(&self) -> Option<Duration> {
+        (self.no_progress_intervals > 0).then(|| {
+            self.heartbeat_interval
+                .saturating_mul(self.no_progress_intervals)
+        })
     }
 }
 
@@ -438,6 +495,16 @@ pub struct ServerSession {
     last_pending: usize,
     over_since: Option<Duration>,
     slow: bool,
+    /// Bytes the driver reported written, ever.
+    written: u64,
+    /// Bytes the peer had taken (written − kernel backlog) at the last check.
+    taken: u64,
+    /// Since when the client has owed bytes without taking any (`None`:
+    /// nothing is known to be owed: all written, with the kernel's queue
+    /// empty at the last check).
+    owed_since: Option<Duration>,
+    /// When the peer's progress was last checked.
+    progress_checked: Duration,
     events: VecDeque<ServerEvent>,
     stats: ServerSessionStats,
 }
@@ -460,6 +527,10 @@ impl ServerSession {
             last_pending: 0,
             over_since: None,
             slow: false,
+            written: 0,
+            taken: 0,
+            owed_since: None,
+            progress_checked: now,
             events: VecDeque::new(),
             stats: ServerSessionStats::default(),
         }
@@ -557,6 +628,10 @@ impl ServerSession {
         if self.out.bytes == 0 {
             self.progress_at = now;
         }
+        if self.owed_since.is_none() {
+            self.owed_since = Some(now);
+            self.progress_checked = now;
+        }
         self.out.push(piece);
         self.last_queued = now;
     }
@@ -636,28 +711,49 @@ impl ServerSession {
         if n > 0 {
             self.out.consume(n);
             self.stats.bytes_sent += n as u64;
+            self.written += n as u64;
             self.progress_at = time.monotonic;
+            if self.out.bytes == 0 && self.kernel_backlog == 0 {
+                // All written, and the kernel held nothing at the last
+                // check: nothing is known to be owed until the next one.
+                self.owed_since = None;
+            }
         }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next:
-    /// the login deadline, the next heartbeat, or the next backlog check.
+    /// the login deadline, the next heartbeat, the next backlog check, or
+    /// the next check of a client that owes bytes (once per heartbeat
+    /// interval, and at its no-progress deadline).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
         match self.state {
             State::AwaitingLogin { deadline } => Some(deadline),
             State::Replaying { .. } | State::Live { .. } => {
-                let heartbeat = self
+                let mut next = self
                     .last_queued
                     .saturating_add(self.config.heartbeat_interval);
                 if self.watching_backlog() {
-                    Some(heartbeat.min(self.last_check.saturating_add(BACKLOG_CHECK)))
-                } else {
-                    Some(heartbeat)
+                    next = next.min(self.last_check.saturating_add(BACKLOG_CHECK));
                 }
+                if let Some(deadline) = self.progress_deadline() {
+                    next = next.min(deadline);
+                }
+                Some(next)
             }
             State::Closing | State::Closed(_) => None,
         }
+    }
+
+    /// While the client owes bytes: the next progress check, one heartbeat
+    /// interval after the last, or its no-progress deadline if sooner.
+    fn progress_deadline(&self) -> Option<Duration> {
+        let since = self.owed_since?;
+        let window = self.config.no_progress_window()?;
+        let check = self
+            .progress_checked
+            .saturating_add(self.config.heartbeat_interval);
+        Some(since.saturating_add(window).min(check))
     }
 
     fn watching_backlog(&self) -> bool {
@@ -667,11 +763,18 @@ impl ServerSession {
     /// Call at (or after) the time [`poll_timeout`](Self::poll_timeout)
     /// named, with the bytes in the kernel's send queue for this socket
     /// (`TIOCOUTQ` on Linux; 0 where unknown). Closes a connection that did
-    /// not log in in time, queues a Heartbeat after an idle interval, and
-    /// applies the slow-client rules.
+    /// not log in in time, closes a client that took none of the bytes it
+    /// owes for [`no_progress_window`](ServerSessionConfig::no_progress_window),
+    /// queues a Heartbeat after an idle interval, and applies the
+    /// slow-client rules.
     pub fn handle_timeout(&mut self, time: Time, retention: &Retention, kernel_backlog: usize) {
         let now = time.monotonic;
         self.kernel_backlog = kernel_backlog;
+        let logged_in = matches!(self.state, State::Replaying { .. } | State::Live { .. });
+        if logged_in && self.no_progress(now) {
+            self.close(CloseReason::NoProgress);
+            return;
+        }
         match self.state {
             State::AwaitingLogin { deadline } if now >= deadline => {
                 self.close(CloseReason::LoginTimeout);
@@ -703,6 +806,25 @@ impl ServerSession {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Checks whether the peer took any of the bytes it owes (queued here
+    /// or in the kernel) since the last check; `true` when it owed some
+    /// and took none for the whole no-progress window.
+    fn no_progress(&mut self, now: Duration) -> bool {
+        self.progress_checked = now;
+        let backlog = u64::try_from(self.kernel_backlog).unwrap_or(u64::MAX);
+        let taken = self.written.saturating_sub(backlog);
+        if self.out.bytes == 0 && self.kernel_backlog == 0 {
+            self.owed_since = None;
+        } else if taken > self.taken || self.owed_since.is_none() {
+            self.owed_since = Some(now);
+        }
+        self.taken = self.taken.max(taken);
+        match (self.owed_since, self.config.no_progress_window()) {
+            (Some(since), Some(window)) => now >= since.saturating_add(window),
+            _ => false,
         }
     }
 

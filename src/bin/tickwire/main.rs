@@ -98,6 +98,18 @@ enum Command {
         /// Busy-poll for 1 ms after any activity before sleeping (lower latency, spins a core while busy).
         #[arg(long)]
         busy_poll: bool,
+        /// The listen queue: connections the kernel holds until they are
+        /// accepted (at least 1; the kernel caps it at net.core.somaxconn).
+        #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+        listen_backlog: u32,
+        /// Connections that have not logged in, at most (at least 1); past it,
+        /// the oldest of them is closed to make room.
+        #[arg(long, default_value_t = 128, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+        max_unauthenticated: u64,
+        /// Connections that have not logged in from one IP address, at most
+        /// (at least 1); past it, that address's oldest one is closed.
+        #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+        max_unauthenticated_per_peer: u64,
     },
     /// Subscribe to a server: JSON lines of every frame and event, or a status line per second.
     Subscribe {
@@ -216,6 +228,9 @@ fn main() -> ExitCode {
             duration,
             threads,
             busy_poll,
+            listen_backlog,
+            max_unauthenticated,
+            max_unauthenticated_per_peer,
         } => {
             let config = ServerConfig {
                 listen,
@@ -226,6 +241,10 @@ fn main() -> ExitCode {
                 },
                 threads: usize::from(threads),
                 busy_poll: busy_poll.then_some(Duration::from_millis(1)),
+                listen_backlog,
+                max_unauthenticated: usize::try_from(max_unauthenticated).unwrap_or(usize::MAX),
+                max_unauthenticated_per_peer: usize::try_from(max_unauthenticated_per_peer)
+                    .unwrap_or(usize::MAX),
                 log: Some(LogSink(Arc::new(|line: &str| {
                     eprintln!("tickwire serve: {line}")
                 }))),
@@ -408,6 +427,8 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs the server of `config` (its log goes to stderr) and publishes the
+/// synthetic feed into it.
 fn serve(
     config: ServerConfig,
     rate: u64,
@@ -463,7 +484,8 @@ fn serve(
     let stats = server.shutdown()?;
     eprintln!(
         "tickwire serve: stopped after {:.1} s{}: {} frames published, {} sent, {} bytes; {} slow marks; \
-         closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} shutdown",
+         closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} unauthenticated limit, \
+         {} no progress, {} shutdown",
         started.elapsed().as_secs_f64(),
         if stop.load(Ordering::SeqCst) { " (signal)" } else { "" },
         stats.frames_published,
@@ -474,6 +496,8 @@ fn serve(
         stats.closed_for(CloseReason::LoginTimeout),
         stats.closed_for(CloseReason::BadData),
         stats.closed_for(CloseReason::UnexpectedFrame),
+        stats.closed_for(CloseReason::UnauthenticatedLimit),
+        stats.closed_for(CloseReason::NoProgress),
         stats.closed_for(CloseReason::Shutdown),
     );
     Ok(())
