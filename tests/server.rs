@@ -105,6 +105,7 @@ struct Seen {
     heartbeats: Vec<u64>,
     end_of_session: Option<u64>,
     gaps: u64,
+    gap_ranges: Vec<(u64, u64)>,
     discarded: u64,
     closed: bool,
 }
@@ -134,7 +135,10 @@ fn read_until(reader: &mut FrameReader<TcpStream>, mut stop: impl FnMut(&Seen) -
                 }
                 _ => {}
             },
-            Ok(Some(Event::Gap(_))) => seen.gaps += 1,
+            Ok(Some(Event::Gap(g))) => {
+                seen.gaps += 1;
+                seen.gap_ranges.push((g.first, g.last));
+            }
             Ok(Some(Event::Discarded(d))) => seen.discarded += d.bytes,
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -1249,4 +1253,79 @@ fn max_clients_counts_logged_in_clients_only() {
             .len(),
         10
     );
+}
+
+/// Issue 9: a client skipped for being slow is told so by an exact gap in
+/// its sequence, and recovers the range by logging in again from the gap's
+/// first sequence (what a subscriber does with `--from FIRST`): it gets
+/// exactly the frames it missed, byte-identical.
+#[test]
+fn a_skipped_client_recovers_the_gap_by_logging_in_again() {
+    let server = start(|c| {
+        c.slow_threshold = 64 << 10;
+        c.slow_grace = Duration::from_millis(20);
+        c.client_queue = 256 << 10;
+        c.send_buffer = Some(64 << 10);
+    });
+    let addr = server.local_addr();
+    let mut slow = {
+        let socket = stalled_client(addr);
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        FrameReader::new(stream)
+    };
+    wait_until("login", Duration::from_secs(5), || {
+        server.stats().clients == 1
+    });
+    let msgs = messages(15, 100_000);
+    let publisher = {
+        let msgs = msgs.clone();
+        let publisher = server.publisher();
+        thread::spawn(move || {
+            for chunk in msgs.chunks(500) {
+                publisher.publish(chunk.to_vec()).unwrap();
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    wait_until("skipped", Duration::from_secs(10), || {
+        server.stats().skipped_batches > 0
+    });
+    publisher.join().unwrap();
+    // Now it reads: what it was sent, a gap, then live data to the end.
+    // With nothing published after the skip, a Heartbeat carries the gap.
+    let seen = read_until(&mut slow, |s| {
+        s.sequences.last() == Some(&100_000) || s.gap_ranges.last().is_some_and(|g| g.1 == 100_000)
+    });
+    assert!(!seen.gap_ranges.is_empty(), "told by a gap");
+    let mut got: Vec<u64> = seen.sequences.clone();
+    for &(first, last) in &seen.gap_ranges {
+        let mut again = login(addr, first);
+        let want = (last - first + 1) as usize;
+        let replay = read_until(&mut again, |s| s.sequences.len() >= want);
+        assert_eq!(replay.accepted, Some((77, first)), "still retained");
+        assert!(replay.sequences[..want].iter().copied().eq(first..=last));
+        let offset: usize = msgs[..(first - 1) as usize]
+            .iter()
+            .map(|(_, p)| p.frame_len())
+            .sum();
+        let len: usize = msgs[(first - 1) as usize..last as usize]
+            .iter()
+            .map(|(_, p)| p.frame_len())
+            .sum();
+        let all = expected_bytes(&msgs, 1);
+        assert!(
+            replay.data[..len] == all[offset..offset + len],
+            "byte-identical"
+        );
+        got.extend(first..=last);
+    }
+    got.sort_unstable();
+    assert!(
+        got.iter().copied().eq(1..=100_000),
+        "nothing missing in the end"
+    );
+    server.shutdown().unwrap();
 }

@@ -716,7 +716,9 @@ fn slow_client_hysteresis_under_skip() {
     assert_eq!(h.session.queued(), q1);
     let stats = h.session.take_stats();
     assert_eq!((stats.skipped_batches, stats.frames_queued), (2, 0));
-    assert_eq!(h.session.next_sequence(), Some(11));
+    // Its next sequence moves past what it skipped: a Heartbeat now would
+    // tell the client of the gap even if nothing more were published.
+    assert_eq!(h.session.next_sequence(), Some(31));
 
     // The socket takes what was queued; the kernel still holds some.
     h.flush();
@@ -749,6 +751,31 @@ fn slow_client_hysteresis_under_skip() {
     assert_eq!(d.frames, expected);
     assert_eq!(d.gaps, [(11, 32)]);
     assert_eq!(h.session.take_stats().skipped_batches, 0);
+}
+
+/// A client drained after a skip, with nothing published since: the next
+/// idle Heartbeat carries the sequence past the skipped frames, so the
+/// client learns of the gap at once, not at the next publish (which may
+/// never come).
+#[test]
+fn a_heartbeat_after_a_skip_tells_of_the_gap_when_nothing_more_is_published() {
+    let mut h = Harness::new(config(9), 1000);
+    h.login(0);
+    h.flush();
+    h.publish(10); // 1..=10, stays queued
+    h.kernel_backlog = 2 * MIB;
+    h.run_until(ms(110)); // over from the first check (10 ms) for the grace
+    assert!(h.session.is_slow());
+    h.publish(10); // 11..=20: skipped
+    h.flush();
+    h.kernel_backlog = 0;
+    h.run_until(ms(130));
+    assert!(!h.session.is_slow(), "drained");
+    h.events();
+    h.run_until(ms(100) + secs(2)); // idle: Heartbeats
+    h.flush();
+    let d = h.decoded();
+    assert_eq!(d.gaps, [(11, 20)], "the Heartbeat carries 21");
 }
 
 #[test]
@@ -834,7 +861,7 @@ fn a_batch_that_would_pass_the_queue_limit_marks_slow_at_once() {
     );
     let stats = h.session.take_stats();
     assert_eq!((stats.skipped_batches, stats.slow_marks), (1, 1));
-    assert_eq!(h.session.next_sequence(), Some(batch.first()));
+    assert_eq!(h.session.next_sequence(), Some(batch.end()), "past the skipped batch");
 
     let (mut h, _, _) = fill_to_queue_limit(SlowPolicy::Disconnect);
     assert_eq!(h.session.poll_close(), Some(CloseReason::Slow));

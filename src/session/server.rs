@@ -647,7 +647,11 @@ impl ServerSession {
             return; // already sent, by the replay that just reached the live edge
         }
         if self.slow {
+            // Skipped: this connection's next sequence moves past it, so a
+            // Heartbeat (or the next frame) tells the client of the gap even
+            // if nothing more is ever published.
             self.stats.skipped_batches += 1;
+            self.state = State::Live { next: batch.end() };
             return;
         }
         let segment = if batch.first() < next {
@@ -657,6 +661,7 @@ impl ServerSession {
         };
         if self.out.bytes + segment.bytes().len() > self.config.queue_limit {
             self.stats.skipped_batches += 1;
+            self.state = State::Live { next: batch.end() };
             self.mark_slow(SlowReason::QueueFull, time.monotonic);
             return;
         }
