@@ -861,7 +861,11 @@ fn a_batch_that_would_pass_the_queue_limit_marks_slow_at_once() {
     );
     let stats = h.session.take_stats();
     assert_eq!((stats.skipped_batches, stats.slow_marks), (1, 1));
-    assert_eq!(h.session.next_sequence(), Some(batch.end()), "past the skipped batch");
+    assert_eq!(
+        h.session.next_sequence(),
+        Some(batch.end()),
+        "past the skipped batch"
+    );
 
     let (mut h, _, _) = fill_to_queue_limit(SlowPolicy::Disconnect);
     assert_eq!(h.session.poll_close(), Some(CloseReason::Slow));

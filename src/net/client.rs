@@ -448,6 +448,9 @@ impl Client {
                     ) {
                         break; // the session closed this connection (EndOfSession, resync)
                     }
+                    if n < room {
+                        break; // drained (see `Connection::read_ready`)
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -902,6 +902,7 @@ impl Server {
                 failure = Some(CloseReason::BadData);
                 break;
             }
+            let room = spare.len();
             match slot.stream.read(spare) {
                 Ok(0) => {
                     slot.parser.finish();
@@ -929,8 +930,8 @@ impl Server {
                         });
                         slot.session.handle_event(&garbage, time, retention);
                     }
-                    if slot.session.poll_close().is_some() {
-                        break;
+                    if slot.session.poll_close().is_some() || n < room {
+                        break; // closing, or drained (see `Connection::read_ready`)
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
