@@ -594,3 +594,44 @@ fn a_range_the_server_no_longer_has_is_reported_exactly() {
     assert_eq!(log.frames.first().map(|f| f.0), Some(201));
     assert_eq!(client.stats().missing, 200);
 }
+
+/// A server that sends its last frames and closes at once: the client
+/// stops reading at a short read (one system call per wake-up) but must
+/// still see the close that came with the data, not wait for liveness
+/// (here 3 × 10 s).
+#[test]
+fn a_close_right_after_data_is_seen_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        for _ in 0..20 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut login = [0u8; 24];
+            s.read_exact(&mut login).unwrap();
+            let mut out = vec![0u8; 64 + 10 * 44];
+            let mut n = tickwire::encode(&Payload::LoginAccepted { session_id: 5 }, 1, 0, &mut out)
+                .unwrap();
+            let msgs = messages(3, 10);
+            n += Sequencer::new().encode_batch(&msgs, &mut out[n..]).bytes;
+            s.write_all(&out[..n]).unwrap(); // data and FIN together
+        }
+    });
+    let mut config = fast_config(addr);
+    config.heartbeat_interval = Duration::from_secs(10);
+    let mut client = Client::new(config).unwrap();
+    let started = Instant::now();
+    let log = drive(&mut client, Duration::from_secs(10), |log| {
+        log.lost.len() >= 20
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "each close seen with its data: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        log.lost.iter().all(|(_, why)| *why == Lost::Closed),
+        "{:?}",
+        log.lost
+    );
+    server.join().unwrap();
+}

@@ -355,8 +355,10 @@ impl Client {
         }
         let mut readable = false;
         let mut writable = false;
+        let mut closing = false;
         for event in self.events.iter() {
             readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+            closing |= event.is_read_closed() || event.is_error();
             writable |= event.is_writable();
         }
         if self.stream.is_some() && (readable || writable) {
@@ -372,7 +374,7 @@ impl Client {
                 }
             }
             if readable && self.stream.is_some() {
-                self.on_readable(on_event);
+                self.on_readable(closing, on_event);
             }
         }
         let time = self.time();
@@ -410,7 +412,12 @@ impl Client {
         self.apply_actions(on_event);
     }
 
-    fn on_readable(&mut self, on_event: &mut impl FnMut(ClientEvent<'_>)) {
+    /// Reads what the socket has. A short read means the receive queue is
+    /// empty and a later arrival raises a new edge, so the read that would
+    /// only say WouldBlock is skipped (one system call per wake-up instead
+    /// of two, as tokio does for TCP) unless the peer's FIN or an error
+    /// came with the wake-up (`closing`): then reading goes on to the end.
+    fn on_readable(&mut self, closing: bool, on_event: &mut impl FnMut(ClientEvent<'_>)) {
         let mut ended = None;
         loop {
             let Some(stream) = self.stream.as_mut() else {
@@ -448,8 +455,8 @@ impl Client {
                     ) {
                         break; // the session closed this connection (EndOfSession, resync)
                     }
-                    if n < room {
-                        break; // drained (see `Connection::read_ready`)
+                    if n < room && !closing {
+                        break; // drained: no new edge is missed
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -145,17 +145,6 @@ impl Connection {
                     bytes += n;
                     self.parser.commit(n).map_err(io::Error::other)?;
                     self.parser.drain(&mut on_event);
-                    if n < room {
-                        // A short read emptied the socket's receive queue:
-                        // data arriving later raises a new edge, so the
-                        // read that would only say WouldBlock is skipped
-                        // (one system call instead of two per wake-up, as
-                        // tokio does for TCP).
-                        return Ok(ReadOutcome {
-                            bytes,
-                            closed: false,
-                        });
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(ReadOutcome {

@@ -583,7 +583,8 @@ impl Server {
                     Token(token) => {
                         let index = token - FIRST_CLIENT;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(index, time);
+                            let closing = event.is_read_closed() || event.is_error();
+                            self.on_readable(index, time, closing);
                         }
                         if event.is_writable() {
                             self.want_flush(index);
@@ -789,7 +790,7 @@ impl Server {
         // A client sends its Login right after connecting: read it now, so
         // that a burst of logins from one host leaves the unauthenticated
         // set as fast as it enters it (and displaces nobody).
-        self.on_readable(index, time);
+        self.on_readable(index, time, false);
     }
 
     fn count_unauthenticated(&self) {
@@ -887,7 +888,9 @@ impl Server {
         }
     }
 
-    fn on_readable(&mut self, index: usize, time: Time) {
+    /// Reads what the client sent; stops at a short read unless the peer's
+    /// FIN or an error came with the wake-up (`closing`), as the client does.
+    fn on_readable(&mut self, index: usize, time: Time, closing: bool) {
         let retention = &self.retention;
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
             return;
@@ -930,8 +933,8 @@ impl Server {
                         });
                         slot.session.handle_event(&garbage, time, retention);
                     }
-                    if slot.session.poll_close().is_some() || n < room {
-                        break; // closing, or drained (see `Connection::read_ready`)
+                    if slot.session.poll_close().is_some() || (n < room && !closing) {
+                        break; // closing, or drained (see `Client::on_readable`)
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
