@@ -1185,3 +1185,54 @@ fn subscribe_from_1_into_a_running_feed_misses_nothing() {
         .unwrap_or(0);
     assert!(frames >= 200_000, "{summary}");
 }
+
+/// The server's log lines reach stderr through the `log` facade: a login is
+/// logged at info by default, and `-q` keeps only warnings and errors.
+#[test]
+fn serve_logs_logins_unless_quiet() {
+    for (quiet, expect) in [(false, true), (true, false)] {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "1000",
+            "--duration",
+            "1",
+        ];
+        if quiet {
+            args.push("-q");
+        }
+        let mut child = Reap(
+            Command::new(env!("CARGO_BIN_EXE_tickwire"))
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut line = String::new();
+        BufReader::new(child.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+        let mut socket = TcpStream::connect(&addr).unwrap();
+        let mut login = [0u8; 24];
+        tickwire::encode(&tickwire::Payload::Login, 0, 0, &mut login).unwrap();
+        socket.write_all(&login).unwrap();
+        let mut stderr = String::new();
+        child
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(child.0.wait().unwrap().success());
+        assert_eq!(
+            stderr.contains("tickwire serve: login 127.0.0.1:"),
+            expect,
+            "quiet {quiet}: {stderr}"
+        );
+    }
+}

@@ -89,7 +89,10 @@ fn links_stay_inside_the_repository() {
     }
 }
 
-/// The long options of `tickwire <command> --help`, without `--help`.
+/// Options every command takes (the README says so once, above the table).
+const GLOBAL: [&str; 3] = ["--help", "--verbose", "--quiet"];
+
+/// The long options of `tickwire <command> --help`, without the global ones.
 fn options_of(command: &str) -> BTreeSet<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
         .args([command, "--help"])
@@ -98,7 +101,7 @@ fn options_of(command: &str) -> BTreeSet<String> {
     assert!(out.status.success());
     long_options(&String::from_utf8(out.stdout).unwrap())
         .into_iter()
-        .filter(|o| o != "--help")
+        .filter(|o| !GLOBAL.contains(&o.as_str()))
         .collect()
 }
 
@@ -126,6 +129,9 @@ fn the_readme_command_table_matches_help() {
         .collect();
     assert_eq!(commands.len(), 7, "{help}");
     let readme = read("README.md");
+    for global in ["`-v`", "`-q`"] {
+        assert!(readme.contains(global), "README explains {global}");
+    }
     for command in commands {
         let prefix = format!("| `tickwire {command} ");
         let row = readme

@@ -334,7 +334,12 @@ impl Client {
         timeout: Option<Duration>,
         mut on_event: impl FnMut(ClientEvent<'_>),
     ) -> io::Result<()> {
-        let on_event = &mut on_event;
+        let server = self.config.server;
+        let mut logged = |event: ClientEvent<'_>| {
+            log_event(server, &event);
+            on_event(event);
+        };
+        let on_event = &mut logged;
         if self.session.is_stopped() {
             return Ok(());
         }
@@ -507,5 +512,43 @@ impl Client {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// The client's own events through the `log` facade, at debug level: the
+/// application gets each of them as a [`ClientEvent`] anyway and reports
+/// what matters to it (the CLI does); the log shows the connection's life
+/// (`tickwire subscribe -v`). Frames are not logged.
+fn log_event(server: SocketAddr, event: &ClientEvent<'_>) {
+    match event {
+        ClientEvent::State { from, to } => log::debug!("{server}: {from:?} -> {to:?}"),
+        ClientEvent::LoggedIn {
+            session_id,
+            sequence,
+        } => log::debug!("{server}: logged in to session {session_id:#018x} from {sequence}"),
+        ClientEvent::NewSession {
+            session_id,
+            sequence,
+        } => log::debug!("{server}: new session {session_id:#018x} at {sequence}"),
+        ClientEvent::Gap(gap) => log::debug!(
+            "{server}: missing {}..={} ({} frames)",
+            gap.first,
+            gap.last,
+            gap.len()
+        ),
+        ClientEvent::Discarded(d) => {
+            log::debug!("{server}: discarded {} bytes ({:?})", d.bytes, d.reason)
+        }
+        ClientEvent::EndOfSession { sequence } => {
+            log::debug!("{server}: end of session (next {sequence})");
+        }
+        ClientEvent::Lost(why) => log::debug!("{server}: connection lost: {why}"),
+        ClientEvent::Retrying { attempt, delay } => {
+            log::debug!("{server}: retry {attempt} in {delay:?}");
+        }
+        ClientEvent::GaveUp { attempts, last } => {
+            log::debug!("{server}: gave up after {attempts} attempts (last: {last})");
+        }
+        _ => {}
     }
 }

@@ -44,7 +44,7 @@ mod sys;
 pub use client::{Client, ClientConfig, ClientError, ClientStats};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
 pub use publisher::{Messages, PublishError, Publisher};
-pub use server::{LogSink, Server, ServerConfig, ServerHandle, StopHandle};
+pub use server::{Server, ServerConfig, ServerHandle, StopHandle};
 pub use stats::ServerStats;
 
 /// Nanoseconds since the Unix epoch, now (0 before 1970, saturating far after).

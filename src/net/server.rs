@@ -6,7 +6,6 @@ use std::prelude::rust_2021::*;
 use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
 use std::collections::BinaryHeap;
-use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -56,16 +55,6 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 /// Each client's receive buffer: clients send only Logins and Heartbeats.
 const CLIENT_READ_BUFFER: usize = 4096;
 
-/// Where the server's log lines go.
-#[derive(Clone)]
-pub struct LogSink(pub Arc<dyn Fn(&str) + Send + Sync>);
-
-impl fmt::Debug for LogSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("LogSink(..)")
-    }
-}
-
 /// Server settings. `ServerConfig::default()` is what `tickwire serve` uses.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -97,8 +86,6 @@ pub struct ServerConfig {
     pub send_buffer: Option<usize>,
     /// The session id; a fresh random one per server run if `None`.
     pub session_id: Option<u64>,
-    /// Log lines (client closed and why, slow marks, accept backoff…).
-    pub log: Option<LogSink>,
     /// After any activity, keep polling without sleeping for this long
     /// before sleeping in epoll again (`None`, the default: always sleep).
     /// Spends one core to save the wake-up between a `publish` and the
@@ -150,7 +137,6 @@ impl Default for ServerConfig {
             publish_queue: 1024,
             send_buffer: None,
             session_id: None,
-            log: None,
             busy_poll: None,
             threads: 1,
             listen_backlog: 1024,
@@ -692,12 +678,6 @@ impl Server {
         earliest.map(|at| at.saturating_sub(now))
     }
 
-    fn log(&self, args: fmt::Arguments<'_>) {
-        if let Some(LogSink(log)) = &self.config.log {
-            log(&args.to_string());
-        }
-    }
-
     fn accept(&mut self, time: Time) {
         if self
             .accept_paused_until
@@ -722,16 +702,14 @@ impl Server {
                     // meanwhile.
                     self.accept_paused_until = Some(time.monotonic + ACCEPT_BACKOFF);
                     add(&self.shared.accept_pauses, 1);
-                    self.log(format_args!(
-                        "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}"
-                    ));
+                    log::warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
                     return;
                 }
                 Err(e) => {
                     // Edge-triggered: connections left in the queue would
                     // wait for the next one to arrive; retry after the backoff.
                     self.accept_paused_until = Some(time.monotonic + ACCEPT_BACKOFF);
-                    self.log(format_args!("accept failed: {e}"));
+                    log::warn!("accept failed: {e}");
                     return;
                 }
             }
@@ -755,7 +733,7 @@ impl Server {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             self.free.push(index);
-            self.log(format_args!("closed {peer}: register failed: {e}"));
+            log::warn!("closed {peer}: register failed: {e}");
             return;
         }
         self.generations += 1;
@@ -845,20 +823,20 @@ impl Server {
                     start,
                     oldest,
                     next_live,
-                } => self.log(format_args!(
+                } => log::info!(
                     "login {peer}: wanted {wanted}, sending from {start} (oldest {oldest}, next live {next_live})"
-                )),
-                ServerEvent::Slow { reason, pending } => self.log(format_args!(
+                ),
+                ServerEvent::Slow { reason, pending } => log::warn!(
                     "{peer} is slow ({}, {pending} bytes pending): {}",
                     reason.as_str(),
                     match self.config.slow_policy {
                         SlowPolicy::Disconnect => "disconnecting it",
                         _ => "skipping it",
                     }
-                )),
-                ServerEvent::Drained { pending } => self.log(format_args!(
+                ),
+                ServerEvent::Drained { pending } => log::info!(
                     "{peer} drained ({pending} bytes pending): live data resumes"
-                )),
+                ),
             }
         }
     }
@@ -884,7 +862,7 @@ impl Server {
         self.shared.clients.fetch_sub(1, Ordering::Relaxed);
         self.shared.count_close(reason);
         if reason != CloseReason::Shutdown {
-            self.log(format_args!("closed {}: {reason}", slot.peer));
+            log::info!("closed {}: {reason}", slot.peer);
         }
     }
 
@@ -991,7 +969,7 @@ impl Server {
             // The worker is gone (shutting down): the client goes too.
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
             self.shared.count_close(CloseReason::Shutdown);
-            self.log(format_args!("closed {peer}: {}", CloseReason::Shutdown));
+            log::info!("closed {peer}: {}", CloseReason::Shutdown);
         }
     }
 
@@ -1007,7 +985,7 @@ impl Server {
             self.free.push(index);
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
             self.shared.count_close(CloseReason::IoError);
-            self.log(format_args!("closed {}: register failed: {e}", slot.peer));
+            log::warn!("closed {}: register failed: {e}", slot.peer);
             return;
         }
         self.generations += 1;
@@ -1179,7 +1157,7 @@ impl Server {
         for index in 0..self.slots.len() {
             self.close(index, CloseReason::Shutdown);
         }
-        self.log(format_args!("shut down"));
+        log::info!("shut down");
     }
 }
 

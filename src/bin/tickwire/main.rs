@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod demo;
 mod drive;
+mod logging;
 mod measure;
 mod pretty;
 mod record;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser as ClapParser, Subcommand};
 use tickwire::json::JsonEvent;
-use tickwire::net::{unix_nanos, LogSink, Server, ServerConfig, ServerStats};
+use tickwire::net::{unix_nanos, Server, ServerConfig, ServerStats};
 use tickwire::parse::{Event, Parser};
 use tickwire::session::{CloseReason, SlowPolicy};
 use tickwire::synth::{Damage, Damager, Feed};
@@ -38,6 +39,12 @@ use tickwire::synth::{Damage, Damager, Feed};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log lines on stderr (-v: connection states and retries; -vv: everything).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Fewer log lines on stderr (-q: warnings and errors; -qq: errors; -qqq: none).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    quiet: u8,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +208,21 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The subcommand's name, as typed (for log lines).
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Gen { .. } => "gen",
+            Command::Dump { .. } => "dump",
+            Command::Serve { .. } => "serve",
+            Command::Subscribe { .. } => "subscribe",
+            Command::Record { .. } => "record",
+            Command::Demo { .. } => "demo",
+            Command::Bench { .. } => "bench",
+        }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum SlowArg {
     Skip,
@@ -209,6 +231,16 @@ enum SlowArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that run many clients (demo, bench) or none log warnings
+    // and errors only, unless -v.
+    let quieter = u8::from(!matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Subscribe { .. } | Command::Record { .. }
+    ));
+    logging::init(
+        cli.command.name(),
+        logging::level(cli.verbose, cli.quiet.saturating_add(quieter)),
+    );
     let result = match cli.command {
         Command::Gen {
             count,
@@ -245,9 +277,6 @@ fn main() -> ExitCode {
                 max_unauthenticated: usize::try_from(max_unauthenticated).unwrap_or(usize::MAX),
                 max_unauthenticated_per_peer: usize::try_from(max_unauthenticated_per_peer)
                     .unwrap_or(usize::MAX),
-                log: Some(LogSink(Arc::new(|line: &str| {
-                    eprintln!("tickwire serve: {line}")
-                }))),
                 ..ServerConfig::default()
             };
             serve(config, rate, instruments, seed, duration)
