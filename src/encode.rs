@@ -34,6 +34,7 @@ use crate::wire::{
 /// Body of a [`Quote`], as plain integers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct QuoteFields {
     /// The instrument.
     pub instrument_id: u32,
@@ -50,6 +51,7 @@ pub struct QuoteFields {
 /// Body of a [`Trade`], as plain integers (`reserved` is always written 0).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TradeFields {
     /// The instrument.
     pub instrument_id: u32,
@@ -77,6 +79,7 @@ pub struct TradeFields {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Payload {
     /// 0x01.
     Heartbeat,

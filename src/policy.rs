@@ -25,6 +25,7 @@ use core::time::Duration;
 /// assert_eq!(b.next_delay(), Some(Duration::from_millis(100)));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Backoff {
     initial: Duration,
     max: Duration,

@@ -37,6 +37,7 @@ use crate::wire::{Message, MsgType};
 /// assert_eq!(gap.len(), 3);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Gap {
     /// First missing sequence.
     pub first: u64,
@@ -80,6 +81,7 @@ pub enum Verdict {
 /// Counters kept by [`SequenceTracker`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SequenceStats {
     /// Data frames accepted as new (in order, or right after a gap).
     pub in_order: u64,

@@ -28,6 +28,7 @@ const RUN_WAIT: Duration = Duration::from_millis(100);
 
 /// Client settings.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientConfig {
     /// The server.
     pub server: SocketAddr,
@@ -115,6 +116,7 @@ impl std::error::Error for ClientError {
 /// Client counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientStats {
     /// Frames and bytes received, discards (all connections).
     pub parse: ParseStats,

@@ -57,6 +57,7 @@ const CLIENT_READ_BUFFER: usize = 4096;
 
 /// Server settings. `ServerConfig::default()` is what `tickwire serve` uses.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ServerConfig {
     /// Address to listen on (default `127.0.0.1:7878`; loopback only).
     pub listen: SocketAddr,

@@ -10,6 +10,7 @@ const REASONS: usize = CloseReason::ALL.len();
 /// A snapshot of the server's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ServerStats {
     /// Connections now, logged in or not (see
     /// [`unauthenticated`](Self::unauthenticated)).

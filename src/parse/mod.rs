@@ -68,6 +68,7 @@ pub const DISCARD_REPORT_MAX: u64 = 64 << 10;
 /// frame failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DiscardReason {
     /// No 0xA5 sync byte: the bytes could not start a frame.
     NoSync,
@@ -121,6 +122,7 @@ impl fmt::Display for DiscardReason {
 
 /// A run of discarded bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Discard {
     /// How many bytes.
     pub bytes: u64,
@@ -196,6 +198,7 @@ impl core::error::Error for ParseError {}
 /// Counters kept by the parser.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ParseStats {
     /// Heartbeat frames.
     pub heartbeats: u64,

@@ -54,6 +54,7 @@ use crate::wire::{Message, MAX_FRAME_LEN};
 /// Client settings that are rules, not I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientSessionConfig {
     /// The first sequence wanted at the first login (0: live data only).
     pub from: u64,
@@ -83,6 +84,7 @@ impl Default for ClientSessionConfig {
 /// The connection states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ClientState {
     /// Not connected and not trying (initially, after a stop, or after giving up).
     Disconnected,
@@ -99,6 +101,7 @@ pub enum ClientState {
 /// What failed in an I/O operation, as far as the protocol cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum IoFailure {
     /// Connection refused.
     Refused,
@@ -159,6 +162,7 @@ impl From<std::io::ErrorKind> for IoFailure {
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Lost {
     /// The connection attempt failed.
     ConnectFailed(IoFailure),
@@ -290,6 +294,7 @@ pub enum Action {
 /// Counters of a [`ClientSession`] (sequence counters are in its tracker).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientSessionStats {
     /// Connections made (Logins sent).
     pub connects: u64,

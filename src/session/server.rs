@@ -79,6 +79,7 @@ const REPLAY_CHUNK: usize = 256 << 10;
 /// What to do with a slow client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SlowPolicy {
     /// Send it no live data until it drains; it sees a gap.
     Skip,
@@ -89,6 +90,7 @@ pub enum SlowPolicy {
 /// Why a connection was closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CloseReason {
     /// The peer closed it.
     PeerClosed,
@@ -173,6 +175,7 @@ impl fmt::Display for CloseReason {
 /// The rules of one server connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ServerSessionConfig {
     /// The session id sent in LoginAccepted.
     pub session_id: u64,
@@ -259,6 +262,7 @@ pub enum ServerPhase {
 /// Why a client was marked slow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SlowReason {
     /// Its backlog stayed over the threshold for the grace period.
     Backlog,
@@ -312,6 +316,7 @@ pub enum ServerEvent {
 /// Counters of one session since the last [`ServerSession::take_stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ServerSessionStats {
     /// Data frames queued whole (replay included).
     pub frames_queued: u64,

@@ -13,6 +13,28 @@ struct Row {
     baseline_value: f64,
 }
 
+/// A row as the `--json` summary writes it.
+#[derive(serde::Serialize)]
+struct JsonRow {
+    case: &'static str,
+    value: Option<f64>,
+    unit: &'static str,
+    baseline: &'static str,
+    baseline_value: Option<f64>,
+    ratio: Option<f64>,
+}
+
+/// The `--json` summary.
+#[derive(serde::Serialize)]
+struct Summary {
+    crc32c_backend: String,
+    stream_frames: usize,
+    stream_bytes: u64,
+    rate: u64,
+    seconds: f64,
+    results: Vec<JsonRow>,
+}
+
 pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io::Result<()> {
     let quiet = json;
     let say = |what: &str| {
@@ -104,29 +126,25 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
         },
     ];
     if json {
-        let items: Vec<String> = rows
-            .iter()
-            .map(|r| {
-                format!(
-                    r#"{{"case":"{}","value":{},"unit":"{}","baseline":"{}","baseline_value":{},"ratio":{}}}"#,
-                    r.case,
-                    json_number(r.value, 3),
-                    r.unit,
-                    r.baseline,
-                    json_number(r.baseline_value, 3),
-                    json_ratio(r.value, r.baseline_value)
-                )
-            })
-            .collect();
-        println!(
-            r#"{{"crc32c_backend":"{}","stream_frames":{},"stream_bytes":{},"rate":{},"seconds":{},"results":[{}]}}"#,
-            tickwire::checksum::backend(),
-            batch.len(),
-            bytes,
+        let summary = Summary {
+            crc32c_backend: tickwire::checksum::backend().to_string(),
+            stream_frames: batch.len(),
+            stream_bytes: bytes,
             rate,
             seconds,
-            items.join(",")
-        );
+            results: rows
+                .iter()
+                .map(|r| JsonRow {
+                    case: r.case,
+                    value: rounded(r.value, 3),
+                    unit: r.unit,
+                    baseline: r.baseline,
+                    baseline_value: rounded(r.baseline_value, 3),
+                    ratio: rounded(r.value / r.baseline_value, 4),
+                })
+                .collect(),
+        };
+        println!("{}", serde_json::to_string(&summary).map_err(io::Error::other)?);
         return Ok(());
     }
     println!(
@@ -158,30 +176,34 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
     Ok(())
 }
 
-/// `value` as a JSON number with `decimals` decimals, or `null` when it is
-/// not finite: JSON has no NaN or infinity.
-fn json_number(value: f64, decimals: usize) -> String {
-    if value.is_finite() {
-        format!("{value:.decimals$}")
-    } else {
-        "null".to_string()
-    }
-}
-
-/// `value / baseline` as a JSON number (`null` over a zero baseline).
-fn json_ratio(value: f64, baseline: f64) -> String {
-    json_number(value / baseline, 4)
+/// `value` rounded to `decimals` decimals, or `None` (JSON `null`) when it
+/// is not finite: JSON has no NaN or infinity.
+fn rounded(value: f64, decimals: i32) -> Option<f64> {
+    let scale = 10f64.powi(decimals);
+    value.is_finite().then(|| (value * scale).round() / scale)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn ratios_are_never_nan_in_json() {
-        assert_eq!(super::json_ratio(1.0, 2.0), "0.5000");
-        assert_eq!(super::json_ratio(0.0, 0.0), "null");
-        assert_eq!(super::json_ratio(1.0, 0.0), "null");
-        assert_eq!(super::json_number(f64::NAN, 3), "null");
-        assert_eq!(super::json_number(f64::INFINITY, 3), "null");
-        assert_eq!(super::json_number(1.5, 3), "1.500");
+        assert_eq!(super::rounded(1.0 / 2.0, 4), Some(0.5));
+        let (zero, one) = (std::hint::black_box(0.0f64), std::hint::black_box(1.0f64));
+        assert_eq!(super::rounded(zero / zero, 4), None);
+        assert_eq!(super::rounded(one / zero, 4), None);
+        assert_eq!(super::rounded(f64::NAN, 3), None);
+        assert_eq!(super::rounded(1.23456, 3), Some(1.235));
+        let row = super::JsonRow {
+            case: "c",
+            value: super::rounded(f64::NAN, 3),
+            unit: "u",
+            baseline: "b",
+            baseline_value: Some(2.0),
+            ratio: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&row).unwrap(),
+            r#"{"case":"c","value":null,"unit":"u","baseline":"b","baseline_value":2.0,"ratio":null}"#
+        );
     }
 }

@@ -104,6 +104,51 @@ fn run_client(
     })
 }
 
+/// The `--json` summary (serde): the run, each client, the server's counters.
+#[derive(serde::Serialize)]
+struct Summary {
+    rate: u64,
+    duration_s: f64,
+    elapsed_s: f64,
+    published: u64,
+    published_per_s: f64,
+    lossless: bool,
+    slow_marks: u64,
+    skipped_batches: u64,
+    slow_disconnects: u64,
+    clients: Vec<ClientRow>,
+    server: tickwire::net::ServerStats,
+}
+
+/// One client of the summary.
+#[derive(serde::Serialize)]
+struct ClientRow {
+    client: usize,
+    slow: bool,
+    received: u64,
+    received_per_s: f64,
+    lost: u64,
+    gaps: u64,
+    discarded_bytes: u64,
+    reconnects: u64,
+    latency_us: Latency,
+}
+
+/// Delivery latency percentiles, µs.
+#[derive(serde::Serialize)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+/// `value` to `decimals` decimals (non-finite values print as JSON null).
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
 /// Records a run of `run.2` frames of one latency `run.1`.
 fn record(latency: &mut Histogram<u64>, interval: &mut Histogram<u64>, run: (u64, u64, u64)) {
     if run.2 > 0 {
@@ -297,37 +342,39 @@ pub(crate) fn run(
 
     let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
     if json {
-        let rows: Vec<String> = outcomes
-            .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                format!(
-                    r#"{{"client":{},"slow":{},"received":{},"received_per_s":{:.1},"lost":{},"gaps":{},"discarded_bytes":{},"reconnects":{},"latency_us":{{"p50":{:.1},"p99":{:.1},"p999":{:.1},"max":{:.1}}}}}"#,
-                    i + 1,
-                    slow_client && i + 1 == clients,
-                    o.received,
-                    rate_of(o.received),
-                    published.saturating_sub(o.received),
-                    o.gaps,
-                    o.discarded,
-                    o.reconnects,
-                    us(&o.latency, 0.5),
-                    us(&o.latency, 0.99),
-                    us(&o.latency, 0.999),
-                    o.latency.max() as f64 / 1e3
-                )
-            })
-            .collect();
-        println!(
-            r#"{{"rate":{rate},"duration_s":{},"elapsed_s":{:.3},"published":{published},"published_per_s":{:.1},"lossless":{kept_up},"slow_marks":{},"skipped_batches":{},"slow_disconnects":{},"clients":[{}]}}"#,
-            duration.as_secs_f64(),
-            publish_s,
-            rate_of(published),
-            stats.slow_marks,
-            stats.skipped_batches,
-            stats.closed_for(CloseReason::Slow),
-            rows.join(",")
-        );
+        let summary = Summary {
+            rate,
+            duration_s: duration.as_secs_f64(),
+            elapsed_s: round(publish_s, 3),
+            published,
+            published_per_s: round(rate_of(published), 1),
+            lossless: kept_up,
+            slow_marks: stats.slow_marks,
+            skipped_batches: stats.skipped_batches,
+            slow_disconnects: stats.closed_for(CloseReason::Slow),
+            clients: outcomes
+                .iter()
+                .enumerate()
+                .map(|(i, o)| ClientRow {
+                    client: i + 1,
+                    slow: slow_client && i + 1 == clients,
+                    received: o.received,
+                    received_per_s: round(rate_of(o.received), 1),
+                    lost: published.saturating_sub(o.received),
+                    gaps: o.gaps,
+                    discarded_bytes: o.discarded,
+                    reconnects: o.reconnects,
+                    latency_us: Latency {
+                        p50: round(us(&o.latency, 0.5), 1),
+                        p99: round(us(&o.latency, 0.99), 1),
+                        p999: round(us(&o.latency, 0.999), 1),
+                        max: round(o.latency.max() as f64 / 1e3, 1),
+                    },
+                })
+                .collect(),
+            server: stats,
+        };
+        println!("{}", serde_json::to_string(&summary).map_err(io::Error::other)?);
     } else {
         println!(
             "published {published} frames in {publish_s:.1} s ({:.0} msg/s); slow marks {}, batches skipped for slow clients {}",

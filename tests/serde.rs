@@ -1,0 +1,108 @@
+//! `serde` for the owned types (`--features serde`): every type round-trips
+//! through JSON unchanged, and the JSON says what a reader expects.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tickwire::encode::{QuoteFields, TradeFields};
+use tickwire::net::{ClientConfig, ServerConfig, ServerStats};
+use tickwire::parse::{Discard, DiscardReason, ParseStats};
+use tickwire::policy::Backoff;
+use tickwire::sequence::Gap;
+use tickwire::session::{ClientState, CloseReason, IoFailure, Lost, SlowPolicy};
+use tickwire::Payload;
+
+/// JSON, then back, then JSON again: the same text both times.
+fn round_trip<T: Serialize + DeserializeOwned>(value: &T) -> String {
+    let json = serde_json::to_string(value).unwrap();
+    let back: T = serde_json::from_str(&json).unwrap();
+    assert_eq!(serde_json::to_string(&back).unwrap(), json);
+    json
+}
+
+#[test]
+fn payloads_round_trip_with_their_field_names() {
+    let payloads = [
+        Payload::Heartbeat,
+        Payload::Login,
+        Payload::LoginAccepted { session_id: 7 },
+        Payload::EndOfSession,
+        Payload::Quote(QuoteFields {
+            instrument_id: 1,
+            bid_price: -2,
+            ask_price: 3,
+            bid_size: 4,
+            ask_size: 5,
+        }),
+        Payload::Trade(TradeFields {
+            instrument_id: 9,
+            price: 10,
+            size: 11,
+            side: 2,
+            flags: 1,
+        }),
+    ];
+    for p in payloads {
+        let json = round_trip(&p);
+        let back: Payload = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+    }
+    assert_eq!(
+        round_trip(&Payload::LoginAccepted { session_id: 7 }),
+        r#"{"LoginAccepted":{"session_id":7}}"#
+    );
+    assert!(round_trip(&payloads[4]).contains(r#""bid_price":-2"#));
+}
+
+#[test]
+fn events_and_counters_round_trip() {
+    let gap = Gap { first: 3, last: 9 };
+    assert_eq!(round_trip(&gap), r#"{"first":3,"last":9}"#);
+    let discard = Discard {
+        bytes: 5,
+        reason: DiscardReason::BadChecksum,
+    };
+    let back: Discard = serde_json::from_str(&round_trip(&discard)).unwrap();
+    assert_eq!(back, discard);
+    round_trip(&ParseStats::default());
+    let mut stats = ServerStats::default();
+    stats.frames_published = 42;
+    assert!(round_trip(&stats).contains(r#""frames_published":42"#));
+    for reason in CloseReason::ALL {
+        let back: CloseReason = serde_json::from_str(&round_trip(&reason)).unwrap();
+        assert_eq!(back, reason);
+    }
+    for lost in [
+        Lost::Closed,
+        Lost::Error(IoFailure::Other),
+        Lost::EndOfSession,
+        Lost::Resync,
+    ] {
+        let back: Lost = serde_json::from_str(&round_trip(&lost)).unwrap();
+        assert_eq!(back, lost);
+    }
+    let back: ClientState = serde_json::from_str(&round_trip(&ClientState::LoggedIn)).unwrap();
+    assert_eq!(back, ClientState::LoggedIn);
+}
+
+#[test]
+fn configs_round_trip_and_can_be_written_by_hand() {
+    let mut server = ServerConfig {
+        threads: 2,
+        slow_policy: SlowPolicy::Disconnect,
+        ..ServerConfig::default()
+    };
+    server.heartbeat_interval = Duration::from_millis(250);
+    let json = round_trip(&server);
+    let back: ServerConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.threads, 2);
+    assert_eq!(back.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(back.listen, server.listen);
+    let client = ClientConfig::new("127.0.0.1:9".parse().unwrap());
+    round_trip(&client);
+    let backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
+    let back: Backoff = serde_json::from_str(&round_trip(&backoff)).unwrap();
+    assert_eq!(back, backoff);
+}
