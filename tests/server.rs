@@ -73,6 +73,24 @@ fn publish_all(server: &ServerHandle, messages: &[(u64, Payload)], batch: usize)
     }
 }
 
+/// Publishes `msgs` in batches of `batch` every millisecond on a thread of
+/// its own (`250` a batch: 250,000 frames/s, a pace debug-built readers
+/// keep up with).
+fn publish_paced(
+    server: &ServerHandle,
+    msgs: &[(u64, Payload)],
+    batch: usize,
+) -> thread::JoinHandle<()> {
+    let msgs = msgs.to_vec();
+    let publisher = server.publisher();
+    thread::spawn(move || {
+        for chunk in msgs.chunks(batch) {
+            publisher.publish(chunk.to_vec()).unwrap();
+            thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -252,17 +270,7 @@ fn identical_complete_stream(tweak: impl FnOnce(&mut ServerConfig)) {
         })
     };
     let mut readers: Vec<_> = early.into_iter().map(spawn_reader).collect();
-    let publisher = {
-        let msgs = msgs.clone();
-        let publisher = server.publisher();
-        thread::spawn(move || {
-            // 250,000 frames/s: a pace the (debug-built) readers keep up with.
-            for chunk in msgs.chunks(250) {
-                publisher.publish(chunk.to_vec()).unwrap();
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let publisher = publish_paced(&server, &msgs, 250);
     // A late client logs in from 1 while the feed runs: replay, then live.
     wait_until("some frames", Duration::from_secs(10), || {
         server.stats().frames_published > 5000
@@ -294,17 +302,7 @@ fn a_client_catching_up_from_a_replay_is_not_slow() {
     let msgs = messages(11, 300_000); // about 12 MB
     let (before, after) = msgs.split_at(150_000);
     publish_all(&server, before, 500);
-    let publisher = {
-        let after = after.to_vec();
-        let publisher = server.publisher();
-        thread::spawn(move || {
-            // 250,000 frames/s, live while the replay runs.
-            for chunk in after.chunks(250) {
-                publisher.publish(chunk.to_vec()).unwrap();
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let publisher = publish_paced(&server, after, 250);
     let mut reader = login(addr, 1);
     let seen = read_until(&mut reader, |s| s.sequences.len() >= msgs.len());
     publisher.join().unwrap();
@@ -469,17 +467,7 @@ fn slow_client_case(policy: SlowPolicy) {
 
     let msgs = messages(6, 200_000); // about 8 MB, far over the threshold
     let started = Instant::now();
-    let publisher = {
-        let msgs = msgs.clone();
-        let publisher = server.publisher();
-        thread::spawn(move || {
-            // 250,000 frames/s: a pace the (debug-built) fast reader keeps up with.
-            for chunk in msgs.chunks(250) {
-                publisher.publish(chunk.to_vec()).unwrap();
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let publisher = publish_paced(&server, &msgs, 250);
     let mut marked_after = None;
     let seen = read_until(&mut fast, |s| {
         if marked_after.is_none() && server.stats().slow_marks > 0 {
@@ -701,16 +689,7 @@ fn stalled_replaying_clients_cost_a_live_client_nothing() {
         server.stats().clients == STALLED as u64 + 1
     });
     let msgs = messages(13, 100_000);
-    let publisher = {
-        let msgs = msgs.clone();
-        let publisher = server.publisher();
-        thread::spawn(move || {
-            for chunk in msgs.chunks(250) {
-                publisher.publish(chunk.to_vec()).unwrap();
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let publisher = publish_paced(&server, &msgs, 250);
     let seen = read_until(&mut live, |s| s.sequences.len() >= msgs.len());
     publisher.join().unwrap();
     assert_eq!(seen.sequences.len(), msgs.len());
@@ -1280,16 +1259,7 @@ fn a_skipped_client_recovers_the_gap_by_logging_in_again() {
         server.stats().clients == 1
     });
     let msgs = messages(15, 100_000);
-    let publisher = {
-        let msgs = msgs.clone();
-        let publisher = server.publisher();
-        thread::spawn(move || {
-            for chunk in msgs.chunks(500) {
-                publisher.publish(chunk.to_vec()).unwrap();
-                thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let publisher = publish_paced(&server, &msgs, 500);
     wait_until("skipped", Duration::from_secs(10), || {
         server.stats().skipped_batches > 0
     });

@@ -144,7 +144,10 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string(&summary).map_err(io::Error::other)?);
+        println!(
+            "{}",
+            serde_json::to_string(&summary).map_err(io::Error::other)?
+        );
         return Ok(());
     }
     println!(

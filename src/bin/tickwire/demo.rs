@@ -374,7 +374,10 @@ pub(crate) fn run(
                 .collect(),
             server: stats,
         };
-        println!("{}", serde_json::to_string(&summary).map_err(io::Error::other)?);
+        println!(
+            "{}",
+            serde_json::to_string(&summary).map_err(io::Error::other)?
+        );
     } else {
         println!(
             "published {published} frames in {publish_s:.1} s ({:.0} msg/s); slow marks {}, batches skipped for slow clients {}",
