@@ -205,6 +205,10 @@ pub struct ParseStats {
     pub login_accepted: u64,
     /// EndOfSession frames.
     pub end_of_session: u64,
+    /// Packet frames (the first frame of each datagram).
+    pub packets: u64,
+    /// Retransmit frames (retransmission requests).
+    pub retransmits: u64,
     /// Quote frames (duplicates included).
     pub quotes: u64,
     /// Trade frames (duplicates included).
@@ -225,6 +229,8 @@ impl core::ops::AddAssign for ParseStats {
         self.logins += other.logins;
         self.login_accepted += other.login_accepted;
         self.end_of_session += other.end_of_session;
+        self.packets += other.packets;
+        self.retransmits += other.retransmits;
         self.quotes += other.quotes;
         self.trades += other.trades;
         self.frame_bytes += other.frame_bytes;
@@ -241,6 +247,8 @@ impl ParseStats {
             + self.logins
             + self.login_accepted
             + self.end_of_session
+            + self.packets
+            + self.retransmits
             + self.quotes
             + self.trades
     }
