@@ -859,6 +859,15 @@ impl Server {
                 ServerEvent::Drained { pending } => self.log(format_args!(
                     "{peer} drained ({pending} bytes pending): live data resumes"
                 )),
+                ServerEvent::Retransmitted {
+                    wanted,
+                    count,
+                    first,
+                    end,
+                    frames,
+                } => self.log(format_args!(
+                    "retransmit {peer}: wanted {count} from {wanted}, sent {frames} frames of {first}..{end}"
+                )),
             }
         }
     }

@@ -37,7 +37,7 @@ pub use client::{
 pub use retention::{Batch, BatchError, Retention, Segment};
 pub use server::{
     CloseReason, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig, ServerSessionStats,
-    SlowPolicy, SlowReason, Transmit,
+    SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
 };
 
 /// Now, as the sessions see it: a monotonic time for every deadline, and the
