@@ -81,6 +81,12 @@ pub enum DiscardReason {
     BadChecksum,
     /// The stream ended inside a candidate frame.
     Truncated,
+    /// A datagram that does not begin with a valid Packet frame, discarded
+    /// whole (protocol section 8.5).
+    NoPacket,
+    /// A valid control frame where a datagram may not hold one (anything but
+    /// the leading Packet and a final EndOfSession, protocol section 8.5).
+    ControlInDatagram,
 }
 
 impl DiscardReason {
@@ -98,10 +104,12 @@ impl DiscardReason {
             DiscardReason::BadLength => "bad_length",
             DiscardReason::BadChecksum => "bad_checksum",
             DiscardReason::Truncated => "truncated",
+            DiscardReason::NoPacket => "no_packet",
+            DiscardReason::ControlInDatagram => "control_in_datagram",
         }
     }
 
-    fn of(err: DecodeError) -> DiscardReason {
+    pub(crate) fn of(err: DecodeError) -> DiscardReason {
         match err {
             DecodeError::BadMagic { .. } => DiscardReason::NoSync,
             DecodeError::BadVersion { .. } => DiscardReason::BadVersion,

@@ -27,6 +27,7 @@
 use core::time::Duration;
 
 pub mod client;
+pub mod datagram;
 pub mod retention;
 pub mod server;
 
