@@ -28,7 +28,8 @@ use core::fmt;
 
 use crate::checksum::{Accel, Crc32c, Kernel};
 use crate::wire::{
-    EndOfSession, Heartbeat, Login, LoginAccepted, Message, MsgType, Quote, Trade, MAGIC, VERSION,
+    EndOfSession, Heartbeat, Login, LoginAccepted, Message, MsgType, Packet, Quote, Retransmit,
+    Trade, MAGIC, VERSION,
 };
 
 /// Body of a [`Quote`], as plain integers.
@@ -92,6 +93,21 @@ pub enum Payload {
     },
     /// 0x04.
     EndOfSession,
+    /// 0x05, the first frame of every datagram (protocol section 8). The
+    /// header `sequence` is the datagram's first data sequence (or the next
+    /// data sequence, in a datagram without data frames).
+    Packet {
+        /// Names the session.
+        session_id: u64,
+    },
+    /// 0x06, a retransmission request (protocol section 9). The header
+    /// `sequence` is the first data sequence wanted (at least 1).
+    Retransmit {
+        /// The session being recovered (0: whichever the server holds).
+        session_id: u64,
+        /// How many data frames are wanted (at least 1).
+        count: u64,
+    },
     /// 0x10.
     Quote(QuoteFields),
     /// 0x11.
@@ -111,6 +127,8 @@ impl Payload {
             Payload::Login => MsgType::Login,
             Payload::LoginAccepted { .. } => MsgType::LoginAccepted,
             Payload::EndOfSession => MsgType::EndOfSession,
+            Payload::Packet { .. } => MsgType::Packet,
+            Payload::Retransmit { .. } => MsgType::Retransmit,
             Payload::Quote(_) => MsgType::Quote,
             Payload::Trade(_) => MsgType::Trade,
         }
@@ -136,6 +154,13 @@ impl From<Message<'_>> for Payload {
                 session_id: m.session_id(),
             },
             Message::EndOfSession(_) => Payload::EndOfSession,
+            Message::Packet(m) => Payload::Packet {
+                session_id: m.session_id(),
+            },
+            Message::Retransmit(m) => Payload::Retransmit {
+                session_id: m.session_id(),
+                count: m.count(),
+            },
             Message::Quote(q) => Payload::Quote(QuoteFields {
                 instrument_id: q.instrument_id(),
                 bid_price: q.bid_price(),
@@ -282,6 +307,16 @@ impl Kernel for Encode<'_, '_> {
                 let body = halves(session_id);
                 seal::<{ LoginAccepted::LEN / 4 }, C>(MsgType::LoginAccepted, s, t, &body, out, crc)
             }
+            Payload::Packet { session_id } => {
+                let body = halves(session_id);
+                seal::<{ Packet::LEN / 4 }, C>(MsgType::Packet, s, t, &body, out, crc)
+            }
+            Payload::Retransmit { session_id, count } => {
+                let [i0, i1] = halves(session_id);
+                let [c0, c1] = halves(count);
+                let body = [i0, i1, c0, c1];
+                seal::<{ Retransmit::LEN / 4 }, C>(MsgType::Retransmit, s, t, &body, out, crc)
+            }
             Payload::Heartbeat => {
                 seal::<{ Heartbeat::LEN / 4 }, C>(MsgType::Heartbeat, s, t, &[], out, crc)
             }
@@ -377,8 +412,10 @@ impl Kernel for EncodeBatch<'_, '_, '_> {
 /// feed is idle. The sequence only advances when a data frame is actually
 /// written. Timestamps are the caller's (this crate reads no clock).
 ///
-/// A Login's `sequence` means something else (the first sequence wanted), so
-/// clients encode it with [`encode`] directly.
+/// A Login's and a Retransmit's `sequence` mean something else (the first
+/// sequence wanted), so clients encode them with [`encode`] directly. A
+/// Packet encoded here carries the next data sequence, which is right when
+/// the data frames of its datagram follow it.
 ///
 /// ```
 /// use tickwire::{Message, Payload, Sequencer};

@@ -48,6 +48,13 @@ fn write_message(f: &mut fmt::Formatter<'_>, m: &Message<'_>, extra: &str) -> fm
     match m {
         Message::Heartbeat(_) | Message::Login(_) | Message::EndOfSession(_) => {}
         Message::LoginAccepted(la) => write!(f, r#","session_id":{}"#, la.session_id())?,
+        Message::Packet(p) => write!(f, r#","session_id":{}"#, p.session_id())?,
+        Message::Retransmit(r) => write!(
+            f,
+            r#","session_id":{},"count":{}"#,
+            r.session_id(),
+            r.count()
+        )?,
         Message::Quote(q) => write!(
             f,
             r#","instrument_id":{},"bid_price":{},"ask_price":{},"bid_size":{},"ask_size":{}"#,

@@ -13,7 +13,13 @@
 //! | Heartbeat / EndOfSession, `n`  | otherwise                    | [`Verdict::Control`] |
 //! | LoginAccepted, new session id  |                              | [`Verdict::NewSession`]: expect its `sequence` |
 //! | LoginAccepted, same session    | as Heartbeat                 | |
-//! | Login                          | its `sequence` is a request  | [`Verdict::Control`] |
+//! | Packet, new session id         |                              | [`Verdict::NewSession`]: expect its `sequence` |
+//! | Packet, same session           | as Heartbeat (never moves the expectation back) | |
+//! | Login, Retransmit              | its `sequence` is a request  | [`Verdict::Control`] |
+//!
+//! A Packet names its session as a LoginAccepted does (protocol sections 3
+//! and 8.6), and its `sequence` is the next data sequence (the first one of
+//! its datagram), so a higher one reveals a gap exactly as a Heartbeat's does.
 //!
 //! ```
 //! use tickwire::sequence::{Gap, SequenceTracker, Verdict};
@@ -195,13 +201,14 @@ impl SequenceTracker {
     pub fn observe_message(&mut self, message: &Message<'_>) -> Verdict {
         let session_id = match message {
             Message::LoginAccepted(m) => m.session_id(),
+            Message::Packet(m) => m.session_id(),
             _ => 0,
         };
         self.observe(message.msg_type(), message.sequence(), session_id)
     }
 
     /// Classifies a frame of type `msg_type` carrying `sequence`;
-    /// `session_id` is only read for LoginAccepted.
+    /// `session_id` is only read for LoginAccepted and Packet.
     #[inline(always)]
     pub fn observe(&mut self, msg_type: MsgType, sequence: u64, session_id: u64) -> Verdict {
         match self.observe_in_order(msg_type, sequence) {
@@ -216,7 +223,10 @@ impl SequenceTracker {
     /// anything else.
     #[inline(always)]
     pub(crate) fn observe_in_order(&mut self, msg_type: MsgType, sequence: u64) -> Option<Verdict> {
-        let sessionless = !matches!(msg_type, MsgType::Login | MsgType::LoginAccepted);
+        let sessionless = !matches!(
+            msg_type,
+            MsgType::Login | MsgType::LoginAccepted | MsgType::Packet | MsgType::Retransmit
+        );
         if self.expected != Some(sequence) || !sessionless {
             return None;
         }
@@ -237,11 +247,11 @@ impl SequenceTracker {
             return self.data(sequence);
         }
         match msg_type {
-            MsgType::Login => {
+            MsgType::Login | MsgType::Retransmit => {
                 self.stats.control += 1;
                 Verdict::Control
             }
-            MsgType::LoginAccepted if self.session != Some(session_id) => {
+            MsgType::LoginAccepted | MsgType::Packet if self.session != Some(session_id) => {
                 self.stats.control += 1;
                 self.stats.sessions += 1;
                 self.session = Some(session_id);
@@ -300,5 +310,47 @@ impl SequenceTracker {
         self.stats.gaps += 1;
         self.stats.missing = self.stats.missing.saturating_add(gap.len());
         Verdict::Gap(gap)
+    }
+}
+
+#[cfg(test)]
+mod datagram_frames {
+    use super::*;
+
+    #[test]
+    fn a_packet_names_its_session_and_carries_the_next_sequence() {
+        let mut t = SequenceTracker::new();
+        assert_eq!(
+            t.observe(MsgType::Packet, 7, 9),
+            Verdict::NewSession {
+                session_id: 9,
+                sequence: 7
+            }
+        );
+        assert_eq!(t.observe(MsgType::Quote, 7, 0), Verdict::InOrder);
+        // Same session, the next datagram: in order, nothing to report.
+        assert_eq!(t.observe(MsgType::Packet, 8, 9), Verdict::Control);
+        // A later Packet reveals a gap, as a Heartbeat does.
+        assert_eq!(
+            t.observe(MsgType::Packet, 11, 9),
+            Verdict::Gap(Gap { first: 8, last: 10 })
+        );
+        // An older Packet (a late datagram) never moves the expectation back.
+        assert_eq!(t.observe(MsgType::Packet, 5, 9), Verdict::Control);
+        assert_eq!(t.expected(), Some(11));
+        // A new session restarts tracking.
+        assert!(matches!(
+            t.observe(MsgType::Packet, 1, 10),
+            Verdict::NewSession { .. }
+        ));
+        assert_eq!(t.expected(), Some(1));
+    }
+
+    #[test]
+    fn a_retransmit_is_a_request_and_changes_nothing() {
+        let mut t = SequenceTracker::expecting(5);
+        assert_eq!(t.observe(MsgType::Retransmit, 100, 0), Verdict::Control);
+        assert_eq!(t.observe(MsgType::Retransmit, 1, 0), Verdict::Control);
+        assert_eq!(t.expected(), Some(5));
     }
 }

@@ -31,6 +31,9 @@ fn payload() -> impl Strategy<Value = Payload> {
         1 => Just(Payload::Login),
         1 => any::<u64>().prop_map(|session_id| Payload::LoginAccepted { session_id }),
         1 => Just(Payload::EndOfSession),
+        1 => any::<u64>().prop_map(|session_id| Payload::Packet { session_id }),
+        1 => (any::<u64>(), any::<u64>())
+            .prop_map(|(session_id, count)| Payload::Retransmit { session_id, count }),
     ]
 }
 

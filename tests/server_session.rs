@@ -1381,3 +1381,248 @@ fn the_no_progress_rule_can_be_turned_off() {
     assert_eq!(h.session.poll_close(), None);
     assert_eq!(h.session.phase(), ServerPhase::Live);
 }
+
+// Retransmission connections (protocol section 9) --------------------------
+
+fn retransmit(sequence: u64, session_id: u64, count: u64) -> Vec<u8> {
+    client_frame(&Payload::Retransmit { session_id, count }, sequence)
+}
+
+/// Data frames `from..to` exactly as the retention holds them.
+fn retained_bytes(h: &Harness, from: u64, to: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut next = from;
+    while next < to {
+        let seg = h.retention.segment_from(next, usize::MAX).unwrap().head(to);
+        out.extend_from_slice(seg.bytes());
+        next = seg.end();
+    }
+    out
+}
+
+fn reply(session_id: u64, first: u64, data: std::ops::Range<u64>, end: u64) -> Vec<Rx> {
+    let mut v = accepted_then_data(session_id, first, data.start, data.end);
+    v.push(Rx::Heartbeat(end));
+    v
+}
+
+#[test]
+fn retransmit_first_opens_a_retransmission_connection_and_replies_byte_for_byte() {
+    let mut h = Harness::new(config(7), 1000);
+    h.push(4);
+    h.push(6); // 1..=10 published, in two batches
+    h.client_sends(&retransmit(3, 7, 5));
+    assert_eq!(h.session.phase(), ServerPhase::Retransmitting);
+    h.flush();
+    assert_eq!(h.decoded().frames, reply(7, 3, 3..8, 8));
+    // The data frames are the retained ones, byte for byte.
+    let data = &h.received[LOGIN_ACCEPTED_LEN..h.received.len() - HEARTBEAT_LEN];
+    assert_eq!(data, &retained_bytes(&h, 3, 8)[..]);
+    assert_eq!(
+        h.events(),
+        vec![ServerEvent::Retransmitted {
+            wanted: 3,
+            count: 5,
+            first: 3,
+            end: 8,
+            frames: 5
+        }]
+    );
+    // Never live data on it.
+    h.publish(5);
+    assert_eq!(h.flush(), 0);
+    assert_eq!(h.session.next_sequence(), None);
+}
+
+#[test]
+fn retransmit_session_zero_means_whichever_the_server_holds() {
+    let mut h = Harness::new(config(7), 1000);
+    h.push(3);
+    h.client_sends(&retransmit(1, 0, 3));
+    h.flush();
+    assert_eq!(h.decoded().frames, reply(7, 1, 1..4, 4));
+}
+
+#[test]
+fn retransmit_of_a_range_no_longer_retained() {
+    let mut h = Harness::new(config(7), 5);
+    h.push(10); // retains 6..=10
+    assert_eq!(h.retention.oldest(), 6);
+    // Partly gone: f = 6.
+    h.client_sends(&retransmit(2, 7, 6));
+    h.flush();
+    assert_eq!(h.decoded().frames, reply(7, 6, 6..8, 8));
+    // Wholly gone: f = 6 > e = 3, the ending Heartbeat carries f.
+    h.received.clear();
+    h.client_sends(&retransmit(1, 7, 3));
+    h.flush();
+    assert_eq!(h.decoded().frames, reply(7, 6, 6..6, 6));
+}
+
+#[test]
+fn retransmit_stops_at_the_last_published_sequence() {
+    let mut h = Harness::new(config(7), 1000);
+    h.push(10);
+    h.client_sends(&retransmit(8, 7, 100));
+    h.flush();
+    assert_eq!(h.decoded().frames, reply(7, 8, 8..11, 11));
+    // Nothing published there yet: f = 20 > e = 10.
+    h.received.clear();
+    h.client_sends(&retransmit(20, 7, 5));
+    h.flush();
+    assert_eq!(h.decoded().frames, reply(7, 20, 20..20, 20));
+    // An empty server: e = 0 < f = 1.
+    let mut empty = Harness::new(config(7), 1000);
+    empty.client_sends(&retransmit(1, 7, 1));
+    empty.flush();
+    assert_eq!(empty.decoded().frames, reply(7, 1, 1..1, 1));
+}
+
+#[test]
+fn retransmit_count_is_capped() {
+    let mut c = config(7);
+    c.retransmit_cap = 4;
+    let mut h = Harness::new(c, 1000);
+    h.push(20);
+    h.client_sends(&retransmit(3, 7, 50));
+    h.flush();
+    assert_eq!(h.decoded().frames, reply(7, 3, 3..7, 7));
+    assert_eq!(
+        ServerSessionConfig::new(1).retransmit_cap,
+        tickwire::session::RETRANSMIT_CAP
+    );
+    // The sums saturate.
+    h.received.clear();
+    h.client_sends(&retransmit(u64::MAX - 1, 7, u64::MAX));
+    h.flush();
+    assert_eq!(
+        h.decoded().frames,
+        reply(7, u64::MAX - 1, 0..0, u64::MAX - 1)
+    );
+}
+
+#[test]
+fn retransmit_for_another_session_sends_no_data() {
+    let mut h = Harness::new(config(7), 1000);
+    h.push(10);
+    h.client_sends(&retransmit(3, 99, 5));
+    h.flush();
+    assert_eq!(h.decoded().frames, reply(7, 3, 3..3, 3));
+    assert_eq!(h.session.phase(), ServerPhase::Retransmitting);
+}
+
+#[test]
+fn retransmit_requests_are_answered_in_order() {
+    let mut h = Harness::new(config(7), 1000);
+    h.push(10);
+    let mut both = retransmit(5, 7, 2);
+    both.extend(client_frame(&Payload::Heartbeat, 0));
+    both.extend(retransmit(1, 7, 2));
+    h.client_sends(&both);
+    h.flush();
+    let mut want = reply(7, 5, 5..7, 7);
+    want.extend(reply(7, 1, 1..3, 3));
+    assert_eq!(h.decoded().frames, want);
+}
+
+#[test]
+fn retransmission_connection_gets_idle_heartbeats_with_the_next_live_sequence() {
+    let mut h = Harness::new(config(7), 1000);
+    h.push(10);
+    h.client_sends(&retransmit(1, 7, 2));
+    h.flush();
+    h.push(5); // published meanwhile: 11..=15, not sent here
+    h.received.clear();
+    assert_eq!(h.session.poll_timeout(), Some(secs(1)));
+    h.run_until(secs(1));
+    h.flush();
+    assert_eq!(h.decoded().frames, vec![Rx::Heartbeat(16)]);
+    assert_eq!(h.session.poll_close(), None);
+}
+
+#[test]
+fn retransmission_connection_shutdown_sends_end_of_session() {
+    let mut h = Harness::new(config(7), 1000);
+    h.push(3);
+    h.client_sends(&retransmit(1, 7, 1));
+    h.flush();
+    h.received.clear();
+    let time = h.time();
+    h.session.shutdown(time, &h.retention);
+    h.flush();
+    assert_eq!(h.decoded().frames, vec![Rx::EndOfSession(4)]);
+    assert_eq!(h.session.poll_close(), Some(CloseReason::Shutdown));
+}
+
+#[test]
+fn retransmission_connection_closes_on_anything_else() {
+    let bad: Vec<(&str, Vec<u8>, CloseReason)> = vec![
+        (
+            "sequence 0",
+            retransmit(0, 7, 5),
+            CloseReason::UnexpectedFrame,
+        ),
+        ("count 0", retransmit(1, 7, 0), CloseReason::UnexpectedFrame),
+        (
+            "a login",
+            client_frame(&Payload::Login, 1),
+            CloseReason::UnexpectedFrame,
+        ),
+        (
+            "a data frame",
+            client_frame(&Payload::Quote(QuoteFields::default()), 1),
+            CloseReason::UnexpectedFrame,
+        ),
+        ("garbage", vec![0x00, 0x01, 0x02], CloseReason::BadData),
+    ];
+    for (what, bytes, reason) in bad {
+        // As the first frame, and after a good request.
+        for first in [false, true] {
+            let mut h = Harness::new(config(7), 1000);
+            h.push(3);
+            if first {
+                h.client_sends(&retransmit(1, 7, 1));
+            }
+            h.client_sends(&bytes);
+            let expected = if !first && what == "a login" {
+                None // a Login first is an ordinary login
+            } else {
+                Some(reason)
+            };
+            assert_eq!(
+                h.session.poll_close(),
+                expected,
+                "{what}, after a request: {first}"
+            );
+        }
+    }
+}
+
+#[test]
+fn retransmit_after_a_login_closes_the_connection() {
+    let mut h = Harness::new(config(7), 1000);
+    h.push(3);
+    h.login(1);
+    h.client_sends(&retransmit(1, 7, 1));
+    assert_eq!(h.session.poll_close(), Some(CloseReason::UnexpectedFrame));
+}
+
+#[test]
+fn retransmit_must_come_within_the_login_timeout() {
+    let mut h = Harness::new(config(7), 1000);
+    h.run_until(secs(5));
+    assert_eq!(h.session.poll_close(), Some(CloseReason::LoginTimeout));
+}
+
+#[test]
+fn unread_replies_past_the_queue_limit_close_the_connection() {
+    let mut c = config(7);
+    c.queue_limit = 1000;
+    let mut h = Harness::new(c, 1000);
+    h.push(40);
+    h.client_sends(&retransmit(1, 7, 10)); // ~420 bytes
+    h.client_sends(&retransmit(1, 7, 10));
+    assert_eq!(h.session.poll_close(), None);
+    h.client_sends(&retransmit(1, 7, 10));
+    assert_eq!(h.session.poll_close(), Some(CloseReason::Slow));
+}

@@ -1,5 +1,6 @@
-//! The protocol's test vectors (section 6), byte for byte, in both directions,
-//! and the stream parser on every split point of each.
+//! The protocol's test vectors (section 6, and those of sections 8 and 9),
+//! byte for byte, in both directions, and the stream parser on every split
+//! point of each.
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -19,7 +20,8 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// (payload, sequence, timestamp, hex) for every vector of section 6.
+/// (payload, sequence, timestamp, hex) for every vector of section 6, then
+/// the single frames of "Test vectors for sections 8 and 9".
 fn vectors() -> Vec<(Payload, u64, u64, Vec<u8>)> {
     vec![
         (Payload::Heartbeat, 1, 0, hex("a5 01 01 18 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 17 07 45 20")),
@@ -56,7 +58,122 @@ fn vectors() -> Vec<(Payload, u64, u64, Vec<u8>)> {
             T,
             hex("a5 01 11 28 0a 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 07 00 00 00 ff ff ff ff 01 00 00 00 02 81 00 00 5c 18 0d 76"),
         ),
+        (
+            Payload::Packet { session_id: 0x0123_4567_89AB_CDEF },
+            7,
+            T,
+            hex("a5 01 05 20 07 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 ef cd ab 89 67 45 23 01 07 cd d3 4d"),
+        ),
+        (
+            Payload::Packet { session_id: 0x0123_4567_89AB_CDEF },
+            12,
+            T,
+            hex("a5 01 05 20 0c 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 ef cd ab 89 67 45 23 01 21 45 cc 46"),
+        ),
+        (
+            Payload::Retransmit { session_id: 0x0123_4567_89AB_CDEF, count: 50 },
+            100,
+            T,
+            hex("a5 01 06 28 64 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 ef cd ab 89 67 45 23 01 32 00 00 00 00 00 00 00 4f 5e 5c 40"),
+        ),
     ]
+}
+
+/// The whole datagram of "Test vectors for sections 8 and 9" (116 bytes).
+fn datagram_vector() -> Vec<u8> {
+    hex(concat!(
+        "a5 01 05 20 07 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 ef cd ab 89 67 45 23 01 07 cd d3 4d ",
+        "a5 01 10 2c 07 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 2a 00 00 00 44 d6 12 00 a8 d6 12 00 64 00 00 00 c8 00 00 00 c0 49 8b a2 ",
+        "a5 01 11 28 08 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 2a 00 00 00 76 d6 12 00 32 00 00 00 01 00 00 00 19 9f 77 14",
+    ))
+}
+
+/// The datagram's frames: the Packet, the Quote of section 6, a Trade.
+fn datagram_frames() -> Vec<(Payload, u64)> {
+    vec![
+        (
+            Payload::Packet {
+                session_id: 0x0123_4567_89AB_CDEF,
+            },
+            7,
+        ),
+        (
+            Payload::Quote(QuoteFields {
+                instrument_id: 42,
+                bid_price: 1_234_500,
+                ask_price: 1_234_600,
+                bid_size: 100,
+                ask_size: 200,
+            }),
+            7,
+        ),
+        (
+            Payload::Trade(TradeFields {
+                instrument_id: 42,
+                price: 1_234_550,
+                size: 50,
+                side: 1,
+                flags: 0,
+            }),
+            8,
+        ),
+    ]
+}
+
+#[test]
+fn datagram_vector_encodes_byte_for_byte() {
+    let mut buf = [0u8; 256];
+    let mut at = 0;
+    for (payload, seq) in datagram_frames() {
+        at += encode(&payload, seq, T, &mut buf[at..]).unwrap();
+    }
+    assert_eq!(at, 116);
+    assert_eq!(&buf[..at], &datagram_vector()[..]);
+}
+
+#[test]
+fn datagram_vector_decodes_frame_by_frame() {
+    let bytes = datagram_vector();
+    assert_eq!(bytes.len(), 116);
+    let mut rest = &bytes[..];
+    for (payload, seq) in datagram_frames() {
+        let (msg, after) = Message::decode(rest).unwrap();
+        assert_eq!(Payload::from(msg), payload);
+        assert_eq!((msg.sequence(), msg.timestamp()), (seq, T));
+        rest = after;
+    }
+    assert!(rest.is_empty());
+    // As a stream: the Packet names the session, the data follow in order.
+    let events: Vec<_> = SliceParser::new(&bytes).collect();
+    assert!(matches!(
+        events[0],
+        Event::NewSession {
+            session_id: 0x0123_4567_89AB_CDEF,
+            sequence: 7
+        }
+    ));
+    assert!(matches!(events[1], Event::Frame(Message::Packet(_))));
+    assert!(matches!(events[2], Event::Frame(Message::Quote(q)) if q.sequence() == 7));
+    assert!(matches!(events[3], Event::Frame(Message::Trade(t)) if t.sequence() == 8));
+    assert_eq!(events.len(), 4);
+}
+
+#[test]
+fn datagram_frames_have_their_fields() {
+    let v = vectors();
+    let (Message::Packet(p), _) = Message::decode(&v[9].3).unwrap() else {
+        panic!()
+    };
+    assert_eq!((p.sequence(), p.session_id()), (7, 0x0123_4567_89AB_CDEF));
+    assert_eq!(p.checksum(), 0x4dd3_cd07);
+    let (Message::Retransmit(r), _) = Message::decode(&v[11].3).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (r.sequence(), r.session_id(), r.count()),
+        (100, 0x0123_4567_89AB_CDEF, 50)
+    );
+    assert_eq!(r.checksum(), 0x405c_5e4f);
 }
 
 #[test]
@@ -129,11 +246,17 @@ fn decode_errors_name_the_failure() {
         Err(DecodeError::BadVersion { found: 2 })
     );
     b = hb.clone();
-    b[2] = 0x05;
+    b[2] = 0x07;
     assert_eq!(
         Message::decode(&b),
-        Err(DecodeError::UnknownType { found: 5 })
+        Err(DecodeError::UnknownType { found: 7 })
     );
+    // 0x05 (Packet) is valid since revision 2, but it is 32 bytes long.
+    b[2] = 0x05;
+    assert!(matches!(
+        Message::decode(&b),
+        Err(DecodeError::BadLength { found: 24, .. })
+    ));
     b = hb.clone();
     b[3] = 44;
     assert!(matches!(
@@ -255,4 +378,22 @@ fn truncated_frame_does_not_swallow_the_next() {
             .sum();
         assert_eq!(discarded, keep as u64);
     }
+}
+
+#[test]
+fn datagram_frames_print_as_json_lines() {
+    use tickwire::json::JsonMessage;
+    let v = vectors();
+    let line = |i: usize| {
+        let (m, _) = Message::decode(&v[i].3).unwrap();
+        JsonMessage(&m).to_string()
+    };
+    assert_eq!(
+        line(9),
+        r#"{"type":"packet","sequence":7,"timestamp":1700000000123456789,"session_id":81985529216486895}"#
+    );
+    assert_eq!(
+        line(11),
+        r#"{"type":"retransmit","sequence":100,"timestamp":1700000000123456789,"session_id":81985529216486895,"count":50}"#
+    );
 }

@@ -838,6 +838,15 @@ impl Server {
                 ServerEvent::Drained { pending } => log::info!(
                     "{peer} drained ({pending} bytes pending): live data resumes"
                 ),
+                ServerEvent::Retransmitted {
+                    wanted,
+                    count,
+                    first,
+                    end,
+                    frames,
+                } => log::info!(
+                    "retransmit {peer}: wanted {count} from {wanted}, sent {frames} frames of {first}..{end}"
+                ),
             }
         }
     }

@@ -16,6 +16,8 @@ struct FrameCounts {
     logins: u64,
     login_accepted: u64,
     end_of_session: u64,
+    packets: u64,
+    retransmits: u64,
     quotes: u64,
     trades: u64,
     bytes: u64,
@@ -31,6 +33,8 @@ impl FrameCounts {
             Message::Login(_) => self.logins += 1,
             Message::LoginAccepted(_) => self.login_accepted += 1,
             Message::EndOfSession(_) => self.end_of_session += 1,
+            Message::Packet(_) => self.packets += 1,
+            Message::Retransmit(_) => self.retransmits += 1,
         }
         self.bytes += message.len() as u64;
     }
@@ -44,6 +48,8 @@ impl Engine {
             logins: c.logins,
             login_accepted: c.login_accepted,
             end_of_session: c.end_of_session,
+            packets: c.packets,
+            retransmits: c.retransmits,
             quotes: c.quotes,
             trades: c.trades,
             frame_bytes: c.bytes,

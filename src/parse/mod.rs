@@ -82,6 +82,12 @@ pub enum DiscardReason {
     BadChecksum,
     /// The stream ended inside a candidate frame.
     Truncated,
+    /// A datagram that does not begin with a valid Packet frame, discarded
+    /// whole (protocol section 8.5).
+    NoPacket,
+    /// A valid control frame where a datagram may not hold one (anything but
+    /// the leading Packet and a final EndOfSession, protocol section 8.5).
+    ControlInDatagram,
 }
 
 impl DiscardReason {
@@ -99,10 +105,12 @@ impl DiscardReason {
             DiscardReason::BadLength => "bad_length",
             DiscardReason::BadChecksum => "bad_checksum",
             DiscardReason::Truncated => "truncated",
+            DiscardReason::NoPacket => "no_packet",
+            DiscardReason::ControlInDatagram => "control_in_datagram",
         }
     }
 
-    fn of(err: DecodeError) -> DiscardReason {
+    pub(crate) fn of(err: DecodeError) -> DiscardReason {
         match err {
             DecodeError::BadMagic { .. } => DiscardReason::NoSync,
             DecodeError::BadVersion { .. } => DiscardReason::BadVersion,
@@ -208,6 +216,10 @@ pub struct ParseStats {
     pub login_accepted: u64,
     /// EndOfSession frames.
     pub end_of_session: u64,
+    /// Packet frames (the first frame of each datagram).
+    pub packets: u64,
+    /// Retransmit frames (retransmission requests).
+    pub retransmits: u64,
     /// Quote frames (duplicates included).
     pub quotes: u64,
     /// Trade frames (duplicates included).
@@ -228,6 +240,8 @@ impl core::ops::AddAssign for ParseStats {
         self.logins += other.logins;
         self.login_accepted += other.login_accepted;
         self.end_of_session += other.end_of_session;
+        self.packets += other.packets;
+        self.retransmits += other.retransmits;
         self.quotes += other.quotes;
         self.trades += other.trades;
         self.frame_bytes += other.frame_bytes;
@@ -244,6 +258,8 @@ impl ParseStats {
             + self.logins
             + self.login_accepted
             + self.end_of_session
+            + self.packets
+            + self.retransmits
             + self.quotes
             + self.trades
     }

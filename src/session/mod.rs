@@ -27,6 +27,7 @@
 use core::time::Duration;
 
 pub mod client;
+pub mod datagram;
 pub mod retention;
 pub mod server;
 
@@ -37,7 +38,7 @@ pub use client::{
 pub use retention::{Batch, BatchError, Retention, Segment};
 pub use server::{
     CloseReason, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig, ServerSessionStats,
-    SlowPolicy, SlowReason, Transmit,
+    SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
 };
 
 /// Now, as the sessions see it: a monotonic time for every deadline, and the

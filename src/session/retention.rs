@@ -188,6 +188,31 @@ impl Segment {
         }
     }
 
+    /// The frames of this segment before sequence `end` (all of them if
+    /// `end` is past the segment, none if before it).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tickwire::session::{Batch, Segment};
+    /// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+    /// let mut bytes = vec![0u8; 3 * 44];
+    /// Sequencer::new().encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 3], &mut bytes);
+    /// let head = Segment::whole(&Arc::new(Batch::new(bytes)?)).head(3);
+    /// assert_eq!((head.first(), head.frames(), head.bytes().len()), (1, 2, 88));
+    /// # Ok::<(), tickwire::session::BatchError>(())
+    /// ```
+    #[must_use]
+    pub fn head(mut self, end: u64) -> Segment {
+        let keep = end.clamp(self.first, self.end()) - self.first;
+        let mut at = self.start;
+        for _ in 0..keep {
+            at += frame_len(self.batch.bytes.get(at..).unwrap_or_default());
+        }
+        self.end = at.min(self.end);
+        self.frames = keep;
+        self
+    }
+
     /// The frames' bytes.
     #[must_use]
     pub fn bytes(&self) -> &[u8] {

@@ -8,7 +8,30 @@
 //!        ▼                                   ▼                              ▼ threshold for slow_grace
 //!     Closed(reason)                    marked slow (Skip) / Closed (Disconnect)
 //!                          shutdown(): EndOfSession queued ─▶ Closing ─▶ Closed(Shutdown)
+//!
+//!            Retransmit first (within login_timeout)
+//!  AwaitingLogin ───────────────────────▶ Retransmitting (section 9: replies only, never live data)
 //! ```
+//!
+//! Retransmission connections (protocol section 9): a connection whose first
+//! frame is a Retransmit gets, for each request, in order and with nothing in
+//! between, LoginAccepted (`sequence` f), the retained data frames of f..=e
+//! byte for byte (shared segments of the retention, not copies), and a
+//! Heartbeat ending the reply (`sequence` e + 1, or f if f > e), where
+//! e = min(s + count − 1, s + cap − 1, last published) and f = max(s, oldest
+//! retained). The cap is
+//! [`retransmit_cap`](ServerSessionConfig::retransmit_cap) (10,000 frames by
+//! default, [`RETRANSMIT_CAP`]). A request for another session (a non-zero
+//! `session_id` other than this server's) is answered LoginAccepted(own
+//! session_id, s) then Heartbeat(s). Each reply is queued when its request is
+//! read (so e is the last sequence published then); between replies the
+//! connection gets idle Heartbeats carrying the next live sequence. A Login,
+//! a data frame, a Retransmit with `sequence` 0 or `count` 0, or bytes that
+//! are not frames close it; so does a client whose unread replies would pass
+//! [`queue_limit`](ServerSessionConfig::queue_limit) (closed as
+//! [`CloseReason::Slow`]: it has no live data to skip). The no-progress rule
+//! applies as to logged-in clients; the slow-backlog rules do not (there is no
+//! live data to hold back).
 //!
 //! A driver (the mio server, or your own) calls, for each connection:
 //!
@@ -66,7 +89,11 @@ use super::retention::{Batch, Retention, Segment};
 use super::Time;
 use crate::encode::{encode, Payload};
 use crate::parse::Event;
-use crate::wire::{Message, MAX_FRAME_LEN};
+use crate::wire::{Message, Retransmit, MAX_FRAME_LEN};
+
+/// The default limit on the frames one Retransmit reply covers (protocol
+/// section 9.2's cap): 10,000 frames, at most 440,000 bytes.
+pub const RETRANSMIT_CAP: u64 = 10_000;
 
 /// How often the backlog of a client with bytes pending is checked.
 pub const BACKLOG_CHECK: Duration = Duration::from_millis(10);
@@ -200,6 +227,9 @@ pub struct ServerSessionConfig {
     /// bytes written minus the kernel's send queue grew (where the driver
     /// cannot read the kernel queue it reports 0, and writes count).
     pub no_progress_intervals: u32,
+    /// The most data frames one Retransmit reply covers (protocol section
+    /// 9.2's cap; [`RETRANSMIT_CAP`], at least 1 is used).
+    pub retransmit_cap: u64,
 }
 
 impl ServerSessionConfig {
@@ -220,6 +250,7 @@ impl ServerSessionConfig {
             queue_limit: 4 << 20,
             slow_policy: SlowPolicy::Skip,
             no_progress_intervals: 5,
+            retransmit_cap: RETRANSMIT_CAP,
         }
     }
 
@@ -253,6 +284,9 @@ pub enum ServerPhase {
     Replaying,
     /// Logged in, sending live data.
     Live,
+    /// A retransmission connection (its first frame was a Retransmit,
+    /// protocol section 9): replies to requests, never live data.
+    Retransmitting,
     /// EndOfSession queued; closes once it is written.
     Closing,
     /// Closed (see [`ServerSession::poll_close`]).
@@ -310,6 +344,19 @@ pub enum ServerEvent {
     Drained {
         /// Bytes pending.
         pending: usize,
+    },
+    /// A Retransmit request was answered (its reply is queued).
+    Retransmitted {
+        /// The request's `sequence` (s).
+        wanted: u64,
+        /// The request's `count`.
+        count: u64,
+        /// The first sequence the reply covers (f, its LoginAccepted's).
+        first: u64,
+        /// The ending Heartbeat's `sequence` (e + 1, or f if f > e).
+        end: u64,
+        /// Data frames sent in the reply.
+        frames: u64,
     },
 }
 
@@ -443,6 +490,7 @@ enum State {
     AwaitingLogin { deadline: Duration },
     Replaying { next: u64 },
     Live { next: u64 },
+    Retransmitting,
     Closing,
     Closed(CloseReason),
 }
@@ -548,6 +596,7 @@ impl ServerSession {
             State::AwaitingLogin { .. } => ServerPhase::AwaitingLogin,
             State::Replaying { .. } => ServerPhase::Replaying,
             State::Live { .. } => ServerPhase::Live,
+            State::Retransmitting => ServerPhase::Retransmitting,
             State::Closing => ServerPhase::Closing,
             State::Closed(_) => ServerPhase::Closed,
         }
@@ -576,13 +625,33 @@ impl ServerSession {
 
     /// Call with every event the driver's parser produced from the client's
     /// bytes, in order. A Login is answered (LoginAccepted, then replay from
-    /// where section 4.2 says); Heartbeats after it are accepted; anything
-    /// else closes the connection ([`poll_close`](Self::poll_close)).
+    /// where section 4.2 says); Heartbeats after it are accepted; a first
+    /// Retransmit makes this a retransmission connection (section 9, see the
+    /// [module docs](self)); anything else closes the connection
+    /// ([`poll_close`](Self::poll_close)).
     pub fn handle_event(&mut self, event: &Event<'_>, time: Time, retention: &Retention) {
         if matches!(self.state, State::Closed(_)) {
             return;
         }
         let logged_in = !matches!(self.state, State::AwaitingLogin { .. });
+        if matches!(
+            self.state,
+            State::AwaitingLogin { .. } | State::Retransmitting
+        ) {
+            if let Event::Frame(Message::Retransmit(request)) = event {
+                self.retransmit(request, time, retention);
+                return;
+            }
+        }
+        if matches!(self.state, State::Retransmitting) {
+            match event {
+                Event::Frame(Message::Heartbeat(_)) => {}
+                Event::Discarded(_) => self.close(CloseReason::BadData),
+                Event::Frame(_) | Event::Duplicate(_) => self.close(CloseReason::UnexpectedFrame),
+                _ => {}
+            }
+            return;
+        }
         match event {
             Event::Discarded(_) => self.close(CloseReason::BadData),
             Event::Frame(Message::Login(login)) if !logged_in => {
@@ -619,6 +688,67 @@ impl ServerSession {
             start,
             oldest,
             next_live,
+        });
+    }
+
+    /// Answers one Retransmit (protocol section 9.2, 9.3), or closes the
+    /// connection for a request with `sequence` 0 or `count` 0 (9.5).
+    fn retransmit(&mut self, request: &Retransmit, time: Time, retention: &Retention) {
+        let (wanted, count) = (request.sequence(), request.count());
+        if wanted == 0 || count == 0 {
+            self.close(CloseReason::UnexpectedFrame);
+            return;
+        }
+        self.state = State::Retransmitting;
+        let own = self.config.session_id;
+        let session = request.session_id();
+        let (first, end, segments) = if session != 0 && session != own {
+            // Not the session asked for: say so, send nothing (9.3).
+            (wanted, wanted, VecDeque::new())
+        } else {
+            let cap = self.config.retransmit_cap.max(1);
+            let last = (wanted.saturating_add(count - 1))
+                .min(wanted.saturating_add(cap - 1))
+                .min(retention.next().saturating_sub(1));
+            let first = wanted.max(retention.oldest());
+            let stop = last.saturating_add(1);
+            let mut segments = VecDeque::new();
+            let mut next = first;
+            let mut bytes = 0usize;
+            while next < stop {
+                let Some(segment) = retention.segment_from(next, usize::MAX) else {
+                    break;
+                };
+                let segment = segment.head(stop);
+                if segment.frames() == 0 {
+                    break;
+                }
+                next = segment.end();
+                bytes = bytes.saturating_add(segment.bytes().len());
+                segments.push_back(segment);
+            }
+            if self.out.bytes.saturating_add(bytes) > self.config.queue_limit {
+                // Replies it does not read: a slow client, with nothing to skip.
+                self.close(CloseReason::Slow);
+                return;
+            }
+            (first, if first > last { first } else { stop }, segments)
+        };
+        let accepted = Payload::LoginAccepted { session_id: own };
+        self.queue_control(&accepted, first, time);
+        let mut frames = 0;
+        for segment in segments {
+            frames += segment.frames();
+            self.stats.frames_queued += segment.frames();
+            self.queue(Piece::Data(segment), time.monotonic);
+        }
+        self.queue_control(&Payload::Heartbeat, end, time);
+        self.events.push_back(ServerEvent::Retransmitted {
+            wanted,
+            count,
+            first,
+            end,
+            frames,
         });
     }
 
@@ -739,6 +869,15 @@ impl ServerSession {
     pub fn poll_timeout(&self) -> Option<Duration> {
         match self.state {
             State::AwaitingLogin { deadline } => Some(deadline),
+            State::Retransmitting => {
+                let next = self
+                    .last_queued
+                    .saturating_add(self.config.heartbeat_interval);
+                Some(match self.progress_deadline() {
+                    Some(deadline) => next.min(deadline),
+                    None => next,
+                })
+            }
             State::Replaying { .. } | State::Live { .. } => {
                 let mut next = self
                     .last_queued
@@ -780,7 +919,10 @@ impl ServerSession {
     pub fn handle_timeout(&mut self, time: Time, retention: &Retention, kernel_backlog: usize) {
         let now = time.monotonic;
         self.kernel_backlog = kernel_backlog;
-        let logged_in = matches!(self.state, State::Replaying { .. } | State::Live { .. });
+        let logged_in = matches!(
+            self.state,
+            State::Replaying { .. } | State::Live { .. } | State::Retransmitting
+        );
         if logged_in && self.no_progress(now) {
             self.close(CloseReason::NoProgress);
             return;
@@ -788,6 +930,18 @@ impl ServerSession {
         match self.state {
             State::AwaitingLogin { deadline } if now >= deadline => {
                 self.close(CloseReason::LoginTimeout);
+            }
+            State::Retransmitting => {
+                let idle = now
+                    >= self
+                        .last_queued
+                        .saturating_add(self.config.heartbeat_interval);
+                if idle && self.out.bytes == 0 {
+                    // Between replies: the next live data sequence (9.4).
+                    self.queue_control(&Payload::Heartbeat, retention.next(), time);
+                } else if idle {
+                    self.last_queued = now; // a reply is still going out
+                }
             }
             State::Replaying { next } | State::Live { next } => {
                 if now
@@ -904,7 +1058,7 @@ impl ServerSession {
     /// logged in is closed at once.
     pub fn shutdown(&mut self, time: Time, retention: &Retention) {
         match self.state {
-            State::Replaying { .. } | State::Live { .. } => {
+            State::Replaying { .. } | State::Live { .. } | State::Retransmitting => {
                 self.queue_control(&Payload::EndOfSession, retention.next(), time);
                 self.state = State::Closing;
             }

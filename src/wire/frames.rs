@@ -193,6 +193,37 @@ frame! {
 }
 
 frame! {
+    /// Packet (0x05, 32 bytes): the first frame of every datagram (protocol
+    /// section 8). `sequence` is the sequence of the datagram's first data
+    /// frame, or the next data sequence in a datagram without data frames;
+    /// `timestamp` is when the datagram was sent.
+    ///
+    /// ```
+    /// assert_eq!(core::mem::size_of::<tickwire::wire::Packet>(), 32);
+    /// ```
+    Packet = Packet, 32 {
+        /// Names the session, as in [`LoginAccepted`].
+        session_id: U64 => u64,
+    }
+}
+
+frame! {
+    /// Retransmit (0x06, 40 bytes): a request for `count` data frames from
+    /// `sequence` on, sent over TCP to a retransmission server (protocol
+    /// section 9). `session_id` 0 means whichever session the server holds.
+    ///
+    /// ```
+    /// assert_eq!(core::mem::size_of::<tickwire::wire::Retransmit>(), 40);
+    /// ```
+    Retransmit = Retransmit, 40 {
+        /// The session being recovered (0: whichever the server holds).
+        session_id: U64 => u64,
+        /// How many data frames are wanted (at least 1).
+        count: U64 => u64,
+    }
+}
+
+frame! {
     /// Quote (0x10, 44 bytes): a two-sided quote. Prices are fixed-point with
     /// 4 implied decimals (1234500 = 123.4500).
     ///
@@ -272,6 +303,19 @@ mod tests {
         assert_eq!(size_of::<LoginAccepted>(), 32);
         assert_eq!(offset_of!(LoginAccepted, session_id), 20);
         assert_eq!(offset_of!(LoginAccepted, checksum), 28);
+    }
+
+    #[test]
+    fn datagram_layouts() {
+        assert_eq!(size_of::<Packet>(), 32);
+        assert_eq!(offset_of!(Packet, session_id), 20);
+        assert_eq!(offset_of!(Packet, checksum), 28);
+        assert_eq!(size_of::<Retransmit>(), 40);
+        assert_eq!(offset_of!(Retransmit, session_id), 20);
+        assert_eq!(offset_of!(Retransmit, count), 28);
+        assert_eq!(offset_of!(Retransmit, checksum), 36);
+        assert_eq!(align_of::<Packet>(), 1);
+        assert_eq!(align_of::<Retransmit>(), 1);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use core::fmt;
 use zerocopy::{transmute_ref, IntoBytes};
 
-use super::frames::{EndOfSession, Header, Heartbeat, Login, LoginAccepted, Quote, Trade};
+use super::frames::{
+    EndOfSession, Header, Heartbeat, Login, LoginAccepted, Packet, Quote, Retransmit, Trade,
+};
 use super::{MsgType, CHECKSUM_LEN, MAGIC, VERSION};
 use crate::checksum::{Crc32c, Dynamic};
 
@@ -35,6 +37,10 @@ pub enum Message<'a> {
     LoginAccepted(&'a LoginAccepted),
     /// 0x04.
     EndOfSession(&'a EndOfSession),
+    /// 0x05, the first frame of every datagram.
+    Packet(&'a Packet),
+    /// 0x06, a retransmission request.
+    Retransmit(&'a Retransmit),
     /// 0x10.
     Quote(&'a Quote),
     /// 0x11.
@@ -148,6 +154,10 @@ pub(crate) fn check_frame<C: Crc32c>(bytes: &[u8], crc: C) -> Result<Message<'_>
         sealed::<24, C>(bytes, crc).map(|f| Message::EndOfSession(transmute_ref!(f)))
     } else if word == MsgType::Login.head_word() {
         sealed::<24, C>(bytes, crc).map(|f| Message::Login(transmute_ref!(f)))
+    } else if word == MsgType::Packet.head_word() {
+        sealed::<32, C>(bytes, crc).map(|f| Message::Packet(transmute_ref!(f)))
+    } else if word == MsgType::Retransmit.head_word() {
+        sealed::<40, C>(bytes, crc).map(|f| Message::Retransmit(transmute_ref!(f)))
     } else {
         Err(header_error(head).unwrap_or(DecodeError::Incomplete { needed: 4 }))
     }
@@ -184,6 +194,8 @@ pub(crate) fn view(code: u8, bytes: &[u8]) -> Option<Message<'_>> {
             Message::LoginAccepted(transmute_ref!(bytes.first_chunk::<32>()?))
         }
         MsgType::EndOfSession => Message::EndOfSession(transmute_ref!(bytes.first_chunk::<24>()?)),
+        MsgType::Packet => Message::Packet(transmute_ref!(bytes.first_chunk::<32>()?)),
+        MsgType::Retransmit => Message::Retransmit(transmute_ref!(bytes.first_chunk::<40>()?)),
     })
 }
 
@@ -247,6 +259,8 @@ impl<'a> Message<'a> {
             Message::Login(m) => m.header(),
             Message::LoginAccepted(m) => m.header(),
             Message::EndOfSession(m) => m.header(),
+            Message::Packet(m) => m.header(),
+            Message::Retransmit(m) => m.header(),
             Message::Quote(m) => m.header(),
             Message::Trade(m) => m.header(),
         }
@@ -260,6 +274,8 @@ impl<'a> Message<'a> {
             Message::Login(_) => MsgType::Login,
             Message::LoginAccepted(_) => MsgType::LoginAccepted,
             Message::EndOfSession(_) => MsgType::EndOfSession,
+            Message::Packet(_) => MsgType::Packet,
+            Message::Retransmit(_) => MsgType::Retransmit,
             Message::Quote(_) => MsgType::Quote,
             Message::Trade(_) => MsgType::Trade,
         }
@@ -298,6 +314,8 @@ impl<'a> Message<'a> {
             Message::Login(m) => m.as_bytes(),
             Message::LoginAccepted(m) => m.as_bytes(),
             Message::EndOfSession(m) => m.as_bytes(),
+            Message::Packet(m) => m.as_bytes(),
+            Message::Retransmit(m) => m.as_bytes(),
             Message::Quote(m) => m.as_bytes(),
             Message::Trade(m) => m.as_bytes(),
         }

@@ -20,6 +20,8 @@
 //! | 0x02 | [`Login`]         | 24 | — |
 //! | 0x03 | [`LoginAccepted`] | 32 | `session_id u64` |
 //! | 0x04 | [`EndOfSession`]  | 24 | — |
+//! | 0x05 | [`Packet`]        | 32 | `session_id u64` (first frame of a datagram) |
+//! | 0x06 | [`Retransmit`]    | 40 | `session_id u64, count u64` (a retransmission request) |
 //! | 0x10 | [`Quote`]         | 44 | `instrument_id u32, bid_price i32, ask_price i32, bid_size u32, ask_size u32` |
 //! | 0x11 | [`Trade`]         | 40 | `instrument_id u32, price i32, size u32, side u8, flags u8, reserved u16` |
 //!
@@ -31,7 +33,9 @@
 mod frames;
 mod message;
 
-pub use frames::{EndOfSession, Header, Heartbeat, Login, LoginAccepted, Quote, Trade};
+pub use frames::{
+    EndOfSession, Header, Heartbeat, Login, LoginAccepted, Packet, Quote, Retransmit, Trade,
+};
 pub(crate) use message::{check_frame, view};
 pub use message::{DecodeError, Message};
 
@@ -74,7 +78,7 @@ pub mod offset {
 /// assert_eq!(t, MsgType::Quote);
 /// assert_eq!(t.frame_len(), 44);
 /// assert!(t.is_data());
-/// assert_eq!(MsgType::from_u8(0x05), None);
+/// assert_eq!(MsgType::from_u8(0x07), None);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -87,6 +91,10 @@ pub enum MsgType {
     LoginAccepted = 0x03,
     /// 0x04, server → client, no body.
     EndOfSession = 0x04,
+    /// 0x05, in datagrams, body `session_id` (protocol section 8).
+    Packet = 0x05,
+    /// 0x06, client → server, body `session_id, count` (protocol section 9).
+    Retransmit = 0x06,
     /// 0x10, server → client, a two-sided quote.
     Quote = 0x10,
     /// 0x11, server → client, a trade print.
@@ -95,11 +103,13 @@ pub enum MsgType {
 
 impl MsgType {
     /// Every version-1 message type, in code order.
-    pub const ALL: [MsgType; 6] = [
+    pub const ALL: [MsgType; 8] = [
         MsgType::Heartbeat,
         MsgType::Login,
         MsgType::LoginAccepted,
         MsgType::EndOfSession,
+        MsgType::Packet,
+        MsgType::Retransmit,
         MsgType::Quote,
         MsgType::Trade,
     ];
@@ -117,6 +127,8 @@ impl MsgType {
             0x02 => MsgType::Login,
             0x03 => MsgType::LoginAccepted,
             0x04 => MsgType::EndOfSession,
+            0x05 => MsgType::Packet,
+            0x06 => MsgType::Retransmit,
             0x10 => MsgType::Quote,
             0x11 => MsgType::Trade,
             _ => return None,
@@ -144,9 +156,9 @@ impl MsgType {
     pub const fn frame_len(self) -> usize {
         match self {
             MsgType::Heartbeat | MsgType::Login | MsgType::EndOfSession => 24,
-            MsgType::LoginAccepted => 32,
+            MsgType::LoginAccepted | MsgType::Packet => 32,
             MsgType::Quote => 44,
-            MsgType::Trade => 40,
+            MsgType::Trade | MsgType::Retransmit => 40,
         }
     }
 
@@ -174,6 +186,8 @@ impl MsgType {
             MsgType::Login => "login",
             MsgType::LoginAccepted => "login_accepted",
             MsgType::EndOfSession => "end_of_session",
+            MsgType::Packet => "packet",
+            MsgType::Retransmit => "retransmit",
             MsgType::Quote => "quote",
             MsgType::Trade => "trade",
         }

@@ -437,7 +437,7 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
     let t = parser.tracker().stats();
     eprintln!(
         "tickwire dump: {} frames ({} quotes, {} trades, {} heartbeats, {} logins, {} login_accepted, \
-         {} end_of_session), {} frame bytes; discarded {} bytes in {} runs; {} gaps ({} missing), \
+         {} end_of_session, {} packets, {} retransmits), {} frame bytes; discarded {} bytes in {} runs; {} gaps ({} missing), \
          {} duplicates",
         s.frames(),
         s.quotes,
@@ -446,6 +446,8 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
         s.logins,
         s.login_accepted,
         s.end_of_session,
+        s.packets,
+        s.retransmits,
         s.frame_bytes,
         s.discarded_bytes,
         s.discard_runs,

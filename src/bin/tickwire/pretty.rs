@@ -84,6 +84,10 @@ fn message(out: &mut String, m: &Message<'_>) {
             t.flags()
         ),
         Message::LoginAccepted(la) => write!(out, " session {:#018x}", la.session_id()),
+        Message::Packet(p) => write!(out, " session {:#018x}", p.session_id()),
+        Message::Retransmit(r) => {
+            write!(out, " session {:#018x} count {}", r.session_id(), r.count())
+        }
         Message::Heartbeat(_) | Message::Login(_) | Message::EndOfSession(_) => Ok(()),
     };
 }
