@@ -619,7 +619,10 @@ fn replay_of_a_million_frames_is_pulled_as_the_socket_takes_bytes() {
 
 #[test]
 fn idle_client_gets_a_heartbeat_exactly_one_interval_after_the_last_frame() {
-    let mut h = Harness::new(config(4), 100);
+    // Heartbeats alone: without the no-progress checks' own deadlines.
+    let mut c = config(4);
+    c.no_progress_intervals = 0;
+    let mut h = Harness::new(c, 100);
     h.publish(5); // next live 6
     h.login(0);
     h.flush();
@@ -1310,17 +1313,17 @@ fn a_vanished_peer_is_closed_though_every_write_succeeds() {
     h.login(0);
     h.flush(); // LoginAccepted: all in the kernel's queue, never acknowledged
     assert_eq!(h.session.queued(), 0);
-    // Only the first check (the heartbeat at 1 s) sees what the kernel
-    // holds: the window runs from there, and heartbeats are checks too.
-    vanishing_peer(&mut h, secs(6) - NS, |_| 0);
+    // Written at 0 is owed from 0: the window runs from the write, and
+    // every check (one per interval, heartbeats too) finds nothing taken.
+    vanishing_peer(&mut h, secs(5) - NS, |_| 0);
     assert_eq!(h.session.poll_close(), None, "1 ns early");
-    assert_eq!(h.session.poll_timeout(), Some(secs(6)));
+    assert_eq!(h.session.poll_timeout(), Some(secs(5)));
     assert_eq!(
         h.decoded().frames[1..],
-        [1, 2, 3, 4, 5].map(|_| Rx::Heartbeat(1)),
+        [1, 2, 3, 4].map(|_| Rx::Heartbeat(1)),
         "a heartbeat per interval, none acknowledged"
     );
-    vanishing_peer(&mut h, secs(6), |_| 0);
+    vanishing_peer(&mut h, secs(5), |_| 0);
     assert_eq!(h.session.poll_close(), Some(CloseReason::NoProgress));
 
     // A live client whose kernel acknowledges its bytes is never closed.
@@ -1625,4 +1628,29 @@ fn unread_replies_past_the_queue_limit_close_the_connection() {
     assert_eq!(h.session.poll_close(), None);
     h.client_sends(&retransmit(1, 7, 10));
     assert_eq!(h.session.poll_close(), Some(CloseReason::Slow));
+}
+
+/// A peer that vanished while data flows to it: every write succeeds (the
+/// kernel takes them into its queue), so nothing ever waits here; the
+/// no-progress rule still finds it, one window after the first byte it did
+/// not take, by checking the kernel's queue once per interval.
+#[test]
+fn a_vanished_peer_under_a_continuous_feed_is_closed_after_one_window() {
+    let mut h = Harness::new(config_no_progress(SlowPolicy::Skip), 1_000_000);
+    h.login(0);
+    h.flush();
+    // It vanishes at once: nothing is ever acknowledged. Data every 100 ms.
+    for step in 1..=49u64 {
+        h.now = ms(100 * step);
+        h.publish(10);
+        h.flush();
+        assert_eq!(h.session.queued(), 0, "the kernel takes every write");
+        h.kernel_backlog = h.received.len();
+        h.run_due();
+        assert_eq!(h.session.poll_close(), None, "at {step}00 ms");
+    }
+    h.now = secs(5);
+    h.kernel_backlog = h.received.len();
+    h.run_due();
+    assert_eq!(h.session.poll_close(), Some(CloseReason::NoProgress));
 }

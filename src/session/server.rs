@@ -72,12 +72,12 @@
 //! at checks: heartbeat deadlines, backlog checks while bytes wait here,
 //! and once per heartbeat interval (and at the deadline itself) while bytes
 //! are known to be owed; progress restarts the window from the check that
-//! saw it. A write that empties this queue when the kernel's was empty at
-//! the last check leaves nothing known to be owed until the next check.
-//! Even an idle feed owes the client its Heartbeats, so a vanished client
-//! is found within about `no_progress_intervals + 1` intervals; one that is
-//! sent data continuously, once the kernel's queue is full and bytes wait
-//! here (the mio server also sets `TCP_USER_TIMEOUT` as a backstop).
+//! saw it. Bytes written are owed until a check finds the kernel's queue
+//! empty, so a client that is written to is checked once per heartbeat
+//! interval; even an idle feed owes the client its Heartbeats. A vanished
+//! client is found within about `no_progress_intervals + 1` intervals,
+//! whether it is sent data continuously or only Heartbeats (the mio server
+//! also sets `TCP_USER_TIMEOUT` as a backstop).
 #![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;
@@ -853,10 +853,13 @@ impl ServerSession {
             self.stats.bytes_sent += n as u64;
             self.written += n as u64;
             self.progress_at = time.monotonic;
-            if self.out.bytes == 0 && self.kernel_backlog == 0 {
-                // All written, and the kernel held nothing at the last
-                // check: nothing is known to be owed until the next one.
-                self.owed_since = None;
+            if self.owed_since.is_none() {
+                // Written is not taken: these bytes are owed until a check
+                // (one heartbeat interval from now) finds the kernel's
+                // queue holds none of them. So a peer that vanished is
+                // found while data flows to it, before its kernel queue fills.
+                self.owed_since = Some(time.monotonic);
+                self.progress_checked = time.monotonic;
             }
         }
     }
