@@ -646,13 +646,14 @@ impl Server {
                 self.stop_received
             };
             if stop {
-                self.shutdown();
                 for worker in &mut self.workers {
-                    // After every batch this loop forwarded.
+                    // After every batch this loop forwarded; the loops
+                    // then drain their clients side by side.
                     if worker.tx.send(ToLoop::Stop).is_ok() {
                         let _ = worker.waker.wake();
                     }
                 }
+                self.shutdown();
                 for worker in &mut self.workers {
                     if let Some(thread) = worker.thread.take() {
                         let _ = thread.join();
