@@ -142,6 +142,9 @@ pub mod session;
 #[cfg(feature = "synth")]
 #[cfg_attr(docsrs, doc(cfg(feature = "synth")))]
 pub mod synth;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 pub mod wire;
 
 pub use encode::{encode, EncodeError, Payload, Sequencer};
