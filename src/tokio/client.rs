@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use futures_core::Stream;
 use tokio_util::codec::Decoder;
 
-use super::codec::{Frame, FrameCodec};
+use super::codec::{Frame, FrameCodec, Item};
 use crate::net::{unix_nanos, ClientConfig, ClientStats};
 use crate::parse::{Discard, ParseStats};
 use crate::sequence::{Gap, SequenceTracker};
@@ -434,10 +434,16 @@ impl Client {
                 }
             }
         }
-        if let Some(stream) = self.stream.as_ref() {
-            if stream.poll_read_ready(cx).is_ready() {
+        if let Some(stream) = self.stream.as_mut() {
+            if self.buf.capacity() - self.buf.len() < READ_RESERVE / 4 {
                 self.buf.reserve(READ_RESERVE);
-                match stream.try_read_buf(&mut self.buf) {
+            }
+            // Through `AsyncRead`: tokio clears the readiness on a short
+            // read, so a drained socket costs no extra WouldBlock read.
+            if let Poll::Ready(read) =
+                tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.buf)
+            {
+                match read {
                     Ok(0) => {
                         self.codec_events(true);
                         self.lost(Lost::Closed);
@@ -447,7 +453,6 @@ impl Client {
                         self.session.handle_bytes(time);
                         self.codec_events(false);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => self.lost(Lost::Error(e.kind().into())),
                 }
@@ -495,9 +500,19 @@ impl Client {
                 break;
             };
             let events = &mut self.events;
+            // Where the frame goes among the events, if the session passes
+            // it on: moved there afterwards, not cloned.
+            let mut frame_at = None;
             self.session.handle_event(item.as_event(), time, &mut |e| {
-                events.extend(ClientEvent::own(e, item.frame()));
+                if let session::ClientEvent::Frame(_) = e {
+                    frame_at = Some(events.len());
+                } else {
+                    events.extend(ClientEvent::own(e, None));
+                }
             });
+            if let (Some(at), Item::Frame(frame) | Item::Duplicate(frame)) = (frame_at, item) {
+                self.events.insert(at, ClientEvent::Frame(frame));
+            }
             if !matches!(
                 self.session.state(),
                 ClientState::Connected | ClientState::LoggedIn
