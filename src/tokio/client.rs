@@ -470,7 +470,10 @@ impl Client {
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(::tokio::time::sleep_until(deadline)));
-        if self.sleep_at != Some(deadline) {
+        // A later deadline (liveness moves on with every read) keeps the
+        // timer where it is: waking early is harmless (the session checks
+        // the time), and it spares a timer-wheel update per read.
+        if self.sleep_at.is_none_or(|at| at > deadline) {
             sleep.as_mut().reset(deadline);
             self.sleep_at = Some(deadline);
         }
