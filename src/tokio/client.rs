@@ -109,8 +109,9 @@ impl ClientEvent {
         }
     }
 
-    /// `frame` is the frame the session's event borrows from, if any.
-    fn own(event: session::ClientEvent<'_>, frame: Option<&Frame>) -> Option<ClientEvent> {
+    /// The owned event, except for frames: the driver moves the decoded
+    /// [`Frame`] into place itself (`None` here).
+    fn own(event: session::ClientEvent<'_>) -> Option<ClientEvent> {
         use session::ClientEvent as E;
         Some(match event {
             E::State { from, to } => ClientEvent::State { from, to },
@@ -121,7 +122,7 @@ impl ClientEvent {
                 session_id,
                 sequence,
             },
-            E::Frame(_) => ClientEvent::Frame(frame?.clone()),
+            E::Frame(_) => return None,
             E::Gap(gap) => ClientEvent::Gap(gap),
             E::NewSession {
                 session_id,
@@ -323,7 +324,7 @@ impl Client {
     pub fn disconnect(&mut self) {
         let events = &mut self.events;
         self.session
-            .stop(&mut |e| events.extend(ClientEvent::own(e, None)));
+            .stop(&mut |e| events.extend(ClientEvent::own(e)));
         self.apply_actions();
     }
 
@@ -378,7 +379,7 @@ impl Client {
         let time = self.time();
         let events = &mut self.events;
         self.session
-            .handle_lost(why, time, &mut |e| events.extend(ClientEvent::own(e, None)));
+            .handle_lost(why, time, &mut |e| events.extend(ClientEvent::own(e)));
         self.apply_actions();
     }
 
@@ -392,7 +393,7 @@ impl Client {
             let time = self.time();
             let events = &mut self.events;
             self.session
-                .connect(time, &mut |e| events.extend(ClientEvent::own(e, None)));
+                .connect(time, &mut |e| events.extend(ClientEvent::own(e)));
             self.apply_actions();
             return Poll::Ready(());
         }
@@ -406,7 +407,7 @@ impl Client {
                         let time = self.time();
                         let events = &mut self.events;
                         self.session.handle_connected(time, &mut |e| {
-                            events.extend(ClientEvent::own(e, None));
+                            events.extend(ClientEvent::own(e));
                         });
                         self.apply_actions();
                     }
@@ -482,7 +483,7 @@ impl Client {
             let time = self.time();
             let events = &mut self.events;
             self.session
-                .handle_timeout(time, &mut |e| events.extend(ClientEvent::own(e, None)));
+                .handle_timeout(time, &mut |e| events.extend(ClientEvent::own(e)));
             self.apply_actions();
             return Poll::Ready(());
         }
@@ -510,7 +511,7 @@ impl Client {
                 if let session::ClientEvent::Frame(_) = e {
                     frame_at = Some(events.len());
                 } else {
-                    events.extend(ClientEvent::own(e, None));
+                    events.extend(ClientEvent::own(e));
                 }
             });
             if let (Some(at), Item::Frame(frame) | Item::Duplicate(frame)) = (frame_at, item) {

@@ -215,7 +215,7 @@ const RESERVE: usize = 64 << 10;
 /// use tokio_util::codec::{FramedRead, FramedWrite};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
-/// let (writer, reader) = tokio::io::duplex(64);
+/// let (writer, reader) = tokio::io::duplex(4096);
 /// let mut sink = FramedWrite::new(writer, FrameCodec::new());
 /// for ts in 0..3 {
 ///     sink.send((ts, Payload::Quote(QuoteFields::default()))).await?;
