@@ -39,11 +39,12 @@ mod publisher;
 mod queue;
 mod server;
 mod stats;
-mod sys;
+pub(crate) mod sys;
 
 pub use client::{Client, ClientConfig, ClientError, ClientStats};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
 pub use publisher::{Messages, PublishError, Publisher};
+pub(crate) use server::new_session_id;
 pub use server::{Server, ServerConfig, ServerHandle, StopHandle};
 pub use stats::ServerStats;
 

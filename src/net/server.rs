@@ -1238,7 +1238,7 @@ fn is_descriptor_exhaustion(error: &io::Error) -> bool {
 
 /// A session id unique to this run: the process's random hash keys mixed
 /// with the time and the process id.
-fn new_session_id() -> u64 {
+pub(crate) fn new_session_id() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(unix_nanos());
     hasher.write_u32(std::process::id());
