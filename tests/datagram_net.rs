@@ -1,0 +1,483 @@
+//! The datagram feed over real UDP and TCP sockets on 127.0.0.1: the
+//! server's datagram output → a seeded fault injector (a forwarder thread
+//! per line that drops, duplicates and reorders) → `DatagramClient`, which
+//! recovers what both lines lost from the same server over TCP (protocol
+//! sections 8 and 9). Every loop is bounded in count and time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+#![allow(clippy::cast_possible_truncation)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use tickwire::io::FrameReader;
+use tickwire::net::{
+    DatagramClient, DatagramClientConfig, DatagramOutputConfig, Server, ServerConfig, ServerHandle,
+};
+use tickwire::parse::Event;
+use tickwire::sequence::Gap;
+use tickwire::session::datagram::DatagramEvent;
+use tickwire::synth::Feed;
+use tickwire::{encode, Message, Payload, Sequencer};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+/// What the injector does to one line.
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    drop: f64,
+    duplicate: f64,
+    reorder: f64,
+}
+
+/// One datagram the injector saw: its Packet's sequence, data frames, and
+/// whether it was passed on.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    line: usize,
+    sequence: u64,
+    frames: u64,
+    passed: bool,
+}
+
+/// A forwarder per line: receives the server's datagrams on its own port
+/// and passes them to the client's, with seeded faults.
+struct Injector {
+    inputs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    blackhole: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Injector {
+    fn new(seed: u64, to: &[SocketAddr], faults: &[Faults]) -> Injector {
+        let stop = Arc::new(AtomicBool::new(false));
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut inputs = Vec::new();
+        let mut threads = Vec::new();
+        for (line, (&to, &faults)) in to.iter().zip(faults).enumerate() {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(5)))
+                .unwrap();
+            inputs.push(socket.local_addr().unwrap());
+            let (stop, blackhole, seen) =
+                (Arc::clone(&stop), Arc::clone(&blackhole), Arc::clone(&seen));
+            let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(line as u64 * 7919));
+            threads.push(thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                let mut held: Option<Vec<u8>> = None;
+                // Bounded: the test sets `stop`, and every wait is 5 ms.
+                while !stop.load(Ordering::SeqCst) {
+                    let n = match socket.recv(&mut buf) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            // Idle: a held datagram goes out now.
+                            if let Some(d) = held.take() {
+                                let _ = socket.send_to(&d, to);
+                            }
+                            continue;
+                        }
+                    };
+                    let datagram = buf[..n].to_vec();
+                    let sequence = u64::from_le_bytes(datagram[4..12].try_into().unwrap());
+                    let frames = data_frames(&datagram);
+                    // Faults hit data datagrams only: the Packet-only and
+                    // EndOfSession ones pass (not resent, by the protocol).
+                    let passed = frames == 0
+                        || (!blackhole.load(Ordering::SeqCst) && rng.f64() >= faults.drop);
+                    if frames > 0 {
+                        seen.lock().unwrap().push(Seen {
+                            line,
+                            sequence,
+                            frames,
+                            passed,
+                        });
+                    }
+                    if !passed {
+                        continue;
+                    }
+                    let copies = if rng.f64() < faults.duplicate { 2 } else { 1 };
+                    if held.is_none() && rng.f64() < faults.reorder {
+                        held = Some(datagram); // goes out after the next one
+                        continue;
+                    }
+                    for _ in 0..copies {
+                        let _ = socket.send_to(&datagram, to);
+                    }
+                    if let Some(d) = held.take() {
+                        let _ = socket.send_to(&d, to);
+                    }
+                }
+            }));
+        }
+        Injector {
+            inputs,
+            stop,
+            blackhole,
+            seen,
+            threads,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Data frames in a datagram (after its Packet).
+fn data_frames(datagram: &[u8]) -> u64 {
+    let mut at = 32;
+    let mut frames = 0;
+    while at + 4 <= datagram.len() {
+        if datagram[at + 2] >= 0x10 {
+            frames += 1;
+        }
+        at += usize::from(datagram[at + 3]).max(1);
+    }
+    frames
+}
+
+fn messages(seed: u64, n: usize) -> Vec<(u64, Payload)> {
+    let mut feed = Feed::new(seed, 50);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let p = feed.next_payload();
+        if p.msg_type().is_data() {
+            out.push((T0 + out.len() as u64, p));
+        }
+    }
+    out
+}
+
+fn expected_bytes(messages: &[(u64, Payload)], first: u64) -> Vec<u8> {
+    let mut seq = Sequencer::starting_at(first);
+    let mut out = vec![0u8; messages.len() * 44];
+    let done = seq.encode_batch(messages, &mut out);
+    out.truncate(done.bytes);
+    out
+}
+
+/// A server whose datagrams go to the injector's inputs.
+fn server(lines: &[SocketAddr], tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+    let mut output = DatagramOutputConfig::new(lines[0]);
+    output.line_b = lines.get(1).copied();
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        session_id: Some(0x5EED),
+        heartbeat_interval: Duration::from_millis(100),
+        datagrams: Some(output),
+        ..ServerConfig::default()
+    };
+    tweak(&mut config);
+    Server::bind(config).unwrap().spawn().unwrap()
+}
+
+/// A client on free unicast ports, one per line.
+fn client(lines: usize) -> DatagramClient {
+    let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
+    if lines == 2 {
+        config.line_b = Some("127.0.0.1:0".parse().unwrap());
+    }
+    config.heartbeat_interval = Duration::from_millis(100);
+    DatagramClient::new(config).unwrap()
+}
+
+/// Recreates `client` with the retransmission server set (the ports stay
+/// bound: the new client binds the same addresses).
+fn with_retransmit(client: DatagramClient, server: SocketAddr) -> DatagramClient {
+    let addrs = client.local_addrs().to_vec();
+    drop(client);
+    let mut config = DatagramClientConfig::new(addrs[0]);
+    config.line_b = addrs.get(1).copied();
+    config.retransmit = Some(server);
+    config.heartbeat_interval = Duration::from_millis(100);
+    DatagramClient::new(config).unwrap()
+}
+
+#[derive(Default)]
+struct Received {
+    bytes: Vec<u8>,
+    sequences: Vec<u64>,
+    gaps: Vec<Gap>,
+    end: Option<u64>,
+}
+
+/// Polls until `done` or the deadline (bounded in time and count).
+fn receive_until(
+    client: &mut DatagramClient,
+    got: &mut Received,
+    within: Duration,
+    done: impl Fn(&Received) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    for _ in 0..1_000_000 {
+        if done(got) || Instant::now() >= deadline {
+            return;
+        }
+        client
+            .poll(Some(Duration::from_millis(10)), |e| match e {
+                DatagramEvent::Frame(f) => {
+                    got.sequences.push(f.sequence());
+                    got.bytes.extend_from_slice(f.as_bytes());
+                }
+                DatagramEvent::Gap(g) => got.gaps.push(g),
+                DatagramEvent::EndOfSession { sequence } => got.end = Some(sequence),
+                _ => {}
+            })
+            .unwrap();
+    }
+}
+
+/// Publishes in batches of `batch`, one batch a millisecond (a pace the
+/// debug-built test keeps up with without kernel drops), on its own thread.
+fn publish_paced(server: &ServerHandle, msgs: Vec<(u64, Payload)>, batch: usize) -> JoinHandle<()> {
+    let publisher = server.publisher();
+    thread::spawn(move || {
+        for chunk in msgs.chunks(batch) {
+            publisher.publish(chunk.to_vec()).unwrap();
+            thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+/// One line dropping 10%, duplicating 5% and reordering 10% of the
+/// datagrams: every data frame arrives once, in order, byte-identical to
+/// what was published; the losses came back by retransmission; the idle
+/// Packet-only datagrams keep coming; shutdown's EndOfSession arrives
+/// after the last frame.
+#[test]
+fn one_lossy_line_every_frame_once_in_order() {
+    let mut c = client(1);
+    let injector = Injector::new(
+        11,
+        c.local_addrs(),
+        &[Faults {
+            drop: 0.10,
+            duplicate: 0.05,
+            reorder: 0.10,
+        }],
+    );
+    let server = server(&injector.inputs, |_| {});
+    c = with_retransmit(c, server.local_addr());
+    let n = 20_000;
+    let msgs = messages(1, n);
+    let expected = expected_bytes(&msgs, 1);
+    let publishing = publish_paced(&server, msgs, 40);
+    let mut got = Received::default();
+    receive_until(&mut c, &mut got, Duration::from_secs(30), |g| {
+        g.sequences.len() >= n
+    });
+    publishing.join().unwrap();
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert_eq!(got.sequences.len(), n);
+    assert!(got.sequences.iter().zip(1..).all(|(&s, i)| s == i));
+    assert!(
+        got.bytes == expected,
+        "delivered bytes differ from published"
+    );
+    let stats = c.stats();
+    assert!(stats.receiver.requests > 0 && stats.receiver.recovered > 0);
+    assert!(stats.receiver.duplicates[0] > 0 && stats.receiver.reordered > 0);
+    assert_eq!(stats.connects, 1, "one reused retransmission connection");
+    assert_eq!(stats.requests_sent, stats.receiver.requests);
+    // Idle: Packet-only datagrams every 100 ms.
+    let before = c.stats().receiver.datagrams[0];
+    receive_until(&mut c, &mut got, Duration::from_millis(650), |_| false);
+    let idle = c.stats().receiver.datagrams[0] - before;
+    assert!(idle >= 3, "{idle} idle datagrams in 650 ms");
+    // Shutdown: EndOfSession, after the last frame.
+    let server_stats = server.shutdown().unwrap();
+    assert_eq!(server_stats.datagrams_dropped, 0);
+    receive_until(&mut c, &mut got, Duration::from_secs(2), |g| {
+        g.end.is_some()
+    });
+    assert_eq!(got.end, Some(n as u64 + 1));
+}
+
+/// Lines A and B each drop 20% of the datagrams, independently: the
+/// receiver asks for retransmission only where both lost the same
+/// datagram, and recovers exactly those frames.
+#[test]
+fn two_lines_retransmit_only_what_both_lost() {
+    let mut c = client(2);
+    let lossy = Faults {
+        drop: 0.20,
+        ..Faults::default()
+    };
+    let injector = Injector::new(22, c.local_addrs(), &[lossy, lossy]);
+    let server = server(&injector.inputs, |_| {});
+    c = with_retransmit(c, server.local_addr());
+    let n = 20_000;
+    let msgs = messages(2, n);
+    let expected = expected_bytes(&msgs, 1);
+    let publishing = publish_paced(&server, msgs, 40);
+    let mut got = Received::default();
+    receive_until(&mut c, &mut got, Duration::from_secs(30), |g| {
+        g.sequences.len() >= n
+    });
+    publishing.join().unwrap();
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert!(
+        got.bytes == expected,
+        "delivered bytes differ from published"
+    );
+
+    // The datagrams both lines lost, and their runs (adjacent ones form one
+    // hole, asked for in one request).
+    let seen = injector.seen();
+    let mut lost: std::collections::BTreeMap<u64, (u64, [bool; 2])> = Default::default();
+    for s in &seen {
+        let entry = lost.entry(s.sequence).or_insert((s.frames, [false; 2]));
+        entry.1[s.line] = !s.passed;
+    }
+    let both: Vec<(u64, u64)> = lost
+        .iter()
+        .filter(|(_, (_, l))| l[0] && l[1])
+        .map(|(&seq, &(frames, _))| (seq, frames))
+        .collect();
+    let both_frames: u64 = both.iter().map(|&(_, f)| f).sum();
+    let runs = both
+        .iter()
+        .zip(both.iter().skip(1))
+        .filter(|((s, f), (next, _))| s + f != *next)
+        .count()
+        + usize::from(!both.is_empty());
+    let stats = c.stats().receiver;
+    let datagrams = lost.len();
+    eprintln!(
+        "{datagrams} data datagrams; lost on both lines: {} ({both_frames} frames) in {runs} runs; \
+         requests {}, recovered {}, duplicates {:?}",
+        both.len(),
+        stats.requests,
+        stats.recovered,
+        stats.duplicates
+    );
+    // About 4% of the datagrams (0.2 × 0.2).
+    assert!(both.len() * 100 > datagrams * 2 && both.len() * 100 < datagrams * 7);
+    let runs = runs as u64;
+    assert!(
+        stats.requests >= runs && stats.requests <= runs + 2 + runs / 20,
+        "requests {} for {runs} runs lost on both lines",
+        stats.requests
+    );
+    assert!(
+        stats.recovered >= both_frames && stats.recovered <= both_frames + 200,
+        "recovered {} of {both_frames} lost on both lines",
+        stats.recovered
+    );
+    assert!(stats.duplicates[0] > 0 && stats.duplicates[1] > 0);
+}
+
+/// The first data sequence a Retransmit request to `server` gets back now:
+/// the oldest retained (f of section 9.2).
+fn oldest_retained(server: SocketAddr) -> u64 {
+    let mut socket = TcpStream::connect(server).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut request = [0u8; 40];
+    encode(
+        &Payload::Retransmit {
+            session_id: 0,
+            count: 1,
+        },
+        1,
+        0,
+        &mut request,
+    )
+    .unwrap();
+    socket.write_all(&request).unwrap();
+    let mut reader = FrameReader::new(socket);
+    for _ in 0..10 {
+        if let Some(Event::Frame(Message::LoginAccepted(la))) = reader.next_event().unwrap() {
+            return la.sequence();
+        }
+    }
+    panic!("no LoginAccepted");
+}
+
+/// A range lost on the line and gone from the server's retention is one
+/// gap with exactly those bounds; what the retention still holds comes
+/// back by retransmission.
+#[test]
+fn gap_exactly_where_the_retention_no_longer_has_it() {
+    let mut c = client(1);
+    let injector = Injector::new(33, c.local_addrs(), &[Faults::default()]);
+    let server = server(&injector.inputs, |config| config.retain = 1000);
+    c = with_retransmit(c, server.local_addr());
+    let msgs = messages(3, 2600);
+    let expected = expected_bytes(&msgs, 1);
+    let publisher = server.publisher();
+    let mut got = Received::default();
+    for chunk in msgs[..500].chunks(50) {
+        publisher.publish(chunk.to_vec()).unwrap();
+    }
+    receive_until(&mut c, &mut got, Duration::from_secs(10), |g| {
+        g.sequences.len() >= 500
+    });
+    assert_eq!(got.sequences.len(), 500);
+    // 501..=2500 lost on the line; the retention keeps the last 1,000.
+    injector.blackhole.store(true, Ordering::SeqCst);
+    for chunk in msgs[500..2500].chunks(50) {
+        publisher.publish(chunk.to_vec()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().frames_published < 2500 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(oldest_retained(server.local_addr()), 1501);
+    thread::sleep(Duration::from_millis(20)); // the last blackholed datagrams
+    injector.blackhole.store(false, Ordering::SeqCst);
+    publisher.publish(msgs[2500..].to_vec()).unwrap();
+    receive_until(&mut c, &mut got, Duration::from_secs(10), |g| {
+        g.sequences.last() == Some(&2600)
+    });
+    // The retention when the client's request was read: nothing was
+    // published since (the last 100 frames moved it to 1601).
+    let oldest = oldest_retained(server.local_addr());
+    assert_eq!(oldest, 1601);
+    assert_eq!(
+        got.gaps,
+        [Gap {
+            first: 501,
+            last: oldest - 1
+        }]
+    );
+    let want: Vec<u64> = (1..=500).chain(oldest..=2600).collect();
+    assert_eq!(got.sequences, want);
+    // Quotes are 44 bytes and trades 40: pick the expected frames one by one.
+    let mut want_bytes = Vec::new();
+    let mut at = 0;
+    for (i, _) in msgs.iter().enumerate() {
+        let len = usize::from(expected[at + 3]);
+        let seq = i as u64 + 1;
+        if seq <= 500 || seq >= oldest {
+            want_bytes.extend_from_slice(&expected[at..at + len]);
+        }
+        at += len;
+    }
+    assert!(got.bytes == want_bytes);
+    let stats = c.stats();
+    assert_eq!(stats.receiver.recovered, 2500 - oldest + 1);
+    assert_eq!(stats.receiver.unrecoverable, oldest - 501);
+}
