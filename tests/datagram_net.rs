@@ -481,3 +481,217 @@ fn gap_exactly_where_the_retention_no_longer_has_it() {
     assert_eq!(stats.receiver.recovered, 2500 - oldest + 1);
     assert_eq!(stats.receiver.unrecoverable, oldest - 501);
 }
+
+/// Receives the datagrams waiting on `socket`: until 100 ms of silence,
+/// `max` datagrams, or 400 ms.
+fn drain_socket(socket: &UdpSocket, max: usize) -> Vec<Vec<u8>> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let deadline = Instant::now() + Duration::from_millis(400);
+    while out.len() < max && Instant::now() < deadline {
+        match socket.recv(&mut buf) {
+            Ok(n) => out.push(buf[..n].to_vec()),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Section 8 byte for byte, on two raw sockets as lines A and B: each
+/// datagram is a Packet (the session, the first data frame's sequence)
+/// and whole consecutive frames within the configured size; both lines get
+/// the same bytes; the data is the published bytes; an idle interval
+/// brings a Packet-only datagram with the next sequence; shutdown a Packet
+/// and an EndOfSession, both with the next sequence.
+#[test]
+fn datagrams_follow_section_8() {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let lines = [a.local_addr().unwrap(), b.local_addr().unwrap()];
+    let server = server(&lines, |config| {
+        config.heartbeat_interval = Duration::from_millis(250);
+        if let Some(d) = &mut config.datagrams {
+            d.max_datagram = 128; // a Packet and two frames at most
+        }
+    });
+    let msgs = messages(4, 300);
+    let expected = expected_bytes(&msgs, 1);
+    let publisher = server.publisher();
+    for chunk in msgs.chunks(7) {
+        publisher.publish(chunk.to_vec()).unwrap();
+    }
+    let on_a = drain_socket(&a, 10_000);
+    let on_b = drain_socket(&b, 10_000);
+    assert_eq!(on_a, on_b, "lines A and B carry identical datagrams");
+    let mut data = Vec::new();
+    let mut next = 1;
+    let mut idle = 0;
+    for d in &on_a {
+        assert!(d.len() <= 128 && d.len() >= 32);
+        let mut first = true;
+        let mut count = 0;
+        let mut rest = &d[..];
+        while !rest.is_empty() {
+            let (m, after) = Message::decode(rest).expect("whole, valid frames");
+            rest = after;
+            if first {
+                let Message::Packet(p) = m else {
+                    panic!("a datagram begins with {m:?}")
+                };
+                assert_eq!(p.session_id(), 0x5EED);
+                assert_eq!(p.sequence(), next);
+                first = false;
+                continue;
+            }
+            assert!(m.is_data());
+            assert_eq!(m.sequence(), next);
+            data.extend_from_slice(m.as_bytes());
+            next += 1;
+            count += 1;
+        }
+        assert!(!first);
+        if count == 0 {
+            idle += 1;
+        } else {
+            // A third frame never fits in 128 bytes (32 + 3 × 40 > 128).
+            assert!(count <= 2);
+        }
+    }
+    assert_eq!(next, 301);
+    assert!(data == expected);
+    let _ = idle; // an idle Packet may or may not fall in this window
+                  // Idle: Packet-only datagrams carrying the next sequence.
+    thread::sleep(Duration::from_millis(600));
+    let idle = drain_socket(&a, 100);
+    assert!(idle.len() >= 2, "{} idle datagrams", idle.len());
+    for d in &idle {
+        assert_eq!(d.len(), 32);
+        let m = Message::decode(d).unwrap().0;
+        assert!(matches!(m, Message::Packet(p) if p.sequence() == 301));
+    }
+    let _ = drain_socket(&b, 100);
+    let stats = server.shutdown().unwrap();
+    assert!(stats.datagrams_sent >= 2 * on_a.len() as u64);
+    let end = drain_socket(&b, 100);
+    let last = end.last().expect("the EndOfSession datagram");
+    assert_eq!(last.len(), 32 + 24);
+    let m = Message::decode(&last[..32]).unwrap().0;
+    assert!(matches!(m, Message::Packet(p) if p.sequence() == 301));
+    let m = Message::decode(&last[32..]).unwrap().0;
+    assert!(matches!(m, Message::EndOfSession(e) if e.sequence() == 301));
+}
+
+/// A TCP forwarder to `server` whose connections the test can cut.
+struct Proxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn new(server: SocketAddr) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (stop2, open2) = (Arc::clone(&stop), Arc::clone(&open));
+        let thread = thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let upstream = TcpStream::connect(server).unwrap();
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    // Each ends when its socket is cut or closed.
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                open2.lock().unwrap().extend([client, upstream]);
+            }
+        });
+        Proxy {
+            addr,
+            stop,
+            open,
+            thread: Some(thread),
+        }
+    }
+
+    fn cut(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The retransmission connection is cut between two lossy stretches: the
+/// client connects again (after its backoff) when it next needs it, and
+/// every frame still arrives once, in order.
+#[test]
+fn retransmission_connection_is_made_again_when_lost() {
+    let mut c = client(1);
+    let injector = Injector::new(
+        55,
+        c.local_addrs(),
+        &[Faults {
+            drop: 0.10,
+            ..Faults::default()
+        }],
+    );
+    let server = server(&injector.inputs, |_| {});
+    let proxy = Proxy::new(server.local_addr());
+    c = with_retransmit(c, proxy.addr);
+    let msgs = messages(5, 10_000);
+    let expected = expected_bytes(&msgs, 1);
+    let mut got = Received::default();
+    // Received while published: a client that read 5,000 frames at once
+    // would pass its 4,096-frame window and give the oldest holes up.
+    let publishing = publish_paced(&server, msgs[..5000].to_vec(), 40);
+    receive_until(&mut c, &mut got, Duration::from_secs(20), |g| {
+        g.sequences.len() >= 5000
+    });
+    publishing.join().unwrap();
+    assert_eq!(
+        got.sequences.len(),
+        5000,
+        "{:?} {:?} {:?}",
+        got.gaps,
+        c.stats(),
+        c.receiver().expected()
+    );
+    assert_eq!(c.stats().connects, 1);
+    proxy.cut();
+    receive_until(&mut c, &mut got, Duration::from_secs(2), |_| false);
+    assert!(!c.is_retransmission_connected());
+    assert_eq!(c.stats().disconnects, 1);
+    let publishing = publish_paced(&server, msgs[5000..].to_vec(), 40);
+    receive_until(&mut c, &mut got, Duration::from_secs(20), |g| {
+        g.sequences.len() >= 10_000
+    });
+    publishing.join().unwrap();
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert!(got.bytes == expected);
+    assert_eq!(c.stats().connects, 2);
+}

@@ -377,6 +377,11 @@ pub struct DatagramClientStats {
     pub oversized: u64,
 }
 
+/// Datagrams read from one line per [`DatagramClient::poll`]: a flood on
+/// one line cannot hold up the other, the retransmission connection or the
+/// timers (the rest is read on the next poll, which then does not wait).
+const READS_PER_POLL: usize = 4096;
+
 const LINE_A: Token = Token(0);
 const LINE_B: Token = Token(1);
 const TCP: Token = Token(2);
@@ -442,6 +447,8 @@ pub struct DatagramClient {
     /// Retransmit frames waiting for a connection.
     pending: Vec<u8>,
     stats: DatagramClientStats,
+    /// Lines whose socket may hold more datagrams (the read budget ran out).
+    unread: [bool; 2],
     epoch: Instant,
 }
 
@@ -537,6 +544,7 @@ impl DatagramClient {
             retx: Retx::Idle,
             pending: Vec::new(),
             stats: DatagramClientStats::default(),
+            unread: [false; 2],
             epoch: Instant::now(),
         })
     }
@@ -603,10 +611,13 @@ impl DatagramClient {
         mut on_event: impl FnMut(DatagramEvent),
     ) -> io::Result<()> {
         let now = self.epoch.elapsed();
-        let wait = match (timeout, self.deadline()) {
+        let mut wait = match (timeout, self.deadline()) {
             (Some(t), Some(d)) => Some(t.min(d.saturating_sub(now))),
             (t, d) => t.or(d.map(|d| d.saturating_sub(now))),
         };
+        if self.unread.contains(&true) {
+            wait = Some(Duration::ZERO);
+        }
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let result = self.poll.poll(&mut events, wait);
         match result {
@@ -619,13 +630,18 @@ impl DatagramClient {
         }
         for event in events.iter() {
             match event.token() {
-                LINE_A => self.read_line(Line::A, &mut on_event),
-                LINE_B => self.read_line(Line::B, &mut on_event),
+                LINE_A => self.unread[0] = true,
+                LINE_B => self.unread[1] = true,
                 TCP => self.tcp_ready(event.is_writable()),
                 _ => {}
             }
         }
         self.events = events;
+        for line in [Line::A, Line::B] {
+            if self.unread.get(line.index()) == Some(&true) {
+                self.read_line(line, &mut on_event);
+            }
+        }
         let time = self.time();
         self.receiver.handle_timeout(time);
         self.connection_timers(time.monotonic);
@@ -633,11 +649,11 @@ impl DatagramClient {
         Ok(())
     }
 
-    /// Reads one line's socket until it would block.
+    /// Reads one line's socket until it would block (or the budget is spent).
     fn read_line(&mut self, line: Line, on_event: &mut impl FnMut(DatagramEvent)) {
-        loop {
+        for _ in 0..READS_PER_POLL {
             let Some(socket) = self.lines.get(line.index()) else {
-                return;
+                break;
             };
             match socket.recv(&mut self.buf) {
                 Ok(n) if n > MAX_DATAGRAM_SIZE => self.stats.oversized += 1,
@@ -653,6 +669,9 @@ impl DatagramClient {
                         // ICMP errors of earlier sends and the like: the
                         // socket stays usable.
                         log::debug!("line {line:?}: {e}");
+                    }
+                    if let Some(unread) = self.unread.get_mut(line.index()) {
+                        *unread = false;
                     }
                     return;
                 }
