@@ -508,6 +508,16 @@ fn drain_socket(socket: &UdpSocket, max: usize) -> Vec<Vec<u8>> {
 /// and an EndOfSession, both with the next sequence.
 #[test]
 fn datagrams_follow_section_8() {
+    section_8(true);
+}
+
+/// The same with one `send_to` per datagram and line.
+#[test]
+fn datagrams_follow_section_8_unbatched() {
+    section_8(false);
+}
+
+fn section_8(batch_syscalls: bool) {
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     let lines = [a.local_addr().unwrap(), b.local_addr().unwrap()];
@@ -515,6 +525,7 @@ fn datagrams_follow_section_8() {
         config.heartbeat_interval = Duration::from_millis(250);
         if let Some(d) = &mut config.datagrams {
             d.max_datagram = 128; // a Packet and two frames at most
+            d.batch_syscalls = batch_syscalls;
         }
     });
     let msgs = messages(4, 300);
@@ -575,6 +586,16 @@ fn datagrams_follow_section_8() {
     let _ = drain_socket(&b, 100);
     let stats = server.shutdown().unwrap();
     assert!(stats.datagrams_sent >= 2 * on_a.len() as u64);
+    assert_eq!(stats.datagrams_dropped, 0);
+    if batch_syscalls && cfg!(target_os = "linux") {
+        // Several datagrams (both lines' copies) per sendmmsg.
+        assert!(
+            stats.datagram_syscalls * 3 < stats.datagrams_sent,
+            "{stats:?}"
+        );
+    } else {
+        assert_eq!(stats.datagram_syscalls, stats.datagrams_sent);
+    }
     let end = drain_socket(&b, 100);
     let last = end.last().expect("the EndOfSession datagram");
     assert_eq!(last.len(), 32 + 24);

@@ -51,6 +51,9 @@ pub struct ServerStats {
     /// an unreachable line), counting each line's copy: receivers recover
     /// them by retransmission.
     pub datagrams_dropped: u64,
+    /// System calls the datagram output made to send them (`sendmmsg` or
+    /// `send_to`).
+    pub datagram_syscalls: u64,
 }
 
 impl ServerStats {
@@ -80,6 +83,7 @@ pub(super) struct Shared {
     pub(super) displaced_per_peer: AtomicU64,
     pub(super) datagrams_sent: AtomicU64,
     pub(super) datagrams_dropped: AtomicU64,
+    pub(super) datagram_syscalls: AtomicU64,
 }
 
 pub(super) fn add(counter: &AtomicU64, n: u64) {
@@ -121,6 +125,7 @@ impl Shared {
             displaced_per_peer: get(&self.displaced_per_peer),
             datagrams_sent: get(&self.datagrams_sent),
             datagrams_dropped: get(&self.datagrams_dropped),
+            datagram_syscalls: get(&self.datagram_syscalls),
         }
     }
 }
