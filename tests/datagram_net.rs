@@ -716,3 +716,274 @@ fn retransmission_connection_is_made_again_when_lost() {
     assert!(got.bytes == expected);
     assert_eq!(c.stats().connects, 2);
 }
+
+// ---------------------------------------------------------------------------
+// Real multicast between network namespaces (root, `ip`, `nft`).
+
+/// Runs a command; `Err` names it and what it printed.
+fn run_command(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Why a privileged test cannot run: a skip, unless
+/// `TICKWIRE_REQUIRE_PRIVILEGED=1` (CI) makes it a failure.
+fn skip_unprivileged(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("TICKWIRE_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
+        "{test} needs root, `ip` and `nft` (TICKWIRE_REQUIRE_PRIVILEGED=1): {why}"
+    );
+    eprintln!("SKIPPED {test}: needs root, `ip` and `nft`: {why}");
+}
+
+/// A network namespace joined to this one by a veth pair: `10.198.N.1/24`
+/// here, `10.198.N.2/24` inside. Removed on drop (with its nftables rules),
+/// also when the test fails.
+struct Netns {
+    name: String,
+    host_if: String,
+    n: u8,
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let id = std::process::id();
+        let n = (id % 250) as u8;
+        let ns = Netns {
+            name: format!("tickwire-mc-{id}"),
+            host_if: format!("twmh{id}"),
+            n,
+        };
+        ns.remove(); // leftovers of a run killed before it could clean up
+        let peer_if = format!("twmc{id}");
+        run_command("ip", &["netns", "add", &ns.name])?;
+        run_command(
+            "ip",
+            &[
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer_if,
+            ],
+        )?;
+        run_command("ip", &["link", "set", &peer_if, "netns", &ns.name])?;
+        let host_cidr = format!("10.198.{n}.1/24");
+        run_command("ip", &["addr", "add", &host_cidr, "dev", &ns.host_if])?;
+        run_command("ip", &["link", "set", &ns.host_if, "multicast", "on", "up"])?;
+        let peer_cidr = format!("10.198.{n}.2/24");
+        ns.ip(&["addr", "add", &peer_cidr, "dev", &peer_if])?;
+        ns.ip(&["link", "set", &peer_if, "multicast", "on", "up"])?;
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn host_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 198, self.n, 1)
+    }
+
+    fn inside_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 198, self.n, 2)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run_command("ip", &all)
+    }
+
+    /// Drops `percent`% of the UDP datagrams to `port` entering the
+    /// namespace, at random (nftables `numgen random`).
+    fn drop_udp(&self, port: u16, percent: u32) -> Result<(), String> {
+        let nft = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", self.name.as_str(), "nft"];
+            all.extend_from_slice(args);
+            run_command("ip", &all)
+        };
+        nft(&["add", "table", "inet", "tickwire_mc"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "tickwire_mc",
+            "input",
+            "{ type filter hook input priority 0; policy accept; }",
+        ])?;
+        let rule = format!("udp dport {port} numgen random mod 100 < {percent} drop");
+        let mut args = vec!["add", "rule", "inet", "tickwire_mc", "input"];
+        args.extend(rule.split(' '));
+        nft(&args)
+    }
+
+    fn remove(&self) {
+        let _ = run_command("ip", &["link", "del", &self.host_if]);
+        let _ = run_command("ip", &["netns", "del", &self.name]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A child process, killed and reaped on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Multicast on two groups (lines A and B) from this namespace into
+/// another over a veth pair, 10% of the datagrams dropped at random by
+/// nftables on the way in: the subscriber inside gets every frame once, in
+/// order, recovering over TCP what both lines lost.
+#[test]
+fn multicast_between_namespaces_with_random_drop() {
+    use std::io::BufRead;
+    const TEST: &str = "multicast_between_namespaces_with_random_drop";
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => return skip_unprivileged(TEST, &why),
+    };
+    let port = 20_000 + u16::from(ns.n);
+    if let Err(why) = ns.drop_udp(port, 10) {
+        return skip_unprivileged(TEST, &why);
+    }
+    let groups = [
+        SocketAddr::from(([239, 198, ns.n, 1], port)),
+        SocketAddr::from(([239, 198, ns.n, 2], port)),
+    ];
+    let server = server(&groups, |config| {
+        config.listen = SocketAddr::from((ns.host_ip(), 0));
+        if let Some(d) = &mut config.datagrams {
+            d.interface = Some(ns.host_ip());
+            d.loopback = false;
+        }
+    });
+    let n = 20_000;
+    let mut child = ChildGuard(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "multicast_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(
+                "TICKWIRE_MC_CHILD",
+                format!(
+                    "{} {} {} {} {n}",
+                    groups[0],
+                    groups[1],
+                    ns.inside_ip(),
+                    server.local_addr()
+                ),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..1000 {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+        // The harness prints "test multicast_child ... " before it.
+        if line.contains("READY") {
+            break;
+        }
+    }
+    let msgs = messages(6, n);
+    publish_paced(&server, msgs, 40).join().unwrap();
+    for _ in 0..1000 {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+        if let Some(at) = line.find("RESULT") {
+            line = line[at..].to_owned();
+            break;
+        }
+    }
+    eprintln!("{}", line.trim());
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.split('=').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let [delivered, in_order, gaps, requests, recovered, a, b] = fields[..] else {
+        panic!("{line}");
+    };
+    assert_eq!(delivered, n as u64, "{line}");
+    assert_eq!(in_order, 1, "{line}");
+    assert_eq!(gaps, 0, "{line}");
+    assert!(a > 0 && b > 0, "both groups arrived: {line}");
+    assert!(
+        requests > 0 && recovered > 0,
+        "both lines lost some: {line}"
+    );
+}
+
+/// Child side of the namespace test: joins the two groups inside the
+/// namespace, says READY, receives until every frame or 30 s, prints the
+/// outcome.
+#[test]
+fn multicast_child() {
+    let Some(spec) = std::env::var_os("TICKWIRE_MC_CHILD") else {
+        return;
+    };
+    let spec = spec.to_str().unwrap().to_owned();
+    let parts: Vec<&str> = spec.split(' ').collect();
+    let mut config = DatagramClientConfig::new(parts[0].parse().unwrap());
+    config.line_b = Some(parts[1].parse().unwrap());
+    config.interface = Some(parts[2].parse().unwrap());
+    config.retransmit = Some(parts[3].parse().unwrap());
+    config.heartbeat_interval = Duration::from_millis(100);
+    let n: usize = parts[4].parse().unwrap();
+    let mut c = DatagramClient::new(config).unwrap();
+    println!("READY");
+    let mut got = Received::default();
+    receive_until(&mut c, &mut got, Duration::from_secs(30), |g| {
+        g.sequences.len() >= n
+    });
+    let in_order = got.sequences.iter().zip(1..).all(|(&s, i)| s == i);
+    let s = c.stats().receiver;
+    println!(
+        "RESULT delivered={} in_order={} gaps={} requests={} recovered={} a={} b={}",
+        got.sequences.len(),
+        u8::from(in_order),
+        got.gaps.len(),
+        s.requests,
+        s.recovered,
+        s.datagrams[0],
+        s.datagrams[1]
+    );
+}
