@@ -417,7 +417,10 @@ pub struct DatagramClientConfig {
     /// become gaps at the receiver's deadline).
     pub retransmit: Option<SocketAddr>,
     /// The receiver's settings (reorder window, retransmission wait and
-    /// deadline, start).
+    /// deadline, start). Size the window to the feed: it must hold what
+    /// arrives during the retransmission wait plus a round trip (at 4 M
+    /// frames/s, 2 ms is 8,000 frames), or a hole is given up as a gap
+    /// when the window fills, before it was ever requested.
     pub receiver: DatagramConfig,
     /// Reconnect delays for the retransmission connection.
     pub backoff: Backoff,
