@@ -111,6 +111,7 @@
 //! | `synth`     | no      | `synth`: the seeded synthetic feed generator and damager |
 //! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`] |
 //! | `net`       | no      | `net`: mio connections, the reference server and client; implies `std` |
+//! | `tokio`     | no      | `tokio`: a `tokio_util` codec (`FrameCodec`, owned `Frame`s over `bytes::Bytes`), the async `Client` and `Server` over the same sessions; implies `net` |
 //! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `serve`, `subscribe`, `record`, `demo`, `bench`); implies `std`, `synth`, `net` |
 //!
 //! Minimum supported Rust version: 1.94 (see the README).
@@ -142,6 +143,9 @@ pub mod session;
 #[cfg(feature = "synth")]
 #[cfg_attr(docsrs, doc(cfg(feature = "synth")))]
 pub mod synth;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod tokio;
 pub mod wire;
 
 pub use encode::{encode, EncodeError, Payload, Sequencer};

@@ -43,7 +43,7 @@ mod publisher;
 mod queue;
 mod server;
 mod stats;
-mod sys;
+pub(crate) mod sys;
 
 pub use client::{Client, ClientConfig, ClientError, ClientStats};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
@@ -52,6 +52,7 @@ pub use datagram::{
     DatagramOutputConfig, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
 };
 pub use publisher::{Messages, PublishError, Publisher};
+pub(crate) use server::new_session_id;
 pub use server::{Server, ServerConfig, ServerHandle, StopHandle};
 pub use stats::ServerStats;
 

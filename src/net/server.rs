@@ -675,13 +675,14 @@ impl Server {
                 self.stop_received
             };
             if stop {
-                self.shutdown();
                 for worker in &mut self.workers {
-                    // After every batch this loop forwarded.
+                    // After every batch this loop forwarded; the loops
+                    // then drain their clients side by side.
                     if worker.tx.send(ToLoop::Stop).is_ok() {
                         let _ = worker.waker.wake();
                     }
                 }
+                self.shutdown();
                 for worker in &mut self.workers {
                     if let Some(thread) = worker.thread.take() {
                         let _ = thread.join();
@@ -1276,7 +1277,7 @@ fn is_descriptor_exhaustion(error: &io::Error) -> bool {
 
 /// A session id unique to this run: the process's random hash keys mixed
 /// with the time and the process id.
-fn new_session_id() -> u64 {
+pub(crate) fn new_session_id() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(unix_nanos());
     hasher.write_u32(std::process::id());

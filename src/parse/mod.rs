@@ -53,9 +53,13 @@ use crate::wire::{DecodeError, Message};
 mod engine;
 mod parser;
 mod slice;
+#[cfg(feature = "tokio")]
+mod stepper;
 
 pub use parser::Parser;
 pub use slice::SliceParser;
+#[cfg(feature = "tokio")]
+pub(crate) use stepper::Stepper;
 
 /// Default capacity of an owned buffer: 4 MiB, the seed sizing
 /// (500K msg/s × 44 B × 100 ms burst × 2, rounded up).

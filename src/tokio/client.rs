@@ -1,0 +1,558 @@
+//! [`Client`]: the async client, a `Stream` of owned [`ClientEvent`]s
+//! driven by a [`ClientSession`].
+#![forbid(unsafe_code)]
+
+use std::boxed::Box;
+use std::vec::Vec;
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ::tokio::net::TcpStream;
+use ::tokio::time::{Instant, Sleep};
+use bytes::BytesMut;
+use futures_core::Stream;
+use tokio_util::codec::Decoder;
+
+use super::codec::{Frame, FrameCodec, Item};
+use crate::net::{unix_nanos, ClientConfig, ClientStats};
+use crate::parse::{Discard, ParseStats};
+use crate::sequence::{Gap, SequenceTracker};
+use crate::session::{
+    self, Action, ClientSession, ClientSessionConfig, ClientState, IoFailure, Lost, Time,
+};
+
+/// Bytes the receive buffer is asked to have free before each read.
+const READ_RESERVE: usize = 256 << 10;
+/// Steps of one [`Client::poll_next`] call before it yields to the runtime.
+const STEPS_PER_POLL: usize = 64;
+
+/// What the client did or received: the owned counterpart of
+/// [`session::ClientEvent`], with frames as [`Frame`]s (shared bytes, no copy).
+///
+/// ```
+/// use tickwire::session::ClientState;
+/// use tickwire::tokio::ClientEvent;
+/// let e = ClientEvent::State { from: ClientState::Connecting, to: ClientState::Connected };
+/// assert!(e.frame().is_none());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A state transition.
+    State {
+        /// The state left.
+        from: ClientState,
+        /// The state entered.
+        to: ClientState,
+    },
+    /// The server accepted the login; it sends from `sequence` on.
+    LoggedIn {
+        /// The server's session.
+        session_id: u64,
+        /// The first sequence of this connection.
+        sequence: u64,
+    },
+    /// A new frame (data, or a Heartbeat).
+    Frame(Frame),
+    /// Sequences that will not arrive.
+    Gap(Gap),
+    /// A new session: sequence tracking restarted.
+    NewSession {
+        /// The new session.
+        session_id: u64,
+        /// Its first sequence on this connection.
+        sequence: u64,
+    },
+    /// A data frame already delivered, dropped.
+    Duplicate {
+        /// Its sequence.
+        sequence: u64,
+    },
+    /// Bytes that were not frames.
+    Discarded(Discard),
+    /// The server is shutting down; the next data sequence would have been `sequence`.
+    EndOfSession {
+        /// The next data sequence.
+        sequence: u64,
+    },
+    /// The connection ended.
+    Lost(Lost),
+    /// The next attempt comes after `delay`.
+    Retrying {
+        /// Attempts since the last accepted login.
+        attempt: u32,
+        /// The backoff delay.
+        delay: Duration,
+    },
+    /// Retries are exhausted: the client is disconnected for good (the
+    /// stream ends after this event).
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// How the last one ended.
+        last: Lost,
+    },
+}
+
+impl ClientEvent {
+    /// The frame of a [`ClientEvent::Frame`].
+    #[must_use]
+    pub fn frame(&self) -> Option<&Frame> {
+        match self {
+            ClientEvent::Frame(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The owned event, except for frames: the driver moves the decoded
+    /// [`Frame`] into place itself (`None` here).
+    fn own(event: session::ClientEvent<'_>) -> Option<ClientEvent> {
+        use session::ClientEvent as E;
+        Some(match event {
+            E::State { from, to } => ClientEvent::State { from, to },
+            E::LoggedIn {
+                session_id,
+                sequence,
+            } => ClientEvent::LoggedIn {
+                session_id,
+                sequence,
+            },
+            E::Frame(_) => return None,
+            E::Gap(gap) => ClientEvent::Gap(gap),
+            E::NewSession {
+                session_id,
+                sequence,
+            } => ClientEvent::NewSession {
+                session_id,
+                sequence,
+            },
+            E::Duplicate { sequence } => ClientEvent::Duplicate { sequence },
+            E::Discarded(d) => ClientEvent::Discarded(d),
+            E::EndOfSession { sequence } => ClientEvent::EndOfSession { sequence },
+            E::Lost(why) => ClientEvent::Lost(why),
+            E::Retrying { attempt, delay } => ClientEvent::Retrying { attempt, delay },
+            E::GaveUp { attempts, last } => ClientEvent::GaveUp { attempts, last },
+        })
+    }
+}
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+/// The async client: a [`Stream`] of [`ClientEvent`]s around a
+/// [`ClientSession`], which holds every rule (states, backoff, liveness,
+/// the Login's sequence, gaps, new sessions), exactly as the mio
+/// [`net::Client`](crate::net::Client) does. Deadlines are on tokio's clock
+/// ([`tokio::time`](::tokio::time)), so a test with paused time runs them
+/// exactly and instantly.
+///
+/// ```text
+///  poll_next ─▶ Action::Connect ─▶ TcpStream::connect ─▶ handle_connected ─▶ Login written
+///             ─▶ socket readable ─▶ BytesMut ─▶ FrameCodec ─▶ handle_event ─▶ ClientEvent
+///             ─▶ sleep until poll_timeout ─▶ handle_timeout (connect timeout, liveness, backoff)
+/// ```
+///
+/// Cancel-safe: all state lives in the client (the pending connect, the
+/// unread bytes, the events not yet returned), so dropping a `next()`
+/// future (in `select!`, or under a timeout) loses nothing; the next call
+/// goes on where it left off. The stream ends once the client stops
+/// (gave up, or an EndOfSession with
+/// [`reconnect_after_end`](ClientConfig::reconnect_after_end) off).
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use tickwire::net::ClientConfig;
+/// use tickwire::session::Lost;
+/// use tickwire::tokio::{Client, ClientEvent};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+/// // Nobody listens there: the client retries twice, then gives up.
+/// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+/// let mut config = ClientConfig::new(port);
+/// config.backoff = tickwire::policy::Backoff::new(
+///     std::time::Duration::from_millis(1), std::time::Duration::from_millis(2))
+///     .with_max_retries(Some(2));
+/// let mut client = Client::new(config);
+/// let mut lost = 0;
+/// while let Some(event) = client.next().await {
+///     match event {
+///         ClientEvent::Frame(frame) => println!("{:?}", frame.message()),
+///         ClientEvent::Lost(Lost::ConnectFailed(_)) => lost += 1,
+///         _ => {}
+///     }
+/// }
+/// assert_eq!(lost, 3);
+/// # Ok::<(), std::io::Error>(())
+/// # })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Client {
+    config: ClientConfig,
+    session: ClientSession,
+    codec: FrameCodec,
+    buf: BytesMut,
+    stream: Option<TcpStream>,
+    connecting: Option<Connecting>,
+    /// Bytes of the Login not yet written.
+    out: Vec<u8>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    sleep_at: Option<Instant>,
+    epoch: Option<Instant>,
+    events: VecDeque<ClientEvent>,
+    closed_stats: ParseStats,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .field("session", &self.session)
+            .field("connected", &self.stream.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `config` (the mio client's settings;
+    /// [`busy_poll`](ClientConfig::busy_poll) is not used); it connects
+    /// when first polled.
+    ///
+    /// ```
+    /// let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// assert_eq!(client.state(), tickwire::session::ClientState::Disconnected);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn new(config: ClientConfig) -> Client {
+        let session = ClientSession::new(ClientSessionConfig {
+            from: config.from,
+            heartbeat_interval: config.heartbeat_interval,
+            connect_timeout: config.connect_timeout,
+            backoff: config.backoff,
+            reconnect_after_end: config.reconnect_after_end,
+        });
+        Client {
+            buf: BytesMut::with_capacity(config.read_buffer.min(READ_RESERVE)),
+            config,
+            session,
+            codec: FrameCodec::new(),
+            stream: None,
+            connecting: None,
+            out: Vec::new(),
+            sleep: None,
+            sleep_at: None,
+            epoch: None,
+            events: VecDeque::new(),
+            closed_stats: ParseStats::default(),
+        }
+    }
+
+    /// The current state.
+    ///
+    /// ```
+    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// assert_eq!(client.state(), tickwire::session::ClientState::Disconnected);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn state(&self) -> ClientState {
+        self.session.state()
+    }
+
+    /// The sequence tracker (the next sequence needed, the session).
+    ///
+    /// ```
+    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// assert_eq!(client.tracker().expected(), None); // live data only
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn tracker(&self) -> &SequenceTracker {
+        self.session.tracker()
+    }
+
+    /// The protocol state machine this client drives.
+    ///
+    /// ```
+    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// assert!(!client.session().is_stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn session(&self) -> &ClientSession {
+        &self.session
+    }
+
+    /// The counters (as the mio client's).
+    ///
+    /// ```
+    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// assert_eq!(client.stats().connects, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn stats(&self) -> ClientStats {
+        let mut parse = self.closed_stats;
+        if self.stream.is_some() {
+            parse += self.codec.stats();
+        }
+        let t = self.session.tracker().stats();
+        let s = self.session.stats();
+        ClientStats {
+            parse,
+            gaps: t.gaps,
+            missing: t.missing,
+            duplicates: t.duplicates,
+            connects: s.connects,
+            reconnects: s.reconnects,
+        }
+    }
+
+    /// Closes the connection and stops: the stream ends after the events
+    /// this produced.
+    ///
+    /// ```
+    /// # let mut client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// client.disconnect();
+    /// assert!(client.session().is_stopped());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn disconnect(&mut self) {
+        let events = &mut self.events;
+        self.session
+            .stop(&mut |e| events.extend(ClientEvent::own(e)));
+        self.apply_actions();
+    }
+
+    /// The next event; `None` once the client has stopped. Cancel-safe.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// let mut client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// client.disconnect();
+    /// assert_eq!(client.next_event().await, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn next_event(&mut self) -> Option<ClientEvent> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    fn time(&mut self) -> Time {
+        let now = Instant::now();
+        let epoch = *self.epoch.get_or_insert(now);
+        Time::new(now.saturating_duration_since(epoch), unix_nanos())
+    }
+
+    /// Carries out what the session asked for: connect, send, close.
+    fn apply_actions(&mut self) {
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                Action::Connect => {
+                    self.close_stream();
+                    self.connecting = Some(Box::pin(TcpStream::connect(self.config.server)));
+                }
+                Action::Send(frame) => self.out.extend_from_slice(frame.as_bytes()),
+                Action::Close => self.close_stream(),
+            }
+        }
+    }
+
+    fn close_stream(&mut self) {
+        self.connecting = None;
+        if self.stream.take().is_some() {
+            self.closed_stats += self.codec.stats();
+        }
+        // A fresh decoder and buffer for the next connection: no byte of
+        // this one carries over.
+        self.codec = FrameCodec::new();
+        self.buf.clear();
+        self.out.clear();
+    }
+
+    fn lost(&mut self, why: Lost) {
+        let time = self.time();
+        let events = &mut self.events;
+        self.session
+            .handle_lost(why, time, &mut |e| events.extend(ClientEvent::own(e)));
+        self.apply_actions();
+    }
+
+    /// One step; `Ready(())` when something happened (look again),
+    /// `Pending` when every source is waiting with a waker registered.
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.session.state() == ClientState::Disconnected {
+            if self.session.is_stopped() {
+                return Poll::Pending;
+            }
+            let time = self.time();
+            let events = &mut self.events;
+            self.session
+                .connect(time, &mut |e| events.extend(ClientEvent::own(e)));
+            self.apply_actions();
+            return Poll::Ready(());
+        }
+        if let Some(connecting) = self.connecting.as_mut() {
+            if let Poll::Ready(result) = connecting.as_mut().poll(cx) {
+                self.connecting = None;
+                match result {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        self.stream = Some(stream);
+                        let time = self.time();
+                        let events = &mut self.events;
+                        self.session.handle_connected(time, &mut |e| {
+                            events.extend(ClientEvent::own(e));
+                        });
+                        self.apply_actions();
+                    }
+                    Err(e) => self.lost(Lost::ConnectFailed(IoFailure::from(e.kind()))),
+                }
+                return Poll::Ready(());
+            }
+        }
+        if let Some(stream) = self.stream.as_ref() {
+            if !self.out.is_empty() {
+                match stream.try_write(&self.out) {
+                    Ok(n) => {
+                        self.out.drain(..n.min(self.out.len()));
+                        return Poll::Ready(());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if stream.poll_write_ready(cx).is_ready() {
+                            return Poll::Ready(());
+                        }
+                    }
+                    Err(e) => {
+                        self.lost(Lost::Error(e.kind().into()));
+                        return Poll::Ready(());
+                    }
+                }
+            }
+        }
+        if let Some(stream) = self.stream.as_mut() {
+            if self.buf.capacity() - self.buf.len() < READ_RESERVE / 4 {
+                self.buf.reserve(READ_RESERVE);
+            }
+            // Through `AsyncRead`: tokio clears the readiness on a short
+            // read, so a drained socket costs no extra WouldBlock read.
+            if let Poll::Ready(read) =
+                tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.buf)
+            {
+                match read {
+                    Ok(0) => {
+                        self.codec_events(true);
+                        self.lost(Lost::Closed);
+                    }
+                    Ok(_) => {
+                        let time = self.time();
+                        self.session.handle_bytes(time);
+                        self.codec_events(false);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => self.lost(Lost::Error(e.kind().into())),
+                }
+                return Poll::Ready(());
+            }
+        }
+        let deadline = self.session.poll_timeout().map(|at| {
+            let epoch = *self.epoch.get_or_insert_with(Instant::now);
+            epoch + at
+        });
+        let Some(deadline) = deadline else {
+            self.sleep_at = None;
+            return Poll::Pending;
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(::tokio::time::sleep_until(deadline)));
+        // A later deadline (liveness moves on with every read) keeps the
+        // timer where it is: waking early is harmless (the session checks
+        // the time), and it spares a timer-wheel update per read.
+        if self.sleep_at.is_none_or(|at| at > deadline) {
+            sleep.as_mut().reset(deadline);
+            self.sleep_at = Some(deadline);
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.sleep_at = None;
+            let time = self.time();
+            let events = &mut self.events;
+            self.session
+                .handle_timeout(time, &mut |e| events.extend(ClientEvent::own(e)));
+            self.apply_actions();
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Decodes what the buffer holds and hands it to the session; at the
+    /// end of the stream (`eof`), an incomplete frame is discarded.
+    fn codec_events(&mut self, eof: bool) {
+        let time = self.time();
+        loop {
+            let item = if eof {
+                self.codec.decode_eof(&mut self.buf)
+            } else {
+                self.codec.decode(&mut self.buf)
+            };
+            let Ok(Some(item)) = item else {
+                break;
+            };
+            let events = &mut self.events;
+            // Where the frame goes among the events, if the session passes
+            // it on: moved there afterwards, not cloned.
+            let mut frame_at = None;
+            self.session.handle_event(item.as_event(), time, &mut |e| {
+                if let session::ClientEvent::Frame(_) = e {
+                    frame_at = Some(events.len());
+                } else {
+                    events.extend(ClientEvent::own(e));
+                }
+            });
+            if let (Some(at), Item::Frame(frame) | Item::Duplicate(frame)) = (frame_at, item) {
+                self.events.insert(at, ClientEvent::Frame(frame));
+            }
+            if !matches!(
+                self.session.state(),
+                ClientState::Connected | ClientState::LoggedIn
+            ) {
+                break; // the session closed this connection (EndOfSession, resync)
+            }
+        }
+        self.apply_actions();
+    }
+}
+
+impl Stream for Client {
+    type Item = ClientEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
+        let this = self.get_mut();
+        for _ in 0..STEPS_PER_POLL {
+            if let Some(event) = this.events.pop_front() {
+                return Poll::Ready(Some(event));
+            }
+            if this.session.is_stopped() && this.session.state() == ClientState::Disconnected {
+                this.close_stream();
+                return Poll::Ready(None);
+            }
+            if this.step(cx).is_pending() {
+                return match this.events.pop_front() {
+                    Some(event) => Poll::Ready(Some(event)),
+                    None => Poll::Pending,
+                };
+            }
+        }
+        if let Some(event) = this.events.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        // Busy for a while without an event to show: let others run.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
