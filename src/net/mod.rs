@@ -21,6 +21,9 @@
 //!  non-blocking:  Connection (mio TcpStream, edge-triggered; read/write until WouldBlock)
 //!  server:        one mio event loop around a ServerSession per client and one Retention
 //!  client:        one mio loop around a ClientSession
+//!  datagrams:     the server's optional UDP output (ServerConfig::datagrams);
+//!                 DatagramClient: UDP lines A/B ─▶ DatagramReceiver, one TCP
+//!                 retransmission connection for what both lines lost
 //! ```
 //!
 //! I/O errors are sorted by [`classify`]: `WouldBlock` means wait for the
@@ -35,6 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod admission;
 mod client;
 mod conn;
+mod datagram;
 mod publisher;
 mod queue;
 mod server;
@@ -43,6 +47,10 @@ pub(crate) mod sys;
 
 pub use client::{Client, ClientConfig, ClientError, ClientStats};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
+pub use datagram::{
+    DatagramClient, DatagramClientConfig, DatagramClientError, DatagramClientStats,
+    DatagramOutputConfig, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
+};
 pub use publisher::{Messages, PublishError, Publisher};
 pub(crate) use server::new_session_id;
 pub use server::{Server, ServerConfig, ServerHandle, StopHandle};

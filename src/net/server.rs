@@ -20,6 +20,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::admission::{Admission, Limit};
+use super::datagram::{DatagramOutput, DatagramOutputConfig};
 use super::publisher::{Numbering, Publisher};
 use super::stats::{add, ServerStats, Shared};
 use super::{sys, unix_nanos};
@@ -120,6 +121,13 @@ pub struct ServerConfig {
     /// the kernel also gives up on a vanished peer, and on its unsent bytes
     /// after the close, instead of retransmitting for many minutes.
     pub no_progress_intervals: u32,
+    /// A datagram feed of the same session (protocol section 8), sent by
+    /// the first event loop besides serving TCP: every published batch cut
+    /// into datagrams, a Packet-only datagram after each idle heartbeat
+    /// interval, EndOfSession at shutdown (`None`, the default: TCP only).
+    /// TCP clients can ask this server to retransmit what they lost
+    /// (section 9), from the same retention.
+    pub datagrams: Option<DatagramOutputConfig>,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +152,7 @@ impl Default for ServerConfig {
             max_unauthenticated: 128,
             max_unauthenticated_per_peer: 16,
             no_progress_intervals: session.no_progress_intervals,
+            datagrams: None,
         }
     }
 }
@@ -321,6 +330,8 @@ pub struct Server {
     /// Connections that have not logged in, oldest first, by slot.
     admission: Admission,
     epoch: Instant,
+    /// The datagram feed (the first loop only).
+    datagrams: Option<DatagramOutput>,
 }
 
 /// A server running on its own thread.
@@ -426,6 +437,20 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         server.listener = Some(listener);
         server.workers = workers;
+        if let Some(output) = &server.config.datagrams {
+            let output = DatagramOutput::new(
+                output,
+                session_id,
+                server.config.heartbeat_interval,
+                epoch.elapsed(),
+                &shared,
+            )?;
+            log::info!(
+                "datagrams from {:?}",
+                output.local_addr().map(|a| a.to_string())
+            );
+            server.datagrams = Some(output);
+        }
         Ok(server)
     }
 
@@ -474,6 +499,7 @@ impl Server {
             accept_paused_until: None,
             admission,
             epoch,
+            datagrams: None,
         })
     }
 
@@ -633,6 +659,9 @@ impl Server {
                 self.adopt(*slot);
             }
             self.run_timers(time);
+            if let Some(output) = &mut self.datagrams {
+                output.handle_timeout(time, self.retention.next());
+            }
             self.flush_all(time);
             if self
                 .accept_paused_until
@@ -672,7 +701,11 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let now = self.epoch.elapsed();
-        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let mut timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        if let Some(output) = &self.datagrams {
+            let due = output.poll_timeout();
+            timer = Some(timer.map_or(due, |t| t.min(due)));
+        }
         let earliest = match (timer, self.accept_paused_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1040,6 +1073,9 @@ impl Server {
             }
         }
         self.retention.push(Arc::clone(batch));
+        if let Some(output) = &mut self.datagrams {
+            output.publish(batch, time);
+        }
         if self.listener.is_some() {
             add(&self.shared.frames_published, batch.frames()); // once, not per loop
         }
@@ -1136,6 +1172,9 @@ impl Server {
     /// then close.
     fn shutdown(&mut self) {
         let time = self.time();
+        if let Some(output) = &mut self.datagrams {
+            output.end_of_session(time, self.retention.next());
+        }
         for index in 0..self.slots.len() {
             if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
                 slot.session.shutdown(time, &self.retention);

@@ -45,6 +45,15 @@ pub struct ServerStats {
     /// ([`ServerConfig::max_unauthenticated_per_peer`](super::ServerConfig::max_unauthenticated_per_peer));
     /// the rest were displaced by the overall limit.
     pub displaced_per_peer: u64,
+    /// Datagrams sent by the datagram output, counting each line's copy.
+    pub datagrams_sent: u64,
+    /// Datagrams the datagram output could not send (a full send buffer,
+    /// an unreachable line), counting each line's copy: receivers recover
+    /// them by retransmission.
+    pub datagrams_dropped: u64,
+    /// System calls the datagram output made to send them (`sendmmsg` or
+    /// `send_to`).
+    pub datagram_syscalls: u64,
 }
 
 impl ServerStats {
@@ -72,6 +81,9 @@ pub(super) struct Shared {
     closed: [AtomicU64; REASONS],
     pub(super) unauthenticated: AtomicU64,
     pub(super) displaced_per_peer: AtomicU64,
+    pub(super) datagrams_sent: AtomicU64,
+    pub(super) datagrams_dropped: AtomicU64,
+    pub(super) datagram_syscalls: AtomicU64,
 }
 
 pub(super) fn add(counter: &AtomicU64, n: u64) {
@@ -111,6 +123,9 @@ impl Shared {
             closed: std::array::from_fn(|i| self.closed.get(i).map_or(0, get)),
             unauthenticated: get(&self.unauthenticated),
             displaced_per_peer: get(&self.displaced_per_peer),
+            datagrams_sent: get(&self.datagrams_sent),
+            datagrams_dropped: get(&self.datagrams_dropped),
+            datagram_syscalls: get(&self.datagram_syscalls),
         }
     }
 }

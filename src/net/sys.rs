@@ -1,6 +1,6 @@
-//! The one system call `std` and `mio` do not offer: the number of bytes
-//! still in a socket's kernel send queue. The only `unsafe` code of the
-//! networking layer.
+//! The system calls `std` and `mio` do not offer: the number of bytes still
+//! in a socket's kernel send queue, and `sendmmsg` (many datagrams in one
+//! call) on Linux. The only `unsafe` code of the networking layer.
 
 /// Bytes in the kernel send queue of the socket `fd` (sent but not yet
 /// acknowledged, or not yet sent), where the platform can say.
@@ -25,4 +25,48 @@ pub(crate) fn unsent_bytes(fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn unsent_bytes<T>(_fd: T) -> Option<usize> {
     None
+}
+
+/// The most datagrams one [`send_datagrams`] call hands the kernel.
+pub(crate) const SEND_BATCH: usize = 64;
+
+/// Sends each `(datagram, destination)` of `messages` (at most
+/// [`SEND_BATCH`]) on the UDP socket `fd` with one `sendmmsg` system call;
+/// returns how many the kernel took, in order (fewer than asked: the next
+/// one failed, and a plain `send_to` of it tells why).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn send_datagrams(
+    fd: std::os::fd::BorrowedFd<'_>,
+    messages: &[(&[u8], &socket2::SockAddr)],
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let count = messages.len().min(SEND_BATCH);
+    // SAFETY: iovec and mmsghdr are plain C structs of integers and
+    // pointers, for which all-zero bytes are a valid value (null pointers,
+    // zero lengths).
+    let mut iov: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdr: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    for ((slot, h), (bytes, addr)) in iov.iter_mut().zip(hdr.iter_mut()).zip(messages) {
+        slot.iov_base = bytes.as_ptr().cast_mut().cast();
+        slot.iov_len = bytes.len();
+        h.msg_hdr.msg_name = addr.as_ptr().cast_mut().cast();
+        h.msg_hdr.msg_namelen = addr.len();
+        h.msg_hdr.msg_iov = std::ptr::from_mut(slot);
+        h.msg_hdr.msg_iovlen = 1;
+    }
+    let vlen = libc::c_uint::try_from(count).unwrap_or(0);
+    // SAFETY: `hdr` holds `count` ≤ SEND_BATCH initialized headers, each
+    // pointing at one iovec of `iov` and at one destination address, and
+    // each iovec at one datagram of `messages`: all of them borrowed for
+    // this call, which only reads them (and writes `msg_len` into `hdr`,
+    // ours and mutable). `fd` is a borrowed, open descriptor. The kernel
+    // reports failure through the return value and errno.
+    let sent = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdr.as_mut_ptr(), vlen, 0) };
+    if sent < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(usize::try_from(sent).unwrap_or(0))
+    }
 }

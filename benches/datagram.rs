@@ -1,0 +1,269 @@
+//! Datagram feed over loopback: the reference server's datagram output →
+//! `DatagramClient` (with retransmission from the same server), frames/s
+//! delivered in order, datagrams/s, system calls per datagram sent.
+//!
+//! `flock /work/bench.lock cargo bench --bench datagram --features cli`
+//!
+//! Cases (each `SECONDS` long, one run): `sendmmsg` and `send_to`, one line
+//! and two (A/B, the receiver keeping the first copy); the publisher
+//! publishes batches of `BATCH` quotes as fast as the server takes them.
+//! Frames the kernel dropped (receive buffer full) come back by
+//! retransmission or are reported as gaps: both are counted. Then
+//! fan-out: one multicast group on 127.0.0.1 to 1, 8 and 64 receivers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tickwire::encode::QuoteFields;
+use tickwire::net::{
+    DatagramClient, DatagramClientConfig, DatagramOutputConfig, Server, ServerConfig,
+};
+use tickwire::session::datagram::DatagramEvent;
+use tickwire::Payload;
+
+const SECONDS: f64 = 3.0;
+const BATCH: usize = 256;
+
+fn case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>) {
+    let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
+    if lines == 2 {
+        config.line_b = Some("127.0.0.1:0".parse().unwrap());
+    }
+    config.recv_buffer = Some(64 << 20);
+    // At millions of frames/s the default 4,096-frame window passes in
+    // under a millisecond, before the 2 ms retransmission wait: a kernel
+    // drop would become a gap for a full window instead of a request.
+    config.receiver.window = 1 << 18;
+    let probe = DatagramClient::new(config.clone()).unwrap();
+    let addrs = probe.local_addrs().to_vec();
+    drop(probe);
+    let mut output = DatagramOutputConfig::new(addrs[0]);
+    output.line_b = addrs.get(1).copied();
+    output.batch_syscalls = batch_syscalls;
+    output.send_buffer = Some(16 << 20);
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        datagrams: Some(output),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    config.line_a = addrs[0];
+    config.line_b = addrs.get(1).copied();
+    config.retransmit = Some(server.local_addr());
+    let mut client = DatagramClient::new(config).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = server.publisher();
+    let stop2 = Arc::clone(&stop);
+    let batch: Vec<(u64, Payload)> = (0..BATCH)
+        .map(|i| {
+            (
+                1,
+                Payload::Quote(QuoteFields {
+                    instrument_id: i as u32,
+                    ..QuoteFields::default()
+                }),
+            )
+        })
+        .collect();
+    let publishing = std::thread::spawn(move || {
+        let mut published = 0u64;
+        let start = Instant::now();
+        while !stop2.load(Ordering::Relaxed) {
+            if let Some(rate) = rate {
+                // Ahead of the rate: wait (bounded by `stop`).
+                if published as f64 > rate * start.elapsed().as_secs_f64() {
+                    std::thread::sleep(Duration::from_micros(50));
+                    continue;
+                }
+            }
+            if publisher.publish(batch.clone()).is_err() {
+                break;
+            }
+            published += BATCH as u64;
+        }
+        published
+    });
+    let start = Instant::now();
+    let (mut frames, mut gaps, mut lost) = (0u64, 0u64, 0u64);
+    let mut next = 1u64;
+    let mut out_of_order = 0u64;
+    let before = server.stats();
+    while start.elapsed().as_secs_f64() < SECONDS {
+        client
+            .poll(Some(Duration::from_millis(5)), |e| match e {
+                DatagramEvent::Frame(f) => {
+                    if f.sequence() != next {
+                        out_of_order += 1;
+                    }
+                    next = f.sequence() + 1;
+                    frames += 1;
+                }
+                DatagramEvent::Gap(g) => {
+                    gaps += 1;
+                    lost += g.last - g.first + 1;
+                    next = g.last + 1;
+                }
+                _ => {}
+            })
+            .unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let published = publishing.join().unwrap();
+    let after = server.stats();
+    let stats = client.stats();
+    let sent = after.datagrams_sent - before.datagrams_sent;
+    let calls = after.datagram_syscalls - before.datagram_syscalls;
+    println!(
+        "{name:<34} {:>9.2} {:>10.0} {:>8.3} {:>9.2} {:>9} {:>7} {:>9} {:>6}",
+        frames as f64 / elapsed / 1e6,
+        sent as f64 / elapsed,
+        calls as f64 / sent.max(1) as f64,
+        published as f64 / elapsed / 1e6,
+        stats.receiver.recovered,
+        gaps,
+        lost,
+        out_of_order
+    );
+    drop(server);
+}
+
+/// CPU seconds (user + system) the thread named `name` has used so far
+/// (Linux `/proc`; 0 elsewhere).
+fn thread_cpu(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let ticks = 100.0; // USER_HZ on Linux
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" that ends the name: state is 3rd, utime 14th.
+        let rest = stat.rsplit(')').next().unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        return (utime + stime) / ticks;
+    }
+    0.0
+}
+
+/// One multicast group on 127.0.0.1 to `receivers` subscribers (a thread
+/// each), paced: the server thread's CPU per second, and the slowest
+/// receiver's share.
+fn fan_out(receivers: usize, group_port: u16) {
+    let group: std::net::SocketAddr = format!("239.255.42.1:{group_port}").parse().unwrap();
+    let mut output = DatagramOutputConfig::new(group);
+    output.interface = Some(std::net::Ipv4Addr::LOCALHOST);
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        datagrams: Some(output),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(std::sync::Barrier::new(receivers + 1));
+    let threads: Vec<_> = (0..receivers)
+        .map(|_| {
+            let mut config = DatagramClientConfig::new(group);
+            config.interface = Some(std::net::Ipv4Addr::LOCALHOST);
+            config.retransmit = Some(server.local_addr());
+            config.recv_buffer = Some(16 << 20);
+            let (stop, ready) = (Arc::clone(&stop), Arc::clone(&ready));
+            std::thread::spawn(move || {
+                let mut client = DatagramClient::new(config).unwrap();
+                ready.wait();
+                let (mut frames, mut lost) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    client
+                        .poll(Some(Duration::from_millis(5)), |e| match e {
+                            DatagramEvent::Frame(_) => frames += 1,
+                            DatagramEvent::Gap(g) => lost += g.last - g.first + 1,
+                            _ => {}
+                        })
+                        .unwrap();
+                }
+                (frames, lost, client.stats().receiver.recovered)
+            })
+        })
+        .collect();
+    ready.wait();
+    let publisher = server.publisher();
+    let batch: Vec<(u64, Payload)> = vec![(1, Payload::Quote(QuoteFields::default())); 64];
+    let cpu0 = thread_cpu("tickwire-server");
+    let start = Instant::now();
+    let mut published = 0u64;
+    // 64 frames every 200 µs at most: about 300K frames/s here.
+    while start.elapsed().as_secs_f64() < SECONDS {
+        publisher.publish(batch.clone()).unwrap();
+        published += 64;
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = thread_cpu("tickwire-server") - cpu0;
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<(u64, u64, u64)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let slowest = results.iter().map(|r| r.0).min().unwrap_or(0);
+    let lost: u64 = results.iter().map(|r| r.1).sum();
+    let recovered: u64 = results.iter().map(|r| r.2).sum();
+    println!(
+        "multicast 127.0.0.1, {receivers:>2} receivers     {:>9.3} Mpub/s  server thread CPU {:>5.1}%  slowest got {:>6.2}%  recovered {recovered:>7} lost {lost}",
+        published as f64 / elapsed / 1e6,
+        cpu / elapsed * 100.0,
+        slowest as f64 / published as f64 * 100.0,
+    );
+}
+
+fn main() {
+    println!(
+        "datagram feed over loopback, {SECONDS} s per case, {BATCH}-quote batches (44-byte frames, 1,472-byte datagrams)"
+    );
+    println!(
+        "{:<34} {:>9} {:>10} {:>8} {:>9} {:>9} {:>7} {:>9} {:>6}",
+        "case", "Mframes/s", "dgrams/s", "sys/dg", "Mpub/s", "recovered", "gaps", "lost", "order!"
+    );
+    case("1 line, sendmmsg, unpaced", 1, true, None);
+    case("1 line, send_to, unpaced", 1, false, None);
+    case("2 lines, sendmmsg, unpaced", 2, true, None);
+    case("2 lines, send_to, unpaced", 2, false, None);
+    for (rate, label) in [(1e6, "1"), (2e6, "2"), (4e6, "4")] {
+        case(
+            &format!("1 line, sendmmsg, {label} M/s paced"),
+            1,
+            true,
+            Some(rate),
+        );
+        case(
+            &format!("1 line, send_to, {label} M/s paced"),
+            1,
+            false,
+            Some(rate),
+        );
+    }
+    case("2 lines, sendmmsg, 2 M/s paced", 2, true, Some(2e6));
+    println!("fan-out: one multicast feed, paced; on loopback the kernel delivers every copy in the sender's system call, so the sender pays per receiver here (on a network, the switch does)");
+    for (i, receivers) in [1usize, 8, 64].into_iter().enumerate() {
+        fan_out(receivers, 24_000 + i as u16);
+    }
+}

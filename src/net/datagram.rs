@@ -1,0 +1,941 @@
+//! Datagram feeds (protocol sections 8 and 9) over UDP: the server's
+//! datagram output ([`DatagramOutputConfig`], used by
+//! [`Server`](super::Server) when
+//! [`ServerConfig::datagrams`](super::ServerConfig::datagrams) is set) and
+//! the subscriber driver [`DatagramClient`].
+//!
+//! ```text
+//!  Server ── publish(batch) ──▶ cut into datagrams ──send_to──▶ line A (and line B)
+//!     ▲   (Packet + whole frames, ≤ max_datagram)          │  (unicast or multicast)
+//!     │   idle: Packet-only datagram per heartbeat interval │
+//!     │   shutdown: Packet + EndOfSession                   ▼
+//!     │                                        DatagramClient: UDP socket per line
+//!     │                                            │ handle_datagram(line, bytes, now)
+//!     │                                            ▼
+//!     │                                   DatagramReceiver (sans-IO) ──poll_event──▶ user
+//!     │                                            │ poll_action: Retransmit{first, count}
+//!     └──── one reused TCP connection ◀────────────┘  replies ─▶ handle_retransmission
+//!           (first frame a Retransmit: section 9)
+//! ```
+//!
+//! Sending: on Linux one `sendmmsg` call per 64 datagrams (every line's
+//! copy counts; [`DatagramOutputConfig::batch_syscalls`]), elsewhere one
+//! `send_to` per datagram and line. Receiving: one `recv` per datagram.
+#![forbid(unsafe_code)]
+
+use std::prelude::rust_2021::*;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+
+use super::conn::Connection;
+use super::stats::{add, Shared};
+use super::unix_nanos;
+use crate::encode::{encode, Payload};
+use crate::parse::Event;
+use crate::policy::Backoff;
+use crate::session::datagram::{
+    DatagramAction, DatagramConfig, DatagramEvent, DatagramReceiver, DatagramStats, Line,
+};
+use crate::session::{Batch, Time};
+use crate::wire::MsgType;
+
+/// The default largest datagram: an Ethernet MTU (1,500) less the IPv4 (20)
+/// and UDP (8) headers.
+pub const DEFAULT_DATAGRAM_SIZE: usize = 1472;
+/// The smallest datagram size a sender may be configured with (section 8.1).
+pub const MIN_DATAGRAM_SIZE: usize = 128;
+/// The largest datagram a receiver accepts (section 8.1).
+pub const MAX_DATAGRAM_SIZE: usize = 65_507;
+
+const PACKET_LEN: usize = MsgType::Packet.frame_len();
+const END_LEN: usize = MsgType::EndOfSession.frame_len();
+
+/// Where and how a server sends its datagram feed.
+///
+/// ```
+/// use tickwire::net::DatagramOutputConfig;
+/// let c = DatagramOutputConfig::new("239.1.2.3:7879".parse()?);
+/// assert_eq!((c.max_datagram, c.ttl, c.loopback), (1472, 1, true));
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct DatagramOutputConfig {
+    /// Line A: a unicast address or an IP multicast group, with its port.
+    pub line_a: SocketAddr,
+    /// Line B, if any: every datagram is also sent here, byte-identical.
+    /// Same address family as line A.
+    pub line_b: Option<SocketAddr>,
+    /// The local address to send from (`None`: any address, a free port).
+    pub bind: Option<SocketAddr>,
+    /// The largest datagram, in bytes (1,472; clamped to 128..=65,507).
+    pub max_datagram: usize,
+    /// Multicast TTL (IPv6: hop limit), and the unicast TTL (1: the local
+    /// network only).
+    pub ttl: u32,
+    /// The IPv4 interface (its address) multicast leaves by (`None`: the
+    /// routing table's choice).
+    pub interface: Option<Ipv4Addr>,
+    /// Whether this host's own multicast receivers get the datagrams (true).
+    pub loopback: bool,
+    /// `SO_SNDBUF` (`None`: the kernel's default).
+    pub send_buffer: Option<usize>,
+    /// On Linux, hand the kernel up to 64 datagrams (every line's copy) per
+    /// `sendmmsg` call (true); elsewhere, or when false, one `send_to` per
+    /// datagram and line.
+    pub batch_syscalls: bool,
+}
+
+impl DatagramOutputConfig {
+    /// Line A only, 1,472-byte datagrams, TTL 1, loopback on.
+    #[must_use]
+    pub fn new(line_a: SocketAddr) -> DatagramOutputConfig {
+        DatagramOutputConfig {
+            line_a,
+            line_b: None,
+            bind: None,
+            max_datagram: DEFAULT_DATAGRAM_SIZE,
+            ttl: 1,
+            interface: None,
+            loopback: true,
+            send_buffer: None,
+            batch_syscalls: true,
+        }
+    }
+
+    /// The destinations, line A first.
+    fn lines(&self) -> impl Iterator<Item = SocketAddr> {
+        std::iter::once(self.line_a).chain(self.line_b)
+    }
+}
+
+/// The server's datagram output: cuts each published batch into datagrams
+/// (section 8) and sends each on every line. Owned by the first event loop.
+#[derive(Debug)]
+pub(super) struct DatagramOutput {
+    socket: UdpSocket,
+    lines: Vec<SocketAddr>,
+    /// The same, for `sendmmsg`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    addrs: Vec<socket2::SockAddr>,
+    batch: bool,
+    session_id: u64,
+    max: usize,
+    heartbeat: Duration,
+    /// This batch's datagrams, back to back (capacity kept).
+    buf: Vec<u8>,
+    /// The end of each datagram in `buf`.
+    ends: Vec<usize>,
+    /// When a datagram was last sent (monotonic, the server's epoch).
+    last_sent: Duration,
+    shared: Arc<Shared>,
+}
+
+impl DatagramOutput {
+    pub(super) fn new(
+        config: &DatagramOutputConfig,
+        session_id: u64,
+        heartbeat: Duration,
+        now: Duration,
+        shared: &Arc<Shared>,
+    ) -> io::Result<DatagramOutput> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let v6 = config.line_a.is_ipv6();
+        if config.lines().any(|l| l.is_ipv6() != v6) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "lines A and B must be of one address family",
+            ));
+        }
+        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        let bind = config.bind.unwrap_or(if v6 {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        });
+        if v6 {
+            socket.set_multicast_hops_v6(config.ttl)?;
+            socket.set_unicast_hops_v6(config.ttl)?;
+            socket.set_multicast_loop_v6(config.loopback)?;
+        } else {
+            socket.set_multicast_ttl_v4(config.ttl)?;
+            socket.set_ttl(config.ttl)?;
+            socket.set_multicast_loop_v4(config.loopback)?;
+            if let Some(interface) = config.interface {
+                socket.set_multicast_if_v4(&interface)?;
+            }
+        }
+        if let Some(size) = config.send_buffer {
+            socket.set_send_buffer_size(size)?;
+        }
+        socket.bind(&bind.into())?;
+        socket.set_nonblocking(true)?;
+        let max = config
+            .max_datagram
+            .clamp(MIN_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE);
+        Ok(DatagramOutput {
+            socket: socket.into(),
+            lines: config.lines().collect(),
+            addrs: config.lines().map(socket2::SockAddr::from).collect(),
+            batch: config.batch_syscalls && cfg!(target_os = "linux"),
+            session_id,
+            max,
+            heartbeat,
+            buf: Vec::new(),
+            ends: Vec::new(),
+            last_sent: now,
+            shared: Arc::clone(shared),
+        })
+    }
+
+    /// The address datagrams are sent from.
+    pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Starts a datagram in `buf` with its Packet frame.
+    fn open(&mut self, sequence: u64, timestamp: u64) {
+        let at = self.buf.len();
+        self.buf.resize(at + PACKET_LEN, 0);
+        let payload = Payload::Packet {
+            session_id: self.session_id,
+        };
+        if let Some(out) = self.buf.get_mut(at..) {
+            // A Packet always fits its own length.
+            let _ = encode(&payload, sequence, timestamp, out);
+        }
+    }
+
+    /// Cuts `batch` into datagrams (each: a Packet whose `sequence` is its
+    /// first data frame's, then as many whole frames as fit) and sends them
+    /// on every line.
+    pub(super) fn publish(&mut self, batch: &Batch, time: Time) {
+        self.buf.clear();
+        self.ends.clear();
+        let bytes = batch.bytes();
+        let mut at = 0;
+        let mut sequence = batch.first();
+        let mut start: Option<usize> = None;
+        while let Some(&len) = bytes.get(at + 3) {
+            let len = usize::from(len);
+            let Some(frame) = bytes.get(at..at + len) else {
+                break; // a Batch holds whole frames: not reached
+            };
+            if let Some(s) = start {
+                if self.buf.len() - s + len > self.max {
+                    self.ends.push(self.buf.len());
+                    start = None;
+                }
+            }
+            if start.is_none() {
+                start = Some(self.buf.len());
+                self.open(sequence, time.unix_nanos);
+            }
+            self.buf.extend_from_slice(frame);
+            at += len;
+            sequence += 1;
+        }
+        if start.is_some() {
+            self.ends.push(self.buf.len());
+        }
+        self.send_all(time);
+    }
+
+    /// When a Packet-only datagram is due (monotonic).
+    pub(super) fn poll_timeout(&self) -> Duration {
+        self.last_sent.saturating_add(self.heartbeat)
+    }
+
+    /// Sends a Packet-only datagram (`sequence`: `next`, the next data
+    /// sequence) if nothing was sent for a heartbeat interval.
+    pub(super) fn handle_timeout(&mut self, time: Time, next: u64) {
+        if time.monotonic < self.poll_timeout() {
+            return;
+        }
+        self.buf.clear();
+        self.ends.clear();
+        self.open(next, time.unix_nanos);
+        self.ends.push(self.buf.len());
+        self.send_all(time);
+    }
+
+    /// The last datagram: a Packet and an EndOfSession, both carrying `next`.
+    pub(super) fn end_of_session(&mut self, time: Time, next: u64) {
+        self.buf.clear();
+        self.ends.clear();
+        self.open(next, time.unix_nanos);
+        let at = self.buf.len();
+        self.buf.resize(at + END_LEN, 0);
+        if let Some(out) = self.buf.get_mut(at..) {
+            let _ = encode(&Payload::EndOfSession, next, time.unix_nanos, out);
+        }
+        self.ends.push(self.buf.len());
+        self.send_all(time);
+    }
+
+    fn send_all(&mut self, time: Time) {
+        let (sent, dropped, calls) = if self.batch {
+            self.send_batched()
+        } else {
+            self.send_each()
+        };
+        add(&self.shared.datagrams_sent, sent);
+        add(&self.shared.datagrams_dropped, dropped);
+        add(&self.shared.datagram_syscalls, calls);
+        self.last_sent = time.monotonic;
+    }
+
+    /// One `send_to` of `datagram` to `line`: whether it was sent.
+    fn send_one(&self, datagram: &[u8], line: SocketAddr, quiet: bool) -> bool {
+        loop {
+            match self.socket.send_to(datagram, line) {
+                Ok(_) => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Full send buffer (WouldBlock, ENOBUFS) or an
+                    // unreachable line: the datagram is lost on this line;
+                    // receivers recover it (section 9).
+                    if !quiet {
+                        log::debug!("datagram to {line}: {e}");
+                    }
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The datagrams in `buf`, in order.
+    fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .filter_map(|(from, to)| self.buf.get(from..to))
+    }
+
+    /// One `send_to` per datagram and line: (sent, dropped, system calls).
+    fn send_each(&self) -> (u64, u64, u64) {
+        let (mut sent, mut dropped, mut calls) = (0, 0, 0);
+        for datagram in self.datagrams() {
+            for &line in &self.lines {
+                calls += 1;
+                if self.send_one(datagram, line, dropped > 0) {
+                    sent += 1;
+                } else {
+                    dropped += 1;
+                }
+            }
+        }
+        (sent, dropped, calls)
+    }
+
+    /// `sendmmsg`, up to 64 datagrams a call, every line's copy in turn.
+    #[cfg(target_os = "linux")]
+    fn send_batched(&self) -> (u64, u64, u64) {
+        use std::os::fd::AsFd;
+        let (mut sent, mut dropped, mut calls) = (0, 0, 0);
+        let mut all = self
+            .datagrams()
+            .flat_map(|d| self.addrs.iter().map(move |a| (d, a)))
+            .peekable();
+        let Some(&first) = all.peek() else {
+            return (0, 0, 0);
+        };
+        let mut messages = [first; super::sys::SEND_BATCH];
+        while all.peek().is_some() {
+            let mut n = 0;
+            for (place, message) in messages.iter_mut().zip(all.by_ref()) {
+                *place = message;
+                n += 1;
+            }
+            let chunk = messages.get(..n).unwrap_or_default();
+            let mut done = 0;
+            while done < chunk.len() {
+                let rest = chunk.get(done..).unwrap_or_default();
+                calls += 1;
+                match super::sys::send_datagrams(self.socket.as_fd(), rest) {
+                    Ok(k) if k > 0 => {
+                        sent += k as u64;
+                        done += k;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    _ => {
+                        // The first one failed: send_to says why (and
+                        // sends it if the condition has passed).
+                        if let Some((datagram, addr)) = rest.first() {
+                            calls += 1;
+                            let sent_now = addr
+                                .as_socket()
+                                .is_some_and(|line| self.send_one(datagram, line, dropped > 0));
+                            if sent_now {
+                                sent += 1;
+                            } else {
+                                dropped += 1;
+                            }
+                        }
+                        done += 1;
+                    }
+                }
+            }
+        }
+        (sent, dropped, calls)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn send_batched(&self) -> (u64, u64, u64) {
+        self.send_each()
+    }
+}
+
+/// How a [`DatagramClient`] receives and recovers a feed.
+///
+/// ```
+/// use tickwire::net::DatagramClientConfig;
+/// let c = DatagramClientConfig::new("127.0.0.1:0".parse()?);
+/// assert!(c.line_b.is_none() && c.retransmit.is_none());
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct DatagramClientConfig {
+    /// Line A: an IP multicast group and port to join, or a local unicast
+    /// address to bind (port 0: any free port, see
+    /// [`DatagramClient::local_addrs`]).
+    pub line_a: SocketAddr,
+    /// Line B, the same way.
+    pub line_b: Option<SocketAddr>,
+    /// The IPv4 interface (its address) multicast groups are joined on
+    /// (`None`: the routing table's choice).
+    pub interface: Option<Ipv4Addr>,
+    /// The TCP retransmission server (section 9): the publishing server or
+    /// any server holding the session. `None`: no retransmission (holes
+    /// become gaps at the receiver's deadline).
+    pub retransmit: Option<SocketAddr>,
+    /// The receiver's settings (reorder window, retransmission wait and
+    /// deadline, start). Size the window to the feed: it must hold what
+    /// arrives during the retransmission wait plus a round trip (at 4 M
+    /// frames/s, 2 ms is 8,000 frames), or a hole is given up as a gap
+    /// when the window fills, before it was ever requested.
+    pub receiver: DatagramConfig,
+    /// Reconnect delays for the retransmission connection.
+    pub backoff: Backoff,
+    /// The server's heartbeat interval (1 s): a retransmission connection
+    /// silent for three of them is dropped and connected again.
+    pub heartbeat_interval: Duration,
+    /// Give up a connection attempt after this long (5 s).
+    pub connect_timeout: Duration,
+    /// `SO_RCVBUF` of each line's socket (8 MiB; the kernel may cap it).
+    pub recv_buffer: Option<usize>,
+}
+
+impl DatagramClientConfig {
+    /// Line A only, no retransmission, default receiver and backoff.
+    #[must_use]
+    pub fn new(line_a: SocketAddr) -> DatagramClientConfig {
+        DatagramClientConfig {
+            line_a,
+            line_b: None,
+            interface: None,
+            retransmit: None,
+            receiver: DatagramConfig::default(),
+            backoff: Backoff::default(),
+            heartbeat_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            recv_buffer: Some(8 << 20),
+        }
+    }
+}
+
+/// A [`DatagramClient`]'s counters.
+///
+/// ```
+/// let s = tickwire::net::DatagramClientStats::default();
+/// assert_eq!(s.connects, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DatagramClientStats {
+    /// The receiver's counters (datagrams per line, duplicates, requests…).
+    pub receiver: DatagramStats,
+    /// Retransmission connections made.
+    pub connects: u64,
+    /// Retransmission connections lost (closed, failed, silent, timed out).
+    pub disconnects: u64,
+    /// Retransmit frames written.
+    pub requests_sent: u64,
+    /// Datagrams longer than the receive buffer (truncated: discarded).
+    pub oversized: u64,
+}
+
+/// Datagrams read from one line per [`DatagramClient::poll`]: a flood on
+/// one line cannot hold up the other, the retransmission connection or the
+/// timers (the rest is read on the next poll, which then does not wait).
+const READS_PER_POLL: usize = 4096;
+
+const LINE_A: Token = Token(0);
+const LINE_B: Token = Token(1);
+const TCP: Token = Token(2);
+
+/// The retransmission connection's state.
+#[derive(Debug)]
+enum Retx {
+    /// No connection; one is made when a request is due.
+    Idle,
+    /// Connecting since the time given.
+    Connecting(Connection, Duration),
+    /// Connected; last heard from at the time given.
+    Connected(Connection, Duration),
+    /// Waiting to connect again until the time given.
+    Waiting(Duration),
+}
+
+/// The datagram subscriber: a mio loop around a
+/// [`DatagramReceiver`](crate::session::datagram::DatagramReceiver), with
+/// one UDP socket per line and one reused TCP retransmission connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use tickwire::net::{DatagramClient, DatagramClientConfig, DatagramOutputConfig, Server, ServerConfig};
+/// use tickwire::session::datagram::DatagramEvent;
+/// use tickwire::{encode::QuoteFields, Payload};
+///
+/// // A subscriber on a free unicast port, then a server sending to it.
+/// let mut client = DatagramClient::new(DatagramClientConfig::new("127.0.0.1:0".parse()?))?;
+/// let line_a = client.local_addrs()[0];
+/// let config = ServerConfig {
+///     listen: "127.0.0.1:0".parse()?,
+///     datagrams: Some(DatagramOutputConfig::new(line_a)),
+///     ..ServerConfig::default()
+/// };
+/// let server = Server::bind(config)?.spawn()?;
+/// server.publisher().publish(vec![(1, Payload::Quote(QuoteFields::default())); 3])?;
+/// let mut got = Vec::new();
+/// for _ in 0..100 {
+///     client.poll(Some(Duration::from_millis(20)), |e| {
+///         if let DatagramEvent::Frame(f) = e {
+///             got.push(f.sequence());
+///         }
+///     })?;
+///     if got.len() == 3 {
+///         break;
+///     }
+/// }
+/// assert_eq!(got, [1, 2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct DatagramClient {
+    config: DatagramClientConfig,
+    poll: Poll,
+    events: Events,
+    lines: Vec<mio::net::UdpSocket>,
+    local: Vec<SocketAddr>,
+    buf: Box<[u8]>,
+    receiver: DatagramReceiver,
+    retx: Retx,
+    backoff: Backoff,
+    /// Retransmit frames waiting for a connection.
+    pending: Vec<u8>,
+    stats: DatagramClientStats,
+    /// Lines whose socket may hold more datagrams (the read budget ran out).
+    unread: [bool; 2],
+    epoch: Instant,
+}
+
+/// Why a [`DatagramClient`] could not be created.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DatagramClientError {
+    /// A socket could not be opened, bound or joined to its group.
+    Io(io::Error),
+}
+
+impl fmt::Display for DatagramClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatagramClientError::Io(e) => write!(f, "datagram socket: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DatagramClientError {}
+
+/// One line's socket: joined to its group, or bound to its unicast address.
+fn line_socket(
+    addr: SocketAddr,
+    interface: Option<Ipv4Addr>,
+    recv_buffer: Option<usize>,
+) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Some(size) = recv_buffer {
+        // The kernel caps it at net.core.rmem_max; a smaller buffer works.
+        let _ = socket.set_recv_buffer_size(size);
+    }
+    match addr.ip() {
+        IpAddr::V4(group) if group.is_multicast() => {
+            socket.set_reuse_address(true)?;
+            // Bound to the group (not the wildcard) and, on Linux, only the
+            // groups this socket joined: lines A and B on one port stay apart.
+            #[cfg(target_os = "linux")]
+            {
+                socket.set_multicast_all_v4(false)?;
+                socket.bind(&addr.into())?;
+            }
+            #[cfg(not(target_os = "linux"))]
+            socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())).into())?;
+            socket.join_multicast_v4(&group, &interface.unwrap_or(Ipv4Addr::UNSPECIFIED))?;
+        }
+        IpAddr::V6(group) if group.is_multicast() => {
+            socket.set_reuse_address(true)?;
+            socket
+                .bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, addr.port())).into())?;
+            socket.join_multicast_v6(&group, 0)?;
+        }
+        _ => socket.bind(&addr.into())?,
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+impl DatagramClient {
+    /// Opens the line sockets (joining multicast groups, or binding unicast
+    /// addresses). The retransmission connection is made when the first
+    /// request is due, and reused.
+    ///
+    /// # Errors
+    /// A socket could not be opened, bound or joined.
+    pub fn new(config: DatagramClientConfig) -> Result<DatagramClient, DatagramClientError> {
+        let io = DatagramClientError::Io;
+        let poll = Poll::new().map_err(io)?;
+        let mut lines = Vec::new();
+        let mut local = Vec::new();
+        for (addr, token) in std::iter::once(config.line_a)
+            .chain(config.line_b)
+            .zip([LINE_A, LINE_B])
+        {
+            let socket = line_socket(addr, config.interface, config.recv_buffer).map_err(io)?;
+            local.push(socket.local_addr().map_err(io)?);
+            let mut socket = mio::net::UdpSocket::from_std(socket);
+            poll.registry()
+                .register(&mut socket, token, Interest::READABLE)
+                .map_err(io)?;
+            lines.push(socket);
+        }
+        Ok(DatagramClient {
+            receiver: DatagramReceiver::new(config.receiver),
+            backoff: config.backoff,
+            config,
+            poll,
+            events: Events::with_capacity(16),
+            lines,
+            local,
+            buf: vec![0u8; MAX_DATAGRAM_SIZE + 1].into_boxed_slice(),
+            retx: Retx::Idle,
+            pending: Vec::new(),
+            stats: DatagramClientStats::default(),
+            unread: [false; 2],
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The local address of each line's socket, line A first (for unicast
+    /// lines bound to port 0: the port the kernel chose).
+    #[must_use]
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local
+    }
+
+    /// The receiver (session, next expected sequence, counters).
+    #[must_use]
+    pub fn receiver(&self) -> &DatagramReceiver {
+        &self.receiver
+    }
+
+    /// The counters now.
+    #[must_use]
+    pub fn stats(&self) -> DatagramClientStats {
+        DatagramClientStats {
+            receiver: *self.receiver.stats(),
+            ..self.stats
+        }
+    }
+
+    /// Whether the retransmission connection is up.
+    #[must_use]
+    pub fn is_retransmission_connected(&self) -> bool {
+        matches!(self.retx, Retx::Connected(..))
+    }
+
+    fn time(&self) -> Time {
+        Time::new(self.epoch.elapsed(), unix_nanos())
+    }
+
+    /// The earliest deadline: the receiver's, or the connection's.
+    fn deadline(&self) -> Option<Duration> {
+        let retx = match &self.retx {
+            Retx::Idle => None,
+            Retx::Connecting(_, since) => Some(since.saturating_add(self.config.connect_timeout)),
+            Retx::Connected(_, heard) => {
+                Some(heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3)))
+            }
+            Retx::Waiting(until) => Some(*until),
+        };
+        match (self.receiver.poll_timeout(), retx) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Waits at most `timeout` for datagrams, retransmission replies or the
+    /// next deadline, handles them, and reports the receiver's events
+    /// (frames in order, gaps, new sessions, EndOfSession, discards) to
+    /// `on_event`.
+    ///
+    /// # Errors
+    /// The poll itself failed. Socket errors of the retransmission
+    /// connection are not errors: it is connected again with the backoff.
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on_event: impl FnMut(DatagramEvent),
+    ) -> io::Result<()> {
+        let now = self.epoch.elapsed();
+        let mut wait = match (timeout, self.deadline()) {
+            (Some(t), Some(d)) => Some(t.min(d.saturating_sub(now))),
+            (t, d) => t.or(d.map(|d| d.saturating_sub(now))),
+        };
+        if self.unread.contains(&true) {
+            wait = Some(Duration::ZERO);
+        }
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let result = self.poll.poll(&mut events, wait);
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                self.events = events;
+                return Err(e);
+            }
+        }
+        for event in events.iter() {
+            match event.token() {
+                LINE_A => self.unread[0] = true,
+                LINE_B => self.unread[1] = true,
+                TCP => self.tcp_ready(event.is_writable()),
+                _ => {}
+            }
+        }
+        self.events = events;
+        for line in [Line::A, Line::B] {
+            if self.unread.get(line.index()) == Some(&true) {
+                self.read_line(line, &mut on_event);
+            }
+        }
+        let time = self.time();
+        self.receiver.handle_timeout(time);
+        self.connection_timers(time.monotonic);
+        self.drain(&mut on_event);
+        Ok(())
+    }
+
+    /// Reads one line's socket until it would block (or the budget is spent).
+    fn read_line(&mut self, line: Line, on_event: &mut impl FnMut(DatagramEvent)) {
+        for _ in 0..READS_PER_POLL {
+            let Some(socket) = self.lines.get(line.index()) else {
+                break;
+            };
+            match socket.recv(&mut self.buf) {
+                Ok(n) if n > MAX_DATAGRAM_SIZE => self.stats.oversized += 1,
+                Ok(n) => {
+                    let time = Time::new(self.epoch.elapsed(), unix_nanos());
+                    let datagram = self.buf.get(..n).unwrap_or_default();
+                    self.receiver.handle_datagram(line, datagram, time);
+                    self.drain(on_event);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        // ICMP errors of earlier sends and the like: the
+                        // socket stays usable.
+                        log::debug!("line {line:?}: {e}");
+                    }
+                    if let Some(unread) = self.unread.get_mut(line.index()) {
+                        *unread = false;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Events to the user; requests to the retransmission connection.
+    fn drain(&mut self, on_event: &mut impl FnMut(DatagramEvent)) {
+        while let Some(event) = self.receiver.poll_event() {
+            on_event(event);
+        }
+        let mut requested = false;
+        while let Some(action) = self.receiver.poll_action() {
+            let DatagramAction::Retransmit {
+                session_id,
+                first,
+                count,
+            } = action;
+            let at = self.pending.len();
+            self.pending.resize(at + MsgType::Retransmit.frame_len(), 0);
+            if let Some(out) = self.pending.get_mut(at..) {
+                let payload = Payload::Retransmit { session_id, count };
+                let _ = encode(&payload, first, unix_nanos(), out);
+            }
+            requested = true;
+        }
+        if requested {
+            let now = self.epoch.elapsed();
+            match self.retx {
+                Retx::Idle => self.connect(now),
+                Retx::Connected(..) => self.send_pending(now),
+                Retx::Connecting(..) | Retx::Waiting(_) => {}
+            }
+        }
+    }
+
+    fn connect(&mut self, now: Duration) {
+        let Some(server) = self.config.retransmit else {
+            // Nothing to ask: the receiver's deadline turns holes into gaps.
+            self.pending.clear();
+            self.receiver.retransmission_reset();
+            return;
+        };
+        match mio::net::TcpStream::connect(server) {
+            Ok(mut stream) => {
+                let _ = stream.set_nodelay(true);
+                if let Err(e) = self.poll.registry().register(
+                    &mut stream,
+                    TCP,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    log::debug!("retransmission connection: {e}");
+                    self.lost(now);
+                    return;
+                }
+                self.retx = Retx::Connecting(Connection::new(stream, 64 << 10, 4 << 20), now);
+            }
+            Err(e) => {
+                log::debug!("retransmission connection to {server}: {e}");
+                self.lost(now);
+            }
+        }
+    }
+
+    /// The connection failed or was lost: unanswered requests are forgotten
+    /// (their holes become gaps at the deadline unless a line fills them),
+    /// and the next connection waits for the backoff.
+    fn lost(&mut self, now: Duration) {
+        if let Retx::Connecting(conn, _) | Retx::Connected(conn, _) =
+            std::mem::replace(&mut self.retx, Retx::Idle)
+        {
+            let mut stream = conn.into_stream();
+            let _ = self.poll.registry().deregister(&mut stream);
+            self.stats.disconnects += 1;
+        }
+        self.pending.clear();
+        self.receiver.retransmission_reset();
+        self.retx = match self.backoff.next_delay() {
+            Some(delay) => Retx::Waiting(now.saturating_add(delay)),
+            None => Retx::Idle,
+        };
+    }
+
+    fn send_pending(&mut self, now: Duration) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Retx::Connected(conn, _) = &mut self.retx else {
+            return;
+        };
+        let frames = self.pending.len() / MsgType::Retransmit.frame_len();
+        match conn.send(&self.pending) {
+            Ok(true) => {
+                self.stats.requests_sent += frames as u64;
+                self.pending.clear();
+            }
+            Ok(false) | Err(_) => self.lost(now),
+        }
+    }
+
+    fn tcp_ready(&mut self, writable: bool) {
+        let time = self.time();
+        let now = time.monotonic;
+        if let Retx::Connecting(conn, _) = &self.retx {
+            let stream = conn.stream();
+            match (stream.take_error(), stream.peer_addr()) {
+                (Ok(None), Ok(_)) => {
+                    let Retx::Connecting(conn, _) = std::mem::replace(&mut self.retx, Retx::Idle)
+                    else {
+                        return;
+                    };
+                    self.retx = Retx::Connected(conn, now);
+                    self.stats.connects += 1;
+                    self.backoff.reset();
+                    self.send_pending(now);
+                }
+                (_, Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
+                _ => {
+                    self.lost(now);
+                    return;
+                }
+            }
+        }
+        let Retx::Connected(conn, heard) = &mut self.retx else {
+            return;
+        };
+        if writable && conn.write_ready().is_err() {
+            self.lost(now);
+            return;
+        }
+        let receiver = &mut self.receiver;
+        let outcome = conn.read_ready(|event| match event {
+            Event::Frame(m) | Event::Duplicate(m) => receiver.handle_retransmission(&m, time),
+            _ => {}
+        });
+        match outcome {
+            Ok(o) => {
+                if o.bytes > 0 {
+                    *heard = now;
+                }
+                if o.closed {
+                    self.lost(now);
+                }
+            }
+            Err(_) => self.lost(now),
+        }
+    }
+
+    fn connection_timers(&mut self, now: Duration) {
+        match &self.retx {
+            Retx::Connecting(_, since)
+                if now >= since.saturating_add(self.config.connect_timeout) =>
+            {
+                self.lost(now);
+            }
+            Retx::Connected(_, heard)
+                if now
+                    >= heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3)) =>
+            {
+                self.lost(now);
+            }
+            Retx::Waiting(until) if now >= *until => {
+                self.retx = Retx::Idle;
+                if !self.pending.is_empty() {
+                    self.connect(now);
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,1059 @@
+//! The datagram feed over real UDP and TCP sockets on 127.0.0.1: the
+//! server's datagram output → a seeded fault injector (a forwarder thread
+//! per line that drops, duplicates and reorders) → `DatagramClient`, which
+//! recovers what both lines lost from the same server over TCP (protocol
+//! sections 8 and 9). Every loop is bounded in count and time.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+#![allow(clippy::cast_possible_truncation)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use tickwire::io::FrameReader;
+use tickwire::net::{
+    DatagramClient, DatagramClientConfig, DatagramOutputConfig, Server, ServerConfig, ServerHandle,
+};
+use tickwire::parse::Event;
+use tickwire::sequence::Gap;
+use tickwire::session::datagram::DatagramEvent;
+use tickwire::synth::Feed;
+use tickwire::{encode, Message, Payload, Sequencer};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+
+/// What the injector does to one line.
+#[derive(Clone, Copy, Debug, Default)]
+struct Faults {
+    drop: f64,
+    duplicate: f64,
+    reorder: f64,
+}
+
+/// One datagram the injector saw: its Packet's sequence, data frames, and
+/// whether it was passed on.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    line: usize,
+    sequence: u64,
+    frames: u64,
+    passed: bool,
+}
+
+/// A forwarder per line: receives the server's datagrams on its own port
+/// and passes them to the client's, with seeded faults.
+struct Injector {
+    inputs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    blackhole: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Injector {
+    fn new(seed: u64, to: &[SocketAddr], faults: &[Faults]) -> Injector {
+        let stop = Arc::new(AtomicBool::new(false));
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut inputs = Vec::new();
+        let mut threads = Vec::new();
+        for (line, (&to, &faults)) in to.iter().zip(faults).enumerate() {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(5)))
+                .unwrap();
+            inputs.push(socket.local_addr().unwrap());
+            let (stop, blackhole, seen) =
+                (Arc::clone(&stop), Arc::clone(&blackhole), Arc::clone(&seen));
+            let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(line as u64 * 7919));
+            threads.push(thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                let mut held: Option<Vec<u8>> = None;
+                // Bounded: the test sets `stop`, and every wait is 5 ms.
+                while !stop.load(Ordering::SeqCst) {
+                    let n = match socket.recv(&mut buf) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            // Idle: a held datagram goes out now.
+                            if let Some(d) = held.take() {
+                                let _ = socket.send_to(&d, to);
+                            }
+                            continue;
+                        }
+                    };
+                    let datagram = buf[..n].to_vec();
+                    let sequence = u64::from_le_bytes(datagram[4..12].try_into().unwrap());
+                    let frames = data_frames(&datagram);
+                    // Faults hit data datagrams only: the Packet-only and
+                    // EndOfSession ones pass (not resent, by the protocol).
+                    let passed = frames == 0
+                        || (!blackhole.load(Ordering::SeqCst) && rng.f64() >= faults.drop);
+                    if frames > 0 {
+                        seen.lock().unwrap().push(Seen {
+                            line,
+                            sequence,
+                            frames,
+                            passed,
+                        });
+                    }
+                    if !passed {
+                        continue;
+                    }
+                    let copies = if rng.f64() < faults.duplicate { 2 } else { 1 };
+                    if held.is_none() && rng.f64() < faults.reorder {
+                        held = Some(datagram); // goes out after the next one
+                        continue;
+                    }
+                    for _ in 0..copies {
+                        let _ = socket.send_to(&datagram, to);
+                    }
+                    if let Some(d) = held.take() {
+                        let _ = socket.send_to(&d, to);
+                    }
+                }
+            }));
+        }
+        Injector {
+            inputs,
+            stop,
+            blackhole,
+            seen,
+            threads,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Data frames in a datagram (after its Packet).
+fn data_frames(datagram: &[u8]) -> u64 {
+    let mut at = 32;
+    let mut frames = 0;
+    while at + 4 <= datagram.len() {
+        if datagram[at + 2] >= 0x10 {
+            frames += 1;
+        }
+        at += usize::from(datagram[at + 3]).max(1);
+    }
+    frames
+}
+
+fn messages(seed: u64, n: usize) -> Vec<(u64, Payload)> {
+    let mut feed = Feed::new(seed, 50);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let p = feed.next_payload();
+        if p.msg_type().is_data() {
+            out.push((T0 + out.len() as u64, p));
+        }
+    }
+    out
+}
+
+fn expected_bytes(messages: &[(u64, Payload)], first: u64) -> Vec<u8> {
+    let mut seq = Sequencer::starting_at(first);
+    let mut out = vec![0u8; messages.len() * 44];
+    let done = seq.encode_batch(messages, &mut out);
+    out.truncate(done.bytes);
+    out
+}
+
+/// A server whose datagrams go to the injector's inputs.
+fn server(lines: &[SocketAddr], tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+    let mut output = DatagramOutputConfig::new(lines[0]);
+    output.line_b = lines.get(1).copied();
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        session_id: Some(0x5EED),
+        heartbeat_interval: Duration::from_millis(100),
+        datagrams: Some(output),
+        ..ServerConfig::default()
+    };
+    tweak(&mut config);
+    Server::bind(config).unwrap().spawn().unwrap()
+}
+
+/// A client on free unicast ports, one per line.
+fn client(lines: usize) -> DatagramClient {
+    let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
+    if lines == 2 {
+        config.line_b = Some("127.0.0.1:0".parse().unwrap());
+    }
+    config.heartbeat_interval = Duration::from_millis(100);
+    DatagramClient::new(config).unwrap()
+}
+
+/// Recreates `client` with the retransmission server set (the ports stay
+/// bound: the new client binds the same addresses).
+fn with_retransmit(client: DatagramClient, server: SocketAddr) -> DatagramClient {
+    let addrs = client.local_addrs().to_vec();
+    drop(client);
+    let mut config = DatagramClientConfig::new(addrs[0]);
+    config.line_b = addrs.get(1).copied();
+    config.retransmit = Some(server);
+    config.heartbeat_interval = Duration::from_millis(100);
+    DatagramClient::new(config).unwrap()
+}
+
+#[derive(Default)]
+struct Received {
+    bytes: Vec<u8>,
+    sequences: Vec<u64>,
+    gaps: Vec<Gap>,
+    end: Option<u64>,
+}
+
+/// Polls until `done` or the deadline (bounded in time and count).
+fn receive_until(
+    client: &mut DatagramClient,
+    got: &mut Received,
+    within: Duration,
+    done: impl Fn(&Received) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    for _ in 0..1_000_000 {
+        if done(got) || Instant::now() >= deadline {
+            return;
+        }
+        client
+            .poll(Some(Duration::from_millis(10)), |e| match e {
+                DatagramEvent::Frame(f) => {
+                    got.sequences.push(f.sequence());
+                    got.bytes.extend_from_slice(f.as_bytes());
+                }
+                DatagramEvent::Gap(g) => got.gaps.push(g),
+                DatagramEvent::EndOfSession { sequence } => got.end = Some(sequence),
+                _ => {}
+            })
+            .unwrap();
+    }
+}
+
+/// Publishes in batches of `batch`, one batch a millisecond (a pace the
+/// debug-built test keeps up with without kernel drops), on its own thread.
+fn publish_paced(server: &ServerHandle, msgs: Vec<(u64, Payload)>, batch: usize) -> JoinHandle<()> {
+    let publisher = server.publisher();
+    thread::spawn(move || {
+        for chunk in msgs.chunks(batch) {
+            publisher.publish(chunk.to_vec()).unwrap();
+            thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+/// One line dropping 10%, duplicating 5% and reordering 10% of the
+/// datagrams: every data frame arrives once, in order, byte-identical to
+/// what was published; the losses came back by retransmission; the idle
+/// Packet-only datagrams keep coming; shutdown's EndOfSession arrives
+/// after the last frame.
+#[test]
+fn one_lossy_line_every_frame_once_in_order() {
+    let mut c = client(1);
+    let injector = Injector::new(
+        11,
+        c.local_addrs(),
+        &[Faults {
+            drop: 0.10,
+            duplicate: 0.05,
+            reorder: 0.10,
+        }],
+    );
+    let server = server(&injector.inputs, |_| {});
+    c = with_retransmit(c, server.local_addr());
+    let n = 20_000;
+    let msgs = messages(1, n);
+    let expected = expected_bytes(&msgs, 1);
+    let publishing = publish_paced(&server, msgs, 40);
+    let mut got = Received::default();
+    receive_until(&mut c, &mut got, Duration::from_secs(30), |g| {
+        g.sequences.len() >= n
+    });
+    publishing.join().unwrap();
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert_eq!(got.sequences.len(), n);
+    assert!(got.sequences.iter().zip(1..).all(|(&s, i)| s == i));
+    assert!(
+        got.bytes == expected,
+        "delivered bytes differ from published"
+    );
+    let stats = c.stats();
+    assert!(stats.receiver.requests > 0 && stats.receiver.recovered > 0);
+    assert!(stats.receiver.duplicates[0] > 0 && stats.receiver.reordered > 0);
+    assert_eq!(stats.connects, 1, "one reused retransmission connection");
+    assert_eq!(stats.requests_sent, stats.receiver.requests);
+    // Idle: Packet-only datagrams every 100 ms.
+    let before = c.stats().receiver.datagrams[0];
+    receive_until(&mut c, &mut got, Duration::from_millis(650), |_| false);
+    let idle = c.stats().receiver.datagrams[0] - before;
+    assert!(idle >= 3, "{idle} idle datagrams in 650 ms");
+    // Shutdown: EndOfSession, after the last frame.
+    let server_stats = server.shutdown().unwrap();
+    assert_eq!(server_stats.datagrams_dropped, 0);
+    receive_until(&mut c, &mut got, Duration::from_secs(2), |g| {
+        g.end.is_some()
+    });
+    assert_eq!(got.end, Some(n as u64 + 1));
+}
+
+/// Lines A and B each drop 20% of the datagrams, independently: the
+/// receiver asks for retransmission only where both lost the same
+/// datagram, and recovers exactly those frames.
+#[test]
+fn two_lines_retransmit_only_what_both_lost() {
+    let mut c = client(2);
+    let lossy = Faults {
+        drop: 0.20,
+        ..Faults::default()
+    };
+    let injector = Injector::new(22, c.local_addrs(), &[lossy, lossy]);
+    let server = server(&injector.inputs, |_| {});
+    c = with_retransmit(c, server.local_addr());
+    let n = 20_000;
+    let msgs = messages(2, n);
+    let expected = expected_bytes(&msgs, 1);
+    let publishing = publish_paced(&server, msgs, 40);
+    let mut got = Received::default();
+    receive_until(&mut c, &mut got, Duration::from_secs(30), |g| {
+        g.sequences.len() >= n
+    });
+    publishing.join().unwrap();
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert!(
+        got.bytes == expected,
+        "delivered bytes differ from published"
+    );
+
+    // The datagrams both lines lost, and their runs (adjacent ones form one
+    // hole, asked for in one request).
+    let seen = injector.seen();
+    let mut lost: std::collections::BTreeMap<u64, (u64, [bool; 2])> = Default::default();
+    for s in &seen {
+        let entry = lost.entry(s.sequence).or_insert((s.frames, [false; 2]));
+        entry.1[s.line] = !s.passed;
+    }
+    let both: Vec<(u64, u64)> = lost
+        .iter()
+        .filter(|(_, (_, l))| l[0] && l[1])
+        .map(|(&seq, &(frames, _))| (seq, frames))
+        .collect();
+    let both_frames: u64 = both.iter().map(|&(_, f)| f).sum();
+    let runs = both
+        .iter()
+        .zip(both.iter().skip(1))
+        .filter(|((s, f), (next, _))| s + f != *next)
+        .count()
+        + usize::from(!both.is_empty());
+    let stats = c.stats().receiver;
+    let datagrams = lost.len();
+    eprintln!(
+        "{datagrams} data datagrams; lost on both lines: {} ({both_frames} frames) in {runs} runs; \
+         requests {}, recovered {}, duplicates {:?}",
+        both.len(),
+        stats.requests,
+        stats.recovered,
+        stats.duplicates
+    );
+    // About 4% of the datagrams (0.2 × 0.2).
+    assert!(both.len() * 100 > datagrams * 2 && both.len() * 100 < datagrams * 7);
+    let runs = runs as u64;
+    assert!(
+        stats.requests >= runs && stats.requests <= runs + 2 + runs / 20,
+        "requests {} for {runs} runs lost on both lines",
+        stats.requests
+    );
+    assert!(
+        stats.recovered >= both_frames && stats.recovered <= both_frames + 200,
+        "recovered {} of {both_frames} lost on both lines",
+        stats.recovered
+    );
+    assert!(stats.duplicates[0] > 0 && stats.duplicates[1] > 0);
+}
+
+/// The first data sequence a Retransmit request to `server` gets back now:
+/// the oldest retained (f of section 9.2).
+fn oldest_retained(server: SocketAddr) -> u64 {
+    let mut socket = TcpStream::connect(server).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut request = [0u8; 40];
+    encode(
+        &Payload::Retransmit {
+            session_id: 0,
+            count: 1,
+        },
+        1,
+        0,
+        &mut request,
+    )
+    .unwrap();
+    socket.write_all(&request).unwrap();
+    let mut reader = FrameReader::new(socket);
+    for _ in 0..10 {
+        if let Some(Event::Frame(Message::LoginAccepted(la))) = reader.next_event().unwrap() {
+            return la.sequence();
+        }
+    }
+    panic!("no LoginAccepted");
+}
+
+/// A range lost on the line and gone from the server's retention is one
+/// gap with exactly those bounds; what the retention still holds comes
+/// back by retransmission.
+#[test]
+fn gap_exactly_where_the_retention_no_longer_has_it() {
+    let mut c = client(1);
+    let injector = Injector::new(33, c.local_addrs(), &[Faults::default()]);
+    let server = server(&injector.inputs, |config| config.retain = 1000);
+    c = with_retransmit(c, server.local_addr());
+    let msgs = messages(3, 2600);
+    let expected = expected_bytes(&msgs, 1);
+    let publisher = server.publisher();
+    let mut got = Received::default();
+    for chunk in msgs[..500].chunks(50) {
+        publisher.publish(chunk.to_vec()).unwrap();
+    }
+    receive_until(&mut c, &mut got, Duration::from_secs(10), |g| {
+        g.sequences.len() >= 500
+    });
+    assert_eq!(got.sequences.len(), 500);
+    // 501..=2500 lost on the line; the retention keeps the last 1,000.
+    injector.blackhole.store(true, Ordering::SeqCst);
+    for chunk in msgs[500..2500].chunks(50) {
+        publisher.publish(chunk.to_vec()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().frames_published < 2500 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(oldest_retained(server.local_addr()), 1501);
+    thread::sleep(Duration::from_millis(20)); // the last blackholed datagrams
+    injector.blackhole.store(false, Ordering::SeqCst);
+    publisher.publish(msgs[2500..].to_vec()).unwrap();
+    receive_until(&mut c, &mut got, Duration::from_secs(10), |g| {
+        g.sequences.last() == Some(&2600)
+    });
+    // The retention when the client's request was read: nothing was
+    // published since (the last 100 frames moved it to 1601).
+    let oldest = oldest_retained(server.local_addr());
+    assert_eq!(oldest, 1601);
+    assert_eq!(
+        got.gaps,
+        [Gap {
+            first: 501,
+            last: oldest - 1
+        }]
+    );
+    let want: Vec<u64> = (1..=500).chain(oldest..=2600).collect();
+    assert_eq!(got.sequences, want);
+    // Quotes are 44 bytes and trades 40: pick the expected frames one by one.
+    let mut want_bytes = Vec::new();
+    let mut at = 0;
+    for (i, _) in msgs.iter().enumerate() {
+        let len = usize::from(expected[at + 3]);
+        let seq = i as u64 + 1;
+        if seq <= 500 || seq >= oldest {
+            want_bytes.extend_from_slice(&expected[at..at + len]);
+        }
+        at += len;
+    }
+    assert!(got.bytes == want_bytes);
+    let stats = c.stats();
+    assert_eq!(stats.receiver.recovered, 2500 - oldest + 1);
+    assert_eq!(stats.receiver.unrecoverable, oldest - 501);
+}
+
+/// Receives the datagrams waiting on `socket`: until 100 ms of silence,
+/// `max` datagrams, or 400 ms.
+fn drain_socket(socket: &UdpSocket, max: usize) -> Vec<Vec<u8>> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let deadline = Instant::now() + Duration::from_millis(400);
+    while out.len() < max && Instant::now() < deadline {
+        match socket.recv(&mut buf) {
+            Ok(n) => out.push(buf[..n].to_vec()),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Section 8 byte for byte, on two raw sockets as lines A and B: each
+/// datagram is a Packet (the session, the first data frame's sequence)
+/// and whole consecutive frames within the configured size; both lines get
+/// the same bytes; the data is the published bytes; an idle interval
+/// brings a Packet-only datagram with the next sequence; shutdown a Packet
+/// and an EndOfSession, both with the next sequence.
+#[test]
+fn datagrams_follow_section_8() {
+    section_8(true);
+}
+
+/// The same with one `send_to` per datagram and line.
+#[test]
+fn datagrams_follow_section_8_unbatched() {
+    section_8(false);
+}
+
+fn section_8(batch_syscalls: bool) {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let lines = [a.local_addr().unwrap(), b.local_addr().unwrap()];
+    let server = server(&lines, |config| {
+        config.heartbeat_interval = Duration::from_millis(250);
+        if let Some(d) = &mut config.datagrams {
+            d.max_datagram = 128; // a Packet and two frames at most
+            d.batch_syscalls = batch_syscalls;
+        }
+        if !batch_syscalls {
+            config.threads = 2; // the first loop sends the datagrams
+        }
+    });
+    let msgs = messages(4, 300);
+    let expected = expected_bytes(&msgs, 1);
+    let publisher = server.publisher();
+    for chunk in msgs.chunks(7) {
+        publisher.publish(chunk.to_vec()).unwrap();
+    }
+    let on_a = drain_socket(&a, 10_000);
+    let on_b = drain_socket(&b, 10_000);
+    assert_eq!(on_a, on_b, "lines A and B carry identical datagrams");
+    let mut data = Vec::new();
+    let mut next = 1;
+    let mut idle = 0;
+    for d in &on_a {
+        assert!(d.len() <= 128 && d.len() >= 32);
+        let mut first = true;
+        let mut count = 0;
+        let mut rest = &d[..];
+        while !rest.is_empty() {
+            let (m, after) = Message::decode(rest).expect("whole, valid frames");
+            rest = after;
+            if first {
+                let Message::Packet(p) = m else {
+                    panic!("a datagram begins with {m:?}")
+                };
+                assert_eq!(p.session_id(), 0x5EED);
+                assert_eq!(p.sequence(), next);
+                first = false;
+                continue;
+            }
+            assert!(m.is_data());
+            assert_eq!(m.sequence(), next);
+            data.extend_from_slice(m.as_bytes());
+            next += 1;
+            count += 1;
+        }
+        assert!(!first);
+        if count == 0 {
+            idle += 1;
+        } else {
+            // A third frame never fits in 128 bytes (32 + 3 × 40 > 128).
+            assert!(count <= 2);
+        }
+    }
+    assert_eq!(next, 301);
+    assert!(data == expected);
+    let _ = idle; // an idle Packet may or may not fall in this window
+                  // Idle: Packet-only datagrams carrying the next sequence.
+    thread::sleep(Duration::from_millis(600));
+    let idle = drain_socket(&a, 100);
+    assert!(idle.len() >= 2, "{} idle datagrams", idle.len());
+    for d in &idle {
+        assert_eq!(d.len(), 32);
+        let m = Message::decode(d).unwrap().0;
+        assert!(matches!(m, Message::Packet(p) if p.sequence() == 301));
+    }
+    let _ = drain_socket(&b, 100);
+    let stats = server.shutdown().unwrap();
+    assert!(stats.datagrams_sent >= 2 * on_a.len() as u64);
+    assert_eq!(stats.datagrams_dropped, 0);
+    if batch_syscalls && cfg!(target_os = "linux") {
+        // Several datagrams (both lines' copies) per sendmmsg.
+        assert!(
+            stats.datagram_syscalls * 3 < stats.datagrams_sent,
+            "{stats:?}"
+        );
+    } else {
+        assert_eq!(stats.datagram_syscalls, stats.datagrams_sent);
+    }
+    let end = drain_socket(&b, 100);
+    let last = end.last().expect("the EndOfSession datagram");
+    assert_eq!(last.len(), 32 + 24);
+    let m = Message::decode(&last[..32]).unwrap().0;
+    assert!(matches!(m, Message::Packet(p) if p.sequence() == 301));
+    let m = Message::decode(&last[32..]).unwrap().0;
+    assert!(matches!(m, Message::EndOfSession(e) if e.sequence() == 301));
+}
+
+/// A TCP forwarder to `server` whose connections the test can cut.
+struct Proxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn new(server: SocketAddr) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (stop2, open2) = (Arc::clone(&stop), Arc::clone(&open));
+        let thread = thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let upstream = TcpStream::connect(server).unwrap();
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    // Each ends when its socket is cut or closed.
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                open2.lock().unwrap().extend([client, upstream]);
+            }
+        });
+        Proxy {
+            addr,
+            stop,
+            open,
+            thread: Some(thread),
+        }
+    }
+
+    fn cut(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The retransmission connection is cut between two lossy stretches: the
+/// client connects again (after its backoff) when it next needs it, and
+/// every frame still arrives once, in order.
+#[test]
+fn retransmission_connection_is_made_again_when_lost() {
+    let mut c = client(1);
+    let injector = Injector::new(
+        55,
+        c.local_addrs(),
+        &[Faults {
+            drop: 0.10,
+            ..Faults::default()
+        }],
+    );
+    let server = server(&injector.inputs, |_| {});
+    let proxy = Proxy::new(server.local_addr());
+    c = with_retransmit(c, proxy.addr);
+    let msgs = messages(5, 10_000);
+    let expected = expected_bytes(&msgs, 1);
+    let mut got = Received::default();
+    // Received while published: a client that read 5,000 frames at once
+    // would pass its 4,096-frame window and give the oldest holes up.
+    let publishing = publish_paced(&server, msgs[..5000].to_vec(), 40);
+    receive_until(&mut c, &mut got, Duration::from_secs(20), |g| {
+        g.sequences.len() >= 5000
+    });
+    publishing.join().unwrap();
+    assert_eq!(
+        got.sequences.len(),
+        5000,
+        "{:?} {:?} {:?}",
+        got.gaps,
+        c.stats(),
+        c.receiver().expected()
+    );
+    assert_eq!(c.stats().connects, 1);
+    proxy.cut();
+    receive_until(&mut c, &mut got, Duration::from_secs(2), |_| false);
+    assert!(!c.is_retransmission_connected());
+    assert_eq!(c.stats().disconnects, 1);
+    let publishing = publish_paced(&server, msgs[5000..].to_vec(), 40);
+    receive_until(&mut c, &mut got, Duration::from_secs(20), |g| {
+        g.sequences.len() >= 10_000
+    });
+    publishing.join().unwrap();
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert!(got.bytes == expected);
+    assert_eq!(c.stats().connects, 2);
+}
+
+/// The publisher restarts with a new session on the same destinations:
+/// the subscriber reports the old session's EndOfSession, then the new
+/// session (`NewSession`), whose frames start again at 1.
+#[test]
+fn a_restarted_publisher_is_a_new_session() {
+    let mut c = client(1);
+    let injector = Injector::new(66, c.local_addrs(), &[Faults::default()]);
+    let first = server(&injector.inputs, |config| config.session_id = Some(1));
+    c = with_retransmit(c, first.local_addr());
+    let msgs = messages(7, 200);
+    let mut got = Received::default();
+    let mut sessions = Vec::new();
+    let publisher = first.publisher();
+    publisher.publish(msgs[..100].to_vec()).unwrap();
+    let mut poll =
+        |c: &mut DatagramClient, got: &mut Received, until: &dyn Fn(&Received) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !until(got) && Instant::now() < deadline {
+                c.poll(Some(Duration::from_millis(10)), |e| match e {
+                    DatagramEvent::Frame(f) => got.sequences.push(f.sequence()),
+                    DatagramEvent::Gap(g) => got.gaps.push(g),
+                    DatagramEvent::EndOfSession { sequence } => got.end = Some(sequence),
+                    DatagramEvent::NewSession {
+                        session_id,
+                        sequence,
+                    } => {
+                        sessions.push((session_id, sequence));
+                    }
+                    _ => {}
+                })
+                .unwrap();
+            }
+        };
+    poll(&mut c, &mut got, &|g| g.sequences.len() >= 100);
+    first.shutdown().unwrap();
+    poll(&mut c, &mut got, &|g| g.end.is_some());
+    assert_eq!(got.end, Some(101));
+    let second = server(&injector.inputs, |config| config.session_id = Some(2));
+    second.publisher().publish(msgs[100..].to_vec()).unwrap();
+    poll(&mut c, &mut got, &|g| g.sequences.len() >= 200);
+    assert!(got.gaps.is_empty(), "{:?}", got.gaps);
+    let want: Vec<u64> = (1..=100).chain(1..=100).collect();
+    assert_eq!(got.sequences, want);
+    // The first session is not a change: only the second is reported.
+    assert_eq!(sessions, [(2, 1)]);
+    assert_eq!(c.receiver().session(), Some(2));
+}
+
+// ---------------------------------------------------------------------------
+// Real multicast between network namespaces (root, `ip`, `nft`).
+
+/// Runs a command; `Err` names it and what it printed.
+fn run_command(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Why a privileged test cannot run: a skip, unless
+/// `TICKWIRE_REQUIRE_PRIVILEGED=1` (CI) makes it a failure.
+fn skip_unprivileged(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("TICKWIRE_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
+        "{test} needs root, `ip` and `nft` (TICKWIRE_REQUIRE_PRIVILEGED=1): {why}"
+    );
+    eprintln!("SKIPPED {test}: needs root, `ip` and `nft`: {why}");
+}
+
+/// A network namespace joined to this one by a veth pair: `10.198.N.1/24`
+/// here, `10.198.N.2/24` inside. Removed on drop (with its nftables rules),
+/// also when the test fails.
+struct Netns {
+    name: String,
+    host_if: String,
+    n: u8,
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let id = std::process::id();
+        let n = (id % 250) as u8;
+        let ns = Netns {
+            name: format!("tickwire-mc-{id}"),
+            host_if: format!("twmh{id}"),
+            n,
+        };
+        ns.remove(); // leftovers of a run killed before it could clean up
+        let peer_if = format!("twmc{id}");
+        run_command("ip", &["netns", "add", &ns.name])?;
+        run_command(
+            "ip",
+            &[
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer_if,
+            ],
+        )?;
+        run_command("ip", &["link", "set", &peer_if, "netns", &ns.name])?;
+        let host_cidr = format!("10.198.{n}.1/24");
+        run_command("ip", &["addr", "add", &host_cidr, "dev", &ns.host_if])?;
+        run_command("ip", &["link", "set", &ns.host_if, "multicast", "on", "up"])?;
+        let peer_cidr = format!("10.198.{n}.2/24");
+        ns.ip(&["addr", "add", &peer_cidr, "dev", &peer_if])?;
+        ns.ip(&["link", "set", &peer_if, "multicast", "on", "up"])?;
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn host_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 198, self.n, 1)
+    }
+
+    fn inside_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 198, self.n, 2)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run_command("ip", &all)
+    }
+
+    /// Drops `percent`% of the UDP datagrams to `port` entering the
+    /// namespace, at random (nftables `numgen random`).
+    fn drop_udp(&self, port: u16, percent: u32) -> Result<(), String> {
+        let nft = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", self.name.as_str(), "nft"];
+            all.extend_from_slice(args);
+            run_command("ip", &all)
+        };
+        nft(&["add", "table", "inet", "tickwire_mc"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "tickwire_mc",
+            "input",
+            "{ type filter hook input priority 0; policy accept; }",
+        ])?;
+        let rule = format!("udp dport {port} numgen random mod 100 < {percent} drop");
+        let mut args = vec!["add", "rule", "inet", "tickwire_mc", "input"];
+        args.extend(rule.split(' '));
+        nft(&args)
+    }
+
+    /// From now on every datagram to `group` entering the namespace is
+    /// dropped: that line is down.
+    fn drop_group(&self, group: std::net::Ipv4Addr) -> Result<(), String> {
+        let rule = format!("ip daddr {group} drop");
+        let mut args = vec!["netns", "exec", self.name.as_str(), "nft"];
+        args.extend(["insert", "rule", "inet", "tickwire_mc", "input"]);
+        args.extend(rule.split(' '));
+        run_command("ip", &args)
+    }
+
+    fn remove(&self) {
+        let _ = run_command("ip", &["link", "del", &self.host_if]);
+        let _ = run_command("ip", &["netns", "del", &self.name]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A child process, killed and reaped on drop.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Multicast on two groups (lines A and B) from this namespace into
+/// another over a veth pair, 10% of the datagrams dropped at random by
+/// nftables on the way in, and line A taken down entirely halfway: the
+/// subscriber inside gets every frame once, in order, recovering over TCP
+/// what both lines lost (and, after A went down, what B lost).
+#[test]
+fn multicast_between_namespaces_with_random_drop() {
+    use std::io::BufRead;
+    const TEST: &str = "multicast_between_namespaces_with_random_drop";
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => return skip_unprivileged(TEST, &why),
+    };
+    let port = 20_000 + u16::from(ns.n);
+    if let Err(why) = ns.drop_udp(port, 10) {
+        return skip_unprivileged(TEST, &why);
+    }
+    let groups = [
+        SocketAddr::from(([239, 198, ns.n, 1], port)),
+        SocketAddr::from(([239, 198, ns.n, 2], port)),
+    ];
+    let server = server(&groups, |config| {
+        config.listen = SocketAddr::from((ns.host_ip(), 0));
+        if let Some(d) = &mut config.datagrams {
+            d.interface = Some(ns.host_ip());
+            d.loopback = false;
+        }
+    });
+    let n = 20_000;
+    let mut child = ChildGuard(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "multicast_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(
+                "TICKWIRE_MC_CHILD",
+                format!(
+                    "{} {} {} {} {n}",
+                    groups[0],
+                    groups[1],
+                    ns.inside_ip(),
+                    server.local_addr()
+                ),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..1000 {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+        // The harness prints "test multicast_child ... " before it.
+        if line.contains("READY") {
+            break;
+        }
+    }
+    let msgs = messages(6, n);
+    publish_paced(&server, msgs[..n / 2].to_vec(), 40)
+        .join()
+        .unwrap();
+    thread::sleep(Duration::from_millis(50));
+    ns.drop_group(std::net::Ipv4Addr::new(239, 198, ns.n, 1))
+        .unwrap();
+    publish_paced(&server, msgs[n / 2..].to_vec(), 40)
+        .join()
+        .unwrap();
+    for _ in 0..1000 {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the child ended early"
+        );
+        if let Some(at) = line.find("RESULT") {
+            line = line[at..].to_owned();
+            break;
+        }
+    }
+    eprintln!("{}", line.trim());
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.split('=').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let [delivered, in_order, gaps, requests, recovered, a, b] = fields[..] else {
+        panic!("{line}");
+    };
+    assert_eq!(delivered, n as u64, "{line}");
+    assert_eq!(in_order, 1, "{line}");
+    assert_eq!(gaps, 0, "{line}");
+    assert!(a > 0 && b > a + a / 2, "A down for the second half: {line}");
+    assert!(
+        requests > 0 && recovered > 0,
+        "both lines lost some: {line}"
+    );
+}
+
+/// Child side of the namespace test: joins the two groups inside the
+/// namespace, says READY, receives until every frame or 30 s, prints the
+/// outcome.
+#[test]
+fn multicast_child() {
+    let Some(spec) = std::env::var_os("TICKWIRE_MC_CHILD") else {
+        return;
+    };
+    let spec = spec.to_str().unwrap().to_owned();
+    let parts: Vec<&str> = spec.split(' ').collect();
+    let mut config = DatagramClientConfig::new(parts[0].parse().unwrap());
+    config.line_b = Some(parts[1].parse().unwrap());
+    config.interface = Some(parts[2].parse().unwrap());
+    config.retransmit = Some(parts[3].parse().unwrap());
+    config.heartbeat_interval = Duration::from_millis(100);
+    let n: usize = parts[4].parse().unwrap();
+    let mut c = DatagramClient::new(config).unwrap();
+    println!("READY");
+    let mut got = Received::default();
+    receive_until(&mut c, &mut got, Duration::from_secs(30), |g| {
+        g.sequences.len() >= n
+    });
+    let in_order = got.sequences.iter().zip(1..).all(|(&s, i)| s == i);
+    let s = c.stats().receiver;
+    println!(
+        "RESULT delivered={} in_order={} gaps={} requests={} recovered={} a={} b={}",
+        got.sequences.len(),
+        u8::from(in_order),
+        got.gaps.len(),
+        s.requests,
+        s.recovered,
+        s.datagrams[0],
+        s.datagrams[1]
+    );
+}
