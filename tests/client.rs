@@ -43,12 +43,7 @@ fn through_proxy(
     let msgs = messages(seed, n);
     let want = expected_frames(&msgs);
     let publisher = server.publisher();
-    let publisher = publish_paced(
-        move |m| publisher.publish(m).unwrap(),
-        msgs,
-        batch,
-        pause,
-    );
+    let publisher = publish_paced(move |m| publisher.publish(m).unwrap(), msgs, batch, pause);
     let mut config = fast_config(proxy.addr);
     if let Some(hb) = heartbeat {
         config.heartbeat_interval = hb;

@@ -368,4 +368,3 @@ pub fn assert_exactly_once_in_order(log: &Log, want: &[Vec<u8>]) {
         assert!(bytes == &want[i], "frame {seq} byte for byte");
     }
 }
-
