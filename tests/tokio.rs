@@ -959,3 +959,135 @@ both_ways!(
     corrupted_bytes_are_reported_and_intact_frames_delivered,
     a_range_the_server_no_longer_has_is_reported_exactly,
 );
+
+/// Reads from `socket` until `want` frames have arrived (bounded in time);
+/// returns them whole.
+async fn read_frames(
+    socket: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut frames = Vec::new();
+    loop {
+        while frames.len() < want {
+            match tickwire::Message::decode(buf) {
+                Ok((m, _)) => {
+                    let n = m.len();
+                    frames.push(buf[..n].to_vec());
+                    buf.drain(..n);
+                }
+                Err(tickwire::DecodeError::Incomplete { .. }) => break,
+                Err(e) => panic!("a bad frame from the server: {e:?}"),
+            }
+        }
+        if frames.len() >= want {
+            return frames;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, socket.read(&mut chunk))
+            .await
+            .expect("the reply in time")
+            .unwrap();
+        assert!(n > 0, "closed after {} frames", frames.len());
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn request(session_id: u64, sequence: u64, count: u64) -> Vec<u8> {
+    let mut frame = [0u8; 64];
+    let n = tickwire::encode(
+        &Payload::Retransmit { session_id, count },
+        sequence,
+        T0,
+        &mut frame,
+    )
+    .unwrap();
+    frame[..n].to_vec()
+}
+
+/// Checks one reply: LoginAccepted(`session`, f), the retained frames
+/// f..=e byte for byte, Heartbeat(`end`).
+fn check_reply(reply: &[Vec<u8>], session: u64, first: u64, data: &[Vec<u8>], end: u64) {
+    assert_eq!(reply.len(), data.len() + 2);
+    let (accepted, _) = tickwire::Message::decode(&reply[0]).unwrap();
+    let tickwire::Message::LoginAccepted(accepted) = accepted else {
+        panic!("not LoginAccepted: {accepted:?}");
+    };
+    assert_eq!(
+        (accepted.session_id(), accepted.sequence()),
+        (session, first)
+    );
+    assert!(
+        reply[1..=data.len()] == *data,
+        "the retained frames byte for byte"
+    );
+    let (last, _) = tickwire::Message::decode(&reply[data.len() + 1]).unwrap();
+    assert_eq!(last.msg_type(), tickwire::MsgType::Heartbeat);
+    assert_eq!(last.sequence(), end);
+}
+
+/// Protocol section 9 on the tokio server: a connection whose first frame
+/// is a Retransmit gets LoginAccepted(f), the retained frames f..=e byte for
+/// byte, then a Heartbeat(e + 1), per request, and never live data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokio_server_answers_retransmission_connections() {
+    let server = Server::bind(ServerConfig {
+        listen: loopback(),
+        session_id: Some(9),
+        retain: 400,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap()
+    .spawn();
+    let msgs = messages(9, 500);
+    let want = expected_frames(&msgs);
+    server.publisher().publish(msgs).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while server.stats().frames_published < 500 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut socket = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // 150..=199: all retained.
+    socket.write_all(&request(9, 150, 50)).await.unwrap();
+    let reply = read_frames(&mut socket, &mut buf, 52).await;
+    check_reply(&reply, 9, 150, &want[149..199], 200);
+    // From 50 (trimmed: the oldest retained is 101), session 0 = whichever.
+    socket.write_all(&request(0, 50, 100)).await.unwrap();
+    let reply = read_frames(&mut socket, &mut buf, 51).await;
+    check_reply(&reply, 9, 101, &want[100..149], 150);
+    // Past the end: up to the last published (500).
+    socket.write_all(&request(9, 480, 1000)).await.unwrap();
+    let reply = read_frames(&mut socket, &mut buf, 23).await;
+    check_reply(&reply, 9, 480, &want[479..500], 501);
+    // Another session: LoginAccepted(own, s), Heartbeat(s), nothing else.
+    socket.write_all(&request(4, 7, 3)).await.unwrap();
+    let reply = read_frames(&mut socket, &mut buf, 2).await;
+    check_reply(&reply, 9, 7, &[], 7);
+    // Live data is never sent on it: publish more, and the next thing on
+    // the wire is still the reply to the next request.
+    server.publisher().publish(messages(10, 20)).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    socket.write_all(&request(9, 499, 2)).await.unwrap();
+    let mut reply = read_frames(&mut socket, &mut buf, 1).await;
+    // Idle Heartbeats may come between replies; skip them.
+    for _ in 0..10 {
+        let (m, _) = tickwire::Message::decode(&reply[0]).unwrap();
+        if m.msg_type() != tickwire::MsgType::Heartbeat {
+            break;
+        }
+        reply = read_frames(&mut socket, &mut buf, 1).await;
+    }
+    reply.extend(read_frames(&mut socket, &mut buf, 3).await);
+    let more = expected_frames(&[messages(9, 500), messages(10, 20)].concat());
+    check_reply(&reply, 9, 499, &more[498..500], 501);
+    assert!(buf.is_empty(), "nothing after the reply");
+    drop(socket);
+    let stats = server.shutdown().await;
+    assert_eq!(stats.frames_published, 520);
+}
