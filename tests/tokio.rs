@@ -1,7 +1,9 @@
 //! The `tokio` feature: the codec against the core parser for any split of
 //! a damaged stream; timing rules on tokio's paused clock (exact); the
 //! tokio client and server against the mio ones, both ways; a cut through a
-//! fault proxy. Sockets on 127.0.0.1 only; every loop bounded in count and
+//! fault proxy; the fault-proxy scenarios of `tests/client.rs` against the
+//! tokio client (mio server) and the tokio server (mio client); section 9
+//! retransmission connections on the tokio server. Sockets on 127.0.0.1 only; every loop bounded in count and
 //! time.
 #![allow(
     clippy::unwrap_used,
@@ -24,38 +26,20 @@ use tickwire::policy::Backoff;
 use tickwire::session::{ClientState, Lost};
 use tickwire::synth::{Damager, Feed};
 use tickwire::tokio::{Client, ClientEvent, FrameCodec, Item, Server};
-use tickwire::{Payload, Sequencer};
+use tickwire::Payload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
-const T0: u64 = 1_700_000_000_000_000_000;
+mod common;
+
+use common::{
+    assert_exactly_once_in_order, expected_frames, fast_config, messages, publish_paced, Cut,
+    Faults, Log, Proxy, T0,
+};
+
 /// The bound on any wait in these tests.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn messages(seed: u64, n: usize) -> Vec<(u64, Payload)> {
-    let mut feed = Feed::new(seed, 50);
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let p = feed.next_payload();
-        if p.msg_type().is_data() {
-            out.push((T0 + out.len() as u64, p));
-        }
-    }
-    out
-}
-
-/// Each published frame's bytes, by sequence (index 0 is sequence 1).
-fn expected_frames(msgs: &[(u64, Payload)]) -> Vec<Vec<u8>> {
-    let mut seq = Sequencer::new();
-    msgs.iter()
-        .map(|(ts, p)| {
-            let mut b = [0u8; 44];
-            let n = seq.encode(p, *ts, &mut b).unwrap();
-            b[..n].to_vec()
-        })
-        .collect()
-}
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -479,4 +463,631 @@ fn a_cut_mid_frame_and_a_server_restart_lose_nothing_and_repeat_nothing() {
         assert_eq!(got, expected);
         server.shutdown().await;
     });
+}
+
+// ---- The socket fault-proxy scenarios of tests/client.rs, both ways ----
+
+/// Which side is tokio's; the other is mio's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Under {
+    /// The tokio client against the mio server.
+    TokioClient,
+    /// The mio client against the tokio server.
+    TokioServer,
+}
+
+/// Publishes one batch (either server's publisher).
+type PublishFn = Box<dyn FnMut(Vec<(u64, Payload)>) + Send>;
+
+enum AnyServer {
+    Mio(tickwire::net::ServerHandle),
+    Tokio(tickwire::tokio::ServerHandle),
+}
+
+impl AnyServer {
+    async fn start(
+        under: Under,
+        listen: SocketAddr,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
+        let mut config = ServerConfig {
+            listen,
+            ..ServerConfig::default()
+        };
+        tweak(&mut config);
+        match under {
+            Under::TokioClient => AnyServer::Mio(
+                tickwire::net::Server::bind(config)
+                    .unwrap()
+                    .spawn()
+                    .unwrap(),
+            ),
+            Under::TokioServer => AnyServer::Tokio(Server::bind(config).await.unwrap().spawn()),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            AnyServer::Mio(s) => s.local_addr(),
+            AnyServer::Tokio(s) => s.local_addr(),
+        }
+    }
+
+    fn publisher(&self) -> PublishFn {
+        match self {
+            AnyServer::Mio(s) => {
+                let p = s.publisher();
+                Box::new(move |m| p.publish(m).unwrap())
+            }
+            AnyServer::Tokio(s) => {
+                let p = s.publisher();
+                Box::new(move |m| p.publish(m).unwrap())
+            }
+        }
+    }
+
+    fn frames_published(&self) -> u64 {
+        match self {
+            AnyServer::Mio(s) => s.stats().frames_published,
+            AnyServer::Tokio(s) => s.stats().frames_published,
+        }
+    }
+
+    /// Graceful: EndOfSession to every client, then the port is closed.
+    async fn stop(self) {
+        match self {
+            AnyServer::Mio(s) => {
+                tokio::task::spawn_blocking(move || s.shutdown().unwrap())
+                    .await
+                    .unwrap();
+            }
+            AnyServer::Tokio(s) => {
+                s.shutdown().await;
+            }
+        }
+    }
+}
+
+enum AnyClient {
+    /// Taken out while a blocking task drives it.
+    Mio(Option<tickwire::net::Client>),
+    Tokio(Client),
+}
+
+impl AnyClient {
+    fn new(under: Under, config: ClientConfig) -> Self {
+        match under {
+            Under::TokioClient => AnyClient::Tokio(Client::new(config)),
+            Under::TokioServer => AnyClient::Mio(Some(tickwire::net::Client::new(config).unwrap())),
+        }
+    }
+
+    /// Runs the client until `done` says so, it stops, or `limit` passes
+    /// (a failure), logging its events as `common::drive` does.
+    async fn drive(
+        &mut self,
+        limit: Duration,
+        done: impl FnMut(&Log) -> bool + Send + 'static,
+    ) -> Log {
+        match self {
+            AnyClient::Tokio(client) => drive_tokio(client, limit, done).await,
+            AnyClient::Mio(slot) => {
+                let mut client = slot.take().expect("client");
+                let run = tokio::task::spawn_blocking(move || {
+                    let log = common::drive(&mut client, limit, done);
+                    (client, log)
+                });
+                let (client, log) = match run.await {
+                    Ok(done) => done,
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                };
+                *slot = Some(client);
+                log
+            }
+        }
+    }
+
+    fn missing(&self) -> u64 {
+        match self {
+            AnyClient::Mio(c) => c.as_ref().unwrap().stats().missing,
+            AnyClient::Tokio(c) => c.stats().missing,
+        }
+    }
+}
+
+/// `common::drive` for the tokio client: until `done`, the end of its
+/// stream, or `limit` (a failure).
+async fn drive_tokio(
+    client: &mut Client,
+    limit: Duration,
+    mut done: impl FnMut(&Log) -> bool,
+) -> Log {
+    let mut log = Log::default();
+    let deadline = Instant::now() + limit;
+    while !done(&log) {
+        let event = match tokio::time::timeout_at(deadline, client.next()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(_) => panic!(
+                "timed out; so far: {} frames, lost {:?}, states {:?}, state now {:?}",
+                log.frames.len(),
+                log.lost,
+                log.states.iter().map(|s| s.1).collect::<Vec<_>>(),
+                client.state()
+            ),
+        };
+        let now = std::time::Instant::now();
+        match event {
+            ClientEvent::Frame(f) if f.msg_type().is_data() => {
+                log.frames.push((f.sequence(), f.as_bytes().to_vec()));
+            }
+            ClientEvent::Gap(g) => log.gaps.push((g.first, g.last)),
+            ClientEvent::NewSession {
+                session_id,
+                sequence,
+            } => log.sessions.push((session_id, sequence)),
+            ClientEvent::Lost(why) => log.lost.push((now, why)),
+            ClientEvent::Retrying { delay, .. } => log.retrying.push((now, delay)),
+            ClientEvent::State { to, .. } => log.states.push((now, to)),
+            ClientEvent::Discarded(d) => log.discarded += d.bytes,
+            ClientEvent::Duplicate { .. } => log.duplicates += 1,
+            ClientEvent::GaveUp { last, .. } => log.gave_up = Some(last),
+            _ => {}
+        }
+    }
+    log
+}
+
+/// `tests/client.rs`'s `through_proxy` with one side tokio's.
+async fn through_proxy(
+    under: Under,
+    faults: Faults,
+    (seed, n, batch, pause): (u64, usize, usize, Duration),
+    heartbeat: Option<Duration>,
+    until: impl FnMut(&Log) -> bool + Send + 'static,
+) -> (Log, Vec<Vec<u8>>, Proxy) {
+    let server = AnyServer::start(under, loopback(), |c| {
+        if let Some(hb) = heartbeat {
+            c.heartbeat_interval = hb;
+        }
+    })
+    .await;
+    let proxy = Proxy::start(server.addr(), faults);
+    let msgs = messages(seed, n);
+    let want = expected_frames(&msgs);
+    let publisher = publish_paced(server.publisher(), msgs, batch, pause);
+    let mut config = fast_config(proxy.addr);
+    if let Some(hb) = heartbeat {
+        config.heartbeat_interval = hb;
+    }
+    let mut client = AnyClient::new(under, config);
+    let log = client.drive(Duration::from_secs(60), until).await;
+    tokio::task::spawn_blocking(move || publisher.join().unwrap())
+        .await
+        .unwrap();
+    drop(client);
+    server.stop().await;
+    (log, want, proxy)
+}
+
+async fn fragmented_stream_gives_identical_frames(under: Under) {
+    let faults = Faults {
+        fragment: true,
+        ..Faults::default()
+    };
+    let (log, want, _proxy) = through_proxy(
+        under,
+        faults,
+        (1, 3000, 100, Duration::from_millis(1)),
+        None,
+        |l| l.frames.len() >= 3000,
+    )
+    .await;
+    assert_exactly_once_in_order(&log, &want);
+    assert_eq!((log.discarded, log.gaps.len(), log.lost.len()), (0, 0, 0));
+}
+
+async fn repeated_cuts_mid_frame_lose_nothing_and_repeat_nothing(under: Under) {
+    // Cut every connection after an odd number of bytes, alternating RST and FIN.
+    let cuts = (0..8)
+        .map(|i| {
+            (
+                3_001 + i * 7_919,
+                if i % 2 == 0 { Cut::Rst } else { Cut::Fin },
+            )
+        })
+        .collect();
+    let faults = Faults {
+        cuts,
+        ..Faults::default()
+    };
+    let (log, want, proxy) = through_proxy(
+        under,
+        faults,
+        (2, 20_000, 200, Duration::from_millis(2)),
+        None,
+        |l| l.frames.len() >= 20_000,
+    )
+    .await;
+    assert_exactly_once_in_order(&log, &want);
+    assert!(log.lost.len() >= 8, "cut {} times", log.lost.len());
+    assert!(proxy.connections.load(std::sync::atomic::Ordering::SeqCst) >= 9);
+    assert!(
+        log.gaps.is_empty(),
+        "replay filled every cut: {:?}",
+        log.gaps
+    );
+    assert_eq!(log.duplicates, 0);
+    assert_eq!(log.sessions.len(), 1, "one session throughout");
+}
+
+async fn blackhole_is_detected_by_liveness_then_resumed(under: Under) {
+    let hb = Duration::from_millis(100);
+    let faults = Faults {
+        blackhole_after: Some(20_000),
+        ..Faults::default()
+    };
+    let (log, want, proxy) = through_proxy(
+        under,
+        faults,
+        (3, 5_000, 50, Duration::from_millis(2)),
+        Some(hb),
+        |l| l.frames.len() >= 5_000,
+    )
+    .await;
+    assert_exactly_once_in_order(&log, &want);
+    let (detected, why) = log.lost[0];
+    assert_eq!(why, Lost::Silent);
+    let started = proxy.blackholed_at.lock().unwrap().expect("blackholed");
+    let took = detected.duration_since(started);
+    assert!(
+        took <= 3 * hb + Duration::from_millis(150),
+        "detected after {took:?}"
+    );
+    assert!(
+        took >= 2 * hb,
+        "not before the silence was long enough: {took:?}"
+    );
+}
+
+async fn server_restart_backs_off_then_finds_the_new_session(under: Under) {
+    let first = AnyServer::start(under, loopback(), |c| c.session_id = Some(1)).await;
+    let addr = first.addr();
+    let mut config = ClientConfig::new(addr);
+    config.from = 1;
+    // Default backoff: 100 ms, 200 ms, 400 ms…
+    let mut client = AnyClient::new(under, config);
+    (first.publisher())(messages(4, 10));
+    let log = client
+        .drive(Duration::from_secs(10), |l| l.frames.len() >= 10)
+        .await;
+    assert_eq!(log.sessions, vec![(1, 1)]);
+    first.stop().await;
+    // The client retries into a closed port for about 1.5 s: 100 + 200 + 400 + 800 ms.
+    let log = client
+        .drive(Duration::from_secs(10), |l| l.retrying.len() >= 4)
+        .await;
+    let delays: Vec<u128> = log.retrying.iter().map(|(_, d)| d.as_millis()).collect();
+    assert_eq!(delays, vec![100, 200, 400, 800]);
+    // Attempts really are that far apart (connecting is immediate on loopback).
+    let connects: Vec<std::time::Instant> = log
+        .states
+        .iter()
+        .filter(|(_, s)| *s == ClientState::Connecting)
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(connects.len() >= 3, "{connects:?}");
+    for (i, pair) in connects.windows(2).enumerate() {
+        let gap = pair[1].duration_since(pair[0]).as_millis();
+        let want = delays[i + 1];
+        assert!(
+            gap + 5 >= want && gap <= want + 80,
+            "attempt {i}: {gap} ms, want {want} ms"
+        );
+    }
+    let second = AnyServer::start(under, addr, |c| c.session_id = Some(2)).await;
+    (second.publisher())(messages(5, 5));
+    let log = client
+        .drive(Duration::from_secs(10), |l| l.frames.len() >= 5)
+        .await;
+    assert_eq!(
+        log.sessions,
+        vec![(2, 1)],
+        "the new session is detected and reported"
+    );
+    assert_eq!(
+        log.frames.iter().map(|f| f.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    drop(client);
+    second.stop().await;
+}
+
+async fn corrupted_bytes_are_reported_and_intact_frames_delivered(under: Under) {
+    let faults = Faults {
+        corrupt_every: Some(9_973),
+        ..Faults::default()
+    };
+    let (log, want, proxy) = through_proxy(
+        under,
+        faults,
+        (6, 10_000, 100, Duration::from_millis(1)),
+        None,
+        |l| l.frames.last().is_some_and(|f| f.0 >= 10_000),
+    )
+    .await;
+    // Every delivered frame is intact and in order; what is missing is reported.
+    let mut last = 0;
+    for (seq, bytes) in &log.frames {
+        assert!(*seq > last);
+        last = *seq;
+        assert!(bytes == &want[*seq as usize - 1], "frame {seq} intact");
+    }
+    let missing: u64 = log.gaps.iter().map(|(a, b)| b - a + 1).sum();
+    assert_eq!(log.frames.len() as u64 + missing, 10_000);
+    assert!(log.discarded > 0 && !log.gaps.is_empty());
+    assert!(
+        log.lost.is_empty(),
+        "the client stays connected: {:?}",
+        log.lost
+    );
+    assert_eq!(
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+async fn a_range_the_server_no_longer_has_is_reported_exactly(under: Under) {
+    let server = AnyServer::start(under, loopback(), |c| c.retain = 100).await;
+    (server.publisher())(messages(7, 300));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.frames_published() < 300 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut client = AnyClient::new(under, fast_config(server.addr()));
+    let log = client
+        .drive(Duration::from_secs(10), |l| l.frames.len() >= 100)
+        .await;
+    assert_eq!(log.gaps, vec![(1, 200)]);
+    assert_eq!(log.frames.first().map(|f| f.0), Some(201));
+    assert_eq!(log.frames.len(), 100);
+    assert_eq!(client.missing(), 200);
+    drop(client);
+    server.stop().await;
+}
+
+/// The tokio client gives up on a port nobody listens on; the mio client
+/// gives up on a tokio server that shut down for good.
+async fn server_gone_for_good_gives_up_after_max_retries(under: Under) {
+    let mut server = None;
+    let addr = match under {
+        Under::TokioClient => std::net::TcpListener::bind(loopback())
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+        Under::TokioServer => {
+            let s = AnyServer::start(under, loopback(), |_| {}).await;
+            (s.publisher())(messages(8, 10));
+            let addr = s.addr();
+            server = Some(s);
+            addr
+        }
+    };
+    let mut config = ClientConfig::new(addr);
+    config.from = 1;
+    config.backoff = Backoff::default().with_max_retries(Some(3));
+    let mut client = AnyClient::new(under, config);
+    if let Some(server) = server {
+        let log = client
+            .drive(Duration::from_secs(10), |l| l.frames.len() >= 10)
+            .await;
+        assert_eq!(log.frames.len(), 10);
+        server.stop().await; // for good
+    }
+    let started = std::time::Instant::now();
+    let (attempts, last, state) = match &mut client {
+        AnyClient::Tokio(c) => {
+            let mut gave_up = None;
+            for _ in 0..100 {
+                let event = tokio::time::timeout(PATIENCE, c.next())
+                    .await
+                    .expect("in time");
+                match event {
+                    Some(ClientEvent::GaveUp { attempts, last }) => {
+                        gave_up = Some((attempts, last))
+                    }
+                    Some(_) => {}
+                    None => break, // the stream ends after GaveUp
+                }
+            }
+            let (attempts, last) = gave_up.expect("gave up");
+            (attempts, last, c.state())
+        }
+        AnyClient::Mio(slot) => {
+            let mut c = slot.take().unwrap();
+            tokio::task::spawn_blocking(move || {
+                let err = c.run(|_| ControlFlow::Continue(())).expect_err("gives up");
+                let tickwire::net::ClientError::GaveUp { attempts, last } = err else {
+                    panic!("{err}");
+                };
+                (attempts, last, c.state())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(attempts, 3);
+    assert!(matches!(last, Lost::ConnectFailed(_)), "{last}");
+    assert_eq!(state, ClientState::Disconnected);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+/// Each scenario as two tests on tokio's test runtime: `tokio_client::…`
+/// (against the mio server) and `tokio_server::…` (with the mio client).
+macro_rules! both_ways {
+    ($($scenario:ident),* $(,)?) => {
+        mod tokio_client {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Under::TokioClient).await;
+                }
+            )*
+        }
+        mod tokio_server {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Under::TokioServer).await;
+                }
+            )*
+        }
+    };
+}
+
+both_ways!(
+    fragmented_stream_gives_identical_frames,
+    repeated_cuts_mid_frame_lose_nothing_and_repeat_nothing,
+    blackhole_is_detected_by_liveness_then_resumed,
+    server_restart_backs_off_then_finds_the_new_session,
+    server_gone_for_good_gives_up_after_max_retries,
+    corrupted_bytes_are_reported_and_intact_frames_delivered,
+    a_range_the_server_no_longer_has_is_reported_exactly,
+);
+
+/// Reads from `socket` until `want` frames have arrived (bounded in time);
+/// returns them whole.
+async fn read_frames(
+    socket: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut frames = Vec::new();
+    loop {
+        while frames.len() < want {
+            match tickwire::Message::decode(buf) {
+                Ok((m, _)) => {
+                    let n = m.len();
+                    frames.push(buf[..n].to_vec());
+                    buf.drain(..n);
+                }
+                Err(tickwire::DecodeError::Incomplete { .. }) => break,
+                Err(e) => panic!("a bad frame from the server: {e:?}"),
+            }
+        }
+        if frames.len() >= want {
+            return frames;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, socket.read(&mut chunk))
+            .await
+            .expect("the reply in time")
+            .unwrap();
+        assert!(n > 0, "closed after {} frames", frames.len());
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn request(session_id: u64, sequence: u64, count: u64) -> Vec<u8> {
+    let mut frame = [0u8; 64];
+    let n = tickwire::encode(
+        &Payload::Retransmit { session_id, count },
+        sequence,
+        T0,
+        &mut frame,
+    )
+    .unwrap();
+    frame[..n].to_vec()
+}
+
+/// Checks one reply: LoginAccepted(`session`, f), the retained frames
+/// f..=e byte for byte, Heartbeat(`end`).
+fn check_reply(reply: &[Vec<u8>], session: u64, first: u64, data: &[Vec<u8>], end: u64) {
+    assert_eq!(reply.len(), data.len() + 2);
+    let (accepted, _) = tickwire::Message::decode(&reply[0]).unwrap();
+    let tickwire::Message::LoginAccepted(accepted) = accepted else {
+        panic!("not LoginAccepted: {accepted:?}");
+    };
+    assert_eq!(
+        (accepted.session_id(), accepted.sequence()),
+        (session, first)
+    );
+    assert!(
+        reply[1..=data.len()] == *data,
+        "the retained frames byte for byte"
+    );
+    let (last, _) = tickwire::Message::decode(&reply[data.len() + 1]).unwrap();
+    assert_eq!(last.msg_type(), tickwire::MsgType::Heartbeat);
+    assert_eq!(last.sequence(), end);
+}
+
+/// Protocol section 9 on the tokio server: a connection whose first frame
+/// is a Retransmit gets LoginAccepted(f), the retained frames f..=e byte for
+/// byte, then a Heartbeat(e + 1), per request, and never live data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokio_server_answers_retransmission_connections() {
+    let server = Server::bind(ServerConfig {
+        listen: loopback(),
+        session_id: Some(9),
+        retain: 400,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap()
+    .spawn();
+    let msgs = messages(9, 500);
+    let want = expected_frames(&msgs);
+    server.publisher().publish(msgs).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while server.stats().frames_published < 500 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut socket = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // 150..=199: all retained.
+    socket.write_all(&request(9, 150, 50)).await.unwrap();
+    let reply = read_frames(&mut socket, &mut buf, 52).await;
+    check_reply(&reply, 9, 150, &want[149..199], 200);
+    // From 50 (trimmed: the oldest retained is 101), session 0 = whichever.
+    socket.write_all(&request(0, 50, 100)).await.unwrap();
+    let reply = read_frames(&mut socket, &mut buf, 51).await;
+    check_reply(&reply, 9, 101, &want[100..149], 150);
+    // Past the end: up to the last published (500).
+    socket.write_all(&request(9, 480, 1000)).await.unwrap();
+    let reply = read_frames(&mut socket, &mut buf, 23).await;
+    check_reply(&reply, 9, 480, &want[479..500], 501);
+    // Another session: LoginAccepted(own, s), Heartbeat(s), nothing else.
+    socket.write_all(&request(4, 7, 3)).await.unwrap();
+    let reply = read_frames(&mut socket, &mut buf, 2).await;
+    check_reply(&reply, 9, 7, &[], 7);
+    // Live data is never sent on it: publish more, and the next thing on
+    // the wire is still the reply to the next request.
+    server.publisher().publish(messages(10, 20)).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    socket.write_all(&request(9, 499, 2)).await.unwrap();
+    let mut reply = read_frames(&mut socket, &mut buf, 1).await;
+    // Idle Heartbeats may come between replies; skip them.
+    for _ in 0..10 {
+        let (m, _) = tickwire::Message::decode(&reply[0]).unwrap();
+        if m.msg_type() != tickwire::MsgType::Heartbeat {
+            break;
+        }
+        reply = read_frames(&mut socket, &mut buf, 1).await;
+    }
+    reply.extend(read_frames(&mut socket, &mut buf, 3).await);
+    let more = expected_frames(&[messages(9, 500), messages(10, 20)].concat());
+    check_reply(&reply, 9, 499, &more[498..500], 501);
+    assert!(buf.is_empty(), "nothing after the reply");
+    drop(socket);
+    let stats = server.shutdown().await;
+    assert_eq!(stats.frames_published, 520);
 }

@@ -203,6 +203,9 @@ pub struct Client {
     sleep_at: Option<Instant>,
     epoch: Option<Instant>,
     events: VecDeque<ClientEvent>,
+    /// The time of the last read while its bytes may still hold frames
+    /// not decoded yet (decoded one at a time, as the events are taken).
+    undecoded: Option<Time>,
     closed_stats: ParseStats,
 }
 
@@ -247,6 +250,7 @@ impl Client {
             sleep_at: None,
             epoch: None,
             events: VecDeque::new(),
+            undecoded: None,
             closed_stats: ParseStats::default(),
         }
     }
@@ -372,6 +376,7 @@ impl Client {
         // this one carries over.
         self.codec = FrameCodec::new();
         self.buf.clear();
+        self.undecoded = None;
         self.out.clear();
     }
 
@@ -435,6 +440,16 @@ impl Client {
                 }
             }
         }
+        // The frames of the last read before the next read: one at a time,
+        // so each frame is handed out as soon as it is decoded, not after
+        // the whole read is (the mio client's callback sees each frame as
+        // it is parsed, too).
+        if let Some(time) = self.undecoded {
+            if self.decode_one(time) {
+                return Poll::Ready(());
+            }
+            self.undecoded = None;
+        }
         if let Some(stream) = self.stream.as_mut() {
             if self.buf.capacity() - self.buf.len() < READ_RESERVE / 4 {
                 self.buf.reserve(READ_RESERVE);
@@ -446,13 +461,13 @@ impl Client {
             {
                 match read {
                     Ok(0) => {
-                        self.codec_events(true);
+                        self.decode_to_end();
                         self.lost(Lost::Closed);
                     }
                     Ok(_) => {
                         let time = self.time();
                         self.session.handle_bytes(time);
-                        self.codec_events(false);
+                        self.undecoded = Some(time);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => self.lost(Lost::Error(e.kind().into())),
@@ -490,40 +505,58 @@ impl Client {
         Poll::Pending
     }
 
-    /// Decodes what the buffer holds and hands it to the session; at the
-    /// end of the stream (`eof`), an incomplete frame is discarded.
-    fn codec_events(&mut self, eof: bool) {
+    /// Decodes the next item of the buffer (read at `time`) and hands it to
+    /// the session; `false` when no complete item is left.
+    fn decode_one(&mut self, time: Time) -> bool {
+        if !self.receiving() {
+            return false;
+        }
+        let Ok(Some(item)) = self.codec.decode(&mut self.buf) else {
+            return false;
+        };
+        self.handle_item(item, time);
+        true
+    }
+
+    /// At the end of the stream: every item left, an incomplete frame
+    /// discarded.
+    fn decode_to_end(&mut self) {
         let time = self.time();
-        loop {
-            let item = if eof {
-                self.codec.decode_eof(&mut self.buf)
-            } else {
-                self.codec.decode(&mut self.buf)
-            };
-            let Ok(Some(item)) = item else {
+        while self.receiving() {
+            let Ok(Some(item)) = self.codec.decode_eof(&mut self.buf) else {
                 break;
             };
-            let events = &mut self.events;
-            // Where the frame goes among the events, if the session passes
-            // it on: moved there afterwards, not cloned.
-            let mut frame_at = None;
-            self.session.handle_event(item.as_event(), time, &mut |e| {
-                if let session::ClientEvent::Frame(_) = e {
-                    frame_at = Some(events.len());
-                } else {
-                    events.extend(ClientEvent::own(e));
-                }
-            });
-            if let (Some(at), Item::Frame(frame) | Item::Duplicate(frame)) = (frame_at, item) {
-                self.events.insert(at, ClientEvent::Frame(frame));
-            }
-            if !matches!(
-                self.session.state(),
-                ClientState::Connected | ClientState::LoggedIn
-            ) {
-                break; // the session closed this connection (EndOfSession, resync)
-            }
+            self.handle_item(item, time);
         }
+        self.undecoded = None;
+    }
+
+    /// Whether the session still takes this connection's frames (not after
+    /// it closed it: EndOfSession, a resync).
+    fn receiving(&self) -> bool {
+        matches!(
+            self.session.state(),
+            ClientState::Connected | ClientState::LoggedIn
+        )
+    }
+
+    fn handle_item(&mut self, item: Item, time: Time) {
+        let events = &mut self.events;
+        // Where the frame goes among the events, if the session passes
+        // it on: moved there afterwards, not cloned.
+        let mut frame_at = None;
+        self.session.handle_event(item.as_event(), time, &mut |e| {
+            if let session::ClientEvent::Frame(_) = e {
+                frame_at = Some(events.len());
+            } else {
+                events.extend(ClientEvent::own(e));
+            }
+        });
+        if let (Some(at), Item::Frame(frame) | Item::Duplicate(frame)) = (frame_at, item) {
+            self.events.insert(at, ClientEvent::Frame(frame));
+        }
+        // A Close (EndOfSession, a resync) drops the stream, the buffer and
+        // the decoder: nothing more of this connection is decoded.
         self.apply_actions();
     }
 }
