@@ -1091,3 +1091,64 @@ async fn the_tokio_server_answers_retransmission_connections() {
     let stats = server.shutdown().await;
     assert_eq!(stats.frames_published, 520);
 }
+
+/// Log lines of this test process, captured by the logger below.
+static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if record.target().starts_with("tickwire") {
+            LOGGED
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", record.level(), record.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// The tokio server logs through the `log` facade as the mio server does:
+/// a login at info, the close with its reason at info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokio_server_logs_logins_and_closes() {
+    static LOGGER: Capture = Capture;
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Debug);
+    let server = Server::bind(ServerConfig {
+        listen: loopback(),
+        session_id: Some(3),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap()
+    .spawn();
+    let mut socket = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let me = socket.local_addr().unwrap();
+    let mut login = [0u8; 24];
+    tickwire::encode(&Payload::Login, 0, 0, &mut login).unwrap();
+    socket.write_all(&login).await.unwrap();
+    let mut accepted = [0u8; 32];
+    socket.read_exact(&mut accepted).await.unwrap();
+    drop(socket);
+    let deadline = Instant::now() + PATIENCE;
+    let want_login = format!("INFO login {me}: wanted 0");
+    let want_close = format!("INFO closed {me}: ");
+    loop {
+        let lines = LOGGED.lock().unwrap().clone();
+        if lines.iter().any(|l| l.starts_with(&want_login))
+            && lines.iter().any(|l| l.starts_with(&want_close))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lines:#?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.shutdown().await;
+}

@@ -338,7 +338,7 @@ impl Client {
     ) -> io::Result<()> {
         let server = self.config.server;
         let mut logged = |event: ClientEvent<'_>| {
-            log_event(server, &event);
+            log_event(&server, &event);
             on_event(event);
         };
         let on_event = &mut logged;
@@ -521,7 +521,7 @@ impl Client {
 /// application gets each of them as a [`ClientEvent`] anyway and reports
 /// what matters to it (the CLI does); the log shows the connection's life
 /// (`tickwire subscribe -v`). Frames are not logged.
-fn log_event(server: SocketAddr, event: &ClientEvent<'_>) {
+pub(crate) fn log_event(server: &dyn core::fmt::Display, event: &ClientEvent<'_>) {
     match event {
         ClientEvent::State { from, to } => log::debug!("{server}: {from:?} -> {to:?}"),
         ClientEvent::LoggedIn {

@@ -45,6 +45,7 @@ mod server;
 mod stats;
 pub(crate) mod sys;
 
+pub(crate) use client::log_event;
 pub use client::{Client, ClientConfig, ClientError, ClientStats};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
 pub use datagram::{

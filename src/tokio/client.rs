@@ -113,6 +113,8 @@ impl ClientEvent {
     /// [`Frame`] into place itself (`None` here).
     fn own(event: session::ClientEvent<'_>) -> Option<ClientEvent> {
         use session::ClientEvent as E;
+        // The connection's life at debug level, as the mio client logs it.
+        crate::net::log_event(&"tokio client", &event);
         Some(match event {
             E::State { from, to } => ClientEvent::State { from, to },
             E::LoggedIn {

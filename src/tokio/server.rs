@@ -362,14 +362,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             biased;
             () = stopped(&mut stop) => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(connection(stream, Arc::clone(&shared)));
+                    tasks.spawn(connection(stream, peer, Arc::clone(&shared)));
                 }
                 // Out of descriptors, or a connection reset before it was
                 // accepted: wait a little rather than spin.
-                Err(_) => ::tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(e) => {
+                    log::warn!("accept failed: {e}; retrying in 10 ms");
+                    ::tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
@@ -385,7 +388,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// One connection, until its session closes it.
-async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     shared.counters.clients.fetch_add(1, Ordering::Relaxed);
     let seen = shared.hub().retention.next();
     let mut conn = Conn {
@@ -394,6 +397,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
         seen,
         logged_in: false,
         stream,
+        peer,
         shared,
     };
     let reason = conn.run().await;
@@ -415,6 +419,9 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
         c.logged_in.fetch_sub(1, Ordering::Relaxed);
     }
     c.clients.fetch_sub(1, Ordering::Relaxed);
+    if reason != CloseReason::Shutdown {
+        log::info!("closed {peer}: {reason}");
+    }
     if reason == CloseReason::Shutdown {
         let _ = conn
             .stream
@@ -425,6 +432,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
 
 struct Conn {
     stream: TcpStream,
+    peer: SocketAddr,
     shared: Arc<Shared>,
     session: ServerSession,
     parser: Parser<Box<[u8]>>,
@@ -584,6 +592,30 @@ impl Conn {
     /// What the session reported; `Some(reason)` once it must close.
     fn settle(&mut self) -> Option<CloseReason> {
         while let Some(event) = self.session.poll_event() {
+            let peer = self.peer;
+            match &event {
+                ServerEvent::LoggedIn {
+                    wanted,
+                    start,
+                    oldest,
+                    next_live,
+                } => log::info!(
+                    "login {peer}: wanted {wanted}, sending from {start} (oldest {oldest}, next live {next_live})"
+                ),
+                ServerEvent::Slow { reason, pending } => log::warn!(
+                    "{peer} is slow ({}, {pending} bytes pending)",
+                    reason.as_str()
+                ),
+                ServerEvent::Drained { pending } => {
+                    log::info!("{peer} drained ({pending} bytes pending): live data resumes");
+                }
+                ServerEvent::Retransmitted {
+                    wanted,
+                    count,
+                    frames,
+                    ..
+                } => log::info!("retransmit {peer}: wanted {count} from {wanted}, sent {frames} frames"),
+            }
             if let ServerEvent::LoggedIn { .. } = event {
                 self.logged_in = true;
                 let c = &self.shared.counters;
