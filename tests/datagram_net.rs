@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+mod netns;
+use netns::{skip_unprivileged, ChildGuard, Netns};
+
 use tickwire::io::FrameReader;
 use tickwire::net::{
     DatagramClient, DatagramClientConfig, DatagramOutputConfig, Server, ServerConfig, ServerHandle,
@@ -771,146 +774,31 @@ fn a_restarted_publisher_is_a_new_session() {
 // ---------------------------------------------------------------------------
 // Real multicast between network namespaces (root, `ip`, `nft`).
 
-/// Runs a command; `Err` names it and what it printed.
-fn run_command(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+/// Drops `percent`% of the UDP datagrams to `port` entering `ns`, at random
+/// (nftables `numgen random`).
+fn drop_udp(ns: &Netns, port: u16, percent: u32) -> Result<(), String> {
+    ns.nft(&["add", "table", "inet", "tickwire_mc"])?;
+    ns.nft(&[
+        "add",
+        "chain",
+        "inet",
+        "tickwire_mc",
+        "input",
+        "{ type filter hook input priority 0; policy accept; }",
+    ])?;
+    let rule = format!("udp dport {port} numgen random mod 100 < {percent} drop");
+    let mut args = vec!["add", "rule", "inet", "tickwire_mc", "input"];
+    args.extend(rule.split(' '));
+    ns.nft(&args)
 }
 
-/// Why a privileged test cannot run: a skip, unless
-/// `TICKWIRE_REQUIRE_PRIVILEGED=1` (CI) makes it a failure.
-fn skip_unprivileged(test: &str, why: &str) {
-    assert!(
-        std::env::var_os("TICKWIRE_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
-        "{test} needs root, `ip` and `nft` (TICKWIRE_REQUIRE_PRIVILEGED=1): {why}"
-    );
-    eprintln!("SKIPPED {test}: needs root, `ip` and `nft`: {why}");
-}
-
-/// A network namespace joined to this one by a veth pair: `10.198.N.1/24`
-/// here, `10.198.N.2/24` inside. Removed on drop (with its nftables rules),
-/// also when the test fails.
-struct Netns {
-    name: String,
-    host_if: String,
-    n: u8,
-}
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
-        let id = std::process::id();
-        let n = (id % 250) as u8;
-        let ns = Netns {
-            name: format!("tickwire-mc-{id}"),
-            host_if: format!("twmh{id}"),
-            n,
-        };
-        ns.remove(); // leftovers of a run killed before it could clean up
-        let peer_if = format!("twmc{id}");
-        run_command("ip", &["netns", "add", &ns.name])?;
-        run_command(
-            "ip",
-            &[
-                "link",
-                "add",
-                &ns.host_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &peer_if,
-            ],
-        )?;
-        run_command("ip", &["link", "set", &peer_if, "netns", &ns.name])?;
-        let host_cidr = format!("10.198.{n}.1/24");
-        run_command("ip", &["addr", "add", &host_cidr, "dev", &ns.host_if])?;
-        run_command("ip", &["link", "set", &ns.host_if, "multicast", "on", "up"])?;
-        let peer_cidr = format!("10.198.{n}.2/24");
-        ns.ip(&["addr", "add", &peer_cidr, "dev", &peer_if])?;
-        ns.ip(&["link", "set", &peer_if, "multicast", "on", "up"])?;
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    fn host_ip(&self) -> std::net::Ipv4Addr {
-        std::net::Ipv4Addr::new(10, 198, self.n, 1)
-    }
-
-    fn inside_ip(&self) -> std::net::Ipv4Addr {
-        std::net::Ipv4Addr::new(10, 198, self.n, 2)
-    }
-
-    fn ip(&self, args: &[&str]) -> Result<(), String> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        run_command("ip", &all)
-    }
-
-    /// Drops `percent`% of the UDP datagrams to `port` entering the
-    /// namespace, at random (nftables `numgen random`).
-    fn drop_udp(&self, port: u16, percent: u32) -> Result<(), String> {
-        let nft = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", self.name.as_str(), "nft"];
-            all.extend_from_slice(args);
-            run_command("ip", &all)
-        };
-        nft(&["add", "table", "inet", "tickwire_mc"])?;
-        nft(&[
-            "add",
-            "chain",
-            "inet",
-            "tickwire_mc",
-            "input",
-            "{ type filter hook input priority 0; policy accept; }",
-        ])?;
-        let rule = format!("udp dport {port} numgen random mod 100 < {percent} drop");
-        let mut args = vec!["add", "rule", "inet", "tickwire_mc", "input"];
-        args.extend(rule.split(' '));
-        nft(&args)
-    }
-
-    /// From now on every datagram to `group` entering the namespace is
-    /// dropped: that line is down.
-    fn drop_group(&self, group: std::net::Ipv4Addr) -> Result<(), String> {
-        let rule = format!("ip daddr {group} drop");
-        let mut args = vec!["netns", "exec", self.name.as_str(), "nft"];
-        args.extend(["insert", "rule", "inet", "tickwire_mc", "input"]);
-        args.extend(rule.split(' '));
-        run_command("ip", &args)
-    }
-
-    fn remove(&self) {
-        let _ = run_command("ip", &["link", "del", &self.host_if]);
-        let _ = run_command("ip", &["netns", "del", &self.name]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
-/// A child process, killed and reaped on drop.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// From now on every datagram to `group` entering `ns` is dropped: that
+/// line is down.
+fn drop_group(ns: &Netns, group: std::net::Ipv4Addr) -> Result<(), String> {
+    let rule = format!("ip daddr {group} drop");
+    let mut args = vec!["insert", "rule", "inet", "tickwire_mc", "input"];
+    args.extend(rule.split(' '));
+    ns.nft(&args)
 }
 
 /// Multicast on two groups (lines A and B) from this namespace into
@@ -922,12 +810,12 @@ impl Drop for ChildGuard {
 fn multicast_between_namespaces_with_random_drop() {
     use std::io::BufRead;
     const TEST: &str = "multicast_between_namespaces_with_random_drop";
-    let ns = match Netns::create() {
+    let ns = match Netns::create("mc", 198) {
         Ok(ns) => ns,
         Err(why) => return skip_unprivileged(TEST, &why),
     };
     let port = 20_000 + u16::from(ns.n);
-    if let Err(why) = ns.drop_udp(port, 10) {
+    if let Err(why) = drop_udp(&ns, port, 10) {
         return skip_unprivileged(TEST, &why);
     }
     let groups = [
@@ -943,9 +831,7 @@ fn multicast_between_namespaces_with_random_drop() {
     });
     let n = 20_000;
     let mut child = ChildGuard(
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(std::env::current_exe().unwrap())
+        ns.command(&std::env::current_exe().unwrap())
             .args([
                 "--exact",
                 "multicast_child",
@@ -987,8 +873,7 @@ fn multicast_between_namespaces_with_random_drop() {
         .join()
         .unwrap();
     thread::sleep(Duration::from_millis(50));
-    ns.drop_group(std::net::Ipv4Addr::new(239, 198, ns.n, 1))
-        .unwrap();
+    drop_group(&ns, std::net::Ipv4Addr::new(239, 198, ns.n, 1)).unwrap();
     publish_paced(&server, msgs[n / 2..].to_vec(), 40)
         .join()
         .unwrap();

@@ -21,6 +21,9 @@ use tickwire::session::{CloseReason, SlowPolicy};
 use tickwire::synth::Feed;
 use tickwire::{encode, Message, MsgType, Payload, Sequencer};
 
+mod netns;
+use netns::{run_command, skip_unprivileged, ChildGuard, Netns};
+
 const T0: u64 = 1_700_000_000_000_000_000;
 
 /// Held while a server thread starts, so a test can tell its own server's
@@ -991,121 +994,15 @@ fn the_listen_backlog_holds_what_the_loop_has_not_accepted_yet() {
     assert_eq!(held.len(), 300);
 }
 
-/// A network namespace joined to this one by a veth pair: the host end
-/// `10.199.N.1/24` here, the other `10.199.N.2/24` inside. Removed on drop,
-/// with every nftables rule inside it (they belong to the namespace), also
-/// when the test fails.
-struct Netns {
-    name: String,
-    host_if: String,
-    host_ip: [u8; 4],
-}
-
-/// Runs a command; `Err` names it and what it printed.
-fn run_command(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+/// From now on every packet into or out of `ns` is dropped: its peers
+/// vanish without a FIN or RST.
+fn drop_everything(ns: &Netns) -> Result<(), String> {
+    ns.nft(&["add", "table", "inet", "tickwire_half_open"])?;
+    for hook in ["input", "output"] {
+        let chain = format!("{{ type filter hook {hook} priority 0; policy drop; }}");
+        ns.nft(&["add", "chain", "inet", "tickwire_half_open", hook, &chain])?;
     }
-}
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
-        let id = std::process::id();
-        let n = (id % 250) as u8;
-        let ns = Netns {
-            name: format!("tickwire-ho-{id}"),
-            host_if: format!("twh{id}"),
-            host_ip: [10, 199, n, 1],
-        };
-        // Leftovers of a run killed before it could clean up.
-        ns.remove();
-        let peer_if = format!("twc{id}");
-        let host_cidr = format!("10.199.{n}.1/24");
-        let peer_cidr = format!("10.199.{n}.2/24");
-        run_command("ip", &["netns", "add", &ns.name])?;
-        run_command(
-            "ip",
-            &[
-                "link",
-                "add",
-                &ns.host_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &peer_if,
-            ],
-        )?;
-        run_command("ip", &["link", "set", &peer_if, "netns", &ns.name])?;
-        run_command("ip", &["addr", "add", &host_cidr, "dev", &ns.host_if])?;
-        run_command("ip", &["link", "set", &ns.host_if, "up"])?;
-        let inside = |args: &[&str]| {
-            let mut all = vec!["-n", ns.name.as_str()];
-            all.extend_from_slice(args);
-            run_command("ip", &all)
-        };
-        inside(&["addr", "add", &peer_cidr, "dev", &peer_if])?;
-        inside(&["link", "set", &peer_if, "up"])?;
-        inside(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// The command `program args…` run inside the namespace.
-    fn command(&self, program: &std::path::Path) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name]).arg(program);
-        command
-    }
-
-    /// From now on every packet into or out of the namespace is dropped:
-    /// its peers vanish without a FIN or RST.
-    fn drop_everything(&self) -> Result<(), String> {
-        let nft = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", self.name.as_str(), "nft"];
-            all.extend_from_slice(args);
-            run_command("ip", &all)
-        };
-        nft(&["add", "table", "inet", "tickwire_half_open"])?;
-        for hook in ["input", "output"] {
-            let chain = format!("{{ type filter hook {hook} priority 0; policy drop; }}");
-            nft(&["add", "chain", "inet", "tickwire_half_open", hook, &chain])?;
-        }
-        Ok(())
-    }
-
-    fn remove(&self) {
-        // Deleting either end of a veth pair deletes both; deleting the
-        // namespace deletes its rules.
-        let _ = run_command("ip", &["link", "del", &self.host_if]);
-        let _ = run_command("ip", &["netns", "del", &self.name]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
-/// A child process, killed and reaped on drop.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    Ok(())
 }
 
 /// Child side of the half-open test, run inside the namespace: logs in to
@@ -1123,20 +1020,10 @@ fn half_open_child() {
     thread::sleep(Duration::from_secs(30));
 }
 
-/// Why a privileged test cannot run: a skip, unless
-/// `TICKWIRE_REQUIRE_PRIVILEGED=1` (CI) makes it a failure.
-fn skip_unprivileged(test: &str, why: &str) {
-    assert!(
-        std::env::var_os("TICKWIRE_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
-        "{test} needs root, `ip` and `nft` (TICKWIRE_REQUIRE_PRIVILEGED=1): {why}"
-    );
-    eprintln!("SKIPPED {test}: needs root, `ip` and `nft`: {why}");
-}
-
 #[test]
 fn a_half_open_client_is_closed_for_making_no_progress() {
     const TEST: &str = "a_half_open_client_is_closed_for_making_no_progress";
-    let ns = match Netns::create() {
+    let ns = match Netns::create("ho", 199) {
         Ok(ns) => ns,
         Err(why) => return skip_unprivileged(TEST, &why),
     };
@@ -1145,7 +1032,7 @@ fn a_half_open_client_is_closed_for_making_no_progress() {
     }
     let heartbeat = Duration::from_millis(100);
     let server = start(|c| {
-        c.listen = SocketAddr::from((ns.host_ip, 0));
+        c.listen = SocketAddr::from((ns.host_ip(), 0));
         c.heartbeat_interval = heartbeat;
         c.slow_policy = SlowPolicy::Skip; // the policy under which it used to stay
     });
@@ -1184,7 +1071,7 @@ fn a_half_open_client_is_closed_for_making_no_progress() {
     publish_all(&server, &messages(11, 1000), 100);
     thread::sleep(heartbeat * 3);
     assert_eq!(server.stats().clients, 1, "a healthy client stays");
-    ns.drop_everything().unwrap();
+    drop_everything(&ns).unwrap();
     let vanished = Instant::now();
     drop(child); // its FIN or RST never arrives either
     wait_until("the close", Duration::from_secs(10), || {
