@@ -56,6 +56,7 @@ pub use publisher::{Messages, PublishError, Publisher};
 pub(crate) use server::new_session_id;
 pub use server::{Server, ServerConfig, ServerHandle, StopHandle};
 pub use stats::ServerStats;
+pub(crate) use stats::Shared as Counters;
 
 /// Nanoseconds since the Unix epoch, now (0 before 1970, saturating far after).
 ///

@@ -66,11 +66,11 @@ impl ServerStats {
 
 /// Counters shared with handles on other threads.
 #[derive(Debug, Default)]
-pub(super) struct Shared {
+pub(crate) struct Shared {
     pub(super) stop: AtomicBool,
-    pub(super) clients: AtomicU64,
-    pub(super) accepted: AtomicU64,
-    pub(super) frames_published: AtomicU64,
+    pub(crate) clients: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) frames_published: AtomicU64,
     frames_sent: AtomicU64,
     bytes_sent: AtomicU64,
     slow_marks: AtomicU64,
@@ -93,13 +93,13 @@ pub(super) fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl Shared {
-    pub(super) fn count_close(&self, reason: CloseReason) {
+    pub(crate) fn count_close(&self, reason: CloseReason) {
         if let Some(counter) = self.closed.get(reason.index()) {
             add(counter, 1);
         }
     }
 
-    pub(super) fn add_session(&self, s: &ServerSessionStats) {
+    pub(crate) fn add_session(&self, s: &ServerSessionStats) {
         add(&self.frames_sent, s.frames_queued);
         add(&self.bytes_sent, s.bytes_sent);
         add(&self.slow_marks, s.slow_marks);
@@ -107,7 +107,7 @@ impl Shared {
         add(&self.replay_trimmed, s.replay_trimmed);
     }
 
-    pub(super) fn snapshot(&self) -> ServerStats {
+    pub(crate) fn snapshot(&self) -> ServerStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ServerStats {
             clients: get(&self.clients),

@@ -50,20 +50,6 @@ struct Hub {
     recent: VecDeque<Arc<Batch>>,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    clients: AtomicU64,
-    logged_in: AtomicU64,
-    accepted: AtomicU64,
-    frames_published: AtomicU64,
-    frames_sent: AtomicU64,
-    bytes_sent: AtomicU64,
-    slow_marks: AtomicU64,
-    skipped_batches: AtomicU64,
-    replay_trimmed: AtomicU64,
-    closed: [AtomicU64; CloseReason::ALL.len()],
-}
-
 #[derive(Debug)]
 struct Shared {
     hub: Mutex<Hub>,
@@ -73,7 +59,10 @@ struct Shared {
     session: ServerSessionConfig,
     max_clients: u64,
     epoch: Instant,
-    counters: Counters,
+    /// The mio server's counters, read the same way.
+    counters: crate::net::Counters,
+    /// Clients past their Login (`max_clients` counts these).
+    logged_in: AtomicU64,
 }
 
 impl Shared {
@@ -91,24 +80,9 @@ impl Shared {
     }
 
     fn stats(&self) -> ServerStats {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut stats = ServerStats {
-            clients: get(&c.clients),
-            accepted: get(&c.accepted),
-            frames_published: get(&c.frames_published),
-            frames_sent: get(&c.frames_sent),
-            bytes_sent: get(&c.bytes_sent),
-            slow_marks: get(&c.slow_marks),
-            skipped_batches: get(&c.skipped_batches),
-            replay_trimmed: get(&c.replay_trimmed),
-            ..ServerStats::default()
-        };
-        for (out, n) in stats.closed.iter_mut().zip(&c.closed) {
-            *out = get(n);
-        }
-        stats
+        self.counters.snapshot()
     }
+
 }
 
 /// Publishes data frames into a running tokio [`Server`] from any task or
@@ -275,7 +249,8 @@ impl Server {
             session,
             max_clients: u64::try_from(config.max_clients).unwrap_or(u64::MAX),
             epoch: Instant::now(),
-            counters: Counters::default(),
+            counters: crate::net::Counters::default(),
+            logged_in: AtomicU64::new(0),
         });
         Ok(Server { listener, shared })
     }
@@ -404,19 +379,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let shared = &conn.shared;
     let stats = conn.session.take_stats();
     let c = &shared.counters;
-    c.frames_sent
-        .fetch_add(stats.frames_queued, Ordering::Relaxed);
-    c.bytes_sent.fetch_add(stats.bytes_sent, Ordering::Relaxed);
-    c.slow_marks.fetch_add(stats.slow_marks, Ordering::Relaxed);
-    c.skipped_batches
-        .fetch_add(stats.skipped_batches, Ordering::Relaxed);
-    c.replay_trimmed
-        .fetch_add(stats.replay_trimmed, Ordering::Relaxed);
-    if let Some(n) = c.closed.get(reason.index()) {
-        n.fetch_add(1, Ordering::Relaxed);
-    }
+    c.add_session(&stats);
+    c.count_close(reason);
     if conn.logged_in {
-        c.logged_in.fetch_sub(1, Ordering::Relaxed);
+        shared.logged_in.fetch_sub(1, Ordering::Relaxed);
     }
     c.clients.fetch_sub(1, Ordering::Relaxed);
     if reason != CloseReason::Shutdown {
@@ -618,8 +584,7 @@ impl Conn {
             }
             if let ServerEvent::LoggedIn { .. } = event {
                 self.logged_in = true;
-                let c = &self.shared.counters;
-                if c.logged_in.fetch_add(1, Ordering::Relaxed) >= self.shared.max_clients {
+                if self.shared.logged_in.fetch_add(1, Ordering::Relaxed) >= self.shared.max_clients {
                     return Some(CloseReason::MaxClients);
                 }
             }
