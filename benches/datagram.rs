@@ -2,7 +2,7 @@
 //! `DatagramClient` (with retransmission from the same server), frames/s
 //! delivered in order, datagrams/s, system calls per datagram sent.
 //!
-//! `flock /work/bench.lock cargo bench --bench datagram --features cli`
+//! `cargo bench --bench datagram --features cli`
 //!
 //! Cases (each `SECONDS` long, one run): `sendmmsg` and `send_to`, one line
 //! and two (A/B, the receiver keeping the first copy); the publisher
