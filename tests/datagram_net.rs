@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+mod common;
 mod netns;
+use common::{expected_bytes, messages};
 use netns::{skip_unprivileged, ChildGuard, Netns};
 
 use tickwire::io::FrameReader;
@@ -28,10 +30,7 @@ use tickwire::net::{
 use tickwire::parse::Event;
 use tickwire::sequence::Gap;
 use tickwire::session::datagram::DatagramEvent;
-use tickwire::synth::Feed;
-use tickwire::{encode, Message, Payload, Sequencer};
-
-const T0: u64 = 1_700_000_000_000_000_000;
+use tickwire::{encode, Message, Payload};
 
 /// What the injector does to one line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -158,26 +157,6 @@ fn data_frames(datagram: &[u8]) -> u64 {
         at += usize::from(datagram[at + 3]).max(1);
     }
     frames
-}
-
-fn messages(seed: u64, n: usize) -> Vec<(u64, Payload)> {
-    let mut feed = Feed::new(seed, 50);
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let p = feed.next_payload();
-        if p.msg_type().is_data() {
-            out.push((T0 + out.len() as u64, p));
-        }
-    }
-    out
-}
-
-fn expected_bytes(messages: &[(u64, Payload)], first: u64) -> Vec<u8> {
-    let mut seq = Sequencer::starting_at(first);
-    let mut out = vec![0u8; messages.len() * 44];
-    let done = seq.encode_batch(messages, &mut out);
-    out.truncate(done.bytes);
-    out
 }
 
 /// A server whose datagrams go to the injector's inputs.

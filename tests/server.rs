@@ -18,13 +18,12 @@ use tickwire::io::FrameReader;
 use tickwire::net::{PublishError, Server, ServerConfig, ServerHandle};
 use tickwire::parse::Event;
 use tickwire::session::{CloseReason, SlowPolicy};
-use tickwire::synth::Feed;
-use tickwire::{encode, Message, MsgType, Payload, Sequencer};
+use tickwire::{encode, Message, MsgType, Payload};
 
+mod common;
 mod netns;
+use common::{expected_bytes, messages, T0};
 use netns::{run_command, skip_unprivileged, ChildGuard, Netns};
-
-const T0: u64 = 1_700_000_000_000_000_000;
 
 /// Held while a server thread starts, so a test can tell its own server's
 /// thread from those of tests running beside it.
@@ -45,28 +44,6 @@ fn start_unlocked(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     };
     tweak(&mut config);
     Server::bind(config).unwrap().spawn().unwrap()
-}
-
-/// `n` data messages of the synthetic mix, timestamped T0 + i.
-fn messages(seed: u64, n: usize) -> Vec<(u64, Payload)> {
-    let mut feed = Feed::new(seed, 50);
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let p = feed.next_payload();
-        if p.msg_type().is_data() {
-            out.push((T0 + out.len() as u64, p));
-        }
-    }
-    out
-}
-
-/// The bytes the server must send for `messages` numbered from `first`.
-fn expected_bytes(messages: &[(u64, Payload)], first: u64) -> Vec<u8> {
-    let mut seq = Sequencer::starting_at(first);
-    let mut out = vec![0u8; messages.len() * 44];
-    let done = seq.encode_batch(messages, &mut out);
-    out.truncate(done.bytes);
-    out
 }
 
 fn publish_all(server: &ServerHandle, messages: &[(u64, Payload)], batch: usize) {

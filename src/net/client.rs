@@ -132,6 +132,23 @@ pub struct ClientStats {
     pub reconnects: u64,
 }
 
+impl ClientStats {
+    /// The counters of a driver of `session` whose parsers counted `parse`
+    /// (the mio and tokio clients both report through this).
+    pub(crate) fn of(parse: ParseStats, session: &ClientSession) -> ClientStats {
+        let t = session.tracker().stats();
+        let s = session.stats();
+        ClientStats {
+            parse,
+            gaps: t.gaps,
+            missing: t.missing,
+            duplicates: t.duplicates,
+            connects: s.connects,
+            reconnects: s.reconnects,
+        }
+    }
+}
+
 /// The reference client.
 ///
 /// The reference client: a thin mio loop around a
@@ -230,16 +247,7 @@ impl Client {
         if self.stream.is_some() {
             parse += self.parser.stats();
         }
-        let t = self.session.tracker().stats();
-        let s = self.session.stats();
-        ClientStats {
-            parse,
-            gaps: t.gaps,
-            missing: t.missing,
-            duplicates: t.duplicates,
-            connects: s.connects,
-            reconnects: s.reconnects,
-        }
+        ClientStats::of(parse, &self.session)
     }
 
     /// Whether the client has stopped for good (gave up, stopped after an

@@ -306,16 +306,7 @@ impl Client {
         if self.stream.is_some() {
             parse += self.codec.stats();
         }
-        let t = self.session.tracker().stats();
-        let s = self.session.stats();
-        ClientStats {
-            parse,
-            gaps: t.gaps,
-            missing: t.missing,
-            duplicates: t.duplicates,
-            connects: s.connects,
-            reconnects: s.reconnects,
-        }
+        ClientStats::of(parse, &self.session)
     }
 
     /// Closes the connection and stops: the stream ends after the events

@@ -48,6 +48,15 @@ pub fn messages(seed: u64, n: usize) -> Vec<(u64, Payload)> {
     out
 }
 
+/// The bytes a server sends for `messages` numbered from `first`.
+pub fn expected_bytes(messages: &[(u64, Payload)], first: u64) -> Vec<u8> {
+    let mut seq = Sequencer::starting_at(first);
+    let mut out = vec![0u8; messages.len() * 44];
+    let done = seq.encode_batch(messages, &mut out);
+    out.truncate(done.bytes);
+    out
+}
+
 /// Each published frame's bytes, by sequence (index 0 is sequence 1).
 pub fn expected_frames(msgs: &[(u64, Payload)]) -> Vec<Vec<u8>> {
     let mut seq = Sequencer::new();
