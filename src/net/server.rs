@@ -158,7 +158,9 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    fn session(&self, session_id: u64) -> ServerSessionConfig {
+    /// The per-connection rules these settings give (the mio and tokio
+    /// servers both run their sessions with it).
+    pub(crate) fn session(&self, session_id: u64) -> ServerSessionConfig {
         let mut c = ServerSessionConfig::new(session_id);
         c.login_timeout = self.login_timeout;
         c.heartbeat_interval = self.heartbeat_interval;

@@ -230,14 +230,7 @@ impl Server {
         socket.bind(config.listen)?;
         let listener = socket.listen(config.listen_backlog)?;
         let session_id = config.session_id.unwrap_or_else(new_session_id);
-        let mut session = ServerSessionConfig::new(session_id);
-        session.login_timeout = config.login_timeout;
-        session.heartbeat_interval = config.heartbeat_interval;
-        session.slow_threshold = config.slow_threshold;
-        session.slow_grace = config.slow_grace;
-        session.queue_limit = config.client_queue;
-        session.slow_policy = config.slow_policy;
-        session.no_progress_intervals = config.no_progress_intervals;
+        let session = config.session(session_id);
         let shared = Arc::new(Shared {
             hub: Mutex::new(Hub {
                 sequencer: Sequencer::new(),
