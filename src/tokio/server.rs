@@ -82,7 +82,6 @@ impl Shared {
     fn stats(&self) -> ServerStats {
         self.counters.snapshot()
     }
-
 }
 
 /// Publishes data frames into a running tokio [`Server`] from any task or
@@ -577,7 +576,8 @@ impl Conn {
             }
             if let ServerEvent::LoggedIn { .. } = event {
                 self.logged_in = true;
-                if self.shared.logged_in.fetch_add(1, Ordering::Relaxed) >= self.shared.max_clients {
+                if self.shared.logged_in.fetch_add(1, Ordering::Relaxed) >= self.shared.max_clients
+                {
                     return Some(CloseReason::MaxClients);
                 }
             }
