@@ -750,6 +750,95 @@ fn a_restarted_publisher_is_a_new_session() {
     assert_eq!(c.receiver().session(), Some(2));
 }
 
+/// Datagrams built by hand: `frames[i]` data frames in datagram `i`
+/// (`usize::MAX`: as many as fit in 65,507 bytes), numbered on from 1, each
+/// behind its Packet; and the bytes of all the data frames.
+fn datagrams(frames: &[usize]) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let msgs = messages(11, frames.iter().map(|&n| n.min(2_000)).sum());
+    let mut out = Vec::new();
+    let mut next = 1u64;
+    for &n in frames {
+        let mut d = vec![0u8; 65_507];
+        let mut at = encode(&Payload::Packet { session_id: 77 }, next, 1, &mut d).unwrap();
+        for _ in 0..n.min(2_000) {
+            let (ts, p) = &msgs[(next - 1) as usize];
+            let Ok(len) = encode(p, next, *ts, &mut d[at..]) else {
+                break;
+            };
+            at += len;
+            next += 1;
+        }
+        d.truncate(at);
+        out.push(d);
+    }
+    let sent = (next - 1) as usize;
+    (out, expected_bytes(&msgs[..sent], 1))
+}
+
+/// The batched receive path (`recvmmsg`, 32 datagrams a call into 64 KiB
+/// slots) against one `recv` per datagram, on the same datagrams sent
+/// before the first poll so that batches are full: the same frames, bytes
+/// and discards, a datagram of the largest size (65,507 bytes) whole, an
+/// empty datagram and a junk one discarded at the seams between slots, and
+/// fewer system calls.
+#[test]
+fn batched_receive_is_exactly_one_by_one() {
+    let mut sizes: Vec<usize> = (0..300).map(|i| 1 + i % 33).collect();
+    // The largest datagram: a Packet and as many frames as fit in 65,507.
+    sizes[150] = usize::MAX;
+    let (dgrams, want_bytes) = datagrams(&sizes);
+    assert!(dgrams[150].len() > 65_460 && dgrams[150].len() <= 65_507, "{}", dgrams[150].len());
+    let total: usize = dgrams.iter().map(|d| data_frames(d) as usize).sum();
+    let mut results = Vec::new();
+    for batch in [true, false] {
+        let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
+        config.batch_syscalls = batch;
+        config.recv_buffer = Some(32 << 20);
+        let mut c = DatagramClient::new(config).unwrap();
+        let to = c.local_addrs()[0];
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for (i, d) in dgrams.iter().enumerate() {
+            tx.send_to(d, to).unwrap();
+            if i == 40 {
+                tx.send_to(&[], to).unwrap();
+            }
+            if i == 41 {
+                tx.send_to(&[0xAB; 100], to).unwrap();
+            }
+        }
+        let mut got = Received::default();
+        let mut discarded = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.sequences.len() < total && Instant::now() < deadline {
+            c.poll(Some(Duration::from_millis(10)), |e| match e {
+                DatagramEvent::Frame(f) => {
+                    got.sequences.push(f.sequence());
+                    got.bytes.extend_from_slice(f.as_bytes());
+                }
+                DatagramEvent::Gap(g) => got.gaps.push(g),
+                DatagramEvent::Discarded { discard, .. } => discarded += discard.bytes,
+                _ => {}
+            })
+            .unwrap();
+        }
+        let stats = c.stats();
+        assert_eq!(got.sequences.len(), total, "batch {batch}: {stats:?}");
+        assert!(got.bytes == want_bytes, "batch {batch}: bytes differ");
+        assert!(got.gaps.is_empty(), "batch {batch}: {:?}", got.gaps);
+        assert_eq!(discarded, 100, "batch {batch}: the junk datagram, whole");
+        assert_eq!(stats.receiver.datagrams[0], 302, "batch {batch}");
+        assert_eq!(stats.receiver.discarded_datagrams, 2, "batch {batch}");
+        assert_eq!(stats.oversized, 0);
+        results.push(stats.recv_calls);
+    }
+    let (batched, single) = (results[0], results[1]);
+    assert!(single > 302, "one recv per datagram and one that would block: {single}");
+    assert!(
+        batched * 4 < single,
+        "recvmmsg takes many datagrams per call: {batched} calls against {single}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Real multicast between network namespaces (root, `ip`, `nft`).
 

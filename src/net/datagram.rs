@@ -431,6 +431,9 @@ pub struct DatagramClientConfig {
     pub connect_timeout: Duration,
     /// `SO_RCVBUF` of each line's socket (8 MiB; the kernel may cap it).
     pub recv_buffer: Option<usize>,
+    /// Receive up to 32 datagrams per system call with `recvmmsg` (Linux;
+    /// `true`). Elsewhere, or `false`: one `recv` per datagram.
+    pub batch_syscalls: bool,
 }
 
 impl DatagramClientConfig {
@@ -447,6 +450,7 @@ impl DatagramClientConfig {
             heartbeat_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             recv_buffer: Some(8 << 20),
+            batch_syscalls: true,
         }
     }
 }
@@ -470,6 +474,9 @@ pub struct DatagramClientStats {
     pub requests_sent: u64,
     /// Datagrams longer than the receive buffer (truncated: discarded).
     pub oversized: u64,
+    /// Receive system calls made on the lines (`recvmmsg` or `recv`,
+    /// including the last one of each read that found nothing).
+    pub recv_calls: u64,
 }
 
 /// Datagrams read from one line per [`DatagramClient::poll`]: a flood on
@@ -535,7 +542,10 @@ pub struct DatagramClient {
     events: Events,
     lines: Vec<mio::net::UdpSocket>,
     local: Vec<SocketAddr>,
+    /// [`RECV_BATCH`](super::sys::RECV_BATCH) receive slots of [`SLOT`] bytes.
     buf: Box<[u8]>,
+    lens: [usize; super::sys::RECV_BATCH],
+    batch_syscalls: bool,
     receiver: DatagramReceiver,
     retx: Retx,
     backoff: Backoff,
@@ -564,6 +574,32 @@ impl fmt::Display for DatagramClientError {
 }
 
 impl std::error::Error for DatagramClientError {}
+
+/// Bytes of one receive slot: the largest datagram and one more byte, so
+/// that a longer (truncated) one is recognized.
+const SLOT: usize = MAX_DATAGRAM_SIZE + 1;
+
+/// One batch of datagrams from `socket`: datagram `i` into `buf` at
+/// `i * SLOT`, its length into `lens[i]`; `recvmmsg` on Linux when `batch`,
+/// else one `recv`.
+fn recv_batch(
+    socket: &mio::net::UdpSocket,
+    batch: bool,
+    buf: &mut [u8],
+    lens: &mut [usize; super::sys::RECV_BATCH],
+) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    if batch {
+        use std::os::fd::AsFd;
+        return super::sys::recv_datagrams(socket.as_fd(), buf, SLOT, lens);
+    }
+    let _ = batch;
+    let n = socket.recv(buf.get_mut(..SLOT).unwrap_or_default())?;
+    if let Some(len) = lens.first_mut() {
+        *len = n;
+    }
+    Ok(1)
+}
 
 /// One line's socket: joined to its group, or bound to its unicast address.
 fn line_socket(
@@ -628,6 +664,7 @@ impl DatagramClient {
             lines.push(socket);
         }
         Ok(DatagramClient {
+            batch_syscalls: config.batch_syscalls,
             receiver: DatagramReceiver::new(config.receiver),
             backoff: config.backoff,
             config,
@@ -635,7 +672,8 @@ impl DatagramClient {
             events: Events::with_capacity(16),
             lines,
             local,
-            buf: vec![0u8; MAX_DATAGRAM_SIZE + 1].into_boxed_slice(),
+            buf: vec![0u8; SLOT * super::sys::RECV_BATCH].into_boxed_slice(),
+            lens: [0; super::sys::RECV_BATCH],
             retx: Retx::Idle,
             pending: Vec::new(),
             stats: DatagramClientStats::default(),
@@ -744,18 +782,30 @@ impl DatagramClient {
         Ok(())
     }
 
-    /// Reads one line's socket until it would block (or the budget is spent).
+    /// Reads one line's socket until it would block (or the budget is spent):
+    /// `recvmmsg` batches on Linux, one `recv` per datagram elsewhere.
     fn read_line(&mut self, line: Line, on_event: &mut impl FnMut(DatagramEvent)) {
-        for _ in 0..READS_PER_POLL {
+        let mut budget = READS_PER_POLL;
+        while budget > 0 {
             let Some(socket) = self.lines.get(line.index()) else {
                 break;
             };
-            match socket.recv(&mut self.buf) {
-                Ok(n) if n > MAX_DATAGRAM_SIZE => self.stats.oversized += 1,
+            self.stats.recv_calls += 1;
+            let got = recv_batch(socket, self.batch_syscalls, &mut self.buf, &mut self.lens);
+            match got {
                 Ok(n) => {
+                    budget = budget.saturating_sub(n.max(1));
                     let time = Time::new(self.epoch.elapsed(), unix_nanos());
-                    let datagram = self.buf.get(..n).unwrap_or_default();
-                    self.receiver.handle_datagram(line, datagram, time);
+                    for i in 0..n {
+                        let len = self.lens.get(i).copied().unwrap_or(0);
+                        if len > MAX_DATAGRAM_SIZE {
+                            self.stats.oversized += 1;
+                            continue;
+                        }
+                        let at = i * SLOT;
+                        let datagram = self.buf.get(at..at + len).unwrap_or_default();
+                        self.receiver.handle_datagram(line, datagram, time);
+                    }
                     self.drain(on_event);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
