@@ -594,6 +594,9 @@ fn section_8(batch_syscalls: bool) {
 struct Proxy {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// The next bytes from the client are swallowed and the connection cut
+    /// (requests lost with their connection); then cleared.
+    swallow: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -606,6 +609,8 @@ impl Proxy {
         let stop = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let (stop2, open2) = (Arc::clone(&stop), Arc::clone(&open));
+        let swallow = Arc::new(AtomicBool::new(false));
+        let swallow2 = Arc::clone(&swallow);
         let thread = thread::spawn(move || {
             while !stop2.load(Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -614,13 +619,28 @@ impl Proxy {
                 };
                 client.set_nonblocking(false).unwrap();
                 let upstream = TcpStream::connect(server).unwrap();
-                for (mut from, mut to) in [
+                for (upward, (mut from, mut to)) in [
                     (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
                     (upstream.try_clone().unwrap(), client.try_clone().unwrap()),
-                ] {
+                ]
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (i == 0, p))
+                {
+                    let swallow = Arc::clone(&swallow2);
                     // Each ends when its socket is cut or closed.
                     thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
+                        use std::io::Read;
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if upward && swallow.swap(false, Ordering::SeqCst) {
+                                let _ = from.shutdown(std::net::Shutdown::Both);
+                                break;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
                         let _ = to.shutdown(std::net::Shutdown::Both);
                     });
                 }
@@ -630,6 +650,7 @@ impl Proxy {
         Proxy {
             addr,
             stop,
+            swallow,
             open,
             thread: Some(thread),
         }
@@ -700,6 +721,82 @@ fn retransmission_connection_is_made_again_when_lost() {
     assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
     assert!(got.bytes == expected);
     assert_eq!(c.stats().connects, 2);
+}
+
+/// Requests lost with their connection (the proxy swallows them and cuts
+/// it) are asked again on the next connection: the hole is filled, not
+/// reported as a gap at the deadline.
+#[test]
+fn requests_lost_with_the_connection_are_asked_again() {
+    let mut c = client(1);
+    let injector = Injector::new(56, c.local_addrs(), &[Faults::default()]);
+    let server = server(&injector.inputs, |_| {});
+    let proxy = Proxy::new(server.local_addr());
+    c = with_retransmit(c, proxy.addr);
+    let msgs = messages(6, 900);
+    let expected = expected_bytes(&msgs, 1);
+    let mut got = Received::default();
+    publish_paced(&server, msgs[..300].to_vec(), 30)
+        .join()
+        .unwrap();
+    receive_until(&mut c, &mut got, Duration::from_secs(10), |g| {
+        g.sequences.len() >= 300
+    });
+    assert_eq!(got.sequences.len(), 300);
+    // 301..=600 never arrive on the line; the request for them is lost.
+    proxy.swallow.store(true, Ordering::SeqCst);
+    injector.blackhole.store(true, Ordering::SeqCst);
+    publish_paced(&server, msgs[300..600].to_vec(), 30)
+        .join()
+        .unwrap();
+    thread::sleep(Duration::from_millis(20));
+    injector.blackhole.store(false, Ordering::SeqCst);
+    publish_paced(&server, msgs[600..].to_vec(), 30)
+        .join()
+        .unwrap();
+    receive_until(&mut c, &mut got, Duration::from_secs(10), |g| {
+        g.sequences.len() >= 900 || !g.gaps.is_empty()
+    });
+    let stats = c.stats();
+    assert!(got.gaps.is_empty(), "gaps: {:?} {stats:?}", got.gaps);
+    assert_eq!(got.sequences.len(), 900, "{stats:?}");
+    assert!(got.bytes == expected);
+    assert!(
+        !proxy.swallow.load(Ordering::SeqCst),
+        "a request was swallowed"
+    );
+    assert_eq!((stats.connects, stats.disconnects), (2, 1), "{stats:?}");
+    assert!(stats.receiver.recovered >= 300, "{stats:?}");
+}
+
+/// Section 8.7 over sockets: the server sends to line A only; line B is
+/// reported silent after three heartbeat intervals while A's idle
+/// Packet-only datagrams keep A alive; when the server is gone, A is silent
+/// too and the feed dead.
+#[test]
+fn silent_line_and_dead_feed_over_sockets() {
+    let mut c = client(2);
+    let a = c.local_addrs()[0];
+    let server = server(&[a], |_| {});
+    server.publisher().publish(messages(7, 10)).unwrap();
+    let mut events = Vec::new();
+    let mut poll_for = |c: &mut DatagramClient, ms: u64, events: &mut Vec<String>| {
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until {
+            c.poll(Some(Duration::from_millis(10)), |e| match e {
+                DatagramEvent::LineSilent { line } => events.push(format!("silent {line:?}")),
+                DatagramEvent::LineAlive { line } => events.push(format!("alive {line:?}")),
+                DatagramEvent::FeedDead => events.push("dead".into()),
+                _ => {}
+            })
+            .unwrap();
+        }
+    };
+    poll_for(&mut c, 700, &mut events);
+    assert_eq!(events, ["silent B"], "A keeps talking (idle Packets)");
+    drop(server);
+    poll_for(&mut c, 700, &mut events);
+    assert_eq!(events, ["silent B", "silent A", "dead"]);
 }
 
 /// The publisher restarts with a new session on the same destinations:
@@ -787,7 +884,11 @@ fn batched_receive_is_exactly_one_by_one() {
     // The largest datagram: a Packet and as many frames as fit in 65,507.
     sizes[150] = usize::MAX;
     let (dgrams, want_bytes) = datagrams(&sizes);
-    assert!(dgrams[150].len() > 65_460 && dgrams[150].len() <= 65_507, "{}", dgrams[150].len());
+    assert!(
+        dgrams[150].len() > 65_460 && dgrams[150].len() <= 65_507,
+        "{}",
+        dgrams[150].len()
+    );
     let total: usize = dgrams.iter().map(|d| data_frames(d) as usize).sum();
     let mut results = Vec::new();
     for batch in [true, false] {
@@ -832,7 +933,10 @@ fn batched_receive_is_exactly_one_by_one() {
         results.push(stats.recv_calls);
     }
     let (batched, single) = (results[0], results[1]);
-    assert!(single > 302, "one recv per datagram and one that would block: {single}");
+    assert!(
+        single > 302,
+        "one recv per datagram and one that would block: {single}"
+    );
     assert!(
         batched * 4 < single,
         "recvmmsg takes many datagrams per call: {batched} calls against {single}"

@@ -425,7 +425,10 @@ pub struct DatagramClientConfig {
     /// Reconnect delays for the retransmission connection.
     pub backoff: Backoff,
     /// The server's heartbeat interval (1 s): a retransmission connection
-    /// silent for three of them is dropped and connected again.
+    /// silent for three of them is dropped and connected again, and a line
+    /// silent for three of them is reported silent (this sets the
+    /// receiver's [`lines`](DatagramConfig::lines) and
+    /// [`silence`](DatagramConfig::silence)).
     pub heartbeat_interval: Duration,
     /// Give up a connection attempt after this long (5 s).
     pub connect_timeout: Duration,
@@ -665,7 +668,11 @@ impl DatagramClient {
         }
         Ok(DatagramClient {
             batch_syscalls: config.batch_syscalls,
-            receiver: DatagramReceiver::new(config.receiver),
+            receiver: DatagramReceiver::new(DatagramConfig {
+                lines: lines.len(),
+                silence: Some(config.heartbeat_interval.saturating_mul(3)),
+                ..config.receiver
+            }),
             backoff: config.backoff,
             config,
             poll,
@@ -858,7 +865,7 @@ impl DatagramClient {
         let Some(server) = self.config.retransmit else {
             // Nothing to ask: the receiver's deadline turns holes into gaps.
             self.pending.clear();
-            self.receiver.retransmission_reset();
+            self.receiver.retransmission_unavailable();
             return;
         };
         match mio::net::TcpStream::connect(server) {
@@ -882,9 +889,9 @@ impl DatagramClient {
         }
     }
 
-    /// The connection failed or was lost: unanswered requests are forgotten
-    /// (their holes become gaps at the deadline unless a line fills them),
-    /// and the next connection waits for the backoff.
+    /// The connection failed or was lost: unanswered requests are asked
+    /// again on the next connection, made after the backoff (their holes
+    /// still become gaps at their first deadline unless filled first).
     fn lost(&mut self, now: Duration) {
         if let Retx::Connecting(conn, _) | Retx::Connected(conn, _) =
             std::mem::replace(&mut self.retx, Retx::Idle)
