@@ -36,7 +36,24 @@ use tickwire::Payload;
 const SECONDS: f64 = 3.0;
 const BATCH: usize = 256;
 
+/// Whether the command line asks for the case `name` (any argument that
+/// is part of its name; no arguments: every case).
+fn wanted(name: &str) -> bool {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    only.is_empty() || only.iter().any(|o| name.contains(o.as_str()))
+}
+
 fn case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>) {
+    sized_case(name, lines, batch_syscalls, rate, 1472);
+}
+
+fn sized_case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>, size: usize) {
+    if !wanted(name) {
+        return;
+    }
     let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
     if lines == 2 {
         config.line_b = Some("127.0.0.1:0".parse().unwrap());
@@ -52,6 +69,7 @@ fn case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>) {
     let mut output = DatagramOutputConfig::new(addrs[0]);
     output.line_b = addrs.get(1).copied();
     output.batch_syscalls = batch_syscalls;
+    output.max_datagram = size;
     output.send_buffer = Some(16 << 20);
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -80,24 +98,32 @@ fn case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>) {
             )
         })
         .collect();
-    let publishing = std::thread::spawn(move || {
-        let mut published = 0u64;
-        let start = Instant::now();
-        while !stop2.load(Ordering::Relaxed) {
-            if let Some(rate) = rate {
-                // Ahead of the rate: wait (bounded by `stop`).
-                if published as f64 > rate * start.elapsed().as_secs_f64() {
-                    std::thread::sleep(Duration::from_micros(50));
-                    continue;
+    let publishing = std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || {
+            let mut published = 0u64;
+            let start = Instant::now();
+            while !stop2.load(Ordering::Relaxed) {
+                if let Some(rate) = rate {
+                    // Ahead of the rate: wait (bounded by `stop`).
+                    if published as f64 > rate * start.elapsed().as_secs_f64() {
+                        std::thread::sleep(Duration::from_micros(50));
+                        continue;
+                    }
                 }
+                if publisher.publish(batch.clone()).is_err() {
+                    break;
+                }
+                published += BATCH as u64;
             }
-            if publisher.publish(batch.clone()).is_err() {
-                break;
-            }
-            published += BATCH as u64;
-        }
-        published
-    });
+            published
+        })
+        .unwrap();
+    let cpu0 = [
+        thread_cpu("tickwire-server"),
+        thread_cpu("publisher"),
+        own_cpu(),
+    ];
     let start = Instant::now();
     let (mut frames, mut gaps, mut lost) = (0u64, 0u64, 0u64);
     let mut next = 1u64;
@@ -123,6 +149,16 @@ fn case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>) {
             .unwrap();
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu1 = [
+        thread_cpu("tickwire-server"),
+        thread_cpu("publisher"),
+        own_cpu(),
+    ];
+    let cpu: Vec<f64> = cpu1
+        .iter()
+        .zip(cpu0)
+        .map(|(b, a)| (b - a) / elapsed * 100.0)
+        .collect();
     stop.store(true, Ordering::Relaxed);
     let published = publishing.join().unwrap();
     let after = server.stats();
@@ -130,7 +166,7 @@ fn case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>) {
     let sent = after.datagrams_sent - before.datagrams_sent;
     let calls = after.datagram_syscalls - before.datagram_syscalls;
     println!(
-        "{name:<34} {:>9.2} {:>10.0} {:>8.3} {:>9.2} {:>9} {:>7} {:>9} {:>6}",
+        "{name:<34} {:>9.2} {:>10.0} {:>8.3} {:>9.2} {:>9} {:>7} {:>9} {:>6} {:>4.0}/{:>3.0}/{:>3.0}%",
         frames as f64 / elapsed / 1e6,
         sent as f64 / elapsed,
         calls as f64 / sent.max(1) as f64,
@@ -138,7 +174,10 @@ fn case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>) {
         stats.receiver.recovered,
         gaps,
         lost,
-        out_of_order
+        out_of_order,
+        cpu[0],
+        cpu[1],
+        cpu[2],
     );
     drop(server);
 }
@@ -166,10 +205,71 @@ fn thread_cpu(name: &str) -> f64 {
     0.0
 }
 
+/// The receiver alone (no sockets): in-order datagrams of `size` bytes
+/// built once, fed to a `DatagramReceiver` and every event polled.
+fn receiver_only(size: usize) {
+    use tickwire::session::datagram::{DatagramConfig, DatagramReceiver, Line};
+    use tickwire::session::Time;
+    if !wanted("receiver only") {
+        return;
+    }
+    let total = 20_000_000u64;
+    let mut datagrams = Vec::new();
+    let mut next = 1u64;
+    while next <= total {
+        let mut d = vec![0u8; size];
+        let mut at = tickwire::encode(&Payload::Packet { session_id: 1 }, next, 0, &mut d).unwrap();
+        while at + 44 <= size && next <= total {
+            let q = Payload::Quote(QuoteFields {
+                instrument_id: next as u32,
+                ..QuoteFields::default()
+            });
+            at += tickwire::encode(&q, next, next, &mut d[at..]).unwrap();
+            next += 1;
+        }
+        d.truncate(at);
+        datagrams.push(d);
+    }
+    let mut rx = DatagramReceiver::new(DatagramConfig::default());
+    let t = Time::new(Duration::ZERO, 0);
+    let mut frames = 0u64;
+    let mut sum = 0u64;
+    let start = Instant::now();
+    for d in &datagrams {
+        rx.handle_datagram(Line::A, d, t);
+        while let Some(e) = rx.poll_event() {
+            if let DatagramEvent::Frame(f) = e {
+                frames += 1;
+                sum = sum.wrapping_add(f.sequence());
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(frames, total, "{sum}");
+    println!(
+        "receiver only, {size:>5} B datagrams        {:>9.2} Mframes/s ({:.1} ns a frame)",
+        frames as f64 / elapsed / 1e6,
+        elapsed * 1e9 / frames as f64
+    );
+}
+
+/// CPU seconds (user + system) the calling thread has used so far.
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (utime + stime) / 100.0
+}
+
 /// One multicast group on 127.0.0.1 to `receivers` subscribers (a thread
 /// each), paced: the server thread's CPU per second, and the slowest
 /// receiver's share.
 fn fan_out(receivers: usize, group_port: u16) {
+    if !wanted("fan-out") {
+        return;
+    }
     let group: std::net::SocketAddr = format!("239.255.42.1:{group_port}").parse().unwrap();
     let mut output = DatagramOutputConfig::new(group);
     output.interface = Some(std::net::Ipv4Addr::LOCALHOST);
@@ -240,9 +340,21 @@ fn main() {
         "datagram feed over loopback, {SECONDS} s per case, {BATCH}-quote batches (44-byte frames, 1,472-byte datagrams)"
     );
     println!(
-        "{:<34} {:>9} {:>10} {:>8} {:>9} {:>9} {:>7} {:>9} {:>6}",
-        "case", "Mframes/s", "dgrams/s", "sys/dg", "Mpub/s", "recovered", "gaps", "lost", "order!"
+        "{:<34} {:>9} {:>10} {:>8} {:>9} {:>9} {:>7} {:>9} {:>6} {:>13}",
+        "case",
+        "Mframes/s",
+        "dgrams/s",
+        "sys/dg",
+        "Mpub/s",
+        "recovered",
+        "gaps",
+        "lost",
+        "order!",
+        "CPU srv/pub/rx"
     );
+
+    receiver_only(1472);
+    receiver_only(8972);
     case("1 line, sendmmsg, unpaced", 1, true, None);
     case("1 line, send_to, unpaced", 1, false, None);
     case("2 lines, sendmmsg, unpaced", 2, true, None);
@@ -262,6 +374,30 @@ fn main() {
         );
     }
     case("2 lines, sendmmsg, 2 M/s paced", 2, true, Some(2e6));
+    // Larger datagrams: jumbo frames (MTU 9,000) and loopback's largest.
+    for size in [8_972, 65_507] {
+        sized_case(
+            &format!("1 line, sendmmsg, {size} B, unpaced"),
+            1,
+            true,
+            None,
+            size,
+        );
+        sized_case(
+            &format!("1 line, sendmmsg, {size} B, 16 M/s"),
+            1,
+            true,
+            Some(16e6),
+            size,
+        );
+        sized_case(
+            &format!("1 line, sendmmsg, {size} B, 20 M/s"),
+            1,
+            true,
+            Some(20e6),
+            size,
+        );
+    }
     println!("fan-out: one multicast feed, paced; on loopback the kernel delivers every copy in the sender's system call, so the sender pays per receiver here (on a network, the switch does)");
     for (i, receivers) in [1usize, 8, 64].into_iter().enumerate() {
         fan_out(receivers, 24_000 + i as u16);

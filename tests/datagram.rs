@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tickwire::encode::QuoteFields;
+use tickwire::encode::{QuoteFields, TradeFields};
 use tickwire::session::datagram::{
     DatagramAction, DatagramConfig, DatagramEvent, DatagramReceiver, Line,
 };
@@ -25,13 +25,23 @@ fn t(ms: u64) -> Time {
     Time::new(Duration::from_millis(ms), ms)
 }
 
+/// Data frame `seq`: a quote (44 bytes), every third one a trade (40
+/// bytes), so that frames of both lengths travel through the window.
 fn data_frame(seq: u64) -> Vec<u8> {
     let mut buf = [0u8; 44];
-    let q = QuoteFields {
-        instrument_id: seq as u32,
-        ..QuoteFields::default()
+    let payload = if seq % 3 == 0 {
+        Payload::Trade(TradeFields {
+            instrument_id: seq as u32,
+            price: seq as i32,
+            ..TradeFields::default()
+        })
+    } else {
+        Payload::Quote(QuoteFields {
+            instrument_id: seq as u32,
+            ..QuoteFields::default()
+        })
     };
-    let n = encode(&Payload::Quote(q), seq, seq, &mut buf).unwrap();
+    let n = encode(&payload, seq, seq, &mut buf).unwrap();
     buf[..n].to_vec()
 }
 
@@ -73,6 +83,8 @@ fn drain(rx: &mut DatagramReceiver) -> Vec<Ev> {
         out.push(match e {
             DatagramEvent::Frame(f) => {
                 assert_eq!(f.as_bytes(), &data_frame(f.sequence())[..]);
+                let m = f.message().expect("a delivered frame views as a message");
+                assert_eq!((m.sequence(), m.as_bytes()), (f.sequence(), f.as_bytes()));
                 Ev::Data(f.sequence())
             }
             DatagramEvent::Gap(g) => Ev::Gap(g.first, g.last),

@@ -184,16 +184,11 @@ fn client(lines: usize) -> DatagramClient {
     DatagramClient::new(config).unwrap()
 }
 
-/// Recreates `client` with the retransmission server set (the ports stay
-/// bound: the new client binds the same addresses).
-fn with_retransmit(client: DatagramClient, server: SocketAddr) -> DatagramClient {
-    let addrs = client.local_addrs().to_vec();
-    drop(client);
-    let mut config = DatagramClientConfig::new(addrs[0]);
-    config.line_b = addrs.get(1).copied();
-    config.retransmit = Some(server);
-    config.heartbeat_interval = Duration::from_millis(100);
-    DatagramClient::new(config).unwrap()
+/// `client` with the retransmission server set (its line sockets, bound
+/// before the server existed, stay).
+fn with_retransmit(mut client: DatagramClient, server: SocketAddr) -> DatagramClient {
+    client.set_retransmit(Some(server));
+    client
 }
 
 #[derive(Default)]

@@ -711,6 +711,38 @@ impl DatagramClient {
         }
     }
 
+    /// Changes the retransmission server (e.g. to another server of the
+    /// same session, or once the server's address is known): a connection
+    /// to the old one is closed, and requests it had not answered are
+    /// asked again of the new one, which is connected at once if any are
+    /// due. `None`: no retransmission from now on.
+    ///
+    /// ```
+    /// use tickwire::net::{DatagramClient, DatagramClientConfig};
+    /// let mut client = DatagramClient::new(DatagramClientConfig::new("127.0.0.1:0".parse()?))?;
+    /// client.set_retransmit(Some("127.0.0.1:9".parse()?));
+    /// assert!(!client.is_retransmission_connected());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_retransmit(&mut self, server: Option<SocketAddr>) {
+        if let Retx::Connecting(conn, _) | Retx::Connected(conn, _) =
+            std::mem::replace(&mut self.retx, Retx::Idle)
+        {
+            let mut stream = conn.into_stream();
+            let _ = self.poll.registry().deregister(&mut stream);
+            self.stats.disconnects += 1;
+        }
+        self.retx = Retx::Idle;
+        self.pending.clear();
+        self.backoff.reset();
+        self.config.retransmit = server;
+        if server.is_some() {
+            self.receiver.retransmission_reset();
+        } else {
+            self.receiver.retransmission_unavailable();
+        }
+    }
+
     /// Whether the retransmission connection is up.
     #[must_use]
     pub fn is_retransmission_connected(&self) -> bool {
