@@ -22,6 +22,7 @@
     clippy::cast_sign_loss
 )]
 
+use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,9 @@ use tickwire::net::{
 };
 use tickwire::session::datagram::DatagramEvent;
 use tickwire::Payload;
+
+#[path = "../tests/netns/mod.rs"]
+mod netns;
 
 const SECONDS: f64 = 3.0;
 const BATCH: usize = 256;
@@ -335,7 +339,171 @@ fn fan_out(receivers: usize, group_port: u16) {
     );
 }
 
+/// Fan-out over a veth pair into a network namespace (root, `ip`): the
+/// publisher here sends one multicast feed; `receivers` subscribers run in
+/// a child process inside the namespace, so the kernel copies each datagram
+/// for them on the namespace's side of the link, as a switch would. The
+/// server thread's CPU per second is the publisher's cost.
+fn fan_out_veth(receivers: usize, rate: f64) {
+    if !wanted("fan-out") {
+        return;
+    }
+    let ns = match netns::Netns::create("fo", 197) {
+        Ok(ns) => ns,
+        Err(why) => {
+            println!("fan-out over veth: SKIPPED (needs root and `ip`): {why}");
+            return;
+        }
+    };
+    // The machine split in two, as a host and its network: this process
+    // (publisher and server) on CPU 0; the namespace's side of the link
+    // (its packet processing, steered there by RPS) and the receivers on
+    // CPU 1. Without this, the veth hands each datagram to the namespace's
+    // stack inside the sender's system call, and the sender pays for every
+    // copy as on loopback.
+    let peer = format!("twfoc{}", std::process::id());
+    let split = std::process::Command::new("taskset")
+        .args(["-a", "-p", "1", &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        && ns
+            .command(std::path::Path::new("sh"))
+            .args([
+                "-c",
+                &format!("echo 2 > /sys/class/net/{peer}/queues/rx-0/rps_cpus"),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    let port = 25_000 + u16::from(ns.n);
+    let group: std::net::SocketAddr = format!("239.197.{}.1:{port}", ns.n).parse().unwrap();
+    let mut output = DatagramOutputConfig::new(group);
+    output.interface = Some(ns.host_ip());
+    output.loopback = false;
+    let server = Server::bind(ServerConfig {
+        listen: std::net::SocketAddr::from((ns.host_ip(), 0)),
+        datagrams: Some(output),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let mut command = ns.command(std::path::Path::new("taskset"));
+    command.arg("2").arg(std::env::current_exe().unwrap());
+    let mut child = netns::ChildGuard(
+        command
+            .env(
+                "TICKWIRE_FANOUT_CHILD",
+                format!(
+                    "{group} {} {} {receivers}",
+                    ns.inside_ip(),
+                    server.local_addr()
+                ),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("READY") {
+        line.clear();
+    }
+    let publisher = server.publisher();
+    let batch: Vec<(u64, Payload)> = vec![(1, Payload::Quote(QuoteFields::default())); 64];
+    let cpu0 = thread_cpu("tickwire-server");
+    let start = Instant::now();
+    let mut published = 0u64;
+    while start.elapsed().as_secs_f64() < SECONDS {
+        if published as f64 > rate * start.elapsed().as_secs_f64() {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        publisher.publish(batch.clone()).unwrap();
+        published += 64;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = thread_cpu("tickwire-server") - cpu0;
+    let stats = server.stats();
+    // The child stops after 1 s of silence and reports.
+    line.clear();
+    while out.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("RESULT") {
+        line.clear();
+    }
+    let slowest: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    println!(
+        "multicast over veth, {receivers:>2} receivers     {:>9.3} Mpub/s  server thread CPU {:>5.1}%  {:>6} dgrams/s  {:>5.1} µs CPU a datagram  slowest got {:>6.2}%{}",
+        published as f64 / elapsed / 1e6,
+        cpu / elapsed * 100.0,
+        (stats.datagrams_sent as f64 / elapsed) as u64,
+        cpu * 1e6 / stats.datagrams_sent.max(1) as f64,
+        slowest as f64 / published as f64 * 100.0,
+        if split { "" } else { "  (CPUs not split: taskset or RPS failed)" }
+    );
+    drop(server);
+    // Back to both CPUs for what follows.
+    let _ = std::process::Command::new("taskset")
+        .args(["-a", "-p", "3", &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status();
+}
+
+/// The receivers of [`fan_out_veth`], inside the namespace: `spec` is
+/// "GROUP IFADDR RETRANSMIT RECEIVERS"; prints READY once all joined, then
+/// the slowest receiver's frame count once the feed has been silent 1 s.
+fn fan_out_child(spec: &str) {
+    let parts: Vec<&str> = spec.split(' ').collect();
+    let group: std::net::SocketAddr = parts[0].parse().unwrap();
+    let iface: std::net::Ipv4Addr = parts[1].parse().unwrap();
+    let retransmit: std::net::SocketAddr = parts[2].parse().unwrap();
+    let receivers: usize = parts[3].parse().unwrap();
+    let ready = Arc::new(std::sync::Barrier::new(receivers + 1));
+    let threads: Vec<_> = (0..receivers)
+        .map(|_| {
+            let mut config = DatagramClientConfig::new(group);
+            config.interface = Some(iface);
+            config.retransmit = Some(retransmit);
+            config.recv_buffer = Some(16 << 20);
+            let ready = Arc::clone(&ready);
+            std::thread::spawn(move || {
+                let mut client = DatagramClient::new(config).unwrap();
+                ready.wait();
+                let mut frames = 0u64;
+                let mut last = Instant::now();
+                let begun = Instant::now();
+                // Bounded: 60 s at most, and 1 s of silence after data ends it.
+                while begun.elapsed() < Duration::from_secs(60)
+                    && (frames == 0 || last.elapsed() < Duration::from_secs(1))
+                {
+                    client
+                        .poll(Some(Duration::from_millis(20)), |e| {
+                            if let DatagramEvent::Frame(_) = e {
+                                frames += 1;
+                                last = Instant::now();
+                            }
+                        })
+                        .unwrap();
+                }
+                frames
+            })
+        })
+        .collect();
+    ready.wait();
+    println!("READY");
+    let slowest = threads.into_iter().map(|t| t.join().unwrap()).min();
+    println!("RESULT {}", slowest.unwrap_or(0));
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("TICKWIRE_FANOUT_CHILD") {
+        fan_out_child(&spec);
+        return;
+    }
     println!(
         "datagram feed over loopback, {SECONDS} s per case, {BATCH}-quote batches (44-byte frames, 1,472-byte datagrams)"
     );
@@ -401,5 +569,9 @@ fn main() {
     println!("fan-out: one multicast feed, paced; on loopback the kernel delivers every copy in the sender's system call, so the sender pays per receiver here (on a network, the switch does)");
     for (i, receivers) in [1usize, 8, 64].into_iter().enumerate() {
         fan_out(receivers, 24_000 + i as u16);
+    }
+    println!("fan-out over a veth pair into a network namespace: the copies are made on the receivers' side, as by a switch");
+    for receivers in [1usize, 8, 64] {
+        fan_out_veth(receivers, 300_000.0);
     }
 }
