@@ -56,6 +56,9 @@ pub const MAX_DATAGRAM_SIZE: usize = 65_507;
 const PACKET_LEN: usize = MsgType::Packet.frame_len();
 const END_LEN: usize = MsgType::EndOfSession.frame_len();
 
+/// Copies of the last datagram (Packet + EndOfSession) sent at shutdown.
+const END_COPIES: usize = 3;
+
 /// Where and how a server sends its datagram feed.
 ///
 /// ```
@@ -266,7 +269,10 @@ impl DatagramOutput {
         self.send_all(time);
     }
 
-    /// The last datagram: a Packet and an EndOfSession, both carrying `next`.
+    /// The last datagram: a Packet and an EndOfSession, both carrying
+    /// `next`; sent [`END_COPIES`] times, byte-identical, so that one lost
+    /// copy does not leave receivers to find the end by silence (they act
+    /// on it once and count the other copies as duplicates).
     pub(super) fn end_of_session(&mut self, time: Time, next: u64) {
         self.buf.clear();
         self.ends.clear();
@@ -276,7 +282,12 @@ impl DatagramOutput {
         if let Some(out) = self.buf.get_mut(at..) {
             let _ = encode(&Payload::EndOfSession, next, time.unix_nanos, out);
         }
-        self.ends.push(self.buf.len());
+        let len = self.buf.len();
+        self.ends.push(len);
+        for _ in 1..END_COPIES {
+            self.buf.extend_from_within(..len);
+            self.ends.push(self.buf.len());
+        }
         self.send_all(time);
     }
 
