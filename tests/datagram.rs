@@ -29,7 +29,7 @@ fn t(ms: u64) -> Time {
 /// bytes), so that frames of both lengths travel through the window.
 fn data_frame(seq: u64) -> Vec<u8> {
     let mut buf = [0u8; 44];
-    let payload = if seq % 3 == 0 {
+    let payload = if seq.is_multiple_of(3) {
         Payload::Trade(TradeFields {
             instrument_id: seq as u32,
             price: seq as i32,
@@ -83,7 +83,7 @@ fn drain(rx: &mut DatagramReceiver) -> Vec<Ev> {
         out.push(match e {
             DatagramEvent::Frame(f) => {
                 assert_eq!(f.as_bytes(), &data_frame(f.sequence())[..]);
-                let m = f.message().expect("a delivered frame views as a message");
+                let m = f.message().unwrap();
                 assert_eq!((m.sequence(), m.as_bytes()), (f.sequence(), f.as_bytes()));
                 Ev::Data(f.sequence())
             }
