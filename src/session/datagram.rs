@@ -189,8 +189,14 @@ impl FrameCopy {
     fn of(message: &Message<'_>) -> FrameCopy {
         let mut bytes = [0u8; MAX_FRAME_LEN];
         let src = message.as_bytes();
-        let src = src.get(..MAX_FRAME_LEN).unwrap_or(src);
-        if let Some(dst) = bytes.get_mut(..src.len()) {
+        // Fixed-size copies for the two data frame lengths (no memcpy call).
+        if let Some(whole) = src.first_chunk::<MAX_FRAME_LEN>() {
+            bytes = *whole;
+        } else if let (Some(dst), Some(head)) =
+            (bytes.first_chunk_mut::<40>(), src.first_chunk::<40>())
+        {
+            *dst = *head;
+        } else if let Some(dst) = bytes.get_mut(..src.len()) {
             dst.copy_from_slice(src);
         }
         FrameCopy {
