@@ -223,30 +223,29 @@ impl DatagramOutput {
         self.buf.clear();
         self.ends.clear();
         let bytes = batch.bytes();
+        let room = self.max.saturating_sub(PACKET_LEN);
         let mut at = 0;
         let mut sequence = batch.first();
-        let mut start: Option<usize> = None;
-        while let Some(&len) = bytes.get(at + 3) {
-            let len = usize::from(len);
-            let Some(frame) = bytes.get(at..at + len) else {
+        while at < bytes.len() {
+            // The run of whole frames from `at` that fits one datagram (at
+            // least one frame: the size is never below the longest frame).
+            let (mut end, mut frames) = (at, 0u64);
+            while let Some(&len) = bytes.get(end + 3) {
+                let len = usize::from(len).max(1);
+                if end + len > bytes.len() || (frames > 0 && end + len - at > room) {
+                    break;
+                }
+                end += len;
+                frames += 1;
+            }
+            let Some(run) = bytes.get(at..end).filter(|r| !r.is_empty()) else {
                 break; // a Batch holds whole frames: not reached
             };
-            if let Some(s) = start {
-                if self.buf.len() - s + len > self.max {
-                    self.ends.push(self.buf.len());
-                    start = None;
-                }
-            }
-            if start.is_none() {
-                start = Some(self.buf.len());
-                self.open(sequence, time.unix_nanos);
-            }
-            self.buf.extend_from_slice(frame);
-            at += len;
-            sequence += 1;
-        }
-        if start.is_some() {
+            self.open(sequence, time.unix_nanos);
+            self.buf.extend_from_slice(run);
             self.ends.push(self.buf.len());
+            at = end;
+            sequence += frames;
         }
         self.send_all(time);
     }
