@@ -89,6 +89,9 @@ use crate::parse::{Discard, DiscardReason, Event, SliceParser};
 use crate::sequence::Gap;
 use crate::wire::{view, Message, MsgType, MAX_FRAME_LEN};
 
+/// The largest reorder window, in frames (a power of two).
+const MAX_WINDOW: usize = 1 << 24;
+
 /// How many sessions left behind are remembered (their late datagrams are
 /// dropped, never taken for a new session).
 const LEFT_SESSIONS: usize = 8;
@@ -127,7 +130,8 @@ impl Line {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DatagramConfig {
-    /// The reorder window, in frames (4096; at least 1 is used): frames
+    /// The reorder window, in frames (4096; rounded up to a power of two,
+    /// between 1 and 2^24): frames
     /// ahead of a hole are held until it is filled or given up, and a frame
     /// `window` or more past the oldest undelivered sequence gives up the
     /// oldest holes as gaps.
@@ -439,7 +443,11 @@ impl DatagramReceiver {
     /// ```
     #[must_use]
     pub fn new(config: DatagramConfig) -> DatagramReceiver {
-        let window = config.window.max(1);
+        let window = config
+            .window
+            .clamp(1, MAX_WINDOW)
+            .checked_next_power_of_two()
+            .unwrap_or(MAX_WINDOW);
         let empty = Slot {
             state: SlotState::Unknown,
             frame: FrameCopy {
@@ -501,17 +509,20 @@ impl DatagramReceiver {
         self.slots.len() as u64
     }
 
+    /// The ring index of `sequence` (the window is a power of two: a mask,
+    /// not a division).
+    fn index(&self, sequence: u64) -> usize {
+        usize::try_from(sequence & (self.slots.len() as u64).wrapping_sub(1)).unwrap_or(0)
+    }
+
     fn slot(&mut self, sequence: u64) -> Option<&mut Slot> {
-        let len = self.slots.len() as u64;
-        let index = usize::try_from(sequence % len.max(1)).ok()?;
+        let index = self.index(sequence);
         self.slots.get_mut(index)
     }
 
     fn state(&self, sequence: u64) -> SlotState {
-        let len = self.slots.len() as u64;
-        usize::try_from(sequence % len.max(1))
-            .ok()
-            .and_then(|i| self.slots.get(i))
+        self.slots
+            .get(self.index(sequence))
             .map_or(SlotState::Unknown, |s| s.state)
     }
 
