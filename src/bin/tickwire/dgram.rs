@@ -86,6 +86,12 @@ pub(crate) struct ReceiveArgs {
     /// range that the other line does not fill is reported as a gap.
     #[arg(long, value_name = "ADDR", value_parser = args::address)]
     pub(crate) retransmit: Option<SocketAddr>,
+    /// The reorder window in frames (16 to 16,777,216): frames held while
+    /// a hole before them is recovered. It must hold what arrives during a
+    /// recovery (about rate × 10 ms), and with --from, the range before the
+    /// first datagram; a hole pushed out of it is reported as a gap.
+    #[arg(long, value_name = "FRAMES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=1 << 24))]
+    pub(crate) window: u64,
 }
 
 impl ReceiveArgs {
@@ -100,6 +106,7 @@ impl ReceiveArgs {
         config.line_b = b;
         config.interface = self.multicast_if;
         config.retransmit = self.retransmit;
+        config.receiver.window = usize::try_from(self.window).unwrap_or(1 << 16);
         if from > 0 {
             config.receiver.start = Some(from);
         }
