@@ -225,3 +225,67 @@ fn an_upstream_session_change_ends_the_relays_session_and_its_clients_see_the_ne
     second_relay.shutdown().unwrap();
     relay.shutdown().unwrap();
 }
+
+#[test]
+fn a_relay_serves_datagrams_under_the_upstream_session_and_retransmits_from_its_retention() {
+    use tickwire::net::{DatagramClient, DatagramClientConfig, DatagramOutputConfig};
+    use tickwire::session::datagram::DatagramEvent;
+
+    const N: usize = 20_000;
+    let msgs = messages(15, N);
+    let want: Vec<u8> = expected_frames(&msgs).concat();
+    let origin = origin(|_| {});
+    origin.publisher().publish(msgs[..5_000].to_vec()).unwrap();
+    // The subscriber's port first, then a relay sending datagrams to it.
+    let mut receiver = DatagramClientConfig::new(local());
+    receiver.receiver.window = 1 << 16;
+    receiver.receiver.start = Some(1); // 1..=5,000 came before: retransmitted by the relay
+    receiver.heartbeat_interval = Duration::from_millis(100);
+    let client = DatagramClient::new(receiver.clone()).unwrap();
+    let line = client.local_addrs()[0];
+    let mut config = RelayConfig::new(&[origin.local_addr()], local()).unwrap();
+    config.server.heartbeat_interval = Duration::from_millis(100);
+    let mut output = DatagramOutputConfig::new(line);
+    output.max_datagram = 300; // re-packed into the relay's own size
+    config.server.datagrams = Some(output);
+    let relay = Relay::start(config).unwrap();
+    wait_until("the relay to hold the first 5,000", || {
+        relay.stats().frames_published >= 5_000
+    });
+    // The client asks the relay for what it missed.
+    drop(client);
+    receiver.line_a = line;
+    receiver.retransmit = Some(relay.local_addr());
+    let mut client = DatagramClient::new(receiver).unwrap();
+    let publisher = origin.publisher();
+    let feed = publish_paced(
+        move |batch| publisher.publish(batch).unwrap(),
+        msgs[5_000..].to_vec(),
+        50,
+        Duration::from_millis(1),
+    );
+    let (mut got, mut gaps, mut sessions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut frames = 0;
+    let deadline = Instant::now() + LIMIT;
+    while frames < N {
+        assert!(Instant::now() < deadline, "timed out at {frames} frames");
+        client
+            .poll(Some(Duration::from_millis(20)), |e| match e {
+                DatagramEvent::Frame(f) => {
+                    frames += 1;
+                    got.extend_from_slice(f.as_bytes());
+                }
+                DatagramEvent::Gap(g) => gaps.push(g),
+                DatagramEvent::NewSession { session_id, .. } => sessions.push(session_id),
+                _ => {}
+            })
+            .unwrap();
+    }
+    feed.join().unwrap();
+    assert!(gaps.is_empty(), "{gaps:?}");
+    assert!(sessions.is_empty(), "one session: {sessions:?}");
+    assert_eq!(client.receiver().session(), Some(origin.session_id()));
+    assert!(got == want, "the relay's datagrams hold the origin's bytes");
+    assert!(client.stats().receiver.recovered >= 5_000);
+    relay.shutdown().unwrap();
+}
