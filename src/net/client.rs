@@ -114,14 +114,14 @@ impl ClientConfig {
     }
 
     pub(crate) fn session(&self) -> ClientSessionConfig {
-        let mut rules = ClientSessionConfig::default();
-        rules.from = self.from;
-        rules.heartbeat_interval = self.heartbeat_interval;
-        rules.connect_timeout = self.connect_timeout;
-        rules.backoff = self.backoff;
-        rules.reconnect_after_end = self.reconnect_after_end;
-        rules.servers = 1 + self.fallbacks.len();
-        rules
+        ClientSessionConfig {
+            from: self.from,
+            heartbeat_interval: self.heartbeat_interval,
+            connect_timeout: self.connect_timeout,
+            backoff: self.backoff,
+            reconnect_after_end: self.reconnect_after_end,
+            servers: 1 + self.fallbacks.len(),
+        }
     }
 }
 

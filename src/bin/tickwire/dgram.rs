@@ -2,7 +2,7 @@
 //! (protocol sections 8 and 9), and `subscribe` / `record` over datagrams
 //! with the reference [`DatagramClient`].
 
-use std::io::{self, BufWriter, ErrorKind, Write};
+use std::io::{self, BufWriter, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -191,12 +191,8 @@ fn summary(command: &str, frames: u64, s: &DatagramClientStats) -> String {
 
 fn open(config: DatagramClientConfig) -> io::Result<DatagramClient> {
     let line = config.line_a;
-    DatagramClient::new(config).map_err(|e| {
-        io::Error::new(
-            ErrorKind::Other,
-            format!("cannot receive datagrams on {line}: {e}"),
-        )
-    })
+    DatagramClient::new(config)
+        .map_err(|e| io::Error::other(format!("cannot receive datagrams on {line}: {e}")))
 }
 
 /// `tickwire subscribe` over datagrams.
