@@ -1414,3 +1414,43 @@ fn subscribe_and_record_connect_a_b_fail_over_when_a_is_killed() {
         "{summary}"
     );
 }
+
+#[test]
+fn relay_of_a_udp_feed_serves_the_origins_bytes_over_tcp() {
+    let line = free_udp();
+    let (child, origin) = serve_with(&["--rate", "20000", "--udp", &line, "-q"], Stdio::null());
+    let _server = Reap(child);
+    let (_relay, relay) = {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["relay", "--connect", &origin, "--upstream-udp", &line])
+            .args(["--listen", "127.0.0.1:0", "-q"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first.trim().strip_prefix("listening ").unwrap().to_string();
+        (Reap(child), addr)
+    };
+    // From the relay: it started at its first datagram, so a login from 1
+    // starts there (the range before is reported as one gap).
+    let at_relay = temp("udp-relay.bin");
+    let stderr = record_count(&["--connect", &relay, "--from", "1"], &at_relay, 20_000);
+    assert!(stderr.contains(" 1 gaps"), "{stderr}");
+    let (sequences, _, _) = dumped_sequences(&at_relay);
+    let first = sequences[0];
+    assert_eq!(sequences, (first..first + 20_000).collect::<Vec<u64>>());
+    // The same sequences from the origin, byte for byte.
+    let last = first + 19_999;
+    let at_origin = temp("udp-origin.bin");
+    record_count(&["--connect", &origin, "--from", "1"], &at_origin, last);
+    let origin_bytes = data_bytes(&at_origin);
+    let relay_bytes = data_bytes(&at_relay);
+    assert!(
+        origin_bytes.ends_with(&relay_bytes),
+        "the relay changed bytes"
+    );
+}

@@ -289,3 +289,66 @@ fn a_relay_serves_datagrams_under_the_upstream_session_and_retransmits_from_its_
     assert!(client.stats().receiver.recovered >= 5_000);
     relay.shutdown().unwrap();
 }
+
+#[test]
+fn a_relay_of_a_datagram_feed_serves_it_over_tcp_byte_for_byte() {
+    use tickwire::net::{DatagramClientConfig, DatagramOutputConfig};
+
+    const N: usize = 20_000;
+    let msgs = messages(16, N);
+    let want = expected_frames(&msgs);
+    let line = std::net::UdpSocket::bind(local())
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let origin = origin(|c| {
+        let mut output = DatagramOutputConfig::new(line);
+        output.max_datagram = 600;
+        c.datagrams = Some(output);
+    });
+    // 3,000 frames before the relay listens: it recovers them by
+    // retransmission from the origin (start 1).
+    origin.publisher().publish(msgs[..3_000].to_vec()).unwrap();
+    let mut feed = DatagramClientConfig::new(line);
+    feed.retransmit = Some(origin.local_addr());
+    feed.heartbeat_interval = Duration::from_millis(100);
+    feed.receiver.window = 1 << 16;
+    feed.receiver.start = Some(1);
+    let relay = {
+        let publisher = origin.publisher();
+        let first = msgs[3_000..3_100].to_vec();
+        // The relay starts at its first datagram: publish one while it waits.
+        let kick = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            publisher.publish(first).unwrap();
+        });
+        let relay = Relay::start(RelayConfig::from_datagrams(feed, local())).unwrap();
+        kick.join().unwrap();
+        relay
+    };
+    assert_eq!(relay.session_id(), origin.session_id());
+    let client = client_thread(vec![relay.local_addr()], N);
+    let publisher = origin.publisher();
+    let rest = publish_paced(
+        move |batch| publisher.publish(batch).unwrap(),
+        msgs[3_100..].to_vec(),
+        100,
+        Duration::from_millis(1),
+    );
+    rest.join().unwrap();
+    let (log, _) = client.join().unwrap();
+    assert_exactly_once_in_order(&log, &want);
+    assert!(log.gaps.is_empty(), "{:?}", log.gaps);
+    // The origin stops: no more datagrams, and after three heartbeat
+    // intervals the relay goes silent; its client notices.
+    let silent = Instant::now();
+    origin.shutdown().unwrap();
+    let mut config = ClientConfig::new(relay.local_addr());
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(5));
+    let mut late = Client::new(config).unwrap();
+    let log = drive(&mut late, LIMIT, |log| !log.lost.is_empty());
+    assert!(matches!(log.lost[0].1, Lost::Silent), "{:?}", log.lost);
+    assert!(silent.elapsed() < Duration::from_secs(5));
+    relay.shutdown().unwrap();
+}

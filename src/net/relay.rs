@@ -15,9 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::client::{Client, ClientConfig, ClientStats};
+use super::datagram::{DatagramClient, DatagramClientConfig};
 use super::publisher::{Numbering, PublishError};
 use super::server::{RelayControl, Server, ServerConfig, ServerHandle, ToLoop};
 use super::stats::{ServerStats, Shared};
+use crate::session::datagram::DatagramEvent;
 use crate::session::{Batch, BatchError, ClientEvent, ClientState};
 use crate::Message;
 
@@ -167,8 +169,12 @@ pub struct RelayConfig {
     /// datagram lines…). Its `session_id` is ignored: a relay serves its
     /// upstream's.
     pub server: ServerConfig,
-    /// How long [`Relay::start`] waits for the first upstream login (10 s).
+    /// How long [`Relay::start`] waits for the first upstream login, or
+    /// the first datagram (10 s).
     pub start_timeout: Duration,
+    /// Take the upstream from a datagram feed instead of a TCP login (see
+    /// [`RelayConfig::from_datagrams`]); `None` by default.
+    pub datagram_upstream: Option<DatagramClientConfig>,
 }
 
 impl RelayConfig {
@@ -192,7 +198,44 @@ impl RelayConfig {
                 ..ServerConfig::default()
             },
             start_timeout: Duration::from_secs(10),
+            datagram_upstream: None,
         })
+    }
+
+    /// A relay of a datagram feed (protocol section 8: one or two lines,
+    /// multicast or unicast, with retransmission from
+    /// [`retransmit`](DatagramClientConfig::retransmit)) serving on
+    /// `listen`. The relay is alive while datagrams arrive (the publisher
+    /// sends a Packet-only one each idle heartbeat interval): silent for
+    /// three of [`heartbeat_interval`](DatagramClientConfig::heartbeat_interval),
+    /// it stops its own Heartbeats. It starts at the first datagram's
+    /// sequence, unless the receiver's
+    /// [`start`](crate::session::datagram::DatagramConfig::start) says
+    /// otherwise (then it recovers the range before by retransmission: size
+    /// the receiver's window for it).
+    ///
+    /// ```
+    /// use tickwire::net::{DatagramClientConfig, RelayConfig};
+    /// let mut feed = DatagramClientConfig::new("127.0.0.1:0".parse()?);
+    /// feed.retransmit = Some("127.0.0.1:7878".parse()?);
+    /// let config = RelayConfig::from_datagrams(feed, "127.0.0.1:7879".parse()?);
+    /// assert!(config.datagram_upstream.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn from_datagrams(feed: DatagramClientConfig, listen: SocketAddr) -> RelayConfig {
+        let mut upstream = ClientConfig::new(feed.retransmit.unwrap_or(feed.line_a));
+        upstream.from = 1;
+        RelayConfig {
+            upstream,
+            server: ServerConfig {
+                listen,
+                heartbeat_interval: feed.heartbeat_interval,
+                ..ServerConfig::default()
+            },
+            start_timeout: Duration::from_secs(10),
+            datagram_upstream: Some(feed),
+        }
     }
 }
 
@@ -325,6 +368,90 @@ impl Pump {
     }
 }
 
+/// Turns a datagram client's events into the server's input.
+#[derive(Debug)]
+struct DatagramPump {
+    pump: Pump,
+    /// Datagrams received on both lines at the last check.
+    heard: u64,
+    last_heard: Instant,
+    alive: bool,
+    silence: Duration,
+}
+
+impl DatagramPump {
+    fn new(silence: Duration) -> DatagramPump {
+        DatagramPump {
+            pump: Pump::default(),
+            heard: 0,
+            last_heard: Instant::now(),
+            alive: false,
+            silence,
+        }
+    }
+
+    fn on_event(&mut self, client: &DatagramClient, event: DatagramEvent) {
+        let pump = &mut self.pump;
+        match event {
+            DatagramEvent::Frame(copy) => {
+                if pump.session.is_none() {
+                    pump.session = client.receiver().session();
+                    pump.first = copy.sequence();
+                }
+                if pump.run.len() >= RELAY_BATCH
+                    || (!pump.run.is_empty() && copy.sequence() != pump.run_next)
+                {
+                    pump.end_run();
+                }
+                pump.run.extend_from_slice(copy.as_bytes());
+                pump.run_next = copy.sequence().saturating_add(1);
+            }
+            DatagramEvent::Gap(gap) => {
+                // The same gap for the relay's clients: never renumbered.
+                pump.end_run();
+                pump.ops.push(Op::Advance(gap.last.saturating_add(1)));
+            }
+            DatagramEvent::NewSession {
+                session_id,
+                sequence,
+            } => {
+                pump.end_run();
+                if pump.session.is_some() {
+                    pump.ops.push(Op::Session {
+                        session_id,
+                        next: sequence,
+                    });
+                } else {
+                    pump.first = sequence;
+                }
+                pump.session = Some(session_id);
+            }
+            DatagramEvent::EndOfSession { sequence } => {
+                pump.end_run();
+                pump.ops.push(Op::Advance(sequence));
+            }
+            _ => {}
+        }
+    }
+
+    /// After each poll: alive while datagrams arrive.
+    fn check_liveness(&mut self, client: &DatagramClient) {
+        let [a, b] = client.stats().receiver.datagrams;
+        let heard = a.saturating_add(b);
+        let now = Instant::now();
+        if heard != self.heard {
+            self.heard = heard;
+            self.last_heard = now;
+        }
+        let alive = now.saturating_duration_since(self.last_heard) < self.silence;
+        if alive != self.alive && self.pump.session.is_some() {
+            self.alive = alive;
+            self.pump.end_run();
+            self.pump.ops.push(Op::Alive(alive));
+        }
+    }
+}
+
 /// A relay (protocol section 10): subscribes to an upstream server of a
 /// session over TCP (with fail-over over a list of them) and serves it again
 /// through the reference [`Server`], TCP and optionally datagrams.
@@ -392,6 +519,9 @@ impl Relay {
     /// [`RelayError::GaveUp`] if the client's retries ran out first,
     /// [`RelayError::Io`] if the server could not bind.
     pub fn start(config: RelayConfig) -> Result<Relay, RelayError> {
+        if let Some(feed) = config.datagram_upstream.clone() {
+            return Relay::start_datagrams(config, feed);
+        }
         let mut client = Client::new(config.upstream.clone())?;
         let mut pump = Pump::default();
         let deadline = Instant::now() + config.start_timeout;
@@ -440,6 +570,75 @@ impl Relay {
         })
     }
 
+    fn start_datagrams(
+        config: RelayConfig,
+        feed: DatagramClientConfig,
+    ) -> Result<Relay, RelayError> {
+        let silence = feed.heartbeat_interval.saturating_mul(3);
+        let mut client = DatagramClient::new(feed)
+            .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
+        let mut pump = DatagramPump::new(silence);
+        let deadline = Instant::now() + config.start_timeout;
+        let mut events = Vec::new();
+        while pump.pump.session.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RelayError::NoUpstream);
+            }
+            client.poll(Some(left.min(UPSTREAM_POLL)), |e| events.push(e))?;
+            for event in events.drain(..) {
+                pump.on_event(&client, event);
+            }
+        }
+        pump.check_liveness(&client);
+        let session_id = pump.pump.session.unwrap_or_default();
+        let server = Server::bind(ServerConfig {
+            session_id: Some(session_id),
+            ..config.server
+        })?
+        .spawn()?;
+        let feed = server.relay_feed();
+        feed.advance(pump.pump.first)
+            .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
+        pump.pump.flush(&feed)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream = Arc::new(Mutex::new(ClientStats::default()));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("tickwire-relay".into())
+                .spawn(move || {
+                    let mut result = Ok(());
+                    while !stop.load(Ordering::SeqCst) {
+                        if let Err(e) = client.poll(Some(UPSTREAM_POLL), |e| events.push(e)) {
+                            result = Err(RelayError::Io(e));
+                            break;
+                        }
+                        for event in events.drain(..) {
+                            pump.on_event(&client, event);
+                        }
+                        pump.check_liveness(&client);
+                        if let Err(e) = pump.pump.flush(&feed) {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    feed.set_upstream_alive(false);
+                    result
+                })?
+        };
+        log::info!(
+            "relaying session {session_id:#018x} from datagrams on {}",
+            server.local_addr()
+        );
+        Ok(Relay {
+            server: Some(server),
+            stop,
+            thread: Some(thread),
+            upstream,
+        })
+    }
+
     /// The address the relay's server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.server.as_ref().map_or_else(
@@ -460,7 +659,8 @@ impl Relay {
             .map_or_else(ServerStats::default, ServerHandle::stats)
     }
 
-    /// The upstream client's counters (updated after each poll).
+    /// The upstream client's counters (updated after each poll; zero for
+    /// a datagram upstream).
     pub fn upstream_stats(&self) -> ClientStats {
         self.upstream.lock().map(|s| *s).unwrap_or_default()
     }

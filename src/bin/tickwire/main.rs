@@ -159,9 +159,23 @@ enum Command {
     /// when the upstream session changes, clients get EndOfSession and log in
     /// again. Relays chain. Prints `listening ADDR` on stdout once serving.
     Relay {
-        /// The upstream: a server of the session, or a comma-separated fail-over list.
+        /// The upstream: a server of the session, or a comma-separated
+        /// fail-over list. With --upstream-multicast or --upstream-udp, the
+        /// (first) server to recover lost datagrams from.
         #[arg(long, required = true, value_name = "UPSTREAM[,UPSTREAM2...]", value_delimiter = ',', allow_negative_numbers = true, value_parser = args::address)]
         connect: Vec<SocketAddr>,
+        /// Take the upstream from this multicast group (line A) instead of a TCP login.
+        #[arg(long, value_name = "GROUP:PORT", value_parser = args::address, conflicts_with = "upstream_udp")]
+        upstream_multicast: Option<SocketAddr>,
+        /// The upstream's second multicast group (line B).
+        #[arg(long, value_name = "GROUP:PORT", value_parser = args::address, requires = "upstream_multicast")]
+        upstream_multicast_b: Option<SocketAddr>,
+        /// The IPv4 address of the interface to join the upstream groups on.
+        #[arg(long, value_name = "IFADDR")]
+        upstream_multicast_if: Option<std::net::Ipv4Addr>,
+        /// Take the upstream from unicast datagrams received on this local address.
+        #[arg(long, value_name = "ADDR:PORT", value_parser = args::address)]
+        upstream_udp: Option<SocketAddr>,
         /// Address to serve on (IP:PORT or HOST:PORT).
         #[arg(long, default_value = "127.0.0.1:7879", value_name = "ADDR", allow_negative_numbers = true, value_parser = args::address)]
         listen: SocketAddr,
@@ -354,19 +368,34 @@ fn main() -> ExitCode {
         },
         Command::Relay {
             connect,
+            upstream_multicast,
+            upstream_multicast_b,
+            upstream_multicast_if,
+            upstream_udp,
             listen,
             retain,
             start_timeout,
             duration,
             datagrams,
-        } => relay::run(
-            &connect,
-            listen,
-            retain,
-            start_timeout,
-            duration,
-            &datagrams,
-        ),
+        } => {
+            let upstream = upstream_multicast.or(upstream_udp).map(|line_a| {
+                let mut feed = tickwire::net::DatagramClientConfig::new(line_a);
+                feed.line_b = upstream_multicast_b;
+                feed.interface = upstream_multicast_if;
+                feed.retransmit = connect.first().copied();
+                feed.receiver.window = 1 << 16;
+                feed
+            });
+            relay::run(
+                &connect,
+                upstream,
+                listen,
+                retain,
+                start_timeout,
+                duration,
+                &datagrams,
+            )
+        }
         Command::Demo {
             rate,
             clients,

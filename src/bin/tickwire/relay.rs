@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tickwire::net::{Relay, RelayConfig};
+use tickwire::net::{DatagramClientConfig, Relay, RelayConfig};
 
 use crate::dgram::FeedArgs;
 use crate::subscribe::servers;
 
 pub(crate) fn run(
     connect: &[SocketAddr],
+    datagram_upstream: Option<DatagramClientConfig>,
     listen: SocketAddr,
     retain: u64,
     start_timeout: Duration,
@@ -20,9 +21,22 @@ pub(crate) fn run(
     datagrams: &FeedArgs,
 ) -> io::Result<()> {
     let stop = crate::interrupted()?;
-    let upstream = servers(connect);
-    let mut config = RelayConfig::new(connect, listen)
-        .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "--connect needs an address"))?;
+    let (upstream, mut config) = match datagram_upstream {
+        Some(feed) => (
+            format!(
+                "datagrams on {} (retransmission from {})",
+                feed.line_a,
+                servers(connect)
+            ),
+            RelayConfig::from_datagrams(feed, listen),
+        ),
+        None => (
+            servers(connect),
+            RelayConfig::new(connect, listen).ok_or_else(|| {
+                io::Error::new(ErrorKind::InvalidInput, "--connect needs an address")
+            })?,
+        ),
+    };
     config.server.retain = usize::try_from(retain).unwrap_or(usize::MAX);
     config.server.datagrams = datagrams.output();
     config.start_timeout = start_timeout;
