@@ -1454,3 +1454,107 @@ fn relay_of_a_udp_feed_serves_the_origins_bytes_over_tcp() {
         "the relay changed bytes"
     );
 }
+
+#[path = "netns/mod.rs"]
+mod netns;
+
+/// `serve --multicast A --multicast-b B --multicast-if` on this side of a
+/// veth pair, `record --multicast A --multicast-b B --multicast-if
+/// --retransmit` inside a network namespace where nftables drops 10% of the
+/// UDP datagrams at random: the recording holds 1..=40,000 once each, in
+/// order (root; skipped with the reason otherwise, a failure under
+/// `TICKWIRE_REQUIRE_PRIVILEGED=1`).
+#[test]
+fn serve_multicast_a_b_into_a_namespace_record_gets_every_frame() {
+    const TEST: &str = "serve_multicast_a_b_into_a_namespace_record_gets_every_frame";
+    let ns = match netns::Netns::create("cm", 197) {
+        Ok(ns) => ns,
+        Err(why) => return netns::skip_unprivileged(TEST, &why),
+    };
+    let port = 21_000 + u16::from(ns.n);
+    let rule = format!("udp dport {port} numgen random mod 100 < 10 drop");
+    let nft = ns
+        .nft(&["add", "table", "inet", "tickwire_cm"])
+        .and_then(|()| {
+            ns.nft(&[
+                "add",
+                "chain",
+                "inet",
+                "tickwire_cm",
+                "input",
+                "{ type filter hook input priority 0; policy accept; }",
+            ])
+        })
+        .and_then(|()| {
+            let mut args = vec!["add", "rule", "inet", "tickwire_cm", "input"];
+            args.extend(rule.split(' '));
+            ns.nft(&args)
+        });
+    if let Err(why) = nft {
+        return netns::skip_unprivileged(TEST, &why);
+    }
+    let a = format!("239.197.{}.1:{port}", ns.n);
+    let b = format!("239.197.{}.2:{port}", ns.n);
+    let host = ns.host_ip().to_string();
+    let inside = ns.inside_ip().to_string();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("{host}:0"),
+            "--rate",
+            "20000",
+            "-q",
+        ])
+        .args([
+            "--multicast",
+            &a,
+            "--multicast-b",
+            &b,
+            "--multicast-if",
+            &host,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Reap(server);
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    let file = temp("multicast.bin");
+    let recorder = ns
+        .command(std::path::Path::new(env!("CARGO_BIN_EXE_tickwire")))
+        .args(["record", "--multicast", &a, "--multicast-b", &b])
+        .args([
+            "--multicast-if",
+            &inside,
+            "--retransmit",
+            &addr,
+            "--from",
+            "1",
+        ])
+        .args(["--count", "40000", "-o", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut recorder = netns::ChildGuard(recorder);
+    let err = lines_of(recorder.0.stderr.take().unwrap());
+    let status = wait_for(&mut recorder.0, Duration::from_secs(60));
+    let stderr: String = err.iter().collect::<Vec<_>>().join("\n");
+    assert!(status.success(), "{stderr}");
+    let summary = stderr.lines().last().unwrap_or_default();
+    assert!(summary.contains(" 0 gaps (0 missing)"), "{summary}");
+    // Both lines brought datagrams, and what both lost was recovered.
+    assert!(
+        !summary.contains("(0 on line A") && !summary.contains(" 0 on line B)"),
+        "{summary}"
+    );
+    assert!(!summary.contains(" 0 recovered"), "{summary}");
+    let (sequences, _, _) = dumped_sequences(&file);
+    assert_eq!(sequences, (1..=40_000).collect::<Vec<u64>>());
+    eprintln!("{summary}");
+}
