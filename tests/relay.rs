@@ -36,7 +36,13 @@ fn origin(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
 }
 
 fn relay_of(upstream: &[SocketAddr]) -> Relay {
+    relay_with_threads(upstream, 1)
+}
+
+/// A relay whose server runs `threads` event loops.
+fn relay_with_threads(upstream: &[SocketAddr], threads: usize) -> Relay {
     let mut config = RelayConfig::new(upstream, local()).unwrap();
+    config.server.threads = threads;
     config.upstream.heartbeat_interval = Duration::from_millis(100);
     config.upstream.backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
     config.server.heartbeat_interval = Duration::from_millis(100);
@@ -73,7 +79,8 @@ fn origin_relay_relay_clients_all_get_the_origins_bytes() {
     let want = expected_frames(&msgs);
     let origin = origin(|_| {});
     let first = relay_of(&[origin.local_addr()]);
-    let second = relay_of(&[first.local_addr()]);
+    // Two event loops: relayed batches reach the worker's clients too.
+    let second = relay_with_threads(&[first.local_addr()], 2);
     assert_eq!(first.session_id(), origin.session_id());
     assert_eq!(second.session_id(), origin.session_id());
     // Clients at every level, some before the feed starts, one joining
@@ -178,7 +185,8 @@ fn an_upstream_session_change_ends_the_relays_session_and_its_clients_see_the_ne
     let origin1 = origin(|_| {});
     let addr = origin1.local_addr();
     let relay = relay_of(&[addr]);
-    let second_relay = relay_of(&[relay.local_addr()]);
+    // Two event loops: the session change reaches the worker's clients too.
+    let second_relay = relay_with_threads(&[relay.local_addr()], 2);
     origin1.publisher().publish(first_msgs.clone()).unwrap();
     let old_session = origin1.session_id();
     // A client of the chain's end: the first session, then the second.
