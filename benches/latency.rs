@@ -2,7 +2,9 @@
 //! message to the server) to the client's parse of it, over loopback, at the
 //! design rate of 500K msg/s; with the client and the server sleeping in
 //! epoll or busy-polling, and with another client stalled; against a raw
-//! loopback socket paced the same way (the floor: one wake-up and TCP).
+//! loopback socket paced the same way (the floor: one wake-up and TCP);
+//! and over the datagram path (UDP unicast to a `DatagramClient`), sleeping
+//! and busy-polling, to compare with the TCP rows of the same run.
 //!
 //! `cargo bench --bench latency --features cli`
 #![allow(
@@ -29,7 +31,13 @@ fn main() {
         "{:<38} {:>10} {:>9} {:>9} {:>9} {:>9}",
         "case", "frames", "p50 µs", "p99 µs", "p99.9 µs", "max µs"
     );
-    let raw = measure::raw_latency(RATE, SECONDS);
+    // Arguments: run only the rows whose name contains one of them.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    let raw = measure::raw_latency(RATE, if wanted("raw") { SECONDS } else { 0.0 });
     let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
@@ -48,7 +56,28 @@ fn main() {
         ("client busy-polling", false, true, false),
         ("both busy-polling, another stalled", true, true, true),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         let (h, frames) = measure::latency(RATE, SECONDS, stalled, spin, server_spin);
+        println!(
+            "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            name,
+            frames,
+            us(&h, 0.5),
+            us(&h, 0.99),
+            us(&h, 0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+    for (name, spin) in [
+        ("datagrams (UDP unicast), client sleeping", false),
+        ("datagrams, client busy-polling", true),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
+        let (h, frames) = measure::datagram_latency(RATE, SECONDS, spin);
         println!(
             "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             name,

@@ -1558,3 +1558,22 @@ fn serve_multicast_a_b_into_a_namespace_record_gets_every_frame() {
     assert_eq!(sequences, (1..=40_000).collect::<Vec<u64>>());
     eprintln!("{summary}");
 }
+
+#[test]
+fn subscribe_udp_reports_a_silent_line_and_a_dead_feed() {
+    // Nothing is ever sent to this port: after three heartbeat intervals
+    // (3 s) line A is silent, and with one line the feed is dead.
+    let line = free_udp();
+    let started = Instant::now();
+    let out = tickwire(&["subscribe", "--udp", &line, "--json", "--duration", "3.6"]);
+    assert!(out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            r#"{"type":"line_silent","line":"a"}"#,
+            r#"{"type":"feed_dead"}"#
+        ]
+    );
+}

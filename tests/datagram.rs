@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tickwire::encode::QuoteFields;
+use tickwire::encode::{QuoteFields, TradeFields};
 use tickwire::session::datagram::{
     DatagramAction, DatagramConfig, DatagramEvent, DatagramReceiver, Line,
 };
@@ -25,13 +25,23 @@ fn t(ms: u64) -> Time {
     Time::new(Duration::from_millis(ms), ms)
 }
 
+/// Data frame `seq`: a quote (44 bytes), every third one a trade (40
+/// bytes), so that frames of both lengths travel through the window.
 fn data_frame(seq: u64) -> Vec<u8> {
     let mut buf = [0u8; 44];
-    let q = QuoteFields {
-        instrument_id: seq as u32,
-        ..QuoteFields::default()
+    let payload = if seq.is_multiple_of(3) {
+        Payload::Trade(TradeFields {
+            instrument_id: seq as u32,
+            price: seq as i32,
+            ..TradeFields::default()
+        })
+    } else {
+        Payload::Quote(QuoteFields {
+            instrument_id: seq as u32,
+            ..QuoteFields::default()
+        })
     };
-    let n = encode(&Payload::Quote(q), seq, seq, &mut buf).unwrap();
+    let n = encode(&payload, seq, seq, &mut buf).unwrap();
     buf[..n].to_vec()
 }
 
@@ -62,6 +72,9 @@ enum Ev {
     Session(u64, u64),
     End(u64),
     Discarded(u64),
+    Silent(Line),
+    Alive(Line),
+    Dead,
 }
 
 fn drain(rx: &mut DatagramReceiver) -> Vec<Ev> {
@@ -70,6 +83,8 @@ fn drain(rx: &mut DatagramReceiver) -> Vec<Ev> {
         out.push(match e {
             DatagramEvent::Frame(f) => {
                 assert_eq!(f.as_bytes(), &data_frame(f.sequence())[..]);
+                let m = f.message().unwrap();
+                assert_eq!((m.sequence(), m.as_bytes()), (f.sequence(), f.as_bytes()));
                 Ev::Data(f.sequence())
             }
             DatagramEvent::Gap(g) => Ev::Gap(g.first, g.last),
@@ -79,6 +94,9 @@ fn drain(rx: &mut DatagramReceiver) -> Vec<Ev> {
             } => Ev::Session(session_id, sequence),
             DatagramEvent::EndOfSession { sequence } => Ev::End(sequence),
             DatagramEvent::Discarded { discard, .. } => Ev::Discarded(discard.bytes),
+            DatagramEvent::LineSilent { line } => Ev::Silent(line),
+            DatagramEvent::LineAlive { line } => Ev::Alive(line),
+            DatagramEvent::FeedDead => Ev::Dead,
             other => panic!("{other:?}"),
         });
     }
@@ -126,6 +144,7 @@ fn config() -> DatagramConfig {
     c.window = 64;
     c.retransmit_wait = Duration::from_millis(5);
     c.retransmit_deadline = Duration::from_millis(100);
+    c.silence = None; // see `silent_lines_and_a_dead_feed`
     c
 }
 
@@ -186,6 +205,108 @@ fn an_unanswered_request_becomes_an_exact_gap_at_the_deadline() {
         vec![Ev::Gap(3, 4), Ev::Data(5), Ev::Data(6)]
     );
     assert_eq!((rx.stats().unrecoverable, rx.stats().gaps), (2, 1));
+}
+
+/// Requests lost with their connection are asked again on the next one,
+/// once, with their first deadline: a reply on the new connection fills
+/// them; if none comes they are a gap at exactly the first deadline.
+#[test]
+fn requests_lost_with_the_connection_are_asked_again_with_their_first_deadline() {
+    let mut rx = DatagramReceiver::new(config());
+    rx.handle_datagram(Line::A, &dgram(SID, 1, 2), t(0));
+    rx.handle_datagram(Line::A, &dgram(SID, 5, 2), t(0)); // 3..=4 missing
+    rx.handle_datagram(Line::A, &dgram(SID, 9, 2), t(3)); // 7..=8 missing
+    rx.handle_timeout(t(5));
+    assert_eq!(actions(&mut rx), vec![(3, 2)]);
+    rx.handle_timeout(t(8));
+    assert_eq!(actions(&mut rx), vec![(7, 2)]);
+    // The connection drops: both asked again, at once, in one pass.
+    rx.retransmission_reset();
+    assert_eq!(rx.poll_timeout(), Some(Duration::ZERO));
+    rx.handle_timeout(t(20));
+    assert_eq!(actions(&mut rx), vec![(3, 2), (7, 2)]);
+    rx.handle_timeout(t(21));
+    assert_eq!(actions(&mut rx), vec![], "asked again once");
+    // Their deadlines are still the first requests' (105 and 108).
+    assert_eq!(rx.poll_timeout(), Some(Duration::from_millis(105)));
+    // The new connection answers the first; the second is never answered.
+    reply(&mut rx, 3, 2, 1, 10, t(30));
+    assert_eq!(drain(&mut rx), data(1..7));
+    rx.handle_timeout(t(107));
+    assert_eq!(drain(&mut rx), vec![]);
+    rx.handle_timeout(t(108));
+    assert_eq!(
+        drain(&mut rx),
+        vec![Ev::Gap(7, 8), Ev::Data(9), Ev::Data(10)]
+    );
+    assert_eq!(rx.stats().requests, 4);
+}
+
+/// Without a retransmission server, requests are forgotten, never asked
+/// again: their holes are gaps at the deadline.
+#[test]
+fn without_a_server_requests_are_not_asked_again() {
+    let mut rx = DatagramReceiver::new(config());
+    rx.handle_datagram(Line::A, &dgram(SID, 1, 2), t(0));
+    rx.handle_datagram(Line::A, &dgram(SID, 5, 2), t(0));
+    rx.handle_timeout(t(5));
+    assert_eq!(actions(&mut rx), vec![(3, 2)]);
+    rx.retransmission_unavailable();
+    rx.handle_timeout(t(6));
+    assert_eq!(actions(&mut rx), vec![]);
+    assert_eq!(rx.poll_timeout(), Some(Duration::from_millis(105)));
+    rx.handle_timeout(t(105));
+    assert_eq!(
+        drain(&mut rx),
+        vec![
+            Ev::Data(1),
+            Ev::Data(2),
+            Ev::Gap(3, 4),
+            Ev::Data(5),
+            Ev::Data(6)
+        ]
+    );
+}
+
+/// Section 8.7: a line that brought nothing for three heartbeat intervals
+/// is silent (exactly then, once); the feed is dead when both are; a line
+/// bringing a datagram again is alive, before that datagram's frames.
+#[test]
+fn silent_lines_and_a_dead_feed() {
+    let mut c = config();
+    c.lines = 2;
+    c.silence = Some(Duration::from_millis(300));
+    let mut rx = DatagramReceiver::new(c);
+    rx.handle_datagram(Line::A, &dgram(SID, 1, 1), t(0));
+    rx.handle_datagram(Line::B, &dgram(SID, 1, 1), t(100));
+    assert_eq!(drain(&mut rx), data(1..2));
+    assert_eq!(rx.poll_timeout(), Some(Duration::from_millis(300)));
+    rx.handle_timeout(t(299));
+    assert_eq!(drain(&mut rx), vec![]);
+    rx.handle_timeout(t(300));
+    assert_eq!(drain(&mut rx), vec![Ev::Silent(Line::A)]);
+    assert_eq!(rx.poll_timeout(), Some(Duration::from_millis(400)));
+    rx.handle_timeout(t(350));
+    assert_eq!(drain(&mut rx), vec![], "reported once");
+    rx.handle_timeout(t(400));
+    assert_eq!(drain(&mut rx), vec![Ev::Silent(Line::B), Ev::Dead]);
+    assert_eq!(rx.poll_timeout(), None);
+    rx.handle_timeout(t(900));
+    assert_eq!(drain(&mut rx), vec![], "dead once");
+    // Line B comes back with the next frame.
+    rx.handle_datagram(Line::B, &dgram(SID, 2, 1), t(1000));
+    assert_eq!(drain(&mut rx), vec![Ev::Alive(Line::B), Ev::Data(2)]);
+    assert_eq!(rx.poll_timeout(), Some(Duration::from_millis(1300)));
+    rx.handle_timeout(t(1300));
+    assert_eq!(drain(&mut rx), vec![Ev::Silent(Line::B), Ev::Dead]);
+    // One line configured: a line never heard is silent from the start.
+    let mut c = config();
+    c.silence = Some(Duration::from_millis(300));
+    let mut rx = DatagramReceiver::new(c);
+    rx.handle_timeout(t(50));
+    assert_eq!(rx.poll_timeout(), Some(Duration::from_millis(350)));
+    rx.handle_timeout(t(350));
+    assert_eq!(drain(&mut rx), vec![Ev::Silent(Line::A), Ev::Dead]);
 }
 
 #[test]

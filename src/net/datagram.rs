@@ -56,6 +56,9 @@ pub const MAX_DATAGRAM_SIZE: usize = 65_507;
 const PACKET_LEN: usize = MsgType::Packet.frame_len();
 const END_LEN: usize = MsgType::EndOfSession.frame_len();
 
+/// Copies of the last datagram (Packet + EndOfSession) sent at shutdown.
+const END_COPIES: usize = 3;
+
 /// Where and how a server sends its datagram feed.
 ///
 /// ```
@@ -280,7 +283,10 @@ impl DatagramOutput {
         }
     }
 
-    /// The last datagram: a Packet and an EndOfSession, both carrying `next`.
+    /// The last datagram: a Packet and an EndOfSession, both carrying
+    /// `next`; sent [`END_COPIES`] times, byte-identical, so that one lost
+    /// copy does not leave receivers to find the end by silence (they act
+    /// on it once and count the other copies as duplicates).
     pub(super) fn end_of_session(&mut self, time: Time, next: u64) {
         self.buf.clear();
         self.ends.clear();
@@ -290,7 +296,12 @@ impl DatagramOutput {
         if let Some(out) = self.buf.get_mut(at..) {
             let _ = encode(&Payload::EndOfSession, next, time.unix_nanos, out);
         }
-        self.ends.push(self.buf.len());
+        let len = self.buf.len();
+        self.ends.push(len);
+        for _ in 1..END_COPIES {
+            self.buf.extend_from_within(..len);
+            self.ends.push(self.buf.len());
+        }
         self.send_all(time);
     }
 
@@ -439,12 +450,18 @@ pub struct DatagramClientConfig {
     /// Reconnect delays for the retransmission connection.
     pub backoff: Backoff,
     /// The server's heartbeat interval (1 s): a retransmission connection
-    /// silent for three of them is dropped and connected again.
+    /// silent for three of them is dropped and connected again, and a line
+    /// silent for three of them is reported silent (this sets the
+    /// receiver's [`lines`](DatagramConfig::lines) and
+    /// [`silence`](DatagramConfig::silence)).
     pub heartbeat_interval: Duration,
     /// Give up a connection attempt after this long (5 s).
     pub connect_timeout: Duration,
     /// `SO_RCVBUF` of each line's socket (8 MiB; the kernel may cap it).
     pub recv_buffer: Option<usize>,
+    /// Receive up to 32 datagrams per system call with `recvmmsg` (Linux;
+    /// `true`). Elsewhere, or `false`: one `recv` per datagram.
+    pub batch_syscalls: bool,
 }
 
 impl DatagramClientConfig {
@@ -461,6 +478,7 @@ impl DatagramClientConfig {
             heartbeat_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             recv_buffer: Some(8 << 20),
+            batch_syscalls: true,
         }
     }
 }
@@ -484,6 +502,9 @@ pub struct DatagramClientStats {
     pub requests_sent: u64,
     /// Datagrams longer than the receive buffer (truncated: discarded).
     pub oversized: u64,
+    /// Receive system calls made on the lines (`recvmmsg` or `recv`,
+    /// including the last one of each read that found nothing).
+    pub recv_calls: u64,
 }
 
 /// Datagrams read from one line per [`DatagramClient::poll`]: a flood on
@@ -549,7 +570,10 @@ pub struct DatagramClient {
     events: Events,
     lines: Vec<mio::net::UdpSocket>,
     local: Vec<SocketAddr>,
+    /// [`RECV_BATCH`](super::sys::RECV_BATCH) receive slots of [`SLOT`] bytes.
     buf: Box<[u8]>,
+    lens: [usize; super::sys::RECV_BATCH],
+    batch_syscalls: bool,
     receiver: DatagramReceiver,
     retx: Retx,
     backoff: Backoff,
@@ -578,6 +602,32 @@ impl fmt::Display for DatagramClientError {
 }
 
 impl std::error::Error for DatagramClientError {}
+
+/// Bytes of one receive slot: the largest datagram and one more byte, so
+/// that a longer (truncated) one is recognized.
+const SLOT: usize = MAX_DATAGRAM_SIZE + 1;
+
+/// One batch of datagrams from `socket`: datagram `i` into `buf` at
+/// `i * SLOT`, its length into `lens[i]`; `recvmmsg` on Linux when `batch`,
+/// else one `recv`.
+fn recv_batch(
+    socket: &mio::net::UdpSocket,
+    batch: bool,
+    buf: &mut [u8],
+    lens: &mut [usize; super::sys::RECV_BATCH],
+) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    if batch {
+        use std::os::fd::AsFd;
+        return super::sys::recv_datagrams(socket.as_fd(), buf, SLOT, lens);
+    }
+    let _ = batch;
+    let n = socket.recv(buf.get_mut(..SLOT).unwrap_or_default())?;
+    if let Some(len) = lens.first_mut() {
+        *len = n;
+    }
+    Ok(1)
+}
 
 /// One line's socket: joined to its group, or bound to its unicast address.
 fn line_socket(
@@ -642,14 +692,20 @@ impl DatagramClient {
             lines.push(socket);
         }
         Ok(DatagramClient {
-            receiver: DatagramReceiver::new(config.receiver),
+            batch_syscalls: config.batch_syscalls,
+            receiver: DatagramReceiver::new(DatagramConfig {
+                lines: lines.len(),
+                silence: Some(config.heartbeat_interval.saturating_mul(3)),
+                ..config.receiver
+            }),
             backoff: config.backoff,
             config,
             poll,
             events: Events::with_capacity(16),
             lines,
             local,
-            buf: vec![0u8; MAX_DATAGRAM_SIZE + 1].into_boxed_slice(),
+            buf: vec![0u8; SLOT * super::sys::RECV_BATCH].into_boxed_slice(),
+            lens: [0; super::sys::RECV_BATCH],
             retx: Retx::Idle,
             pending: Vec::new(),
             stats: DatagramClientStats::default(),
@@ -677,6 +733,38 @@ impl DatagramClient {
         DatagramClientStats {
             receiver: *self.receiver.stats(),
             ..self.stats
+        }
+    }
+
+    /// Changes the retransmission server (e.g. to another server of the
+    /// same session, or once the server's address is known): a connection
+    /// to the old one is closed, and requests it had not answered are
+    /// asked again of the new one, which is connected at once if any are
+    /// due. `None`: no retransmission from now on.
+    ///
+    /// ```
+    /// use tickwire::net::{DatagramClient, DatagramClientConfig};
+    /// let mut client = DatagramClient::new(DatagramClientConfig::new("127.0.0.1:0".parse()?))?;
+    /// client.set_retransmit(Some("127.0.0.1:9".parse()?));
+    /// assert!(!client.is_retransmission_connected());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_retransmit(&mut self, server: Option<SocketAddr>) {
+        if let Retx::Connecting(conn, _) | Retx::Connected(conn, _) =
+            std::mem::replace(&mut self.retx, Retx::Idle)
+        {
+            let mut stream = conn.into_stream();
+            let _ = self.poll.registry().deregister(&mut stream);
+            self.stats.disconnects += 1;
+        }
+        self.retx = Retx::Idle;
+        self.pending.clear();
+        self.backoff.reset();
+        self.config.retransmit = server;
+        if server.is_some() {
+            self.receiver.retransmission_reset();
+        } else {
+            self.receiver.retransmission_unavailable();
         }
     }
 
@@ -758,18 +846,30 @@ impl DatagramClient {
         Ok(())
     }
 
-    /// Reads one line's socket until it would block (or the budget is spent).
+    /// Reads one line's socket until it would block (or the budget is spent):
+    /// `recvmmsg` batches on Linux, one `recv` per datagram elsewhere.
     fn read_line(&mut self, line: Line, on_event: &mut impl FnMut(DatagramEvent)) {
-        for _ in 0..READS_PER_POLL {
+        let mut budget = READS_PER_POLL;
+        while budget > 0 {
             let Some(socket) = self.lines.get(line.index()) else {
                 break;
             };
-            match socket.recv(&mut self.buf) {
-                Ok(n) if n > MAX_DATAGRAM_SIZE => self.stats.oversized += 1,
+            self.stats.recv_calls += 1;
+            let got = recv_batch(socket, self.batch_syscalls, &mut self.buf, &mut self.lens);
+            match got {
                 Ok(n) => {
+                    budget = budget.saturating_sub(n.max(1));
                     let time = Time::new(self.epoch.elapsed(), unix_nanos());
-                    let datagram = self.buf.get(..n).unwrap_or_default();
-                    self.receiver.handle_datagram(line, datagram, time);
+                    for i in 0..n {
+                        let len = self.lens.get(i).copied().unwrap_or(0);
+                        if len > MAX_DATAGRAM_SIZE {
+                            self.stats.oversized += 1;
+                            continue;
+                        }
+                        let at = i * SLOT;
+                        let datagram = self.buf.get(at..at + len).unwrap_or_default();
+                        self.receiver.handle_datagram(line, datagram, time);
+                    }
                     self.drain(on_event);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -822,7 +922,7 @@ impl DatagramClient {
         let Some(server) = self.config.retransmit else {
             // Nothing to ask: the receiver's deadline turns holes into gaps.
             self.pending.clear();
-            self.receiver.retransmission_reset();
+            self.receiver.retransmission_unavailable();
             return;
         };
         match mio::net::TcpStream::connect(server) {
@@ -846,9 +946,9 @@ impl DatagramClient {
         }
     }
 
-    /// The connection failed or was lost: unanswered requests are forgotten
-    /// (their holes become gaps at the deadline unless a line fills them),
-    /// and the next connection waits for the backoff.
+    /// The connection failed or was lost: unanswered requests are asked
+    /// again on the next connection, made after the backoff (their holes
+    /// still become gaps at their first deadline unless filled first).
     fn lost(&mut self, now: Duration) {
         if let Retx::Connecting(conn, _) | Retx::Connected(conn, _) =
             std::mem::replace(&mut self.retx, Retx::Idle)

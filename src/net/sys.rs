@@ -70,3 +70,70 @@ pub(crate) fn send_datagrams(
         Ok(usize::try_from(sent).unwrap_or(0))
     }
 }
+
+/// The most datagrams one [`recv_datagrams`] call takes from the kernel.
+pub(crate) const RECV_BATCH: usize = 32;
+
+/// Receives up to [`RECV_BATCH`] datagrams from the UDP socket `fd` with one
+/// `recvmmsg` system call, without waiting: datagram `i` lands in the `i`-th
+/// `slot`-byte chunk of `buf`, and `lens[i]` is its length (`slot + 1` or
+/// more when it was longer than the chunk, i.e. truncated). Returns how many
+/// arrived (`WouldBlock` when none).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn recv_datagrams(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+    slot: usize,
+    lens: &mut [usize; RECV_BATCH],
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: iovec and mmsghdr are plain C structs of integers and
+    // pointers, for which all-zero bytes are a valid value.
+    let mut iov: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdr: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+    let mut count = 0;
+    for ((slot_iov, h), chunk) in iov
+        .iter_mut()
+        .zip(hdr.iter_mut())
+        .zip(buf.chunks_exact_mut(slot.max(1)))
+    {
+        slot_iov.iov_base = chunk.as_mut_ptr().cast();
+        slot_iov.iov_len = chunk.len();
+        h.msg_hdr.msg_iov = std::ptr::from_mut(slot_iov);
+        h.msg_hdr.msg_iovlen = 1;
+        count += 1;
+    }
+    let vlen = libc::c_uint::try_from(count).unwrap_or(0);
+    // SAFETY: `hdr` holds `count` ≤ RECV_BATCH initialized headers without
+    // names or control buffers, each pointing at one iovec of `iov`, and
+    // each iovec at a distinct `slot`-byte chunk of `buf`: all borrowed
+    // mutably for this call, so the kernel's writes (datagram bytes into
+    // the chunks, `msg_len` and `msg_flags` into `hdr`) alias nothing else.
+    // MSG_DONTWAIT: no wait, whatever the descriptor's mode; no timeout
+    // pointer. `fd` is a borrowed, open descriptor. Failure is reported
+    // through the return value and errno.
+    let got = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdr.as_mut_ptr(),
+            vlen,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if got < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let got = usize::try_from(got).unwrap_or(0).min(count);
+    for (len, h) in lens.iter_mut().zip(&hdr).take(got) {
+        let n = usize::try_from(h.msg_len).unwrap_or(usize::MAX);
+        *len = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            n.max(slot.saturating_add(1))
+        } else {
+            n
+        };
+    }
+    Ok(got)
+}

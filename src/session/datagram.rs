@@ -144,6 +144,14 @@ pub struct DatagramConfig {
     /// between `n` and the first Packet (sequences before `n` are dropped,
     /// not a gap).
     pub start: Option<u64>,
+    /// How many lines the driver receives (1 or 2; 1 by default): the feed
+    /// is dead ([`DatagramEvent::FeedDead`]) when this many are silent.
+    pub lines: usize,
+    /// A line that has brought nothing for this long is silent
+    /// ([`DatagramEvent::LineSilent`]; 3 s: three heartbeat intervals of
+    /// 1 s, section 8.7). Counted from the receiver's first `handle_*` call
+    /// for a line that never brought anything. `None`: never reported.
+    pub silence: Option<Duration>,
 }
 
 impl Default for DatagramConfig {
@@ -153,6 +161,8 @@ impl Default for DatagramConfig {
             retransmit_wait: Duration::from_millis(2),
             retransmit_deadline: Duration::from_secs(1),
             start: None,
+            lines: 1,
+            silence: Some(Duration::from_secs(3)),
         }
     }
 }
@@ -179,8 +189,15 @@ impl FrameCopy {
     fn of(message: &Message<'_>) -> FrameCopy {
         let mut bytes = [0u8; MAX_FRAME_LEN];
         let src = message.as_bytes();
-        for (d, s) in bytes.iter_mut().zip(src) {
-            *d = *s;
+        // Fixed-size copies for the two data frame lengths (no memcpy call).
+        if let Some(whole) = src.first_chunk::<MAX_FRAME_LEN>() {
+            bytes = *whole;
+        } else if let (Some(dst), Some(head)) =
+            (bytes.first_chunk_mut::<40>(), src.first_chunk::<40>())
+        {
+            *dst = *head;
+        } else if let Some(dst) = bytes.get_mut(..src.len()) {
+            dst.copy_from_slice(src);
         }
         FrameCopy {
             bytes,
@@ -204,7 +221,11 @@ impl FrameCopy {
     /// The frame's `sequence`.
     #[must_use]
     pub fn sequence(&self) -> u64 {
-        self.message().map_or(0, |m| m.sequence())
+        // Bytes 4..12 of every frame (section 1), read without re-viewing.
+        self.bytes
+            .get(4..12)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
     }
 }
 
@@ -250,6 +271,22 @@ pub enum DatagramEvent {
         /// Its `sequence`: the next data sequence.
         sequence: u64,
     },
+    /// A line has brought nothing for [`silence`](DatagramConfig::silence)
+    /// (section 8.7): reported once, until it brings something again.
+    LineSilent {
+        /// The silent line.
+        line: Line,
+    },
+    /// A silent line brought a datagram again (reported before the
+    /// datagram's own events).
+    LineAlive {
+        /// The line.
+        line: Line,
+    },
+    /// Every line ([`lines`](DatagramConfig::lines)) is silent: the feed is
+    /// dead (section 8.7), reported once after the last `LineSilent`. The
+    /// first `LineAlive` after it means the feed is alive again.
+    FeedDead,
     /// Bytes of one datagram that were discarded (section 8.5).
     Discarded {
         /// The line the datagram came on.
@@ -326,10 +363,20 @@ enum SlotState {
         since: Duration,
         requested: Option<Duration>,
     },
+    /// Requested, but the request was lost with its connection: to be asked
+    /// again at once, still given up at the first request's deadline.
+    Reask { deadline: Duration },
     /// Given up: reported as a gap when delivery reaches it.
     Lost,
     /// Held, waiting for the holes before it.
     Held,
+}
+
+impl SlotState {
+    /// Missing, requested or not.
+    const fn is_missing(self) -> bool {
+        matches!(self, SlotState::Missing { .. } | SlotState::Reask { .. })
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -369,6 +416,17 @@ pub struct DatagramReceiver {
     events: VecDeque<DatagramEvent>,
     actions: VecDeque<DatagramAction>,
     stats: DatagramStats,
+    /// When the receiver first handled anything (silence counts from here
+    /// for a line that never brought anything).
+    started: Option<Duration>,
+    /// When each line last brought a datagram.
+    heard: [Option<Duration>; 2],
+    /// Each line was reported silent (and has not brought anything since).
+    silent: [bool; 2],
+    /// FeedDead was reported (and no line has come back since).
+    dead: bool,
+    /// Where the current datagram's next discard event goes.
+    discard_at: usize,
 }
 
 impl DatagramReceiver {
@@ -403,6 +461,11 @@ impl DatagramReceiver {
             events: VecDeque::with_capacity(window.min(1024)),
             actions: VecDeque::with_capacity(16),
             stats: DatagramStats::default(),
+            started: None,
+            heard: [None; 2],
+            silent: [false; 2],
+            dead: false,
+            discard_at: 0,
         }
     }
 
@@ -454,8 +517,8 @@ impl DatagramReceiver {
 
     fn set_state(&mut self, sequence: u64, state: SlotState) {
         let was = self.state(sequence);
-        let was_missing = matches!(was, SlotState::Missing { .. });
-        let is_missing = matches!(state, SlotState::Missing { .. });
+        let was_missing = was.is_missing();
+        let is_missing = state.is_missing();
         if let Some(slot) = self.slot(sequence) {
             slot.state = state;
         }
@@ -473,6 +536,9 @@ impl DatagramReceiver {
         if let Some(n) = self.stats.datagrams.get_mut(line.index()) {
             *n += 1;
         }
+        self.heard_from(line, now);
+        // This datagram's discards go before the frames it delivers.
+        self.discard_at = self.events.len();
         let packet = match Message::decode(datagram) {
             Ok((Message::Packet(p), _)) => p,
             other => {
@@ -516,8 +582,7 @@ impl DatagramReceiver {
                     self.discarded(line, m.len(), DiscardReason::ControlInDatagram);
                 }
                 Event::Discarded(discard) => {
-                    self.events
-                        .push_back(DatagramEvent::Discarded { line, discard });
+                    self.push_discard(DatagramEvent::Discarded { line, discard });
                 }
                 _ => {}
             }
@@ -530,8 +595,15 @@ impl DatagramReceiver {
             bytes: bytes as u64,
             reason,
         };
-        self.events
-            .push_back(DatagramEvent::Discarded { line, discard });
+        self.push_discard(DatagramEvent::Discarded { line, discard });
+    }
+
+    /// A discard of the datagram being handled: after its earlier discards,
+    /// before the frames it delivered (rare: the insert may move events).
+    fn push_discard(&mut self, event: DatagramEvent) {
+        let at = self.discard_at.min(self.events.len());
+        self.events.insert(at, event);
+        self.discard_at = at + 1;
     }
 
     fn start_session(&mut self, session_id: u64, sequence: u64, now: Duration) {
@@ -611,6 +683,16 @@ impl DatagramReceiver {
     /// A checked data frame from a line (`Some`) or a retransmission reply.
     fn data(&mut self, line: Option<Line>, message: &Message<'_>, now: Duration) {
         let sequence = message.sequence();
+        if sequence == self.expected && self.highest <= sequence {
+            // In order with nothing held or missing ahead: delivered at
+            // once, past the window (the common case on a healthy line).
+            self.stats.delivered += 1;
+            self.events
+                .push_back(DatagramEvent::Frame(FrameCopy::of(message)));
+            self.expected = sequence.saturating_add(1);
+            self.highest = self.expected;
+            return;
+        }
         let duplicate = |rx: &mut DatagramReceiver| {
             if let Some(n) = line.and_then(|l| rx.stats.duplicates.get_mut(l.index())) {
                 *n += 1;
@@ -628,7 +710,7 @@ impl DatagramReceiver {
         match self.state(sequence) {
             SlotState::Held => duplicate(self),
             state => {
-                if matches!(state, SlotState::Missing { .. } | SlotState::Lost) {
+                if state.is_missing() || state == SlotState::Lost {
                     if line.is_some() {
                         if sequence.saturating_add(1) < self.highest {
                             self.stats.reordered += 1;
@@ -715,10 +797,11 @@ impl DatagramReceiver {
     /// the earliest hole's retransmission wait or request deadline.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
+        let silence = self.next_silence();
         if self.missing == 0 {
-            return None;
+            return silence;
         }
-        (self.expected..self.highest)
+        let holes = (self.expected..self.highest)
             .filter_map(|sequence| match self.state(sequence) {
                 SlotState::Missing {
                     since,
@@ -728,9 +811,65 @@ impl DatagramReceiver {
                     requested: Some(deadline),
                     ..
                 } => Some(deadline),
+                SlotState::Reask { .. } => Some(Duration::ZERO),
                 _ => None,
             })
+            .min();
+        match (holes, silence) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the next line not yet silent becomes silent.
+    fn next_silence(&self) -> Option<Duration> {
+        let started = self.started?;
+        let silence = self.config.silence?;
+        (0..self.config.lines.clamp(1, 2))
+            .filter(|&i| !self.silent.get(i).copied().unwrap_or(true))
+            .map(|i| {
+                let heard = self.heard.get(i).copied().flatten().unwrap_or(started);
+                heard.saturating_add(silence)
+            })
             .min()
+    }
+
+    /// A datagram came on `line` at `now`.
+    fn heard_from(&mut self, line: Line, now: Duration) {
+        self.started.get_or_insert(now);
+        if let Some(heard) = self.heard.get_mut(line.index()) {
+            *heard = Some(now);
+        }
+        if let Some(silent) = self.silent.get_mut(line.index()) {
+            if *silent {
+                *silent = false;
+                self.dead = false;
+                self.events.push_back(DatagramEvent::LineAlive { line });
+            }
+        }
+    }
+
+    /// Lines silent since `now`; the feed dead when all are.
+    fn check_silence(&mut self, now: Duration) {
+        let started = *self.started.get_or_insert(now);
+        let Some(silence) = self.config.silence else {
+            return;
+        };
+        let lines = self.config.lines.clamp(1, 2);
+        for (i, line) in [Line::A, Line::B].into_iter().enumerate().take(lines) {
+            let heard = self.heard.get(i).copied().flatten().unwrap_or(started);
+            let Some(silent) = self.silent.get_mut(i) else {
+                continue;
+            };
+            if !*silent && now >= heard.saturating_add(silence) {
+                *silent = true;
+                self.events.push_back(DatagramEvent::LineSilent { line });
+            }
+        }
+        if !self.dead && self.silent.iter().take(lines).all(|&s| s) {
+            self.dead = true;
+            self.events.push_back(DatagramEvent::FeedDead);
+        }
     }
 
     /// Call at (or after) the time [`poll_timeout`](Self::poll_timeout)
@@ -739,27 +878,36 @@ impl DatagramReceiver {
     /// become gaps.
     pub fn handle_timeout(&mut self, time: Time) {
         let now = time.monotonic;
+        self.check_silence(now);
         let Some(session_id) = self.session else {
             return;
         };
+        if self.missing == 0 {
+            self.settle();
+            return;
+        }
         let mut run: Option<(u64, u64)> = None;
-        let deadline = now.saturating_add(self.config.retransmit_deadline);
+        let new_deadline = now.saturating_add(self.config.retransmit_deadline);
         for sequence in self.expected..self.highest {
             let due = match self.state(sequence) {
                 SlotState::Missing {
                     since,
                     requested: None,
-                } if since.saturating_add(self.config.retransmit_wait) <= now => true,
+                } if since.saturating_add(self.config.retransmit_wait) <= now => Some(new_deadline),
                 SlotState::Missing {
                     requested: Some(at),
                     ..
-                } if at <= now => {
-                    self.set_state(sequence, SlotState::Lost);
-                    false
                 }
-                _ => false,
+                | SlotState::Reask { deadline: at }
+                    if at <= now =>
+                {
+                    self.set_state(sequence, SlotState::Lost);
+                    None
+                }
+                SlotState::Reask { deadline } => Some(deadline),
+                _ => None,
             };
-            if due {
+            if let Some(deadline) = due {
                 self.set_state(
                     sequence,
                     SlotState::Missing {
@@ -786,10 +934,12 @@ impl DatagramReceiver {
         self.settle();
     }
 
-    /// The retransmission connection was lost (or replaced): requests still
-    /// unanswered are forgotten here, and their sequences become gaps at
-    /// their deadlines unless a line fills them first. Call before feeding a
-    /// new connection's replies.
+    /// The retransmission connection was lost (or replaced), with the
+    /// requests it had not answered: they are asked again at the next
+    /// [`handle_timeout`](Self::handle_timeout) (for the driver's next
+    /// connection), and still become gaps at their first request's deadline
+    /// unless a reply or a line fills them first. Call before feeding a new
+    /// connection's replies; drop the requests the driver had not yet sent.
     ///
     /// ```
     /// use tickwire::session::datagram::{DatagramConfig, DatagramReceiver};
@@ -798,6 +948,35 @@ impl DatagramReceiver {
     /// ```
     pub fn retransmission_reset(&mut self) {
         self.requests.clear();
+        self.actions
+            .retain(|a| !matches!(a, DatagramAction::Retransmit { .. }));
+        if self.missing == 0 {
+            return;
+        }
+        for sequence in self.expected..self.highest {
+            if let SlotState::Missing {
+                requested: Some(deadline),
+                ..
+            } = self.state(sequence)
+            {
+                self.set_state(sequence, SlotState::Reask { deadline });
+            }
+        }
+    }
+
+    /// There is no retransmission server: unanswered requests are
+    /// forgotten, not asked again, and their sequences become gaps at their
+    /// deadlines unless a line fills them first.
+    ///
+    /// ```
+    /// use tickwire::session::datagram::{DatagramConfig, DatagramReceiver};
+    /// let mut rx = DatagramReceiver::new(DatagramConfig::default());
+    /// rx.retransmission_unavailable();
+    /// ```
+    pub fn retransmission_unavailable(&mut self) {
+        self.requests.clear();
+        self.actions
+            .retain(|a| !matches!(a, DatagramAction::Retransmit { .. }));
     }
 
     fn request(&mut self, session_id: u64, first: u64, last: u64) {
@@ -877,7 +1056,7 @@ impl DatagramReceiver {
     /// Missing sequences in `from..to` become lost.
     fn lose(&mut self, from: u64, to: u64) {
         for sequence in from.max(self.expected)..to.min(self.highest) {
-            if matches!(self.state(sequence), SlotState::Missing { .. }) {
+            if self.state(sequence).is_missing() {
                 self.set_state(sequence, SlotState::Lost);
             }
         }

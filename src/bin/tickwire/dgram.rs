@@ -14,7 +14,7 @@ use tickwire::net::{
     DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
 };
 use tickwire::parse::Event;
-use tickwire::session::datagram::DatagramEvent;
+use tickwire::session::datagram::{DatagramEvent, Line};
 use tickwire::Payload;
 
 use crate::args;
@@ -114,6 +114,13 @@ impl ReceiveArgs {
     }
 }
 
+fn line_name(line: Line) -> &'static str {
+    match line {
+        Line::A => "a",
+        _ => "b",
+    }
+}
+
 /// One datagram event as one JSON object (no newline): frames, gaps, new
 /// sessions and discards as `dump` prints them (protocol section 7),
 /// EndOfSession as `subscribe` prints it over TCP.
@@ -135,6 +142,13 @@ fn event_json(event: &DatagramEvent) -> Option<String> {
         DatagramEvent::Discarded { discard, .. } => {
             JsonEvent(&Event::Discarded(*discard)).to_string()
         }
+        DatagramEvent::LineSilent { line } => {
+            format!(r#"{{"type":"line_silent","line":"{}"}}"#, line_name(*line))
+        }
+        DatagramEvent::LineAlive { line } => {
+            format!(r#"{{"type":"line_alive","line":"{}"}}"#, line_name(*line))
+        }
+        DatagramEvent::FeedDead => r#"{"type":"feed_dead"}"#.to_string(),
         _ => return None,
     })
 }
@@ -224,14 +238,22 @@ pub(crate) fn subscribe(
             frames += 1;
             total += 1;
         }
-        if let DatagramEvent::Gap(g) = &event {
-            if !json {
-                eprintln!(
+        if !json {
+            match &event {
+                DatagramEvent::Gap(g) => eprintln!(
                     "tickwire subscribe: gap {}..={} ({} frames)",
                     g.first,
                     g.last,
                     g.len()
-                );
+                ),
+                DatagramEvent::LineSilent { line } => {
+                    eprintln!("tickwire subscribe: line {} silent", line_name(*line));
+                }
+                DatagramEvent::LineAlive { line } => {
+                    eprintln!("tickwire subscribe: line {} alive", line_name(*line));
+                }
+                DatagramEvent::FeedDead => eprintln!("tickwire subscribe: feed dead"),
+                _ => {}
             }
         }
         if json {

@@ -384,6 +384,60 @@ pub(crate) fn latency(
     (hist, frames)
 }
 
+/// [`latency`] over the datagram path: the server's datagram output
+/// (UDP unicast on 127.0.0.1, 1,472-byte datagrams) to a `DatagramClient`
+/// (with retransmission from the same server), sleeping in epoll or
+/// busy-polling; the same paced publisher and clock.
+pub(crate) fn datagram_latency(rate: u64, seconds: f64, spin: bool) -> (Histogram<u64>, u64) {
+    use tickwire::net::{DatagramClient, DatagramClientConfig, DatagramOutputConfig};
+    use tickwire::session::datagram::DatagramEvent;
+    let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
+    let probe = DatagramClient::new(config.clone()).unwrap();
+    let line = probe.local_addrs()[0];
+    drop(probe);
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        datagrams: Some(DatagramOutputConfig::new(line)),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    config.line_a = line;
+    config.retransmit = Some(server.local_addr());
+    let mut client = DatagramClient::new(config).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = paced_publisher(&server, rate, 5, stop.clone());
+    let mut hist = histogram();
+    let mut frames = 0u64;
+    let warmup = Instant::now() + Duration::from_millis(500);
+    let end = warmup + Duration::from_secs_f64(seconds);
+    let wait = if spin {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(10)
+    };
+    while Instant::now() < end {
+        client
+            .poll(Some(wait), |e| {
+                if let DatagramEvent::Frame(f) = e {
+                    if Instant::now() >= warmup {
+                        if let Some(m) = f.message() {
+                            frames += 1;
+                            let _ =
+                                hist.record(unix_nanos().saturating_sub(m.timestamp()).max(100));
+                        }
+                    }
+                }
+            })
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = publisher.join();
+    let _ = server.shutdown();
+    (hist, frames)
+}
+
 /// One-way latency of a raw loopback socket at the same pacing as
 /// [`latency`]: 8-byte timestamps written in a batch every 100 µs, read and
 /// compared by the receiver. The floor any protocol over TCP sits on.
