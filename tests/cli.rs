@@ -1436,10 +1436,13 @@ fn relay_of_a_udp_feed_serves_the_origins_bytes_over_tcp() {
         (Reap(child), addr)
     };
     // From the relay: it started at its first datagram, so a login from 1
-    // starts there (the range before is reported as one gap).
+    // starts there (a range before it, if any, is reported as one gap).
     let at_relay = temp("udp-relay.bin");
     let stderr = record_count(&["--connect", &relay, "--from", "1"], &at_relay, 20_000);
-    assert!(stderr.contains(" 1 gaps"), "{stderr}");
+    assert!(
+        stderr.contains(" 1 gaps") || stderr.contains(" 0 gaps"),
+        "{stderr}"
+    );
     let (sequences, _, _) = dumped_sequences(&at_relay);
     let first = sequences[0];
     assert_eq!(sequences, (first..first + 20_000).collect::<Vec<u64>>());
