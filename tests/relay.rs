@@ -360,3 +360,37 @@ fn a_relay_of_a_datagram_feed_serves_it_over_tcp_byte_for_byte() {
     assert!(silent.elapsed() < Duration::from_secs(5));
     relay.shutdown().unwrap();
 }
+
+#[test]
+fn a_relay_whose_upstream_is_gone_stays_silent_and_its_clients_notice() {
+    let origin = origin(|_| {});
+    origin.publisher().publish(messages(17, 100)).unwrap();
+    let relay = relay_of(&[origin.local_addr()]);
+    let mut config = fast_config(relay.local_addr());
+    config.heartbeat_interval = Duration::from_millis(100);
+    let mut client = Client::new(config).unwrap();
+    // Logged in and fed: Heartbeats every 100 ms keep it alive for 1 s.
+    let log = drive(&mut client, LIMIT, |log| log.frames.len() >= 100);
+    assert!(log.lost.is_empty());
+    let log = drive(&mut client, Duration::from_secs(2), {
+        let until = Instant::now() + Duration::from_secs(1);
+        move |_| Instant::now() >= until
+    });
+    assert!(
+        log.lost.is_empty(),
+        "alive while the upstream is: {:?}",
+        log.lost
+    );
+    // The origin goes away: the relay keeps the connection but sends
+    // nothing, so its client finds it dead after three heartbeat intervals.
+    let gone = Instant::now();
+    origin.shutdown().unwrap();
+    let log = drive(&mut client, LIMIT, |log| !log.lost.is_empty());
+    assert_eq!(log.lost[0].1, Lost::Silent, "{:?}", log.lost);
+    let after = log.lost[0].0 - gone;
+    assert!(
+        after >= Duration::from_millis(300) && after < Duration::from_secs(3),
+        "{after:?}"
+    );
+    relay.shutdown().unwrap();
+}
