@@ -1190,3 +1190,393 @@ fn serve_logs_logins_unless_quiet() {
         );
     }
 }
+
+// ---- Datagrams, relays and fail-over (issue 11) ----
+
+/// A free UDP port on 127.0.0.1 (bound, then released for the test to use).
+fn free_udp() -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().to_string()
+}
+
+/// `tickwire relay` on a free port; returns it and the address it printed.
+fn spawn_relay(connect: &str) -> (Reap, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "relay",
+            "--connect",
+            connect,
+            "--listen",
+            "127.0.0.1:0",
+            "-q",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("listening line, got {line:?}"))
+        .to_string();
+    (Reap(child), addr)
+}
+
+/// Runs `tickwire record ... -o FILE --count N`, killed (and the test
+/// failed) if it takes more than 60 s; returns its stderr.
+fn record_count(args: &[&str], file: &Temp, count: u64) -> String {
+    let child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["record", "-o", file.to_str().unwrap()])
+        .args(args)
+        .args(["--count", &count.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    let status = wait_for(&mut child.0, Duration::from_secs(60));
+    let stderr = reader.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    stderr
+}
+
+/// The data frames of a recording: its bytes after the first frame (the
+/// LoginAccepted the recorder writes, stamped with its own clock).
+fn data_bytes(file: &Temp) -> Vec<u8> {
+    let bytes = std::fs::read(&file.0).unwrap();
+    assert_eq!(bytes[2], 0x03, "a recording starts with a LoginAccepted");
+    bytes[32..].to_vec()
+}
+
+#[test]
+fn serve_udp_then_record_and_subscribe_udp_with_retransmit_get_every_frame() {
+    let line = free_udp();
+    let (child, addr) = serve_with(&["--rate", "20000", "--udp", &line, "-q"], Stdio::null());
+    let _server = Reap(child);
+    // A second into the feed: the frames before the first datagram the
+    // recorder sees come by retransmission (--from 1), the rest by datagram.
+    thread::sleep(Duration::from_secs(1));
+    let over_udp = temp("udp.bin");
+    let stderr = record_count(
+        &["--udp", &line, "--retransmit", &addr, "--from", "1"],
+        &over_udp,
+        40_000,
+    );
+    let summary = stderr.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains("40000 data frames over datagrams"),
+        "{summary}"
+    );
+    assert!(summary.contains(" 0 gaps (0 missing)"), "{summary}");
+    let recovered: u64 = summary
+        .split(" recovered by")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(recovered >= 10_000, "a second of feed recovered: {summary}");
+    let (sequences, _, dump_summary) = dumped_sequences(&over_udp);
+    assert_eq!(
+        sequences,
+        (1..=40_000).collect::<Vec<u64>>(),
+        "{dump_summary}"
+    );
+    // Byte for byte what a TCP recording of the same server holds.
+    let over_tcp = temp("tcp.bin");
+    record_count(&["--connect", &addr, "--from", "1"], &over_tcp, 40_000);
+    assert!(
+        data_bytes(&over_udp) == data_bytes(&over_tcp),
+        "UDP and TCP recordings differ"
+    );
+    // subscribe --udp --json: every frame once, in order, from 1.
+    let out = tickwire(&[
+        "subscribe",
+        "--udp",
+        &line,
+        "--retransmit",
+        &addr,
+        "--from",
+        "1",
+        "--json",
+        "--duration",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut next = 1u64;
+    for l in stdout.lines() {
+        assert!(!l.contains("\"type\":\"gap\""), "{l}");
+        if l.starts_with("{\"type\":\"quote\"") || l.starts_with("{\"type\":\"trade\"") {
+            let at = l.find("\"sequence\":").unwrap() + "\"sequence\":".len();
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            assert_eq!(digits.parse::<u64>().unwrap(), next, "{l}");
+            next += 1;
+        }
+    }
+    assert!(next > 60_000, "about 3 s of the feed, got {}", next - 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(" 0 gaps (0 missing)"), "{stderr}");
+}
+
+#[test]
+fn relay_chain_serves_the_origins_bytes() {
+    let (child, origin) = serve_with(&["--rate", "20000", "-q"], Stdio::null());
+    let _server = Reap(child);
+    let (_first, first) = spawn_relay(&origin);
+    let (_second, second) = spawn_relay(&first);
+    thread::sleep(Duration::from_millis(500));
+    let at_origin = temp("origin.bin");
+    let at_end = temp("chain.bin");
+    record_count(&["--connect", &origin, "--from", "1"], &at_origin, 30_000);
+    let stderr = record_count(&["--connect", &second, "--from", "1"], &at_end, 30_000);
+    assert!(stderr.contains(" 0 gaps (0 missing)"), "{stderr}");
+    let (sequences, _, _) = dumped_sequences(&at_end);
+    assert_eq!(sequences, (1..=30_000).collect::<Vec<u64>>());
+    assert!(
+        data_bytes(&at_origin) == data_bytes(&at_end),
+        "the relay chain changed bytes"
+    );
+    // Bad arguments are named.
+    let out = tickwire(&["relay", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--connect"));
+}
+
+#[test]
+fn subscribe_and_record_connect_a_b_fail_over_when_a_is_killed() {
+    let (child, origin) = serve_with(&["--rate", "20000", "-q"], Stdio::null());
+    let _server = Reap(child);
+    let (mut relay, a) = spawn_relay(&origin);
+    let list = format!("{a},{origin}");
+    let file = temp("failover.bin");
+    let recorder = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "record",
+            "--connect",
+            &list,
+            "--from",
+            "1",
+            "--count",
+            "80000",
+        ])
+        .args(["-o", file.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut recorder = Reap(recorder);
+    let recorder_err = lines_of(recorder.0.stderr.take().unwrap());
+    let subscriber = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "subscribe",
+            "--connect",
+            &list,
+            "--from",
+            "1",
+            "--duration",
+            "4",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut subscriber = Reap(subscriber);
+    let subscriber_err = lines_of(subscriber.0.stderr.take().unwrap());
+    thread::sleep(Duration::from_millis(1500));
+    relay.0.kill().unwrap(); // SIGKILL mid-stream: no EndOfSession
+    let _ = relay.0.wait();
+    let status = wait_for(&mut recorder.0, Duration::from_secs(60));
+    let stderr: String = recorder_err.iter().collect::<Vec<_>>().join("\n");
+    assert!(status.success(), "{stderr}");
+    let summary = stderr.lines().last().unwrap_or_default();
+    assert!(summary.contains(" 0 gaps (0 missing)"), "{summary}");
+    assert!(summary.contains(" 1 failovers"), "{summary}");
+    let (sequences, _, _) = dumped_sequences(&file);
+    assert_eq!(sequences, (1..=80_000).collect::<Vec<u64>>());
+    let status = wait_for(&mut subscriber.0, Duration::from_secs(30));
+    let stderr: String = subscriber_err.iter().collect::<Vec<_>>().join("\n");
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("failing over from"), "{stderr}");
+    let summary = stderr.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains(" 0 gaps (0 missing), 0 duplicates") && summary.contains(" 1 failovers"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn relay_of_a_udp_feed_serves_the_origins_bytes_over_tcp() {
+    let line = free_udp();
+    let (child, origin) = serve_with(&["--rate", "20000", "--udp", &line, "-q"], Stdio::null());
+    let _server = Reap(child);
+    let (_relay, relay) = {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["relay", "--connect", &origin, "--upstream-udp", &line])
+            .args(["--listen", "127.0.0.1:0", "-q"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first.trim().strip_prefix("listening ").unwrap().to_string();
+        (Reap(child), addr)
+    };
+    // From the relay: it started at its first datagram, so a login from 1
+    // starts there (a range before it, if any, is reported as one gap).
+    let at_relay = temp("udp-relay.bin");
+    let stderr = record_count(&["--connect", &relay, "--from", "1"], &at_relay, 20_000);
+    assert!(
+        stderr.contains(" 1 gaps") || stderr.contains(" 0 gaps"),
+        "{stderr}"
+    );
+    let (sequences, _, _) = dumped_sequences(&at_relay);
+    let first = sequences[0];
+    assert_eq!(sequences, (first..first + 20_000).collect::<Vec<u64>>());
+    // The same sequences from the origin, byte for byte.
+    let last = first + 19_999;
+    let at_origin = temp("udp-origin.bin");
+    record_count(&["--connect", &origin, "--from", "1"], &at_origin, last);
+    let origin_bytes = data_bytes(&at_origin);
+    let relay_bytes = data_bytes(&at_relay);
+    assert!(
+        origin_bytes.ends_with(&relay_bytes),
+        "the relay changed bytes"
+    );
+}
+
+#[path = "netns/mod.rs"]
+mod netns;
+
+/// `serve --multicast A --multicast-b B --multicast-if` on this side of a
+/// veth pair, `record --multicast A --multicast-b B --multicast-if
+/// --retransmit` inside a network namespace where nftables drops 10% of the
+/// UDP datagrams at random: the recording holds 1..=40,000 once each, in
+/// order (root; skipped with the reason otherwise, a failure under
+/// `TICKWIRE_REQUIRE_PRIVILEGED=1`).
+#[test]
+fn serve_multicast_a_b_into_a_namespace_record_gets_every_frame() {
+    const TEST: &str = "serve_multicast_a_b_into_a_namespace_record_gets_every_frame";
+    let ns = match netns::Netns::create("cm", 197) {
+        Ok(ns) => ns,
+        Err(why) => return netns::skip_unprivileged(TEST, &why),
+    };
+    let port = 21_000 + u16::from(ns.n);
+    let rule = format!("udp dport {port} numgen random mod 100 < 10 drop");
+    let nft = ns
+        .nft(&["add", "table", "inet", "tickwire_cm"])
+        .and_then(|()| {
+            ns.nft(&[
+                "add",
+                "chain",
+                "inet",
+                "tickwire_cm",
+                "input",
+                "{ type filter hook input priority 0; policy accept; }",
+            ])
+        })
+        .and_then(|()| {
+            let mut args = vec!["add", "rule", "inet", "tickwire_cm", "input"];
+            args.extend(rule.split(' '));
+            ns.nft(&args)
+        });
+    if let Err(why) = nft {
+        return netns::skip_unprivileged(TEST, &why);
+    }
+    let a = format!("239.197.{}.1:{port}", ns.n);
+    let b = format!("239.197.{}.2:{port}", ns.n);
+    let host = ns.host_ip().to_string();
+    let inside = ns.inside_ip().to_string();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("{host}:0"),
+            "--rate",
+            "20000",
+            "-q",
+        ])
+        .args([
+            "--multicast",
+            &a,
+            "--multicast-b",
+            &b,
+            "--multicast-if",
+            &host,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Reap(server);
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
+    let file = temp("multicast.bin");
+    let recorder = ns
+        .command(std::path::Path::new(env!("CARGO_BIN_EXE_tickwire")))
+        .args(["record", "--multicast", &a, "--multicast-b", &b])
+        .args([
+            "--multicast-if",
+            &inside,
+            "--retransmit",
+            &addr,
+            "--from",
+            "1",
+        ])
+        .args(["--count", "40000", "-o", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut recorder = netns::ChildGuard(recorder);
+    let err = lines_of(recorder.0.stderr.take().unwrap());
+    let status = wait_for(&mut recorder.0, Duration::from_secs(60));
+    let stderr: String = err.iter().collect::<Vec<_>>().join("\n");
+    assert!(status.success(), "{stderr}");
+    let summary = stderr.lines().last().unwrap_or_default();
+    assert!(summary.contains(" 0 gaps (0 missing)"), "{summary}");
+    // Both lines brought datagrams, and what both lost was recovered.
+    assert!(
+        !summary.contains("(0 on line A") && !summary.contains(" 0 on line B)"),
+        "{summary}"
+    );
+    assert!(!summary.contains(" 0 recovered"), "{summary}");
+    let (sequences, _, _) = dumped_sequences(&file);
+    assert_eq!(sequences, (1..=40_000).collect::<Vec<u64>>());
+    eprintln!("{summary}");
+}
+
+#[test]
+fn subscribe_udp_reports_a_silent_line_and_a_dead_feed() {
+    // Nothing is ever sent to this port: after three heartbeat intervals
+    // (3 s) line A is silent, and with one line the feed is dead.
+    let line = free_udp();
+    let started = Instant::now();
+    let out = tickwire(&["subscribe", "--udp", &line, "--json", "--duration", "3.6"]);
+    assert!(out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            r#"{"type":"line_silent","line":"a"}"#,
+            r#"{"type":"feed_dead"}"#
+        ]
+    );
+}

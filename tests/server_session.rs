@@ -1654,3 +1654,122 @@ fn a_vanished_peer_under_a_continuous_feed_is_closed_after_one_window() {
     h.run_due();
     assert_eq!(h.session.poll_close(), Some(CloseReason::NoProgress));
 }
+
+// Relays (protocol section 10): a retention with holes --------------------
+
+/// A relay's retention: frames `1..=10`, a hole `11..=20` it could not
+/// recover upstream, frames `21..=30`.
+fn relay_harness() -> Harness {
+    let mut h = Harness::new(config(9), 1000);
+    h.push(10);
+    let _lost = make_batch(&mut h.seq, 10);
+    h.push(10);
+    assert_eq!((h.retention.oldest(), h.retention.next()), (1, 31));
+    h
+}
+
+#[test]
+fn a_relay_replays_around_its_hole_and_the_client_sees_the_same_gap() {
+    let mut h = relay_harness();
+    h.login(5);
+    h.flush();
+    let mut want = accepted_then_data(9, 5, 5, 11);
+    want.extend((21..31).map(Rx::Data));
+    let d = h.decoded();
+    assert_eq!(d.frames, want);
+    assert_eq!(d.gaps, [(11, 20)], "the relay's hole, never renumbered");
+    assert_eq!(h.session.phase(), ServerPhase::Live);
+    // A login inside the hole starts after it.
+    let mut h = relay_harness();
+    h.login(15);
+    h.flush();
+    assert_eq!(h.decoded().frames, accepted_then_data(9, 15, 21, 31));
+    // Live data after a hole upstream reaches it as the same gap.
+    let _lost = make_batch(&mut h.seq, 5);
+    h.publish(3);
+    h.flush();
+    assert_eq!(
+        h.decoded().data(),
+        (21..31).chain(36..39).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_relay_with_a_trailing_hole_goes_live_and_heartbeats_its_next_sequence() {
+    let mut h = relay_harness();
+    // Upstream said (a Heartbeat) that 31..=39 are gone: next is 40.
+    h.retention.advance(40);
+    h.login(25);
+    h.flush();
+    assert_eq!(h.session.phase(), ServerPhase::Live, "not stuck replaying");
+    h.run_until(secs(1));
+    h.flush();
+    let d = h.decoded();
+    assert_eq!(d.frames.last(), Some(&Rx::Heartbeat(40)));
+    // A live client learns of a later hole from the next Heartbeat.
+    h.retention.advance(45);
+    h.run_until(secs(2));
+    h.flush();
+    assert_eq!(h.decoded().frames.last(), Some(&Rx::Heartbeat(45)));
+    assert_eq!(h.decoded().gaps, [(31, 39), (40, 44)]);
+}
+
+#[test]
+fn a_relay_retransmits_what_it_holds_and_skips_its_hole() {
+    let mut h = relay_harness();
+    h.client_sends(&client_frame(
+        &Payload::Retransmit {
+            session_id: 9,
+            count: 20,
+        },
+        8,
+    ));
+    h.flush();
+    let mut want = vec![Rx::Accepted {
+        session_id: 9,
+        sequence: 8,
+    }];
+    want.extend((8..11).chain(21..28).map(Rx::Data));
+    want.push(Rx::Heartbeat(28));
+    assert_eq!(h.decoded().frames, want);
+}
+
+#[test]
+fn no_heartbeats_while_the_upstream_is_lost() {
+    let mut h = relay_harness();
+    h.login(0);
+    h.flush();
+    run_flushing(&mut h, ms(2500));
+    let beats = |h: &Harness| {
+        h.decoded()
+            .frames
+            .iter()
+            .filter(|f| matches!(f, Rx::Heartbeat(_)))
+            .count()
+    };
+    assert_eq!(beats(&h), 2);
+    h.retention.set_upstream_alive(false);
+    run_flushing(&mut h, secs(10));
+    assert_eq!(
+        beats(&h),
+        2,
+        "silent: the clients' liveness reflects the source"
+    );
+    assert!(
+        h.session.poll_timeout().unwrap() > secs(10),
+        "no busy deadline"
+    );
+    h.retention.set_upstream_alive(true);
+    run_flushing(&mut h, secs(12));
+    assert!(beats(&h) >= 3);
+    assert_eq!(h.session.poll_close(), None);
+}
+
+/// Time passes to `t` in 100 ms steps, the socket taking everything.
+fn run_flushing(h: &mut Harness, t: Duration) {
+    while h.now < t {
+        let next = (h.now + ms(100)).min(t);
+        h.run_until(next);
+        h.flush();
+    }
+}

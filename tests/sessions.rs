@@ -77,6 +77,7 @@ struct Log {
     duplicates: u64,
     discarded: u64,
     gave_up: Option<Lost>,
+    failovers: Vec<(Duration, usize, usize)>,
 }
 
 /// A client and a server under one virtual clock.
@@ -97,6 +98,21 @@ struct Pair {
     closed: Vec<tickwire::session::CloseReason>,
     log: Log,
     rng: u64,
+    /// Fail-over: the other servers of the session (`None` at `current`,
+    /// whose state is `server_up` and `retention` above).
+    others: Vec<Option<Other>>,
+    current: usize,
+    /// The servers each connection went to, in order.
+    connected_to: Vec<usize>,
+}
+
+/// A server of the fail-over list that is not the current one.
+struct Other {
+    up: bool,
+    retention: Retention,
+    /// Batches published that it has not received yet (a relay behind).
+    behind: Vec<Arc<Batch>>,
+    lagging: bool,
 }
 
 impl Pair {
@@ -116,6 +132,91 @@ impl Pair {
             closed: Vec::new(),
             log: Log::default(),
             rng: 0x9e37_79b9_7f4a_7c15,
+            others: vec![Some(Other {
+                up: true,
+                retention: Retention::new(1),
+                behind: Vec::new(),
+                lagging: false,
+            })],
+            current: 0,
+            connected_to: Vec::new(),
+        }
+    }
+
+    /// A pair whose client has `n` servers of one session (same id, same
+    /// frames), each with its own retention.
+    fn with_servers(mut client: ClientSessionConfig, n: usize) -> Pair {
+        client.servers = n;
+        let mut pair = Pair::new(client, server_config(), 1 << 20);
+        for _ in 1..n {
+            pair.others.push(Some(Other {
+                up: true,
+                retention: Retention::new(1 << 20),
+                behind: Vec::new(),
+                lagging: false,
+            }));
+        }
+        pair
+    }
+
+    /// Makes server `i` the one the fields describe.
+    fn select(&mut self, i: usize) {
+        if i == self.current {
+            return;
+        }
+        // The fields hold server `current`'s state; its slot keeps only
+        // its lag (and placeholders).
+        let mut other = self.others[i].take().unwrap();
+        let mut old = self.others[self.current].take().unwrap();
+        std::mem::swap(&mut other.up, &mut self.server_up);
+        std::mem::swap(&mut other.retention, &mut self.retention);
+        old.up = other.up;
+        old.retention = std::mem::replace(&mut other.retention, Retention::new(1));
+        self.others[self.current] = Some(old);
+        self.others[i] = Some(other);
+        self.current = i;
+    }
+
+    fn other(&mut self, i: usize) -> &mut Other {
+        assert!(i != self.current || self.others[i].is_some());
+        self.others[i].as_mut().unwrap()
+    }
+
+    /// Server `i` up or down (down: new connections are refused; the
+    /// current connection, if to it, is cut).
+    fn set_up(&mut self, i: usize, up: bool) {
+        if i == self.current {
+            self.server_up = up;
+            if !up {
+                self.cut();
+            }
+        } else {
+            self.other(i).up = up;
+        }
+    }
+
+    /// A non-current server `i` stops receiving published batches (it
+    /// falls behind) or catches up on every one it missed.
+    fn lag(&mut self, i: usize, lagging: bool) {
+        let current = i == self.current;
+        let other = self.other(i);
+        other.lagging = lagging;
+        if lagging {
+            return;
+        }
+        let behind = std::mem::take(&mut other.behind);
+        if !current {
+            for batch in behind {
+                other.retention.push(batch);
+            }
+            return;
+        }
+        let time = self.time();
+        for batch in behind {
+            self.retention.push(Arc::clone(&batch));
+            if let Some(end) = self.conn.as_mut().and_then(|c| c.server.as_mut()) {
+                end.session.handle_published(&batch, time);
+            }
         }
     }
 
@@ -159,6 +260,17 @@ impl Pair {
             if let Event::Frame(m) = event {
                 self.published.push(m.as_bytes().to_vec());
             }
+        }
+        for (i, other) in self.others.iter_mut().enumerate() {
+            let other = other.as_mut().unwrap();
+            if other.lagging {
+                other.behind.push(Arc::clone(&batch));
+            } else if i != self.current {
+                other.retention.push(Arc::clone(&batch));
+            }
+        }
+        if self.others[self.current].as_ref().unwrap().lagging {
+            return;
         }
         self.retention.push(Arc::clone(&batch));
         let time = self.time();
@@ -208,6 +320,8 @@ impl Pair {
         while let Some(action) = self.client.poll_action() {
             match action {
                 Action::Connect => {
+                    self.select(self.client.server());
+                    self.connected_to.push(self.client.server());
                     self.connects.push(self.now);
                     self.parser.reset(SequenceTracker::new());
                     if self.server_up {
@@ -440,6 +554,7 @@ fn record(log: &mut Log, now: Duration, event: ClientEvent<'_>) {
         ClientEvent::Duplicate { .. } => log.duplicates += 1,
         ClientEvent::Discarded(d) => log.discarded += d.bytes,
         ClientEvent::GaveUp { last, .. } => log.gave_up = Some(last),
+        ClientEvent::Failover { from, to } => log.failovers.push((now, from, to)),
         _ => {}
     }
 }
@@ -815,4 +930,147 @@ proptest! {
         prop_assert_eq!(next, pair.published.len() as u64 + 1);
         prop_assert_eq!(pair.log.duplicates, 0);
     }
+}
+
+// ---- Fail-over over a list of servers of one session (protocol section 10.5) ----
+
+#[test]
+fn failover_tries_each_server_at_once_and_backs_off_only_after_a_whole_round() {
+    let mut pair = Pair::with_servers(client_config(1), 3);
+    for i in 0..3 {
+        pair.set_up(i, false);
+    }
+    pair.start();
+    pair.advance(ms(1000));
+    // Rounds of three immediate attempts, 100 ms then 200 ms then 400 ms apart.
+    assert_eq!(
+        pair.connected_to,
+        [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2],
+        "rotation in list order, wrapping"
+    );
+    assert_eq!(
+        pair.connects,
+        [0, 0, 0, 100, 100, 100, 300, 300, 300, 700, 700, 700].map(ms),
+        "no delay inside a round, the backoff between rounds"
+    );
+    assert_eq!(pair.log.retrying.len(), 4, "one backoff per round");
+    assert_eq!(pair.client.stats().failovers, 12);
+    // Server 2 comes back: the next round reaches it after 0 and 1 fail,
+    // and its login resets the round and the backoff.
+    pair.set_up(2, true);
+    pair.advance(ms(800));
+    assert_eq!(pair.client.state(), ClientState::LoggedIn);
+    assert_eq!(&pair.connected_to[12..], [0, 1, 2]);
+    assert_eq!(&pair.connects[12..], [ms(1500); 3]);
+    // Server 2 dies: 0 and 1 are still down, so 0, 1 at once, then a
+    // 100 ms backoff (reset by the login), then 2 (up again) logs in.
+    pair.set_up(2, false);
+    let cut_at = pair.now;
+    pair.set_up(2, true);
+    pair.advance(ms(500));
+    assert_eq!(&pair.connected_to[15..], [0, 1, 2]);
+    assert_eq!(
+        &pair.connects[15..],
+        [cut_at, cut_at, cut_at + ms(100)],
+        "backoff reset after the login"
+    );
+    assert_eq!(pair.client.state(), ClientState::LoggedIn);
+}
+
+#[test]
+fn failover_with_retry_limit_counts_rounds() {
+    let mut config = client_config(1);
+    config.backoff = Backoff::default().with_max_retries(Some(1));
+    let mut pair = Pair::with_servers(config, 2);
+    pair.set_up(0, false);
+    pair.set_up(1, false);
+    pair.start();
+    pair.advance(Duration::from_secs(5));
+    assert_eq!(
+        pair.connected_to,
+        [0, 1, 0, 1],
+        "two rounds: the first and one retry"
+    );
+    assert_eq!(
+        pair.log.gave_up,
+        Some(Lost::ConnectFailed(IoFailure::Refused))
+    );
+    assert!(pair.client.is_stopped());
+}
+
+#[test]
+fn failover_mid_stream_resumes_at_the_next_server_with_nothing_lost_or_repeated() {
+    let mut pair = Pair::with_servers(client_config(1), 3);
+    pair.faults.fragment = 7;
+    pair.start();
+    for _ in 0..20 {
+        pair.publish(13);
+        pair.advance(ms(3));
+    }
+    assert_eq!(pair.connected_to, [0]);
+    // Server 0 dies mid-stream (bytes in flight are lost, mid-frame).
+    pair.publish(50);
+    pair.step();
+    pair.set_up(0, false);
+    for _ in 0..20 {
+        pair.publish(11);
+        pair.advance(ms(3));
+    }
+    assert_eq!(pair.connected_to, [0, 1], "server 1 at once");
+    // Server 1 goes silent (blackholed without a close): dead after three
+    // heartbeat intervals, then server 2.
+    pair.faults.blackhole = true;
+    pair.advance(ms(3100));
+    pair.faults.blackhole = false;
+    pair.other(0).up = false;
+    for _ in 0..20 {
+        pair.publish(9);
+        pair.advance(ms(3));
+    }
+    pair.advance(ms(50));
+    assert_eq!(pair.connected_to, [0, 1, 2]);
+    assert_exactly_once(&pair);
+    assert!(pair.log.gaps.is_empty(), "{:?}", pair.log.gaps);
+    assert!(
+        pair.log.lost.iter().any(|(_, l)| *l == Lost::Silent),
+        "{:?}",
+        pair.log.lost
+    );
+    // Each login asked for exactly the next sequence needed.
+    let starts: Vec<u64> = pair.log.logins.iter().map(|l| l.2).collect();
+    assert_eq!(starts[0], 1);
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+    assert!(
+        pair.log.retrying.is_empty(),
+        "no backoff: a server was always up"
+    );
+}
+
+#[test]
+fn failover_to_a_relay_that_is_behind_drops_what_it_sends_again() {
+    let mut pair = Pair::with_servers(client_config(1), 2);
+    pair.start();
+    pair.publish(10);
+    pair.advance(ms(5));
+    // Server 1 (a relay) falls behind: it misses the next 30 frames.
+    pair.lag(1, true);
+    for _ in 0..3 {
+        pair.publish(10);
+        pair.advance(ms(5));
+    }
+    assert_eq!(pair.log.data.len(), 40);
+    pair.set_up(0, false);
+    pair.advance(ms(5));
+    assert_eq!(pair.connected_to, [0, 1]);
+    // The relay answers from its next live sequence (11, section 4.2), not 41.
+    assert_eq!(pair.log.logins.last().unwrap().2, 11);
+    // It catches up, and its clients get it all again: 11..=40 are
+    // duplicates, dropped; 41.. are new.
+    pair.lag(1, false);
+    pair.publish(10);
+    pair.advance(ms(5));
+    assert_eq!(pair.log.duplicates, 30, "11..=40 sent again, dropped");
+    pair.log.duplicates = 0;
+    assert_exactly_once(&pair);
+    assert!(pair.log.gaps.is_empty(), "{:?}", pair.log.gaps);
 }

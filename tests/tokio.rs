@@ -1152,3 +1152,70 @@ async fn the_tokio_server_logs_logins_and_closes() {
     }
     server.shutdown().await;
 }
+
+/// Fail-over on the tokio client: a list of a relay and its origin; the
+/// relay shuts down mid-stream and the client resumes at the origin with
+/// nothing lost and nothing repeated, byte for byte.
+#[test]
+fn tokio_client_fails_over_from_a_relay_to_the_origin() {
+    use tickwire::net::{Relay, RelayConfig};
+    let msgs = messages(4, 20_000);
+    let expected = expected_frames(&msgs);
+    let server = tickwire::net::Server::bind(ServerConfig {
+        listen: loopback(),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let publisher = server.publisher();
+    publisher.publish(msgs[..5_000].to_vec()).unwrap();
+    let relay =
+        Relay::start(RelayConfig::new(&[server.local_addr()], loopback()).unwrap()).unwrap();
+    let servers = [relay.local_addr(), server.local_addr()];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (got, failovers) = rt.block_on(async move {
+        let mut config = ClientConfig::with_servers(&servers).unwrap();
+        config.from = 1;
+        let mut client = Client::new(config);
+        let later = msgs[5_000..].to_vec();
+        let feeder = std::thread::spawn(move || {
+            let mut relay = Some(relay);
+            for (i, chunk) in later.chunks(500).enumerate() {
+                publisher.publish(chunk.to_vec()).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+                if i == 10 {
+                    // Mid-stream: EndOfSession, closed.
+                    relay.take().unwrap().shutdown().unwrap();
+                }
+            }
+        });
+        let (mut got, mut failovers) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + PATIENCE;
+        while got.len() < 20_000 {
+            let event = tokio::time::timeout_at(deadline, client.next())
+                .await
+                .expect("frames in time")
+                .expect("client running");
+            match event {
+                ClientEvent::Frame(f) if f.msg_type().is_data() => got.push(f.as_bytes().to_vec()),
+                ClientEvent::Gap(g) => panic!("gap {g:?}"),
+                ClientEvent::Duplicate { sequence } => panic!("duplicate {sequence}"),
+                ClientEvent::Failover { from, to } => failovers.push((from, to, got.len())),
+                _ => {}
+            }
+        }
+        feeder.join().unwrap();
+        (got, failovers)
+    });
+    assert!(got == expected, "every frame once, in order, byte for byte");
+    assert_eq!(failovers.len(), 1, "{failovers:?}");
+    let (from, to, at) = failovers[0];
+    assert_eq!((from, to), (0, 1));
+    assert!(at > 0 && at < 20_000, "mid-stream: after {at} frames");
+    server.shutdown().unwrap();
+}

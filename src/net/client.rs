@@ -30,8 +30,14 @@ const RUN_WAIT: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientConfig {
-    /// The server.
+    /// The server (the first of the fail-over list).
     pub server: SocketAddr,
+    /// More servers of the same session (relays, or the origin), tried in
+    /// order after [`server`](Self::server) when a connection fails: see
+    /// [`ClientConfig::with_servers`] and the
+    /// [fail-over rules](crate::session::ClientSession#fail-over). Empty by default.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub fallbacks: Vec<SocketAddr>,
     /// The first sequence wanted at the first login (0: live data only).
     pub from: u64,
     /// The server's heartbeat interval: silence for three of them means the
@@ -57,6 +63,7 @@ impl ClientConfig {
         let rules = ClientSessionConfig::default();
         ClientConfig {
             server,
+            fallbacks: Vec::new(),
             from: rules.from,
             heartbeat_interval: rules.heartbeat_interval,
             connect_timeout: rules.connect_timeout,
@@ -67,13 +74,53 @@ impl ClientConfig {
         }
     }
 
-    fn session(&self) -> ClientSessionConfig {
+    /// Defaults for a fail-over list: the origin and relays of one session
+    /// (protocol section 10), in the order they are tried; `None` when the
+    /// list is empty. When a connection fails the client logs in to the next
+    /// one at once, for the next sequence it needs; it backs off only after
+    /// every server failed in turn (the
+    /// [rules](crate::session::ClientSession#fail-over)).
+    ///
+    /// ```
+    /// use tickwire::net::ClientConfig;
+    /// let a = "127.0.0.1:7001".parse()?;
+    /// let b = "127.0.0.1:7002".parse()?;
+    /// let config = ClientConfig::with_servers(&[a, b]).ok_or("empty")?;
+    /// assert_eq!(config.servers().collect::<Vec<_>>(), [a, b]);
+    /// assert!(ClientConfig::with_servers(&[]).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_servers(servers: &[SocketAddr]) -> Option<ClientConfig> {
+        let (&first, rest) = servers.split_first()?;
+        let mut config = ClientConfig::new(first);
+        config.fallbacks = rest.to_vec();
+        Some(config)
+    }
+
+    /// Every server, in the order they are tried:
+    /// [`server`](Self::server), then the [`fallbacks`](Self::fallbacks).
+    pub fn servers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.server).chain(self.fallbacks.iter().copied())
+    }
+
+    /// Server `index` of [`servers`](Self::servers) (the first one if out of range).
+    pub(crate) fn server_at(&self, index: usize) -> SocketAddr {
+        index
+            .checked_sub(1)
+            .and_then(|i| self.fallbacks.get(i))
+            .copied()
+            .unwrap_or(self.server)
+    }
+
+    pub(crate) fn session(&self) -> ClientSessionConfig {
         ClientSessionConfig {
             from: self.from,
             heartbeat_interval: self.heartbeat_interval,
             connect_timeout: self.connect_timeout,
             backoff: self.backoff,
             reconnect_after_end: self.reconnect_after_end,
+            servers: 1 + self.fallbacks.len(),
         }
     }
 }
@@ -130,6 +177,9 @@ pub struct ClientStats {
     pub connects: u64,
     /// Reconnect attempts scheduled.
     pub reconnects: u64,
+    /// Switches to the next server of the fail-over list.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub failovers: u64,
 }
 
 impl ClientStats {
@@ -145,6 +195,7 @@ impl ClientStats {
             duplicates: t.duplicates,
             connects: s.connects,
             reconnects: s.reconnects,
+            failovers: s.failovers,
         }
     }
 }
@@ -286,7 +337,8 @@ impl Client {
 
     fn open(&mut self, on_event: &mut impl FnMut(ClientEvent<'_>)) {
         self.drop_stream();
-        let opened = TcpStream::connect(self.config.server).and_then(|mut stream| {
+        let server = self.config.server_at(self.session.server());
+        let opened = TcpStream::connect(server).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
                 CONN,
@@ -344,7 +396,7 @@ impl Client {
         timeout: Option<Duration>,
         mut on_event: impl FnMut(ClientEvent<'_>),
     ) -> io::Result<()> {
-        let server = self.config.server;
+        let server = self.config.server_at(self.session.server());
         let mut logged = |event: ClientEvent<'_>| {
             log_event(&server, &event);
             on_event(event);
@@ -555,6 +607,9 @@ pub(crate) fn log_event(server: &dyn core::fmt::Display, event: &ClientEvent<'_>
         ClientEvent::Lost(why) => log::debug!("{server}: connection lost: {why}"),
         ClientEvent::Retrying { attempt, delay } => {
             log::debug!("{server}: retry {attempt} in {delay:?}");
+        }
+        ClientEvent::Failover { from, to } => {
+            log::debug!("{server}: failing over from server {from} to server {to}");
         }
         ClientEvent::GaveUp { attempts, last } => {
             log::debug!("{server}: gave up after {attempts} attempts (last: {last})");

@@ -268,6 +268,20 @@ impl DatagramOutput {
         self.send_all(time);
     }
 
+    /// A relay's new session (protocol section 10.4): the next datagrams'
+    /// Packets carry `session_id`.
+    pub(super) fn set_session(&mut self, session_id: u64) {
+        self.session_id = session_id;
+    }
+
+    /// A relay whose upstream is lost sends no Packet-only datagram
+    /// (section 10.3): the idle deadline moves on without one.
+    pub(super) fn skip_idle(&mut self, now: Duration) {
+        if now >= self.poll_timeout() {
+            self.last_sent = now;
+        }
+    }
+
     /// The last datagram: a Packet and an EndOfSession, both carrying
     /// `next`; sent [`END_COPIES`] times, byte-identical, so that one lost
     /// copy does not leave receivers to find the end by silence (they act

@@ -24,6 +24,8 @@
 //!  datagrams:     the server's optional UDP output (ServerConfig::datagrams);
 //!                 DatagramClient: UDP lines A/B ─▶ DatagramReceiver, one TCP
 //!                 retransmission connection for what both lines lost
+//!  relays:        Relay: a Client of the upstream (fail-over list) ─▶ RelayFeed ─▶
+//!                 a Server serving the same session, frames byte for byte
 //! ```
 //!
 //! I/O errors are sorted by [`classify`]: `WouldBlock` means wait for the
@@ -41,6 +43,7 @@ mod conn;
 mod datagram;
 mod publisher;
 mod queue;
+mod relay;
 mod server;
 mod stats;
 pub(crate) mod sys;
@@ -54,6 +57,7 @@ pub use datagram::{
     DatagramOutputConfig, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
 };
 pub use publisher::{Messages, PublishError, Publisher};
+pub use relay::{Relay, RelayConfig, RelayError, RelayFeed};
 #[cfg(feature = "tokio")]
 pub(crate) use server::new_session_id;
 pub use server::{Server, ServerConfig, ServerHandle, StopHandle};

@@ -22,6 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::admission::{Admission, Limit};
 use super::datagram::{DatagramOutput, DatagramOutputConfig};
 use super::publisher::{Numbering, Publisher};
+use super::relay::RelayFeed;
 use super::stats::{add, ServerStats, Shared};
 use super::{sys, unix_nanos};
 use crate::encode::Sequencer;
@@ -209,6 +210,18 @@ pub(super) enum ToLoop {
     Client(Box<Slot>),
     /// A worker's last message: shut down.
     Stop,
+    /// A relay's control of the sequence space (see [`RelayFeed`]).
+    Relay(RelayControl),
+}
+
+/// What a [`RelayFeed`] tells the loops besides batches, in order with them.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum RelayControl {
+    /// Sequences before `next` that were not published will never be.
+    Advance(u64),
+    /// The upstream session changed: EndOfSession and close every client,
+    /// then serve `session_id` from `next`.
+    Session { session_id: u64, next: u64 },
 }
 
 /// Another event loop of the server: its queue, its waker, and the loop
@@ -352,14 +365,26 @@ impl ServerHandle {
         self.local_addr
     }
 
-    /// This run's session id.
+    /// The session id served now (a relay's follows its upstream's).
     pub fn session_id(&self) -> u64 {
-        self.session_id
+        match self.stop.shared.session_id.load(Ordering::SeqCst) {
+            0 => self.session_id,
+            id => id,
+        }
     }
 
     /// A publisher for this server.
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
+    }
+
+    /// The input of a relay: already-encoded frames with their own
+    /// sequences, holes, session changes (see [`RelayFeed`]).
+    pub fn relay_feed(&self) -> RelayFeed {
+        RelayFeed::new(
+            self.publisher.numbering.clone(),
+            Arc::clone(&self.stop.shared),
+        )
     }
 
     /// The counters now.
@@ -419,6 +444,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let session_id = config.session_id.unwrap_or_else(new_session_id);
         let shared = Arc::new(Shared::default());
+        shared.session_id.store(session_id, Ordering::SeqCst);
         let epoch = Instant::now();
         let workers = (1..config.threads.max(1))
             .map(|_| {
@@ -510,7 +536,7 @@ impl Server {
         self.local_addr
     }
 
-    /// This run's session id.
+    /// This run's session id (until a [`RelayFeed`] changes it).
     pub fn session_id(&self) -> u64 {
         self.session_id
     }
@@ -520,6 +546,12 @@ impl Server {
         Publisher {
             numbering: Arc::clone(&self.numbering),
         }
+    }
+
+    /// The input of a relay (see [`RelayFeed`]); do not also publish with
+    /// a [`Publisher`]: the two numberings would clash.
+    pub fn relay_feed(&self) -> RelayFeed {
+        RelayFeed::new(Arc::clone(&self.numbering), Arc::clone(&self.shared))
     }
 
     /// A handle that stops [`run`](Server::run) from another thread.
@@ -614,6 +646,7 @@ impl Server {
             // so receivers start on large batches while the next are taken.
             let mut taken = std::mem::take(&mut self.taken);
             let mut adopt = None;
+            let mut relay = None;
             self.more_waiting = true;
             for _ in 0..BATCHES_PER_TURN {
                 match self.rx.try_recv() {
@@ -621,6 +654,10 @@ impl Server {
                     Ok(ToLoop::Client(slot)) => {
                         // After the batches before it, before those after.
                         adopt = Some(slot);
+                        break;
+                    }
+                    Ok(ToLoop::Relay(control)) => {
+                        relay = Some(control); // in order, as a client is
                         break;
                     }
                     Ok(ToLoop::Stop) => {
@@ -660,9 +697,18 @@ impl Server {
             if let Some(slot) = adopt {
                 self.adopt(*slot);
             }
+            if let Some(control) = relay {
+                self.relay(control, time);
+            }
+            self.retention
+                .set_upstream_alive(!self.shared.upstream_down.load(Ordering::SeqCst));
             self.run_timers(time);
             if let Some(output) = &mut self.datagrams {
-                output.handle_timeout(time, self.retention.next());
+                if self.retention.upstream_alive() {
+                    output.handle_timeout(time, self.retention.next());
+                } else {
+                    output.skip_idle(time.monotonic);
+                }
             }
             self.flush_all(time);
             if self
@@ -1045,6 +1091,40 @@ impl Server {
         }
         self.want_flush(index);
         self.settle(index);
+    }
+
+    /// A relay's control message (after the batches before it): forwarded
+    /// to the workers, then applied to this loop's retention and clients.
+    fn relay(&mut self, control: RelayControl, time: Time) {
+        for worker in &self.workers {
+            if worker.tx.send(ToLoop::Relay(control)).is_ok() {
+                let _ = worker.waker.wake();
+            }
+        }
+        match control {
+            RelayControl::Advance(next) => self.retention.advance(next),
+            RelayControl::Session { session_id, next } => {
+                // Section 10.4: EndOfSession (the old session's next
+                // sequence) to every client, which then closes; datagrams
+                // carry the new session from now on.
+                if let Some(output) = &mut self.datagrams {
+                    output.end_of_session(time, self.retention.next());
+                    output.set_session(session_id);
+                }
+                for index in 0..self.slots.len() {
+                    if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
+                        slot.session.shutdown(time, &self.retention);
+                        self.want_flush(index);
+                    }
+                }
+                log::info!(
+                    "upstream session changed: {:#018x} -> {session_id:#018x} from {next}",
+                    self.session_id
+                );
+                self.session_id = session_id;
+                self.retention.reset(next);
+            }
+        }
     }
 
     /// Publishes consecutive batches as one (merged when there are several).

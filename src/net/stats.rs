@@ -84,6 +84,11 @@ pub(crate) struct Shared {
     pub(super) datagrams_sent: AtomicU64,
     pub(super) datagrams_dropped: AtomicU64,
     pub(super) datagram_syscalls: AtomicU64,
+    /// A relay's upstream is lost: no idle Heartbeats or Packet-only
+    /// datagrams (protocol section 10.3). False (alive) for an origin.
+    pub(super) upstream_down: AtomicBool,
+    /// The session id now (a relay's changes with its upstream's).
+    pub(super) session_id: AtomicU64,
 }
 
 pub(super) fn add(counter: &AtomicU64, n: u64) {

@@ -38,6 +38,10 @@
 //! logs in again from the new session's first sequence. The driver's parser
 //! is a fresh one per connection; its own sequence events (gaps, new
 //! sessions) are ignored here.
+//!
+//! Fail-over: the session can rotate over a list of servers of one session
+//! (the origin and its relays); the driver connects to the one
+//! [`ClientSession::server`] names. See [its rules](ClientSession#fail-over).
 #![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;
@@ -67,6 +71,11 @@ pub struct ClientSessionConfig {
     pub backoff: Backoff,
     /// After an EndOfSession, reconnect (true, the default) or stop.
     pub reconnect_after_end: bool,
+    /// How many servers of the session the driver can connect to (the
+    /// origin and its relays; 1, the default; 0 counts as 1). See
+    /// [fail-over](ClientSession#fail-over): the session names the one to
+    /// use next ([`ClientSession::server`]).
+    pub servers: usize,
 }
 
 impl Default for ClientSessionConfig {
@@ -77,6 +86,7 @@ impl Default for ClientSessionConfig {
             connect_timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
             reconnect_after_end: true,
+            servers: 1,
         }
     }
 }
@@ -246,6 +256,16 @@ pub enum ClientEvent<'a> {
         /// The backoff delay.
         delay: Duration,
     },
+    /// Fail-over: the connection to server `from` ended and the next
+    /// attempt goes to server `to` (indexes into the driver's list), at once
+    /// unless a whole round of servers has failed (then after the backoff
+    /// delay, reported by [`Retrying`](ClientEvent::Retrying)).
+    Failover {
+        /// The server whose connection ended.
+        from: usize,
+        /// The server tried next.
+        to: usize,
+    },
     /// Retries are exhausted: the client is disconnected for good.
     GaveUp {
         /// Attempts made.
@@ -302,9 +322,57 @@ pub struct ClientSessionStats {
     pub logins: u64,
     /// Reconnect attempts scheduled.
     pub reconnects: u64,
+    /// Switches to another server of the list ([`ClientEvent::Failover`]).
+    pub failovers: u64,
 }
 
 /// The client's protocol state. See the [module docs](self).
+///
+/// # Fail-over
+///
+/// With [`ClientSessionConfig::servers`] > 1 the driver holds a list of
+/// servers of one session (the origin and its relays, protocol section 10)
+/// and connects to the one [`server`](Self::server) names. The rules:
+///
+/// - The first attempt goes to server 0.
+/// - When a connection ends for any reason (connect failed or timed out,
+///   closed, error, silent for three heartbeat intervals, EndOfSession), the
+///   next server of the list (in order, wrapping) is tried **at once**
+///   ([`ClientEvent::Failover`]), with a Login for the next sequence needed:
+///   nothing is lost, and frames a server that is behind sends again are
+///   dropped as duplicates (section 3; [`ClientEvent::Duplicate`]).
+/// - Only when every server of the list has failed since the last accepted
+///   login (a whole round) does the client wait out the
+///   [backoff](ClientSessionConfig::backoff) delay, then starts the next
+///   round at the next server. The retry limit counts rounds, so with one
+///   server everything is as without fail-over.
+/// - An accepted login ends the round and resets the backoff.
+/// - A server that answers with a new session (a restarted origin) is
+///   logged in to again at once, from its first sequence: no fail-over.
+///
+/// ```
+/// use core::time::Duration;
+/// use tickwire::session::{Action, ClientEvent, ClientSession, ClientSessionConfig, IoFailure, Lost, Time};
+///
+/// let mut config = ClientSessionConfig::default();
+/// config.servers = 3;
+/// let mut client = ClientSession::new(config);
+/// let t = |ms| Time::new(Duration::from_millis(ms), 0);
+/// let mut events = Vec::new();
+/// client.connect(t(0), &mut |e: ClientEvent<'_>| events.push(format!("{e:?}")));
+/// assert_eq!((client.poll_action(), client.server()), (Some(Action::Connect), 0));
+/// // Server 0 refuses: server 1 is tried at once, then server 2.
+/// for next in [1, 2] {
+///     client.handle_lost(Lost::ConnectFailed(IoFailure::Refused), t(1), &mut |_| {});
+///     assert_eq!(client.poll_action(), Some(Action::Close));
+///     assert_eq!((client.poll_action(), client.server()), (Some(Action::Connect), next));
+/// }
+/// // The whole round failed: back off (100 ms), then server 0 again.
+/// client.handle_lost(Lost::ConnectFailed(IoFailure::Refused), t(2), &mut |_| {});
+/// assert_eq!(client.poll_action(), Some(Action::Close));
+/// assert_eq!(client.poll_action(), None);
+/// assert_eq!((client.server(), client.poll_timeout()), (0, Some(Duration::from_millis(102))));
+/// ```
 ///
 /// ```
 /// use core::time::Duration;
@@ -347,6 +415,11 @@ pub struct ClientSession {
     last_lost: Option<Lost>,
     stopped: bool,
     stats: ClientSessionStats,
+    /// The server to connect to (an index into the driver's list).
+    server: usize,
+    /// Servers that failed since the last accepted login or the last
+    /// backoff delay: a round is over when all of them have.
+    failed_in_round: usize,
 }
 
 impl ClientSession {
@@ -368,7 +441,18 @@ impl ClientSession {
             last_lost: None,
             stopped: false,
             stats: ClientSessionStats::default(),
+            server: 0,
+            failed_in_round: 0,
         }
+    }
+
+    /// The server the current (or next) connection attempt goes to: an
+    /// index below [`ClientSessionConfig::servers`] into the driver's list.
+    /// Read it when [`Action::Connect`] comes out of
+    /// [`poll_action`](Self::poll_action).
+    #[must_use]
+    pub fn server(&self) -> usize {
+        self.server
     }
 
     /// The current state.
@@ -447,6 +531,7 @@ impl ClientSession {
         if self.stopped {
             self.stopped = false;
             self.backoff.reset();
+            self.failed_in_round = 0;
         }
         self.start_attempt(time.monotonic, emit);
     }
@@ -581,6 +666,7 @@ impl ClientSession {
         }
         self.session = Some(session_id);
         self.backoff.reset();
+        self.failed_in_round = 0;
         self.stats.logins += 1;
         self.set_state(ClientState::LoggedIn, emit);
         emit(ClientEvent::LoggedIn {
@@ -641,6 +727,25 @@ impl ClientSession {
             self.stopped = true;
             return;
         }
+        let servers = self.config.servers.max(1);
+        self.failed_in_round += 1;
+        if servers > 1 {
+            let from = self.server;
+            self.server = (from + 1) % servers;
+            self.stats.failovers += 1;
+            emit(ClientEvent::Failover {
+                from,
+                to: self.server,
+            });
+            if self.failed_in_round < servers {
+                // Another server of the round is left: try it at once.
+                self.stats.reconnects += 1;
+                self.start_attempt(now, emit);
+                return;
+            }
+        }
+        // A whole round failed (with one server: its one attempt): back off.
+        self.failed_in_round = 0;
         match self.backoff.next_delay() {
             Some(delay) => {
                 self.stats.reconnects += 1;

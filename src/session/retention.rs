@@ -253,6 +253,41 @@ struct Chunk {
 
 /// Published data frames `oldest()..next()`, at most `capacity` of them.
 ///
+/// An origin's retention is contiguous. A relay's may have holes (protocol
+/// section 10.2: a range it could not recover upstream stays missing, never
+/// renumbered): [`push`](Self::push) accepts a batch that starts after
+/// [`next`](Self::next), and [`advance`](Self::advance) moves the next live
+/// sequence past a range that will never come. Replays and retransmission
+/// replies skip the holes ([`segment_from`](Self::segment_from) starts at the
+/// first retained frame at or after the sequence asked for), so a client sees
+/// them as the same gap the relay saw. [`set_upstream_alive`](Self::set_upstream_alive)
+/// tells the sessions whether their idle Heartbeats may be sent (section 10.3).
+///
+/// ```
+/// use std::sync::Arc;
+/// use tickwire::session::{Batch, Retention};
+/// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+///
+/// let mut seq = Sequencer::new();
+/// let mut frames = |n: usize| -> Result<Arc<Batch>, tickwire::session::BatchError> {
+///     let mut bytes = vec![0u8; n * 44];
+///     let done = seq.encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     bytes.truncate(done.bytes);
+///     Ok(Arc::new(Batch::new(bytes)?))
+/// };
+/// let mut relay = Retention::new(100);
+/// relay.push(frames(2)?);         // 1, 2
+/// let _lost_upstream = frames(3)?; // 3..=5 never reached the relay
+/// relay.push(frames(2)?);         // 6, 7: a hole before them
+/// assert_eq!((relay.oldest(), relay.next(), relay.len()), (1, 8, 4));
+/// let after_hole = relay.segment_from(3, 1 << 20).unwrap();
+/// assert_eq!(after_hole.first(), 6);
+/// relay.advance(10);              // upstream said 8, 9 are gone too
+/// assert_eq!(relay.next(), 10);
+/// assert!(relay.segment_from(8, 1 << 20).is_none());
+/// # Ok::<(), tickwire::session::BatchError>(())
+/// ```
+///
 /// ```
 /// use std::sync::Arc;
 /// use tickwire::session::{Batch, Retention};
@@ -277,6 +312,10 @@ pub struct Retention {
     retained: u64,
     next: u64,
     capacity: u64,
+    upstream_alive: bool,
+    /// The highest `next` set by [`advance`](Self::advance): live sessions'
+    /// Heartbeats carry at least this.
+    advanced: u64,
 }
 
 impl Retention {
@@ -288,7 +327,48 @@ impl Retention {
             retained: 0,
             next: 1,
             capacity: (capacity.max(1)) as u64,
+            upstream_alive: true,
+            advanced: 0,
         }
+    }
+
+    /// Whether the source of these frames is alive: always for an origin; a
+    /// relay clears it while its upstream is lost, and the sessions then
+    /// send no idle Heartbeats (protocol section 10.3), so their clients'
+    /// liveness reflects the source. True initially.
+    #[must_use]
+    pub fn upstream_alive(&self) -> bool {
+        self.upstream_alive
+    }
+
+    /// Sets [`upstream_alive`](Self::upstream_alive).
+    pub fn set_upstream_alive(&mut self, alive: bool) {
+        self.upstream_alive = alive;
+    }
+
+    /// Moves the next live sequence to `next` (if it is higher): the range
+    /// before it that was not pushed is a hole that will never be filled
+    /// (a relay whose upstream said so, by a Heartbeat or a LoginAccepted
+    /// from later than asked). Heartbeats then carry `next`.
+    pub fn advance(&mut self, next: u64) {
+        self.next = self.next.max(next);
+        self.advanced = self.advanced.max(next);
+    }
+
+    /// The highest sequence [`advance`](Self::advance) moved to: a live
+    /// session's Heartbeat carries at least this (a batch pushed but not
+    /// yet handed to the sessions does not count: they will be sent it).
+    pub(crate) fn advanced(&self) -> u64 {
+        self.advanced
+    }
+
+    /// Drops everything and starts a new sequence space whose next live
+    /// sequence is `next` (at least 1): a relay whose upstream session changed.
+    pub fn reset(&mut self, next: u64) {
+        self.chunks.clear();
+        self.retained = 0;
+        self.next = next.max(1);
+        self.advanced = 0;
     }
 
     /// The sequence the next published frame has (the next live one).
@@ -300,7 +380,7 @@ impl Retention {
     /// The oldest retained sequence (`next()` when nothing is retained).
     #[must_use]
     pub fn oldest(&self) -> u64 {
-        self.next - self.retained
+        self.chunks.front().map_or(self.next, |c| c.first)
     }
 
     /// Frames retained.
@@ -316,12 +396,15 @@ impl Retention {
     }
 
     /// Appends a published batch; the oldest frames fall out beyond the
-    /// capacity. A batch that does not continue the numbering starts the
-    /// retention over (a new sequence space is never mixed with the old).
+    /// capacity. A batch that starts after [`next`](Self::next) leaves a
+    /// hole before it (a relay's missing range); one that starts before it
+    /// starts the retention over (a new sequence space is never mixed with
+    /// the old).
     pub fn push(&mut self, batch: Arc<Batch>) {
-        if batch.first != self.next {
+        if batch.first < self.next {
             self.chunks.clear();
             self.retained = 0;
+            self.advanced = 0;
         }
         self.retained += batch.frames;
         self.next = batch.end();
@@ -350,9 +433,10 @@ impl Retention {
         }
     }
 
-    /// The retained frames from `from` on (clamped to the oldest), as one
-    /// zero-copy [`Segment`] of one batch holding at most `max_bytes` (but at
-    /// least one frame); `None` when nothing from `from` on is retained.
+    /// The retained frames from `from` on (clamped to the oldest, and past
+    /// a hole to the first frame after it), as one zero-copy [`Segment`] of
+    /// one batch holding at most `max_bytes` (but at least one frame);
+    /// `None` when nothing from `from` on is retained.
     #[must_use]
     pub fn segment_from(&self, from: u64, max_bytes: usize) -> Option<Segment> {
         let from = from.max(self.oldest());
@@ -361,6 +445,7 @@ impl Retention {
         }
         let index = self.chunks.partition_point(|c| c.batch.end() <= from);
         let chunk = self.chunks.get(index)?;
+        let from = from.max(chunk.first);
         let bytes = &chunk.batch.bytes;
         let mut at = chunk.start;
         for _ in chunk.first..from {
@@ -448,6 +533,33 @@ mod tests {
             sequences(&r.segment_from(1, 1 << 20).unwrap()),
             [26, 27, 28]
         );
+    }
+
+    #[test]
+    fn holes_are_kept_and_skipped() {
+        let mut seq = Sequencer::new();
+        let mut r = Retention::new(6);
+        r.push(batch(&mut seq, 2)); // 1, 2
+        let _ = batch(&mut seq, 3); // 3..=5 lost
+        r.push(batch(&mut seq, 3)); // 6..=8
+        assert_eq!((r.oldest(), r.next(), r.len()), (1, 9, 5));
+        assert_eq!(sequences(&r.segment_from(2, 1 << 20).unwrap()), [2]);
+        assert_eq!(sequences(&r.segment_from(3, 1 << 20).unwrap()), [6, 7, 8]);
+        assert_eq!(sequences(&r.segment_from(7, 1 << 20).unwrap()), [7, 8]);
+        r.advance(12);
+        r.advance(10); // never backwards
+        assert_eq!(r.next(), 12);
+        assert!(r.segment_from(9, 1 << 20).is_none());
+        let _ = batch(&mut seq, 3); // 9..=11 lost
+        r.push(batch(&mut seq, 3)); // 12..=14: the capacity drops 1, 2
+        assert_eq!((r.oldest(), r.len()), (6, 6));
+        assert_eq!(sequences(&r.segment_from(1, 1 << 20).unwrap()), [6, 7, 8]);
+        assert_eq!(
+            sequences(&r.segment_from(9, 1 << 20).unwrap()),
+            [12, 13, 14]
+        );
+        r.reset(5);
+        assert_eq!((r.oldest(), r.next(), r.len()), (5, 5, 0));
     }
 
     #[test]

@@ -832,6 +832,9 @@ impl ServerSession {
         while self.out.bytes < REPLAY_CHUNK {
             let room = REPLAY_CHUNK - self.out.bytes;
             let Some(segment) = retention.segment_from(next, room) else {
+                // Nothing retained from `next` on: the live edge (past a
+                // relay's trailing hole, if any).
+                next = next.max(retention.next());
                 break;
             };
             next = segment.end();
@@ -939,7 +942,7 @@ impl ServerSession {
                     >= self
                         .last_queued
                         .saturating_add(self.config.heartbeat_interval);
-                if idle && self.out.bytes == 0 {
+                if idle && self.out.bytes == 0 && retention.upstream_alive() {
                     // Between replies: the next live data sequence (9.4).
                     self.queue_control(&Payload::Heartbeat, retention.next(), time);
                 } else if idle {
@@ -952,15 +955,23 @@ impl ServerSession {
                         .last_queued
                         .saturating_add(self.config.heartbeat_interval)
                 {
-                    if self.out.bytes == 0 {
+                    if self.out.bytes == 0 && retention.upstream_alive() {
                         // The next data sequence this connection will get;
-                        // a skipped (slow) client is told where live data is.
+                        // a skipped (slow) client is told where live data
+                        // is, and so is a live one after a relay's hole
+                        // ([`Retention::advance`]).
                         let sequence = if self.slow {
                             next.max(retention.next())
+                        } else if matches!(self.state, State::Live { .. }) {
+                            next.max(retention.advanced())
                         } else {
                             next
                         };
                         self.queue_control(&Payload::Heartbeat, sequence, time);
+                    } else if self.out.bytes == 0 {
+                        // A relay whose upstream is lost stays silent
+                        // (section 10.3): its clients' liveness reflects the source.
+                        self.last_queued = now;
                     } else {
                         self.last_queued = now; // data is waiting to go: no heartbeat needed
                     }

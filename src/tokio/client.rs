@@ -22,9 +22,7 @@ use super::codec::{Frame, FrameCodec, Item};
 use crate::net::{unix_nanos, ClientConfig, ClientStats};
 use crate::parse::{Discard, ParseStats};
 use crate::sequence::{Gap, SequenceTracker};
-use crate::session::{
-    self, Action, ClientSession, ClientSessionConfig, ClientState, IoFailure, Lost, Time,
-};
+use crate::session::{self, Action, ClientSession, ClientState, IoFailure, Lost, Time};
 
 /// Bytes the receive buffer is asked to have free before each read.
 const READ_RESERVE: usize = 256 << 10;
@@ -89,6 +87,14 @@ pub enum ClientEvent {
         /// The backoff delay.
         delay: Duration,
     },
+    /// Fail-over to the next server of [`ClientConfig::with_servers`]'s
+    /// list (see [`session::ClientEvent::Failover`]).
+    Failover {
+        /// The server whose connection ended.
+        from: usize,
+        /// The server tried next.
+        to: usize,
+    },
     /// Retries are exhausted: the client is disconnected for good (the
     /// stream ends after this event).
     GaveUp {
@@ -139,6 +145,7 @@ impl ClientEvent {
             E::Lost(why) => ClientEvent::Lost(why),
             E::Retrying { attempt, delay } => ClientEvent::Retrying { attempt, delay },
             E::GaveUp { attempts, last } => ClientEvent::GaveUp { attempts, last },
+            E::Failover { from, to } => ClientEvent::Failover { from, to },
         })
     }
 }
@@ -233,13 +240,7 @@ impl Client {
     /// ```
     #[must_use]
     pub fn new(config: ClientConfig) -> Client {
-        let session = ClientSession::new(ClientSessionConfig {
-            from: config.from,
-            heartbeat_interval: config.heartbeat_interval,
-            connect_timeout: config.connect_timeout,
-            backoff: config.backoff,
-            reconnect_after_end: config.reconnect_after_end,
-        });
+        let session = ClientSession::new(config.session());
         Client {
             buf: BytesMut::with_capacity(config.read_buffer.min(READ_RESERVE)),
             config,
@@ -352,7 +353,9 @@ impl Client {
             match action {
                 Action::Connect => {
                     self.close_stream();
-                    self.connecting = Some(Box::pin(TcpStream::connect(self.config.server)));
+                    self.connecting = Some(Box::pin(TcpStream::connect(
+                        self.config.server_at(self.session.server()),
+                    )));
                 }
                 Action::Send(frame) => self.out.extend_from_slice(frame.as_bytes()),
                 Action::Close => self.close_stream(),

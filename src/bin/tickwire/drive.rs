@@ -190,6 +190,9 @@ pub(crate) fn client_event_json(event: &ClientEvent<'_>) -> String {
             r#"{{"type":"retry","attempt":{attempt},"delay_ms":{}}}"#,
             delay.as_millis()
         ),
+        ClientEvent::Failover { from, to } => {
+            format!(r#"{{"type":"failover","from":{from},"to":{to}}}"#)
+        }
         ClientEvent::GaveUp { attempts, last } => format!(
             r#"{{"type":"gave_up","attempts":{attempts},"last":{}}}"#,
             json_string(&last.to_string())

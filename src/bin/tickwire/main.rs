@@ -5,11 +5,13 @@
 mod args;
 mod bench;
 mod demo;
+mod dgram;
 mod drive;
 mod logging;
 mod measure;
 mod pretty;
 mod record;
+mod relay;
 mod subscribe;
 
 use std::fs::File;
@@ -117,12 +119,20 @@ enum Command {
         /// (at least 1); past it, that address's oldest one is closed.
         #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
         max_unauthenticated_per_peer: u64,
+        #[command(flatten)]
+        datagrams: dgram::FeedArgs,
     },
     /// Subscribe to a server: JSON lines of every frame and event, or a status line per second.
+    ///
+    /// Over TCP (--connect, a fail-over list A,B,C of servers of one session:
+    /// the origin and its relays), or over datagrams (--multicast or --udp,
+    /// with --retransmit for what the lines lost).
     Subscribe {
-        /// Server address (IP:PORT or HOST:PORT).
-        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR", allow_negative_numbers = true, value_parser = args::address)]
-        connect: SocketAddr,
+        /// Server address (IP:PORT or HOST:PORT), or a comma-separated
+        /// fail-over list: when one fails the next is logged in to at once
+        /// with the next sequence needed (backoff only after all failed).
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR[,ADDR...]", value_delimiter = ',', allow_negative_numbers = true, value_parser = args::address)]
+        connect: Vec<SocketAddr>,
         /// First sequence wanted (0: live data only).
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -138,6 +148,48 @@ enum Command {
         /// Busy-poll for the lowest latency (spins one core).
         #[arg(long)]
         busy_poll: bool,
+        #[command(flatten)]
+        datagrams: dgram::ReceiveArgs,
+    },
+    /// Relay a session: subscribe upstream, serve it again (protocol section 10).
+    ///
+    /// The data frames go out byte for byte as received, under the upstream's
+    /// session id; a range the upstream could not supply reaches this relay's
+    /// clients as the same gap. Heartbeats only while the upstream is alive;
+    /// when the upstream session changes, clients get EndOfSession and log in
+    /// again. Relays chain. Prints `listening ADDR` on stdout once serving.
+    Relay {
+        /// The upstream: a server of the session, or a comma-separated
+        /// fail-over list. With --upstream-multicast or --upstream-udp, the
+        /// (first) server to recover lost datagrams from.
+        #[arg(long, required = true, value_name = "UPSTREAM[,UPSTREAM2...]", value_delimiter = ',', allow_negative_numbers = true, value_parser = args::address)]
+        connect: Vec<SocketAddr>,
+        /// Take the upstream from this multicast group (line A) instead of a TCP login.
+        #[arg(long, value_name = "GROUP:PORT", value_parser = args::address, conflicts_with = "upstream_udp")]
+        upstream_multicast: Option<SocketAddr>,
+        /// The upstream's second multicast group (line B).
+        #[arg(long, value_name = "GROUP:PORT", value_parser = args::address, requires = "upstream_multicast")]
+        upstream_multicast_b: Option<SocketAddr>,
+        /// The IPv4 address of the interface to join the upstream groups on.
+        #[arg(long, value_name = "IFADDR")]
+        upstream_multicast_if: Option<std::net::Ipv4Addr>,
+        /// Take the upstream from unicast datagrams received on this local address.
+        #[arg(long, value_name = "ADDR:PORT", value_parser = args::address)]
+        upstream_udp: Option<SocketAddr>,
+        /// Address to serve on (IP:PORT or HOST:PORT).
+        #[arg(long, default_value = "127.0.0.1:7879", value_name = "ADDR", allow_negative_numbers = true, value_parser = args::address)]
+        listen: SocketAddr,
+        /// Data frames kept for replay (at least 1).
+        #[arg(long, default_value_t = 1 << 20, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+        retain: u64,
+        /// Wait at most this many seconds for the first upstream login.
+        #[arg(long, default_value = "10", value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
+        start_timeout: Duration,
+        /// Stop after this many seconds (default: until Ctrl-C or SIGTERM).
+        #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
+        duration: Option<Duration>,
+        #[command(flatten)]
+        datagrams: dgram::FeedArgs,
     },
     /// Run an in-process server and clients for a while and show what happens.
     Demo {
@@ -187,9 +239,10 @@ enum Command {
     /// file is opened before connecting; Ctrl-C or SIGTERM ends the file on a
     /// whole frame, flushed.
     Record {
-        /// Server address (IP:PORT or HOST:PORT).
-        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR", allow_negative_numbers = true, value_parser = args::address)]
-        connect: SocketAddr,
+        /// Server address (IP:PORT or HOST:PORT), or a comma-separated
+        /// fail-over list of servers of one session.
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR[,ADDR...]", value_delimiter = ',', allow_negative_numbers = true, value_parser = args::address)]
+        connect: Vec<SocketAddr>,
         /// First sequence wanted (0: live data only).
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -205,6 +258,8 @@ enum Command {
         /// Give up after this many failed connection attempts in a row (0: after the first; default: never).
         #[arg(long)]
         max_retries: Option<u32>,
+        #[command(flatten)]
+        datagrams: dgram::ReceiveArgs,
     },
 }
 
@@ -217,6 +272,7 @@ impl Command {
             Command::Serve { .. } => "serve",
             Command::Subscribe { .. } => "subscribe",
             Command::Record { .. } => "record",
+            Command::Relay { .. } => "relay",
             Command::Demo { .. } => "demo",
             Command::Bench { .. } => "bench",
         }
@@ -235,7 +291,10 @@ fn main() -> ExitCode {
     // and errors only, unless -v.
     let quieter = u8::from(!matches!(
         cli.command,
-        Command::Serve { .. } | Command::Subscribe { .. } | Command::Record { .. }
+        Command::Serve { .. }
+            | Command::Subscribe { .. }
+            | Command::Record { .. }
+            | Command::Relay { .. }
     ));
     logging::init(
         cli.command.name(),
@@ -263,6 +322,7 @@ fn main() -> ExitCode {
             listen_backlog,
             max_unauthenticated,
             max_unauthenticated_per_peer,
+            datagrams,
         } => {
             let config = ServerConfig {
                 listen,
@@ -277,6 +337,7 @@ fn main() -> ExitCode {
                 max_unauthenticated: usize::try_from(max_unauthenticated).unwrap_or(usize::MAX),
                 max_unauthenticated_per_peer: usize::try_from(max_unauthenticated_per_peer)
                     .unwrap_or(usize::MAX),
+                datagrams: datagrams.output(),
                 ..ServerConfig::default()
             };
             serve(config, rate, instruments, seed, duration)
@@ -288,7 +349,11 @@ fn main() -> ExitCode {
             duration,
             max_retries,
             busy_poll,
-        } => subscribe::run(connect, from, json, duration, max_retries, busy_poll),
+            datagrams,
+        } => match datagrams.config(from) {
+            Some(config) => dgram::subscribe(config, json, duration),
+            None => subscribe::run(&connect, from, json, duration, max_retries, busy_poll),
+        },
         Command::Record {
             connect,
             from,
@@ -296,7 +361,41 @@ fn main() -> ExitCode {
             count,
             duration,
             max_retries,
-        } => record::run(connect, from, &output, count, duration, max_retries),
+            datagrams,
+        } => match datagrams.config(from) {
+            Some(config) => dgram::record(config, &output, count, duration),
+            None => record::run(&connect, from, &output, count, duration, max_retries),
+        },
+        Command::Relay {
+            connect,
+            upstream_multicast,
+            upstream_multicast_b,
+            upstream_multicast_if,
+            upstream_udp,
+            listen,
+            retain,
+            start_timeout,
+            duration,
+            datagrams,
+        } => {
+            let upstream = upstream_multicast.or(upstream_udp).map(|line_a| {
+                let mut feed = tickwire::net::DatagramClientConfig::new(line_a);
+                feed.line_b = upstream_multicast_b;
+                feed.interface = upstream_multicast_if;
+                feed.retransmit = connect.first().copied();
+                feed.receiver.window = 1 << 16;
+                feed
+            });
+            relay::run(
+                &connect,
+                upstream,
+                listen,
+                retain,
+                start_timeout,
+                duration,
+                &datagrams,
+            )
+        }
         Command::Demo {
             rate,
             clients,
@@ -469,14 +568,22 @@ fn serve(
 ) -> io::Result<()> {
     let stop = interrupted()?;
     let listen = config.listen;
+    let datagrams = config
+        .datagrams
+        .as_ref()
+        .map_or(String::new(), |d| match d.line_b {
+            Some(b) => format!(", datagrams to {} and {b}", d.line_a),
+            None => format!(", datagrams to {}", d.line_a),
+        });
     let server = Server::bind(config)
         .and_then(Server::spawn)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     println!("listening {}", server.local_addr());
     eprintln!(
-        "tickwire serve: session {:#018x}, publishing {rate} msg/s over {instruments} instruments; \
+        "tickwire serve: session {:#018x}, publishing {rate} msg/s over {instruments} instruments{}; \
          Ctrl-C or SIGTERM stops",
-        server.session_id()
+        server.session_id(),
+        datagrams
     );
     let publisher = server.publisher();
     let mut feed = Feed::new(seed, instruments);
@@ -516,7 +623,7 @@ fn serve(
     eprintln!(
         "tickwire serve: stopped after {:.1} s{}: {} frames published, {} sent, {} bytes; {} slow marks; \
          closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} unauthenticated limit, \
-         {} no progress, {} shutdown",
+         {} no progress, {} shutdown; {} datagrams sent, {} dropped",
         started.elapsed().as_secs_f64(),
         if stop.load(Ordering::SeqCst) { " (signal)" } else { "" },
         stats.frames_published,
@@ -530,6 +637,8 @@ fn serve(
         stats.closed_for(CloseReason::UnauthenticatedLimit),
         stats.closed_for(CloseReason::NoProgress),
         stats.closed_for(CloseReason::Shutdown),
+        stats.datagrams_sent,
+        stats.datagrams_dropped,
     );
     Ok(())
 }

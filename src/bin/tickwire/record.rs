@@ -18,7 +18,7 @@ use tickwire::session::ClientEvent;
 use tickwire::Payload;
 
 use crate::drive::{drive_client, Ended, Step, STEP};
-use crate::subscribe::{client_config, gave_up_error};
+use crate::subscribe::{client_config, gave_up_error, servers};
 
 /// What the recording holds so far.
 #[derive(Default)]
@@ -35,7 +35,7 @@ struct Tally {
 }
 
 pub(crate) fn run(
-    connect: SocketAddr,
+    connect: &[SocketAddr],
     from: u64,
     output: &Path,
     count: Option<u64>,
@@ -46,7 +46,8 @@ pub(crate) fn run(
     // The file first: an unwritable path fails before the server sees a client.
     let mut out = BufWriter::with_capacity(1 << 20, crate::open_output(output)?);
     let end = crate::deadline(duration);
-    let mut client = Client::new(client_config(connect, from, max_retries))?;
+    let mut client = Client::new(client_config(connect, from, max_retries)?)?;
+    let connect = servers(connect);
     let target = count.unwrap_or(u64::MAX);
     let mut tally = Tally::default();
     let mut session = None;
@@ -140,7 +141,7 @@ pub(crate) fn run(
     let stats = client.stats();
     eprintln!(
         "tickwire record: {} data frames{range}, {} bytes of data frames written to {}; \
-         {} gaps ({} missing); {} repeats dropped; {} sessions, {} connects, {} reconnects; stopped: {}",
+         {} gaps ({} missing); {} repeats dropped; {} sessions, {} connects, {} reconnects, {} failovers; stopped: {}",
         tally.frames,
         tally.bytes,
         output.display(),
@@ -150,10 +151,11 @@ pub(crate) fn run(
         tally.sessions,
         stats.connects,
         stats.reconnects,
+        stats.failovers,
         match ended {
             Ended::Done => "count reached",
             other => other.describe(),
         }
     );
-    gave_up_error(connect, ended)
+    gave_up_error(&connect, ended)
 }

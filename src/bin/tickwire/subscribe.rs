@@ -17,20 +17,30 @@ pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(5);
 
 /// The client settings `subscribe` and `record` share.
 pub(crate) fn client_config(
-    connect: SocketAddr,
+    connect: &[SocketAddr],
     from: u64,
     max_retries: Option<u32>,
-) -> ClientConfig {
-    let mut config = ClientConfig::new(connect);
+) -> io::Result<ClientConfig> {
+    let mut config = ClientConfig::with_servers(connect)
+        .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "--connect needs an address"))?;
     config.from = from;
     config.backoff = Backoff::default()
         .with_max_retries(max_retries)
         .with_jitter(u64::from(std::process::id()));
-    config
+    Ok(config)
+}
+
+/// The servers of `--connect`, for messages: `A` or `A,B,C`.
+pub(crate) fn servers(connect: &[SocketAddr]) -> String {
+    connect
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The error of a client that gave up, naming the server.
-pub(crate) fn gave_up_error(connect: SocketAddr, ended: Ended) -> io::Result<()> {
+pub(crate) fn gave_up_error(connect: &str, ended: Ended) -> io::Result<()> {
     match ended {
         Ended::GaveUp { attempts, last } => Err(io::Error::new(
             ErrorKind::NotConnected,
@@ -41,7 +51,7 @@ pub(crate) fn gave_up_error(connect: SocketAddr, ended: Ended) -> io::Result<()>
 }
 
 pub(crate) fn run(
-    connect: SocketAddr,
+    connect: &[SocketAddr],
     from: u64,
     json: bool,
     duration: Option<Duration>,
@@ -50,7 +60,9 @@ pub(crate) fn run(
 ) -> io::Result<()> {
     let stop = crate::interrupted()?;
     let end = crate::deadline(duration);
-    let mut client = Client::new(client_config(connect, from, max_retries))?;
+    let mut client = Client::new(client_config(connect, from, max_retries)?)?;
+    let list = connect;
+    let connect = servers(list);
     let stdout = io::stdout();
     let terminal = stdout.is_terminal();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -124,6 +136,13 @@ pub(crate) fn run(
             ClientEvent::EndOfSession { sequence } => {
                 eprintln!("tickwire subscribe: end of session (next sequence {sequence})");
             }
+            ClientEvent::Failover { from, to } => {
+                eprintln!(
+                    "tickwire subscribe: failing over from {} to {}",
+                    list.get(from).map_or_else(String::new, ToString::to_string),
+                    list.get(to).map_or_else(String::new, ToString::to_string)
+                );
+            }
             _ => {}
         }
         ControlFlow::Continue(())
@@ -136,7 +155,7 @@ pub(crate) fn run(
     let s = client.stats();
     eprintln!(
         "tickwire subscribe: {} frames ({} quotes, {} trades, {} heartbeats), {} bytes; discarded {} bytes; \
-         {} gaps ({} missing), {} duplicates; {} connects, {} reconnects; {}; stopped: {}",
+         {} gaps ({} missing), {} duplicates; {} connects, {} reconnects, {} failovers; {}; stopped: {}",
         s.parse.frames(),
         s.parse.quotes,
         s.parse.trades,
@@ -148,8 +167,9 @@ pub(crate) fn run(
         s.duplicates,
         s.connects,
         s.reconnects,
+        s.failovers,
         drive::state_name(client.state()),
         ended.describe()
     );
-    gave_up_error(connect, ended)
+    gave_up_error(&connect, ended)
 }

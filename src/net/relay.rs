@@ -1,0 +1,724 @@
+//! Relays (protocol section 10): [`RelayFeed`], the server's input for
+//! frames that were numbered elsewhere, and [`Relay`], a client of an
+//! upstream server (or a fail-over list of them) that serves what it
+//! receives again through the reference [`Server`].
+#![forbid(unsafe_code)]
+
+use std::prelude::rust_2021::*;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::client::{Client, ClientConfig, ClientStats};
+use super::datagram::{DatagramClient, DatagramClientConfig};
+use super::publisher::{Numbering, PublishError};
+use super::server::{RelayControl, Server, ServerConfig, ServerHandle, ToLoop};
+use super::stats::{ServerStats, Shared};
+use crate::session::datagram::DatagramEvent;
+use crate::session::{Batch, BatchError, ClientEvent, ClientState};
+use crate::Message;
+
+/// A relay's upstream frames are handed to its server in batches of at
+/// most this many bytes (and at least once per poll of the upstream).
+const RELAY_BATCH: usize = 256 << 10;
+/// How long one poll of the upstream client waits at most.
+const UPSTREAM_POLL: Duration = Duration::from_millis(20);
+
+/// The input of a relay's server: data frames that already carry their
+/// sequences, timestamps and checksums (they are sent byte for byte), the
+/// holes between them, the session they belong to, and whether their source
+/// is alive. Get one from [`Server::relay_feed`] or
+/// [`ServerHandle::relay_feed`]; do not also publish with a
+/// [`Publisher`](super::Publisher) (its numbering would clash). Clone it
+/// freely; everything sent through it reaches the event loop in order.
+///
+/// What the server does with it (protocol section 10):
+/// - [`publish`](Self::publish): the frames are retained and sent, byte for
+///   byte, to live clients and datagram lines. A batch that starts after the
+///   last one leaves a hole: replays, retransmissions and live clients see
+///   it as the same gap (the server never renumbers).
+/// - [`advance`](Self::advance): a range that will never come (upstream said
+///   so): Heartbeats carry the new next sequence.
+/// - [`new_session`](Self::new_session): EndOfSession to every TCP client
+///   (and a final datagram), their connections closed, the retention
+///   emptied; new logins and datagrams get the new session id.
+/// - [`set_upstream_alive`](Self::set_upstream_alive)`(false)`: no idle
+///   Heartbeats and no Packet-only datagrams until it is alive again, so the
+///   clients' liveness (section 4.6) reflects the source.
+///
+/// ```
+/// use tickwire::io::FrameReader;
+/// use tickwire::net::{Server, ServerConfig};
+/// use tickwire::parse::Event;
+/// use tickwire::session::Batch;
+/// use tickwire::{encode::QuoteFields, Message, Payload, Sequencer};
+/// use std::io::Write;
+///
+/// // Frames 5 and 6, numbered upstream.
+/// let mut seq = Sequencer::starting_at(5);
+/// let mut bytes = vec![0u8; 2 * 44];
+/// let done = seq.encode_batch(&[(7, Payload::Quote(QuoteFields::default())); 2], &mut bytes);
+/// bytes.truncate(done.bytes);
+/// let upstream = bytes.clone();
+///
+/// let config = ServerConfig { listen: "127.0.0.1:0".parse()?, session_id: Some(0xfeed), ..ServerConfig::default() };
+/// let server = Server::bind(config)?.spawn()?;
+/// let feed = server.relay_feed();
+/// feed.advance(5)?; // 1..=4 are gone upstream
+/// feed.publish(Batch::new(bytes)?)?;
+/// for _ in 0..500 {
+///     if server.stats().frames_published == 2 { break }
+///     std::thread::sleep(std::time::Duration::from_millis(2));
+/// }
+///
+/// let mut socket = std::net::TcpStream::connect(server.local_addr())?;
+/// let mut login = [0u8; 24];
+/// tickwire::encode(&Payload::Login, 1, 0, &mut login)?;
+/// socket.write_all(&login)?;
+/// let mut reader = FrameReader::new(socket);
+/// let mut got = Vec::new();
+/// while got.len() < 88 {
+///     match reader.next_event()? {
+///         Some(Event::Frame(Message::LoginAccepted(la))) => assert_eq!(la.sequence(), 5),
+///         Some(Event::Frame(m)) if m.msg_type().is_data() => got.extend_from_slice(m.as_bytes()),
+///         Some(_) => {}
+///         None => break,
+///     }
+/// }
+/// assert_eq!(got, upstream); // byte for byte, the upstream's sequences and timestamps
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RelayFeed {
+    numbering: Arc<Numbering>,
+    shared: Arc<Shared>,
+}
+
+impl RelayFeed {
+    pub(super) fn new(numbering: Arc<Numbering>, shared: Arc<Shared>) -> RelayFeed {
+        RelayFeed { numbering, shared }
+    }
+
+    fn send(&self, message: ToLoop) -> Result<(), PublishError> {
+        self.numbering
+            .tx
+            .send(message)
+            .map_err(|_| PublishError::Closed)?;
+        let _ = self.numbering.waker.wake();
+        Ok(())
+    }
+
+    /// Queues data frames numbered upstream (consecutive within the batch),
+    /// blocking while the server's queue is full. A batch starting after the
+    /// end of the previous one leaves a hole; one starting before it starts
+    /// a new sequence space (use [`new_session`](Self::new_session) for that).
+    ///
+    /// # Errors
+    /// [`PublishError::Closed`] once the server has stopped.
+    pub fn publish(&self, batch: Batch) -> Result<(), PublishError> {
+        self.send(ToLoop::Batch(Arc::new(batch)))
+    }
+
+    /// The next data sequence is `next` (if higher than now): the frames
+    /// before it that were not published never will be.
+    ///
+    /// # Errors
+    /// [`PublishError::Closed`] once the server has stopped.
+    pub fn advance(&self, next: u64) -> Result<(), PublishError> {
+        self.send(ToLoop::Relay(RelayControl::Advance(next)))
+    }
+
+    /// The upstream session changed to `session_id`, whose next data
+    /// sequence is `next`: every TCP client gets EndOfSession and is closed
+    /// (they log in again and see the new session), the retention is
+    /// emptied, and datagrams carry the new session id.
+    ///
+    /// # Errors
+    /// [`PublishError::Closed`] once the server has stopped.
+    pub fn new_session(&self, session_id: u64, next: u64) -> Result<(), PublishError> {
+        self.shared.session_id.store(session_id, Ordering::SeqCst);
+        self.send(ToLoop::Relay(RelayControl::Session { session_id, next }))
+    }
+
+    /// Whether the upstream is alive: while it is not, the server sends no
+    /// idle Heartbeats and no Packet-only datagrams (section 10.3). Alive
+    /// initially.
+    pub fn set_upstream_alive(&self, alive: bool) {
+        let was_down = self.shared.upstream_down.swap(!alive, Ordering::SeqCst);
+        if was_down == alive {
+            let _ = self.numbering.waker.wake();
+        }
+    }
+}
+
+/// Relay settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RelayConfig {
+    /// The upstream: a server of the session (origin or relay) and, in
+    /// [`fallbacks`](ClientConfig::fallbacks), more of them for fail-over.
+    /// [`from`](ClientConfig::from) is 1 by default: the relay asks for
+    /// everything its upstream retains, so it can replay it.
+    pub upstream: ClientConfig,
+    /// The server it serves downstream with (listen address, retention,
+    /// datagram lines…). Its `session_id` is ignored: a relay serves its
+    /// upstream's.
+    pub server: ServerConfig,
+    /// How long [`Relay::start`] waits for the first upstream login, or
+    /// the first datagram (10 s).
+    pub start_timeout: Duration,
+    /// Take the upstream from a datagram feed instead of a TCP login (see
+    /// [`RelayConfig::from_datagrams`]); `None` by default.
+    pub datagram_upstream: Option<DatagramClientConfig>,
+}
+
+impl RelayConfig {
+    /// A relay of `upstream` (in fail-over order) serving on `listen`.
+    /// `None` when `upstream` is empty.
+    ///
+    /// ```
+    /// let up = ["127.0.0.1:7878".parse()?];
+    /// let config = tickwire::net::RelayConfig::new(&up, "127.0.0.1:7879".parse()?).ok_or("empty")?;
+    /// assert_eq!(config.upstream.from, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn new(upstream: &[SocketAddr], listen: SocketAddr) -> Option<RelayConfig> {
+        let mut upstream = ClientConfig::with_servers(upstream)?;
+        upstream.from = 1;
+        Some(RelayConfig {
+            upstream,
+            server: ServerConfig {
+                listen,
+                ..ServerConfig::default()
+            },
+            start_timeout: Duration::from_secs(10),
+            datagram_upstream: None,
+        })
+    }
+
+    /// A relay of a datagram feed (protocol section 8: one or two lines,
+    /// multicast or unicast, with retransmission from
+    /// [`retransmit`](DatagramClientConfig::retransmit)) serving on
+    /// `listen`. The relay is alive while datagrams arrive (the publisher
+    /// sends a Packet-only one each idle heartbeat interval): silent for
+    /// three of [`heartbeat_interval`](DatagramClientConfig::heartbeat_interval),
+    /// it stops its own Heartbeats. It starts at the first datagram's
+    /// sequence, unless the receiver's
+    /// [`start`](crate::session::datagram::DatagramConfig::start) says
+    /// otherwise (then it recovers the range before by retransmission: size
+    /// the receiver's window for it).
+    ///
+    /// ```
+    /// use tickwire::net::{DatagramClientConfig, RelayConfig};
+    /// let mut feed = DatagramClientConfig::new("127.0.0.1:0".parse()?);
+    /// feed.retransmit = Some("127.0.0.1:7878".parse()?);
+    /// let config = RelayConfig::from_datagrams(feed, "127.0.0.1:7879".parse()?);
+    /// assert!(config.datagram_upstream.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn from_datagrams(feed: DatagramClientConfig, listen: SocketAddr) -> RelayConfig {
+        let mut upstream = ClientConfig::new(feed.retransmit.unwrap_or(feed.line_a));
+        upstream.from = 1;
+        RelayConfig {
+            upstream,
+            server: ServerConfig {
+                listen,
+                heartbeat_interval: feed.heartbeat_interval,
+                ..ServerConfig::default()
+            },
+            start_timeout: Duration::from_secs(10),
+            datagram_upstream: Some(feed),
+        }
+    }
+}
+
+/// Why a relay did not start or stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// No upstream accepted a login within the start timeout.
+    NoUpstream,
+    /// The upstream client gave up (its retries are exhausted).
+    GaveUp(String),
+    /// Binding the server, or polling, failed.
+    Io(io::Error),
+    /// Bytes from upstream that are not a batch of data frames (not
+    /// reached: the client delivers whole, checked frames).
+    Batch(BatchError),
+}
+
+impl fmt::Display for RelayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RelayError::NoUpstream => f.write_str("no upstream accepted a login in time"),
+            RelayError::GaveUp(why) => write!(f, "upstream: {why}"),
+            RelayError::Io(e) => write!(f, "relay: {e}"),
+            RelayError::Batch(e) => write!(f, "relay: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RelayError {}
+
+impl From<io::Error> for RelayError {
+    fn from(e: io::Error) -> RelayError {
+        RelayError::Io(e)
+    }
+}
+
+/// What the upstream said, in order, for the server.
+#[derive(Debug)]
+enum Op {
+    Frames(Vec<u8>),
+    Advance(u64),
+    Session { session_id: u64, next: u64 },
+    Alive(bool),
+}
+
+/// Turns the upstream client's events into the server's input.
+#[derive(Debug, Default)]
+struct Pump {
+    ops: Vec<Op>,
+    /// Consecutive data frames not yet handed over.
+    run: Vec<u8>,
+    /// The sequence after the run's last frame.
+    run_next: u64,
+    session: Option<u64>,
+    /// The first login's sequence (the relay's first data sequence).
+    first: u64,
+    gave_up: Option<String>,
+}
+
+impl Pump {
+    fn end_run(&mut self) {
+        if !self.run.is_empty() {
+            self.ops.push(Op::Frames(std::mem::take(&mut self.run)));
+        }
+    }
+
+    fn on_event(&mut self, event: ClientEvent<'_>) {
+        match event {
+            ClientEvent::LoggedIn {
+                session_id,
+                sequence,
+            } => {
+                self.end_run();
+                match self.session {
+                    None => self.first = sequence,
+                    Some(old) if old != session_id => self.ops.push(Op::Session {
+                        session_id,
+                        next: sequence,
+                    }),
+                    // Same session: a login answered from later than asked
+                    // is a range gone upstream (a lower one changes nothing).
+                    Some(_) => self.ops.push(Op::Advance(sequence)),
+                }
+                self.session = Some(session_id);
+                self.ops.push(Op::Alive(true));
+            }
+            ClientEvent::Frame(m) if m.msg_type().is_data() => {
+                if self.run.len() >= RELAY_BATCH
+                    || (!self.run.is_empty() && m.sequence() != self.run_next)
+                {
+                    self.end_run();
+                }
+                self.run.extend_from_slice(m.as_bytes());
+                self.run_next = m.sequence().saturating_add(1);
+            }
+            ClientEvent::Frame(Message::Heartbeat(h)) => {
+                self.end_run();
+                self.ops.push(Op::Advance(h.sequence()));
+            }
+            ClientEvent::State {
+                from: ClientState::LoggedIn,
+                ..
+            } => {
+                self.end_run();
+                self.ops.push(Op::Alive(false));
+            }
+            ClientEvent::GaveUp { attempts, last } => {
+                self.gave_up = Some(format!("gave up after {attempts} attempts; last: {last}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn flush(&mut self, feed: &RelayFeed) -> Result<(), RelayError> {
+        self.end_run();
+        for op in self.ops.drain(..) {
+            let sent = match op {
+                Op::Frames(bytes) => feed.publish(Batch::new(bytes).map_err(RelayError::Batch)?),
+                Op::Advance(next) => feed.advance(next),
+                Op::Session { session_id, next } => feed.new_session(session_id, next),
+                Op::Alive(alive) => {
+                    feed.set_upstream_alive(alive);
+                    Ok(())
+                }
+            };
+            sent.map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
+        }
+        Ok(())
+    }
+}
+
+/// Turns a datagram client's events into the server's input.
+#[derive(Debug)]
+struct DatagramPump {
+    pump: Pump,
+    /// Datagrams received on both lines at the last check.
+    heard: u64,
+    last_heard: Instant,
+    alive: bool,
+    silence: Duration,
+}
+
+impl DatagramPump {
+    fn new(silence: Duration) -> DatagramPump {
+        DatagramPump {
+            pump: Pump::default(),
+            heard: 0,
+            last_heard: Instant::now(),
+            alive: false,
+            silence,
+        }
+    }
+
+    fn on_event(&mut self, client: &DatagramClient, event: DatagramEvent) {
+        let pump = &mut self.pump;
+        match event {
+            DatagramEvent::Frame(copy) => {
+                if pump.session.is_none() {
+                    pump.session = client.receiver().session();
+                    pump.first = copy.sequence();
+                }
+                if pump.run.len() >= RELAY_BATCH
+                    || (!pump.run.is_empty() && copy.sequence() != pump.run_next)
+                {
+                    pump.end_run();
+                }
+                pump.run.extend_from_slice(copy.as_bytes());
+                pump.run_next = copy.sequence().saturating_add(1);
+            }
+            DatagramEvent::Gap(gap) => {
+                // The same gap for the relay's clients: never renumbered.
+                pump.end_run();
+                pump.ops.push(Op::Advance(gap.last.saturating_add(1)));
+            }
+            DatagramEvent::NewSession {
+                session_id,
+                sequence,
+            } => {
+                pump.end_run();
+                if pump.session.is_some() {
+                    pump.ops.push(Op::Session {
+                        session_id,
+                        next: sequence,
+                    });
+                } else {
+                    pump.first = sequence;
+                }
+                pump.session = Some(session_id);
+            }
+            DatagramEvent::EndOfSession { sequence } => {
+                pump.end_run();
+                pump.ops.push(Op::Advance(sequence));
+            }
+            _ => {}
+        }
+    }
+
+    /// After each poll: alive while datagrams arrive.
+    fn check_liveness(&mut self, client: &DatagramClient) {
+        let [a, b] = client.stats().receiver.datagrams;
+        let heard = a.saturating_add(b);
+        let now = Instant::now();
+        if heard != self.heard {
+            self.heard = heard;
+            self.last_heard = now;
+        }
+        let alive = now.saturating_duration_since(self.last_heard) < self.silence;
+        if alive != self.alive && self.pump.session.is_some() {
+            self.alive = alive;
+            self.pump.end_run();
+            self.pump.ops.push(Op::Alive(alive));
+        }
+    }
+}
+
+/// A relay (protocol section 10): subscribes to an upstream server of a
+/// session over TCP (with fail-over over a list of them) and serves it again
+/// through the reference [`Server`], TCP and optionally datagrams.
+///
+/// - Data frames go out byte-identical to the ones received (sequence,
+///   timestamp, body, checksum), under the upstream's session id; its own
+///   control frames (LoginAccepted, Heartbeat, Packet, EndOfSession) carry
+///   its own clock's timestamps.
+/// - It never renumbers: a range it could not get upstream reaches its
+///   clients as the same gap, and its Heartbeats carry the next sequence the
+///   upstream announced.
+/// - Heartbeats and Packet-only datagrams go out only while it is logged in
+///   upstream.
+/// - When the upstream session changes, its TCP clients get EndOfSession and
+///   are closed; they log in again and see the new session id.
+/// - Relays chain: a relay's upstream can be another relay.
+///
+/// It starts once an upstream accepted its login (it needs the session id
+/// before it can answer a login), asking for everything the upstream
+/// retains ([`RelayConfig::upstream`]'s `from` is 1), so its clients can
+/// replay from it. It does not take its upstream from datagrams (yet): a
+/// datagram feed is relayed by subscribing to its publisher over TCP.
+///
+/// ```
+/// use tickwire::net::{Client, ClientConfig, Relay, RelayConfig, Server, ServerConfig};
+/// use tickwire::session::ClientEvent;
+/// use tickwire::{encode::QuoteFields, Payload};
+/// use std::ops::ControlFlow;
+///
+/// let origin = Server::bind(ServerConfig { listen: "127.0.0.1:0".parse()?, ..ServerConfig::default() })?.spawn()?;
+/// origin.publisher().publish(vec![(1, Payload::Quote(QuoteFields::default())); 3])?;
+/// let relay = Relay::start(RelayConfig::new(&[origin.local_addr()], "127.0.0.1:0".parse()?).ok_or("empty")?)?;
+/// assert_eq!(relay.session_id(), origin.session_id());
+///
+/// let mut config = ClientConfig::new(relay.local_addr());
+/// config.from = 1;
+/// let mut client = Client::new(config)?;
+/// let mut got = 0;
+/// client.run(|event| {
+///     if let ClientEvent::Frame(m) = event {
+///         if m.msg_type().is_data() {
+///             got += 1;
+///         }
+///     }
+///     if got == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+/// })?;
+/// relay.shutdown()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Relay {
+    server: Option<ServerHandle>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), RelayError>>>,
+    upstream: Arc<Mutex<ClientStats>>,
+}
+
+impl Relay {
+    /// Connects upstream, waits (at most
+    /// [`start_timeout`](RelayConfig::start_timeout)) for a login, starts
+    /// the server with the upstream's session id, and relays on a thread.
+    ///
+    /// # Errors
+    /// [`RelayError::NoUpstream`] if no upstream accepted a login in time,
+    /// [`RelayError::GaveUp`] if the client's retries ran out first,
+    /// [`RelayError::Io`] if the server could not bind.
+    pub fn start(config: RelayConfig) -> Result<Relay, RelayError> {
+        if let Some(feed) = config.datagram_upstream.clone() {
+            return Relay::start_datagrams(config, feed);
+        }
+        let mut client = Client::new(config.upstream.clone())?;
+        let mut pump = Pump::default();
+        let deadline = Instant::now() + config.start_timeout;
+        while pump.session.is_none() {
+            if let Some(why) = pump.gave_up.take() {
+                return Err(RelayError::GaveUp(why));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RelayError::NoUpstream);
+            }
+            client.poll(Some(left.min(UPSTREAM_POLL)), |e| pump.on_event(e))?;
+        }
+        let session_id = pump.session.unwrap_or_default();
+        let server = Server::bind(ServerConfig {
+            session_id: Some(session_id),
+            ..config.server
+        })?
+        .spawn()?;
+        let feed = server.relay_feed();
+        feed.advance(pump.first)
+            .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
+        pump.flush(&feed)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream = Arc::new(Mutex::new(client.stats()));
+        let thread = {
+            let (stop, upstream) = (Arc::clone(&stop), Arc::clone(&upstream));
+            std::thread::Builder::new()
+                .name("tickwire-relay".into())
+                .spawn(move || {
+                    let result = relay_loop(&mut client, &mut pump, &feed, &stop, &upstream);
+                    client.disconnect(|_| {});
+                    feed.set_upstream_alive(false);
+                    result
+                })?
+        };
+        log::info!(
+            "relaying session {session_id:#018x} on {}",
+            server.local_addr()
+        );
+        Ok(Relay {
+            server: Some(server),
+            stop,
+            thread: Some(thread),
+            upstream,
+        })
+    }
+
+    fn start_datagrams(
+        config: RelayConfig,
+        feed: DatagramClientConfig,
+    ) -> Result<Relay, RelayError> {
+        let silence = feed.heartbeat_interval.saturating_mul(3);
+        let mut client = DatagramClient::new(feed)
+            .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
+        let mut pump = DatagramPump::new(silence);
+        let deadline = Instant::now() + config.start_timeout;
+        let mut events = Vec::new();
+        while pump.pump.session.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RelayError::NoUpstream);
+            }
+            client.poll(Some(left.min(UPSTREAM_POLL)), |e| events.push(e))?;
+            for event in events.drain(..) {
+                pump.on_event(&client, event);
+            }
+        }
+        pump.check_liveness(&client);
+        let session_id = pump.pump.session.unwrap_or_default();
+        let server = Server::bind(ServerConfig {
+            session_id: Some(session_id),
+            ..config.server
+        })?
+        .spawn()?;
+        let feed = server.relay_feed();
+        feed.advance(pump.pump.first)
+            .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
+        pump.pump.flush(&feed)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let upstream = Arc::new(Mutex::new(ClientStats::default()));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("tickwire-relay".into())
+                .spawn(move || {
+                    let mut result = Ok(());
+                    while !stop.load(Ordering::SeqCst) {
+                        if let Err(e) = client.poll(Some(UPSTREAM_POLL), |e| events.push(e)) {
+                            result = Err(RelayError::Io(e));
+                            break;
+                        }
+                        for event in events.drain(..) {
+                            pump.on_event(&client, event);
+                        }
+                        pump.check_liveness(&client);
+                        if let Err(e) = pump.pump.flush(&feed) {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    feed.set_upstream_alive(false);
+                    result
+                })?
+        };
+        log::info!(
+            "relaying session {session_id:#018x} from datagrams on {}",
+            server.local_addr()
+        );
+        Ok(Relay {
+            server: Some(server),
+            stop,
+            thread: Some(thread),
+            upstream,
+        })
+    }
+
+    /// The address the relay's server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.as_ref().map_or_else(
+            || SocketAddr::from(([0, 0, 0, 0], 0)),
+            ServerHandle::local_addr,
+        )
+    }
+
+    /// The session id it serves now (its upstream's).
+    pub fn session_id(&self) -> u64 {
+        self.server.as_ref().map_or(0, ServerHandle::session_id)
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        self.server
+            .as_ref()
+            .map_or_else(ServerStats::default, ServerHandle::stats)
+    }
+
+    /// The upstream client's counters (updated after each poll; zero for
+    /// a datagram upstream).
+    pub fn upstream_stats(&self) -> ClientStats {
+        self.upstream.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Whether the relaying thread is still running (it ends when the
+    /// upstream client gives up).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Stops relaying and shuts the server down gracefully (EndOfSession to
+    /// its clients).
+    ///
+    /// # Errors
+    /// The relaying thread's error (its upstream gave up, or its server
+    /// failed), or the server's I/O error.
+    pub fn shutdown(mut self) -> Result<ServerStats, RelayError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<ServerStats, RelayError> {
+        self.stop.store(true, Ordering::SeqCst);
+        let relayed = match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(RelayError::Io(io::Error::other("relay thread panicked")))),
+            None => Ok(()),
+        };
+        let stats = match self.server.take() {
+            Some(server) => server.shutdown()?,
+            None => ServerStats::default(),
+        };
+        relayed.map(|()| stats)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+fn relay_loop(
+    client: &mut Client,
+    pump: &mut Pump,
+    feed: &RelayFeed,
+    stop: &AtomicBool,
+    upstream: &Mutex<ClientStats>,
+) -> Result<(), RelayError> {
+    while !stop.load(Ordering::SeqCst) {
+        client.poll(Some(UPSTREAM_POLL), |e| pump.on_event(e))?;
+        pump.flush(feed)?;
+        if let Ok(mut stats) = upstream.lock() {
+            *stats = client.stats();
+        }
+        if let Some(why) = pump.gave_up.take() {
+            return Err(RelayError::GaveUp(why));
+        }
+    }
+    Ok(())
+}
