@@ -45,6 +45,7 @@ mod server;
 mod stats;
 pub(crate) mod sys;
 
+#[cfg(feature = "tokio")]
 pub(crate) use client::log_event;
 pub use client::{Client, ClientConfig, ClientError, ClientStats};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
@@ -53,9 +54,11 @@ pub use datagram::{
     DatagramOutputConfig, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
 };
 pub use publisher::{Messages, PublishError, Publisher};
+#[cfg(feature = "tokio")]
 pub(crate) use server::new_session_id;
 pub use server::{Server, ServerConfig, ServerHandle, StopHandle};
 pub use stats::ServerStats;
+#[cfg(feature = "tokio")]
 pub(crate) use stats::Shared as Counters;
 
 /// Nanoseconds since the Unix epoch, now (0 before 1970, saturating far after).

@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod demo;
 mod drive;
+mod export;
 mod logging;
 mod measure;
 mod pretty;
@@ -75,6 +76,25 @@ enum Command {
         /// (4 implied decimals), timestamps as RFC 3339 UTC.
         #[arg(long)]
         pretty: bool,
+    },
+    /// Export a recording as one Parquet or CSV table (a row per frame, a `type` column).
+    ///
+    /// Columns: type, sequence, timestamp, session_id, count, instrument_id,
+    /// bid_price, ask_price, bid_size, ask_size, price, size, side, flags
+    /// (null or empty where a frame type has no such field). Prices are the
+    /// wire's integers (4 implied decimals); Parquet timestamps are
+    /// timestamp(ns, UTC), CSV timestamps integer nanoseconds. Duplicate
+    /// frames are left out; discarded bytes, gaps and duplicates are
+    /// counted on stderr. Parquet needs the `parquet` feature.
+    Export {
+        /// Recording to read (`-` for stdin).
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: export::Format,
+        /// Output file (`-` for stdout, CSV only).
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Run the reference server publishing a synthetic feed (Ctrl-C or SIGTERM stops it gracefully).
     Serve {
@@ -214,6 +234,7 @@ impl Command {
         match self {
             Command::Gen { .. } => "gen",
             Command::Dump { .. } => "dump",
+            Command::Export { .. } => "export",
             Command::Serve { .. } => "serve",
             Command::Subscribe { .. } => "subscribe",
             Command::Record { .. } => "record",
@@ -250,6 +271,11 @@ fn main() -> ExitCode {
             output,
         } => gen(count, seed, corrupt, instruments, &output),
         Command::Dump { file, pretty } => dump(&file, pretty),
+        Command::Export {
+            file,
+            format,
+            output,
+        } => export::run(&file, format, &output),
         Command::Serve {
             listen,
             rate,
