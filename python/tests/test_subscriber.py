@@ -118,7 +118,7 @@ def test_resumes_after_the_server_goes_away(server):
 
 def test_gives_up_with_the_rust_message():
     sub = tickwire.Subscriber(dead_address(), max_retries=0)
-    with pytest.raises(tickwire.GaveUpError, match=r"127\.0\.0\.1:\d+: gave up after \\d+ attempts; last: connect failed: connection refused"):
+    with pytest.raises(tickwire.GaveUpError, match=r"127\.0\.0\.1:\d+: gave up after \d+ attempts; last: connect failed: connection refused"):
         for _ in range(100):
             sub.next_batch(timeout=0.2)
     assert issubclass(tickwire.GaveUpError, tickwire.TickwireError)
@@ -156,3 +156,26 @@ def test_bad_arguments():
         tickwire.Subscriber([])
     with pytest.raises(ValueError, match="heartbeat_interval"):
         tickwire.Subscriber("127.0.0.1:1", heartbeat_interval=0)
+
+
+def test_reads_a_tickwire_record_file(server, tmp_path):
+    from conftest import dump, run
+
+    _, addr = server
+    path = tmp_path / "rec.twr"
+    run("-q", "record", "--connect", addr, "--from", "1", "--count", "5000", "-o", str(path))
+    lines = dump(path)
+    rec = tickwire.read(path)
+    assert len(rec.quotes) + len(rec.trades) == 5000 and not rec.damaged
+    assert len(rec.sessions) == 1 and rec.sessions[0][1] == 1
+    assert rec.stats["login_accepted"] == 1
+    la = [l for l in lines if l["type"] == "login_accepted"]
+    assert rec.sessions == [(la[0]["session_id"], la[0]["sequence"])]
+    for kind, table, fields in (
+        ("quote", rec.quotes, ["sequence", "instrument_id", "bid_price", "ask_price", "bid_size", "ask_size"]),
+        ("trade", rec.trades, ["sequence", "instrument_id", "price", "size", "side", "flags"]),
+    ):
+        rows = [l for l in lines if l["type"] == kind]
+        for f in fields:
+            assert table[f].tolist() == [r[f] for r in rows], f
+        assert table["timestamp"].view("int64").tolist() == [r["timestamp"] for r in rows]
