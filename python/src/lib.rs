@@ -25,7 +25,7 @@ use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use numpy::{IntoPyArray, PyArray1};
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -56,17 +56,53 @@ create_exception!(
 const QUOTE_SIZE: usize = 40;
 /// Bytes of one trade record.
 const TRADE_SIZE: usize = 32;
-/// The most a file's size makes us reserve up front (more grows as needed).
-const RESERVE_CAP: u64 = 1 << 30;
 /// The read buffer of `read` and of the chunk reader.
 const READ_BUFFER: usize = 4 << 20;
+
+/// Where records go: a caller's buffer (numpy's, sized from the file) while
+/// it has room, then a vector.
+#[derive(Default)]
+struct Out<'a> {
+    fixed: &'a mut [u8],
+    used: usize,
+    spill: Vec<u8>,
+}
+
+impl<'a> Out<'a> {
+    fn vec(capacity: usize) -> Out<'a> {
+        Out {
+            fixed: &mut [],
+            used: 0,
+            spill: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn fixed(fixed: &'a mut [u8]) -> Out<'a> {
+        Out {
+            fixed,
+            used: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, record: &[u8]) {
+        match self.fixed.get_mut(self.used..self.used + record.len()) {
+            Some(slot) => {
+                slot.copy_from_slice(record);
+                self.used += record.len();
+            }
+            None => self.spill.extend_from_slice(record),
+        }
+    }
+}
 
 /// What a read or a batch found: the records, and everything that was not a
 /// clean frame (never dropped silently).
 #[derive(Default)]
-struct Columns {
-    quotes: Vec<u8>,
-    trades: Vec<u8>,
+struct Columns<'a> {
+    quotes: Out<'a>,
+    trades: Out<'a>,
     /// Data frames pushed (quotes + trades).
     data_frames: usize,
     gaps: Vec<(u64, u64)>,
@@ -76,11 +112,11 @@ struct Columns {
     duplicates: u64,
 }
 
-impl Columns {
-    fn with_capacity(quotes: usize, trades: usize) -> Columns {
+impl<'a> Columns<'a> {
+    fn with_capacity(quotes: usize, trades: usize) -> Columns<'a> {
         Columns {
-            quotes: Vec::with_capacity(quotes * QUOTE_SIZE),
-            trades: Vec::with_capacity(trades * TRADE_SIZE),
+            quotes: Out::vec(quotes * QUOTE_SIZE),
+            trades: Out::vec(trades * TRADE_SIZE),
             ..Columns::default()
         }
     }
@@ -95,7 +131,7 @@ impl Columns {
         put(&mut r, 24, &q.ask_price().to_ne_bytes());
         put(&mut r, 28, &q.bid_size().to_ne_bytes());
         put(&mut r, 32, &q.ask_size().to_ne_bytes());
-        self.quotes.extend_from_slice(&r);
+        self.quotes.push(&r);
         self.data_frames += 1;
     }
 
@@ -108,7 +144,7 @@ impl Columns {
         put(&mut r, 20, &t.price().to_ne_bytes());
         put(&mut r, 24, &t.size().to_ne_bytes());
         put(&mut r, 28, &[t.side(), t.flags()]);
-        self.trades.extend_from_slice(&r);
+        self.trades.push(&r);
         self.data_frames += 1;
     }
 
@@ -130,14 +166,18 @@ impl Columns {
         }
     }
 
-    /// The Python view: a dict of numpy `uint8` arrays (owning the
-    /// vectors, no copy) and lists.
+    /// The Python view: a dict of numpy `uint8` arrays and lists. Records
+    /// collected in vectors become arrays that own them (no copy); for a
+    /// caller's buffer, the dict says how many bytes of it were used
+    /// (`quotes_used`) and holds what did not fit (`quotes_spill`).
     fn into_py<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        let quotes: Bound<'py, PyArray1<u8>> = self.quotes.into_pyarray(py);
-        let trades: Bound<'py, PyArray1<u8>> = self.trades.into_pyarray(py);
-        d.set_item("quotes", quotes)?;
-        d.set_item("trades", trades)?;
+        for (name, out) in [("quotes", self.quotes), ("trades", self.trades)] {
+            let used = out.used;
+            let spill: Bound<'py, PyArray1<u8>> = out.spill.into_pyarray(py);
+            d.set_item(format!("{name}_used"), used)?;
+            d.set_item(format!("{name}_spill"), spill)?;
+        }
         d.set_item("gaps", self.gaps)?;
         d.set_item("discards", self.discards)?;
         d.set_item("sessions", self.sessions)?;
@@ -187,18 +227,13 @@ fn read_error(path: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot read {path}: {e}"))
 }
 
-/// Reads a whole recording: the parser's push path (`drain`), 4 MiB reads.
-fn read_all(path: &str) -> io::Result<(Columns, ParseStats, SequenceStats)> {
-    let mut file = open(path)?;
-    let len = file
-        .metadata()
-        .map(|m| m.len())
-        .unwrap_or(0)
-        .min(RESERVE_CAP);
-    // Upper bounds from the size (virtual memory until written).
-    let quotes = usize::try_from(len / 44).unwrap_or(0);
-    let trades = usize::try_from(len / 40).unwrap_or(0);
-    let mut columns = Columns::with_capacity(quotes, trades);
+/// Reads a whole recording into `columns`: the parser's push path
+/// (`drain`), 4 MiB reads.
+fn read_all(
+    mut file: File,
+    path: &str,
+    columns: &mut Columns<'_>,
+) -> io::Result<(ParseStats, SequenceStats)> {
     let mut parser = Parser::with_capacity(READ_BUFFER).map_err(io::Error::other)?;
     loop {
         let spare = parser.spare();
@@ -213,21 +248,54 @@ fn read_all(path: &str) -> io::Result<(Columns, ParseStats, SequenceStats)> {
             break;
         }
     }
-    columns.quotes.shrink_to_fit();
-    columns.trades.shrink_to_fit();
-    Ok((columns, parser.stats(), *parser.tracker().stats()))
+    Ok((parser.stats(), *parser.tracker().stats()))
 }
 
-/// Reads a recording: `{"quotes": uint8 array, "trades": ..., "gaps": [(first, last)],
-/// "discards": [(bytes, reason)], "sessions": [(session_id, sequence)],
-/// "duplicates": n, "stats": {...}}`. The GIL is released while reading.
+/// Reads a recording: `{"quotes": uint8 array, "quotes_used": bytes of it
+/// filled, "quotes_spill": records that did not fit, the same for trades,
+/// "gaps": [(first, last)], "discards": [(bytes, reason)], "sessions":
+/// [(session_id, sequence)], "duplicates": n, "stats": {...}}`.
+///
+/// The record arrays are numpy's own (`zeros`: untouched pages cost
+/// nothing, and numpy asks for huge pages, so filling them takes few page
+/// faults), sized for the most quotes and trades the file's size allows;
+/// Rust fills them with the GIL released.
 #[pyfunction]
 fn read_raw<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyDict>> {
-    let path = path.to_owned();
-    let (columns, parse, seq) = py.detach(|| read_all(&path))?;
-    let d = columns.into_py(py)?;
-    d.set_item("stats", stats_dict(py, &parse, &seq)?)?;
-    Ok(d)
+    let file = open(path)?;
+    let len = file.metadata().map_err(|e| read_error(path, e))?.len();
+    let most = |frame: u64, record: usize| {
+        usize::try_from(len / frame)
+            .ok()
+            .and_then(|n| n.checked_mul(record))
+            .ok_or_else(|| {
+                TickwireError::new_err(format!(
+                    "{path} is too large to read at once: use read_chunks"
+                ))
+            })
+    };
+    let quotes = PyArray1::<u8>::zeros(py, most(44, QUOTE_SIZE)?, false);
+    let trades = PyArray1::<u8>::zeros(py, most(40, TRADE_SIZE)?, false);
+    let (raw, parse, seq) = {
+        let mut q = quotes.readwrite();
+        let mut t = trades.readwrite();
+        let (qs, ts) = (q.as_slice_mut()?, t.as_slice_mut()?);
+        let path = path.to_owned();
+        let (columns, parse, seq) = py.detach(move || -> io::Result<_> {
+            let mut columns = Columns {
+                quotes: Out::fixed(qs),
+                trades: Out::fixed(ts),
+                ..Columns::default()
+            };
+            let (parse, seq) = read_all(file, &path, &mut columns)?;
+            Ok((columns, parse, seq))
+        })?;
+        (columns.into_py(py)?, parse, seq)
+    };
+    raw.set_item("quotes", quotes)?;
+    raw.set_item("trades", trades)?;
+    raw.set_item("stats", stats_dict(py, &parse, &seq)?)?;
+    Ok(raw)
 }
 
 /// Reads a recording in chunks of at most N data frames (quotes and trades).
@@ -291,6 +359,8 @@ impl ChunkReader {
             return Ok(None);
         }
         let d = columns.into_py(py)?;
+        d.set_item("quotes", PyArray1::<u8>::zeros(py, 0, false))?;
+        d.set_item("trades", PyArray1::<u8>::zeros(py, 0, false))?;
         d.set_item(
             "stats",
             stats_dict(py, &self.reader.stats(), self.reader.tracker().stats())?,
@@ -324,7 +394,7 @@ fn state_name(state: ClientState) -> &'static str {
 
 #[derive(Default)]
 struct Batch {
-    columns: Columns,
+    columns: Columns<'static>,
     notes: Vec<Note>,
     gave_up: Option<String>,
 }
@@ -567,6 +637,8 @@ impl Subscriber {
         }
         let notes = batch.notes;
         let d = batch.columns.into_py(py)?;
+        d.set_item("quotes", PyArray1::<u8>::zeros(py, 0, false))?;
+        d.set_item("trades", PyArray1::<u8>::zeros(py, 0, false))?;
         let events: Vec<Bound<'py, PyAny>> = notes
             .into_iter()
             .map(|n| note_tuple(py, n))

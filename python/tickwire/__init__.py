@@ -131,9 +131,17 @@ def price_to_decimal(prices: Union[int, np.ndarray, Sequence[int]]) -> Any:
     return out
 
 
-def _records(buf: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    # A zero-copy view of the Rust-filled bytes (the array owns them).
-    return buf.view(dtype)
+def _records(raw: Dict[str, Any], name: str, dtype: np.dtype) -> np.ndarray:
+    # A zero-copy view of the bytes Rust filled: the part of numpy's buffer
+    # that was used, then (rarely: a file that grew while read, a chunk, a
+    # batch) the records collected in a Rust vector, which numpy owns.
+    used = raw[f"{name}_used"]
+    spill = raw[f"{name}_spill"]
+    if len(spill) == 0:
+        return raw[name][:used].view(dtype)
+    if used == 0:
+        return spill.view(dtype)
+    return np.concatenate([raw[name][:used], spill]).view(dtype)
 
 
 def _gaps(pairs: List[Tuple[int, int]]) -> np.ndarray:
@@ -172,8 +180,8 @@ class _Tables:
     duplicates: int
 
     def _load(self, raw: Dict[str, Any]) -> None:
-        self.quotes = _records(raw["quotes"], QUOTE_DTYPE)
-        self.trades = _records(raw["trades"], TRADE_DTYPE)
+        self.quotes = _records(raw, "quotes", QUOTE_DTYPE)
+        self.trades = _records(raw, "trades", TRADE_DTYPE)
         self.gaps = _gaps(raw["gaps"])
         self.discards = raw["discards"]
         self.sessions = raw["sessions"]

@@ -77,22 +77,24 @@ enum Command {
         #[arg(long)]
         pretty: bool,
     },
-    /// Export a recording as one Parquet or CSV table (a row per frame, a `type` column).
+    /// Export a recording as Parquet or CSV tables: OUT/quotes, OUT/trades, OUT/control.
     ///
-    /// Columns: type, sequence, timestamp, session_id, count, instrument_id,
-    /// bid_price, ask_price, bid_size, ask_size, price, size, side, flags
-    /// (null or empty where a frame type has no such field). Prices are the
-    /// wire's integers (4 implied decimals); Parquet timestamps are
+    /// One table per message type (control frames share one), each with the
+    /// protocol's field names as columns: quotes (sequence, timestamp,
+    /// instrument_id, bid_price, ask_price, bid_size, ask_size), trades
+    /// (sequence, timestamp, instrument_id, price, size, side, flags),
+    /// control (type, sequence, timestamp, session_id, count). Prices are
+    /// the wire's integers (4 implied decimals); Parquet timestamps are
     /// timestamp(ns, UTC), CSV timestamps integer nanoseconds. Duplicate
     /// frames are left out; discarded bytes, gaps and duplicates are
-    /// counted on stderr. Parquet needs the `parquet` feature.
+    /// reported on stderr. Parquet needs the `parquet` feature.
     Export {
         /// Recording to read (`-` for stdin).
         file: PathBuf,
         /// Output format.
         #[arg(long, value_enum)]
         format: export::Format,
-        /// Output file (`-` for stdout, CSV only).
+        /// Output directory (created if missing; its tables are overwritten).
         #[arg(short, long)]
         output: PathBuf,
     },
