@@ -62,9 +62,6 @@ impl Format {
     }
 }
 
-/// Rows per Parquet row group, at most.
-pub(crate) const ROW_GROUP: usize = 1 << 20;
-
 /// The tables and their columns, in order.
 const QUOTE_COLUMNS: [&str; 7] = [
     "sequence",
@@ -139,7 +136,7 @@ pub(crate) fn run(input: &Path, format: Format, output: &Path) -> io::Result<()>
     let mut sink: Box<dyn Sink> = match format {
         Format::Csv => Box::new(csv::Csv::new(output)?),
         #[cfg(feature = "parquet")]
-        Format::Parquet => Box::new(pq::ParquetSink::new(output, ROW_GROUP)?),
+        Format::Parquet => Box::new(pq::ParquetSink::new(output, pq::ROW_GROUP)?),
         #[cfg(not(feature = "parquet"))]
         Format::Parquet => return Err(io::Error::from(ErrorKind::Unsupported)),
     };
@@ -304,6 +301,9 @@ mod pq {
     use parquet::schema::types::ColumnPath;
 
     use super::*;
+
+    /// Rows per Parquet row group, at most.
+    pub(super) const ROW_GROUP: usize = 1 << 20;
 
     const QUOTES: &str = "message quotes {
         required int64 sequence (INTEGER(64,false));
