@@ -333,6 +333,45 @@ mod parquet_tables {
     }
 
     #[test]
+    fn compression_none_writes_the_same_rows_uncompressed() {
+        use parquet::basic::Compression;
+        let dir = TempDir::new("compression");
+        let file = recording(&dir, "0.01");
+        let (snappy, none) = (dir.path("snappy"), dir.path("none"));
+        ok(tickwire(&[
+            "export", &file, "--format", "parquet", "-o", &snappy,
+        ]));
+        ok(tickwire(&[
+            "export",
+            &file,
+            "--format",
+            "parquet",
+            "--compression",
+            "none",
+            "-o",
+            &none,
+        ]));
+        let want = dump_tables(&file);
+        for (name, columns, price) in [("quotes", &QUOTES[..], 3), ("trades", &TRADES, 3)] {
+            let (a, ra) =
+                read_parquet(&Path::new(&snappy).join(format!("{name}.parquet")), columns);
+            let (b, rb) = read_parquet(&Path::new(&none).join(format!("{name}.parquet")), columns);
+            assert_eq!(a, b);
+            assert_eq!(a, want[if name == "quotes" { 0 } else { 1 }]);
+            let codec = |r: &SerializedFileReader<std::fs::File>, c: usize| {
+                r.metadata().row_group(0).column(c).compression()
+            };
+            assert_eq!(codec(&ra, price), Compression::SNAPPY);
+            assert_eq!(codec(&rb, price), Compression::UNCOMPRESSED);
+            assert_eq!(
+                codec(&ra, 0),
+                Compression::UNCOMPRESSED,
+                "sequence is delta-encoded only"
+            );
+        }
+    }
+
+    #[test]
     fn parquet_row_groups_hold_a_mebirow() {
         let dir = TempDir::new("groups");
         let file = dir.path("big.twr");

@@ -15,6 +15,7 @@ found at target/release/tickwire or $TICKWIRE_BIN.
 """
 
 import argparse
+import resource
 from importlib.metadata import version
 import os
 import pathlib
@@ -137,7 +138,9 @@ def main() -> int:
         size = twr.stat().st_size
         twr.read_bytes()  # into the page cache, as for every reader below
 
+        cpu_start = time.process_time()
         tw_times, rec = timed(lambda: tickwire.read(twr), args.runs)
+        tw_cpu = (time.process_time() - cpu_start) / args.runs
         frames = rec.stats["frames"]
         data = len(rec.quotes) + len(rec.trades)
         assert frames == args.frames and not rec.damaged
@@ -171,13 +174,26 @@ def main() -> int:
         del rec
 
         out = tmp / "parquet"
-        export_times = []
+        export_times, export_cpu = [], []
         for _ in range(args.runs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             subprocess.run([tw, "-q", "export", str(twr), "--format", "parquet", "-o", str(out)], check=True,
                            stderr=subprocess.DEVNULL)
             export_times.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            export_cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         parquet_size = sum(p.stat().st_size for p in out.iterdir())
+        plain_times, plain_cpu = [], []
+        for _ in range(args.runs):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run([tw, "-q", "export", str(twr), "--format", "parquet", "--compression", "none", "-o",
+                            str(out)], check=True, stderr=subprocess.DEVNULL)
+            plain_times.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            plain_cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        plain_size = sum(p.stat().st_size for p in out.iterdir())
 
     def row(name, times, n, unit="frames"):
         best, med = min(times), statistics.median(times)
@@ -185,7 +201,7 @@ def main() -> int:
 
     print(f"recording: {args.frames:,} frames ({data:,} quotes and trades), {size / 1e6:.0f} MB; "
           f"DBN file of the same quotes (MBP-1) and trades: {dbn_size / 1e6:.0f} MB; "
-          f"Parquet tables: {parquet_size / 1e6:.0f} MB")
+          f"Parquet tables: {parquet_size / 1e6:.0f} MB ({plain_size / 1e6:.0f} MB with --compression none)")
     print(f"CPU: {os.cpu_count()} cores; load average before: {os.getloadavg()[0]:.2f}; "
           f"tickwire {tickwire.__version__}, numpy {np.__version__}, databento-dbn {version('databento-dbn')}")
     print()
@@ -198,13 +214,21 @@ def main() -> int:
     if pandas_times:
         row("Recording.to_pandas() after read", pandas_times, data, "messages")
     row(f"tickwire export --format parquet (best of {args.runs})", export_times, frames)
+    row(f"tickwire export --format parquet --compression none (best of {args.runs})", plain_times, frames)
     print()
+    print(f"CPU time (user + system, all threads; less sensitive to other load than wall time): "
+          f"tickwire.read {tw_cpu:.3f} s per run ({frames / tw_cpu / 1e6:.1f} M frames per CPU-second); "
+          f"export best {min(export_cpu):.3f} s, median {statistics.median(export_cpu):.3f} s "
+          f"({frames / min(export_cpu) / 1e6:.1f} M frames per CPU-second); "
+          f"--compression none best {min(plain_cpu):.3f} s ({frames / min(plain_cpu) / 1e6:.1f} M frames per CPU-second)")
     ratio = min(dbn_times) / min(tw_times)
     read_rate = frames / min(tw_times) / 1e6
     export_rate = frames / min(export_times) / 1e6
+    plain_rate = frames / min(plain_times) / 1e6
     print(f"tickwire.read: {read_rate:.1f} M frames/s (target 50): {'met' if read_rate >= 50 else 'NOT met'}; "
           f"{ratio:.0f}x databento-dbn on the same messages ({'faster' if ratio > 1 else 'NOT faster'})")
-    print(f"export --format parquet: {export_rate:.1f} M frames/s (target 10): {'met' if export_rate >= 10 else 'NOT met'}")
+    print(f"export --format parquet: {export_rate:.1f} M frames/s, --compression none {plain_rate:.1f} "
+          f"(target 10): {'met' if export_rate >= 10 else 'NOT met'} / {'met' if plain_rate >= 10 else 'NOT met'}")
     return 0
 
 

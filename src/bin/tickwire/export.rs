@@ -44,6 +44,16 @@ use std::path::{Path, PathBuf};
 use tickwire::parse::{Event, Parser};
 use tickwire::Message;
 
+/// Compression of the Parquet price columns (the only ones it shrinks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub(crate) enum Compress {
+    /// Snappy: about 15% smaller files, about 20% more CPU time.
+    #[default]
+    Snappy,
+    /// None: the fastest export.
+    None,
+}
+
 /// The output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {
@@ -109,7 +119,12 @@ fn create(path: &Path) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display())))
 }
 
-pub(crate) fn run(input: &Path, format: Format, output: &Path) -> io::Result<()> {
+pub(crate) fn run(
+    input: &Path,
+    format: Format,
+    output: &Path,
+    compression: Compress,
+) -> io::Result<()> {
     // Before anything is created: a Parquet export needs the feature.
     #[cfg(not(feature = "parquet"))]
     if format == Format::Parquet {
@@ -136,9 +151,12 @@ pub(crate) fn run(input: &Path, format: Format, output: &Path) -> io::Result<()>
     let mut sink: Box<dyn Sink> = match format {
         Format::Csv => Box::new(csv::Csv::new(output)?),
         #[cfg(feature = "parquet")]
-        Format::Parquet => Box::new(pq::ParquetSink::new(output, pq::ROW_GROUP)?),
+        Format::Parquet => Box::new(pq::ParquetSink::new(output, pq::ROW_GROUP, compression)?),
         #[cfg(not(feature = "parquet"))]
-        Format::Parquet => return Err(io::Error::from(ErrorKind::Unsupported)),
+        Format::Parquet => {
+            let _ = compression;
+            return Err(io::Error::from(ErrorKind::Unsupported));
+        }
     };
     let mut parser = Parser::with_capacity(4 << 20).map_err(io::Error::other)?;
     let mut tally = Tally::default();
@@ -425,7 +443,16 @@ mod pq {
     }
 
     impl Table {
-        fn new(path: &Path, schema: &str, row_group: usize) -> io::Result<Table> {
+        fn new(
+            path: &Path,
+            schema: &str,
+            row_group: usize,
+            compress: Compress,
+        ) -> io::Result<Table> {
+            let compression = match compress {
+                Compress::Snappy => Compression::SNAPPY,
+                Compress::None => Compression::UNCOMPRESSED,
+            };
             let schema = Arc::new(parse_message_type(schema).map_err(perr)?);
             let delta = |b: parquet::file::properties::WriterPropertiesBuilder, c: &str| {
                 b.set_column_dictionary_enabled(ColumnPath::from(c), false)
@@ -444,7 +471,7 @@ mod pq {
             for c in ["bid_price", "ask_price", "price"] {
                 props = props
                     .set_column_dictionary_enabled(ColumnPath::from(c), false)
-                    .set_column_compression(ColumnPath::from(c), Compression::SNAPPY);
+                    .set_column_compression(ColumnPath::from(c), compression);
             }
             // Min/max of a string column costs a comparison per row; the
             // type names need none.
@@ -559,12 +586,16 @@ mod pq {
     }
 
     impl ParquetSink {
-        pub(super) fn new(dir: &Path, row_group: usize) -> io::Result<ParquetSink> {
+        pub(super) fn new(
+            dir: &Path,
+            row_group: usize,
+            compress: Compress,
+        ) -> io::Result<ParquetSink> {
             let path = |t| table_path(dir, t, Format::Parquet);
             Ok(ParquetSink {
-                quotes: Table::new(&path("quotes"), QUOTES, row_group)?,
-                trades: Table::new(&path("trades"), TRADES, row_group)?,
-                control: Table::new(&path("control"), CONTROL, row_group)?,
+                quotes: Table::new(&path("quotes"), QUOTES, row_group, compress)?,
+                trades: Table::new(&path("trades"), TRADES, row_group, compress)?,
+                control: Table::new(&path("control"), CONTROL, row_group, compress)?,
                 names: Vec::new(),
             })
         }

@@ -97,6 +97,10 @@ enum Command {
         /// Output directory (created if missing; its tables are overwritten).
         #[arg(short, long)]
         output: PathBuf,
+        /// Parquet compression of the price columns (the others are
+        /// delta- or dictionary-encoded, which compression does not shrink).
+        #[arg(long, value_enum, default_value_t)]
+        compression: export::Compress,
     },
     /// Run the reference server publishing a synthetic feed (Ctrl-C or SIGTERM stops it gracefully).
     Serve {
@@ -277,7 +281,8 @@ fn main() -> ExitCode {
             file,
             format,
             output,
-        } => export::run(&file, format, &output),
+            compression,
+        } => export::run(&file, format, &output, compression),
         Command::Serve {
             listen,
             rate,
