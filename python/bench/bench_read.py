@@ -217,7 +217,8 @@ def main() -> int:
     row(f"tickwire export --format parquet --compression none (best of {args.runs})", plain_times, frames)
     print()
     print(f"CPU time (user + system, all threads; less sensitive to other load than wall time): "
-          f"tickwire.read {tw_cpu:.3f} s per run ({frames / tw_cpu / 1e6:.1f} M frames per CPU-second); "
+          f"tickwire.read {tw_cpu:.3f} s per run, the mean over the runs, first included "
+          f"({frames / tw_cpu / 1e6:.1f} M frames per CPU-second); "
           f"export best {min(export_cpu):.3f} s, median {statistics.median(export_cpu):.3f} s "
           f"({frames / min(export_cpu) / 1e6:.1f} M frames per CPU-second); "
           f"--compression none best {min(plain_cpu):.3f} s ({frames / min(plain_cpu) / 1e6:.1f} M frames per CPU-second)")
