@@ -20,6 +20,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -30,7 +31,6 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use tickwire::io::FrameReader;
 use tickwire::net::{Client, ClientConfig, ClientError, ClientStats};
 use tickwire::parse::{Event, ParseStats, Parser};
 use tickwire::policy::Backoff;
@@ -298,73 +298,165 @@ fn read_raw<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyDict>> {
     Ok(raw)
 }
 
-/// Reads a recording in chunks of at most N data frames (quotes and trades).
+/// Counters of one chunk, from its events (what `stats_dict` shows for a
+/// whole file, for the part of the stream the chunk covers).
+#[derive(Default)]
+struct Tally {
+    parse: ParseStats,
+    gaps: u64,
+    missing: u64,
+    duplicates: u64,
+    sessions: u64,
+}
+
+impl Tally {
+    fn event(&mut self, event: &Event<'_>) {
+        let p = &mut self.parse;
+        match event {
+            Event::Frame(m) | Event::Duplicate(m) => {
+                match m {
+                    Message::Quote(_) => p.quotes += 1,
+                    Message::Trade(_) => p.trades += 1,
+                    Message::Heartbeat(_) => p.heartbeats += 1,
+                    Message::Login(_) => p.logins += 1,
+                    Message::LoginAccepted(_) => p.login_accepted += 1,
+                    Message::EndOfSession(_) => p.end_of_session += 1,
+                    Message::Packet(_) => p.packets += 1,
+                    Message::Retransmit(_) => p.retransmits += 1,
+                }
+                p.frame_bytes += m.len() as u64;
+                if matches!(event, Event::Duplicate(_)) {
+                    self.duplicates += 1;
+                }
+            }
+            Event::Gap(g) => {
+                self.gaps += 1;
+                self.missing += g.len();
+            }
+            Event::NewSession { .. } => self.sessions += 1,
+            Event::Discarded(d) => {
+                p.discarded_bytes += d.bytes;
+                p.discard_runs += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn into_py<'py>(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let mut seq = SequenceStats::default();
+        seq.gaps = self.gaps;
+        seq.missing = self.missing;
+        seq.duplicates = self.duplicates;
+        seq.sessions = self.sessions;
+        stats_dict(py, &self.parse, &seq)
+    }
+}
+
+/// A chunk being filled or ready.
+struct Pending {
+    columns: Columns<'static>,
+    tally: Tally,
+}
+
+impl Pending {
+    fn new(frames: usize) -> Pending {
+        let reserve = frames.min(1 << 20);
+        Pending {
+            columns: Columns::with_capacity(reserve, reserve),
+            tally: Tally::default(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        let c = &self.columns;
+        c.data_frames == 0
+            && self.tally.parse.frames() == 0
+            && self.tally.parse.discard_runs == 0
+            && c.gaps.is_empty()
+            && c.sessions.is_empty()
+    }
+}
+
+/// Reads a recording in chunks of exactly N data frames (quotes and
+/// trades; the last chunk has the rest): the parser's push path, reading
+/// ahead by one read (4 MiB) at most.
 #[pyclass(module = "tickwire._tickwire")]
 struct ChunkReader {
     path: String,
-    reader: FrameReader<File>,
-    done: bool,
+    file: File,
+    parser: Parser<Box<[u8]>>,
+    frames: usize,
+    current: Pending,
+    ready: VecDeque<Pending>,
+    finished: bool,
 }
 
 #[pymethods]
 impl ChunkReader {
     #[new]
-    fn new(path: &str) -> PyResult<ChunkReader> {
-        let file = open(path)?;
-        let reader = FrameReader::with_capacity(file, READ_BUFFER)
-            .map_err(|e| TickwireError::new_err(e.to_string()))?;
-        Ok(ChunkReader {
-            path: path.to_owned(),
-            reader,
-            done: false,
-        })
-    }
-
-    /// The next chunk (a dict like `read_raw`'s, with the stats so far), or
-    /// `None` at the end of the file.
-    fn next_chunk<'py>(
-        &mut self,
-        py: Python<'py>,
-        frames: usize,
-    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+    fn new(path: &str, frames: usize) -> PyResult<ChunkReader> {
         if frames == 0 {
             return Err(PyValueError::new_err("frames must be at least 1"));
         }
-        if self.done {
-            return Ok(None);
-        }
-        let reader = &mut self.reader;
-        let path = &self.path;
-        let (columns, ended) = py.detach(|| -> io::Result<(Columns, bool)> {
-            let mut columns = Columns::with_capacity(frames.min(1 << 20), frames.min(1 << 20));
+        let file = open(path)?;
+        let parser = Parser::with_capacity(READ_BUFFER)
+            .map_err(|e| TickwireError::new_err(e.to_string()))?;
+        Ok(ChunkReader {
+            path: path.to_owned(),
+            file,
+            parser,
+            frames,
+            current: Pending::new(frames),
+            ready: VecDeque::new(),
+            finished: false,
+        })
+    }
+
+    /// The next chunk (a dict like `read_raw`'s, with the chunk's own
+    /// counters as `stats`), or `None` at the end of the file.
+    fn next_chunk<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let ChunkReader {
+            path,
+            file,
+            parser,
+            frames,
+            current,
+            ready,
+            finished,
+        } = self;
+        let frames = *frames;
+        let chunk = py.detach(|| -> io::Result<Option<Pending>> {
             loop {
-                match reader.next_event().map_err(|e| read_error(path, e))? {
-                    Some(event) => {
-                        columns.event(event);
-                        if columns.data_frames >= frames {
-                            return Ok((columns, false));
-                        }
-                    }
-                    None => return Ok((columns, true)),
+                if let Some(chunk) = ready.pop_front() {
+                    return Ok(Some(chunk));
                 }
+                if *finished {
+                    let last = std::mem::replace(current, Pending::new(0));
+                    return Ok((!last.is_empty()).then_some(last));
+                }
+                match file.read(parser.spare()) {
+                    Ok(0) => parser.finish(),
+                    Ok(n) => parser.commit(n).map_err(io::Error::other)?,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(read_error(path, e)),
+                }
+                parser.drain(|event| {
+                    current.tally.event(&event);
+                    current.columns.event(event);
+                    if current.columns.data_frames >= frames {
+                        ready.push_back(std::mem::replace(current, Pending::new(frames)));
+                    }
+                });
+                *finished = parser.is_finished();
             }
         })?;
-        self.done = ended;
-        let empty = columns.data_frames == 0
-            && columns.gaps.is_empty()
-            && columns.discards.is_empty()
-            && columns.sessions.is_empty()
-            && columns.duplicates == 0;
-        if ended && empty {
+        let Some(chunk) = chunk else {
             return Ok(None);
-        }
-        let d = columns.into_py(py)?;
+        };
+        let d = chunk.columns.into_py(py)?;
         d.set_item("quotes", PyArray1::<u8>::zeros(py, 0, false))?;
         d.set_item("trades", PyArray1::<u8>::zeros(py, 0, false))?;
-        d.set_item(
-            "stats",
-            stats_dict(py, &self.reader.stats(), self.reader.tracker().stats())?,
-        )?;
+        d.set_item("stats", chunk.tally.into_py(py)?)?;
         Ok(Some(d))
     }
 }

@@ -113,7 +113,9 @@ def test_chunks_equal_whole_read(tmp_path, frames):
     np.testing.assert_array_equal(np.concatenate([c.trades for c in chunks]), whole.trades)
     np.testing.assert_array_equal(np.concatenate([c.gaps for c in chunks]), whole.gaps)
     assert [d for c in chunks for d in c.discards] == whole.discards
-    assert chunks[-1].stats == whole.stats
+    total = {k: sum(c.stats[k] for c in chunks) for k in whole.stats}
+    assert total == whole.stats
+    assert [c.stats["quotes"] + c.stats["trades"] - c.duplicates for c in chunks] == [len(c) for c in chunks]
 
 
 def test_chunks_warn_on_damage(tmp_path):

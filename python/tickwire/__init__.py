@@ -300,9 +300,10 @@ def read(path: Union[str, "os.PathLike[str]"], on_damage: str = "warn") -> Recor
 class Chunk(_Tables):
     """Up to N data frames of a recording (see :func:`read_chunks`).
 
-    Same attributes as :class:`Recording`; ``gaps``, ``discards``,
-    ``sessions`` and ``duplicates`` are those found while reading this chunk,
-    and ``stats`` are the counters of the file so far.
+    Same attributes as :class:`Recording`, for the part of the stream this
+    chunk covers: ``gaps``, ``discards``, ``sessions``, ``duplicates`` and
+    ``stats`` (the same counters as :attr:`Recording.stats`; summed over the
+    chunks they are the whole file's).
     """
 
     stats: Dict[str, int]
@@ -330,9 +331,9 @@ def read_chunks(
     if frames < 1:
         raise ValueError("frames must be at least 1")
     p = _fspath(path)
-    reader = _tickwire.ChunkReader(p)
+    reader = _tickwire.ChunkReader(p, frames)
     while True:
-        raw = reader.next_chunk(frames)
+        raw = reader.next_chunk()
         if raw is None:
             return
         chunk = Chunk(raw)
