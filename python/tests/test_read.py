@@ -185,3 +185,16 @@ def test_arrays_own_their_memory(tmp_path):
     assert q.base is not None and q["sequence"][0] >= 1
     q["bid_price"][0] = 1
     assert q["bid_price"][0] == 1
+
+
+def test_no_python_object_per_frame(tmp_path):
+    import sys
+
+    path = gen(tmp_path / "many.twr", 200_000, seed=6)
+    tickwire.read(path)  # warm up: imports, caches
+    before = sys.getallocatedblocks()
+    rec = tickwire.read(path)
+    grown = sys.getallocatedblocks() - before
+    assert len(rec.quotes) + len(rec.trades) > 150_000
+    # A Python object per frame would be 150,000 blocks or more.
+    assert grown < 1_000, grown
