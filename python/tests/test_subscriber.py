@@ -179,3 +179,55 @@ def test_reads_a_tickwire_record_file(server, tmp_path):
         for f in fields:
             assert table[f].tolist() == [r[f] for r in rows], f
         assert table["timestamp"].view("int64").tolist() == [r["timestamp"] for r in rows]
+
+
+def test_reconnects_with_backoff_to_a_restarted_server():
+    """The server restarts on the same port: the subscriber reconnects by itself and
+    reports the new session; the frames before and after are each in order."""
+    first = subprocess.Popen(
+        [tickwire_bin(), "-q", "serve", "--listen", "127.0.0.1:0", "--rate", "20000", "--duration", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    second = None
+    try:
+        addr = first.stdout.readline().decode().split()[1]
+        sub = tickwire.Subscriber(addr, from_seq=1)
+        try:
+            q, t, gaps, events = collect(sub, 2_000)
+            before = np.sort(np.concatenate([q["sequence"], t["sequence"]]))
+            assert before[0] == 1 and (np.diff(before) == 1).all()
+            first.terminate()  # EndOfSession, then the port is free
+            first.wait(timeout=10)
+            restart = np.datetime64(time.time_ns(), "ns")
+            second = subprocess.Popen(
+                [tickwire_bin(), "-q", "serve", "--listen", addr, "--rate", "20000", "--duration", "60",
+                 "--seed", "2"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            )
+            assert second.stdout.readline().decode().startswith("listening ")
+            q, t, gaps, events = collect(sub, 2_000)
+            kinds = [e[0] for e in events]
+            assert "end_of_session" in kinds or "lost" in kinds, kinds
+            logins = [e for e in events if e[0] == "logged_in"]
+            assert logins, kinds
+            sessions = {e[1] for e in logins}
+            assert len(q) + len(t) >= 2_000
+            seqs = np.concatenate([q["sequence"], t["sequence"]])
+            stamps = np.concatenate([q["timestamp"], t["timestamp"]])
+            # What the first server sent before it stopped, then the new session from 1.
+            old, new = np.sort(seqs[stamps < restart]), np.sort(seqs[stamps >= restart])
+            if len(old):
+                assert old[0] == before[-1] + 1 and (np.diff(old) == 1).all()
+            assert len(new) > 1_000 and new[0] == 1 and (np.diff(new) == 1).all()
+            assert "new_session" in kinds and len(sessions) == 1, kinds
+        finally:
+            sub.close()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
