@@ -198,3 +198,28 @@ def test_no_python_object_per_frame(tmp_path):
     assert len(rec.quotes) + len(rec.trades) > 150_000
     # A Python object per frame would be 150,000 blocks or more.
     assert grown < 1_000, grown
+
+
+def test_reads_a_pipe(tmp_path):
+    # A FIFO has no size: every record goes to Rust vectors handed to numpy.
+    import os
+    import threading
+
+    src = gen(tmp_path / "src.twr", 5000, seed=13)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def feed():
+        with open(fifo, "wb") as w:
+            w.write(src.read_bytes())
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        piped = tickwire.read(fifo)
+    finally:
+        writer.join(timeout=10)
+    whole = tickwire.read(src)
+    np.testing.assert_array_equal(piped.quotes, whole.quotes)
+    np.testing.assert_array_equal(piped.trades, whole.trades)
+    assert piped.stats == whole.stats
