@@ -112,7 +112,8 @@
 //! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`] |
 //! | `net`       | no      | `net`: mio connections, the reference server and client; implies `std` |
 //! | `tokio`     | no      | `tokio`: a `tokio_util` codec (`FrameCodec`, owned `Frame`s over `bytes::Bytes`), the async `Client` and `Server` over the same sessions; implies `net` |
-//! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `serve`, `subscribe`, `record`, `demo`, `bench`); implies `std`, `synth`, `net` |
+//! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `export`, `serve`, `subscribe`, `record`, `demo`, `bench`); implies `std`, `synth`, `net` |
+//! | `parquet`   | no      | `tickwire export --format parquet` (the `parquet` crate, without arrow); implies `cli` |
 //!
 //! Minimum supported Rust version: 1.94 (see the README).
 #![no_std]

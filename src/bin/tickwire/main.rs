@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod dgram;
 mod drive;
+mod export;
 mod logging;
 mod measure;
 mod pretty;
@@ -77,6 +78,31 @@ enum Command {
         /// (4 implied decimals), timestamps as RFC 3339 UTC.
         #[arg(long)]
         pretty: bool,
+    },
+    /// Export a recording as Parquet or CSV tables: OUT/quotes, OUT/trades, OUT/control.
+    ///
+    /// One table per message type (control frames share one), each with the
+    /// protocol's field names as columns: quotes (sequence, timestamp,
+    /// instrument_id, bid_price, ask_price, bid_size, ask_size), trades
+    /// (sequence, timestamp, instrument_id, price, size, side, flags),
+    /// control (type, sequence, timestamp, session_id, count). Prices are
+    /// the wire's integers (4 implied decimals); Parquet timestamps are
+    /// timestamp(ns, UTC), CSV timestamps integer nanoseconds. Duplicate
+    /// frames are left out; discarded bytes, gaps and duplicates are
+    /// reported on stderr. Parquet needs the `parquet` feature.
+    Export {
+        /// Recording to read (`-` for stdin).
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: export::Format,
+        /// Output directory (created if missing; its tables are overwritten).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Parquet compression of the price columns (the others are
+        /// delta- or dictionary-encoded, which compression does not shrink).
+        #[arg(long, value_enum, default_value_t)]
+        compression: export::Compress,
     },
     /// Run the reference server publishing a synthetic feed (Ctrl-C or SIGTERM stops it gracefully).
     Serve {
@@ -269,6 +295,7 @@ impl Command {
         match self {
             Command::Gen { .. } => "gen",
             Command::Dump { .. } => "dump",
+            Command::Export { .. } => "export",
             Command::Serve { .. } => "serve",
             Command::Subscribe { .. } => "subscribe",
             Command::Record { .. } => "record",
@@ -309,6 +336,12 @@ fn main() -> ExitCode {
             output,
         } => gen(count, seed, corrupt, instruments, &output),
         Command::Dump { file, pretty } => dump(&file, pretty),
+        Command::Export {
+            file,
+            format,
+            output,
+            compression,
+        } => export::run(&file, format, &output, compression),
         Command::Serve {
             listen,
             rate,
