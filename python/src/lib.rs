@@ -31,7 +31,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use tickwire::net::{Client, ClientConfig, ClientError, ClientStats};
+use tickwire::net::{Client, ClientConfig, ClientError};
 use tickwire::parse::{Event, ParseStats, Parser};
 use tickwire::policy::Backoff;
 use tickwire::sequence::SequenceStats;
@@ -492,7 +492,13 @@ struct Batch {
 }
 
 impl Batch {
-    fn client_event(&mut self, server: SocketAddr, event: ClientEvent<'_>) {
+    /// One event of the client, connected to `server` (of `servers`).
+    fn client_event(
+        &mut self,
+        server: Option<SocketAddr>,
+        servers: &[SocketAddr],
+        event: ClientEvent<'_>,
+    ) {
         let c = &mut self.columns;
         match event {
             ClientEvent::Frame(Message::Quote(q)) => c.quote(q),
@@ -518,8 +524,17 @@ impl Batch {
             ClientEvent::Retrying { attempt, delay } => {
                 self.notes.push(Note::Retrying(attempt, delay));
             }
+            ClientEvent::Failover { to, .. } => {
+                if let Some(next) = servers.get(to) {
+                    self.notes.push(Note::FailOver(next.to_string()));
+                }
+            }
             ClientEvent::GaveUp { attempts, last } => {
-                let message = format!("{server}: {}", ClientError::GaveUp { attempts, last });
+                let error = ClientError::GaveUp { attempts, last };
+                let message = match server {
+                    Some(server) => format!("{server}: {error}"),
+                    None => error.to_string(),
+                };
                 self.notes.push(Note::GaveUp(message.clone()));
                 self.gave_up = Some(message);
             }
@@ -536,23 +551,14 @@ impl Batch {
     }
 }
 
-/// The live subscriber over the reference client (`tickwire::net::Client`).
+/// The live subscriber over the reference client (`tickwire::net::Client`),
+/// whose list of servers gives fail-over exactly as in Rust.
 #[pyclass(module = "tickwire._tickwire")]
 struct Subscriber {
     servers: Vec<SocketAddr>,
-    current: usize,
     client: Client,
-    max_retries: Option<u32>,
-    heartbeat_interval: Duration,
-    connect_timeout: Duration,
     max_batch: usize,
-    /// Servers that gave up in a row without a login in between.
-    failed_in_a_row: usize,
-    /// Counters of the clients of earlier servers.
-    earlier: ClientStats,
     closed: bool,
-    /// The first sequence asked for (what a fail-over before any login asks for).
-    from_seq: u64,
 }
 
 fn resolve(address: &str) -> PyResult<SocketAddr> {
@@ -575,29 +581,10 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 }
 
 impl Subscriber {
-    fn make_client(&self, from: u64) -> io::Result<Client> {
-        let server = self
-            .servers
-            .get(self.current)
-            .copied()
-            .ok_or_else(|| io::Error::other("no server"))?;
-        let mut config = ClientConfig::new(server);
-        config.from = from;
-        config.heartbeat_interval = self.heartbeat_interval;
-        config.connect_timeout = self.connect_timeout;
-        config.backoff = Backoff::default()
-            .with_max_retries(self.max_retries)
-            .with_jitter(u64::from(std::process::id()));
-        Client::new(config)
-    }
-
+    /// The server the client is connected (or connecting) to now.
     fn server(&self) -> SocketAddr {
-        self.client_server()
-    }
-
-    fn client_server(&self) -> SocketAddr {
         self.servers
-            .get(self.current)
+            .get(self.client.session().server())
             .copied()
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
@@ -627,21 +614,20 @@ impl Subscriber {
             .iter()
             .map(|s| resolve(s))
             .collect::<PyResult<Vec<_>>>()?;
-        let mut sub = Subscriber {
-            current: 0,
-            client: Client::new(ClientConfig::new(servers[0]))?,
+        let mut config = ClientConfig::with_servers(&servers)
+            .ok_or_else(|| PyValueError::new_err("at least one server address is needed"))?;
+        config.from = from_seq;
+        config.heartbeat_interval = seconds("heartbeat_interval", heartbeat_interval)?;
+        config.connect_timeout = seconds("connect_timeout", connect_timeout)?;
+        config.backoff = Backoff::default()
+            .with_max_retries(max_retries)
+            .with_jitter(u64::from(std::process::id()));
+        Ok(Subscriber {
+            client: Client::new(config)?,
             servers,
-            max_retries,
-            heartbeat_interval: seconds("heartbeat_interval", heartbeat_interval)?,
-            connect_timeout: seconds("connect_timeout", connect_timeout)?,
             max_batch,
-            failed_in_a_row: 0,
-            earlier: ClientStats::default(),
             closed: false,
-            from_seq,
-        };
-        sub.client = sub.make_client(from_seq)?;
-        Ok(sub)
+        })
     }
 
     /// The next batch: waits (GIL released) up to `timeout` seconds (None:
@@ -671,7 +657,7 @@ impl Subscriber {
             if self.closed {
                 break;
             }
-            let server = self.server();
+            let servers = &self.servers;
             let max_batch = self.max_batch;
             let client = &mut self.client;
             let polled = py.detach(|| -> io::Result<()> {
@@ -680,14 +666,17 @@ impl Subscriber {
                 let wait = deadline
                     .map(|d| d.saturating_duration_since(Instant::now()).min(slice))
                     .unwrap_or(slice);
-                client.poll(Some(wait), |e| batch.client_event(server, e))?;
+                let server = |c: &Client| servers.get(c.session().server()).copied();
+                let at = server(client);
+                client.poll(Some(wait), |e| batch.client_event(at, servers, e))?;
                 // Take what is already there, without waiting.
                 while batch.has_news()
                     && batch.columns.data_frames < max_batch
                     && !client.is_stopped()
                 {
                     let before = batch.columns.data_frames + batch.notes.len();
-                    client.poll(Some(Duration::ZERO), |e| batch.client_event(server, e))?;
+                    let at = server(client);
+                    client.poll(Some(Duration::ZERO), |e| batch.client_event(at, servers, e))?;
                     if batch.columns.data_frames + batch.notes.len() == before {
                         break;
                     }
@@ -695,25 +684,10 @@ impl Subscriber {
                 Ok(())
             });
             polled.map_err(|e| TickwireError::new_err(format!("poll failed: {e}")))?;
-            if batch.notes.iter().any(|n| matches!(n, Note::LoggedIn(..))) {
-                self.failed_in_a_row = 0;
-            }
             if self.client.is_stopped() {
+                self.closed = true;
                 if let Some(message) = batch.gave_up.take() {
-                    self.failed_in_a_row += 1;
-                    if self.failed_in_a_row >= self.servers.len() {
-                        self.closed = true;
-                        return Err(GaveUpError::new_err(message));
-                    }
-                    // Fail over: the next server, from the next sequence needed.
-                    let next = self.client.tracker().expected().unwrap_or(0);
-                    let from = if next == 0 { self.from_seq } else { next };
-                    self.earlier = add_stats(self.earlier, self.client.stats());
-                    self.current = (self.current + 1) % self.servers.len();
-                    self.client = self.make_client(from)?;
-                    batch.notes.push(Note::FailOver(self.server().to_string()));
-                } else {
-                    self.closed = true;
+                    return Err(GaveUpError::new_err(message));
                 }
             }
             if batch.has_news() {
@@ -766,27 +740,17 @@ impl Subscriber {
 
     /// Counters over every connection (and every server of a list).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = add_stats(self.earlier, self.client.stats());
+        let s = self.client.stats();
         let d = stats_dict(py, &s.parse, &SequenceStats::default())?;
         d.set_item("gaps", s.gaps)?;
         d.set_item("missing", s.missing)?;
         d.set_item("duplicates", s.duplicates)?;
         d.set_item("connects", s.connects)?;
         d.set_item("reconnects", s.reconnects)?;
+        d.set_item("failovers", s.failovers)?;
         d.del_item("sessions")?;
         Ok(d)
     }
-}
-
-fn add_stats(a: ClientStats, b: ClientStats) -> ClientStats {
-    let mut s = a;
-    s.parse += b.parse;
-    s.gaps += b.gaps;
-    s.missing += b.missing;
-    s.duplicates += b.duplicates;
-    s.connects += b.connects;
-    s.reconnects += b.reconnects;
-    s
 }
 
 fn note_tuple(py: Python<'_>, note: Note) -> PyResult<Bound<'_, PyAny>> {

@@ -382,11 +382,15 @@ class Subscriber:
     server no longer has arrives as gaps. Waiting happens in Rust with the
     GIL released (other Python threads run); Ctrl-C interrupts it.
 
-    ``servers`` is one ``"host:port"`` or a list of them for fail-over: each
-    server gets ``max_retries`` failed attempts in a row (3 if not given for
-    a list; unlimited for one address) before the next is tried, from the
-    next sequence needed; :class:`GaveUpError` is raised once every server
-    of the list has given up in a row.
+    ``servers`` is one ``"host:port"`` or a list of them (the origin and
+    relays of one session) for fail-over, by the Rust client's own rules:
+    when a connection ends, the next server of the list is tried at once,
+    logging in with the next sequence needed (what a server that is behind
+    sends again is dropped as duplicates); the backoff delay applies only
+    after every server failed in turn (a round), and an accepted login
+    resets it. ``max_retries`` counts rounds (3 if not given for a list;
+    unlimited for one address); :class:`GaveUpError` is raised when they
+    are exhausted.
 
     >>> with tickwire.Subscriber("127.0.0.1:7878", from_seq=1) as sub:   # doctest: +SKIP
     ...     for batch in sub:
@@ -460,7 +464,7 @@ class Subscriber:
         return self._inner.next_sequence
 
     def stats(self) -> Dict[str, int]:
-        """Counters over every connection: frames, discards, gaps, connects, reconnects."""
+        """Counters over every connection: frames, discards, gaps, connects, reconnects, failovers."""
         return self._inner.stats()
 
 
