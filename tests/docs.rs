@@ -124,7 +124,7 @@ fn the_readme_command_table_matches_help() {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .collect();
-    assert_eq!(commands.len(), 8, "{help}");
+    assert_eq!(commands.len(), 9, "{help}");
     let readme = read("README.md");
     for global in ["`-v`", "`-q`"] {
         assert!(readme.contains(global), "README explains {global}");
