@@ -25,6 +25,20 @@ mod measure;
 const RATE: u64 = 500_000;
 const SECONDS: f64 = 5.0;
 
+/// One table row: frames, p50, p99, p99.9 and max in µs.
+fn print_row(name: &str, frames: u64, h: &hdrhistogram::Histogram<u64>) {
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+        name,
+        frames,
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        h.max() as f64 / 1000.0
+    );
+}
+
 fn main() {
     println!("latency at {RATE} msg/s over loopback, {SECONDS} s after 0.5 s warm-up (timestamp at publish -> client parse)");
     println!(
@@ -38,16 +52,7 @@ fn main() {
         .collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     let raw = measure::raw_latency(RATE, if wanted("raw") { SECONDS } else { 0.0 });
-    let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-        "raw loopback socket (the floor)",
-        raw.len(),
-        us(&raw, 0.5),
-        us(&raw, 0.99),
-        us(&raw, 0.999),
-        raw.max() as f64 / 1000.0
-    );
+    print_row("raw loopback socket (the floor)", raw.len(), &raw);
     for (name, stalled, spin, server_spin) in [
         ("one client", false, false, false),
         ("one client, another stalled", true, false, false),
@@ -60,15 +65,7 @@ fn main() {
             continue;
         }
         let (h, frames) = measure::latency(RATE, SECONDS, stalled, spin, server_spin);
-        println!(
-            "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-            name,
-            frames,
-            us(&h, 0.5),
-            us(&h, 0.99),
-            us(&h, 0.999),
-            h.max() as f64 / 1000.0
-        );
+        print_row(name, frames, &h);
     }
     for (name, spin) in [
         ("datagrams (UDP unicast), client sleeping", false),
@@ -78,14 +75,6 @@ fn main() {
             continue;
         }
         let (h, frames) = measure::datagram_latency(RATE, SECONDS, spin);
-        println!(
-            "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-            name,
-            frames,
-            us(&h, 0.5),
-            us(&h, 0.99),
-            us(&h, 0.999),
-            h.max() as f64 / 1000.0
-        );
+        print_row(name, frames, &h);
     }
 }

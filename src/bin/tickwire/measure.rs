@@ -357,22 +357,13 @@ pub(crate) fn latency(
     }
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = paced_publisher(&server, rate, 5, stop.clone());
-    let mut hist = histogram();
-    let mut frames = 0u64;
-    let warmup = Instant::now() + Duration::from_millis(500);
-    let end = warmup + Duration::from_secs_f64(seconds);
-    let wait = if spin {
-        Duration::ZERO
-    } else {
-        Duration::from_millis(10)
-    };
-    while Instant::now() < end {
+    let mut window = Window::new(seconds, spin);
+    while window.open() {
         client
-            .poll(Some(wait), |e| {
+            .poll(Some(window.wait), |e| {
                 if let ClientEvent::Frame(m) = e {
-                    if m.is_data() && Instant::now() >= warmup {
-                        frames += 1;
-                        let _ = hist.record(unix_nanos().saturating_sub(m.timestamp()).max(100));
+                    if m.is_data() {
+                        window.record(m.timestamp());
                     }
                 }
             })
@@ -381,7 +372,48 @@ pub(crate) fn latency(
     stop.store(true, Ordering::Relaxed);
     let _ = publisher.join();
     let _ = server.shutdown();
-    (hist, frames)
+    (window.hist, window.frames)
+}
+
+/// The measuring window of [`latency`] and [`datagram_latency`]: 0.5 s of
+/// warm-up, then `seconds` of frames recorded; the client's poll timeout.
+struct Window {
+    hist: Histogram<u64>,
+    frames: u64,
+    warmup: Instant,
+    end: Instant,
+    wait: Duration,
+}
+
+impl Window {
+    fn new(seconds: f64, spin: bool) -> Window {
+        let warmup = Instant::now() + Duration::from_millis(500);
+        Window {
+            hist: histogram(),
+            frames: 0,
+            warmup,
+            end: warmup + Duration::from_secs_f64(seconds),
+            wait: if spin {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(10)
+            },
+        }
+    }
+
+    fn open(&self) -> bool {
+        Instant::now() < self.end
+    }
+
+    /// A data frame stamped `timestamp` arrived now.
+    fn record(&mut self, timestamp: u64) {
+        if Instant::now() >= self.warmup {
+            self.frames += 1;
+            let _ = self
+                .hist
+                .record(unix_nanos().saturating_sub(timestamp).max(100));
+        }
+    }
 }
 
 /// [`latency`] over the datagram path: the server's datagram output
@@ -408,26 +440,15 @@ pub(crate) fn datagram_latency(rate: u64, seconds: f64, spin: bool) -> (Histogra
     let mut client = DatagramClient::new(config).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = paced_publisher(&server, rate, 5, stop.clone());
-    let mut hist = histogram();
-    let mut frames = 0u64;
-    let warmup = Instant::now() + Duration::from_millis(500);
-    let end = warmup + Duration::from_secs_f64(seconds);
-    let wait = if spin {
-        Duration::ZERO
-    } else {
-        Duration::from_millis(10)
-    };
-    while Instant::now() < end {
+    let mut window = Window::new(seconds, spin);
+    while window.open() {
         client
-            .poll(Some(wait), |e| {
-                if let DatagramEvent::Frame(f) = e {
-                    if Instant::now() >= warmup {
-                        if let Some(m) = f.message() {
-                            frames += 1;
-                            let _ =
-                                hist.record(unix_nanos().saturating_sub(m.timestamp()).max(100));
-                        }
-                    }
+            .poll(Some(window.wait), |e| {
+                if let Some(m) = match &e {
+                    DatagramEvent::Frame(f) => f.message(),
+                    _ => None,
+                } {
+                    window.record(m.timestamp());
                 }
             })
             .unwrap();
@@ -435,7 +456,7 @@ pub(crate) fn datagram_latency(rate: u64, seconds: f64, spin: bool) -> (Histogra
     stop.store(true, Ordering::Relaxed);
     let _ = publisher.join();
     let _ = server.shutdown();
-    (hist, frames)
+    (window.hist, window.frames)
 }
 
 /// One-way latency of a raw loopback socket at the same pacing as
