@@ -63,6 +63,9 @@ fn sized_case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>,
         config.line_b = Some("127.0.0.1:0".parse().unwrap());
     }
     config.recv_buffer = Some(64 << 20);
+    // Past net.core.rmem_max when run as root (SO_RCVBUFFORCE); the size
+    // the kernel reports is printed with the case.
+    config.force_recv_buffer = true;
     // At millions of frames/s the default 4,096-frame window passes in
     // under a millisecond, before the 2 ms retransmission wait: a kernel
     // drop would become a gap for a full window instead of a request.
@@ -87,6 +90,7 @@ fn sized_case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>,
     config.line_b = addrs.get(1).copied();
     config.retransmit = Some(server.local_addr());
     let mut client = DatagramClient::new(config).unwrap();
+    let rcvbuf = client.recv_buffer_sizes()[0] >> 20;
 
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = server.publisher();
@@ -170,7 +174,7 @@ fn sized_case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>,
     let sent = after.datagrams_sent - before.datagrams_sent;
     let calls = after.datagram_syscalls - before.datagram_syscalls;
     println!(
-        "{name:<34} {:>9.2} {:>10.0} {:>8.3} {:>9.2} {:>9} {:>7} {:>9} {:>6} {:>4.0}/{:>3.0}/{:>3.0}%",
+        "{name:<34} {:>9.2} {:>10.0} {:>8.3} {:>9.2} {:>9} {:>7} {:>9} {:>6} {:>4.0}/{:>3.0}/{:>3.0}% {rcvbuf:>5}",
         frames as f64 / elapsed / 1e6,
         sent as f64 / elapsed,
         calls as f64 / sent.max(1) as f64,
@@ -508,7 +512,7 @@ fn main() {
         "datagram feed over loopback, {SECONDS} s per case, {BATCH}-quote batches (44-byte frames, 1,472-byte datagrams)"
     );
     println!(
-        "{:<34} {:>9} {:>10} {:>8} {:>9} {:>9} {:>7} {:>9} {:>6} {:>13}",
+        "{:<34} {:>9} {:>10} {:>8} {:>9} {:>9} {:>7} {:>9} {:>6} {:>13} {:>10}",
         "case",
         "Mframes/s",
         "dgrams/s",
@@ -518,7 +522,8 @@ fn main() {
         "gaps",
         "lost",
         "order!",
-        "CPU srv/pub/rx"
+        "CPU srv/pub/rx",
+        "rcvbuf MiB"
     );
 
     receiver_only(1472);

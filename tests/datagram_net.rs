@@ -797,6 +797,36 @@ fn silent_line_and_dead_feed_over_sockets() {
     assert_eq!(events, ["silent B", "silent A", "dead"]);
 }
 
+/// The receive buffer: capped at `net.core.rmem_max` by default; past it
+/// with `force_recv_buffer` (root: `SO_RCVBUFFORCE`).
+#[test]
+fn receive_buffer_capped_or_forced() {
+    const TEST: &str = "receive_buffer_capped_or_forced";
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let want = (rmem_max + (1 << 20)).max(64 << 20);
+    let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
+    config.recv_buffer = Some(want);
+    let capped = DatagramClient::new(config.clone())
+        .unwrap()
+        .recv_buffer_sizes()[0];
+    if rmem_max > 0 {
+        // Linux reports twice the size set.
+        assert!(capped <= 2 * rmem_max, "{capped} > 2 × {rmem_max}");
+    }
+    config.force_recv_buffer = true;
+    let forced = DatagramClient::new(config).unwrap().recv_buffer_sizes()[0];
+    if forced < want {
+        return skip_unprivileged(TEST, &format!("SO_RCVBUFFORCE refused: {forced} bytes"));
+    }
+    assert!(
+        forced >= want && forced > capped,
+        "{forced} {capped} {want}"
+    );
+}
+
 /// The publisher restarts with a new session on the same destinations:
 /// the subscriber reports the old session's EndOfSession, then the new
 /// session (`NewSession`), whose frames start again at 1.

@@ -456,8 +456,17 @@ pub struct DatagramClientConfig {
     pub heartbeat_interval: Duration,
     /// Give up a connection attempt after this long (5 s).
     pub connect_timeout: Duration,
-    /// `SO_RCVBUF` of each line's socket (8 MiB; the kernel may cap it).
+    /// `SO_RCVBUF` of each line's socket (8 MiB; the kernel caps it at
+    /// `net.core.rmem_max` unless
+    /// [`force_recv_buffer`](Self::force_recv_buffer)). The buffer is what
+    /// absorbs the receiver's scheduling delays: at millions of frames per
+    /// second a few MiB last milliseconds.
     pub recv_buffer: Option<usize>,
+    /// Set [`recv_buffer`](Self::recv_buffer) past `net.core.rmem_max`
+    /// (`SO_RCVBUFFORCE`, Linux; needs `CAP_NET_ADMIN`, e.g. root).
+    /// `false` by default; without the privilege, or elsewhere, the capped
+    /// size is used and a warning logged.
+    pub force_recv_buffer: bool,
     /// Receive up to 32 datagrams per system call with `recvmmsg` (Linux;
     /// `true`). Elsewhere, or `false`: one `recv` per datagram.
     pub batch_syscalls: bool,
@@ -477,6 +486,7 @@ impl DatagramClientConfig {
             heartbeat_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             recv_buffer: Some(8 << 20),
+            force_recv_buffer: false,
             batch_syscalls: true,
         }
     }
@@ -633,12 +643,31 @@ fn line_socket(
     addr: SocketAddr,
     interface: Option<Ipv4Addr>,
     recv_buffer: Option<usize>,
+    force: bool,
 ) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if let Some(size) = recv_buffer {
-        // The kernel caps it at net.core.rmem_max; a smaller buffer works.
-        let _ = socket.set_recv_buffer_size(size);
+        #[cfg(target_os = "linux")]
+        let forced = force
+            && match super::sys::force_recv_buffer(std::os::fd::AsFd::as_fd(&socket), size) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("line {addr}: receive buffer of {size} bytes not forced: {e}");
+                    false
+                }
+            };
+        #[cfg(not(target_os = "linux"))]
+        let forced = {
+            if force {
+                log::warn!("line {addr}: forcing the receive buffer needs Linux");
+            }
+            false
+        };
+        if !forced {
+            // The kernel caps it at net.core.rmem_max; a smaller buffer works.
+            let _ = socket.set_recv_buffer_size(size);
+        }
     }
     match addr.ip() {
         IpAddr::V4(group) if group.is_multicast() => {
@@ -682,7 +711,13 @@ impl DatagramClient {
             .chain(config.line_b)
             .zip([LINE_A, LINE_B])
         {
-            let socket = line_socket(addr, config.interface, config.recv_buffer).map_err(io)?;
+            let socket = line_socket(
+                addr,
+                config.interface,
+                config.recv_buffer,
+                config.force_recv_buffer,
+            )
+            .map_err(io)?;
             local.push(socket.local_addr().map_err(io)?);
             let mut socket = mio::net::UdpSocket::from_std(socket);
             poll.registry()
@@ -733,6 +768,25 @@ impl DatagramClient {
             receiver: *self.receiver.stats(),
             ..self.stats
         }
+    }
+
+    /// The receive buffer of each line's socket in bytes, line A first, as
+    /// the kernel reports it (Linux reports twice what was set: half is its
+    /// bookkeeping), e.g. to check what
+    /// [`recv_buffer`](DatagramClientConfig::recv_buffer) became.
+    ///
+    /// ```
+    /// use tickwire::net::{DatagramClient, DatagramClientConfig};
+    /// let client = DatagramClient::new(DatagramClientConfig::new("127.0.0.1:0".parse()?))?;
+    /// assert!(client.recv_buffer_sizes()[0] > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn recv_buffer_sizes(&self) -> Vec<usize> {
+        self.lines
+            .iter()
+            .map(|s| socket2::SockRef::from(s).recv_buffer_size().unwrap_or(0))
+            .collect()
     }
 
     /// Changes the retransmission server (e.g. to another server of the

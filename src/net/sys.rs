@@ -1,6 +1,7 @@
 //! The system calls `std` and `mio` do not offer: the number of bytes still
-//! in a socket's kernel send queue, and `sendmmsg` (many datagrams in one
-//! call) on Linux. The only `unsafe` code of the networking layer.
+//! in a socket's kernel send queue, `sendmmsg`/`recvmmsg` (many datagrams in
+//! one call) and `SO_RCVBUFFORCE` on Linux. The only `unsafe` code of the
+//! networking layer.
 
 /// Bytes in the kernel send queue of the socket `fd` (sent but not yet
 /// acknowledged, or not yet sent), where the platform can say.
@@ -136,4 +137,35 @@ pub(crate) fn recv_datagrams(
         };
     }
     Ok(got)
+}
+
+/// Sets the receive buffer of socket `fd` to `size` bytes past the
+/// `net.core.rmem_max` cap (`SO_RCVBUFFORCE`; needs `CAP_NET_ADMIN`, e.g.
+/// root). Fails with the kernel's error otherwise.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) fn force_recv_buffer(
+    fd: std::os::fd::BorrowedFd<'_>,
+    size: usize,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    let len = libc::socklen_t::try_from(size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: SO_RCVBUFFORCE reads one `c_int` from the pointer given, which
+    // points at `value`, alive for the call, with `len` its size; `fd` is a
+    // borrowed, open descriptor. Errors come back through the return value.
+    let result = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            std::ptr::from_ref(&value).cast(),
+            len,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
