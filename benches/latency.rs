@@ -3,8 +3,9 @@
 //! design rate of 500K msg/s; with the client and the server sleeping in
 //! epoll or busy-polling, and with another client stalled; against a raw
 //! loopback socket paced the same way (the floor: one wake-up and TCP);
-//! and over the datagram path (UDP unicast to a `DatagramClient`), sleeping
-//! and busy-polling, to compare with the TCP rows of the same run.
+//! through a relay; and over the datagram path (UDP unicast to a
+//! `DatagramClient`), sleeping and busy-polling, to compare with the TCP
+//! rows of the same run.
 //!
 //! `cargo bench --bench latency --features cli`
 #![allow(
@@ -64,7 +65,14 @@ fn main() {
         if !wanted(name) {
             continue;
         }
-        let (h, frames) = measure::latency(RATE, SECONDS, stalled, spin, server_spin);
+        let (h, frames) = measure::latency(RATE, SECONDS, stalled, spin, server_spin, false);
+        print_row(name, frames, &h);
+    }
+    // One relay between the server and the client (protocol section 10):
+    // what a relay adds.
+    let name = "one client, through a relay";
+    if wanted(name) {
+        let (h, frames) = measure::latency(RATE, SECONDS, false, false, false, true);
         print_row(name, frames, &h);
     }
     for (name, spin) in [

@@ -334,6 +334,7 @@ pub(crate) fn latency(
     stalled: bool,
     spin: bool,
     server_spin: bool,
+    relayed: bool,
 ) -> (Histogram<u64>, u64) {
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -343,8 +344,17 @@ pub(crate) fn latency(
     .unwrap()
     .spawn()
     .unwrap();
-    let addr = server.local_addr();
-    let _stalled = stalled.then(|| login(addr));
+    let _stalled = stalled.then(|| login(server.local_addr()));
+    // Through a relay (protocol section 10) of the server, when asked.
+    let relay = relayed.then(|| {
+        let config =
+            tickwire::net::RelayConfig::new(&[server.local_addr()], "127.0.0.1:0".parse().unwrap())
+                .unwrap();
+        tickwire::net::Relay::start(config).unwrap()
+    });
+    let addr = relay
+        .as_ref()
+        .map_or_else(|| server.local_addr(), tickwire::net::Relay::local_addr);
     let mut client = Client::new(ClientConfig::new(addr)).unwrap();
     let mut logged_in = false;
     let deadline = Instant::now() + Duration::from_secs(5);
