@@ -20,7 +20,7 @@ use super::publisher::{Numbering, PublishError};
 use super::server::{RelayControl, Server, ServerConfig, ServerHandle, ToLoop};
 use super::stats::{ServerStats, Shared};
 use crate::session::datagram::DatagramEvent;
-use crate::session::{Batch, BatchError, ClientEvent, ClientState};
+use crate::session::{Batch, ClientEvent, ClientState};
 use crate::Message;
 
 /// A relay's upstream frames are handed to its server in batches of at
@@ -249,9 +249,6 @@ pub enum RelayError {
     GaveUp(String),
     /// Binding the server, or polling, failed.
     Io(io::Error),
-    /// Bytes from upstream that are not a batch of data frames (not
-    /// reached: the client delivers whole, checked frames).
-    Batch(BatchError),
 }
 
 impl fmt::Display for RelayError {
@@ -260,7 +257,6 @@ impl fmt::Display for RelayError {
             RelayError::NoUpstream => f.write_str("no upstream accepted a login in time"),
             RelayError::GaveUp(why) => write!(f, "upstream: {why}"),
             RelayError::Io(e) => write!(f, "relay: {e}"),
-            RelayError::Batch(e) => write!(f, "relay: {e}"),
         }
     }
 }
@@ -276,9 +272,18 @@ impl From<io::Error> for RelayError {
 /// What the upstream said, in order, for the server.
 #[derive(Debug)]
 enum Op {
-    Frames(Vec<u8>),
+    /// Consecutive data frames, already checked by the upstream parser or
+    /// datagram receiver (not checked again).
+    Frames {
+        first: u64,
+        frames: u64,
+        bytes: Vec<u8>,
+    },
     Advance(u64),
-    Session { session_id: u64, next: u64 },
+    Session {
+        session_id: u64,
+        next: u64,
+    },
     Alive(bool),
 }
 
@@ -288,8 +293,9 @@ struct Pump {
     ops: Vec<Op>,
     /// Consecutive data frames not yet handed over.
     run: Vec<u8>,
-    /// The sequence after the run's last frame.
-    run_next: u64,
+    /// The run's first sequence and its number of frames.
+    run_first: u64,
+    run_frames: u64,
     session: Option<u64>,
     /// The first login's sequence (the relay's first data sequence).
     first: u64,
@@ -299,8 +305,27 @@ struct Pump {
 impl Pump {
     fn end_run(&mut self) {
         if !self.run.is_empty() {
-            self.ops.push(Op::Frames(std::mem::take(&mut self.run)));
+            self.ops.push(Op::Frames {
+                first: self.run_first,
+                frames: self.run_frames,
+                bytes: std::mem::take(&mut self.run),
+            });
+            self.run_frames = 0;
         }
+    }
+
+    /// A checked data frame: appended to the run if it continues it (and
+    /// the run is not full), else it starts a new one.
+    fn push_frame(&mut self, sequence: u64, bytes: &[u8]) {
+        let next = self.run_first.saturating_add(self.run_frames);
+        if self.run.len() >= RELAY_BATCH || (!self.run.is_empty() && sequence != next) {
+            self.end_run();
+        }
+        if self.run.is_empty() {
+            self.run_first = sequence;
+        }
+        self.run.extend_from_slice(bytes);
+        self.run_frames += 1;
     }
 
     fn on_event(&mut self, event: ClientEvent<'_>) {
@@ -324,13 +349,7 @@ impl Pump {
                 self.ops.push(Op::Alive(true));
             }
             ClientEvent::Frame(m) if m.msg_type().is_data() => {
-                if self.run.len() >= RELAY_BATCH
-                    || (!self.run.is_empty() && m.sequence() != self.run_next)
-                {
-                    self.end_run();
-                }
-                self.run.extend_from_slice(m.as_bytes());
-                self.run_next = m.sequence().saturating_add(1);
+                self.push_frame(m.sequence(), m.as_bytes());
             }
             ClientEvent::Frame(Message::Heartbeat(h)) => {
                 self.end_run();
@@ -354,7 +373,11 @@ impl Pump {
         self.end_run();
         for op in self.ops.drain(..) {
             let sent = match op {
-                Op::Frames(bytes) => feed.publish(Batch::new(bytes).map_err(RelayError::Batch)?),
+                Op::Frames {
+                    first,
+                    frames,
+                    bytes,
+                } => feed.publish(Batch::encoded(first, frames, bytes)),
                 Op::Advance(next) => feed.advance(next),
                 Op::Session { session_id, next } => feed.new_session(session_id, next),
                 Op::Alive(alive) => {
@@ -398,13 +421,7 @@ impl DatagramPump {
                     pump.session = client.receiver().session();
                     pump.first = copy.sequence();
                 }
-                if pump.run.len() >= RELAY_BATCH
-                    || (!pump.run.is_empty() && copy.sequence() != pump.run_next)
-                {
-                    pump.end_run();
-                }
-                pump.run.extend_from_slice(copy.as_bytes());
-                pump.run_next = copy.sequence().saturating_add(1);
+                pump.push_frame(copy.sequence(), copy.as_bytes());
             }
             DatagramEvent::Gap(gap) => {
                 // The same gap for the relay's clients: never renumbered.
