@@ -237,6 +237,33 @@ fn publish_paced(server: &ServerHandle, msgs: Vec<(u64, Payload)>, batch: usize)
     })
 }
 
+/// Publishes `n` messages of `seed` paced, receives them on `client`,
+/// and checks every data frame arrived once, in order, byte-identical, with
+/// no gap.
+fn publish_and_receive_whole(
+    server: &ServerHandle,
+    client: &mut DatagramClient,
+    seed: u64,
+    n: usize,
+) -> Received {
+    let msgs = messages(seed, n);
+    let expected = expected_bytes(&msgs, 1);
+    let publishing = publish_paced(server, msgs, 40);
+    let mut got = Received::default();
+    receive_until(client, &mut got, Duration::from_secs(30), |g| {
+        g.sequences.len() >= n
+    });
+    publishing.join().unwrap();
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert_eq!(got.sequences.len(), n);
+    assert!(got.sequences.iter().zip(1..).all(|(&s, i)| s == i));
+    assert!(
+        got.bytes == expected,
+        "delivered bytes differ from published"
+    );
+    got
+}
+
 /// One line dropping 10%, duplicating 5% and reordering 10% of the
 /// datagrams: every data frame arrives once, in order, byte-identical to
 /// what was published; the losses came back by retransmission; the idle
@@ -257,21 +284,7 @@ fn one_lossy_line_every_frame_once_in_order() {
     let server = server(&injector.inputs, |_| {});
     c = with_retransmit(c, server.local_addr());
     let n = 20_000;
-    let msgs = messages(1, n);
-    let expected = expected_bytes(&msgs, 1);
-    let publishing = publish_paced(&server, msgs, 40);
-    let mut got = Received::default();
-    receive_until(&mut c, &mut got, Duration::from_secs(30), |g| {
-        g.sequences.len() >= n
-    });
-    publishing.join().unwrap();
-    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
-    assert_eq!(got.sequences.len(), n);
-    assert!(got.sequences.iter().zip(1..).all(|(&s, i)| s == i));
-    assert!(
-        got.bytes == expected,
-        "delivered bytes differ from published"
-    );
+    let mut got = publish_and_receive_whole(&server, &mut c, 1, n);
     let stats = c.stats();
     assert!(stats.receiver.requests > 0 && stats.receiver.recovered > 0);
     assert!(stats.receiver.duplicates[0] > 0 && stats.receiver.reordered > 0);
@@ -304,20 +317,7 @@ fn two_lines_retransmit_only_what_both_lost() {
     let injector = Injector::new(22, c.local_addrs(), &[lossy, lossy]);
     let server = server(&injector.inputs, |_| {});
     c = with_retransmit(c, server.local_addr());
-    let n = 20_000;
-    let msgs = messages(2, n);
-    let expected = expected_bytes(&msgs, 1);
-    let publishing = publish_paced(&server, msgs, 40);
-    let mut got = Received::default();
-    receive_until(&mut c, &mut got, Duration::from_secs(30), |g| {
-        g.sequences.len() >= n
-    });
-    publishing.join().unwrap();
-    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
-    assert!(
-        got.bytes == expected,
-        "delivered bytes differ from published"
-    );
+    publish_and_receive_whole(&server, &mut c, 2, 20_000);
 
     // The datagrams both lines lost, and their runs (adjacent ones form one
     // hole, asked for in one request).
