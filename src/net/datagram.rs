@@ -803,14 +803,7 @@ impl DatagramClient {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_retransmit(&mut self, server: Option<SocketAddr>) {
-        if let Retx::Connecting(conn, _) | Retx::Connected(conn, _) =
-            std::mem::replace(&mut self.retx, Retx::Idle)
-        {
-            let mut stream = conn.into_stream();
-            let _ = self.poll.registry().deregister(&mut stream);
-            self.stats.disconnects += 1;
-        }
-        self.retx = Retx::Idle;
+        self.close_connection();
         self.pending.clear();
         self.backoff.reset();
         self.config.retransmit = server;
@@ -999,10 +992,8 @@ impl DatagramClient {
         }
     }
 
-    /// The connection failed or was lost: unanswered requests are asked
-    /// again on the next connection, made after the backoff (their holes
-    /// still become gaps at their first deadline unless filled first).
-    fn lost(&mut self, now: Duration) {
+    /// Closes the retransmission connection, if any (state: idle).
+    fn close_connection(&mut self) {
         if let Retx::Connecting(conn, _) | Retx::Connected(conn, _) =
             std::mem::replace(&mut self.retx, Retx::Idle)
         {
@@ -1010,6 +1001,13 @@ impl DatagramClient {
             let _ = self.poll.registry().deregister(&mut stream);
             self.stats.disconnects += 1;
         }
+    }
+
+    /// The connection failed or was lost: unanswered requests are asked
+    /// again on the next connection, made after the backoff (their holes
+    /// still become gaps at their first deadline unless filled first).
+    fn lost(&mut self, now: Duration) {
+        self.close_connection();
         self.pending.clear();
         self.receiver.retransmission_reset();
         self.retx = match self.backoff.next_delay() {
