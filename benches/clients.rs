@@ -5,7 +5,10 @@
 //! (`ServerConfig::threads`).
 //!
 //! `cargo bench --bench clients --features cli` (needs about 2,100 file
-//! descriptors: `ulimit -n`; `TICKWIRE_BENCH_CLIENTS=N` for another count).
+//! descriptors: `ulimit -n`; `TICKWIRE_BENCH_CLIENTS=N` for another count,
+//! `TICKWIRE_BENCH_THREADS=1` for one server-loop count only,
+//! `TICKWIRE_BENCH_MAX_RATE=5000` to stop at that rate,
+//! `TICKWIRE_BENCH_SECONDS=S` to measure longer than 3 s per rate).
 //!
 //! Keeping up: every client received every frame from its first one to the
 //! last published, with no gap, within a second of the feed stopping.
@@ -27,13 +30,18 @@ mod measure;
 const CLIENTS: usize = 1000;
 const SECONDS: f64 = 3.0;
 
+/// A number from the environment, if set and valid.
+fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn main() {
-    let clients = std::env::var("TICKWIRE_BENCH_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(CLIENTS);
+    let clients = env("TICKWIRE_BENCH_CLIENTS").unwrap_or(CLIENTS);
+    let seconds = env("TICKWIRE_BENCH_SECONDS").unwrap_or(SECONDS);
+    let max_rate = env("TICKWIRE_BENCH_MAX_RATE").unwrap_or(1_000_000);
+    let loops: Vec<usize> = env("TICKWIRE_BENCH_THREADS").map_or(vec![1, 2], |t| vec![t]);
     println!(
-        "{clients} live clients over loopback, {SECONDS} s per rate once all are logged in (logins happen under the feed)"
+        "{clients} live clients over loopback, {seconds} s per rate once all are logged in (logins happen under the feed)"
     );
     println!(
         "{:>7} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9} {:>11} {:>11} {:>6}",
@@ -48,17 +56,17 @@ fn main() {
         "login p99",
         "slow"
     );
-    for threads in [1, 2] {
-        rates(clients, threads);
+    for threads in loops {
+        rates(clients, threads, seconds, max_rate);
     }
 }
 
-/// From 5K msg/s, doubling until not every client keeps up.
-fn rates(clients: usize, threads: usize) {
+/// From 5K msg/s, doubling until not every client keeps up (or `max_rate`).
+fn rates(clients: usize, threads: usize, seconds: f64, max_rate: u64) {
     let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let mut rate = 5_000;
     loop {
-        let m = measure::many_clients(clients, rate, SECONDS, threads);
+        let m = measure::many_clients(clients, rate, seconds, threads);
         println!(
             "{:>7} {:>10} {:>8} {:>12.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}µs {:>9.0}µs {:>6}",
             threads,
@@ -72,7 +80,7 @@ fn rates(clients: usize, threads: usize) {
             us(&m.login, 0.99),
             m.slow_marks
         );
-        if m.kept_up < clients || rate >= 1_000_000 {
+        if m.kept_up < clients || rate >= max_rate {
             break;
         }
         rate *= 2;
