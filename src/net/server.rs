@@ -247,6 +247,9 @@ pub(super) struct Slot {
     scheduled: Option<Duration>,
     /// In the flush list.
     flushing: bool,
+    /// Its timer came due while it was in the flush list: handled right
+    /// after its write (see `run_timers`).
+    timer_due: bool,
 }
 
 /// The reference server.
@@ -831,6 +834,7 @@ impl Server {
             generation: self.generations,
             scheduled: None,
             flushing: false,
+            timer_due: false,
         };
         if index == self.slots.len() {
             self.slots.push(Some(slot));
@@ -1084,6 +1088,7 @@ impl Server {
         slot.generation = self.generations;
         slot.scheduled = None;
         slot.flushing = false;
+        slot.timer_due = false;
         if index == self.slots.len() {
             self.slots.push(Some(slot));
         } else if let Some(place) = self.slots.get_mut(index) {
@@ -1217,6 +1222,9 @@ impl Server {
                     continue;
                 }
             }
+            if slot.timer_due {
+                self.timeout(index, time);
+            }
             self.settle(index);
         }
         list.clear();
@@ -1240,13 +1248,33 @@ impl Server {
                 continue; // superseded by an earlier entry, or another client's
             }
             slot.scheduled = None;
-            let backlog = sys::unsent_bytes(slot.stream.as_fd()).unwrap_or(0);
-            slot.session.handle_timeout(time, &self.retention, backlog);
-            if slot.session.queued() > 0 && !slot.flushing {
-                slot.flushing = true;
-                self.flush.push(index);
+            if slot.flushing {
+                // Bytes wait for this turn's writes: the session would count
+                // them as a backlog (and check again every BACKLOG_CHECK
+                // while the loop is still on its way to this client, which
+                // with many clients is every time: a TIOCOUTQ per client
+                // per turn). The timer is handled right after its write,
+                // where its queue holds what the socket did not take.
+                slot.timer_due = true;
+                continue;
             }
+            self.timeout(index, time);
             self.settle(index);
+        }
+    }
+
+    /// The session's timer: its deadlines and checks, with the kernel's
+    /// send-queue length; whatever it queues (a Heartbeat) is written next.
+    fn timeout(&mut self, index: usize, time: Time) {
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        slot.timer_due = false;
+        let backlog = sys::unsent_bytes(slot.stream.as_fd()).unwrap_or(0);
+        slot.session.handle_timeout(time, &self.retention, backlog);
+        if slot.session.queued() > 0 && !slot.flushing {
+            slot.flushing = true;
+            self.flush.push(index);
         }
     }
 
