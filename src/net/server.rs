@@ -5,7 +5,7 @@ use std::prelude::rust_2021::*;
 
 use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -46,6 +46,13 @@ const BATCHES_PER_TURN: usize = 256;
 const WRITE_BUDGET: usize = 1 << 20;
 /// Published bytes taken before they are written to every client.
 const COALESCE: usize = 256 << 10;
+/// How long one loop turn writes to clients before it takes newly
+/// published batches (and readiness, and timers) again; the clients not
+/// reached yet are written first on the next turn, with everything
+/// published until then. A pass over many clients thus never leaves data
+/// published during it for the next pass: each client's write carries
+/// what was published up to about this long before it.
+const FLUSH_SLICE: Duration = Duration::from_millis(1);
 /// Replayed bytes written per flush, over all replaying clients: live data
 /// goes out first and a crowd of replays cannot hold it up for longer than
 /// it takes to write this much (replays rotate for it, turn by turn).
@@ -274,10 +281,14 @@ pub(super) struct Slot {
 ///  per client: AwaitingLogin ─Login─▶ Replaying ─caught up─▶ Live
 /// ```
 ///
-/// Fairness: each turn of the loop writes at most 1 MiB to any one client
-/// before serving the others (a client with more to send is served again on
-/// the next turn without waiting for readiness), so a replay never holds
-/// the loop while live data waits.
+/// Fairness: the loop writes to its clients in passes, oldest waiting
+/// first, at most 1 MiB to any one client per pass (a client with more to
+/// send is served again in the next pass without waiting for readiness), so
+/// a replay never holds the loop while live data waits. A pass over many
+/// clients is cut into slices of about a millisecond, and newly published
+/// batches are taken between slices, so every write carries what was
+/// published until just before it: no client's data waits for the next
+/// pass.
 ///
 /// ```
 /// use tickwire::io::FrameReader;
@@ -331,12 +342,15 @@ pub struct Server {
     free: Vec<usize>,
     generations: u64,
     timers: BinaryHeap<Reverse<(Duration, usize, u64)>>,
-    /// Clients with bytes to write this turn.
-    flush: Vec<usize>,
-    /// The other half of `flush` (see `flush_all`).
-    flush_spare: Vec<usize>,
-    /// Replaying clients left out of a flush for want of replay budget:
-    /// first in line next time.
+    /// Clients with bytes to write, in the order they are written: the
+    /// first `pass_left` make up the pass under way (see `flush_all`).
+    flush: VecDeque<usize>,
+    /// Clients of the pass under way not written yet.
+    pass_left: usize,
+    /// Replayed bytes the pass under way may still write.
+    replay_budget: usize,
+    /// Replaying clients left out of a pass for want of replay budget:
+    /// first in line in the next pass.
     starved: Vec<usize>,
     /// Batches taken from the publishers in one turn (kept for its capacity).
     taken: Vec<Arc<Batch>>,
@@ -519,8 +533,9 @@ impl Server {
             free: Vec::new(),
             generations: 0,
             timers: BinaryHeap::new(),
-            flush: Vec::new(),
-            flush_spare: Vec::new(),
+            flush: VecDeque::new(),
+            pass_left: 0,
+            replay_budget: REPLAY_BUDGET,
             starved: Vec::new(),
             taken: Vec::new(),
             retention: Retention::new(config.retain),
@@ -685,7 +700,7 @@ impl Server {
                     .is_some_and(|last| last.end() == batch.first());
                 if !group.is_empty() && (group_bytes + batch.bytes().len() > COALESCE || !follows) {
                     self.publish_group(taken.get(group.clone()).unwrap_or_default(), time);
-                    self.flush_all(time);
+                    self.flush_all(time, None);
                     group = i..i;
                     group_bytes = 0;
                 }
@@ -713,7 +728,7 @@ impl Server {
                     output.skip_idle(time.monotonic);
                 }
             }
-            self.flush_all(time);
+            self.flush_all(time, Some(FLUSH_SLICE));
             if self
                 .accept_paused_until
                 .is_some_and(|until| time.monotonic >= until)
@@ -941,7 +956,7 @@ impl Server {
         if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
             if !slot.flushing {
                 slot.flushing = true;
-                self.flush.push(index);
+                self.flush.push_back(index);
             }
         }
     }
@@ -1175,45 +1190,58 @@ impl Server {
             let changed = slot.session.queued() != before || slot.session.poll_close().is_some();
             if changed && !slot.flushing {
                 slot.flushing = true;
-                self.flush.push(index);
+                self.flush.push_back(index);
             }
         }
     }
 
-    /// Writes what each client in the flush list has, up to the per-turn
-    /// budget; clients with more left stay in the list for the next turn.
-    /// Replays share [`REPLAY_BUDGET`] per call; those left out go first
-    /// next time.
-    fn flush_all(&mut self, time: Time) {
-        // Two lists swapped each call, so flushing (once per published
-        // batch) never allocates: clients with bytes left go back into
-        // `self.flush` for the next turn.
-        let mut list = std::mem::take(&mut self.flush_spare);
-        std::mem::swap(&mut list, &mut self.flush);
-        let mut replay_budget = REPLAY_BUDGET;
-        for &index in &list {
+    /// Writes what each client in the flush list has, up to the per-client
+    /// budget, in passes: a pass is the clients in the list when it starts,
+    /// in order; clients that get bytes (or have some left) meanwhile are
+    /// written in the next pass. With `slice`, the call stops after that
+    /// long (after one client at least) and the pass goes on at the next
+    /// call; without, it finishes the pass under way (or a new one).
+    /// Replays share [`REPLAY_BUDGET`] per pass; those left out go first in
+    /// the next.
+    fn flush_all(&mut self, time: Time, slice: Option<Duration>) {
+        if self.pass_left == 0 {
+            self.pass_left = self.flush.len();
+            self.replay_budget = REPLAY_BUDGET;
+        }
+        let started = slice.map(|limit| (Instant::now(), limit));
+        let mut written_to = 0usize;
+        while self.pass_left > 0 {
+            if written_to > 0 && started.is_some_and(|(at, limit)| at.elapsed() >= limit) {
+                break;
+            }
+            self.pass_left -= 1;
+            let Some(index) = self.flush.pop_front() else {
+                self.pass_left = 0;
+                break;
+            };
             let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
             let replaying = slot.session.phase() == ServerPhase::Replaying;
-            if replaying && replay_budget == 0 {
+            if replaying && self.replay_budget == 0 {
                 self.starved.push(index); // still flushing
                 continue;
             }
             slot.flushing = false;
+            written_to += 1;
             let budget = if replaying {
-                replay_budget.min(WRITE_BUDGET)
+                self.replay_budget.min(WRITE_BUDGET)
             } else {
                 WRITE_BUDGET
             };
             match write_some(slot, &self.retention, time, budget) {
                 Ok((more, written)) => {
                     if replaying {
-                        replay_budget = replay_budget.saturating_sub(written);
+                        self.replay_budget = self.replay_budget.saturating_sub(written);
                     }
                     if more {
                         slot.flushing = true;
-                        self.flush.push(index);
+                        self.flush.push_back(index);
                     }
                 }
                 Err(e) => {
@@ -1227,11 +1255,11 @@ impl Server {
             }
             self.settle(index);
         }
-        list.clear();
-        self.flush_spare = list;
-        if !self.starved.is_empty() {
-            self.starved.append(&mut self.flush);
-            std::mem::swap(&mut self.starved, &mut self.flush);
+        if self.pass_left == 0 {
+            // The next pass starts with the replays this one left out, in order.
+            while let Some(index) = self.starved.pop() {
+                self.flush.push_front(index);
+            }
         }
     }
 
@@ -1274,7 +1302,7 @@ impl Server {
         slot.session.handle_timeout(time, &self.retention, backlog);
         if slot.session.queued() > 0 && !slot.flushing {
             slot.flushing = true;
-            self.flush.push(index);
+            self.flush.push_back(index);
         }
     }
 
