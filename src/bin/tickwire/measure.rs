@@ -632,8 +632,10 @@ pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, threads: usi
 }
 
 /// One receiver thread of [`many_clients`]: connects and logs in `n`
-/// clients, then reads until `stop`. Latency is recorded once per run of
-/// frames that share a publish timestamp (one batch): one clock read.
+/// clients, then reads until `stop`. The clock is read once per wake-up of
+/// a connection, at its first data frame (the frames of one wake-up are
+/// parsed within microseconds of each other), and latency is recorded once
+/// per run of frames that share a publish timestamp (one batch).
 fn receive_many(
     addr: SocketAddr,
     n: usize,
@@ -678,6 +680,7 @@ fn receive_many(
         for event in events.iter() {
             let r = &mut conns[event.token().0];
             let mut run = (0u64, 0u64, 0u64); // (timestamp, latency, frames)
+            let mut now = None;
             let mut accepted = false;
             let _ = r.conn.read_ready(|e| match e {
                 Event::Frame(Message::LoginAccepted(_)) => accepted = true,
@@ -691,7 +694,8 @@ fn receive_many(
                         if run.2 > 0 {
                             let _ = latency.record_n(run.1, run.2);
                         }
-                        let ns = unix_nanos().saturating_sub(m.timestamp()).max(100);
+                        let now = *now.get_or_insert_with(unix_nanos);
+                        let ns = now.saturating_sub(m.timestamp()).max(100);
                         run = (m.timestamp(), ns, 1);
                     }
                 }
