@@ -581,7 +581,17 @@ impl Client {
 /// application gets each of them as a [`ClientEvent`] anyway and reports
 /// what matters to it (the CLI does); the log shows the connection's life
 /// (`tickwire subscribe -v`). Frames are not logged.
+#[inline]
 pub(crate) fn log_event(server: &dyn core::fmt::Display, event: &ClientEvent<'_>) {
+    // Frames (nearly every event) are never logged: no call for them.
+    if !matches!(event, ClientEvent::Frame(_)) {
+        log_control_event(server, event);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn log_control_event(server: &dyn core::fmt::Display, event: &ClientEvent<'_>) {
     match event {
         ClientEvent::State { from, to } => log::debug!("{server}: {from:?} -> {to:?}"),
         ClientEvent::LoggedIn {
