@@ -739,6 +739,34 @@ fn tiny_batches_merged(threads: usize) {
     server.shutdown().unwrap();
 }
 
+/// Many clients: a pass over them lasts longer than one slice of the loop
+/// (about 1 ms), so batches published during a pass are taken between its
+/// slices and reach the clients not written yet in the same pass. Every
+/// client still gets the whole stream once, in order, byte for byte.
+#[test]
+fn passes_cut_into_slices_keep_every_stream_identical() {
+    const CLIENTS: usize = 200;
+    let server = start(|c| c.max_clients = CLIENTS + 8);
+    let addr = server.local_addr();
+    let mut readers: Vec<_> = (0..CLIENTS).map(|_| login(addr, 0)).collect();
+    for reader in &mut readers {
+        read_until(reader, |s| s.accepted.is_some());
+    }
+    // About 200 KB a client: within the kernel's and the server's queues
+    // (under the slow threshold) while the clients are read one by one.
+    let msgs = messages(21, 5_000);
+    let publisher = publish_paced(&server, &msgs, 25);
+    publisher.join().unwrap();
+    let want = expected_bytes(&msgs, 1);
+    for (i, reader) in readers.iter_mut().enumerate() {
+        let seen = read_until(reader, |s| s.sequences.len() >= msgs.len());
+        assert!(seen.data == want, "client {i}: byte-identical");
+        assert_eq!((seen.gaps, seen.discarded), (0, 0), "client {i}");
+    }
+    let stats = server.shutdown().unwrap();
+    assert_eq!(stats.slow_marks, 0);
+}
+
 // Hostile connections and liveness (issue 9) --------------------------------
 
 /// A connection from `source` (any 127.0.0.x: all of 127/8 is loopback on
