@@ -53,6 +53,11 @@ const COALESCE: usize = 256 << 10;
 /// published during it for the next pass: each client's write carries
 /// what was published up to about this long before it.
 const FLUSH_SLICE: Duration = Duration::from_millis(1);
+/// At most about this many slices per pass: when passes grow long (more
+/// published than the loop writes), slices grow with them, so the batches
+/// queued to a client between two of its writes (one queue entry and one
+/// `writev` slice each) and the work of taking them stay bounded per pass.
+const SLICES_PER_PASS: u32 = 16;
 /// Replayed bytes written per flush, over all replaying clients: live data
 /// goes out first and a crowd of replays cannot hold it up for longer than
 /// it takes to write this much (replays rotate for it, turn by turn).
@@ -349,6 +354,9 @@ pub struct Server {
     pass_left: usize,
     /// Replayed bytes the pass under way may still write.
     replay_budget: usize,
+    /// When the pass under way started, and how long the last one took.
+    pass_started: Instant,
+    last_pass: Duration,
     /// Replaying clients left out of a pass for want of replay budget:
     /// first in line in the next pass.
     starved: Vec<usize>,
@@ -536,6 +544,8 @@ impl Server {
             flush: VecDeque::new(),
             pass_left: 0,
             replay_budget: REPLAY_BUDGET,
+            pass_started: epoch,
+            last_pass: Duration::ZERO,
             starved: Vec::new(),
             taken: Vec::new(),
             retention: Retention::new(config.retain),
@@ -1207,8 +1217,10 @@ impl Server {
         if self.pass_left == 0 {
             self.pass_left = self.flush.len();
             self.replay_budget = REPLAY_BUDGET;
+            self.pass_started = Instant::now();
         }
-        let started = slice.map(|limit| (Instant::now(), limit));
+        let started =
+            slice.map(|limit| (Instant::now(), limit.max(self.last_pass / SLICES_PER_PASS)));
         let mut written_to = 0usize;
         while self.pass_left > 0 {
             if written_to > 0 && started.is_some_and(|(at, limit)| at.elapsed() >= limit) {
@@ -1256,6 +1268,7 @@ impl Server {
             self.settle(index);
         }
         if self.pass_left == 0 {
+            self.last_pass = self.pass_started.elapsed();
             // The next pass starts with the replays this one left out, in order.
             while let Some(index) = self.starved.pop() {
                 self.flush.push_front(index);
