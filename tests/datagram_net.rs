@@ -20,12 +20,15 @@ use std::time::{Duration, Instant};
 
 mod common;
 mod netns;
-use common::{expected_bytes, messages};
+use common::{
+    assert_exactly_once_in_order, drive, expected_bytes, expected_frames, fast_config, messages,
+};
 use netns::{skip_unprivileged, ChildGuard, Netns};
 
 use tickwire::io::FrameReader;
 use tickwire::net::{
-    DatagramClient, DatagramClientConfig, DatagramOutputConfig, Server, ServerConfig, ServerHandle,
+    Client, DatagramClient, DatagramClientConfig, DatagramOutputConfig, DatagramSender, Server,
+    ServerConfig, ServerHandle,
 };
 use tickwire::parse::Event;
 use tickwire::sequence::Gap;
@@ -271,6 +274,16 @@ fn publish_and_receive_whole(
 /// after the last frame.
 #[test]
 fn one_lossy_line_every_frame_once_in_order() {
+    one_lossy_line(DatagramSender::Publisher);
+}
+
+/// The same with the datagrams sent by the event loop.
+#[test]
+fn one_lossy_line_sent_by_the_event_loop() {
+    one_lossy_line(DatagramSender::EventLoop);
+}
+
+fn one_lossy_line(sender: DatagramSender) {
     let mut c = client(1);
     let injector = Injector::new(
         11,
@@ -281,7 +294,11 @@ fn one_lossy_line_every_frame_once_in_order() {
             reorder: 0.10,
         }],
     );
-    let server = server(&injector.inputs, |_| {});
+    let server = server(&injector.inputs, |config| {
+        if let Some(d) = &mut config.datagrams {
+            d.sender = sender;
+        }
+    });
     c = with_retransmit(c, server.local_addr());
     let n = 20_000;
     let mut got = publish_and_receive_whole(&server, &mut c, 1, n);
@@ -488,10 +505,108 @@ fn datagrams_follow_section_8() {
     section_8(true);
 }
 
-/// The same with one `send_to` per datagram and line.
+/// The same with one `send_to` per datagram and line, sent by the first of
+/// two event loops.
 #[test]
 fn datagrams_follow_section_8_unbatched() {
     section_8(false);
+}
+
+/// The data frames of `datagrams` (each a Packet, then frames), back to back.
+fn data_of(datagrams: &[Vec<u8>]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for d in datagrams {
+        let mut rest = &d[..];
+        while !rest.is_empty() {
+            let (m, after) = Message::decode(rest).expect("whole, valid frames");
+            if m.is_data() {
+                data.extend_from_slice(m.as_bytes());
+            }
+            rest = after;
+        }
+    }
+    data
+}
+
+/// A batch's datagrams leave from the publishing thread, within `publish`:
+/// here the event loop never runs, and the datagrams arrive all the same.
+#[test]
+fn datagrams_leave_from_the_publishing_thread() {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        datagrams: Some(DatagramOutputConfig::new(a.local_addr().unwrap())),
+        ..ServerConfig::default()
+    })
+    .unwrap(); // bound, never run
+    let msgs = messages(9, 120);
+    server.publisher().publish(msgs.clone()).unwrap();
+    let got = drain_socket(&a, 100);
+    assert!(got.len() >= 4, "{} datagrams", got.len()); // 120 frames in 1,472-byte datagrams
+    assert!(data_of(&got) == expected_bytes(&msgs, 1));
+}
+
+/// The seams of the event loop's two modes with a datagram output: while
+/// the feed flows with no TCP subscriber, the publishers do not wake the
+/// loop per batch (it takes them within a millisecond by itself); after a
+/// pause it is woken per batch again. A subscriber logging in from 1
+/// mid-feed gets every frame once, in order; after the pause, a single
+/// batch reaches the loop at once, not at its next timer (heartbeats 5 s
+/// apart here).
+#[test]
+fn a_tcp_subscriber_of_a_datagram_server_misses_nothing() {
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = server(&[sink.local_addr().unwrap()], |c| {
+        c.heartbeat_interval = Duration::from_secs(5);
+    });
+    let published = |server: &ServerHandle, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while server.stats().frames_published < want && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        server.stats().frames_published
+    };
+    let msgs = messages(11, 4_000);
+    let publisher = server.publisher();
+    // The feed flows with datagram receivers only.
+    for chunk in msgs[..1_000].chunks(20) {
+        publisher.publish(chunk.to_vec()).unwrap();
+        thread::sleep(Duration::from_micros(500));
+    }
+    assert_eq!(published(&server, 1_000), 1_000);
+    // A subscriber logs in from 1 while it flows on.
+    let rest = msgs[1_000..].to_vec();
+    let p = publisher.clone();
+    let feeding = thread::spawn(move || {
+        for chunk in rest.chunks(20) {
+            p.publish(chunk.to_vec()).unwrap();
+            thread::sleep(Duration::from_micros(500));
+        }
+    });
+    let mut client = Client::new(fast_config(server.local_addr())).unwrap();
+    let log = drive(&mut client, Duration::from_secs(30), |l| {
+        l.frames.len() >= 4_000
+    });
+    feeding.join().unwrap();
+    assert_exactly_once_in_order(&log, &expected_frames(&msgs));
+    assert!(log.gaps.is_empty());
+    drop(client);
+    // The subscriber gone and the feed paused for longer than the loop
+    // stays in its lazy mode: a single batch must wake it.
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    publisher.publish(messages(12, 3)).unwrap();
+    assert_eq!(published(&server, 4_003), 4_003);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a batch after a pause waited {:?} for the loop",
+        started.elapsed()
+    );
+    // And again with no subscriber ever (the lazy mode from the start).
+    for chunk in messages(13, 400).chunks(20) {
+        publisher.publish(chunk.to_vec()).unwrap();
+    }
+    assert_eq!(published(&server, 4_403), 4_403);
 }
 
 fn section_8(batch_syscalls: bool) {
@@ -505,7 +620,10 @@ fn section_8(batch_syscalls: bool) {
             d.batch_syscalls = batch_syscalls;
         }
         if !batch_syscalls {
-            config.threads = 2; // the first loop sends the datagrams
+            config.threads = 2; // with a second event loop, the same datagrams
+            if let Some(d) = &mut config.datagrams {
+                d.sender = DatagramSender::EventLoop; // and from the loop
+            }
         }
     });
     let msgs = messages(4, 300);

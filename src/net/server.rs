@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,8 +20,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::admission::{Admission, Limit};
-use super::datagram::{DatagramOutput, DatagramOutputConfig};
-use super::publisher::{Numbering, Publisher};
+use super::datagram::{DatagramOutput, DatagramOutputConfig, DatagramSender};
+use super::publisher::{Numbering, Publisher, LAZY_TICK};
 use super::relay::RelayFeed;
 use super::stats::{add, ServerStats, Shared};
 use super::{sys, unix_nanos};
@@ -345,9 +345,19 @@ pub struct Server {
     /// Connections that have not logged in, oldest first, by slot.
     admission: Admission,
     epoch: Instant,
-    /// The datagram feed (the first loop only).
-    datagrams: Option<DatagramOutput>,
+    /// When a batch was last taken from the publishers (monotonic).
+    last_taken: Duration,
 }
+
+/// A loop not woken per batch (see `Numbering::eager`) goes back to being
+/// woken per batch, and to sleeping until then, after this long without
+/// one.
+const LAZY_IDLE: Duration = Duration::from_millis(20);
+
+/// Up to this many logged-in connections, a loop with a datagram output
+/// looks whether any is a TCP subscriber (and not a retransmission
+/// connection) before it stops being woken per batch.
+const LAZY_MAX_CONNECTIONS: usize = 8;
 
 /// A server running on its own thread.
 #[derive(Debug)]
@@ -448,8 +458,14 @@ impl Server {
         let epoch = Instant::now();
         let workers = (1..config.threads.max(1))
             .map(|_| {
-                let worker =
-                    Server::event_loop(config.clone(), local_addr, session_id, &shared, epoch)?;
+                let worker = Server::event_loop(
+                    config.clone(),
+                    local_addr,
+                    session_id,
+                    &shared,
+                    epoch,
+                    None,
+                )?;
                 Ok(Worker {
                     tx: worker.numbering.tx.clone(),
                     waker: Arc::clone(&worker.waker),
@@ -458,27 +474,31 @@ impl Server {
                 })
             })
             .collect::<io::Result<Vec<Worker>>>()?;
-        let mut server = Server::event_loop(config, local_addr, session_id, &shared, epoch)?;
+        let datagrams = match &config.datagrams {
+            Some(output) => {
+                let output = DatagramOutput::new(
+                    output,
+                    session_id,
+                    config.heartbeat_interval,
+                    epoch,
+                    &shared,
+                )?;
+                log::info!(
+                    "datagrams from {:?}",
+                    output.local_addr().map(|a| a.to_string())
+                );
+                Some(output)
+            }
+            None => None,
+        };
+        let mut server =
+            Server::event_loop(config, local_addr, session_id, &shared, epoch, datagrams)?;
         server
             .poll
             .registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         server.listener = Some(listener);
         server.workers = workers;
-        if let Some(output) = &server.config.datagrams {
-            let output = DatagramOutput::new(
-                output,
-                session_id,
-                server.config.heartbeat_interval,
-                epoch.elapsed(),
-                &shared,
-            )?;
-            log::info!(
-                "datagrams from {:?}",
-                output.local_addr().map(|a| a.to_string())
-            );
-            server.datagrams = Some(output);
-        }
         Ok(server)
     }
 
@@ -489,10 +509,12 @@ impl Server {
         session_id: u64,
         shared: &Arc<Shared>,
         epoch: Instant,
+        datagrams: Option<DatagramOutput>,
     ) -> io::Result<Server> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::sync_channel(config.publish_queue.max(1));
+        let wake_at = (config.publish_queue / 4).clamp(1, 64);
         let admission = Admission::new(
             config.max_unauthenticated,
             config.max_unauthenticated_per_peer,
@@ -505,6 +527,13 @@ impl Server {
                 sequencer: Mutex::new(Sequencer::new()),
                 tx,
                 waker: Arc::clone(&waker),
+                direct: datagrams
+                    .as_ref()
+                    .is_some_and(|d| d.sender() == DatagramSender::Publisher),
+                datagrams: datagrams.map(Mutex::new),
+                pending: AtomicUsize::new(0),
+                eager: AtomicBool::new(true),
+                wake_at,
             }),
             waker,
             rx,
@@ -527,7 +556,7 @@ impl Server {
             accept_paused_until: None,
             admission,
             epoch,
-            datagrams: None,
+            last_taken: Duration::ZERO,
         })
     }
 
@@ -610,7 +639,7 @@ impl Server {
         // Busy polling: until then, poll without sleeping.
         let mut spin_until = Duration::ZERO;
         loop {
-            let mut timeout = self.poll_timeout();
+            let mut timeout = self.lazy(self.poll_timeout());
             if self.config.busy_poll.is_some() && self.epoch.elapsed() < spin_until {
                 timeout = Some(Duration::ZERO);
             }
@@ -650,7 +679,12 @@ impl Server {
             self.more_waiting = true;
             for _ in 0..BATCHES_PER_TURN {
                 match self.rx.try_recv() {
-                    Ok(ToLoop::Batch(batch)) => taken.push(batch),
+                    Ok(ToLoop::Batch(batch)) => {
+                        // Counted if this loop has the datagram output.
+                        self.numbering.batch_gone();
+                        self.last_taken = time.monotonic;
+                        taken.push(batch);
+                    }
                     Ok(ToLoop::Client(slot)) => {
                         // After the batches before it, before those after.
                         adopt = Some(slot);
@@ -703,9 +737,9 @@ impl Server {
             self.retention
                 .set_upstream_alive(!self.shared.upstream_down.load(Ordering::SeqCst));
             self.run_timers(time);
-            if let Some(output) = &mut self.datagrams {
+            if let Some(mut output) = self.numbering.datagrams() {
                 if self.retention.upstream_alive() {
-                    output.handle_timeout(time, self.retention.next());
+                    output.handle_timeout(time);
                 } else {
                     output.skip_idle(time.monotonic);
                 }
@@ -741,6 +775,46 @@ impl Server {
         }
     }
 
+    /// With a datagram output and no TCP subscriber, while batches flow:
+    /// the publishers stop waking the loop per batch (their datagrams are
+    /// out already) and the loop takes them within [`LAZY_TICK`] by itself
+    /// (`timeout` capped). Otherwise (or after [`LAZY_IDLE`] without a
+    /// batch) the loop is woken per batch again.
+    fn lazy(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let n = &self.numbering;
+        if !n.direct {
+            return timeout;
+        }
+        let lazy = self.workers.is_empty()
+            && self.epoch.elapsed() < self.last_taken.saturating_add(LAZY_IDLE)
+            && !self.has_subscribers();
+        n.eager.store(!lazy, Ordering::SeqCst);
+        // SeqCst: a batch queued while `eager` was false is seen here.
+        if lazy || n.pending.load(Ordering::SeqCst) > 0 {
+            Some(timeout.map_or(LAZY_TICK, |t| t.min(LAZY_TICK)))
+        } else {
+            timeout
+        }
+    }
+
+    /// Whether a logged-in TCP client (replaying, live or closing, not a
+    /// retransmission connection) is connected; `true` beyond
+    /// [`LAZY_MAX_CONNECTIONS`] logged-in connections without looking.
+    fn has_subscribers(&self) -> bool {
+        let connected =
+            usize::try_from(self.shared.clients.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        match connected.saturating_sub(self.admission.len()) {
+            0 => false,
+            n if n > LAZY_MAX_CONNECTIONS => true,
+            _ => self.slots.iter().flatten().any(|slot| {
+                matches!(
+                    slot.session.phase(),
+                    ServerPhase::Replaying | ServerPhase::Live | ServerPhase::Closing
+                )
+            }),
+        }
+    }
+
     /// Until the earliest deadline of any session (or the accept backoff);
     /// zero while a client still has bytes to write this turn or batches
     /// are waiting.
@@ -750,7 +824,7 @@ impl Server {
         }
         let now = self.epoch.elapsed();
         let mut timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        if let Some(output) = &self.datagrams {
+        if let Some(output) = self.numbering.datagrams() {
             let due = output.poll_timeout();
             timer = Some(timer.map_or(due, |t| t.min(due)));
         }
@@ -1102,14 +1176,19 @@ impl Server {
             }
         }
         match control {
-            RelayControl::Advance(next) => self.retention.advance(next),
+            RelayControl::Advance(next) => {
+                self.retention.advance(next);
+                if let Some(mut output) = self.numbering.loop_datagrams() {
+                    output.advance(next);
+                }
+            }
             RelayControl::Session { session_id, next } => {
                 // Section 10.4: EndOfSession (the old session's next
                 // sequence) to every client, which then closes; datagrams
-                // carry the new session from now on.
-                if let Some(output) = &mut self.datagrams {
-                    output.end_of_session(time, self.retention.next());
-                    output.set_session(session_id);
+                // carry the new session from now on (told here or, sent
+                // by the publishing thread, by the RelayFeed).
+                if let Some(mut output) = self.numbering.loop_datagrams() {
+                    output.new_session(time, session_id, next);
                 }
                 for index in 0..self.slots.len() {
                     if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
@@ -1155,7 +1234,7 @@ impl Server {
             }
         }
         self.retention.push(Arc::clone(batch));
-        if let Some(output) = &mut self.datagrams {
+        if let Some(mut output) = self.numbering.loop_datagrams() {
             output.publish(batch, time);
         }
         if self.listener.is_some() {
@@ -1254,8 +1333,8 @@ impl Server {
     /// then close.
     fn shutdown(&mut self) {
         let time = self.time();
-        if let Some(output) = &mut self.datagrams {
-            output.end_of_session(time, self.retention.next());
+        if let Some(mut output) = self.numbering.datagrams() {
+            output.end_of_session(time);
         }
         for index in 0..self.slots.len() {
             if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
