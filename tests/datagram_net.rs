@@ -609,6 +609,83 @@ fn a_tcp_subscriber_of_a_datagram_server_misses_nothing() {
     assert_eq!(published(&server, 4_403), 4_403);
 }
 
+/// A relay's server (fed by a `RelayFeed`) whose upstream session changes:
+/// its datagrams carry the old session's frames, then a Packet and an
+/// EndOfSession with the old session's next sequence, then the new
+/// session's frames under the new id (protocol section 10.4); with either
+/// sending thread.
+#[test]
+fn a_relay_feed_session_change_reaches_the_datagram_lines_in_order() {
+    for sender in [DatagramSender::Publisher, DatagramSender::EventLoop] {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = server(&[a.local_addr().unwrap()], |c| {
+            c.heartbeat_interval = Duration::from_secs(5);
+            c.session_id = Some(0x01D);
+            if let Some(d) = &mut c.datagrams {
+                d.sender = sender;
+            }
+        });
+        let feed = server.relay_feed();
+        let old = messages(21, 30);
+        let new = messages(22, 20);
+        feed.publish(tickwire::session::Batch::new(expected_bytes(&old, 1)).unwrap())
+            .unwrap();
+        feed.new_session(0x2E3, 1).unwrap();
+        feed.publish(tickwire::session::Batch::new(expected_bytes(&new, 1)).unwrap())
+            .unwrap();
+        let got = drain_socket(&a, 100);
+        // (session of the Packet, data bytes, EndOfSession's sequence)
+        let mut seen: Vec<(u64, Vec<u8>, Option<u64>)> = Vec::new();
+        for d in &got {
+            let (Message::Packet(p), mut rest) = Message::decode(d).unwrap() else {
+                panic!("a datagram begins with a Packet");
+            };
+            let mut data = Vec::new();
+            let mut end = None;
+            while !rest.is_empty() {
+                let (m, after) = Message::decode(rest).unwrap();
+                if m.is_data() {
+                    data.extend_from_slice(m.as_bytes());
+                } else if let Message::EndOfSession(e) = m {
+                    end = Some(e.sequence());
+                }
+                rest = after;
+            }
+            seen.push((p.session_id(), data, end));
+        }
+        let old_data: Vec<u8> = seen
+            .iter()
+            .filter(|s| s.0 == 0x01D)
+            .flat_map(|s| s.1.clone())
+            .collect();
+        let new_data: Vec<u8> = seen
+            .iter()
+            .filter(|s| s.0 == 0x2E3)
+            .flat_map(|s| s.1.clone())
+            .collect();
+        assert!(
+            old_data == expected_bytes(&old, 1),
+            "{sender:?}: the old session's frames"
+        );
+        assert!(
+            new_data == expected_bytes(&new, 1),
+            "{sender:?}: the new session's frames"
+        );
+        // The old session ends after its last frame and before the new
+        // session's first datagram, with its next sequence (31).
+        let ends: Vec<usize> = (0..seen.len()).filter(|&i| seen[i].2.is_some()).collect();
+        assert!(!ends.is_empty(), "{sender:?}: no EndOfSession");
+        for &i in &ends {
+            assert_eq!(seen[i].0, 0x01D);
+            assert_eq!(seen[i].2, Some(31));
+        }
+        let last_old = seen.iter().rposition(|s| s.0 == 0x01D && !s.1.is_empty());
+        let first_new = seen.iter().position(|s| s.0 == 0x2E3).unwrap();
+        assert!(last_old.unwrap() < ends[0] && ends[ends.len() - 1] < first_new);
+        drop(server);
+    }
+}
+
 fn section_8(batch_syscalls: bool) {
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
