@@ -5,7 +5,8 @@
 //! loopback socket paced the same way (the floor: one wake-up and TCP);
 //! through a relay; and over the datagram path (UDP unicast to a
 //! `DatagramClient`), sleeping and busy-polling, to compare with the TCP
-//! rows of the same run.
+//! rows of the same run; the datagrams sent by the publishing thread (the
+//! default) or by the server's event loop.
 //!
 //! `cargo bench --bench latency --features cli`
 #![allow(
@@ -75,14 +76,15 @@ fn main() {
         let (h, frames) = measure::latency(RATE, SECONDS, false, false, false, true);
         print_row(name, frames, &h);
     }
-    for (name, spin) in [
-        ("datagrams (UDP unicast), client sleeping", false),
-        ("datagrams, client busy-polling", true),
+    for (name, spin, by_loop) in [
+        ("datagrams (UDP unicast), client sleeping", false, false),
+        ("datagrams, client busy-polling", true, false),
+        ("datagrams sent by the loop, client sleeping", false, true),
     ] {
         if !wanted(name) {
             continue;
         }
-        let (h, frames) = measure::datagram_latency(RATE, SECONDS, spin);
+        let (h, frames) = measure::datagram_latency(RATE, SECONDS, spin, by_loop);
         print_row(name, frames, &h);
     }
 }
