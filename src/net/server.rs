@@ -122,10 +122,11 @@ pub struct ServerConfig {
     /// the kernel also gives up on a vanished peer, and on its unsent bytes
     /// after the close, instead of retransmitting for many minutes.
     pub no_progress_intervals: u32,
-    /// A datagram feed of the same session (protocol section 8), sent by
-    /// the first event loop besides serving TCP: every published batch cut
-    /// into datagrams, a Packet-only datagram after each idle heartbeat
-    /// interval, EndOfSession at shutdown (`None`, the default: TCP only).
+    /// A datagram feed of the same session (protocol section 8), besides
+    /// TCP: every published batch cut into datagrams (by the publishing
+    /// thread, or by the first event loop: [`DatagramOutputConfig::sender`]),
+    /// a Packet-only datagram after each idle heartbeat interval,
+    /// EndOfSession at shutdown (`None`, the default: TCP only).
     /// TCP clients can ask this server to retransmit what they lost
     /// (section 9), from the same retention.
     pub datagrams: Option<DatagramOutputConfig>,
