@@ -919,6 +919,58 @@ fn retransmission_connection_is_made_again_when_lost() {
 /// Requests lost with their connection (the proxy swallows them and cuts
 /// it) are asked again on the next connection: the hole is filled, not
 /// reported as a gap at the deadline.
+/// A retransmission connection that carried no request for
+/// `retransmit_idle` (1 s here) is closed (the server's slot and Heartbeats freed),
+/// and the next loss opens a new one: every frame arrives either side.
+#[test]
+fn an_idle_retransmission_connection_is_closed_and_made_again() {
+    let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.retransmit_idle = Some(Duration::from_secs(1));
+    let mut c = DatagramClient::new(config).unwrap();
+    let injector = Injector::new(
+        77,
+        c.local_addrs(),
+        &[Faults {
+            drop: 0.10,
+            ..Faults::default()
+        }],
+    );
+    let server = server(&injector.inputs, |_| {});
+    c = with_retransmit(c, server.local_addr());
+    let msgs = messages(8, 6_000);
+    let expected = expected_bytes(&msgs, 1);
+    let mut got = Received::default();
+    let publishing = publish_paced(&server, msgs[..3000].to_vec(), 40);
+    receive_until(&mut c, &mut got, Duration::from_secs(20), |g| {
+        g.sequences.len() >= 3000
+    });
+    publishing.join().unwrap();
+    assert_eq!(got.sequences.len(), 3000, "{:?}", got.gaps);
+    assert_eq!(c.stats().connects, 1);
+    assert!(c.is_retransmission_connected());
+    // Idle (Heartbeats still arrive on it): closed after 1 s, not before.
+    receive_until(&mut c, &mut got, Duration::from_millis(150), |_| false);
+    assert!(
+        c.is_retransmission_connected(),
+        "closed before it was idle for 1 s"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while c.is_retransmission_connected() && Instant::now() < deadline {
+        receive_until(&mut c, &mut got, Duration::from_millis(50), |_| false);
+    }
+    assert!(!c.is_retransmission_connected());
+    assert_eq!((c.stats().idle_closes, c.stats().disconnects), (1, 1));
+    let publishing = publish_paced(&server, msgs[3000..].to_vec(), 40);
+    receive_until(&mut c, &mut got, Duration::from_secs(20), |g| {
+        g.sequences.len() >= 6000
+    });
+    publishing.join().unwrap();
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert!(got.bytes == expected);
+    assert_eq!(c.stats().connects, 2);
+}
+
 #[test]
 fn requests_lost_with_the_connection_are_asked_again() {
     let mut c = client(1);

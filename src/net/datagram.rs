@@ -549,6 +549,13 @@ pub struct DatagramClientConfig {
     /// Receive up to 32 datagrams per system call with `recvmmsg` (Linux;
     /// `true`). Elsewhere, or `false`: one `recv` per datagram.
     pub batch_syscalls: bool,
+    /// Close the retransmission connection once it has carried no request
+    /// for this long and no reply is awaited (30 s; `None`: keep it open).
+    /// Losses are rare on a healthy network: without this, every receiver
+    /// of a multicast feed would hold a TCP connection to the server (a
+    /// client slot, and a Heartbeat each interval) for good. The next
+    /// request opens a new one.
+    pub retransmit_idle: Option<Duration>,
 }
 
 impl DatagramClientConfig {
@@ -567,6 +574,7 @@ impl DatagramClientConfig {
             recv_buffer: Some(8 << 20),
             force_recv_buffer: false,
             batch_syscalls: true,
+            retransmit_idle: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -584,8 +592,12 @@ pub struct DatagramClientStats {
     pub receiver: DatagramStats,
     /// Retransmission connections made.
     pub connects: u64,
-    /// Retransmission connections lost (closed, failed, silent, timed out).
+    /// Retransmission connections lost (closed, failed, silent, timed out)
+    /// or closed for being idle.
     pub disconnects: u64,
+    /// Retransmission connections closed for being idle
+    /// ([`DatagramClientConfig::retransmit_idle`]).
+    pub idle_closes: u64,
     /// Retransmit frames written.
     pub requests_sent: u64,
     /// Datagrams longer than the receive buffer (truncated: discarded).
@@ -671,6 +683,9 @@ pub struct DatagramClient {
     /// Lines whose socket may hold more datagrams (the read budget ran out).
     unread: [bool; 2],
     epoch: Instant,
+    /// When the retransmission connection was made or last carried a
+    /// request (monotonic).
+    last_request: Duration,
 }
 
 /// Why a [`DatagramClient`] could not be created.
@@ -824,6 +839,7 @@ impl DatagramClient {
             stats: DatagramClientStats::default(),
             unread: [false; 2],
             epoch: Instant::now(),
+            last_request: Duration::ZERO,
         })
     }
 
@@ -909,7 +925,8 @@ impl DatagramClient {
             Retx::Idle => None,
             Retx::Connecting(_, since) => Some(since.saturating_add(self.config.connect_timeout)),
             Retx::Connected(_, heard) => {
-                Some(heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3)))
+                let dead = heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3));
+                Some(self.idle_deadline().map_or(dead, |idle| idle.min(dead)))
             }
             Retx::Waiting(until) => Some(*until),
         };
@@ -1107,6 +1124,7 @@ impl DatagramClient {
             Ok(true) => {
                 self.stats.requests_sent += frames as u64;
                 self.pending.clear();
+                self.last_request = now;
             }
             Ok(false) | Err(_) => self.lost(now),
         }
@@ -1124,6 +1142,7 @@ impl DatagramClient {
                         return;
                     };
                     self.retx = Retx::Connected(conn, now);
+                    self.last_request = now;
                     self.stats.connects += 1;
                     self.backoff.reset();
                     self.send_pending(now);
@@ -1160,7 +1179,23 @@ impl DatagramClient {
         }
     }
 
+    /// When an idle retransmission connection is closed, if it is idle
+    /// (nothing to send, no reply awaited) and that is asked for.
+    fn idle_deadline(&self) -> Option<Duration> {
+        let idle = self.config.retransmit_idle?;
+        (self.pending.is_empty() && self.receiver.requests_outstanding() == 0)
+            .then(|| self.last_request.saturating_add(idle))
+    }
+
     fn connection_timers(&mut self, now: Duration) {
+        if matches!(self.retx, Retx::Connected(..))
+            && self.idle_deadline().is_some_and(|at| now >= at)
+        {
+            log::debug!("retransmission connection idle: closed");
+            self.close_connection();
+            self.stats.idle_closes += 1;
+            return;
+        }
         match &self.retx {
             Retx::Connecting(_, since)
                 if now >= since.saturating_add(self.config.connect_timeout) =>
