@@ -81,8 +81,16 @@ pub struct ServerConfig {
     pub slow_policy: SlowPolicy,
     /// Logged-in clients beyond this many are closed at their Login (1024).
     /// Connections that have not logged in are limited separately
-    /// ([`max_unauthenticated`](Self::max_unauthenticated)).
+    /// ([`max_unauthenticated`](Self::max_unauthenticated)), and so are
+    /// retransmission connections
+    /// ([`max_retransmission_connections`](Self::max_retransmission_connections)).
     pub max_clients: usize,
+    /// Retransmission connections (protocol section 9: the first frame a
+    /// Retransmit) beyond this many are closed at their first request, as
+    /// [`CloseReason::MaxClients`] (4,096). They do not take a client's
+    /// place: when a switch drops a datagram, every receiver of a multicast
+    /// feed asks at once.
+    pub max_retransmission_connections: usize,
     /// Batches the publisher queue holds before `publish` blocks (1024).
     pub publish_queue: usize,
     /// `SO_SNDBUF` for client sockets, if set (the kernel's default otherwise).
@@ -145,6 +153,7 @@ impl Default for ServerConfig {
             client_queue: session.queue_limit,
             slow_policy: session.slow_policy,
             max_clients: 1024,
+            max_retransmission_connections: 4096,
             publish_queue: 1024,
             send_buffer: None,
             session_id: None,
@@ -248,6 +257,8 @@ pub(super) struct Slot {
     scheduled: Option<Duration>,
     /// In the flush list.
     flushing: bool,
+    /// Counted as a retransmission connection (not a client).
+    retransmission: bool,
 }
 
 /// The reference server.
@@ -906,6 +917,7 @@ impl Server {
             generation: self.generations,
             scheduled: None,
             flushing: false,
+            retransmission: false,
         };
         if index == self.slots.len() {
             self.slots.push(Some(slot));
@@ -951,13 +963,29 @@ impl Server {
             return;
         }
         if slot.session.phase() != ServerPhase::AwaitingLogin && self.admission.remove(index) {
-            // Logged in: no longer unauthenticated, now one of max_clients.
+            // Logged in: no longer unauthenticated, now one of max_clients
+            // (or of the retransmission connections).
+            let retransmission = slot.session.phase() == ServerPhase::Retransmitting;
+            slot.retransmission = retransmission;
             self.count_unauthenticated();
-            // Every loop's clients (the others only have logged-in ones).
-            let connected =
-                usize::try_from(self.shared.clients.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-            let logged_in = connected.saturating_sub(self.admission.len());
-            if logged_in > self.config.max_clients {
+            let count = |a: &std::sync::atomic::AtomicU64| {
+                usize::try_from(a.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+            };
+            let over = if retransmission {
+                let now = self
+                    .shared
+                    .retransmission_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                usize::try_from(now).unwrap_or(usize::MAX)
+                    >= self.config.max_retransmission_connections
+            } else {
+                // Every loop's clients (the others only have logged-in ones).
+                let logged_in = count(&self.shared.clients)
+                    .saturating_sub(self.admission.len())
+                    .saturating_sub(count(&self.shared.retransmission_connections));
+                logged_in > self.config.max_clients
+            };
+            if over {
                 self.close(index, CloseReason::MaxClients);
                 return;
             }
@@ -1027,6 +1055,11 @@ impl Server {
             self.count_unauthenticated();
         }
         self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        if slot.retransmission {
+            self.shared
+                .retransmission_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         self.shared.count_close(reason);
         if reason != CloseReason::Shutdown {
             log::info!("closed {}: {reason}", slot.peer);
@@ -1129,12 +1162,17 @@ impl Server {
         };
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.free.push(index);
-        let peer = slot.peer;
+        let (peer, retransmission) = (slot.peer, slot.retransmission);
         if worker.tx.send(ToLoop::Client(Box::new(slot))).is_ok() {
             let _ = worker.waker.wake();
         } else {
             // The worker is gone (shutting down): the client goes too.
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            if retransmission {
+                self.shared
+                    .retransmission_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
             self.shared.count_close(CloseReason::Shutdown);
             log::info!("closed {peer}: {}", CloseReason::Shutdown);
         }
