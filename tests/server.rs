@@ -1111,6 +1111,11 @@ fn retransmission_connections_are_limited_apart_from_clients() {
     });
     let addr = server.local_addr();
     publish_all(&server, &messages(31, 10), 10);
+    // In the retention before anyone asks (section 9.2: what the server
+    // has published when it reads the request).
+    wait_until("the batch taken", Duration::from_secs(5), || {
+        server.stats().frames_published == 10
+    });
     let retransmit = || {
         let mut s = connect(addr);
         let mut frame = [0u8; 40];

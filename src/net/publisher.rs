@@ -87,12 +87,20 @@ impl Numbering {
 
     /// The datagram output, locked, if the publishing threads send it.
     pub(super) fn direct_datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
-        self.datagrams().filter(|_| self.direct)
+        if self.direct {
+            self.datagrams()
+        } else {
+            None
+        }
     }
 
     /// The datagram output, locked, if the event loop sends it.
     pub(super) fn loop_datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
-        self.datagrams().filter(|_| !self.direct)
+        if self.direct {
+            None
+        } else {
+            self.datagrams()
+        }
     }
 
     /// A batch is about to be queued (call before sending it).
