@@ -88,7 +88,7 @@ pub(crate) struct Shared {
     pub(super) datagrams_sent: AtomicU64,
     pub(super) datagrams_dropped: AtomicU64,
     pub(super) datagram_syscalls: AtomicU64,
-    pub(super) retransmission_connections: AtomicU64,
+    pub(crate) retransmission_connections: AtomicU64,
     /// A relay's upstream is lost: no idle Heartbeats or Packet-only
     /// datagrams (protocol section 10.3). False (alive) for an origin.
     pub(super) upstream_down: AtomicBool,
