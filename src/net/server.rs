@@ -1483,3 +1483,71 @@ pub(crate) fn new_session_id() -> u64 {
     hasher.write_u32(std::process::id());
     hasher.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::encode::{encode, Payload, QuoteFields};
+
+    /// Publishes a small batch every half millisecond until `done` says
+    /// so (at most 2,000 times); whether it did.
+    fn publish_until(publisher: &Publisher, mut done: impl FnMut() -> bool) -> bool {
+        let batch = vec![(1, Payload::Quote(QuoteFields::default())); 10];
+        for _ in 0..2_000 {
+            publisher.publish(batch.clone()).unwrap();
+            std::thread::sleep(Duration::from_micros(500));
+            if done() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// While only datagram receivers are served, publishers stop waking the
+    /// loop per batch (`eager` clears while batches flow); a TCP subscriber
+    /// makes it eager again, and its leaving lazy again. With the loop
+    /// sending the datagrams, it is always woken per batch.
+    #[test]
+    fn the_loop_is_woken_per_batch_only_while_it_has_to_be() {
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let start = |sender| {
+            let mut output = DatagramOutputConfig::new(sink.local_addr().unwrap());
+            output.sender = sender;
+            Server::bind(ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                datagrams: Some(output),
+                ..ServerConfig::default()
+            })
+            .unwrap()
+            .spawn()
+            .unwrap()
+        };
+        let server = start(DatagramSender::Publisher);
+        let publisher = server.publisher();
+        let eager = || publisher.numbering.eager.load(Ordering::SeqCst);
+        assert!(publish_until(&publisher, || !eager()), "never lazy");
+        // A subscriber logs in: woken per batch again.
+        let mut stream = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        let mut login = [0u8; 24];
+        encode(&Payload::Login, 0, 0, &mut login).unwrap();
+        stream.write_all(&login).unwrap();
+        let mut accepted = [0u8; 32];
+        stream.read_exact(&mut accepted).unwrap();
+        assert!(publish_until(&publisher, eager), "a subscriber, still lazy");
+        for _ in 0..20 {
+            publish_until(&publisher, || true);
+            assert!(eager(), "lazy with a subscriber");
+        }
+        drop(stream);
+        assert!(publish_until(&publisher, || !eager()), "never lazy again");
+        drop(server);
+        // The loop sends: never lazy.
+        let server = start(DatagramSender::EventLoop);
+        let publisher = server.publisher();
+        assert!(!publish_until(&publisher, || !publisher
+            .numbering
+            .eager
+            .load(Ordering::SeqCst)));
+    }
+}
