@@ -686,6 +686,82 @@ fn a_relay_feed_session_change_reaches_the_datagram_lines_in_order() {
     }
 }
 
+/// The lazy/eager seam under a flowing feed, again and again: a TCP
+/// subscriber logs in from the next sequence it needs, reads a few hundred
+/// frames and hangs up, twenty times, while the feed flows and a lossy
+/// datagram receiver recovers from the same server. Every TCP connection's
+/// frames follow on from the last one's without a gap or a repeat, and the
+/// datagram receiver gets every frame once, in order.
+#[test]
+fn subscribers_coming_and_going_at_the_lazy_seam_lose_nothing() {
+    let mut c = client(1);
+    let injector = Injector::new(
+        91,
+        c.local_addrs(),
+        &[Faults {
+            drop: 0.05,
+            ..Faults::default()
+        }],
+    );
+    let server = server(&injector.inputs, |_| {});
+    c = with_retransmit(c, server.local_addr());
+    let n = 30_000;
+    let msgs = messages(17, n);
+    let expected = expected_bytes(&msgs, 1);
+    let publishing = publish_paced(&server, msgs, 40);
+    let addr = server.local_addr();
+    let subscriber = thread::spawn(move || {
+        let mut next = 1u64;
+        let mut logins = 0;
+        let mut expected_next = |m: &Message<'_>, next: &mut u64| {
+            assert_eq!(m.sequence(), *next, "a gap or a repeat across logins");
+            *next += 1;
+        };
+        while next <= n as u64 && logins < 200 {
+            logins += 1;
+            let mut socket = TcpStream::connect(addr).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut login = [0u8; 24];
+            encode(&Payload::Login, next, 0, &mut login).unwrap();
+            socket.write_all(&login).unwrap();
+            let mut reader = FrameReader::new(socket);
+            // A few hundred frames on the first 20 connections, then all.
+            let take = if logins <= 20 { 300 } else { usize::MAX };
+            let mut taken = 0;
+            while taken < take && next <= n as u64 {
+                match reader.next_event().unwrap() {
+                    Some(Event::Frame(m)) if m.is_data() => {
+                        expected_next(&m, &mut next);
+                        taken += 1;
+                    }
+                    Some(e @ (Event::Gap(_) | Event::Duplicate(_) | Event::Discarded(_))) => {
+                        panic!("{e:?}")
+                    }
+                    Some(_) => {} // control frames, the session
+                    None => break,
+                }
+            }
+            // Hang up; a pause now and then lets the loop go lazy.
+            if logins % 4 == 0 {
+                thread::sleep(Duration::from_millis(30));
+            }
+        }
+        (next, logins)
+    });
+    let mut got = Received::default();
+    receive_until(&mut c, &mut got, Duration::from_secs(60), |g| {
+        g.sequences.len() >= n
+    });
+    publishing.join().unwrap();
+    let (next, logins) = subscriber.join().unwrap();
+    assert_eq!(next, n as u64 + 1, "after {logins} logins");
+    assert!(logins > 20);
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert!(got.bytes == expected);
+}
+
 fn section_8(batch_syscalls: bool) {
     let a = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
