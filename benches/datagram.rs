@@ -7,6 +7,11 @@
 //! Cases (each `SECONDS` long, one run): `sendmmsg` and `send_to`, one line
 //! and two (A/B, the receiver keeping the first copy); the publisher
 //! publishes batches of `BATCH` quotes as fast as the server takes them.
+//! The publishing thread sends the datagrams (`DatagramSender::Publisher`,
+//! each batch cut on its own), except in the cases named "by the loop"
+//! (`DatagramSender::EventLoop`: batches waiting together cut together);
+//! cases named "full" publish batches of as many quotes as one datagram
+//! holds instead of `BATCH`.
 //! Frames the kernel dropped (receive buffer full) come back by
 //! retransmission or are reported as gaps: both are counted. Then
 //! fan-out: one multicast group on 127.0.0.1 to 1, 8 and 64 receivers.
@@ -29,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use tickwire::encode::QuoteFields;
 use tickwire::net::{
-    DatagramClient, DatagramClientConfig, DatagramOutputConfig, Server, ServerConfig,
+    DatagramClient, DatagramClientConfig, DatagramOutputConfig, DatagramSender, Server,
+    ServerConfig,
 };
 use tickwire::session::datagram::DatagramEvent;
 use tickwire::Payload;
@@ -55,6 +61,29 @@ fn case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>) {
 }
 
 fn sized_case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>, size: usize) {
+    let sender = if name.contains("by the loop") {
+        DatagramSender::EventLoop
+    } else {
+        DatagramSender::Publisher
+    };
+    // "full": batches of as many quotes as one datagram holds.
+    let batch = if name.contains("full") {
+        (size - 32) / 44
+    } else {
+        BATCH
+    };
+    sender_case(name, lines, batch_syscalls, rate, size, sender, batch);
+}
+
+fn sender_case(
+    name: &str,
+    lines: usize,
+    batch_syscalls: bool,
+    rate: Option<f64>,
+    size: usize,
+    sender: DatagramSender,
+    batch_len: usize,
+) {
     if !wanted(name) {
         return;
     }
@@ -78,6 +107,7 @@ fn sized_case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>,
     output.batch_syscalls = batch_syscalls;
     output.max_datagram = size;
     output.send_buffer = Some(16 << 20);
+    output.sender = sender;
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         datagrams: Some(output),
@@ -95,7 +125,7 @@ fn sized_case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>,
     let stop = Arc::new(AtomicBool::new(false));
     let publisher = server.publisher();
     let stop2 = Arc::clone(&stop);
-    let batch: Vec<(u64, Payload)> = (0..BATCH)
+    let batch: Vec<(u64, Payload)> = (0..batch_len)
         .map(|i| {
             (
                 1,
@@ -122,7 +152,7 @@ fn sized_case(name: &str, lines: usize, batch_syscalls: bool, rate: Option<f64>,
                 if publisher.publish(batch.clone()).is_err() {
                     break;
                 }
-                published += BATCH as u64;
+                published += batch_len as u64;
             }
             published
         })
@@ -272,7 +302,7 @@ fn own_cpu() -> f64 {
 }
 
 /// One multicast group on 127.0.0.1 to `receivers` subscribers (a thread
-/// each), paced: the server thread's CPU per second, and the slowest
+/// each), paced: the publisher's CPU per second (server and publishing threads), and the slowest
 /// receiver's share.
 fn fan_out(receivers: usize, group_port: u16) {
     if !wanted("fan-out") {
@@ -318,7 +348,7 @@ fn fan_out(receivers: usize, group_port: u16) {
     ready.wait();
     let publisher = server.publisher();
     let batch: Vec<(u64, Payload)> = vec![(1, Payload::Quote(QuoteFields::default())); 64];
-    let cpu0 = thread_cpu("tickwire-server");
+    let cpu0 = thread_cpu("tickwire-server") + own_cpu();
     let start = Instant::now();
     let mut published = 0u64;
     // 64 frames every 200 µs at most: about 300K frames/s here.
@@ -328,7 +358,7 @@ fn fan_out(receivers: usize, group_port: u16) {
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = thread_cpu("tickwire-server") - cpu0;
+    let cpu = thread_cpu("tickwire-server") + own_cpu() - cpu0;
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     let results: Vec<(u64, u64, u64)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
@@ -336,7 +366,7 @@ fn fan_out(receivers: usize, group_port: u16) {
     let lost: u64 = results.iter().map(|r| r.1).sum();
     let recovered: u64 = results.iter().map(|r| r.2).sum();
     println!(
-        "multicast 127.0.0.1, {receivers:>2} receivers     {:>9.3} Mpub/s  server thread CPU {:>5.1}%  slowest got {:>6.2}%  recovered {recovered:>7} lost {lost}",
+        "multicast 127.0.0.1, {receivers:>2} receivers     {:>9.3} Mpub/s  publisher CPU {:>5.1}%  slowest got {:>6.2}%  recovered {recovered:>7} lost {lost}",
         published as f64 / elapsed / 1e6,
         cpu / elapsed * 100.0,
         slowest as f64 / published as f64 * 100.0,
@@ -347,7 +377,8 @@ fn fan_out(receivers: usize, group_port: u16) {
 /// publisher here sends one multicast feed; `receivers` subscribers run in
 /// a child process inside the namespace, so the kernel copies each datagram
 /// for them on the namespace's side of the link, as a switch would. The
-/// server thread's CPU per second is the publisher's cost.
+/// publisher's cost: the CPU per second of the server's thread and of the
+/// publishing thread (which sends the datagrams, `DatagramSender::Publisher`).
 fn fan_out_veth(receivers: usize, rate: f64) {
     if !wanted("fan-out") {
         return;
@@ -416,7 +447,7 @@ fn fan_out_veth(receivers: usize, rate: f64) {
     }
     let publisher = server.publisher();
     let batch: Vec<(u64, Payload)> = vec![(1, Payload::Quote(QuoteFields::default())); 64];
-    let cpu0 = thread_cpu("tickwire-server");
+    let cpu0 = thread_cpu("tickwire-server") + own_cpu();
     let start = Instant::now();
     let mut published = 0u64;
     while start.elapsed().as_secs_f64() < SECONDS {
@@ -428,7 +459,7 @@ fn fan_out_veth(receivers: usize, rate: f64) {
         published += 64;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = thread_cpu("tickwire-server") - cpu0;
+    let cpu = thread_cpu("tickwire-server") + own_cpu() - cpu0;
     let stats = server.stats();
     // The child stops after 1 s of silence and reports.
     line.clear();
@@ -441,7 +472,7 @@ fn fan_out_veth(receivers: usize, rate: f64) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     println!(
-        "multicast over veth, {receivers:>2} receivers     {:>9.3} Mpub/s  server thread CPU {:>5.1}%  {:>6} dgrams/s  {:>5.1} µs CPU a datagram  slowest got {:>6.2}%{}",
+        "multicast over veth, {receivers:>2} receivers     {:>9.3} Mpub/s  publisher CPU {:>5.1}%  {:>6} dgrams/s  {:>5.1} µs CPU a datagram  slowest got {:>6.2}%{}",
         published as f64 / elapsed / 1e6,
         cpu / elapsed * 100.0,
         (stats.datagrams_sent as f64 / elapsed) as u64,
@@ -529,6 +560,7 @@ fn main() {
     receiver_only(1472);
     receiver_only(8972);
     case("1 line, sendmmsg, unpaced", 1, true, None);
+    case("1 line, sendmmsg, unpaced, by the loop", 1, true, None);
     case("1 line, send_to, unpaced", 1, false, None);
     case("2 lines, sendmmsg, unpaced", 2, true, None);
     case("2 lines, send_to, unpaced", 2, false, None);
@@ -565,6 +597,20 @@ fn main() {
         );
         sized_case(
             &format!("1 line, sendmmsg, {size} B, 20 M/s"),
+            1,
+            true,
+            Some(20e6),
+            size,
+        );
+        sized_case(
+            &format!("1 line, sendmmsg, {size} B, 20 M/s, full"),
+            1,
+            true,
+            Some(20e6),
+            size,
+        );
+        sized_case(
+            &format!("1 line, sendmmsg, {size} B, 20 M/s, by the loop"),
             1,
             true,
             Some(20e6),

@@ -5,9 +5,12 @@
 //! loopback socket paced the same way (the floor: one wake-up and TCP);
 //! through a relay; and over the datagram path (UDP unicast to a
 //! `DatagramClient`), sleeping and busy-polling, to compare with the TCP
-//! rows of the same run.
+//! rows of the same run; the datagrams sent by the publishing thread (the
+//! default) or by the server's event loop.
 //!
-//! `cargo bench --bench latency --features cli`
+//! `cargo bench --bench latency --features cli` (every row), with row
+//! names (or parts of them) as arguments only those rows, or with the
+//! argument `pairs` TCP and datagrams alternately, eight times.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -40,7 +43,61 @@ fn print_row(name: &str, frames: u64, h: &hdrhistogram::Histogram<u64>) {
     );
 }
 
+/// `pairs`: TCP (one client sleeping) and datagrams (client sleeping,
+/// sent by the publishing thread) measured alternately, `PAIRS` times
+/// `PAIR_SECONDS` each, since one pair's p99 is at the mercy of this
+/// machine's scheduling: each pair's p50/p99/p99.9, how many pairs had the
+/// datagram p99 at or below TCP's, and the medians.
+fn pairs() {
+    const PAIRS: usize = 8;
+    const PAIR_SECONDS: f64 = 3.0;
+    println!("TCP and datagrams alternately at {RATE} msg/s, {PAIRS} pairs of {PAIR_SECONDS} s, clients sleeping in epoll");
+    println!(
+        "{:<6} {:>28} {:>28}",
+        "pair", "TCP p50/p99/p99.9 µs", "datagrams p50/p99/p99.9 µs"
+    );
+    let q = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let mut rows = Vec::new();
+    for pair in 0..PAIRS {
+        // Which goes first alternates too.
+        let run_tcp = || measure::latency(RATE, PAIR_SECONDS, false, false, false, false).0;
+        let run_dgram = || measure::datagram_latency(RATE, PAIR_SECONDS, false, false).0;
+        let (tcp, dgram) = if pair % 2 == 0 {
+            let t = run_tcp();
+            (t, run_dgram())
+        } else {
+            let d = run_dgram();
+            (run_tcp(), d)
+        };
+        let cell = |h: &hdrhistogram::Histogram<u64>| {
+            format!("{:.1}/{:.1}/{:.1}", q(h, 0.5), q(h, 0.99), q(h, 0.999))
+        };
+        println!("{:<6} {:>28} {:>28}", pair + 1, cell(&tcp), cell(&dgram));
+        rows.push([
+            (q(&tcp, 0.5), q(&dgram, 0.5)),
+            (q(&tcp, 0.99), q(&dgram, 0.99)),
+            (q(&tcp, 0.999), q(&dgram, 0.999)),
+        ]);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+    };
+    for (i, name) in ["p50", "p99", "p99.9"].into_iter().enumerate() {
+        let at_or_below = rows.iter().filter(|r| r[i].1 <= r[i].0).count();
+        println!(
+            "{name:<6} medians: TCP {:.1} µs, datagrams {:.1} µs; datagrams at or below TCP in {at_or_below} of {PAIRS} pairs",
+            median(rows.iter().map(|r| r[i].0).collect()),
+            median(rows.iter().map(|r| r[i].1).collect()),
+        );
+    }
+}
+
 fn main() {
+    if std::env::args().skip(1).any(|a| a == "pairs") {
+        pairs();
+        return;
+    }
     println!("latency at {RATE} msg/s over loopback, {SECONDS} s after 0.5 s warm-up (timestamp at publish -> client parse)");
     println!(
         "{:<38} {:>10} {:>9} {:>9} {:>9} {:>9}",
@@ -75,14 +132,15 @@ fn main() {
         let (h, frames) = measure::latency(RATE, SECONDS, false, false, false, true);
         print_row(name, frames, &h);
     }
-    for (name, spin) in [
-        ("datagrams (UDP unicast), client sleeping", false),
-        ("datagrams, client busy-polling", true),
+    for (name, spin, by_loop) in [
+        ("datagrams (UDP unicast), client sleeping", false, false),
+        ("datagrams, client busy-polling", true, false),
+        ("datagrams sent by the loop, client sleeping", false, true),
     ] {
         if !wanted(name) {
             continue;
         }
-        let (h, frames) = measure::datagram_latency(RATE, SECONDS, spin);
+        let (h, frames) = measure::datagram_latency(RATE, SECONDS, spin, by_loop);
         print_row(name, frames, &h);
     }
 }

@@ -12,7 +12,10 @@ venv="${TICKWIRE_VENV:-$root/target/python-venv}"
 python="${PYTHON:-python3}"
 
 (cd "$root" && cargo build --all-features --bin tickwire)
-export TICKWIRE_BIN="$root/target/debug/tickwire"
+# Where cargo put it (CARGO_TARGET_DIR, relative to the repository, if set).
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$root/$target" ;; esac
+export TICKWIRE_BIN="$target/debug/tickwire"
 
 make_venv() {
   "$python" -m venv "$venv" 2>/dev/null && return 0

@@ -1257,6 +1257,40 @@ fn data_bytes(file: &Temp) -> Vec<u8> {
     bytes[32..].to_vec()
 }
 
+/// `serve --datagrams-by-loop`: the event loop sends the datagrams; a
+/// recording over them holds every frame from 1, in order.
+#[test]
+fn serve_datagrams_by_loop_then_record_gets_every_frame() {
+    let line = free_udp();
+    let (child, addr) = serve_with(
+        &[
+            "--rate",
+            "20000",
+            "--udp",
+            &line,
+            "--datagrams-by-loop",
+            "-q",
+        ],
+        Stdio::null(),
+    );
+    let _server = Reap(child);
+    thread::sleep(Duration::from_millis(300));
+    let over_udp = temp("udp-loop.bin");
+    let stderr = record_count(
+        &["--udp", &line, "--retransmit", &addr, "--from", "1"],
+        &over_udp,
+        20_000,
+    );
+    let summary = stderr.lines().last().unwrap_or_default();
+    assert!(summary.contains(" 0 gaps (0 missing)"), "{summary}");
+    let (sequences, _, dump_summary) = dumped_sequences(&over_udp);
+    assert_eq!(
+        sequences,
+        (1..=20_000).collect::<Vec<u64>>(),
+        "{dump_summary}"
+    );
+}
+
 #[test]
 fn serve_udp_then_record_and_subscribe_udp_with_retransmit_get_every_frame() {
     let line = free_udp();

@@ -20,12 +20,15 @@ use std::time::{Duration, Instant};
 
 mod common;
 mod netns;
-use common::{expected_bytes, messages};
+use common::{
+    assert_exactly_once_in_order, drive, expected_bytes, expected_frames, fast_config, messages,
+};
 use netns::{skip_unprivileged, ChildGuard, Netns};
 
 use tickwire::io::FrameReader;
 use tickwire::net::{
-    DatagramClient, DatagramClientConfig, DatagramOutputConfig, Server, ServerConfig, ServerHandle,
+    Client, DatagramClient, DatagramClientConfig, DatagramOutputConfig, DatagramSender, Server,
+    ServerConfig, ServerHandle,
 };
 use tickwire::parse::Event;
 use tickwire::sequence::Gap;
@@ -271,6 +274,16 @@ fn publish_and_receive_whole(
 /// after the last frame.
 #[test]
 fn one_lossy_line_every_frame_once_in_order() {
+    one_lossy_line(DatagramSender::Publisher);
+}
+
+/// The same with the datagrams sent by the event loop.
+#[test]
+fn one_lossy_line_sent_by_the_event_loop() {
+    one_lossy_line(DatagramSender::EventLoop);
+}
+
+fn one_lossy_line(sender: DatagramSender) {
     let mut c = client(1);
     let injector = Injector::new(
         11,
@@ -281,7 +294,11 @@ fn one_lossy_line_every_frame_once_in_order() {
             reorder: 0.10,
         }],
     );
-    let server = server(&injector.inputs, |_| {});
+    let server = server(&injector.inputs, |config| {
+        if let Some(d) = &mut config.datagrams {
+            d.sender = sender;
+        }
+    });
     c = with_retransmit(c, server.local_addr());
     let n = 20_000;
     let mut got = publish_and_receive_whole(&server, &mut c, 1, n);
@@ -488,10 +505,261 @@ fn datagrams_follow_section_8() {
     section_8(true);
 }
 
-/// The same with one `send_to` per datagram and line.
+/// The same with one `send_to` per datagram and line, sent by the first of
+/// two event loops.
 #[test]
 fn datagrams_follow_section_8_unbatched() {
     section_8(false);
+}
+
+/// The data frames of `datagrams` (each a Packet, then frames), back to back.
+fn data_of(datagrams: &[Vec<u8>]) -> Vec<u8> {
+    let mut data = Vec::new();
+    for d in datagrams {
+        let mut rest = &d[..];
+        while !rest.is_empty() {
+            let (m, after) = Message::decode(rest).expect("whole, valid frames");
+            if m.is_data() {
+                data.extend_from_slice(m.as_bytes());
+            }
+            rest = after;
+        }
+    }
+    data
+}
+
+/// A batch's datagrams leave from the publishing thread, within `publish`:
+/// here the event loop never runs, and the datagrams arrive all the same.
+#[test]
+fn datagrams_leave_from_the_publishing_thread() {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        datagrams: Some(DatagramOutputConfig::new(a.local_addr().unwrap())),
+        ..ServerConfig::default()
+    })
+    .unwrap(); // bound, never run
+    let msgs = messages(9, 120);
+    server.publisher().publish(msgs.clone()).unwrap();
+    let got = drain_socket(&a, 100);
+    assert!(got.len() >= 4, "{} datagrams", got.len()); // 120 frames in 1,472-byte datagrams
+    assert!(data_of(&got) == expected_bytes(&msgs, 1));
+}
+
+/// The seams of the event loop's two modes with a datagram output: while
+/// the feed flows with no TCP subscriber, the publishers do not wake the
+/// loop per batch (it takes them within a millisecond by itself); after a
+/// pause it is woken per batch again. A subscriber logging in from 1
+/// mid-feed gets every frame once, in order; after the pause, a single
+/// batch reaches the loop at once, not at its next timer (heartbeats 5 s
+/// apart here).
+#[test]
+fn a_tcp_subscriber_of_a_datagram_server_misses_nothing() {
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = server(&[sink.local_addr().unwrap()], |c| {
+        c.heartbeat_interval = Duration::from_secs(5);
+    });
+    let published = |server: &ServerHandle, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while server.stats().frames_published < want && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+        }
+        server.stats().frames_published
+    };
+    let msgs = messages(11, 4_000);
+    let publisher = server.publisher();
+    // The feed flows with datagram receivers only.
+    for chunk in msgs[..1_000].chunks(20) {
+        publisher.publish(chunk.to_vec()).unwrap();
+        thread::sleep(Duration::from_micros(500));
+    }
+    assert_eq!(published(&server, 1_000), 1_000);
+    // A subscriber logs in from 1 while it flows on.
+    let rest = msgs[1_000..].to_vec();
+    let p = publisher.clone();
+    let feeding = thread::spawn(move || {
+        for chunk in rest.chunks(20) {
+            p.publish(chunk.to_vec()).unwrap();
+            thread::sleep(Duration::from_micros(500));
+        }
+    });
+    let mut client = Client::new(fast_config(server.local_addr())).unwrap();
+    let log = drive(&mut client, Duration::from_secs(30), |l| {
+        l.frames.len() >= 4_000
+    });
+    feeding.join().unwrap();
+    assert_exactly_once_in_order(&log, &expected_frames(&msgs));
+    assert!(log.gaps.is_empty());
+    drop(client);
+    // The subscriber gone and the feed paused for longer than the loop
+    // stays in its lazy mode: a single batch must wake it.
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    publisher.publish(messages(12, 3)).unwrap();
+    assert_eq!(published(&server, 4_003), 4_003);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a batch after a pause waited {:?} for the loop",
+        started.elapsed()
+    );
+    // And again with no subscriber ever (the lazy mode from the start).
+    for chunk in messages(13, 400).chunks(20) {
+        publisher.publish(chunk.to_vec()).unwrap();
+    }
+    assert_eq!(published(&server, 4_403), 4_403);
+}
+
+/// A relay's server (fed by a `RelayFeed`) whose upstream session changes:
+/// its datagrams carry the old session's frames, then a Packet and an
+/// EndOfSession with the old session's next sequence, then the new
+/// session's frames under the new id (protocol section 10.4); with either
+/// sending thread.
+#[test]
+fn a_relay_feed_session_change_reaches_the_datagram_lines_in_order() {
+    for sender in [DatagramSender::Publisher, DatagramSender::EventLoop] {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server = server(&[a.local_addr().unwrap()], |c| {
+            c.heartbeat_interval = Duration::from_secs(5);
+            c.session_id = Some(0x01D);
+            if let Some(d) = &mut c.datagrams {
+                d.sender = sender;
+            }
+        });
+        let feed = server.relay_feed();
+        let old = messages(21, 30);
+        let new = messages(22, 20);
+        feed.publish(tickwire::session::Batch::new(expected_bytes(&old, 1)).unwrap())
+            .unwrap();
+        feed.new_session(0x2E3, 1).unwrap();
+        feed.publish(tickwire::session::Batch::new(expected_bytes(&new, 1)).unwrap())
+            .unwrap();
+        let got = drain_socket(&a, 100);
+        // (session of the Packet, data bytes, EndOfSession's sequence)
+        let mut seen: Vec<(u64, Vec<u8>, Option<u64>)> = Vec::new();
+        for d in &got {
+            let (Message::Packet(p), mut rest) = Message::decode(d).unwrap() else {
+                panic!("a datagram begins with a Packet");
+            };
+            let mut data = Vec::new();
+            let mut end = None;
+            while !rest.is_empty() {
+                let (m, after) = Message::decode(rest).unwrap();
+                if m.is_data() {
+                    data.extend_from_slice(m.as_bytes());
+                } else if let Message::EndOfSession(e) = m {
+                    end = Some(e.sequence());
+                }
+                rest = after;
+            }
+            seen.push((p.session_id(), data, end));
+        }
+        let old_data: Vec<u8> = seen
+            .iter()
+            .filter(|s| s.0 == 0x01D)
+            .flat_map(|s| s.1.clone())
+            .collect();
+        let new_data: Vec<u8> = seen
+            .iter()
+            .filter(|s| s.0 == 0x2E3)
+            .flat_map(|s| s.1.clone())
+            .collect();
+        assert!(
+            old_data == expected_bytes(&old, 1),
+            "{sender:?}: the old session's frames"
+        );
+        assert!(
+            new_data == expected_bytes(&new, 1),
+            "{sender:?}: the new session's frames"
+        );
+        // The old session ends after its last frame and before the new
+        // session's first datagram, with its next sequence (31).
+        let ends: Vec<usize> = (0..seen.len()).filter(|&i| seen[i].2.is_some()).collect();
+        assert!(!ends.is_empty(), "{sender:?}: no EndOfSession");
+        for &i in &ends {
+            assert_eq!(seen[i].0, 0x01D);
+            assert_eq!(seen[i].2, Some(31));
+        }
+        let last_old = seen.iter().rposition(|s| s.0 == 0x01D && !s.1.is_empty());
+        let first_new = seen.iter().position(|s| s.0 == 0x2E3).unwrap();
+        assert!(last_old.unwrap() < ends[0] && ends[ends.len() - 1] < first_new);
+        drop(server);
+    }
+}
+
+/// The lazy/eager seam under a flowing feed, again and again: a TCP
+/// subscriber logs in from the next sequence it needs, reads a few hundred
+/// frames and hangs up, twenty times, while the feed flows and a lossy
+/// datagram receiver recovers from the same server. Every TCP connection's
+/// frames follow on from the last one's without a gap or a repeat, and the
+/// datagram receiver gets every frame once, in order.
+#[test]
+fn subscribers_coming_and_going_at_the_lazy_seam_lose_nothing() {
+    let mut c = client(1);
+    let injector = Injector::new(
+        91,
+        c.local_addrs(),
+        &[Faults {
+            drop: 0.05,
+            ..Faults::default()
+        }],
+    );
+    let server = server(&injector.inputs, |_| {});
+    c = with_retransmit(c, server.local_addr());
+    let n = 30_000;
+    let msgs = messages(17, n);
+    let expected = expected_bytes(&msgs, 1);
+    let publishing = publish_paced(&server, msgs, 40);
+    let addr = server.local_addr();
+    let subscriber = thread::spawn(move || {
+        let mut next = 1u64;
+        let mut logins = 0;
+        let mut expected_next = |m: &Message<'_>, next: &mut u64| {
+            assert_eq!(m.sequence(), *next, "a gap or a repeat across logins");
+            *next += 1;
+        };
+        while next <= n as u64 && logins < 200 {
+            logins += 1;
+            let mut socket = TcpStream::connect(addr).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut login = [0u8; 24];
+            encode(&Payload::Login, next, 0, &mut login).unwrap();
+            socket.write_all(&login).unwrap();
+            let mut reader = FrameReader::new(socket);
+            // A few hundred frames on the first 20 connections, then all.
+            let take = if logins <= 20 { 300 } else { usize::MAX };
+            let mut taken = 0;
+            while taken < take && next <= n as u64 {
+                match reader.next_event().unwrap() {
+                    Some(Event::Frame(m)) if m.is_data() => {
+                        expected_next(&m, &mut next);
+                        taken += 1;
+                    }
+                    Some(e @ (Event::Gap(_) | Event::Duplicate(_) | Event::Discarded(_))) => {
+                        panic!("{e:?}")
+                    }
+                    Some(_) => {} // control frames, the session
+                    None => break,
+                }
+            }
+            // Hang up; a pause now and then lets the loop go lazy.
+            if logins % 4 == 0 {
+                thread::sleep(Duration::from_millis(30));
+            }
+        }
+        (next, logins)
+    });
+    let mut got = Received::default();
+    receive_until(&mut c, &mut got, Duration::from_secs(60), |g| {
+        g.sequences.len() >= n
+    });
+    publishing.join().unwrap();
+    let (next, logins) = subscriber.join().unwrap();
+    assert_eq!(next, n as u64 + 1, "after {logins} logins");
+    assert!(logins > 20);
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert!(got.bytes == expected);
 }
 
 fn section_8(batch_syscalls: bool) {
@@ -505,7 +773,10 @@ fn section_8(batch_syscalls: bool) {
             d.batch_syscalls = batch_syscalls;
         }
         if !batch_syscalls {
-            config.threads = 2; // the first loop sends the datagrams
+            config.threads = 2; // with a second event loop, the same datagrams
+            if let Some(d) = &mut config.datagrams {
+                d.sender = DatagramSender::EventLoop; // and from the loop
+            }
         }
     });
     let msgs = messages(4, 300);
@@ -724,6 +995,58 @@ fn retransmission_connection_is_made_again_when_lost() {
 /// Requests lost with their connection (the proxy swallows them and cuts
 /// it) are asked again on the next connection: the hole is filled, not
 /// reported as a gap at the deadline.
+/// A retransmission connection that carried no request for
+/// `retransmit_idle` (1 s here) is closed (the server's slot and Heartbeats freed),
+/// and the next loss opens a new one: every frame arrives either side.
+#[test]
+fn an_idle_retransmission_connection_is_closed_and_made_again() {
+    let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.retransmit_idle = Some(Duration::from_secs(1));
+    let mut c = DatagramClient::new(config).unwrap();
+    let injector = Injector::new(
+        77,
+        c.local_addrs(),
+        &[Faults {
+            drop: 0.10,
+            ..Faults::default()
+        }],
+    );
+    let server = server(&injector.inputs, |_| {});
+    c = with_retransmit(c, server.local_addr());
+    let msgs = messages(8, 6_000);
+    let expected = expected_bytes(&msgs, 1);
+    let mut got = Received::default();
+    let publishing = publish_paced(&server, msgs[..3000].to_vec(), 40);
+    receive_until(&mut c, &mut got, Duration::from_secs(20), |g| {
+        g.sequences.len() >= 3000
+    });
+    publishing.join().unwrap();
+    assert_eq!(got.sequences.len(), 3000, "{:?}", got.gaps);
+    assert_eq!(c.stats().connects, 1);
+    assert!(c.is_retransmission_connected());
+    // Idle (Heartbeats still arrive on it): closed after 1 s, not before.
+    receive_until(&mut c, &mut got, Duration::from_millis(150), |_| false);
+    assert!(
+        c.is_retransmission_connected(),
+        "closed before it was idle for 1 s"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while c.is_retransmission_connected() && Instant::now() < deadline {
+        receive_until(&mut c, &mut got, Duration::from_millis(50), |_| false);
+    }
+    assert!(!c.is_retransmission_connected());
+    assert_eq!((c.stats().idle_closes, c.stats().disconnects), (1, 1));
+    let publishing = publish_paced(&server, msgs[3000..].to_vec(), 40);
+    receive_until(&mut c, &mut got, Duration::from_secs(20), |g| {
+        g.sequences.len() >= 6000
+    });
+    publishing.join().unwrap();
+    assert!(got.gaps.is_empty(), "gaps: {:?}", got.gaps);
+    assert!(got.bytes == expected);
+    assert_eq!(c.stats().connects, 2);
+}
+
 #[test]
 fn requests_lost_with_the_connection_are_asked_again() {
     let mut c = client(1);

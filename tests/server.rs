@@ -1126,6 +1126,68 @@ fn max_clients_counts_logged_in_clients_only() {
     );
 }
 
+/// Retransmission connections (protocol section 9) have a limit of their
+/// own and take no client's place: with `max_clients` 1 and
+/// `max_retransmission_connections` 2, two retransmission connections and
+/// a subscriber are served; a third retransmission connection is closed at
+/// its request; closing one makes room for another.
+#[test]
+fn retransmission_connections_are_limited_apart_from_clients() {
+    let server = start(|c| {
+        c.max_clients = 1;
+        c.max_retransmission_connections = 2;
+    });
+    let addr = server.local_addr();
+    publish_all(&server, &messages(31, 10), 10);
+    // In the retention before anyone asks (section 9.2: what the server
+    // has published when it reads the request).
+    wait_until("the batch taken", Duration::from_secs(5), || {
+        server.stats().frames_published == 10
+    });
+    let retransmit = || {
+        let mut s = connect(addr);
+        let mut frame = [0u8; 40];
+        let payload = Payload::Retransmit {
+            session_id: 0,
+            count: 5,
+        };
+        encode(&payload, 1, 0, &mut frame).unwrap();
+        s.write_all(&frame).unwrap();
+        FrameReader::new(s)
+    };
+    let replied = |r: &mut FrameReader<TcpStream>| {
+        let seen = read_until(r, |s| !s.heartbeats.is_empty() || s.closed);
+        assert!(!seen.closed, "closed instead of a reply: {seen:?}");
+        assert_eq!(seen.sequences, vec![1, 2, 3, 4, 5]);
+    };
+    let mut r1 = retransmit();
+    replied(&mut r1);
+    let mut r2 = retransmit();
+    replied(&mut r2);
+    // Not a client: the one client place is still free.
+    let mut sub = login(addr, 1);
+    let seen = read_until(&mut sub, |s| s.sequences.len() >= 10 || s.closed);
+    assert_eq!(seen.sequences, (1..=10).collect::<Vec<_>>());
+    // A third retransmission connection is one too many.
+    let mut r3 = retransmit();
+    let seen = read_until(&mut r3, |_| false);
+    assert!(seen.closed && seen.accepted.is_none(), "{seen:?}");
+    wait_until("the count", Duration::from_secs(5), || {
+        server.stats().closed_for(CloseReason::MaxClients) == 1
+    });
+    assert_eq!(server.stats().retransmission_connections, 2);
+    // One goes: room for another.
+    drop(r1);
+    wait_until("the close", Duration::from_secs(5), || {
+        server.stats().retransmission_connections == 1
+    });
+    let mut r4 = retransmit();
+    replied(&mut r4);
+    assert_eq!(server.stats().retransmission_connections, 2);
+    assert_eq!(server.stats().closed_for(CloseReason::MaxClients), 1);
+    drop((r2, r4, sub));
+}
+
 /// Issue 9: a client skipped for being slow is told so by an exact gap in
 /// its sequence, and recovers the range by logging in again from the gap's
 /// first sequence (what a subscriber does with `--from FIRST`): it gets

@@ -1092,6 +1092,69 @@ async fn the_tokio_server_answers_retransmission_connections() {
     assert_eq!(stats.frames_published, 520);
 }
 
+/// The tokio server limits retransmission connections on their own
+/// (`max_retransmission_connections`), apart from `max_clients`, as the mio
+/// server does: with both at 1, a retransmission connection and a
+/// subscriber are served, a second retransmission connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokio_server_limits_retransmission_connections_apart_from_clients() {
+    let server = Server::bind(ServerConfig {
+        listen: loopback(),
+        session_id: Some(9),
+        max_clients: 1,
+        max_retransmission_connections: 1,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap()
+    .spawn();
+    let msgs = messages(9, 50);
+    let want = expected_frames(&msgs);
+    server.publisher().publish(msgs).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while server.stats().frames_published < 50 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let connect = || tokio::net::TcpStream::connect(server.local_addr());
+    let mut first = connect().await.unwrap();
+    let mut buf = Vec::new();
+    first.write_all(&request(9, 1, 5)).await.unwrap();
+    let reply = read_frames(&mut first, &mut buf, 7).await;
+    check_reply(&reply, 9, 1, &want[0..5], 6);
+    // A subscriber still gets the one client place.
+    let mut config = ClientConfig::new(server.local_addr());
+    config.from = 1;
+    let mut client = Client::new(config);
+    assert_eq!(collect_tokio(&mut client, 50).await, want);
+    // A second retransmission connection is one too many: closed.
+    let mut second = connect().await.unwrap();
+    second.write_all(&request(9, 1, 5)).await.unwrap();
+    let mut all = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, second.read(&mut chunk))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&chunk[..n]);
+    }
+    let stats = server.stats();
+    assert_eq!(
+        stats.closed_for(tickwire::session::CloseReason::MaxClients),
+        1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.retransmission_connections, 1);
+    drop((first, client));
+    let _ = all;
+    server.shutdown().await;
+}
+
 /// Log lines of this test process, captured by the logger below.
 static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 

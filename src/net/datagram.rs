@@ -59,6 +59,33 @@ const END_LEN: usize = MsgType::EndOfSession.frame_len();
 /// Copies of the last datagram (Packet + EndOfSession) sent at shutdown.
 const END_COPIES: usize = 3;
 
+/// Which thread sends a server's datagrams.
+///
+/// ```
+/// use tickwire::net::{DatagramOutputConfig, DatagramSender};
+/// let mut c = DatagramOutputConfig::new("239.1.2.3:7879".parse()?);
+/// assert_eq!(c.sender, DatagramSender::Publisher);
+/// c.sender = DatagramSender::EventLoop; // publish() only queues
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum DatagramSender {
+    /// The publishing thread, within [`Publisher::publish`](super::Publisher::publish)
+    /// (the default): a batch's datagrams leave as soon as it is numbered,
+    /// without waiting for the event loop to wake up, and while only
+    /// datagram receivers (no TCP subscriber) are served the loop is not
+    /// woken per batch either. `publish` takes longer by the system calls,
+    /// and each batch is cut on its own (its last datagram may be short).
+    #[default]
+    Publisher,
+    /// The event loop: `publish` only queues the batch; batches that wait
+    /// together are cut into datagrams together (fuller datagrams, fewer
+    /// system calls), once the loop has woken up.
+    EventLoop,
+}
+
 /// Where and how a server sends its datagram feed.
 ///
 /// ```
@@ -93,6 +120,8 @@ pub struct DatagramOutputConfig {
     /// `sendmmsg` call (true); elsewhere, or when false, one `send_to` per
     /// datagram and line.
     pub batch_syscalls: bool,
+    /// Which thread sends (the publishing thread).
+    pub sender: DatagramSender,
 }
 
 impl DatagramOutputConfig {
@@ -109,6 +138,7 @@ impl DatagramOutputConfig {
             loopback: true,
             send_buffer: None,
             batch_syscalls: true,
+            sender: DatagramSender::Publisher,
         }
     }
 
@@ -119,7 +149,14 @@ impl DatagramOutputConfig {
 }
 
 /// The server's datagram output: cuts each published batch into datagrams
-/// (section 8) and sends each on every line. Owned by the first event loop.
+/// (section 8) and sends each on every line.
+///
+/// Shared (behind a lock in the server's numbering) by the publishing
+/// threads, which (with [`DatagramSender::Publisher`]) send each batch's
+/// datagrams themselves right after numbering it (in sequence order: under
+/// the numbering lock), and the first event loop, which sends the idle
+/// Packet-only datagrams and the final EndOfSession (and, with
+/// [`DatagramSender::EventLoop`], the batches).
 #[derive(Debug)]
 pub(super) struct DatagramOutput {
     socket: UdpSocket,
@@ -137,6 +174,14 @@ pub(super) struct DatagramOutput {
     ends: Vec<usize>,
     /// When a datagram was last sent (monotonic, the server's epoch).
     last_sent: Duration,
+    /// The server's epoch (monotonic time zero).
+    epoch: Instant,
+    /// The next data sequence: after the last data frame sent (or the
+    /// point a relay advanced to), the sequence of an idle Packet.
+    next: u64,
+    /// The final EndOfSession was sent: nothing more is.
+    ended: bool,
+    sender: DatagramSender,
     shared: Arc<Shared>,
 }
 
@@ -145,7 +190,7 @@ impl DatagramOutput {
         config: &DatagramOutputConfig,
         session_id: u64,
         heartbeat: Duration,
-        now: Duration,
+        epoch: Instant,
         shared: &Arc<Shared>,
     ) -> io::Result<DatagramOutput> {
         use socket2::{Domain, Protocol, Socket, Type};
@@ -193,9 +238,23 @@ impl DatagramOutput {
             heartbeat,
             buf: Vec::new(),
             ends: Vec::new(),
-            last_sent: now,
+            last_sent: epoch.elapsed(),
+            epoch,
+            next: 1,
+            ended: false,
+            sender: config.sender,
             shared: Arc::clone(shared),
         })
+    }
+
+    /// Now, on the server's clocks.
+    pub(super) fn now(&self) -> Time {
+        Time::new(self.epoch.elapsed(), unix_nanos())
+    }
+
+    /// Which thread sends the batches' datagrams.
+    pub(super) fn sender(&self) -> DatagramSender {
+        self.sender
     }
 
     /// The address datagrams are sent from.
@@ -220,6 +279,10 @@ impl DatagramOutput {
     /// first data frame's, then as many whole frames as fit) and sends them
     /// on every line.
     pub(super) fn publish(&mut self, batch: &Batch, time: Time) {
+        if self.ended {
+            return;
+        }
+        self.next = batch.end();
         self.buf.clear();
         self.ends.clear();
         let bytes = batch.bytes();
@@ -255,23 +318,33 @@ impl DatagramOutput {
         self.last_sent.saturating_add(self.heartbeat)
     }
 
-    /// Sends a Packet-only datagram (`sequence`: `next`, the next data
-    /// sequence) if nothing was sent for a heartbeat interval.
-    pub(super) fn handle_timeout(&mut self, time: Time, next: u64) {
-        if time.monotonic < self.poll_timeout() {
+    /// Sends a Packet-only datagram (`sequence`: the next data sequence)
+    /// if nothing was sent for a heartbeat interval.
+    pub(super) fn handle_timeout(&mut self, time: Time) {
+        if time.monotonic < self.poll_timeout() || self.ended {
             return;
         }
         self.buf.clear();
         self.ends.clear();
-        self.open(next, time.unix_nanos);
+        self.open(self.next, time.unix_nanos);
         self.ends.push(self.buf.len());
         self.send_all(time);
     }
 
-    /// A relay's new session (protocol section 10.4): the next datagrams'
-    /// Packets carry `session_id`.
-    pub(super) fn set_session(&mut self, session_id: u64) {
+    /// A relay's upstream will never send the frames before `next`: idle
+    /// Packets say `next` from now on.
+    pub(super) fn advance(&mut self, next: u64) {
+        self.next = self.next.max(next);
+    }
+
+    /// A relay's new session (protocol section 10.4), whose next data
+    /// sequence is `next`: EndOfSession for the old one, then the next
+    /// datagrams' Packets carry `session_id`.
+    pub(super) fn new_session(&mut self, time: Time, session_id: u64, next: u64) {
+        self.end_of_session(time);
+        self.ended = false;
         self.session_id = session_id;
+        self.next = next;
     }
 
     /// A relay whose upstream is lost sends no Packet-only datagram
@@ -282,11 +355,17 @@ impl DatagramOutput {
         }
     }
 
-    /// The last datagram: a Packet and an EndOfSession, both carrying
-    /// `next`; sent [`END_COPIES`] times, byte-identical, so that one lost
-    /// copy does not leave receivers to find the end by silence (they act
-    /// on it once and count the other copies as duplicates).
-    pub(super) fn end_of_session(&mut self, time: Time, next: u64) {
+    /// The last datagram: a Packet and an EndOfSession, both carrying the
+    /// next data sequence; sent [`END_COPIES`] times, byte-identical, so
+    /// that one lost copy does not leave receivers to find the end by
+    /// silence (they act on it once and count the other copies as
+    /// duplicates). Nothing is sent after it.
+    pub(super) fn end_of_session(&mut self, time: Time) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let next = self.next;
         self.buf.clear();
         self.ends.clear();
         self.open(next, time.unix_nanos);
@@ -470,6 +549,13 @@ pub struct DatagramClientConfig {
     /// Receive up to 32 datagrams per system call with `recvmmsg` (Linux;
     /// `true`). Elsewhere, or `false`: one `recv` per datagram.
     pub batch_syscalls: bool,
+    /// Close the retransmission connection once it has carried no request
+    /// for this long and no reply is awaited (30 s; `None`: keep it open).
+    /// Losses are rare on a healthy network: without this, every receiver
+    /// of a multicast feed would hold a TCP connection to the server (a
+    /// client slot, and a Heartbeat each interval) for good. The next
+    /// request opens a new one.
+    pub retransmit_idle: Option<Duration>,
 }
 
 impl DatagramClientConfig {
@@ -488,6 +574,7 @@ impl DatagramClientConfig {
             recv_buffer: Some(8 << 20),
             force_recv_buffer: false,
             batch_syscalls: true,
+            retransmit_idle: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -505,8 +592,12 @@ pub struct DatagramClientStats {
     pub receiver: DatagramStats,
     /// Retransmission connections made.
     pub connects: u64,
-    /// Retransmission connections lost (closed, failed, silent, timed out).
+    /// Retransmission connections lost (closed, failed, silent, timed out)
+    /// or closed for being idle.
     pub disconnects: u64,
+    /// Retransmission connections closed for being idle
+    /// ([`DatagramClientConfig::retransmit_idle`]).
+    pub idle_closes: u64,
     /// Retransmit frames written.
     pub requests_sent: u64,
     /// Datagrams longer than the receive buffer (truncated: discarded).
@@ -592,6 +683,9 @@ pub struct DatagramClient {
     /// Lines whose socket may hold more datagrams (the read budget ran out).
     unread: [bool; 2],
     epoch: Instant,
+    /// When the retransmission connection was made or last carried a
+    /// request (monotonic).
+    last_request: Duration,
 }
 
 /// Why a [`DatagramClient`] could not be created.
@@ -745,6 +839,7 @@ impl DatagramClient {
             stats: DatagramClientStats::default(),
             unread: [false; 2],
             epoch: Instant::now(),
+            last_request: Duration::ZERO,
         })
     }
 
@@ -830,7 +925,8 @@ impl DatagramClient {
             Retx::Idle => None,
             Retx::Connecting(_, since) => Some(since.saturating_add(self.config.connect_timeout)),
             Retx::Connected(_, heard) => {
-                Some(heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3)))
+                let dead = heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3));
+                Some(self.idle_deadline().map_or(dead, |idle| idle.min(dead)))
             }
             Retx::Waiting(until) => Some(*until),
         };
@@ -1028,6 +1124,7 @@ impl DatagramClient {
             Ok(true) => {
                 self.stats.requests_sent += frames as u64;
                 self.pending.clear();
+                self.last_request = now;
             }
             Ok(false) | Err(_) => self.lost(now),
         }
@@ -1045,6 +1142,7 @@ impl DatagramClient {
                         return;
                     };
                     self.retx = Retx::Connected(conn, now);
+                    self.last_request = now;
                     self.stats.connects += 1;
                     self.backoff.reset();
                     self.send_pending(now);
@@ -1081,7 +1179,23 @@ impl DatagramClient {
         }
     }
 
+    /// When an idle retransmission connection is closed, if it is idle
+    /// (nothing to send, no reply awaited) and that is asked for.
+    fn idle_deadline(&self) -> Option<Duration> {
+        let idle = self.config.retransmit_idle?;
+        (self.pending.is_empty() && self.receiver.requests_outstanding() == 0)
+            .then(|| self.last_request.saturating_add(idle))
+    }
+
     fn connection_timers(&mut self, now: Duration) {
+        if matches!(self.retx, Retx::Connected(..))
+            && self.idle_deadline().is_some_and(|at| now >= at)
+        {
+            log::debug!("retransmission connection idle: closed");
+            self.close_connection();
+            self.stats.idle_closes += 1;
+            return;
+        }
         match &self.retx {
             Retx::Connecting(_, since)
                 if now >= since.saturating_add(self.config.connect_timeout) =>

@@ -54,7 +54,8 @@ pub use client::{Client, ClientConfig, ClientError, ClientStats};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
 pub use datagram::{
     DatagramClient, DatagramClientConfig, DatagramClientError, DatagramClientStats,
-    DatagramOutputConfig, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
+    DatagramOutputConfig, DatagramSender, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE,
+    MIN_DATAGRAM_SIZE,
 };
 pub use publisher::{Messages, PublishError, Publisher};
 pub use relay::{Relay, RelayConfig, RelayError, RelayFeed};

@@ -5,11 +5,13 @@
 use std::prelude::rust_2021::*;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mio::Waker;
 
+use super::datagram::DatagramOutput;
 use super::server::ToLoop;
 use crate::encode::{Payload, Sequencer};
 use crate::session::Batch;
@@ -45,12 +47,90 @@ impl fmt::Display for PublishError {
 impl std::error::Error for PublishError {}
 
 /// What all publishers of one server share: the numbering, under a lock
-/// that also orders their batches in the queue.
+/// that also orders their batches in the queue and on the datagram lines.
 #[derive(Debug)]
 pub(super) struct Numbering {
     pub(super) sequencer: Mutex<Sequencer>,
     pub(super) tx: SyncSender<ToLoop>,
     pub(super) waker: Arc<Waker>,
+    /// The datagram output (the first loop's numbering only).
+    pub(super) datagrams: Option<Mutex<DatagramOutput>>,
+    /// Whether the publishing threads send the datagrams
+    /// ([`DatagramSender::Publisher`](super::DatagramSender::Publisher)).
+    pub(super) direct: bool,
+    /// With `direct`: batches queued and not yet taken by the loop.
+    pub(super) pending: AtomicUsize,
+    /// Whether the loop wants a wake-up per batch. A loop with a datagram
+    /// output and no TCP subscriber clears it while batches flow: the
+    /// datagrams are already out, and it takes the batches (into the
+    /// retention, for retransmission) within [`LAZY_TICK`] by itself, so
+    /// that its wake-ups do not compete for a core with the receivers'.
+    pub(super) eager: AtomicBool,
+    /// Wake the loop anyway once this many batches wait.
+    pub(super) wake_at: usize,
+}
+
+/// How long a loop that is not woken per batch leaves batches waiting at
+/// most (see [`Numbering::eager`]); below the receivers' default
+/// retransmission wait, so the retention has a batch before anyone asks
+/// for it again.
+pub(super) const LAZY_TICK: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl Numbering {
+    /// The datagram output, locked, if the server has one. (A panic while
+    /// it was held left it consistent: every method leaves it whole.)
+    pub(super) fn datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
+        self.datagrams
+            .as_ref()
+            .map(|d| d.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The datagram output, locked, if the publishing threads send it.
+    pub(super) fn direct_datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
+        if self.direct {
+            self.datagrams()
+        } else {
+            None
+        }
+    }
+
+    /// The datagram output, locked, if the event loop sends it.
+    pub(super) fn loop_datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
+        if self.direct {
+            None
+        } else {
+            self.datagrams()
+        }
+    }
+
+    /// A batch is about to be queued (call before sending it).
+    pub(super) fn batch_queued(&self) {
+        if self.direct {
+            self.pending.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A batch counted by [`batch_queued`](Self::batch_queued) was not
+    /// queued after all, or the loop took it.
+    pub(super) fn batch_gone(&self) {
+        if self.direct {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Wakes the loop for a queued batch, unless it takes batches by itself
+    /// within [`LAZY_TICK`] and not too many wait.
+    pub(super) fn wake_for_batch(&self) {
+        // SeqCst: the loop stores `eager` then reads `pending`; this adds
+        // to `pending` then reads `eager`: one of the two sees the other.
+        if !self.direct
+            || self.eager.load(Ordering::SeqCst)
+            || self.pending.load(Ordering::SeqCst) >= self.wake_at
+        {
+            // A failed wake only delays the batch to the loop's next wake-up.
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// Publishes data frames into a running server from any thread. Clone it
@@ -59,7 +139,12 @@ pub(super) struct Numbering {
 /// Frames are numbered and encoded (CRC included) on the publishing thread,
 /// under a lock that keeps every publisher's batches in sequence order, so
 /// the event loop only stores and sends bytes: each batch is encoded once
-/// and shared by the retention and every client's queue.
+/// and shared by the retention and every client's queue. With a datagram
+/// feed ([`ServerConfig::datagrams`](super::ServerConfig::datagrams)), the
+/// publishing thread also sends the batch's datagrams itself, within the
+/// call, so they do not wait for the event loop to wake up (unless
+/// [`DatagramSender::EventLoop`](super::DatagramSender::EventLoop) is
+/// chosen).
 #[derive(Clone, Debug)]
 pub struct Publisher {
     pub(super) numbering: Arc<Numbering>,
@@ -103,27 +188,38 @@ impl Publisher {
             done.frames as u64,
             bytes,
         ));
-        let encoded = ToLoop::Batch(encoded);
+        let for_loop = ToLoop::Batch(Arc::clone(&encoded));
+        n.batch_queued();
         let sent = if block {
-            n.tx.send(encoded).map_err(|_| PublishError::Closed)
+            n.tx.send(for_loop).map_err(|_| PublishError::Closed)
         } else {
-            n.tx.try_send(encoded).map_err(|e| match e {
+            n.tx.try_send(for_loop).map_err(|e| match e {
                 TrySendError::Full(_) => PublishError::Full(Vec::new()),
                 TrySendError::Disconnected(_) => PublishError::Closed,
             })
         };
         match sent {
             Ok(()) => {
+                // The datagrams leave from here (under the numbering lock:
+                // in sequence order), before the loop is woken (if it is:
+                // see `Numbering::eager`).
+                if let Some(mut output) = n.direct_datagrams() {
+                    let now = output.now();
+                    output.publish(&encoded, now);
+                }
                 drop(sequencer);
-                // A failed wake only delays the batch to the loop's next wake-up.
-                let _ = n.waker.wake();
+                n.wake_for_batch();
                 Ok(())
             }
             Err(PublishError::Full(_)) => {
+                n.batch_gone();
                 *sequencer = before; // nothing was published: take the numbers back
                 Err(PublishError::Full(batch))
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                n.batch_gone();
+                Err(e)
+            }
         }
     }
 }

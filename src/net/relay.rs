@@ -121,7 +121,20 @@ impl RelayFeed {
     /// # Errors
     /// [`PublishError::Closed`] once the server has stopped.
     pub fn publish(&self, batch: Batch) -> Result<(), PublishError> {
-        self.send(ToLoop::Batch(Arc::new(batch)))
+        let batch = Arc::new(batch);
+        let n = &self.numbering;
+        n.batch_queued();
+        if n.tx.send(ToLoop::Batch(Arc::clone(&batch))).is_err() {
+            n.batch_gone();
+            return Err(PublishError::Closed);
+        }
+        // The datagrams leave from here, as a Publisher's do.
+        if let Some(mut output) = n.direct_datagrams() {
+            let now = output.now();
+            output.publish(&batch, now);
+        }
+        n.wake_for_batch();
+        Ok(())
     }
 
     /// The next data sequence is `next` (if higher than now): the frames
@@ -130,7 +143,11 @@ impl RelayFeed {
     /// # Errors
     /// [`PublishError::Closed`] once the server has stopped.
     pub fn advance(&self, next: u64) -> Result<(), PublishError> {
-        self.send(ToLoop::Relay(RelayControl::Advance(next)))
+        self.send(ToLoop::Relay(RelayControl::Advance(next)))?;
+        if let Some(mut output) = self.numbering.direct_datagrams() {
+            output.advance(next);
+        }
+        Ok(())
     }
 
     /// The upstream session changed to `session_id`, whose next data
@@ -142,7 +159,13 @@ impl RelayFeed {
     /// [`PublishError::Closed`] once the server has stopped.
     pub fn new_session(&self, session_id: u64, next: u64) -> Result<(), PublishError> {
         self.shared.session_id.store(session_id, Ordering::SeqCst);
-        self.send(ToLoop::Relay(RelayControl::Session { session_id, next }))
+        self.send(ToLoop::Relay(RelayControl::Session { session_id, next }))?;
+        // After the old session's datagrams, before the new one's.
+        if let Some(mut output) = self.numbering.direct_datagrams() {
+            let now = output.now();
+            output.new_session(now, session_id, next);
+        }
+        Ok(())
     }
 
     /// Whether the upstream is alive: while it is not, the server sends no

@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -20,8 +20,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::admission::{Admission, Limit};
-use super::datagram::{DatagramOutput, DatagramOutputConfig};
-use super::publisher::{Numbering, Publisher};
+use super::datagram::{DatagramOutput, DatagramOutputConfig, DatagramSender};
+use super::publisher::{Numbering, Publisher, LAZY_TICK};
 use super::relay::RelayFeed;
 use super::stats::{add, ServerStats, Shared};
 use super::{sys, unix_nanos};
@@ -93,8 +93,16 @@ pub struct ServerConfig {
     pub slow_policy: SlowPolicy,
     /// Logged-in clients beyond this many are closed at their Login (1024).
     /// Connections that have not logged in are limited separately
-    /// ([`max_unauthenticated`](Self::max_unauthenticated)).
+    /// ([`max_unauthenticated`](Self::max_unauthenticated)), and so are
+    /// retransmission connections
+    /// ([`max_retransmission_connections`](Self::max_retransmission_connections)).
     pub max_clients: usize,
+    /// Retransmission connections (protocol section 9: the first frame a
+    /// Retransmit) beyond this many are closed at their first request, as
+    /// [`CloseReason::MaxClients`] (4,096). They do not take a client's
+    /// place: when a switch drops a datagram, every receiver of a multicast
+    /// feed asks at once.
+    pub max_retransmission_connections: usize,
     /// Batches the publisher queue holds before `publish` blocks (1024).
     pub publish_queue: usize,
     /// `SO_SNDBUF` for client sockets, if set (the kernel's default otherwise).
@@ -134,10 +142,11 @@ pub struct ServerConfig {
     /// the kernel also gives up on a vanished peer, and on its unsent bytes
     /// after the close, instead of retransmitting for many minutes.
     pub no_progress_intervals: u32,
-    /// A datagram feed of the same session (protocol section 8), sent by
-    /// the first event loop besides serving TCP: every published batch cut
-    /// into datagrams, a Packet-only datagram after each idle heartbeat
-    /// interval, EndOfSession at shutdown (`None`, the default: TCP only).
+    /// A datagram feed of the same session (protocol section 8), besides
+    /// TCP: every published batch cut into datagrams (by the publishing
+    /// thread, or by the first event loop: [`DatagramOutputConfig::sender`]),
+    /// a Packet-only datagram after each idle heartbeat interval,
+    /// EndOfSession at shutdown (`None`, the default: TCP only).
     /// TCP clients can ask this server to retransmit what they lost
     /// (section 9), from the same retention.
     pub datagrams: Option<DatagramOutputConfig>,
@@ -156,6 +165,7 @@ impl Default for ServerConfig {
             client_queue: session.queue_limit,
             slow_policy: session.slow_policy,
             max_clients: 1024,
+            max_retransmission_connections: 4096,
             publish_queue: 1024,
             send_buffer: None,
             session_id: None,
@@ -259,6 +269,8 @@ pub(super) struct Slot {
     scheduled: Option<Duration>,
     /// In the flush list.
     flushing: bool,
+    /// Counted as a retransmission connection (not a client).
+    retransmission: bool,
     /// Its timer came due while it was in the flush list: handled right
     /// after its write (see `run_timers`).
     timer_due: bool,
@@ -370,9 +382,19 @@ pub struct Server {
     /// Connections that have not logged in, oldest first, by slot.
     admission: Admission,
     epoch: Instant,
-    /// The datagram feed (the first loop only).
-    datagrams: Option<DatagramOutput>,
+    /// When a batch was last taken from the publishers (monotonic).
+    last_taken: Duration,
 }
+
+/// A loop not woken per batch (see `Numbering::eager`) goes back to being
+/// woken per batch, and to sleeping until then, after this long without
+/// one.
+const LAZY_IDLE: Duration = Duration::from_millis(20);
+
+/// Up to this many logged-in connections, a loop with a datagram output
+/// looks whether any is a TCP subscriber (and not a retransmission
+/// connection) before it stops being woken per batch.
+const LAZY_MAX_CONNECTIONS: usize = 8;
 
 /// A server running on its own thread.
 #[derive(Debug)]
@@ -473,8 +495,14 @@ impl Server {
         let epoch = Instant::now();
         let workers = (1..config.threads.max(1))
             .map(|_| {
-                let worker =
-                    Server::event_loop(config.clone(), local_addr, session_id, &shared, epoch)?;
+                let worker = Server::event_loop(
+                    config.clone(),
+                    local_addr,
+                    session_id,
+                    &shared,
+                    epoch,
+                    None,
+                )?;
                 Ok(Worker {
                     tx: worker.numbering.tx.clone(),
                     waker: Arc::clone(&worker.waker),
@@ -483,27 +511,31 @@ impl Server {
                 })
             })
             .collect::<io::Result<Vec<Worker>>>()?;
-        let mut server = Server::event_loop(config, local_addr, session_id, &shared, epoch)?;
+        let datagrams = match &config.datagrams {
+            Some(output) => {
+                let output = DatagramOutput::new(
+                    output,
+                    session_id,
+                    config.heartbeat_interval,
+                    epoch,
+                    &shared,
+                )?;
+                log::info!(
+                    "datagrams from {:?}",
+                    output.local_addr().map(|a| a.to_string())
+                );
+                Some(output)
+            }
+            None => None,
+        };
+        let mut server =
+            Server::event_loop(config, local_addr, session_id, &shared, epoch, datagrams)?;
         server
             .poll
             .registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         server.listener = Some(listener);
         server.workers = workers;
-        if let Some(output) = &server.config.datagrams {
-            let output = DatagramOutput::new(
-                output,
-                session_id,
-                server.config.heartbeat_interval,
-                epoch.elapsed(),
-                &shared,
-            )?;
-            log::info!(
-                "datagrams from {:?}",
-                output.local_addr().map(|a| a.to_string())
-            );
-            server.datagrams = Some(output);
-        }
         Ok(server)
     }
 
@@ -514,10 +546,12 @@ impl Server {
         session_id: u64,
         shared: &Arc<Shared>,
         epoch: Instant,
+        datagrams: Option<DatagramOutput>,
     ) -> io::Result<Server> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::sync_channel(config.publish_queue.max(1));
+        let wake_at = (config.publish_queue / 4).clamp(1, 64);
         let admission = Admission::new(
             config.max_unauthenticated,
             config.max_unauthenticated_per_peer,
@@ -530,6 +564,13 @@ impl Server {
                 sequencer: Mutex::new(Sequencer::new()),
                 tx,
                 waker: Arc::clone(&waker),
+                direct: datagrams
+                    .as_ref()
+                    .is_some_and(|d| d.sender() == DatagramSender::Publisher),
+                datagrams: datagrams.map(Mutex::new),
+                pending: AtomicUsize::new(0),
+                eager: AtomicBool::new(true),
+                wake_at,
             }),
             waker,
             rx,
@@ -555,7 +596,7 @@ impl Server {
             accept_paused_until: None,
             admission,
             epoch,
-            datagrams: None,
+            last_taken: Duration::ZERO,
         })
     }
 
@@ -638,7 +679,7 @@ impl Server {
         // Busy polling: until then, poll without sleeping.
         let mut spin_until = Duration::ZERO;
         loop {
-            let mut timeout = self.poll_timeout();
+            let mut timeout = self.lazy(self.poll_timeout());
             if self.config.busy_poll.is_some() && self.epoch.elapsed() < spin_until {
                 timeout = Some(Duration::ZERO);
             }
@@ -678,7 +719,12 @@ impl Server {
             self.more_waiting = true;
             for _ in 0..BATCHES_PER_TURN {
                 match self.rx.try_recv() {
-                    Ok(ToLoop::Batch(batch)) => taken.push(batch),
+                    Ok(ToLoop::Batch(batch)) => {
+                        // Counted if this loop has the datagram output.
+                        self.numbering.batch_gone();
+                        self.last_taken = time.monotonic;
+                        taken.push(batch);
+                    }
                     Ok(ToLoop::Client(slot)) => {
                         // After the batches before it, before those after.
                         adopt = Some(slot);
@@ -731,9 +777,9 @@ impl Server {
             self.retention
                 .set_upstream_alive(!self.shared.upstream_down.load(Ordering::SeqCst));
             self.run_timers(time);
-            if let Some(output) = &mut self.datagrams {
+            if let Some(mut output) = self.numbering.datagrams() {
                 if self.retention.upstream_alive() {
-                    output.handle_timeout(time, self.retention.next());
+                    output.handle_timeout(time);
                 } else {
                     output.skip_idle(time.monotonic);
                 }
@@ -769,6 +815,46 @@ impl Server {
         }
     }
 
+    /// With a datagram output and no TCP subscriber, while batches flow:
+    /// the publishers stop waking the loop per batch (their datagrams are
+    /// out already) and the loop takes them within [`LAZY_TICK`] by itself
+    /// (`timeout` capped). Otherwise (or after [`LAZY_IDLE`] without a
+    /// batch) the loop is woken per batch again.
+    fn lazy(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let n = &self.numbering;
+        if !n.direct {
+            return timeout;
+        }
+        let lazy = self.workers.is_empty()
+            && self.epoch.elapsed() < self.last_taken.saturating_add(LAZY_IDLE)
+            && !self.has_subscribers();
+        n.eager.store(!lazy, Ordering::SeqCst);
+        // SeqCst: a batch queued while `eager` was false is seen here.
+        if lazy || n.pending.load(Ordering::SeqCst) > 0 {
+            Some(timeout.map_or(LAZY_TICK, |t| t.min(LAZY_TICK)))
+        } else {
+            timeout
+        }
+    }
+
+    /// Whether a logged-in TCP client (replaying, live or closing, not a
+    /// retransmission connection) is connected; `true` beyond
+    /// [`LAZY_MAX_CONNECTIONS`] logged-in connections without looking.
+    fn has_subscribers(&self) -> bool {
+        let connected =
+            usize::try_from(self.shared.clients.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        match connected.saturating_sub(self.admission.len()) {
+            0 => false,
+            n if n > LAZY_MAX_CONNECTIONS => true,
+            _ => self.slots.iter().flatten().any(|slot| {
+                matches!(
+                    slot.session.phase(),
+                    ServerPhase::Replaying | ServerPhase::Live | ServerPhase::Closing
+                )
+            }),
+        }
+    }
+
     /// Until the earliest deadline of any session (or the accept backoff);
     /// zero while a client still has bytes to write this turn or batches
     /// are waiting.
@@ -778,7 +864,7 @@ impl Server {
         }
         let now = self.epoch.elapsed();
         let mut timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        if let Some(output) = &self.datagrams {
+        if let Some(output) = self.numbering.datagrams() {
             let due = output.poll_timeout();
             timer = Some(timer.map_or(due, |t| t.min(due)));
         }
@@ -859,6 +945,7 @@ impl Server {
             generation: self.generations,
             scheduled: None,
             flushing: false,
+            retransmission: false,
             timer_due: false,
         };
         if index == self.slots.len() {
@@ -905,13 +992,29 @@ impl Server {
             return;
         }
         if slot.session.phase() != ServerPhase::AwaitingLogin && self.admission.remove(index) {
-            // Logged in: no longer unauthenticated, now one of max_clients.
+            // Logged in: no longer unauthenticated, now one of max_clients
+            // (or of the retransmission connections).
+            let retransmission = slot.session.phase() == ServerPhase::Retransmitting;
+            slot.retransmission = retransmission;
             self.count_unauthenticated();
-            // Every loop's clients (the others only have logged-in ones).
-            let connected =
-                usize::try_from(self.shared.clients.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-            let logged_in = connected.saturating_sub(self.admission.len());
-            if logged_in > self.config.max_clients {
+            let count = |a: &std::sync::atomic::AtomicU64| {
+                usize::try_from(a.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
+            };
+            let over = if retransmission {
+                let now = self
+                    .shared
+                    .retransmission_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                usize::try_from(now).unwrap_or(usize::MAX)
+                    >= self.config.max_retransmission_connections
+            } else {
+                // Every loop's clients (the others only have logged-in ones).
+                let logged_in = count(&self.shared.clients)
+                    .saturating_sub(self.admission.len())
+                    .saturating_sub(count(&self.shared.retransmission_connections));
+                logged_in > self.config.max_clients
+            };
+            if over {
                 self.close(index, CloseReason::MaxClients);
                 return;
             }
@@ -981,6 +1084,11 @@ impl Server {
             self.count_unauthenticated();
         }
         self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        if slot.retransmission {
+            self.shared
+                .retransmission_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         self.shared.count_close(reason);
         if reason != CloseReason::Shutdown {
             log::info!("closed {}: {reason}", slot.peer);
@@ -1083,12 +1191,17 @@ impl Server {
         };
         let _ = self.poll.registry().deregister(&mut slot.stream);
         self.free.push(index);
-        let peer = slot.peer;
+        let (peer, retransmission) = (slot.peer, slot.retransmission);
         if worker.tx.send(ToLoop::Client(Box::new(slot))).is_ok() {
             let _ = worker.waker.wake();
         } else {
             // The worker is gone (shutting down): the client goes too.
             self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            if retransmission {
+                self.shared
+                    .retransmission_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
             self.shared.count_close(CloseReason::Shutdown);
             log::info!("closed {peer}: {}", CloseReason::Shutdown);
         }
@@ -1132,14 +1245,19 @@ impl Server {
             }
         }
         match control {
-            RelayControl::Advance(next) => self.retention.advance(next),
+            RelayControl::Advance(next) => {
+                self.retention.advance(next);
+                if let Some(mut output) = self.numbering.loop_datagrams() {
+                    output.advance(next);
+                }
+            }
             RelayControl::Session { session_id, next } => {
                 // Section 10.4: EndOfSession (the old session's next
                 // sequence) to every client, which then closes; datagrams
-                // carry the new session from now on.
-                if let Some(output) = &mut self.datagrams {
-                    output.end_of_session(time, self.retention.next());
-                    output.set_session(session_id);
+                // carry the new session from now on (told here or, sent
+                // by the publishing thread, by the RelayFeed).
+                if let Some(mut output) = self.numbering.loop_datagrams() {
+                    output.new_session(time, session_id, next);
                 }
                 for index in 0..self.slots.len() {
                     if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
@@ -1185,7 +1303,7 @@ impl Server {
             }
         }
         self.retention.push(Arc::clone(batch));
-        if let Some(output) = &mut self.datagrams {
+        if let Some(mut output) = self.numbering.loop_datagrams() {
             output.publish(batch, time);
         }
         if self.listener.is_some() {
@@ -1323,8 +1441,8 @@ impl Server {
     /// then close.
     fn shutdown(&mut self) {
         let time = self.time();
-        if let Some(output) = &mut self.datagrams {
-            output.end_of_session(time, self.retention.next());
+        if let Some(mut output) = self.numbering.datagrams() {
+            output.end_of_session(time);
         }
         for index in 0..self.slots.len() {
             if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
@@ -1433,4 +1551,72 @@ pub(crate) fn new_session_id() -> u64 {
     hasher.write_u64(unix_nanos());
     hasher.write_u32(std::process::id());
     hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::encode::{encode, Payload, QuoteFields};
+
+    /// Publishes a small batch every half millisecond until `done` says
+    /// so (at most 2,000 times); whether it did.
+    fn publish_until(publisher: &Publisher, mut done: impl FnMut() -> bool) -> bool {
+        let batch = vec![(1, Payload::Quote(QuoteFields::default())); 10];
+        for _ in 0..2_000 {
+            publisher.publish(batch.clone()).unwrap();
+            std::thread::sleep(Duration::from_micros(500));
+            if done() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// While only datagram receivers are served, publishers stop waking the
+    /// loop per batch (`eager` clears while batches flow); a TCP subscriber
+    /// makes it eager again, and its leaving lazy again. With the loop
+    /// sending the datagrams, it is always woken per batch.
+    #[test]
+    fn the_loop_is_woken_per_batch_only_while_it_has_to_be() {
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let start = |sender| {
+            let mut output = DatagramOutputConfig::new(sink.local_addr().unwrap());
+            output.sender = sender;
+            Server::bind(ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                datagrams: Some(output),
+                ..ServerConfig::default()
+            })
+            .unwrap()
+            .spawn()
+            .unwrap()
+        };
+        let server = start(DatagramSender::Publisher);
+        let publisher = server.publisher();
+        let eager = || publisher.numbering.eager.load(Ordering::SeqCst);
+        assert!(publish_until(&publisher, || !eager()), "never lazy");
+        // A subscriber logs in: woken per batch again.
+        let mut stream = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        let mut login = [0u8; 24];
+        encode(&Payload::Login, 0, 0, &mut login).unwrap();
+        stream.write_all(&login).unwrap();
+        let mut accepted = [0u8; 32];
+        stream.read_exact(&mut accepted).unwrap();
+        assert!(publish_until(&publisher, eager), "a subscriber, still lazy");
+        for _ in 0..20 {
+            publish_until(&publisher, || true);
+            assert!(eager(), "lazy with a subscriber");
+        }
+        drop(stream);
+        assert!(publish_until(&publisher, || !eager()), "never lazy again");
+        drop(server);
+        // The loop sends: never lazy.
+        let server = start(DatagramSender::EventLoop);
+        let publisher = server.publisher();
+        assert!(!publish_until(&publisher, || !publisher
+            .numbering
+            .eager
+            .load(Ordering::SeqCst)));
+    }
 }

@@ -54,6 +54,10 @@ pub struct ServerStats {
     /// System calls the datagram output made to send them (`sendmmsg` or
     /// `send_to`).
     pub datagram_syscalls: u64,
+    /// Retransmission connections now (protocol section 9; at most
+    /// [`ServerConfig::max_retransmission_connections`](super::ServerConfig::max_retransmission_connections),
+    /// not counted against `max_clients`).
+    pub retransmission_connections: u64,
 }
 
 impl ServerStats {
@@ -84,6 +88,7 @@ pub(crate) struct Shared {
     pub(super) datagrams_sent: AtomicU64,
     pub(super) datagrams_dropped: AtomicU64,
     pub(super) datagram_syscalls: AtomicU64,
+    pub(crate) retransmission_connections: AtomicU64,
     /// A relay's upstream is lost: no idle Heartbeats or Packet-only
     /// datagrams (protocol section 10.3). False (alive) for an origin.
     pub(super) upstream_down: AtomicBool,
@@ -131,6 +136,7 @@ impl Shared {
             datagrams_sent: get(&self.datagrams_sent),
             datagrams_dropped: get(&self.datagrams_dropped),
             datagram_syscalls: get(&self.datagram_syscalls),
+            retransmission_connections: get(&self.retransmission_connections),
         }
     }
 }

@@ -489,6 +489,19 @@ impl DatagramReceiver {
         self.expected
     }
 
+    /// Retransmission requests handed out by
+    /// [`poll_action`](Self::poll_action) whose replies have not ended yet.
+    ///
+    /// ```
+    /// use tickwire::session::datagram::{DatagramConfig, DatagramReceiver};
+    /// let receiver = DatagramReceiver::new(DatagramConfig::default());
+    /// assert_eq!(receiver.requests_outstanding(), 0);
+    /// ```
+    #[must_use]
+    pub fn requests_outstanding(&self) -> usize {
+        self.requests.len()
+    }
+
     /// The counters.
     #[must_use]
     pub fn stats(&self) -> &DatagramStats {

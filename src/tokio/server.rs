@@ -63,6 +63,8 @@ struct Shared {
     counters: crate::net::Counters,
     /// Clients past their Login (`max_clients` counts these).
     logged_in: AtomicU64,
+    /// `ServerConfig::max_retransmission_connections`.
+    max_retransmission: u64,
 }
 
 impl Shared {
@@ -243,6 +245,8 @@ impl Server {
             epoch: Instant::now(),
             counters: crate::net::Counters::default(),
             logged_in: AtomicU64::new(0),
+            max_retransmission: u64::try_from(config.max_retransmission_connections)
+                .unwrap_or(u64::MAX),
         });
         Ok(Server { listener, shared })
     }
@@ -363,6 +367,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         parser: Parser::owned_at_least(4096, SequenceTracker::new()),
         seen,
         logged_in: false,
+        retransmission: false,
         stream,
         peer,
         shared,
@@ -375,6 +380,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     c.count_close(reason);
     if conn.logged_in {
         shared.logged_in.fetch_sub(1, Ordering::Relaxed);
+    }
+    if conn.retransmission {
+        c.retransmission_connections.fetch_sub(1, Ordering::Relaxed);
     }
     c.clients.fetch_sub(1, Ordering::Relaxed);
     if reason != CloseReason::Shutdown {
@@ -397,6 +405,8 @@ struct Conn {
     /// The end of the last published batch handed to the session.
     seen: u64,
     logged_in: bool,
+    /// Counted as a retransmission connection (section 9).
+    retransmission: bool,
 }
 
 impl Conn {
@@ -578,6 +588,18 @@ impl Conn {
                 self.logged_in = true;
                 if self.shared.logged_in.fetch_add(1, Ordering::Relaxed) >= self.shared.max_clients
                 {
+                    return Some(CloseReason::MaxClients);
+                }
+            }
+            if let (ServerEvent::Retransmitted { .. }, false) = (&event, self.retransmission) {
+                // Limited apart from the clients, as in the mio server.
+                self.retransmission = true;
+                let now = self
+                    .shared
+                    .counters
+                    .retransmission_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                if now >= self.shared.max_retransmission {
                     return Some(CloseReason::MaxClients);
                 }
             }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tickwire::json::JsonEvent;
 use tickwire::net::{
     unix_nanos, DatagramClient, DatagramClientConfig, DatagramClientStats, DatagramOutputConfig,
-    DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
+    DatagramSender, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
 };
 use tickwire::parse::Event;
 use tickwire::session::datagram::{DatagramEvent, Line};
@@ -44,6 +44,9 @@ pub(crate) struct FeedArgs {
     /// Multicast TTL (hops; 1 stays on the local network).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=255))]
     pub(crate) ttl: u32,
+    /// Send the datagrams from the server's event loop (batches that wait together fill datagrams together) instead of from the publishing thread (the default: no wait for the loop to wake up).
+    #[arg(long)]
+    pub(crate) datagrams_by_loop: bool,
 }
 
 impl FeedArgs {
@@ -59,6 +62,9 @@ impl FeedArgs {
         config.interface = self.multicast_if;
         config.max_datagram = usize::try_from(self.datagram_size).unwrap_or(MAX_DATAGRAM_SIZE);
         config.ttl = self.ttl;
+        if self.datagrams_by_loop {
+            config.sender = DatagramSender::EventLoop;
+        }
         Some(config)
     }
 }

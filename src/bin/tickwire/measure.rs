@@ -427,11 +427,19 @@ impl Window {
 }
 
 /// [`latency`] over the datagram path: the server's datagram output
-/// (UDP unicast on 127.0.0.1, 1,472-byte datagrams) to a `DatagramClient`
-/// (with retransmission from the same server), sleeping in epoll or
+/// (UDP unicast on 127.0.0.1, 1,472-byte datagrams; sent by the publishing
+/// thread, or by the event loop if `by_loop`) to a `DatagramClient` (with
+/// retransmission from the same server), sleeping in epoll or
 /// busy-polling; the same paced publisher and clock.
-pub(crate) fn datagram_latency(rate: u64, seconds: f64, spin: bool) -> (Histogram<u64>, u64) {
-    use tickwire::net::{DatagramClient, DatagramClientConfig, DatagramOutputConfig};
+pub(crate) fn datagram_latency(
+    rate: u64,
+    seconds: f64,
+    spin: bool,
+    by_loop: bool,
+) -> (Histogram<u64>, u64) {
+    use tickwire::net::{
+        DatagramClient, DatagramClientConfig, DatagramOutputConfig, DatagramSender,
+    };
     use tickwire::session::datagram::DatagramEvent;
     let mut config = DatagramClientConfig::new("127.0.0.1:0".parse().unwrap());
     let probe = DatagramClient::new(config.clone()).unwrap();
@@ -439,7 +447,14 @@ pub(crate) fn datagram_latency(rate: u64, seconds: f64, spin: bool) -> (Histogra
     drop(probe);
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        datagrams: Some(DatagramOutputConfig::new(line)),
+        datagrams: Some(DatagramOutputConfig {
+            sender: if by_loop {
+                DatagramSender::EventLoop
+            } else {
+                DatagramSender::Publisher
+            },
+            ..DatagramOutputConfig::new(line)
+        }),
         ..ServerConfig::default()
     })
     .unwrap()
