@@ -713,7 +713,7 @@ fn subscribers_coming_and_going_at_the_lazy_seam_lose_nothing() {
     let subscriber = thread::spawn(move || {
         let mut next = 1u64;
         let mut logins = 0;
-        let mut expected_next = |m: &Message<'_>, next: &mut u64| {
+        let expected_next = |m: &Message<'_>, next: &mut u64| {
             assert_eq!(m.sequence(), *next, "a gap or a repeat across logins");
             *next += 1;
         };
