@@ -662,6 +662,11 @@ fn stalled_replaying_clients_cost_a_live_client_nothing() {
     let addr = server.local_addr();
     let history = messages(12, 200_000); // 8 MB to replay, for each of them
     publish_all(&server, &history, 1000);
+    // All of it in the retention before the live client logs in: its live
+    // data starts at 200,001 (publish only queues for the loop).
+    wait_until("the history taken", Duration::from_secs(10), || {
+        server.stats().frames_published == 200_000
+    });
     let mut live = login(addr, 0);
     read_until(&mut live, |s| s.accepted.is_some());
     let stalled: Vec<_> = (0..STALLED).map(|_| stalled_client_from(addr, 1)).collect();

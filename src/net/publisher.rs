@@ -85,6 +85,17 @@ impl Numbering {
             .map(|d| d.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// The datagram output, if the server has one and no other thread
+    /// holds it now (`Err(())`: held, most likely by a publisher sending,
+    /// which is not worth waiting for to read or send an idle deadline).
+    pub(super) fn try_datagrams(&self) -> Option<Result<MutexGuard<'_, DatagramOutput>, ()>> {
+        self.datagrams.as_ref().map(|d| match d.try_lock() {
+            Ok(guard) => Ok(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => Err(()),
+        })
+    }
+
     /// The datagram output, locked, if the publishing threads send it.
     pub(super) fn direct_datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
         if self.direct {

@@ -784,7 +784,8 @@ impl Server {
             self.retention
                 .set_upstream_alive(!self.shared.upstream_down.load(Ordering::SeqCst));
             self.run_timers(time);
-            if let Some(mut output) = self.numbering.datagrams() {
+            // Held by a publisher: it is sending, so nothing is idle.
+            if let Some(Ok(mut output)) = self.numbering.try_datagrams() {
                 if self.retention.upstream_alive() {
                     output.handle_timeout(time);
                 } else {
@@ -871,8 +872,14 @@ impl Server {
         }
         let now = self.epoch.elapsed();
         let mut timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        if let Some(output) = self.numbering.datagrams() {
-            let due = output.poll_timeout();
+        // Held by a publisher sending now: the idle deadline is a heartbeat
+        // interval away at the earliest.
+        let idle = match self.numbering.try_datagrams() {
+            Some(Ok(output)) => Some(output.poll_timeout()),
+            Some(Err(())) => Some(now.saturating_add(self.config.heartbeat_interval)),
+            None => None,
+        };
+        if let Some(due) = idle {
             timer = Some(timer.map_or(due, |t| t.min(due)));
         }
         let earliest = match (timer, self.accept_paused_until) {
