@@ -186,16 +186,21 @@ fn serve_with(args: &[&str], stderr: Stdio) -> (std::process::Child, String) {
         .stderr(stderr)
         .spawn()
         .unwrap();
+    let addr = listening_addr(&mut child);
+    (child, addr)
+}
+
+/// The address in the `listening ADDR` line a `serve` or `relay` child
+/// prints first on its stdout (taken).
+fn listening_addr(child: &mut std::process::Child) -> String {
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.stdout.take().expect("stdout piped"))
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .trim()
+    line.trim()
         .strip_prefix("listening ")
-        .expect("listening line")
-        .to_string();
-    (child, addr)
+        .unwrap_or_else(|| panic!("listening line, got {line:?}"))
+        .to_string()
 }
 
 /// Starts `tickwire serve` on a free port; returns it and the address it printed.
@@ -1214,15 +1219,7 @@ fn spawn_relay(connect: &str) -> (Reap, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening ")
-        .unwrap_or_else(|| panic!("listening line, got {line:?}"))
-        .to_string();
+    let addr = listening_addr(&mut child);
     (Reap(child), addr)
 }
 
@@ -1462,11 +1459,7 @@ fn relay_of_a_udp_feed_serves_the_origins_bytes_over_tcp() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let addr = first.trim().strip_prefix("listening ").unwrap().to_string();
+        let addr = listening_addr(&mut child);
         (Reap(child), addr)
     };
     // From the relay: it started at its first datagram, so a login from 1
@@ -1555,12 +1548,8 @@ fn serve_multicast_a_b_into_a_namespace_record_gets_every_frame() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let addr = listening_addr(&mut server);
     let _server = Reap(server);
-    let addr = line.trim().strip_prefix("listening ").unwrap().to_string();
     let file = temp("multicast.bin");
     let recorder = ns
         .command(std::path::Path::new(env!("CARGO_BIN_EXE_tickwire")))
