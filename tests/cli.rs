@@ -358,6 +358,8 @@ fn demo_summary_says_nobody_who_kept_up_lost_anything() {
     }
     assert!(json.contains("{\"client\":3,\"slow\":true,"));
     assert!(json.contains("\"lossless\":true,"), "{json}");
+    // The two that keep up share a thread (8 to a thread); the slow one has its own.
+    assert!(json.contains("\"client_threads\":2,"), "{json}");
     // Rates divide by the time the feed ran.
     let number = |key: &str| -> f64 {
         let at = json.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
@@ -379,6 +381,36 @@ fn demo_summary_says_nobody_who_kept_up_lost_anything() {
         "{json}"
     );
     assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");
+}
+
+#[test]
+fn demo_with_a_thread_per_client_loses_nothing_either() {
+    let out = tickwire(&[
+        "demo",
+        "--rate",
+        "20000",
+        "--clients",
+        "5",
+        "--client-threads",
+        "5",
+        "--duration",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = String::from_utf8(out.stdout).unwrap();
+    assert!(json.contains("\"client_threads\":5,"), "{json}");
+    assert!(json.contains("\"lossless\":true,"), "{json}");
+    for client in 1..=5 {
+        let at = json
+            .find(&format!("{{\"client\":{client},\"slow\":false,"))
+            .expect("client row");
+        assert!(json[at..].contains("\"lost\":0,\"gaps\":0,"), "{json}");
+    }
 }
 
 #[test]
@@ -925,6 +957,8 @@ fn no_argument_panics_bad_values_are_rejected_by_name() {
         &["demo", "--duration", "-1"],
         &["serve", "--rate", "-5"],
         &["demo", "--clients", "0"],
+        &["demo", "--client-threads", "0"],
+        &["demo", "--client-threads", "257"],
         &["demo", "--rate", "0"],
         &["bench", "--seconds", "0"],
         &["bench", "--seconds", "nan"],

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tickwire::net::{Client, ClientConfig, ClientError};
+use tickwire::net::{Client, ClientConfig, ClientError, ClientSet};
 use tickwire::policy::Backoff;
 use tickwire::session::{ClientState, Lost};
 use tickwire::{Payload, Sequencer};
@@ -293,4 +293,142 @@ fn a_close_right_after_data_is_seen_at_once() {
         log.lost
     );
     server.join().unwrap();
+}
+
+/// One thread, six clients of one feed, each on a different road: two
+/// direct, one fragmented to 1–7-byte pieces, one cut mid-frame three
+/// times, one blackholed (liveness, then resume), one to a port where
+/// nothing listens (backoff). Every client that can reach the server gets
+/// every frame exactly once, in order; the faults of one never show in
+/// another's events; stopping clients one by one leaves the others running.
+#[test]
+fn a_client_set_drives_clients_through_different_faults_in_one_thread() {
+    let hb = Duration::from_millis(100);
+    let server = server_on("127.0.0.1:0".parse().unwrap(), |c| {
+        c.heartbeat_interval = hb
+    });
+    let fragmenting = Proxy::start(
+        server.local_addr(),
+        Faults {
+            fragment: true,
+            ..Faults::default()
+        },
+    );
+    let cutting = Proxy::start(
+        server.local_addr(),
+        Faults {
+            cuts: vec![(7_001, Cut::Rst), (13_003, Cut::Fin), (29_009, Cut::Rst)],
+            ..Faults::default()
+        },
+    );
+    let blackhole = Proxy::start(
+        server.local_addr(),
+        Faults {
+            blackhole_after: Some(20_000),
+            ..Faults::default()
+        },
+    );
+    let nobody = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap() // closed again: nothing listens there
+    };
+    let mut set = ClientSet::new().unwrap();
+    let roads = [
+        server.local_addr(),
+        server.local_addr(),
+        fragmenting.addr,
+        cutting.addr,
+        blackhole.addr,
+        nobody,
+    ];
+    for addr in roads {
+        let mut config = fast_config(addr);
+        config.heartbeat_interval = hb;
+        set.add(config);
+    }
+    let msgs = messages(11, 4_000);
+    let want = expected_frames(&msgs);
+    let publisher = server.publisher();
+    let feed = publish_paced(
+        move |m| publisher.publish(m).unwrap(),
+        msgs,
+        50,
+        Duration::from_millis(2),
+    );
+    let mut logs: Vec<Log> = roads.iter().map(|_| Log::default()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logs[..5].iter().any(|l| l.frames.len() < want.len()) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: frames {:?}",
+            logs.iter().map(|l| l.frames.len()).collect::<Vec<_>>()
+        );
+        set.poll(Some(Duration::from_millis(20)), |id, event| {
+            logs[id].record(event);
+        })
+        .unwrap();
+    }
+    feed.join().unwrap();
+    for (id, log) in logs[..5].iter().enumerate() {
+        assert_exactly_once_in_order(log, &want);
+        assert!(log.gaps.is_empty(), "client {id}: {:?}", log.gaps);
+        // Only a cut mid-frame leaves a torn frame to report (each under 64 bytes).
+        let torn = if id == 3 { 1..3 * 64 } else { 0..1 };
+        assert!(
+            torn.contains(&log.discarded),
+            "client {id}: {}",
+            log.discarded
+        );
+        let parsed = set.stats(id).unwrap().parse;
+        assert_eq!(
+            parsed.quotes + parsed.trades,
+            want.len() as u64,
+            "client {id}"
+        );
+    }
+    // Only the roads with faults lost connections, each its own way.
+    for (id, log) in logs.iter().enumerate().take(3) {
+        assert!(log.lost.is_empty(), "client {id}: {:?}", log.lost);
+    }
+    assert_eq!(logs[3].lost.len(), 3, "three cuts: {:?}", logs[3].lost);
+    assert_eq!(logs[4].lost[0].1, Lost::Silent, "{:?}", logs[4].lost);
+    let started = blackhole.blackholed_at.lock().unwrap().expect("blackholed");
+    let took = logs[4].lost[0].0.duration_since(started);
+    assert!(
+        took >= 2 * hb && took <= 3 * hb + Duration::from_millis(150),
+        "{took:?}"
+    );
+    // Nobody listens: only connect failures, retried after 10, 20, 40… ms.
+    let dead = &logs[5];
+    assert!(dead.frames.is_empty() && dead.retrying.len() >= 3);
+    assert!(dead
+        .lost
+        .iter()
+        .all(|(_, why)| matches!(why, Lost::ConnectFailed(_))));
+    let delays: Vec<_> = dead.retrying.iter().map(|r| r.1).take(3).collect();
+    assert_eq!(
+        delays,
+        [10, 20, 40].map(Duration::from_millis),
+        "each client backs off on its own schedule"
+    );
+    // Stopping one client leaves the others connected.
+    set.disconnect(0, |_| {});
+    assert!(set.is_stopped(0) && !set.is_stopped(1) && !set.all_stopped());
+    set.poll(Some(Duration::from_millis(150)), |id, event| {
+        logs[id].record(event)
+    })
+    .unwrap();
+    assert_eq!(set.state(1), Some(ClientState::LoggedIn));
+    for id in 0..set.len() {
+        set.disconnect(id, |_| {});
+    }
+    assert!(set.all_stopped());
+    let idle = Instant::now();
+    set.poll(None, |_, _| panic!("a stopped set reports nothing"))
+        .unwrap();
+    assert!(
+        idle.elapsed() < Duration::from_secs(1),
+        "a stopped set does not wait"
+    );
+    assert_eq!((set.state(99), set.stats(99)), (None, None));
 }

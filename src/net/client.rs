@@ -10,7 +10,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::conn::READ_CHUNK;
 use super::unix_nanos;
@@ -21,7 +21,6 @@ use crate::session::{
     Action, ClientEvent, ClientSession, ClientSessionConfig, ClientState, IoFailure, Lost, Time,
 };
 
-const CONN: Token = Token(0);
 /// How long [`Client::run`] sleeps at most between checks of its callback's
 /// wishes when nothing happens.
 const RUN_WAIT: Duration = Duration::from_millis(100);
@@ -244,18 +243,9 @@ impl ClientStats {
 /// ```
 #[derive(Debug)]
 pub struct Client {
-    config: ClientConfig,
     poll: Poll,
     events: Events,
-    session: ClientSession,
-    stream: Option<TcpStream>,
-    /// The receive buffer, reused by each connection's fresh parser.
-    parser: Parser<Box<[u8]>>,
-    /// Bytes of the Login not yet written.
-    out: Vec<u8>,
-    epoch: Instant,
-    /// Parser counters of closed connections.
-    closed_stats: ParseStats,
+    link: Link,
 }
 
 impl Client {
@@ -265,35 +255,361 @@ impl Client {
     /// The poll could not be created.
     pub fn new(config: ClientConfig) -> io::Result<Client> {
         Ok(Client {
-            session: ClientSession::new(config.session()),
-            parser: Parser::owned_at_least(config.read_buffer, SequenceTracker::new()),
-            config,
             poll: Poll::new()?,
             events: Events::with_capacity(64),
-            stream: None,
-            out: Vec::new(),
-            epoch: Instant::now(),
-            closed_stats: ParseStats::default(),
+            link: Link::new(config, Instant::now()),
         })
     }
 
     /// The current state.
     pub fn state(&self) -> ClientState {
-        self.session.state()
+        self.link.session.state()
     }
 
     /// The sequence tracker (the next sequence needed, the session).
     pub fn tracker(&self) -> &SequenceTracker {
-        self.session.tracker()
+        self.link.session.tracker()
     }
 
     /// The protocol state machine this client drives.
     pub fn session(&self) -> &ClientSession {
-        &self.session
+        &self.link.session
     }
 
     /// The counters.
     pub fn stats(&self) -> ClientStats {
+        self.link.stats()
+    }
+
+    /// Whether the client has stopped for good (gave up, stopped after an
+    /// EndOfSession as configured, or [`disconnect`](Client::disconnect)ed).
+    pub fn is_stopped(&self) -> bool {
+        self.link.session.is_stopped()
+    }
+
+    /// Closes the connection and stops.
+    pub fn disconnect(&mut self, mut on_event: impl FnMut(ClientEvent<'_>)) {
+        self.link
+            .stop(self.poll.registry(), Token(0), &mut |e| on_event(e));
+    }
+
+    /// Runs the state machine once: waits at most `timeout` for readiness
+    /// or the session's next deadline, handles what happened, and reports
+    /// it to `on_event`.
+    ///
+    /// # Errors
+    /// The poll itself failed (not a connection error: those are events).
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on_event: impl FnMut(ClientEvent<'_>),
+    ) -> io::Result<()> {
+        let epoch = self.link.epoch;
+        poll_links(
+            &mut self.poll,
+            &mut self.events,
+            epoch,
+            std::slice::from_mut(&mut self.link),
+            timeout,
+            &mut |_, event| on_event(event),
+        )
+    }
+
+    /// The blocking convenience: polls until `on_event` returns
+    /// [`ControlFlow::Break`] or the client stops.
+    ///
+    /// # Errors
+    /// [`ClientError::GaveUp`] when retries are exhausted,
+    /// [`ClientError::Io`] if the poll fails.
+    pub fn run(
+        &mut self,
+        mut on_event: impl FnMut(ClientEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<(), ClientError> {
+        let mut stop = false;
+        let wait = if self.link.config.busy_poll {
+            Duration::ZERO
+        } else {
+            RUN_WAIT
+        };
+        while !stop && !self.link.session.is_stopped() {
+            self.poll(Some(wait), |event| {
+                if on_event(event).is_break() {
+                    stop = true;
+                }
+            })
+            .map_err(ClientError::Io)?;
+        }
+        let session = &self.link.session;
+        match (session.is_stopped(), session.last_lost()) {
+            (true, Some(last))
+                if last != Lost::EndOfSession || self.link.config.reconnect_after_end =>
+            {
+                Err(ClientError::GaveUp {
+                    attempts: session.attempts(),
+                    last,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Which client of a [`ClientSet`] an event or a question is about: the
+/// value [`ClientSet::add`] returned (ids count up from 0 and are never
+/// reused).
+pub type ClientId = usize;
+
+/// Many reference clients driven by one thread: one mio poll, one
+/// [`ClientSession`](crate::session::ClientSession), socket and parser per
+/// client.
+///
+/// Each client behaves exactly as a [`Client`] with the same
+/// [`ClientConfig`] (the same driver code runs both: states, backoff,
+/// liveness, fail-over, resume, gaps); only the thread is shared. A
+/// consumer of many feeds, or of one feed over several connections, saves
+/// a thread and a wake-up per connection: one `epoll_wait` reports every
+/// connection that has data, and a busy feed's connections are read one
+/// after the other in the same wake-up. A client's slow callback delays the
+/// others of its set: give a consumer that may block a [`Client`] of its
+/// own.
+///
+/// Clients are added with [`add`](ClientSet::add) (they connect on the next
+/// [`poll`](ClientSet::poll)) and stopped with
+/// [`disconnect`](ClientSet::disconnect); a stopped client keeps its id
+/// and its counters. Each poll costs O(clients) for the earliest deadline
+/// besides the work of the connections that are ready.
+///
+/// ```no_run
+/// use tickwire::net::{ClientConfig, ClientSet};
+/// use tickwire::session::ClientEvent;
+///
+/// let mut set = ClientSet::new()?;
+/// let a = set.add(ClientConfig::new("127.0.0.1:7001".parse()?));
+/// let b = set.add(ClientConfig::new("127.0.0.1:7002".parse()?));
+/// loop {
+///     set.poll(None, |id, event| match event {
+///         ClientEvent::Frame(m) if m.is_data() => println!("client {id}: {}", m.sequence()),
+///         ClientEvent::Gap(gap) => eprintln!("client {id} lost {}..={}", gap.first, gap.last),
+///         _ => {}
+///     })?;
+///     if set.all_stopped() {
+///         break;
+///     }
+/// }
+/// # let _ = (a, b);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct ClientSet {
+    poll: Poll,
+    events: Events,
+    links: Vec<Link>,
+    epoch: Instant,
+}
+
+impl ClientSet {
+    /// An empty set.
+    ///
+    /// ```
+    /// let set = tickwire::net::ClientSet::new()?;
+    /// assert!(set.is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The poll could not be created.
+    pub fn new() -> io::Result<ClientSet> {
+        Ok(ClientSet {
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            links: Vec::new(),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// Adds a client for `config`; it connects on the next
+    /// [`poll`](ClientSet::poll). Returns its id.
+    ///
+    /// ```
+    /// use tickwire::net::{ClientConfig, ClientSet};
+    /// use tickwire::session::ClientState;
+    /// let mut set = ClientSet::new()?;
+    /// let id = set.add(ClientConfig::new("127.0.0.1:7001".parse()?));
+    /// assert_eq!((id, set.len()), (0, 1));
+    /// assert_eq!(set.state(id), Some(ClientState::Disconnected));
+    /// assert_eq!(set.state(id + 1), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add(&mut self, config: ClientConfig) -> ClientId {
+        self.links.push(Link::new(config, self.epoch));
+        self.links.len() - 1
+    }
+
+    /// How many clients were added.
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Whether no client was added.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Client `id`'s state (`None`: no such client).
+    pub fn state(&self, id: ClientId) -> Option<ClientState> {
+        self.session(id).map(ClientSession::state)
+    }
+
+    /// The protocol state machine of client `id` (its tracker, last loss,
+    /// attempts).
+    pub fn session(&self, id: ClientId) -> Option<&ClientSession> {
+        self.links.get(id).map(|link| &link.session)
+    }
+
+    /// Client `id`'s counters.
+    pub fn stats(&self, id: ClientId) -> Option<ClientStats> {
+        self.links.get(id).map(Link::stats)
+    }
+
+    /// Whether client `id` has stopped for good (as
+    /// [`Client::is_stopped`]); true for an id that was never added.
+    pub fn is_stopped(&self, id: ClientId) -> bool {
+        self.session(id).is_none_or(ClientSession::is_stopped)
+    }
+
+    /// Whether every client has stopped (true for an empty set).
+    pub fn all_stopped(&self) -> bool {
+        self.links.iter().all(|link| link.session.is_stopped())
+    }
+
+    /// Closes client `id`'s connection and stops it (nothing for an id
+    /// that was never added).
+    pub fn disconnect(&mut self, id: ClientId, mut on_event: impl FnMut(ClientEvent<'_>)) {
+        if let Some(link) = self.links.get_mut(id) {
+            link.stop(self.poll.registry(), Token(id), &mut |e| on_event(e));
+        }
+    }
+
+    /// Runs every client's state machine once: waits at most `timeout` for
+    /// readiness or the earliest deadline of any client, handles what
+    /// happened, and reports it to `on_event` with the client's id.
+    ///
+    /// # Errors
+    /// The poll itself failed (not a connection error: those are events).
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on_event: impl FnMut(ClientId, ClientEvent<'_>),
+    ) -> io::Result<()> {
+        poll_links(
+            &mut self.poll,
+            &mut self.events,
+            self.epoch,
+            &mut self.links,
+            timeout,
+            &mut on_event,
+        )
+    }
+}
+
+/// One poll of `links` (each registered under its index as token): start
+/// the ones that are disconnected, sleep until readiness or the earliest
+/// deadline (at most `timeout`), handle the ready ones, then the due
+/// deadlines. [`Client`] is this over one link, [`ClientSet`] over many.
+fn poll_links(
+    poll: &mut Poll,
+    events: &mut Events,
+    epoch: Instant,
+    links: &mut [Link],
+    timeout: Option<Duration>,
+    on_event: &mut impl FnMut(ClientId, ClientEvent<'_>),
+) -> io::Result<()> {
+    let registry = poll.registry();
+    for (id, link) in links.iter_mut().enumerate() {
+        link.start(registry, Token(id), &mut |e| on_event(id, e));
+    }
+    let now = epoch.elapsed();
+    let next = links
+        .iter()
+        .filter(|link| !link.session.is_stopped())
+        .filter_map(|link| link.session.poll_timeout())
+        .min();
+    let wait = match (timeout, next) {
+        (Some(t), Some(at)) => Some(t.min(at.saturating_sub(now))),
+        (t, at) => t.or(at.map(|at| at.saturating_sub(now))),
+    };
+    if links.iter().all(|link| link.session.is_stopped()) {
+        return Ok(());
+    }
+    match poll.poll(events, wait) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => return Err(e),
+    }
+    let registry = poll.registry();
+    for event in events.iter() {
+        let id = event.token().0;
+        let Some(link) = links.get_mut(id) else {
+            continue;
+        };
+        let ready = Ready {
+            readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+            writable: event.is_writable(),
+            closing: event.is_read_closed() || event.is_error(),
+        };
+        link.ready(ready, registry, event.token(), &mut |e| on_event(id, e));
+    }
+    let now = epoch.elapsed();
+    for (id, link) in links.iter_mut().enumerate() {
+        if link.session.poll_timeout().is_some_and(|at| at <= now) {
+            link.timeout(registry, Token(id), &mut |e| on_event(id, e));
+        }
+    }
+    Ok(())
+}
+
+/// What a readiness event said about a connection.
+#[derive(Clone, Copy, Debug)]
+struct Ready {
+    readable: bool,
+    writable: bool,
+    /// The peer's FIN or an error came with it: read to the end.
+    closing: bool,
+}
+
+/// One connection's driver: the session, its socket, its parser. The
+/// single-connection [`Client`] and the many-connection [`ClientSet`] run
+/// the same code through it; every method carries out the session's actions
+/// before it returns.
+#[derive(Debug)]
+struct Link {
+    config: ClientConfig,
+    session: ClientSession,
+    stream: Option<TcpStream>,
+    /// The receive buffer, reused by each connection's fresh parser.
+    parser: Parser<Box<[u8]>>,
+    /// Bytes of the Login not yet written.
+    out: Vec<u8>,
+    /// Zero of the session's monotonic time (the owner's).
+    epoch: Instant,
+    /// Parser counters of closed connections.
+    closed_stats: ParseStats,
+}
+
+impl Link {
+    fn new(config: ClientConfig, epoch: Instant) -> Link {
+        Link {
+            session: ClientSession::new(config.session()),
+            parser: Parser::owned_at_least(config.read_buffer, SequenceTracker::new()),
+            config,
+            stream: None,
+            out: Vec::new(),
+            epoch,
+            closed_stats: ParseStats::default(),
+        }
+    }
+
+    fn stats(&self) -> ClientStats {
         let mut parse = self.closed_stats;
         if self.stream.is_some() {
             parse += self.parser.stats();
@@ -301,27 +617,103 @@ impl Client {
         ClientStats::of(parse, &self.session)
     }
 
-    /// Whether the client has stopped for good (gave up, stopped after an
-    /// EndOfSession as configured, or [`disconnect`](Client::disconnect)ed).
-    pub fn is_stopped(&self) -> bool {
-        self.session.is_stopped()
-    }
-
-    /// Closes the connection and stops.
-    pub fn disconnect(&mut self, mut on_event: impl FnMut(ClientEvent<'_>)) {
-        self.session.stop(&mut on_event);
-        self.apply_actions(&mut on_event);
-    }
-
     fn time(&self) -> Time {
         Time::new(self.epoch.elapsed(), unix_nanos())
     }
 
+    /// `on_event` with the client's own events logged first.
+    fn logged<'e>(
+        &self,
+        on_event: &'e mut impl FnMut(ClientEvent<'_>),
+    ) -> impl FnMut(ClientEvent<'_>) + 'e {
+        let server = self.config.server_at(self.session.server());
+        move |event| {
+            log_event(&server, &event);
+            on_event(event);
+        }
+    }
+
+    /// Connects a client that is disconnected and not stopped (the first
+    /// poll, or after [`ClientSession::connect`]'s rules).
+    fn start(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+    ) {
+        if self.session.is_stopped() || self.session.state() != ClientState::Disconnected {
+            return;
+        }
+        let on_event = &mut self.logged(on_event);
+        let time = self.time();
+        self.session.connect(time, on_event);
+        self.apply_actions(registry, token, on_event);
+    }
+
+    /// Closes the connection and stops the session.
+    fn stop(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+    ) {
+        let on_event = &mut self.logged(on_event);
+        self.session.stop(on_event);
+        self.apply_actions(registry, token, on_event);
+    }
+
+    /// The session's deadline came (or may have).
+    fn timeout(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+    ) {
+        let on_event = &mut self.logged(on_event);
+        let time = self.time();
+        self.session.handle_timeout(time, on_event);
+        self.apply_actions(registry, token, on_event);
+    }
+
+    /// The socket is ready: finish a connect, write the rest of the Login,
+    /// read.
+    fn ready(
+        &mut self,
+        ready: Ready,
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+    ) {
+        if self.stream.is_none() || !(ready.readable || ready.writable) {
+            return;
+        }
+        let on_event = &mut self.logged(on_event);
+        if self.session.state() == ClientState::Connecting {
+            self.finish_connect(registry, token, on_event);
+        }
+        if ready.writable {
+            if let Err(e) = self.write_out() {
+                let time = self.time();
+                self.session
+                    .handle_lost(Lost::Error(e.kind().into()), time, on_event);
+                self.apply_actions(registry, token, on_event);
+            }
+        }
+        if ready.readable && self.stream.is_some() {
+            self.on_readable(ready.closing, registry, token, on_event);
+        }
+    }
+
     /// Carries out what the session asked for: connect, send, close.
-    fn apply_actions(&mut self, on_event: &mut impl FnMut(ClientEvent<'_>)) {
+    fn apply_actions(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+    ) {
         while let Some(action) = self.session.poll_action() {
             match action {
-                Action::Connect => self.open(on_event),
+                Action::Connect => self.open(registry, token, on_event),
                 Action::Send(frame) => {
                     self.out.extend_from_slice(frame.as_bytes());
                     if let Err(e) = self.write_out() {
@@ -330,20 +722,21 @@ impl Client {
                             .handle_lost(Lost::Error(e.kind().into()), time, on_event);
                     }
                 }
-                Action::Close => self.drop_stream(),
+                Action::Close => self.drop_stream(registry),
             }
         }
     }
 
-    fn open(&mut self, on_event: &mut impl FnMut(ClientEvent<'_>)) {
-        self.drop_stream();
+    fn open(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+    ) {
+        self.drop_stream(registry);
         let server = self.config.server_at(self.session.server());
         let opened = TcpStream::connect(server).and_then(|mut stream| {
-            self.poll.registry().register(
-                &mut stream,
-                CONN,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
             Ok(stream)
         });
         match opened {
@@ -356,9 +749,9 @@ impl Client {
         }
     }
 
-    fn drop_stream(&mut self) {
+    fn drop_stream(&mut self, registry: &Registry) {
         if let Some(mut stream) = self.stream.take() {
-            let _ = self.poll.registry().deregister(&mut stream);
+            let _ = registry.deregister(&mut stream);
             self.closed_stats += self.parser.stats();
             // A fresh parser (same buffer) for the next connection: no byte
             // of this one carries over.
@@ -385,72 +778,12 @@ impl Client {
         Ok(())
     }
 
-    /// Runs the state machine once: waits at most `timeout` for readiness
-    /// or the session's next deadline, handles what happened, and reports
-    /// it to `on_event`.
-    ///
-    /// # Errors
-    /// The poll itself failed (not a connection error: those are events).
-    pub fn poll(
+    fn finish_connect(
         &mut self,
-        timeout: Option<Duration>,
-        mut on_event: impl FnMut(ClientEvent<'_>),
-    ) -> io::Result<()> {
-        let server = self.config.server_at(self.session.server());
-        let mut logged = |event: ClientEvent<'_>| {
-            log_event(&server, &event);
-            on_event(event);
-        };
-        let on_event = &mut logged;
-        if self.session.is_stopped() {
-            return Ok(());
-        }
-        if self.session.state() == ClientState::Disconnected {
-            let time = self.time();
-            self.session.connect(time, on_event);
-            self.apply_actions(on_event);
-        }
-        let now = self.epoch.elapsed();
-        let wait = match (timeout, self.session.poll_timeout()) {
-            (Some(t), Some(at)) => Some(t.min(at.saturating_sub(now))),
-            (t, at) => t.or(at.map(|at| at.saturating_sub(now))),
-        };
-        match self.poll.poll(&mut self.events, wait) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-        let mut readable = false;
-        let mut writable = false;
-        let mut closing = false;
-        for event in self.events.iter() {
-            readable |= event.is_readable() || event.is_read_closed() || event.is_error();
-            closing |= event.is_read_closed() || event.is_error();
-            writable |= event.is_writable();
-        }
-        if self.stream.is_some() && (readable || writable) {
-            if self.session.state() == ClientState::Connecting {
-                self.finish_connect(on_event);
-            }
-            if writable {
-                if let Err(e) = self.write_out() {
-                    let time = self.time();
-                    self.session
-                        .handle_lost(Lost::Error(e.kind().into()), time, on_event);
-                    self.apply_actions(on_event);
-                }
-            }
-            if readable && self.stream.is_some() {
-                self.on_readable(closing, on_event);
-            }
-        }
-        let time = self.time();
-        self.session.handle_timeout(time, on_event);
-        self.apply_actions(on_event);
-        Ok(())
-    }
-
-    fn finish_connect(&mut self, on_event: &mut impl FnMut(ClientEvent<'_>)) {
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+    ) {
         let Some(stream) = self.stream.as_ref() else {
             return;
         };
@@ -476,7 +809,7 @@ impl Client {
                 self.session.handle_connected(time, on_event);
             }
         }
-        self.apply_actions(on_event);
+        self.apply_actions(registry, token, on_event);
     }
 
     /// Reads what the socket has. A short read means the receive queue is
@@ -484,7 +817,13 @@ impl Client {
     /// only say WouldBlock is skipped (one system call per wake-up instead
     /// of two, as tokio does for TCP) unless the peer's FIN or an error
     /// came with the wake-up (`closing`): then reading goes on to the end.
-    fn on_readable(&mut self, closing: bool, on_event: &mut impl FnMut(ClientEvent<'_>)) {
+    fn on_readable(
+        &mut self,
+        closing: bool,
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+    ) {
         let mut ended = None;
         loop {
             let Some(stream) = self.stream.as_mut() else {
@@ -538,42 +877,7 @@ impl Client {
             let time = self.time();
             self.session.handle_lost(why, time, on_event);
         }
-        self.apply_actions(on_event);
-    }
-
-    /// The blocking convenience: polls until `on_event` returns
-    /// [`ControlFlow::Break`] or the client stops.
-    ///
-    /// # Errors
-    /// [`ClientError::GaveUp`] when retries are exhausted,
-    /// [`ClientError::Io`] if the poll fails.
-    pub fn run(
-        &mut self,
-        mut on_event: impl FnMut(ClientEvent<'_>) -> ControlFlow<()>,
-    ) -> Result<(), ClientError> {
-        let mut stop = false;
-        let wait = if self.config.busy_poll {
-            Duration::ZERO
-        } else {
-            RUN_WAIT
-        };
-        while !stop && !self.session.is_stopped() {
-            self.poll(Some(wait), |event| {
-                if on_event(event).is_break() {
-                    stop = true;
-                }
-            })
-            .map_err(ClientError::Io)?;
-        }
-        match (self.session.is_stopped(), self.session.last_lost()) {
-            (true, Some(last)) if last != Lost::EndOfSession || self.config.reconnect_after_end => {
-                Err(ClientError::GaveUp {
-                    attempts: self.session.attempts(),
-                    last,
-                })
-            }
-            _ => Ok(()),
-        }
+        self.apply_actions(registry, token, on_event);
     }
 }
 

@@ -50,7 +50,7 @@ pub(crate) mod sys;
 
 #[cfg(feature = "tokio")]
 pub(crate) use client::log_event;
-pub use client::{Client, ClientConfig, ClientError, ClientStats};
+pub use client::{Client, ClientConfig, ClientError, ClientId, ClientSet, ClientStats};
 pub use conn::{Connection, ReadOutcome, WriteOutcome};
 pub use datagram::{
     DatagramClient, DatagramClientConfig, DatagramClientError, DatagramClientStats,

@@ -338,29 +338,34 @@ pub fn drive(client: &mut Client, limit: Duration, mut done: impl FnMut(&Log) ->
             client.state()
         );
         client
-            .poll(Some(Duration::from_millis(20)), |event| {
-                let now = Instant::now();
-                match event {
-                    ClientEvent::Frame(m) if m.is_data() => {
-                        log.frames.push((m.sequence(), m.as_bytes().to_vec()))
-                    }
-                    ClientEvent::Gap(g) => log.gaps.push((g.first, g.last)),
-                    ClientEvent::NewSession {
-                        session_id,
-                        sequence,
-                    } => log.sessions.push((session_id, sequence)),
-                    ClientEvent::Lost(why) => log.lost.push((now, why)),
-                    ClientEvent::Retrying { delay, .. } => log.retrying.push((now, delay)),
-                    ClientEvent::State { to, .. } => log.states.push((now, to)),
-                    ClientEvent::Discarded(d) => log.discarded += d.bytes,
-                    ClientEvent::Duplicate { .. } => log.duplicates += 1,
-                    ClientEvent::GaveUp { last, .. } => log.gave_up = Some(last),
-                    _ => {}
-                }
-            })
+            .poll(Some(Duration::from_millis(20)), |event| log.record(event))
             .unwrap();
     }
     log
+}
+
+impl Log {
+    /// Adds what `event` says to the log.
+    pub fn record(&mut self, event: ClientEvent<'_>) {
+        let now = Instant::now();
+        match event {
+            ClientEvent::Frame(m) if m.is_data() => {
+                self.frames.push((m.sequence(), m.as_bytes().to_vec()))
+            }
+            ClientEvent::Gap(g) => self.gaps.push((g.first, g.last)),
+            ClientEvent::NewSession {
+                session_id,
+                sequence,
+            } => self.sessions.push((session_id, sequence)),
+            ClientEvent::Lost(why) => self.lost.push((now, why)),
+            ClientEvent::Retrying { delay, .. } => self.retrying.push((now, delay)),
+            ClientEvent::State { to, .. } => self.states.push((now, to)),
+            ClientEvent::Discarded(d) => self.discarded += d.bytes,
+            ClientEvent::Duplicate { .. } => self.duplicates += 1,
+            ClientEvent::GaveUp { last, .. } => self.gave_up = Some(last),
+            _ => {}
+        }
+    }
 }
 
 pub fn fast_config(addr: SocketAddr) -> ClientConfig {

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tickwire::net::{unix_nanos, Client, ClientConfig, Server, ServerConfig};
+use tickwire::net::{unix_nanos, ClientConfig, ClientSet, Server, ServerConfig};
 use tickwire::session::{ClientEvent, CloseReason};
 
 use crate::measure;
@@ -35,74 +35,124 @@ struct Outcome {
     latency: Histogram<u64>,
 }
 
-fn run_client(
-    addr: std::net::SocketAddr,
+/// One client's measurements while its thread runs.
+struct Member {
     slow: bool,
     progress: Arc<Progress>,
+    latency: Histogram<u64>,
+    /// The last second's latencies (for the status line).
+    interval: Histogram<u64>,
+    received: u64,
+    /// The current run of frames with one publish timestamp (one batch):
+    /// (timestamp, latency ns, frames).
+    run: (u64, u64, u64),
+    /// This poll's counts, shared once per poll: frames, bytes, missing, discarded.
+    poll: [u64; 4],
+}
+
+/// Runs the clients `slow` describes (one entry each: whether it is the
+/// slow one) on this thread, all in one [`ClientSet`], until `stop`.
+///
+/// Per-frame cost is kept off the clients' path: the publisher stamps a
+/// whole batch at once, so a run of frames with one timestamp is one
+/// latency, taken with one clock read when its first frame is parsed and
+/// recorded once with its count; counters are shared once per poll.
+fn run_clients(
+    addr: std::net::SocketAddr,
+    members: Vec<(bool, Arc<Progress>)>,
     stop: Arc<AtomicBool>,
-) -> io::Result<Outcome> {
-    let mut config = ClientConfig::new(addr);
-    config.from = 1;
-    let mut client = Client::new(config)?;
-    let mut latency = measure::histogram();
-    let mut interval = measure::histogram();
-    let mut interval_start = Instant::now();
-    let mut received = 0u64;
-    // Per-frame cost kept off the client's path: the publisher stamps a
-    // whole batch at once, so a run of frames with one timestamp is one
-    // latency, taken with one clock read when its first frame is parsed and
-    // recorded once with its count; counters are shared once per poll.
-    let mut run = (0u64, 0u64, 0u64); // (timestamp, latency ns, frames)
-    while !stop.load(Ordering::Relaxed) && !client.is_stopped() {
-        let (mut frames, mut bytes, mut missing, mut discarded) = (0u64, 0u64, 0u64, 0u64);
-        client.poll(Some(Duration::from_millis(5)), |event| match event {
-            ClientEvent::Frame(m) if m.is_data() => {
-                received += 1;
-                frames += 1;
-                bytes += m.len() as u64;
-                if m.timestamp() == run.0 && run.2 > 0 {
-                    run.2 += 1;
-                } else {
-                    record(&mut latency, &mut interval, run);
-                    let ns = unix_nanos().saturating_sub(m.timestamp()).max(100);
-                    run = (m.timestamp(), ns, 1);
-                }
-                if slow && received.is_multiple_of(100) {
-                    // A consumer that cannot keep up: at most ~100K frames/s.
-                    thread::sleep(Duration::from_millis(1));
-                }
+) -> io::Result<Vec<Outcome>> {
+    let mut set = ClientSet::new()?;
+    let mut members: Vec<Member> = members
+        .into_iter()
+        .map(|(slow, progress)| {
+            let mut config = ClientConfig::new(addr);
+            config.from = 1;
+            set.add(config);
+            Member {
+                slow,
+                progress,
+                latency: measure::histogram(),
+                interval: measure::histogram(),
+                received: 0,
+                run: (0, 0, 0),
+                poll: [0; 4],
             }
-            ClientEvent::Gap(g) => missing += g.len(),
-            ClientEvent::Discarded(d) => discarded += d.bytes,
-            _ => {}
+        })
+        .collect();
+    let mut interval_start = Instant::now();
+    while !stop.load(Ordering::Relaxed) && !set.all_stopped() {
+        set.poll(Some(Duration::from_millis(5)), |id, event| {
+            let Some(c) = members.get_mut(id) else {
+                return;
+            };
+            match event {
+                ClientEvent::Frame(m) if m.is_data() => {
+                    c.received += 1;
+                    c.poll[0] += 1;
+                    c.poll[1] += m.len() as u64;
+                    if m.timestamp() == c.run.0 && c.run.2 > 0 {
+                        c.run.2 += 1;
+                    } else {
+                        record(&mut c.latency, &mut c.interval, c.run);
+                        let ns = unix_nanos().saturating_sub(m.timestamp()).max(100);
+                        c.run = (m.timestamp(), ns, 1);
+                    }
+                    if c.slow && c.received.is_multiple_of(100) {
+                        // A consumer that cannot keep up: at most ~100K frames/s
+                        // (it has a thread of its own, so it delays no other).
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                ClientEvent::Gap(g) => c.poll[2] += g.len(),
+                ClientEvent::Discarded(d) => c.poll[3] += d.bytes,
+                _ => {}
+            }
         })?;
-        record(&mut latency, &mut interval, run);
-        run.2 = 0;
-        progress.frames.fetch_add(frames, Ordering::Relaxed);
-        progress.bytes.fetch_add(bytes, Ordering::Relaxed);
-        progress.missing.fetch_add(missing, Ordering::Relaxed);
-        progress.discarded.fetch_add(discarded, Ordering::Relaxed);
-        if interval_start.elapsed() >= Duration::from_secs(1) {
-            progress
-                .p50_ns
-                .store(interval.value_at_quantile(0.5), Ordering::Relaxed);
-            progress
-                .p99_ns
-                .store(interval.value_at_quantile(0.99), Ordering::Relaxed);
-            interval.reset();
+        let second = interval_start.elapsed() >= Duration::from_secs(1);
+        for c in &mut members {
+            record(&mut c.latency, &mut c.interval, c.run);
+            c.run.2 = 0;
+            if c.poll != [0; 4] {
+                let p = &c.progress;
+                p.frames.fetch_add(c.poll[0], Ordering::Relaxed);
+                p.bytes.fetch_add(c.poll[1], Ordering::Relaxed);
+                p.missing.fetch_add(c.poll[2], Ordering::Relaxed);
+                p.discarded.fetch_add(c.poll[3], Ordering::Relaxed);
+                c.poll = [0; 4];
+            }
+            if second {
+                let p = &c.progress;
+                p.p50_ns
+                    .store(c.interval.value_at_quantile(0.5), Ordering::Relaxed);
+                p.p99_ns
+                    .store(c.interval.value_at_quantile(0.99), Ordering::Relaxed);
+                c.interval.reset();
+            }
+        }
+        if second {
             interval_start = Instant::now();
         }
     }
-    let stats = client.stats();
-    Ok(Outcome {
-        received,
-        missing: stats.missing,
-        gaps: stats.gaps,
-        discarded: stats.parse.discarded_bytes,
-        reconnects: stats.reconnects,
-        latency,
-    })
+    Ok(members
+        .into_iter()
+        .enumerate()
+        .map(|(id, c)| {
+            let stats = set.stats(id).unwrap_or_default();
+            Outcome {
+                received: c.received,
+                missing: stats.missing,
+                gaps: stats.gaps,
+                discarded: stats.parse.discarded_bytes,
+                reconnects: stats.reconnects,
+                latency: c.latency,
+            }
+        })
+        .collect())
 }
+
+/// A thread running some clients: their outcomes, in the order given.
+type ClientThread = thread::JoinHandle<io::Result<Vec<Outcome>>>;
 
 /// The `--json` summary (serde): the run, each client, the server's counters.
 #[derive(serde::Serialize)]
@@ -116,6 +166,8 @@ struct Summary {
     slow_marks: u64,
     skipped_batches: u64,
     slow_disconnects: u64,
+    /// Threads the clients ran on (the slow client's included).
+    client_threads: usize,
     clients: Vec<ClientRow>,
     server: tickwire::net::ServerStats,
 }
@@ -209,6 +261,7 @@ pub(crate) fn run(
     rate: u64,
     clients: usize,
     duration: Duration,
+    client_threads: usize,
     slow_client: bool,
     json: bool,
 ) -> io::Result<()> {
@@ -223,13 +276,35 @@ pub(crate) fn run(
     let progress: Vec<Arc<Progress>> = (0..clients)
         .map(|_| Arc::new(Progress::default()))
         .collect();
-    let handles: Vec<_> = progress
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let (p, stop) = (Arc::clone(p), Arc::clone(&stop_clients));
-            let slow = slow_client && i + 1 == clients;
-            thread::spawn(move || run_client(addr, slow, p, stop))
+    // The clients, spread round-robin over `client_threads` threads (each
+    // a ClientSet); the slow client, whose callback sleeps, on a thread of
+    // its own.
+    let client_threads = client_threads.clamp(1, clients);
+    let slow_index = slow_client.then(|| clients - 1);
+    let fast_threads = client_threads
+        .min(clients - usize::from(slow_client))
+        .max(1);
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); fast_threads];
+    for i in (0..clients).filter(|&i| Some(i) != slow_index) {
+        if let Some(group) = groups.get_mut(i % fast_threads) {
+            group.push(i);
+        }
+    }
+    groups.extend(slow_index.map(|i| vec![i]));
+    groups.retain(|g| !g.is_empty());
+    let threads_used = groups.len();
+    let handles: Vec<(Vec<usize>, ClientThread)> = groups
+        .into_iter()
+        .map(|group| {
+            let members = group
+                .iter()
+                .filter_map(|&i| Some((Some(i) == slow_index, Arc::clone(progress.get(i)?))))
+                .collect();
+            let stop = Arc::clone(&stop_clients);
+            (
+                group,
+                thread::spawn(move || run_clients(addr, members, stop)),
+            )
         })
         .collect();
     // Every client logged in before the feed starts: all of them want it from sequence 1.
@@ -239,7 +314,7 @@ pub(crate) fn run(
     }
     if !json {
         eprintln!(
-            "tickwire demo: server on {addr}, {clients} clients{}, {rate} msg/s for {} s",
+            "tickwire demo: server on {addr}, {clients} clients on {threads_used} threads{}, {rate} msg/s for {} s",
             if slow_client {
                 " (the last one slow)"
             } else {
@@ -319,10 +394,21 @@ pub(crate) fn run(
         thread::sleep(Duration::from_millis(10));
     }
     stop_clients.store(true, Ordering::Relaxed);
-    let outcomes: Vec<Outcome> = handles
+    let mut outcomes: Vec<Option<Outcome>> = (0..clients).map(|_| None).collect();
+    for (group, handle) in handles {
+        let results = handle
+            .join()
+            .map_err(|_| io::Error::other("client panicked"))??;
+        for (i, outcome) in group.into_iter().zip(results) {
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = Some(outcome);
+            }
+        }
+    }
+    let outcomes: Vec<Outcome> = outcomes
         .into_iter()
-        .map(|h| h.join().map_err(|_| io::Error::other("client panicked"))?)
-        .collect::<io::Result<_>>()?;
+        .collect::<Option<_>>()
+        .ok_or_else(|| io::Error::other("a client's outcome is missing"))?;
     let stats = server.shutdown()?;
     let rate_of = |n: u64| {
         if publish_s > 0.0 {
@@ -352,6 +438,7 @@ pub(crate) fn run(
             slow_marks: stats.slow_marks,
             skipped_batches: stats.skipped_batches,
             slow_disconnects: stats.closed_for(CloseReason::Slow),
+            client_threads: threads_used,
             clients: outcomes
                 .iter()
                 .enumerate()

@@ -228,6 +228,12 @@ enum Command {
         /// Seconds to run (greater than 0).
         #[arg(long, default_value = "10", value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
         duration: Duration,
+        /// Threads that run the clients that keep up, each driving its share
+        /// of them in one poll loop (default: one per 8 clients; as many as
+        /// --clients gives every client a thread). The slow client has one
+        /// more of its own.
+        #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+        client_threads: Option<u16>,
         /// Make the last client fall behind (it is skipped while slow and sees gaps).
         #[arg(long)]
         slow_client: bool,
@@ -433,9 +439,17 @@ fn main() -> ExitCode {
             rate,
             clients,
             duration,
+            client_threads,
             slow_client,
             json,
-        } => demo::run(rate, usize::from(clients), duration, slow_client, json),
+        } => demo::run(
+            rate,
+            usize::from(clients),
+            duration,
+            client_threads.map_or(usize::from(clients).div_ceil(8), usize::from),
+            slow_client,
+            json,
+        ),
         Command::Bench {
             seconds,
             rate,
