@@ -22,7 +22,7 @@ use tickwire::{encode, Message, MsgType, Payload};
 
 mod common;
 mod netns;
-use common::{expected_bytes, messages, T0};
+use common::{closed_by_server, connect_from, expected_bytes, messages, T0};
 use netns::{run_command, skip_unprivileged, ChildGuard, Netns};
 
 /// Held while a server thread starts, so a test can tell its own server's
@@ -776,38 +776,6 @@ fn passes_cut_into_slices_keep_every_stream_identical() {
 
 /// A connection from `source` (any 127.0.0.x: all of 127/8 is loopback on
 /// Linux) that never logs in.
-fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
-    socket
-        .connect_timeout(&addr.into(), Duration::from_secs(5))
-        .unwrap();
-    let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-}
-
-/// Whether the server has closed `stream` (it sends nothing to a
-/// connection that has not logged in, so any end of stream is a close).
-/// Waits up to the stream's read timeout for a close that may be on its
-/// way when `wait` is set; otherwise only looks.
-fn closed_by_server(stream: &TcpStream, wait: bool) -> bool {
-    stream.set_nonblocking(!wait).unwrap();
-    let mut buf = [0u8; 64];
-    let closed = match (&*stream).read(&mut buf) {
-        Ok(0) => true,
-        Ok(n) => panic!("a connection that did not log in was sent {n} bytes"),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => false,
-        Err(e) => panic!("read: {e}"),
-    };
-    stream.set_nonblocking(false).unwrap();
-    closed
-}
-
 /// This process's soft limit on open descriptors (`/proc/self/limits`).
 fn descriptor_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -1030,19 +998,101 @@ fn half_open_child() {
     thread::sleep(Duration::from_secs(30));
 }
 
+/// What the half-open scenario needs of a server: the mio one or the tokio one.
+trait Served {
+    fn addr(&self) -> SocketAddr;
+    fn stats(&self) -> tickwire::net::ServerStats;
+    fn publish(&self, batch: Vec<(u64, Payload)>);
+}
+
+impl Served for ServerHandle {
+    fn addr(&self) -> SocketAddr {
+        self.local_addr()
+    }
+    fn stats(&self) -> tickwire::net::ServerStats {
+        ServerHandle::stats(self)
+    }
+    fn publish(&self, batch: Vec<(u64, Payload)>) {
+        self.publisher().publish(batch).unwrap();
+    }
+}
+
+/// The tokio server on a runtime of its own.
+#[cfg(feature = "tokio")]
+struct TokioServed {
+    _rt: tokio::runtime::Runtime,
+    server: tickwire::tokio::ServerHandle,
+}
+
+#[cfg(feature = "tokio")]
+impl Served for TokioServed {
+    fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+    fn stats(&self) -> tickwire::net::ServerStats {
+        self.server.stats()
+    }
+    fn publish(&self, batch: Vec<(u64, Payload)>) {
+        self.server.publisher().publish(batch).unwrap();
+    }
+}
+
 #[test]
 fn a_half_open_client_is_closed_for_making_no_progress() {
-    const TEST: &str = "a_half_open_client_is_closed_for_making_no_progress";
-    let ns = match Netns::create("ho", 199) {
+    half_open_scenario(
+        "a_half_open_client_is_closed_for_making_no_progress",
+        ("ho", 199),
+        |tweak| Box::new(start(tweak)),
+    );
+}
+
+/// The same on the tokio server: the session's no-progress rule, fed the
+/// kernel's send queue by the tokio driver.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_half_open_client_of_the_tokio_server_is_closed_for_making_no_progress() {
+    half_open_scenario(
+        "a_half_open_client_of_the_tokio_server_is_closed_for_making_no_progress",
+        ("hot", 195),
+        |tweak| {
+            let mut config = ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                session_id: Some(77),
+                ..ServerConfig::default()
+            };
+            tweak(&mut config);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let server =
+                rt.block_on(async { tickwire::tokio::Server::bind(config).await.unwrap().spawn() });
+            Box::new(TokioServed { _rt: rt, server })
+        },
+    );
+}
+
+/// A client in a namespace logs in and takes data; then every packet of
+/// the namespace is dropped (its host vanished: no FIN, no RST). The server
+/// closes it for making no progress within the rule's window, under the
+/// skip policy (where it used to stay until the kernel gave up).
+fn half_open_scenario(
+    test: &str,
+    (tag, subnet): (&str, u8),
+    start: impl FnOnce(&mut dyn FnMut(&mut ServerConfig)) -> Box<dyn Served>,
+) {
+    let ns = match Netns::create(tag, subnet) {
         Ok(ns) => ns,
-        Err(why) => return skip_unprivileged(TEST, &why),
+        Err(why) => return skip_unprivileged(test, &why),
     };
     if let Err(why) = run_command("nft", &["--version"]) {
-        return skip_unprivileged(TEST, &why);
+        return skip_unprivileged(test, &why);
     }
     let heartbeat = Duration::from_millis(100);
-    let server = start(|c| {
-        c.listen = SocketAddr::from((ns.host_ip(), 0));
+    let host = ns.host_ip();
+    let server = start(&mut |c: &mut ServerConfig| {
+        c.listen = SocketAddr::from((host, 0));
         c.heartbeat_interval = heartbeat;
         c.slow_policy = SlowPolicy::Skip; // the policy under which it used to stay
     });
@@ -1056,7 +1106,7 @@ fn a_half_open_client_is_closed_for_making_no_progress() {
                 "--test-threads",
                 "1",
             ])
-            .env("TICKWIRE_HALF_OPEN_SERVER", server.local_addr().to_string())
+            .env("TICKWIRE_HALF_OPEN_SERVER", server.addr().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -1078,7 +1128,9 @@ fn a_half_open_client_is_closed_for_making_no_progress() {
         s.clients == 1 && s.unauthenticated == 0
     });
     // Data flows and is acknowledged; then the client's host vanishes.
-    publish_all(&server, &messages(11, 1000), 100);
+    for chunk in messages(11, 1000).chunks(100) {
+        server.publish(chunk.to_vec());
+    }
     thread::sleep(heartbeat * 3);
     assert_eq!(server.stats().clients, 1, "a healthy client stays");
     drop_everything(&ns).unwrap();
@@ -1095,6 +1147,7 @@ fn a_half_open_client_is_closed_for_making_no_progress() {
         after >= window - heartbeat && after < window * 4,
         "closed {after:?} after the peer vanished (window {window:?})"
     );
+    drop(server);
     drop(ns);
 }
 

@@ -34,8 +34,8 @@ use tokio_util::codec::Decoder;
 mod common;
 
 use common::{
-    assert_exactly_once_in_order, expected_frames, fast_config, messages, publish_paced, Cut,
-    Faults, Log, Proxy, T0,
+    assert_exactly_once_in_order, closed_by_server, connect_from, expected_frames, fast_config,
+    messages, publish_paced, Cut, Faults, Log, Proxy, T0,
 };
 
 /// The bound on any wait in these tests.
@@ -1281,4 +1281,189 @@ fn tokio_client_fails_over_from_a_relay_to_the_origin() {
     assert_eq!((from, to), (0, 1));
     assert!(at > 0 && at < 20_000, "mid-stream: after {at} frames");
     server.shutdown().unwrap();
+}
+
+/// A tokio server on its own runtime, for tests that talk to it with
+/// blocking sockets from the test thread.
+fn tokio_server(config: ServerConfig) -> (tokio::runtime::Runtime, tickwire::tokio::ServerHandle) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(async { Server::bind(config).await.unwrap().spawn() });
+    (rt, server)
+}
+
+/// Opens `count` idle connections from `source(i)`, in waves the server is
+/// seen to accept before the next (so it accepts them in the order opened).
+fn idle_connections(
+    server: &tickwire::tokio::ServerHandle,
+    count: usize,
+    source: impl Fn(usize) -> [u8; 4],
+) -> Vec<std::net::TcpStream> {
+    let before = server.stats().accepted;
+    let mut idle = Vec::with_capacity(count);
+    for i in 0..count {
+        idle.push(connect_from(source(i), server.local_addr()));
+        // One at a time: tasks may run in any order, the gate's order is the accept order.
+        let want = before + idle.len() as u64;
+        wait_for("accepts", || server.stats().accepted >= want);
+    }
+    idle
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Logs in on a blocking socket from `source`; returns the reader once
+/// LoginAccepted came.
+fn blocking_login(
+    source: [u8; 4],
+    addr: SocketAddr,
+) -> tickwire::io::FrameReader<std::net::TcpStream> {
+    use std::io::Write;
+    let mut socket = connect_from(source, addr);
+    let mut frame = [0u8; 24];
+    tickwire::encode(&Payload::Login, 1, 0, &mut frame).unwrap();
+    socket.write_all(&frame).unwrap();
+    let mut reader = tickwire::io::FrameReader::new(socket);
+    loop {
+        match reader.next_event().unwrap() {
+            Some(Event::Frame(m)) if m.msg_type() == tickwire::MsgType::LoginAccepted => {
+                return reader;
+            }
+            Some(_) => {}
+            None => panic!("closed before LoginAccepted"),
+        }
+    }
+}
+
+/// Data sequences read until `n` arrived.
+fn read_data(reader: &mut tickwire::io::FrameReader<std::net::TcpStream>, n: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        match reader.next_event().unwrap() {
+            Some(Event::Frame(m)) if m.is_data() => seqs.push(m.sequence()),
+            Some(_) => {}
+            None => panic!("closed after {} frames", seqs.len()),
+        }
+    }
+    seqs
+}
+
+/// Issue 9's hostile connections, on the tokio server: connections that
+/// never log in cannot take every place (the oldest is displaced past
+/// `max_unauthenticated`), and a real client still gets in and gets data.
+#[test]
+fn the_tokio_server_displaces_the_oldest_connection_that_never_logged_in() {
+    use tickwire::session::CloseReason;
+    const LIMIT: usize = 20;
+    const IDLE: usize = 30;
+    let (_rt, server) = tokio_server(ServerConfig {
+        listen: loopback(),
+        login_timeout: Duration::from_secs(60),
+        max_unauthenticated: LIMIT,
+        max_clients: 4,
+        session_id: Some(77),
+        ..ServerConfig::default()
+    });
+    // From 10 addresses, 3 each: under the per-peer limit (16).
+    let idle = idle_connections(&server, IDLE, |i| [127, 0, 0, 2 + (i % 10) as u8]);
+    wait_for("the overall limit", || {
+        let s = server.stats();
+        s.closed_for(CloseReason::UnauthenticatedLimit) == (IDLE - LIMIT) as u64
+            && s.unauthenticated == LIMIT as u64
+    });
+    let stats = server.stats();
+    assert_eq!((stats.clients, stats.displaced_per_peer), (LIMIT as u64, 0));
+    let (old, new) = idle.split_at(IDLE - LIMIT);
+    assert!(
+        old.iter().all(|s| closed_by_server(s, true)),
+        "the oldest went"
+    );
+    assert!(
+        new.iter().all(|s| !closed_by_server(s, false)),
+        "the newest stay"
+    );
+    // More idle connections than max_clients did not lock a real client out.
+    let mut real = blocking_login([127, 0, 0, 1], server.local_addr());
+    server.publisher().publish(messages(9, 100)).unwrap();
+    assert_eq!(read_data(&mut real, 100), (1..=100).collect::<Vec<_>>());
+    assert!(
+        closed_by_server(&new[0], true),
+        "the oldest idle one made room"
+    );
+    assert!(new[1..].iter().all(|s| !closed_by_server(s, false)));
+    let stats = server.stats();
+    assert_eq!(
+        stats.closed_for(CloseReason::UnauthenticatedLimit),
+        (IDLE - LIMIT + 1) as u64
+    );
+    assert_eq!(
+        stats.unauthenticated,
+        LIMIT as u64 - 1,
+        "the real one logged in"
+    );
+    // Closing the idle ones frees their places (and keys) for newcomers.
+    drop(idle);
+    wait_for("the idle ones to go", || {
+        server.stats().unauthenticated == 0
+    });
+    let again = idle_connections(&server, LIMIT, |_| [127, 0, 0, 20]);
+    std::thread::sleep(Duration::from_millis(50));
+    let stats = server.stats();
+    assert_eq!(
+        stats.closed_for(CloseReason::UnauthenticatedLimit),
+        (IDLE - LIMIT + 1 + LIMIT - 16) as u64,
+        "only the per-peer limit (16) applies now"
+    );
+    assert_eq!(stats.displaced_per_peer, (LIMIT - 16) as u64);
+    assert_eq!(stats.unauthenticated, 16);
+    assert!(again[LIMIT - 16..]
+        .iter()
+        .all(|s| !closed_by_server(s, false)));
+    drop(again);
+    drop(real);
+}
+
+/// One peer address cannot take every unauthenticated place on the tokio
+/// server either: past `max_unauthenticated_per_peer` its own oldest goes,
+/// nobody else's; a real client from that address still logs in.
+#[test]
+fn the_tokio_server_limits_unauthenticated_connections_per_peer() {
+    use tickwire::session::CloseReason;
+    let (_rt, server) = tokio_server(ServerConfig {
+        listen: loopback(),
+        login_timeout: Duration::from_secs(60),
+        ..ServerConfig::default()
+    });
+    let per_peer = ServerConfig::default().max_unauthenticated_per_peer;
+    assert_eq!(per_peer, 16);
+    let two = idle_connections(&server, 20, |_| [127, 0, 0, 2]);
+    let three = idle_connections(&server, 5, |_| [127, 0, 0, 3]);
+    wait_for("the per-peer limit", || {
+        let s = server.stats();
+        s.closed_for(CloseReason::UnauthenticatedLimit) == 4 && s.unauthenticated == 21
+    });
+    assert_eq!(server.stats().displaced_per_peer, 4);
+    assert!(two[..4].iter().all(|s| closed_by_server(s, true)));
+    assert!(two[4..].iter().all(|s| !closed_by_server(s, false)));
+    assert!(three.iter().all(|s| !closed_by_server(s, false)));
+    let mut real = blocking_login([127, 0, 0, 2], server.local_addr());
+    server.publisher().publish(messages(10, 10)).unwrap();
+    assert_eq!(read_data(&mut real, 10).len(), 10);
+    assert!(closed_by_server(&two[4], true));
+    assert!(two[5..].iter().all(|s| !closed_by_server(s, false)));
+    assert!(three.iter().all(|s| !closed_by_server(s, false)));
+    let stats = server.stats();
+    assert_eq!((stats.displaced_per_peer, stats.unauthenticated), (5, 20));
 }

@@ -28,7 +28,7 @@ use std::net::IpAddr;
 
 /// Which limit displaced a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Limit {
+pub(crate) enum Limit {
     /// The limit on all connections that have not logged in.
     Overall,
     /// The limit per peer address.
@@ -38,11 +38,11 @@ pub(super) enum Limit {
 /// A connection that had to leave to make room for a newcomer: the caller
 /// closes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Evicted {
+pub(crate) struct Evicted {
     /// Its key.
-    pub(super) key: usize,
+    pub(crate) key: usize,
     /// The limit the newcomer would have passed.
-    pub(super) limit: Limit,
+    pub(crate) limit: Limit,
 }
 
 /// Links of one key in both lists.
@@ -65,7 +65,7 @@ struct PeerList {
 
 /// The connections that have not logged in (see the [module docs](self)).
 #[derive(Debug)]
-pub(super) struct Admission {
+pub(crate) struct Admission {
     max_total: usize,
     max_per_peer: usize,
     nodes: Vec<Option<Node>>,
@@ -78,7 +78,7 @@ pub(super) struct Admission {
 impl Admission {
     /// Limits of at least 1 (0 is taken as 1: a server must be able to
     /// accept someone).
-    pub(super) fn new(max_total: usize, max_per_peer: usize) -> Admission {
+    pub(crate) fn new(max_total: usize, max_per_peer: usize) -> Admission {
         Admission {
             max_total: max_total.max(1),
             max_per_peer: max_per_peer.max(1),
@@ -91,7 +91,7 @@ impl Admission {
     }
 
     /// Connections in the set.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
@@ -117,7 +117,7 @@ impl Admission {
     /// would be passed, the oldest connection counting against it leaves
     /// the set first and is returned for the caller to close. The limits
     /// hold before and after every call, so one eviction always makes room.
-    pub(super) fn admit(&mut self, key: usize, peer: IpAddr) -> Option<Evicted> {
+    pub(crate) fn admit(&mut self, key: usize, peer: IpAddr) -> Option<Evicted> {
         let peer = peer.to_canonical();
         self.remove(key);
         let evicted = match self.peers.get(&peer) {
@@ -172,7 +172,7 @@ impl Admission {
 
     /// Takes `key` out of the set (it logged in or closed); `false` if it
     /// was not in it.
-    pub(super) fn remove(&mut self, key: usize) -> bool {
+    pub(crate) fn remove(&mut self, key: usize) -> bool {
         let Some(node) = self.nodes.get_mut(key).and_then(Option::take) else {
             return false;
         };

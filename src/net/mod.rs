@@ -37,7 +37,7 @@
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-mod admission;
+pub(crate) mod admission;
 mod client;
 mod conn;
 mod datagram;

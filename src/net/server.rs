@@ -202,13 +202,16 @@ impl ServerConfig {
         c
     }
 
-    /// Keepalive and `TCP_USER_TIMEOUT` for a client socket (see
-    /// [`no_progress_intervals`](Self::no_progress_intervals)).
-    fn apply_liveness(&self, stream: &TcpStream) {
+    /// Keepalive, `TCP_USER_TIMEOUT` (see
+    /// [`no_progress_intervals`](Self::no_progress_intervals)) and the send
+    /// buffer for an accepted client socket (the mio and tokio servers).
+    pub(crate) fn apply_socket_options(&self, socket: &socket2::SockRef<'_>) {
+        if let Some(size) = self.send_buffer {
+            let _ = socket.set_send_buffer_size(size);
+        }
         let Some(window) = self.session(0).no_progress_window() else {
             return;
         };
-        let socket = socket2::SockRef::from(stream);
         // TCP_KEEPIDLE and TCP_KEEPINTVL are whole seconds.
         let interval = self.heartbeat_interval.max(Duration::from_secs(1));
         let keepalive = socket2::TcpKeepalive::new()
@@ -933,10 +936,8 @@ impl Server {
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, time: Time) {
         add(&self.shared.accepted, 1);
         let _ = stream.set_nodelay(true);
-        self.config.apply_liveness(&stream);
-        if let Some(size) = self.config.send_buffer {
-            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(size);
-        }
+        self.config
+            .apply_socket_options(&socket2::SockRef::from(&stream));
         let index = self.free.pop().unwrap_or(self.slots.len());
         if let Err(e) = self.poll.registry().register(
             &mut stream,

@@ -4,23 +4,25 @@
 
 use std::boxed::Box;
 use std::vec;
+use std::vec::Vec;
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ::tokio::net::{TcpListener, TcpSocket, TcpStream};
-use ::tokio::sync::watch;
+use ::tokio::sync::{watch, Notify};
 use ::tokio::task::JoinSet;
 use ::tokio::time::Instant;
 
 use crate::encode::Sequencer;
+use crate::net::admission::{Admission, Limit};
 use crate::net::{
-    new_session_id, sys, unix_nanos, Messages, PublishError, ServerConfig, ServerStats,
+    new_session_id, sys, unix_nanos, Counters, Messages, PublishError, ServerConfig, ServerStats,
 };
 use crate::parse::{Event, Parser};
 use crate::sequence::SequenceTracker;
@@ -60,11 +62,78 @@ struct Shared {
     max_clients: u64,
     epoch: Instant,
     /// The mio server's counters, read the same way.
-    counters: crate::net::Counters,
+    counters: Counters,
     /// Clients past their Login (`max_clients` counts these).
     logged_in: AtomicU64,
     /// `ServerConfig::max_retransmission_connections`.
     max_retransmission: u64,
+    /// The connections that have not logged in.
+    gate: Mutex<Gate>,
+    /// The settings (socket options of accepted connections).
+    config: ServerConfig,
+}
+
+/// The connections that have not logged in, under the limits of
+/// [`ServerConfig::max_unauthenticated`] and
+/// [`ServerConfig::max_unauthenticated_per_peer`], as in the mio server: a
+/// newcomer past a limit displaces the oldest one counting against it. Every
+/// connection task holds a key (reused after it ends) and is told through
+/// its [`Notify`] when it was displaced.
+#[derive(Debug)]
+struct Gate {
+    admission: Admission,
+    /// Each open connection's displacement signal, by key (`None`: free).
+    displace: Vec<Option<Arc<Notify>>>,
+    free: Vec<usize>,
+}
+
+impl Gate {
+    /// A new connection from `peer`: its key and its signal. The connection
+    /// it displaces, if any, is signalled.
+    fn enter(&mut self, peer: IpAddr, counters: &Counters) -> (usize, Arc<Notify>) {
+        let key = self.free.pop().unwrap_or(self.displace.len());
+        let signal = Arc::new(Notify::new());
+        match self.displace.get_mut(key) {
+            Some(place) => *place = Some(Arc::clone(&signal)),
+            None => self.displace.push(Some(Arc::clone(&signal))),
+        }
+        if let Some(evicted) = self.admission.admit(key, peer) {
+            if evicted.limit == Limit::PerPeer {
+                counters.displaced_per_peer.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(Some(other)) = self.displace.get(evicted.key) {
+                // Stored as a permit if the task is not waiting right now.
+                other.notify_one();
+            }
+        }
+        self.count(counters);
+        (key, signal)
+    }
+
+    /// Connection `key` logged in (or asked for a retransmission): it no
+    /// longer counts against the limits.
+    fn authenticated(&mut self, key: usize, counters: &Counters) {
+        if self.admission.remove(key) {
+            self.count(counters);
+        }
+    }
+
+    /// Connection `key` ended: its key is free again.
+    fn leave(&mut self, key: usize, counters: &Counters) {
+        self.admission.remove(key);
+        if let Some(place) = self.displace.get_mut(key) {
+            if place.take().is_some() {
+                self.free.push(key);
+            }
+        }
+        self.count(counters);
+    }
+
+    fn count(&self, counters: &Counters) {
+        counters
+            .unauthenticated
+            .store(self.admission.len() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -72,6 +141,10 @@ impl Shared {
         // A panic elsewhere cannot leave the hub half-updated in a way
         // that matters more than stopping would: keep serving.
         self.hub.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn time(&self) -> Time {
@@ -180,9 +253,12 @@ impl Publisher {
 /// own socket, timer and wake-up with `select!`, tokio's scheduler spreads
 /// the tasks over its worker threads, and a batch reaches every task as one
 /// shared `Arc` (the tasks take the batches newer than the last they saw,
-/// under one lock per wake-up). Not implemented yet (see the mio server):
-/// the limits on connections that have not logged in, and `threads`,
-/// `busy_poll`, `send_buffer`, keepalive and `log` of [`ServerConfig`].
+/// under one lock per wake-up). As in the mio server, connections that have
+/// not logged in are limited ([`ServerConfig::max_unauthenticated`], per
+/// peer too; the oldest is displaced), and accepted sockets get the send
+/// buffer, TCP keepalive and `TCP_USER_TIMEOUT` of [`ServerConfig`]. Not
+/// implemented (mio server only): `threads`, `busy_poll`, and datagram
+/// output.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
@@ -243,10 +319,19 @@ impl Server {
             session,
             max_clients: u64::try_from(config.max_clients).unwrap_or(u64::MAX),
             epoch: Instant::now(),
-            counters: crate::net::Counters::default(),
+            counters: Counters::default(),
             logged_in: AtomicU64::new(0),
             max_retransmission: u64::try_from(config.max_retransmission_connections)
                 .unwrap_or(u64::MAX),
+            gate: Mutex::new(Gate {
+                admission: Admission::new(
+                    config.max_unauthenticated,
+                    config.max_unauthenticated_per_peer,
+                ),
+                displace: Vec::new(),
+                free: Vec::new(),
+            }),
+            config,
         });
         Ok(Server { listener, shared })
     }
@@ -335,8 +420,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    shared.config.apply_socket_options(&socket2::SockRef::from(&stream));
                     shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(connection(stream, peer, Arc::clone(&shared)));
+                    // Counted before it runs: it may displace an older one.
+                    shared.counters.clients.fetch_add(1, Ordering::Relaxed);
+                    let (key, displaced) = shared.gate().enter(peer.ip(), &shared.counters);
+                    tasks.spawn(connection(stream, peer, (key, displaced), Arc::clone(&shared)));
                 }
                 // Out of descriptors, or a connection reset before it was
                 // accepted: wait a little rather than spin.
@@ -359,8 +448,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// One connection, until its session closes it.
-async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    shared.counters.clients.fetch_add(1, Ordering::Relaxed);
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    (key, displaced): (usize, Arc<Notify>),
+    shared: Arc<Shared>,
+) {
     let seen = shared.hub().retention.next();
     let mut conn = Conn {
         session: ServerSession::new(shared.session, shared.time()),
@@ -368,6 +461,9 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         seen,
         logged_in: false,
         retransmission: false,
+        key,
+        displaced,
+        authenticated: false,
         stream,
         peer,
         shared,
@@ -385,6 +481,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         c.retransmission_connections.fetch_sub(1, Ordering::Relaxed);
     }
     c.clients.fetch_sub(1, Ordering::Relaxed);
+    shared.gate().leave(conn.key, c);
     if reason != CloseReason::Shutdown {
         log::info!("closed {peer}: {reason}");
     }
@@ -407,6 +504,12 @@ struct Conn {
     logged_in: bool,
     /// Counted as a retransmission connection (section 9).
     retransmission: bool,
+    /// Its key in the [`Gate`].
+    key: usize,
+    /// Signalled when a newer connection displaced it (it had not logged in).
+    displaced: Arc<Notify>,
+    /// Out of the gate's set (past its Login or first Retransmit).
+    authenticated: bool,
 }
 
 impl Conn {
@@ -434,6 +537,9 @@ impl Conn {
                 self.session.queued() > 0 || self.session.phase() == ServerPhase::Replaying;
             ::tokio::select! {
                 biased;
+                () = self.displaced.notified(), if !self.authenticated => {
+                    return CloseReason::UnauthenticatedLimit;
+                }
                 () = stopped(&mut stop), if !stopping => {
                     stopping = true;
                     drain_deadline = Some(Instant::now() + SHUTDOWN_DRAIN);
@@ -603,6 +709,12 @@ impl Conn {
                     return Some(CloseReason::MaxClients);
                 }
             }
+        }
+        if !self.authenticated && self.session.phase() != ServerPhase::AwaitingLogin {
+            self.authenticated = true;
+            self.shared
+                .gate()
+                .authenticated(self.key, &self.shared.counters);
         }
         self.session.poll_close()
     }

@@ -382,3 +382,36 @@ pub fn assert_exactly_once_in_order(log: &Log, want: &[Vec<u8>]) {
         assert!(bytes == &want[i], "frame {seq} byte for byte");
     }
 }
+
+/// A connection to `addr` from the local address `source` (127.0.0.x).
+pub fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+/// Whether the server has closed `stream` (it sends nothing to a
+/// connection that has not logged in, so any end of stream is a close).
+/// Waits up to the stream's read timeout for a close that may be on its
+/// way when `wait` is set; otherwise only looks.
+pub fn closed_by_server(stream: &TcpStream, wait: bool) -> bool {
+    stream.set_nonblocking(!wait).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match (&*stream).read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("a connection that did not log in was sent {n} bytes"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => false,
+        Err(e) => panic!("read: {e}"),
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
