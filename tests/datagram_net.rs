@@ -162,19 +162,69 @@ fn data_frames(datagram: &[u8]) -> u64 {
     frames
 }
 
-/// A server whose datagrams go to the injector's inputs.
-fn server(lines: &[SocketAddr], tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+/// The settings of a server whose datagrams go to `lines` (the injector's inputs).
+fn server_config(lines: &[SocketAddr]) -> ServerConfig {
     let mut output = DatagramOutputConfig::new(lines[0]);
     output.line_b = lines.get(1).copied();
-    let mut config = ServerConfig {
+    ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         session_id: Some(0x5EED),
         heartbeat_interval: Duration::from_millis(100),
         datagrams: Some(output),
         ..ServerConfig::default()
-    };
+    }
+}
+
+/// A server whose datagrams go to the injector's inputs.
+fn server(lines: &[SocketAddr], tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
+    let mut config = server_config(lines);
     tweak(&mut config);
     Server::bind(config).unwrap().spawn().unwrap()
+}
+
+/// The server of a datagram test: the mio one, or the tokio one on a
+/// runtime of its own.
+enum Origin {
+    Mio(ServerHandle),
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::runtime::Runtime, tickwire::tokio::ServerHandle),
+}
+
+/// Publishes one batch.
+type PublishFn = Box<dyn FnMut(Vec<(u64, Payload)>) + Send>;
+
+fn mio_publisher(server: &ServerHandle) -> PublishFn {
+    let publisher = server.publisher();
+    Box::new(move |batch| publisher.publish(batch).unwrap())
+}
+
+impl Origin {
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Origin::Mio(server) => server.local_addr(),
+            #[cfg(feature = "tokio")]
+            Origin::Tokio(_, server) => server.local_addr(),
+        }
+    }
+
+    fn publisher(&self) -> PublishFn {
+        match self {
+            Origin::Mio(server) => mio_publisher(server),
+            #[cfg(feature = "tokio")]
+            Origin::Tokio(_, server) => {
+                let publisher = server.publisher();
+                Box::new(move |batch| publisher.publish(batch).unwrap())
+            }
+        }
+    }
+
+    fn shutdown(self) -> tickwire::net::ServerStats {
+        match self {
+            Origin::Mio(server) => server.shutdown().unwrap(),
+            #[cfg(feature = "tokio")]
+            Origin::Tokio(rt, server) => rt.block_on(server.shutdown()),
+        }
+    }
 }
 
 /// A client on free unicast ports, one per line.
@@ -231,10 +281,18 @@ fn receive_until(
 /// Publishes in batches of `batch`, one batch a millisecond (a pace the
 /// debug-built test keeps up with without kernel drops), on its own thread.
 fn publish_paced(server: &ServerHandle, msgs: Vec<(u64, Payload)>, batch: usize) -> JoinHandle<()> {
-    let publisher = server.publisher();
+    publish_paced_with(mio_publisher(server), msgs, batch)
+}
+
+/// [`publish_paced`] through `publish`.
+fn publish_paced_with(
+    mut publish: PublishFn,
+    msgs: Vec<(u64, Payload)>,
+    batch: usize,
+) -> JoinHandle<()> {
     thread::spawn(move || {
         for chunk in msgs.chunks(batch) {
-            publisher.publish(chunk.to_vec()).unwrap();
+            publish(chunk.to_vec());
             thread::sleep(Duration::from_millis(1));
         }
     })
@@ -244,14 +302,14 @@ fn publish_paced(server: &ServerHandle, msgs: Vec<(u64, Payload)>, batch: usize)
 /// and checks every data frame arrived once, in order, byte-identical, with
 /// no gap.
 fn publish_and_receive_whole(
-    server: &ServerHandle,
+    publish: PublishFn,
     client: &mut DatagramClient,
     seed: u64,
     n: usize,
 ) -> Received {
     let msgs = messages(seed, n);
     let expected = expected_bytes(&msgs, 1);
-    let publishing = publish_paced(server, msgs, 40);
+    let publishing = publish_paced_with(publish, msgs, 40);
     let mut got = Received::default();
     receive_until(client, &mut got, Duration::from_secs(30), |g| {
         g.sequences.len() >= n
@@ -274,16 +332,40 @@ fn publish_and_receive_whole(
 /// after the last frame.
 #[test]
 fn one_lossy_line_every_frame_once_in_order() {
-    one_lossy_line(DatagramSender::Publisher);
+    one_lossy_line(|lines| Origin::Mio(server(lines, |_| {})));
 }
 
 /// The same with the datagrams sent by the event loop.
 #[test]
 fn one_lossy_line_sent_by_the_event_loop() {
-    one_lossy_line(DatagramSender::EventLoop);
+    one_lossy_line(|lines| {
+        Origin::Mio(server(lines, |config| {
+            if let Some(d) = &mut config.datagrams {
+                d.sender = DatagramSender::EventLoop;
+            }
+        }))
+    });
 }
 
-fn one_lossy_line(sender: DatagramSender) {
+/// The same from the tokio server: its datagram output, its idle Packets,
+/// its retransmission connections and its EndOfSession.
+#[cfg(feature = "tokio")]
+#[test]
+fn one_lossy_line_from_the_tokio_server() {
+    one_lossy_line(|lines| {
+        let config = server_config(lines);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server =
+            rt.block_on(async { tickwire::tokio::Server::bind(config).await.unwrap().spawn() });
+        Origin::Tokio(rt, server)
+    });
+}
+
+fn one_lossy_line(start: impl FnOnce(&[SocketAddr]) -> Origin) {
     let mut c = client(1);
     let injector = Injector::new(
         11,
@@ -294,14 +376,10 @@ fn one_lossy_line(sender: DatagramSender) {
             reorder: 0.10,
         }],
     );
-    let server = server(&injector.inputs, |config| {
-        if let Some(d) = &mut config.datagrams {
-            d.sender = sender;
-        }
-    });
+    let server = start(&injector.inputs);
     c = with_retransmit(c, server.local_addr());
     let n = 20_000;
-    let mut got = publish_and_receive_whole(&server, &mut c, 1, n);
+    let mut got = publish_and_receive_whole(server.publisher(), &mut c, 1, n);
     let stats = c.stats();
     assert!(stats.receiver.requests > 0 && stats.receiver.recovered > 0);
     assert!(stats.receiver.duplicates[0] > 0 && stats.receiver.reordered > 0);
@@ -313,8 +391,9 @@ fn one_lossy_line(sender: DatagramSender) {
     let idle = c.stats().receiver.datagrams[0] - before;
     assert!(idle >= 3, "{idle} idle datagrams in 650 ms");
     // Shutdown: EndOfSession, after the last frame.
-    let server_stats = server.shutdown().unwrap();
+    let server_stats = server.shutdown();
     assert_eq!(server_stats.datagrams_dropped, 0);
+    assert!(server_stats.datagrams_sent > 0);
     receive_until(&mut c, &mut got, Duration::from_secs(2), |g| {
         g.end.is_some()
     });
@@ -334,7 +413,7 @@ fn two_lines_retransmit_only_what_both_lost() {
     let injector = Injector::new(22, c.local_addrs(), &[lossy, lossy]);
     let server = server(&injector.inputs, |_| {});
     c = with_retransmit(c, server.local_addr());
-    publish_and_receive_whole(&server, &mut c, 2, 20_000);
+    publish_and_receive_whole(mio_publisher(&server), &mut c, 2, 20_000);
 
     // The datagrams both lines lost, and their runs (adjacent ones form one
     // hole, asked for in one request).

@@ -120,7 +120,8 @@ pub struct DatagramOutputConfig {
     /// `sendmmsg` call (true); elsewhere, or when false, one `send_to` per
     /// datagram and line.
     pub batch_syscalls: bool,
-    /// Which thread sends (the publishing thread).
+    /// Which thread sends (the publishing thread). The tokio server always
+    /// sends from the publishing thread.
     pub sender: DatagramSender,
 }
 
@@ -158,7 +159,7 @@ impl DatagramOutputConfig {
 /// Packet-only datagrams and the final EndOfSession (and, with
 /// [`DatagramSender::EventLoop`], the batches).
 #[derive(Debug)]
-pub(super) struct DatagramOutput {
+pub(crate) struct DatagramOutput {
     socket: UdpSocket,
     lines: Vec<SocketAddr>,
     /// The same, for `sendmmsg`.
@@ -186,7 +187,7 @@ pub(super) struct DatagramOutput {
 }
 
 impl DatagramOutput {
-    pub(super) fn new(
+    pub(crate) fn new(
         config: &DatagramOutputConfig,
         session_id: u64,
         heartbeat: Duration,
@@ -248,7 +249,7 @@ impl DatagramOutput {
     }
 
     /// Now, on the server's clocks.
-    pub(super) fn now(&self) -> Time {
+    pub(crate) fn now(&self) -> Time {
         Time::new(self.epoch.elapsed(), unix_nanos())
     }
 
@@ -278,7 +279,7 @@ impl DatagramOutput {
     /// Cuts `batch` into datagrams (each: a Packet whose `sequence` is its
     /// first data frame's, then as many whole frames as fit) and sends them
     /// on every line.
-    pub(super) fn publish(&mut self, batch: &Batch, time: Time) {
+    pub(crate) fn publish(&mut self, batch: &Batch, time: Time) {
         if self.ended {
             return;
         }
@@ -314,13 +315,13 @@ impl DatagramOutput {
     }
 
     /// When a Packet-only datagram is due (monotonic).
-    pub(super) fn poll_timeout(&self) -> Duration {
+    pub(crate) fn poll_timeout(&self) -> Duration {
         self.last_sent.saturating_add(self.heartbeat)
     }
 
     /// Sends a Packet-only datagram (`sequence`: the next data sequence)
     /// if nothing was sent for a heartbeat interval.
-    pub(super) fn handle_timeout(&mut self, time: Time) {
+    pub(crate) fn handle_timeout(&mut self, time: Time) {
         if time.monotonic < self.poll_timeout() || self.ended {
             return;
         }
@@ -360,7 +361,7 @@ impl DatagramOutput {
     /// that one lost copy does not leave receivers to find the end by
     /// silence (they act on it once and count the other copies as
     /// duplicates). Nothing is sent after it.
-    pub(super) fn end_of_session(&mut self, time: Time) {
+    pub(crate) fn end_of_session(&mut self, time: Time) {
         if self.ended {
             return;
         }

@@ -40,7 +40,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub(crate) mod admission;
 mod client;
 mod conn;
-mod datagram;
+pub(crate) mod datagram;
 mod publisher;
 mod queue;
 mod relay;

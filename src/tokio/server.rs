@@ -21,6 +21,7 @@ use ::tokio::time::Instant;
 
 use crate::encode::Sequencer;
 use crate::net::admission::{Admission, Limit};
+use crate::net::datagram::DatagramOutput;
 use crate::net::{
     new_session_id, sys, unix_nanos, Counters, Messages, PublishError, ServerConfig, ServerStats,
 };
@@ -62,7 +63,12 @@ struct Shared {
     max_clients: u64,
     epoch: Instant,
     /// The mio server's counters, read the same way.
-    counters: Counters,
+    counters: Arc<Counters>,
+    /// The datagram feed ([`ServerConfig::datagrams`]): sent by the
+    /// publishing thread, in sequence order (taken under the hub's lock,
+    /// sent after it); idle Packet-only datagrams and the final
+    /// EndOfSession by the server's tasks.
+    datagrams: Option<Mutex<DatagramOutput>>,
     /// Clients past their Login (`max_clients` counts these).
     logged_in: AtomicU64,
     /// `ServerConfig::max_retransmission_connections`.
@@ -143,6 +149,12 @@ impl Shared {
         self.hub.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
+        self.datagrams
+            .as_ref()
+            .map(|d| d.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     fn gate(&self) -> MutexGuard<'_, Gate> {
         self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -198,7 +210,7 @@ impl Publisher {
             return Ok(());
         }
         let mut bytes = vec![0u8; batch.len() * MAX_FRAME_LEN];
-        let next = {
+        let (next, datagrams) = {
             let mut hub = self.shared.hub();
             let first = hub.sequencer.next_sequence();
             let done = hub.sequencer.encode_batch(&batch, &mut bytes);
@@ -209,14 +221,22 @@ impl Publisher {
             if hub.recent.len() >= RECENT_BATCHES {
                 hub.recent.pop_front();
             }
-            hub.recent.push_back(encoded);
+            hub.recent.push_back(Arc::clone(&encoded));
             self.shared
                 .counters
                 .frames_published
                 .fetch_add(frames, Ordering::Relaxed);
-            hub.retention.next()
+            // Taken before the hub is let go: batches reach the lines in
+            // sequence order; sent after, so that the connection tasks do
+            // not wait for the system calls.
+            let datagrams = self.shared.datagrams().map(|d| (d, encoded));
+            (hub.retention.next(), datagrams)
         };
         self.shared.published.send_replace(next);
+        if let Some((mut output, batch)) = datagrams {
+            let time = output.now();
+            output.publish(&batch, time);
+        }
         Ok(())
     }
 
@@ -256,9 +276,14 @@ impl Publisher {
 /// under one lock per wake-up). As in the mio server, connections that have
 /// not logged in are limited ([`ServerConfig::max_unauthenticated`], per
 /// peer too; the oldest is displaced), and accepted sockets get the send
-/// buffer, TCP keepalive and `TCP_USER_TIMEOUT` of [`ServerConfig`]. Not
-/// implemented (mio server only): `threads`, `busy_poll`, and datagram
-/// output.
+/// buffer, TCP keepalive and `TCP_USER_TIMEOUT` of [`ServerConfig`]. A
+/// datagram feed ([`ServerConfig::datagrams`], protocol section 8) is sent
+/// by the publishing thread inside [`Publisher::publish`] (whatever
+/// [`DatagramOutputConfig::sender`](crate::net::DatagramOutputConfig::sender)
+/// says: there is no event loop), its idle Packet-only datagrams by a task
+/// of the server, its EndOfSession by [`ServerHandle::shutdown`]; the
+/// connections serve retransmission requests (section 9) from the same
+/// retention. Not implemented (mio server only): `threads`, `busy_poll`.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
@@ -308,6 +333,22 @@ impl Server {
         let listener = socket.listen(config.listen_backlog)?;
         let session_id = config.session_id.unwrap_or_else(new_session_id);
         let session = config.session(session_id);
+        let epoch = Instant::now();
+        let counters = Arc::new(Counters::default());
+        let datagrams = config
+            .datagrams
+            .as_ref()
+            .map(|output| {
+                DatagramOutput::new(
+                    output,
+                    session_id,
+                    config.heartbeat_interval,
+                    epoch.into_std(),
+                    &counters,
+                )
+            })
+            .transpose()?
+            .map(Mutex::new);
         let shared = Arc::new(Shared {
             hub: Mutex::new(Hub {
                 sequencer: Sequencer::new(),
@@ -318,8 +359,9 @@ impl Server {
             stop: watch::Sender::new(false),
             session,
             max_clients: u64::try_from(config.max_clients).unwrap_or(u64::MAX),
-            epoch: Instant::now(),
-            counters: Counters::default(),
+            epoch,
+            counters,
+            datagrams,
             logged_in: AtomicU64::new(0),
             max_retransmission: u64::try_from(config.max_retransmission_connections)
                 .unwrap_or(u64::MAX),
@@ -354,6 +396,10 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let shared = Arc::clone(&self.shared);
         let task = ::tokio::spawn(accept_loop(self.listener, Arc::clone(&shared)));
+        if shared.datagrams.is_some() {
+            // Ends with the server (on stop).
+            drop(::tokio::spawn(idle_datagrams(Arc::clone(&shared))));
+        }
         ServerHandle {
             local_addr,
             shared,
@@ -405,6 +451,10 @@ impl ServerHandle {
     /// returns the counters.
     pub async fn shutdown(self) -> ServerStats {
         self.shared.stop.send_replace(true);
+        if let Some(mut output) = self.shared.datagrams() {
+            let time = output.now();
+            output.end_of_session(time);
+        }
         let _ = self.task.await;
         self.shared.stats()
     }
@@ -444,6 +494,28 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     .await;
     if drained.is_err() {
         tasks.shutdown().await;
+    }
+}
+
+/// A Packet-only datagram after each heartbeat interval without one
+/// (protocol section 8), until the server stops.
+async fn idle_datagrams(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    let epoch = shared.epoch;
+    loop {
+        let Some(due) = shared.datagrams().map(|d| d.poll_timeout()) else {
+            return;
+        };
+        ::tokio::select! {
+            biased;
+            () = stopped(&mut stop) => return,
+            () = ::tokio::time::sleep_until(epoch + due) => {
+                if let Some(mut output) = shared.datagrams() {
+                    let time = output.now();
+                    output.handle_timeout(time);
+                }
+            }
+        }
     }
 }
 
