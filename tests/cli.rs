@@ -331,31 +331,8 @@ fn record_then_dump_and_subscribe_give_up_on_a_dead_server() {
 
 #[test]
 fn demo_summary_says_nobody_who_kept_up_lost_anything() {
-    let out = tickwire(&[
-        "demo",
-        "--rate",
-        "20000",
-        "--clients",
-        "3",
-        "--duration",
-        "1",
-        "--slow-client",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json = String::from_utf8(out.stdout).unwrap();
+    let json = demo_kept_up(&["--clients", "3", "--slow-client"], 2);
     assert!(json.starts_with("{\"rate\":20000,"), "{json}");
-    // Clients 1 and 2 kept up: nothing lost.
-    for client in 1..=2 {
-        let at = json
-            .find(&format!("{{\"client\":{client},\"slow\":false,"))
-            .expect("client row");
-        assert!(json[at..].contains("\"lost\":0,\"gaps\":0,"), "{json}");
-    }
     assert!(json.contains("{\"client\":3,\"slow\":true,"));
     assert!(json.contains("\"lossless\":true,"), "{json}");
     // The two that keep up share a thread (8 to a thread); the slow one has its own.
@@ -385,32 +362,30 @@ fn demo_summary_says_nobody_who_kept_up_lost_anything() {
 
 #[test]
 fn demo_with_a_thread_per_client_loses_nothing_either() {
-    let out = tickwire(&[
-        "demo",
-        "--rate",
-        "20000",
-        "--clients",
-        "5",
-        "--client-threads",
-        "5",
-        "--duration",
-        "1",
-        "--json",
-    ]);
+    let json = demo_kept_up(&["--clients", "5", "--client-threads", "5"], 5);
+    assert!(json.contains("\"client_threads\":5,"), "{json}");
+    assert!(json.contains("\"lossless\":true,"), "{json}");
+}
+
+/// Runs `demo --rate 20000 --duration 1 --json` with `args`; checks that
+/// clients 1 to `kept_up` lost nothing; returns the summary.
+fn demo_kept_up(args: &[&str], kept_up: usize) -> String {
+    let mut all = vec!["demo", "--rate", "20000", "--duration", "1", "--json"];
+    all.extend_from_slice(args);
+    let out = tickwire(&all);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let json = String::from_utf8(out.stdout).unwrap();
-    assert!(json.contains("\"client_threads\":5,"), "{json}");
-    assert!(json.contains("\"lossless\":true,"), "{json}");
-    for client in 1..=5 {
+    for client in 1..=kept_up {
         let at = json
             .find(&format!("{{\"client\":{client},\"slow\":false,"))
             .expect("client row");
         assert!(json[at..].contains("\"lost\":0,\"gaps\":0,"), "{json}");
     }
+    json
 }
 
 #[test]

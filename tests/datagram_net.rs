@@ -353,14 +353,7 @@ fn one_lossy_line_sent_by_the_event_loop() {
 #[test]
 fn one_lossy_line_from_the_tokio_server() {
     one_lossy_line(|lines| {
-        let config = server_config(lines);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server =
-            rt.block_on(async { tickwire::tokio::Server::bind(config).await.unwrap().spawn() });
+        let (rt, server) = common::tokio_server(server_config(lines));
         Origin::Tokio(rt, server)
     });
 }

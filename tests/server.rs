@@ -22,7 +22,9 @@ use tickwire::{encode, Message, MsgType, Payload};
 
 mod common;
 mod netns;
-use common::{closed_by_server, connect_from, expected_bytes, messages, T0};
+use common::{
+    closed_by_server, connect_from, expected_bytes, idle_connections, messages, wait_until, T0,
+};
 use netns::{run_command, skip_unprivileged, ChildGuard, Netns};
 
 /// Held while a server thread starts, so a test can tell its own server's
@@ -69,14 +71,6 @@ fn publish_paced(
             thread::sleep(Duration::from_millis(1));
         }
     })
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -811,29 +805,6 @@ fn rerun_with_descriptor_limit(name: &str, limit: u64) -> bool {
     true
 }
 
-/// Opens `count` idle connections, `source(i)` the address of the i-th, in
-/// waves the server is seen to accept before the next (so the order the
-/// server accepts them in is the order they were opened).
-fn idle_connections(
-    server: &ServerHandle,
-    count: usize,
-    source: impl Fn(usize) -> [u8; 4],
-) -> Vec<TcpStream> {
-    let addr = server.local_addr();
-    let before = server.stats().accepted;
-    let mut idle = Vec::with_capacity(count);
-    for i in 0..count {
-        idle.push(connect_from(source(i), addr));
-        if idle.len() % 100 == 0 || idle.len() == count {
-            let want = before + idle.len() as u64;
-            wait_until("accepts", Duration::from_secs(10), || {
-                server.stats().accepted >= want
-            });
-        }
-    }
-    idle
-}
-
 #[test]
 fn idle_connections_cannot_lock_a_real_client_out() {
     if rerun_with_descriptor_limit("idle_connections_cannot_lock_a_real_client_out", 4096) {
@@ -846,7 +817,12 @@ fn idle_connections_cannot_lock_a_real_client_out() {
     let limit = ServerConfig::default().max_unauthenticated;
     assert_eq!(limit, 128);
     // Spread over 100 source addresses: 11 each, under the per-peer limit.
-    let idle = idle_connections(&server, IDLE, |i| [127, 0, 0, 2 + (i % 100) as u8]);
+    let idle = idle_connections(
+        server.local_addr(),
+        || server.stats().accepted,
+        IDLE,
+        |i| [127, 0, 0, 2 + (i % 100) as u8],
+    );
     let displaced = (IDLE - limit) as u64;
     wait_until("the overall limit", Duration::from_secs(10), || {
         let s = server.stats();
@@ -897,8 +873,9 @@ fn one_peer_cannot_take_every_unauthenticated_place() {
     let per_peer = ServerConfig::default().max_unauthenticated_per_peer;
     assert_eq!(per_peer, 16);
     // 20 from 127.0.0.2, then 5 from 127.0.0.3.
-    let two = idle_connections(&server, 20, |_| [127, 0, 0, 2]);
-    let three = idle_connections(&server, 5, |_| [127, 0, 0, 3]);
+    let accepted = || server.stats().accepted;
+    let two = idle_connections(server.local_addr(), accepted, 20, |_| [127, 0, 0, 2]);
+    let three = idle_connections(server.local_addr(), accepted, 5, |_| [127, 0, 0, 3]);
     wait_until("the per-peer limit", Duration::from_secs(10), || {
         let s = server.stats();
         s.closed_for(CloseReason::UnauthenticatedLimit) == 4 && s.unauthenticated == 21
@@ -1061,13 +1038,7 @@ fn a_half_open_client_of_the_tokio_server_is_closed_for_making_no_progress() {
                 ..ServerConfig::default()
             };
             tweak(&mut config);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let server =
-                rt.block_on(async { tickwire::tokio::Server::bind(config).await.unwrap().spawn() });
+            let (rt, server) = common::tokio_server(config);
             Box::new(TokioServed { _rt: rt, server })
         },
     );
@@ -1159,7 +1130,12 @@ fn max_clients_counts_logged_in_clients_only() {
     });
     let addr = server.local_addr();
     // Idle connections take no client place…
-    let idle = idle_connections(&server, 5, |_| [127, 0, 0, 1]);
+    let idle = idle_connections(
+        server.local_addr(),
+        || server.stats().accepted,
+        5,
+        |_| [127, 0, 0, 1],
+    );
     let mut first = login(addr, 0);
     assert!(read_until(&mut first, |s| s.accepted.is_some())
         .accepted

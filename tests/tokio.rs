@@ -35,7 +35,7 @@ mod common;
 
 use common::{
     assert_exactly_once_in_order, closed_by_server, connect_from, expected_frames, fast_config,
-    messages, publish_paced, Cut, Faults, Log, Proxy, T0,
+    idle_connections, messages, publish_paced, wait_until, Cut, Faults, Log, Proxy, T0,
 };
 
 /// The bound on any wait in these tests.
@@ -1283,47 +1283,6 @@ fn tokio_client_fails_over_from_a_relay_to_the_origin() {
     server.shutdown().unwrap();
 }
 
-/// A tokio server on its own runtime, for tests that talk to it with
-/// blocking sockets from the test thread.
-fn tokio_server(config: ServerConfig) -> (tokio::runtime::Runtime, tickwire::tokio::ServerHandle) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt.block_on(async { Server::bind(config).await.unwrap().spawn() });
-    (rt, server)
-}
-
-/// Opens `count` idle connections from `source(i)`, in waves the server is
-/// seen to accept before the next (so it accepts them in the order opened).
-fn idle_connections(
-    server: &tickwire::tokio::ServerHandle,
-    count: usize,
-    source: impl Fn(usize) -> [u8; 4],
-) -> Vec<std::net::TcpStream> {
-    let before = server.stats().accepted;
-    let mut idle = Vec::with_capacity(count);
-    for i in 0..count {
-        idle.push(connect_from(source(i), server.local_addr()));
-        // One at a time: tasks may run in any order, the gate's order is the accept order.
-        let want = before + idle.len() as u64;
-        wait_for("accepts", || server.stats().accepted >= want);
-    }
-    idle
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Logs in on a blocking socket from `source`; returns the reader once
 /// LoginAccepted came.
 fn blocking_login(
@@ -1368,7 +1327,7 @@ fn the_tokio_server_displaces_the_oldest_connection_that_never_logged_in() {
     use tickwire::session::CloseReason;
     const LIMIT: usize = 20;
     const IDLE: usize = 30;
-    let (_rt, server) = tokio_server(ServerConfig {
+    let (_rt, server) = common::tokio_server(ServerConfig {
         listen: loopback(),
         login_timeout: Duration::from_secs(60),
         max_unauthenticated: LIMIT,
@@ -1377,8 +1336,11 @@ fn the_tokio_server_displaces_the_oldest_connection_that_never_logged_in() {
         ..ServerConfig::default()
     });
     // From 10 addresses, 3 each: under the per-peer limit (16).
-    let idle = idle_connections(&server, IDLE, |i| [127, 0, 0, 2 + (i % 10) as u8]);
-    wait_for("the overall limit", || {
+    let accepted = || server.stats().accepted;
+    let idle = idle_connections(server.local_addr(), accepted, IDLE, |i| {
+        [127, 0, 0, 2 + (i % 10) as u8]
+    });
+    wait_until("the overall limit", PATIENCE, || {
         let s = server.stats();
         s.closed_for(CloseReason::UnauthenticatedLimit) == (IDLE - LIMIT) as u64
             && s.unauthenticated == LIMIT as u64
@@ -1415,10 +1377,10 @@ fn the_tokio_server_displaces_the_oldest_connection_that_never_logged_in() {
     );
     // Closing the idle ones frees their places (and keys) for newcomers.
     drop(idle);
-    wait_for("the idle ones to go", || {
+    wait_until("the idle ones to go", PATIENCE, || {
         server.stats().unauthenticated == 0
     });
-    let again = idle_connections(&server, LIMIT, |_| [127, 0, 0, 20]);
+    let again = idle_connections(server.local_addr(), accepted, LIMIT, |_| [127, 0, 0, 20]);
     std::thread::sleep(Duration::from_millis(50));
     let stats = server.stats();
     assert_eq!(
@@ -1441,16 +1403,17 @@ fn the_tokio_server_displaces_the_oldest_connection_that_never_logged_in() {
 #[test]
 fn the_tokio_server_limits_unauthenticated_connections_per_peer() {
     use tickwire::session::CloseReason;
-    let (_rt, server) = tokio_server(ServerConfig {
+    let (_rt, server) = common::tokio_server(ServerConfig {
         listen: loopback(),
         login_timeout: Duration::from_secs(60),
         ..ServerConfig::default()
     });
     let per_peer = ServerConfig::default().max_unauthenticated_per_peer;
     assert_eq!(per_peer, 16);
-    let two = idle_connections(&server, 20, |_| [127, 0, 0, 2]);
-    let three = idle_connections(&server, 5, |_| [127, 0, 0, 3]);
-    wait_for("the per-peer limit", || {
+    let accepted = || server.stats().accepted;
+    let two = idle_connections(server.local_addr(), accepted, 20, |_| [127, 0, 0, 2]);
+    let three = idle_connections(server.local_addr(), accepted, 5, |_| [127, 0, 0, 3]);
+    wait_until("the per-peer limit", PATIENCE, || {
         let s = server.stats();
         s.closed_for(CloseReason::UnauthenticatedLimit) == 4 && s.unauthenticated == 21
     });

@@ -415,3 +415,50 @@ pub fn closed_by_server(stream: &TcpStream, wait: bool) -> bool {
     stream.set_nonblocking(false).unwrap();
     closed
 }
+
+/// Waits until `done` (polling every 5 ms), failing after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Opens `count` idle connections to `addr`, `source(i)` the address of
+/// the i-th, in waves of 100 the server is seen to accept (`accepted`: its
+/// count of accepted connections) before the next, so the order the
+/// server accepts them in is the order they were opened.
+pub fn idle_connections(
+    addr: SocketAddr,
+    accepted: impl Fn() -> u64,
+    count: usize,
+    source: impl Fn(usize) -> [u8; 4],
+) -> Vec<TcpStream> {
+    let before = accepted();
+    let mut idle = Vec::with_capacity(count);
+    for i in 0..count {
+        idle.push(connect_from(source(i), addr));
+        if idle.len() % 100 == 0 || idle.len() == count {
+            let want = before + idle.len() as u64;
+            wait_until("accepts", Duration::from_secs(10), || accepted() >= want);
+        }
+    }
+    idle
+}
+
+/// A tokio server with `config` on a runtime of its own (two workers), for
+/// tests that talk to it from blocking code.
+#[cfg(feature = "tokio")]
+pub fn tokio_server(
+    config: ServerConfig,
+) -> (tokio::runtime::Runtime, tickwire::tokio::ServerHandle) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server =
+        rt.block_on(async { tickwire::tokio::Server::bind(config).await.unwrap().spawn() });
+    (rt, server)
+}
