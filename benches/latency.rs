@@ -10,7 +10,9 @@
 //!
 //! `cargo bench --bench latency --features cli` (every row), with row
 //! names (or parts of them) as arguments only those rows, or with the
-//! argument `pairs` TCP and datagrams alternately, eight times.
+//! argument `pairs` TCP and datagrams alternately, eight times
+//! (`pairs-writes`: TCP with the event loop writing every batch against
+//! the default, the publishing thread writing while the loop sleeps).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -43,25 +45,48 @@ fn print_row(name: &str, frames: u64, h: &hdrhistogram::Histogram<u64>) {
     );
 }
 
+const PAIRS: usize = 8;
+const PAIR_SECONDS: f64 = 3.0;
+
 /// `pairs`: TCP (one client sleeping) and datagrams (client sleeping,
 /// sent by the publishing thread) measured alternately, `PAIRS` times
 /// `PAIR_SECONDS` each, since one pair's p99 is at the mercy of this
 /// machine's scheduling: each pair's p50/p99/p99.9, how many pairs had the
-/// datagram p99 at or below TCP's, and the medians.
-fn pairs() {
-    const PAIRS: usize = 8;
-    const PAIR_SECONDS: f64 = 3.0;
-    println!("TCP and datagrams alternately at {RATE} msg/s, {PAIRS} pairs of {PAIR_SECONDS} s, clients sleeping in epoll");
+/// second's p99 at or below the first's, and the medians. `pairs-writes`:
+/// the same for TCP with the event loop writing every batch against TCP
+/// with the publisher writing to the clients while the loop sleeps (the
+/// default).
+fn pairs(writes: bool) {
+    let (a, b) = if writes {
+        ("loop writes", "publisher writes")
+    } else {
+        ("TCP", "datagrams")
+    };
+    println!("{a} and {b} alternately at {RATE} msg/s, {PAIRS} pairs of {PAIR_SECONDS} s, clients sleeping in epoll");
     println!(
         "{:<6} {:>28} {:>28}",
-        "pair", "TCP p50/p99/p99.9 µs", "datagrams p50/p99/p99.9 µs"
+        "pair",
+        format!("{a} p50/p99/p99.9 µs"),
+        format!("{b} p50/p99/p99.9 µs")
     );
     let q = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let mut rows = Vec::new();
     for pair in 0..PAIRS {
         // Which goes first alternates too.
-        let run_tcp = || measure::latency(RATE, PAIR_SECONDS, false, false, false, false).0;
-        let run_dgram = || measure::datagram_latency(RATE, PAIR_SECONDS, false, false).0;
+        let run_tcp = || {
+            let case = measure::LatencyCase {
+                loop_writes: writes,
+                ..measure::LatencyCase::default()
+            };
+            measure::latency(RATE, PAIR_SECONDS, case).0
+        };
+        let run_dgram = || {
+            if writes {
+                measure::latency(RATE, PAIR_SECONDS, measure::LatencyCase::default()).0
+            } else {
+                measure::datagram_latency(RATE, PAIR_SECONDS, false, false).0
+            }
+        };
         let (tcp, dgram) = if pair % 2 == 0 {
             let t = run_tcp();
             (t, run_dgram())
@@ -86,7 +111,7 @@ fn pairs() {
     for (i, name) in ["p50", "p99", "p99.9"].into_iter().enumerate() {
         let at_or_below = rows.iter().filter(|r| r[i].1 <= r[i].0).count();
         println!(
-            "{name:<6} medians: TCP {:.1} µs, datagrams {:.1} µs; datagrams at or below TCP in {at_or_below} of {PAIRS} pairs",
+            "{name:<6} medians: {a} {:.1} µs, {b} {:.1} µs; {b} at or below {a} in {at_or_below} of {PAIRS} pairs",
             median(rows.iter().map(|r| r[i].0).collect()),
             median(rows.iter().map(|r| r[i].1).collect()),
         );
@@ -94,8 +119,11 @@ fn pairs() {
 }
 
 fn main() {
-    if std::env::args().skip(1).any(|a| a == "pairs") {
-        pairs();
+    if let Some(mode) = std::env::args()
+        .skip(1)
+        .find(|a| a == "pairs" || a == "pairs-writes")
+    {
+        pairs(mode == "pairs-writes");
         return;
     }
     println!("latency at {RATE} msg/s over loopback, {SECONDS} s after 0.5 s warm-up (timestamp at publish -> client parse)");
@@ -111,25 +139,67 @@ fn main() {
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     let raw = measure::raw_latency(RATE, if wanted("raw") { SECONDS } else { 0.0 });
     print_row("raw loopback socket (the floor)", raw.len(), &raw);
-    for (name, stalled, spin, server_spin) in [
-        ("one client", false, false, false),
-        ("one client, another stalled", true, false, false),
-        ("server busy-polling", false, false, true),
-        ("server busy-polling, another stalled", true, false, true),
-        ("client busy-polling", false, true, false),
-        ("both busy-polling, another stalled", true, true, true),
+    let case = measure::LatencyCase::default();
+    for (name, case) in [
+        ("one client", case),
+        (
+            "one client, the loop writes",
+            measure::LatencyCase {
+                loop_writes: true,
+                ..case
+            },
+        ),
+        (
+            "one client, another stalled",
+            measure::LatencyCase {
+                stalled: true,
+                ..case
+            },
+        ),
+        (
+            "server busy-polling",
+            measure::LatencyCase {
+                server_spin: true,
+                ..case
+            },
+        ),
+        (
+            "server busy-polling, another stalled",
+            measure::LatencyCase {
+                stalled: true,
+                server_spin: true,
+                ..case
+            },
+        ),
+        (
+            "client busy-polling",
+            measure::LatencyCase { spin: true, ..case },
+        ),
+        (
+            "both busy-polling, another stalled",
+            measure::LatencyCase {
+                stalled: true,
+                spin: true,
+                server_spin: true,
+                ..case
+            },
+        ),
     ] {
         if !wanted(name) {
             continue;
         }
-        let (h, frames) = measure::latency(RATE, SECONDS, stalled, spin, server_spin, false);
+        let (h, frames) = measure::latency(RATE, SECONDS, case);
         print_row(name, frames, &h);
     }
     // One relay between the server and the client (protocol section 10):
     // what a relay adds.
     let name = "one client, through a relay";
     if wanted(name) {
-        let (h, frames) = measure::latency(RATE, SECONDS, false, false, false, true);
+        let relayed = measure::LatencyCase {
+            relayed: true,
+            ..measure::LatencyCase::default()
+        };
+        let (h, frames) = measure::latency(RATE, SECONDS, relayed);
         print_row(name, frames, &h);
     }
     for (name, spin, by_loop) in [

@@ -63,19 +63,25 @@ fn main() {
     if wanted("server -> 1 client, CRC-checked") {
         row(
             "server -> 1 client, CRC-checked",
-            measure::fan_out(1, 0, SECONDS)[0],
+            measure::fan_out(1, 0, SECONDS, false)[0],
+        );
+    }
+    if wanted("server -> 1 client, CRC-checked, the loop writes") {
+        row(
+            "server -> 1 client, CRC-checked, the loop writes",
+            measure::fan_out(1, 0, SECONDS, true)[0],
         );
     }
     for n in [16, 64] {
         let name = format!("server -> {n} clients, aggregate");
         if wanted(&name) {
-            row(&name, measure::fan_out(n, 0, SECONDS).iter().sum());
+            row(&name, measure::fan_out(n, 0, SECONDS, false).iter().sum());
         }
     }
     if !wanted("server -> 16 clients + 1 stalled") {
         return;
     }
-    let rates = measure::fan_out(16, 1, SECONDS);
+    let rates = measure::fan_out(16, 1, SECONDS, false);
     row(
         "server -> 16 clients + 1 stalled, fastest client",
         rates.iter().copied().fold(0.0, f64::max),

@@ -428,7 +428,8 @@ fn main() {
         // Alternating rounds: on a noisy machine one pair says little.
         let mut ratios = Vec::new();
         for round in 1..=ROUNDS {
-            let (mio, mio_frames) = measure::latency(RATE, SECONDS, false, false, false, false);
+            let (mio, mio_frames) =
+                measure::latency(RATE, SECONDS, measure::LatencyCase::default());
             let (tokio, tokio_frames) = tokio_latency(RATE, SECONDS);
             for (label, h, n) in [
                 ("mio client", &mio, mio_frames),

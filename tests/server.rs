@@ -143,9 +143,19 @@ fn read_until(reader: &mut FrameReader<TcpStream>, mut stop: impl FnMut(&Seen) -
     seen
 }
 
+/// Five clients: the publishing thread writes most batches to them itself
+/// (the loop asleep), and the late ones replay from the loop meanwhile.
 #[test]
 fn several_clients_get_the_identical_complete_stream() {
-    identical_complete_stream(|_| {});
+    let stats = identical_complete_stream(|_| {});
+    assert!(stats.direct_batches > 0, "{stats:?}");
+}
+
+/// The same with every batch written by the event loop.
+#[test]
+fn several_clients_get_the_identical_stream_from_the_loop_alone() {
+    let stats = identical_complete_stream(|c| c.publisher_writes = false);
+    assert_eq!(stats.direct_batches, 0);
 }
 
 /// Clients spread over three loops (the first hands each login to the
@@ -153,7 +163,134 @@ fn several_clients_get_the_identical_complete_stream() {
 /// replay included.
 #[test]
 fn three_sender_loops_send_every_client_the_identical_stream() {
-    identical_complete_stream(|c| c.threads = 3);
+    let stats = identical_complete_stream(|c| c.threads = 3);
+    assert_eq!(stats.direct_batches, 0, "only a lone loop is written for");
+}
+
+/// Clients come and go across the number (8) up to which publishers
+/// write to them themselves, while the feed runs: four stay from the
+/// first frame to the last, twelve more log in from the next sequence,
+/// read a while and hang up. Every client gets a gapless, repeat-free,
+/// byte-identical run of the feed from where it logged in, and both
+/// paths (the publisher's writes and the loop's) carried batches.
+#[test]
+fn clients_crossing_the_publisher_write_limit_lose_and_repeat_nothing() {
+    let server = start(|_| {});
+    let addr = server.local_addr();
+    let msgs = messages(21, 30_000);
+    let want = std::sync::Arc::new(expected_bytes(&msgs, 1));
+    let n = msgs.len();
+    // Where frame i + 1 starts in `want` (byte 3 of a frame is its length).
+    let mut starts = Vec::with_capacity(n);
+    let mut at = 0;
+    while at < want.len() {
+        starts.push(at);
+        at += usize::from(want[at + 3]);
+    }
+    let starts = std::sync::Arc::new(starts);
+    let check = move |seen: &Seen, first: u64, want: &[u8], starts: &[usize]| {
+        assert!(
+            seen.sequences.first() == Some(&first)
+                && seen.sequences.windows(2).all(|w| w[1] == w[0] + 1),
+            "from {first}, no gap, no repeat: {:?}",
+            (seen.sequences.first(), seen.sequences.len())
+        );
+        assert_eq!((seen.gaps, seen.discarded), (0, 0));
+        let offset = starts[first as usize - 1];
+        assert!(
+            seen.data == want[offset..offset + seen.data.len()],
+            "byte-identical"
+        );
+    };
+    let stayers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut reader = login(addr, 1);
+            assert!(read_until(&mut reader, |s| s.accepted.is_some())
+                .accepted
+                .is_some());
+            let (want, starts) = (want.clone(), starts.clone());
+            thread::spawn(move || {
+                let seen = read_until(&mut reader, |s| s.sequences.len() >= n);
+                check(&seen, 1, &want, &starts);
+            })
+        })
+        .collect();
+    let publisher = publish_paced(&server, &msgs, 10);
+    let mut visitors = Vec::new();
+    for round in 0..3 {
+        // Four at a time, each for about half a second: 8, 12, 16 logged
+        // in, then back to 4.
+        for _ in 0..4 {
+            let from = server.stats().frames_published + 1;
+            let mut reader = login(addr, from);
+            let (want, starts) = (want.clone(), starts.clone());
+            visitors.push(thread::spawn(move || {
+                let seen = read_until(&mut reader, |s| s.sequences.len() >= 5_000);
+                check(&seen, from, &want, &starts);
+            }));
+        }
+        thread::sleep(Duration::from_millis(200 + 50 * round));
+    }
+    for v in visitors {
+        v.join().unwrap();
+    }
+    publisher.join().unwrap();
+    for s in stayers {
+        s.join().unwrap();
+    }
+    let stats = server.shutdown().unwrap();
+    let batches = (n / 10) as u64;
+    assert!(
+        stats.direct_batches > 0 && stats.direct_batches < batches,
+        "both paths carried batches: {} of {batches} by the publisher",
+        stats.direct_batches
+    );
+}
+
+/// A shutdown while a publisher writes to the clients itself: `publish`
+/// ends with `Closed`, never hangs, and the client's stream ends with an
+/// EndOfSession right after the last frame it got, with nothing lost
+/// before it.
+#[test]
+fn a_shutdown_under_publisher_writes_ends_every_stream_cleanly() {
+    let server = start(|_| {});
+    let mut reader = login(server.local_addr(), 1);
+    assert!(read_until(&mut reader, |s| s.accepted.is_some())
+        .accepted
+        .is_some());
+    let publisher = server.publisher();
+    let feed = thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut batches = 0u64;
+        loop {
+            assert!(Instant::now() < deadline, "publish never saw the shutdown");
+            match publisher.publish(messages(batches, 20)) {
+                Ok(()) => batches += 1,
+                Err(PublishError::Closed) => return batches,
+                Err(e) => panic!("{e}"),
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+    });
+    wait_until("a feed", Duration::from_secs(10), || {
+        server.stats().direct_batches > 100
+    });
+    let stats = server.shutdown().unwrap();
+    let batches = feed.join().unwrap();
+    assert!(batches > 100);
+    let seen = read_until(&mut reader, |s| s.end_of_session.is_some());
+    let last = seen.sequences.last().copied().unwrap_or(0);
+    assert!(seen.sequences.windows(2).all(|w| w[1] == w[0] + 1));
+    assert_eq!(seen.gaps, 0);
+    assert_eq!(
+        seen.end_of_session,
+        Some(last + 1),
+        "the end right after the last frame"
+    );
+    assert_eq!(
+        last, stats.frames_published,
+        "every published frame arrived"
+    );
 }
 
 #[test]
@@ -212,7 +349,7 @@ fn cpu_ticks(tid: &str) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-fn identical_complete_stream(tweak: impl FnOnce(&mut ServerConfig)) {
+fn identical_complete_stream(tweak: impl FnOnce(&mut ServerConfig)) -> tickwire::net::ServerStats {
     let server = start(tweak);
     let addr = server.local_addr();
     let mut early: Vec<_> = (0..3).map(|_| login(addr, 1)).collect();
@@ -259,6 +396,7 @@ fn identical_complete_stream(tweak: impl FnOnce(&mut ServerConfig)) {
     let stats = server.shutdown().unwrap();
     assert_eq!(stats.frames_published, 50_000);
     assert_eq!(stats.slow_marks, 0);
+    stats
 }
 
 /// Issue 9's seam: a client logging in from 1 into a running feed, with a

@@ -7,12 +7,12 @@ use std::prelude::rust_2021::*;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Weak};
 
 use mio::Waker;
 
 use super::datagram::DatagramOutput;
-use super::server::ToLoop;
+use super::server::{Server, ToLoop};
 use crate::encode::{Payload, Sequencer};
 use crate::session::Batch;
 use crate::wire::MAX_FRAME_LEN;
@@ -58,7 +58,7 @@ pub(super) struct Numbering {
     /// Whether the publishing threads send the datagrams
     /// ([`DatagramSender::Publisher`](super::DatagramSender::Publisher)).
     pub(super) direct: bool,
-    /// With `direct`: batches queued and not yet taken by the loop.
+    /// Batches queued and not yet taken by the loop.
     pub(super) pending: AtomicUsize,
     /// Whether the loop wants a wake-up per batch. A loop with a datagram
     /// output and no TCP subscriber clears it while batches flow: the
@@ -68,6 +68,11 @@ pub(super) struct Numbering {
     pub(super) eager: AtomicBool,
     /// Wake the loop anyway once this many batches wait.
     pub(super) wake_at: usize,
+    /// The first loop's state while it runs, when it is the only loop: a
+    /// publisher that finds it asleep (the lock free) and no batch waiting
+    /// in the queue writes its batch to the clients itself (see
+    /// [`Server::publish_direct`]), which saves the loop's wake-up.
+    pub(super) direct_tcp: OnceLock<Weak<Mutex<Server>>>,
 }
 
 /// How long a loop that is not woken per batch leaves batches waiting at
@@ -91,8 +96,8 @@ impl Numbering {
     pub(super) fn try_datagrams(&self) -> Option<Result<MutexGuard<'_, DatagramOutput>, ()>> {
         self.datagrams.as_ref().map(|d| match d.try_lock() {
             Ok(guard) => Ok(guard),
-            Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => Err(()),
+            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(TryLockError::WouldBlock) => Err(()),
         })
     }
 
@@ -116,17 +121,13 @@ impl Numbering {
 
     /// A batch is about to be queued (call before sending it).
     pub(super) fn batch_queued(&self) {
-        if self.direct {
-            self.pending.fetch_add(1, Ordering::SeqCst);
-        }
+        self.pending.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A batch counted by [`batch_queued`](Self::batch_queued) was not
     /// queued after all, or the loop took it.
     pub(super) fn batch_gone(&self) {
-        if self.direct {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.pending.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Wakes the loop for a queued batch, unless it takes batches by itself
@@ -199,6 +200,30 @@ impl Publisher {
             done.frames as u64,
             bytes,
         ));
+        // The loop asleep and nothing queued before this batch (the numbering
+        // lock keeps other publishers out): write it to the clients here.
+        if n.pending.load(Ordering::SeqCst) == 0 {
+            if let Some(core) = n.direct_tcp.get().and_then(Weak::upgrade) {
+                let server = match core.try_lock() {
+                    Ok(server) => Some(server),
+                    Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                    Err(TryLockError::WouldBlock) => None, // the loop runs: queue it
+                };
+                if let Some(mut server) = server.filter(|s| s.direct_ok(&encoded)) {
+                    if let Some(mut output) = n.direct_datagrams() {
+                        let now = output.now();
+                        output.publish(&encoded, now);
+                    }
+                    let wake = server.publish_direct(&encoded);
+                    drop(server);
+                    drop(sequencer);
+                    if wake {
+                        let _ = n.waker.wake();
+                    }
+                    return Ok(());
+                }
+            }
+        }
         let for_loop = ToLoop::Batch(Arc::clone(&encoded));
         n.batch_queued();
         let sent = if block {

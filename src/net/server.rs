@@ -12,12 +12,12 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use super::admission::{Admission, Limit};
 use super::datagram::{DatagramOutput, DatagramOutputConfig, DatagramSender};
@@ -75,6 +75,13 @@ const MAX_SLICES: usize = 64;
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 /// Each client's receive buffer: clients send only Logins and Heartbeats.
 const CLIENT_READ_BUFFER: usize = 4096;
+/// Up to this many logged-in connections, a publisher that finds the loop
+/// idle writes its batch to them itself (see [`Server::publish_direct`]).
+const DIRECT_MAX_CLIENTS: usize = 8;
+/// Batches larger than this go through the loop even then: their writes
+/// cost more than a wake-up, and the loop writes one while the publisher
+/// encodes the next.
+const DIRECT_MAX_BYTES: usize = 64 << 10;
 
 /// Server settings. `ServerConfig::default()` is what `tickwire serve` uses.
 #[derive(Clone, Debug)]
@@ -157,6 +164,22 @@ pub struct ServerConfig {
     /// TCP clients can ask this server to retransmit what they lost
     /// (section 9), from the same retention.
     pub datagrams: Option<DatagramOutputConfig>,
+    /// A publisher that finds the event loop asleep, with no earlier batch
+    /// waiting, writes its batch to the TCP clients itself inside
+    /// [`Publisher::publish`] (true): the loop's wake-up leaves the path
+    /// from publish to client. Only with one event loop, at most 8
+    /// logged-in connections (more make one publish a whole pass of
+    /// writes, which the loop does) and batches of at most 64 KiB (a
+    /// larger one is written by the loop while the publisher encodes the
+    /// next); `publish` then takes the writes' time. False: the loop
+    /// always writes.
+    #[cfg_attr(feature = "serde", serde(default = "publisher_writes_default"))]
+    pub publisher_writes: bool,
+}
+
+#[cfg(feature = "serde")]
+fn publisher_writes_default() -> bool {
+    true
 }
 
 impl Default for ServerConfig {
@@ -183,6 +206,7 @@ impl Default for ServerConfig {
             max_unauthenticated_per_peer: 16,
             no_progress_intervals: session.no_progress_intervals,
             datagrams: None,
+            publisher_writes: true,
         }
     }
 }
@@ -317,6 +341,13 @@ pub(super) struct Slot {
 /// published until just before it: no client's data waits for the next
 /// pass.
 ///
+/// Few clients, small batches: the loop's state sits behind a lock that it
+/// holds only while it works, not while it sleeps in epoll. A publisher
+/// that takes the lock (the loop asleep), with nothing queued before its
+/// batch, runs the loop's own steps for the batch on its thread (into the
+/// retention, to every session, one write slice) and wakes the loop only
+/// if something is left for it; see [`ServerConfig::publisher_writes`].
+///
 /// ```
 /// use tickwire::io::FrameReader;
 /// use tickwire::net::{Server, ServerConfig};
@@ -350,7 +381,14 @@ pub(super) struct Slot {
 /// ```
 #[derive(Debug)]
 pub struct Server {
-    poll: Poll,
+    /// Taken by [`run`](Server::run), which sleeps in it without holding
+    /// the rest (publishers may write to the clients meanwhile).
+    poll: Option<Poll>,
+    /// The poll's registry (sockets are registered while the loop runs).
+    registry: Registry,
+    /// What the sleeping loop waits for: `Some(None)` no deadline,
+    /// `Some(Some(at))` until `at` (monotonic); `None` while it runs.
+    asleep_until: Option<Option<Duration>>,
     /// `None` for a worker loop (only the first loop accepts).
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
@@ -475,6 +513,12 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The loop's state, locked (a panic while it was held stopped that thread;
+/// the state itself is whole between calls).
+pub(super) fn lock(core: &Mutex<Server>) -> MutexGuard<'_, Server> {
+    core.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Asks a [`Server::run`] loop on another thread to shut down gracefully.
 #[derive(Clone, Debug)]
 pub struct StopHandle {
@@ -541,8 +585,7 @@ impl Server {
         let mut server =
             Server::event_loop(config, local_addr, session_id, &shared, epoch, datagrams)?;
         server
-            .poll
-            .registry()
+            .registry
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         server.listener = Some(listener);
         server.workers = workers;
@@ -559,6 +602,7 @@ impl Server {
         datagrams: Option<DatagramOutput>,
     ) -> io::Result<Server> {
         let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::sync_channel(config.publish_queue.max(1));
         let wake_at = (config.publish_queue / 4).clamp(1, 64);
@@ -568,7 +612,9 @@ impl Server {
         );
         Ok(Server {
             local_addr,
-            poll,
+            poll: Some(poll),
+            registry,
+            asleep_until: None,
             listener: None,
             numbering: Arc::new(Numbering {
                 sequencer: Mutex::new(Sequencer::new()),
@@ -577,6 +623,7 @@ impl Server {
                 direct: datagrams
                     .as_ref()
                     .is_some_and(|d| d.sender() == DatagramSender::Publisher),
+                direct_tcp: std::sync::OnceLock::new(),
                 datagrams: datagrams.map(Mutex::new),
                 pending: AtomicUsize::new(0),
                 eager: AtomicBool::new(true),
@@ -685,144 +732,222 @@ impl Server {
                 );
             }
         }
+        let mut poll = self
+            .poll
+            .take()
+            .ok_or_else(|| io::Error::other("the loop runs only once"))?;
+        let direct = self.listener.is_some() && self.workers.is_empty();
+        let numbering = Arc::clone(&self.numbering);
+        let core = Arc::new(Mutex::new(self));
+        if direct {
+            // Publishers write to few clients themselves while the loop sleeps.
+            let _ = numbering.direct_tcp.set(Arc::downgrade(&core));
+        }
         let mut events = Events::with_capacity(1024);
         // Busy polling: until then, poll without sleeping.
         let mut spin_until = Duration::ZERO;
+        let mut timeout = lock(&core).plan_sleep(spin_until);
         loop {
-            let mut timeout = self.lazy(self.poll_timeout());
-            if self.config.busy_poll.is_some() && self.epoch.elapsed() < spin_until {
-                timeout = Some(Duration::ZERO);
-            }
-            match self.poll.poll(&mut events, timeout) {
+            match poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            let time = self.time();
-            if let (Some(spin), false) = (self.config.busy_poll, events.is_empty()) {
-                spin_until = time.monotonic + spin;
+            let mut server = lock(&core);
+            if let Some(stats) = server.turn(&events, &mut poll, &mut spin_until) {
+                return Ok(stats);
             }
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(time),
-                    WAKER => {}
-                    Token(token) => {
-                        let index = token - FIRST_CLIENT;
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            let closing = event.is_read_closed() || event.is_error();
-                            self.on_readable(index, time, closing);
-                        }
-                        if event.is_writable() {
-                            self.want_flush(index);
-                        }
+            timeout = server.plan_sleep(spin_until);
+        }
+    }
+
+    /// How long the loop may sleep now; from here until its next turn, a
+    /// publisher that writes to the clients itself wakes it if it needs to
+    /// be up earlier.
+    fn plan_sleep(&mut self, spin_until: Duration) -> Option<Duration> {
+        let now = self.epoch.elapsed();
+        let mut timeout = self.lazy(self.poll_timeout(now));
+        if self.config.busy_poll.is_some() && now < spin_until {
+            timeout = Some(Duration::ZERO);
+        }
+        self.asleep_until = Some(timeout.map(|t| now.saturating_add(t)));
+        timeout
+    }
+
+    /// One turn of the loop after a wake-up: `events`, then the batches
+    /// waiting, timers, writes, accepts. The final counters once it stopped.
+    fn turn(
+        &mut self,
+        events: &Events,
+        poll: &mut Poll,
+        spin_until: &mut Duration,
+    ) -> Option<ServerStats> {
+        self.asleep_until = None;
+        let time = self.time();
+        if let (Some(spin), false) = (self.config.busy_poll, events.is_empty()) {
+            *spin_until = time.monotonic + spin;
+        }
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept(time),
+                WAKER => {}
+                Token(token) => {
+                    let index = token - FIRST_CLIENT;
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        let closing = event.is_read_closed() || event.is_error();
+                        self.on_readable(index, time, closing);
+                    }
+                    if event.is_writable() {
+                        self.want_flush(index);
                     }
                 }
             }
-            // Batches waiting are taken together: small ones are merged
-            // into one (a single copy here instead of one queue entry, and
-            // a sliver of a write, per batch and client), and each group of
-            // about COALESCE bytes is written at once, one write per client,
-            // so receivers start on large batches while the next are taken.
-            let mut taken = std::mem::take(&mut self.taken);
-            let mut adopt = None;
-            let mut relay = None;
-            self.more_waiting = true;
-            for _ in 0..BATCHES_PER_TURN {
-                match self.rx.try_recv() {
-                    Ok(ToLoop::Batch(batch)) => {
-                        // Counted if this loop has the datagram output.
-                        self.numbering.batch_gone();
-                        self.last_taken = time.monotonic;
-                        taken.push(batch);
-                    }
-                    Ok(ToLoop::Client(slot)) => {
-                        // After the batches before it, before those after.
-                        adopt = Some(slot);
-                        break;
-                    }
-                    Ok(ToLoop::Relay(control)) => {
-                        relay = Some(control); // in order, as a client is
-                        break;
-                    }
-                    Ok(ToLoop::Stop) => {
-                        self.stop_received = true;
-                        self.more_waiting = false;
-                        break;
-                    }
-                    Err(_) => {
-                        self.more_waiting = false;
-                        break;
-                    }
+        }
+        // Batches waiting are taken together: small ones are merged
+        // into one (a single copy here instead of one queue entry, and
+        // a sliver of a write, per batch and client), and each group of
+        // about COALESCE bytes is written at once, one write per client,
+        // so receivers start on large batches while the next are taken.
+        let mut taken = std::mem::take(&mut self.taken);
+        let mut adopt = None;
+        let mut relay = None;
+        self.more_waiting = true;
+        for _ in 0..BATCHES_PER_TURN {
+            match self.rx.try_recv() {
+                Ok(ToLoop::Batch(batch)) => {
+                    // Counted if this loop has the datagram output.
+                    self.numbering.batch_gone();
+                    self.last_taken = time.monotonic;
+                    taken.push(batch);
+                }
+                Ok(ToLoop::Client(slot)) => {
+                    // After the batches before it, before those after.
+                    adopt = Some(slot);
+                    break;
+                }
+                Ok(ToLoop::Relay(control)) => {
+                    relay = Some(control); // in order, as a client is
+                    break;
+                }
+                Ok(ToLoop::Stop) => {
+                    self.stop_received = true;
+                    self.more_waiting = false;
+                    break;
+                }
+                Err(_) => {
+                    self.more_waiting = false;
+                    break;
                 }
             }
-            if let (Some(spin), false) = (self.config.busy_poll, taken.is_empty()) {
-                spin_until = time.monotonic + spin;
+        }
+        if let (Some(spin), false) = (self.config.busy_poll, taken.is_empty()) {
+            *spin_until = time.monotonic + spin;
+        }
+        let mut group: std::ops::Range<usize> = 0..0;
+        let mut group_bytes = 0;
+        for (i, batch) in taken.iter().enumerate() {
+            let follows = taken
+                .get(group.end.wrapping_sub(1))
+                .is_some_and(|last| last.end() == batch.first());
+            if !group.is_empty() && (group_bytes + batch.bytes().len() > COALESCE || !follows) {
+                self.publish_group(taken.get(group.clone()).unwrap_or_default(), time);
+                self.flush_all(time, None);
+                group = i..i;
+                group_bytes = 0;
             }
-            let mut group: std::ops::Range<usize> = 0..0;
-            let mut group_bytes = 0;
-            for (i, batch) in taken.iter().enumerate() {
-                let follows = taken
-                    .get(group.end.wrapping_sub(1))
-                    .is_some_and(|last| last.end() == batch.first());
-                if !group.is_empty() && (group_bytes + batch.bytes().len() > COALESCE || !follows) {
-                    self.publish_group(taken.get(group.clone()).unwrap_or_default(), time);
-                    self.flush_all(time, None);
-                    group = i..i;
-                    group_bytes = 0;
-                }
-                group.end = i + 1;
-                group_bytes += batch.bytes().len();
-            }
-            if !group.is_empty() {
-                self.publish_group(taken.get(group).unwrap_or_default(), time);
-            }
-            taken.clear();
-            self.taken = taken;
-            if let Some(slot) = adopt {
-                self.adopt(*slot);
-            }
-            if let Some(control) = relay {
-                self.relay(control, time);
-            }
-            self.retention
-                .set_upstream_alive(!self.shared.upstream_down.load(Ordering::SeqCst));
-            self.run_timers(time);
-            // Held by a publisher: it is sending, so nothing is idle.
-            if let Some(Ok(mut output)) = self.numbering.try_datagrams() {
-                if self.retention.upstream_alive() {
-                    output.handle_timeout(time);
-                } else {
-                    output.skip_idle(time.monotonic);
-                }
-            }
-            self.flush_all(time, Some(FLUSH_SLICE));
-            if self
-                .accept_paused_until
-                .is_some_and(|until| time.monotonic >= until)
-            {
-                self.accept(time);
-            }
-            let stop = if self.listener.is_some() {
-                self.shared.stop.load(Ordering::SeqCst)
+            group.end = i + 1;
+            group_bytes += batch.bytes().len();
+        }
+        if !group.is_empty() {
+            self.publish_group(taken.get(group).unwrap_or_default(), time);
+        }
+        taken.clear();
+        self.taken = taken;
+        if let Some(slot) = adopt {
+            self.adopt(*slot);
+        }
+        if let Some(control) = relay {
+            self.relay(control, time);
+        }
+        self.retention
+            .set_upstream_alive(!self.shared.upstream_down.load(Ordering::SeqCst));
+        self.run_timers(time);
+        // Held by a publisher: it is sending, so nothing is idle.
+        if let Some(Ok(mut output)) = self.numbering.try_datagrams() {
+            if self.retention.upstream_alive() {
+                output.handle_timeout(time);
             } else {
-                self.stop_received
-            };
-            if stop {
-                for worker in &mut self.workers {
-                    // After every batch this loop forwarded; the loops
-                    // then drain their clients side by side.
-                    if worker.tx.send(ToLoop::Stop).is_ok() {
-                        let _ = worker.waker.wake();
-                    }
-                }
-                self.shutdown();
-                for worker in &mut self.workers {
-                    if let Some(thread) = worker.thread.take() {
-                        let _ = thread.join();
-                    }
-                }
-                return Ok(self.shared.snapshot());
+                output.skip_idle(time.monotonic);
             }
+        }
+        self.flush_all(time, Some(FLUSH_SLICE));
+        if self
+            .accept_paused_until
+            .is_some_and(|until| time.monotonic >= until)
+        {
+            self.accept(time);
+        }
+        let stop = if self.listener.is_some() {
+            self.shared.stop.load(Ordering::SeqCst)
+        } else {
+            self.stop_received
+        };
+        if stop {
+            for worker in &mut self.workers {
+                // After every batch this loop forwarded; the loops
+                // then drain their clients side by side.
+                if worker.tx.send(ToLoop::Stop).is_ok() {
+                    let _ = worker.waker.wake();
+                }
+            }
+            self.shutdown(poll);
+            for worker in &mut self.workers {
+                if let Some(thread) = worker.thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            return Some(self.shared.snapshot());
+        }
+        None
+    }
+
+    /// Whether a publisher may write `batch` to the clients itself now
+    /// (see [`publish_direct`](Self::publish_direct)): this is the only
+    /// loop, it is not stopping, at most [`DIRECT_MAX_CLIENTS`]
+    /// connections are logged in (with more, one publish would be a whole
+    /// pass of writes: the loop does those), and the batch is at most
+    /// [`DIRECT_MAX_BYTES`].
+    pub(super) fn direct_ok(&self, batch: &Batch) -> bool {
+        let connected =
+            usize::try_from(self.shared.clients.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        self.config.publisher_writes
+            && batch.bytes().len() <= DIRECT_MAX_BYTES
+            && self.workers.is_empty()
+            && self.listener.is_some()
+            && !self.shared.stop.load(Ordering::SeqCst)
+            && connected.saturating_sub(self.admission.len()) <= DIRECT_MAX_CLIENTS
+    }
+
+    /// On a publishing thread, with the loop asleep (the caller holds the
+    /// loop's state, and no earlier batch waits in the queue): what the
+    /// loop's turn would do with `batch` (into the retention, to every
+    /// session, then one write slice), without waking it. Returns whether
+    /// the loop must be woken anyway: a write is left over, or something
+    /// is now due before the deadline it sleeps until.
+    pub(super) fn publish_direct(&mut self, batch: &Arc<Batch>) -> bool {
+        let time = self.time();
+        self.last_taken = time.monotonic;
+        add(&self.shared.direct_batches, 1);
+        self.publish(batch, time);
+        self.flush_all(time, Some(FLUSH_SLICE));
+        // On the clock reading the plan used: an unchanged deadline is equal.
+        let due = self
+            .poll_timeout(time.monotonic)
+            .map(|t| time.monotonic.saturating_add(t));
+        match (self.asleep_until, due) {
+            (_, None) | (None, _) => false,
+            (Some(None), Some(_)) => true,
+            (Some(Some(until)), Some(due)) => due < until,
         }
     }
 
@@ -869,11 +994,10 @@ impl Server {
     /// Until the earliest deadline of any session (or the accept backoff);
     /// zero while a client still has bytes to write this turn or batches
     /// are waiting.
-    fn poll_timeout(&self) -> Option<Duration> {
+    fn poll_timeout(&self, now: Duration) -> Option<Duration> {
         if !self.flush.is_empty() || self.more_waiting {
             return Some(Duration::ZERO);
         }
-        let now = self.epoch.elapsed();
         let mut timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
         // Held by a publisher sending now: the idle deadline is a heartbeat
         // interval away at the earliest.
@@ -939,7 +1063,7 @@ impl Server {
         self.config
             .apply_socket_options(&socket2::SockRef::from(&stream));
         let index = self.free.pop().unwrap_or(self.slots.len());
-        if let Err(e) = self.poll.registry().register(
+        if let Err(e) = self.registry.register(
             &mut stream,
             Token(index + FIRST_CLIENT),
             Interest::READABLE | Interest::WRITABLE,
@@ -1093,7 +1217,7 @@ impl Server {
         let Some(mut slot) = self.slots.get_mut(index).and_then(Option::take) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut slot.stream);
+        let _ = self.registry.deregister(&mut slot.stream);
         self.free.push(index);
         if self.admission.remove(index) {
             self.count_unauthenticated();
@@ -1204,7 +1328,7 @@ impl Server {
         let Some(mut slot) = self.slots.get_mut(index).and_then(Option::take) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut slot.stream);
+        let _ = self.registry.deregister(&mut slot.stream);
         self.free.push(index);
         let (peer, retransmission) = (slot.peer, slot.retransmission);
         if worker.tx.send(ToLoop::Client(Box::new(slot))).is_ok() {
@@ -1226,7 +1350,7 @@ impl Server {
     /// what its session has queued, its timers scheduled.
     fn adopt(&mut self, mut slot: Slot) {
         let index = self.free.pop().unwrap_or(self.slots.len());
-        if let Err(e) = self.poll.registry().register(
+        if let Err(e) = self.registry.register(
             &mut slot.stream,
             Token(index + FIRST_CLIENT),
             Interest::READABLE | Interest::WRITABLE,
@@ -1457,7 +1581,7 @@ impl Server {
 
     /// EndOfSession to every client, a bounded wait for queues to drain,
     /// then close.
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self, poll: &mut Poll) {
         let time = self.time();
         if let Some(mut output) = self.numbering.datagrams() {
             output.end_of_session(time);
@@ -1489,7 +1613,7 @@ impl Server {
             if self.slots.iter().all(Option::is_none) || Instant::now() >= deadline {
                 break;
             }
-            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
+            let _ = poll.poll(&mut events, Some(Duration::from_millis(10)));
         }
         for index in 0..self.slots.len() {
             self.close(index, CloseReason::Shutdown);

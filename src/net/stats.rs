@@ -58,6 +58,13 @@ pub struct ServerStats {
     /// [`ServerConfig::max_retransmission_connections`](super::ServerConfig::max_retransmission_connections),
     /// not counted against `max_clients`).
     pub retransmission_connections: u64,
+    /// Published batches a publishing thread wrote to the TCP clients
+    /// itself, the event loop being asleep (one event loop, at most 8
+    /// logged-in clients, batches up to 64 KiB: see
+    /// [`ServerConfig::publisher_writes`](super::ServerConfig::publisher_writes));
+    /// the others went through the loop.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub direct_batches: u64,
 }
 
 impl ServerStats {
@@ -89,6 +96,7 @@ pub(crate) struct Shared {
     pub(super) datagrams_dropped: AtomicU64,
     pub(super) datagram_syscalls: AtomicU64,
     pub(crate) retransmission_connections: AtomicU64,
+    pub(super) direct_batches: AtomicU64,
     /// A relay's upstream is lost: no idle Heartbeats or Packet-only
     /// datagrams (protocol section 10.3). False (alive) for an origin.
     pub(super) upstream_down: AtomicBool,
@@ -137,6 +145,7 @@ impl Shared {
             datagrams_dropped: get(&self.datagrams_dropped),
             datagram_syscalls: get(&self.datagram_syscalls),
             retransmission_connections: get(&self.retransmission_connections),
+            direct_batches: get(&self.direct_batches),
         }
     }
 }

@@ -64,13 +64,13 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
     say("raw loopback socket");
     let raw = measure::raw_loopback(&data, seconds) / avg;
     say("server to 1 client");
-    let one: f64 = measure::fan_out(1, 0, seconds).iter().sum();
+    let one: f64 = measure::fan_out(1, 0, seconds, false).iter().sum();
     say("server to 16 clients");
-    let sixteen: f64 = measure::fan_out(16, 0, seconds).iter().sum();
+    let sixteen: f64 = measure::fan_out(16, 0, seconds, false).iter().sum();
     say("latency, raw socket");
     let raw_lat = measure::raw_latency(rate, seconds);
     say("latency, server to client");
-    let (lat, _) = measure::latency(rate, seconds, false, false, false, false);
+    let (lat, _) = measure::latency(rate, seconds, measure::LatencyCase::default());
     let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let memcpy_fps = bytes as f64 / memcpy.best.as_secs_f64() / avg;
     let memchr_fps = bytes as f64 / memchr.best.as_secs_f64() / avg;

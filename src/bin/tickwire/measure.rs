@@ -179,10 +179,12 @@ fn login(addr: SocketAddr) -> TcpStream {
 /// The reference server publishing as fast as its queue takes batches of
 /// 4096 messages to `clients` receivers (one mio thread, every CRC checked)
 /// and `stalled` clients that never read. Returns each live client's data
-/// frames per second.
-pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64) -> Vec<f64> {
+/// frames per second. `loop_writes`: the event loop writes every batch
+/// (`ServerConfig::publisher_writes` off).
+pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes: bool) -> Vec<f64> {
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        publisher_writes: !loop_writes,
         publish_queue: 64,
         slow_threshold: if stalled > 0 { 8 << 20 } else { 64 << 20 },
         client_queue: if stalled > 0 { 16 << 20 } else { 128 << 20 },
@@ -324,21 +326,37 @@ pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(100, 10_000_000_000, 3).unwrap()
 }
 
+/// What a [`latency`] run varies (all off by default: one client sleeping
+/// in epoll, the server's defaults).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LatencyCase {
+    /// Another client logged in that never reads.
+    pub(crate) stalled: bool,
+    /// The client busy-polls instead of sleeping in epoll.
+    pub(crate) spin: bool,
+    /// The server busy-polls (`ServerConfig::busy_poll`).
+    pub(crate) server_spin: bool,
+    /// Through a relay of the server.
+    pub(crate) relayed: bool,
+    /// The event loop writes every batch (`ServerConfig::publisher_writes`
+    /// off).
+    pub(crate) loop_writes: bool,
+}
+
 /// Latency from publish timestamp to client parse at `rate` msg/s for
-/// `seconds` after a 0.5 s warm-up; optionally with a stalled client, with
-/// the client busy-polling instead of sleeping in epoll, and with the
-/// server busy-polling (`ServerConfig::busy_poll`).
-pub(crate) fn latency(
-    rate: u64,
-    seconds: f64,
-    stalled: bool,
-    spin: bool,
-    server_spin: bool,
-    relayed: bool,
-) -> (Histogram<u64>, u64) {
+/// `seconds` after a 0.5 s warm-up, in the situation `case` describes.
+pub(crate) fn latency(rate: u64, seconds: f64, case: LatencyCase) -> (Histogram<u64>, u64) {
+    let LatencyCase {
+        stalled,
+        spin,
+        server_spin,
+        relayed,
+        loop_writes,
+    } = case;
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         busy_poll: server_spin.then_some(Duration::from_millis(1)),
+        publisher_writes: !loop_writes,
         ..ServerConfig::default()
     })
     .unwrap()
