@@ -146,7 +146,10 @@ impl Numbering {
 }
 
 /// Publishes data frames into a running server from any thread. Clone it
-/// freely; it feeds the event loop through a bounded queue and wakes it.
+/// freely; it feeds the event loop through a bounded queue and wakes it,
+/// or, with few clients and small batches while the loop sleeps, writes
+/// the batch to the clients itself
+/// ([`ServerConfig::publisher_writes`](super::ServerConfig::publisher_writes)).
 ///
 /// Frames are numbered and encoded (CRC included) on the publishing thread,
 /// under a lock that keeps every publisher's batches in sequence order, so
