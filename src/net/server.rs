@@ -169,7 +169,8 @@ pub struct ServerConfig {
     /// [`Publisher::publish`] (true): the loop's wake-up leaves the path
     /// from publish to client. Only with one event loop, at most 8
     /// logged-in connections (more make one publish a whole pass of
-    /// writes, which the loop does) and batches of at most 64 KiB (a
+    /// writes, which the loop does), none of them replaying (the loop
+    /// paces replays) and batches of at most 64 KiB (a
     /// larger one is written by the loop while the publisher encodes the
     /// next); `publish` then takes the writes' time. False: the loop
     /// always writes.
@@ -915,7 +916,8 @@ impl Server {
     /// (see [`publish_direct`](Self::publish_direct)): this is the only
     /// loop, it is not stopping, at most [`DIRECT_MAX_CLIENTS`]
     /// connections are logged in (with more, one publish would be a whole
-    /// pass of writes: the loop does those), and the batch is at most
+    /// pass of writes: the loop does those) and none of them is replaying
+    /// (bulk writes, the loop's), and the batch is at most
     /// [`DIRECT_MAX_BYTES`].
     pub(super) fn direct_ok(&self, batch: &Batch) -> bool {
         let connected =
@@ -926,6 +928,11 @@ impl Server {
             && self.listener.is_some()
             && !self.shared.stop.load(Ordering::SeqCst)
             && connected.saturating_sub(self.admission.len()) <= DIRECT_MAX_CLIENTS
+            && !self
+                .slots
+                .iter()
+                .flatten()
+                .any(|slot| slot.session.phase() == ServerPhase::Replaying)
     }
 
     /// On a publishing thread, with the loop asleep (the caller holds the

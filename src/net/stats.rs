@@ -60,7 +60,7 @@ pub struct ServerStats {
     pub retransmission_connections: u64,
     /// Published batches a publishing thread wrote to the TCP clients
     /// itself, the event loop being asleep (one event loop, at most 8
-    /// logged-in clients, batches up to 64 KiB: see
+    /// logged-in clients, none replaying, batches up to 64 KiB: see
     /// [`ServerConfig::publisher_writes`](super::ServerConfig::publisher_writes));
     /// the others went through the loop.
     #[cfg_attr(feature = "serde", serde(default))]
