@@ -314,7 +314,8 @@ pub(crate) fn run(
     }
     if !json {
         eprintln!(
-            "tickwire demo: server on {addr}, {clients} clients on {threads_used} threads{}, {rate} msg/s for {} s",
+            "tickwire demo: server on {addr}, {clients} clients on {threads_used} thread{}{}, {rate} msg/s for {} s",
+            if threads_used == 1 { "" } else { "s" },
             if slow_client {
                 " (the last one slow)"
             } else {
