@@ -244,6 +244,34 @@ fn serve_publishes_a_feed_and_stops_on_time() {
     assert!(stderr.contains("stopped after"), "{stderr}");
 }
 
+/// `serve` with one subscriber: the publishing thread writes its batches
+/// to it (the summary counts them); with `--loop-writes`, none. Either way
+/// the subscriber gets every frame from 1, in order.
+#[test]
+fn serve_loop_writes_moves_the_writes_to_the_event_loop() {
+    for (flags, by_publisher) in [(&[][..], true), (&["--loop-writes"][..], false)] {
+        let mut args = vec!["--rate", "20000", "--duration", "2"];
+        args.extend_from_slice(flags);
+        let (mut child, addr) = serve_with(&args, Stdio::piped());
+        let file = temp(if by_publisher { "pw.bin" } else { "lw.bin" });
+        record_count(&["--connect", &addr, "--from", "1"], &file, 10_000);
+        let status = wait_for(&mut child, Duration::from_secs(10));
+        let stderr = stderr_of(&mut child);
+        assert!(status.success(), "{stderr}");
+        let (sequences, _, summary) = dumped_sequences(&file);
+        assert_eq!(sequences, (1..=10_000).collect::<Vec<u64>>(), "{summary}");
+        let direct: u64 = stderr
+            .split("; ")
+            .find_map(|part| {
+                part.trim_end()
+                    .strip_suffix(" batches written by the publisher")
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no count in {stderr}"));
+        assert_eq!(direct > 0, by_publisher, "{flags:?}: {direct} ({stderr})");
+    }
+}
+
 #[test]
 fn serve_limits_connections_that_do_not_log_in() {
     let (mut child, addr) = serve_with(

@@ -133,6 +133,11 @@ enum Command {
         /// Busy-poll for 1 ms after any activity before sleeping (lower latency, spins a core while busy).
         #[arg(long)]
         busy_poll: bool,
+        /// The event loop writes every batch (by default, with up to 8
+        /// clients, the publishing thread writes small batches itself while
+        /// the loop sleeps: one wake-up less per batch).
+        #[arg(long)]
+        loop_writes: bool,
         /// The listen queue: connections the kernel holds until they are
         /// accepted (at least 1; the kernel caps it at net.core.somaxconn).
         #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
@@ -358,6 +363,7 @@ fn main() -> ExitCode {
             duration,
             threads,
             busy_poll,
+            loop_writes,
             listen_backlog,
             max_unauthenticated,
             max_unauthenticated_per_peer,
@@ -372,6 +378,7 @@ fn main() -> ExitCode {
                 },
                 threads: usize::from(threads),
                 busy_poll: busy_poll.then_some(Duration::from_millis(1)),
+                publisher_writes: !loop_writes,
                 listen_backlog,
                 max_unauthenticated: usize::try_from(max_unauthenticated).unwrap_or(usize::MAX),
                 max_unauthenticated_per_peer: usize::try_from(max_unauthenticated_per_peer)
@@ -670,7 +677,7 @@ fn serve(
     eprintln!(
         "tickwire serve: stopped after {:.1} s{}: {} frames published, {} sent, {} bytes; {} slow marks; \
          closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} unauthenticated limit, \
-         {} no progress, {} shutdown; {} datagrams sent, {} dropped",
+         {} no progress, {} shutdown; {} datagrams sent, {} dropped; {} batches written by the publisher",
         started.elapsed().as_secs_f64(),
         if stop.load(Ordering::SeqCst) { " (signal)" } else { "" },
         stats.frames_published,
@@ -686,6 +693,7 @@ fn serve(
         stats.closed_for(CloseReason::Shutdown),
         stats.datagrams_sent,
         stats.datagrams_dropped,
+        stats.direct_batches,
     );
     Ok(())
 }
