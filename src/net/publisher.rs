@@ -75,6 +75,17 @@ pub(super) struct Numbering {
     pub(super) direct_tcp: OnceLock<Weak<Mutex<Server>>>,
 }
 
+/// `mutex` locked if no other thread holds it now (a panic while it was
+/// held left the data whole: every holder keeps it consistent between
+/// calls).
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 /// How long a loop that is not woken per batch leaves batches waiting at
 /// most (see [`Numbering::eager`]); below the receivers' default
 /// retransmission wait, so the retention has a batch before anyone asks
@@ -94,11 +105,16 @@ impl Numbering {
     /// holds it now (`Err(())`: held, most likely by a publisher sending,
     /// which is not worth waiting for to read or send an idle deadline).
     pub(super) fn try_datagrams(&self) -> Option<Result<MutexGuard<'_, DatagramOutput>, ()>> {
-        self.datagrams.as_ref().map(|d| match d.try_lock() {
-            Ok(guard) => Ok(guard),
-            Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
-            Err(TryLockError::WouldBlock) => Err(()),
-        })
+        self.datagrams.as_ref().map(|d| try_lock(d).ok_or(()))
+    }
+
+    /// Sends `batch`'s datagrams if the publishing threads send them (call
+    /// under the numbering lock: in sequence order).
+    pub(super) fn send_datagrams(&self, batch: &Batch) {
+        if let Some(mut output) = self.direct_datagrams() {
+            let now = output.now();
+            output.publish(batch, now);
+        }
     }
 
     /// The datagram output, locked, if the publishing threads send it.
@@ -207,16 +223,10 @@ impl Publisher {
         // lock keeps other publishers out): write it to the clients here.
         if n.pending.load(Ordering::SeqCst) == 0 {
             if let Some(core) = n.direct_tcp.get().and_then(Weak::upgrade) {
-                let server = match core.try_lock() {
-                    Ok(server) => Some(server),
-                    Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                    Err(TryLockError::WouldBlock) => None, // the loop runs: queue it
-                };
+                // Held: the loop is in a turn, queue the batch for it.
+                let server = try_lock(&core);
                 if let Some(mut server) = server.filter(|s| s.direct_ok(&encoded)) {
-                    if let Some(mut output) = n.direct_datagrams() {
-                        let now = output.now();
-                        output.publish(&encoded, now);
-                    }
+                    n.send_datagrams(&encoded);
                     let wake = server.publish_direct(&encoded);
                     drop(server);
                     drop(sequencer);
@@ -242,10 +252,7 @@ impl Publisher {
                 // The datagrams leave from here (under the numbering lock:
                 // in sequence order), before the loop is woken (if it is:
                 // see `Numbering::eager`).
-                if let Some(mut output) = n.direct_datagrams() {
-                    let now = output.now();
-                    output.publish(&encoded, now);
-                }
+                n.send_datagrams(&encoded);
                 drop(sequencer);
                 n.wake_for_batch();
                 Ok(())

@@ -129,10 +129,7 @@ impl RelayFeed {
             return Err(PublishError::Closed);
         }
         // The datagrams leave from here, as a Publisher's do.
-        if let Some(mut output) = n.direct_datagrams() {
-            let now = output.now();
-            output.publish(&batch, now);
-        }
+        n.send_datagrams(&batch);
         n.wake_for_batch();
         Ok(())
     }

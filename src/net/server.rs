@@ -913,8 +913,8 @@ impl Server {
     }
 
     /// Whether a publisher may write `batch` to the clients itself now
-    /// (see [`publish_direct`](Self::publish_direct)): this is the only
-    /// loop, it is not stopping, at most [`DIRECT_MAX_CLIENTS`]
+    /// (see [`publish_direct`](Self::publish_direct); only the first loop
+    /// of a one-loop server is offered batches): it is not stopping, at most [`DIRECT_MAX_CLIENTS`]
     /// connections are logged in (with more, one publish would be a whole
     /// pass of writes: the loop does those) and none of them is replaying
     /// (bulk writes, the loop's), and the batch is at most
@@ -924,8 +924,6 @@ impl Server {
             usize::try_from(self.shared.clients.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         self.config.publisher_writes
             && batch.bytes().len() <= DIRECT_MAX_BYTES
-            && self.workers.is_empty()
-            && self.listener.is_some()
             && !self.shared.stop.load(Ordering::SeqCst)
             && connected.saturating_sub(self.admission.len()) <= DIRECT_MAX_CLIENTS
             && !self
