@@ -60,7 +60,6 @@ struct Shared {
     published: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     session: ServerSessionConfig,
-    max_clients: u64,
     epoch: Instant,
     /// The mio server's counters, read the same way.
     counters: Arc<Counters>,
@@ -71,11 +70,9 @@ struct Shared {
     datagrams: Option<Mutex<DatagramOutput>>,
     /// Clients past their Login (`max_clients` counts these).
     logged_in: AtomicU64,
-    /// `ServerConfig::max_retransmission_connections`.
-    max_retransmission: u64,
     /// The connections that have not logged in.
     gate: Mutex<Gate>,
-    /// The settings (socket options of accepted connections).
+    /// The settings (limits, socket options of accepted connections).
     config: ServerConfig,
 }
 
@@ -358,13 +355,10 @@ impl Server {
             published: watch::Sender::new(1),
             stop: watch::Sender::new(false),
             session,
-            max_clients: u64::try_from(config.max_clients).unwrap_or(u64::MAX),
             epoch,
             counters,
             datagrams,
             logged_in: AtomicU64::new(0),
-            max_retransmission: u64::try_from(config.max_retransmission_connections)
-                .unwrap_or(u64::MAX),
             gate: Mutex::new(Gate {
                 admission: Admission::new(
                     config.max_unauthenticated,
@@ -764,8 +758,8 @@ impl Conn {
             }
             if let ServerEvent::LoggedIn { .. } = event {
                 self.logged_in = true;
-                if self.shared.logged_in.fetch_add(1, Ordering::Relaxed) >= self.shared.max_clients
-                {
+                let before = self.shared.logged_in.fetch_add(1, Ordering::Relaxed);
+                if usize::try_from(before).unwrap_or(usize::MAX) >= self.shared.config.max_clients {
                     return Some(CloseReason::MaxClients);
                 }
             }
@@ -777,7 +771,9 @@ impl Conn {
                     .counters
                     .retransmission_connections
                     .fetch_add(1, Ordering::Relaxed);
-                if now >= self.shared.max_retransmission {
+                if usize::try_from(now).unwrap_or(usize::MAX)
+                    >= self.shared.config.max_retransmission_connections
+                {
                     return Some(CloseReason::MaxClients);
                 }
             }
