@@ -241,6 +241,17 @@ impl SequenceTracker {
         })
     }
 
+    /// Records a run of frames that [`observe_in_order`](Self::observe_in_order)
+    /// accepted one by one (`in_order` data frames, `control` Heartbeats or
+    /// EndOfSessions), leaving `expected` as the next sequence: the fast
+    /// loops keep these in registers and write them back once.
+    #[inline(always)]
+    pub(crate) fn commit_in_order(&mut self, expected: u64, in_order: u64, control: u64) {
+        self.expected = Some(expected);
+        self.stats.in_order += in_order;
+        self.stats.control += control;
+    }
+
     #[inline(never)]
     fn observe_slow(&mut self, msg_type: MsgType, sequence: u64, session_id: u64) -> Verdict {
         if msg_type.is_data() {

@@ -198,6 +198,66 @@ proptest! {
     }
 
     #[test]
+    fn push_and_pull_agree_on_events_and_counters(
+        frames in proptest::collection::vec((payload(), 0u8..12, any::<u8>()), 0..120),
+        sizes in proptest::collection::vec(1usize..200, 1..10),
+    ) {
+        // Frames numbered as a feed under stress would be: mostly in order,
+        // with repeats, steps back, jumps ahead, and an occasional flipped
+        // bit, so that the fast loop is entered and left at every kind of
+        // seam (gap, duplicate, control frame, damage, end of data).
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 64];
+        let mut next = 1u64;
+        for (payload, op, arg) in &frames {
+            let seq = match op {
+                0 => next.saturating_sub(u64::from(*arg % 4)), // repeat or late
+                1 => next + u64::from(*arg % 5),               // jump ahead
+                _ => next,
+            };
+            let n = encode(payload, seq, 7, &mut buf).unwrap();
+            if *op == 2 {
+                buf[usize::from(*arg) % n] ^= 1 << (arg % 8);
+            }
+            bytes.extend_from_slice(&buf[..n]);
+            if payload.msg_type().is_data() && seq >= next {
+                next = seq + 1;
+            }
+        }
+        let mut pulled = Vec::new();
+        let mut slice = SliceParser::new(&bytes);
+        for e in slice.by_ref() {
+            pulled.push(own(&e));
+        }
+        let mut pushed = Vec::new();
+        SliceParser::new(&bytes).for_each(|e| pushed.push(own(&e)));
+        prop_assert_eq!(&pushed, &pulled);
+        // A fold consumes its SliceParser; its counters are checked through
+        // `Parser::drain`, the same loop, below.
+        let mut drained = Parser::new(vec![0u8; 300].into_boxed_slice()).unwrap();
+        let mut events = Vec::new();
+        let mut rest = &bytes[..];
+        let mut sizes = sizes.iter().cycle();
+        while !rest.is_empty() {
+            let want = (*sizes.next().unwrap()).min(rest.len());
+            let n = drained.fill_from(&rest[..want]);
+            rest = &rest[n..];
+            drained.drain(|e| events.push(own(&e)));
+        }
+        drained.finish();
+        drained.drain(|e| events.push(own(&e)));
+        prop_assert_eq!(&events, &pulled);
+        prop_assert_eq!(drained.stats(), slice.stats());
+        prop_assert_eq!(drained.tracker(), slice.tracker());
+        let mut whole = Parser::new(vec![0u8; bytes.len().max(44)].into_boxed_slice()).unwrap();
+        whole.fill_from(&bytes);
+        whole.finish();
+        whole.drain(|_| {});
+        prop_assert_eq!(whole.stats(), slice.stats());
+        prop_assert_eq!(whole.tracker(), slice.tracker());
+    }
+
+    #[test]
     fn damage_never_loses_an_intact_frame(frames in proptest::collection::vec((payload(), damage()), 0..80)) {
         let s = build(&frames);
         let mut delivered = Vec::new();

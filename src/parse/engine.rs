@@ -5,7 +5,9 @@
 
 use crate::checksum::{Accel, Crc32c, Kernel};
 use crate::sequence::{Gap, SequenceTracker, Verdict};
-use crate::wire::{check_frame, view, DecodeError, Message, MsgType, MAGIC};
+use zerocopy::transmute_ref;
+
+use crate::wire::{check_frame, sealed, view, DecodeError, Message, MsgType, MAGIC};
 
 use super::{Discard, DiscardReason, Event, ParseStats, DISCARD_REPORT_MAX};
 
@@ -194,26 +196,51 @@ impl<'a, B, F: FnMut(B, Event<'a>) -> B> Kernel for Drain<'_, 'a, B, F> {
         let mut engine = self.engine.clone();
         let mut consumed = 0;
         loop {
-            if engine.is_steady() {
-                // Steady state: valid frames in sequence order, nothing pending.
-                // Anything else falls through to the general step below.
-                let mut tracker = engine.tracker;
+            if let (true, Some(mut expected)) = (engine.is_steady(), engine.tracker.expected()) {
+                // Steady state: Quotes, Trades and Heartbeats in sequence
+                // order, nothing pending. Anything else falls through to the
+                // general step below, which decides it as before. One branch
+                // tree on the head word decides the type; each arm is
+                // specialized (its length, checksum span, counter and the
+                // caller's `fold`, inlined, see a known variant), so a frame
+                // costs one data-dependent branch, the one a caller that
+                // matches on the message type needs anyway.
                 let mut counts = engine.counts;
+                let (mut in_order, mut control) = (0u64, 0u64);
                 while let Some(rest) = self.data.get(consumed..) {
-                    let Ok(message) = check_frame(rest, crc) else {
+                    let Some(head) = rest.first_chunk::<4>() else {
                         break;
                     };
-                    if tracker
-                        .observe_in_order(message.msg_type(), message.sequence())
-                        .is_none()
-                    {
+                    let word = u32::from_le_bytes(*head);
+                    macro_rules! arm {
+                        ($len:literal, $variant:ident, $counter:ident, $data:literal) => {{
+                            let Ok(frame) = sealed::<$len, C>(rest, crc) else {
+                                break;
+                            };
+                            let message = Message::$variant(transmute_ref!(frame));
+                            if message.sequence() != expected {
+                                break;
+                            }
+                            expected = expected.saturating_add($data);
+                            in_order += $data;
+                            control += 1 - $data;
+                            counts.$counter += 1;
+                            counts.bytes += $len;
+                            consumed += $len;
+                            self.acc = (self.fold)(self.acc, Event::Frame(message));
+                        }};
+                    }
+                    if word == MsgType::Quote.head_word() {
+                        arm!(44, Quote, quotes, 1);
+                    } else if word == MsgType::Trade.head_word() {
+                        arm!(40, Trade, trades, 1);
+                    } else if word == MsgType::Heartbeat.head_word() {
+                        arm!(24, Heartbeat, heartbeats, 0);
+                    } else {
                         break;
                     }
-                    counts.count(&message);
-                    consumed += message.len();
-                    self.acc = (self.fold)(self.acc, Event::Frame(message));
                 }
-                engine.tracker = tracker;
+                engine.tracker.commit_in_order(expected, in_order, control);
                 engine.counts = counts;
             }
             let rest = self.data.get(consumed..).unwrap_or_default();

@@ -166,7 +166,10 @@ pub(crate) fn check_frame<C: Crc32c>(bytes: &[u8], crc: C) -> Result<Message<'_>
 /// The first `N` bytes of `bytes`, if they are there and their CRC-32C
 /// trailer matches.
 #[inline(always)]
-fn sealed<const N: usize, C: Crc32c>(bytes: &[u8], crc: C) -> Result<&[u8; N], DecodeError> {
+pub(crate) fn sealed<const N: usize, C: Crc32c>(
+    bytes: &[u8],
+    crc: C,
+) -> Result<&[u8; N], DecodeError> {
     let Some(frame) = bytes.first_chunk::<N>() else {
         return Err(DecodeError::Incomplete { needed: N });
     };

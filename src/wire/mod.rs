@@ -36,7 +36,7 @@ mod message;
 pub use frames::{
     EndOfSession, Header, Heartbeat, Login, LoginAccepted, Packet, Quote, Retransmit, Trade,
 };
-pub(crate) use message::{check_frame, view};
+pub(crate) use message::{check_frame, sealed, view};
 pub use message::{DecodeError, Message};
 
 /// The sync byte every frame starts with.
