@@ -11,6 +11,44 @@ use crate::wire::{check_frame, sealed, view, DecodeError, Message, MsgType, MAGI
 
 use super::{Discard, DiscardReason, Event, ParseStats, DISCARD_REPORT_MAX};
 
+/// The steady-state step shared by the push and pull loops: when the frame
+/// at the front of `$rest` is a Quote, Trade or Heartbeat whose checksum
+/// matches and whose sequence is `$expected`, binds it to `$message` and
+/// runs `$on_frame`; otherwise runs `$otherwise`.
+///
+/// One branch tree on the head word decides the type, and `$on_frame` is
+/// expanded once per type: its bookkeeping (`is_data`, `len`, the counter)
+/// and the caller's code see a known variant and fold to constants, so a
+/// frame costs one data-dependent branch, the one a caller matching on the
+/// message type needs anyway, instead of a compare tree and a jump table.
+macro_rules! steady_frame {
+    ($rest:expr, $crc:expr, $expected:expr, |$message:ident| $on_frame:expr, else $otherwise:expr) => {{
+        let rest: &[u8] = $rest;
+        let word = rest
+            .first_chunk::<4>()
+            .map_or(0, |head| u32::from_le_bytes(*head));
+        if word == MsgType::Quote.head_word() {
+            steady_frame!(@arm rest, $crc, $expected, 44, Quote, |$message| $on_frame, else $otherwise)
+        } else if word == MsgType::Trade.head_word() {
+            steady_frame!(@arm rest, $crc, $expected, 40, Trade, |$message| $on_frame, else $otherwise)
+        } else if word == MsgType::Heartbeat.head_word() {
+            steady_frame!(@arm rest, $crc, $expected, 24, Heartbeat, |$message| $on_frame, else $otherwise)
+        } else {
+            $otherwise
+        }
+    }};
+    (@arm $rest:ident, $crc:expr, $expected:expr, $len:literal, $variant:ident,
+        |$message:ident| $on_frame:expr, else $otherwise:expr) => {
+        match sealed::<$len, _>($rest, $crc) {
+            Ok(frame) if Message::$variant(transmute_ref!(frame)).sequence() == $expected => {
+                let $message = Message::$variant(transmute_ref!(frame));
+                $on_frame
+            }
+            _ => $otherwise,
+        }
+    };
+}
+
 /// Frames counted by type.
 #[derive(Clone, Copy, Debug, Default)]
 struct FrameCounts {
@@ -198,47 +236,21 @@ impl<'a, B, F: FnMut(B, Event<'a>) -> B> Kernel for Drain<'_, 'a, B, F> {
         loop {
             if let (true, Some(mut expected)) = (engine.is_steady(), engine.tracker.expected()) {
                 // Steady state: Quotes, Trades and Heartbeats in sequence
-                // order, nothing pending. Anything else falls through to the
-                // general step below, which decides it as before. One branch
-                // tree on the head word decides the type; each arm is
-                // specialized (its length, checksum span, counter and the
-                // caller's `fold`, inlined, see a known variant), so a frame
-                // costs one data-dependent branch, the one a caller that
-                // matches on the message type needs anyway.
+                // order, nothing pending; the counters stay in registers
+                // until the run ends. Anything else falls through to the
+                // general step below, which decides it as before.
                 let mut counts = engine.counts;
                 let (mut in_order, mut control) = (0u64, 0u64);
                 while let Some(rest) = self.data.get(consumed..) {
-                    let Some(head) = rest.first_chunk::<4>() else {
-                        break;
-                    };
-                    let word = u32::from_le_bytes(*head);
-                    macro_rules! arm {
-                        ($len:literal, $variant:ident, $counter:ident, $data:literal) => {{
-                            let Ok(frame) = sealed::<$len, C>(rest, crc) else {
-                                break;
-                            };
-                            let message = Message::$variant(transmute_ref!(frame));
-                            if message.sequence() != expected {
-                                break;
-                            }
-                            expected = expected.saturating_add($data);
-                            in_order += $data;
-                            control += 1 - $data;
-                            counts.$counter += 1;
-                            counts.bytes += $len;
-                            consumed += $len;
-                            self.acc = (self.fold)(self.acc, Event::Frame(message));
-                        }};
-                    }
-                    if word == MsgType::Quote.head_word() {
-                        arm!(44, Quote, quotes, 1);
-                    } else if word == MsgType::Trade.head_word() {
-                        arm!(40, Trade, trades, 1);
-                    } else if word == MsgType::Heartbeat.head_word() {
-                        arm!(24, Heartbeat, heartbeats, 0);
-                    } else {
-                        break;
-                    }
+                    steady_frame!(rest, crc, expected, |message| {
+                        let data = u64::from(message.is_data());
+                        expected = expected.saturating_add(data);
+                        in_order += data;
+                        control += 1 - data;
+                        counts.count(&message);
+                        consumed += message.len();
+                        self.acc = (self.fold)(self.acc, Event::Frame(message));
+                    }, else break);
                 }
                 engine.tracker.commit_in_order(expected, in_order, control);
                 engine.counts = counts;
@@ -299,6 +311,16 @@ impl Engine {
 
     #[inline(always)]
     fn next_with<'a, C: Crc32c>(&mut self, data: &'a [u8], crc: C) -> (Option<Event<'a>>, usize) {
+        if let (true, Some(expected)) = (self.is_steady(), self.tracker.expected()) {
+            // The common case first, specialized per type as in `fold`.
+            steady_frame!(data, crc, expected, |message| {
+                let data = u64::from(message.is_data());
+                self.tracker
+                    .commit_in_order(expected.saturating_add(data), data, 1 - data);
+                self.count(&message);
+                return (Some(Event::Frame(message)), message.len());
+            }, else ());
+        }
         if self.held.is_some() {
             if let Some(released) = self.release(data) {
                 return released;
