@@ -168,14 +168,28 @@ impl Accel {
         Accel(hw::Hw::detect())
     }
 
+    /// The portable CRC whatever this CPU has (benchmarks, differential tests).
+    pub(crate) const fn portable() -> Accel {
+        Accel(None)
+    }
+
     /// Runs `kernel` with the fastest CRC-32C this CPU has.
+    ///
+    /// Both arms are calls, so that a caller running a small kernel per
+    /// event (the pull-style parsers) stays small enough to be inlined.
     #[inline(always)]
     pub(crate) fn run<K: Kernel>(self, kernel: K) -> K::Output {
         match self.0 {
             Some(hw) => hw.run(kernel),
-            None => kernel.run(Portable),
+            None => run_portable(kernel),
         }
     }
+}
+
+/// `kernel` with the portable CRC, compiled once per kernel.
+#[inline(never)]
+fn run_portable<K: Kernel>(kernel: K) -> K::Output {
+    kernel.run(Portable)
 }
 
 /// The only module of the crate allowed to use `unsafe`: CPU intrinsics.

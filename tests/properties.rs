@@ -232,6 +232,14 @@ proptest! {
         let mut pushed = Vec::new();
         SliceParser::new(&bytes).for_each(|e| pushed.push(own(&e)));
         prop_assert_eq!(&pushed, &pulled);
+        // The same loops compiled for the portable CRC.
+        let mut portable = SliceParser::with_portable_crc(&bytes);
+        let portable_pulled: Vec<Owned> = portable.by_ref().map(|e| own(&e)).collect();
+        prop_assert_eq!(&portable_pulled, &pulled);
+        prop_assert_eq!(portable.stats(), slice.stats());
+        let mut portable_pushed = Vec::new();
+        SliceParser::with_portable_crc(&bytes).for_each(|e| portable_pushed.push(own(&e)));
+        prop_assert_eq!(&portable_pushed, &pulled);
         // A fold consumes its SliceParser; its counters are checked through
         // `Parser::drain`, the same loop, below.
         let mut drained = Parser::new(vec![0u8; 300].into_boxed_slice()).unwrap();

@@ -285,6 +285,14 @@ impl Engine {
         }
     }
 
+    /// An engine that uses the portable CRC whatever the CPU has.
+    pub(super) fn portable(tracker: SequenceTracker) -> Engine {
+        Engine {
+            accel: Accel::portable(),
+            ..Engine::new(tracker)
+        }
+    }
+
     /// The next event in `data`, and how many bytes of `data` it consumed.
     #[inline]
     pub(super) fn next<'a>(&mut self, data: &'a [u8]) -> (Option<Event<'a>>, usize) {

@@ -37,6 +37,26 @@ impl<'a> SliceParser<'a> {
         SliceParser { data, engine }
     }
 
+    /// The same parser, computing CRC-32C with the portable implementation
+    /// even where the CPU has CRC instructions: for benchmarks and
+    /// differential tests of the two code paths. Not part of the stable API.
+    ///
+    /// ```
+    /// use tickwire::parse::SliceParser;
+    /// let mut buf = [0u8; 64];
+    /// let n = tickwire::encode(&tickwire::Payload::Heartbeat, 1, 0, &mut buf).unwrap();
+    /// let fast: Vec<_> = SliceParser::new(&buf[..n]).collect();
+    /// let portable: Vec<_> = SliceParser::with_portable_crc(&buf[..n]).collect();
+    /// assert_eq!(fast, portable);
+    /// ```
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_portable_crc(data: &'a [u8]) -> SliceParser<'a> {
+        let mut engine = Engine::portable(SequenceTracker::new());
+        engine.eof = true;
+        SliceParser { data, engine }
+    }
+
     /// Frame and discard counters so far.
     #[must_use]
     pub fn stats(&self) -> ParseStats {
