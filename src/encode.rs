@@ -388,14 +388,38 @@ impl Kernel for EncodeBatch<'_, '_, '_> {
         let mut done = Encoded::default();
         for (timestamp, payload) in self.batch {
             let out = self.out.get_mut(done.bytes..).unwrap_or_default();
-            let encode = Encode {
-                payload,
-                sequence: next,
-                timestamp: *timestamp,
-                out,
+            // The quote and trade arms are written out here (the rest go
+            // through `Encode`), so that each one's length and sequence step
+            // are constants after the one dispatch on the payload.
+            let written = match *payload {
+                Payload::Quote(q) => {
+                    let body = [
+                        q.instrument_id,
+                        bits(q.bid_price),
+                        bits(q.ask_price),
+                        q.bid_size,
+                        q.ask_size,
+                    ];
+                    seal::<{ Quote::LEN / 4 }, C>(MsgType::Quote, next, *timestamp, &body, out, crc)
+                        .map(|n| (n, 1))
+                }
+                Payload::Trade(x) => {
+                    let tail = u32::from_le_bytes([x.side, x.flags, 0, 0]);
+                    let body = [x.instrument_id, bits(x.price), x.size, tail];
+                    seal::<{ Trade::LEN / 4 }, C>(MsgType::Trade, next, *timestamp, &body, out, crc)
+                        .map(|n| (n, 1))
+                }
+                _ => Encode {
+                    payload,
+                    sequence: next,
+                    timestamp: *timestamp,
+                    out,
+                }
+                .run(crc)
+                .map(|n| (n, 0)),
             };
-            let Ok(n) = encode.run(crc) else { break };
-            next = next.wrapping_add(u64::from(payload.msg_type().is_data()));
+            let Ok((n, step)) = written else { break };
+            next = next.wrapping_add(step);
             done.frames += 1;
             done.bytes += n;
         }

@@ -297,6 +297,37 @@ proptest! {
     }
 
     #[test]
+    fn encode_batch_is_encode_frame_by_frame(
+        batch in proptest::collection::vec((any::<u64>(), payload()), 0..60),
+        start in any::<u64>(),
+        room in 0usize..3000,
+    ) {
+        // Same bytes, same numbering, and it stops at the first message that
+        // does not fit, whatever the mix and wherever the buffer ends.
+        let mut one = Sequencer::starting_at(start);
+        let mut expected = Vec::new();
+        let mut fits = 0;
+        let mut buf = [0u8; 64];
+        for (ts, p) in &batch {
+            let mut probe = one;
+            let n = probe.encode(p, *ts, &mut buf).unwrap();
+            if expected.len() + n > room {
+                break;
+            }
+            one = probe;
+            expected.extend_from_slice(&buf[..n]);
+            fits += 1;
+        }
+        let mut many = Sequencer::starting_at(start);
+        let mut out = vec![0xEEu8; room];
+        let done = many.encode_batch(&batch, &mut out);
+        prop_assert_eq!((done.frames, done.bytes), (fits, expected.len()));
+        prop_assert_eq!(&out[..done.bytes], &expected[..]);
+        prop_assert!(out[done.bytes..].iter().all(|&b| b == 0xEE));
+        prop_assert_eq!(many, one);
+    }
+
+    #[test]
     fn encode_decode_round_trip(p in payload(), seq in any::<u64>(), ts in any::<u64>()) {
         let mut buf = [0u8; 64];
         let n = encode(&p, seq, ts, &mut buf).unwrap();
