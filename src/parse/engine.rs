@@ -215,6 +215,36 @@ impl<'a> Kernel for Step<'_, 'a> {
     }
 }
 
+/// The pull paths' common case on its own: the steady frame at the front of
+/// the data (see `steady_frame!`), counted and tracked, or `None` with
+/// nothing changed. Apart from [`Step`] so that it compiles to a small
+/// function that saves no registers and returns the message in two
+/// registers; the general step runs only when this one declines.
+struct SteadyStep<'e, 'a> {
+    engine: &'e mut Engine,
+    data: &'a [u8],
+}
+
+impl<'a> Kernel for SteadyStep<'_, 'a> {
+    type Output = Option<Message<'a>>;
+
+    #[inline(always)]
+    fn run<C: Crc32c>(self, crc: C) -> Self::Output {
+        let engine = self.engine;
+        let (true, Some(expected)) = (engine.is_steady(), engine.tracker.expected()) else {
+            return None;
+        };
+        steady_frame!(self.data, crc, expected, |message| {
+            let data = u64::from(message.is_data());
+            engine
+                .tracker
+                .commit_in_order(expected.saturating_add(data), data, 1 - data);
+            engine.count(&message);
+            Some(message)
+        }, else None)
+    }
+}
+
 /// Every event in `data`, folded into `acc` in one loop compiled for the CRC
 /// implementation: the push-style fast path. Returns the bytes consumed.
 struct Drain<'e, 'a, B, F> {
@@ -297,6 +327,9 @@ impl Engine {
     #[inline]
     pub(super) fn next<'a>(&mut self, data: &'a [u8]) -> (Option<Event<'a>>, usize) {
         let accel = self.accel;
+        if let Some(message) = accel.run(SteadyStep { engine: self, data }) {
+            return (Some(Event::Frame(message)), message.len());
+        }
         accel.run(Step { engine: self, data })
     }
 
@@ -319,16 +352,6 @@ impl Engine {
 
     #[inline(always)]
     fn next_with<'a, C: Crc32c>(&mut self, data: &'a [u8], crc: C) -> (Option<Event<'a>>, usize) {
-        if let (true, Some(expected)) = (self.is_steady(), self.tracker.expected()) {
-            // The common case first, specialized per type as in `fold`.
-            steady_frame!(data, crc, expected, |message| {
-                let data = u64::from(message.is_data());
-                self.tracker
-                    .commit_in_order(expected.saturating_add(data), data, 1 - data);
-                self.count(&message);
-                return (Some(Event::Frame(message)), message.len());
-            }, else ());
-        }
         if self.held.is_some() {
             if let Some(released) = self.release(data) {
                 return released;

@@ -300,7 +300,30 @@ impl<'a> Message<'a> {
     #[must_use]
     #[allow(clippy::len_without_is_empty)] // a frame is never empty
     pub fn len(&self) -> usize {
-        self.msg_type().frame_len()
+        // A table indexed by the variant, not a `match` to constants: in a
+        // loop that also takes other paths, the compiler turns the match
+        // into a jump table, one more data-dependent branch per frame.
+        const LENS: [usize; 8] = [
+            MsgType::Heartbeat.frame_len(),
+            MsgType::Login.frame_len(),
+            MsgType::LoginAccepted.frame_len(),
+            MsgType::EndOfSession.frame_len(),
+            MsgType::Packet.frame_len(),
+            MsgType::Retransmit.frame_len(),
+            MsgType::Quote.frame_len(),
+            MsgType::Trade.frame_len(),
+        ];
+        let index = match self {
+            Message::Heartbeat(_) => 0,
+            Message::Login(_) => 1,
+            Message::LoginAccepted(_) => 2,
+            Message::EndOfSession(_) => 3,
+            Message::Packet(_) => 4,
+            Message::Retransmit(_) => 5,
+            Message::Quote(_) => 6,
+            Message::Trade(_) => 7,
+        };
+        LENS.get(index).copied().unwrap_or(0)
     }
 
     /// Whether this is a data frame (Quote, Trade), numbered 1, 2, 3, …
