@@ -52,29 +52,16 @@ macro_rules! steady_frame {
 /// Frames counted by type.
 #[derive(Clone, Copy, Debug, Default)]
 struct FrameCounts {
-    heartbeats: u64,
-    logins: u64,
-    login_accepted: u64,
-    end_of_session: u64,
-    packets: u64,
-    retransmits: u64,
-    quotes: u64,
-    trades: u64,
+    /// Indexed by [`Message::index`], so that counting takes no branch.
+    by_type: [u64; 8],
     bytes: u64,
 }
 
 impl FrameCounts {
     #[inline(always)]
     fn count(&mut self, message: &Message<'_>) {
-        match message {
-            Message::Quote(_) => self.quotes += 1,
-            Message::Trade(_) => self.trades += 1,
-            Message::Heartbeat(_) => self.heartbeats += 1,
-            Message::Login(_) => self.logins += 1,
-            Message::LoginAccepted(_) => self.login_accepted += 1,
-            Message::EndOfSession(_) => self.end_of_session += 1,
-            Message::Packet(_) => self.packets += 1,
-            Message::Retransmit(_) => self.retransmits += 1,
+        if let Some(count) = self.by_type.get_mut(message.index()) {
+            *count += 1;
         }
         self.bytes += message.len() as u64;
     }
@@ -82,17 +69,18 @@ impl FrameCounts {
 
 impl Engine {
     pub(super) fn stats(&self) -> ParseStats {
-        let c = &self.counts;
+        let [heartbeats, logins, login_accepted, end_of_session, packets, retransmits, quotes, trades] =
+            self.counts.by_type;
         ParseStats {
-            heartbeats: c.heartbeats,
-            logins: c.logins,
-            login_accepted: c.login_accepted,
-            end_of_session: c.end_of_session,
-            packets: c.packets,
-            retransmits: c.retransmits,
-            quotes: c.quotes,
-            trades: c.trades,
-            frame_bytes: c.bytes,
+            heartbeats,
+            logins,
+            login_accepted,
+            end_of_session,
+            packets,
+            retransmits,
+            quotes,
+            trades,
+            frame_bytes: self.counts.bytes,
             discarded_bytes: self.discarded_bytes,
             discard_runs: self.discard_runs,
         }
@@ -215,34 +203,54 @@ impl<'a> Kernel for Step<'_, 'a> {
     }
 }
 
-/// The pull paths' common case on its own: the steady frame at the front of
-/// the data (see `steady_frame!`), counted and tracked, or `None` with
-/// nothing changed. Apart from [`Step`] so that it compiles to a small
-/// function that saves no registers and returns the message in two
-/// registers; the general step runs only when this one declines.
-struct SteadyStep<'e, 'a> {
-    engine: &'e mut Engine,
+/// The pull paths' common case on its own: the frame at the front of the
+/// data if it is a Quote, Trade or Heartbeat whose checksum matches (see
+/// `steady_frame!`). It takes the data and returns the message in two
+/// registers each way and touches nothing else, so that it compiles to a
+/// small function that saves no registers; the caller, inlined into the
+/// caller's loop, does the sequence check and the bookkeeping.
+struct CheckStep<'a> {
     data: &'a [u8],
 }
 
-impl<'a> Kernel for SteadyStep<'_, 'a> {
+impl<'a> Kernel for CheckStep<'a> {
     type Output = Option<Message<'a>>;
 
     #[inline(always)]
     fn run<C: Crc32c>(self, crc: C) -> Self::Output {
-        let engine = self.engine;
-        let (true, Some(expected)) = (engine.is_steady(), engine.tracker.expected()) else {
-            return None;
-        };
-        steady_frame!(self.data, crc, expected, |message| {
-            let data = u64::from(message.is_data());
-            engine
-                .tracker
-                .commit_in_order(expected.saturating_add(data), data, 1 - data);
-            engine.count(&message);
-            Some(message)
-        }, else None)
+        let rest = self.data;
+        let word = rest
+            .first_chunk::<4>()
+            .map_or(0, |head| u32::from_le_bytes(*head));
+        // A failed check returns through a call, never a conditional move:
+        // the message's type (and so where the caller looks next) must not
+        // wait for the checksum, which the branch predictor takes as passed.
+        if word == MsgType::Quote.head_word() {
+            match sealed::<44, C>(rest, crc) {
+                Ok(frame) => Some(Message::Quote(transmute_ref!(frame))),
+                Err(_) => declined(),
+            }
+        } else if word == MsgType::Trade.head_word() {
+            match sealed::<40, C>(rest, crc) {
+                Ok(frame) => Some(Message::Trade(transmute_ref!(frame))),
+                Err(_) => declined(),
+            }
+        } else if word == MsgType::Heartbeat.head_word() {
+            match sealed::<24, C>(rest, crc) {
+                Ok(frame) => Some(Message::Heartbeat(transmute_ref!(frame))),
+                Err(_) => declined(),
+            }
+        } else {
+            None
+        }
     }
+}
+
+/// [`CheckStep`]'s answer for a damaged frame, out of line (see there).
+#[cold]
+#[inline(never)]
+fn declined<'a>() -> Option<Message<'a>> {
+    None
 }
 
 /// Every event in `data`, folded into `acc` in one loop compiled for the CRC
@@ -327,8 +335,18 @@ impl Engine {
     #[inline]
     pub(super) fn next<'a>(&mut self, data: &'a [u8]) -> (Option<Event<'a>>, usize) {
         let accel = self.accel;
-        if let Some(message) = accel.run(SteadyStep { engine: self, data }) {
-            return (Some(Event::Frame(message)), message.len());
+        if let (true, Some(expected)) = (self.is_steady(), self.tracker.expected()) {
+            if let Some(message) = accel.run(CheckStep { data }) {
+                if message.sequence() == expected {
+                    // What `observe_in_order` and `count` do, without a
+                    // branch on the type: the caller's match on it is the one.
+                    let data = u64::from(message.is_data());
+                    self.tracker
+                        .commit_in_order(expected.saturating_add(data), data, 1 - data);
+                    self.count(&message);
+                    return (Some(Event::Frame(message)), message.len());
+                }
+            }
         }
         accel.run(Step { engine: self, data })
     }

@@ -313,7 +313,15 @@ impl<'a> Message<'a> {
             MsgType::Quote.frame_len(),
             MsgType::Trade.frame_len(),
         ];
-        let index = match self {
+        LENS.get(self.index()).copied().unwrap_or(0)
+    }
+
+    /// The variant's position in declaration order (0 = Heartbeat … 7 =
+    /// Trade), which compiles to reading the enum's tag: for tables indexed
+    /// by type without a branch.
+    #[inline]
+    pub(crate) fn index(&self) -> usize {
+        match self {
             Message::Heartbeat(_) => 0,
             Message::Login(_) => 1,
             Message::LoginAccepted(_) => 2,
@@ -322,8 +330,7 @@ impl<'a> Message<'a> {
             Message::Retransmit(_) => 5,
             Message::Quote(_) => 6,
             Message::Trade(_) => 7,
-        };
-        LENS.get(index).copied().unwrap_or(0)
+        }
     }
 
     /// Whether this is a data frame (Quote, Trade), numbered 1, 2, 3, …
