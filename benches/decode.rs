@@ -315,20 +315,7 @@ fn main() {
         ),
         (
             "  the same, portable CRC",
-            r(&mut || {
-                let mut frames = 0u64;
-                let mut sum = 0u64;
-                SliceParser::with_portable_crc(&data).for_each(|event| {
-                    if let Event::Frame(m) = event {
-                        frames += 1;
-                        if let Message::Quote(q) = m {
-                            sum = sum.wrapping_add(u64::from(q.bid_size()));
-                        }
-                    }
-                });
-                black_box(sum);
-                frames
-            }),
+            r(&mut || measure::checked_fold(SliceParser::with_portable_crc(&data))),
         ),
         (
             "checked decode, SliceParser iterator next()",

@@ -227,6 +227,25 @@ fn bits(value: i32) -> u32 {
     u32::from_le_bytes(value.to_le_bytes())
 }
 
+/// A Quote's body as wire words.
+#[inline(always)]
+fn quote_body(q: &QuoteFields) -> [u32; 5] {
+    [
+        q.instrument_id,
+        bits(q.bid_price),
+        bits(q.ask_price),
+        q.bid_size,
+        q.ask_size,
+    ]
+}
+
+/// A Trade's body as wire words (side and flags, then two zero bytes).
+#[inline(always)]
+fn trade_body(x: &TradeFields) -> [u32; 4] {
+    let tail = u32::from_le_bytes([x.side, x.flags, 0, 0]);
+    [x.instrument_id, bits(x.price), x.size, tail]
+}
+
 /// Writes a frame given as `N` little-endian words (the last one is the
 /// checksum, filled in here) to the front of `out`.
 ///
@@ -289,19 +308,10 @@ impl Kernel for Encode<'_, '_> {
         let (s, t, out) = (self.sequence, self.timestamp, self.out);
         match *self.payload {
             Payload::Quote(q) => {
-                let body = [
-                    q.instrument_id,
-                    bits(q.bid_price),
-                    bits(q.ask_price),
-                    q.bid_size,
-                    q.ask_size,
-                ];
-                seal::<{ Quote::LEN / 4 }, C>(MsgType::Quote, s, t, &body, out, crc)
+                seal::<{ Quote::LEN / 4 }, C>(MsgType::Quote, s, t, &quote_body(&q), out, crc)
             }
             Payload::Trade(x) => {
-                let tail = u32::from_le_bytes([x.side, x.flags, 0, 0]);
-                let body = [x.instrument_id, bits(x.price), x.size, tail];
-                seal::<{ Trade::LEN / 4 }, C>(MsgType::Trade, s, t, &body, out, crc)
+                seal::<{ Trade::LEN / 4 }, C>(MsgType::Trade, s, t, &trade_body(&x), out, crc)
             }
             Payload::LoginAccepted { session_id } => {
                 let body = halves(session_id);
@@ -393,19 +403,12 @@ impl Kernel for EncodeBatch<'_, '_, '_> {
             // are constants after the one dispatch on the payload.
             let written = match *payload {
                 Payload::Quote(q) => {
-                    let body = [
-                        q.instrument_id,
-                        bits(q.bid_price),
-                        bits(q.ask_price),
-                        q.bid_size,
-                        q.ask_size,
-                    ];
+                    let body = quote_body(&q);
                     seal::<{ Quote::LEN / 4 }, C>(MsgType::Quote, next, *timestamp, &body, out, crc)
                         .map(|n| (n, 1))
                 }
                 Payload::Trade(x) => {
-                    let tail = u32::from_le_bytes([x.side, x.flags, 0, 0]);
-                    let body = [x.instrument_id, bits(x.price), x.size, tail];
+                    let body = trade_body(&x);
                     seal::<{ Trade::LEN / 4 }, C>(MsgType::Trade, next, *timestamp, &body, out, crc)
                         .map(|n| (n, 1))
                 }

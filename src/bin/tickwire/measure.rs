@@ -93,9 +93,14 @@ pub(crate) fn synthetic_stream(bytes: usize, seed: u64) -> (Vec<u8>, Vec<(u64, P
 /// Checked decode (frame, CRC, sequence tracking) through
 /// `SliceParser::for_each`, touching every quote's bid size.
 pub(crate) fn checked_decode(data: &[u8]) -> u64 {
+    checked_fold(SliceParser::new(data))
+}
+
+/// [`checked_decode`] with the given parser (the benchmark's portable row).
+pub(crate) fn checked_fold(parser: SliceParser<'_>) -> u64 {
     let mut frames = 0u64;
     let mut sum = 0u64;
-    SliceParser::new(data).for_each(|event| {
+    parser.for_each(|event| {
         if let Event::Frame(m) = event {
             frames += 1;
             if let Message::Quote(q) = m {
