@@ -398,7 +398,7 @@ impl Kernel for EncodeBatch<'_, '_, '_> {
         let mut done = Encoded::default();
         for (timestamp, payload) in self.batch {
             let out = self.out.get_mut(done.bytes..).unwrap_or_default();
-            // The quote and trade arms are written out here (the rest go
+            // The quote, trade and heartbeat arms are written out here (the rest go
             // through `Encode`), so that each one's length and sequence step
             // are constants after the one dispatch on the payload.
             let written = match *payload {
@@ -412,6 +412,15 @@ impl Kernel for EncodeBatch<'_, '_, '_> {
                     seal::<{ Trade::LEN / 4 }, C>(MsgType::Trade, next, *timestamp, &body, out, crc)
                         .map(|n| (n, 1))
                 }
+                Payload::Heartbeat => seal::<{ Heartbeat::LEN / 4 }, C>(
+                    MsgType::Heartbeat,
+                    next,
+                    *timestamp,
+                    &[],
+                    out,
+                    crc,
+                )
+                .map(|n| (n, 0)),
                 _ => Encode {
                     payload,
                     sequence: next,
