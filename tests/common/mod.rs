@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tickwire::net::{Client, ClientConfig, Server, ServerConfig, ServerHandle};
+use tickwire::net::{Client, ClientConfig, Server, ServerConfig, ServerHandle, ServerStats};
 use tickwire::policy::Backoff;
-use tickwire::session::{ClientEvent, ClientState, Lost};
+use tickwire::session::{ClientEvent, ClientState, CloseReason, Lost};
 use tickwire::synth::Feed;
 use tickwire::{Payload, Sequencer};
 
@@ -414,6 +414,33 @@ pub fn closed_by_server(stream: &TcpStream, wait: bool) -> bool {
     };
     stream.set_nonblocking(false).unwrap();
     closed
+}
+
+/// After a real client logged in past the unauthenticated limit: the oldest
+/// of the idle connections still open (`newest[0]`) made room for it, the
+/// others stay, and `stats` count one more displacement than the
+/// `displaced` before it and one idle connection fewer than `limit`.
+/// Shared by the mio and tokio servers' tests of the same rule.
+pub fn assert_oldest_made_room(
+    newest: &[TcpStream],
+    stats: &ServerStats,
+    displaced: u64,
+    limit: usize,
+) {
+    assert!(
+        closed_by_server(&newest[0], true),
+        "the oldest idle one made room"
+    );
+    assert!(newest[1..].iter().all(|s| !closed_by_server(s, false)));
+    assert_eq!(
+        stats.closed_for(CloseReason::UnauthenticatedLimit),
+        displaced + 1
+    );
+    assert_eq!(
+        stats.unauthenticated,
+        limit as u64 - 1,
+        "the real one logged in"
+    );
 }
 
 /// Waits until `done` (polling every 5 ms), failing after `timeout`.
