@@ -11,40 +11,41 @@ use crate::wire::{check_frame, sealed, view, DecodeError, Message, MsgType, MAGI
 
 use super::{Discard, DiscardReason, Event, ParseStats, DISCARD_REPORT_MAX};
 
-/// The steady-state step shared by the push and pull loops: when the frame
-/// at the front of `$rest` is a Quote, Trade or Heartbeat whose checksum
-/// matches and whose sequence is `$expected`, binds it to `$message` and
-/// runs `$on_frame`; otherwise runs `$otherwise`.
+/// The steady types' dispatch shared by the push and pull loops: when the
+/// frame at the front of `$rest` is a Quote, Trade or Heartbeat whose
+/// checksum matches, binds it to `$message` and runs `$on_frame`; otherwise
+/// runs `$otherwise`.
 ///
 /// One branch tree on the head word decides the type, and `$on_frame` is
-/// expanded once per type: its bookkeeping (`is_data`, `len`, the counter)
-/// and the caller's code see a known variant and fold to constants, so a
-/// frame costs one data-dependent branch, the one a caller matching on the
-/// message type needs anyway, instead of a compare tree and a jump table.
+/// expanded once per type: its bookkeeping (`sequence`, `is_data`, `len`,
+/// the counter) and the caller's code see a known variant and fold to
+/// constants, so a frame costs one data-dependent branch, the one a caller
+/// matching on the message type needs anyway, instead of a compare tree and
+/// a jump table.
 macro_rules! steady_frame {
-    ($rest:expr, $crc:expr, $expected:expr, |$message:ident| $on_frame:expr, else $otherwise:expr) => {{
+    ($rest:expr, $crc:expr, |$message:ident| $on_frame:expr, else $otherwise:expr) => {{
         let rest: &[u8] = $rest;
         let word = rest
             .first_chunk::<4>()
             .map_or(0, |head| u32::from_le_bytes(*head));
         if word == MsgType::Quote.head_word() {
-            steady_frame!(@arm rest, $crc, $expected, 44, Quote, |$message| $on_frame, else $otherwise)
+            steady_frame!(@arm rest, $crc, 44, Quote, |$message| $on_frame, else $otherwise)
         } else if word == MsgType::Trade.head_word() {
-            steady_frame!(@arm rest, $crc, $expected, 40, Trade, |$message| $on_frame, else $otherwise)
+            steady_frame!(@arm rest, $crc, 40, Trade, |$message| $on_frame, else $otherwise)
         } else if word == MsgType::Heartbeat.head_word() {
-            steady_frame!(@arm rest, $crc, $expected, 24, Heartbeat, |$message| $on_frame, else $otherwise)
+            steady_frame!(@arm rest, $crc, 24, Heartbeat, |$message| $on_frame, else $otherwise)
         } else {
             $otherwise
         }
     }};
-    (@arm $rest:ident, $crc:expr, $expected:expr, $len:literal, $variant:ident,
+    (@arm $rest:ident, $crc:expr, $len:literal, $variant:ident,
         |$message:ident| $on_frame:expr, else $otherwise:expr) => {
         match sealed::<$len, _>($rest, $crc) {
-            Ok(frame) if Message::$variant(transmute_ref!(frame)).sequence() == $expected => {
+            Ok(frame) => {
                 let $message = Message::$variant(transmute_ref!(frame));
                 $on_frame
             }
-            _ => $otherwise,
+            Err(_) => $otherwise,
         }
     };
 }
@@ -218,35 +219,14 @@ impl<'a> Kernel for CheckStep<'a> {
 
     #[inline(always)]
     fn run<C: Crc32c>(self, crc: C) -> Self::Output {
-        let rest = self.data;
-        let word = rest
-            .first_chunk::<4>()
-            .map_or(0, |head| u32::from_le_bytes(*head));
         // A failed check returns through a call, never a conditional move:
         // the message's type (and so where the caller looks next) must not
         // wait for the checksum, which the branch predictor takes as passed.
-        if word == MsgType::Quote.head_word() {
-            match sealed::<44, C>(rest, crc) {
-                Ok(frame) => Some(Message::Quote(transmute_ref!(frame))),
-                Err(_) => declined(),
-            }
-        } else if word == MsgType::Trade.head_word() {
-            match sealed::<40, C>(rest, crc) {
-                Ok(frame) => Some(Message::Trade(transmute_ref!(frame))),
-                Err(_) => declined(),
-            }
-        } else if word == MsgType::Heartbeat.head_word() {
-            match sealed::<24, C>(rest, crc) {
-                Ok(frame) => Some(Message::Heartbeat(transmute_ref!(frame))),
-                Err(_) => declined(),
-            }
-        } else {
-            None
-        }
+        steady_frame!(self.data, crc, |message| Some(message), else declined())
     }
 }
 
-/// [`CheckStep`]'s answer for a damaged frame, out of line (see there).
+/// [`CheckStep`]'s answer for anything else, out of line (see there).
 #[cold]
 #[inline(never)]
 fn declined<'a>() -> Option<Message<'a>> {
@@ -280,7 +260,10 @@ impl<'a, B, F: FnMut(B, Event<'a>) -> B> Kernel for Drain<'_, 'a, B, F> {
                 let mut counts = engine.counts;
                 let (mut in_order, mut control) = (0u64, 0u64);
                 while let Some(rest) = self.data.get(consumed..) {
-                    steady_frame!(rest, crc, expected, |message| {
+                    steady_frame!(rest, crc, |message| {
+                        if message.sequence() != expected {
+                            break;
+                        }
                         let data = u64::from(message.is_data());
                         expected = expected.saturating_add(data);
                         in_order += data;
