@@ -219,6 +219,13 @@ fn encode_no_checksum(batch: &[(u64, Payload)], out: &mut [u8]) -> u64 {
     batch.len() as u64
 }
 
+/// `len` bytes of `buf` (which has 4 KiB to spare) starting `offset` bytes
+/// after `source`'s address modulo 4 KiB.
+fn placed<'b>(buf: &'b mut [u8], source: &[u8], offset: usize, len: usize) -> &'b mut [u8] {
+    let skew = (source.as_ptr() as usize + offset + 4096 - buf.as_ptr() as usize % 4096) % 4096;
+    &mut buf[skew..skew + len]
+}
+
 /// Encodes frame by frame with `Sequencer::encode`.
 fn encode_each(batch: &[(u64, Payload)], out: &mut [u8]) -> u64 {
     let mut seq = Sequencer::new();
@@ -246,16 +253,16 @@ fn main() {
     // bytes apart modulo 4 KiB, where memcpy (`rep movsb`) runs at a fraction
     // of its speed on some CPUs: a property of the copy, not of the parser,
     // which a kernel copying out of socket buffers has no reason to share.
-    // The aliased placement is measured too, in its own row.
+    // The aliased placement is measured too, in its own rows.
     const CAPACITY: usize = tickwire::parse::DEFAULT_CAPACITY;
+    const APART: usize = 2048;
     let mut raw = vec![1u8; CAPACITY + 4096];
-    let at_source = (data.as_ptr() as usize + 4096 - raw.as_ptr() as usize % 4096) % 4096;
-    let apart = (at_source + 2048) % 4096;
-    let mut stream = |at: usize, push: bool, read: usize| {
+    let mut stream = |offset: usize, push: bool, read: usize| {
         // A fresh parser (and sequence tracker) on the same, already touched buffer.
-        let mut p = Parser::new(&mut raw[at..at + CAPACITY]).unwrap();
+        let mut p = Parser::new(placed(&mut raw, &data, offset, CAPACITY)).unwrap();
         checked_stream(&data, &mut p, push, read)
     };
+    let mut reads = vec![1u8; READ_SIZE + 4096];
     // The same messages sorted by type (and numbered in that order): the
     // decoder's and the caller's branch on the type always guess right.
     let mut by_type = batch.clone();
@@ -291,9 +298,7 @@ fn main() {
         (
             "64 KiB reads only (the copy into a buffer)",
             r(&mut || {
-                let mut buf = vec![0u8; READ_SIZE + 4096];
-                let at = (data.as_ptr() as usize + 6144 - buf.as_ptr() as usize % 4096) % 4096;
-                let buf = &mut buf[at..at + READ_SIZE];
+                let buf = placed(&mut reads, &data, APART, READ_SIZE);
                 for chunk in data.chunks(READ_SIZE) {
                     buf[..chunk.len()].copy_from_slice(chunk);
                     black_box(&buf[..chunk.len()]);
@@ -323,23 +328,23 @@ fn main() {
         ),
         (
             "checked decode, Parser::drain + 64 KiB reads",
-            r(&mut || stream(apart, true, READ_SIZE)),
+            r(&mut || stream(APART, true, READ_SIZE)),
         ),
         (
             "  the same, buffer 4K-aliased with the source",
-            r(&mut || stream(at_source, true, READ_SIZE)),
+            r(&mut || stream(0, true, READ_SIZE)),
         ),
         (
             "  the same, 4 KiB reads",
-            r(&mut || stream(apart, true, 4 << 10)),
+            r(&mut || stream(APART, true, 4 << 10)),
         ),
         (
             "checked decode, Parser::next_event + 64 KiB reads",
-            r(&mut || stream(apart, false, READ_SIZE)),
+            r(&mut || stream(APART, false, READ_SIZE)),
         ),
         (
             "  the same, buffer 4K-aliased with the source",
-            r(&mut || stream(at_source, false, READ_SIZE)),
+            r(&mut || stream(0, false, READ_SIZE)),
         ),
         (
             "copying byteorder decoder, tickwire CRC",
