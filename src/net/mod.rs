@@ -37,7 +37,6 @@
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub(crate) mod admission;
 mod client;
 mod conn;
 pub(crate) mod datagram;

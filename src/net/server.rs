@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use super::admission::{Admission, Limit};
 use super::datagram::{DatagramOutput, DatagramOutputConfig, DatagramSender};
 use super::publisher::{Numbering, Publisher, LAZY_TICK};
 use super::relay::RelayFeed;
@@ -27,6 +26,7 @@ use super::stats::{add, ServerStats, Shared};
 use super::{sys, unix_nanos};
 use crate::encode::Sequencer;
 use crate::parse::{Discard, DiscardReason, Event, Parser};
+use crate::session::admission::{Admission, Limit};
 use crate::session::{
     Batch, CloseReason, Retention, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig,
     SlowPolicy, Time,

@@ -27,6 +27,11 @@ pub struct ServerStats {
     pub slow_marks: u64,
     /// Batches a slow client was skipped for.
     pub skipped_batches: u64,
+    /// Data frames slow clients were skipped for: the gaps they were told
+    /// of. With [`replay_trimmed`](Self::replay_trimmed), every data frame a
+    /// logged-in client was not sent is counted here.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub skipped_frames: u64,
     /// Frames replays could not send because the retention dropped them first.
     pub replay_trimmed: u64,
     /// Times accepting paused on EMFILE / ENFILE.
@@ -86,6 +91,7 @@ pub(crate) struct Shared {
     bytes_sent: AtomicU64,
     slow_marks: AtomicU64,
     skipped_batches: AtomicU64,
+    skipped_frames: AtomicU64,
     replay_trimmed: AtomicU64,
     pub(super) accept_pauses: AtomicU64,
     pub(super) peak_client_queue: AtomicU64,
@@ -122,6 +128,7 @@ impl Shared {
         add(&self.bytes_sent, s.bytes_sent);
         add(&self.slow_marks, s.slow_marks);
         add(&self.skipped_batches, s.skipped_batches);
+        add(&self.skipped_frames, s.skipped_frames);
         add(&self.replay_trimmed, s.replay_trimmed);
     }
 
@@ -135,6 +142,7 @@ impl Shared {
             bytes_sent: get(&self.bytes_sent),
             slow_marks: get(&self.slow_marks),
             skipped_batches: get(&self.skipped_batches),
+            skipped_frames: get(&self.skipped_frames),
             replay_trimmed: get(&self.replay_trimmed),
             accept_pauses: get(&self.accept_pauses),
             peak_client_queue: get(&self.peak_client_queue),

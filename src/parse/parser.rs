@@ -340,7 +340,6 @@ impl Parser<alloc::boxed::Box<[u8]>> {
 
     /// A parser with an owned buffer of `capacity` bytes, raised to
     /// [`MAX_FRAME_LEN`] if smaller (so it cannot fail).
-    #[cfg(feature = "std")]
     pub(crate) fn owned_at_least(capacity: usize, tracker: SequenceTracker) -> Self {
         Parser {
             buf: alloc::vec![0u8; capacity.max(MAX_FRAME_LEN)].into_boxed_slice(),

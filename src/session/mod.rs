@@ -26,10 +26,12 @@
 
 use core::time::Duration;
 
+pub(crate) mod admission;
 pub mod client;
 pub mod datagram;
 pub mod retention;
 pub mod server;
+pub mod server_core;
 
 pub use client::{
     Action, ClientEvent, ClientSession, ClientSessionConfig, ClientSessionStats, ClientState,
@@ -40,6 +42,7 @@ pub use server::{
     CloseReason, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig, ServerSessionStats,
     SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
 };
+pub use server_core::{ConnId, CoreConfig, CoreEvent, CoreStats, ServerCore};
 
 /// Now, as the sessions see it: a monotonic time for every deadline, and the
 /// wall-clock time written into the frames they make (Unix nanoseconds).

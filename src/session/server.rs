@@ -371,6 +371,10 @@ pub struct ServerSessionStats {
     pub bytes_sent: u64,
     /// Live batches skipped for a slow client.
     pub skipped_batches: u64,
+    /// Data frames skipped for a slow client (the frames of
+    /// [`skipped_batches`](Self::skipped_batches), and any the session had
+    /// not been handed before them): the gap its client is told of.
+    pub skipped_frames: u64,
     /// Times marked slow.
     pub slow_marks: u64,
     /// Frames a replay could not send because the retention dropped them first.
@@ -786,7 +790,16 @@ impl ServerSession {
             // Heartbeat (or the next frame) tells the client of the gap even
             // if nothing more is ever published.
             self.stats.skipped_batches += 1;
+            self.stats.skipped_frames += batch.end() - next;
             self.state = State::Live { next: batch.end() };
+            return;
+        }
+        if batch.first() > next {
+            // Frames between `next` and this batch were never handed to this
+            // session (a driver that fell behind the publishers, or a
+            // relay's hole): catch up from the retention exactly as a replay
+            // does, so nothing the retention holds is lost on the way.
+            self.state = State::Replaying { next };
             return;
         }
         let segment = if batch.first() < next {
@@ -796,6 +809,7 @@ impl ServerSession {
         };
         if self.out.bytes + segment.bytes().len() > self.config.queue_limit {
             self.stats.skipped_batches += 1;
+            self.stats.skipped_frames += batch.end() - next;
             self.state = State::Live { next: batch.end() };
             self.mark_slow(SlowReason::QueueFull, time.monotonic);
             return;

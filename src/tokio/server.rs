@@ -20,13 +20,13 @@ use ::tokio::task::JoinSet;
 use ::tokio::time::Instant;
 
 use crate::encode::Sequencer;
-use crate::net::admission::{Admission, Limit};
 use crate::net::datagram::DatagramOutput;
 use crate::net::{
     new_session_id, sys, unix_nanos, Counters, Messages, PublishError, ServerConfig, ServerStats,
 };
 use crate::parse::{Event, Parser};
 use crate::sequence::SequenceTracker;
+use crate::session::admission::{Admission, Limit};
 use crate::session::{
     Batch, CloseReason, Retention, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig,
     Time,

@@ -1,8 +1,9 @@
 //! Admission of connections that have not logged in: who they are, in the
 //! order they arrived, and how many each peer address holds.
 //!
-//! A connection enters when it is accepted and leaves when it logs in or
-//! closes. Two limits apply: one on all such connections and one per peer
+//! A connection enters when the [server core](super::server_core) counts it (once
+//! it has been read and has not logged in within the admission grace) and
+//! leaves when it logs in or closes. Two limits apply: one on all such connections and one per peer
 //! IP address. A newcomer that would pass a limit displaces the **oldest**
 //! connection that counts against it (of its own peer, for the per-peer
 //! limit), never the newcomer itself: a flood of idle connections then
@@ -21,10 +22,9 @@
 //! with connections in the set.
 #![forbid(unsafe_code)]
 
-use std::prelude::rust_2021::*;
-
-use std::collections::HashMap;
-use std::net::IpAddr;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::net::IpAddr;
 
 /// Which limit displaced a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub(crate) struct Admission {
     head: Option<usize>,
     tail: Option<usize>,
     len: usize,
-    peers: HashMap<IpAddr, PeerList>,
+    peers: BTreeMap<IpAddr, PeerList>,
 }
 
 impl Admission {
@@ -86,7 +86,7 @@ impl Admission {
             head: None,
             tail: None,
             len: 0,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
         }
     }
 
@@ -224,8 +224,9 @@ impl Admission {
 )]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use alloc::collections::VecDeque;
+    use alloc::vec;
+    use core::net::{Ipv4Addr, Ipv6Addr};
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
