@@ -24,7 +24,7 @@ mod common;
 mod netns;
 use common::{
     assert_oldest_made_room, closed_by_server, connect_from, expected_bytes, idle_connections,
-    messages, wait_until, T0,
+    messages, rerun_with_descriptor_limit, wait_until, T0,
 };
 use netns::{run_command, skip_unprivileged, ChildGuard, Netns};
 
@@ -909,41 +909,6 @@ fn passes_cut_into_slices_keep_every_stream_identical() {
 
 /// A connection from `source` (any 127.0.0.x: all of 127/8 is loopback on
 /// Linux) that never logs in.
-/// This process's soft limit on open descriptors (`/proc/self/limits`).
-fn descriptor_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// Runs the test `name` of this binary again in a child whose descriptor
-/// soft limit is `limit` (`ulimit -Sn`: up to the hard limit), and asserts that it
-/// passed. Returns `false` when this process's own limit is high enough,
-/// and the caller should run the test itself.
-fn rerun_with_descriptor_limit(name: &str, limit: u64) -> bool {
-    if std::env::var_os("TICKWIRE_RAISED_LIMIT").is_some()
-        || descriptor_limit().is_some_and(|n| n >= limit)
-    {
-        return false;
-    }
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -Sn {limit} && exec \"$0\" --exact {name} --nocapture --test-threads 1"
-        ))
-        .arg(std::env::current_exe().unwrap())
-        .env("TICKWIRE_RAISED_LIMIT", "1")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{name} with `ulimit -Sn {limit}`: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    true
-}
-
 #[test]
 fn idle_connections_cannot_lock_a_real_client_out() {
     if rerun_with_descriptor_limit("idle_connections_cannot_lock_a_real_client_out", 4096) {

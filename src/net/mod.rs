@@ -115,3 +115,12 @@ pub fn classify(error: &io::Error) -> IoClass {
         _ => IoClass::Fatal,
     }
 }
+
+/// Why a failed read or write closes a server's connection: the peer going
+/// away is not an error of ours (the mio and tokio servers).
+pub(crate) fn close_reason(error: &io::Error) -> crate::session::CloseReason {
+    match classify(error) {
+        IoClass::Gone => crate::session::CloseReason::PeerClosed,
+        _ => crate::session::CloseReason::IoError,
+    }
+}

@@ -23,7 +23,7 @@ use super::datagram::{DatagramOutput, DatagramOutputConfig, DatagramSender};
 use super::publisher::{Numbering, Publisher, LAZY_TICK};
 use super::relay::RelayFeed;
 use super::stats::{add, ServerStats, Shared};
-use super::{sys, unix_nanos};
+use super::{close_reason, sys, unix_nanos};
 use crate::encode::Sequencer;
 use crate::parse::{Discard, DiscardReason, Event, Parser};
 use crate::session::admission::{Admission, Limit};
@@ -176,6 +176,26 @@ pub struct ServerConfig {
     /// always writes.
     #[cfg_attr(feature = "serde", serde(default = "publisher_writes_default"))]
     pub publisher_writes: bool,
+    /// The most data frames one Retransmit reply covers (protocol section
+    /// 9.2's cap: [`RETRANSMIT_CAP`](crate::session::RETRANSMIT_CAP), 10,000).
+    #[cfg_attr(feature = "serde", serde(default = "retransmit_cap_default"))]
+    pub retransmit_cap: u64,
+    /// How long a new connection may take to log in before it counts
+    /// against [`max_unauthenticated`](Self::max_unauthenticated) and
+    /// [`max_unauthenticated_per_peer`](Self::max_unauthenticated_per_peer)
+    /// (250 ms; see [`CoreConfig::admission_grace`](crate::session::CoreConfig::admission_grace)).
+    #[cfg_attr(feature = "serde", serde(default = "admission_grace_default"))]
+    pub admission_grace: Duration,
+}
+
+#[cfg(feature = "serde")]
+fn retransmit_cap_default() -> u64 {
+    crate::session::RETRANSMIT_CAP
+}
+
+#[cfg(feature = "serde")]
+fn admission_grace_default() -> Duration {
+    crate::session::CoreConfig::new(0).admission_grace
 }
 
 #[cfg(feature = "serde")]
@@ -208,6 +228,8 @@ impl Default for ServerConfig {
             no_progress_intervals: session.no_progress_intervals,
             datagrams: None,
             publisher_writes: true,
+            retransmit_cap: session.retransmit_cap,
+            admission_grace: crate::session::CoreConfig::new(0).admission_grace,
         }
     }
 }
@@ -224,6 +246,21 @@ impl ServerConfig {
         c.queue_limit = self.client_queue;
         c.slow_policy = self.slow_policy;
         c.no_progress_intervals = self.no_progress_intervals;
+        c.retransmit_cap = self.retransmit_cap;
+        c
+    }
+
+    /// The server-wide rules these settings give, for `session_id` (the
+    /// server core's configuration).
+    pub(crate) fn core(&self, session_id: u64) -> crate::session::CoreConfig {
+        let mut c = crate::session::CoreConfig::new(session_id);
+        c.session = self.session(session_id);
+        c.retain = self.retain;
+        c.max_clients = self.max_clients;
+        c.max_retransmission_connections = self.max_retransmission_connections;
+        c.max_unauthenticated = self.max_unauthenticated;
+        c.max_unauthenticated_per_peer = self.max_unauthenticated_per_peer;
+        c.admission_grace = self.admission_grace;
         c
     }
 
@@ -1663,15 +1700,6 @@ fn write_some(
     }
     let more = slot.session.queued() > 0 || slot.session.phase() == ServerPhase::Replaying;
     Ok((more, written))
-}
-
-/// Why a failed write or read closes a client: the peer going away is not
-/// an error of ours.
-fn close_reason(error: &io::Error) -> CloseReason {
-    match super::classify(error) {
-        super::IoClass::Gone => CloseReason::PeerClosed,
-        _ => CloseReason::IoError,
-    }
 }
 
 /// The listening socket, bound with `backlog` (mio's own bind uses 128).

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::session::{CloseReason, ServerSessionStats};
+use crate::session::{CloseReason, CoreStats, ServerSessionStats};
 
 const REASONS: usize = CloseReason::ALL.len();
 
@@ -130,6 +130,28 @@ impl Shared {
         add(&self.skipped_batches, s.skipped_batches);
         add(&self.skipped_frames, s.skipped_frames);
         add(&self.replay_trimmed, s.replay_trimmed);
+    }
+
+    /// The counters of a server whose connections a server core holds:
+    /// the core's, and this one's for the rest (datagrams, accept pauses).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn snapshot_with(&self, core: &CoreStats) -> ServerStats {
+        let mut s = self.snapshot();
+        s.clients = core.open;
+        s.accepted = core.accepted;
+        s.frames_published = core.frames_published;
+        s.frames_sent = core.frames_sent;
+        s.bytes_sent = core.bytes_sent;
+        s.slow_marks = core.slow_marks;
+        s.skipped_batches = core.skipped_batches;
+        s.skipped_frames = core.skipped_frames;
+        s.replay_trimmed = core.replay_trimmed;
+        s.peak_client_queue = core.peak_queue;
+        s.closed = core.closed;
+        s.unauthenticated = core.unauthenticated;
+        s.displaced_per_peer = core.displaced_per_peer;
+        s.retransmission_connections = core.retransmission_connections;
+        s
     }
 
     pub(crate) fn snapshot(&self) -> ServerStats {

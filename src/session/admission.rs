@@ -225,7 +225,6 @@ impl Admission {
 mod tests {
     use super::*;
     use alloc::collections::VecDeque;
-    use alloc::vec;
     use core::net::{Ipv4Addr, Ipv6Addr};
 
     fn ip(last: u8) -> IpAddr {

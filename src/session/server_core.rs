@@ -51,7 +51,7 @@
 //!
 //! let t = Time::new(Duration::ZERO, 0);
 //! let mut core = ServerCore::new(CoreConfig::new(42), t);
-//! let conn = core.accept("127.0.0.1".parse()?, t);
+//! let conn = core.accept("127.0.0.1:40000".parse()?, t);
 //! let mut login = [0u8; 24];
 //! tickwire::encode(&Payload::Login, 0, 0, &mut login)?;
 //! core.handle_input(conn, &login, t);
@@ -87,7 +87,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::fmt;
-use core::net::IpAddr;
+use core::net::SocketAddr;
 use core::time::Duration;
 
 use super::admission::{Admission, Limit};
@@ -169,7 +169,7 @@ impl ConnId {
     /// use tickwire::session::{CoreConfig, ServerCore, Time};
     /// let t = Time::new(Duration::ZERO, 0);
     /// let mut core = ServerCore::new(CoreConfig::new(1), t);
-    /// assert_eq!(core.accept("127.0.0.1".parse().unwrap(), t).index(), 0);
+    /// assert_eq!(core.accept("127.0.0.1:40000".parse().unwrap(), t).index(), 0);
     /// ```
     #[must_use]
     pub fn index(self) -> usize {
@@ -200,7 +200,7 @@ enum Role {
 struct Conn {
     session: ServerSession,
     parser: Parser<Box<[u8]>>,
-    peer: IpAddr,
+    peer: SocketAddr,
     generation: u32,
     role: Role,
     /// The timer entry in the heap that counts, if any.
@@ -220,7 +220,7 @@ pub enum CoreEvent {
         /// The connection.
         conn: ConnId,
         /// Its peer address.
-        peer: IpAddr,
+        peer: SocketAddr,
         /// The event.
         event: ServerEvent,
     },
@@ -229,7 +229,7 @@ pub enum CoreEvent {
         /// The connection.
         conn: ConnId,
         /// Its peer address.
-        peer: IpAddr,
+        peer: SocketAddr,
         /// Why.
         reason: CloseReason,
     },
@@ -242,7 +242,7 @@ pub enum CoreEvent {
 pub struct CoreStats {
     /// Connections accepted.
     pub accepted: u64,
-    /// Connections open now (not released).
+    /// Connections open now (not closed).
     pub open: u64,
     /// Of those, logged-in clients.
     pub clients: u64,
@@ -397,7 +397,7 @@ impl ServerCore {
     /// sent already and hands it to [`handle_input`](Self::handle_input)
     /// before waiting for anything else: a client that sent its Login with
     /// the connection never counts against the admission limits.
-    pub fn accept(&mut self, peer: IpAddr, time: Time) -> ConnId {
+    pub fn accept(&mut self, peer: SocketAddr, time: Time) -> ConnId {
         self.stats.accepted += 1;
         self.stats.open += 1;
         self.generations = self.generations.wrapping_add(1);
@@ -417,7 +417,7 @@ impl ServerCore {
         let conn = Conn {
             session,
             parser: Parser::owned_at_least(INPUT_BUFFER, SequenceTracker::new()),
-            peer: peer.to_canonical(),
+            peer,
             generation,
             role: Role::Fresh,
             scheduled: None,
@@ -452,7 +452,7 @@ impl ServerCore {
             return;
         }
         conn.role = Role::Pending;
-        let peer = conn.peer;
+        let peer = conn.peer.ip();
         if let Some(evicted) = self.admission.admit(id.index(), peer) {
             match evicted.limit {
                 Limit::PerPeer => self.stats.displaced_per_peer += 1,
@@ -646,7 +646,8 @@ impl ServerCore {
         }
     }
 
-    /// No connection is open any more (all closed and released).
+    /// No connection is open any more (all closed; the driver may still
+    /// have to release some).
     #[must_use]
     pub fn is_drained(&self) -> bool {
         self.stats.open == 0
@@ -691,7 +692,7 @@ impl ServerCore {
 
     /// Its peer address.
     #[must_use]
-    pub fn peer(&self, id: ConnId) -> Option<IpAddr> {
+    pub fn peer(&self, id: ConnId) -> Option<SocketAddr> {
         self.conn(id).map(|c| c.peer)
     }
 
@@ -716,7 +717,6 @@ impl ServerCore {
         if let Some(place) = self.conns.get_mut(id.index()) {
             *place = None;
             self.free.push(id.index);
-            self.stats.open = self.stats.open.saturating_sub(1);
         }
     }
 
@@ -785,11 +785,19 @@ impl ServerCore {
             let Some(conn) = self.conn_mut(id) else {
                 continue;
             };
-            if conn.scheduled != Some(at) {
+            if conn.scheduled != Some(at) || conn.closed.is_some() {
                 continue; // superseded by an earlier entry
             }
             conn.scheduled = None;
-            return Some(id);
+            match conn.session.poll_timeout() {
+                // Its deadline moved later since: the entry moves with it.
+                Some(later) if later > now => {
+                    conn.scheduled = Some(later);
+                    self.timers.push(Reverse((later, index, generation)));
+                }
+                None => {}
+                Some(_) => return Some(id),
+            }
         }
         None
     }
@@ -837,6 +845,7 @@ impl ServerCore {
         if let Some(counter) = self.stats.closed.get_mut(reason.index()) {
             *counter += 1;
         }
+        self.stats.open = self.stats.open.saturating_sub(1);
         self.events.push_back(CoreEvent::Closed {
             conn: id,
             peer,
@@ -867,6 +876,8 @@ impl ServerCore {
         let phase = conn.session.phase();
         let queued = conn.session.queued() as u64;
         let role = conn.role;
+        let stats = conn.session.take_stats();
+        self.stats.add_session(&stats);
         let events = &mut self.events;
         if let Some(conn) = self.conns.get_mut(id.index()).and_then(Option::as_mut) {
             while let Some(event) = conn.session.poll_event() {

@@ -1,16 +1,14 @@
-//! [`Server`]: the async server, one task per connection around a
-//! [`ServerSession`], all sharing one [`Retention`].
+//! [`Server`]: the async server, a thin driver around one
+//! [`ServerCore`]: one task per connection moves its bytes, one timer task
+//! moves time, and every decision is the core's.
 #![forbid(unsafe_code)]
 
-use std::boxed::Box;
 use std::vec;
 use std::vec::Vec;
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -22,14 +20,11 @@ use ::tokio::time::Instant;
 use crate::encode::Sequencer;
 use crate::net::datagram::DatagramOutput;
 use crate::net::{
-    new_session_id, sys, unix_nanos, Counters, Messages, PublishError, ServerConfig, ServerStats,
+    close_reason, new_session_id, sys, unix_nanos, Counters, Messages, PublishError, ServerConfig,
+    ServerStats,
 };
-use crate::parse::{Event, Parser};
-use crate::sequence::SequenceTracker;
-use crate::session::admission::{Admission, Limit};
 use crate::session::{
-    Batch, CloseReason, Retention, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig,
-    Time,
+    Batch, CloseReason, ConnId, CoreEvent, ServerCore, ServerEvent, SlowPolicy, Time,
 };
 use crate::wire::MAX_FRAME_LEN;
 
@@ -37,123 +32,50 @@ use crate::wire::MAX_FRAME_LEN;
 const MAX_SLICES: usize = 64;
 /// Bytes one connection writes before it lets the others run.
 const WRITE_BUDGET: usize = 1 << 20;
-/// Published batches kept for the connection tasks to pick up (they take
-/// every batch newer than the last they saw, under one lock).
-const RECENT_BATCHES: usize = 4096;
 /// How long shutdown waits for EndOfSession to be written everywhere.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
-/// What the publishers and every connection task share.
+/// The core and what the driver keeps beside it, under one lock.
 #[derive(Debug)]
-struct Hub {
+struct State {
+    core: ServerCore,
     sequencer: Sequencer,
-    retention: Retention,
-    /// The last published batches, for the connection tasks to hand to
-    /// their sessions (`Arc`s of the retained ones: no copy).
-    recent: VecDeque<Arc<Batch>>,
+    /// Each open connection's wake-up, by [`ConnId::index`].
+    wakers: Vec<Option<Arc<Notify>>>,
+    /// The deadline the timer task sleeps until (`None`: none).
+    timer_planned: Option<Duration>,
 }
 
 #[derive(Debug)]
 struct Shared {
-    hub: Mutex<Hub>,
-    /// `retention.next()` after each publish: wakes the connection tasks.
-    published: watch::Sender<u64>,
+    state: Mutex<State>,
+    /// Wakes the timer task when the core's earliest deadline moved earlier.
+    timer: Notify,
     stop: watch::Sender<bool>,
-    session: ServerSessionConfig,
     epoch: Instant,
-    /// The mio server's counters, read the same way.
+    /// Counters the core does not keep (datagrams).
     counters: Arc<Counters>,
     /// The datagram feed ([`ServerConfig::datagrams`]): sent by the
-    /// publishing thread, in sequence order (taken under the hub's lock,
+    /// publishing thread, in sequence order (taken under the state's lock,
     /// sent after it); idle Packet-only datagrams and the final
     /// EndOfSession by the server's tasks.
     datagrams: Option<Mutex<DatagramOutput>>,
-    /// Clients past their Login (`max_clients` counts these).
-    logged_in: AtomicU64,
-    /// The connections that have not logged in.
-    gate: Mutex<Gate>,
-    /// The settings (limits, socket options of accepted connections).
+    /// The settings (socket options of accepted connections, logs).
     config: ServerConfig,
 }
 
-/// The connections that have not logged in, under the limits of
-/// [`ServerConfig::max_unauthenticated`] and
-/// [`ServerConfig::max_unauthenticated_per_peer`], as in the mio server: a
-/// newcomer past a limit displaces the oldest one counting against it. Every
-/// connection task holds a key (reused after it ends) and is told through
-/// its [`Notify`] when it was displaced.
-#[derive(Debug)]
-struct Gate {
-    admission: Admission,
-    /// Each open connection's displacement signal, by key (`None`: free).
-    displace: Vec<Option<Arc<Notify>>>,
-    free: Vec<usize>,
-}
-
-impl Gate {
-    /// A new connection from `peer`: its key and its signal. The connection
-    /// it displaces, if any, is signalled.
-    fn enter(&mut self, peer: IpAddr, counters: &Counters) -> (usize, Arc<Notify>) {
-        let key = self.free.pop().unwrap_or(self.displace.len());
-        let signal = Arc::new(Notify::new());
-        match self.displace.get_mut(key) {
-            Some(place) => *place = Some(Arc::clone(&signal)),
-            None => self.displace.push(Some(Arc::clone(&signal))),
-        }
-        if let Some(evicted) = self.admission.admit(key, peer) {
-            if evicted.limit == Limit::PerPeer {
-                counters.displaced_per_peer.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Some(Some(other)) = self.displace.get(evicted.key) {
-                // Stored as a permit if the task is not waiting right now.
-                other.notify_one();
-            }
-        }
-        self.count(counters);
-        (key, signal)
-    }
-
-    /// Connection `key` logged in (or asked for a retransmission): it no
-    /// longer counts against the limits.
-    fn authenticated(&mut self, key: usize, counters: &Counters) {
-        if self.admission.remove(key) {
-            self.count(counters);
-        }
-    }
-
-    /// Connection `key` ended: its key is free again.
-    fn leave(&mut self, key: usize, counters: &Counters) {
-        self.admission.remove(key);
-        if let Some(place) = self.displace.get_mut(key) {
-            if place.take().is_some() {
-                self.free.push(key);
-            }
-        }
-        self.count(counters);
-    }
-
-    fn count(&self, counters: &Counters) {
-        counters
-            .unauthenticated
-            .store(self.admission.len() as u64, Ordering::Relaxed);
-    }
-}
-
 impl Shared {
-    fn hub(&self) -> MutexGuard<'_, Hub> {
-        // A panic elsewhere cannot leave the hub half-updated in a way
-        // that matters more than stopping would: keep serving.
-        self.hub.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The state, locked. A panic while it was held stopped that task; the
+    /// core is whole between its calls, so the others keep serving (the one
+    /// rule for a poisoned lock in this server).
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
         self.datagrams
             .as_ref()
             .map(|d| d.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn gate(&self) -> MutexGuard<'_, Gate> {
-        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn time(&self) -> Time {
@@ -163,17 +85,87 @@ impl Shared {
         )
     }
 
+    /// After any call into the core (the lock held): wake the connections
+    /// it has something for, log what it reports, and wake the timer task
+    /// if the core's earliest deadline moved before the one it sleeps until.
+    fn dispatch(&self, state: &mut State) {
+        while let Some(id) = state.core.poll_ready() {
+            if let Some(Some(waker)) = state.wakers.get(id.index()) {
+                waker.notify_one();
+            }
+        }
+        while let Some(event) = state.core.poll_event() {
+            log_core_event(&event, self.config.slow_policy);
+        }
+        let due = state.core.poll_timeout();
+        let earlier = match (due, state.timer_planned) {
+            (Some(due), Some(planned)) => due < planned,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if earlier {
+            state.timer_planned = due;
+            self.timer.notify_one();
+        }
+    }
+
     fn stats(&self) -> ServerStats {
-        self.counters.snapshot()
+        let core = self.state().core.stats();
+        self.counters.snapshot_with(&core)
+    }
+}
+
+/// One log line per event of the core (the mio server logs the same).
+pub(crate) fn log_core_event(event: &CoreEvent, policy: SlowPolicy) {
+    match *event {
+        CoreEvent::Session { peer, event, .. } => match event {
+            ServerEvent::LoggedIn {
+                wanted,
+                start,
+                oldest,
+                next_live,
+            } => log::info!(
+                "login {peer}: wanted {wanted}, sending from {start} (oldest {oldest}, next live {next_live})"
+            ),
+            ServerEvent::Slow { reason, pending } => log::warn!(
+                "{peer} is slow ({}, {pending} bytes pending): {}",
+                reason.as_str(),
+                match policy {
+                    SlowPolicy::Disconnect => "disconnecting it",
+                    _ => "skipping it",
+                }
+            ),
+            ServerEvent::Drained { pending } => {
+                log::info!("{peer} drained ({pending} bytes pending): live data resumes");
+            }
+            ServerEvent::Retransmitted {
+                wanted,
+                count,
+                first,
+                end,
+                frames,
+            } => log::info!(
+                "retransmit {peer}: wanted {count} from {wanted}, sent {frames} frames of {first}..{end}"
+            ),
+        },
+        CoreEvent::Closed { peer, reason, .. } => {
+            if reason != CloseReason::Shutdown {
+                log::info!("closed {peer}: {reason}");
+            }
+        }
     }
 }
 
 /// Publishes data frames into a running tokio [`Server`] from any task or
 /// thread; clone it freely. Not async: the batch is numbered and encoded
-/// on the caller's thread (once), pushed into the shared retention, and
-/// every connection task is woken (one wake-up per batch and connection,
-/// no message per frame). There is no publish queue to fill: slow
-/// clients are the sessions' business (skipped or disconnected).
+/// on the caller's thread (once), handed to the server core, which queues
+/// it to every session (shared, not copied), and the connections that got
+/// bytes are woken. Nothing waits in between, so nothing can be lost in
+/// between: a connection task that runs late finds everything in its
+/// session's queue, or catches up from the retention. The publisher pays
+/// for the fan-out (one queue entry per connection): that is its
+/// back-pressure; slow clients are the core's business (skipped, counted
+/// and told of the gap, or disconnected).
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
@@ -207,29 +199,22 @@ impl Publisher {
             return Ok(());
         }
         let mut bytes = vec![0u8; batch.len() * MAX_FRAME_LEN];
-        let (next, datagrams) = {
-            let mut hub = self.shared.hub();
-            let first = hub.sequencer.next_sequence();
-            let done = hub.sequencer.encode_batch(&batch, &mut bytes);
-            bytes.truncate(done.bytes);
-            let frames = done.frames as u64;
-            let encoded = Arc::new(Batch::encoded(first, frames, bytes));
-            hub.retention.push(Arc::clone(&encoded));
-            if hub.recent.len() >= RECENT_BATCHES {
-                hub.recent.pop_front();
+        let datagrams = {
+            let mut state = self.shared.state();
+            if state.core.is_shutting_down() {
+                return Err(PublishError::Closed);
             }
-            hub.recent.push_back(Arc::clone(&encoded));
-            self.shared
-                .counters
-                .frames_published
-                .fetch_add(frames, Ordering::Relaxed);
-            // Taken before the hub is let go: batches reach the lines in
+            let first = state.sequencer.next_sequence();
+            let done = state.sequencer.encode_batch(&batch, &mut bytes);
+            bytes.truncate(done.bytes);
+            let encoded = Arc::new(Batch::encoded(first, done.frames as u64, bytes));
+            state.core.publish(Arc::clone(&encoded), self.shared.time());
+            self.shared.dispatch(&mut state);
+            // Taken before the state is let go: batches reach the lines in
             // sequence order; sent after, so that the connection tasks do
             // not wait for the system calls.
-            let datagrams = self.shared.datagrams().map(|d| (d, encoded));
-            (hub.retention.next(), datagrams)
+            self.shared.datagrams().map(|d| (d, encoded))
         };
-        self.shared.published.send_replace(next);
         if let Some((mut output, batch)) = datagrams {
             let time = output.now();
             output.publish(&batch, time);
@@ -250,37 +235,36 @@ impl Publisher {
     /// ```
     #[must_use]
     pub fn next_sequence(&self) -> u64 {
-        self.shared.hub().sequencer.next_sequence()
+        self.shared.state().sequencer.next_sequence()
     }
 }
 
-/// The async server: the mio [`net::Server`](crate::net::Server)'s
-/// protocol on tokio, with the same [`ServerConfig`] and the same rules,
-/// because they are the same [`ServerSession`]s.
+/// The async server: the protocol of the mio
+/// [`net::Server`](crate::net::Server) on tokio, with the same
+/// [`ServerConfig`] and the same rules, because every rule is the
+/// [`ServerCore`]'s.
 ///
 /// ```text
-///  Publisher::publish ─▶ encode once ─▶ Arc<Batch> ─▶ Retention (+ recent batches), watch ──wake──┐
-///  accept task ─▶ one task per connection:                                                       ▼
-///      readable ─▶ Parser ─▶ session.handle_event     woken ─▶ session.handle_published(&Arc<Batch>)
-///      session.poll_transmit ─▶ try_write_vectored ─▶ transmitted (writable ─▶ again)
-///      sleep until session.poll_timeout ─▶ handle_timeout(kernel backlog: TIOCOUTQ)
+///  Publisher::publish ─▶ encode once ─▶ Arc<Batch> ─▶ core.publish (retention, every session) ─▶ wake the ready
+///  accept task ─▶ one task per connection: core.accept, read at once (admission reads first)
+///      readable ─▶ core.input_buffer / input_committed      woken ─▶ core.poll_transmit ─▶ try_write_vectored
+///      timer task: sleeps until core.poll_timeout ─▶ admission graces, wakes the connections due
+///      ─▶ core.handle_conn_timeout(kernel backlog: TIOCOUTQ)
 /// ```
 ///
-/// One task per connection, not one for all: each connection waits on its
-/// own socket, timer and wake-up with `select!`, tokio's scheduler spreads
-/// the tasks over its worker threads, and a batch reaches every task as one
-/// shared `Arc` (the tasks take the batches newer than the last they saw,
-/// under one lock per wake-up). As in the mio server, connections that have
-/// not logged in are limited ([`ServerConfig::max_unauthenticated`], per
-/// peer too; the oldest is displaced), and accepted sockets get the send
-/// buffer, TCP keepalive and `TCP_USER_TIMEOUT` of [`ServerConfig`]. A
-/// datagram feed ([`ServerConfig::datagrams`], protocol section 8) is sent
-/// by the publishing thread inside [`Publisher::publish`] (whatever
-/// [`DatagramOutputConfig::sender`](crate::net::DatagramOutputConfig::sender)
-/// says: there is no event loop), its idle Packet-only datagrams by a task
-/// of the server, its EndOfSession by [`ServerHandle::shutdown`]; the
+/// The core sits behind one lock, taken for each step (a read, a write, a
+/// publish) and never across an `.await`. Connections that have not logged
+/// in are limited as the core says ([`ServerConfig::max_unauthenticated`],
+/// per peer too, after [`ServerConfig::admission_grace`]), and accepted
+/// sockets get the send buffer, TCP keepalive and `TCP_USER_TIMEOUT` of
+/// [`ServerConfig`]. A datagram feed ([`ServerConfig::datagrams`], protocol
+/// section 8) is sent by the publishing thread inside [`Publisher::publish`]
+/// (there is no event loop to send it), its idle Packet-only datagrams by a
+/// task of the server, its EndOfSession by [`ServerHandle::shutdown`]; the
 /// connections serve retransmission requests (section 9) from the same
-/// retention. Not implemented (mio server only): `threads`, `busy_poll`.
+/// retention. Settings of the mio event loop that have no meaning here:
+/// `threads`, `busy_poll`, `publisher_writes`, `publish_queue`,
+/// `datagrams.sender`.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
@@ -329,7 +313,6 @@ impl Server {
         socket.bind(config.listen)?;
         let listener = socket.listen(config.listen_backlog)?;
         let session_id = config.session_id.unwrap_or_else(new_session_id);
-        let session = config.session(session_id);
         let epoch = Instant::now();
         let counters = Arc::new(Counters::default());
         let datagrams = config
@@ -346,27 +329,19 @@ impl Server {
             })
             .transpose()?
             .map(Mutex::new);
+        let time = Time::new(Duration::ZERO, unix_nanos());
         let shared = Arc::new(Shared {
-            hub: Mutex::new(Hub {
+            state: Mutex::new(State {
+                core: ServerCore::new(config.core(session_id), time),
                 sequencer: Sequencer::new(),
-                retention: Retention::new(config.retain),
-                recent: VecDeque::new(),
+                wakers: Vec::new(),
+                timer_planned: None,
             }),
-            published: watch::Sender::new(1),
+            timer: Notify::new(),
             stop: watch::Sender::new(false),
-            session,
             epoch,
             counters,
             datagrams,
-            logged_in: AtomicU64::new(0),
-            gate: Mutex::new(Gate {
-                admission: Admission::new(
-                    config.max_unauthenticated,
-                    config.max_unauthenticated_per_peer,
-                ),
-                displace: Vec::new(),
-                free: Vec::new(),
-            }),
             config,
         });
         Ok(Server { listener, shared })
@@ -380,8 +355,8 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Spawns the accept task (and, from it, a task per connection) on the
-    /// current runtime.
+    /// Spawns the accept task (and, from it, a task per connection) and the
+    /// timer task on the current runtime.
     #[must_use]
     pub fn spawn(self) -> ServerHandle {
         let local_addr = self
@@ -390,6 +365,7 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let shared = Arc::clone(&self.shared);
         let task = ::tokio::spawn(accept_loop(self.listener, Arc::clone(&shared)));
+        drop(::tokio::spawn(timers(Arc::clone(&shared))));
         if shared.datagrams.is_some() {
             // Ends with the server (on stop).
             drop(::tokio::spawn(idle_datagrams(Arc::clone(&shared))));
@@ -423,7 +399,7 @@ impl ServerHandle {
     /// The session id sent in LoginAccepted.
     #[must_use]
     pub fn session_id(&self) -> u64 {
-        self.shared.session.session_id
+        self.shared.state().core.session_id()
     }
 
     /// A publisher for this server.
@@ -444,6 +420,11 @@ impl ServerHandle {
     /// (at most 1 s) for it to be written, closes every connection, and
     /// returns the counters.
     pub async fn shutdown(self) -> ServerStats {
+        {
+            let mut state = self.shared.state();
+            state.core.shutdown(self.shared.time());
+            self.shared.dispatch(&mut state);
+        }
         self.shared.stop.send_replace(true);
         if let Some(mut output) = self.shared.datagrams() {
             let time = output.now();
@@ -465,11 +446,21 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     shared.config.apply_socket_options(&socket2::SockRef::from(&stream));
-                    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                    // Counted before it runs: it may displace an older one.
-                    shared.counters.clients.fetch_add(1, Ordering::Relaxed);
-                    let (key, displaced) = shared.gate().enter(peer.ip(), &shared.counters);
-                    tasks.spawn(connection(stream, peer, (key, displaced), Arc::clone(&shared)));
+                    // Into the core in accept order (admission is by age).
+                    let waker = Arc::new(Notify::new());
+                    let id = {
+                        let mut state = shared.state();
+                        let id = state.core.accept(peer, shared.time());
+                        if state.wakers.len() <= id.index() {
+                            state.wakers.resize(id.index() + 1, None);
+                        }
+                        if let Some(place) = state.wakers.get_mut(id.index()) {
+                            *place = Some(Arc::clone(&waker));
+                        }
+                        shared.dispatch(&mut state);
+                        id
+                    };
+                    tasks.spawn(connection(stream, id, waker, Arc::clone(&shared)));
                 }
                 // Out of descriptors, or a connection reset before it was
                 // accepted: wait a little rather than spin.
@@ -482,12 +473,41 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         }
     }
     drop(listener);
-    let drained = ::tokio::time::timeout(SHUTDOWN_DRAIN, async {
+    // Each connection ends by itself within SHUTDOWN_DRAIN; a little more
+    // for the tasks to be scheduled.
+    let drained = ::tokio::time::timeout(SHUTDOWN_DRAIN * 2, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
         tasks.shutdown().await;
+    }
+}
+
+/// The core's clock: sleeps until its earliest deadline, ends admission
+/// graces, and wakes each connection whose deadline came.
+async fn timers(shared: Arc<Shared>) {
+    let mut stop = shared.stop.subscribe();
+    loop {
+        let deadline = {
+            let mut state = shared.state();
+            let time = shared.time();
+            state.core.handle_timeout(time);
+            while let Some(id) = state.core.poll_expired(time.monotonic) {
+                if let Some(Some(waker)) = state.wakers.get(id.index()) {
+                    waker.notify_one();
+                }
+            }
+            state.timer_planned = state.core.poll_timeout();
+            shared.dispatch(&mut state);
+            state.timer_planned
+        };
+        ::tokio::select! {
+            biased;
+            () = stopped(&mut stop) => return,
+            () = shared.timer.notified() => {}
+            () = sleep_until_some(deadline.map(|at| shared.epoch + at)) => {}
+        }
     }
 }
 
@@ -513,279 +533,135 @@ async fn idle_datagrams(shared: Arc<Shared>) {
     }
 }
 
-/// One connection, until its session closes it.
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    (key, displaced): (usize, Arc<Notify>),
-    shared: Arc<Shared>,
-) {
-    let seen = shared.hub().retention.next();
-    let mut conn = Conn {
-        session: ServerSession::new(shared.session, shared.time()),
-        parser: Parser::owned_at_least(4096, SequenceTracker::new()),
-        seen,
-        logged_in: false,
-        retransmission: false,
-        key,
-        displaced,
-        authenticated: false,
-        stream,
-        peer,
-        shared,
-    };
-    let reason = conn.run().await;
-    let shared = &conn.shared;
-    let stats = conn.session.take_stats();
-    let c = &shared.counters;
-    c.add_session(&stats);
-    c.count_close(reason);
-    if conn.logged_in {
-        shared.logged_in.fetch_sub(1, Ordering::Relaxed);
+/// One connection, until the core closes it.
+async fn connection(stream: TcpStream, id: ConnId, waker: Arc<Notify>, shared: Arc<Shared>) {
+    {
+        // Admission reads first: a Login that came with the connection is
+        // read before anything else happens to it.
+        let mut state = shared.state();
+        read(&mut state, id, &stream, &shared);
+        shared.dispatch(&mut state);
     }
-    if conn.retransmission {
-        c.retransmission_connections.fetch_sub(1, Ordering::Relaxed);
-    }
-    c.clients.fetch_sub(1, Ordering::Relaxed);
-    shared.gate().leave(conn.key, c);
-    if reason != CloseReason::Shutdown {
-        log::info!("closed {peer}: {reason}");
+    let reason = run(&stream, id, &waker, &shared).await;
+    {
+        let mut state = shared.state();
+        state.core.handle_failure(id, reason);
+        state.core.release(id);
+        if let Some(place) = state.wakers.get_mut(id.index()) {
+            *place = None;
+        }
+        shared.dispatch(&mut state);
     }
     if reason == CloseReason::Shutdown {
-        let _ = conn
-            .stream
+        let _ = stream
             .into_std()
             .map(|s| s.shutdown(std::net::Shutdown::Write));
     }
 }
 
-struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    session: ServerSession,
-    parser: Parser<Box<[u8]>>,
-    /// The end of the last published batch handed to the session.
-    seen: u64,
-    logged_in: bool,
-    /// Counted as a retransmission connection (section 9).
-    retransmission: bool,
-    /// Its key in the [`Gate`].
-    key: usize,
-    /// Signalled when a newer connection displaced it (it had not logged in).
-    displaced: Arc<Notify>,
-    /// Out of the gate's set (past its Login or first Retransmit).
-    authenticated: bool,
-}
-
-impl Conn {
-    async fn run(&mut self) -> CloseReason {
-        let mut published = self.shared.published.subscribe();
-        let mut stop = self.shared.stop.subscribe();
-        let epoch = self.shared.epoch;
-        let mut stopping = false;
-        let mut drain_deadline = None;
-        loop {
-            if let Err(e) = self.write_some() {
-                return close_reason(&e);
+/// Moves the connection's bytes and time until the core closes it; the
+/// reason.
+async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) -> CloseReason {
+    let mut stop = shared.stop.subscribe();
+    let mut drain_deadline = None;
+    loop {
+        let want_write = {
+            let mut state = shared.state();
+            let time = shared.time();
+            if state
+                .core
+                .conn_timeout(id)
+                .is_some_and(|at| at <= time.monotonic)
+            {
+                let backlog = sys::unsent_bytes(stream.as_fd()).unwrap_or(0);
+                state.core.handle_conn_timeout(id, time, backlog);
             }
-            if let Some(reason) = self.settle() {
+            if let Err(e) = write_some(&mut state, id, stream, shared) {
+                state.core.handle_failure(id, close_reason(&e));
+            }
+            shared.dispatch(&mut state);
+            if let Some(reason) = state.core.close_reason(id) {
                 return reason;
             }
-            let deadline = self
-                .session
-                .poll_timeout()
-                .map(|at| epoch + at)
-                .into_iter()
-                .chain(drain_deadline)
-                .min();
-            let want_write =
-                self.session.queued() > 0 || self.session.phase() == ServerPhase::Replaying;
-            ::tokio::select! {
-                biased;
-                () = self.displaced.notified(), if !self.authenticated => {
-                    return CloseReason::UnauthenticatedLimit;
-                }
-                () = stopped(&mut stop), if !stopping => {
-                    stopping = true;
-                    drain_deadline = Some(Instant::now() + SHUTDOWN_DRAIN);
-                    let time = self.shared.time();
-                    let hub = self.shared.hub();
-                    self.session.shutdown(time, &hub.retention);
-                }
-                ready = self.stream.readable() => {
-                    if ready.is_err() {
-                        return CloseReason::IoError;
-                    }
-                    if let Some(reason) = self.read() {
-                        return reason;
-                    }
-                }
-                changed = published.changed() => {
-                    if changed.is_ok() {
-                        self.take_published();
-                    }
-                }
-                _ = self.stream.writable(), if want_write => {}
-                () = sleep_until_some(deadline) => {
-                    if drain_deadline.is_some_and(|d| Instant::now() >= d) {
-                        return CloseReason::Shutdown;
-                    }
-                    let time = self.shared.time();
-                    let backlog = sys::unsent_bytes(self.stream.as_fd()).unwrap_or(0);
-                    let hub = self.shared.hub();
-                    self.session.handle_timeout(time, &hub.retention, backlog);
-                }
+            state.core.wants_write(id)
+        };
+        ::tokio::select! {
+            biased;
+            () = stopped(&mut stop), if drain_deadline.is_none() => {
+                drain_deadline = Some(Instant::now() + SHUTDOWN_DRAIN);
             }
+            () = sleep_until_some(drain_deadline) => return CloseReason::Shutdown,
+            ready = stream.readable() => {
+                let mut state = shared.state();
+                if ready.is_err() {
+                    state.core.handle_failure(id, CloseReason::IoError);
+                } else {
+                    read(&mut state, id, stream, shared);
+                }
+                shared.dispatch(&mut state);
+            }
+            () = waker.notified() => {}
+            _ = stream.writable(), if want_write => {}
         }
     }
+}
 
-    /// Reads the client's bytes (its Login, its Heartbeats) and hands their
-    /// events to the session. `Some(reason)` when the connection ended.
-    fn read(&mut self) -> Option<CloseReason> {
-        loop {
-            let spare = self.parser.spare();
-            if spare.is_empty() {
-                return Some(CloseReason::BadData); // cannot happen: events are drained
+/// Reads what the peer sent into the core until the socket would block.
+fn read(state: &mut State, id: ConnId, stream: &TcpStream, shared: &Shared) {
+    loop {
+        let Some(spare) = state.core.input_buffer(id) else {
+            return; // closed
+        };
+        match stream.try_read(spare) {
+            Ok(0) => {
+                state.core.handle_eof(id, shared.time());
+                return;
             }
-            match self.stream.try_read(spare) {
-                Ok(0) => {
-                    self.parser.finish();
-                    self.handle_events();
-                    return Some(self.session.poll_close().unwrap_or(CloseReason::PeerClosed));
-                }
-                Ok(n) => {
-                    if self.parser.commit(n).is_err() {
-                        return Some(CloseReason::BadData);
-                    }
-                    self.handle_events();
-                    if let Some(reason) = self.session.poll_close() {
-                        return Some(reason);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Some(close_reason(&e)),
+            Ok(n) => state.core.input_committed(id, n, shared.time()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                state.core.handle_failure(id, close_reason(&e));
+                return;
             }
         }
     }
+}
 
-    fn handle_events(&mut self) {
-        let time = self.shared.time();
-        let hub = self.shared.hub();
-        let session = &mut self.session;
-        while let Some(event) = self.parser.next_event() {
-            session.handle_event(&event, time, &hub.retention);
-            if let Event::Discarded(_) = event {
-                break;
+/// Writes what the core has for `id` until the socket would block or the
+/// budget is spent.
+fn write_some(
+    state: &mut State,
+    id: ConnId,
+    stream: &TcpStream,
+    shared: &Shared,
+) -> io::Result<()> {
+    let mut written = 0;
+    while written < WRITE_BUDGET {
+        let time = shared.time();
+        let Some(transmit) = state.core.poll_transmit(id, time) else {
+            return Ok(());
+        };
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut count = 0;
+        for (place, bytes) in slices.iter_mut().zip(transmit.slices()) {
+            *place = IoSlice::new(bytes);
+            count += 1;
+        }
+        match stream.try_write_vectored(slices.get(..count).unwrap_or_default()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                state.core.transmitted(id, n, time);
+                written += n;
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-
-    /// Hands the session every batch published since the last call (shared,
-    /// not copied).
-    fn take_published(&mut self) {
-        let time = self.shared.time();
-        let hub = self.shared.hub();
-        let seen = self.seen;
-        let start = hub.recent.partition_point(|b| b.end() <= seen);
-        for batch in hub.recent.range(start..) {
-            self.session.handle_published(batch, time);
-        }
-        self.seen = hub.retention.next();
-    }
-
-    /// Writes what the session has until the socket would block or the
-    /// budget is spent.
-    fn write_some(&mut self) -> io::Result<()> {
-        let mut written = 0;
-        while written < WRITE_BUDGET {
-            let time = self.shared.time();
-            let hub = self.shared.hub();
-            let Some(transmit) = self.session.poll_transmit(time, &hub.retention) else {
-                return Ok(());
-            };
-            drop(hub);
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (place, bytes) in slices.iter_mut().zip(transmit.slices()) {
-                *place = IoSlice::new(bytes);
-                count += 1;
-            }
-            match self
-                .stream
-                .try_write_vectored(slices.get(..count).unwrap_or_default())
-            {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.session.transmitted(n, time);
-                    written += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// What the session reported; `Some(reason)` once it must close.
-    fn settle(&mut self) -> Option<CloseReason> {
-        while let Some(event) = self.session.poll_event() {
-            let peer = self.peer;
-            match &event {
-                ServerEvent::LoggedIn {
-                    wanted,
-                    start,
-                    oldest,
-                    next_live,
-                } => log::info!(
-                    "login {peer}: wanted {wanted}, sending from {start} (oldest {oldest}, next live {next_live})"
-                ),
-                ServerEvent::Slow { reason, pending } => log::warn!(
-                    "{peer} is slow ({}, {pending} bytes pending)",
-                    reason.as_str()
-                ),
-                ServerEvent::Drained { pending } => {
-                    log::info!("{peer} drained ({pending} bytes pending): live data resumes");
-                }
-                ServerEvent::Retransmitted {
-                    wanted,
-                    count,
-                    frames,
-                    ..
-                } => log::info!("retransmit {peer}: wanted {count} from {wanted}, sent {frames} frames"),
-            }
-            if let ServerEvent::LoggedIn { .. } = event {
-                self.logged_in = true;
-                let before = self.shared.logged_in.fetch_add(1, Ordering::Relaxed);
-                if usize::try_from(before).unwrap_or(usize::MAX) >= self.shared.config.max_clients {
-                    return Some(CloseReason::MaxClients);
-                }
-            }
-            if let (ServerEvent::Retransmitted { .. }, false) = (&event, self.retransmission) {
-                // Limited apart from the clients, as in the mio server.
-                self.retransmission = true;
-                let now = self
-                    .shared
-                    .counters
-                    .retransmission_connections
-                    .fetch_add(1, Ordering::Relaxed);
-                if usize::try_from(now).unwrap_or(usize::MAX)
-                    >= self.shared.config.max_retransmission_connections
-                {
-                    return Some(CloseReason::MaxClients);
-                }
-            }
-        }
-        if !self.authenticated && self.session.phase() != ServerPhase::AwaitingLogin {
-            self.authenticated = true;
-            self.shared
-                .gate()
-                .authenticated(self.key, &self.shared.counters);
-        }
-        self.session.poll_close()
-    }
+    // Budget spent: the socket is still writable, so the task comes back
+    // after the others had their turn.
+    Ok(())
 }
 
 /// Until the server is told to stop.
@@ -798,14 +674,5 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(at) => ::tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Why a failed write or read closes a client: the peer going away is not
-/// an error of ours.
-fn close_reason(error: &io::Error) -> CloseReason {
-    match crate::net::classify(error) {
-        crate::net::IoClass::Gone => CloseReason::PeerClosed,
-        _ => CloseReason::IoError,
     }
 }

@@ -443,6 +443,27 @@ pub fn assert_oldest_made_room(
     );
 }
 
+/// After a real client logged in at once past the unauthenticated limit,
+/// on a server whose admission reads first (the server core): it never
+/// counted against the limit, so it displaced nobody: every idle connection
+/// in `newest` stays, and the counters are those from before it.
+pub fn assert_nobody_made_room(
+    newest: &[TcpStream],
+    stats: &ServerStats,
+    displaced: u64,
+    limit: usize,
+) {
+    assert!(newest.iter().all(|s| !closed_by_server(s, false)));
+    assert_eq!(
+        stats.closed_for(CloseReason::UnauthenticatedLimit),
+        displaced
+    );
+    assert_eq!(
+        stats.unauthenticated, limit as u64,
+        "the real one never counted"
+    );
+}
+
 /// Waits until `done` (polling every 5 ms), failing after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -488,4 +509,39 @@ pub fn tokio_server(
     let server =
         rt.block_on(async { tickwire::tokio::Server::bind(config).await.unwrap().spawn() });
     (rt, server)
+}
+
+/// This process's soft limit on open descriptors (`/proc/self/limits`).
+pub fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Runs the test `name` of this binary again in a child whose descriptor
+/// soft limit is `limit` (`ulimit -Sn`: up to the hard limit), and asserts that it
+/// passed. Returns `false` when this process's own limit is high enough,
+/// and the caller should run the test itself.
+pub fn rerun_with_descriptor_limit(name: &str, limit: u64) -> bool {
+    if std::env::var_os("TICKWIRE_RAISED_LIMIT").is_some()
+        || descriptor_limit().is_some_and(|n| n >= limit)
+    {
+        return false;
+    }
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn {limit} && exec \"$0\" --exact {name} --nocapture --test-threads 1"
+        ))
+        .arg(std::env::current_exe().unwrap())
+        .env("TICKWIRE_RAISED_LIMIT", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{name} with `ulimit -Sn {limit}`: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    true
 }
