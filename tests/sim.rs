@@ -38,6 +38,14 @@
 //! `SIM_FIRST` sets the first seed of a range (default 0); `SIM_VERBOSE=1`
 //! prints each seed's parameters and counters.
 //! `SIM_TRACE=1` traces logins, slow marks, blackholes and link 0's timers.
+//!
+//! Measured (2 cores): the CI default 49 s in debug; the long run above 31 s
+//! in release (after a 1 min 46 s release build). Known open failure:
+//! `SIM_SEED=1007 SIM_CLIENTS=1000 SIM_FRAMES=20000` (release): a burst of
+//! 657 clients from one address, accepted before their Logins arrive (one
+//! round trip), passes `max_unauthenticated` (128) connections in their
+//! admission grace; the oldest enter the admission set early and the
+//! per-peer limit (16) displaces real clients (`UnauthenticatedLimit`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
