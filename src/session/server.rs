@@ -843,8 +843,12 @@ impl ServerSession {
             self.stats.replay_trimmed += retention.oldest() - next;
             next = retention.oldest();
         }
-        while self.out.bytes < REPLAY_CHUNK {
-            let room = REPLAY_CHUNK - self.out.bytes;
+        // At most half the queue limit: a replay that reaches the live edge
+        // with its queue full would be marked slow (QueueFull) by the next
+        // published batch though its client reads at full speed.
+        let chunk = REPLAY_CHUNK.min(self.config.queue_limit / 2).max(1);
+        while self.out.bytes < chunk {
+            let room = chunk - self.out.bytes;
             let Some(segment) = retention.segment_from(next, room) else {
                 // Nothing retained from `next` on: the live edge (past a
                 // relay's trailing hole, if any).
