@@ -265,7 +265,7 @@ pub(crate) fn run(
     slow_client: bool,
     json: bool,
 ) -> io::Result<()> {
-    let live = io::stderr().is_terminal() && !json;
+    let live = io::stderr().is_terminal() && !json && crate::logging::info_enabled();
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().map_err(io::Error::other)?,
         ..ServerConfig::default()
@@ -313,8 +313,8 @@ pub(crate) fn run(
         thread::sleep(Duration::from_millis(5));
     }
     if !json {
-        eprintln!(
-            "tickwire demo: server on {addr}, {clients} clients on {threads_used} thread{}{}, {rate} msg/s for {} s",
+        crate::logging::info!(
+            "server on {addr}, {clients} clients on {threads_used} thread{}{}, {rate} msg/s for {} s",
             if threads_used == 1 { "" } else { "s" },
             if slow_client {
                 " (the last one slow)"

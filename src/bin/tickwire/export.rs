@@ -202,8 +202,8 @@ pub(crate) fn run(
     sink.finish().map_err(|e| crate::write_error(output, e))?;
     let s = parser.stats();
     let t = parser.tracker().stats();
-    eprintln!(
-        "tickwire export: {} quotes, {} trades, {} control frames to {}/{{quotes,trades,control}}.{}; \
+    crate::logging::info!(
+        "{} quotes, {} trades, {} control frames to {}/{{quotes,trades,control}}.{}; \
          discarded {} bytes in {} runs; {} gaps ({} missing); {} duplicates left out",
         tally.quotes,
         tally.trades,
