@@ -2001,3 +2001,157 @@ fn sizes_that_allocate_are_bounded_and_the_limit_is_named() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A directory under the temporary directory, removed (with what is in
+/// it) when dropped; not created.
+struct TempTree(PathBuf);
+
+impl Drop for TempTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_tree(name: &str) -> TempTree {
+    let dir = std::env::temp_dir().join(format!("tickwire-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    TempTree(dir)
+}
+
+/// 100 KB of seeded noise: no tickwire frame in it.
+fn noise(file: &Temp) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[3]
+        })
+        .collect();
+    std::fs::write(&file.0, bytes).unwrap();
+}
+
+/// Item 5: bytes with not one frame in them are not a recording: `dump`
+/// and `export` say so and exit 1 (an empty file is an empty recording).
+#[test]
+fn dump_and_export_of_noise_say_it_is_not_a_recording_and_fail() {
+    let junk = temp("noise.bin");
+    noise(&junk);
+    let out = tickwire(&["dump", junk.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not look like a tickwire recording"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0 frames"), "the summary still: {stderr}");
+    let tree = temp_tree("noise-out");
+    let out = tickwire(&[
+        "export",
+        junk.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        tree.0.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not look like a tickwire recording"),
+        "{stderr}"
+    );
+    assert!(!tree.0.exists(), "nothing exported");
+    // Mostly noise, a few frames: a warning, exit 0.
+    let some = temp("some.twr");
+    assert!(
+        tickwire(&["gen", "--count", "10", "-o", some.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let mut bytes = std::fs::read(&junk.0).unwrap();
+    bytes.extend(std::fs::read(&some.0).unwrap());
+    std::fs::write(&some.0, bytes).unwrap();
+    let out = tickwire(&["dump", some.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("is mostly not tickwire frames"),
+        "{stderr}"
+    );
+    // An empty file: an empty recording.
+    let empty = temp("empty.twr");
+    std::fs::write(&empty.0, b"").unwrap();
+    assert!(tickwire(&["dump", empty.to_str().unwrap()])
+        .status
+        .success());
+}
+
+/// Item 6: a failed export leaves no header-only tables, no directory it
+/// created, and the tables of an earlier export as they were.
+#[test]
+fn a_failed_export_leaves_no_files() {
+    let tree = temp_tree("export-fail");
+    std::fs::create_dir_all(tree.0.join("adir")).unwrap();
+    let out_dir = tree.0.join("out3");
+    let out = tickwire(&[
+        "export",
+        tree.0.join("adir").to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!out_dir.exists(), "{stderr}");
+    // An earlier export's tables survive a failed one, and nothing is added.
+    let file = tree.0.join("ok.twr");
+    assert!(
+        tickwire(&["gen", "--count", "50", "-o", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = tickwire(&[
+        "export",
+        file.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = || {
+        let mut names: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    assert_eq!(
+        before.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["control.csv", "quotes.csv", "trades.csv"]
+    );
+    let out = tickwire(&[
+        "export",
+        tree.0.join("adir").to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(listing(), before);
+}

@@ -72,6 +72,14 @@ enum Command {
         output: PathBuf,
     },
     /// Decode a recording and print one JSON object per line (protocol section 7).
+    ///
+    /// Damage is reported, not fatal: bytes that are not frames print as
+    /// `discarded` lines. But input with not one frame in it (and some
+    /// bytes) is not a tickwire recording: that is an error, exit status 1,
+    /// after the lines; more bytes discarded than frames is a warning.
+    /// Session ids are printed as JSON numbers (u64): above 2^53 a
+    /// JavaScript reader (or jq) loses precision; read them as 64-bit
+    /// integers.
     Dump {
         /// Recording to read (`-` for stdin).
         file: PathBuf,
@@ -91,6 +99,11 @@ enum Command {
     /// timestamp(ns, UTC), CSV timestamps integer nanoseconds. Duplicate
     /// frames are left out; discarded bytes, gaps and duplicates are
     /// reported on stderr. Parquet needs the `parquet` feature.
+    ///
+    /// The tables are written under temporary names and renamed at the
+    /// end: a failed export leaves no table behind (nor a directory it
+    /// created). Input with not one frame in it (and some bytes) is not a
+    /// tickwire recording: an error, exit status 1, nothing exported.
     Export {
         /// Recording to read (`-` for stdin).
         file: PathBuf,
@@ -615,6 +628,7 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
     out.flush()?;
     let s = parser.stats();
     let t = parser.tracker().stats();
+    let verdict = not_a_recording(path, &s);
     logging::info!(
         "{} frames ({} quotes, {} trades, {} heartbeats, {} logins, {} login_accepted, \
          {} end_of_session, {} packets, {} retransmits), {} frame bytes; discarded {} bytes in {} runs; {} gaps ({} missing), \
@@ -635,6 +649,35 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
         t.missing,
         duplicates
     );
+    verdict
+}
+
+/// `dump` and `export` of bytes that hold no frame: an error (exit 1) when
+/// not one frame was found and bytes were discarded (an empty input is an
+/// empty recording); a warning when more bytes were discarded than were
+/// frames.
+fn not_a_recording(path: &Path, s: &tickwire::parse::ParseStats) -> io::Result<()> {
+    let name = if path.as_os_str() == "-" {
+        "stdin".to_string()
+    } else {
+        path.display().to_string()
+    };
+    if s.frames() == 0 && s.discarded_bytes > 0 {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "{name} does not look like a tickwire recording: not one frame in its {} bytes",
+                s.discarded_bytes
+            ),
+        ));
+    }
+    if s.discarded_bytes > s.frame_bytes {
+        logging::warning!(
+            "{name} is mostly not tickwire frames ({} bytes discarded, {} bytes of frames): is it a tickwire recording?",
+            s.discarded_bytes,
+            s.frame_bytes
+        );
+    }
     Ok(())
 }
 
