@@ -2155,3 +2155,79 @@ fn a_failed_export_leaves_no_files() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(listing(), before);
 }
+
+/// Item 10: `demo` ends its table with the median and the worst of the
+/// clients that kept up (text and JSON).
+#[test]
+fn demo_prints_median_and_worst_rows() {
+    let out = tickwire(&[
+        "demo",
+        "--rate",
+        "20000",
+        "--duration",
+        "1",
+        "--clients",
+        "3",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for label in ["median ", "worst "] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label}row: {stdout}"));
+        assert_eq!(row.split_whitespace().count(), 9, "{row}");
+    }
+    let json = demo_kept_up(&["--clients", "3"], 3);
+    assert!(
+        json.contains("\"kept_up\":{\"clients\":3,\"median\":{"),
+        "{json}"
+    );
+    assert!(json.contains("\"worst\":{\"received\":"), "{json}");
+}
+
+/// Item 10: the session id `serve` prints on stderr carries, next to its
+/// hex form, the decimal the JSON lines carry.
+#[test]
+fn the_session_id_on_stderr_is_the_one_json_prints() {
+    let (child, addr) = serve_with(&["--rate", "1000", "--duration", "20"], Stdio::piped());
+    let mut server = Reap(child);
+    let lines = lines_of(server.0.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let line = wait_line(&lines, &mut seen, Duration::from_secs(5), |l| {
+        l.contains("session 0x")
+    })
+    .unwrap_or_else(|| panic!("{seen:?}"));
+    let decimal: String = line
+        .split(" (")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let hex = line.split("session 0x").nth(1).unwrap()[..16].to_string();
+    assert_eq!(
+        u64::from_str_radix(&hex, 16).unwrap().to_string(),
+        decimal,
+        "{line}"
+    );
+    let out = tickwire(&[
+        "subscribe",
+        "--connect",
+        &addr,
+        "--json",
+        "--duration",
+        "0.5",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("\"type\":\"logged_in\",\"session_id\":{decimal},")),
+        "{decimal}: {stdout}"
+    );
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
+}

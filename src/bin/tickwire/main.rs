@@ -181,7 +181,10 @@ enum Command {
         /// First sequence wanted (0: live data only).
         #[arg(long, default_value_t = 0)]
         from: u64,
-        /// Print every frame and client event as a JSON line (protocol section 7) instead of a status line.
+        /// Print every frame and client event as a JSON line (protocol
+        /// section 7) instead of a status line. Session ids are JSON numbers
+        /// (u64; stderr shows them as hex and decimal): above 2^53 JavaScript
+        /// and jq lose precision, so read them as 64-bit integers.
         #[arg(long)]
         json: bool,
         /// Stop after this many seconds (greater than 0; default: until Ctrl-C, SIGTERM or the client gives up).
