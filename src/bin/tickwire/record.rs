@@ -180,9 +180,9 @@ pub(crate) fn run(
             output.display()
         )
     } else if existing.is_some() || mode == Mode::Force && output.exists() {
-        format!("{} left as it was", output.display())
+        format!("({} left as it was)", output.display())
     } else {
-        format!("{} not created", output.display())
+        format!("({} not created)", output.display())
     };
     info!(
         "{} data frames{range}, {} bytes of data frames {written}; \
