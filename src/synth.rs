@@ -36,6 +36,17 @@ struct Instrument {
     mid: i32,
 }
 
+/// The most instruments a [`Feed`] has (1,048,576): each takes 8 bytes,
+/// allocated up front, so this bounds a feed to 8 MiB.
+///
+/// ```
+/// use tickwire::synth::{Feed, MAX_INSTRUMENTS};
+/// let mut feed = Feed::new(1, u32::MAX); // clamped: 8 MiB, not 32 GiB
+/// let _ = feed.next_payload();
+/// assert_eq!(MAX_INSTRUMENTS, 1 << 20);
+/// ```
+pub const MAX_INSTRUMENTS: u32 = 1 << 20;
+
 /// The synthetic feed generator. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct Feed {
@@ -45,11 +56,12 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// A feed of `instruments` instruments (at least one) from `seed`.
+    /// A feed of `instruments` instruments from `seed`, clamped to 1 to
+    /// [`MAX_INSTRUMENTS`] (so that no value allocates more than 8 MiB).
     #[must_use]
     pub fn new(seed: u64, instruments: u32) -> Feed {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let instruments = (0..instruments.max(1))
+        let instruments = (0..instruments.clamp(1, MAX_INSTRUMENTS))
             .map(|i| Instrument {
                 id: 1000 + i,
                 // 10.00 to 500.00, on the tick grid.

@@ -354,7 +354,12 @@ fn record_then_dump_and_subscribe_give_up_on_a_dead_server() {
     // The server is gone now: subscribe retries, then gives up with an error.
     let out = tickwire(&["subscribe", "--connect", &addr, "--max-retries", "2"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("gave up after 2 attempts"));
+    // The first attempt and its 2 retries (issue 23: it said 2).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gave up after 3 failed connection attempts in a row"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -868,7 +873,7 @@ fn ctrl_c_during_a_backoff_stops_within_200_ms() {
     let addr = closed_port();
     let mut child = Reap(
         Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["subscribe", "--connect", &addr])
+            .args(["-v", "subscribe", "--connect", &addr])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -876,7 +881,7 @@ fn ctrl_c_during_a_backoff_stops_within_200_ms() {
     );
     let lines = lines_of(child.0.stderr.take().unwrap());
     let mut seen = Vec::new();
-    // Attempt 5 waits 0.8 to 1.6 s: long enough that only a prompt stop passes.
+    // (-v: a line per retry.) Attempt 5 waits 0.8 to 1.6 s: long enough that only a prompt stop passes.
     let retry = wait_line(&lines, &mut seen, Duration::from_secs(10), |l| {
         l.contains("retry 5 in")
     });
@@ -921,7 +926,7 @@ fn ctrl_c_during_a_connect_stops_within_200_ms() {
     );
     let mut child = Reap(
         Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["subscribe", "--connect", &addr.to_string()])
+            .args(["-v", "subscribe", "--connect", &addr.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -1008,7 +1013,9 @@ fn errors_name_the_address_and_host_names_work() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("tickwire: {closed}: gave up after 0 attempts")),
+        stderr.contains(&format!(
+            "tickwire subscribe: error: {closed}: gave up after 1 failed connection attempt in a row"
+        )),
         "{stderr}"
     );
     // `localhost` where an address goes.
@@ -1639,4 +1646,588 @@ fn subscribe_udp_reports_a_silent_line_and_a_dead_feed() {
             r#"{"type":"feed_dead"}"#
         ]
     );
+}
+
+// ---------------------------------------------------------------------------
+// Issue 23: what a new user hit.
+
+/// Waits for `child` to stop after SIGINT (at most 10 s); its stderr.
+fn interrupt(child: &mut Reap) -> (std::process::ExitStatus, String) {
+    signal(&child.0, libc::SIGINT);
+    let status = wait_for(&mut child.0, Duration::from_secs(10));
+    (status, stderr_of(&mut child.0))
+}
+
+/// Item 1: `record -o` refuses an existing file unless --force or
+/// --append, and touches no file before the first data frame (a server
+/// that cannot be reached, Ctrl-C), creating none either.
+#[test]
+fn record_never_destroys_an_existing_file_or_creates_an_empty_one() {
+    let keep = temp("keep.twr");
+    let out = tickwire(&["gen", "--count", "100", "-o", keep.to_str().unwrap()]);
+    assert!(out.status.success());
+    let before = std::fs::read(&keep.0).unwrap();
+    let closed = closed_port();
+    let dir = std::env::temp_dir();
+    let listing = || -> Vec<String> {
+        let prefix = format!("tickwire-cli-{}-", std::process::id());
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains(&prefix))
+            .collect();
+        names.sort();
+        names
+    };
+    // Refused: exists.
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &closed,
+        "--max-retries",
+        "0",
+        "-o",
+        keep.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("exists") && stderr.contains("--append") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("cannot connect"),
+        "refused before connecting: {stderr}"
+    );
+    assert_eq!(std::fs::read(&keep.0).unwrap(), before);
+    // --force and --append, but the server cannot be reached: untouched.
+    for mode in ["--force", "--append"] {
+        let out = tickwire(&[
+            "record",
+            "--connect",
+            &closed,
+            "--max-retries",
+            "0",
+            mode,
+            "-o",
+            keep.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {stderr}");
+        assert_eq!(std::fs::read(&keep.0).unwrap(), before, "{mode}: {stderr}");
+    }
+    // A new file, the server cannot be reached: no file (and no probe left).
+    let before_listing = listing();
+    let fresh = temp("fresh.twr");
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &closed,
+        "--max-retries",
+        "0",
+        "-o",
+        fresh.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!fresh.0.exists(), "an empty file was created");
+    assert_eq!(listing(), before_listing, "files left behind");
+    // Ctrl-C before the first frame, with --force: untouched, exit 0.
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["record", "--connect", &closed, "--force", "-o"])
+            .arg(&keep.0)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    thread::sleep(Duration::from_millis(400));
+    let (status, stderr) = interrupt(&mut child);
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("left as it was"), "{stderr}");
+    assert_eq!(std::fs::read(&keep.0).unwrap(), before);
+    // And the same for a new file: none created.
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["record", "--connect", &closed, "-o"])
+            .arg(&fresh.0)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    thread::sleep(Duration::from_millis(400));
+    let (status, stderr) = interrupt(&mut child);
+    assert!(status.success(), "{stderr}");
+    assert!(!fresh.0.exists(), "{stderr}");
+    assert!(stderr.contains("not created"), "{stderr}");
+}
+
+/// Item 1: `--append` continues a recording of the same session from its
+/// last sequence + 1 (a frame cut short at its end is replaced); another
+/// session is an error that leaves the file as it was.
+#[test]
+fn record_append_continues_the_same_session_and_refuses_another() {
+    let (server, addr) = serve_with(&["--rate", "20000", "--duration", "30"], Stdio::null());
+    let _server = Reap(server);
+    let file = temp("append.twr");
+    record_count(&["--connect", &addr, "--from", "1"], &file, 100);
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &addr,
+        "--append",
+        "--count",
+        "100",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("logging in from sequence 101"), "{stderr}");
+    let (sequences, stdout, summary) = dumped_sequences(&file);
+    assert_eq!(sequences, (1..=200).collect::<Vec<u64>>(), "{summary}");
+    assert_eq!(
+        stdout.matches("\"login_accepted\"").count(),
+        1,
+        "one session"
+    );
+    assert!(summary.contains("discarded 0 bytes"), "{summary}");
+    // A recorder killed mid-frame: the partial frame is replaced.
+    let len = std::fs::metadata(&file.0).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file.0)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &addr,
+        "--append",
+        "--count",
+        "50",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (sequences, _, summary) = dumped_sequences(&file);
+    assert_eq!(sequences, (1..=249).collect::<Vec<u64>>(), "{summary}");
+    assert!(summary.contains("discarded 0 bytes"), "{summary}");
+    // Another server: another session. Refused, the file as it was.
+    let (other, other_addr) = serve_with(&["--rate", "1000", "--duration", "30"], Stdio::null());
+    let _other = Reap(other);
+    let before = std::fs::read(&file.0).unwrap();
+    let out = tickwire(&[
+        "record",
+        "--connect",
+        &other_addr,
+        "--append",
+        "--count",
+        "10",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not appending another session"), "{stderr}");
+    assert_eq!(std::fs::read(&file.0).unwrap(), before);
+}
+
+/// Item 4: -q, -qq, -qqq silence `subscribe`, `record` and `serve` (their
+/// own lines, not only the library's); stdout is unchanged.
+#[test]
+fn quiet_flags_silence_subscribe_record_and_serve() {
+    let closed = closed_port();
+    let file = temp("quiet.twr");
+    for command in [
+        &["subscribe", "--connect", &closed, "--max-retries", "0"][..],
+        &[
+            "record",
+            "--connect",
+            &closed,
+            "--max-retries",
+            "0",
+            "-o",
+            file.to_str().unwrap(),
+        ][..],
+    ] {
+        let loud = tickwire(command);
+        assert!(!loud.stderr.is_empty());
+        let mut args = vec!["-qqq"];
+        args.extend_from_slice(command);
+        let out = tickwire(&args);
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "-qqq {command:?}");
+        // -q: the warning and the error, not the summary.
+        args[0] = "-q";
+        let out = tickwire(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("warning: ") && stderr.contains("error: "),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("connection attempts:"),
+            "-q {command:?}: {stderr}"
+        );
+        // -qq: the error only.
+        args[0] = "-qq";
+        let out = tickwire(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "-qq {command:?}: {stderr}");
+        assert!(stderr.contains("error: "), "{stderr}");
+    }
+    // serve, with a subscriber and a recorder: not a line from any of them.
+    let (mut server, addr) = serve_with(
+        &["-qqq", "--rate", "20000", "--duration", "2.5"],
+        Stdio::piped(),
+    );
+    let out = tickwire(&[
+        "-qqq",
+        "subscribe",
+        "--connect",
+        &addr,
+        "--json",
+        "--duration",
+        "1.5",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"type\":\"logged_in\""));
+    let out = tickwire(&[
+        "-qqq",
+        "record",
+        "--connect",
+        &addr,
+        "--from",
+        "1",
+        "--count",
+        "10",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let status = wait_for(&mut server, Duration::from_secs(10));
+    assert!(status.success());
+    assert_eq!(stderr_of(&mut server), "", "serve -qqq");
+}
+
+/// Item 7: the counts are true (one attempt with --max-retries 0, never
+/// connected) and a server that is not there gives one line, not lines
+/// per retry, while the client keeps retrying.
+#[test]
+fn subscribe_counts_attempts_truly_and_says_one_line_per_change() {
+    let closed = closed_port();
+    let out = tickwire(&["subscribe", "--connect", &closed, "--max-retries", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("gave up after 1 failed connection attempt in a row"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("connection attempts: 1 (0 connected)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("reconnects"), "{stderr}");
+    // Retrying by default: ~1.6 s is 4 or 5 attempts, and one line.
+    let mut child = Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["subscribe", "--connect", &closed])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    thread::sleep(Duration::from_millis(1600));
+    let (status, stderr) = interrupt(&mut child);
+    assert!(status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "one line, then the summary: {stderr}");
+    assert!(
+        lines[0].contains(&format!("{closed}: cannot connect: connect failed"))
+            && lines[0].contains("retrying"),
+        "{stderr}"
+    );
+    let attempts: u64 = lines[1]
+        .split("connection attempts: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count: {stderr}"));
+    assert!((3..=6).contains(&attempts), "{stderr}");
+}
+
+/// Item 3: a size that allocates is bounded, and the error says the limit
+/// (it was an abort: `memory allocation of 34359738360 bytes failed`).
+#[test]
+fn sizes_that_allocate_are_bounded_and_the_limit_is_named() {
+    let file = temp("instruments.twr");
+    for command in [
+        &["gen", "--count", "10", "-o", file.to_str().unwrap()][..],
+        &["serve", "--listen", "127.0.0.1:0", "--duration", "1"][..],
+    ] {
+        for n in ["4294967295", "1048577"] {
+            let mut args = command.to_vec();
+            args.extend_from_slice(&["--instruments", n]);
+            let started = Instant::now();
+            let out = tickwire(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains("1..=1048576"), "{args:?}: {stderr}");
+            assert!(started.elapsed() < Duration::from_secs(5), "{args:?}");
+        }
+    }
+    // The limit itself works, and promptly.
+    let started = Instant::now();
+    let out = tickwire(&[
+        "gen",
+        "--count",
+        "10",
+        "--instruments",
+        "1048576",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A directory under the temporary directory, removed (with what is in
+/// it) when dropped; not created.
+struct TempTree(PathBuf);
+
+impl Drop for TempTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_tree(name: &str) -> TempTree {
+    let dir = std::env::temp_dir().join(format!("tickwire-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    TempTree(dir)
+}
+
+/// 100 KB of seeded noise: no tickwire frame in it.
+fn noise(file: &Temp) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[3]
+        })
+        .collect();
+    std::fs::write(&file.0, bytes).unwrap();
+}
+
+/// Item 5: bytes with not one frame in them are not a recording: `dump`
+/// and `export` say so and exit 1 (an empty file is an empty recording).
+#[test]
+fn dump_and_export_of_noise_say_it_is_not_a_recording_and_fail() {
+    let junk = temp("noise.bin");
+    noise(&junk);
+    let out = tickwire(&["dump", junk.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not look like a tickwire recording"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0 frames"), "the summary still: {stderr}");
+    let tree = temp_tree("noise-out");
+    let out = tickwire(&[
+        "export",
+        junk.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        tree.0.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not look like a tickwire recording"),
+        "{stderr}"
+    );
+    assert!(!tree.0.exists(), "nothing exported");
+    // Mostly noise, a few frames: a warning, exit 0.
+    let some = temp("some.twr");
+    assert!(
+        tickwire(&["gen", "--count", "10", "-o", some.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let mut bytes = std::fs::read(&junk.0).unwrap();
+    bytes.extend(std::fs::read(&some.0).unwrap());
+    std::fs::write(&some.0, bytes).unwrap();
+    let out = tickwire(&["dump", some.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("is mostly not tickwire frames"),
+        "{stderr}"
+    );
+    // An empty file: an empty recording.
+    let empty = temp("empty.twr");
+    std::fs::write(&empty.0, b"").unwrap();
+    assert!(tickwire(&["dump", empty.to_str().unwrap()])
+        .status
+        .success());
+}
+
+/// Item 6: a failed export leaves no header-only tables, no directory it
+/// created, and the tables of an earlier export as they were.
+#[test]
+fn a_failed_export_leaves_no_files() {
+    let tree = temp_tree("export-fail");
+    std::fs::create_dir_all(tree.0.join("adir")).unwrap();
+    let out_dir = tree.0.join("out3");
+    let out = tickwire(&[
+        "export",
+        tree.0.join("adir").to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!out_dir.exists(), "{stderr}");
+    // An earlier export's tables survive a failed one, and nothing is added.
+    let file = tree.0.join("ok.twr");
+    assert!(
+        tickwire(&["gen", "--count", "50", "-o", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = tickwire(&[
+        "export",
+        file.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = || {
+        let mut names: Vec<(String, Vec<u8>)> = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    assert_eq!(
+        before.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["control.csv", "quotes.csv", "trades.csv"]
+    );
+    let out = tickwire(&[
+        "export",
+        tree.0.join("adir").to_str().unwrap(),
+        "--format",
+        "csv",
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(listing(), before);
+}
+
+/// Item 10: `demo` ends its table with the median and the worst of the
+/// clients that kept up (text and JSON).
+#[test]
+fn demo_prints_median_and_worst_rows() {
+    let out = tickwire(&[
+        "demo",
+        "--rate",
+        "20000",
+        "--duration",
+        "1",
+        "--clients",
+        "3",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for label in ["median ", "worst "] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label}row: {stdout}"));
+        assert_eq!(row.split_whitespace().count(), 9, "{row}");
+    }
+    let json = demo_kept_up(&["--clients", "3"], 3);
+    assert!(
+        json.contains("\"kept_up\":{\"clients\":3,\"median\":{"),
+        "{json}"
+    );
+    assert!(json.contains("\"worst\":{\"received\":"), "{json}");
+}
+
+/// Item 10: the session id `serve` prints on stderr carries, next to its
+/// hex form, the decimal the JSON lines carry.
+#[test]
+fn the_session_id_on_stderr_is_the_one_json_prints() {
+    let (child, addr) = serve_with(&["--rate", "1000", "--duration", "20"], Stdio::piped());
+    let mut server = Reap(child);
+    let lines = lines_of(server.0.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let line = wait_line(&lines, &mut seen, Duration::from_secs(5), |l| {
+        l.contains("session 0x")
+    })
+    .unwrap_or_else(|| panic!("{seen:?}"));
+    let decimal: String = line
+        .split(" (")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let hex = line.split("session 0x").nth(1).unwrap()[..16].to_string();
+    assert_eq!(
+        u64::from_str_radix(&hex, 16).unwrap().to_string(),
+        decimal,
+        "{line}"
+    );
+    let out = tickwire(&[
+        "subscribe",
+        "--connect",
+        &addr,
+        "--json",
+        "--duration",
+        "0.5",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("\"type\":\"logged_in\",\"session_id\":{decimal},")),
+        "{decimal}: {stdout}"
+    );
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
 }

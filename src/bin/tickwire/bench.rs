@@ -39,7 +39,7 @@ pub(crate) fn run(seconds: f64, rate: u64, stream_mib: usize, json: bool) -> io:
     let quiet = json;
     let say = |what: &str| {
         if !quiet {
-            eprintln!("tickwire bench: {what}…");
+            crate::logging::info!("{what}…");
         }
     };
     say(&format!(

@@ -169,6 +169,8 @@ struct Summary {
     /// Threads the clients ran on (the slow client's included).
     client_threads: usize,
     clients: Vec<ClientRow>,
+    /// The median and worst of the clients not made slow.
+    kept_up: Spread,
     server: tickwire::net::ServerStats,
 }
 
@@ -186,8 +188,69 @@ struct ClientRow {
     latency_us: Latency,
 }
 
-/// Delivery latency percentiles, µs.
+/// The median and the worst of the clients that were not made slow, each
+/// column on its own (so the worst row may mix clients).
 #[derive(serde::Serialize)]
+struct Spread {
+    /// Clients it is over.
+    clients: usize,
+    median: Figures,
+    worst: Figures,
+}
+
+/// One row of [`Spread`].
+#[derive(serde::Serialize, Clone, Copy)]
+struct Figures {
+    received: u64,
+    lost: u64,
+    gaps: u64,
+    discarded_bytes: u64,
+    latency_us: Latency,
+}
+
+/// The median of `values` (the upper one of an even count); 0 for none.
+fn median<T: Copy + PartialOrd + Default>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+/// The median and worst rows of `rows`.
+fn spread(rows: &[Figures]) -> Spread {
+    let col = |f: fn(&Figures) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    let ucol = |f: fn(&Figures) -> u64| rows.iter().map(f).collect::<Vec<u64>>();
+    let max = |v: Vec<f64>| v.into_iter().fold(0.0, f64::max);
+    let umax = |v: Vec<u64>| v.into_iter().max().unwrap_or(0);
+    Spread {
+        clients: rows.len(),
+        median: Figures {
+            received: median(ucol(|r| r.received)),
+            lost: median(ucol(|r| r.lost)),
+            gaps: median(ucol(|r| r.gaps)),
+            discarded_bytes: median(ucol(|r| r.discarded_bytes)),
+            latency_us: Latency {
+                p50: median(col(|r| r.latency_us.p50)),
+                p99: median(col(|r| r.latency_us.p99)),
+                p999: median(col(|r| r.latency_us.p999)),
+                max: median(col(|r| r.latency_us.max)),
+            },
+        },
+        worst: Figures {
+            received: rows.iter().map(|r| r.received).min().unwrap_or(0),
+            lost: umax(ucol(|r| r.lost)),
+            gaps: umax(ucol(|r| r.gaps)),
+            discarded_bytes: umax(ucol(|r| r.discarded_bytes)),
+            latency_us: Latency {
+                p50: max(col(|r| r.latency_us.p50)),
+                p99: max(col(|r| r.latency_us.p99)),
+                p999: max(col(|r| r.latency_us.p999)),
+                max: max(col(|r| r.latency_us.max)),
+            },
+        },
+    }
+}
+
+/// Delivery latency percentiles, µs.
+#[derive(serde::Serialize, Clone, Copy)]
 struct Latency {
     p50: f64,
     p99: f64,
@@ -210,10 +273,11 @@ fn record(latency: &mut Histogram<u64>, interval: &mut Histogram<u64>, run: (u64
 }
 
 /// The live status line: labelled figures, at most 80 columns for any
-/// values (large counts take SI suffixes).
+/// values (large figures take SI suffixes). Rates are per second over the
+/// last second; `lost` and `slow` are totals so far, printed as counts.
 pub(crate) fn status_line(
     elapsed_s: f64,
-    published: u64,
+    published_per_s: f64,
     frames_per_s: f64,
     mb_per_s: f64,
     p99_us: f64,
@@ -221,16 +285,25 @@ pub(crate) fn status_line(
     slow_marks: u64,
 ) -> String {
     let line = format!(
-        "{:>6}s pub {:>6} recv {:>6}/s {:>6}MB/s p99 {:>6}us lost {:>6} slow {:>6}",
+        "{:>6}s pub {:>6}/s recv {:>6}/s {:>6}MB/s p99 {:>6}us lost {} slow {}",
         si(elapsed_s),
-        si(published as f64),
+        si(published_per_s),
         si(frames_per_s),
         si(mb_per_s),
         si(p99_us),
-        si(missing as f64),
-        si(slow_marks as f64),
+        count(missing),
+        count(slow_marks),
     );
     line.chars().take(80).collect()
+}
+
+/// A count in at most 6 characters: `0`, `999`, then as [`si`] (`12.3K`).
+pub(crate) fn count(value: u64) -> String {
+    if value < 1000 {
+        value.to_string()
+    } else {
+        si(value as f64)
+    }
 }
 
 /// A non-negative figure in at most 6 characters: `999.9`, `12.3K`, `4.6M`,
@@ -265,7 +338,7 @@ pub(crate) fn run(
     slow_client: bool,
     json: bool,
 ) -> io::Result<()> {
-    let live = io::stderr().is_terminal() && !json;
+    let live = io::stderr().is_terminal() && !json && crate::logging::info_enabled();
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().map_err(io::Error::other)?,
         ..ServerConfig::default()
@@ -313,8 +386,8 @@ pub(crate) fn run(
         thread::sleep(Duration::from_millis(5));
     }
     if !json {
-        eprintln!(
-            "tickwire demo: server on {addr}, {clients} clients on {threads_used} thread{}{}, {rate} msg/s for {} s",
+        crate::logging::info!(
+            "server on {addr}, {clients} clients on {threads_used} thread{}{}, {rate} msg/s for {} s",
             if threads_used == 1 { "" } else { "s" },
             if slow_client {
                 " (the last one slow)"
@@ -329,7 +402,7 @@ pub(crate) fn run(
     let started = Instant::now();
     let end = crate::deadline(Some(duration));
     let end = end.unwrap_or(started);
-    let mut last = (0u64, 0u64, Instant::now());
+    let mut last = (0u64, 0u64, Instant::now(), 0u64);
     while Instant::now() < end {
         thread::sleep(
             Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
@@ -363,7 +436,7 @@ pub(crate) fn run(
                 "\r\x1b[2K{}",
                 status_line(
                     started.elapsed().as_secs_f64(),
-                    stats.frames_published,
+                    (stats.frames_published - last.3) as f64 / secs,
                     (frames - last.0) as f64 / secs,
                     (bytes - last.1) as f64 / secs / 1e6,
                     p99 as f64 / 1e3,
@@ -372,7 +445,7 @@ pub(crate) fn run(
                 )
             );
             let _ = io::stderr().flush();
-            last = (frames, bytes, Instant::now());
+            last = (frames, bytes, Instant::now(), stats.frames_published);
         }
     }
     stop_feed.store(true, Ordering::Relaxed);
@@ -428,6 +501,25 @@ pub(crate) fn run(
     );
 
     let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    let figures = |o: &Outcome| Figures {
+        received: o.received,
+        lost: published.saturating_sub(o.received),
+        gaps: o.gaps,
+        discarded_bytes: o.discarded,
+        latency_us: Latency {
+            p50: round(us(&o.latency, 0.5), 1),
+            p99: round(us(&o.latency, 0.99), 1),
+            p999: round(us(&o.latency, 0.999), 1),
+            max: round(o.latency.max() as f64 / 1e3, 1),
+        },
+    };
+    let kept_up_rows: Vec<Figures> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| !(slow_client && i + 1 == clients))
+        .map(|(_, o)| figures(o))
+        .collect();
+    let kept_up_spread = spread(&kept_up_rows);
     if json {
         let summary = Summary {
             rate,
@@ -460,6 +552,7 @@ pub(crate) fn run(
                     },
                 })
                 .collect(),
+            kept_up: kept_up_spread,
             server: stats,
         };
         println!(
@@ -505,6 +598,28 @@ pub(crate) fn run(
                 o.latency.max() as f64 / 1e3
             );
         }
+        for (label, f) in [
+            ("median", &kept_up_spread.median),
+            ("worst", &kept_up_spread.worst),
+        ] {
+            println!(
+                "{:<8} {:<5} {:>10} {:>8} {:>6} {:>10} {:>8.1} {:>8.1} {:>9.1} {:>9.1}",
+                label,
+                "",
+                f.received,
+                f.lost,
+                f.gaps,
+                f.discarded_bytes,
+                f.latency_us.p50,
+                f.latency_us.p99,
+                f.latency_us.p999,
+                f.latency_us.max
+            );
+        }
+        println!(
+            "(median and worst: of the {} clients not made slow, each column on its own)",
+            kept_up_spread.clients
+        );
         println!(
             "{}",
             if kept_up {
@@ -542,7 +657,7 @@ mod tests {
             (123_456_789, 2.5e6, 87.5, 45.3, 0),
             (u64::MAX, f64::MAX, 1e300, 1e12, u64::MAX),
         ] {
-            let line = status_line(1e12, published, fps, mbps, p99, missing, u64::MAX);
+            let line = status_line(1e12, published as f64, fps, mbps, p99, missing, u64::MAX);
             assert!(
                 line.chars().count() <= 80,
                 "{} columns: {line}",
@@ -555,6 +670,12 @@ mod tests {
         assert_eq!(si(123_456_789.0), "123.5M");
         assert_eq!(si(999.0), "999.0");
         assert_eq!(si(f64::NAN), "-");
+        // Counts are counts (issue 23: `lost 0.0`), rates say per second.
+        let line = status_line(3.0, 20_000.0, 40_000.0, 1.8, 45.0, 0, 7);
+        assert!(line.ends_with("lost 0 slow 7"), "{line}");
+        assert!(line.contains("pub  20.0K/s recv  40.0K/s"), "{line}");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(12_345), "12.3K");
     }
 
     #[test]

@@ -18,7 +18,9 @@ use tickwire::session::datagram::{DatagramEvent, Line};
 use tickwire::Payload;
 
 use crate::args;
-use crate::drive::STEP;
+use crate::drive::{session_label, STEP};
+use crate::logging::{info, warning};
+use crate::recording::{Mode, Recording};
 
 /// Where `serve` and `relay` send their datagram feed.
 #[derive(clap::Args, Clone, Debug)]
@@ -188,10 +190,10 @@ fn drive(
     }
 }
 
-fn summary(command: &str, frames: u64, s: &DatagramClientStats) -> String {
+fn summary(frames: u64, s: &DatagramClientStats) -> String {
     let r = &s.receiver;
     format!(
-        "tickwire {command}: {frames} data frames over datagrams ({} on line A, {} on line B); \
+        "{frames} data frames over datagrams ({} on line A, {} on line B); \
          {} gaps ({} missing), {} duplicates ({} on A, {} on B), {} reordered, {} recovered by \
          {} retransmit requests over {} connects; {} datagrams discarded",
         r.datagrams[0],
@@ -222,10 +224,7 @@ pub(crate) fn subscribe(
     duration: Option<Duration>,
 ) -> io::Result<()> {
     let mut client = open(config)?;
-    eprintln!(
-        "tickwire subscribe: receiving datagrams on {:?}",
-        client.local_addrs()
-    );
+    info!("receiving datagrams on {:?}", client.local_addrs());
     let end = crate::deadline(duration);
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let (mut frames, mut total, mut next_status) =
@@ -234,7 +233,7 @@ pub(crate) fn subscribe(
         let Some(event) = event else {
             out.flush()?;
             if !json && Instant::now() >= next_status {
-                eprintln!("tickwire subscribe: {frames} frames/s over datagrams");
+                info!("{frames} frames/s over datagrams");
                 frames = 0;
                 next_status += Duration::from_secs(1);
             }
@@ -246,19 +245,16 @@ pub(crate) fn subscribe(
         }
         if !json {
             match &event {
-                DatagramEvent::Gap(g) => eprintln!(
-                    "tickwire subscribe: gap {}..={} ({} frames)",
-                    g.first,
-                    g.last,
-                    g.len()
-                ),
+                DatagramEvent::Gap(g) => {
+                    warning!("gap {}..={} ({} frames)", g.first, g.last, g.len())
+                }
                 DatagramEvent::LineSilent { line } => {
-                    eprintln!("tickwire subscribe: line {} silent", line_name(*line));
+                    warning!("line {} silent", line_name(*line));
                 }
                 DatagramEvent::LineAlive { line } => {
-                    eprintln!("tickwire subscribe: line {} alive", line_name(*line));
+                    info!("line {} alive", line_name(*line));
                 }
-                DatagramEvent::FeedDead => eprintln!("tickwire subscribe: feed dead"),
+                DatagramEvent::FeedDead => warning!("feed dead"),
                 _ => {}
             }
         }
@@ -270,10 +266,7 @@ pub(crate) fn subscribe(
         Ok(false)
     })?;
     out.flush()?;
-    eprintln!(
-        "{}; stopped: {ended}",
-        summary("subscribe", total, &client.stats())
-    );
+    info!("{}; stopped: {ended}", summary(total, &client.stats()));
     Ok(())
 }
 
@@ -283,10 +276,17 @@ pub(crate) fn subscribe(
 pub(crate) fn record(
     config: DatagramClientConfig,
     output: &Path,
+    mode: Mode,
     count: Option<u64>,
     duration: Option<Duration>,
 ) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(1 << 20, crate::open_output(output)?);
+    if mode == Mode::Append {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--append works over TCP (--connect) only",
+        ));
+    }
+    let mut out = Recording::plan(output, mode)?;
     let mut client = open(config)?;
     let end = crate::deadline(duration);
     let target = count.unwrap_or(u64::MAX);
@@ -295,7 +295,7 @@ pub(crate) fn record(
         let Some(event) = event else {
             return Ok(false);
         };
-        let login = |out: &mut BufWriter<_>, session_id: u64, sequence: u64| -> io::Result<()> {
+        let login = |out: &mut Recording, session_id: u64, sequence: u64| -> io::Result<()> {
             let mut frame = [0u8; 32];
             let n = tickwire::encode(
                 &Payload::LoginAccepted { session_id },
@@ -304,7 +304,7 @@ pub(crate) fn record(
                 &mut frame,
             )
             .map_err(io::Error::other)?;
-            out.write_all(frame.get(..n).unwrap_or_default())
+            out.stage(frame.get(..n).unwrap_or_default())
         };
         match event {
             DatagramEvent::Frame(copy) => {
@@ -321,14 +321,15 @@ pub(crate) fn record(
                 session_id,
                 sequence,
             } => {
-                eprintln!(
-                    "tickwire record: new session {session_id:#018x} from sequence {sequence}"
+                info!(
+                    "new session {} from sequence {sequence}",
+                    session_label(session_id)
                 );
                 session = Some(session_id);
                 login(&mut out, session_id, sequence)?;
             }
-            DatagramEvent::Gap(g) => eprintln!(
-                "tickwire record: gap: sequences {}..={} ({} frames) could not be recovered",
+            DatagramEvent::Gap(g) => warning!(
+                "gap: sequences {}..={} ({} frames) could not be recovered",
                 g.first,
                 g.last,
                 g.len()
@@ -339,10 +340,19 @@ pub(crate) fn record(
     })
     .map_err(|e| crate::write_error(output, e))?;
     out.flush().map_err(|e| crate::write_error(output, e))?;
-    eprintln!(
-        "{} written to {}; stopped: {ended}",
-        summary("record", frames, &client.stats()),
-        output.display()
+    info!(
+        "{} {} {}; stopped: {ended}",
+        summary(frames, &client.stats()),
+        if out.opened() {
+            "written to"
+        } else {
+            "nothing written:"
+        },
+        if out.opened() {
+            output.display().to_string()
+        } else {
+            format!("{} not created or changed", output.display())
+        }
     );
     Ok(())
 }

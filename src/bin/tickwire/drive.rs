@@ -16,6 +16,8 @@ use tickwire::net::Client;
 use tickwire::parse::Event;
 use tickwire::session::{ClientEvent, ClientState, Lost};
 
+use crate::logging::{debug, info, warning};
+
 /// The longest the loop sleeps in the client's poll before it looks at the
 /// stop flag and the deadline again.
 pub(crate) const STEP: Duration = Duration::from_millis(20);
@@ -115,6 +117,164 @@ impl Ended {
             Ended::GaveUp { .. } => "gave up",
         }
     }
+}
+
+/// What `subscribe` and `record` say about the connection: one line per
+/// change (connected, lost, failing over, a different reason for failing),
+/// never one per retry (`-v` adds the library's line per state and retry);
+/// and the true counts of connection attempts for the summary and the
+/// give-up message.
+pub(crate) struct Narrator {
+    /// The servers, for messages: `A` or `A,B,C`.
+    servers: String,
+    list: Vec<std::net::SocketAddr>,
+    max_retries: Option<u32>,
+    /// Connection attempts that ended (each one ends in one `Lost`).
+    ended: u64,
+    /// Attempts that failed since the last login (what giving up counts).
+    failed_in_a_row: u32,
+    /// The reason last reported while down (`None`: up, or never tried).
+    down: Option<String>,
+    /// Whether a login ever succeeded.
+    ever_up: bool,
+}
+
+impl Narrator {
+    pub(crate) fn new(list: &[std::net::SocketAddr], max_retries: Option<u32>) -> Narrator {
+        Narrator {
+            servers: crate::subscribe::servers(list),
+            list: list.to_vec(),
+            max_retries,
+            ended: 0,
+            failed_in_a_row: 0,
+            down: None,
+            ever_up: false,
+        }
+    }
+
+    fn server(&self, index: usize) -> String {
+        self.list
+            .get(index)
+            .map_or_else(|| format!("server {index}"), ToString::to_string)
+    }
+
+    /// Logs what `event` changes, at info or warn; the rest at debug.
+    pub(crate) fn event(&mut self, event: &ClientEvent<'_>) {
+        match *event {
+            ClientEvent::Lost(why) => {
+                self.ended += 1;
+                self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
+                let reason = why.to_string();
+                if matches!(why, Lost::EndOfSession | Lost::Resync) {
+                    info!("{}: {reason}", self.servers);
+                } else if self.down.as_deref() == Some(reason.as_str()) {
+                    debug!(
+                        "{}: {reason} (attempt {})",
+                        self.servers, self.failed_in_a_row
+                    );
+                } else {
+                    let retrying = match self.max_retries {
+                        None => {
+                            "retrying with backoff (up to 30 s apart) until stopped".to_string()
+                        }
+                        Some(0) => "not retrying (--max-retries 0)".to_string(),
+                        Some(n) => format!("retrying up to {n} times (--max-retries)"),
+                    };
+                    let what = if self.down.is_none() && self.ever_up {
+                        "connection lost"
+                    } else {
+                        "cannot connect"
+                    };
+                    warning!("{}: {what}: {reason}; {retrying}", self.servers);
+                }
+                self.down = Some(reason);
+            }
+            ClientEvent::LoggedIn {
+                session_id,
+                sequence,
+            } => {
+                let again = if self.ever_up {
+                    "logged in again"
+                } else {
+                    "logged in"
+                };
+                info!(
+                    "{}: {again} to session {}, from sequence {sequence}",
+                    self.servers,
+                    session_label(session_id)
+                );
+                self.down = None;
+                self.ever_up = true;
+                self.failed_in_a_row = 0;
+            }
+            ClientEvent::NewSession {
+                session_id,
+                sequence,
+            } => info!(
+                "{}: new session {} from sequence {sequence}",
+                self.servers,
+                session_label(session_id)
+            ),
+            ClientEvent::EndOfSession { sequence } => {
+                info!(
+                    "{}: end of session (next sequence {sequence})",
+                    self.servers
+                );
+            }
+            ClientEvent::Failover { from, to } => {
+                info!(
+                    "failing over from {} to {}",
+                    self.server(from),
+                    self.server(to)
+                );
+            }
+            ClientEvent::Retrying { attempt, delay } => {
+                debug!("{}: retry {attempt} in {delay:?}", self.servers);
+            }
+            ClientEvent::State { from, to } => {
+                debug!(
+                    "{}: {} -> {}",
+                    self.servers,
+                    state_name(from),
+                    state_name(to)
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Connection attempts made, the one under way at `state` included.
+    pub(crate) fn attempts(&self, state: ClientState) -> u64 {
+        let ongoing = matches!(
+            state,
+            ClientState::Connecting | ClientState::Connected | ClientState::LoggedIn
+        );
+        self.ended + u64::from(ongoing)
+    }
+
+    /// The error of a client that gave up, naming the servers and the
+    /// attempts made in a row (the first one and its retries).
+    pub(crate) fn result(&self, ended: Ended) -> io::Result<()> {
+        match ended {
+            Ended::GaveUp { last, .. } => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!(
+                    "{}: gave up after {} failed connection attempt{} in a row (--max-retries {}); last: {last}",
+                    self.servers,
+                    self.failed_in_a_row,
+                    if self.failed_in_a_row == 1 { "" } else { "s" },
+                    self.max_retries.unwrap_or(0),
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A session id as the tool prints it on stderr: hex, then decimal as JSON
+/// prints it (`0x0000018c5f3a2b10 (1700000000000)`).
+pub(crate) fn session_label(session_id: u64) -> String {
+    format!("{session_id:#018x} ({session_id})")
 }
 
 /// A client state as a lower-case word.

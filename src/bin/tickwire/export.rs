@@ -109,9 +109,22 @@ struct Tally {
     gaps: u64,
 }
 
+/// The tables, by name.
+const TABLES: [&str; 3] = ["quotes", "trades", "control"];
+
 /// The file of `table` in the output directory.
-fn table_path(dir: &Path, table: &str, format: Format) -> PathBuf {
+fn final_path(dir: &Path, table: &str, format: Format) -> PathBuf {
     dir.join(format!("{table}.{}", format.extension()))
+}
+
+/// Where `table` is written until the export succeeds (then renamed to
+/// [`final_path`]; removed if it fails).
+fn table_path(dir: &Path, table: &str, format: Format) -> PathBuf {
+    dir.join(format!(
+        ".{table}.{}.partial-{}",
+        format.extension(),
+        std::process::id()
+    ))
 }
 
 fn create(path: &Path) -> io::Result<File> {
@@ -145,9 +158,40 @@ pub(crate) fn run(
             ),
         ));
     }
+    let created = !output.exists();
     std::fs::create_dir_all(output).map_err(|e| {
         io::Error::new(e.kind(), format!("cannot create {}: {e}", output.display()))
     })?;
+    // The tables are written under temporary names and renamed once all is
+    // well: a failed export leaves no table (and the tables of an earlier
+    // export as they were), and no directory it created.
+    let written = write(&mut source, input, format, output, compression).and_then(|()| {
+        TABLES.iter().try_for_each(|table| {
+            let to = final_path(output, table, format);
+            std::fs::rename(table_path(output, table, format), &to).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", to.display()))
+            })
+        })
+    });
+    if written.is_err() {
+        for table in TABLES {
+            let _ = std::fs::remove_file(table_path(output, table, format));
+        }
+        if created {
+            let _ = std::fs::remove_dir(output);
+        }
+    }
+    written
+}
+
+/// Exports `source` into the temporary tables in `output`.
+fn write(
+    source: &mut dyn Read,
+    input: &Path,
+    format: Format,
+    output: &Path,
+    compression: Compress,
+) -> io::Result<()> {
     let mut sink: Box<dyn Sink> = match format {
         Format::Csv => Box::new(csv::Csv::new(output)?),
         #[cfg(feature = "parquet")]
@@ -202,8 +246,9 @@ pub(crate) fn run(
     sink.finish().map_err(|e| crate::write_error(output, e))?;
     let s = parser.stats();
     let t = parser.tracker().stats();
-    eprintln!(
-        "tickwire export: {} quotes, {} trades, {} control frames to {}/{{quotes,trades,control}}.{}; \
+    crate::not_a_recording(input, &s)?;
+    crate::logging::info!(
+        "{} quotes, {} trades, {} control frames to {}/{{quotes,trades,control}}.{}; \
          discarded {} bytes in {} runs; {} gaps ({} missing); {} duplicates left out",
         tally.quotes,
         tally.trades,

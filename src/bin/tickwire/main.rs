@@ -12,6 +12,7 @@ mod logging;
 mod measure;
 mod pretty;
 mod record;
+mod recording;
 mod relay;
 mod subscribe;
 
@@ -63,14 +64,22 @@ enum Command {
         /// Probability (0 to 1) that a frame is damaged (bit flip, truncation, junk run).
         #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = args::probability)]
         corrupt: f64,
-        /// Number of instruments (at least 1).
-        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Number of instruments (1 to 1,048,576).
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i64::from(tickwire::synth::MAX_INSTRUMENTS)))]
         instruments: u32,
         /// Output file (`-` for stdout).
         #[arg(short, long)]
         output: PathBuf,
     },
     /// Decode a recording and print one JSON object per line (protocol section 7).
+    ///
+    /// Damage is reported, not fatal: bytes that are not frames print as
+    /// `discarded` lines. But input with not one frame in it (and some
+    /// bytes) is not a tickwire recording: that is an error, exit status 1,
+    /// after the lines; more bytes discarded than frames is a warning.
+    /// Session ids are printed as JSON numbers (u64): above 2^53 a
+    /// JavaScript reader (or jq) loses precision; read them as 64-bit
+    /// integers.
     Dump {
         /// Recording to read (`-` for stdin).
         file: PathBuf,
@@ -90,6 +99,11 @@ enum Command {
     /// timestamp(ns, UTC), CSV timestamps integer nanoseconds. Duplicate
     /// frames are left out; discarded bytes, gaps and duplicates are
     /// reported on stderr. Parquet needs the `parquet` feature.
+    ///
+    /// The tables are written under temporary names and renamed at the
+    /// end: a failed export leaves no table behind (nor a directory it
+    /// created). Input with not one frame in it (and some bytes) is not a
+    /// tickwire recording: an error, exit status 1, nothing exported.
     Export {
         /// Recording to read (`-` for stdin).
         file: PathBuf,
@@ -112,8 +126,8 @@ enum Command {
         /// Messages per second to publish (at least 1).
         #[arg(long, default_value_t = 500_000, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
-        /// Number of instruments (at least 1).
-        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Number of instruments (1 to 1,048,576).
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=i64::from(tickwire::synth::MAX_INSTRUMENTS)))]
         instruments: u32,
         /// Data frames kept for replay (at least 1).
         #[arg(long, default_value_t = 1 << 20, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
@@ -167,13 +181,16 @@ enum Command {
         /// First sequence wanted (0: live data only).
         #[arg(long, default_value_t = 0)]
         from: u64,
-        /// Print every frame and client event as a JSON line (protocol section 7) instead of a status line.
+        /// Print every frame and client event as a JSON line (protocol
+        /// section 7) instead of a status line. Session ids are JSON numbers
+        /// (u64; stderr shows them as hex and decimal): above 2^53 JavaScript
+        /// and jq lose precision, so read them as 64-bit integers.
         #[arg(long)]
         json: bool,
         /// Stop after this many seconds (greater than 0; default: until Ctrl-C, SIGTERM or the client gives up).
         #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
         duration: Option<Duration>,
-        /// Give up after this many failed connection attempts in a row (0: after the first; default: never).
+        /// Retries after a failed connection attempt before giving up (0: give up after the first failure; default: never give up).
         #[arg(long)]
         max_retries: Option<u32>,
         /// Busy-poll for the lowest latency (spins one core).
@@ -272,9 +289,14 @@ enum Command {
     /// knows the session. A range the server could not replay is reported on
     /// stderr and in the summary; `dump` shows it as a gap too, unless it
     /// lies before the file's first frame (--from older than the server
-    /// retains). The output
-    /// file is opened before connecting; Ctrl-C or SIGTERM ends the file on a
-    /// whole frame, flushed.
+    /// retains).
+    ///
+    /// The output is never lost: an existing file is refused unless
+    /// --append or --force, and the file is created (or extended, or
+    /// replaced) only when the first data frame arrives, so a run stopped
+    /// before one (Ctrl-C, no server, another session) leaves it as it was
+    /// and creates none. That it can be written is checked before
+    /// connecting. Ctrl-C or SIGTERM ends the file on a whole frame, flushed.
     Record {
         /// Server address (IP:PORT or HOST:PORT), or a comma-separated
         /// fail-over list of servers of one session.
@@ -283,16 +305,27 @@ enum Command {
         /// First sequence wanted (0: live data only).
         #[arg(long, default_value_t = 0)]
         from: u64,
-        /// Output file (`-` for stdout).
+        /// Output file (`-` for stdout); an existing file is refused unless --append or --force.
         #[arg(short, long)]
         output: PathBuf,
+        /// Continue the recording in the output file: log in from its last
+        /// sequence + 1 and append. The server must serve the file's
+        /// (last) session: another session is an error and the file is left
+        /// as it was. A frame cut short at the file's end (a killed
+        /// recorder) is replaced; a missing file starts a new recording.
+        /// Over TCP only.
+        #[arg(long, conflicts_with_all = ["force", "from"])]
+        append: bool,
+        /// Replace an existing output file (when the first data frame arrives).
+        #[arg(long)]
+        force: bool,
         /// Stop after exactly this many data frames (at least 1).
         #[arg(long, conflicts_with = "duration", allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
         /// Stop after this many seconds (greater than 0).
         #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
         duration: Option<Duration>,
-        /// Give up after this many failed connection attempts in a row (0: after the first; default: never).
+        /// Retries after a failed connection attempt before giving up (0: give up after the first failure; default: never give up).
         #[arg(long)]
         max_retries: Option<u32>,
         #[command(flatten)]
@@ -336,6 +369,7 @@ fn main() -> ExitCode {
     ));
     logging::init(
         cli.command.name(),
+        logging::level(cli.verbose, cli.quiet),
         logging::level(cli.verbose, cli.quiet.saturating_add(quieter)),
     );
     let result = match cli.command {
@@ -404,14 +438,23 @@ fn main() -> ExitCode {
             connect,
             from,
             output,
+            append,
+            force,
             count,
             duration,
             max_retries,
             datagrams,
-        } => match datagrams.config(from) {
-            Some(config) => dgram::record(config, &output, count, duration),
-            None => record::run(&connect, from, &output, count, duration, max_retries),
-        },
+        } => {
+            let mode = match (append, force) {
+                (true, _) => recording::Mode::Append,
+                (false, true) => recording::Mode::Force,
+                (false, false) => recording::Mode::New,
+            };
+            match datagrams.config(from) {
+                Some(config) => dgram::record(config, &output, mode, count, duration),
+                None => record::run(&connect, from, &output, count, duration, max_retries, mode),
+            }
+        }
         Command::Relay {
             connect,
             upstream_multicast,
@@ -469,7 +512,7 @@ fn main() -> ExitCode {
         // A closed pipe (`tickwire dump x | head`) is the reader's choice, not a failure.
         Err(e) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tickwire: {e}");
+            logging::error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -538,8 +581,8 @@ fn gen(count: u64, seed: u64, corrupt: f64, instruments: u32, output: &Path) -> 
     out.write_all(&chunk).map_err(|e| write_error(output, e))?;
     bytes += chunk.len() as u64;
     out.flush().map_err(|e| write_error(output, e))?;
-    eprintln!(
-        "tickwire gen: {count} frames, {bytes} bytes, seed {seed}; damaged: {flips} bit flips, \
+    logging::info!(
+        "{count} frames, {bytes} bytes, seed {seed}; damaged: {flips} bit flips, \
          {truncations} truncations, {junk} junk runs"
     );
     Ok(())
@@ -588,8 +631,9 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
     out.flush()?;
     let s = parser.stats();
     let t = parser.tracker().stats();
-    eprintln!(
-        "tickwire dump: {} frames ({} quotes, {} trades, {} heartbeats, {} logins, {} login_accepted, \
+    let verdict = not_a_recording(path, &s);
+    logging::info!(
+        "{} frames ({} quotes, {} trades, {} heartbeats, {} logins, {} login_accepted, \
          {} end_of_session, {} packets, {} retransmits), {} frame bytes; discarded {} bytes in {} runs; {} gaps ({} missing), \
          {} duplicates",
         s.frames(),
@@ -608,6 +652,35 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
         t.missing,
         duplicates
     );
+    verdict
+}
+
+/// `dump` and `export` of bytes that hold no frame: an error (exit 1) when
+/// not one frame was found and bytes were discarded (an empty input is an
+/// empty recording); a warning when more bytes were discarded than were
+/// frames.
+fn not_a_recording(path: &Path, s: &tickwire::parse::ParseStats) -> io::Result<()> {
+    let name = if path.as_os_str() == "-" {
+        "stdin".to_string()
+    } else {
+        path.display().to_string()
+    };
+    if s.frames() == 0 && s.discarded_bytes > 0 {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "{name} does not look like a tickwire recording: not one frame in its {} bytes",
+                s.discarded_bytes
+            ),
+        ));
+    }
+    if s.discarded_bytes > s.frame_bytes {
+        logging::warning!(
+            "{name} is mostly not tickwire frames ({} bytes discarded, {} bytes of frames): is it a tickwire recording?",
+            s.discarded_bytes,
+            s.frame_bytes
+        );
+    }
     Ok(())
 }
 
@@ -633,10 +706,10 @@ fn serve(
         .and_then(Server::spawn)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     println!("listening {}", server.local_addr());
-    eprintln!(
-        "tickwire serve: session {:#018x}, publishing {rate} msg/s over {instruments} instruments{}; \
+    logging::info!(
+        "session {}, publishing {rate} msg/s over {instruments} instruments{}; \
          Ctrl-C or SIGTERM stops",
-        server.session_id(),
+        drive::session_label(server.session_id()),
         datagrams
     );
     let publisher = server.publisher();
@@ -667,15 +740,15 @@ fn serve(
         }
         if Instant::now() >= next_status {
             let stats = server.stats();
-            eprintln!("{}", status_line(&last, &stats));
+            logging::info!("{}", status_line(&last, &stats));
             last = stats;
             next_status += Duration::from_secs(1);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     let stats = server.shutdown()?;
-    eprintln!(
-        "tickwire serve: stopped after {:.1} s{}: {} frames published, {} sent, {} bytes; {} slow marks; \
+    logging::info!(
+        "stopped after {:.1} s{}: {} frames published, {} sent, {} bytes; {} slow marks; \
          closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} unauthenticated limit, \
          {} no progress, {} shutdown; {} datagrams sent, {} dropped; {} batches written by the publisher",
         started.elapsed().as_secs_f64(),
@@ -700,7 +773,7 @@ fn serve(
 
 fn status_line(last: &ServerStats, now: &ServerStats) -> String {
     format!(
-        "tickwire serve: {} clients | {} msg/s published | {} frames/s, {:.1} MB/s sent | {} slow marks | {} skipped batches",
+        "{} clients | {} msg/s published | {} frames/s, {:.1} MB/s sent | {} slow marks | {} skipped batches",
         now.clients,
         now.frames_published - last.frames_published,
         now.frames_sent - last.frames_sent,

@@ -7,7 +7,7 @@
 //! sequence, stamped with the recorder's clock) so that `dump` restarts its
 //! sequence tracking where the server's sequence space restarted.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -17,8 +17,10 @@ use tickwire::net::{unix_nanos, Client};
 use tickwire::session::ClientEvent;
 use tickwire::Payload;
 
-use crate::drive::{drive_client, Ended, Step, STEP};
-use crate::subscribe::{client_config, gave_up_error, servers};
+use crate::drive::{drive_client, session_label, Ended, Narrator, Step, STEP};
+use crate::logging::{info, warning};
+use crate::recording::{Mode, Recording};
+use crate::subscribe::{client_config, servers};
 
 /// What the recording holds so far.
 #[derive(Default)]
@@ -41,22 +43,64 @@ pub(crate) fn run(
     count: Option<u64>,
     duration: Option<Duration>,
     max_retries: Option<u32>,
+    mode: Mode,
 ) -> io::Result<()> {
     let stop = crate::interrupted()?;
-    // The file first: an unwritable path fails before the server sees a client.
-    let mut out = BufWriter::with_capacity(1 << 20, crate::open_output(output)?);
+    // The file first: an unwritable path, or an existing file without
+    // --force or --append, fails before the server sees a client.
+    let mut out = Recording::plan(output, mode)?;
+    let existing = out.existing();
+    let from = match existing {
+        Some(e) => {
+            info!(
+                "appending to {}: session {}, {}; logging in from sequence {}",
+                output.display(),
+                session_label(e.session_id),
+                e.last.map_or_else(
+                    || "no data frames yet".to_string(),
+                    |l| format!("last sequence {l}")
+                ),
+                e.next
+            );
+            if e.dropped > 0 {
+                warning!(
+                    "{}: the {} bytes after its last whole frame (a frame cut short) will be replaced",
+                    output.display(),
+                    e.dropped
+                );
+            }
+            e.next
+        }
+        None => from,
+    };
     let end = crate::deadline(duration);
     let mut client = Client::new(client_config(connect, from, max_retries)?)?;
+    let mut narrator = Narrator::new(connect, max_retries);
     let connect = servers(connect);
     let target = count.unwrap_or(u64::MAX);
     let mut tally = Tally::default();
-    let mut session = None;
+    let mut session = existing.map(|e| e.session_id);
+    tally.last = existing.and_then(|e| e.last);
     let mut write_error = None;
     let ended = drive_client(&mut client, &stop, end, STEP, false, |step| {
         let Step::Event(event) = step else {
             return ControlFlow::Continue(());
         };
+        narrator.event(&event);
         let written = match event {
+            ClientEvent::LoggedIn { session_id, .. }
+                if existing.is_some_and(|e| e.session_id != session_id) && !out.opened() =>
+            {
+                Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!(
+                        "{connect} serves session {}, {} holds session {}: not appending another session to it (record into a new file, or --force to replace it)",
+                        session_label(session_id),
+                        output.display(),
+                        existing.map_or_else(String::new, |e| session_label(e.session_id)),
+                    ),
+                ))
+            }
             ClientEvent::LoggedIn {
                 session_id,
                 sequence,
@@ -72,7 +116,7 @@ pub(crate) fn run(
                     &mut frame,
                 )
                 .map_err(io::Error::other)
-                .and_then(|n| out.write_all(frame.get(..n).unwrap_or_default()))
+                .and_then(|n| out.stage(frame.get(..n).unwrap_or_default()))
             }
             ClientEvent::Frame(m) if m.is_data() => {
                 if tally.last.is_some_and(|last| m.sequence() <= last) {
@@ -93,29 +137,12 @@ pub(crate) fn run(
             ClientEvent::Gap(g) => {
                 tally.gaps += 1;
                 tally.missing += g.len();
-                eprintln!(
-                    "tickwire record: gap: sequences {}..={} ({} frames) could not be recovered from {connect}",
+                warning!(
+                    "gap: sequences {}..={} ({} frames) could not be recovered from {connect}",
                     g.first,
                     g.last,
                     g.len()
                 );
-                Ok(())
-            }
-            ClientEvent::NewSession {
-                session_id,
-                sequence,
-            } => {
-                eprintln!(
-                    "tickwire record: new session {session_id:#018x} from sequence {sequence}"
-                );
-                Ok(())
-            }
-            ClientEvent::Lost(why) => {
-                eprintln!("tickwire record: {connect}: connection lost: {why}");
-                Ok(())
-            }
-            ClientEvent::Retrying { attempt, delay } => {
-                eprintln!("tickwire record: {connect}: retry {attempt} in {delay:?}");
                 Ok(())
             }
             _ => Ok(()),
@@ -130,6 +157,9 @@ pub(crate) fn run(
     });
     let flushed = out.flush();
     if let Some(e) = write_error {
+        if e.kind() == ErrorKind::InvalidData {
+            return Err(e);
+        }
         return Err(crate::write_error(output, e));
     }
     flushed.map_err(|e| crate::write_error(output, e))?;
@@ -139,23 +169,37 @@ pub(crate) fn run(
         _ => String::new(),
     };
     let stats = client.stats();
-    eprintln!(
-        "tickwire record: {} data frames{range}, {} bytes of data frames written to {}; \
-         {} gaps ({} missing); {} repeats dropped; {} sessions, {} connects, {} reconnects, {} failovers; stopped: {}",
+    let written = if out.opened() {
+        format!(
+            "{} {}",
+            if existing.is_some() {
+                "appended to"
+            } else {
+                "written to"
+            },
+            output.display()
+        )
+    } else if existing.is_some() || mode == Mode::Force && output.exists() {
+        format!("({} left as it was)", output.display())
+    } else {
+        format!("({} not created)", output.display())
+    };
+    info!(
+        "{} data frames{range}, {} bytes of data frames {written}; \
+         {} gaps ({} missing); {} repeats dropped; {} sessions, connection attempts: {} ({} connected), {} failovers; stopped: {}",
         tally.frames,
         tally.bytes,
-        output.display(),
         tally.gaps,
         tally.missing,
         tally.repeats,
         tally.sessions,
+        narrator.attempts(client.state()),
         stats.connects,
-        stats.reconnects,
         stats.failovers,
         match ended {
             Ended::Done => "count reached",
             other => other.describe(),
         }
     );
-    gave_up_error(&connect, ended)
+    narrator.result(ended)
 }

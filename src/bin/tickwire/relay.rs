@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use tickwire::net::{DatagramClientConfig, Relay, RelayConfig};
 
 use crate::dgram::FeedArgs;
+use crate::drive::session_label;
+use crate::logging::info;
 use crate::subscribe::servers;
 
 pub(crate) fn run(
@@ -43,9 +45,9 @@ pub(crate) fn run(
     let relay = Relay::start(config)
         .map_err(|e| io::Error::other(format!("relay of {upstream} on {listen}: {e}")))?;
     println!("listening {}", relay.local_addr());
-    eprintln!(
-        "tickwire relay: session {:#018x} from {upstream}{}; Ctrl-C or SIGTERM stops",
-        relay.session_id(),
+    info!(
+        "session {} from {upstream}{}; Ctrl-C or SIGTERM stops",
+        session_label(relay.session_id()),
         datagrams
             .output()
             .map_or(String::new(), |d| format!(", datagrams to {}", d.line_a))
@@ -62,8 +64,8 @@ pub(crate) fn run(
         if Instant::now() >= next_status {
             let stats = relay.stats();
             let up = relay.upstream_stats();
-            eprintln!(
-                "tickwire relay: {} clients | {} frames/s relayed | upstream: {} gaps ({} missing), {} duplicates, {} connects, {} failovers",
+            info!(
+                "{} clients | {} frames/s relayed | upstream: {} gaps ({} missing), {} duplicates, {} connects, {} failovers",
                 stats.clients,
                 stats.frames_published - last,
                 up.gaps,
@@ -82,11 +84,12 @@ pub(crate) fn run(
     let stats = relay
         .shutdown()
         .map_err(|e| io::Error::other(format!("relay of {upstream}: {e}")))?;
-    eprintln!(
-        "tickwire relay: stopped after {:.1} s{}: session {session:#018x}, {} frames relayed, {} sent, \
+    info!(
+        "stopped after {:.1} s{}: session {}, {} frames relayed, {} sent, \
          {} datagrams sent; upstream: {} gaps ({} missing), {} duplicates, {} connects, {} failovers",
         started.elapsed().as_secs_f64(),
         if signal { " (signal)" } else { "" },
+        session_label(session),
         stats.frames_published,
         stats.frames_sent,
         stats.datagrams_sent,

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use tickwire::net::{Client, ClientConfig};
 use tickwire::policy::Backoff;
-use tickwire::session::ClientEvent;
+use tickwire::session::{ClientEvent, ClientState};
 
-use crate::drive::{self, client_event_json, drive_client, Ended, Step};
+use crate::drive::{self, client_event_json, drive_client, Narrator, Step};
+use crate::logging::info;
 
 /// With stdout not a terminal, buffered JSON lines wait at most this long.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(5);
@@ -39,17 +40,6 @@ pub(crate) fn servers(connect: &[SocketAddr]) -> String {
         .join(",")
 }
 
-/// The error of a client that gave up, naming the server.
-pub(crate) fn gave_up_error(connect: &str, ended: Ended) -> io::Result<()> {
-    match ended {
-        Ended::GaveUp { attempts, last } => Err(io::Error::new(
-            ErrorKind::NotConnected,
-            format!("{connect}: gave up after {attempts} attempts; last: {last}"),
-        )),
-        _ => Ok(()),
-    }
-}
-
 pub(crate) fn run(
     connect: &[SocketAddr],
     from: u64,
@@ -61,8 +51,7 @@ pub(crate) fn run(
     let stop = crate::interrupted()?;
     let end = crate::deadline(duration);
     let mut client = Client::new(client_config(connect, from, max_retries)?)?;
-    let list = connect;
-    let connect = servers(list);
+    let mut narrator = Narrator::new(connect, max_retries);
     let stdout = io::stdout();
     let terminal = stdout.is_terminal();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -96,6 +85,7 @@ pub(crate) fn run(
             ClientEvent::State { to, .. } => state = to,
             _ => {}
         }
+        narrator.event(&event);
         if json {
             if let Err(e) = writeln!(out, "{}", client_event_json(&event)) {
                 write_error = Some(e);
@@ -104,46 +94,14 @@ pub(crate) fn run(
             dirty_since.get_or_insert_with(Instant::now);
             return ControlFlow::Continue(());
         }
-        if Instant::now() >= next_status {
-            eprintln!(
-                "tickwire subscribe: {} | {frames} frames/s, {:.1} MB/s | {gaps} missing | {discarded} bytes discarded",
+        if Instant::now() >= next_status && state == ClientState::LoggedIn {
+            info!(
+                "{} | {frames} frames/s, {:.1} MB/s | so far: {gaps} missing, {discarded} bytes discarded",
                 drive::state_name(state),
                 bytes as f64 / 1e6
             );
             (frames, bytes) = (0, 0);
-            next_status += Duration::from_secs(1);
-        }
-        match event {
-            ClientEvent::State { from, to } => eprintln!(
-                "tickwire subscribe: {} -> {}",
-                drive::state_name(from),
-                drive::state_name(to)
-            ),
-            ClientEvent::Lost(why) => {
-                eprintln!("tickwire subscribe: {connect}: connection lost: {why}");
-            }
-            ClientEvent::Retrying { attempt, delay } => {
-                eprintln!("tickwire subscribe: {connect}: retry {attempt} in {delay:?}");
-            }
-            ClientEvent::LoggedIn {
-                session_id,
-                sequence,
-            } => {
-                eprintln!(
-                    "tickwire subscribe: logged in, session {session_id:#018x}, from {sequence}"
-                );
-            }
-            ClientEvent::EndOfSession { sequence } => {
-                eprintln!("tickwire subscribe: end of session (next sequence {sequence})");
-            }
-            ClientEvent::Failover { from, to } => {
-                eprintln!(
-                    "tickwire subscribe: failing over from {} to {}",
-                    list.get(from).map_or_else(String::new, ToString::to_string),
-                    list.get(to).map_or_else(String::new, ToString::to_string)
-                );
-            }
-            _ => {}
+            next_status = Instant::now() + Duration::from_secs(1);
         }
         ControlFlow::Continue(())
     })?;
@@ -153,9 +111,9 @@ pub(crate) fn run(
     }
     flushed?;
     let s = client.stats();
-    eprintln!(
-        "tickwire subscribe: {} frames ({} quotes, {} trades, {} heartbeats), {} bytes; discarded {} bytes; \
-         {} gaps ({} missing), {} duplicates; {} connects, {} reconnects, {} failovers; {}; stopped: {}",
+    info!(
+        "{} frames ({} quotes, {} trades, {} heartbeats), {} bytes; discarded {} bytes; \
+         {} gaps ({} missing), {} duplicates; connection attempts: {} ({} connected), {} failovers; {}; stopped: {}",
         s.parse.frames(),
         s.parse.quotes,
         s.parse.trades,
@@ -165,11 +123,11 @@ pub(crate) fn run(
         s.gaps,
         s.missing,
         s.duplicates,
+        narrator.attempts(client.state()),
         s.connects,
-        s.reconnects,
         s.failovers,
         drive::state_name(client.state()),
         ended.describe()
     );
-    gave_up_error(&connect, ended)
+    narrator.result(ended)
 }
