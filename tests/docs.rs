@@ -142,14 +142,21 @@ fn long_options(text: &str) -> BTreeSet<String> {
 #[test]
 fn the_readme_is_short_and_starts_with_the_two_commands() {
     let readme = read("README.md");
-    assert!(readme.lines().count() < 250, "{} lines", readme.lines().count());
+    assert!(
+        readme.lines().count() < 250,
+        "{} lines",
+        readme.lines().count()
+    );
     let demo = "cargo run --release --features cli -- demo";
     let tests =
         "cargo test --all-features && cargo test --no-default-features && python/run-tests.sh";
     let two = readme.find("## The two commands").unwrap();
     assert!(two < readme.find("## Read a recording").unwrap());
     assert!(readme[two..].find(demo).unwrap() < readme[two..].find(tests).unwrap());
-    assert!(read(".ci/run").contains(tests), ".ci/run runs the README's test command");
+    assert!(
+        read(".ci/run").contains(tests),
+        ".ci/run runs the README's test command"
+    );
     for doc in [
         "README.md",
         "docs/sessions-and-drivers.md",
@@ -187,7 +194,10 @@ fn the_readme_command_table_matches_help() {
     let operating = read("docs/operating.md");
     for global in ["`-v`", "`-q`"] {
         assert!(readme.contains(global), "README explains {global}");
-        assert!(operating.contains(global), "docs/operating.md explains {global}");
+        assert!(
+            operating.contains(global),
+            "docs/operating.md explains {global}"
+        );
     }
     for command in commands {
         assert!(
