@@ -430,7 +430,11 @@ fn a_relay_started_late_takes_the_upstreams_whole_retention_without_a_gap() {
         assert_eq!(log.gaps, [(1, oldest - 1)]);
         assert_eq!(log.frames.len(), RETAIN);
         for (seq, bytes) in &log.frames {
-            assert_eq!(bytes, &want[*seq as usize - 1], "frame {seq}");
+            assert_eq!(
+                bytes,
+                &want[usize::try_from(*seq).unwrap() - 1],
+                "frame {seq}"
+            );
         }
     }
     assert_eq!(origin_log.frames, relay_log.frames);
