@@ -109,7 +109,8 @@ impl ClientConfig {
     /// let a: SocketAddr = "127.0.0.1:7001".parse()?;
     /// let b: SocketAddr = "127.0.0.1:7002".parse()?;
     /// let config = ClientConfig::with_servers(&[a, b]).ok_or("empty")?;
-    /// assert_eq!(config.servers().collect::<Vec<_>>(), [&a.into(), &b.into()]);
+    /// let servers: Vec<&ServerAddr> = config.servers().collect();
+    /// assert_eq!(servers, [&ServerAddr::from(a), &ServerAddr::from(b)]);
     /// let named = ClientConfig::with_servers(&["localhost:7001", "backup.example:7001"]).ok_or("empty")?;
     /// assert_eq!(named.fallbacks, [ServerAddr::Name("backup.example:7001".into())]);
     /// assert!(ClientConfig::with_servers::<SocketAddr>(&[]).is_none());
@@ -358,7 +359,7 @@ impl Client {
     /// use tickwire::net::{Client, ClientConfig};
     /// use tickwire::session::ClientEvent;
     ///
-    /// let mut config = ClientConfig::new("127.0.0.1:7878")?;
+    /// let mut config = ClientConfig::new("127.0.0.1:7878");
     /// config.from = 1;
     /// let mut client = Client::new(config)?;
     /// let mut data = 0;
