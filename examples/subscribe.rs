@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(0);
-    let mut config = ClientConfig::new("127.0.0.1:7878".parse()?);
+    let mut config = ClientConfig::new("127.0.0.1:7878");
     config.from = from;
     let mut client = Client::new(config)?;
     let mut quotes = 0u64;

@@ -115,7 +115,7 @@
 //! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `export`, `serve`, `subscribe`, `record`, `demo`, `bench`); implies `std`, `synth`, `net` |
 //! | `parquet`   | no      | `tickwire export --format parquet` (the `parquet` crate, without arrow); implies `cli` |
 //!
-//! Minimum supported Rust version: 1.94 (see the README).
+//! Minimum supported Rust version: 1.94 (see `docs/operating.md`).
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
@@ -155,6 +155,26 @@ pub use encode::{encode, EncodeError, Payload, Sequencer};
 #[cfg(all(doctest, feature = "net"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The Rust snippets of `docs/`, run as doctests as the README's are.
+#[cfg(all(doctest, feature = "net"))]
+#[doc = include_str!("../docs/sessions-and-drivers.md")]
+struct SessionsAndDriversDoctests;
+
+/// The same, for another page of `docs/`.
+#[cfg(all(doctest, feature = "net"))]
+#[doc = include_str!("../docs/datagrams-and-relays.md")]
+struct DatagramsAndRelaysDoctests;
+
+/// The same, for another page of `docs/`.
+#[cfg(all(doctest, feature = "net"))]
+#[doc = include_str!("../docs/operating.md")]
+struct OperatingDoctests;
+
+/// The same, for another page of `docs/`.
+#[cfg(all(doctest, feature = "net"))]
+#[doc = include_str!("../docs/performance.md")]
+struct PerformanceDoctests;
 pub use parse::{Event, Parser};
 pub use sequence::SequenceTracker;
 pub use wire::{DecodeError, Message, MsgType};

@@ -432,3 +432,233 @@ fn a_client_set_drives_clients_through_different_faults_in_one_thread() {
     );
     assert_eq!((set.state(99), set.stats(99)), (None, None));
 }
+
+/// Publishes `n` messages and waits until the server has them all.
+fn published(server: &tickwire::net::ServerHandle, seed: u64, n: usize) -> Vec<Vec<u8>> {
+    let msgs = messages(seed, n);
+    let want = expected_frames(&msgs);
+    server.publisher().publish(msgs).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().frames_published < n as u64 {
+        assert!(Instant::now() < deadline, "publishing timed out");
+        thread::sleep(Duration::from_millis(5));
+    }
+    want
+}
+
+/// Issue 23, item 2: `run` called the closure 1,525 more times after it
+/// returned `Break`. Now it stops at once, and the next `run` goes on with
+/// the very next frame: a replay of thousands taken in slices of odd sizes
+/// arrives exactly once, in order, and no call follows a `Break`.
+#[test]
+fn run_stops_at_break_and_the_next_run_goes_on_with_the_next_frame() {
+    let server = server_on("127.0.0.1:0".parse().unwrap(), |_| {});
+    let want = published(&server, 23, 5_000);
+    let mut client = Client::new(fast_config(server.local_addr())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+    // The first run: ten frames exactly.
+    let mut after_break = 0;
+    let mut broke = false;
+    client
+        .run(|event| {
+            if broke {
+                after_break += 1;
+                return ControlFlow::Break(());
+            }
+            if let tickwire::session::ClientEvent::Frame(m) = event {
+                if m.is_data() {
+                    frames.push((m.sequence(), m.as_bytes().to_vec()));
+                }
+            }
+            if frames.len() == 10 || Instant::now() > deadline {
+                broke = true;
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(after_break, 0, "the closure was called after Break");
+    assert_eq!(frames.len(), 10);
+    // The second run starts with frame 11.
+    let mut first = None;
+    client
+        .run(|event| match event {
+            tickwire::session::ClientEvent::Frame(m) if m.is_data() => {
+                first = Some(m.sequence());
+                frames.push((m.sequence(), m.as_bytes().to_vec()));
+                ControlFlow::Break(())
+            }
+            _ if Instant::now() > deadline => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .unwrap();
+    assert_eq!(first, Some(11));
+    // Then slices of 1, 2, 3… frames to the end: none lost, none repeated.
+    let mut slice = 1;
+    while frames.len() < want.len() {
+        assert!(Instant::now() < deadline, "timed out at {}", frames.len());
+        let mut taken = 0;
+        let mut calls_after = 0;
+        let mut stopped = false;
+        client
+            .run(|event| {
+                if stopped {
+                    calls_after += 1;
+                }
+                if let tickwire::session::ClientEvent::Frame(m) = event {
+                    if m.is_data() {
+                        frames.push((m.sequence(), m.as_bytes().to_vec()));
+                        taken += 1;
+                    }
+                }
+                stopped = taken == slice || frames.len() == want.len() || Instant::now() > deadline;
+                if stopped {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!(calls_after, 0);
+        slice = slice % 97 + 1;
+    }
+    let log = Log {
+        frames,
+        ..Log::default()
+    };
+    assert_exactly_once_in_order(&log, &want);
+}
+
+/// A `Break` on an event that the session reports together with a frame
+/// (the Gap before the first frame the server still has): the frame is
+/// held for the next call, not lost.
+#[test]
+fn a_break_on_a_gap_keeps_the_frame_that_came_with_it() {
+    let server = server_on("127.0.0.1:0".parse().unwrap(), |c| c.retain = 100);
+    let want = published(&server, 7, 300);
+    let mut client = Client::new(fast_config(server.local_addr())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut gap = None;
+    client
+        .run(|event| match event {
+            tickwire::session::ClientEvent::Gap(g) => {
+                gap = Some((g.first, g.last));
+                ControlFlow::Break(())
+            }
+            tickwire::session::ClientEvent::Frame(m) if m.is_data() => {
+                panic!("frame {} before the gap", m.sequence())
+            }
+            _ if Instant::now() > deadline => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .unwrap();
+    assert_eq!(gap, Some((1, 200)));
+    let mut frames = Vec::new();
+    while frames.len() < 100 {
+        assert!(Instant::now() < deadline, "timed out at {}", frames.len());
+        client
+            .poll(Some(Duration::from_millis(20)), |event| {
+                if let tickwire::session::ClientEvent::Frame(m) = event {
+                    if m.is_data() {
+                        frames.push((m.sequence(), m.as_bytes().to_vec()));
+                    }
+                }
+            })
+            .unwrap();
+    }
+    assert_eq!(frames.first().map(|f| f.0), Some(201));
+    for (seq, bytes) in &frames {
+        assert_eq!(bytes, &want[*seq as usize - 1], "frame {seq}");
+    }
+    assert_eq!(
+        frames.iter().map(|f| f.0).collect::<Vec<_>>(),
+        (201..=300).collect::<Vec<_>>()
+    );
+}
+
+/// `ClientSet::try_poll` stops at `Break` as `run` does: two clients of one
+/// replay, stopped after every 7th frame of either, each still gets every
+/// frame exactly once, in order.
+#[test]
+fn a_client_set_stops_at_break_and_loses_nothing() {
+    let server = server_on("127.0.0.1:0".parse().unwrap(), |_| {});
+    let want = published(&server, 5, 2_000);
+    let mut set = ClientSet::new().unwrap();
+    for _ in 0..2 {
+        set.add(fast_config(server.local_addr()));
+    }
+    let mut logs = [Log::default(), Log::default()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut breaks = 0;
+    while logs.iter().any(|l| l.frames.len() < want.len()) {
+        assert!(Instant::now() < deadline, "timed out");
+        let mut taken = 0;
+        let mut called_after = false;
+        let flow = set
+            .try_poll(Some(Duration::from_millis(20)), |id, event| {
+                called_after |= taken == 7;
+                if matches!(event, tickwire::session::ClientEvent::Frame(m) if m.is_data()) {
+                    taken += 1;
+                }
+                logs[id].record(event);
+                if taken == 7 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert!(!called_after, "called after Break");
+        breaks += usize::from(flow.is_break());
+    }
+    assert!(breaks >= 2 * 2_000 / 7, "{breaks} breaks");
+    for log in &logs {
+        assert_exactly_once_in_order(log, &want);
+    }
+}
+
+/// Issue 23, item 8: a host name is accepted and resolved at connect
+/// (`localhost` may be `::1` first: every address is tried).
+#[test]
+fn a_client_connects_by_host_name() {
+    let server = server_on("127.0.0.1:0".parse().unwrap(), |_| {});
+    let want = published(&server, 3, 100);
+    let mut config = fast_config(server.local_addr());
+    config.server = format!("localhost:{}", server.local_addr().port()).into();
+    let mut client = Client::new(config).unwrap();
+    let log = drive(&mut client, Duration::from_secs(10), |l| {
+        l.frames.len() >= 100
+    });
+    assert_exactly_once_in_order(&log, &want);
+    assert_eq!(client.stats().connects, 1);
+}
+
+/// A name that does not resolve fails each attempt clearly (retried by the
+/// backoff, then given up), without a panic.
+#[test]
+fn an_unresolvable_name_is_a_failed_connect_then_retried() {
+    for name in ["no-such-host.invalid:7878", "localhost"] {
+        let mut config = ClientConfig::new(name);
+        config.backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2))
+            .with_max_retries(Some(2));
+        let mut client = Client::new(config).unwrap();
+        let mut lost = Vec::new();
+        let err = client
+            .run(|event| {
+                if let tickwire::session::ClientEvent::Lost(why) = event {
+                    lost.push(why);
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap_err();
+        let unresolved = Lost::ConnectFailed(tickwire::session::IoFailure::Unresolved);
+        assert_eq!(lost, [unresolved; 3], "{name}");
+        assert!(
+            matches!(err, ClientError::GaveUp { last, .. } if last == unresolved),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains("host name not resolved"), "{err}");
+    }
+}

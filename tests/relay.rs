@@ -396,3 +396,50 @@ fn a_relay_whose_upstream_is_gone_stays_silent_and_its_clients_notice() {
     );
     relay.shutdown().unwrap();
 }
+
+/// Issue 23, item 9: a relay started against a server that no longer has
+/// the start of its session reported the range before the oldest retained
+/// frame as an upstream gap (`upstream: 1 gaps (141870 missing)`). It
+/// starts there instead, counts no gap, and its clients replay exactly
+/// what the origin's can.
+#[test]
+fn a_relay_started_late_takes_the_upstreams_whole_retention_without_a_gap() {
+    const N: usize = 5_000;
+    const RETAIN: usize = 1_000;
+    let msgs = messages(23, N);
+    let want = expected_frames(&msgs);
+    let origin = origin(|c| c.retain = RETAIN);
+    origin.publisher().publish(msgs).unwrap();
+    wait_until("the origin's frames", || {
+        origin.stats().frames_published == N as u64
+    });
+    let relay = relay_of(&[origin.local_addr()]);
+    let oldest = (N - RETAIN + 1) as u64;
+    assert_eq!(relay.start_sequence(), oldest);
+    wait_until("the relay's replay", || {
+        relay.stats().frames_published >= RETAIN as u64
+    });
+    let up = relay.upstream_stats();
+    assert_eq!((up.gaps, up.missing), (0, 0), "{up:?}");
+    // A client of the relay from 1 sees what a client of the origin sees.
+    let of_origin = client_thread(vec![origin.local_addr()], RETAIN);
+    let of_relay = client_thread(vec![relay.local_addr()], RETAIN);
+    let (origin_log, _) = of_origin.join().unwrap();
+    let (relay_log, _) = of_relay.join().unwrap();
+    for log in [&origin_log, &relay_log] {
+        assert_eq!(log.gaps, [(1, oldest - 1)]);
+        assert_eq!(log.frames.len(), RETAIN);
+        for (seq, bytes) in &log.frames {
+            assert_eq!(
+                bytes,
+                &want[usize::try_from(*seq).unwrap() - 1],
+                "frame {seq}"
+            );
+        }
+    }
+    assert_eq!(origin_log.frames, relay_log.frames);
+    let up = relay.upstream_stats();
+    assert_eq!((up.gaps, up.missing), (0, 0), "{up:?}");
+    relay.shutdown().unwrap();
+    origin.shutdown().unwrap();
+}

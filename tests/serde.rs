@@ -100,8 +100,15 @@ fn configs_round_trip_and_can_be_written_by_hand() {
     assert_eq!(back.threads, 2);
     assert_eq!(back.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(back.listen, server.listen);
-    let client = ClientConfig::new("127.0.0.1:9".parse().unwrap());
-    round_trip(&client);
+    let client = ClientConfig::new("127.0.0.1:9");
+    let json = round_trip(&client);
+    // A server address reads as it did when it was a `SocketAddr`; a host
+    // name is a string the same way.
+    assert!(json.contains(r#""server":"127.0.0.1:9""#), "{json}");
+    let named = ClientConfig::with_servers(&["localhost:9", "127.0.0.1:10"]).unwrap();
+    let back: ClientConfig = serde_json::from_str(&round_trip(&named)).unwrap();
+    assert_eq!(back.server, named.server);
+    assert_eq!(back.fallbacks, named.fallbacks);
     let backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     let back: Backoff = serde_json::from_str(&round_trip(&backoff)).unwrap();
     assert_eq!(back, backoff);

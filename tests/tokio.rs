@@ -1541,3 +1541,58 @@ fn a_burst_of_logins_from_one_address_all_get_in_on_the_tokio_server() {
     assert_eq!(accepted, CLIENTS, "every client got LoginAccepted");
     drop(sockets);
 }
+
+/// Issue 23, items 2 and 8 for the tokio client: it is pulled, so taking
+/// ten frames and coming back later loses nothing (frame 11 is next); it
+/// connects by host name (resolved at connect, without blocking the
+/// runtime); a name that does not resolve is a failed connect, retried.
+#[test]
+fn tokio_client_takes_host_names_and_resumes_where_the_caller_stopped() {
+    let msgs = messages(8, 2_000);
+    let expected = expected_frames(&msgs);
+    let server = tickwire::net::Server::bind(ServerConfig {
+        listen: loopback(),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    server.publisher().publish(msgs).unwrap();
+    let port = server.local_addr().port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let mut config = ClientConfig::new(format!("localhost:{port}"));
+        config.from = 1;
+        let mut client = Client::new(config);
+        let first = collect_tokio(&mut client, 10).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let rest = collect_tokio(&mut client, 1_990).await;
+        assert_eq!(first[..], expected[..10]);
+        assert_eq!(rest[..], expected[10..]);
+        assert_eq!(client.stats().connects, 1);
+
+        let mut config = ClientConfig::new("no-such-host.invalid:7878");
+        config.backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2))
+            .with_max_retries(Some(1));
+        let mut client = Client::new(config);
+        let mut lost = Vec::new();
+        let deadline = Instant::now() + PATIENCE;
+        while let Some(event) = tokio::time::timeout_at(deadline, client.next())
+            .await
+            .expect("gave up in time")
+        {
+            match event {
+                ClientEvent::Lost(why) => lost.push(why),
+                ClientEvent::GaveUp { .. } => break,
+                _ => {}
+            }
+        }
+        let unresolved = Lost::ConnectFailed(tickwire::session::IoFailure::Unresolved);
+        assert_eq!(lost, [unresolved; 2]);
+    });
+    server.shutdown().unwrap();
+}

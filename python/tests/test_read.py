@@ -169,6 +169,43 @@ def test_to_pandas_and_prices(tmp_path):
         rec.to_pandas(prices="cents")
 
 
+def test_pandas_timestamps_are_consistent(tmp_path):
+    """Issue 23: ``pd.DataFrame(rec.quotes)`` gave naive timestamps and
+    ``to_pandas()`` UTC ones, with nothing saying so. ``tz=None`` gives
+    exactly the DataFrame of the numpy array; the default is the same
+    instants in UTC; another zone converts."""
+    pd = pytest.importorskip("pandas")
+    rec = tickwire.read(gen(tmp_path / "tz.twr", 500, seed=9))
+    for name, table in (("quotes", rec.quotes), ("trades", rec.trades)):
+        plain = pd.DataFrame(table)
+        naive = rec.to_pandas(tz=None)[name]
+        pd.testing.assert_frame_equal(naive, plain)
+        utc = rec.to_pandas()[name]["timestamp"]
+        assert str(utc.dtype) == "datetime64[ns, UTC]"
+        pd.testing.assert_series_equal(utc, plain["timestamp"].dt.tz_localize("UTC"))
+        ny = rec.to_pandas(tz="America/New_York")[name]["timestamp"]
+        assert (ny == utc).all() and str(ny.dt.tz) == "America/New_York"
+
+
+def test_trade_sides_have_names(tmp_path):
+    """Issue 23: ``side`` was a bare 1/2. ``Side`` names the values and
+    compares equal to the column's integers; ``sides="name"`` gives a
+    categorical column."""
+    pd = pytest.importorskip("pandas")
+    assert [(s.name, int(s)) for s in tickwire.Side] == [("UNKNOWN", 0), ("BUY", 1), ("SELL", 2)]
+    rec = tickwire.read(gen(tmp_path / "sides.twr", 2000, seed=5))
+    sides = rec.trades["side"]
+    buys, sells = int((sides == tickwire.Side.BUY).sum()), int((sides == tickwire.Side.SELL).sum())
+    assert buys > 0 and sells > 0
+    assert buys + sells + int((sides == tickwire.Side.UNKNOWN).sum()) == len(sides)
+    named = rec.to_pandas(sides="name")["trades"]["side"]
+    assert list(named.cat.categories) == ["unknown", "buy", "sell"]
+    assert (named == "buy").sum() == buys and (named == "sell").sum() == sells
+    assert (rec.to_pandas()["trades"]["side"].to_numpy() == sides).all()
+    with pytest.raises(ValueError, match="sides"):
+        rec.to_pandas(sides="letters")
+
+
 def test_price_helpers():
     assert tickwire.PRICE_SCALE == 10_000
     assert str(tickwire.price_to_decimal(-1)) == "-0.0001"

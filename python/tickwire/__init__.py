@@ -17,6 +17,15 @@ Prices are the wire's integers: fixed point with 4 implied decimals
 :func:`price_to_float` for float arrays, :func:`price_to_decimal` for exact
 :class:`decimal.Decimal` values, or ``to_pandas(prices=...)``.
 
+Timestamps are UTC. A numpy ``datetime64[ns]`` column cannot carry a time
+zone, so ``pd.DataFrame(rec.quotes)`` has naive timestamps (UTC wall time);
+:meth:`Recording.to_pandas` gives ``datetime64[ns, UTC]`` by default and the
+same naive columns with ``tz=None``: see :meth:`~Recording.to_pandas`.
+
+A trade's ``side`` is 0, 1 or 2: :class:`Side` names them (``Side.BUY ==
+1``), and ``to_pandas(sides="name")`` gives a categorical column of
+``"unknown"``, ``"buy"``, ``"sell"``.
+
 Damage is never silent: a recording with discarded bytes, gaps or duplicate
 frames has them in :attr:`Recording.stats`, :attr:`Recording.gaps` and
 :attr:`Recording.discards`, and :func:`read` warns with :class:`DamageWarning`
@@ -26,6 +35,7 @@ frames has them in :attr:`Recording.stats`, :attr:`Recording.gaps` and
 from __future__ import annotations
 
 import decimal
+import enum
 import os
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -40,6 +50,7 @@ __all__ = [
     "TRADE_DTYPE",
     "GAP_DTYPE",
     "PRICE_SCALE",
+    "Side",
     "Recording",
     "Chunk",
     "Batch",
@@ -71,7 +82,8 @@ QUOTE_DTYPE = np.dtype(
     }
 )
 
-#: One trade per row (``side``: 0 unknown, 1 buy, 2 sell; ``flags`` as sent).
+#: One trade per row (``side``: a :class:`Side` value, 0 unknown, 1 buy,
+#: 2 sell; ``flags`` as sent).
 #: 32 bytes, naturally aligned (the last 2 are padding).
 TRADE_DTYPE = np.dtype(
     {
@@ -81,6 +93,27 @@ TRADE_DTYPE = np.dtype(
         "itemsize": 32,
     }
 )
+
+class Side(enum.IntEnum):
+    """A trade's aggressor side, as the wire's ``side`` byte (PROTOCOL.md
+    section 2). An :class:`enum.IntEnum`: it compares equal to the integers
+    of the ``side`` column.
+
+    >>> Side.BUY == 1, Side(2).name
+    (True, 'SELL')
+    >>> trades = np.zeros(3, dtype=TRADE_DTYPE)
+    >>> trades["side"] = [1, 2, 1]
+    >>> int((trades["side"] == Side.BUY).sum())
+    2
+    """
+
+    UNKNOWN = 0
+    BUY = 1
+    SELL = 2
+
+
+#: ``to_pandas(sides="name")``'s categories, by wire value.
+_SIDE_NAMES = [side.name.lower() for side in Side]
 
 #: A gap: the first and last missing data sequence (inclusive).
 GAP_DTYPE = np.dtype([("first", "=u8"), ("last", "=u8")])
@@ -148,7 +181,7 @@ def _gaps(pairs: List[Tuple[int, int]]) -> np.ndarray:
     return np.array(pairs, dtype=GAP_DTYPE) if pairs else np.empty(0, dtype=GAP_DTYPE)
 
 
-def _frame(table: np.ndarray, name: str, prices: str) -> Any:
+def _frame(table: np.ndarray, name: str, prices: str, tz: Optional[str], sides: str) -> Any:
     try:
         import pandas as pd
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -157,7 +190,18 @@ def _frame(table: np.ndarray, name: str, prices: str) -> Any:
     for field in table.dtype.names:
         column = table[field]
         if field == "timestamp":
-            column = pd.DatetimeIndex(column).tz_localize("UTC")
+            if tz is not None:
+                column = pd.DatetimeIndex(column).tz_localize("UTC")
+                if tz != "UTC":
+                    column = column.tz_convert(tz)
+        elif field == "side":
+            if sides == "name":
+                # A value the protocol does not define is a missing category.
+                column = pd.Categorical.from_codes(
+                    np.where(column <= Side.SELL, column, -1).astype(np.int8), categories=_SIDE_NAMES
+                )
+            elif sides != "int":
+                raise ValueError(f"sides must be 'int' or 'name', not {sides!r}")
         elif field in _PRICE_FIELDS[name]:
             if prices == "float":
                 column = price_to_float(column)
@@ -202,16 +246,27 @@ class _Tables:
         """True if bytes were discarded, sequences are missing or frames repeated."""
         return bool(self.discards) or len(self.gaps) > 0 or self.duplicates > 0
 
-    def to_pandas(self, prices: str = "int") -> Dict[str, Any]:
+    def to_pandas(self, prices: str = "int", tz: Optional[str] = "UTC", sides: str = "int") -> Dict[str, Any]:
         """``{"quotes": DataFrame, "trades": DataFrame}`` (needs pandas).
 
-        Timestamps become ``datetime64[ns, UTC]``. ``prices``: ``"int"`` (the
-        wire's integers, default), ``"float"`` (divided by 10,000) or
-        ``"decimal"`` (exact :class:`decimal.Decimal` objects, slow).
+        ``prices``: ``"int"`` (the wire's integers, default), ``"float"``
+        (divided by 10,000) or ``"decimal"`` (exact :class:`decimal.Decimal`
+        objects, slow).
+
+        ``tz``: timestamps become ``datetime64[ns, UTC]`` by default (the
+        wire's time is UTC), converted to another zone if named
+        (``tz="America/New_York"``); ``tz=None`` keeps numpy's naive UTC
+        wall time, exactly what ``pd.DataFrame(rec.quotes)`` gives, so the
+        two can be compared or joined. (pandas refuses to compare naive and
+        aware timestamps: pick one form for a whole program.)
+
+        ``sides``: the trades' ``side`` as the wire's integers (``"int"``,
+        default; see :class:`Side`) or a categorical of ``"unknown"``,
+        ``"buy"``, ``"sell"`` (``"name"``).
         """
         return {
-            "quotes": _frame(self.quotes, "quotes", prices),
-            "trades": _frame(self.trades, "trades", prices),
+            "quotes": _frame(self.quotes, "quotes", prices, tz, sides),
+            "trades": _frame(self.trades, "trades", prices, tz, sides),
         }
 
 

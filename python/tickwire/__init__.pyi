@@ -1,6 +1,7 @@
 """Type stubs of the tickwire package (see the docstrings in __init__.py)."""
 
 import decimal
+import enum
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -15,6 +16,11 @@ PRICE_SCALE: int
 QUOTE_DTYPE: np.dtype[np.void]
 TRADE_DTYPE: np.dtype[np.void]
 GAP_DTYPE: np.dtype[np.void]
+
+class Side(enum.IntEnum):
+    UNKNOWN = 0
+    BUY = 1
+    SELL = 2
 
 _Path = Union[str, "os.PathLike[str]", bytes]
 
@@ -37,7 +43,7 @@ class _Tables:
     def missing(self) -> int: ...
     @property
     def damaged(self) -> bool: ...
-    def to_pandas(self, prices: str = ...) -> Dict[str, Any]: ...
+    def to_pandas(self, prices: str = ..., tz: Optional[str] = ..., sides: str = ...) -> Dict[str, Any]: ...
 
 class Recording(_Tables):
     stats: Dict[str, int]

@@ -3,6 +3,8 @@
 
 use std::prelude::rust_2021::*;
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -14,12 +16,14 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::conn::READ_CHUNK;
 use super::unix_nanos;
+use super::ServerAddr;
 use crate::parse::{ParseStats, Parser};
 use crate::policy::Backoff;
 use crate::sequence::SequenceTracker;
 use crate::session::{
     Action, ClientEvent, ClientSession, ClientSessionConfig, ClientState, IoFailure, Lost, Time,
 };
+use crate::wire::Message;
 
 /// How long [`Client::run`] sleeps at most between checks of its callback's
 /// wishes when nothing happens.
@@ -29,14 +33,15 @@ const RUN_WAIT: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientConfig {
-    /// The server (the first of the fail-over list).
-    pub server: SocketAddr,
+    /// The server (the first of the fail-over list): an address, or a
+    /// host name resolved at each connection attempt ([`ServerAddr`]).
+    pub server: ServerAddr,
     /// More servers of the same session (relays, or the origin), tried in
     /// order after [`server`](Self::server) when a connection fails: see
     /// [`ClientConfig::with_servers`] and the
     /// [fail-over rules](crate::session::ClientSession#fail-over). Empty by default.
     #[cfg_attr(feature = "serde", serde(default))]
-    pub fallbacks: Vec<SocketAddr>,
+    pub fallbacks: Vec<ServerAddr>,
     /// The first sequence wanted at the first login (0: live data only).
     pub from: u64,
     /// The server's heartbeat interval: silence for three of them means the
@@ -58,10 +63,25 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Defaults for `server`: live data, 1 s heartbeats, 5 s connect
     /// timeout, default backoff with unlimited retries.
-    pub fn new(server: SocketAddr) -> ClientConfig {
+    ///
+    /// `server` is anything that converts into a [`ServerAddr`]: a
+    /// [`SocketAddr`], or a `"host:port"` string whose name is resolved
+    /// again at each connection attempt (a name that does not resolve
+    /// fails the attempt, which is retried by the backoff).
+    ///
+    /// ```
+    /// use tickwire::net::{ClientConfig, ServerAddr};
+    /// let by_name = ClientConfig::new("localhost:7878");
+    /// assert_eq!(by_name.server, ServerAddr::Name("localhost:7878".into()));
+    /// let addr: std::net::SocketAddr = "127.0.0.1:7878".parse()?;
+    /// assert_eq!(ClientConfig::new(addr).server, addr);
+    /// assert_eq!(ClientConfig::new("127.0.0.1:7878").server, addr);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(server: impl Into<ServerAddr>) -> ClientConfig {
         let rules = ClientSessionConfig::default();
         ClientConfig {
-            server,
+            server: server.into(),
             fallbacks: Vec::new(),
             from: rules.from,
             heartbeat_interval: rules.heartbeat_interval,
@@ -80,36 +100,42 @@ impl ClientConfig {
     /// every server failed in turn (the
     /// [rules](crate::session::ClientSession#fail-over)).
     ///
+    /// The servers are anything that converts into a [`ServerAddr`]
+    /// (socket addresses, `"host:port"` strings).
+    ///
     /// ```
-    /// use tickwire::net::ClientConfig;
-    /// let a = "127.0.0.1:7001".parse()?;
-    /// let b = "127.0.0.1:7002".parse()?;
+    /// use std::net::SocketAddr;
+    /// use tickwire::net::{ClientConfig, ServerAddr};
+    /// let a: SocketAddr = "127.0.0.1:7001".parse()?;
+    /// let b: SocketAddr = "127.0.0.1:7002".parse()?;
     /// let config = ClientConfig::with_servers(&[a, b]).ok_or("empty")?;
-    /// assert_eq!(config.servers().collect::<Vec<_>>(), [a, b]);
-    /// assert!(ClientConfig::with_servers(&[]).is_none());
+    /// let servers: Vec<&ServerAddr> = config.servers().collect();
+    /// assert_eq!(servers, [&ServerAddr::from(a), &ServerAddr::from(b)]);
+    /// let named = ClientConfig::with_servers(&["localhost:7001", "backup.example:7001"]).ok_or("empty")?;
+    /// assert_eq!(named.fallbacks, [ServerAddr::Name("backup.example:7001".into())]);
+    /// assert!(ClientConfig::with_servers::<SocketAddr>(&[]).is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
-    pub fn with_servers(servers: &[SocketAddr]) -> Option<ClientConfig> {
-        let (&first, rest) = servers.split_first()?;
-        let mut config = ClientConfig::new(first);
-        config.fallbacks = rest.to_vec();
+    pub fn with_servers<A: Clone + Into<ServerAddr>>(servers: &[A]) -> Option<ClientConfig> {
+        let (first, rest) = servers.split_first()?;
+        let mut config = ClientConfig::new(first.clone());
+        config.fallbacks = rest.iter().cloned().map(Into::into).collect();
         Some(config)
     }
 
     /// Every server, in the order they are tried:
     /// [`server`](Self::server), then the [`fallbacks`](Self::fallbacks).
-    pub fn servers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        std::iter::once(self.server).chain(self.fallbacks.iter().copied())
+    pub fn servers(&self) -> impl Iterator<Item = &ServerAddr> + '_ {
+        std::iter::once(&self.server).chain(self.fallbacks.iter())
     }
 
     /// Server `index` of [`servers`](Self::servers) (the first one if out of range).
-    pub(crate) fn server_at(&self, index: usize) -> SocketAddr {
+    pub(crate) fn server_at(&self, index: usize) -> &ServerAddr {
         index
             .checked_sub(1)
             .and_then(|i| self.fallbacks.get(i))
-            .copied()
-            .unwrap_or(self.server)
+            .unwrap_or(&self.server)
     }
 
     pub(crate) fn session(&self) -> ClientSessionConfig {
@@ -229,7 +255,7 @@ impl ClientStats {
 /// use tickwire::session::ClientEvent;
 /// use tickwire::Message;
 ///
-/// let mut client = Client::new(ClientConfig::new("127.0.0.1:7878".parse()?))?;
+/// let mut client = Client::new(ClientConfig::new("127.0.0.1:7878"))?;
 /// client.run(|event| {
 ///     match event {
 ///         ClientEvent::Frame(Message::Quote(q)) => println!("{} {}", q.bid_price(), q.ask_price()),
@@ -311,12 +337,49 @@ impl Client {
             epoch,
             std::slice::from_mut(&mut self.link),
             timeout,
-            &mut |_, event| on_event(event),
+            &mut |_, event| {
+                on_event(event);
+                ControlFlow::Continue(())
+            },
         )
+        .map(|_| ())
     }
 
     /// The blocking convenience: polls until `on_event` returns
     /// [`ControlFlow::Break`] or the client stops.
+    ///
+    /// `on_event` is not called again after it returned `Break`: the events
+    /// not yet handed out (the rest of the receive buffer, the socket's
+    /// unread bytes, what the session reported in the same step) stay with
+    /// the client, and the next `run` (or [`poll`](Client::poll)) hands
+    /// them out first, in order. Nothing is lost or repeated between calls.
+    ///
+    /// ```no_run
+    /// use std::ops::ControlFlow;
+    /// use tickwire::net::{Client, ClientConfig};
+    /// use tickwire::session::ClientEvent;
+    ///
+    /// let mut config = ClientConfig::new("127.0.0.1:7878");
+    /// config.from = 1;
+    /// let mut client = Client::new(config)?;
+    /// let mut data = 0;
+    /// // The first ten data frames...
+    /// client.run(|event| {
+    ///     if matches!(event, ClientEvent::Frame(m) if m.is_data()) {
+    ///         data += 1;
+    ///     }
+    ///     if data == 10 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    /// })?;
+    /// // ...and the next one is sequence 11.
+    /// client.run(|event| match event {
+    ///     ClientEvent::Frame(m) if m.is_data() => {
+    ///         assert_eq!(m.sequence(), 11);
+    ///         ControlFlow::Break(())
+    ///     }
+    ///     _ => ControlFlow::Continue(()),
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`ClientError::GaveUp`] when retries are exhausted,
@@ -325,19 +388,25 @@ impl Client {
         &mut self,
         mut on_event: impl FnMut(ClientEvent<'_>) -> ControlFlow<()>,
     ) -> Result<(), ClientError> {
-        let mut stop = false;
         let wait = if self.link.config.busy_poll {
             Duration::ZERO
         } else {
             RUN_WAIT
         };
-        while !stop && !self.link.session.is_stopped() {
-            self.poll(Some(wait), |event| {
-                if on_event(event).is_break() {
-                    stop = true;
-                }
-            })
+        while !self.link.session.is_stopped() || self.link.has_backlog() {
+            let epoch = self.link.epoch;
+            let flow = poll_links(
+                &mut self.poll,
+                &mut self.events,
+                epoch,
+                std::slice::from_mut(&mut self.link),
+                Some(wait),
+                &mut |_, event| on_event(event),
+            )
             .map_err(ClientError::Io)?;
+            if flow.is_break() {
+                return Ok(());
+            }
         }
         let session = &self.link.session;
         match (session.is_stopped(), session.last_lost()) {
@@ -386,8 +455,8 @@ pub type ClientId = usize;
 /// use tickwire::session::ClientEvent;
 ///
 /// let mut set = ClientSet::new()?;
-/// let a = set.add(ClientConfig::new("127.0.0.1:7001".parse()?));
-/// let b = set.add(ClientConfig::new("127.0.0.1:7002".parse()?));
+/// let a = set.add(ClientConfig::new("127.0.0.1:7001"));
+/// let b = set.add(ClientConfig::new("127.0.0.1:7002"));
 /// loop {
 ///     set.poll(None, |id, event| match event {
 ///         ClientEvent::Frame(m) if m.is_data() => println!("client {id}: {}", m.sequence()),
@@ -436,7 +505,7 @@ impl ClientSet {
     /// use tickwire::net::{ClientConfig, ClientSet};
     /// use tickwire::session::ClientState;
     /// let mut set = ClientSet::new()?;
-    /// let id = set.add(ClientConfig::new("127.0.0.1:7001".parse()?));
+    /// let id = set.add(ClientConfig::new("127.0.0.1:7001"));
     /// assert_eq!((id, set.len()), (0, 1));
     /// assert_eq!(set.state(id), Some(ClientState::Disconnected));
     /// assert_eq!(set.state(id + 1), None);
@@ -509,26 +578,212 @@ impl ClientSet {
             self.epoch,
             &mut self.links,
             timeout,
+            &mut |id, event| {
+                on_event(id, event);
+                ControlFlow::Continue(())
+            },
+        )
+        .map(|_| ())
+    }
+
+    /// [`poll`](ClientSet::poll) that stops when `on_event` returns
+    /// [`ControlFlow::Break`]: it is not called again in this poll, and the
+    /// events not handed out yet (of every client) stay in the set for the
+    /// next `poll` or `try_poll`, which hands them out first, in order.
+    /// Returns `Break` if `on_event` stopped it.
+    ///
+    /// ```no_run
+    /// use std::ops::ControlFlow;
+    /// use tickwire::net::{ClientConfig, ClientSet};
+    /// use tickwire::session::ClientEvent;
+    ///
+    /// let mut set = ClientSet::new()?;
+    /// set.add(ClientConfig::new("127.0.0.1:7001"));
+    /// set.add(ClientConfig::new("127.0.0.1:7002"));
+    /// let mut frames = 0;
+    /// // Exactly 100 frames (of either client), whatever the reads brought.
+    /// while frames < 100 {
+    ///     set.try_poll(None, |_id, event| {
+    ///         if let ClientEvent::Frame(_) = event {
+    ///             frames += 1;
+    ///         }
+    ///         if frames == 100 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    ///     })?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The poll itself failed (not a connection error: those are events).
+    pub fn try_poll(
+        &mut self,
+        timeout: Option<Duration>,
+        mut on_event: impl FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>,
+    ) -> io::Result<ControlFlow<()>> {
+        poll_links(
+            &mut self.poll,
+            &mut self.events,
+            self.epoch,
+            &mut self.links,
+            timeout,
             &mut on_event,
         )
     }
 }
 
-/// One poll of `links` (each registered under its index as token): start
-/// the ones that are disconnected, sleep until readiness or the earliest
-/// deadline (at most `timeout`), handle the ready ones, then the due
-/// deadlines. [`Client`] is this over one link, [`ClientSet`] over many.
+/// An event the application has not taken yet: it came after its callback
+/// returned [`ControlFlow::Break`], in the same step of the session. Handed
+/// out first by the next poll.
+#[derive(Debug)]
+enum Held {
+    /// Anything but a frame (they borrow nothing).
+    Event(ClientEvent<'static>),
+    /// A frame's bytes (its event borrows the receive buffer, which moves on).
+    Frame(Box<[u8]>),
+}
+
+impl Held {
+    fn of(event: ClientEvent<'_>) -> Held {
+        match event {
+            ClientEvent::Frame(m) => Held::Frame(m.as_bytes().into()),
+            ClientEvent::State { from, to } => Held::Event(ClientEvent::State { from, to }),
+            ClientEvent::LoggedIn {
+                session_id,
+                sequence,
+            } => Held::Event(ClientEvent::LoggedIn {
+                session_id,
+                sequence,
+            }),
+            ClientEvent::Gap(gap) => Held::Event(ClientEvent::Gap(gap)),
+            ClientEvent::NewSession {
+                session_id,
+                sequence,
+            } => Held::Event(ClientEvent::NewSession {
+                session_id,
+                sequence,
+            }),
+            ClientEvent::Duplicate { sequence } => Held::Event(ClientEvent::Duplicate { sequence }),
+            ClientEvent::Discarded(d) => Held::Event(ClientEvent::Discarded(d)),
+            ClientEvent::EndOfSession { sequence } => {
+                Held::Event(ClientEvent::EndOfSession { sequence })
+            }
+            ClientEvent::Lost(why) => Held::Event(ClientEvent::Lost(why)),
+            ClientEvent::Retrying { attempt, delay } => {
+                Held::Event(ClientEvent::Retrying { attempt, delay })
+            }
+            ClientEvent::Failover { from, to } => Held::Event(ClientEvent::Failover { from, to }),
+            ClientEvent::GaveUp { attempts, last } => {
+                Held::Event(ClientEvent::GaveUp { attempts, last })
+            }
+        }
+    }
+
+    /// Hands the event to `on_event`.
+    fn deliver(
+        &self,
+        on_event: &mut impl FnMut(ClientEvent<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        match self {
+            Held::Event(event) => on_event(*event),
+            // The bytes were a checked frame: decoding them again cannot fail.
+            Held::Frame(bytes) => match Message::decode(bytes) {
+                Ok((m, _)) => on_event(ClientEvent::Frame(m)),
+                Err(_) => ControlFlow::Continue(()),
+            },
+        }
+    }
+}
+
+/// `on_event` for client `id` while the application takes events; once it
+/// returned `Break` (`stop` set), the events are held in `held` instead.
+fn gate<'s>(
+    id: ClientId,
+    held: &'s mut VecDeque<Held>,
+    stop: &'s Cell<bool>,
+    on_event: &'s mut impl FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>,
+) -> impl FnMut(ClientEvent<'_>) + 's {
+    move |event| {
+        if stop.get() {
+            held.push_back(Held::of(event));
+        } else if on_event(id, event).is_break() {
+            stop.set(true);
+        }
+    }
+}
+
+/// Runs `$step` on `$link` with its events through the [`gate`] (a macro,
+/// not a function taking a closure, so that the event path stays statically
+/// dispatched).
+macro_rules! gated {
+    ($link:expr, $id:expr, $stop:expr, $on_event:expr, |$l:ident, $e:ident| $step:expr) => {{
+        let link: &mut Link = $link;
+        let mut held = std::mem::take(&mut link.held);
+        {
+            let $e = &mut gate($id, &mut held, $stop, $on_event);
+            let $l = &mut *link;
+            $step;
+        }
+        held.append(&mut link.held);
+        link.held = held;
+    }};
+}
+
+/// One poll of `links` (each registered under its index as token): hand
+/// out what an earlier call held back (events, then the rest of a receive
+/// buffer), start the ones that are disconnected, sleep until readiness or
+/// the earliest deadline (at most `timeout`), handle the ready ones, then
+/// the due deadlines. [`Client`] is this over one link, [`ClientSet`] over
+/// many.
+///
+/// Once `on_event` returns [`ControlFlow::Break`] it is not called again:
+/// the session's events of the same step are held, the receive buffer and
+/// the socket keep the rest, and the call returns `Break` after finishing
+/// the step (readiness not handled yet is remembered as a backlog).
 fn poll_links(
     poll: &mut Poll,
     events: &mut Events,
     epoch: Instant,
     links: &mut [Link],
     timeout: Option<Duration>,
-    on_event: &mut impl FnMut(ClientId, ClientEvent<'_>),
-) -> io::Result<()> {
+    on_event: &mut impl FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>,
+) -> io::Result<ControlFlow<()>> {
+    let stop = Cell::new(false);
     let registry = poll.registry();
+    // What earlier calls did not hand out, first.
+    let mut handed = false;
     for (id, link) in links.iter_mut().enumerate() {
-        link.start(registry, Token(id), &mut |e| on_event(id, e));
+        while let Some(event) = link.held.pop_front() {
+            handed = true;
+            if event.deliver(&mut |e| on_event(id, e)).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        if link.backlog {
+            handed = true;
+            link.backlog = false;
+            gated!(link, id, &stop, on_event, |link, on_event| link.resume(
+                registry,
+                Token(id),
+                on_event,
+                &stop
+            ));
+            if stop.get() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+    }
+    for (id, link) in links.iter_mut().enumerate() {
+        if link.session.is_stopped() || link.session.state() != ClientState::Disconnected {
+            continue;
+        }
+        gated!(link, id, &stop, on_event, |link, on_event| link.start(
+            registry,
+            Token(id),
+            on_event
+        ));
+        if stop.get() {
+            return Ok(ControlFlow::Break(()));
+        }
     }
     let now = epoch.elapsed();
     let next = links
@@ -540,8 +795,10 @@ fn poll_links(
         (Some(t), Some(at)) => Some(t.min(at.saturating_sub(now))),
         (t, at) => t.or(at.map(|at| at.saturating_sub(now))),
     };
+    // Events were handed out: look at the sockets without sleeping.
+    let wait = if handed { Some(Duration::ZERO) } else { wait };
     if links.iter().all(|link| link.session.is_stopped()) {
-        return Ok(());
+        return Ok(ControlFlow::Continue(()));
     }
     match poll.poll(events, wait) {
         Ok(()) => {}
@@ -559,15 +816,34 @@ fn poll_links(
             writable: event.is_writable(),
             closing: event.is_read_closed() || event.is_error(),
         };
-        link.ready(ready, registry, event.token(), &mut |e| on_event(id, e));
+        // After a Break the readiness is still handled (a connect finishes,
+        // an edge is not lost): reads stop at once and become a backlog.
+        gated!(link, id, &stop, on_event, |link, on_event| link.ready(
+            ready,
+            registry,
+            event.token(),
+            on_event,
+            &stop
+        ));
+    }
+    if stop.get() {
+        // The deadlines wait for the next call.
+        return Ok(ControlFlow::Break(()));
     }
     let now = epoch.elapsed();
     for (id, link) in links.iter_mut().enumerate() {
         if link.session.poll_timeout().is_some_and(|at| at <= now) {
-            link.timeout(registry, Token(id), &mut |e| on_event(id, e));
+            gated!(link, id, &stop, on_event, |link, on_event| link.timeout(
+                registry,
+                Token(id),
+                on_event
+            ));
+            if stop.get() {
+                return Ok(ControlFlow::Break(()));
+            }
         }
     }
-    Ok(())
+    Ok(ControlFlow::Continue(()))
 }
 
 /// What a readiness event said about a connection.
@@ -596,6 +872,14 @@ struct Link {
     epoch: Instant,
     /// Parser counters of closed connections.
     closed_stats: ParseStats,
+    /// Events the application has not taken yet (after a Break).
+    held: VecDeque<Held>,
+    /// Reading stopped at a Break: the parser may hold events and the
+    /// socket bytes for which no new readiness edge will come.
+    backlog: bool,
+    /// The addresses of the current attempt's server not tried yet (a name
+    /// can resolve to several).
+    candidates: VecDeque<SocketAddr>,
 }
 
 impl Link {
@@ -608,7 +892,15 @@ impl Link {
             out: Vec::new(),
             epoch,
             closed_stats: ParseStats::default(),
+            held: VecDeque::new(),
+            backlog: false,
+            candidates: VecDeque::new(),
         }
+    }
+
+    /// Whether events wait for the application (held ones, or a backlog).
+    fn has_backlog(&self) -> bool {
+        self.backlog || !self.held.is_empty()
     }
 
     fn stats(&self) -> ClientStats {
@@ -628,7 +920,7 @@ impl Link {
         &self,
         on_event: &'e mut impl FnMut(ClientEvent<'_>),
     ) -> impl FnMut(ClientEvent<'_>) + 'e {
-        let server = self.config.server_at(self.session.server());
+        let server = self.config.server_at(self.session.server()).clone();
         move |event| {
             log_event(&server, &event);
             on_event(event);
@@ -677,6 +969,22 @@ impl Link {
         self.apply_actions(registry, token, on_event);
     }
 
+    /// Goes on where a Break stopped reading: the parser's events, then the
+    /// socket (read to the end: no edge tells whether it has more).
+    fn resume(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+        stop: &Cell<bool>,
+    ) {
+        if self.stream.is_none() {
+            return;
+        }
+        let on_event = &mut self.logged(on_event);
+        self.on_readable(true, registry, token, on_event, stop);
+    }
+
     /// The socket is ready: finish a connect, write the rest of the Login,
     /// read.
     fn ready(
@@ -685,6 +993,7 @@ impl Link {
         registry: &Registry,
         token: Token,
         on_event: &mut impl FnMut(ClientEvent<'_>),
+        stop: &Cell<bool>,
     ) {
         if self.stream.is_none() || !(ready.readable || ready.writable) {
             return;
@@ -702,7 +1011,7 @@ impl Link {
             }
         }
         if ready.readable && self.stream.is_some() {
-            self.on_readable(ready.closing, registry, token, on_event);
+            self.on_readable(ready.closing, registry, token, on_event, stop);
         }
     }
 
@@ -729,6 +1038,8 @@ impl Link {
         }
     }
 
+    /// A new connection attempt: resolves the server (a name, again each
+    /// time) and connects to its first address.
     fn open(
         &mut self,
         registry: &Registry,
@@ -737,18 +1048,49 @@ impl Link {
     ) {
         self.drop_stream(registry);
         let server = self.config.server_at(self.session.server());
-        let opened = TcpStream::connect(server).and_then(|mut stream| {
-            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
-            Ok(stream)
-        });
-        match opened {
-            Ok(stream) => self.stream = Some(stream),
+        match server.resolve() {
+            Ok(addrs) => {
+                self.candidates = addrs.into();
+                self.connect_next(registry, token, on_event);
+            }
             Err(e) => {
+                log::debug!("{server}: {e}");
+                self.candidates.clear();
                 let time = self.time();
-                self.session
-                    .handle_lost(Lost::ConnectFailed(e.kind().into()), time, on_event);
+                self.session.handle_lost(
+                    Lost::ConnectFailed(IoFailure::Unresolved),
+                    time,
+                    on_event,
+                );
             }
         }
+    }
+
+    /// Connects to the next address of the attempt; when none is left, the
+    /// attempt failed with `last`'s error.
+    fn connect_next(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+    ) {
+        let mut failure = IoFailure::Other;
+        while let Some(addr) = self.candidates.pop_front() {
+            let opened = TcpStream::connect(addr).and_then(|mut stream| {
+                registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+                Ok(stream)
+            });
+            match opened {
+                Ok(stream) => {
+                    self.stream = Some(stream);
+                    return;
+                }
+                Err(e) => failure = e.kind().into(),
+            }
+        }
+        let time = self.time();
+        self.session
+            .handle_lost(Lost::ConnectFailed(failure), time, on_event);
     }
 
     fn drop_stream(&mut self, registry: &Registry) {
@@ -760,6 +1102,7 @@ impl Link {
             self.parser.reset(SequenceTracker::new());
         }
         self.out.clear();
+        self.backlog = false;
     }
 
     fn write_out(&mut self) -> io::Result<()> {
@@ -799,6 +1142,13 @@ impl Link {
         };
         let time = self.time();
         match failed {
+            Some(_) if !self.candidates.is_empty() => {
+                // The name has more addresses: the same attempt tries the next.
+                if let Some(mut stream) = self.stream.take() {
+                    let _ = registry.deregister(&mut stream);
+                }
+                self.connect_next(registry, token, on_event);
+            }
             Some(kind) => {
                 self.session.handle_lost(
                     Lost::ConnectFailed(IoFailure::from(kind)),
@@ -807,6 +1157,7 @@ impl Link {
                 );
             }
             None => {
+                self.candidates.clear();
                 let _ = stream.set_nodelay(true);
                 self.session.handle_connected(time, on_event);
             }
@@ -814,20 +1165,54 @@ impl Link {
         self.apply_actions(registry, token, on_event);
     }
 
+    /// Hands the parser's events to the session until the application
+    /// asks to stop (`stop`); `Break` then (the rest stays in the parser).
+    fn drain(
+        &mut self,
+        time: Time,
+        on_event: &mut impl FnMut(ClientEvent<'_>),
+        stop: &Cell<bool>,
+    ) -> ControlFlow<()> {
+        let session = &mut self.session;
+        self.parser.try_drain(|event| {
+            session.handle_event(event, time, on_event);
+            if stop.get() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+    }
+
     /// Reads what the socket has. A short read means the receive queue is
     /// empty and a later arrival raises a new edge, so the read that would
     /// only say WouldBlock is skipped (one system call per wake-up instead
     /// of two, as tokio does for TCP) unless the peer's FIN or an error
     /// came with the wake-up (`closing`): then reading goes on to the end.
+    ///
+    /// When the application asks to stop (`stop`), reading stops after the
+    /// event it asked at and the connection is marked as a backlog: the
+    /// next poll [`resume`](Link::resume)s here, with the parser's
+    /// remaining events first.
     fn on_readable(
         &mut self,
         closing: bool,
         registry: &Registry,
         token: Token,
         on_event: &mut impl FnMut(ClientEvent<'_>),
+        stop: &Cell<bool>,
     ) {
         let mut ended = None;
-        loop {
+        let mut stopped = stop.get();
+        if !stopped && self.parser.buffered() > 0 {
+            // Left by a Break (resume): these come before any new byte.
+            let time = self.time();
+            stopped = self.drain(time, on_event, stop).is_break();
+            if !stopped && self.parser.is_finished() {
+                ended = Some(Lost::Closed);
+            }
+        }
+        while !stopped && ended.is_none() && self.connection_open() {
             let Some(stream) = self.stream.as_mut() else {
                 return;
             };
@@ -842,11 +1227,10 @@ impl Link {
             match read {
                 Ok(0) => {
                     self.parser.finish();
-                    let session = &mut self.session;
-                    self.parser
-                        .drain(|event| session.handle_event(event, time, on_event));
-                    ended = Some(Lost::Closed);
-                    break;
+                    stopped = self.drain(time, on_event, stop).is_break();
+                    if !stopped {
+                        ended = Some(Lost::Closed);
+                    }
                 }
                 Ok(n) => {
                     if self.parser.commit(n).is_err() {
@@ -854,15 +1238,7 @@ impl Link {
                         break;
                     }
                     self.session.handle_bytes(time);
-                    let session = &mut self.session;
-                    self.parser
-                        .drain(|event| session.handle_event(event, time, on_event));
-                    if !matches!(
-                        self.session.state(),
-                        ClientState::Connected | ClientState::LoggedIn
-                    ) {
-                        break; // the session closed this connection (EndOfSession, resync)
-                    }
+                    stopped = self.drain(time, on_event, stop).is_break();
                     if n < room && !closing {
                         break; // drained: no new edge is missed
                     }
@@ -880,6 +1256,17 @@ impl Link {
             self.session.handle_lost(why, time, on_event);
         }
         self.apply_actions(registry, token, on_event);
+        // Stopped with the connection still up: come back for the rest.
+        self.backlog = stopped && self.stream.is_some() && self.connection_open();
+    }
+
+    /// Whether the session still takes this connection's bytes (not after
+    /// it closed it: EndOfSession, a resync).
+    fn connection_open(&self) -> bool {
+        matches!(
+            self.session.state(),
+            ClientState::Connected | ClientState::LoggedIn
+        )
     }
 }
 

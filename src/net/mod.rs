@@ -37,6 +37,7 @@
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod addr;
 mod client;
 mod conn;
 pub(crate) mod datagram;
@@ -47,6 +48,7 @@ mod server;
 mod stats;
 pub(crate) mod sys;
 
+pub use addr::ServerAddr;
 #[cfg(feature = "tokio")]
 pub(crate) use client::log_event;
 pub use client::{Client, ClientConfig, ClientError, ClientId, ClientSet, ClientStats};

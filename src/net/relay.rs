@@ -319,6 +319,11 @@ struct Pump {
     session: Option<u64>,
     /// The first login's sequence (the relay's first data sequence).
     first: u64,
+    /// Between the first login and the first frame after it.
+    at_start: bool,
+    /// The range before the upstream's oldest retained frame at the first
+    /// login (reported by the client as a gap): not a loss of the relay's.
+    before_start: u64,
     gave_up: Option<String>,
 }
 
@@ -356,7 +361,10 @@ impl Pump {
             } => {
                 self.end_run();
                 match self.session {
-                    None => self.first = sequence,
+                    None => {
+                        self.first = sequence;
+                        self.at_start = true;
+                    }
                     Some(old) if old != session_id => self.ops.push(Op::Session {
                         session_id,
                         next: sequence,
@@ -368,10 +376,19 @@ impl Pump {
                 self.session = Some(session_id);
                 self.ops.push(Op::Alive(true));
             }
+            ClientEvent::Gap(gap) if self.at_start && gap.last.saturating_add(1) == self.first => {
+                // The upstream no longer had the start of its session when
+                // the relay logged in (section 4.2): where the relay starts,
+                // as the upstream's own subscribers would, not a gap of it.
+                self.at_start = false;
+                self.before_start = gap.len();
+            }
             ClientEvent::Frame(m) if m.msg_type().is_data() => {
+                self.at_start = false;
                 self.push_frame(m.sequence(), m.as_bytes());
             }
             ClientEvent::Frame(Message::Heartbeat(h)) => {
+                self.at_start = false;
                 self.end_run();
                 self.ops.push(Op::Advance(h.sequence()));
             }
@@ -387,6 +404,16 @@ impl Pump {
             }
             _ => {}
         }
+    }
+
+    /// The upstream client's counters without the range before the
+    /// relay's start.
+    fn upstream_stats(&self, mut stats: ClientStats) -> ClientStats {
+        if self.before_start > 0 {
+            stats.gaps = stats.gaps.saturating_sub(1);
+            stats.missing = stats.missing.saturating_sub(self.before_start);
+        }
+        stats
     }
 
     fn flush(&mut self, feed: &RelayFeed) -> Result<(), RelayError> {
@@ -509,7 +536,14 @@ impl DatagramPump {
 /// It starts once an upstream accepted its login (it needs the session id
 /// before it can answer a login), asking for everything the upstream
 /// retains ([`RelayConfig::upstream`]'s `from` is 1), so its clients can
-/// replay from it. It does not take its upstream from datagrams (yet): a
+/// replay what the upstream's can (as far as its own
+/// [`retain`](ServerConfig::retain) holds: size it like the upstream's).
+/// When the upstream no longer has the start of the session, the relay
+/// starts at the upstream's oldest frame
+/// ([`start_sequence`](Relay::start_sequence)); the range before is not a
+/// gap of the relay's and is not counted in
+/// [`upstream_stats`](Relay::upstream_stats) (its clients asking for it
+/// get the same gap as the upstream's would). It does not take its upstream from datagrams (yet): a
 /// datagram feed is relayed by subscribing to its publisher over TCP.
 ///
 /// ```
@@ -544,6 +578,7 @@ pub struct Relay {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), RelayError>>>,
     upstream: Arc<Mutex<ClientStats>>,
+    start: u64,
 }
 
 impl Relay {
@@ -573,6 +608,7 @@ impl Relay {
             client.poll(Some(left.min(UPSTREAM_POLL)), |e| pump.on_event(e))?;
         }
         let session_id = pump.session.unwrap_or_default();
+        let start = pump.first;
         let server = Server::bind(ServerConfig {
             session_id: Some(session_id),
             ..config.server
@@ -583,7 +619,7 @@ impl Relay {
             .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
         pump.flush(&feed)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let upstream = Arc::new(Mutex::new(client.stats()));
+        let upstream = Arc::new(Mutex::new(pump.upstream_stats(client.stats())));
         let thread = {
             let (stop, upstream) = (Arc::clone(&stop), Arc::clone(&upstream));
             std::thread::Builder::new()
@@ -604,6 +640,7 @@ impl Relay {
             stop,
             thread: Some(thread),
             upstream,
+            start,
         })
     }
 
@@ -629,6 +666,7 @@ impl Relay {
         }
         pump.check_liveness(&client);
         let session_id = pump.pump.session.unwrap_or_default();
+        let start = pump.pump.first;
         let server = Server::bind(ServerConfig {
             session_id: Some(session_id),
             ..config.server
@@ -673,7 +711,16 @@ impl Relay {
             stop,
             thread: Some(thread),
             upstream,
+            start,
         })
+    }
+
+    /// The first data sequence the relay has: its upstream's oldest
+    /// retained one when it logged in (1 while the upstream still had the
+    /// whole session), or the first datagram's. Its clients can replay
+    /// from here on, as far as its retention holds.
+    pub fn start_sequence(&self) -> u64 {
+        self.start
     }
 
     /// The address the relay's server listens on.
@@ -697,7 +744,9 @@ impl Relay {
     }
 
     /// The upstream client's counters (updated after each poll; zero for
-    /// a datagram upstream).
+    /// a datagram upstream). The range the upstream no longer had when the
+    /// relay first logged in (before [`start_sequence`](Relay::start_sequence))
+    /// is not counted as a gap or as missing.
     pub fn upstream_stats(&self) -> ClientStats {
         self.upstream.lock().map(|s| *s).unwrap_or_default()
     }
@@ -751,7 +800,7 @@ fn relay_loop(
         client.poll(Some(UPSTREAM_POLL), |e| pump.on_event(e))?;
         pump.flush(feed)?;
         if let Ok(mut stats) = upstream.lock() {
-            *stats = client.stats();
+            *stats = pump.upstream_stats(client.stats());
         }
         if let Some(why) = pump.gave_up.take() {
             return Err(RelayError::GaveUp(why));

@@ -3,6 +3,8 @@
 //! the loops that find it, compiled once per CRC-32C implementation.
 #![forbid(unsafe_code)]
 
+use core::ops::ControlFlow;
+
 use crate::checksum::{Accel, Crc32c, Kernel};
 use crate::sequence::{Gap, SequenceTracker, Verdict};
 use zerocopy::transmute_ref;
@@ -242,7 +244,7 @@ struct Drain<'e, 'a, B, F> {
     fold: F,
 }
 
-impl<'a, B, F: FnMut(B, Event<'a>) -> B> Kernel for Drain<'_, 'a, B, F> {
+impl<'a, B, F: FnMut(B, Event<'a>) -> ControlFlow<B, B>> Kernel for Drain<'_, 'a, B, F> {
     type Output = (usize, B);
 
     #[inline(always)]
@@ -259,6 +261,7 @@ impl<'a, B, F: FnMut(B, Event<'a>) -> B> Kernel for Drain<'_, 'a, B, F> {
                 // general step below, which decides it as before.
                 let mut counts = engine.counts;
                 let (mut in_order, mut control) = (0u64, 0u64);
+                let mut stopped = false;
                 while let Some(rest) = self.data.get(consumed..) {
                     steady_frame!(rest, crc, |message| {
                         if message.sequence() != expected {
@@ -270,17 +273,36 @@ impl<'a, B, F: FnMut(B, Event<'a>) -> B> Kernel for Drain<'_, 'a, B, F> {
                         control += 1 - data;
                         counts.count(&message);
                         consumed += message.len();
-                        self.acc = (self.fold)(self.acc, Event::Frame(message));
+                        // (A sink that never breaks, as `drain`'s, folds
+                        // this branch away.)
+                        match (self.fold)(self.acc, Event::Frame(message)) {
+                            ControlFlow::Continue(acc) => self.acc = acc,
+                            ControlFlow::Break(acc) => {
+                                self.acc = acc;
+                                stopped = true;
+                                break;
+                            }
+                        }
                     }, else break);
                 }
                 engine.tracker.commit_in_order(expected, in_order, control);
                 engine.counts = counts;
+                if stopped {
+                    *self.engine = engine;
+                    return (consumed, self.acc);
+                }
             }
             let rest = self.data.get(consumed..).unwrap_or_default();
             let (event, used) = engine.next_with(rest, crc);
             consumed += used;
             match event {
-                Some(event) => self.acc = (self.fold)(self.acc, event),
+                Some(event) => match (self.fold)(self.acc, event) {
+                    ControlFlow::Continue(acc) => self.acc = acc,
+                    ControlFlow::Break(acc) => {
+                        *self.engine = engine;
+                        return (consumed, acc);
+                    }
+                },
                 None => {
                     *self.engine = engine;
                     return (consumed, self.acc);
@@ -334,13 +356,15 @@ impl Engine {
         accel.run(Step { engine: self, data })
     }
 
-    /// Folds every event in `data` into `acc`; returns the bytes consumed.
+    /// Folds every event in `data` into `acc`, up to and including the
+    /// first one for which `fold` breaks; returns the bytes consumed (those
+    /// of the events folded, no more).
     #[inline]
     pub(super) fn fold<'a, B>(
         &mut self,
         data: &'a [u8],
         acc: B,
-        fold: impl FnMut(B, Event<'a>) -> B,
+        fold: impl FnMut(B, Event<'a>) -> ControlFlow<B, B>,
     ) -> (usize, B) {
         let accel = self.accel;
         accel.run(Drain {

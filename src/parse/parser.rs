@@ -1,6 +1,8 @@
 //! [`Parser`]: the streaming parser over a fixed buffer.
 #![forbid(unsafe_code)]
 
+use core::ops::ControlFlow;
+
 use crate::sequence::SequenceTracker;
 use crate::wire::MAX_FRAME_LEN;
 
@@ -192,8 +194,65 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     #[inline]
     pub fn drain<F: FnMut(Event<'_>)>(&mut self, mut sink: F) {
         let data = unconsumed(&self.buf, self.start, self.end);
-        let (used, ()) = self.engine.fold(data, (), |(), event| sink(event));
+        let (used, ()) = self.engine.fold(data, (), |(), event| {
+            sink(event);
+            ControlFlow::Continue(())
+        });
         self.start += used;
+    }
+
+    /// [`drain`](Parser::drain) that stops early: hands the events
+    /// available now to `sink` until it returns [`ControlFlow::Break`].
+    /// The events after that one stay in the parser, for the next call (or
+    /// [`next_event`](Parser::next_event)): nothing is skipped. Returns
+    /// `Break` if `sink` stopped it, `Continue` once every available event
+    /// was handed out.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use tickwire::parse::{Event, Parser};
+    /// use tickwire::{Payload, Sequencer};
+    /// let mut parser = Parser::new(vec![0u8; 1024])?;
+    /// let mut seq = Sequencer::new();
+    /// let mut wire = [0u8; 240];
+    /// let mut n = 0;
+    /// for _ in 0..10 {
+    ///     n += seq.encode(&Payload::Heartbeat, 0, &mut wire[n..])?;
+    /// }
+    /// parser.fill_from(&wire[..n]);
+    /// let mut seen = Vec::new();
+    /// let flow = parser.try_drain(|event| {
+    ///     if let Event::Frame(m) = event {
+    ///         seen.push(m.sequence());
+    ///     }
+    ///     if seen.len() == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    /// });
+    /// assert!(flow.is_break());
+    /// assert_eq!(parser.stats().frames(), 3);
+    /// // The other seven are still there.
+    /// let mut rest = 0;
+    /// assert!(parser.try_drain(|_| { rest += 1; ControlFlow::Continue(()) }).is_continue());
+    /// assert_eq!(rest, 7);
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn try_drain<F: FnMut(Event<'_>) -> ControlFlow<()>>(
+        &mut self,
+        mut sink: F,
+    ) -> ControlFlow<()> {
+        let data = unconsumed(&self.buf, self.start, self.end);
+        let (used, flow) =
+            self.engine
+                .fold(data, ControlFlow::Continue(()), |_, event| {
+                    match sink(event) {
+                        ControlFlow::Continue(()) => {
+                            ControlFlow::Continue(ControlFlow::Continue(()))
+                        }
+                        ControlFlow::Break(()) => ControlFlow::Break(ControlFlow::Break(())),
+                    }
+                });
+        self.start += used;
+        flow
     }
 
     /// The next event, calling `fill` to read more bytes into the spare space

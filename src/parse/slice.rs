@@ -1,6 +1,8 @@
 //! [`SliceParser`]: a whole stream already in memory, as an iterator of events.
 #![forbid(unsafe_code)]
 
+use core::ops::ControlFlow;
+
 use crate::sequence::SequenceTracker;
 
 use super::engine::Engine;
@@ -91,6 +93,11 @@ impl<'a> Iterator for SliceParser<'a> {
     #[inline]
     fn fold<B, G: FnMut(B, Event<'a>) -> B>(mut self, init: B, g: G) -> B {
         let data = self.data;
-        self.engine.fold(data, init, g).1
+        let mut g = g;
+        self.engine
+            .fold(data, init, |acc, event| {
+                ControlFlow::Continue(g(acc, event))
+            })
+            .1
     }
 }

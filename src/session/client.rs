@@ -125,6 +125,9 @@ pub enum IoFailure {
     Unreachable,
     /// Broken pipe (the peer closed while we wrote).
     BrokenPipe,
+    /// The server's host name did not resolve (or resolved to no address;
+    /// see `net::ServerAddr`).
+    Unresolved,
     /// Anything else.
     Other,
 }
@@ -140,6 +143,7 @@ impl IoFailure {
             IoFailure::TimedOut => "timed out",
             IoFailure::Unreachable => "unreachable",
             IoFailure::BrokenPipe => "broken pipe",
+            IoFailure::Unresolved => "host name not resolved",
             IoFailure::Other => "i/o error",
         }
     }

@@ -8,6 +8,7 @@ use std::vec::Vec;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use futures_core::Stream;
 use tokio_util::codec::Decoder;
 
 use super::codec::{Frame, FrameCodec, Item};
-use crate::net::{unix_nanos, ClientConfig, ClientStats};
+use crate::net::{unix_nanos, ClientConfig, ClientStats, ServerAddr};
 use crate::parse::{Discard, ParseStats};
 use crate::sequence::{Gap, SequenceTracker};
 use crate::session::{self, Action, ClientSession, ClientState, IoFailure, Lost, Time};
@@ -150,7 +151,30 @@ impl ClientEvent {
     }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<TcpStream, IoFailure>> + Send>>;
+
+/// One connection attempt to `server`: a name is resolved now (without
+/// blocking the runtime), then each of its addresses is tried in turn.
+async fn connect(server: ServerAddr) -> Result<TcpStream, IoFailure> {
+    let addrs: Vec<SocketAddr> = match &server {
+        ServerAddr::Socket(addr) => std::vec![*addr],
+        ServerAddr::Name(name) => match ::tokio::net::lookup_host(name.as_str()).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) => {
+                log::debug!("{server}: {e}");
+                return Err(IoFailure::Unresolved);
+            }
+        },
+    };
+    let mut failure = IoFailure::Unresolved; // (resolved to no address)
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => failure = e.kind().into(),
+        }
+    }
+    Err(failure)
+}
 
 /// The async client: a [`Stream`] of [`ClientEvent`]s around a
 /// [`ClientSession`], which holds every rule (states, backoff, liveness,
@@ -234,7 +258,7 @@ impl Client {
     /// when first polled.
     ///
     /// ```
-    /// let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878"));
     /// assert_eq!(client.state(), tickwire::session::ClientState::Disconnected);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -261,7 +285,7 @@ impl Client {
     /// The current state.
     ///
     /// ```
-    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878"));
     /// assert_eq!(client.state(), tickwire::session::ClientState::Disconnected);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -273,7 +297,7 @@ impl Client {
     /// The sequence tracker (the next sequence needed, the session).
     ///
     /// ```
-    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878"));
     /// assert_eq!(client.tracker().expected(), None); // live data only
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -285,7 +309,7 @@ impl Client {
     /// The protocol state machine this client drives.
     ///
     /// ```
-    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878"));
     /// assert!(!client.session().is_stopped());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -297,7 +321,7 @@ impl Client {
     /// The counters (as the mio client's).
     ///
     /// ```
-    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// # let client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878"));
     /// assert_eq!(client.stats().connects, 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -314,7 +338,7 @@ impl Client {
     /// this produced.
     ///
     /// ```
-    /// # let mut client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// # let mut client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878"));
     /// client.disconnect();
     /// assert!(client.session().is_stopped());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -330,7 +354,7 @@ impl Client {
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-    /// let mut client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878".parse()?));
+    /// let mut client = tickwire::tokio::Client::new(tickwire::net::ClientConfig::new("127.0.0.1:7878"));
     /// client.disconnect();
     /// assert_eq!(client.next_event().await, None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -353,8 +377,8 @@ impl Client {
             match action {
                 Action::Connect => {
                     self.close_stream();
-                    self.connecting = Some(Box::pin(TcpStream::connect(
-                        self.config.server_at(self.session.server()),
+                    self.connecting = Some(Box::pin(connect(
+                        self.config.server_at(self.session.server()).clone(),
                     )));
                 }
                 Action::Send(frame) => self.out.extend_from_slice(frame.as_bytes()),
@@ -412,7 +436,7 @@ impl Client {
                         });
                         self.apply_actions();
                     }
-                    Err(e) => self.lost(Lost::ConnectFailed(IoFailure::from(e.kind()))),
+                    Err(failure) => self.lost(Lost::ConnectFailed(failure)),
                 }
                 return Poll::Ready(());
             }
