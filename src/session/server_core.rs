@@ -39,9 +39,11 @@
 //! real clients from one address is never displaced by the rule meant for
 //! idle connections. After the grace, a connection that has still not
 //! logged in enters the set, displacing the oldest one there past a limit;
-//! at most `max_unauthenticated` connections wait in the grace at once
-//! (beyond it the oldest enters the set early), so the connections that
-//! have not logged in are bounded by twice that limit.
+//! at most `max_clients + max_unauthenticated` connections wait in the
+//! grace at once (beyond it the oldest enters the set early: a burst of
+//! real clients can be as large as the clients the server takes, and no
+//! larger), so the connections that have not logged in are bounded by
+//! `max_clients + 2 × max_unauthenticated`.
 //!
 //! ```
 //! use core::time::Duration;
@@ -431,9 +433,15 @@ impl ServerCore {
             time.monotonic.saturating_add(self.config.admission_grace),
             id,
         ));
-        // At most `max_unauthenticated` wait in the grace: the oldest
-        // beyond it counts from now on.
-        while self.fresh.len() > self.config.max_unauthenticated.max(1) {
+        // At most `max_clients + max_unauthenticated` wait in the grace (a
+        // burst of real clients can be as large as the clients the server
+        // takes): the oldest beyond it counts from now on.
+        let cap = self
+            .config
+            .max_clients
+            .saturating_add(self.config.max_unauthenticated)
+            .max(1);
+        while self.fresh.len() > cap {
             if let Some((_, oldest)) = self.fresh.pop_front() {
                 self.enter_admission(oldest);
             }
