@@ -164,6 +164,10 @@ enum Command {
         /// (at least 1); past it, that address's oldest one is closed.
         #[arg(long, default_value_t = 16, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
         max_unauthenticated_per_peer: u64,
+        /// The most data frames one retransmission reply covers (protocol
+        /// section 9.2's cap; at least 1).
+        #[arg(long, default_value_t = tickwire::session::RETRANSMIT_CAP, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(1..))]
+        retransmit_cap: u64,
         #[command(flatten)]
         datagrams: dgram::FeedArgs,
     },
@@ -401,6 +405,7 @@ fn main() -> ExitCode {
             listen_backlog,
             max_unauthenticated,
             max_unauthenticated_per_peer,
+            retransmit_cap,
             datagrams,
         } => {
             let config = ServerConfig {
@@ -417,6 +422,7 @@ fn main() -> ExitCode {
                 max_unauthenticated: usize::try_from(max_unauthenticated).unwrap_or(usize::MAX),
                 max_unauthenticated_per_peer: usize::try_from(max_unauthenticated_per_peer)
                     .unwrap_or(usize::MAX),
+                retransmit_cap,
                 datagrams: datagrams.output(),
                 ..ServerConfig::default()
             };
