@@ -1,7 +1,9 @@
 //! The protocol's connection rules as pure state machines (`alloc`, no
 //! socket, no clock): the server side of one connection
-//! ([`ServerSession`]), the client ([`ClientSession`]), and the
-//! [`Retention`] of published batches they share.
+//! ([`ServerSession`]), every server decision that spans connections
+//! ([`ServerCore`]: admission and limits, fan-out, timers, shutdown), the
+//! client ([`ClientSession`]), and the [`Retention`] of published batches
+//! they share.
 //!
 //! This is the shape of quinn-proto: time comes in as an argument
 //! ([`Time`]), bytes come in through `handle_*` methods, and what to do comes
