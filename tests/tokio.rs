@@ -1489,7 +1489,6 @@ fn the_tokio_server_loses_nothing_while_its_runtime_is_stalled() {
 /// displaced as if it were idle.
 #[test]
 fn a_burst_of_logins_from_one_address_all_get_in_on_the_tokio_server() {
-    use std::io::{Read, Write};
     use tickwire::session::CloseReason;
     if rerun_with_descriptor_limit(
         "a_burst_of_logins_from_one_address_all_get_in_on_the_tokio_server",
@@ -1502,40 +1501,7 @@ fn a_burst_of_logins_from_one_address_all_get_in_on_the_tokio_server() {
         listen: loopback(),
         ..ServerConfig::default()
     });
-    let addr = server.local_addr();
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut login = [0u8; 24];
-                tickwire::encode(&Payload::Login, 0, 0, &mut login).unwrap();
-                // Connect and send each Login at once, then read the answers.
-                let mut sockets: Vec<_> = (0..CLIENTS / 8)
-                    .map(|_| {
-                        let mut s = connect_from([127, 0, 0, 1], addr);
-                        s.write_all(&login).unwrap();
-                        s
-                    })
-                    .collect();
-                let mut accepted = 0;
-                for s in &mut sockets {
-                    let mut frame = [0u8; 32];
-                    let answered = s.read_exact(&mut frame).is_ok()
-                        && SliceParser::new(&frame).any(|e| {
-                            matches!(e, Event::Frame(m) if m.msg_type() == tickwire::MsgType::LoginAccepted)
-                        });
-                    accepted += usize::from(answered);
-                }
-                (accepted, sockets)
-            })
-        })
-        .collect();
-    let mut accepted = 0;
-    let mut sockets = Vec::new();
-    for t in threads {
-        let (n, s) = t.join().unwrap();
-        accepted += n;
-        sockets.extend(s);
-    }
+    let (accepted, sockets) = common::burst_of_logins(server.local_addr(), CLIENTS);
     let stats = server.stats();
     assert_eq!(stats.closed_for(CloseReason::UnauthenticatedLimit), 0);
     assert_eq!(accepted, CLIENTS, "every client got LoginAccepted");

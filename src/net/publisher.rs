@@ -48,6 +48,24 @@ impl std::error::Error for PublishError {}
 
 /// What all publishers of one server share: the numbering, under a lock
 /// that also orders their batches in the queue and on the datagram lines.
+///
+/// **Lock order** (every thread takes them in this order, never back):
+/// 1. `sequencer` (a publisher numbering its batch);
+/// 2. the first loop's state, `Mutex<Server>` (`direct_tcp`: the loop
+///    holds it for each turn, never while it sleeps in epoll; a publisher
+///    only *tries* it, under the sequencer, to write its batch itself);
+/// 3. `datagrams` (the output: taken by a publisher under the sequencer,
+///    or by the loop within its turn).
+///
+/// **Poisoning**, one rule: a lock is taken as it is after a panic when its
+/// data is whole between calls (the loop's state: the server core is
+/// consistent after each of its calls; the datagram output), and the server
+/// keeps serving; the sequencer is not (a panic between numbering a batch
+/// and queueing it leaves numbers taken for frames never published), so a
+/// poisoned sequencer ends publishing with [`PublishError::Closed`] rather
+/// than ever number a gap. The panic itself ends its thread (the loop's
+/// ends the server, and [`ServerHandle::shutdown`](super::ServerHandle::shutdown)
+/// reports it).
 #[derive(Debug)]
 pub(super) struct Numbering {
     pub(super) sequencer: Mutex<Sequencer>,

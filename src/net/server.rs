@@ -848,8 +848,11 @@ impl Server {
         for _ in 0..BATCHES_PER_TURN {
             match self.rx.try_recv() {
                 Ok(ToLoop::Batch(batch)) => {
-                    // Counted if this loop has the datagram output.
-                    self.numbering.batch_gone();
+                    // Batches queued by publishers (to the first loop) were
+                    // counted; a worker's come from the first loop, uncounted.
+                    if self.listener.is_some() {
+                        self.numbering.batch_gone();
+                    }
                     self.last_taken = time.monotonic;
                     taken.push(batch);
                 }
