@@ -41,6 +41,7 @@ mod addr;
 mod client;
 mod conn;
 pub(crate) mod datagram;
+mod feed;
 mod publisher;
 mod queue;
 mod relay;

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::client::{Client, ClientConfig, ClientStats};
 use super::datagram::{DatagramClient, DatagramClientConfig};
-use super::publisher::{Numbering, PublishError};
-use super::server::{RelayControl, Server, ServerConfig, ServerHandle, ToLoop};
+use super::feed::{Numbering, RelayControl, ToLoop};
+use super::publisher::PublishError;
+use super::server::{Server, ServerConfig, ServerHandle};
 use super::stats::{ServerStats, Shared};
 use crate::session::datagram::DatagramEvent;
 use crate::session::{Batch, ClientEvent, ClientState};
@@ -809,4 +810,22 @@ fn relay_loop(
         }
     }
     Ok(())
+}
+
+impl ServerHandle {
+    /// The input of a relay: already-encoded frames with their own
+    /// sequences, holes, session changes (see [`RelayFeed`]).
+    pub fn relay_feed(&self) -> RelayFeed {
+        let (numbering, shared) = self.feed_parts();
+        RelayFeed::new(numbering, shared)
+    }
+}
+
+impl Server {
+    /// The input of a relay (see [`RelayFeed`]); do not also publish with
+    /// a [`Publisher`](super::Publisher): the two numberings would clash.
+    pub fn relay_feed(&self) -> RelayFeed {
+        let (numbering, shared) = self.feed_parts();
+        RelayFeed::new(numbering, shared)
+    }
 }

@@ -19,14 +19,13 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use super::datagram::{DatagramOutput, DatagramOutputConfig, DatagramSender};
-use super::publisher::{Numbering, Publisher, LAZY_TICK};
-use super::relay::RelayFeed;
+use super::feed::{DirectWrite, Handoff, Numbering, RelayControl, ToLoop, LAZY_TICK};
+use super::publisher::Publisher;
 use super::stats::{add, ServerStats, Shared};
 use super::{close_reason, sys, unix_nanos};
 use crate::encode::Sequencer;
 use crate::session::{
-    Batch, CloseReason, ConnId, Detached, ServerCore, ServerPhase, ServerSessionConfig, SlowPolicy,
-    Time,
+    Batch, CloseReason, ConnId, ServerCore, ServerPhase, ServerSessionConfig, SlowPolicy, Time,
 };
 
 const LISTENER: Token = Token(0);
@@ -290,29 +289,6 @@ impl ServerConfig {
     }
 }
 
-/// What an event loop receives, in order.
-#[derive(Debug)]
-pub(super) enum ToLoop {
-    /// A published batch (from a publisher, or forwarded by the first loop).
-    Batch(Arc<Batch>),
-    /// A client that just logged in, handed to a worker loop.
-    Client(Box<Handoff>),
-    /// A worker's last message: shut down.
-    Stop,
-    /// A relay's control of the sequence space (see [`RelayFeed`]).
-    Relay(RelayControl),
-}
-
-/// What a [`RelayFeed`] tells the loops besides batches, in order with them.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum RelayControl {
-    /// Sequences before `next` that were not published will never be.
-    Advance(u64),
-    /// The upstream session changed: EndOfSession and close every client,
-    /// then serve `session_id` from `next`.
-    Session { session_id: u64, next: u64 },
-}
-
 /// Another event loop of the server: its queue, its waker, and the loop
 /// itself until it runs on its own thread.
 #[derive(Debug)]
@@ -333,14 +309,6 @@ struct Slot {
     /// Its timer came due while it was in the flush list: handled right
     /// after its write (see `run_timers`).
     timer_due: bool,
-}
-
-/// A client that logged in on the first loop, moving to a worker: its
-/// socket and its state, detached from the first loop's core.
-#[derive(Debug)]
-pub(super) struct Handoff {
-    stream: TcpStream,
-    conn: Detached,
 }
 
 /// The reference server.
@@ -505,11 +473,10 @@ impl ServerHandle {
         self.publisher.clone()
     }
 
-    /// The input of a relay: already-encoded frames with their own
-    /// sequences, holes, session changes (see [`RelayFeed`]).
-    pub fn relay_feed(&self) -> RelayFeed {
-        RelayFeed::new(
-            self.publisher.numbering.clone(),
+    /// What a relay feed needs of this server (see `relay.rs`).
+    pub(super) fn feed_parts(&self) -> (Arc<Numbering>, Arc<Shared>) {
+        (
+            Arc::clone(&self.publisher.numbering),
             Arc::clone(&self.stop.shared),
         )
     }
@@ -695,7 +662,7 @@ impl Server {
         self.local_addr
     }
 
-    /// This run's session id (until a [`RelayFeed`] changes it).
+    /// This run's session id (until a [`RelayFeed`](super::RelayFeed) changes it).
     pub fn session_id(&self) -> u64 {
         self.core.session_id()
     }
@@ -707,10 +674,9 @@ impl Server {
         }
     }
 
-    /// The input of a relay (see [`RelayFeed`]); do not also publish with
-    /// a [`Publisher`]: the two numberings would clash.
-    pub fn relay_feed(&self) -> RelayFeed {
-        RelayFeed::new(Arc::clone(&self.numbering), Arc::clone(&self.shared))
+    /// What a relay feed needs of this server (see `relay.rs`).
+    pub(super) fn feed_parts(&self) -> (Arc<Numbering>, Arc<Shared>) {
+        (Arc::clone(&self.numbering), Arc::clone(&self.shared))
     }
 
     /// A handle that stops [`run`](Server::run) from another thread.
@@ -774,6 +740,7 @@ impl Server {
         let core = Arc::new(Mutex::new(self));
         if direct {
             // Publishers write to few clients themselves while the loop sleeps.
+            let core: Arc<Mutex<dyn DirectWrite>> = Arc::clone(&core) as _;
             let _ = numbering.direct_tcp.set(Arc::downgrade(&core));
         }
         let mut events = Events::with_capacity(1024);
@@ -953,50 +920,11 @@ impl Server {
         None
     }
 
-    /// Whether a publisher may write `batch` to the clients itself now
-    /// (see [`publish_direct`](Self::publish_direct); only the first loop
-    /// of a one-loop server is offered batches): it is not stopping, at most [`DIRECT_MAX_CLIENTS`]
-    /// connections are logged in (with more, one publish would be a whole
-    /// pass of writes: the loop does those) and none of them is replaying
-    /// (bulk writes, the loop's), and the batch is at most
-    /// [`DIRECT_MAX_BYTES`].
-    pub(super) fn direct_ok(&self, batch: &Batch) -> bool {
-        self.config.publisher_writes
-            && batch.bytes().len() <= DIRECT_MAX_BYTES
-            && !self.shared.stop.load(Ordering::SeqCst)
-            && self.logged_in() <= DIRECT_MAX_CLIENTS as u64
-            && !self.core.any_replaying()
-    }
-
     /// Logged-in connections of this loop (clients and retransmission
     /// connections).
     fn logged_in(&self) -> u64 {
         let stats = self.core.stats();
         stats.clients + stats.retransmission_connections
-    }
-
-    /// On a publishing thread, with the loop asleep (the caller holds the
-    /// loop's state, and no earlier batch waits in the queue): what the
-    /// loop's turn would do with `batch` (into the retention, to every
-    /// session, then one write slice), without waking it. Returns whether
-    /// the loop must be woken anyway: a write is left over, or something
-    /// is now due before the deadline it sleeps until.
-    pub(super) fn publish_direct(&mut self, batch: &Arc<Batch>) -> bool {
-        let time = self.time();
-        self.last_taken = time.monotonic;
-        add(&self.shared.direct_batches, 1);
-        self.publish(batch, time);
-        self.flush_all(time, Some(FLUSH_SLICE));
-        self.shared.set_core(self.loop_index, self.core.stats());
-        // On the clock reading the plan used: an unchanged deadline is equal.
-        let due = self
-            .poll_timeout(time.monotonic)
-            .map(|t| time.monotonic.saturating_add(t));
-        match (self.asleep_until, due) {
-            (_, None) | (None, _) => false,
-            (Some(None), Some(_)) => true,
-            (Some(Some(until)), Some(due)) => due < until,
-        }
     }
 
     /// With a datagram output and no TCP subscriber, while batches flow:
@@ -1495,6 +1423,47 @@ impl Server {
         }
         self.drain_core();
         log::info!("shut down");
+    }
+}
+
+impl DirectWrite for Server {
+    /// Whether a publisher may write `batch` to the clients itself now
+    /// (see [`publish_direct`](Self::publish_direct); only the first loop
+    /// of a one-loop server is offered batches): it is not stopping, at most [`DIRECT_MAX_CLIENTS`]
+    /// connections are logged in (with more, one publish would be a whole
+    /// pass of writes: the loop does those) and none of them is replaying
+    /// (bulk writes, the loop's), and the batch is at most
+    /// [`DIRECT_MAX_BYTES`].
+    fn direct_ok(&self, batch: &Batch) -> bool {
+        self.config.publisher_writes
+            && batch.bytes().len() <= DIRECT_MAX_BYTES
+            && !self.shared.stop.load(Ordering::SeqCst)
+            && self.logged_in() <= DIRECT_MAX_CLIENTS as u64
+            && !self.core.any_replaying()
+    }
+
+    /// On a publishing thread, with the loop asleep (the caller holds the
+    /// loop's state, and no earlier batch waits in the queue): what the
+    /// loop's turn would do with `batch` (into the retention, to every
+    /// session, then one write slice), without waking it. Returns whether
+    /// the loop must be woken anyway: a write is left over, or something
+    /// is now due before the deadline it sleeps until.
+    fn publish_direct(&mut self, batch: &Arc<Batch>) -> bool {
+        let time = self.time();
+        self.last_taken = time.monotonic;
+        add(&self.shared.direct_batches, 1);
+        self.publish(batch, time);
+        self.flush_all(time, Some(FLUSH_SLICE));
+        self.shared.set_core(self.loop_index, self.core.stats());
+        // On the clock reading the plan used: an unchanged deadline is equal.
+        let due = self
+            .poll_timeout(time.monotonic)
+            .map(|t| time.monotonic.saturating_add(t));
+        match (self.asleep_until, due) {
+            (_, None) | (None, _) => false,
+            (Some(None), Some(_)) => true,
+            (Some(Some(until)), Some(due)) => due < until,
+        }
     }
 }
 
