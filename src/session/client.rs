@@ -406,7 +406,9 @@ pub struct ClientSessionStats {
 /// rules are:
 ///
 /// - A data frame or Heartbeat that shows missing sequences while logged
-///   in is not delivered and not reported as a gap: the session emits
+///   in (and not right after bytes the parser discarded: a gap after
+///   damage is reported, and the connection kept, as before) is not
+///   delivered and not reported as a gap: the session emits
 ///   [`ClientEvent::Healing`] and [`Lost::Heal`], closes the connection and
 ///   logs in again to the same server with a Login for the first missing
 ///   sequence. The server replays from there and joins the live stream
@@ -539,6 +541,9 @@ pub struct ClientSession {
     healing: bool,
     /// When the login of the last heal was accepted.
     healed_at: Option<Duration>,
+    /// Bytes were discarded on this connection since the last frame: a gap
+    /// now is damage, not a skip.
+    damaged: bool,
 }
 
 impl ClientSession {
@@ -565,6 +570,7 @@ impl ClientSession {
             heal_backoff: config.backoff.with_max_retries(None),
             healing: false,
             healed_at: None,
+            damaged: false,
         }
     }
 
@@ -684,6 +690,7 @@ impl ClientSession {
             return;
         }
         self.connect_deadline = None;
+        self.damaged = false;
         self.wanted = self.tracker.expected().unwrap_or(self.from);
         self.actions.push_back(Action::Send(ControlFrame::new(
             &Payload::Login,
@@ -720,17 +727,23 @@ impl ClientSession {
             Event::Frame(m) | Event::Duplicate(m) if self.heals(&m) => {
                 self.heal(m.sequence(), time.monotonic, emit);
             }
-            Event::Frame(m) | Event::Duplicate(m) => match self.tracker.observe_message(&m) {
-                Verdict::Duplicate => emit(ClientEvent::Duplicate {
-                    sequence: m.sequence(),
-                }),
-                Verdict::Gap(gap) => {
-                    emit(ClientEvent::Gap(gap));
-                    self.frame(m, time, emit);
+            Event::Frame(m) | Event::Duplicate(m) => {
+                self.damaged = false;
+                match self.tracker.observe_message(&m) {
+                    Verdict::Duplicate => emit(ClientEvent::Duplicate {
+                        sequence: m.sequence(),
+                    }),
+                    Verdict::Gap(gap) => {
+                        emit(ClientEvent::Gap(gap));
+                        self.frame(m, time, emit);
+                    }
+                    _ => self.frame(m, time, emit),
                 }
-                _ => self.frame(m, time, emit),
-            },
-            Event::Discarded(d) => emit(ClientEvent::Discarded(d)),
+            }
+            Event::Discarded(d) => {
+                self.damaged = true;
+                emit(ClientEvent::Discarded(d));
+            }
             // The per-connection parser's own sequence view: the tracker
             // here is the one that counts.
             _ => {}
@@ -738,11 +751,13 @@ impl ClientSession {
     }
 
     /// Whether `m` shows a gap to heal: healing is on, the client is logged
-    /// in, and `m` is a data frame or Heartbeat past the next sequence
-    /// expected.
+    /// in, no bytes were discarded since the last frame (a gap after damage
+    /// is reported), and `m` is a data frame or Heartbeat past the next
+    /// sequence expected.
     fn heals(&self, m: &Message<'_>) -> bool {
         self.config.heal_gaps
             && self.state == ClientState::LoggedIn
+            && !self.damaged
             && (m.is_data() || matches!(m, Message::Heartbeat(_)))
             && self
                 .tracker
