@@ -947,6 +947,29 @@ fn a_skipped_range_the_server_no_longer_retains_is_reported_once() {
 }
 
 #[test]
+fn a_hole_in_the_servers_retention_is_healed_once_then_reported_once() {
+    // A relay that missed 11..=20 upstream: it has 1..=10 and 21..=30.
+    let mut pair = Pair::new(client_config(1), server_config(), 1 << 20);
+    pair.start();
+    pair.advance(ms(5));
+    pair.publish(10);
+    pair.advance(ms(5));
+    pair.other(0).lagging = true;
+    pair.publish(10);
+    pair.other(0).behind.clear();
+    pair.other(0).lagging = false;
+    pair.publish(10);
+    pair.advance(Duration::from_secs(5));
+    let got: Vec<u64> = pair.log.data.iter().map(|d| d.0).collect();
+    let want: Vec<u64> = (1..=10).chain(21..=30).collect();
+    assert_eq!(got, want);
+    assert_eq!(pair.log.healing.len(), 1, "{:?}", pair.log.healing);
+    assert_eq!(pair.log.gaps, [Gap { first: 11, last: 20 }]);
+    assert_eq!(pair.connects.len(), 2, "one heal, no loop");
+    assert_eq!(pair.log.duplicates, 0);
+}
+
+#[test]
 fn a_server_that_keeps_skipping_gets_heals_spaced_by_the_backoff_not_a_loop() {
     let mut pair = Pair::new(client_config(1), slow_server(), 1 << 22);
     pair.start();

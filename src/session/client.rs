@@ -415,8 +415,12 @@ pub struct ClientSessionStats {
 ///   (section 4.3): every frame arrives once, in order; frames already
 ///   delivered are never asked for.
 /// - What the server no longer retains is reported exactly as after any
-///   login answered from later than asked: one [`ClientEvent::Gap`]. Only
-///   such gaps (and an EndOfSession's) are reported.
+///   login answered from later than asked: one [`ClientEvent::Gap`]. So is
+///   a range the server does not have although it has later frames (a
+///   relay's hole): when the same gap shows again right after a heal's
+///   login, nothing delivered since, it is reported, not healed again.
+///   Only such gaps, gaps right after damage, and an EndOfSession's are
+///   reported.
 /// - One heal at a time, and no loop: the first heal reconnects at once; a
 ///   heal that starts within ten heartbeat intervals (10 s) of the previous
 ///   heal's accepted login waits the [backoff](ClientSessionConfig::backoff)
@@ -544,6 +548,10 @@ pub struct ClientSession {
     /// Bytes were discarded on this connection since the last frame: a gap
     /// now is damage, not a skip.
     damaged: bool,
+    /// The first sequence the last heal asked for: a gap that shows again
+    /// there, nothing delivered since, is a range the server does not have
+    /// (a relay's hole), reported rather than healed again.
+    healed_from: Option<u64>,
 }
 
 impl ClientSession {
@@ -571,6 +579,7 @@ impl ClientSession {
             healing: false,
             healed_at: None,
             damaged: false,
+            healed_from: None,
         }
     }
 
@@ -752,12 +761,14 @@ impl ClientSession {
 
     /// Whether `m` shows a gap to heal: healing is on, the client is logged
     /// in, no bytes were discarded since the last frame (a gap after damage
-    /// is reported), and `m` is a data frame or Heartbeat past the next
-    /// sequence expected.
+    /// is reported), the last heal did not ask for the same sequence (the
+    /// server does not have it), and `m` is a data frame or Heartbeat past
+    /// the next sequence expected.
     fn heals(&self, m: &Message<'_>) -> bool {
         self.config.heal_gaps
             && self.state == ClientState::LoggedIn
             && !self.damaged
+            && self.tracker.expected() != self.healed_from
             && (m.is_data() || matches!(m, Message::Heartbeat(_)))
             && self
                 .tracker
@@ -788,6 +799,7 @@ impl ClientSession {
         };
         self.stats.heals += 1;
         self.healing = true;
+        self.healed_from = Some(first);
         emit(ClientEvent::Healing { gap, delay });
         self.actions.push_back(Action::Close);
         self.last_lost = Some(Lost::Heal);
