@@ -964,7 +964,13 @@ fn a_hole_in_the_servers_retention_is_healed_once_then_reported_once() {
     let want: Vec<u64> = (1..=10).chain(21..=30).collect();
     assert_eq!(got, want);
     assert_eq!(pair.log.healing.len(), 1, "{:?}", pair.log.healing);
-    assert_eq!(pair.log.gaps, [Gap { first: 11, last: 20 }]);
+    assert_eq!(
+        pair.log.gaps,
+        [Gap {
+            first: 11,
+            last: 20
+        }]
+    );
     assert_eq!(pair.connects.len(), 2, "one heal, no loop");
     assert_eq!(pair.log.duplicates, 0);
 }

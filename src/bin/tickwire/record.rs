@@ -186,7 +186,7 @@ pub(crate) fn run(
     };
     info!(
         "{} data frames{range}, {} bytes of data frames {written}; \
-         {} gaps ({} missing), {} skipped ranges healed; {} repeats dropped; {} sessions, connection attempts: {} ({} connected), {} failovers; stopped: {}",
+         {} gaps ({} missing), {} heals (skipped ranges asked for again); {} repeats dropped; {} sessions, connection attempts: {} ({} connected), {} failovers; stopped: {}",
         tally.frames,
         tally.bytes,
         tally.gaps,
