@@ -32,7 +32,8 @@
 //! next readiness event, `Interrupted` means retry at once, and broken pipe,
 //! reset, abort and timeout mean the peer is gone (a client reconnects).
 //!
-//! Every module here forbids `unsafe` except `sys` (one `ioctl`).
+//! Every module here forbids `unsafe` except `sys` (the kernel send queue,
+//! batched datagram calls, a forced receive buffer).
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -935,7 +935,8 @@ impl ServerSession {
 
     /// Call at (or after) the time [`poll_timeout`](Self::poll_timeout)
     /// named, with the bytes in the kernel's send queue for this socket
-    /// (`TIOCOUTQ` on Linux; 0 where unknown). Closes a connection that did
+    /// (`TIOCOUTQ` on Linux, `SO_NWRITE` on macOS, `FIONWRITE` on FreeBSD; 0
+    /// where unknown). Closes a connection that did
     /// not log in in time, closes a client that took none of the bytes it
     /// owes for [`no_progress_window`](ServerSessionConfig::no_progress_window),
     /// queues a Heartbeat after an idle interval, and applies the
