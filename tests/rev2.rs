@@ -110,9 +110,7 @@ fn stream(seed: u64) -> Vec<u8> {
                 out.extend_from_slice(frame);
             }
             3 => {
-                for _ in 0..1 + r.below(3) {
-                    out.push(0xA5);
-                }
+                out.extend(std::iter::repeat_n(0xA5, 1 + r.below(3) as usize));
                 out.extend_from_slice(frame);
             }
             _ => out.extend_from_slice(frame),
@@ -183,7 +181,10 @@ fn revision_2_streams_parse_exactly_as_before() {
     let skipped = got.lines().filter(|l| l.ends_with("skipped")).count();
     assert!(skipped < 30, "{skipped} streams left out");
     for (g, w) in got.lines().zip(want.lines()) {
-        assert_eq!(g, w, "stream (seed, events, digests) differs from revision 2");
+        assert_eq!(
+            g, w,
+            "stream (seed, events, digests) differs from revision 2"
+        );
     }
     assert_eq!(got.lines().count(), want.lines().count());
 }

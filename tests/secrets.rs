@@ -30,7 +30,11 @@ const SECRET: [u8; 32] = [
 fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..=chunk.len() {
             out.push(char::from(alphabet[((n >> (18 - 6 * i)) & 63) as usize]));
@@ -169,7 +173,12 @@ fn no_library_representation_of_an_auth_frame_shows_the_secret() {
     writer.write_payload(&payload, 0, 1).unwrap();
     writeln!(out, "{writer:?}").unwrap();
     let json = serde_json::to_string(&payload).unwrap();
-    writeln!(out, "{json} {}", serde_json::to_string_pretty(&payload).unwrap()).unwrap();
+    writeln!(
+        out,
+        "{json} {}",
+        serde_json::to_string_pretty(&payload).unwrap()
+    )
+    .unwrap();
     assert!(json.contains("key_id"), "{json}");
     assert_clean("library output", out.as_bytes());
     // Serialized without its secret, an Auth payload does not deserialize
@@ -202,7 +211,8 @@ fn run(args: &[&str]) -> Vec<u8> {
 
 #[test]
 fn no_command_line_output_shows_the_secret() {
-    let dir = TempDir(std::env::temp_dir().join(format!("tickwire-secrets-{}", std::process::id())));
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("tickwire-secrets-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0).unwrap();
     let file = dir.0.join("auth.twr");
     std::fs::write(&file, stream()).unwrap();

@@ -472,7 +472,10 @@ fn section_11_frames_have_their_fields() {
         let (Message::Rejected(r), _) = Message::decode(&v[i].3).unwrap() else {
             panic!()
         };
-        assert_eq!((r.sequence(), r.reason().code(), r.reserved()), (0, reason, [0; 7]));
+        assert_eq!(
+            (r.sequence(), r.reason().code(), r.reserved()),
+            (0, reason, [0; 7])
+        );
     }
 }
 
@@ -480,16 +483,16 @@ fn section_11_frames_have_their_fields() {
 fn section_11_frames_are_numbered_zero_by_the_sequencer() {
     // Auth and Rejected carry sequence 0 whatever the next data sequence.
     let v = vectors();
-    for i in 12..=16 {
+    for (payload, _, _, bytes) in &v[12..=16] {
         let mut seq = tickwire::Sequencer::starting_at(1234);
         let mut buf = [0u8; 72];
-        let n = seq.encode(&v[i].0, T, &mut buf).unwrap();
-        assert_eq!(&buf[..n], &v[i].3[..]);
+        let n = seq.encode(payload, T, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &bytes[..]);
         assert_eq!(seq.next_sequence(), 1234);
         let mut batch = [0u8; 72];
         let mut seq = tickwire::Sequencer::starting_at(1234);
-        let done = seq.encode_batch(&[(T, v[i].0)], &mut batch);
-        assert_eq!(&batch[..done.bytes], &v[i].3[..]);
+        let done = seq.encode_batch(&[(T, *payload)], &mut batch);
+        assert_eq!(&batch[..done.bytes], &bytes[..]);
     }
 }
 

@@ -156,10 +156,7 @@ impl KeyId {
             }
         }
         let len = u8::try_from(len).map_err(|_| KeyIdError::TooLong { len })?;
-        Ok(KeyId {
-            bytes: *field,
-            len,
-        })
+        Ok(KeyId { bytes: *field, len })
     }
 
     /// The key id as text.
