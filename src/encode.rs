@@ -172,7 +172,8 @@ impl Payload {
     /// use tickwire::Payload;
     /// let auth = Payload::auth(&KeyId::new("alice")?, Secret::new([9; 32]));
     /// assert_eq!(auth.frame_len(), 72);
-    /// assert!(!format!("{auth:?}").contains('9'));
+    /// let shown = format!("{auth:?}");
+    /// assert!(shown.contains("Secret(<redacted>)") && !shown.contains("9, 9"));
     /// # Ok::<(), tickwire::wire::KeyIdError>(())
     /// ```
     #[must_use]

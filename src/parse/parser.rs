@@ -287,7 +287,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     /// let n = seq.encode(&Payload::Heartbeat, 0, &mut wire)?;
     /// let n = n + seq.encode(&Payload::EndOfSession, 0, &mut wire[n..])?;
     /// let mut input = &wire[..n];
-    /// let mut parser = Parser::new([0u8; 64])?;
+    /// let mut parser = Parser::new([0u8; 128])?;
     /// let mut read = |spare: &mut [u8]| -> Result<usize, ()> {
     ///     let k = spare.len().min(input.len()).min(5); // 5 bytes per "read"
     ///     spare[..k].copy_from_slice(&input[..k]);
