@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use super::feed::{try_lock, Numbering, ToLoop};
 use crate::encode::Payload;
 use crate::session::Batch;
-use crate::wire::MAX_FRAME_LEN;
+use crate::wire::MAX_DATA_FRAME_LEN;
 
 /// Data messages to publish: `(timestamp, payload)` pairs.
 pub type Messages = Vec<(u64, Payload)>;
@@ -93,7 +93,7 @@ impl Publisher {
         let n = &self.numbering;
         let mut sequencer = n.sequencer.lock().map_err(|_| PublishError::Closed)?;
         let before = *sequencer;
-        let mut bytes = vec![0u8; batch.len() * MAX_FRAME_LEN];
+        let mut bytes = vec![0u8; batch.len() * MAX_DATA_FRAME_LEN];
         let done = sequencer.encode_batch(&batch, &mut bytes);
         bytes.truncate(done.bytes);
         let encoded = Arc::new(Batch::encoded(

@@ -24,7 +24,7 @@ use crate::net::{
     ServerStats,
 };
 use crate::session::{Batch, CloseReason, ConnId, ServerCore, Time};
-use crate::wire::MAX_FRAME_LEN;
+use crate::wire::MAX_DATA_FRAME_LEN;
 
 /// Slices per `writev`.
 const MAX_SLICES: usize = 64;
@@ -155,7 +155,7 @@ impl Publisher {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut bytes = vec![0u8; batch.len() * MAX_FRAME_LEN];
+        let mut bytes = vec![0u8; batch.len() * MAX_DATA_FRAME_LEN];
         let datagrams = {
             let mut state = self.shared.state();
             if state.core.is_shutting_down() {
