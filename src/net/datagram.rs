@@ -334,14 +334,14 @@ impl DatagramOutput {
 
     /// A relay's upstream will never send the frames before `next`: idle
     /// Packets say `next` from now on.
-    pub(super) fn advance(&mut self, next: u64) {
+    pub(crate) fn advance(&mut self, next: u64) {
         self.next = self.next.max(next);
     }
 
     /// A relay's new session (protocol section 10.4), whose next data
     /// sequence is `next`: EndOfSession for the old one, then the next
     /// datagrams' Packets carry `session_id`.
-    pub(super) fn new_session(&mut self, time: Time, session_id: u64, next: u64) {
+    pub(crate) fn new_session(&mut self, time: Time, session_id: u64, next: u64) {
         self.end_of_session(time);
         self.ended = false;
         self.session_id = session_id;
@@ -350,7 +350,7 @@ impl DatagramOutput {
 
     /// A relay whose upstream is lost sends no Packet-only datagram
     /// (section 10.3): the idle deadline moves on without one.
-    pub(super) fn skip_idle(&mut self, now: Duration) {
+    pub(crate) fn skip_idle(&mut self, now: Duration) {
         if now >= self.poll_timeout() {
             self.last_sent = now;
         }
