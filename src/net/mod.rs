@@ -47,6 +47,7 @@ mod publisher;
 mod queue;
 mod relay;
 mod server;
+mod server_config;
 mod stats;
 pub(crate) mod sys;
 

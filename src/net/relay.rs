@@ -181,7 +181,6 @@ impl RelayFeed {
 
 /// Relay settings.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct RelayConfig {
     /// The upstream: a server of the session (origin or relay) and, in
     /// [`fallbacks`](ClientConfig::fallbacks), more of them for fail-over.
@@ -546,8 +545,8 @@ impl DatagramPump {
 /// ([`start_sequence`](Relay::start_sequence)); the range before is not a
 /// gap of the relay's and is not counted in
 /// [`upstream_stats`](Relay::upstream_stats) (its clients asking for it
-/// get the same gap as the upstream's would). It does not take its upstream from datagrams (yet): a
-/// datagram feed is relayed by subscribing to its publisher over TCP.
+/// get the same gap as the upstream's would). It takes its upstream over
+/// TCP, or from a datagram feed ([`RelayConfig::from_datagrams`]).
 ///
 /// ```
 /// use tickwire::net::{Client, ClientConfig, Relay, RelayConfig, Server, ServerConfig};

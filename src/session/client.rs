@@ -63,7 +63,6 @@ use crate::wire::{Message, MAX_FRAME_LEN};
 
 /// Client settings that are rules, not I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientSessionConfig {
     /// The first sequence wanted at the first login (0: live data only).

@@ -128,7 +128,6 @@ impl Line {
 /// assert_eq!((c.window, c.retransmit_wait), (4096, Duration::from_millis(2)));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct DatagramConfig {
     /// The reorder window, in frames (4096; rounded up to a power of two,
     /// between 1 and 2^24): frames

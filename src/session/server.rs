@@ -201,7 +201,6 @@ impl fmt::Display for CloseReason {
 
 /// The rules of one server connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ServerSessionConfig {
     /// The session id sent in LoginAccepted.
