@@ -1319,6 +1319,7 @@ pub(crate) fn new_session_id() -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+    use crate::net::DatagramOutputConfig;
     use crate::encode::{encode, Payload, QuoteFields};
 
     /// Publishes a small batch every half millisecond until `done` says
