@@ -1319,8 +1319,8 @@ pub(crate) fn new_session_id() -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::net::DatagramOutputConfig;
     use crate::encode::{encode, Payload, QuoteFields};
+    use crate::net::DatagramOutputConfig;
 
     /// Publishes a small batch every half millisecond until `done` says
     /// so (at most 2,000 times); whether it did.
