@@ -1,0 +1,1062 @@
+//! One scenario suite, three drivers (issue 22, point 2): every scenario is
+//! one generic function over a [`Driver`] (a server: start, publish, stats,
+//! connect a client, sleep, shut down) and its [`Conn`] (a client speaking
+//! the protocol: send bytes, read frames until something holds or a time
+//! passes, stop reading, close), run against
+//! - the **mio** server (`tickwire::net::Server`) over 127.0.0.1, the
+//!   client a blocking std `TcpStream`, real time with bounded waits;
+//! - the **tokio** server (`tickwire::tokio::Server`, on a runtime of its
+//!   own) over 127.0.0.1, the same client;
+//! - a **simulated** driver: one `ServerCore` and in-memory byte pipes (the
+//!   server's send queue plus the client's receive buffer, bounded) in
+//!   virtual time: no socket, thread or clock, so it runs the same every
+//!   time.
+//!
+//! The same assertions run on all three; a scenario is instantiated three
+//! times (`mio_<name>`, `tokio_<name>`, `sim_<name>`) by [`scenarios!`].
+//!
+//! Run one driver's scenarios, or one scenario on every driver:
+//! ```text
+//! cargo test --all-features --test scenarios mio_
+//! cargo test --all-features --test scenarios tokio_
+//! cargo test --all-features --test scenarios sim_
+//! cargo test --all-features --test scenarios slow_client_skip
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tickwire::net::{Messages, ServerConfig, ServerStats};
+use tickwire::parse::{Event, Parser};
+use tickwire::session::{Batch, CloseReason, ConnId, CoreStats, ServerCore, SlowPolicy, Time};
+use tickwire::{Message, MsgType, Payload, Sequencer};
+
+const MS: Duration = Duration::from_millis(1);
+const SESSION: u64 = 0x5ce0_a410;
+/// The receive buffer of every client socket (and of the simulated pipes).
+const CLIENT_RCVBUF: usize = 16 << 10;
+
+// ---------------------------------------------------------------------------
+// What a client saw.
+
+/// One frame a client read.
+#[derive(Clone, Debug)]
+struct Rx {
+    ty: MsgType,
+    seq: u64,
+    /// LoginAccepted's session id.
+    session_id: Option<u64>,
+    bytes: Vec<u8>,
+    /// The parser called it a duplicate (a data sequence already passed).
+    dup: bool,
+}
+
+/// Everything a client read, and whether the server closed the connection.
+#[derive(Clone, Debug, Default)]
+struct Log {
+    frames: Vec<Rx>,
+    closed: bool,
+    discarded: u64,
+}
+
+impl Log {
+    fn data(&self) -> impl Iterator<Item = &Rx> {
+        self.frames.iter().filter(|f| f.ty.is_data())
+    }
+
+    fn last_data_seq(&self) -> u64 {
+        self.data().last().map_or(0, |f| f.seq)
+    }
+
+    fn count(&self, ty: MsgType) -> usize {
+        self.frames.iter().filter(|f| f.ty == ty).count()
+    }
+}
+
+/// The client side's parser, the same for every driver.
+struct Decoder {
+    parser: Parser<Box<[u8]>>,
+    log: Log,
+}
+
+impl Decoder {
+    fn new() -> Decoder {
+        Decoder {
+            parser: Parser::new(vec![0u8; 64 << 10].into_boxed_slice()).unwrap(),
+            log: Log::default(),
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let spare = self.parser.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.parser.commit(n).unwrap();
+            let log = &mut self.log;
+            self.parser.drain(|event| match event {
+                Event::Frame(m) => log.frames.push(rx(&m, false)),
+                Event::Duplicate(m) => log.frames.push(rx(&m, true)),
+                Event::Discarded(d) => log.discarded += d.bytes,
+                _ => {}
+            });
+        }
+    }
+}
+
+fn rx(m: &Message<'_>, dup: bool) -> Rx {
+    Rx {
+        ty: m.msg_type(),
+        seq: m.sequence(),
+        session_id: match m {
+            Message::LoginAccepted(la) => Some(la.session_id()),
+            _ => None,
+        },
+        bytes: m.as_bytes().to_vec(),
+        dup,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The abstraction.
+
+/// The counters every driver reports (from `ServerStats` or `CoreStats`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Stats {
+    accepted: u64,
+    frames_published: u64,
+    slow_marks: u64,
+    skipped_batches: u64,
+    skipped_frames: u64,
+    replay_trimmed: u64,
+    closed: [u64; CloseReason::ALL.len()],
+}
+
+impl Stats {
+    fn closed_for(&self, reason: CloseReason) -> u64 {
+        self.closed[reason.index()]
+    }
+}
+
+impl From<ServerStats> for Stats {
+    fn from(s: ServerStats) -> Stats {
+        Stats {
+            accepted: s.accepted,
+            frames_published: s.frames_published,
+            slow_marks: s.slow_marks,
+            skipped_batches: s.skipped_batches,
+            skipped_frames: s.skipped_frames,
+            replay_trimmed: s.replay_trimmed,
+            closed: s.closed,
+        }
+    }
+}
+
+impl From<CoreStats> for Stats {
+    fn from(s: CoreStats) -> Stats {
+        Stats {
+            accepted: s.accepted,
+            frames_published: s.frames_published,
+            slow_marks: s.slow_marks,
+            skipped_batches: s.skipped_batches,
+            skipped_frames: s.skipped_frames,
+            replay_trimmed: s.replay_trimmed,
+            closed: s.closed,
+        }
+    }
+}
+
+/// A running server, however it is driven.
+trait Driver: Sized {
+    type Client: Conn;
+    /// Starts a server with `config` (its `listen` is replaced by
+    /// 127.0.0.1:0 for the real drivers).
+    fn start(config: ServerConfig) -> Self;
+    fn publish(&mut self, msgs: Messages);
+    fn stats(&mut self) -> Stats;
+    /// A new connection to the server.
+    fn connect(&mut self) -> Self::Client;
+    /// Lets `d` pass (real or virtual time).
+    fn sleep(&mut self, d: Duration);
+    /// Graceful shutdown (returns once the server has drained or given up).
+    fn shutdown(&mut self);
+}
+
+/// A client connection.
+trait Conn {
+    fn send(&mut self, bytes: &[u8]);
+    /// Reads (resuming reading if stopped) until `done` holds, the
+    /// connection closed, or `timeout` passed; whether `done` held.
+    fn read_until(&mut self, timeout: Duration, done: &mut dyn FnMut(&Log) -> bool) -> bool;
+    fn log(&self) -> Log;
+    /// Stops taking bytes off the connection until the next `read_until`.
+    fn stop_reading(&mut self);
+    /// Closes the connection.
+    fn close(&mut self);
+}
+
+// ---------------------------------------------------------------------------
+// The real drivers: the client is a blocking std TcpStream.
+
+struct TcpClient {
+    stream: TcpStream,
+    decoder: Decoder,
+}
+
+fn tcp_connect(addr: SocketAddr) -> TcpClient {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(CLIENT_RCVBUF).unwrap();
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_nodelay(true).unwrap();
+    TcpClient {
+        stream,
+        decoder: Decoder::new(),
+    }
+}
+
+impl Conn for TcpClient {
+    fn send(&mut self, bytes: &[u8]) {
+        // The server may have closed already (a scenario checks that).
+        let _ = self.stream.write_all(bytes);
+    }
+
+    fn read_until(&mut self, timeout: Duration, done: &mut dyn FnMut(&Log) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if done(&self.decoder.log) {
+                return true;
+            }
+            let now = Instant::now();
+            if self.decoder.log.closed || now >= deadline {
+                return false;
+            }
+            let wait = (deadline - now).clamp(MS, 20 * MS);
+            self.stream.set_read_timeout(Some(wait)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.decoder.log.closed = true,
+                Ok(n) => self.decoder.feed(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    self.decoder.log.closed = true;
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    fn log(&self) -> Log {
+        self.decoder.log.clone()
+    }
+
+    fn stop_reading(&mut self) {}
+
+    fn close(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn real_config(mut config: ServerConfig) -> ServerConfig {
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config
+}
+
+/// The mio server.
+struct Mio {
+    handle: Option<tickwire::net::ServerHandle>,
+    addr: SocketAddr,
+    last: Stats,
+}
+
+impl Driver for Mio {
+    type Client = TcpClient;
+
+    fn start(config: ServerConfig) -> Mio {
+        let handle = tickwire::net::Server::bind(real_config(config))
+            .unwrap()
+            .spawn()
+            .unwrap();
+        Mio {
+            addr: handle.local_addr(),
+            handle: Some(handle),
+            last: Stats::default(),
+        }
+    }
+
+    fn publish(&mut self, msgs: Messages) {
+        let handle = self.handle.as_ref().expect("running");
+        handle.publisher().publish(msgs).unwrap();
+    }
+
+    fn stats(&mut self) -> Stats {
+        if let Some(handle) = &self.handle {
+            self.last = handle.stats().into();
+        }
+        self.last
+    }
+
+    fn connect(&mut self) -> TcpClient {
+        tcp_connect(self.addr)
+    }
+
+    fn sleep(&mut self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.last = handle.shutdown().unwrap().into();
+        }
+    }
+}
+
+/// The tokio server, on a runtime of its own (two workers).
+struct Tokio {
+    handle: Option<tickwire::tokio::ServerHandle>,
+    addr: SocketAddr,
+    last: Stats,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Driver for Tokio {
+    type Client = TcpClient;
+
+    fn start(config: ServerConfig) -> Tokio {
+        let (rt, handle) = common::tokio_server(real_config(config));
+        Tokio {
+            addr: handle.local_addr(),
+            handle: Some(handle),
+            last: Stats::default(),
+            rt,
+        }
+    }
+
+    fn publish(&mut self, msgs: Messages) {
+        let handle = self.handle.as_ref().expect("running");
+        handle.publisher().publish(msgs).unwrap();
+    }
+
+    fn stats(&mut self) -> Stats {
+        if let Some(handle) = &self.handle {
+            self.last = handle.stats().into();
+        }
+        self.last
+    }
+
+    fn connect(&mut self) -> TcpClient {
+        tcp_connect(self.addr)
+    }
+
+    fn sleep(&mut self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.last = self.rt.block_on(handle.shutdown()).into();
+        }
+    }
+}
+
+impl Drop for Tokio {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The simulated driver: a ServerCore and in-memory pipes in virtual time.
+
+const UNIX0: u64 = 1_700_000_000_000_000_000;
+
+/// One simulated connection: the bytes the server wrote that the client
+/// has not read (its socket's send queue and the client's receive buffer,
+/// `World::pipe_cap` at most), and the client's side.
+struct SimConn {
+    id: Option<ConnId>,
+    pipe: VecDeque<u8>,
+    reading: bool,
+    server_closed: bool,
+    decoder: Decoder,
+}
+
+struct World {
+    core: ServerCore,
+    now: Duration,
+    sequencer: Sequencer,
+    conns: Vec<SimConn>,
+    pipe_cap: usize,
+    /// What the driver would do with the listener after shutdown: refuse.
+    shut: bool,
+}
+
+impl World {
+    fn time(&self) -> Time {
+        Time::new(self.now, UNIX0 + self.now.as_nanos() as u64)
+    }
+
+    /// Moves bytes until nothing moves: each connection's bytes into its
+    /// pipe while there is room, closes, and the reading clients' reads.
+    fn pump(&mut self) {
+        let t = self.time();
+        loop {
+            let mut moved = false;
+            while self.core.poll_ready().is_some() {}
+            while self.core.poll_event().is_some() {}
+            let World {
+                core,
+                conns,
+                pipe_cap,
+                ..
+            } = self;
+            for conn in conns.iter_mut() {
+                if let Some(id) = conn.id {
+                    loop {
+                        let room = pipe_cap.saturating_sub(conn.pipe.len());
+                        if room == 0 {
+                            break;
+                        }
+                        let Some(tx) = core.poll_transmit(id, t) else {
+                            break;
+                        };
+                        let mut n = 0;
+                        for slice in tx.slices() {
+                            let take = slice.len().min(room - n);
+                            conn.pipe.extend(&slice[..take]);
+                            n += take;
+                            if n == room {
+                                break;
+                            }
+                        }
+                        core.transmitted(id, n, t);
+                        moved = true;
+                    }
+                    if core.close_reason(id).is_some() {
+                        core.release(id);
+                        conn.id = None;
+                        conn.server_closed = true;
+                        moved = true;
+                    }
+                }
+                if conn.reading && !conn.pipe.is_empty() {
+                    let (a, b) = conn.pipe.as_slices();
+                    conn.decoder.feed(a);
+                    conn.decoder.feed(b);
+                    conn.pipe.clear();
+                    moved = true;
+                }
+                if conn.reading && conn.server_closed && conn.pipe.is_empty() {
+                    conn.decoder.log.closed = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Runs the core's timers due at or before `to`, then sets the clock to `to`.
+    fn advance(&mut self, to: Duration) {
+        for _ in 0..1_000_000 {
+            self.pump();
+            match self.core.poll_timeout() {
+                Some(at) if at <= to => {
+                    self.now = self.now.max(at);
+                    let t = self.time();
+                    self.core.handle_timeout(t);
+                    while let Some(id) = self.core.poll_expired(self.now) {
+                        let backlog = self
+                            .conns
+                            .iter()
+                            .find(|c| c.id == Some(id))
+                            .map_or(0, |c| c.pipe.len());
+                        self.core.handle_conn_timeout(id, t, backlog);
+                    }
+                }
+                _ => {
+                    self.now = self.now.max(to);
+                    self.pump();
+                    return;
+                }
+            }
+        }
+        panic!("the core's timers never settle at {:?}", self.now);
+    }
+}
+
+struct Sim {
+    world: Rc<RefCell<World>>,
+}
+
+struct SimClient {
+    world: Rc<RefCell<World>>,
+    index: usize,
+}
+
+impl Driver for Sim {
+    type Client = SimClient;
+
+    fn start(config: ServerConfig) -> Sim {
+        // The one place the simulation takes the real drivers' settings: the
+        // same translation they use (`ServerConfig::core` is crate-private).
+        let mut core = tickwire::session::CoreConfig::new(config.session_id.unwrap_or(SESSION));
+        core.session.login_timeout = config.login_timeout;
+        core.session.heartbeat_interval = config.heartbeat_interval;
+        core.session.slow_threshold = config.slow_threshold;
+        core.session.slow_grace = config.slow_grace;
+        core.session.queue_limit = config.client_queue;
+        core.session.slow_policy = config.slow_policy;
+        core.session.no_progress_intervals = config.no_progress_intervals;
+        core.session.retransmit_cap = config.retransmit_cap;
+        core.retain = config.retain;
+        core.max_clients = config.max_clients;
+        core.max_retransmission_connections = config.max_retransmission_connections;
+        core.max_unauthenticated = config.max_unauthenticated;
+        core.max_unauthenticated_per_peer = config.max_unauthenticated_per_peer;
+        core.admission_grace = config.admission_grace;
+        let t = Time::new(Duration::ZERO, UNIX0);
+        let world = World {
+            core: ServerCore::new(core, t),
+            now: Duration::ZERO,
+            sequencer: Sequencer::new(),
+            conns: Vec::new(),
+            pipe_cap: config.send_buffer.unwrap_or(1 << 20) + CLIENT_RCVBUF,
+            shut: false,
+        };
+        Sim {
+            world: Rc::new(RefCell::new(world)),
+        }
+    }
+
+    fn publish(&mut self, msgs: Messages) {
+        let mut w = self.world.borrow_mut();
+        let mut bytes = vec![0u8; msgs.len() * tickwire::wire::MAX_DATA_FRAME_LEN];
+        let done = w.sequencer.encode_batch(&msgs, &mut bytes);
+        bytes.truncate(done.bytes);
+        let t = w.time();
+        w.core.publish(Arc::new(Batch::new(bytes).unwrap()), t);
+        w.pump();
+    }
+
+    fn stats(&mut self) -> Stats {
+        self.world.borrow().core.stats().into()
+    }
+
+    fn connect(&mut self) -> SimClient {
+        let mut w = self.world.borrow_mut();
+        assert!(!w.shut, "connect after shutdown");
+        let index = w.conns.len();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 20_000 + index as u16));
+        let t = w.time();
+        let id = w.core.accept(peer, t);
+        w.conns.push(SimConn {
+            id: Some(id),
+            pipe: VecDeque::new(),
+            reading: true,
+            server_closed: false,
+            decoder: Decoder::new(),
+        });
+        w.pump();
+        SimClient {
+            world: Rc::clone(&self.world),
+            index,
+        }
+    }
+
+    fn sleep(&mut self, d: Duration) {
+        let mut w = self.world.borrow_mut();
+        let to = w.now + d;
+        w.advance(to);
+    }
+
+    fn shutdown(&mut self) {
+        let mut w = self.world.borrow_mut();
+        let t = w.time();
+        w.shut = true;
+        w.core.shutdown(t);
+        // As the real drivers: write until drained, at most 1 s.
+        let end = w.now + Duration::from_secs(1);
+        while !w.core.is_drained() && w.now < end {
+            let to = (w.now + MS).min(end);
+            w.advance(to);
+        }
+    }
+}
+
+impl Conn for SimClient {
+    fn send(&mut self, bytes: &[u8]) {
+        let mut w = self.world.borrow_mut();
+        let t = w.time();
+        if let Some(id) = w.conns[self.index].id {
+            w.core.handle_input(id, bytes, t);
+        }
+        w.pump();
+    }
+
+    fn read_until(&mut self, timeout: Duration, done: &mut dyn FnMut(&Log) -> bool) -> bool {
+        let mut w = self.world.borrow_mut();
+        w.conns[self.index].reading = true;
+        let end = w.now + timeout;
+        loop {
+            w.pump();
+            let log = &w.conns[self.index].decoder.log;
+            if done(log) {
+                return true;
+            }
+            if log.closed || w.now >= end {
+                return false;
+            }
+            let next = w.core.poll_timeout().map_or(end, |at| at.clamp(w.now, end));
+            // A due timer is run by `advance` without moving the clock;
+            // otherwise the clock moves to the next deadline.
+            w.advance(next);
+            if next == w.now && w.core.poll_timeout().is_some_and(|at| at <= w.now) {
+                // Still due after running: move on by a nanosecond.
+                let to = w.now + Duration::from_nanos(1);
+                w.advance(to);
+            }
+        }
+    }
+
+    fn log(&self) -> Log {
+        self.world.borrow().conns[self.index].decoder.log.clone()
+    }
+
+    fn stop_reading(&mut self) {
+        self.world.borrow_mut().conns[self.index].reading = false;
+    }
+
+    fn close(&mut self) {
+        let mut w = self.world.borrow_mut();
+        let t = w.time();
+        if let Some(id) = w.conns[self.index].id {
+            w.core.handle_eof(id, t);
+        }
+        w.pump();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scenario helpers.
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        session_id: Some(SESSION),
+        login_timeout: Duration::from_secs(2),
+        publisher_writes: true,
+        ..ServerConfig::default()
+    }
+}
+
+fn login(from: u64) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    tickwire::encode(&Payload::Login, from, 0, &mut b).unwrap();
+    b
+}
+
+fn retransmit(from: u64, count: u64) -> [u8; 40] {
+    let mut b = [0u8; 40];
+    tickwire::encode(
+        &Payload::Retransmit {
+            session_id: 0,
+            count,
+        },
+        from,
+        0,
+        &mut b,
+    )
+    .unwrap();
+    b
+}
+
+/// Published messages and their frames' bytes, by sequence.
+struct Feed {
+    msgs: Messages,
+    frames: Vec<Vec<u8>>,
+}
+
+impl Feed {
+    fn new(n: usize) -> Feed {
+        let msgs = common::messages(22, n);
+        let frames = common::expected_frames(&msgs);
+        Feed { msgs, frames }
+    }
+
+    /// Publishes sequences `from..from + n` in batches of `batch`.
+    fn publish<D: Driver>(&self, d: &mut D, from: u64, n: usize, batch: usize) {
+        let start = from as usize - 1;
+        for chunk in self.msgs[start..start + n].chunks(batch) {
+            d.publish(chunk.to_vec());
+        }
+    }
+}
+
+/// Checks the data frames of `log`: in order, no duplicate, each byte for
+/// byte what was published under its sequence, from `first` through
+/// `last`; the number of frames missing in between (the gaps).
+fn check_data(log: &Log, feed: &Feed, first: u64, last: u64) -> u64 {
+    let mut expect = first;
+    let mut gaps = 0;
+    for f in log.data() {
+        assert!(!f.dup, "duplicate data frame {}", f.seq);
+        assert!(
+            f.seq >= expect,
+            "frame {} out of order (expected {expect})",
+            f.seq
+        );
+        gaps += f.seq - expect;
+        assert!(
+            f.bytes == feed.frames[f.seq as usize - 1],
+            "frame {} byte for byte",
+            f.seq
+        );
+        expect = f.seq + 1;
+    }
+    assert_eq!(expect, last + 1, "data through {last}");
+    gaps
+}
+
+fn wait_stats<D: Driver>(
+    d: &mut D,
+    timeout: Duration,
+    mut done: impl FnMut(&Stats) -> bool,
+) -> Stats {
+    let mut waited = Duration::ZERO;
+    loop {
+        let s = d.stats();
+        if done(&s) || waited >= timeout {
+            return s;
+        }
+        d.sleep(5 * MS);
+        waited += 5 * MS;
+    }
+}
+
+fn got(ty: MsgType) -> impl FnMut(&Log) -> bool {
+    move |l: &Log| l.count(ty) > 0
+}
+
+fn closed(l: &Log) -> bool {
+    l.closed
+}
+
+const WAIT: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------------------
+// The scenarios.
+
+/// 1. Login from 1 after 1,000 published: LoginAccepted carries 1, then the
+///    replay and live data, every frame once, in order.
+fn replay_then_live<D: Driver>() {
+    let feed = Feed::new(1100);
+    let mut d = D::start(config());
+    feed.publish(&mut d, 1, 1000, 100);
+    let mut c = d.connect();
+    c.send(&login(1));
+    assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 500));
+    feed.publish(&mut d, 1001, 100, 10);
+    assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 1100));
+    let log = c.log();
+    let la = &log.frames[0];
+    assert_eq!(la.ty, MsgType::LoginAccepted, "LoginAccepted first");
+    assert_eq!((la.seq, la.session_id), (1, Some(SESSION)));
+    assert_eq!(check_data(&log, &feed, 1, 1100), 0, "no gap");
+    assert_eq!(log.data().count(), 1100);
+    assert!(!log.closed);
+    assert_eq!(d.stats().frames_published, 1100);
+}
+
+/// 2. Login from 0: live only, from the next published sequence.
+fn live_only<D: Driver>() {
+    let feed = Feed::new(110);
+    let mut d = D::start(config());
+    feed.publish(&mut d, 1, 100, 10);
+    let mut c = d.connect();
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    feed.publish(&mut d, 101, 10, 5);
+    assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 110));
+    let log = c.log();
+    assert_eq!(log.frames[0].ty, MsgType::LoginAccepted);
+    assert_eq!(log.frames[0].seq, 101, "starts at the next published");
+    assert_eq!(check_data(&log, &feed, 101, 110), 0);
+}
+
+/// 3. Login older than the retention: LoginAccepted carries the oldest
+///    retained sequence (the gap the client sees, exactly), then every
+///    retained frame.
+fn login_before_retention<D: Driver>() {
+    let feed = Feed::new(1000);
+    let mut d = D::start(ServerConfig {
+        retain: 100,
+        ..config()
+    });
+    feed.publish(&mut d, 1, 1000, 10);
+    let mut c = d.connect();
+    c.send(&login(1));
+    assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 1000));
+    let log = c.log();
+    let la = &log.frames[0];
+    assert_eq!(la.ty, MsgType::LoginAccepted);
+    assert_eq!(la.seq, 901, "the oldest retained of 100, in batches of 10");
+    assert_eq!(check_data(&log, &feed, la.seq, 1000), 0);
+    assert_eq!(log.data().count(), 100);
+}
+
+/// 4. An idle logged-in client gets a Heartbeat every `heartbeat_interval`
+///    (100 ms), carrying the next sequence.
+fn heartbeat_when_idle<D: Driver>() {
+    let feed = Feed::new(10);
+    let mut d = D::start(ServerConfig {
+        heartbeat_interval: 100 * MS,
+        ..config()
+    });
+    feed.publish(&mut d, 1, 10, 10);
+    let mut c = d.connect();
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    let first = c.read_until(160 * MS, &mut got(MsgType::Heartbeat));
+    assert!(first, "a Heartbeat within the interval (+60 ms)");
+    assert!(c.read_until(400 * MS, &mut |l| l.count(MsgType::Heartbeat) >= 3));
+    let log = c.log();
+    assert!(log
+        .frames
+        .iter()
+        .filter(|f| f.ty == MsgType::Heartbeat)
+        .all(|h| h.seq == 11));
+    assert_eq!(log.data().count(), 0);
+}
+
+/// 5. A connection that sends nothing is closed at the login timeout
+///    (200 ms), as `LoginTimeout`.
+fn login_timeout<D: Driver>() {
+    let mut d = D::start(ServerConfig {
+        login_timeout: 200 * MS,
+        ..config()
+    });
+    let mut c = d.connect();
+    assert!(
+        !c.read_until(100 * MS, &mut closed),
+        "not before the timeout"
+    );
+    assert!(c.read_until(WAIT, &mut closed), "closed at the timeout");
+    assert!(c.log().frames.is_empty(), "nothing sent before login");
+    let s = wait_stats(&mut d, WAIT, |s| {
+        s.closed_for(CloseReason::LoginTimeout) == 1
+    });
+    assert_eq!(s.closed_for(CloseReason::LoginTimeout), 1);
+}
+
+/// 6. Bytes that are not frames, before any Login: closed, `BadData`.
+fn garbage_before_login<D: Driver>() {
+    let mut d = D::start(config());
+    let mut c = d.connect();
+    c.send(&[0xab; 64]);
+    assert!(c.read_until(WAIT, &mut closed));
+    assert!(c.log().frames.is_empty());
+    let s = wait_stats(&mut d, WAIT, |s| s.closed_for(CloseReason::BadData) == 1);
+    assert_eq!(s.closed_for(CloseReason::BadData), 1);
+}
+
+/// 7. A second Login: closed, `SecondLogin`.
+fn second_login<D: Driver>() {
+    let mut d = D::start(config());
+    let mut c = d.connect();
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut closed));
+    assert_eq!(c.log().count(MsgType::LoginAccepted), 1);
+    let s = wait_stats(&mut d, WAIT, |s| {
+        s.closed_for(CloseReason::SecondLogin) == 1
+    });
+    assert_eq!(s.closed_for(CloseReason::SecondLogin), 1);
+}
+
+/// 8. `max_clients` = 1: a second client is closed at its Login
+///    (`MaxClients`, no LoginAccepted); the first is served on.
+fn max_clients<D: Driver>() {
+    let feed = Feed::new(5);
+    let mut d = D::start(ServerConfig {
+        max_clients: 1,
+        ..config()
+    });
+    let mut a = d.connect();
+    a.send(&login(0));
+    assert!(a.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    let mut b = d.connect();
+    b.send(&login(0));
+    assert!(b.read_until(WAIT, &mut closed));
+    assert_eq!(b.log().count(MsgType::LoginAccepted), 0, "{:?}", b.log());
+    let s = wait_stats(&mut d, WAIT, |s| s.closed_for(CloseReason::MaxClients) == 1);
+    assert_eq!(s.closed_for(CloseReason::MaxClients), 1);
+    feed.publish(&mut d, 1, 5, 5);
+    assert!(a.read_until(WAIT, &mut |l| l.last_data_seq() >= 5));
+    assert_eq!(check_data(&a.log(), &feed, 1, 5), 0);
+}
+
+/// 9. A client that stops reading under `SlowPolicy::Skip` (small
+///    threshold, queue and send buffer) while 200 batches are published:
+///    marked slow, skipped; reading again, it sees frames and gaps that
+///    together are exactly the published range, the gaps being the frames
+///    the server counts as skipped.
+fn slow_client_skip<D: Driver>() {
+    const BATCHES: usize = 200;
+    const BATCH: usize = 50;
+    let total = BATCHES * BATCH + 10;
+    let feed = Feed::new(total);
+    let mut d = D::start(ServerConfig {
+        slow_policy: SlowPolicy::Skip,
+        slow_threshold: 8 << 10,
+        slow_grace: 20 * MS,
+        client_queue: 16 << 10,
+        send_buffer: Some(8 << 10),
+        ..config()
+    });
+    let mut c = d.connect();
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    c.stop_reading();
+    for i in 0..BATCHES {
+        feed.publish(&mut d, (i * BATCH) as u64 + 1, BATCH, BATCH);
+        d.sleep(2 * MS);
+    }
+    let s = wait_stats(&mut d, WAIT, |s| s.slow_marks >= 1 && s.skipped_frames > 0);
+    assert!(s.slow_marks >= 1, "{s:?}");
+    assert!(s.skipped_frames > 0, "{s:?}");
+    // Reading again: what is queued, then one more batch, live.
+    c.read_until(300 * MS, &mut |_| false);
+    feed.publish(&mut d, (BATCHES * BATCH) as u64 + 1, 10, 10);
+    let last = total as u64;
+    assert!(
+        c.read_until(WAIT, &mut |l| l.last_data_seq() >= last),
+        "caught up to {last}: {}",
+        c.log().last_data_seq()
+    );
+    let log = c.log();
+    assert_eq!(log.frames[0].seq, 1);
+    let gaps = check_data(&log, &feed, 1, last);
+    let frames = log.data().count() as u64;
+    assert_eq!(frames + gaps, last, "frames + gaps = the published range");
+    assert!(gaps > 0, "a gap");
+    let s = d.stats();
+    assert_eq!(
+        gaps,
+        s.skipped_frames + s.replay_trimmed,
+        "every skipped frame is a gap: {s:?}"
+    );
+    assert!(!log.closed);
+}
+
+/// 10. A retransmission request (section 9): LoginAccepted with its first
+///     sequence, the frames, and a Heartbeat after the last, nothing else.
+fn retransmission<D: Driver>() {
+    let feed = Feed::new(1000);
+    let mut d = D::start(config());
+    feed.publish(&mut d, 1, 1000, 100);
+    let mut c = d.connect();
+    c.send(&retransmit(101, 50));
+    assert!(c.read_until(WAIT, &mut got(MsgType::Heartbeat)));
+    let log = c.log();
+    let kinds: Vec<_> = log.frames.iter().map(|f| (f.ty, f.seq)).collect();
+    assert_eq!(kinds.len(), 52, "{kinds:?}");
+    assert_eq!(kinds[0], (MsgType::LoginAccepted, 101));
+    assert_eq!(log.frames[0].session_id, Some(SESSION));
+    assert_eq!(kinds[51], (MsgType::Heartbeat, 151), "the ending Heartbeat");
+    assert_eq!(check_data(&log, &feed, 101, 150), 0);
+    c.close();
+}
+
+/// 11. Graceful shutdown: EndOfSession to a logged-in client after its
+///     data, then the connection closes.
+fn graceful_shutdown<D: Driver>() {
+    let feed = Feed::new(10);
+    let mut d = D::start(config());
+    let mut c = d.connect();
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    feed.publish(&mut d, 1, 10, 10);
+    assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 10));
+    d.shutdown();
+    assert!(c.read_until(WAIT, &mut closed), "closed after EndOfSession");
+    let log = c.log();
+    assert_eq!(check_data(&log, &feed, 1, 10), 0);
+    let last = log.frames.last().unwrap();
+    assert_eq!(
+        (last.ty, last.seq),
+        (MsgType::EndOfSession, 11),
+        "{:?}",
+        log.frames
+    );
+    assert_eq!(log.count(MsgType::EndOfSession), 1);
+}
+
+/// 12. 200 connections from one address, each sending its Login at once:
+///     all get LoginAccepted (admission reads first), nobody is displaced.
+fn burst_of_logins<D: Driver>() {
+    const N: usize = 200;
+    let mut d = D::start(config());
+    let mut clients: Vec<_> = (0..N)
+        .map(|_| {
+            let mut c = d.connect();
+            c.send(&login(0));
+            c
+        })
+        .collect();
+    let mut accepted = 0;
+    for c in &mut clients {
+        accepted += usize::from(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    }
+    let s = d.stats();
+    assert_eq!(accepted, N, "{s:?}");
+    assert_eq!(s.closed_for(CloseReason::UnauthenticatedLimit), 0);
+    assert_eq!(s.accepted, N as u64);
+}
+
+/// `mio_<name>`, `tokio_<name>` and `sim_<name>` for each scenario.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod mio_ { $( #[test] fn $name() { super::$name::<super::Mio>(); } )* }
+        mod tokio_ { $( #[test] fn $name() { super::$name::<super::Tokio>(); } )* }
+        mod sim_ { $( #[test] fn $name() { super::$name::<super::Sim>(); } )* }
+    };
+}
+
+scenarios!(
+    replay_then_live,
+    live_only,
+    login_before_retention,
+    heartbeat_when_idle,
+    login_timeout,
+    garbage_before_login,
+    second_login,
+    max_clients,
+    slow_client_skip,
+    retransmission,
+    graceful_shutdown,
+    burst_of_logins,
+);
