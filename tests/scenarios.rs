@@ -63,6 +63,8 @@ struct Rx {
     bytes: Vec<u8>,
     /// The parser called it a duplicate (a data sequence already passed).
     dup: bool,
+    /// When it was read, from the connect (real or virtual time).
+    at: Duration,
 }
 
 /// Everything a client read, and whether the server closed the connection.
@@ -70,6 +72,8 @@ struct Rx {
 struct Log {
     frames: Vec<Rx>,
     closed: bool,
+    /// When the close was seen, from the connect.
+    closed_at: Option<Duration>,
     discarded: u64,
 }
 
@@ -80,6 +84,14 @@ impl Log {
 
     fn last_data_seq(&self) -> u64 {
         self.data().last().map_or(0, |f| f.seq)
+    }
+
+    fn first_at(&self, ty: MsgType) -> Duration {
+        self.frames
+            .iter()
+            .find(|f| f.ty == ty)
+            .expect("received")
+            .at
     }
 
     fn count(&self, ty: MsgType) -> usize {
@@ -101,7 +113,12 @@ impl Decoder {
         }
     }
 
-    fn feed(&mut self, mut bytes: &[u8]) {
+    fn close(&mut self, at: Duration) {
+        self.log.closed = true;
+        self.log.closed_at = Some(at);
+    }
+
+    fn feed(&mut self, mut bytes: &[u8], at: Duration) {
         while !bytes.is_empty() {
             let spare = self.parser.spare();
             let n = spare.len().min(bytes.len());
@@ -110,8 +127,8 @@ impl Decoder {
             self.parser.commit(n).unwrap();
             let log = &mut self.log;
             self.parser.drain(|event| match event {
-                Event::Frame(m) => log.frames.push(rx(&m, false)),
-                Event::Duplicate(m) => log.frames.push(rx(&m, true)),
+                Event::Frame(m) => log.frames.push(rx(&m, false, at)),
+                Event::Duplicate(m) => log.frames.push(rx(&m, true, at)),
                 Event::Discarded(d) => log.discarded += d.bytes,
                 _ => {}
             });
@@ -119,7 +136,7 @@ impl Decoder {
     }
 }
 
-fn rx(m: &Message<'_>, dup: bool) -> Rx {
+fn rx(m: &Message<'_>, dup: bool, at: Duration) -> Rx {
     Rx {
         ty: m.msg_type(),
         seq: m.sequence(),
@@ -129,6 +146,7 @@ fn rx(m: &Message<'_>, dup: bool) -> Rx {
         },
         bytes: m.as_bytes().to_vec(),
         dup,
+        at,
     }
 }
 
@@ -216,6 +234,7 @@ trait Conn {
 struct TcpClient {
     stream: TcpStream,
     decoder: Decoder,
+    connected: Instant,
 }
 
 fn tcp_connect(addr: SocketAddr) -> TcpClient {
@@ -229,6 +248,7 @@ fn tcp_connect(addr: SocketAddr) -> TcpClient {
     TcpClient {
         stream,
         decoder: Decoder::new(),
+        connected: Instant::now(),
     }
 }
 
@@ -252,8 +272,8 @@ impl Conn for TcpClient {
             let wait = (deadline - now).clamp(MS, 20 * MS);
             self.stream.set_read_timeout(Some(wait)).unwrap();
             match self.stream.read(&mut buf) {
-                Ok(0) => self.decoder.log.closed = true,
-                Ok(n) => self.decoder.feed(&buf[..n]),
+                Ok(0) => self.decoder.close(self.connected.elapsed()),
+                Ok(n) => self.decoder.feed(&buf[..n], self.connected.elapsed()),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e)
@@ -262,7 +282,7 @@ impl Conn for TcpClient {
                         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
                     ) =>
                 {
-                    self.decoder.log.closed = true;
+                    self.decoder.close(self.connected.elapsed());
                 }
                 Err(e) => panic!("read: {e}"),
             }
@@ -398,6 +418,7 @@ const UNIX0: u64 = 1_700_000_000_000_000_000;
 /// `World::pipe_cap` at most), and the client's side.
 struct SimConn {
     id: Option<ConnId>,
+    connected: Duration,
     pipe: VecDeque<u8>,
     reading: bool,
     server_closed: bool,
@@ -431,6 +452,7 @@ impl World {
                 core,
                 conns,
                 pipe_cap,
+                now,
                 ..
             } = self;
             for conn in conns.iter_mut() {
@@ -464,13 +486,18 @@ impl World {
                 }
                 if conn.reading && !conn.pipe.is_empty() {
                     let (a, b) = conn.pipe.as_slices();
-                    conn.decoder.feed(a);
-                    conn.decoder.feed(b);
+                    let at = now.saturating_sub(conn.connected);
+                    conn.decoder.feed(a, at);
+                    conn.decoder.feed(b, at);
                     conn.pipe.clear();
                     moved = true;
                 }
-                if conn.reading && conn.server_closed && conn.pipe.is_empty() {
-                    conn.decoder.log.closed = true;
+                if conn.reading
+                    && conn.server_closed
+                    && conn.pipe.is_empty()
+                    && !conn.decoder.log.closed
+                {
+                    conn.decoder.close(now.saturating_sub(conn.connected));
                 }
             }
             if !moved {
@@ -575,6 +602,7 @@ impl Driver for Sim {
         let id = w.core.accept(peer, t);
         w.conns.push(SimConn {
             id: Some(id),
+            connected: t.monotonic,
             pipe: VecDeque::new(),
             reading: true,
             server_closed: false,
@@ -756,6 +784,32 @@ fn wait_stats<D: Driver>(
     }
 }
 
+/// Waits until the server's close counters are exactly `want` (every
+/// other reason 0), and asserts it.
+fn assert_closes<D: Driver>(d: &mut D, want: &[(CloseReason, u64)]) -> Stats {
+    let mut expected = [0u64; CloseReason::ALL.len()];
+    for &(reason, n) in want {
+        expected[reason.index()] = n;
+    }
+    let s = wait_stats(d, WAIT, |s| s.closed == expected);
+    let named: Vec<_> = CloseReason::ALL
+        .iter()
+        .zip(s.closed)
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(s.closed, expected, "closes: {named:?}");
+    s
+}
+
+/// Waits until the server has taken `n` published frames in (the mio
+/// driver's `publish` returns before its event loop has: see
+/// [`login_after_publish_returned`]), so that what a Login is answered
+/// with is the same on every driver.
+fn taken<D: Driver>(d: &mut D, n: u64) {
+    let s = wait_stats(d, WAIT, |s| s.frames_published >= n);
+    assert_eq!(s.frames_published, n);
+}
+
 fn got(ty: MsgType) -> impl FnMut(&Log) -> bool {
     move |l: &Log| l.count(ty) > 0
 }
@@ -775,6 +829,7 @@ fn replay_then_live<D: Driver>() {
     let feed = Feed::new(1100);
     let mut d = D::start(config());
     feed.publish(&mut d, 1, 1000, 100);
+    taken(&mut d, 1000);
     let mut c = d.connect();
     c.send(&login(1));
     assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 500));
@@ -788,6 +843,7 @@ fn replay_then_live<D: Driver>() {
     assert_eq!(log.data().count(), 1100);
     assert!(!log.closed);
     assert_eq!(d.stats().frames_published, 1100);
+    assert_closes(&mut d, &[]);
 }
 
 /// 2. Login from 0: live only, from the next published sequence.
@@ -795,6 +851,7 @@ fn live_only<D: Driver>() {
     let feed = Feed::new(110);
     let mut d = D::start(config());
     feed.publish(&mut d, 1, 100, 10);
+    taken(&mut d, 100);
     let mut c = d.connect();
     c.send(&login(0));
     assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
@@ -804,6 +861,7 @@ fn live_only<D: Driver>() {
     assert_eq!(log.frames[0].ty, MsgType::LoginAccepted);
     assert_eq!(log.frames[0].seq, 101, "starts at the next published");
     assert_eq!(check_data(&log, &feed, 101, 110), 0);
+    assert_closes(&mut d, &[]);
 }
 
 /// 3. Login older than the retention: LoginAccepted carries the oldest
@@ -816,6 +874,7 @@ fn login_before_retention<D: Driver>() {
         ..config()
     });
     feed.publish(&mut d, 1, 1000, 10);
+    taken(&mut d, 1000);
     let mut c = d.connect();
     c.send(&login(1));
     assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 1000));
@@ -825,10 +884,11 @@ fn login_before_retention<D: Driver>() {
     assert_eq!(la.seq, 901, "the oldest retained of 100, in batches of 10");
     assert_eq!(check_data(&log, &feed, la.seq, 1000), 0);
     assert_eq!(log.data().count(), 100);
+    assert_closes(&mut d, &[]);
 }
 
-/// 4. An idle logged-in client gets a Heartbeat every `heartbeat_interval`
-///    (100 ms), carrying the next sequence.
+/// 4. An idle logged-in client gets a Heartbeat one `heartbeat_interval`
+///    (100 ms) after the last frame it was sent, carrying the next sequence.
 fn heartbeat_when_idle<D: Driver>() {
     let feed = Feed::new(10);
     let mut d = D::start(ServerConfig {
@@ -836,6 +896,7 @@ fn heartbeat_when_idle<D: Driver>() {
         ..config()
     });
     feed.publish(&mut d, 1, 10, 10);
+    taken(&mut d, 10);
     let mut c = d.connect();
     c.send(&login(0));
     assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
@@ -843,12 +904,25 @@ fn heartbeat_when_idle<D: Driver>() {
     assert!(first, "a Heartbeat within the interval (+60 ms)");
     assert!(c.read_until(400 * MS, &mut |l| l.count(MsgType::Heartbeat) >= 3));
     let log = c.log();
-    assert!(log
+    let beats: Vec<_> = log
         .frames
         .iter()
         .filter(|f| f.ty == MsgType::Heartbeat)
-        .all(|h| h.seq == 11));
+        .collect();
+    assert!(beats.iter().all(|h| h.seq == 11), "the next sequence");
     assert_eq!(log.data().count(), 0);
+    // Each one interval after the frame before (never earlier; a real
+    // driver's timer may be late by some ms).
+    let mut last = log.first_at(MsgType::LoginAccepted);
+    for h in &beats {
+        let gap = h.at.saturating_sub(last);
+        assert!(
+            gap >= 95 * MS && gap <= 160 * MS,
+            "Heartbeat {gap:?} after the frame before"
+        );
+        last = h.at;
+    }
+    assert_closes(&mut d, &[]);
 }
 
 /// 5. A connection that sends nothing is closed at the login timeout
@@ -859,16 +933,14 @@ fn login_timeout<D: Driver>() {
         ..config()
     });
     let mut c = d.connect();
-    assert!(
-        !c.read_until(100 * MS, &mut closed),
-        "not before the timeout"
-    );
     assert!(c.read_until(WAIT, &mut closed), "closed at the timeout");
+    let waited = c.log().closed_at.unwrap();
+    assert!(
+        waited >= 180 * MS && waited <= 300 * MS,
+        "closed {waited:?} after the connect (timeout 200 ms)"
+    );
     assert!(c.log().frames.is_empty(), "nothing sent before login");
-    let s = wait_stats(&mut d, WAIT, |s| {
-        s.closed_for(CloseReason::LoginTimeout) == 1
-    });
-    assert_eq!(s.closed_for(CloseReason::LoginTimeout), 1);
+    assert_closes(&mut d, &[(CloseReason::LoginTimeout, 1)]);
 }
 
 /// 6. Bytes that are not frames, before any Login: closed, `BadData`.
@@ -878,8 +950,7 @@ fn garbage_before_login<D: Driver>() {
     c.send(&[0xab; 64]);
     assert!(c.read_until(WAIT, &mut closed));
     assert!(c.log().frames.is_empty());
-    let s = wait_stats(&mut d, WAIT, |s| s.closed_for(CloseReason::BadData) == 1);
-    assert_eq!(s.closed_for(CloseReason::BadData), 1);
+    assert_closes(&mut d, &[(CloseReason::BadData, 1)]);
 }
 
 /// 7. A second Login: closed, `SecondLogin`.
@@ -891,10 +962,7 @@ fn second_login<D: Driver>() {
     c.send(&login(0));
     assert!(c.read_until(WAIT, &mut closed));
     assert_eq!(c.log().count(MsgType::LoginAccepted), 1);
-    let s = wait_stats(&mut d, WAIT, |s| {
-        s.closed_for(CloseReason::SecondLogin) == 1
-    });
-    assert_eq!(s.closed_for(CloseReason::SecondLogin), 1);
+    assert_closes(&mut d, &[(CloseReason::SecondLogin, 1)]);
 }
 
 /// 8. `max_clients` = 1: a second client is closed at its Login
@@ -912,8 +980,7 @@ fn max_clients<D: Driver>() {
     b.send(&login(0));
     assert!(b.read_until(WAIT, &mut closed));
     assert_eq!(b.log().count(MsgType::LoginAccepted), 0, "{:?}", b.log());
-    let s = wait_stats(&mut d, WAIT, |s| s.closed_for(CloseReason::MaxClients) == 1);
-    assert_eq!(s.closed_for(CloseReason::MaxClients), 1);
+    assert_closes(&mut d, &[(CloseReason::MaxClients, 1)]);
     feed.publish(&mut d, 1, 5, 5);
     assert!(a.read_until(WAIT, &mut |l| l.last_data_seq() >= 5));
     assert_eq!(check_data(&a.log(), &feed, 1, 5), 0);
@@ -970,14 +1037,21 @@ fn slow_client_skip<D: Driver>() {
         "every skipped frame is a gap: {s:?}"
     );
     assert!(!log.closed);
+    eprintln!(
+        "slow_client_skip: {frames} frames, {gaps} missing, slow_marks {}, skipped batches {} frames {}",
+        s.slow_marks, s.skipped_batches, s.skipped_frames
+    );
+    assert_closes(&mut d, &[]);
 }
 
 /// 10. A retransmission request (section 9): LoginAccepted with its first
-///     sequence, the frames, and a Heartbeat after the last, nothing else.
+///     sequence, the frames, and a Heartbeat after the last, nothing else;
+///     the connection stays open.
 fn retransmission<D: Driver>() {
     let feed = Feed::new(1000);
     let mut d = D::start(config());
     feed.publish(&mut d, 1, 1000, 100);
+    taken(&mut d, 1000);
     let mut c = d.connect();
     c.send(&retransmit(101, 50));
     assert!(c.read_until(WAIT, &mut got(MsgType::Heartbeat)));
@@ -988,7 +1062,9 @@ fn retransmission<D: Driver>() {
     assert_eq!(log.frames[0].session_id, Some(SESSION));
     assert_eq!(kinds[51], (MsgType::Heartbeat, 151), "the ending Heartbeat");
     assert_eq!(check_data(&log, &feed, 101, 150), 0);
+    assert!(!log.closed, "open for more requests");
     c.close();
+    assert_closes(&mut d, &[(CloseReason::PeerClosed, 1)]);
 }
 
 /// 11. Graceful shutdown: EndOfSession to a logged-in client after its
@@ -1013,6 +1089,15 @@ fn graceful_shutdown<D: Driver>() {
         log.frames
     );
     assert_eq!(log.count(MsgType::EndOfSession), 1);
+    let s = d.stats();
+    eprintln!(
+        "graceful_shutdown closes: {:?}",
+        CloseReason::ALL
+            .iter()
+            .zip(s.closed)
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>()
+    );
 }
 
 /// 12. 200 connections from one address, each sending its Login at once:
@@ -1033,14 +1118,42 @@ fn burst_of_logins<D: Driver>() {
     }
     let s = d.stats();
     assert_eq!(accepted, N, "{s:?}");
-    assert_eq!(s.closed_for(CloseReason::UnauthenticatedLimit), 0);
     assert_eq!(s.accepted, N as u64);
+    assert_closes(&mut d, &[]);
 }
 
-/// `mio_<name>`, `tokio_<name>` and `sim_<name>` for each scenario.
+/// 13. What `publish` returned from is published: a client that logs in
+///     from 0 afterwards gets LoginAccepted with the sequence after it, and
+///     is not sent it (50 rounds, a new client each).
+fn login_after_publish_returned<D: Driver>() {
+    const ROUNDS: u64 = 50;
+    let feed = Feed::new(ROUNDS as usize * 10);
+    let mut d = D::start(config());
+    let mut early = Vec::new();
+    for round in 0..ROUNDS {
+        feed.publish(&mut d, round * 10 + 1, 10, 10);
+        let mut c = d.connect();
+        c.send(&login(0));
+        assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+        let start = c.log().frames[0].seq;
+        if start != round * 10 + 11 {
+            early.push((round * 10 + 11, start));
+        }
+        c.close();
+    }
+    assert!(
+        early.is_empty(),
+        "{} of {ROUNDS} logins from 0 after publish returned got LoginAccepted before the batch \
+         (wanted, got): {early:?}",
+        early.len()
+    );
+}
+
+/// `mio_<name>`, `tokio_<name>` and `sim_<name>` for each scenario
+/// (`#[mio(…)]` before a name: an attribute for its mio test only).
 macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod mio_ { $( #[test] fn $name() { super::$name::<super::Mio>(); } )* }
+    ($($(#[mio($mio:meta)])? $name:ident),* $(,)?) => {
+        mod mio_ { $( #[test] $(#[$mio])? fn $name() { super::$name::<super::Mio>(); } )* }
         mod tokio_ { $( #[test] fn $name() { super::$name::<super::Tokio>(); } )* }
         mod sim_ { $( #[test] fn $name() { super::$name::<super::Sim>(); } )* }
     };
@@ -1059,4 +1172,12 @@ scenarios!(
     retransmission,
     graceful_shutdown,
     burst_of_logins,
+    #[mio(
+        ignore = "bug: the mio Publisher::publish returns once the batch is queued to the \
+        event loop, before the core has it; a Login from 0 the loop handles in between gets \
+        LoginAccepted with the batch's first sequence and is then sent the batch as live \
+        (5-7 of 50 rounds here), while on the tokio and simulated drivers a batch whose \
+        publish returned is never sent to a later login from 0"
+    )]
+    login_after_publish_returned,
 );
