@@ -1149,13 +1149,190 @@ fn login_after_publish_returned<D: Driver>() {
     );
 }
 
+/// 14. Shutdown with a logged-in client, a connection that has not logged
+///     in and a retransmission connection: EndOfSession to the two that
+///     are in a session, then each closes; the third is closed with nothing.
+fn shutdown_closes_everyone<D: Driver>() {
+    let feed = Feed::new(10);
+    let mut d = D::start(config());
+    feed.publish(&mut d, 1, 10, 10);
+    taken(&mut d, 10);
+    let mut a = d.connect();
+    a.send(&login(0));
+    assert!(a.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    let mut r = d.connect();
+    r.send(&retransmit(1, 5));
+    assert!(r.read_until(WAIT, &mut got(MsgType::Heartbeat)));
+    let mut b = d.connect();
+    wait_stats(&mut d, WAIT, |s| s.accepted == 3);
+    d.shutdown();
+    for (name, c) in [("logged in", &mut a), ("retransmission", &mut r)] {
+        assert!(c.read_until(WAIT, &mut closed), "{name}: closed");
+        let log = c.log();
+        let last = log.frames.last().unwrap();
+        assert_eq!((last.ty, last.seq), (MsgType::EndOfSession, 11), "{name}");
+    }
+    assert!(b.read_until(WAIT, &mut closed), "not logged in: closed");
+    assert!(b.log().frames.is_empty(), "{:?}", b.log());
+    assert_closes(&mut d, &[(CloseReason::Shutdown, 3)]);
+}
+
+/// 15. A client that stops reading under `SlowPolicy::Disconnect`: closed
+///     as `Slow`; what it had been sent is a gap-free prefix of the feed,
+///     and no EndOfSession.
+fn slow_client_disconnect<D: Driver>() {
+    const BATCHES: usize = 200;
+    const BATCH: usize = 50;
+    let feed = Feed::new(BATCHES * BATCH);
+    let mut d = D::start(ServerConfig {
+        slow_policy: SlowPolicy::Disconnect,
+        slow_threshold: 8 << 10,
+        slow_grace: 20 * MS,
+        client_queue: 16 << 10,
+        send_buffer: Some(8 << 10),
+        ..config()
+    });
+    let mut c = d.connect();
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    c.stop_reading();
+    for i in 0..BATCHES {
+        feed.publish(&mut d, (i * BATCH) as u64 + 1, BATCH, BATCH);
+        d.sleep(2 * MS);
+    }
+    let s = wait_stats(&mut d, WAIT, |s| s.closed_for(CloseReason::Slow) == 1);
+    assert!(s.slow_marks >= 1, "{s:?}");
+    assert!(c.read_until(WAIT, &mut closed));
+    let log = c.log();
+    let last = log.last_data_seq();
+    assert_eq!(check_data(&log, &feed, 1, last), 0, "a prefix, no gap");
+    assert!(last < (BATCHES * BATCH) as u64);
+    assert_eq!(log.count(MsgType::EndOfSession), 0);
+    assert_closes(&mut d, &[(CloseReason::Slow, 1)]);
+}
+
+/// 20. Under `SlowPolicy::Disconnect` nothing is skipped: a slow client is
+///     closed, never told of a gap, so `skipped_batches` and
+///     `skipped_frames` ("the gaps they were told of") stay 0.
+fn disconnect_skips_nothing<D: Driver>() {
+    const BATCH: usize = 50;
+    let feed = Feed::new(100 * BATCH);
+    let mut d = D::start(ServerConfig {
+        slow_policy: SlowPolicy::Disconnect,
+        slow_threshold: 8 << 10,
+        slow_grace: 20 * MS,
+        client_queue: 16 << 10,
+        send_buffer: Some(8 << 10),
+        ..config()
+    });
+    let mut c = d.connect();
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    c.stop_reading();
+    for i in 0..100 {
+        feed.publish(&mut d, (i * BATCH) as u64 + 1, BATCH, BATCH);
+        d.sleep(2 * MS);
+    }
+    let s = wait_stats(&mut d, WAIT, |s| s.closed_for(CloseReason::Slow) == 1);
+    assert_eq!(s.closed_for(CloseReason::Slow), 1);
+    assert_eq!(
+        (s.skipped_batches, s.skipped_frames),
+        (0, 0),
+        "nothing skipped under Disconnect"
+    );
+}
+
+/// 16. Idle connections from one address past `max_unauthenticated_per_peer`
+///     (2), once their admission grace (50 ms) is over: the oldest are
+///     displaced (`UnauthenticatedLimit`); the newest stay, and a real
+///     client still logs in.
+fn idle_connections_displaced<D: Driver>() {
+    let mut d = D::start(ServerConfig {
+        max_unauthenticated_per_peer: 2,
+        admission_grace: 50 * MS,
+        ..config()
+    });
+    let mut idle = Vec::new();
+    for i in 0..5 {
+        idle.push(d.connect());
+        wait_stats(&mut d, WAIT, |s| s.accepted == i + 1);
+    }
+    d.sleep(150 * MS);
+    for (i, c) in idle.iter_mut().enumerate() {
+        let gone = c.read_until(20 * MS, &mut closed);
+        assert_eq!(
+            gone,
+            i < 3,
+            "idle connection {i}: displaced only if among the 3 oldest"
+        );
+        assert!(c.log().frames.is_empty());
+    }
+    let mut real = d.connect();
+    real.send(&login(0));
+    assert!(real.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    assert_closes(&mut d, &[(CloseReason::UnauthenticatedLimit, 3)]);
+}
+
+/// 17. A Heartbeat before any Login: closed, `UnexpectedFrame`.
+fn heartbeat_before_login<D: Driver>() {
+    let mut d = D::start(config());
+    let mut c = d.connect();
+    let mut hb = [0u8; 24];
+    tickwire::encode(&Payload::Heartbeat, 0, 0, &mut hb).unwrap();
+    c.send(&hb);
+    assert!(c.read_until(WAIT, &mut closed));
+    assert!(c.log().frames.is_empty());
+    assert_closes(&mut d, &[(CloseReason::UnexpectedFrame, 1)]);
+}
+
+/// 18. A Login in two pieces 50 ms apart is one Login; half a Login and
+///     then silence is a login timeout, not bad data.
+fn fragmented_login<D: Driver>() {
+    let mut d = D::start(ServerConfig {
+        login_timeout: 300 * MS,
+        ..config()
+    });
+    let bytes = login(0);
+    let mut whole = d.connect();
+    whole.send(&bytes[..10]);
+    d.sleep(50 * MS);
+    whole.send(&bytes[10..]);
+    assert!(whole.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    let mut half = d.connect();
+    half.send(&bytes[..12]);
+    assert!(half.read_until(WAIT, &mut closed));
+    assert!(half.log().frames.is_empty());
+    assert_closes(&mut d, &[(CloseReason::LoginTimeout, 1)]);
+}
+
+/// 19. A client that closes in the middle of its replay: `PeerClosed`;
+///     the others are served on.
+fn close_during_replay<D: Driver>() {
+    let feed = Feed::new(20_000);
+    let mut d = D::start(config());
+    feed.publish(&mut d, 1, 20_000, 500);
+    taken(&mut d, 20_000);
+    let mut c = d.connect();
+    c.send(&login(1));
+    assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 100));
+    c.close();
+    let mut other = d.connect();
+    other.send(&login(19_001));
+    assert!(other.read_until(WAIT, &mut |l| l.last_data_seq() >= 20_000));
+    assert_eq!(check_data(&other.log(), &feed, 19_001, 20_000), 0);
+    assert_closes(&mut d, &[(CloseReason::PeerClosed, 1)]);
+}
+
 /// `mio_<name>`, `tokio_<name>` and `sim_<name>` for each scenario
-/// (`#[mio(…)]` before a name: an attribute for its mio test only).
+/// (`#[mio(…)]` before a name: an attribute for its mio test only;
+/// `#[all(…)]`: for all three).
 macro_rules! scenarios {
-    ($($(#[mio($mio:meta)])? $name:ident),* $(,)?) => {
-        mod mio_ { $( #[test] $(#[$mio])? fn $name() { super::$name::<super::Mio>(); } )* }
-        mod tokio_ { $( #[test] fn $name() { super::$name::<super::Tokio>(); } )* }
-        mod sim_ { $( #[test] fn $name() { super::$name::<super::Sim>(); } )* }
+    ($($(#[mio($mio:meta)])? $(#[all($all:meta)])? $name:ident),* $(,)?) => {
+        mod mio_ {
+            $( #[test] $(#[$mio])? $(#[$all])? fn $name() { super::$name::<super::Mio>(); } )*
+        }
+        mod tokio_ { $( #[test] $(#[$all])? fn $name() { super::$name::<super::Tokio>(); } )* }
+        mod sim_ { $( #[test] $(#[$all])? fn $name() { super::$name::<super::Sim>(); } )* }
     };
 }
 
@@ -1180,4 +1357,18 @@ scenarios!(
         publish returned is never sent to a later login from 0"
     )]
     login_after_publish_returned,
+    shutdown_closes_everyone,
+    slow_client_disconnect,
+    idle_connections_displaced,
+    heartbeat_before_login,
+    fragmented_login,
+    close_during_replay,
+    #[all(
+        ignore = "bug: under SlowPolicy::Disconnect, ServerSession::handle_published counts \
+        the batch that overflows the client queue in skipped_batches/skipped_frames (then \
+        mark_slow closes the client): a disconnected client is told of no gap, yet \
+        ServerStats::skipped_frames (documented as the gaps clients were told of) is 50 here, \
+        on all three drivers"
+    )]
+    disconnect_skips_nothing,
 );
