@@ -1323,6 +1323,118 @@ fn close_during_replay<D: Driver>() {
     assert_closes(&mut d, &[(CloseReason::PeerClosed, 1)]);
 }
 
+/// 21. A Login from beyond the live edge is a Login from 0 (section 4.2).
+fn login_from_future<D: Driver>() {
+    let feed = Feed::new(110);
+    let mut d = D::start(config());
+    feed.publish(&mut d, 1, 100, 10);
+    taken(&mut d, 100);
+    let mut c = d.connect();
+    c.send(&login(500));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    feed.publish(&mut d, 101, 10, 10);
+    assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 110));
+    let log = c.log();
+    assert_eq!(
+        (log.frames[0].ty, log.frames[0].seq),
+        (MsgType::LoginAccepted, 101)
+    );
+    assert_eq!(check_data(&log, &feed, 101, 110), 0);
+    assert_closes(&mut d, &[]);
+}
+
+/// 22. Retransmission edge cases (section 9.2, 9.3) on one connection,
+///     answered in order: beyond the cap (`retransmit_cap` 20), another
+///     session's id (no data), older than the retention (from the oldest),
+///     beyond the live edge (nothing).
+fn retransmission_edges<D: Driver>() {
+    let feed = Feed::new(1000);
+    let mut d = D::start(ServerConfig {
+        retransmit_cap: 20,
+        retain: 500,
+        ..config()
+    });
+    feed.publish(&mut d, 1, 1000, 100);
+    taken(&mut d, 1000);
+    let mut c = d.connect();
+    let other = {
+        let mut b = [0u8; 40];
+        let p = Payload::Retransmit {
+            session_id: SESSION + 1,
+            count: 10,
+        };
+        tickwire::encode(&p, 700, 0, &mut b).unwrap();
+        b
+    };
+    let requests: [&[u8]; 4] = [
+        &retransmit(600, 100),
+        &other,
+        &retransmit(1, 10),
+        &retransmit(2000, 5),
+    ];
+    for r in requests {
+        c.send(r);
+    }
+    assert!(c.read_until(WAIT, &mut |l| l.count(MsgType::Heartbeat) >= 4));
+    let log = c.log();
+    // Split into replies, each LoginAccepted … Heartbeat.
+    let mut replies: Vec<Vec<&Rx>> = Vec::new();
+    for f in &log.frames {
+        if f.ty == MsgType::LoginAccepted {
+            replies.push(Vec::new());
+        }
+        replies
+            .last_mut()
+            .expect("a reply starts with LoginAccepted")
+            .push(f);
+    }
+    let shape: Vec<_> = replies
+        .iter()
+        .map(|r| {
+            let (first, last) = (r[0], r[r.len() - 1]);
+            (first.seq, first.session_id, r.len() - 2, last.ty, last.seq)
+        })
+        .collect();
+    let hb = MsgType::Heartbeat;
+    assert_eq!(
+        shape,
+        [
+            (600, Some(SESSION), 20, hb, 620),
+            (700, Some(SESSION), 0, hb, 700),
+            (501, Some(SESSION), 0, hb, 501),
+            (2000, Some(SESSION), 0, hb, 2000),
+        ],
+        "(LoginAccepted seq, session, data frames, end, its seq) per reply"
+    );
+    assert_eq!(check_data(&log, &feed, 600, 619), 0);
+    assert!(!log.closed);
+    assert_closes(&mut d, &[]);
+}
+
+/// 23. `max_retransmission_connections` = 1: a second retransmission
+///     connection is closed at its request (`MaxClients`), without a reply;
+///     a client still logs in.
+fn max_retransmission_connections<D: Driver>() {
+    let feed = Feed::new(100);
+    let mut d = D::start(ServerConfig {
+        max_retransmission_connections: 1,
+        ..config()
+    });
+    feed.publish(&mut d, 1, 100, 100);
+    taken(&mut d, 100);
+    let mut a = d.connect();
+    a.send(&retransmit(1, 10));
+    assert!(a.read_until(WAIT, &mut got(MsgType::Heartbeat)));
+    let mut b = d.connect();
+    b.send(&retransmit(1, 10));
+    assert!(b.read_until(WAIT, &mut closed));
+    assert!(b.log().frames.is_empty(), "{:?}", b.log().frames);
+    let mut c = d.connect();
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    assert_closes(&mut d, &[(CloseReason::MaxClients, 1)]);
+}
+
 /// `mio_<name>`, `tokio_<name>` and `sim_<name>` for each scenario
 /// (`#[mio(…)]` before a name: an attribute for its mio test only;
 /// `#[all(…)]`: for all three).
@@ -1371,4 +1483,7 @@ scenarios!(
         on all three drivers"
     )]
     disconnect_skips_nothing,
+    login_from_future,
+    retransmission_edges,
+    max_retransmission_connections,
 );
