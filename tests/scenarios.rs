@@ -219,7 +219,8 @@ trait Driver: Sized {
 trait Conn {
     fn send(&mut self, bytes: &[u8]);
     /// Reads (resuming reading if stopped) until `done` holds, the
-    /// connection closed, or `timeout` passed; whether `done` held.
+    /// connection closed, or `timeout` passed; whether `done` held. A zero
+    /// `timeout` reads what has arrived, without waiting.
     fn read_until(&mut self, timeout: Duration, done: &mut dyn FnMut(&Log) -> bool) -> bool;
     fn log(&self) -> Log;
     /// Stops taking bytes off the connection until the next `read_until`.
@@ -261,6 +262,21 @@ impl Conn for TcpClient {
     fn read_until(&mut self, timeout: Duration, done: &mut dyn FnMut(&Log) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut buf = vec![0u8; 64 << 10];
+        if timeout.is_zero() {
+            // What is there now, without waiting.
+            self.stream.set_nonblocking(true).unwrap();
+            while !self.decoder.log.closed && !done(&self.decoder.log) {
+                match self.stream.read(&mut buf) {
+                    Ok(0) => self.decoder.close(self.connected.elapsed()),
+                    Ok(n) => self.decoder.feed(&buf[..n], self.connected.elapsed()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => self.decoder.close(self.connected.elapsed()),
+                }
+            }
+            self.stream.set_nonblocking(false).unwrap();
+            return done(&self.decoder.log);
+        }
         loop {
             if done(&self.decoder.log) {
                 return true;
@@ -1435,6 +1451,74 @@ fn max_retransmission_connections<D: Driver>() {
     assert_closes(&mut d, &[(CloseReason::MaxClients, 1)]);
 }
 
+/// 24. No silent loss (issue 22, point 3): 20,000 frames in batches of
+///     seeded sizes (1 to 400), a client logging in every 10 batches (from
+///     0, 1 or a retained sequence), every client reading a little between
+///     batches: each gets every frame from its LoginAccepted's sequence on,
+///     once, in order; nobody is slow or skipped.
+fn no_silent_loss<D: Driver>() {
+    const TOTAL: usize = 20_000;
+    let feed = Feed::new(TOTAL);
+    let mut d = D::start(config());
+    let mut rng = 0x22u64;
+    let mut next = 1usize;
+    let mut clients = Vec::new();
+    let mut round = 0;
+    while next <= TOTAL {
+        if round % 10 == 0 {
+            taken(&mut d, next as u64 - 1);
+            let from = match clients.len() % 3 {
+                0 => 0,
+                1 => 1,
+                _ => (next as u64 / 2).max(1),
+            };
+            let want = if from == 0 { next as u64 } else { from };
+            let mut c = d.connect();
+            c.send(&login(from));
+            // Answered before the next batch (a Login from 0 starts where
+            // the server is when it reads it).
+            assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+            clients.push((c, want));
+        }
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let n = (1 + (rng >> 33) % 400).min((TOTAL + 1 - next) as u64) as usize;
+        feed.publish(&mut d, next as u64, n, n);
+        next += n;
+        round += 1;
+        d.sleep(MS);
+        for (c, _) in &mut clients {
+            c.read_until(Duration::ZERO, &mut |_| false);
+        }
+    }
+    for (i, (c, want)) in clients.iter_mut().enumerate() {
+        assert!(
+            c.read_until(WAIT, &mut |l| l.last_data_seq() >= TOTAL as u64),
+            "client {i} caught up: {}",
+            c.log().last_data_seq()
+        );
+        let log = c.log();
+        let la = &log.frames[0];
+        assert_eq!(
+            (la.ty, la.seq),
+            (MsgType::LoginAccepted, *want),
+            "client {i}"
+        );
+        assert_eq!(
+            check_data(&log, &feed, *want, TOTAL as u64),
+            0,
+            "client {i}"
+        );
+    }
+    let s = d.stats();
+    assert_eq!(
+        (s.slow_marks, s.skipped_frames, s.replay_trimmed),
+        (0, 0, 0)
+    );
+    assert_closes(&mut d, &[]);
+}
+
 /// `mio_<name>`, `tokio_<name>` and `sim_<name>` for each scenario
 /// (`#[mio(…)]` before a name: an attribute for its mio test only;
 /// `#[all(…)]`: for all three).
@@ -1486,4 +1570,5 @@ scenarios!(
     login_from_future,
     retransmission_edges,
     max_retransmission_connections,
+    no_silent_loss,
 );
