@@ -231,6 +231,11 @@ trait Driver: Sized {
     fn connect(&mut self) -> Self::Client;
     /// Lets `d` pass (real or virtual time).
     fn sleep(&mut self, d: Duration);
+    /// Keeps the server's own threads busy with other work for `d` from
+    /// now, without waiting for it (`publish` still works: it runs on the
+    /// caller's thread). The mio loop cannot be blocked from outside: a
+    /// no-op there.
+    fn stall(&mut self, _d: Duration) {}
     /// Graceful shutdown (returns once the server has drained or given up).
     fn shutdown(&mut self);
 }
@@ -444,6 +449,22 @@ impl Driver for Tokio {
             self.last = self.rt.block_on(handle.shutdown()).into();
         }
     }
+
+    /// Both runtime workers block in a `std::thread::sleep` (what an
+    /// application's task does now and then).
+    fn stall(&mut self, d: Duration) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let tx = tx.clone();
+            drop(self.rt.spawn(async move {
+                tx.send(()).unwrap();
+                std::thread::sleep(d);
+            }));
+        }
+        for _ in 0..2 {
+            rx.recv_timeout(WAIT).expect("both workers blocked");
+        }
+    }
 }
 
 impl Drop for Tokio {
@@ -477,6 +498,9 @@ struct World {
     pipe_cap: usize,
     /// What the driver would do with the listener after shutdown: refuse.
     shut: bool,
+    /// Until then the server moves nothing (no writes, closes or timers):
+    /// [`Driver::stall`].
+    stalled_until: Duration,
 }
 
 impl World {
@@ -497,10 +521,12 @@ impl World {
                 conns,
                 pipe_cap,
                 now,
+                stalled_until,
                 ..
             } = self;
+            let stalled = *now < *stalled_until;
             for conn in conns.iter_mut() {
-                if let Some(id) = conn.id {
+                if let Some(id) = conn.id.filter(|_| !stalled) {
                     loop {
                         let room = pipe_cap.saturating_sub(conn.pipe.len());
                         if room == 0 {
@@ -552,6 +578,13 @@ impl World {
 
     /// Runs the core's timers due at or before `to`, then sets the clock to `to`.
     fn advance(&mut self, to: Duration) {
+        if self.now < self.stalled_until {
+            self.now = to.min(self.stalled_until);
+            self.pump(); // the clients' reads only
+            if self.now == to {
+                return;
+            }
+        }
         for _ in 0..1_000_000 {
             self.pump();
             match self.core.poll_timeout() {
@@ -617,6 +650,7 @@ impl Driver for Sim {
             conns: Vec::new(),
             pipe_cap: config.send_buffer.unwrap_or(1 << 20) + CLIENT_RCVBUF,
             shut: false,
+            stalled_until: Duration::ZERO,
         };
         Sim {
             world: Rc::new(RefCell::new(world)),
@@ -665,6 +699,11 @@ impl Driver for Sim {
         w.advance(to);
     }
 
+    fn stall(&mut self, d: Duration) {
+        let mut w = self.world.borrow_mut();
+        w.stalled_until = w.now + d;
+    }
+
     fn shutdown(&mut self) {
         let mut w = self.world.borrow_mut();
         let t = w.time();
@@ -702,7 +741,11 @@ impl Conn for SimClient {
             if log.closed || w.now >= end {
                 return false;
             }
-            let next = w.core.poll_timeout().map_or(end, |at| at.clamp(w.now, end));
+            let next = if w.now < w.stalled_until {
+                w.stalled_until.min(end)
+            } else {
+                w.core.poll_timeout().map_or(end, |at| at.clamp(w.now, end))
+            };
             // A due timer is run by `advance` without moving the clock;
             // otherwise the clock moves to the next deadline.
             w.advance(next);
@@ -1542,6 +1585,32 @@ fn no_silent_loss<D: Driver>() {
     assert_closes(&mut d, &[]);
 }
 
+/// 25. No loss while the server's threads are busy elsewhere (issue 22's
+///     tokio case): 10,000 one-message batches published during a 300 ms
+///     stall of the server (both tokio workers blocked; the simulated core
+///     not driven; a no-op on mio), then the client gets every one, and
+///     nobody is marked slow.
+fn stalled_server_loses_nothing<D: Driver>() {
+    const TOTAL: usize = 10_000;
+    let feed = Feed::new(TOTAL);
+    let mut d = D::start(config());
+    let mut c = d.connect();
+    c.send(&login(0));
+    assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    d.stall(300 * MS);
+    feed.publish(&mut d, 1, TOTAL, 1);
+    d.sleep(300 * MS);
+    assert!(
+        c.read_until(WAIT, &mut |l| l.last_data_seq() >= TOTAL as u64),
+        "caught up: {}",
+        c.log().last_data_seq()
+    );
+    assert_eq!(check_data(&c.log(), &feed, 1, TOTAL as u64), 0);
+    let s = d.stats();
+    assert_eq!((s.slow_marks, s.skipped_frames), (0, 0));
+    assert_closes(&mut d, &[]);
+}
+
 /// `mio_<name>`, `tokio_<name>` and `sim_<name>` for each scenario
 /// (`#[mio(…)]` before a name: an attribute for its mio test only;
 /// `#[all(…)]`: for all three).
@@ -1598,4 +1667,5 @@ scenarios!(
     retransmission_edges,
     max_retransmission_connections,
     no_silent_loss,
+    stalled_server_loses_nothing,
 );
