@@ -39,7 +39,7 @@
 //! disconnected, idle connections displaced, Heartbeat before Login,
 //! fragmented Login, close during replay, Disconnect counting, Login from
 //! beyond the edge, retransmission edge cases and limit, no silent loss
-//! over 20,000 frames and 8 clients, and no loss while the server's threads
+//! over 20,000 frames (a new client every 10 batches), and no loss while the server's threads
 //! are stalled ([`Driver::stall`]).
 //!
 //! Behaviour that differs between drivers, or from the docs (the tests are
