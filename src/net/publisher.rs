@@ -69,6 +69,14 @@ impl Publisher {
     /// numbered 1, 2, 3… across all publishers of the server. Timestamps are
     /// nanoseconds since the Unix epoch (see [`unix_nanos`](super::unix_nanos)).
     ///
+    /// Published means numbered and queued to the event loop (or written
+    /// by this thread, see [`ServerConfig::publisher_writes`](super::ServerConfig::publisher_writes)):
+    /// a client whose Login from 0 (live only) the loop reads before it
+    /// takes the batch still gets the batch as live data. The tokio
+    /// server's `publish` hands the batch to the server core itself, so
+    /// there a batch whose `publish` returned is never sent to a later
+    /// Login from 0. Nothing is lost or repeated either way.
+    ///
     /// # Errors
     /// [`PublishError::Closed`] once the server has stopped.
     pub fn publish(&self, batch: Messages) -> Result<(), PublishError> {

@@ -175,9 +175,18 @@ impl ServerConfig {
         c
     }
 
-    /// The server-wide rules these settings give, for `session_id` (the
-    /// server core's configuration).
-    pub(crate) fn core(&self, session_id: u64) -> crate::session::CoreConfig {
+    /// The server-wide rules these settings give, for `session_id`: the
+    /// configuration of the [`ServerCore`](crate::session::ServerCore) both
+    /// servers run (for a driver of your own, or a simulation, that must
+    /// behave as they do).
+    ///
+    /// ```
+    /// let config = tickwire::net::ServerConfig { max_clients: 7, ..Default::default() };
+    /// let core = config.core(42);
+    /// assert_eq!((core.max_clients, core.session.session_id), (7, 42));
+    /// ```
+    #[must_use]
+    pub fn core(&self, session_id: u64) -> crate::session::CoreConfig {
         let mut c = crate::session::CoreConfig::new(session_id);
         c.session = self.session(session_id);
         c.retain = self.retain;

@@ -807,9 +807,14 @@ impl ServerSession {
             Segment::whole(batch)
         };
         if self.out.bytes + segment.bytes().len() > self.config.queue_limit {
-            self.stats.skipped_batches += 1;
-            self.stats.skipped_frames += batch.end() - next;
-            self.state = State::Live { next: batch.end() };
+            if self.config.slow_policy == SlowPolicy::Skip {
+                // Skipped, and told of the gap by what comes next.
+                self.stats.skipped_batches += 1;
+                self.stats.skipped_frames += batch.end() - next;
+                self.state = State::Live { next: batch.end() };
+            }
+            // Under Disconnect the client is closed, not told of a gap:
+            // nothing is counted as skipped.
             self.mark_slow(SlowReason::QueueFull, time.monotonic);
             return;
         }
