@@ -42,22 +42,11 @@ use crate::policy::Backoff;
 use crate::session::datagram::{
     DatagramAction, DatagramConfig, DatagramEvent, DatagramReceiver, DatagramStats, Line,
 };
+use crate::session::packetizer::{Datagrams, Packetizer, PacketizerConfig};
 use crate::session::{Batch, Time};
 use crate::wire::MsgType;
 
-/// The default largest datagram: an Ethernet MTU (1,500) less the IPv4 (20)
-/// and UDP (8) headers.
-pub const DEFAULT_DATAGRAM_SIZE: usize = 1472;
-/// The smallest datagram size a sender may be configured with (section 8.1).
-pub const MIN_DATAGRAM_SIZE: usize = 128;
-/// The largest datagram a receiver accepts (section 8.1).
-pub const MAX_DATAGRAM_SIZE: usize = 65_507;
-
-const PACKET_LEN: usize = MsgType::Packet.frame_len();
-const END_LEN: usize = MsgType::EndOfSession.frame_len();
-
-/// Copies of the last datagram (Packet + EndOfSession) sent at shutdown.
-const END_COPIES: usize = 3;
+pub use crate::session::packetizer::{DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
 
 /// Which thread sends a server's datagrams.
 ///
@@ -149,8 +138,10 @@ impl DatagramOutputConfig {
     }
 }
 
-/// The server's datagram output: cuts each published batch into datagrams
-/// (section 8) and sends each on every line.
+/// The server's datagram output: a [`Packetizer`] (which cuts each
+/// published batch into datagrams, makes the idle Packets and the final
+/// EndOfSession: section 8) and the socket that sends what it makes, on
+/// every line.
 ///
 /// Shared (behind a lock in the server's numbering) by the publishing
 /// threads, which (with [`DatagramSender::Publisher`]) send each batch's
@@ -160,30 +151,24 @@ impl DatagramOutputConfig {
 /// [`DatagramSender::EventLoop`], the batches).
 #[derive(Debug)]
 pub(crate) struct DatagramOutput {
+    packetizer: Packetizer,
+    lines: Lines,
+    heartbeat: Duration,
+    /// The server's epoch (monotonic time zero).
+    epoch: Instant,
+    sender: DatagramSender,
+    shared: Arc<Shared>,
+}
+
+/// The socket and where it sends.
+#[derive(Debug)]
+struct Lines {
     socket: UdpSocket,
     lines: Vec<SocketAddr>,
     /// The same, for `sendmmsg`.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     addrs: Vec<socket2::SockAddr>,
     batch: bool,
-    session_id: u64,
-    max: usize,
-    heartbeat: Duration,
-    /// This batch's datagrams, back to back (capacity kept).
-    buf: Vec<u8>,
-    /// The end of each datagram in `buf`.
-    ends: Vec<usize>,
-    /// When a datagram was last sent (monotonic, the server's epoch).
-    last_sent: Duration,
-    /// The server's epoch (monotonic time zero).
-    epoch: Instant,
-    /// The next data sequence: after the last data frame sent (or the
-    /// point a relay advanced to), the sequence of an idle Packet.
-    next: u64,
-    /// The final EndOfSession was sent: nothing more is.
-    ended: bool,
-    sender: DatagramSender,
-    shared: Arc<Shared>,
 }
 
 impl DatagramOutput {
@@ -226,23 +211,21 @@ impl DatagramOutput {
         }
         socket.bind(&bind.into())?;
         socket.set_nonblocking(true)?;
-        let max = config
-            .max_datagram
-            .clamp(MIN_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE);
+        let packetizer_config = PacketizerConfig {
+            max_datagram: config.max_datagram,
+            heartbeat_interval: heartbeat,
+        };
+        let now = Time::new(epoch.elapsed(), unix_nanos());
         Ok(DatagramOutput {
-            socket: socket.into(),
-            lines: config.lines().collect(),
-            addrs: config.lines().map(socket2::SockAddr::from).collect(),
-            batch: config.batch_syscalls && cfg!(target_os = "linux"),
-            session_id,
-            max,
+            packetizer: Packetizer::new(session_id, packetizer_config, now),
+            lines: Lines {
+                socket: socket.into(),
+                lines: config.lines().collect(),
+                addrs: config.lines().map(socket2::SockAddr::from).collect(),
+                batch: config.batch_syscalls && cfg!(target_os = "linux"),
+            },
             heartbeat,
-            buf: Vec::new(),
-            ends: Vec::new(),
-            last_sent: epoch.elapsed(),
             epoch,
-            next: 1,
-            ended: false,
             sender: config.sender,
             shared: Arc::clone(shared),
         })
@@ -260,142 +243,71 @@ impl DatagramOutput {
 
     /// The address datagrams are sent from.
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.lines.socket.local_addr()
     }
 
-    /// Starts a datagram in `buf` with its Packet frame.
-    fn open(&mut self, sequence: u64, timestamp: u64) {
-        let at = self.buf.len();
-        self.buf.resize(at + PACKET_LEN, 0);
-        let payload = Payload::Packet {
-            session_id: self.session_id,
-        };
-        if let Some(out) = self.buf.get_mut(at..) {
-            // A Packet always fits its own length.
-            let _ = encode(&payload, sequence, timestamp, out);
-        }
-    }
-
-    /// Cuts `batch` into datagrams (each: a Packet whose `sequence` is its
-    /// first data frame's, then as many whole frames as fit) and sends them
-    /// on every line.
+    /// Sends `batch`'s datagrams on every line.
     pub(crate) fn publish(&mut self, batch: &Batch, time: Time) {
-        if self.ended {
-            return;
-        }
-        self.next = batch.end();
-        self.buf.clear();
-        self.ends.clear();
-        let bytes = batch.bytes();
-        let room = self.max.saturating_sub(PACKET_LEN);
-        let mut at = 0;
-        let mut sequence = batch.first();
-        while at < bytes.len() {
-            // The run of whole frames from `at` that fits one datagram (at
-            // least one frame: the size is never below the longest frame).
-            let (mut end, mut frames) = (at, 0u64);
-            while let Some(&len) = bytes.get(end + 3) {
-                let len = usize::from(len).max(1);
-                if end + len > bytes.len() || (frames > 0 && end + len - at > room) {
-                    break;
-                }
-                end += len;
-                frames += 1;
-            }
-            let Some(run) = bytes.get(at..end).filter(|r| !r.is_empty()) else {
-                break; // a Batch holds whole frames: not reached
-            };
-            self.open(sequence, time.unix_nanos);
-            self.buf.extend_from_slice(run);
-            self.ends.push(self.buf.len());
-            at = end;
-            sequence += frames;
-        }
-        self.send_all(time);
+        self.packetizer.publish(batch, time);
+        self.send_all();
     }
 
-    /// When a Packet-only datagram is due (monotonic).
+    /// When a Packet-only datagram is due (monotonic); once the session
+    /// ended, a heartbeat interval from now (nothing is sent then).
     pub(crate) fn poll_timeout(&self) -> Duration {
-        self.last_sent.saturating_add(self.heartbeat)
+        self.packetizer
+            .poll_timeout()
+            .unwrap_or_else(|| self.epoch.elapsed().saturating_add(self.heartbeat))
     }
 
-    /// Sends a Packet-only datagram (`sequence`: the next data sequence)
-    /// if nothing was sent for a heartbeat interval.
+    /// Sends a Packet-only datagram if one is due.
     pub(crate) fn handle_timeout(&mut self, time: Time) {
-        if time.monotonic < self.poll_timeout() || self.ended {
-            return;
-        }
-        self.buf.clear();
-        self.ends.clear();
-        self.open(self.next, time.unix_nanos);
-        self.ends.push(self.buf.len());
-        self.send_all(time);
+        self.packetizer.handle_timeout(time);
+        self.send_all();
     }
 
-    /// A relay's upstream will never send the frames before `next`: idle
-    /// Packets say `next` from now on.
+    /// A relay's upstream will never send the frames before `next`.
     pub(super) fn advance(&mut self, next: u64) {
-        self.next = self.next.max(next);
+        self.packetizer.advance(next);
     }
 
-    /// A relay's new session (protocol section 10.4), whose next data
-    /// sequence is `next`: EndOfSession for the old one, then the next
-    /// datagrams' Packets carry `session_id`.
+    /// A relay's new session (protocol section 10.4): EndOfSession for the
+    /// old one is sent, then the next datagrams' Packets carry `session_id`.
     pub(super) fn new_session(&mut self, time: Time, session_id: u64, next: u64) {
-        self.end_of_session(time);
-        self.ended = false;
-        self.session_id = session_id;
-        self.next = next;
+        self.packetizer.new_session(session_id, next, time);
+        self.send_all();
     }
 
-    /// A relay whose upstream is lost sends no Packet-only datagram
-    /// (section 10.3): the idle deadline moves on without one.
+    /// A relay whose upstream is lost sends no Packet-only datagram.
     pub(super) fn skip_idle(&mut self, now: Duration) {
-        if now >= self.poll_timeout() {
-            self.last_sent = now;
-        }
+        self.packetizer.skip_idle(now);
     }
 
-    /// The last datagram: a Packet and an EndOfSession, both carrying the
-    /// next data sequence; sent [`END_COPIES`] times, byte-identical, so
-    /// that one lost copy does not leave receivers to find the end by
-    /// silence (they act on it once and count the other copies as
-    /// duplicates). Nothing is sent after it.
+    /// Sends the last datagram (Packet + EndOfSession, in copies); nothing
+    /// is sent after it.
     pub(crate) fn end_of_session(&mut self, time: Time) {
-        if self.ended {
+        self.packetizer.end_of_session(time);
+        self.send_all();
+    }
+
+    /// Sends every datagram the packetizer made, on every line.
+    fn send_all(&mut self) {
+        let datagrams = self.packetizer.datagrams();
+        if datagrams.len() == 0 {
             return;
         }
-        self.ended = true;
-        let next = self.next;
-        self.buf.clear();
-        self.ends.clear();
-        self.open(next, time.unix_nanos);
-        let at = self.buf.len();
-        self.buf.resize(at + END_LEN, 0);
-        if let Some(out) = self.buf.get_mut(at..) {
-            let _ = encode(&Payload::EndOfSession, next, time.unix_nanos, out);
-        }
-        let len = self.buf.len();
-        self.ends.push(len);
-        for _ in 1..END_COPIES {
-            self.buf.extend_from_within(..len);
-            self.ends.push(self.buf.len());
-        }
-        self.send_all(time);
-    }
-
-    fn send_all(&mut self, time: Time) {
-        let (sent, dropped, calls) = if self.batch {
-            self.send_batched()
+        let (sent, dropped, calls) = if self.lines.batch {
+            self.lines.send_batched(datagrams)
         } else {
-            self.send_each()
+            self.lines.send_each(datagrams)
         };
         add(&self.shared.datagrams_sent, sent);
         add(&self.shared.datagrams_dropped, dropped);
         add(&self.shared.datagram_syscalls, calls);
-        self.last_sent = time.monotonic;
     }
+}
 
+impl Lines {
     /// One `send_to` of `datagram` to `line`: whether it was sent.
     fn send_one(&self, datagram: &[u8], line: SocketAddr, quiet: bool) -> bool {
         loop {
@@ -415,18 +327,10 @@ impl DatagramOutput {
         }
     }
 
-    /// The datagrams in `buf`, in order.
-    fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .filter_map(|(from, to)| self.buf.get(from..to))
-    }
-
     /// One `send_to` per datagram and line: (sent, dropped, system calls).
-    fn send_each(&self) -> (u64, u64, u64) {
+    fn send_each(&self, datagrams: Datagrams<'_>) -> (u64, u64, u64) {
         let (mut sent, mut dropped, mut calls) = (0, 0, 0);
-        for datagram in self.datagrams() {
+        for datagram in datagrams {
             for &line in &self.lines {
                 calls += 1;
                 if self.send_one(datagram, line, dropped > 0) {
@@ -441,11 +345,10 @@ impl DatagramOutput {
 
     /// `sendmmsg`, up to 64 datagrams a call, every line's copy in turn.
     #[cfg(target_os = "linux")]
-    fn send_batched(&self) -> (u64, u64, u64) {
+    fn send_batched(&self, datagrams: Datagrams<'_>) -> (u64, u64, u64) {
         use std::os::fd::AsFd;
         let (mut sent, mut dropped, mut calls) = (0, 0, 0);
-        let mut all = self
-            .datagrams()
+        let mut all = datagrams
             .flat_map(|d| self.addrs.iter().map(move |a| (d, a)))
             .peekable();
         let Some(&first) = all.peek() else {
@@ -492,8 +395,8 @@ impl DatagramOutput {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn send_batched(&self) -> (u64, u64, u64) {
-        self.send_each()
+    fn send_batched(&self, datagrams: Datagrams<'_>) -> (u64, u64, u64) {
+        self.send_each(datagrams)
     }
 }
 

@@ -31,6 +31,7 @@ use core::time::Duration;
 pub(crate) mod admission;
 pub mod client;
 pub mod datagram;
+pub mod packetizer;
 pub mod retention;
 pub mod server;
 pub mod server_core;
