@@ -36,13 +36,15 @@ use mio::{Events, Interest, Poll, Token};
 use super::conn::Connection;
 use super::stats::{add, Shared};
 use super::unix_nanos;
-use crate::encode::{encode, Payload};
 use crate::parse::Event;
 use crate::policy::Backoff;
 use crate::session::datagram::{
-    DatagramAction, DatagramConfig, DatagramEvent, DatagramReceiver, DatagramStats, Line,
+    DatagramConfig, DatagramEvent, DatagramReceiver, DatagramStats, Line,
 };
 use crate::session::packetizer::{Datagrams, Packetizer, PacketizerConfig};
+use crate::session::retransmit_client::{
+    RetransmitAction, RetransmitClient, RetransmitClientConfig, RetransmitState,
+};
 use crate::session::{Batch, Time};
 use crate::wire::MsgType;
 
@@ -520,19 +522,6 @@ const LINE_A: Token = Token(0);
 const LINE_B: Token = Token(1);
 const TCP: Token = Token(2);
 
-/// The retransmission connection's state.
-#[derive(Debug)]
-enum Retx {
-    /// No connection; one is made when a request is due.
-    Idle,
-    /// Connecting since the time given.
-    Connecting(Connection, Duration),
-    /// Connected; last heard from at the time given.
-    Connected(Connection, Duration),
-    /// Waiting to connect again until the time given.
-    Waiting(Duration),
-}
-
 /// The datagram subscriber: a mio loop around a
 /// [`DatagramReceiver`](crate::session::datagram::DatagramReceiver), with
 /// one UDP socket per line and one reused TCP retransmission connection.
@@ -579,17 +568,16 @@ pub struct DatagramClient {
     lens: [usize; super::sys::RECV_BATCH],
     batch_syscalls: bool,
     receiver: DatagramReceiver,
-    retx: Retx,
-    backoff: Backoff,
-    /// Retransmit frames waiting for a connection.
-    pending: Vec<u8>,
+    /// The retransmission connection's rules (section 9).
+    retx: RetransmitClient,
+    /// The retransmission connection, while connecting or connected.
+    conn: Option<Connection>,
+    /// Counters kept here: `disconnects` and `requests_sent` (what the
+    /// socket did); the others come from the receiver and `retx`.
     stats: DatagramClientStats,
     /// Lines whose socket may hold more datagrams (the read budget ran out).
     unread: [bool; 2],
     epoch: Instant,
-    /// When the retransmission connection was made or last carried a
-    /// request (monotonic).
-    last_request: Duration,
 }
 
 /// Why a [`DatagramClient`] could not be created.
@@ -730,7 +718,16 @@ impl DatagramClient {
                 silence: Some(config.heartbeat_interval.saturating_mul(3)),
                 ..config.receiver
             }),
-            backoff: config.backoff,
+            retx: RetransmitClient::new(
+                RetransmitClientConfig {
+                    backoff: config.backoff,
+                    heartbeat_interval: config.heartbeat_interval,
+                    connect_timeout: config.connect_timeout,
+                    idle: config.retransmit_idle,
+                },
+                config.retransmit.is_some(),
+            ),
+            conn: None,
             config,
             poll,
             events: Events::with_capacity(16),
@@ -738,12 +735,9 @@ impl DatagramClient {
             local,
             buf: vec![0u8; SLOT * super::sys::RECV_BATCH].into_boxed_slice(),
             lens: [0; super::sys::RECV_BATCH],
-            retx: Retx::Idle,
-            pending: Vec::new(),
             stats: DatagramClientStats::default(),
             unread: [false; 2],
             epoch: Instant::now(),
-            last_request: Duration::ZERO,
         })
     }
 
@@ -763,8 +757,11 @@ impl DatagramClient {
     /// The counters now.
     #[must_use]
     pub fn stats(&self) -> DatagramClientStats {
+        let retx = self.retx.stats();
         DatagramClientStats {
             receiver: *self.receiver.stats(),
+            connects: retx.connects,
+            idle_closes: retx.idle_closes,
             ..self.stats
         }
     }
@@ -802,21 +799,15 @@ impl DatagramClient {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_retransmit(&mut self, server: Option<SocketAddr>) {
-        self.close_connection();
-        self.pending.clear();
-        self.backoff.reset();
         self.config.retransmit = server;
-        if server.is_some() {
-            self.receiver.retransmission_reset();
-        } else {
-            self.receiver.retransmission_unavailable();
-        }
+        self.retx.set_server(server.is_some());
+        self.run_retx();
     }
 
     /// Whether the retransmission connection is up.
     #[must_use]
     pub fn is_retransmission_connected(&self) -> bool {
-        matches!(self.retx, Retx::Connected(..))
+        self.retx.is_connected()
     }
 
     fn time(&self) -> Time {
@@ -825,15 +816,7 @@ impl DatagramClient {
 
     /// The earliest deadline: the receiver's, or the connection's.
     fn deadline(&self) -> Option<Duration> {
-        let retx = match &self.retx {
-            Retx::Idle => None,
-            Retx::Connecting(_, since) => Some(since.saturating_add(self.config.connect_timeout)),
-            Retx::Connected(_, heard) => {
-                let dead = heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3));
-                Some(self.idle_deadline().map_or(dead, |idle| idle.min(dead)))
-            }
-            Retx::Waiting(until) => Some(*until),
-        };
+        let retx = self.retx.poll_timeout(self.receiver.requests_outstanding());
         match (self.receiver.poll_timeout(), retx) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -887,7 +870,9 @@ impl DatagramClient {
         }
         let time = self.time();
         self.receiver.handle_timeout(time);
-        self.connection_timers(time.monotonic);
+        self.retx
+            .handle_timeout(time, self.receiver.requests_outstanding());
+        self.run_retx();
         self.drain(&mut on_event);
         Ok(())
     }
@@ -941,34 +926,30 @@ impl DatagramClient {
         }
         let mut requested = false;
         while let Some(action) = self.receiver.poll_action() {
-            let DatagramAction::Retransmit {
-                session_id,
-                first,
-                count,
-            } = action;
-            let at = self.pending.len();
-            self.pending.resize(at + MsgType::Retransmit.frame_len(), 0);
-            if let Some(out) = self.pending.get_mut(at..) {
-                let payload = Payload::Retransmit { session_id, count };
-                let _ = encode(&payload, first, unix_nanos(), out);
-            }
+            self.retx.handle_request(action, self.time());
             requested = true;
         }
         if requested {
-            let now = self.epoch.elapsed();
-            match self.retx {
-                Retx::Idle => self.connect(now),
-                Retx::Connected(..) => self.send_pending(now),
-                Retx::Connecting(..) | Retx::Waiting(_) => {}
+            self.run_retx();
+        }
+    }
+
+    /// Does what the retransmission rules say, until they say nothing more.
+    fn run_retx(&mut self) {
+        while let Some(action) = self.retx.poll_action() {
+            match action {
+                RetransmitAction::Connect => self.connect(),
+                RetransmitAction::Send(frames) => self.send(&frames),
+                RetransmitAction::Close => self.close_connection(),
+                RetransmitAction::Reset => self.receiver.retransmission_reset(),
+                RetransmitAction::Unavailable => self.receiver.retransmission_unavailable(),
             }
         }
     }
 
-    fn connect(&mut self, now: Duration) {
+    fn connect(&mut self) {
         let Some(server) = self.config.retransmit else {
-            // Nothing to ask: the receiver's deadline turns holes into gaps.
-            self.pending.clear();
-            self.receiver.retransmission_unavailable();
+            self.retx.handle_lost(self.time());
             return;
         };
         match mio::net::TcpStream::connect(server) {
@@ -980,89 +961,61 @@ impl DatagramClient {
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
                     log::debug!("retransmission connection: {e}");
-                    self.lost(now);
+                    self.retx.handle_lost(self.time());
                     return;
                 }
-                self.retx = Retx::Connecting(Connection::new(stream, 64 << 10, 4 << 20), now);
+                self.conn = Some(Connection::new(stream, 64 << 10, 4 << 20));
             }
             Err(e) => {
                 log::debug!("retransmission connection to {server}: {e}");
-                self.lost(now);
+                self.retx.handle_lost(self.time());
             }
         }
     }
 
-    /// Closes the retransmission connection, if any (state: idle).
+    /// Closes the retransmission connection, if any.
     fn close_connection(&mut self) {
-        if let Retx::Connecting(conn, _) | Retx::Connected(conn, _) =
-            std::mem::replace(&mut self.retx, Retx::Idle)
-        {
+        if let Some(conn) = self.conn.take() {
             let mut stream = conn.into_stream();
             let _ = self.poll.registry().deregister(&mut stream);
             self.stats.disconnects += 1;
         }
     }
 
-    /// The connection failed or was lost: unanswered requests are asked
-    /// again on the next connection, made after the backoff (their holes
-    /// still become gaps at their first deadline unless filled first).
-    fn lost(&mut self, now: Duration) {
-        self.close_connection();
-        self.pending.clear();
-        self.receiver.retransmission_reset();
-        self.retx = match self.backoff.next_delay() {
-            Some(delay) => Retx::Waiting(now.saturating_add(delay)),
-            None => Retx::Idle,
-        };
-    }
-
-    fn send_pending(&mut self, now: Duration) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let Retx::Connected(conn, _) = &mut self.retx else {
-            return;
-        };
-        let frames = self.pending.len() / MsgType::Retransmit.frame_len();
-        match conn.send(&self.pending) {
-            Ok(true) => {
-                self.stats.requests_sent += frames as u64;
-                self.pending.clear();
-                self.last_request = now;
-            }
-            Ok(false) | Err(_) => self.lost(now),
+    /// Writes (or queues) Retransmit frames; a connection that cannot take
+    /// them is lost.
+    fn send(&mut self, frames: &[u8]) {
+        let sent = self.conn.as_mut().map(|conn| conn.send(frames));
+        if let Some(Ok(true)) = sent {
+            self.stats.requests_sent += (frames.len() / MsgType::Retransmit.frame_len()) as u64;
+        } else {
+            self.retx.handle_lost(self.time());
         }
     }
 
     fn tcp_ready(&mut self, writable: bool) {
         let time = self.time();
-        let now = time.monotonic;
-        if let Retx::Connecting(conn, _) = &self.retx {
+        let Some(conn) = &self.conn else {
+            return;
+        };
+        if self.retx.state() == RetransmitState::Connecting {
             let stream = conn.stream();
             match (stream.take_error(), stream.peer_addr()) {
-                (Ok(None), Ok(_)) => {
-                    let Retx::Connecting(conn, _) = std::mem::replace(&mut self.retx, Retx::Idle)
-                    else {
-                        return;
-                    };
-                    self.retx = Retx::Connected(conn, now);
-                    self.last_request = now;
-                    self.stats.connects += 1;
-                    self.backoff.reset();
-                    self.send_pending(now);
-                }
+                (Ok(None), Ok(_)) => self.retx.handle_connected(time),
                 (_, Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
-                _ => {
-                    self.lost(now);
-                    return;
-                }
+                _ => self.retx.handle_lost(time),
             }
+            self.run_retx();
         }
-        let Retx::Connected(conn, heard) = &mut self.retx else {
+        if !self.retx.is_connected() {
+            return;
+        }
+        let Some(conn) = &mut self.conn else {
             return;
         };
         if writable && conn.write_ready().is_err() {
-            self.lost(now);
+            self.retx.handle_lost(time);
+            self.run_retx();
             return;
         }
         let receiver = &mut self.receiver;
@@ -1073,52 +1026,14 @@ impl DatagramClient {
         match outcome {
             Ok(o) => {
                 if o.bytes > 0 {
-                    *heard = now;
+                    self.retx.handle_bytes(time);
                 }
                 if o.closed {
-                    self.lost(now);
+                    self.retx.handle_lost(time);
                 }
             }
-            Err(_) => self.lost(now),
+            Err(_) => self.retx.handle_lost(time),
         }
-    }
-
-    /// When an idle retransmission connection is closed, if it is idle
-    /// (nothing to send, no reply awaited) and that is asked for.
-    fn idle_deadline(&self) -> Option<Duration> {
-        let idle = self.config.retransmit_idle?;
-        (self.pending.is_empty() && self.receiver.requests_outstanding() == 0)
-            .then(|| self.last_request.saturating_add(idle))
-    }
-
-    fn connection_timers(&mut self, now: Duration) {
-        if matches!(self.retx, Retx::Connected(..))
-            && self.idle_deadline().is_some_and(|at| now >= at)
-        {
-            log::debug!("retransmission connection idle: closed");
-            self.close_connection();
-            self.stats.idle_closes += 1;
-            return;
-        }
-        match &self.retx {
-            Retx::Connecting(_, since)
-                if now >= since.saturating_add(self.config.connect_timeout) =>
-            {
-                self.lost(now);
-            }
-            Retx::Connected(_, heard)
-                if now
-                    >= heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3)) =>
-            {
-                self.lost(now);
-            }
-            Retx::Waiting(until) if now >= *until => {
-                self.retx = Retx::Idle;
-                if !self.pending.is_empty() {
-                    self.connect(now);
-                }
-            }
-            _ => {}
-        }
+        self.run_retx();
     }
 }

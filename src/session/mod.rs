@@ -33,6 +33,7 @@ pub mod client;
 pub mod datagram;
 pub mod packetizer;
 pub mod retention;
+pub mod retransmit_client;
 pub mod server;
 pub mod server_core;
 
