@@ -553,3 +553,305 @@ impl RetransmitClient {
         };
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::wire::Message;
+    use RetransmitAction::{Close, Connect, Reset, Unavailable};
+
+    const NS: Duration = Duration::from_nanos(1);
+
+    fn ms(ms: u64) -> Time {
+        Time::new(Duration::from_millis(ms), 1_000 + ms)
+    }
+
+    fn at(d: Duration) -> Time {
+        Time::new(d, 0)
+    }
+
+    fn ask(first: u64, count: u64) -> DatagramAction {
+        DatagramAction::Retransmit {
+            session_id: 9,
+            first,
+            count,
+        }
+    }
+
+    fn actions(r: &mut RetransmitClient) -> Vec<RetransmitAction> {
+        core::iter::from_fn(|| r.poll_action()).collect()
+    }
+
+    /// The Retransmit frames of a Send: (session_id, first, count, timestamp).
+    fn requests(frames: &[u8]) -> Vec<(u64, u64, u64, u64)> {
+        assert_eq!(frames.len() % REQUEST_LEN, 0);
+        frames
+            .chunks(REQUEST_LEN)
+            .map(|f| match Message::decode(f).unwrap().0 {
+                Message::Retransmit(r) => (r.session_id(), r.sequence(), r.count(), r.timestamp()),
+                other => panic!("not a Retransmit: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn sent(actions: &[RetransmitAction]) -> Vec<(u64, u64, u64, u64)> {
+        actions
+            .iter()
+            .flat_map(|a| match a {
+                RetransmitAction::Send(frames) => requests(frames),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn connected_at(t: Time) -> RetransmitClient {
+        let mut r = RetransmitClient::new(RetransmitClientConfig::default(), true);
+        r.handle_request(ask(1, 1), t);
+        r.handle_connected(t);
+        assert_eq!(actions(&mut r).len(), 2); // Connect, Send
+        r
+    }
+
+    /// No connection until a request is due; requests made while connecting
+    /// are held and written together, in order, once connected.
+    #[test]
+    fn connects_on_demand_and_writes_held_requests_together() {
+        let mut r = RetransmitClient::new(RetransmitClientConfig::default(), true);
+        assert_eq!((r.poll_timeout(0), r.poll_action()), (None, None));
+        r.handle_request(ask(10, 5), ms(1));
+        assert_eq!(actions(&mut r), [Connect]);
+        r.handle_request(ask(20, 1), ms(2));
+        r.handle_request(ask(30, 2), ms(3));
+        assert_eq!(
+            (r.state(), r.held_requests()),
+            (RetransmitState::Connecting, 3)
+        );
+        assert_eq!(actions(&mut r), [], "one connection at a time");
+        r.handle_connected(ms(4));
+        let done = actions(&mut r);
+        assert_eq!(done.len(), 1, "one write");
+        assert_eq!(
+            sent(&done),
+            [(9, 10, 5, 1001), (9, 20, 1, 1002), (9, 30, 2, 1003)]
+        );
+        assert_eq!(r.held_requests(), 0);
+        let stats = r.stats();
+        assert_eq!((stats.connects, stats.requests, stats.lost), (1, 3, 0));
+    }
+
+    /// While connected, requests are pipelined: written at the next poll
+    /// (those of one poll in one write), without waiting for replies.
+    #[test]
+    fn requests_are_pipelined_while_connected() {
+        let mut r = connected_at(ms(0));
+        r.handle_request(ask(5, 1), ms(10));
+        r.handle_request(ask(7, 3), ms(10));
+        let done = actions(&mut r);
+        assert_eq!(sent(&done), [(9, 5, 1, 1010), (9, 7, 3, 1010)]);
+        assert_eq!(done.len(), 1);
+        r.handle_request(ask(20, 1), ms(11));
+        assert_eq!(sent(&actions(&mut r)), [(9, 20, 1, 1011)]);
+        assert_eq!(r.stats().requests, 4);
+        assert_eq!((r.is_connected(), r.stats().connects), (true, 1));
+    }
+
+    /// A connection not made within the connect timeout (5 s) is given up
+    /// exactly then: closed, requests dropped, the next attempt after the
+    /// backoff's first delay (100 ms).
+    #[test]
+    fn connect_timeout_is_exact() {
+        let mut r = RetransmitClient::new(RetransmitClientConfig::default(), true);
+        r.handle_request(ask(1, 1), ms(10));
+        assert_eq!(actions(&mut r), [Connect]);
+        assert_eq!(r.poll_timeout(0), Some(Duration::from_millis(5010)));
+        r.handle_timeout(at(Duration::from_millis(5010) - NS), 0);
+        assert_eq!(actions(&mut r), []);
+        r.handle_timeout(ms(5010), 0);
+        assert_eq!(actions(&mut r), [Close, Reset]);
+        assert_eq!(
+            (r.state(), r.held_requests()),
+            (RetransmitState::Waiting, 0)
+        );
+        assert_eq!(r.poll_timeout(0), Some(Duration::from_millis(5110)));
+        assert_eq!(r.stats().lost, 1);
+        // A late "connected" for the abandoned attempt changes nothing.
+        r.handle_connected(ms(5050));
+        assert_eq!(r.state(), RetransmitState::Waiting);
+    }
+
+    /// Back-off: each failure waits twice as long (100, 200, 400 ms); the
+    /// next attempt is made when the wait ends if a request is held by then
+    /// (the receiver asks again after a Reset), else the client goes idle
+    /// and the next request connects at once; a connection made starts the
+    /// backoff over.
+    #[test]
+    fn backoff_doubles_and_starts_over_once_connected() {
+        let mut r = RetransmitClient::new(RetransmitClientConfig::default(), true);
+        r.handle_request(ask(1, 1), ms(0));
+        assert_eq!(actions(&mut r), [Connect]);
+        let mut now = 0;
+        for delay in [100, 200, 400] {
+            r.handle_lost(ms(now)); // refused
+            assert_eq!(actions(&mut r), [Close, Reset]);
+            assert_eq!(r.poll_timeout(0), Some(Duration::from_millis(now + delay)));
+            r.handle_request(ask(1, 1), ms(now + 1)); // asked again: held
+            assert_eq!(actions(&mut r), []);
+            r.handle_timeout(at(Duration::from_millis(now + delay) - NS), 0);
+            assert_eq!(actions(&mut r), []);
+            now += delay;
+            r.handle_timeout(ms(now), 0);
+            assert_eq!(actions(&mut r), [Connect]);
+        }
+        r.handle_connected(ms(now));
+        assert_eq!(sent(&actions(&mut r)).len(), 1);
+        r.handle_lost(ms(now + 1)); // closed by the server
+        assert_eq!(actions(&mut r), [Close, Reset]);
+        assert_eq!(r.poll_timeout(0), Some(Duration::from_millis(now + 101)));
+        // The wait ends with nothing held: idle, no connection.
+        r.handle_timeout(ms(now + 101), 0);
+        assert_eq!(
+            (r.state(), actions(&mut r).len()),
+            (RetransmitState::Idle, 0)
+        );
+        r.handle_request(ask(2, 1), ms(now + 500));
+        assert_eq!(actions(&mut r), [Connect]);
+        assert_eq!(r.stats().lost, 4);
+    }
+
+    /// A backoff out of retries leaves the client idle: the next request
+    /// tries again.
+    #[test]
+    fn a_backoff_out_of_retries_leaves_it_idle() {
+        let config = RetransmitClientConfig {
+            backoff: Backoff::default().with_max_retries(Some(1)),
+            ..RetransmitClientConfig::default()
+        };
+        let mut r = RetransmitClient::new(config, true);
+        r.handle_request(ask(1, 1), ms(0));
+        r.handle_lost(ms(1));
+        assert_eq!(actions(&mut r), [Connect, Close, Reset]);
+        r.handle_timeout(ms(101), 0);
+        assert_eq!(actions(&mut r), []);
+        r.handle_request(ask(1, 1), ms(102));
+        assert_eq!(actions(&mut r), [Connect]);
+        r.handle_lost(ms(103));
+        assert_eq!(actions(&mut r), [Close, Reset]);
+        assert_eq!(
+            (r.state(), r.poll_timeout(0)),
+            (RetransmitState::Idle, None)
+        );
+    }
+
+    /// Liveness: a connection that brought no byte for three heartbeat
+    /// intervals is lost exactly then; each byte moves the deadline.
+    #[test]
+    fn a_silent_connection_is_lost_after_three_intervals() {
+        let mut r = connected_at(ms(0));
+        assert_eq!(r.poll_timeout(1), Some(Duration::from_secs(3)));
+        r.handle_bytes(ms(2000));
+        assert_eq!(r.poll_timeout(1), Some(Duration::from_secs(5)));
+        r.handle_bytes(ms(1000)); // never backwards
+        r.handle_timeout(at(Duration::from_secs(5) - NS), 1);
+        assert_eq!((r.is_connected(), actions(&mut r).len()), (true, 0));
+        r.handle_timeout(ms(5000), 1);
+        assert_eq!(actions(&mut r), [Close, Reset]);
+        assert_eq!(r.poll_timeout(0), Some(Duration::from_millis(5100)));
+    }
+
+    /// Idle close: no request for `idle` (30 s) and no reply awaited, while
+    /// the server's Heartbeats keep it alive: closed exactly then, without a
+    /// Reset (nothing was lost); a reply awaited or a request held keeps it.
+    #[test]
+    fn an_idle_connection_is_closed_exactly_when_idle() {
+        let mut r = connected_at(ms(0));
+        r.handle_request(ask(5, 1), ms(1000));
+        actions(&mut r);
+        for s in 1..=40 {
+            r.handle_bytes(ms(s * 1000)); // Heartbeats
+                                          // A reply awaited: never idle.
+            r.handle_timeout(ms(s * 1000), 1);
+            assert!(r.is_connected());
+        }
+        // The request was written at 1 s: idle from 31 s once nothing is awaited.
+        assert_eq!(r.poll_timeout(0), Some(Duration::from_secs(31)));
+        let mut r = connected_at(ms(0));
+        r.handle_request(ask(5, 1), ms(1000));
+        actions(&mut r);
+        for s in 1..=30 {
+            r.handle_bytes(ms(s * 1000));
+        }
+        r.handle_timeout(at(Duration::from_secs(31) - NS), 0);
+        assert_eq!(actions(&mut r), []);
+        r.handle_timeout(ms(31_000), 0);
+        assert_eq!(actions(&mut r), [Close]);
+        assert_eq!(
+            (r.state(), r.poll_timeout(0)),
+            (RetransmitState::Idle, None)
+        );
+        let stats = r.stats();
+        assert_eq!((stats.idle_closes, stats.lost), (1, 0));
+        // The next request connects at once (no backoff).
+        r.handle_request(ask(9, 1), ms(40_000));
+        assert_eq!(actions(&mut r), [Connect]);
+    }
+
+    /// `idle: None` keeps a connection for good.
+    #[test]
+    fn no_idle_close_when_not_asked() {
+        let config = RetransmitClientConfig {
+            idle: None,
+            ..RetransmitClientConfig::default()
+        };
+        let mut r = RetransmitClient::new(config, true);
+        r.handle_request(ask(1, 1), ms(0));
+        r.handle_connected(ms(0));
+        actions(&mut r);
+        for s in 1..=100 {
+            r.handle_bytes(ms(s * 1000));
+            r.handle_timeout(ms(s * 1000), 0);
+        }
+        assert!(r.is_connected());
+        assert_eq!(r.poll_timeout(0), Some(Duration::from_secs(103)));
+    }
+
+    /// Without a server, requests are dropped and the receiver told.
+    #[test]
+    fn without_a_server_requests_are_unavailable() {
+        let mut r = RetransmitClient::new(RetransmitClientConfig::default(), false);
+        r.handle_request(ask(1, 1), ms(0));
+        assert_eq!(actions(&mut r), [Unavailable]);
+        assert_eq!((r.state(), r.held_requests()), (RetransmitState::Idle, 0));
+        r.set_server(true);
+        assert_eq!(actions(&mut r), [Reset]);
+        r.handle_request(ask(1, 1), ms(1));
+        assert_eq!(actions(&mut r), [Connect]);
+    }
+
+    /// Another server: the connection closes, held requests go, the backoff
+    /// starts over and the next request connects at once, even in the
+    /// middle of a backoff.
+    #[test]
+    fn another_server_starts_over() {
+        let mut r = connected_at(ms(0));
+        r.set_server(true);
+        assert_eq!(actions(&mut r), [Close, Reset]);
+        assert_eq!(r.state(), RetransmitState::Idle);
+        r.handle_request(ask(1, 1), ms(1));
+        r.handle_lost(ms(2));
+        assert_eq!(actions(&mut r), [Connect, Close, Reset]);
+        assert_eq!(r.state(), RetransmitState::Waiting);
+        r.set_server(true);
+        assert_eq!(actions(&mut r), [Reset]);
+        r.handle_request(ask(1, 1), ms(3));
+        assert_eq!(actions(&mut r), [Connect]);
+        r.set_server(false);
+        assert_eq!(actions(&mut r), [Close, Unavailable]);
+        // A loss reported for the closed connection changes nothing.
+        r.handle_lost(ms(4));
+        assert_eq!(
+            (r.state(), actions(&mut r).len()),
+            (RetransmitState::Idle, 0)
+        );
+    }
+}
