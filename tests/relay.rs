@@ -294,7 +294,11 @@ fn a_relay_serves_datagrams_under_the_upstream_session_and_retransmits_from_its_
     assert!(sessions.is_empty(), "one session: {sessions:?}");
     assert_eq!(client.receiver().session(), Some(origin.session_id()));
     assert!(got == want, "the relay's datagrams hold the origin's bytes");
-    assert!(client.stats().receiver.recovered >= 5_000);
+    assert!(
+        client.stats().receiver.recovered >= 5_000,
+        "{:?}",
+        client.stats()
+    );
     relay.shutdown().unwrap();
 }
 

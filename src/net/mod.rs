@@ -126,3 +126,47 @@ pub(crate) fn close_reason(error: &io::Error) -> crate::session::CloseReason {
         _ => crate::session::CloseReason::IoError,
     }
 }
+
+/// One log line per event of a server core (the mio and tokio servers).
+pub(crate) fn log_core_event(
+    event: &crate::session::CoreEvent,
+    policy: crate::session::SlowPolicy,
+) {
+    match *event {
+        crate::session::CoreEvent::Session { peer, event, .. } => match event {
+            crate::session::ServerEvent::LoggedIn {
+                wanted,
+                start,
+                oldest,
+                next_live,
+            } => log::info!(
+                "login {peer}: wanted {wanted}, sending from {start} (oldest {oldest}, next live {next_live})"
+            ),
+            crate::session::ServerEvent::Slow { reason, pending } => log::warn!(
+                "{peer} is slow ({}, {pending} bytes pending): {}",
+                reason.as_str(),
+                match policy {
+                    crate::session::SlowPolicy::Disconnect => "disconnecting it",
+                    _ => "skipping it",
+                }
+            ),
+            crate::session::ServerEvent::Drained { pending } => {
+                log::info!("{peer} drained ({pending} bytes pending): live data resumes");
+            }
+            crate::session::ServerEvent::Retransmitted {
+                wanted,
+                count,
+                first,
+                end,
+                frames,
+            } => log::info!(
+                "retransmit {peer}: wanted {count} from {wanted}, sent {frames} frames of {first}..{end}"
+            ),
+        },
+        crate::session::CoreEvent::Closed { peer, reason, .. } => {
+            if reason != crate::session::CloseReason::Shutdown {
+                log::info!("closed {peer}: {reason}");
+            }
+        }
+    }
+}

@@ -123,13 +123,15 @@ impl RelayFeed {
     pub fn publish(&self, batch: Batch) -> Result<(), PublishError> {
         let batch = Arc::new(batch);
         let n = &self.numbering;
+        // The datagrams leave from here, as a Publisher's do, and before the
+        // loop can take the batch: once the server counts a batch as
+        // published, its datagrams are out.
+        n.send_datagrams(&batch);
         n.batch_queued();
         if n.tx.send(ToLoop::Batch(Arc::clone(&batch))).is_err() {
             n.batch_gone();
             return Err(PublishError::Closed);
         }
-        // The datagrams leave from here, as a Publisher's do.
-        n.send_datagrams(&batch);
         n.wake_for_batch();
         Ok(())
     }

@@ -3,9 +3,8 @@
 
 use std::prelude::rust_2021::*;
 
-use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -25,11 +24,9 @@ use super::relay::RelayFeed;
 use super::stats::{add, ServerStats, Shared};
 use super::{close_reason, sys, unix_nanos};
 use crate::encode::Sequencer;
-use crate::parse::{Discard, DiscardReason, Event, Parser};
-use crate::session::admission::{Admission, Limit};
 use crate::session::{
-    Batch, CloseReason, Retention, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig,
-    SlowPolicy, Time,
+    Batch, CloseReason, ConnId, Detached, ServerCore, ServerPhase, ServerSessionConfig, SlowPolicy,
+    Time,
 };
 
 const LISTENER: Token = Token(0);
@@ -73,8 +70,6 @@ const REPLAY_BUDGET: usize = 1 << 20;
 const MAX_SLICES: usize = 64;
 /// How long a graceful shutdown waits for queues to drain.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
-/// Each client's receive buffer: clients send only Logins and Heartbeats.
-const CLIENT_READ_BUFFER: usize = 4096;
 /// Up to this many logged-in connections, a publisher that finds the loop
 /// idle writes its batch to them itself (see [`Server::publish_direct`]).
 const DIRECT_MAX_CLIENTS: usize = 8;
@@ -301,7 +296,7 @@ pub(super) enum ToLoop {
     /// A published batch (from a publisher, or forwarded by the first loop).
     Batch(Arc<Batch>),
     /// A client that just logged in, handed to a worker loop.
-    Client(Box<Slot>),
+    Client(Box<Handoff>),
     /// A worker's last message: shut down.
     Stop,
     /// A relay's control of the sequence space (see [`RelayFeed`]).
@@ -328,24 +323,24 @@ struct Worker {
     thread: Option<JoinHandle<io::Result<ServerStats>>>,
 }
 
-/// One connected client: its socket, its parser, its session.
+/// One connected client's socket: its state is the core's, under `id`.
 #[derive(Debug)]
-pub(super) struct Slot {
+struct Slot {
     stream: TcpStream,
-    parser: Parser<Box<[u8]>>,
-    session: ServerSession,
-    peer: SocketAddr,
-    /// Tells timer entries of an earlier client in this slot apart.
-    generation: u64,
-    /// The timer entry in the heap that counts, if any.
-    scheduled: Option<Duration>,
+    id: ConnId,
     /// In the flush list.
     flushing: bool,
-    /// Counted as a retransmission connection (not a client).
-    retransmission: bool,
     /// Its timer came due while it was in the flush list: handled right
     /// after its write (see `run_timers`).
     timer_due: bool,
+}
+
+/// A client that logged in on the first loop, moving to a worker: its
+/// socket and its state, detached from the first loop's core.
+#[derive(Debug)]
+pub(super) struct Handoff {
+    stream: TcpStream,
+    conn: Detached,
 }
 
 /// The reference server.
@@ -441,10 +436,8 @@ pub struct Server {
     stop_received: bool,
     /// More messages were waiting than one turn takes.
     more_waiting: bool,
+    /// Sockets by [`ConnId::index`] (the core's connections).
     slots: Vec<Option<Slot>>,
-    free: Vec<usize>,
-    generations: u64,
-    timers: BinaryHeap<Reverse<(Duration, usize, u64)>>,
     /// Clients with bytes to write, in the order they are written: the
     /// first `pass_left` make up the pass under way (see `flush_all`).
     flush: VecDeque<usize>,
@@ -460,13 +453,14 @@ pub struct Server {
     starved: Vec<usize>,
     /// Batches taken from the publishers in one turn (kept for its capacity).
     taken: Vec<Arc<Batch>>,
-    retention: Retention,
-    session_id: u64,
+    /// Every decision about the connections (admission, limits, fan-out,
+    /// timers, shutdown): this loop only moves bytes and time for it.
+    core: ServerCore,
+    /// This loop's number (0: the first, which accepts).
+    loop_index: usize,
     config: ServerConfig,
     shared: Arc<Shared>,
     accept_paused_until: Option<Duration>,
-    /// Connections that have not logged in, oldest first, by slot.
-    admission: Admission,
     epoch: Instant,
     /// When a batch was last taken from the publishers (monotonic).
     last_taken: Duration,
@@ -522,7 +516,7 @@ impl ServerHandle {
 
     /// The counters now.
     pub fn stats(&self) -> ServerStats {
-        self.stop.shared.snapshot()
+        self.stop.shared.snapshot_of_loops()
     }
 
     /// Shuts down gracefully (EndOfSession to every client, then close) and
@@ -540,7 +534,7 @@ impl ServerHandle {
             Some(thread) => thread
                 .join()
                 .map_err(|_| io::Error::other("server thread panicked"))?,
-            None => Ok(self.stop.shared.snapshot()),
+            None => Ok(self.stop.shared.snapshot_of_loops()),
         }
     }
 }
@@ -586,10 +580,10 @@ impl Server {
         shared.session_id.store(session_id, Ordering::SeqCst);
         let epoch = Instant::now();
         let workers = (1..config.threads.max(1))
-            .map(|_| {
+            .map(|index| {
                 let worker = Server::event_loop(
                     config.clone(),
-                    local_addr,
+                    (local_addr, index),
                     session_id,
                     &shared,
                     epoch,
@@ -620,8 +614,14 @@ impl Server {
             }
             None => None,
         };
-        let mut server =
-            Server::event_loop(config, local_addr, session_id, &shared, epoch, datagrams)?;
+        let mut server = Server::event_loop(
+            config,
+            (local_addr, 0),
+            session_id,
+            &shared,
+            epoch,
+            datagrams,
+        )?;
         server
             .registry
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -633,7 +633,7 @@ impl Server {
     /// One event loop, without a listener.
     fn event_loop(
         config: ServerConfig,
-        local_addr: SocketAddr,
+        (local_addr, loop_index): (SocketAddr, usize),
         session_id: u64,
         shared: &Arc<Shared>,
         epoch: Instant,
@@ -644,10 +644,9 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = mpsc::sync_channel(config.publish_queue.max(1));
         let wake_at = (config.publish_queue / 4).clamp(1, 64);
-        let admission = Admission::new(
-            config.max_unauthenticated,
-            config.max_unauthenticated_per_peer,
-        );
+        let time = Time::new(Duration::ZERO, unix_nanos());
+        let core = ServerCore::new(config.core(session_id), time);
+        shared.set_core(loop_index, core.stats());
         Ok(Server {
             local_addr,
             poll: Some(poll),
@@ -674,9 +673,6 @@ impl Server {
             stop_received: false,
             more_waiting: false,
             slots: Vec::new(),
-            free: Vec::new(),
-            generations: 0,
-            timers: BinaryHeap::new(),
             flush: VecDeque::new(),
             pass_left: 0,
             replay_budget: REPLAY_BUDGET,
@@ -684,12 +680,11 @@ impl Server {
             last_pass: Duration::ZERO,
             starved: Vec::new(),
             taken: Vec::new(),
-            retention: Retention::new(config.retain),
-            session_id,
+            core,
+            loop_index,
             config,
             shared: Arc::clone(shared),
             accept_paused_until: None,
-            admission,
             epoch,
             last_taken: Duration::ZERO,
         })
@@ -702,7 +697,7 @@ impl Server {
 
     /// This run's session id (until a [`RelayFeed`] changes it).
     pub fn session_id(&self) -> u64 {
-        self.session_id
+        self.core.session_id()
     }
 
     /// A publisher for this server.
@@ -728,7 +723,7 @@ impl Server {
 
     /// The counters now.
     pub fn stats(&self) -> ServerStats {
-        self.shared.snapshot()
+        self.shared.snapshot_of_loops()
     }
 
     /// Runs the loop on a new thread.
@@ -736,7 +731,7 @@ impl Server {
     /// # Errors
     /// The thread could not be spawned.
     pub fn spawn(self) -> io::Result<ServerHandle> {
-        let (local_addr, session_id) = (self.local_addr, self.session_id);
+        let (local_addr, session_id) = (self.local_addr, self.core.session_id());
         let publisher = self.publisher();
         let stop = self.stop_handle();
         let thread = std::thread::Builder::new()
@@ -901,18 +896,22 @@ impl Server {
         }
         taken.clear();
         self.taken = taken;
-        if let Some(slot) = adopt {
-            self.adopt(*slot);
+        if let Some(handoff) = adopt {
+            self.adopt(*handoff, time);
         }
         if let Some(control) = relay {
             self.relay(control, time);
         }
-        self.retention
+        self.core
             .set_upstream_alive(!self.shared.upstream_down.load(Ordering::SeqCst));
+        if self.listener.is_some() && !self.workers.is_empty() {
+            self.core
+                .set_clients_elsewhere(self.shared.clients_of_workers());
+        }
         self.run_timers(time);
         // Held by a publisher: it is sending, so nothing is idle.
         if let Some(Ok(mut output)) = self.numbering.try_datagrams() {
-            if self.retention.upstream_alive() {
+            if self.core.retention().upstream_alive() {
                 output.handle_timeout(time);
             } else {
                 output.skip_idle(time.monotonic);
@@ -944,8 +943,10 @@ impl Server {
                     let _ = thread.join();
                 }
             }
-            return Some(self.shared.snapshot());
+            self.shared.set_core(self.loop_index, self.core.stats());
+            return Some(self.shared.snapshot_of_loops());
         }
+        self.shared.set_core(self.loop_index, self.core.stats());
         None
     }
 
@@ -957,17 +958,18 @@ impl Server {
     /// (bulk writes, the loop's), and the batch is at most
     /// [`DIRECT_MAX_BYTES`].
     pub(super) fn direct_ok(&self, batch: &Batch) -> bool {
-        let connected =
-            usize::try_from(self.shared.clients.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         self.config.publisher_writes
             && batch.bytes().len() <= DIRECT_MAX_BYTES
             && !self.shared.stop.load(Ordering::SeqCst)
-            && connected.saturating_sub(self.admission.len()) <= DIRECT_MAX_CLIENTS
-            && !self
-                .slots
-                .iter()
-                .flatten()
-                .any(|slot| slot.session.phase() == ServerPhase::Replaying)
+            && self.logged_in() <= DIRECT_MAX_CLIENTS as u64
+            && !self.core.any_replaying()
+    }
+
+    /// Logged-in connections of this loop (clients and retransmission
+    /// connections).
+    fn logged_in(&self) -> u64 {
+        let stats = self.core.stats();
+        stats.clients + stats.retransmission_connections
     }
 
     /// On a publishing thread, with the loop asleep (the caller holds the
@@ -982,6 +984,7 @@ impl Server {
         add(&self.shared.direct_batches, 1);
         self.publish(batch, time);
         self.flush_all(time, Some(FLUSH_SLICE));
+        self.shared.set_core(self.loop_index, self.core.stats());
         // On the clock reading the plan used: an unchanged deadline is equal.
         let due = self
             .poll_timeout(time.monotonic)
@@ -1019,17 +1022,10 @@ impl Server {
     /// retransmission connection) is connected; `true` beyond
     /// [`LAZY_MAX_CONNECTIONS`] logged-in connections without looking.
     fn has_subscribers(&self) -> bool {
-        let connected =
-            usize::try_from(self.shared.clients.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
-        match connected.saturating_sub(self.admission.len()) {
+        match self.logged_in() {
             0 => false,
-            n if n > LAZY_MAX_CONNECTIONS => true,
-            _ => self.slots.iter().flatten().any(|slot| {
-                matches!(
-                    slot.session.phase(),
-                    ServerPhase::Replaying | ServerPhase::Live | ServerPhase::Closing
-                )
-            }),
+            n if n > LAZY_MAX_CONNECTIONS as u64 => true,
+            _ => self.core.has_subscribers(),
         }
     }
 
@@ -1040,7 +1036,7 @@ impl Server {
         if !self.flush.is_empty() || self.more_waiting {
             return Some(Duration::ZERO);
         }
-        let mut timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let mut timer = self.core.poll_timeout();
         // Held by a publisher sending now: the idle deadline is a heartbeat
         // interval away at the earliest.
         let idle = match self.numbering.try_datagrams() {
@@ -1100,149 +1096,58 @@ impl Server {
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, time: Time) {
-        add(&self.shared.accepted, 1);
         let _ = stream.set_nodelay(true);
         self.config
             .apply_socket_options(&socket2::SockRef::from(&stream));
-        let index = self.free.pop().unwrap_or(self.slots.len());
+        let id = self.core.accept(peer, time);
+        let index = id.index();
         if let Err(e) = self.registry.register(
             &mut stream,
             Token(index + FIRST_CLIENT),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            self.free.push(index);
             log::warn!("closed {peer}: register failed: {e}");
+            self.core.handle_failure(id, CloseReason::IoError);
+            self.core.release(id);
+            self.drain_core();
             return;
         }
-        self.generations += 1;
-        let slot = Slot {
+        self.put(Slot {
             stream,
-            parser: Parser::owned_at_least(
-                CLIENT_READ_BUFFER,
-                crate::sequence::SequenceTracker::new(),
-            ),
-            session: ServerSession::new(self.config.session(self.session_id), time),
-            peer,
-            generation: self.generations,
-            scheduled: None,
+            id,
             flushing: false,
-            retransmission: false,
             timer_due: false,
-        };
-        if index == self.slots.len() {
-            self.slots.push(Some(slot));
-        } else if let Some(place) = self.slots.get_mut(index) {
-            *place = Some(slot);
-        }
-        add(&self.shared.clients, 1);
-        // Not logged in yet: it displaces the oldest such connection (of
-        // its peer, for the per-peer limit) if it would pass a limit.
-        if let Some(evicted) = self.admission.admit(index, peer.ip()) {
-            if evicted.limit == Limit::PerPeer {
-                add(&self.shared.displaced_per_peer, 1);
-            }
-            self.close(evicted.key, CloseReason::UnauthenticatedLimit);
-        }
-        self.count_unauthenticated();
-        self.settle(index);
-        // A client sends its Login right after connecting: read it now, so
-        // that a burst of logins from one host leaves the unauthenticated
-        // set as fast as it enters it (and displaces nobody).
+        });
+        // Admission reads first: a client sends its Login right after
+        // connecting, so a burst of logins from one host logs in without
+        // ever counting against the limits meant for idle connections.
         self.on_readable(index, time, false);
     }
 
-    fn count_unauthenticated(&self) {
-        self.shared
-            .unauthenticated
-            .store(self.admission.len() as u64, Ordering::Relaxed);
+    /// Puts a socket in its place (the core's index for it).
+    fn put(&mut self, slot: Slot) {
+        let index = slot.id.index();
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, || None);
+        }
+        if let Some(place) = self.slots.get_mut(index) {
+            *place = Some(slot);
+        }
     }
 
-    /// After anything happened to a client: close it if its session says
-    /// so, log its events, collect its counters, and (re)arm its timer.
-    fn settle(&mut self, index: usize) {
-        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
-            return;
-        };
-        let stats = slot.session.take_stats();
-        self.shared.add_session(&stats);
-        self.shared
-            .peak_client_queue
-            .fetch_max(slot.session.queued() as u64, Ordering::Relaxed);
-        if let Some(reason) = slot.session.poll_close() {
-            self.close(index, reason);
-            return;
-        }
-        if slot.session.phase() != ServerPhase::AwaitingLogin && self.admission.remove(index) {
-            // Logged in: no longer unauthenticated, now one of max_clients
-            // (or of the retransmission connections).
-            let retransmission = slot.session.phase() == ServerPhase::Retransmitting;
-            slot.retransmission = retransmission;
-            self.count_unauthenticated();
-            let count = |a: &std::sync::atomic::AtomicU64| {
-                usize::try_from(a.load(Ordering::Relaxed)).unwrap_or(usize::MAX)
-            };
-            let over = if retransmission {
-                let now = self
-                    .shared
-                    .retransmission_connections
-                    .fetch_add(1, Ordering::Relaxed);
-                usize::try_from(now).unwrap_or(usize::MAX)
-                    >= self.config.max_retransmission_connections
+    /// After any call into the core: the connections it has something for
+    /// go into the flush list (or are closed, if it closed them), and what
+    /// it reports is logged.
+    fn drain_core(&mut self) {
+        while let Some(id) = self.core.poll_ready() {
+            if self.core.close_reason(id).is_some() {
+                self.close(id);
             } else {
-                // Every loop's clients (the others only have logged-in ones).
-                let logged_in = count(&self.shared.clients)
-                    .saturating_sub(self.admission.len())
-                    .saturating_sub(count(&self.shared.retransmission_connections));
-                logged_in > self.config.max_clients
-            };
-            if over {
-                self.close(index, CloseReason::MaxClients);
-                return;
-            }
-            return self.settle(index);
-        }
-        let peer = slot.peer;
-        let mut lines = Vec::new();
-        while let Some(event) = slot.session.poll_event() {
-            lines.push(event);
-        }
-        if let Some(at) = slot.session.poll_timeout() {
-            if slot.scheduled.is_none_or(|s| at < s) {
-                slot.scheduled = Some(at);
-                self.timers.push(Reverse((at, index, slot.generation)));
+                self.want_flush(id.index());
             }
         }
-        for event in lines {
-            match event {
-                ServerEvent::LoggedIn {
-                    wanted,
-                    start,
-                    oldest,
-                    next_live,
-                } => log::info!(
-                    "login {peer}: wanted {wanted}, sending from {start} (oldest {oldest}, next live {next_live})"
-                ),
-                ServerEvent::Slow { reason, pending } => log::warn!(
-                    "{peer} is slow ({}, {pending} bytes pending): {}",
-                    reason.as_str(),
-                    match self.config.slow_policy {
-                        SlowPolicy::Disconnect => "disconnecting it",
-                        _ => "skipping it",
-                    }
-                ),
-                ServerEvent::Drained { pending } => log::info!(
-                    "{peer} drained ({pending} bytes pending): live data resumes"
-                ),
-                ServerEvent::Retransmitted {
-                    wanted,
-                    count,
-                    first,
-                    end,
-                    frames,
-                } => log::info!(
-                    "retransmit {peer}: wanted {count} from {wanted}, sent {frames} frames of {first}..{end}"
-                ),
-            }
+        while let Some(event) = self.core.poll_event() {
+            super::log_core_event(&event, self.config.slow_policy);
         }
     }
 
@@ -1255,102 +1160,71 @@ impl Server {
         }
     }
 
-    fn close(&mut self, index: usize, reason: CloseReason) {
-        let Some(mut slot) = self.slots.get_mut(index).and_then(Option::take) else {
-            return;
-        };
-        let _ = self.registry.deregister(&mut slot.stream);
-        self.free.push(index);
-        if self.admission.remove(index) {
-            self.count_unauthenticated();
+    /// The core closed `id`: its socket goes (after EndOfSession, the write
+    /// side first, so the client reads everything before the FIN).
+    fn close(&mut self, id: ConnId) {
+        let graceful = self.core.close_reason(id) == Some(CloseReason::Shutdown);
+        if let Some(place) = self.slots.get_mut(id.index()) {
+            if place.as_ref().is_some_and(|slot| slot.id == id) {
+                if let Some(mut slot) = place.take() {
+                    let _ = self.registry.deregister(&mut slot.stream);
+                    if graceful {
+                        let _ = slot.stream.shutdown(std::net::Shutdown::Write);
+                    }
+                }
+            }
         }
-        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
-        if slot.retransmission {
-            self.shared
-                .retransmission_connections
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-        self.shared.count_close(reason);
-        if reason != CloseReason::Shutdown {
-            log::info!("closed {}: {reason}", slot.peer);
-        }
+        self.core.release(id);
     }
 
-    /// Reads what the client sent; stops at a short read unless the peer's
-    /// FIN or an error came with the wake-up (`closing`), as the client does.
+    /// Reads what the client sent into the core; stops at a short read
+    /// unless the peer's FIN or an error came with the wake-up (`closing`),
+    /// as the client does.
     fn on_readable(&mut self, index: usize, time: Time, closing: bool) {
-        let retention = &self.retention;
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        let awaiting = slot.session.phase() == ServerPhase::AwaitingLogin;
-        let mut failure = None;
-        loop {
-            let spare = slot.parser.spare();
-            if spare.is_empty() {
-                // Clients send 24-byte frames and every event is drained
-                // after each read; a full buffer means garbage.
-                failure = Some(CloseReason::BadData);
-                break;
-            }
+        let id = slot.id;
+        let awaiting = self.core.phase(id) == Some(ServerPhase::AwaitingLogin);
+        // Until the core closed it (no buffer), or the socket is drained.
+        while let Some(spare) = self.core.input_buffer(id) {
             let room = spare.len();
             match slot.stream.read(spare) {
                 Ok(0) => {
-                    slot.parser.finish();
-                    let session = &mut slot.session;
-                    slot.parser
-                        .drain(|event| session.handle_event(&event, time, retention));
-                    failure = Some(CloseReason::PeerClosed);
+                    self.core.handle_eof(id, time);
                     break;
                 }
                 Ok(n) => {
-                    if slot.parser.commit(n).is_err() {
-                        failure = Some(CloseReason::IoError);
-                        break;
-                    }
-                    let session = &mut slot.session;
-                    slot.parser
-                        .drain(|event| session.handle_event(&event, time, retention));
-                    // Bytes that are not frames close the connection at once,
-                    // even before the parser reports the run they belong to.
-                    let discarded = slot.parser.stats().discarded_bytes;
-                    if discarded > 0 {
-                        let garbage = Event::Discarded(Discard {
-                            bytes: discarded,
-                            reason: DiscardReason::NoSync,
-                        });
-                        slot.session.handle_event(&garbage, time, retention);
-                    }
-                    if slot.session.poll_close().is_some() || (n < room && !closing) {
-                        break; // closing, or drained (see `Client::on_readable`)
+                    self.core.input_committed(id, n, time);
+                    if n < room && !closing {
+                        break; // drained (see `Client::on_readable`)
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    failure = Some(close_reason(&e));
+                    self.core.handle_failure(id, close_reason(&e));
                     break;
                 }
             }
         }
-        // The session's own verdict (bad data, second login…) comes first.
-        if let (Some(reason), None) = (failure, slot.session.poll_close()) {
-            self.close(index, reason);
-            return;
-        }
-        let logged_in = awaiting && slot.session.phase() != ServerPhase::AwaitingLogin;
-        self.want_flush(index);
-        self.settle(index);
+        let logged_in = awaiting
+            && self
+                .core
+                .phase(id)
+                .is_some_and(|p| p != ServerPhase::AwaitingLogin && p != ServerPhase::Closed);
+        self.drain_core();
         if logged_in {
-            self.hand_off(index);
+            self.hand_off(id);
         }
     }
 
     /// With several loops, a client that just logged in goes to the next
-    /// one in turn (this one included): its socket, parser and session move
-    /// as they are, behind every batch this loop has forwarded, so the
-    /// worker's retention is where this one's was at the login.
-    fn hand_off(&mut self, index: usize) {
+    /// one in turn (this one included): its socket and its state (detached
+    /// from this loop's core) move as they are, behind every batch this
+    /// loop has forwarded, so the worker's retention is where this one's
+    /// was at the login.
+    fn hand_off(&mut self, id: ConnId) {
         if self.workers.is_empty() {
             return;
         }
@@ -1359,66 +1233,61 @@ impl Server {
         let Some(worker) = target.checked_sub(1).and_then(|w| self.workers.get(w)) else {
             return; // this loop's turn
         };
-        let closing = self
-            .slots
-            .get(index)
-            .and_then(Option::as_ref)
-            .is_none_or(|slot| slot.session.poll_close().is_some());
-        if closing {
+        let Some(place) = self.slots.get_mut(id.index()) else {
+            return;
+        };
+        if place.as_ref().is_none_or(|slot| slot.id != id) {
             return;
         }
-        let Some(mut slot) = self.slots.get_mut(index).and_then(Option::take) else {
+        let Some(conn) = self.core.detach(id) else {
+            return; // closing, or not a logged-in connection
+        };
+        let Some(mut slot) = place.take() else {
             return;
         };
         let _ = self.registry.deregister(&mut slot.stream);
-        self.free.push(index);
-        let (peer, retransmission) = (slot.peer, slot.retransmission);
-        if worker.tx.send(ToLoop::Client(Box::new(slot))).is_ok() {
+        let peer = conn.peer();
+        let handoff = Handoff {
+            stream: slot.stream,
+            conn,
+        };
+        if worker.tx.send(ToLoop::Client(Box::new(handoff))).is_ok() {
             let _ = worker.waker.wake();
         } else {
             // The worker is gone (shutting down): the client goes too.
-            self.shared.clients.fetch_sub(1, Ordering::Relaxed);
-            if retransmission {
-                self.shared
-                    .retransmission_connections
-                    .fetch_sub(1, Ordering::Relaxed);
-            }
-            self.shared.count_close(CloseReason::Shutdown);
             log::info!("closed {peer}: {}", CloseReason::Shutdown);
         }
     }
 
-    /// A client handed over by the first loop: registered here, written
-    /// what its session has queued, its timers scheduled.
-    fn adopt(&mut self, mut slot: Slot) {
-        let index = self.free.pop().unwrap_or(self.slots.len());
+    /// A client handed over by the first loop: attached to this loop's
+    /// core, its socket registered, written what its session has queued.
+    fn adopt(&mut self, handoff: Handoff, time: Time) {
+        let Handoff { mut stream, conn } = handoff;
+        let peer = conn.peer();
+        let id = self.core.attach(conn, time);
         if let Err(e) = self.registry.register(
-            &mut slot.stream,
-            Token(index + FIRST_CLIENT),
+            &mut stream,
+            Token(id.index() + FIRST_CLIENT),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            self.free.push(index);
-            self.shared.clients.fetch_sub(1, Ordering::Relaxed);
-            self.shared.count_close(CloseReason::IoError);
-            log::warn!("closed {}: register failed: {e}", slot.peer);
+            log::warn!("closed {peer}: register failed: {e}");
+            self.core.handle_failure(id, CloseReason::IoError);
+            self.core.release(id);
+            self.drain_core();
             return;
         }
-        self.generations += 1;
-        slot.generation = self.generations;
-        slot.scheduled = None;
-        slot.flushing = false;
-        slot.timer_due = false;
-        if index == self.slots.len() {
-            self.slots.push(Some(slot));
-        } else if let Some(place) = self.slots.get_mut(index) {
-            *place = Some(slot);
-        }
-        self.want_flush(index);
-        self.settle(index);
+        self.put(Slot {
+            stream,
+            id,
+            flushing: false,
+            timer_due: false,
+        });
+        self.want_flush(id.index());
+        self.drain_core();
     }
 
     /// A relay's control message (after the batches before it): forwarded
-    /// to the workers, then applied to this loop's retention and clients.
+    /// to the workers, then applied to this loop's core.
     fn relay(&mut self, control: RelayControl, time: Time) {
         for worker in &self.workers {
             if worker.tx.send(ToLoop::Relay(control)).is_ok() {
@@ -1427,7 +1296,7 @@ impl Server {
         }
         match control {
             RelayControl::Advance(next) => {
-                self.retention.advance(next);
+                self.core.advance(next);
                 if let Some(mut output) = self.numbering.loop_datagrams() {
                     output.advance(next);
                 }
@@ -1440,18 +1309,12 @@ impl Server {
                 if let Some(mut output) = self.numbering.loop_datagrams() {
                     output.new_session(time, session_id, next);
                 }
-                for index in 0..self.slots.len() {
-                    if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
-                        slot.session.shutdown(time, &self.retention);
-                        self.want_flush(index);
-                    }
-                }
                 log::info!(
                     "upstream session changed: {:#018x} -> {session_id:#018x} from {next}",
-                    self.session_id
+                    self.core.session_id()
                 );
-                self.session_id = session_id;
-                self.retention.reset(next);
+                self.core.new_session(session_id, next, time);
+                self.drain_core();
             }
         }
     }
@@ -1483,25 +1346,11 @@ impl Server {
                 let _ = worker.waker.wake();
             }
         }
-        self.retention.push(Arc::clone(batch));
         if let Some(mut output) = self.numbering.loop_datagrams() {
             output.publish(batch, time);
         }
-        if self.listener.is_some() {
-            add(&self.shared.frames_published, batch.frames()); // once, not per loop
-        }
-        for index in 0..self.slots.len() {
-            let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
-                continue;
-            };
-            let before = slot.session.queued();
-            slot.session.handle_published(batch, time);
-            let changed = slot.session.queued() != before || slot.session.poll_close().is_some();
-            if changed && !slot.flushing {
-                slot.flushing = true;
-                self.flush.push_back(index);
-            }
-        }
+        self.core.publish(Arc::clone(batch), time);
+        self.drain_core();
     }
 
     /// Writes what each client in the flush list has, up to the per-client
@@ -1536,7 +1385,8 @@ impl Server {
             let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
-            let replaying = slot.session.phase() == ServerPhase::Replaying;
+            let id = slot.id;
+            let replaying = self.core.phase(id) == Some(ServerPhase::Replaying);
             if replaying && self.replay_budget == 0 {
                 self.starved.push(index); // still flushing
                 continue;
@@ -1548,7 +1398,7 @@ impl Server {
             } else {
                 WRITE_BUDGET
             };
-            match write_some(slot, &self.retention, time, budget) {
+            match write_some(&slot.stream, id, &mut self.core, time, budget) {
                 Ok((more, written)) => {
                     if replaying {
                         self.replay_budget = self.replay_budget.saturating_sub(written);
@@ -1558,16 +1408,12 @@ impl Server {
                         self.flush.push_back(index);
                     }
                 }
-                Err(e) => {
-                    let reason = close_reason(&e);
-                    self.close(index, reason);
-                    continue;
-                }
+                Err(e) => self.core.handle_failure(id, close_reason(&e)),
             }
             if slot.timer_due {
                 self.timeout(index, time);
             }
-            self.settle(index);
+            self.drain_core();
         }
         if self.pass_left == 0 {
             self.last_pass = self.pass_started.elapsed();
@@ -1579,18 +1425,12 @@ impl Server {
     }
 
     fn run_timers(&mut self, time: Time) {
-        while let Some(&Reverse((at, index, generation))) = self.timers.peek() {
-            if at > time.monotonic {
-                break;
-            }
-            self.timers.pop();
+        self.core.handle_timeout(time); // admission graces
+        while let Some(id) = self.core.poll_expired(time.monotonic) {
+            let index = id.index();
             let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
-            if slot.generation != generation || slot.scheduled != Some(at) {
-                continue; // superseded by an earlier entry, or another client's
-            }
-            slot.scheduled = None;
             if slot.flushing {
                 // Bytes wait for this turn's writes: the session would count
                 // them as a backlog (and check again every BACKLOG_CHECK
@@ -1602,11 +1442,11 @@ impl Server {
                 continue;
             }
             self.timeout(index, time);
-            self.settle(index);
         }
+        self.drain_core();
     }
 
-    /// The session's timer: its deadlines and checks, with the kernel's
+    /// The connection's timer: its deadlines and checks, with the kernel's
     /// send-queue length; whatever it queues (a Heartbeat) is written next.
     fn timeout(&mut self, index: usize, time: Time) {
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else {
@@ -1614,11 +1454,7 @@ impl Server {
         };
         slot.timer_due = false;
         let backlog = sys::unsent_bytes(slot.stream.as_fd()).unwrap_or(0);
-        slot.session.handle_timeout(time, &self.retention, backlog);
-        if slot.session.queued() > 0 && !slot.flushing {
-            slot.flushing = true;
-            self.flush.push_back(index);
-        }
+        self.core.handle_conn_timeout(slot.id, time, backlog);
     }
 
     /// EndOfSession to every client, a bounded wait for queues to drain,
@@ -1628,29 +1464,21 @@ impl Server {
         if let Some(mut output) = self.numbering.datagrams() {
             output.end_of_session(time);
         }
-        for index in 0..self.slots.len() {
-            if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
-                slot.session.shutdown(time, &self.retention);
-                self.want_flush(index);
-            }
-        }
+        self.core.shutdown(time);
+        self.drain_core();
         let deadline = Instant::now() + SHUTDOWN_DRAIN;
         let mut events = Events::with_capacity(256);
         loop {
             let time = self.time();
-            let list: Vec<usize> = (0..self.slots.len()).collect();
-            for index in list {
+            for index in 0..self.slots.len() {
                 if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
-                    if let Err(e) = write_some(slot, &self.retention, time, WRITE_BUDGET) {
-                        let reason = close_reason(&e);
-                        self.close(index, reason);
-                        continue;
-                    }
-                    if let Some(reason) = slot.session.poll_close() {
-                        let _ = slot.stream.shutdown(std::net::Shutdown::Write);
-                        self.close(index, reason);
+                    let id = slot.id;
+                    if let Err(e) = write_some(&slot.stream, id, &mut self.core, time, WRITE_BUDGET)
+                    {
+                        self.core.handle_failure(id, close_reason(&e));
                     }
                 }
+                self.drain_core();
             }
             if self.slots.iter().all(Option::is_none) || Instant::now() >= deadline {
                 break;
@@ -1658,24 +1486,28 @@ impl Server {
             let _ = poll.poll(&mut events, Some(Duration::from_millis(10)));
         }
         for index in 0..self.slots.len() {
-            self.close(index, CloseReason::Shutdown);
+            if let Some(id) = self.slots.get(index).and_then(Option::as_ref).map(|s| s.id) {
+                self.core.handle_failure(id, CloseReason::Shutdown);
+            }
         }
+        self.drain_core();
         log::info!("shut down");
     }
 }
 
-/// Writes the session's queued bytes until the socket would block, the
+/// Writes what the core has for `id` until the socket would block, the
 /// queue is empty, or `budget` is spent; returns whether the budget ran out
 /// with bytes left (call again next turn) and the bytes written.
 fn write_some(
-    slot: &mut Slot,
-    retention: &Retention,
+    mut stream: &TcpStream,
+    id: ConnId,
+    core: &mut ServerCore,
     time: Time,
     budget: usize,
 ) -> io::Result<(bool, usize)> {
     let mut written = 0;
     while written < budget {
-        let Some(transmit) = slot.session.poll_transmit(time, retention) else {
+        let Some(transmit) = core.poll_transmit(id, time) else {
             return Ok((false, written));
         };
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -1684,13 +1516,10 @@ fn write_some(
             *place = IoSlice::new(bytes);
             count += 1;
         }
-        let result = slot
-            .stream
-            .write_vectored(slices.get(..count).unwrap_or_default());
-        match result {
+        match stream.write_vectored(slices.get(..count).unwrap_or_default()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                slot.session.transmitted(n, time);
+                core.transmitted(id, n, time);
                 written += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, written)),
@@ -1698,8 +1527,7 @@ fn write_some(
             Err(e) => return Err(e),
         }
     }
-    let more = slot.session.queued() > 0 || slot.session.phase() == ServerPhase::Replaying;
-    Ok((more, written))
+    Ok((core.wants_write(id), written))
 }
 
 /// The listening socket, bound with `backlog` (mio's own bind uses 128).

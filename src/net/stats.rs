@@ -2,10 +2,10 @@
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::vec::Vec;
 
-use crate::session::{CloseReason, CoreStats, ServerSessionStats};
-
-const REASONS: usize = CloseReason::ALL.len();
+use crate::session::{CloseReason, CoreStats};
 
 /// A snapshot of the server's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,9 +40,11 @@ pub struct ServerStats {
     /// than [`ServerConfig::client_queue`](super::ServerConfig::client_queue)).
     pub peak_client_queue: u64,
     /// Connections closed, by [`CloseReason`] (in the order of [`CloseReason::ALL`]).
-    pub closed: [u64; REASONS],
-    /// Connections now that have not logged in (at most
-    /// [`ServerConfig::max_unauthenticated`](super::ServerConfig::max_unauthenticated)).
+    pub closed: [u64; CloseReason::ALL.len()],
+    /// Connections now that have not logged in: those counted against
+    /// [`ServerConfig::max_unauthenticated`](super::ServerConfig::max_unauthenticated)
+    /// (at most that many) and those still within their
+    /// [`admission_grace`](super::ServerConfig::admission_grace).
     pub unauthenticated: u64,
     /// Of the connections closed for
     /// [`CloseReason::UnauthenticatedLimit`], those displaced by the
@@ -80,34 +82,25 @@ impl ServerStats {
     }
 }
 
-/// Counters shared with handles on other threads.
+/// Counters shared with handles on other threads: what the drivers count
+/// themselves (accept pauses, datagrams, direct writes), and each mio event
+/// loop's server-core counters as of its last turn.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(super) stop: AtomicBool,
-    pub(crate) clients: AtomicU64,
-    pub(crate) accepted: AtomicU64,
-    pub(crate) frames_published: AtomicU64,
-    frames_sent: AtomicU64,
-    bytes_sent: AtomicU64,
-    slow_marks: AtomicU64,
-    skipped_batches: AtomicU64,
-    skipped_frames: AtomicU64,
-    replay_trimmed: AtomicU64,
     pub(super) accept_pauses: AtomicU64,
-    pub(super) peak_client_queue: AtomicU64,
-    closed: [AtomicU64; REASONS],
-    pub(crate) unauthenticated: AtomicU64,
-    pub(crate) displaced_per_peer: AtomicU64,
     pub(super) datagrams_sent: AtomicU64,
     pub(super) datagrams_dropped: AtomicU64,
     pub(super) datagram_syscalls: AtomicU64,
-    pub(crate) retransmission_connections: AtomicU64,
     pub(super) direct_batches: AtomicU64,
     /// A relay's upstream is lost: no idle Heartbeats or Packet-only
     /// datagrams (protocol section 10.3). False (alive) for an origin.
     pub(super) upstream_down: AtomicBool,
     /// The session id now (a relay's changes with its upstream's).
     pub(super) session_id: AtomicU64,
+    /// Each event loop's server-core counters as of its last turn (the mio
+    /// server; loop 0 accepts and counts every publish once).
+    pub(super) cores: Mutex<Vec<CoreStats>>,
 }
 
 pub(super) fn add(counter: &AtomicU64, n: u64) {
@@ -117,64 +110,83 @@ pub(super) fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl Shared {
-    pub(crate) fn count_close(&self, reason: CloseReason) {
-        if let Some(counter) = self.closed.get(reason.index()) {
-            add(counter, 1);
+    /// Loop `index`'s core counters now.
+    pub(super) fn set_core(&self, index: usize, stats: CoreStats) {
+        let mut cores = self.cores.lock().unwrap_or_else(PoisonError::into_inner);
+        if cores.len() <= index {
+            cores.resize(index + 1, CoreStats::default());
+        }
+        if let Some(place) = cores.get_mut(index) {
+            *place = stats;
         }
     }
 
-    pub(crate) fn add_session(&self, s: &ServerSessionStats) {
-        add(&self.frames_sent, s.frames_queued);
-        add(&self.bytes_sent, s.bytes_sent);
-        add(&self.slow_marks, s.slow_marks);
-        add(&self.skipped_batches, s.skipped_batches);
-        add(&self.skipped_frames, s.skipped_frames);
-        add(&self.replay_trimmed, s.replay_trimmed);
+    /// Logged-in clients of the loops other than the first (they count
+    /// against `max_clients` where logins happen).
+    pub(super) fn clients_of_workers(&self) -> u64 {
+        let cores = self.cores.lock().unwrap_or_else(PoisonError::into_inner);
+        cores.iter().skip(1).map(|c| c.clients).sum()
+    }
+
+    /// The counters of every loop together: sums, but a publish counted
+    /// once (every loop's core sees every batch) and the peak queue the
+    /// highest of any.
+    pub(super) fn snapshot_of_loops(&self) -> ServerStats {
+        let cores = self
+            .cores
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut sum = CoreStats::default();
+        for (i, c) in cores.iter().enumerate() {
+            if i == 0 {
+                sum.frames_published = c.frames_published;
+            }
+            sum.accepted += c.accepted;
+            sum.open += c.open;
+            sum.clients += c.clients;
+            sum.retransmission_connections += c.retransmission_connections;
+            sum.unauthenticated += c.unauthenticated;
+            sum.in_grace += c.in_grace;
+            sum.frames_sent += c.frames_sent;
+            sum.bytes_sent += c.bytes_sent;
+            sum.slow_marks += c.slow_marks;
+            sum.skipped_batches += c.skipped_batches;
+            sum.skipped_frames += c.skipped_frames;
+            sum.replay_trimmed += c.replay_trimmed;
+            sum.displaced_per_peer += c.displaced_per_peer;
+            sum.displaced_overall += c.displaced_overall;
+            sum.peak_queue = sum.peak_queue.max(c.peak_queue);
+            for (total, n) in sum.closed.iter_mut().zip(c.closed) {
+                *total += n;
+            }
+        }
+        self.snapshot_with(&sum)
     }
 
     /// The counters of a server whose connections a server core holds:
     /// the core's, and this one's for the rest (datagrams, accept pauses).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn snapshot_with(&self, core: &CoreStats) -> ServerStats {
-        let mut s = self.snapshot();
-        s.clients = core.open;
-        s.accepted = core.accepted;
-        s.frames_published = core.frames_published;
-        s.frames_sent = core.frames_sent;
-        s.bytes_sent = core.bytes_sent;
-        s.slow_marks = core.slow_marks;
-        s.skipped_batches = core.skipped_batches;
-        s.skipped_frames = core.skipped_frames;
-        s.replay_trimmed = core.replay_trimmed;
-        s.peak_client_queue = core.peak_queue;
-        s.closed = core.closed;
-        s.unauthenticated = core.unauthenticated;
-        s.displaced_per_peer = core.displaced_per_peer;
-        s.retransmission_connections = core.retransmission_connections;
-        s
-    }
-
-    pub(crate) fn snapshot(&self) -> ServerStats {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ServerStats {
-            clients: get(&self.clients),
-            accepted: get(&self.accepted),
-            frames_published: get(&self.frames_published),
-            frames_sent: get(&self.frames_sent),
-            bytes_sent: get(&self.bytes_sent),
-            slow_marks: get(&self.slow_marks),
-            skipped_batches: get(&self.skipped_batches),
-            skipped_frames: get(&self.skipped_frames),
-            replay_trimmed: get(&self.replay_trimmed),
+            clients: core.open,
+            accepted: core.accepted,
+            frames_published: core.frames_published,
+            frames_sent: core.frames_sent,
+            bytes_sent: core.bytes_sent,
+            slow_marks: core.slow_marks,
+            skipped_batches: core.skipped_batches,
+            skipped_frames: core.skipped_frames,
+            replay_trimmed: core.replay_trimmed,
             accept_pauses: get(&self.accept_pauses),
-            peak_client_queue: get(&self.peak_client_queue),
-            closed: std::array::from_fn(|i| self.closed.get(i).map_or(0, get)),
-            unauthenticated: get(&self.unauthenticated),
-            displaced_per_peer: get(&self.displaced_per_peer),
+            peak_client_queue: core.peak_queue,
+            closed: core.closed,
+            unauthenticated: core.unauthenticated + core.in_grace,
+            displaced_per_peer: core.displaced_per_peer,
             datagrams_sent: get(&self.datagrams_sent),
             datagrams_dropped: get(&self.datagrams_dropped),
             datagram_syscalls: get(&self.datagram_syscalls),
-            retransmission_connections: get(&self.retransmission_connections),
+            retransmission_connections: core.retransmission_connections,
             direct_batches: get(&self.direct_batches),
         }
     }

@@ -46,7 +46,7 @@ pub use server::{
     CloseReason, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig, ServerSessionStats,
     SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
 };
-pub use server_core::{ConnId, CoreConfig, CoreEvent, CoreStats, ServerCore};
+pub use server_core::{ConnId, CoreConfig, CoreEvent, CoreStats, Detached, ServerCore};
 
 /// Now, as the sessions see it: a monotonic time for every deadline, and the
 /// wall-clock time written into the frames they make (Unix nanoseconds).

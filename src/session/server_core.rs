@@ -322,6 +322,39 @@ pub struct ServerCore {
     events: VecDeque<CoreEvent>,
     stats: CoreStats,
     shutting_down: bool,
+    /// Logged-in clients other cores hold (a driver with several event
+    /// loops): they count against `max_clients` too.
+    clients_elsewhere: u64,
+}
+
+/// A logged-in connection taken out of one core to be attached to another
+/// (a driver with several event loops hands each login to one of them):
+/// its session and parser as they are, its peer. Dropping it without
+/// attaching it counts as nothing: the source core closed it already as
+/// [`CloseReason::Shutdown`] if [`attach`](ServerCore::attach) fails.
+#[derive(Debug)]
+pub struct Detached {
+    session: ServerSession,
+    parser: Parser<Box<[u8]>>,
+    peer: SocketAddr,
+    role: Role,
+}
+
+impl Detached {
+    /// Its peer address.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use tickwire::session::{CoreConfig, ServerCore, Time};
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let mut core = ServerCore::new(CoreConfig::new(1), t);
+    /// let conn = core.accept("127.0.0.1:40000".parse().unwrap(), t);
+    /// assert!(core.detach(conn).is_none()); // not logged in: stays
+    /// ```
+    #[must_use]
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
 }
 
 impl ServerCore {
@@ -345,7 +378,111 @@ impl ServerCore {
             events: VecDeque::new(),
             stats: CoreStats::default(),
             shutting_down: false,
+            clients_elsewhere: 0,
         }
+    }
+
+    /// Logged-in clients that other cores of the same server hold now: the
+    /// limit [`CoreConfig::max_clients`] counts them too (a driver with
+    /// several event loops sets it before each turn).
+    pub fn set_clients_elsewhere(&mut self, clients: u64) {
+        self.clients_elsewhere = clients;
+    }
+
+    /// Whether any connection is replaying (catching up from the
+    /// retention).
+    #[must_use]
+    pub fn any_replaying(&self) -> bool {
+        self.conns
+            .iter()
+            .flatten()
+            .any(|c| c.closed.is_none() && c.session.phase() == ServerPhase::Replaying)
+    }
+
+    /// Whether any logged-in subscriber (not a retransmission connection)
+    /// is connected: replaying, live, or closing.
+    #[must_use]
+    pub fn has_subscribers(&self) -> bool {
+        self.conns.iter().flatten().any(|c| {
+            c.closed.is_none()
+                && matches!(
+                    c.session.phase(),
+                    ServerPhase::Replaying | ServerPhase::Live | ServerPhase::Closing
+                )
+        })
+    }
+
+    /// Takes a logged-in connection (a client or a retransmission
+    /// connection, not closing) out of this core, for another core of the
+    /// same server to [`attach`](Self::attach); `None` (and nothing
+    /// changes) for any other. The driver then moves its socket too;
+    /// `id` is released here.
+    pub fn detach(&mut self, id: ConnId) -> Option<Detached> {
+        let conn = self.conn(id)?;
+        if conn.closed.is_some() || !matches!(conn.role, Role::Client | Role::Retransmission) {
+            return None;
+        }
+        let conn = self.conns.get_mut(id.index()).and_then(Option::take)?;
+        self.free.push(id.index);
+        self.stats.open = self.stats.open.saturating_sub(1);
+        match conn.role {
+            Role::Client => self.stats.clients = self.stats.clients.saturating_sub(1),
+            _ => {
+                self.stats.retransmission_connections =
+                    self.stats.retransmission_connections.saturating_sub(1);
+            }
+        }
+        let mut session = conn.session;
+        let stats = session.take_stats();
+        self.stats.add_session(&stats);
+        Some(Detached {
+            session,
+            parser: conn.parser,
+            peer: conn.peer,
+            role: conn.role,
+        })
+    }
+
+    /// A connection [`detach`](Self::detach)ed from another core of the
+    /// same server (whose retention was where this one's is now when it
+    /// was detached): it goes on here as it was.
+    pub fn attach(&mut self, detached: Detached, time: Time) -> ConnId {
+        let _ = time;
+        self.stats.open += 1;
+        match detached.role {
+            Role::Client => self.stats.clients += 1,
+            _ => self.stats.retransmission_connections += 1,
+        }
+        let id = self.new_id();
+        let conn = Conn {
+            session: detached.session,
+            parser: detached.parser,
+            peer: detached.peer,
+            generation: id.generation,
+            role: detached.role,
+            scheduled: None,
+            ready: false,
+            closed: None,
+        };
+        if let Some(place) = self.conns.get_mut(id.index()) {
+            *place = Some(conn);
+        }
+        self.settle(id);
+        self.mark_ready(id);
+        id
+    }
+
+    fn new_id(&mut self) -> ConnId {
+        self.generations = self.generations.wrapping_add(1);
+        let generation = self.generations;
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.conns.push(None);
+                u32::try_from(self.conns.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        ConnId { index, generation }
     }
 
     /// The rules.
@@ -402,16 +539,8 @@ impl ServerCore {
     pub fn accept(&mut self, peer: SocketAddr, time: Time) -> ConnId {
         self.stats.accepted += 1;
         self.stats.open += 1;
-        self.generations = self.generations.wrapping_add(1);
-        let generation = self.generations;
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                self.conns.push(None);
-                u32::try_from(self.conns.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        let id = ConnId { index, generation };
+        let id = self.new_id();
+        let generation = id.generation;
         let mut session = ServerSession::new(self.config.session, time);
         if self.shutting_down {
             session.shutdown(time, &self.retention);
@@ -924,7 +1053,8 @@ impl ServerCore {
                     > self.config.max_retransmission_connections as u64
             } else {
                 self.stats.clients += 1;
-                self.stats.clients > self.config.max_clients as u64
+                self.stats.clients.saturating_add(self.clients_elsewhere)
+                    > self.config.max_clients as u64
             };
             if let Some(conn) = self.conn_mut(id) {
                 conn.role = if phase == ServerPhase::Retransmitting {

@@ -23,9 +23,7 @@ use crate::net::{
     close_reason, new_session_id, sys, unix_nanos, Counters, Messages, PublishError, ServerConfig,
     ServerStats,
 };
-use crate::session::{
-    Batch, CloseReason, ConnId, CoreEvent, ServerCore, ServerEvent, SlowPolicy, Time,
-};
+use crate::session::{Batch, CloseReason, ConnId, ServerCore, Time};
 use crate::wire::MAX_FRAME_LEN;
 
 /// Slices per `writev`.
@@ -95,7 +93,7 @@ impl Shared {
             }
         }
         while let Some(event) = state.core.poll_event() {
-            log_core_event(&event, self.config.slow_policy);
+            crate::net::log_core_event(&event, self.config.slow_policy);
         }
         let due = state.core.poll_timeout();
         let earlier = match (due, state.timer_planned) {
@@ -112,47 +110,6 @@ impl Shared {
     fn stats(&self) -> ServerStats {
         let core = self.state().core.stats();
         self.counters.snapshot_with(&core)
-    }
-}
-
-/// One log line per event of the core (the mio server logs the same).
-pub(crate) fn log_core_event(event: &CoreEvent, policy: SlowPolicy) {
-    match *event {
-        CoreEvent::Session { peer, event, .. } => match event {
-            ServerEvent::LoggedIn {
-                wanted,
-                start,
-                oldest,
-                next_live,
-            } => log::info!(
-                "login {peer}: wanted {wanted}, sending from {start} (oldest {oldest}, next live {next_live})"
-            ),
-            ServerEvent::Slow { reason, pending } => log::warn!(
-                "{peer} is slow ({}, {pending} bytes pending): {}",
-                reason.as_str(),
-                match policy {
-                    SlowPolicy::Disconnect => "disconnecting it",
-                    _ => "skipping it",
-                }
-            ),
-            ServerEvent::Drained { pending } => {
-                log::info!("{peer} drained ({pending} bytes pending): live data resumes");
-            }
-            ServerEvent::Retransmitted {
-                wanted,
-                count,
-                first,
-                end,
-                frames,
-            } => log::info!(
-                "retransmit {peer}: wanted {count} from {wanted}, sent {frames} frames of {first}..{end}"
-            ),
-        },
-        CoreEvent::Closed { peer, reason, .. } => {
-            if reason != CloseReason::Shutdown {
-                log::info!("closed {peer}: {reason}");
-            }
-        }
     }
 }
 

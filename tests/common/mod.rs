@@ -416,33 +416,6 @@ pub fn closed_by_server(stream: &TcpStream, wait: bool) -> bool {
     closed
 }
 
-/// After a real client logged in past the unauthenticated limit: the oldest
-/// of the idle connections still open (`newest[0]`) made room for it, the
-/// others stay, and `stats` count one more displacement than the
-/// `displaced` before it and one idle connection fewer than `limit`.
-/// Shared by the mio and tokio servers' tests of the same rule.
-pub fn assert_oldest_made_room(
-    newest: &[TcpStream],
-    stats: &ServerStats,
-    displaced: u64,
-    limit: usize,
-) {
-    assert!(
-        closed_by_server(&newest[0], true),
-        "the oldest idle one made room"
-    );
-    assert!(newest[1..].iter().all(|s| !closed_by_server(s, false)));
-    assert_eq!(
-        stats.closed_for(CloseReason::UnauthenticatedLimit),
-        displaced + 1
-    );
-    assert_eq!(
-        stats.unauthenticated,
-        limit as u64 - 1,
-        "the real one logged in"
-    );
-}
-
 /// After a real client logged in at once past the unauthenticated limit,
 /// on a server whose admission reads first (the server core): it never
 /// counted against the limit, so it displaced nobody: every idle connection
