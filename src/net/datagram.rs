@@ -4,8 +4,17 @@
 //! [`ServerConfig::datagrams`](super::ServerConfig::datagrams) is set) and
 //! the subscriber driver [`DatagramClient`].
 //!
+//! Every rule lives in a sans-IO session; this module moves their bytes and
+//! time: the output sends what a
+//! [`Packetizer`](crate::session::packetizer::Packetizer) makes (cutting,
+//! idle Packets, EndOfSession), and the client feeds a
+//! [`DatagramReceiver`](crate::session::datagram::DatagramReceiver)
+//! (ordering, lines, holes) and drives its retransmission connection by a
+//! [`RetransmitClient`](crate::session::retransmit_client::RetransmitClient)
+//! (connect timeout, backoff, liveness, idle close).
+//!
 //! ```text
-//!  Server ── publish(batch) ──▶ cut into datagrams ──send_to──▶ line A (and line B)
+//!  Server ── publish(batch) ──▶ Packetizer ──datagrams──send_to──▶ line A (and line B)
 //!     ▲   (Packet + whole frames, ≤ max_datagram)          │  (unicast or multicast)
 //!     │   idle: Packet-only datagram per heartbeat interval │
 //!     │   shutdown: Packet + EndOfSession                   ▼
@@ -14,6 +23,8 @@
 //!     │                                            ▼
 //!     │                                   DatagramReceiver (sans-IO) ──poll_event──▶ user
 //!     │                                            │ poll_action: Retransmit{first, count}
+//!     │                                            ▼
+//!     │                                   RetransmitClient (sans-IO): Connect / Send / Close
 //!     └──── one reused TCP connection ◀────────────┘  replies ─▶ handle_retransmission
 //!           (first frame a Retransmit: section 9)
 //! ```
