@@ -107,6 +107,7 @@ const END_LEN: usize = MsgType::EndOfSession.frame_len();
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PacketizerConfig {
     /// The largest datagram, in bytes ([`DEFAULT_DATAGRAM_SIZE`]; clamped
     /// to [`MIN_DATAGRAM_SIZE`]`..=`[`MAX_DATAGRAM_SIZE`]).

@@ -99,6 +99,7 @@ const REQUEST_LEN: usize = MsgType::Retransmit.frame_len();
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RetransmitClientConfig {
     /// Reconnect delays (100 ms doubling to 30 s, no limit).
     pub backoff: Backoff,
@@ -134,11 +135,13 @@ impl Default for RetransmitClientConfig {
 ///         RetransmitAction::Close => "close",
 ///         RetransmitAction::Reset => "receiver.retransmission_reset()",
 ///         RetransmitAction::Unavailable => "receiver.retransmission_unavailable()",
+///         _ => "new in a later version",
 ///     }
 /// }
 /// assert_eq!(describe(&RetransmitAction::Connect), "connect");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RetransmitAction {
     /// Open a connection to the server (non-blocking), then report
     /// [`handle_connected`](RetransmitClient::handle_connected) or
@@ -168,6 +171,8 @@ pub enum RetransmitAction {
 /// assert_eq!(retx.state(), RetransmitState::Idle);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum RetransmitState {
     /// No connection; one is made when a request is due.
     Idle,
@@ -187,6 +192,7 @@ pub enum RetransmitState {
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RetransmitClientStats {
     /// Connections made.
     pub connects: u64,
