@@ -28,8 +28,8 @@ use core::fmt;
 
 use crate::checksum::{Accel, Crc32c, Kernel};
 use crate::wire::{
-    EndOfSession, Heartbeat, Login, LoginAccepted, Message, MsgType, Packet, Quote, Retransmit,
-    Trade, MAGIC, VERSION,
+    Auth, EndOfSession, Heartbeat, KeyId, Login, LoginAccepted, Message, MsgType, Packet, Quote,
+    RejectReason, Rejected, Retransmit, Secret, Trade, KEY_ID_LEN, MAGIC, VERSION,
 };
 
 /// Body of a [`Quote`], as plain integers.
@@ -108,6 +108,25 @@ pub enum Payload {
         /// How many data frames are wanted (at least 1).
         count: u64,
     },
+    /// 0x07, credentials (protocol section 11); the header `sequence` is 0.
+    /// Build it from a checked [`KeyId`] with [`Payload::auth`]; the raw
+    /// field is kept so that any Auth frame read converts and re-encodes
+    /// exactly.
+    ///
+    /// `Debug` shows the secret as `<redacted>`; with the `serde` feature
+    /// the secret is not serialized (deserializing needs it given).
+    Auth {
+        /// The 16-byte `key_id` field ([`KeyId::to_wire`]).
+        key_id: [u8; KEY_ID_LEN],
+        /// The secret.
+        #[cfg_attr(feature = "serde", serde(skip_serializing))]
+        secret: Secret,
+    },
+    /// 0x08, a refusal (protocol section 11); the header `sequence` is 0.
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+    },
     /// 0x10.
     Quote(QuoteFields),
     /// 0x11.
@@ -129,6 +148,8 @@ impl Payload {
             Payload::EndOfSession => MsgType::EndOfSession,
             Payload::Packet { .. } => MsgType::Packet,
             Payload::Retransmit { .. } => MsgType::Retransmit,
+            Payload::Auth { .. } => MsgType::Auth,
+            Payload::Rejected { .. } => MsgType::Rejected,
             Payload::Quote(_) => MsgType::Quote,
             Payload::Trade(_) => MsgType::Trade,
         }
@@ -142,6 +163,39 @@ impl Payload {
     #[must_use]
     pub fn frame_len(&self) -> usize {
         self.msg_type().frame_len()
+    }
+
+    /// An Auth payload for `key_id` and `secret`.
+    ///
+    /// ```
+    /// use tickwire::wire::{KeyId, Secret};
+    /// use tickwire::Payload;
+    /// let auth = Payload::auth(&KeyId::new("alice")?, Secret::new([9; 32]));
+    /// assert_eq!(auth.frame_len(), 72);
+    /// let shown = format!("{auth:?}");
+    /// assert!(shown.contains("Secret(<redacted>)") && !shown.contains("9, 9"));
+    /// # Ok::<(), tickwire::wire::KeyIdError>(())
+    /// ```
+    #[must_use]
+    pub fn auth(key_id: &KeyId, secret: Secret) -> Payload {
+        Payload::Auth {
+            key_id: key_id.to_wire(),
+            secret,
+        }
+    }
+
+    /// Whether the frame's `sequence` is always 0 (Auth and Rejected,
+    /// protocol section 3): [`Sequencer`] writes 0 there instead of the next
+    /// data sequence.
+    ///
+    /// ```
+    /// use tickwire::{wire::RejectReason, Payload};
+    /// assert!(Payload::Rejected { reason: RejectReason::NotAuthorized }.has_zero_sequence());
+    /// assert!(!Payload::Heartbeat.has_zero_sequence());
+    /// ```
+    #[must_use]
+    pub fn has_zero_sequence(&self) -> bool {
+        matches!(self, Payload::Auth { .. } | Payload::Rejected { .. })
     }
 }
 
@@ -161,6 +215,11 @@ impl From<Message<'_>> for Payload {
                 session_id: m.session_id(),
                 count: m.count(),
             },
+            Message::Auth(m) => Payload::Auth {
+                key_id: m.key_id_bytes(),
+                secret: m.secret(),
+            },
+            Message::Rejected(m) => Payload::Rejected { reason: m.reason() },
             Message::Quote(q) => Payload::Quote(QuoteFields {
                 instrument_id: q.instrument_id(),
                 bid_price: q.bid_price(),
@@ -239,6 +298,19 @@ fn quote_body(q: &QuoteFields) -> [u32; 5] {
     ]
 }
 
+/// An Auth's body as wire words: the key id field, then the secret.
+#[inline]
+fn auth_body(key_id: &[u8; KEY_ID_LEN], secret: &Secret) -> [u32; 12] {
+    let mut words = [0u32; 12];
+    let bytes = key_id.iter().chain(secret.expose().iter());
+    for (i, byte) in bytes.enumerate() {
+        if let Some(word) = words.get_mut(i / 4) {
+            *word |= u32::from(*byte) << (8 * (i % 4));
+        }
+    }
+    words
+}
+
 /// A Trade's body as wire words (side and flags, then two zero bytes).
 #[inline(always)]
 fn trade_body(x: &TradeFields) -> [u32; 4] {
@@ -249,8 +321,9 @@ fn trade_body(x: &TradeFields) -> [u32; 4] {
 /// Writes a frame given as `N` little-endian words (the last one is the
 /// checksum, filled in here) to the front of `out`.
 ///
-/// Every version-1 field starts at a multiple of 4 bytes, so a frame is a
-/// run of `u32` words: building it in registers and checksumming those avoids
+/// Every frame is a whole number of 4-byte words (and every integer field
+/// wider than a byte starts at a multiple of 4), so a frame is a run of
+/// `u32` words: building it in registers and checksumming those avoids
 /// reading back bytes just written, which the CPU cannot forward from
 /// narrower stores.
 #[inline(always)]
@@ -270,7 +343,7 @@ fn seal<const N: usize, C: Crc32c>(
             available,
         });
     };
-    #[allow(clippy::cast_possible_truncation)] // frame lengths are at most 44
+    #[allow(clippy::cast_possible_truncation)] // frame lengths are at most 72
     let head = u32::from_le_bytes([MAGIC, VERSION, msg_type.code(), len as u8]);
     let [s0, s1] = halves(sequence);
     let [t0, t1] = halves(timestamp);
@@ -326,6 +399,14 @@ impl Kernel for Encode<'_, '_> {
                 let [c0, c1] = halves(count);
                 let body = [i0, i1, c0, c1];
                 seal::<{ Retransmit::LEN / 4 }, C>(MsgType::Retransmit, s, t, &body, out, crc)
+            }
+            Payload::Auth { key_id, secret } => {
+                let body = auth_body(&key_id, &secret);
+                seal::<{ Auth::LEN / 4 }, C>(MsgType::Auth, s, t, &body, out, crc)
+            }
+            Payload::Rejected { reason } => {
+                let body = [u32::from(reason.code()), 0];
+                seal::<{ Rejected::LEN / 4 }, C>(MsgType::Rejected, s, t, &body, out, crc)
             }
             Payload::Heartbeat => {
                 seal::<{ Heartbeat::LEN / 4 }, C>(MsgType::Heartbeat, s, t, &[], out, crc)
@@ -423,7 +504,7 @@ impl Kernel for EncodeBatch<'_, '_, '_> {
                 .map(|n| (n, 0)),
                 _ => Encode {
                     payload,
-                    sequence: next,
+                    sequence: if payload.has_zero_sequence() { 0 } else { next },
                     timestamp: *timestamp,
                     out,
                 }
@@ -445,7 +526,7 @@ impl Kernel for EncodeBatch<'_, '_, '_> {
 /// Data frames (Quote, Trade) get consecutive sequences starting at 1 (or
 /// wherever [`Sequencer::starting_at`] says); every control frame carries the
 /// sequence of the next data frame, which lets receivers see a gap while the
-/// feed is idle. The sequence only advances when a data frame is actually
+/// feed is idle; Auth and Rejected carry 0. The sequence only advances when a data frame is actually
 /// written. Timestamps are the caller's (this crate reads no clock).
 ///
 /// A Login's and a Retransmit's `sequence` mean something else (the first
@@ -501,7 +582,12 @@ impl Sequencer {
         timestamp: u64,
         out: &mut [u8],
     ) -> Result<usize, EncodeError> {
-        let n = encode(payload, self.next, timestamp, out)?;
+        let sequence = if payload.has_zero_sequence() {
+            0
+        } else {
+            self.next
+        };
+        let n = encode(payload, sequence, timestamp, out)?;
         if payload.msg_type().is_data() {
             self.next = self.next.wrapping_add(1);
         }

@@ -63,7 +63,7 @@ impl<R: Read> FrameReader<R> {
     /// A reader whose buffer holds `capacity` bytes.
     ///
     /// # Errors
-    /// [`ParseError::BufferTooSmall`] below 44 bytes.
+    /// [`ParseError::BufferTooSmall`] below 72 bytes ([`MAX_FRAME_LEN`]).
     pub fn with_capacity(inner: R, capacity: usize) -> Result<FrameReader<R>, ParseError> {
         Ok(FrameReader {
             inner,
@@ -74,7 +74,7 @@ impl<R: Read> FrameReader<R> {
     /// A reader whose sequence tracking starts from `tracker`.
     ///
     /// # Errors
-    /// [`ParseError::BufferTooSmall`] below 44 bytes.
+    /// [`ParseError::BufferTooSmall`] below 72 bytes ([`MAX_FRAME_LEN`]).
     pub fn with_tracker(
         inner: R,
         capacity: usize,
@@ -154,11 +154,22 @@ pub const WRITER_BATCH: usize = 64 << 10;
 /// assert_eq!(writer.get_ref().len(), 48);
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct FrameWriter<W: Write> {
     inner: W,
     batch: Vec<u8>,
     limit: usize,
+}
+
+/// The writer and the batch's length, never its bytes: they may hold an
+/// Auth frame's secret (protocol section 11).
+impl<W: Write + core::fmt::Debug> core::fmt::Debug for FrameWriter<W> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FrameWriter")
+            .field("inner", &self.inner)
+            .field("batched", &self.batch.len())
+            .field("limit", &self.limit)
+            .finish()
+    }
 }
 
 impl<W: Write> FrameWriter<W> {

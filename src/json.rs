@@ -22,7 +22,7 @@
 use core::fmt;
 
 use crate::parse::Event;
-use crate::wire::Message;
+use crate::wire::{KeyIdField, Message};
 
 /// Displays a frame as one JSON object (no newline).
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +55,9 @@ fn write_message(f: &mut fmt::Formatter<'_>, m: &Message<'_>, extra: &str) -> fm
             r.session_id(),
             r.count()
         )?,
+        // The key id as section 7 says; the secret is never written.
+        Message::Auth(a) => write!(f, r#","key_id":"{}""#, KeyIdField(&a.key_id_bytes()))?,
+        Message::Rejected(r) => write!(f, r#","reason":{}"#, r.reason().code())?,
         Message::Quote(q) => write!(
             f,
             r#","instrument_id":{},"bid_price":{},"ask_price":{},"bid_size":{},"ask_size":{}"#,

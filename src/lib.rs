@@ -82,9 +82,11 @@
 //! * `net::Server` / `net::ServerHandle` / `net::Publisher`: the reference
 //!   server. `Server::bind(ServerConfig)` then `spawn()` runs its event loop
 //!   on a thread; publishers number and encode batches on their own threads;
-//!   the server logs clients in, replays from its retention ring, broadcasts,
-//!   sends heartbeats, skips or disconnects slow clients
-//!   (`SlowPolicy`), and on `shutdown()` sends EndOfSession to everyone.
+//!   the event loop moves bytes and time for a `session::ServerCore`, which
+//!   logs clients in, replays from its retention ring, broadcasts, sends
+//!   heartbeats, skips or disconnects slow clients (`SlowPolicy`), and on
+//!   `shutdown()` sends EndOfSession to everyone. `tokio::Server` is the
+//!   same core on tokio.
 //! * `net::client::Client`: the reference client, a state machine
 //!   (`ClientState`: disconnected, connecting, connected, reconnecting)
 //!   driven by `poll(timeout, on_event)` or the blocking `run`. It
@@ -93,7 +95,8 @@
 //!   unrecoverable ranges as exact gaps, and treats three silent heartbeat
 //!   intervals as a dead connection (`policy::Liveness`).
 //! * `net::Connection`: one non-blocking, edge-triggered mio connection with
-//!   a parser and a bounded outbound queue (what the server and client use).
+//!   a parser and a bounded outbound queue, for programs of your own (the
+//!   reference server and client keep their state in their sessions).
 //! * `net::FrameReader` / `net::FrameWriter`: blocking adapters over any
 //!   `Read` / `Write` (files, `std::net::TcpStream`).
 //! * `net::classify`: what an I/O error means for a connection (wait, retry,
@@ -101,6 +104,17 @@
 //!
 //! The `tickwire` tool (`cli` feature) is built on these: `serve` on the
 //! server, `subscribe` and `record` on the client.
+//!
+//! ## Stability: which types may grow
+//!
+//! One rule for `#[non_exhaustive]`: what you fill in is plain data, and
+//! what the crate hands back may grow. Configurations (`ServerConfig`,
+//! `ClientConfig`, `CoreConfig`, `ServerSessionConfig`,
+//! `ClientSessionConfig`, `DatagramConfig`, `RelayConfig`…) are exhaustive:
+//! build them with struct update syntax from their `default()` or `new(..)`.
+//! Counters, events, errors, phases, reasons and the settings enums you
+//! match on are `#[non_exhaustive]`: a new variant or field is not a
+//! breaking change.
 //!
 //! ## Features
 //!

@@ -225,7 +225,12 @@ impl SequenceTracker {
     pub(crate) fn observe_in_order(&mut self, msg_type: MsgType, sequence: u64) -> Option<Verdict> {
         let sessionless = !matches!(
             msg_type,
-            MsgType::Login | MsgType::LoginAccepted | MsgType::Packet | MsgType::Retransmit
+            MsgType::Login
+                | MsgType::LoginAccepted
+                | MsgType::Packet
+                | MsgType::Retransmit
+                | MsgType::Auth
+                | MsgType::Rejected
         );
         if self.expected != Some(sequence) || !sessionless {
             return None;
@@ -258,7 +263,9 @@ impl SequenceTracker {
             return self.data(sequence);
         }
         match msg_type {
-            MsgType::Login | MsgType::Retransmit => {
+            // Their `sequence` means something else (Login, Retransmit) or
+            // nothing (Auth, Rejected: 0, ignored; protocol section 3).
+            MsgType::Login | MsgType::Retransmit | MsgType::Auth | MsgType::Rejected => {
                 self.stats.control += 1;
                 Verdict::Control
             }

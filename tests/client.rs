@@ -662,3 +662,77 @@ fn an_unresolvable_name_is_a_failed_connect_then_retried() {
         assert!(err.to_string().contains("host name not resolved"), "{err}");
     }
 }
+
+/// Issue 22, point 8: a reference client that stops reading long enough for
+/// the server to mark it slow and skip it heals the skipped range by logging
+/// in again from its first sequence: in the end it holds every frame, once,
+/// in order, byte for byte, and reports no gap (the server retains them).
+#[test]
+fn a_client_the_server_skipped_heals_the_range_and_misses_nothing() {
+    let server = server_on("127.0.0.1:0".parse().unwrap(), |c| {
+        c.slow_threshold = 64 << 10;
+        c.slow_grace = Duration::from_millis(20);
+        c.client_queue = 256 << 10;
+        c.send_buffer = Some(64 << 10);
+    });
+    let mut client = Client::new(fast_config(server.local_addr())).unwrap();
+    let mut log = drive(&mut client, Duration::from_secs(10), |_| {
+        server.stats().clients == 1
+    });
+    let n = 100_000;
+    let msgs = messages(21, n);
+    let want = expected_frames(&msgs);
+    let publisher = server.publisher();
+    let publisher = publish_paced(
+        move |m| publisher.publish(m).unwrap(),
+        msgs,
+        500,
+        Duration::from_micros(200),
+    );
+    // The client does not read until the server has skipped it.
+    wait_until("skipped", Duration::from_secs(10), || {
+        server.stats().skipped_batches > 0
+    });
+    let stalled = Instant::now();
+    // It reads again; the heal is timed from its event to the frame that
+    // fills the range's end.
+    let mut healing: Vec<(Instant, u64, u64)> = Vec::new();
+    let mut filled: Vec<Duration> = Vec::new();
+    while log.frames.len() < n && !client.is_stopped() {
+        assert!(stalled.elapsed() < Duration::from_secs(30), "timed out");
+        client
+            .poll(Some(Duration::from_millis(20)), |event| {
+                match event {
+                    tickwire::session::ClientEvent::Healing { gap, .. } => {
+                        healing.push((Instant::now(), gap.first, gap.last));
+                    }
+                    tickwire::session::ClientEvent::Frame(m) => {
+                        if let Some(h) = healing.iter().find(|h| h.2 == m.sequence()) {
+                            filled.push(h.0.elapsed());
+                        }
+                    }
+                    _ => {}
+                }
+                log.record(event);
+            })
+            .unwrap();
+    }
+    let all_in = stalled.elapsed();
+    publisher.join().unwrap();
+    assert_exactly_once_in_order(&log, &want);
+    assert_eq!(log.gaps, [], "the server still had every frame");
+    let stats = client.stats();
+    assert!(stats.heals >= 1, "{stats:?}");
+    assert_eq!((stats.gaps, stats.missing, stats.duplicates), (0, 0, 0));
+    assert!(log.lost.iter().all(|l| l.1 == Lost::Heal), "{:?}", log.lost);
+    let server_stats = server.stats();
+    assert_eq!(filled.len(), healing.len());
+    eprintln!(
+        "skipped {} frames in {} batches ({} slow marks); heals {:?}, each filled in {filled:?}; all {n} frames {all_in:?} after the skip",
+        server_stats.skipped_frames,
+        server_stats.skipped_batches,
+        server_stats.slow_marks,
+        healing.iter().map(|h| (h.1, h.2)).collect::<Vec<_>>()
+    );
+    server.shutdown().unwrap();
+}

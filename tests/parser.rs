@@ -202,24 +202,25 @@ fn discard_then_gap_then_frame() {
 
 #[test]
 fn buffer_errors_are_clear() {
-    let mut small = [0u8; 43];
+    // Revision 3: the buffer must hold the 72-byte Auth frame.
+    let mut small = [0u8; 71];
     assert_eq!(
         Parser::new(&mut small[..]).unwrap_err(),
         ParseError::BufferTooSmall {
-            capacity: 43,
-            minimum: 44
+            capacity: 71,
+            minimum: 72
         }
     );
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 80];
     let mut p = Parser::new(&mut buf[..]).unwrap();
     assert_eq!(
-        p.commit(65),
+        p.commit(81),
         Err(ParseError::Overfill {
-            committed: 65,
-            spare: 64
+            committed: 81,
+            spare: 80
         })
     );
-    p.commit(64).unwrap();
+    p.commit(80).unwrap();
     assert!(p.spare().is_empty());
     assert_eq!(
         p.commit(1),
@@ -242,10 +243,20 @@ fn buffer_errors_are_clear() {
 fn smallest_buffer_parses_a_long_stream_one_byte_at_a_time() {
     let mut wire = Vec::new();
     let mut seq = Sequencer::new();
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 72];
     for i in 0..200u32 {
         let payload = if i % 3 == 0 {
             Payload::Heartbeat
+        } else if i % 17 == 0 {
+            // The longest frame (revision 3) must fit the smallest buffer too.
+            Payload::Auth {
+                key_id: *b"k\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+                secret: tickwire::wire::Secret::new([0xA5; 32]),
+            }
+        } else if i % 19 == 0 {
+            Payload::Rejected {
+                reason: tickwire::wire::RejectReason::NotAuthorized,
+            }
         } else {
             Payload::Quote(QuoteFields {
                 instrument_id: i,
@@ -255,7 +266,7 @@ fn smallest_buffer_parses_a_long_stream_one_byte_at_a_time() {
         let n = seq.encode(&payload, u64::from(i), &mut buf).unwrap();
         wire.extend(&buf[..n]);
     }
-    let mut storage = [0u8; 44];
+    let mut storage = [0u8; tickwire::wire::MAX_FRAME_LEN];
     let mut parser = Parser::new(&mut storage[..]).unwrap();
     let mut got = Vec::new();
     for &byte in &wire {

@@ -13,7 +13,17 @@ use proptest::prelude::*;
 use tickwire::encode::{QuoteFields, TradeFields};
 use tickwire::parse::{Event, Parser, SliceParser};
 use tickwire::sequence::{Gap, SequenceTracker, Verdict};
+use tickwire::wire::{RejectReason, Secret, MAX_FRAME_LEN};
 use tickwire::{encode, Message, MsgType, Payload, Sequencer};
+
+/// An Auth's `key_id` field: mostly a valid key id, sometimes any bytes
+/// (a frame that is valid but not well-formed).
+fn key_id_field() -> impl Strategy<Value = [u8; 16]> {
+    prop_oneof![
+        3 => "[A-Za-z0-9._-]{1,16}".prop_map(|id| tickwire::wire::KeyId::new(&id).unwrap().to_wire()),
+        1 => any::<[u8; 16]>(),
+    ]
+}
 
 fn payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
@@ -34,6 +44,9 @@ fn payload() -> impl Strategy<Value = Payload> {
         1 => any::<u64>().prop_map(|session_id| Payload::Packet { session_id }),
         1 => (any::<u64>(), any::<u64>())
             .prop_map(|(session_id, count)| Payload::Retransmit { session_id, count }),
+        1 => (key_id_field(), any::<[u8; 32]>())
+            .prop_map(|(key_id, secret)| Payload::Auth { key_id, secret: Secret::new(secret) }),
+        1 => any::<u8>().prop_map(|code| Payload::Rejected { reason: RejectReason::from_code(code) }),
     ]
 }
 
@@ -71,7 +84,7 @@ fn build(frames: &[(Payload, Damage)]) -> Stream {
         intact: Vec::new(),
         damaged_bytes: 0,
     };
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; MAX_FRAME_LEN];
     // A truncated frame waits for the next byte: if that byte happened to be
     // the first one cut off, the frame would not be damaged at all.
     let mut truncated: Option<(Vec<u8>, usize)> = None;
@@ -185,13 +198,13 @@ proptest! {
     fn any_chunking_gives_the_same_events(
         frames in proptest::collection::vec((payload(), damage()), 0..60),
         sizes in proptest::collection::vec(1usize..100, 1..20),
-        capacity in 44usize..300,
+        capacity in MAX_FRAME_LEN..300,
     ) {
         let s = build(&frames);
         let whole: Vec<Owned> = SliceParser::new(&s.bytes).map(|e| own(&e)).collect();
         prop_assert_eq!(&chunked(&s.bytes, &sizes, capacity, false), &whole);
         prop_assert_eq!(&chunked(&s.bytes, &sizes, capacity, true), &whole);
-        prop_assert_eq!(&chunked(&s.bytes, &[1], 44, false), &whole);
+        prop_assert_eq!(&chunked(&s.bytes, &[1], MAX_FRAME_LEN, false), &whole);
         let mut folded = Vec::new();
         SliceParser::new(&s.bytes).for_each(|e| folded.push(own(&e)));
         prop_assert_eq!(&folded, &whole);
@@ -207,7 +220,7 @@ proptest! {
         // bit, so that the fast loop is entered and left at every kind of
         // seam (gap, duplicate, control frame, damage, end of data).
         let mut bytes = Vec::new();
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; MAX_FRAME_LEN];
         let mut next = 1u64;
         for (payload, op, arg) in &frames {
             let seq = match op {
@@ -257,7 +270,7 @@ proptest! {
         prop_assert_eq!(&events, &pulled);
         prop_assert_eq!(drained.stats(), slice.stats());
         prop_assert_eq!(drained.tracker(), slice.tracker());
-        let mut whole = Parser::new(vec![0u8; bytes.len().max(44)].into_boxed_slice()).unwrap();
+        let mut whole = Parser::new(vec![0u8; bytes.len().max(MAX_FRAME_LEN)].into_boxed_slice()).unwrap();
         whole.fill_from(&bytes);
         whole.finish();
         whole.drain(|_| {});
@@ -307,7 +320,7 @@ proptest! {
         let mut one = Sequencer::starting_at(start);
         let mut expected = Vec::new();
         let mut fits = 0;
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; MAX_FRAME_LEN];
         for (ts, p) in &batch {
             let mut probe = one;
             let n = probe.encode(p, *ts, &mut buf).unwrap();
@@ -329,7 +342,7 @@ proptest! {
 
     #[test]
     fn encode_decode_round_trip(p in payload(), seq in any::<u64>(), ts in any::<u64>()) {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; MAX_FRAME_LEN];
         let n = encode(&p, seq, ts, &mut buf).unwrap();
         prop_assert_eq!(n, p.frame_len());
         let (m, rest) = Message::decode(&buf[..n]).unwrap();
@@ -337,6 +350,65 @@ proptest! {
         prop_assert_eq!(Payload::from(m), p);
         prop_assert_eq!((m.sequence(), m.timestamp()), (seq, ts));
         prop_assert!(encode(&p, seq, ts, &mut buf[..n - 1]).is_err());
+    }
+
+    #[test]
+    fn auth_and_rejected_leave_sequence_tracking_alone(
+        frames in proptest::collection::vec((payload(), 0u8..12, any::<u8>()), 0..80),
+        extra in proptest::collection::vec((any::<bool>(), any::<u64>(), any::<u8>()), 0..80),
+    ) {
+        // Auth and Rejected carry sequence 0 and receivers ignore it
+        // (protocol section 3): inserting them anywhere, with any sequence,
+        // adds exactly those frames to the events and changes nothing else:
+        // no gap, no duplicate, no new session, the same tracker at the end.
+        let mut plain = Vec::new();
+        let mut mixed = Vec::new();
+        let mut inserted = Vec::new();
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let mut next = 1u64;
+        let mut extra = extra.iter();
+        for (payload, op, arg) in &frames {
+            if payload.has_zero_sequence() {
+                continue;
+            }
+            let seq = match op {
+                0 => next.saturating_sub(u64::from(*arg % 4)),
+                1 => next + u64::from(*arg % 5),
+                _ => next,
+            };
+            if let Some((auth, sequence, code)) = extra.next() {
+                let p = if *auth {
+                    Payload::Auth { key_id: *b"k\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", secret: Secret::new([*code; 32]) }
+                } else {
+                    Payload::Rejected { reason: RejectReason::from_code(*code) }
+                };
+                let n = encode(&p, *sequence, 7, &mut buf).unwrap();
+                mixed.extend_from_slice(&buf[..n]);
+                inserted.push(buf[..n].to_vec());
+            }
+            let n = encode(payload, seq, 7, &mut buf).unwrap();
+            plain.extend_from_slice(&buf[..n]);
+            mixed.extend_from_slice(&buf[..n]);
+            if payload.msg_type().is_data() && seq >= next {
+                next = seq + 1;
+            }
+        }
+        let mut p1 = SliceParser::new(&plain);
+        let a: Vec<Owned> = p1.by_ref().map(|e| own(&e)).collect();
+        let mut p2 = SliceParser::new(&mixed);
+        let b: Vec<Owned> = p2.by_ref().map(|e| own(&e)).collect();
+        let is_extra = |o: &Owned| matches!(o, Owned::Frame(f) if f[2] == 0x07 || f[2] == 0x08);
+        let kept: Vec<&Owned> = b.iter().filter(|o| !is_extra(o)).collect();
+        let extras: Vec<Vec<u8>> = b.iter().filter_map(|o| match o { Owned::Frame(f) if is_extra(o) => Some(f.clone()), _ => None }).collect();
+        prop_assert_eq!(kept, a.iter().collect::<Vec<_>>());
+        prop_assert_eq!(&extras, &inserted);
+        // The same tracker, but for the control frames it counted.
+        let (t1, t2) = (p1.tracker(), p2.tracker());
+        prop_assert_eq!(t1.expected(), t2.expected());
+        let mut s2 = *t2.stats();
+        prop_assert_eq!(s2.control, t1.stats().control + inserted.len() as u64);
+        s2.control = t1.stats().control;
+        prop_assert_eq!(&s2, t1.stats());
     }
 
     #[test]

@@ -57,6 +57,30 @@ fn payloads_round_trip_with_their_field_names() {
 }
 
 #[test]
+fn rejected_round_trips_and_auth_serializes_without_its_secret() {
+    use tickwire::wire::{KeyId, RejectReason, Secret};
+    for code in [1u8, 2, 3, 0, 200] {
+        let p = Payload::Rejected {
+            reason: RejectReason::from_code(code),
+        };
+        let json = round_trip(&p);
+        assert_eq!(json, format!(r#"{{"Rejected":{{"reason":{code}}}}}"#));
+        assert_eq!(serde_json::from_str::<Payload>(&json).unwrap(), p);
+    }
+    let auth = Payload::auth(&KeyId::new("ab").unwrap(), Secret::new([0xEE; 32]));
+    let json = serde_json::to_string(&auth).unwrap();
+    assert_eq!(
+        json,
+        r#"{"Auth":{"key_id":[97,98,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}}"#
+    );
+    // What was not written cannot be read back: no made-up secret.
+    assert!(serde_json::from_str::<Payload>(&json).is_err());
+    // A secret given explicitly (as 32 numbers) is read.
+    let given = r#"{"Auth":{"key_id":[97,98,0,0,0,0,0,0,0,0,0,0,0,0,0,0],"secret":[238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238,238]}}"#;
+    assert_eq!(serde_json::from_str::<Payload>(given).unwrap(), auth);
+}
+
+#[test]
 fn events_and_counters_round_trip() {
     let gap = Gap { first: 3, last: 9 };
     assert_eq!(round_trip(&gap), r#"{"first":3,"last":9}"#);

@@ -1377,3 +1377,21 @@ fn a_skipped_client_recovers_the_gap_by_logging_in_again() {
     );
     server.shutdown().unwrap();
 }
+
+/// A burst of 1,000 clients connecting at once from one address, each
+/// sending its Login at once, all log in on the mio server: admission reads
+/// a connection's bytes before it counts against the per-address limit (16),
+/// and a Login still in flight has the admission grace.
+#[test]
+fn a_burst_of_logins_from_one_address_all_get_in() {
+    if rerun_with_descriptor_limit("a_burst_of_logins_from_one_address_all_get_in", 4096) {
+        return;
+    }
+    const CLIENTS: usize = 1_000;
+    let server = start(|_| {});
+    let (accepted, sockets) = common::burst_of_logins(server.local_addr(), CLIENTS);
+    let stats = server.stats();
+    assert_eq!(stats.closed_for(CloseReason::UnauthenticatedLimit), 0);
+    assert_eq!(accepted, CLIENTS, "every client got LoginAccepted");
+    drop(sockets);
+}

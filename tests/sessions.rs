@@ -78,6 +78,10 @@ struct Log {
     discarded: u64,
     gave_up: Option<Lost>,
     failovers: Vec<(Duration, usize, usize)>,
+    /// Heals begun: when, the range, the delay before the new attempt.
+    healing: Vec<(Duration, Gap, Duration)>,
+    /// When each frame of `data` was delivered.
+    data_at: Vec<Duration>,
 }
 
 /// A client and a server under one virtual clock.
@@ -535,8 +539,10 @@ impl Pair {
 fn record(log: &mut Log, now: Duration, event: ClientEvent<'_>) {
     match event {
         ClientEvent::Frame(m) if m.is_data() => {
-            log.data.push((m.sequence(), m.as_bytes().to_vec()))
+            log.data.push((m.sequence(), m.as_bytes().to_vec()));
+            log.data_at.push(now);
         }
+        ClientEvent::Healing { gap, delay } => log.healing.push((now, gap, delay)),
         ClientEvent::Frame(Message::Heartbeat(h)) => log.heartbeats.push((now, h.sequence())),
         ClientEvent::Frame(_) => {}
         ClientEvent::Gap(g) => log.gaps.push(g),
@@ -800,7 +806,9 @@ fn end_of_session_then_reconnect_or_stop() {
 fn a_slow_client_skipped_by_the_server_sees_the_exact_gap_and_can_replay_it() {
     let mut server = server_config();
     server.slow_threshold = 64 << 10;
-    let mut pair = Pair::new(client_config(1), server, 1 << 20);
+    let mut client = client_config(1);
+    client.heal_gaps = false;
+    let mut pair = Pair::new(client, server, 1 << 20);
     pair.start();
     pair.advance(ms(5));
     // The client stops reading: the "socket" takes nothing.
@@ -837,6 +845,192 @@ fn a_slow_client_skipped_by_the_server_sees_the_exact_gap_and_can_replay_it() {
     replay.advance(ms(50));
     assert_eq!(replay.log.data.first().map(|d| d.0), Some(gaps[0].first));
     assert_eq!(replay.log.data.last().map(|d| d.0), Some(4010));
+}
+
+/// The client of `pair` stops reading for 400 ms while 4,000 frames are
+/// published (so the server marks it slow and skips it), then reads again;
+/// 10 more frames follow. Returns the number published.
+fn stall_until_skipped(pair: &mut Pair) -> u64 {
+    pair.advance(ms(5));
+    let faults = pair.faults;
+    pair.faults.window = 1;
+    pair.faults.blackhole = true;
+    for _ in 0..40 {
+        pair.publish(100);
+        pair.advance(ms(10));
+    }
+    pair.faults = faults;
+    pair.advance(ms(50));
+    pair.publish(10);
+    pair.advance(ms(500));
+    pair.published.len() as u64
+}
+
+fn slow_server() -> ServerSessionConfig {
+    let mut server = server_config();
+    server.slow_threshold = 64 << 10;
+    server
+}
+
+#[test]
+fn a_skipped_slow_client_heals_the_gap_and_delivers_every_frame_once_in_order() {
+    // Server → client latency 0, 1 ms and 10 ms (the harness delays that
+    // direction only; a connect completes at the next 1 ms step).
+    for delay in [0, 1, 10] {
+        let mut pair = Pair::new(client_config(1), slow_server(), 1 << 20);
+        pair.faults.delay = ms(delay);
+        pair.start();
+        let published = stall_until_skipped(&mut pair);
+        assert_eq!(published, 4010);
+        assert_exactly_once(&pair);
+        assert!(pair.log.gaps.is_empty(), "{:?}", pair.log.gaps);
+        assert_eq!(pair.log.healing.len(), 1, "{:?}", pair.log.healing);
+        assert_eq!(pair.client.stats().heals, 1);
+        let (at, gap, wait) = pair.log.healing[0];
+        assert_eq!(wait, Duration::ZERO, "the first heal reconnects at once");
+        assert!(gap.first > 1 && gap.last >= gap.first);
+        assert_eq!(pair.log.lost.last().map(|l| l.1), Some(Lost::Heal));
+        assert_eq!(pair.client.tracker().stats().gaps, 0);
+        // The Login asked for exactly the first missing sequence.
+        assert_eq!(pair.log.logins.last().map(|l| l.2), Some(gap.first));
+        let filled = pair.log.data.iter().position(|d| d.0 == gap.last).unwrap();
+        let caught_up = pair.log.data_at[filled] - at;
+        let whole = *pair.log.data_at.last().unwrap() - at;
+        eprintln!(
+            "delay {delay} ms: healed {}..={} ({} frames) in {caught_up:?} (last frame {whole:?} after the gap showed)",
+            gap.first,
+            gap.last,
+            gap.len()
+        );
+        assert!(caught_up <= ms(10 + 4 * delay), "{caught_up:?}");
+    }
+}
+
+#[test]
+fn a_skipped_range_the_server_no_longer_retains_is_reported_once() {
+    // The retention keeps the last 1,000 frames: most of the skip is gone.
+    let mut pair = Pair::new(client_config(1), slow_server(), 1000);
+    pair.start();
+    let published = stall_until_skipped(&mut pair);
+    for _ in 0..20 {
+        pair.publish(50);
+        pair.advance(ms(50));
+    }
+    let published = published + 1000;
+    assert_eq!(
+        pair.log.healing.len(),
+        1,
+        "one heal: {:?}",
+        pair.log.healing
+    );
+    let (_, healing, _) = pair.log.healing[0];
+    assert_eq!(pair.log.gaps.len(), 1, "reported once: {:?}", pair.log.gaps);
+    let gap = pair.log.gaps[0];
+    // What the server still had came back; the rest is the one gap,
+    // reported at the heal's login (answered from later than asked).
+    assert_eq!(gap.first, healing.first);
+    let login = pair.log.logins.last().unwrap().2;
+    assert_eq!(gap.last + 1, login);
+    assert!(login > healing.first && login <= healing.last);
+    let mut covered: Vec<(u64, u64)> = pair.log.data.iter().map(|d| (d.0, d.0)).collect();
+    covered.extend(pair.log.gaps.iter().map(|g| (g.first, g.last)));
+    covered.sort_unstable();
+    let mut next = 1;
+    for (first, last) in covered {
+        assert_eq!(first, next, "no overlap, no hole");
+        next = last + 1;
+    }
+    assert_eq!(next, published + 1);
+    assert_eq!(pair.log.duplicates, 0);
+    assert_eq!(pair.client.stats().heals, 1);
+    assert_eq!(pair.connects.len(), 2);
+}
+
+#[test]
+fn a_hole_in_the_servers_retention_is_healed_once_then_reported_once() {
+    // A relay that missed 11..=20 upstream: it has 1..=10 and 21..=30.
+    let mut pair = Pair::new(client_config(1), server_config(), 1 << 20);
+    pair.start();
+    pair.advance(ms(5));
+    pair.publish(10);
+    pair.advance(ms(5));
+    pair.other(0).lagging = true;
+    pair.publish(10);
+    pair.other(0).behind.clear();
+    pair.other(0).lagging = false;
+    pair.publish(10);
+    pair.advance(Duration::from_secs(5));
+    let got: Vec<u64> = pair.log.data.iter().map(|d| d.0).collect();
+    let want: Vec<u64> = (1..=10).chain(21..=30).collect();
+    assert_eq!(got, want);
+    assert_eq!(pair.log.healing.len(), 1, "{:?}", pair.log.healing);
+    assert_eq!(
+        pair.log.gaps,
+        [Gap {
+            first: 11,
+            last: 20
+        }]
+    );
+    assert_eq!(pair.connects.len(), 2, "one heal, no loop");
+    assert_eq!(pair.log.duplicates, 0);
+}
+
+#[test]
+fn a_server_that_keeps_skipping_gets_heals_spaced_by_the_backoff_not_a_loop() {
+    let mut pair = Pair::new(client_config(1), slow_server(), 1 << 22);
+    pair.start();
+    pair.advance(ms(5));
+    // 60 s of a client that stops reading for 400 ms out of every 600 ms
+    // while 10,000 frames a second are published.
+    for _ in 0..100 {
+        pair.faults.window = 1;
+        pair.faults.blackhole = true;
+        for _ in 0..40 {
+            pair.publish(100);
+            pair.advance(ms(10));
+        }
+        pair.faults = Faults::default();
+        for _ in 0..20 {
+            pair.publish(100);
+            pair.advance(ms(10));
+        }
+    }
+    let heals = &pair.log.healing;
+    let delays: Vec<u128> = heals.iter().map(|h| h.2.as_millis()).collect();
+    eprintln!(
+        "{} heals, {} connects in 60 s; delays {delays:?} ms",
+        heals.len(),
+        pair.connects.len()
+    );
+    assert!(heals.len() >= 3, "the server did keep skipping: {delays:?}");
+    // At once, then the backoff: 100 ms doubling, capped at 30 s; at most
+    // one connection per heal.
+    assert_eq!(delays[0], 0);
+    for (i, d) in delays.iter().enumerate().skip(1) {
+        assert_eq!(*d, (100u128 << (i - 1)).min(30_000), "{delays:?}");
+    }
+    assert!(heals.len() <= 12, "{delays:?}");
+    // (The last heal may still be waiting out its delay.)
+    assert!(pair.connects.len() <= heals.len() + 1);
+    // Then the client keeps up: it catches up on everything, in order,
+    // exactly once (the retention holds it all).
+    pair.advance(Duration::from_secs(35));
+    pair.publish(10);
+    pair.advance(Duration::from_secs(1));
+    assert_exactly_once(&pair);
+    assert!(pair.log.gaps.is_empty(), "{:?}", pair.log.gaps);
+}
+
+#[test]
+fn heal_gaps_off_reports_the_skip_and_goes_on_live() {
+    let mut client = client_config(1);
+    client.heal_gaps = false;
+    let mut pair = Pair::new(client, slow_server(), 1 << 20);
+    pair.start();
+    stall_until_skipped(&mut pair);
+    assert!(pair.log.healing.is_empty());
+    assert_eq!(pair.connects.len(), 1);
+    assert!(!pair.log.gaps.is_empty());
 }
 
 /// A schedule step of the property test.

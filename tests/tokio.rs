@@ -1489,7 +1489,6 @@ fn the_tokio_server_loses_nothing_while_its_runtime_is_stalled() {
 /// displaced as if it were idle.
 #[test]
 fn a_burst_of_logins_from_one_address_all_get_in_on_the_tokio_server() {
-    use std::io::{Read, Write};
     use tickwire::session::CloseReason;
     if rerun_with_descriptor_limit(
         "a_burst_of_logins_from_one_address_all_get_in_on_the_tokio_server",
@@ -1502,40 +1501,7 @@ fn a_burst_of_logins_from_one_address_all_get_in_on_the_tokio_server() {
         listen: loopback(),
         ..ServerConfig::default()
     });
-    let addr = server.local_addr();
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            std::thread::spawn(move || {
-                let mut login = [0u8; 24];
-                tickwire::encode(&Payload::Login, 0, 0, &mut login).unwrap();
-                // Connect and send each Login at once, then read the answers.
-                let mut sockets: Vec<_> = (0..CLIENTS / 8)
-                    .map(|_| {
-                        let mut s = connect_from([127, 0, 0, 1], addr);
-                        s.write_all(&login).unwrap();
-                        s
-                    })
-                    .collect();
-                let mut accepted = 0;
-                for s in &mut sockets {
-                    let mut frame = [0u8; 32];
-                    let answered = s.read_exact(&mut frame).is_ok()
-                        && SliceParser::new(&frame).any(|e| {
-                            matches!(e, Event::Frame(m) if m.msg_type() == tickwire::MsgType::LoginAccepted)
-                        });
-                    accepted += usize::from(answered);
-                }
-                (accepted, sockets)
-            })
-        })
-        .collect();
-    let mut accepted = 0;
-    let mut sockets = Vec::new();
-    for t in threads {
-        let (n, s) = t.join().unwrap();
-        accepted += n;
-        sockets.extend(s);
-    }
+    let (accepted, sockets) = common::burst_of_logins(server.local_addr(), CLIENTS);
     let stats = server.stats();
     assert_eq!(stats.closed_for(CloseReason::UnauthenticatedLimit), 0);
     assert_eq!(accepted, CLIENTS, "every client got LoginAccepted");
@@ -1595,4 +1561,63 @@ fn tokio_client_takes_host_names_and_resumes_where_the_caller_stopped() {
         assert_eq!(lost, [unresolved; 2]);
     });
     server.shutdown().unwrap();
+}
+
+/// The tokio server takes a relay's input as the mio server does: frames
+/// numbered upstream are sent byte for byte after a hole (`advance`), a
+/// client logging in from 1 starts where the retention starts, and a new
+/// upstream session ends the client's with EndOfSession.
+#[test]
+fn the_tokio_server_takes_a_relay_feed() {
+    use tickwire::session::Batch;
+    let (_rt, server) = common::tokio_server(ServerConfig {
+        listen: loopback(),
+        session_id: Some(0xfeed),
+        ..ServerConfig::default()
+    });
+    let feed = server.relay_feed();
+    let mut seq = tickwire::Sequencer::starting_at(5);
+    let msgs = messages(31, 100);
+    let mut bytes = vec![0u8; msgs.len() * 44];
+    let done = seq.encode_batch(&msgs, &mut bytes);
+    bytes.truncate(done.bytes);
+    let upstream = bytes.clone();
+    feed.advance(5).unwrap();
+    feed.publish(Batch::new(bytes).unwrap()).unwrap();
+    assert_eq!(server.stats().frames_published, 100);
+    // Log in from 1: the retention starts at 5.
+    use std::io::Write;
+    let mut socket = connect_from([127, 0, 0, 1], server.local_addr());
+    let mut login = [0u8; 24];
+    tickwire::encode(&Payload::Login, 1, 0, &mut login).unwrap();
+    socket.write_all(&login).unwrap();
+    let mut reader = tickwire::io::FrameReader::new(socket);
+    let mut got = Vec::new();
+    let mut start = None;
+    while got.len() < upstream.len() {
+        match reader.next_event().unwrap() {
+            Some(Event::Frame(tickwire::Message::LoginAccepted(la))) => {
+                start = Some(la.sequence());
+            }
+            Some(Event::Frame(m)) if m.is_data() => got.extend_from_slice(m.as_bytes()),
+            Some(_) => {}
+            None => panic!("closed"),
+        }
+    }
+    assert_eq!(start, Some(5));
+    assert!(got == upstream, "byte for byte, the upstream's frames");
+    // The upstream restarted: EndOfSession, then the connection closes.
+    feed.new_session(0xbeef, 1).unwrap();
+    let mut ended = false;
+    loop {
+        match reader.next_event() {
+            Ok(Some(Event::Frame(m))) if m.msg_type() == tickwire::MsgType::EndOfSession => {
+                ended = true;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(ended, "EndOfSession before the close");
+    assert_eq!(server.session_id(), 0xbeef);
 }

@@ -1,6 +1,6 @@
-//! The protocol's test vectors (section 6, and those of sections 8 and 9),
-//! byte for byte, in both directions, and the stream parser on every split
-//! point of each.
+//! The protocol's test vectors (section 6, and those of sections 8, 9 and
+//! 11), byte for byte, in both directions, and the stream parser on every
+//! split point of each.
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -10,6 +10,7 @@
 
 use tickwire::encode::{QuoteFields, TradeFields};
 use tickwire::parse::{Event, Parser, SliceParser};
+use tickwire::wire::{KeyId, RejectReason, Secret};
 use tickwire::{encode, DecodeError, Message, Payload};
 
 const T: u64 = 1_700_000_000_123_456_789;
@@ -20,8 +21,18 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The secret of the first Auth vector: bytes 00 01 02 … 1f.
+fn counting_secret() -> Secret {
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    Secret::new(bytes)
+}
+
 /// (payload, sequence, timestamp, hex) for every vector of section 6, then
-/// the single frames of "Test vectors for sections 8 and 9".
+/// the single frames of "Test vectors for sections 8 and 9", then those of
+/// "Test vectors for section 11" (indices 12 to 16).
 fn vectors() -> Vec<(Payload, u64, u64, Vec<u8>)> {
     vec![
         (Payload::Heartbeat, 1, 0, hex("a5 01 01 18 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 17 07 45 20")),
@@ -75,6 +86,36 @@ fn vectors() -> Vec<(Payload, u64, u64, Vec<u8>)> {
             100,
             T,
             hex("a5 01 06 28 64 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 ef cd ab 89 67 45 23 01 32 00 00 00 00 00 00 00 4f 5e 5c 40"),
+        ),
+        (
+            Payload::auth(&KeyId::new("alice").unwrap(), counting_secret()),
+            0,
+            T,
+            hex("a5 01 07 48 00 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 61 6c 69 63 65 00 00 00 00 00 00 00 00 00 00 00 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10 11 12 13 14 15 16 17 18 19 1a 1b 1c 1d 1e 1f 22 d4 9a 98"),
+        ),
+        (
+            Payload::Rejected { reason: RejectReason::NotAuthorized },
+            0,
+            T,
+            hex("a5 01 08 20 00 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 02 00 00 00 00 00 00 00 e3 49 64 ec"),
+        ),
+        (
+            Payload::Rejected { reason: RejectReason::AuthenticationRequired },
+            0,
+            T,
+            hex("a5 01 08 20 00 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 01 00 00 00 00 00 00 00 8a ce 20 37"),
+        ),
+        (
+            Payload::auth(&KeyId::new("feed-reader_2.v1").unwrap(), Secret::new([0xff; 32])),
+            0,
+            T,
+            hex("a5 01 07 48 00 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 66 65 65 64 2d 72 65 61 64 65 72 5f 32 2e 76 31 ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff ff 12 ca 25 07"),
+        ),
+        (
+            Payload::Rejected { reason: RejectReason::NotPermitted },
+            0,
+            T,
+            hex("a5 01 08 20 00 00 00 00 00 00 00 00 15 cd 85 3d fe 9c 97 17 03 00 00 00 00 00 00 00 c4 34 58 a5"),
         ),
     ]
 }
@@ -179,7 +220,7 @@ fn datagram_frames_have_their_fields() {
 #[test]
 fn encode_matches_every_vector() {
     for (payload, seq, ts, bytes) in vectors() {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 72];
         let n = encode(&payload, seq, ts, &mut buf).unwrap();
         assert_eq!(&buf[..n], &bytes[..], "{payload:?}");
     }
@@ -246,11 +287,22 @@ fn decode_errors_name_the_failure() {
         Err(DecodeError::BadVersion { found: 2 })
     );
     b = hb.clone();
-    b[2] = 0x07;
+    b[2] = 0x09;
     assert_eq!(
         Message::decode(&b),
-        Err(DecodeError::UnknownType { found: 7 })
+        Err(DecodeError::UnknownType { found: 9 })
     );
+    // 0x07 (Auth) and 0x08 (Rejected) are valid since revision 3, 72 and 32 bytes long.
+    b[2] = 0x07;
+    assert!(matches!(
+        Message::decode(&b),
+        Err(DecodeError::BadLength { found: 24, .. })
+    ));
+    b[2] = 0x08;
+    assert!(matches!(
+        Message::decode(&b),
+        Err(DecodeError::BadLength { found: 24, .. })
+    ));
     // 0x05 (Packet) is valid since revision 2, but it is 32 bytes long.
     b[2] = 0x05;
     assert!(matches!(
@@ -396,4 +448,98 @@ fn datagram_frames_print_as_json_lines() {
         line(11),
         r#"{"type":"retransmit","sequence":100,"timestamp":1700000000123456789,"session_id":81985529216486895,"count":50}"#
     );
+}
+
+#[test]
+fn section_11_frames_have_their_fields() {
+    let v = vectors();
+    let (Message::Auth(a), _) = Message::decode(&v[12].3).unwrap() else {
+        panic!()
+    };
+    assert_eq!((a.sequence(), a.timestamp()), (0, T));
+    assert_eq!(a.key_id().unwrap().as_str(), "alice");
+    assert_eq!(a.secret(), counting_secret());
+    assert!(a.is_well_formed());
+    assert_eq!(a.checksum(), 0x989a_d422);
+    let (Message::Auth(a), _) = Message::decode(&v[15].3).unwrap() else {
+        panic!()
+    };
+    assert_eq!(a.key_id().unwrap().as_str(), "feed-reader_2.v1");
+    assert_eq!(a.key_id().unwrap().len(), 16);
+    assert_eq!(a.secret().expose(), &[0xff; 32]);
+    assert!(a.is_well_formed());
+    for (i, reason) in [(13, 2), (14, 1), (16, 3)] {
+        let (Message::Rejected(r), _) = Message::decode(&v[i].3).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (r.sequence(), r.reason().code(), r.reserved()),
+            (0, reason, [0; 7])
+        );
+    }
+}
+
+#[test]
+fn section_11_frames_are_numbered_zero_by_the_sequencer() {
+    // Auth and Rejected carry sequence 0 whatever the next data sequence.
+    let v = vectors();
+    for (payload, _, _, bytes) in &v[12..=16] {
+        let mut seq = tickwire::Sequencer::starting_at(1234);
+        let mut buf = [0u8; 72];
+        let n = seq.encode(payload, T, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &bytes[..]);
+        assert_eq!(seq.next_sequence(), 1234);
+        let mut batch = [0u8; 72];
+        let mut seq = tickwire::Sequencer::starting_at(1234);
+        let done = seq.encode_batch(&[(T, *payload)], &mut batch);
+        assert_eq!(&batch[..done.bytes], &bytes[..]);
+    }
+}
+
+#[test]
+fn section_11_frames_print_as_json_lines() {
+    use tickwire::json::JsonMessage;
+    let v = vectors();
+    let line = |i: usize| {
+        let (m, _) = Message::decode(&v[i].3).unwrap();
+        JsonMessage(&m).to_string()
+    };
+    assert_eq!(
+        line(12),
+        r#"{"type":"auth","sequence":0,"timestamp":1700000000123456789,"key_id":"alice"}"#
+    );
+    assert_eq!(
+        line(15),
+        r#"{"type":"auth","sequence":0,"timestamp":1700000000123456789,"key_id":"feed-reader_2.v1"}"#
+    );
+    assert_eq!(
+        line(13),
+        r#"{"type":"rejected","sequence":0,"timestamp":1700000000123456789,"reason":2}"#
+    );
+    assert_eq!(
+        line(16),
+        r#"{"type":"rejected","sequence":0,"timestamp":1700000000123456789,"reason":3}"#
+    );
+}
+
+#[test]
+fn truncated_auth_does_not_swallow_the_next_frame() {
+    let v = vectors();
+    let auth = &v[12].3;
+    let login = &v[1].3;
+    for keep in 1..auth.len() {
+        let mut stream = auth[..keep].to_vec();
+        stream.extend_from_slice(login);
+        let mut frames = Vec::new();
+        let mut discarded = 0;
+        for e in SliceParser::new(&stream) {
+            match e {
+                Event::Frame(m) => frames.push(m.as_bytes().to_vec()),
+                Event::Discarded(d) => discarded += d.bytes,
+                _ => {}
+            }
+        }
+        assert_eq!(frames, vec![login.clone()], "keep {keep}");
+        assert_eq!(discarded, keep as u64);
+    }
 }

@@ -31,8 +31,9 @@ fn own(e: &Event<'_>) -> Owned {
 fuzz_target!(|input: Input| {
     let mut slice = SliceParser::new(&input.data);
     let whole: Vec<Owned> = slice.by_ref().map(|e| own(&e)).collect();
-    let capacity = 44 + usize::from(input.capacity % 1024);
-    let mut parser = Parser::with_capacity(capacity).expect("capacity is at least 44");
+    // The smallest buffer holds the longest frame (72 bytes, an Auth).
+    let capacity = tickwire::wire::MAX_FRAME_LEN + usize::from(input.capacity % 1024);
+    let mut parser = Parser::with_capacity(capacity).expect("capacity is at least MAX_FRAME_LEN");
     let mut got = Vec::new();
     let mut rest = &input.data[..];
     let mut cuts = input.cuts.iter().map(|&c| usize::from(c).max(1)).cycle();

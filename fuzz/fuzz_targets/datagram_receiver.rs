@@ -30,6 +30,9 @@ enum Op {
         count: u8,
         damage: Option<u16>,
         end: bool,
+        /// An Auth (true) or Rejected frame after the Packet (revision 3):
+        /// a control frame a datagram may not hold, discarded and reported.
+        control: Option<(bool, u8)>,
     },
     /// A retransmission reply: LoginAccepted(from), frames from..to, Heartbeat.
     Reply {
@@ -53,7 +56,7 @@ struct Input {
 }
 
 fn frame(payload: &Payload, sequence: u64, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 44];
+    let mut buf = [0u8; tickwire::wire::MAX_FRAME_LEN];
     if let Ok(n) = encode(payload, sequence, sequence, &mut buf) {
         out.extend_from_slice(&buf[..n]);
     }
@@ -92,6 +95,7 @@ fuzz_target!(|input: Input| {
                 count,
                 damage,
                 end,
+                control,
             } => {
                 let line = if line_b { Line::B } else { Line::A };
                 let first = u64::from(first);
@@ -103,6 +107,19 @@ fuzz_target!(|input: Input| {
                     first,
                     &mut d,
                 );
+                if let Some((auth, byte)) = control {
+                    let payload = if auth {
+                        Payload::Auth {
+                            key_id: [byte; 16],
+                            secret: tickwire::wire::Secret::new([byte; 32]),
+                        }
+                    } else {
+                        Payload::Rejected {
+                            reason: tickwire::wire::RejectReason::from_code(byte),
+                        }
+                    };
+                    frame(&payload, 0, &mut d);
+                }
                 for s in first..first + u64::from(count % 40) {
                     frame(&quote(s), s, &mut d);
                 }

@@ -13,7 +13,14 @@ fuzz_target!(|arrivals: Vec<(u8, u64, u8)>| {
     for (kind, sequence, session) in arrivals {
         let msg_type = MsgType::ALL[usize::from(kind) % MsgType::ALL.len()];
         let before = tracker.expected();
+        let stats_before = *tracker.stats();
         let verdict = tracker.observe(msg_type, sequence, u64::from(session % 4));
+        if matches!(msg_type, MsgType::Auth | MsgType::Rejected) {
+            // Sequence 0 by rule, ignored whatever it holds (revision 3).
+            assert_eq!(verdict, Verdict::Control);
+            assert_eq!(tracker.expected(), before);
+            assert_eq!(tracker.stats().control, stats_before.control + 1);
+        }
         match verdict {
             Verdict::InOrder => in_order += 1,
             Verdict::Duplicate => {

@@ -209,6 +209,8 @@ fn stats_dict<'py>(
     d.set_item("end_of_session", parse.end_of_session)?;
     d.set_item("packets", parse.packets)?;
     d.set_item("retransmits", parse.retransmits)?;
+    d.set_item("auths", parse.auths)?;
+    d.set_item("rejected", parse.rejected)?;
     d.set_item("frame_bytes", parse.frame_bytes)?;
     d.set_item("discarded_bytes", parse.discarded_bytes)?;
     d.set_item("discard_runs", parse.discard_runs)?;
@@ -323,6 +325,8 @@ impl Tally {
                     Message::EndOfSession(_) => p.end_of_session += 1,
                     Message::Packet(_) => p.packets += 1,
                     Message::Retransmit(_) => p.retransmits += 1,
+                    Message::Auth(_) => p.auths += 1,
+                    Message::Rejected(_) => p.rejected += 1,
                 }
                 p.frame_bytes += m.len() as u64;
                 if matches!(event, Event::Duplicate(_)) {

@@ -287,7 +287,8 @@ class Recording(_Tables):
             arrays.
         stats: counters of the whole file: ``frames``, ``quotes``, ``trades``,
             ``heartbeats``, ``logins``, ``login_accepted``, ``end_of_session``,
-            ``packets``, ``retransmits``, ``frame_bytes``, ``discarded_bytes``,
+            ``packets``, ``retransmits``, ``auths``, ``rejected``, ``frame_bytes``,
+            ``discarded_bytes``,
             ``discard_runs``, ``gaps``, ``missing``, ``duplicates``, ``sessions``.
     """
 

@@ -53,6 +53,19 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// After an EndOfSession, reconnect (true, the default) or stop.
     pub reconnect_after_end: bool,
+    /// Heal a gap the server skipped while this client was slow by logging
+    /// in again from its first sequence (true, the default); off: report it
+    /// and go on with live data. See
+    /// [`ClientSessionConfig::heal_gaps`] and
+    /// [the rules](crate::session::ClientSession#healing-skipped-ranges).
+    ///
+    /// ```
+    /// let mut config = tickwire::net::ClientConfig::new("127.0.0.1:7878");
+    /// assert!(config.heal_gaps);
+    /// config.heal_gaps = false; // the freshest data, gaps and all
+    /// ```
+    #[cfg_attr(feature = "serde", serde(default = "heal_by_default"))]
+    pub heal_gaps: bool,
     /// Receive buffer (the parser's), 4 MiB.
     pub read_buffer: usize,
     /// Make [`Client::run`] busy-poll (never sleep in epoll): one core spins
@@ -88,6 +101,7 @@ impl ClientConfig {
             connect_timeout: rules.connect_timeout,
             backoff: rules.backoff,
             reconnect_after_end: rules.reconnect_after_end,
+            heal_gaps: rules.heal_gaps,
             read_buffer: 4 << 20,
             busy_poll: false,
         }
@@ -146,8 +160,14 @@ impl ClientConfig {
             backoff: self.backoff,
             reconnect_after_end: self.reconnect_after_end,
             servers: 1 + self.fallbacks.len(),
+            heal_gaps: self.heal_gaps,
         }
     }
+}
+
+#[cfg(feature = "serde")]
+fn heal_by_default() -> bool {
+    true
 }
 
 /// Why [`Client::run`] returned an error.
@@ -205,6 +225,9 @@ pub struct ClientStats {
     /// Switches to the next server of the fail-over list.
     #[cfg_attr(feature = "serde", serde(default))]
     pub failovers: u64,
+    /// Gaps the server skipped that were healed by logging in again.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub heals: u64,
 }
 
 impl ClientStats {
@@ -221,6 +244,7 @@ impl ClientStats {
             connects: s.connects,
             reconnects: s.reconnects,
             failovers: s.failovers,
+            heals: s.heals,
         }
     }
 }
@@ -655,6 +679,7 @@ impl Held {
                 sequence,
             }),
             ClientEvent::Gap(gap) => Held::Event(ClientEvent::Gap(gap)),
+            ClientEvent::Healing { gap, delay } => Held::Event(ClientEvent::Healing { gap, delay }),
             ClientEvent::NewSession {
                 session_id,
                 sequence,
@@ -1307,6 +1332,13 @@ fn log_control_event(server: &dyn core::fmt::Display, event: &ClientEvent<'_>) {
         ClientEvent::EndOfSession { sequence } => {
             log::debug!("{server}: end of session (next {sequence})");
         }
+        ClientEvent::Healing { gap, delay } => log::debug!(
+            "{server}: skipped {}..={} ({} frames): logging in again from {} in {delay:?}",
+            gap.first,
+            gap.last,
+            gap.len(),
+            gap.first
+        ),
         ClientEvent::Lost(why) => log::debug!("{server}: connection lost: {why}"),
         ClientEvent::Retrying { attempt, delay } => {
             log::debug!("{server}: retry {attempt} in {delay:?}");

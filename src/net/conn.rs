@@ -192,7 +192,8 @@ impl Connection {
         self.out.len()
     }
 
-    /// Bytes in the kernel's send queue, where the platform can tell (Linux).
+    /// Bytes in the kernel's send queue, where the platform can tell (Linux,
+    /// macOS, FreeBSD).
     pub fn kernel_pending(&self) -> Option<usize> {
         sys::unsent_bytes(self.stream.as_fd())
     }

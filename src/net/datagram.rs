@@ -280,19 +280,19 @@ impl DatagramOutput {
     }
 
     /// A relay's upstream will never send the frames before `next`.
-    pub(super) fn advance(&mut self, next: u64) {
+    pub(crate) fn advance(&mut self, next: u64) {
         self.packetizer.advance(next);
     }
 
     /// A relay's new session (protocol section 10.4): EndOfSession for the
     /// old one is sent, then the next datagrams' Packets carry `session_id`.
-    pub(super) fn new_session(&mut self, time: Time, session_id: u64, next: u64) {
+    pub(crate) fn new_session(&mut self, time: Time, session_id: u64, next: u64) {
         self.packetizer.new_session(session_id, next, time);
         self.send_all();
     }
 
     /// A relay whose upstream is lost sends no Packet-only datagram.
-    pub(super) fn skip_idle(&mut self, now: Duration) {
+    pub(crate) fn skip_idle(&mut self, now: Duration) {
         self.packetizer.skip_idle(now);
     }
 

@@ -32,7 +32,8 @@
 //! next readiness event, `Interrupted` means retry at once, and broken pipe,
 //! reset, abort and timeout mean the peer is gone (a client reconnects).
 //!
-//! Every module here forbids `unsafe` except `sys` (one `ioctl`).
+//! Every module here forbids `unsafe` except `sys` (the kernel send queue,
+//! batched datagram calls, a forced receive buffer).
 
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,10 +42,12 @@ mod addr;
 mod client;
 mod conn;
 pub(crate) mod datagram;
+mod feed;
 mod publisher;
 mod queue;
 mod relay;
 mod server;
+mod server_config;
 mod stats;
 pub(crate) mod sys;
 

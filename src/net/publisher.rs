@@ -5,17 +5,14 @@
 use std::prelude::rust_2021::*;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::TrySendError;
+use std::sync::{Arc, Weak};
 
-use mio::Waker;
-
-use super::datagram::DatagramOutput;
-use super::server::{Server, ToLoop};
-use crate::encode::{Payload, Sequencer};
+use super::feed::{try_lock, Numbering, ToLoop};
+use crate::encode::Payload;
 use crate::session::Batch;
-use crate::wire::MAX_FRAME_LEN;
+use crate::wire::MAX_DATA_FRAME_LEN;
 
 /// Data messages to publish: `(timestamp, payload)` pairs.
 pub type Messages = Vec<(u64, Payload)>;
@@ -45,121 +42,6 @@ impl fmt::Display for PublishError {
 }
 
 impl std::error::Error for PublishError {}
-
-/// What all publishers of one server share: the numbering, under a lock
-/// that also orders their batches in the queue and on the datagram lines.
-#[derive(Debug)]
-pub(super) struct Numbering {
-    pub(super) sequencer: Mutex<Sequencer>,
-    pub(super) tx: SyncSender<ToLoop>,
-    pub(super) waker: Arc<Waker>,
-    /// The datagram output (the first loop's numbering only).
-    pub(super) datagrams: Option<Mutex<DatagramOutput>>,
-    /// Whether the publishing threads send the datagrams
-    /// ([`DatagramSender::Publisher`](super::DatagramSender::Publisher)).
-    pub(super) direct: bool,
-    /// Batches queued and not yet taken by the loop.
-    pub(super) pending: AtomicUsize,
-    /// Whether the loop wants a wake-up per batch. A loop with a datagram
-    /// output and no TCP subscriber clears it while batches flow: the
-    /// datagrams are already out, and it takes the batches (into the
-    /// retention, for retransmission) within [`LAZY_TICK`] by itself, so
-    /// that its wake-ups do not compete for a core with the receivers'.
-    pub(super) eager: AtomicBool,
-    /// Wake the loop anyway once this many batches wait.
-    pub(super) wake_at: usize,
-    /// The first loop's state while it runs, when it is the only loop: a
-    /// publisher that finds it asleep (the lock free) and no batch waiting
-    /// in the queue writes its batch to the clients itself (see
-    /// [`Server::publish_direct`]), which saves the loop's wake-up.
-    pub(super) direct_tcp: OnceLock<Weak<Mutex<Server>>>,
-}
-
-/// `mutex` locked if no other thread holds it now (a panic while it was
-/// held left the data whole: every holder keeps it consistent between
-/// calls).
-fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    match mutex.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
-    }
-}
-
-/// How long a loop that is not woken per batch leaves batches waiting at
-/// most (see [`Numbering::eager`]); below the receivers' default
-/// retransmission wait, so the retention has a batch before anyone asks
-/// for it again.
-pub(super) const LAZY_TICK: std::time::Duration = std::time::Duration::from_millis(1);
-
-impl Numbering {
-    /// The datagram output, locked, if the server has one. (A panic while
-    /// it was held left it consistent: every method leaves it whole.)
-    pub(super) fn datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
-        self.datagrams
-            .as_ref()
-            .map(|d| d.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// The datagram output, if the server has one and no other thread
-    /// holds it now (`Err(())`: held, most likely by a publisher sending,
-    /// which is not worth waiting for to read or send an idle deadline).
-    pub(super) fn try_datagrams(&self) -> Option<Result<MutexGuard<'_, DatagramOutput>, ()>> {
-        self.datagrams.as_ref().map(|d| try_lock(d).ok_or(()))
-    }
-
-    /// Sends `batch`'s datagrams if the publishing threads send them (call
-    /// under the numbering lock: in sequence order).
-    pub(super) fn send_datagrams(&self, batch: &Batch) {
-        if let Some(mut output) = self.direct_datagrams() {
-            let now = output.now();
-            output.publish(batch, now);
-        }
-    }
-
-    /// The datagram output, locked, if the publishing threads send it.
-    pub(super) fn direct_datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
-        if self.direct {
-            self.datagrams()
-        } else {
-            None
-        }
-    }
-
-    /// The datagram output, locked, if the event loop sends it.
-    pub(super) fn loop_datagrams(&self) -> Option<MutexGuard<'_, DatagramOutput>> {
-        if self.direct {
-            None
-        } else {
-            self.datagrams()
-        }
-    }
-
-    /// A batch is about to be queued (call before sending it).
-    pub(super) fn batch_queued(&self) {
-        self.pending.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// A batch counted by [`batch_queued`](Self::batch_queued) was not
-    /// queued after all, or the loop took it.
-    pub(super) fn batch_gone(&self) {
-        self.pending.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Wakes the loop for a queued batch, unless it takes batches by itself
-    /// within [`LAZY_TICK`] and not too many wait.
-    pub(super) fn wake_for_batch(&self) {
-        // SeqCst: the loop stores `eager` then reads `pending`; this adds
-        // to `pending` then reads `eager`: one of the two sees the other.
-        if !self.direct
-            || self.eager.load(Ordering::SeqCst)
-            || self.pending.load(Ordering::SeqCst) >= self.wake_at
-        {
-            // A failed wake only delays the batch to the loop's next wake-up.
-            let _ = self.waker.wake();
-        }
-    }
-}
 
 /// Publishes data frames into a running server from any thread. Clone it
 /// freely; it feeds the event loop through a bounded queue and wakes it,
@@ -211,7 +93,7 @@ impl Publisher {
         let n = &self.numbering;
         let mut sequencer = n.sequencer.lock().map_err(|_| PublishError::Closed)?;
         let before = *sequencer;
-        let mut bytes = vec![0u8; batch.len() * MAX_FRAME_LEN];
+        let mut bytes = vec![0u8; batch.len() * MAX_DATA_FRAME_LEN];
         let done = sequencer.encode_batch(&batch, &mut bytes);
         bytes.truncate(done.bytes);
         let encoded = Arc::new(Batch::encoded(

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::client::{Client, ClientConfig, ClientStats};
 use super::datagram::{DatagramClient, DatagramClientConfig};
-use super::publisher::{Numbering, PublishError};
-use super::server::{RelayControl, Server, ServerConfig, ServerHandle, ToLoop};
+use super::feed::{Numbering, RelayControl, ToLoop};
+use super::publisher::PublishError;
+use super::server::{Server, ServerConfig, ServerHandle};
 use super::stats::{ServerStats, Shared};
 use crate::session::datagram::DatagramEvent;
 use crate::session::{Batch, ClientEvent, ClientState};
@@ -180,7 +181,6 @@ impl RelayFeed {
 
 /// Relay settings.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct RelayConfig {
     /// The upstream: a server of the session (origin or relay) and, in
     /// [`fallbacks`](ClientConfig::fallbacks), more of them for fail-over.
@@ -545,8 +545,8 @@ impl DatagramPump {
 /// ([`start_sequence`](Relay::start_sequence)); the range before is not a
 /// gap of the relay's and is not counted in
 /// [`upstream_stats`](Relay::upstream_stats) (its clients asking for it
-/// get the same gap as the upstream's would). It does not take its upstream from datagrams (yet): a
-/// datagram feed is relayed by subscribing to its publisher over TCP.
+/// get the same gap as the upstream's would). It takes its upstream over
+/// TCP, or from a datagram feed ([`RelayConfig::from_datagrams`]).
 ///
 /// ```
 /// use tickwire::net::{Client, ClientConfig, Relay, RelayConfig, Server, ServerConfig};
@@ -809,4 +809,22 @@ fn relay_loop(
         }
     }
     Ok(())
+}
+
+impl ServerHandle {
+    /// The input of a relay: already-encoded frames with their own
+    /// sequences, holes, session changes (see [`RelayFeed`]).
+    pub fn relay_feed(&self) -> RelayFeed {
+        let (numbering, shared) = self.feed_parts();
+        RelayFeed::new(numbering, shared)
+    }
+}
+
+impl Server {
+    /// The input of a relay (see [`RelayFeed`]); do not also publish with
+    /// a [`Publisher`](super::Publisher): the two numberings would clash.
+    pub fn relay_feed(&self) -> RelayFeed {
+        let (numbering, shared) = self.feed_parts();
+        RelayFeed::new(numbering, shared)
+    }
 }

@@ -1,7 +1,8 @@
 //! The system calls `std` and `mio` do not offer: the number of bytes still
-//! in a socket's kernel send queue, `sendmmsg`/`recvmmsg` (many datagrams in
-//! one call) and `SO_RCVBUFFORCE` on Linux. The only `unsafe` code of the
-//! networking layer.
+//! in a socket's kernel send queue (`TIOCOUTQ` on Linux, `SO_NWRITE` on
+//! macOS, `FIONWRITE` on FreeBSD), and on Linux `sendmmsg`/`recvmmsg` (many
+//! datagrams in one call) and `SO_RCVBUFFORCE`. The only `unsafe` code of
+//! the networking layer.
 
 /// Bytes in the kernel send queue of the socket `fd` (sent but not yet
 /// acknowledged, or not yet sent), where the platform can say.
@@ -22,13 +23,65 @@ pub(crate) fn unsent_bytes(fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
     }
 }
 
+/// Bytes in the kernel send queue of the socket `fd` (macOS and the other
+/// Apple systems: the `SO_NWRITE` socket option, the send buffer's byte
+/// count, which for TCP holds bytes until they are acknowledged, as Linux's
+/// `TIOCOUTQ` does).
+#[cfg(target_vendor = "apple")]
+#[allow(unsafe_code)]
+pub(crate) fn unsent_bytes(fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(size_of::<libc::c_int>()).ok()?;
+    // SAFETY: getsockopt(SOL_SOCKET, SO_NWRITE) writes at most `len` bytes
+    // (the size of one `c_int`) into `queued` and the option's length into
+    // `len`, both alive and exclusively borrowed for the call; `fd` is a
+    // borrowed, open descriptor. Errors are reported through the return
+    // value.
+    let result = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NWRITE,
+            std::ptr::from_mut(&mut queued).cast(),
+            &mut len,
+        )
+    };
+    if result == 0 {
+        usize::try_from(queued).ok()
+    } else {
+        None
+    }
+}
+
+/// Bytes in the kernel send queue of the socket `fd` (FreeBSD: the
+/// `FIONWRITE` ioctl, the send buffer's byte count: bytes not yet sent or
+/// not yet acknowledged, as Linux's `TIOCOUTQ`).
+#[cfg(target_os = "freebsd")]
+#[allow(unsafe_code)]
+pub(crate) fn unsent_bytes(fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONWRITE writes the send buffer's byte count into the `c_int`
+    // the third argument points to, which lives for the call; `fd` is a
+    // borrowed, open descriptor, so the ioctl cannot act on a closed or
+    // reused one. Errors are reported through the return value.
+    let result = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONWRITE, &mut queued) };
+    if result == 0 {
+        usize::try_from(queued).ok()
+    } else {
+        None
+    }
+}
+
 /// Other platforms: unknown; callers use their user-space queue alone.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_vendor = "apple", target_os = "freebsd")))]
 pub(crate) fn unsent_bytes<T>(_fd: T) -> Option<usize> {
     None
 }
 
 /// The most datagrams one [`send_datagrams`] call hands the kernel.
+#[cfg(target_os = "linux")]
 pub(crate) const SEND_BATCH: usize = 64;
 
 /// Sends each `(datagram, destination)` of `messages` (at most

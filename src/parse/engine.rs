@@ -56,7 +56,7 @@ macro_rules! steady_frame {
 #[derive(Clone, Copy, Debug, Default)]
 struct FrameCounts {
     /// Indexed by [`Message::index`], so that counting takes no branch.
-    by_type: [u64; 8],
+    by_type: [u64; 10],
     bytes: u64,
 }
 
@@ -72,7 +72,7 @@ impl FrameCounts {
 
 impl Engine {
     pub(super) fn stats(&self) -> ParseStats {
-        let [heartbeats, logins, login_accepted, end_of_session, packets, retransmits, quotes, trades] =
+        let [heartbeats, logins, login_accepted, end_of_session, packets, retransmits, auths, rejected, quotes, trades] =
             self.counts.by_type;
         ParseStats {
             heartbeats,
@@ -81,6 +81,8 @@ impl Engine {
             end_of_session,
             packets,
             retransmits,
+            auths,
+            rejected,
             quotes,
             trades,
             frame_bytes: self.counts.bytes,

@@ -224,6 +224,12 @@ pub struct ParseStats {
     pub packets: u64,
     /// Retransmit frames (retransmission requests).
     pub retransmits: u64,
+    /// Auth frames (credentials, protocol section 11).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub auths: u64,
+    /// Rejected frames (refusals, protocol section 11).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub rejected: u64,
     /// Quote frames (duplicates included).
     pub quotes: u64,
     /// Trade frames (duplicates included).
@@ -246,6 +252,8 @@ impl core::ops::AddAssign for ParseStats {
         self.end_of_session += other.end_of_session;
         self.packets += other.packets;
         self.retransmits += other.retransmits;
+        self.auths += other.auths;
+        self.rejected += other.rejected;
         self.quotes += other.quotes;
         self.trades += other.trades;
         self.frame_bytes += other.frame_bytes;
@@ -264,6 +272,8 @@ impl ParseStats {
             + self.end_of_session
             + self.packets
             + self.retransmits
+            + self.auths
+            + self.rejected
             + self.quotes
             + self.trades
     }

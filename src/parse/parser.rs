@@ -60,12 +60,24 @@ fn unconsumed<B: AsRef<[u8]>>(buf: &B, start: usize, end: usize) -> &[u8] {
 /// assert_eq!((frames, discarded), (4, 5));
 /// # Ok::<(), Box<dyn core::error::Error>>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Parser<B> {
     buf: B,
     start: usize,
     end: usize,
     engine: Engine,
+}
+
+/// Positions and state, never the buffer's bytes: they may hold an Auth
+/// frame's secret (protocol section 11).
+impl<B> core::fmt::Debug for Parser<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Parser")
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
@@ -275,7 +287,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     /// let n = seq.encode(&Payload::Heartbeat, 0, &mut wire)?;
     /// let n = n + seq.encode(&Payload::EndOfSession, 0, &mut wire[n..])?;
     /// let mut input = &wire[..n];
-    /// let mut parser = Parser::new([0u8; 64])?;
+    /// let mut parser = Parser::new([0u8; 128])?;
     /// let mut read = |spare: &mut [u8]| -> Result<usize, ()> {
     ///     let k = spare.len().min(input.len()).min(5); // 5 bytes per "read"
     ///     spare[..k].copy_from_slice(&input[..k]);
@@ -361,7 +373,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     ///
     /// ```
     /// use tickwire::{parse::Parser, sequence::SequenceTracker};
-    /// let mut storage = [0u8; 64];
+    /// let mut storage = [0u8; 128];
     /// let mut parser = Parser::new(&mut storage[..])?;
     /// parser.spare()[..3].copy_from_slice(b"abc");
     /// parser.commit(3)?;

@@ -24,10 +24,21 @@ use super::{Event, ParseStats};
 /// assert!(matches!(events[1], Event::Discarded(d) if d.bytes == 3));
 /// # Ok::<(), tickwire::EncodeError>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SliceParser<'a> {
     data: &'a [u8],
     engine: Engine,
+}
+
+/// The length left and the state, never the bytes: they may hold an Auth
+/// frame's secret (protocol section 11).
+impl core::fmt::Debug for SliceParser<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SliceParser")
+            .field("remaining", &self.data.len())
+            .field("engine", &self.engine)
+            .finish()
+    }
 }
 
 impl<'a> SliceParser<'a> {

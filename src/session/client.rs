@@ -39,6 +39,12 @@
 //! is a fresh one per connection; its own sequence events (gaps, new
 //! sessions) are ignored here.
 //!
+//! Skips heal: a gap that shows while logged in (the server skipped this
+//! client as slow, protocol section 4.5) is not delivered as a gap but
+//! filled by logging in again from its first sequence
+//! ([`ClientEvent::Healing`]); only what the server no longer retains is
+//! reported. See [the rules](ClientSession#healing-skipped-ranges).
+//!
 //! Fail-over: the session can rotate over a list of servers of one session
 //! (the origin and its relays); the driver connects to the one
 //! [`ClientSession::server`] names. See [its rules](ClientSession#fail-over).
@@ -57,7 +63,6 @@ use crate::wire::{Message, MAX_FRAME_LEN};
 
 /// Client settings that are rules, not I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientSessionConfig {
     /// The first sequence wanted at the first login (0: live data only).
@@ -76,6 +81,20 @@ pub struct ClientSessionConfig {
     /// [fail-over](ClientSession#fail-over): the session names the one to
     /// use next ([`ClientSession::server`]).
     pub servers: usize,
+    /// Heal gaps that show while logged in (a slow client the server
+    /// skipped): log in again from the first missing sequence instead of
+    /// reporting the gap, so that only ranges the server no longer retains
+    /// are reported (true, the default). Off: every gap is reported as it
+    /// shows, and live data goes on at once (for a client that wants the
+    /// freshest data rather than all of it). See
+    /// [the rules](ClientSession#healing-skipped-ranges).
+    #[cfg_attr(feature = "serde", serde(default = "heal_by_default"))]
+    pub heal_gaps: bool,
+}
+
+#[cfg(feature = "serde")]
+fn heal_by_default() -> bool {
+    true
 }
 
 impl Default for ClientSessionConfig {
@@ -87,6 +106,7 @@ impl Default for ClientSessionConfig {
             backoff: Backoff::default(),
             reconnect_after_end: true,
             servers: 1,
+            heal_gaps: true,
         }
     }
 }
@@ -193,6 +213,9 @@ pub enum Lost {
     /// The server restarted with a new session: logging in again from its
     /// first sequence.
     Resync,
+    /// Closed by the client to fill a gap the server skipped: logging in
+    /// again from its first sequence ([`ClientEvent::Healing`]).
+    Heal,
 }
 
 impl fmt::Display for Lost {
@@ -205,6 +228,7 @@ impl fmt::Display for Lost {
             Lost::Silent => f.write_str("no bytes for three heartbeat intervals"),
             Lost::EndOfSession => f.write_str("end of session"),
             Lost::Resync => f.write_str("new session: logging in again from its start"),
+            Lost::Heal => f.write_str("closed to fill a skipped range: logging in again"),
         }
     }
 }
@@ -230,8 +254,23 @@ pub enum ClientEvent<'a> {
     /// A new frame (data, or a Heartbeat), borrowed from the receive buffer.
     Frame(Message<'a>),
     /// Sequences that will not arrive (the server no longer has them, or
-    /// they were lost to damage).
+    /// they were lost to damage; with
+    /// [`heal_gaps`](ClientSessionConfig::heal_gaps) off, also ranges a
+    /// server skipped).
     Gap(Gap),
+    /// Sequences `gap` showed missing while logged in (the server skipped
+    /// this client as slow): not delivered as a gap; the connection is
+    /// closed ([`Lost::Heal`]) and the client logs in again from
+    /// `gap.first` after `delay` (zero unless heals follow each other
+    /// closely). Whatever the server no longer retains of the range is then
+    /// reported as a [`Gap`](ClientEvent::Gap).
+    Healing {
+        /// The missing range as it showed (the server may have sent more
+        /// since).
+        gap: Gap,
+        /// How long until the new connection attempt.
+        delay: Duration,
+    },
     /// A new session: sequence tracking restarted.
     NewSession {
         /// The new session.
@@ -328,6 +367,9 @@ pub struct ClientSessionStats {
     pub reconnects: u64,
     /// Switches to another server of the list ([`ClientEvent::Failover`]).
     pub failovers: u64,
+    /// Gaps healed by logging in again ([`ClientEvent::Healing`]).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub heals: u64,
 }
 
 /// The client's protocol state. See the [module docs](self).
@@ -353,6 +395,78 @@ pub struct ClientSessionStats {
 /// - An accepted login ends the round and resets the backoff.
 /// - A server that answers with a new session (a restarted origin) is
 ///   logged in to again at once, from its first sequence: no fail-over.
+///
+/// # Healing skipped ranges
+///
+/// A server skips a live client that is slow (protocol section 4.5): it
+/// gets no live data until it drains, then sees a gap although the server
+/// still retains the range. With
+/// [`heal_gaps`](ClientSessionConfig::heal_gaps) on (the default), the
+/// rules are:
+///
+/// - A data frame or Heartbeat that shows missing sequences while logged
+///   in (and not right after bytes the parser discarded: a gap after
+///   damage is reported, and the connection kept, as before) is not
+///   delivered and not reported as a gap: the session emits
+///   [`ClientEvent::Healing`] and [`Lost::Heal`], closes the connection and
+///   logs in again to the same server with a Login for the first missing
+///   sequence. The server replays from there and joins the live stream
+///   (section 4.3): every frame arrives once, in order; frames already
+///   delivered are never asked for.
+/// - What the server no longer retains is reported exactly as after any
+///   login answered from later than asked: one [`ClientEvent::Gap`]. So is
+///   a range the server does not have although it has later frames (a
+///   relay's hole): when the same gap shows again right after a heal's
+///   login, nothing delivered since, it is reported, not healed again.
+///   Only such gaps, gaps right after damage, and an EndOfSession's are
+///   reported.
+/// - One heal at a time, and no loop: the first heal reconnects at once; a
+///   heal that starts within ten heartbeat intervals (10 s) of the previous
+///   heal's accepted login waits the [backoff](ClientSessionConfig::backoff)
+///   delays (100 ms, 200 ms, … 30 s by default; the retry limit does not
+///   apply), which start over after a calm spell. A server that keeps
+///   skipping thus costs at most one reconnect per 30 s, and nothing is
+///   lost while the server retains the range.
+/// - Healing reconnects count in [`ClientSessionStats::heals`], not as
+///   failures: fail-over and the retry limit are not involved.
+///
+/// ```
+/// use core::time::Duration;
+/// use tickwire::encode::{encode, Payload, QuoteFields};
+/// use tickwire::parse::{Event, SliceParser};
+/// use tickwire::session::{Action, ClientEvent, ClientSession, ClientSessionConfig, Lost, Time};
+///
+/// let mut config = ClientSessionConfig::default();
+/// config.from = 1;
+/// let mut client = ClientSession::new(config);
+/// let t = |ms| Time::new(Duration::from_millis(ms), 0);
+/// let mut ignore = |_: ClientEvent<'_>| {};
+/// client.connect(t(0), &mut ignore);
+/// client.handle_connected(t(1), &mut ignore);
+/// while client.poll_action().is_some() {} // Connect, then the Login for 1
+///
+/// // The server accepts from 1, sends 1, skips 2..=4 and goes on with 5.
+/// let quote = Payload::Quote(QuoteFields { instrument_id: 1, bid_price: 1, ask_price: 2, bid_size: 1, ask_size: 1 });
+/// let mut bytes = vec![0u8; 256];
+/// let mut n = encode(&Payload::LoginAccepted { session_id: 7 }, 1, 0, &mut bytes)?;
+/// n += encode(&quote, 1, 0, &mut bytes[n..])?;
+/// n += encode(&quote, 5, 0, &mut bytes[n..])?;
+/// let mut events = Vec::new();
+/// for event in SliceParser::new(&bytes[..n]) {
+///     if matches!(event, Event::Frame(_)) {
+///         client.handle_event(event, t(2), &mut |e| events.push(format!("{e:?}")));
+///     }
+/// }
+/// // Frame 1 is delivered; frame 5 is not: the client heals 2..=4 at once.
+/// assert!(events.iter().any(|e| e.starts_with("Healing { gap: Gap { first: 2, last: 4 }")));
+/// assert!(events.iter().all(|e| !e.starts_with("Gap")));
+/// assert_eq!(client.last_lost(), Some(Lost::Heal));
+/// assert_eq!(client.poll_action(), Some(Action::Close));
+/// assert_eq!(client.poll_action(), Some(Action::Connect));
+/// assert_eq!(client.tracker().expected(), Some(2)); // the next Login asks for 2
+/// assert_eq!(client.stats().heals, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// ```
 /// use core::time::Duration;
@@ -424,6 +538,19 @@ pub struct ClientSession {
     /// Servers that failed since the last accepted login or the last
     /// backoff delay: a round is over when all of them have.
     failed_in_round: usize,
+    /// The delays between heals that follow each other closely.
+    heal_backoff: Backoff,
+    /// A heal's connection is under way (until its login is accepted).
+    healing: bool,
+    /// When the login of the last heal was accepted.
+    healed_at: Option<Duration>,
+    /// Bytes were discarded on this connection since the last frame: a gap
+    /// now is damage, not a skip.
+    damaged: bool,
+    /// The first sequence the last heal asked for: a gap that shows again
+    /// there, nothing delivered since, is a range the server does not have
+    /// (a relay's hole), reported rather than healed again.
+    healed_from: Option<u64>,
 }
 
 impl ClientSession {
@@ -447,6 +574,11 @@ impl ClientSession {
             stats: ClientSessionStats::default(),
             server: 0,
             failed_in_round: 0,
+            heal_backoff: config.backoff.with_max_retries(None),
+            healing: false,
+            healed_at: None,
+            damaged: false,
+            healed_from: None,
         }
     }
 
@@ -566,6 +698,7 @@ impl ClientSession {
             return;
         }
         self.connect_deadline = None;
+        self.damaged = false;
         self.wanted = self.tracker.expected().unwrap_or(self.from);
         self.actions.push_back(Action::Send(ControlFrame::new(
             &Payload::Login,
@@ -599,20 +732,87 @@ impl ClientSession {
             | Event::Duplicate(Message::LoginAccepted(la)) => {
                 self.login_accepted(la.session_id(), la.sequence(), time, emit);
             }
-            Event::Frame(m) | Event::Duplicate(m) => match self.tracker.observe_message(&m) {
-                Verdict::Duplicate => emit(ClientEvent::Duplicate {
-                    sequence: m.sequence(),
-                }),
-                Verdict::Gap(gap) => {
-                    emit(ClientEvent::Gap(gap));
-                    self.frame(m, time, emit);
+            Event::Frame(m) | Event::Duplicate(m) if self.heals(&m) => {
+                self.heal(m.sequence(), time.monotonic, emit);
+            }
+            Event::Frame(m) | Event::Duplicate(m) => {
+                self.damaged = false;
+                match self.tracker.observe_message(&m) {
+                    Verdict::Duplicate => emit(ClientEvent::Duplicate {
+                        sequence: m.sequence(),
+                    }),
+                    Verdict::Gap(gap) => {
+                        emit(ClientEvent::Gap(gap));
+                        self.frame(m, time, emit);
+                    }
+                    _ => self.frame(m, time, emit),
                 }
-                _ => self.frame(m, time, emit),
-            },
-            Event::Discarded(d) => emit(ClientEvent::Discarded(d)),
+            }
+            Event::Discarded(d) => {
+                self.damaged = true;
+                emit(ClientEvent::Discarded(d));
+            }
             // The per-connection parser's own sequence view: the tracker
             // here is the one that counts.
             _ => {}
+        }
+    }
+
+    /// Whether `m` shows a gap to heal: healing is on, the client is logged
+    /// in, no bytes were discarded since the last frame (a gap after damage
+    /// is reported), the last heal did not ask for the same sequence (the
+    /// server does not have it), and `m` is a data frame or Heartbeat past
+    /// the next sequence expected.
+    fn heals(&self, m: &Message<'_>) -> bool {
+        self.config.heal_gaps
+            && self.state == ClientState::LoggedIn
+            && !self.damaged
+            && self.tracker.expected() != self.healed_from
+            && (m.is_data() || matches!(m, Message::Heartbeat(_)))
+            && self
+                .tracker
+                .expected()
+                .is_some_and(|expected| m.sequence() > expected)
+    }
+
+    /// Closes the connection to log in again from the next sequence
+    /// expected, the first of the range up to `seen` (excluded) that the
+    /// server skipped; the tracker is left as it was.
+    fn heal<'a>(&mut self, seen: u64, now: Duration, emit: &mut impl FnMut(ClientEvent<'a>)) {
+        let Some(first) = self.tracker.expected() else {
+            return;
+        };
+        let gap = Gap {
+            first,
+            last: seen.saturating_sub(1),
+        };
+        let calm = self.config.heartbeat_interval.saturating_mul(HEAL_CALM);
+        let close = self
+            .healed_at
+            .is_some_and(|at| now.saturating_sub(at) < calm);
+        let delay = if close {
+            self.heal_backoff.next_delay().unwrap_or(Duration::ZERO)
+        } else {
+            self.heal_backoff.reset();
+            Duration::ZERO
+        };
+        self.stats.heals += 1;
+        self.healing = true;
+        self.healed_from = Some(first);
+        emit(ClientEvent::Healing { gap, delay });
+        self.actions.push_back(Action::Close);
+        self.last_lost = Some(Lost::Heal);
+        emit(ClientEvent::Lost(Lost::Heal));
+        self.stats.reconnects += 1;
+        if delay.is_zero() {
+            self.start_attempt(now, emit);
+        } else {
+            self.set_state(ClientState::Reconnecting, emit);
+            emit(ClientEvent::Retrying {
+                attempt: self.heal_backoff.attempts(),
+                delay,
+            });
+            self.retry_at = Some(now.saturating_add(delay));
         }
     }
 
@@ -672,6 +872,9 @@ impl ClientSession {
         self.backoff.reset();
         self.failed_in_round = 0;
         self.stats.logins += 1;
+        if core::mem::take(&mut self.healing) {
+            self.healed_at = Some(time.monotonic);
+        }
         self.set_state(ClientState::LoggedIn, emit);
         emit(ClientEvent::LoggedIn {
             session_id,
@@ -771,6 +974,10 @@ impl ClientSession {
         }
     }
 }
+
+/// Heals within this many heartbeat intervals of the previous heal's login
+/// wait the backoff delays.
+const HEAL_CALM: u32 = 10;
 
 /// A tracker for a client that wants `from` (0: live only, no expectation).
 fn fresh_tracker(from: u64) -> SequenceTracker {

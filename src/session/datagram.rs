@@ -87,7 +87,7 @@ use core::time::Duration;
 use super::Time;
 use crate::parse::{Discard, DiscardReason, Event, SliceParser};
 use crate::sequence::Gap;
-use crate::wire::{view, Message, MsgType, MAX_FRAME_LEN};
+use crate::wire::{view, Message, MsgType, MAX_DATA_FRAME_LEN};
 
 /// The largest reorder window, in frames (a power of two).
 const MAX_WINDOW: usize = 1 << 24;
@@ -128,7 +128,6 @@ impl Line {
 /// assert_eq!((c.window, c.retransmit_wait), (4096, Duration::from_millis(2)));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct DatagramConfig {
     /// The reorder window, in frames (4096; rounded up to a power of two,
     /// between 1 and 2^24): frames
@@ -185,16 +184,16 @@ impl Default for DatagramConfig {
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct FrameCopy {
-    bytes: [u8; MAX_FRAME_LEN],
+    bytes: [u8; MAX_DATA_FRAME_LEN],
     len: u8,
 }
 
 impl FrameCopy {
     fn of(message: &Message<'_>) -> FrameCopy {
-        let mut bytes = [0u8; MAX_FRAME_LEN];
+        let mut bytes = [0u8; MAX_DATA_FRAME_LEN];
         let src = message.as_bytes();
         // Fixed-size copies for the two data frame lengths (no memcpy call).
-        if let Some(whole) = src.first_chunk::<MAX_FRAME_LEN>() {
+        if let Some(whole) = src.first_chunk::<MAX_DATA_FRAME_LEN>() {
             bytes = *whole;
         } else if let (Some(dst), Some(head)) =
             (bytes.first_chunk_mut::<40>(), src.first_chunk::<40>())
@@ -451,7 +450,7 @@ impl DatagramReceiver {
         let empty = Slot {
             state: SlotState::Unknown,
             frame: FrameCopy {
-                bytes: [0; MAX_FRAME_LEN],
+                bytes: [0; MAX_DATA_FRAME_LEN],
                 len: 0,
             },
         };

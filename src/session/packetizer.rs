@@ -36,8 +36,8 @@
 //! use tickwire::session::{Batch, Time};
 //! use tickwire::{encode::QuoteFields, Payload, Sequencer};
 //!
-//! let mut config = PacketizerConfig::default();
-//! config.max_datagram = 128; // a Packet (32) and two quotes (44 each)
+//! // A Packet (32 bytes) and two quotes (44 each) per datagram.
+//! let config = PacketizerConfig { max_datagram: 128, ..PacketizerConfig::default() };
 //! let mut p = Packetizer::new(7, config, Time::default());
 //!
 //! // Five quotes, 1..=5: three datagrams of 2, 2 and 1 frames.
@@ -106,7 +106,6 @@ const END_LEN: usize = MsgType::EndOfSession.frame_len();
 /// assert_eq!((c.max_datagram, c.heartbeat_interval), (1472, Duration::from_secs(1)));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PacketizerConfig {
     /// The largest datagram, in bytes ([`DEFAULT_DATAGRAM_SIZE`]; clamped
@@ -204,8 +203,7 @@ impl Packetizer {
     ///
     /// ```
     /// # use tickwire::session::packetizer::{Packetizer, PacketizerConfig};
-    /// let mut c = PacketizerConfig::default();
-    /// c.max_datagram = 10;
+    /// let c = PacketizerConfig { max_datagram: 10, ..PacketizerConfig::default() };
     /// assert_eq!(Packetizer::new(7, c, Default::default()).max_datagram(), 128);
     /// ```
     #[must_use]

@@ -98,7 +98,6 @@ const REQUEST_LEN: usize = MsgType::Retransmit.frame_len();
 /// assert_eq!(c.idle, Some(Duration::from_secs(30)));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RetransmitClientConfig {
     /// Reconnect delays (100 ms doubling to 30 s, no limit).

@@ -201,7 +201,6 @@ impl fmt::Display for CloseReason {
 
 /// The rules of one server connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ServerSessionConfig {
     /// The session id sent in LoginAccepted.
@@ -935,7 +934,8 @@ impl ServerSession {
 
     /// Call at (or after) the time [`poll_timeout`](Self::poll_timeout)
     /// named, with the bytes in the kernel's send queue for this socket
-    /// (`TIOCOUTQ` on Linux; 0 where unknown). Closes a connection that did
+    /// (`TIOCOUTQ` on Linux, `SO_NWRITE` on macOS, `FIONWRITE` on FreeBSD; 0
+    /// where unknown). Closes a connection that did
     /// not log in in time, closes a client that took none of the bytes it
     /// owes for [`no_progress_window`](ServerSessionConfig::no_progress_window),
     /// queues a Heartbeat after an idle interval, and applies the

@@ -108,7 +108,6 @@ const INPUT_BUFFER: usize = 4096;
 
 /// The server-wide rules. [`CoreConfig::new`] gives the defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CoreConfig {
     /// The rules of each connection (its `session_id` is the server's).

@@ -60,6 +60,14 @@ pub enum ClientEvent {
     Frame(Frame),
     /// Sequences that will not arrive.
     Gap(Gap),
+    /// A range the server skipped, healed by logging in again from its
+    /// first sequence after `delay` (see [`session::ClientEvent::Healing`]).
+    Healing {
+        /// The missing range as it showed.
+        gap: Gap,
+        /// How long until the new connection attempt.
+        delay: Duration,
+    },
     /// A new session: sequence tracking restarted.
     NewSession {
         /// The new session.
@@ -133,6 +141,7 @@ impl ClientEvent {
             },
             E::Frame(_) => return None,
             E::Gap(gap) => ClientEvent::Gap(gap),
+            E::Healing { gap, delay } => ClientEvent::Healing { gap, delay },
             E::NewSession {
                 session_id,
                 sequence,

@@ -22,4 +22,4 @@ mod server;
 
 pub use client::{Client, ClientEvent};
 pub use codec::{Frame, FrameCodec, Item};
-pub use server::{Publisher, Server, ServerHandle};
+pub use server::{Publisher, RelayFeed, Server, ServerHandle};

@@ -24,7 +24,7 @@ use crate::net::{
     ServerStats,
 };
 use crate::session::{Batch, CloseReason, ConnId, ServerCore, Time};
-use crate::wire::MAX_FRAME_LEN;
+use crate::wire::MAX_DATA_FRAME_LEN;
 
 /// Slices per `writev`.
 const MAX_SLICES: usize = 64;
@@ -155,7 +155,7 @@ impl Publisher {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut bytes = vec![0u8; batch.len() * MAX_FRAME_LEN];
+        let mut bytes = vec![0u8; batch.len() * MAX_DATA_FRAME_LEN];
         let datagrams = {
             let mut state = self.shared.state();
             if state.core.is_shutting_down() {
@@ -193,6 +193,119 @@ impl Publisher {
     #[must_use]
     pub fn next_sequence(&self) -> u64 {
         self.shared.state().sequencer.next_sequence()
+    }
+}
+
+/// The input of a relay's tokio server, as the mio server's
+/// [`net::RelayFeed`](crate::net::RelayFeed) is of its: data frames that
+/// already carry their sequences, timestamps and checksums (sent byte for
+/// byte), the holes between them, the session they belong to, and whether
+/// their source is alive (protocol section 10). Each call is one step of
+/// the server core, on the caller's thread; clone it freely.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+/// use tickwire::session::Batch;
+/// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+///
+/// let config = tickwire::net::ServerConfig { listen: "127.0.0.1:0".parse()?, ..Default::default() };
+/// let server = tickwire::tokio::Server::bind(config).await?.spawn();
+/// let feed = server.relay_feed();
+/// let mut seq = Sequencer::starting_at(5); // 1..=4 are gone upstream
+/// let mut bytes = vec![0u8; 2 * 44];
+/// let done = seq.encode_batch(&[(7, Payload::Quote(QuoteFields::default())); 2], &mut bytes);
+/// bytes.truncate(done.bytes);
+/// feed.advance(5)?;
+/// feed.publish(Batch::new(bytes)?)?;
+/// assert_eq!(server.stats().frames_published, 2);
+/// feed.new_session(0xfeed, 1)?; // the upstream restarted
+/// assert_eq!(server.session_id(), 0xfeed);
+/// server.shutdown().await;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct RelayFeed {
+    shared: Arc<Shared>,
+}
+
+impl RelayFeed {
+    /// Publishes frames numbered upstream (consecutive within the batch).
+    /// A batch starting after the end of the previous one leaves a hole;
+    /// one starting before it starts a new sequence space (use
+    /// [`new_session`](Self::new_session) for that).
+    ///
+    /// # Errors
+    /// [`PublishError::Closed`] once the server is shutting down.
+    pub fn publish(&self, batch: Batch) -> Result<(), PublishError> {
+        let batch = Arc::new(batch);
+        {
+            let mut state = self.shared.state();
+            if state.core.is_shutting_down() {
+                return Err(PublishError::Closed);
+            }
+            // Datagrams first, under the state: in sequence order, and out
+            // before the batch counts as published.
+            if let Some(mut output) = self.shared.datagrams() {
+                let time = output.now();
+                output.publish(&batch, time);
+            }
+            state.core.publish(batch, self.shared.time());
+            self.shared.dispatch(&mut state);
+        }
+        Ok(())
+    }
+
+    /// The next data sequence is `next` (if higher than now): the frames
+    /// before it that were not published never will be.
+    ///
+    /// # Errors
+    /// [`PublishError::Closed`] once the server is shutting down.
+    pub fn advance(&self, next: u64) -> Result<(), PublishError> {
+        let mut state = self.shared.state();
+        if state.core.is_shutting_down() {
+            return Err(PublishError::Closed);
+        }
+        state.core.advance(next);
+        if let Some(mut output) = self.shared.datagrams() {
+            output.advance(next);
+        }
+        Ok(())
+    }
+
+    /// The upstream session changed to `session_id`, whose next data
+    /// sequence is `next`: every TCP client gets EndOfSession and is closed
+    /// (they log in again and see the new session), the retention is
+    /// emptied, and datagrams carry the new session id.
+    ///
+    /// # Errors
+    /// [`PublishError::Closed`] once the server is shutting down.
+    pub fn new_session(&self, session_id: u64, next: u64) -> Result<(), PublishError> {
+        let mut state = self.shared.state();
+        if state.core.is_shutting_down() {
+            return Err(PublishError::Closed);
+        }
+        let time = self.shared.time();
+        if let Some(mut output) = self.shared.datagrams() {
+            output.new_session(time, session_id, next);
+        }
+        log::info!(
+            "upstream session changed: {:#018x} -> {session_id:#018x} from {next}",
+            state.core.session_id()
+        );
+        state.core.new_session(session_id, next, time);
+        self.shared.dispatch(&mut state);
+        Ok(())
+    }
+
+    /// Whether the upstream is alive: while it is not, the server sends no
+    /// idle Heartbeats and no Packet-only datagrams (section 10.3). Alive
+    /// initially.
+    pub fn set_upstream_alive(&self, alive: bool) {
+        let mut state = self.shared.state();
+        state.core.set_upstream_alive(alive);
+        self.shared.dispatch(&mut state);
     }
 }
 
@@ -251,6 +364,7 @@ impl Publisher {
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    local_addr: SocketAddr,
     shared: Arc<Shared>,
 }
 
@@ -269,6 +383,7 @@ impl Server {
         socket.set_reuseaddr(true)?;
         socket.bind(config.listen)?;
         let listener = socket.listen(config.listen_backlog)?;
+        let local_addr = listener.local_addr()?;
         let session_id = config.session_id.unwrap_or_else(new_session_id);
         let epoch = Instant::now();
         let counters = Arc::new(Counters::default());
@@ -301,25 +416,25 @@ impl Server {
             datagrams,
             config,
         });
-        Ok(Server { listener, shared })
+        Ok(Server {
+            listener,
+            local_addr,
+            shared,
+        })
     }
 
-    /// The address the server listens on.
-    ///
-    /// # Errors
-    /// The socket's address could not be read.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// The address the server listens on (as the mio server's
+    /// [`local_addr`](crate::net::Server::local_addr)).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 
     /// Spawns the accept task (and, from it, a task per connection) and the
     /// timer task on the current runtime.
     #[must_use]
     pub fn spawn(self) -> ServerHandle {
-        let local_addr = self
-            .listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let local_addr = self.local_addr;
         let shared = Arc::clone(&self.shared);
         let task = ::tokio::spawn(accept_loop(self.listener, Arc::clone(&shared)));
         drop(::tokio::spawn(timers(Arc::clone(&shared))));
@@ -330,20 +445,23 @@ impl Server {
         ServerHandle {
             local_addr,
             shared,
-            task,
+            task: Some(task),
         }
     }
 }
 
 /// A running tokio [`Server`]: its address, its publisher, its counters,
 /// and a graceful [`shutdown`](ServerHandle::shutdown) (EndOfSession to
-/// every client). Dropping it without `shutdown` leaves the server running
-/// until the runtime ends.
+/// every client). Dropping it shuts the server down the same way, as
+/// dropping the mio [`ServerHandle`](crate::net::ServerHandle) does,
+/// without waiting for the connections to drain (their tasks end within a
+/// second on the runtime).
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    task: ::tokio::task::JoinHandle<()>,
+    /// The accept task (taken by `shutdown`).
+    task: Option<::tokio::task::JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -373,22 +491,48 @@ impl ServerHandle {
         self.shared.stats()
     }
 
+    /// The input of a relay: frames that already carry their sequences,
+    /// holes, session changes, upstream liveness (see [`RelayFeed`]); do not
+    /// also publish with a [`Publisher`]: the two numberings would clash.
+    #[must_use]
+    pub fn relay_feed(&self) -> RelayFeed {
+        RelayFeed {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Stops accepting, sends EndOfSession to every logged-in client, waits
     /// (at most 1 s) for it to be written, closes every connection, and
     /// returns the counters.
-    pub async fn shutdown(self) -> ServerStats {
+    pub async fn shutdown(mut self) -> ServerStats {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.shared.stats()
+    }
+
+    /// Tells every task to stop (once): EndOfSession queued to every
+    /// logged-in client, the datagram feed's EndOfSession sent.
+    fn stop(&self) {
+        if self.shared.stop.send_replace(true) {
+            return; // stopped already
+        }
         {
             let mut state = self.shared.state();
             state.core.shutdown(self.shared.time());
             self.shared.dispatch(&mut state);
         }
-        self.shared.stop.send_replace(true);
         if let Some(mut output) = self.shared.datagrams() {
             let time = output.now();
             output.end_of_session(time);
         }
-        let _ = self.task.await;
-        self.shared.stats()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -481,9 +625,15 @@ async fn idle_datagrams(shared: Arc<Shared>) {
             biased;
             () = stopped(&mut stop) => return,
             () = ::tokio::time::sleep_until(epoch + due) => {
+                // A relay's lost upstream: no Packet-only datagrams (10.3).
+                let alive = shared.state().core.retention().upstream_alive();
                 if let Some(mut output) = shared.datagrams() {
                     let time = output.now();
-                    output.handle_timeout(time);
+                    if alive {
+                        output.handle_timeout(time);
+                    } else {
+                        output.skip_idle(time.monotonic);
+                    }
                 }
             }
         }

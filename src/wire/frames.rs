@@ -5,7 +5,8 @@ use core::fmt;
 use zerocopy::byteorder::little_endian::{I32, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::MsgType;
+use super::auth::{KeyId, KeyIdError, KeyIdField, Secret, KEY_ID_LEN, SECRET_LEN};
+use super::{MsgType, RejectReason};
 
 /// The 20-byte header in front of every frame.
 ///
@@ -76,24 +77,10 @@ impl fmt::Debug for Header {
     }
 }
 
-/// Defines a frame struct: header, body fields, checksum; its size check,
-/// accessors, constructor and `Debug`.
-macro_rules! frame {
-    (
-        $(#[$doc:meta])*
-        $name:ident = $ty:ident, $len:literal {
-            $( $(#[$fdoc:meta])* $field:ident : $wire:ty => $plain:ty ),* $(,)?
-        }
-    ) => {
-        $(#[$doc])*
-        #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq)]
-        #[repr(C)]
-        pub struct $name {
-            header: Header,
-            $( $field: $wire, )*
-            checksum: U32,
-        }
-
+/// The items every frame struct has: its size checks, type constants and
+/// header accessors.
+macro_rules! frame_common {
+    ($name:ident = $ty:ident, $len:literal) => {
         const _: () = assert!(core::mem::size_of::<$name>() == $len);
         const _: () = assert!(MsgType::$ty.frame_len() == $len);
 
@@ -126,7 +113,31 @@ macro_rules! frame {
             pub fn checksum(&self) -> u32 {
                 self.checksum.get()
             }
+        }
+    };
+}
 
+/// Defines a frame struct: header, body fields, checksum; its size check,
+/// accessors, constructor and `Debug`.
+macro_rules! frame {
+    (
+        $(#[$doc:meta])*
+        $name:ident = $ty:ident, $len:literal {
+            $( $(#[$fdoc:meta])* $field:ident : $wire:ty => $plain:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq)]
+        #[repr(C)]
+        pub struct $name {
+            header: Header,
+            $( $field: $wire, )*
+            checksum: U32,
+        }
+
+        frame_common!($name = $ty, $len);
+
+        impl $name {
             $(
                 $(#[$fdoc])*
                 #[must_use]
@@ -223,6 +234,189 @@ frame! {
     }
 }
 
+/// Auth (0x07, 72 bytes, client → server): credentials, the first frame of
+/// a TCP connection to a server that requires them (protocol section 11).
+/// `sequence` is 0 (receivers ignore it); the body is `key_id` (16 bytes:
+/// 1–16 characters from `A–Z a–z 0–9 - _ .`, padded with 0x00) and `secret`
+/// (32 opaque bytes).
+///
+/// Its `Debug` output shows the key id and never the secret.
+///
+/// ```
+/// use tickwire::wire::{Auth, KeyId, Secret};
+/// use tickwire::{Message, Payload};
+/// let mut buf = [0u8; 72];
+/// let payload = Payload::auth(&KeyId::new("alice")?, Secret::new([0x5a; 32]));
+/// tickwire::encode(&payload, 0, 0, &mut buf)?;
+/// let (Message::Auth(auth), _) = Message::decode(&buf)? else { unreachable!() };
+/// assert_eq!(auth.key_id()?.as_str(), "alice");
+/// assert!(auth.is_well_formed());
+/// assert_eq!(auth.secret().expose(), &[0x5a; 32]);
+/// assert!(!format!("{auth:?}").contains("5a"));
+/// assert_eq!(core::mem::size_of::<Auth>(), 72);
+/// # Ok::<(), Box<dyn core::error::Error>>(())
+/// ```
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Auth {
+    header: Header,
+    key_id: [u8; KEY_ID_LEN],
+    secret: [u8; SECRET_LEN],
+    checksum: U32,
+}
+
+frame_common!(Auth = Auth, 72);
+
+impl Auth {
+    /// The raw 16-byte `key_id` field, padding included; not checked.
+    ///
+    /// ```
+    /// # use tickwire::{wire::{KeyId, Secret}, Message, Payload};
+    /// # let mut buf = [0u8; 72];
+    /// # tickwire::encode(&Payload::auth(&KeyId::new("bob")?, Secret::new([0; 32])), 0, 0, &mut buf)?;
+    /// # let (Message::Auth(auth), _) = Message::decode(&buf)? else { unreachable!() };
+    /// assert_eq!(&auth.key_id_bytes()[..4], b"bob\0");
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn key_id_bytes(&self) -> [u8; KEY_ID_LEN] {
+        self.key_id
+    }
+
+    /// The `key_id` field as a [`KeyId`], if it is 1–16 allowed characters
+    /// followed only by 0x00.
+    ///
+    /// # Errors
+    /// [`KeyIdError`] if it is not.
+    ///
+    /// ```
+    /// # use tickwire::{wire::{KeyId, Secret}, Message, Payload};
+    /// # let mut buf = [0u8; 72];
+    /// # tickwire::encode(&Payload::auth(&KeyId::new("bob")?, Secret::new([0; 32])), 0, 0, &mut buf)?;
+    /// # let (Message::Auth(auth), _) = Message::decode(&buf)? else { unreachable!() };
+    /// assert_eq!(auth.key_id()?, KeyId::new("bob")?);
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    pub fn key_id(&self) -> Result<KeyId, KeyIdError> {
+        KeyId::from_wire(&self.key_id)
+    }
+
+    /// The secret (see [`Secret`] on keeping it out of logs).
+    ///
+    /// ```
+    /// # use tickwire::{wire::{KeyId, Secret}, Message, Payload};
+    /// # let mut buf = [0u8; 72];
+    /// # tickwire::encode(&Payload::auth(&KeyId::new("bob")?, Secret::new([3; 32])), 0, 0, &mut buf)?;
+    /// # let (Message::Auth(auth), _) = Message::decode(&buf)? else { unreachable!() };
+    /// assert_eq!(auth.secret(), Secret::new([3; 32]));
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn secret(&self) -> Secret {
+        Secret::new(self.secret)
+    }
+
+    /// Whether the Auth is well-formed (protocol section 11): `sequence` 0
+    /// and a valid key id. (That it is a valid frame was checked when it
+    /// was decoded.)
+    ///
+    /// ```
+    /// # use tickwire::{wire::{KeyId, Secret}, Message, Payload};
+    /// let payload = Payload::auth(&KeyId::new("bob")?, Secret::new([0; 32]));
+    /// let mut buf = [0u8; 72];
+    /// tickwire::encode(&payload, 1, 0, &mut buf)?; // sequence 1: not well-formed
+    /// let (Message::Auth(auth), _) = Message::decode(&buf)? else { unreachable!() };
+    /// assert!(!auth.is_well_formed());
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn is_well_formed(&self) -> bool {
+        self.sequence() == 0 && self.key_id().is_ok()
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("sequence", &self.sequence())
+            .field("timestamp", &self.timestamp())
+            .field("key_id", &format_args!("\"{}\"", KeyIdField(&self.key_id)))
+            .field("secret", &Secret::new(self.secret))
+            .field("checksum", &self.checksum())
+            .finish()
+    }
+}
+
+/// Rejected (0x08, 32 bytes, server → client): the server refuses the
+/// connection and closes it (protocol section 11). `sequence` is 0
+/// (receivers ignore it); the body is `reason` (u8) and 7 reserved bytes
+/// (written 0, ignored when read).
+///
+/// ```
+/// use tickwire::wire::{Rejected, RejectReason};
+/// use tickwire::{Message, Payload};
+/// let mut buf = [0u8; 32];
+/// tickwire::encode(&Payload::Rejected { reason: RejectReason::NotPermitted }, 0, 0, &mut buf)?;
+/// let (Message::Rejected(r), _) = Message::decode(&buf)? else { unreachable!() };
+/// assert_eq!(r.reason(), RejectReason::NotPermitted);
+/// assert_eq!(core::mem::size_of::<Rejected>(), 32);
+/// # Ok::<(), Box<dyn core::error::Error>>(())
+/// ```
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Rejected {
+    header: Header,
+    reason: u8,
+    reserved: [u8; 7],
+    checksum: U32,
+}
+
+frame_common!(Rejected = Rejected, 32);
+
+impl Rejected {
+    /// Why the server refused the connection.
+    ///
+    /// ```
+    /// # use tickwire::{wire::RejectReason, Message, Payload};
+    /// # let mut buf = [0u8; 32];
+    /// # tickwire::encode(&Payload::Rejected { reason: RejectReason::Other(7) }, 0, 0, &mut buf)?;
+    /// # let (Message::Rejected(r), _) = Message::decode(&buf)? else { unreachable!() };
+    /// assert_eq!(r.reason(), RejectReason::Other(7));
+    /// assert_eq!(r.reason().effective(), RejectReason::NotAuthorized);
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn reason(&self) -> RejectReason {
+        RejectReason::from_code(self.reason)
+    }
+
+    /// The reserved bytes (written 0, ignored when read).
+    ///
+    /// ```
+    /// # use tickwire::{wire::RejectReason, Message, Payload};
+    /// # let mut buf = [0u8; 32];
+    /// # tickwire::encode(&Payload::Rejected { reason: RejectReason::NotAuthorized }, 0, 0, &mut buf)?;
+    /// # let (Message::Rejected(r), _) = Message::decode(&buf)? else { unreachable!() };
+    /// assert_eq!(r.reserved(), [0; 7]);
+    /// # Ok::<(), Box<dyn core::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn reserved(&self) -> [u8; 7] {
+        self.reserved
+    }
+}
+
+impl fmt::Debug for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejected")
+            .field("sequence", &self.sequence())
+            .field("timestamp", &self.timestamp())
+            .field("reason", &self.reason())
+            .field("checksum", &self.checksum())
+            .finish()
+    }
+}
+
 frame! {
     /// Quote (0x10, 44 bytes): a two-sided quote. Prices are fixed-point with
     /// 4 implied decimals (1234500 = 123.4500).
@@ -316,6 +510,20 @@ mod tests {
         assert_eq!(offset_of!(Retransmit, checksum), 36);
         assert_eq!(align_of::<Packet>(), 1);
         assert_eq!(align_of::<Retransmit>(), 1);
+    }
+
+    #[test]
+    fn auth_layout() {
+        assert_eq!(size_of::<Auth>(), 72);
+        assert_eq!(offset_of!(Auth, key_id), 20);
+        assert_eq!(offset_of!(Auth, secret), 36);
+        assert_eq!(offset_of!(Auth, checksum), 68);
+        assert_eq!(size_of::<Rejected>(), 32);
+        assert_eq!(offset_of!(Rejected, reason), 20);
+        assert_eq!(offset_of!(Rejected, reserved), 21);
+        assert_eq!(offset_of!(Rejected, checksum), 28);
+        assert_eq!(align_of::<Auth>(), 1);
+        assert_eq!(align_of::<Rejected>(), 1);
     }
 
     #[test]

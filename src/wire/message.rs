@@ -5,7 +5,8 @@ use core::fmt;
 use zerocopy::{transmute_ref, IntoBytes};
 
 use super::frames::{
-    EndOfSession, Header, Heartbeat, Login, LoginAccepted, Packet, Quote, Retransmit, Trade,
+    Auth, EndOfSession, Header, Heartbeat, Login, LoginAccepted, Packet, Quote, Rejected,
+    Retransmit, Trade,
 };
 use super::{MsgType, CHECKSUM_LEN, MAGIC, VERSION};
 use crate::checksum::{Crc32c, Dynamic};
@@ -41,6 +42,11 @@ pub enum Message<'a> {
     Packet(&'a Packet),
     /// 0x06, a retransmission request.
     Retransmit(&'a Retransmit),
+    /// 0x07, credentials (protocol section 11). Its `Debug` never shows
+    /// the secret.
+    Auth(&'a Auth),
+    /// 0x08, a refusal with its reason (protocol section 11).
+    Rejected(&'a Rejected),
     /// 0x10.
     Quote(&'a Quote),
     /// 0x11.
@@ -128,11 +134,6 @@ impl core::error::Error for DecodeError {}
 /// and returns the typed view of it.
 ///
 /// This is the hot path of every decoder: one 4-byte compare decides magic,
-/// version, type and length together, then a checksum over a fixed-size array.
-/// Validates the frame at the start of `bytes` (header, length, checksum)
-/// and returns the typed view of it.
-///
-/// This is the hot path of every decoder: one 4-byte compare decides magic,
 /// version, type and length together; everything that depends on the type
 /// happens inside its branch, with constant offsets and a checksum over a
 /// fixed-size array.
@@ -158,6 +159,10 @@ pub(crate) fn check_frame<C: Crc32c>(bytes: &[u8], crc: C) -> Result<Message<'_>
         sealed::<32, C>(bytes, crc).map(|f| Message::Packet(transmute_ref!(f)))
     } else if word == MsgType::Retransmit.head_word() {
         sealed::<40, C>(bytes, crc).map(|f| Message::Retransmit(transmute_ref!(f)))
+    } else if word == MsgType::Auth.head_word() {
+        sealed::<72, C>(bytes, crc).map(|f| Message::Auth(transmute_ref!(f)))
+    } else if word == MsgType::Rejected.head_word() {
+        sealed::<32, C>(bytes, crc).map(|f| Message::Rejected(transmute_ref!(f)))
     } else {
         Err(header_error(head).unwrap_or(DecodeError::Incomplete { needed: 4 }))
     }
@@ -199,6 +204,8 @@ pub(crate) fn view(code: u8, bytes: &[u8]) -> Option<Message<'_>> {
         MsgType::EndOfSession => Message::EndOfSession(transmute_ref!(bytes.first_chunk::<24>()?)),
         MsgType::Packet => Message::Packet(transmute_ref!(bytes.first_chunk::<32>()?)),
         MsgType::Retransmit => Message::Retransmit(transmute_ref!(bytes.first_chunk::<40>()?)),
+        MsgType::Auth => Message::Auth(transmute_ref!(bytes.first_chunk::<72>()?)),
+        MsgType::Rejected => Message::Rejected(transmute_ref!(bytes.first_chunk::<32>()?)),
     })
 }
 
@@ -264,6 +271,8 @@ impl<'a> Message<'a> {
             Message::EndOfSession(m) => m.header(),
             Message::Packet(m) => m.header(),
             Message::Retransmit(m) => m.header(),
+            Message::Auth(m) => m.header(),
+            Message::Rejected(m) => m.header(),
             Message::Quote(m) => m.header(),
             Message::Trade(m) => m.header(),
         }
@@ -279,6 +288,8 @@ impl<'a> Message<'a> {
             Message::EndOfSession(_) => MsgType::EndOfSession,
             Message::Packet(_) => MsgType::Packet,
             Message::Retransmit(_) => MsgType::Retransmit,
+            Message::Auth(_) => MsgType::Auth,
+            Message::Rejected(_) => MsgType::Rejected,
             Message::Quote(_) => MsgType::Quote,
             Message::Trade(_) => MsgType::Trade,
         }
@@ -303,20 +314,22 @@ impl<'a> Message<'a> {
         // A table indexed by the variant, not a `match` to constants: in a
         // loop that also takes other paths, the compiler turns the match
         // into a jump table, one more data-dependent branch per frame.
-        const LENS: [usize; 8] = [
+        const LENS: [usize; 10] = [
             MsgType::Heartbeat.frame_len(),
             MsgType::Login.frame_len(),
             MsgType::LoginAccepted.frame_len(),
             MsgType::EndOfSession.frame_len(),
             MsgType::Packet.frame_len(),
             MsgType::Retransmit.frame_len(),
+            MsgType::Auth.frame_len(),
+            MsgType::Rejected.frame_len(),
             MsgType::Quote.frame_len(),
             MsgType::Trade.frame_len(),
         ];
         LENS.get(self.index()).copied().unwrap_or(0)
     }
 
-    /// The variant's position in declaration order (0 = Heartbeat … 7 =
+    /// The variant's position in declaration order (0 = Heartbeat … 9 =
     /// Trade), which compiles to reading the enum's tag: for tables indexed
     /// by type without a branch.
     #[inline]
@@ -328,8 +341,10 @@ impl<'a> Message<'a> {
             Message::EndOfSession(_) => 3,
             Message::Packet(_) => 4,
             Message::Retransmit(_) => 5,
-            Message::Quote(_) => 6,
-            Message::Trade(_) => 7,
+            Message::Auth(_) => 6,
+            Message::Rejected(_) => 7,
+            Message::Quote(_) => 8,
+            Message::Trade(_) => 9,
         }
     }
 
@@ -349,6 +364,8 @@ impl<'a> Message<'a> {
             Message::EndOfSession(m) => m.as_bytes(),
             Message::Packet(m) => m.as_bytes(),
             Message::Retransmit(m) => m.as_bytes(),
+            Message::Auth(m) => m.as_bytes(),
+            Message::Rejected(m) => m.as_bytes(),
             Message::Quote(m) => m.as_bytes(),
             Message::Trade(m) => m.as_bytes(),
         }

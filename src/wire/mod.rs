@@ -22,19 +22,30 @@
 //! | 0x04 | [`EndOfSession`]  | 24 | — |
 //! | 0x05 | [`Packet`]        | 32 | `session_id u64` (first frame of a datagram) |
 //! | 0x06 | [`Retransmit`]    | 40 | `session_id u64, count u64` (a retransmission request) |
+//! | 0x07 | [`Auth`]          | 72 | `key_id [u8; 16], secret [u8; 32]` (credentials, revision 3) |
+//! | 0x08 | [`Rejected`]      | 32 | `reason u8, reserved [u8; 7]` (a refusal, revision 3) |
 //! | 0x10 | [`Quote`]         | 44 | `instrument_id u32, bid_price i32, ask_price i32, bid_size u32, ask_size u32` |
 //! | 0x11 | [`Trade`]         | 40 | `instrument_id u32, price i32, size u32, side u8, flags u8, reserved u16` |
 //!
 //! Each frame type is a `#[repr(C)]` [`zerocopy`] struct of unaligned
 //! little-endian fields, so a `&Quote` is a view straight into the receive
 //! buffer; its accessors return plain integers.
+//!
+//! The values inside the revision-3 frames have their own types:
+//! [`KeyId`] (checked characters and length), [`Secret`] (never printed)
+//! and [`RejectReason`].
 #![forbid(unsafe_code)]
 
+mod auth;
 mod frames;
 mod message;
 
+pub use auth::{
+    is_key_id_byte, KeyId, KeyIdError, KeyIdField, RejectReason, Secret, KEY_ID_LEN, SECRET_LEN,
+};
 pub use frames::{
-    EndOfSession, Header, Heartbeat, Login, LoginAccepted, Packet, Quote, Retransmit, Trade,
+    Auth, EndOfSession, Header, Heartbeat, Login, LoginAccepted, Packet, Quote, Rejected,
+    Retransmit, Trade,
 };
 pub(crate) use message::{check_frame, sealed, view};
 pub use message::{DecodeError, Message};
@@ -49,8 +60,11 @@ pub const HEADER_LEN: usize = 20;
 pub const CHECKSUM_LEN: usize = 4;
 /// Length of the shortest frame (a control frame without body).
 pub const MIN_FRAME_LEN: usize = 24;
-/// Length of the longest version-1 frame (a [`Quote`]).
-pub const MAX_FRAME_LEN: usize = 44;
+/// Length of the longest frame of any type (an [`Auth`], protocol revision
+/// 3): the look-ahead a parser needs, and the smallest parser buffer.
+pub const MAX_FRAME_LEN: usize = 72;
+/// Length of the longest data frame (a [`Quote`]).
+pub const MAX_DATA_FRAME_LEN: usize = 44;
 
 /// Field offsets within every frame, in bytes.
 pub mod offset {
@@ -70,7 +84,7 @@ pub mod offset {
     pub const BODY: usize = 20;
 }
 
-/// A version-1 message type.
+/// A version-1 message type (as of protocol revision 3).
 ///
 /// ```
 /// use tickwire::MsgType;
@@ -78,7 +92,8 @@ pub mod offset {
 /// assert_eq!(t, MsgType::Quote);
 /// assert_eq!(t.frame_len(), 44);
 /// assert!(t.is_data());
-/// assert_eq!(MsgType::from_u8(0x07), None);
+/// assert_eq!(MsgType::from_u8(0x07), Some(MsgType::Auth));
+/// assert_eq!(MsgType::from_u8(0x09), None);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
@@ -95,6 +110,10 @@ pub enum MsgType {
     Packet = 0x05,
     /// 0x06, client → server, body `session_id, count` (protocol section 9).
     Retransmit = 0x06,
+    /// 0x07, client → server, body `key_id, secret` (protocol section 11).
+    Auth = 0x07,
+    /// 0x08, server → client, body `reason, reserved` (protocol section 11).
+    Rejected = 0x08,
     /// 0x10, server → client, a two-sided quote.
     Quote = 0x10,
     /// 0x11, server → client, a trade print.
@@ -103,13 +122,15 @@ pub enum MsgType {
 
 impl MsgType {
     /// Every version-1 message type, in code order.
-    pub const ALL: [MsgType; 8] = [
+    pub const ALL: [MsgType; 10] = [
         MsgType::Heartbeat,
         MsgType::Login,
         MsgType::LoginAccepted,
         MsgType::EndOfSession,
         MsgType::Packet,
         MsgType::Retransmit,
+        MsgType::Auth,
+        MsgType::Rejected,
         MsgType::Quote,
         MsgType::Trade,
     ];
@@ -129,6 +150,8 @@ impl MsgType {
             0x04 => MsgType::EndOfSession,
             0x05 => MsgType::Packet,
             0x06 => MsgType::Retransmit,
+            0x07 => MsgType::Auth,
+            0x08 => MsgType::Rejected,
             0x10 => MsgType::Quote,
             0x11 => MsgType::Trade,
             _ => return None,
@@ -156,7 +179,8 @@ impl MsgType {
     pub const fn frame_len(self) -> usize {
         match self {
             MsgType::Heartbeat | MsgType::Login | MsgType::EndOfSession => 24,
-            MsgType::LoginAccepted | MsgType::Packet => 32,
+            MsgType::LoginAccepted | MsgType::Packet | MsgType::Rejected => 32,
+            MsgType::Auth => 72,
             MsgType::Quote => 44,
             MsgType::Trade | MsgType::Retransmit => 40,
         }
@@ -188,6 +212,8 @@ impl MsgType {
             MsgType::EndOfSession => "end_of_session",
             MsgType::Packet => "packet",
             MsgType::Retransmit => "retransmit",
+            MsgType::Auth => "auth",
+            MsgType::Rejected => "rejected",
             MsgType::Quote => "quote",
             MsgType::Trade => "trade",
         }
@@ -196,7 +222,7 @@ impl MsgType {
     /// The first four bytes of a valid frame of this type, read as a
     /// little-endian `u32`: magic, version, type and length in one compare.
     #[inline]
-    #[allow(clippy::cast_possible_truncation)] // frame lengths are at most 44
+    #[allow(clippy::cast_possible_truncation)] // frame lengths are at most 72
     pub(crate) const fn head_word(self) -> u32 {
         u32::from_le_bytes([MAGIC, VERSION, self.code(), self.frame_len() as u8])
     }

@@ -518,3 +518,44 @@ pub fn rerun_with_descriptor_limit(name: &str, limit: u64) -> bool {
     );
     true
 }
+
+/// `clients` connections from 127.0.0.1 to `addr`, opened at once by 8
+/// threads, each sending its Login (from 0) right after connecting; then
+/// the answers are read. How many got LoginAccepted, and the sockets.
+pub fn burst_of_logins(addr: SocketAddr, clients: usize) -> (usize, Vec<TcpStream>) {
+    use tickwire::parse::{Event, SliceParser};
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let n = clients / 8 + usize::from(t < clients % 8);
+            thread::spawn(move || {
+                let mut login = [0u8; 24];
+                tickwire::encode(&Payload::Login, 0, 0, &mut login).unwrap();
+                let mut sockets: Vec<_> = (0..n)
+                    .map(|_| {
+                        let mut s = connect_from([127, 0, 0, 1], addr);
+                        s.write_all(&login).unwrap();
+                        s
+                    })
+                    .collect();
+                let mut accepted = 0;
+                for s in &mut sockets {
+                    let mut frame = [0u8; 32];
+                    let answered = s.read_exact(&mut frame).is_ok()
+                        && SliceParser::new(&frame).any(|e| {
+                            matches!(e, Event::Frame(m) if m.msg_type() == tickwire::MsgType::LoginAccepted)
+                        });
+                    accepted += usize::from(answered);
+                }
+                (accepted, sockets)
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    let mut sockets = Vec::new();
+    for t in threads {
+        let (n, s) = t.join().unwrap();
+        accepted += n;
+        sockets.extend(s);
+    }
+    (accepted, sockets)
+}

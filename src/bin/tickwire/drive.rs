@@ -165,7 +165,7 @@ impl Narrator {
                 self.ended += 1;
                 self.failed_in_a_row = self.failed_in_a_row.saturating_add(1);
                 let reason = why.to_string();
-                if matches!(why, Lost::EndOfSession | Lost::Resync) {
+                if matches!(why, Lost::EndOfSession | Lost::Resync | Lost::Heal) {
                     info!("{}: {reason}", self.servers);
                 } else if self.down.as_deref() == Some(reason.as_str()) {
                     debug!(
@@ -219,6 +219,21 @@ impl Narrator {
                 info!(
                     "{}: end of session (next sequence {sequence})",
                     self.servers
+                );
+            }
+            ClientEvent::Healing { gap, delay } => {
+                let when = if delay.is_zero() {
+                    String::new()
+                } else {
+                    format!(" in {delay:?}")
+                };
+                info!(
+                    "{}: sequences {}..={} ({} frames) skipped while this client was slow: logging in again from {}{when} to fill them",
+                    self.servers,
+                    gap.first,
+                    gap.last,
+                    gap.len(),
+                    gap.first
                 );
             }
             ClientEvent::Failover { from, to } => {
@@ -313,7 +328,7 @@ pub(crate) fn json_string(s: &str) -> String {
 /// One client event as one JSON object (no newline). Frames and parser
 /// events print as `dump` prints them (protocol section 7); the client's own
 /// events print as `duplicate`, `logged_in`, `end_of_session`, `state`,
-/// `disconnected`, `retry` and `gave_up` objects.
+/// `disconnected`, `retry`, `failover`, `healing` and `gave_up` objects.
 pub(crate) fn client_event_json(event: &ClientEvent<'_>) -> String {
     match *event {
         ClientEvent::Frame(m) => JsonEvent(&Event::Frame(m)).to_string(),
@@ -353,6 +368,12 @@ pub(crate) fn client_event_json(event: &ClientEvent<'_>) -> String {
         ClientEvent::Failover { from, to } => {
             format!(r#"{{"type":"failover","from":{from},"to":{to}}}"#)
         }
+        ClientEvent::Healing { gap, delay } => format!(
+            r#"{{"type":"healing","first":{},"last":{},"delay_ms":{}}}"#,
+            gap.first,
+            gap.last,
+            delay.as_millis()
+        ),
         ClientEvent::GaveUp { attempts, last } => format!(
             r#"{{"type":"gave_up","attempts":{attempts},"last":{}}}"#,
             json_string(&last.to_string())

@@ -640,7 +640,7 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
     let verdict = not_a_recording(path, &s);
     logging::info!(
         "{} frames ({} quotes, {} trades, {} heartbeats, {} logins, {} login_accepted, \
-         {} end_of_session, {} packets, {} retransmits), {} frame bytes; discarded {} bytes in {} runs; {} gaps ({} missing), \
+         {} end_of_session, {} packets, {} retransmits, {} auths, {} rejected), {} frame bytes; discarded {} bytes in {} runs; {} gaps ({} missing), \
          {} duplicates",
         s.frames(),
         s.quotes,
@@ -651,6 +651,8 @@ fn dump(path: &Path, pretty: bool) -> io::Result<()> {
         s.end_of_session,
         s.packets,
         s.retransmits,
+        s.auths,
+        s.rejected,
         s.frame_bytes,
         s.discarded_bytes,
         s.discard_runs,

@@ -88,6 +88,15 @@ fn message(out: &mut String, m: &Message<'_>) {
         Message::Retransmit(r) => {
             write!(out, " session {:#018x} count {}", r.session_id(), r.count())
         }
+        // The key id only: the secret is never printed.
+        Message::Auth(a) => write!(
+            out,
+            " key_id \"{}\"",
+            tickwire::wire::KeyIdField(&a.key_id_bytes())
+        ),
+        Message::Rejected(r) => {
+            write!(out, " reason {} ({})", r.reason().code(), r.reason())
+        }
         Message::Heartbeat(_) | Message::Login(_) | Message::EndOfSession(_) => Ok(()),
     };
 }

@@ -186,11 +186,12 @@ pub(crate) fn run(
     };
     info!(
         "{} data frames{range}, {} bytes of data frames {written}; \
-         {} gaps ({} missing); {} repeats dropped; {} sessions, connection attempts: {} ({} connected), {} failovers; stopped: {}",
+         {} gaps ({} missing), {} heals (skipped ranges asked for again); {} repeats dropped; {} sessions, connection attempts: {} ({} connected), {} failovers; stopped: {}",
         tally.frames,
         tally.bytes,
         tally.gaps,
         tally.missing,
+        stats.heals,
         tally.repeats,
         tally.sessions,
         narrator.attempts(client.state()),
