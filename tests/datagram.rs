@@ -2,6 +2,8 @@
 //! datagrams as byte arrays, a virtual clock, a retransmission server played
 //! by the test (or by `ServerSession` over a `Retention`). No sockets.
 #![allow(
+    // Configs are built field by field from the defaults, as in the docs.
+    clippy::field_reassign_with_default,
     clippy::unwrap_used,
     clippy::indexing_slicing,
     clippy::panic,

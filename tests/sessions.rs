@@ -3,6 +3,8 @@
 //! can fragment, delay, cut mid-frame, blackhole and restart the server,
 //! under a virtual clock. Every timing rule is checked exactly, instantly.
 #![allow(
+    // Configs are built field by field from the defaults, as in the docs.
+    clippy::field_reassign_with_default,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,

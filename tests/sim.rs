@@ -47,6 +47,8 @@
 //! 128) and had real clients displaced; the cap is now `max_clients +
 //! max_unauthenticated`, and that seed passes.
 #![allow(
+    // Configs are built field by field from the defaults, as in the docs.
+    clippy::field_reassign_with_default,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,

@@ -1320,6 +1320,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::encode::{encode, Payload, QuoteFields};
+    use crate::net::DatagramOutputConfig;
 
     /// Publishes a small batch every half millisecond until `done` says
     /// so (at most 2,000 times); whether it did.
