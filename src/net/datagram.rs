@@ -4,8 +4,17 @@
 //! [`ServerConfig::datagrams`](super::ServerConfig::datagrams) is set) and
 //! the subscriber driver [`DatagramClient`].
 //!
+//! Every rule lives in a sans-IO session; this module moves their bytes and
+//! time: the output sends what a
+//! [`Packetizer`](crate::session::packetizer::Packetizer) makes (cutting,
+//! idle Packets, EndOfSession), and the client feeds a
+//! [`DatagramReceiver`](crate::session::datagram::DatagramReceiver)
+//! (ordering, lines, holes) and drives its retransmission connection by a
+//! [`RetransmitClient`](crate::session::retransmit_client::RetransmitClient)
+//! (connect timeout, backoff, liveness, idle close).
+//!
 //! ```text
-//!  Server ── publish(batch) ──▶ cut into datagrams ──send_to──▶ line A (and line B)
+//!  Server ── publish(batch) ──▶ Packetizer ──datagrams──send_to──▶ line A (and line B)
 //!     ▲   (Packet + whole frames, ≤ max_datagram)          │  (unicast or multicast)
 //!     │   idle: Packet-only datagram per heartbeat interval │
 //!     │   shutdown: Packet + EndOfSession                   ▼
@@ -14,6 +23,8 @@
 //!     │                                            ▼
 //!     │                                   DatagramReceiver (sans-IO) ──poll_event──▶ user
 //!     │                                            │ poll_action: Retransmit{first, count}
+//!     │                                            ▼
+//!     │                                   RetransmitClient (sans-IO): Connect / Send / Close
 //!     └──── one reused TCP connection ◀────────────┘  replies ─▶ handle_retransmission
 //!           (first frame a Retransmit: section 9)
 //! ```
@@ -36,28 +47,19 @@ use mio::{Events, Interest, Poll, Token};
 use super::conn::Connection;
 use super::stats::{add, Shared};
 use super::unix_nanos;
-use crate::encode::{encode, Payload};
 use crate::parse::Event;
 use crate::policy::Backoff;
 use crate::session::datagram::{
-    DatagramAction, DatagramConfig, DatagramEvent, DatagramReceiver, DatagramStats, Line,
+    DatagramConfig, DatagramEvent, DatagramReceiver, DatagramStats, Line,
+};
+use crate::session::packetizer::{Datagrams, Packetizer, PacketizerConfig};
+use crate::session::retransmit_client::{
+    RetransmitAction, RetransmitClient, RetransmitClientConfig, RetransmitState,
 };
 use crate::session::{Batch, Time};
 use crate::wire::MsgType;
 
-/// The default largest datagram: an Ethernet MTU (1,500) less the IPv4 (20)
-/// and UDP (8) headers.
-pub const DEFAULT_DATAGRAM_SIZE: usize = 1472;
-/// The smallest datagram size a sender may be configured with (section 8.1).
-pub const MIN_DATAGRAM_SIZE: usize = 128;
-/// The largest datagram a receiver accepts (section 8.1).
-pub const MAX_DATAGRAM_SIZE: usize = 65_507;
-
-const PACKET_LEN: usize = MsgType::Packet.frame_len();
-const END_LEN: usize = MsgType::EndOfSession.frame_len();
-
-/// Copies of the last datagram (Packet + EndOfSession) sent at shutdown.
-const END_COPIES: usize = 3;
+pub use crate::session::packetizer::{DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE};
 
 /// Which thread sends a server's datagrams.
 ///
@@ -149,8 +151,10 @@ impl DatagramOutputConfig {
     }
 }
 
-/// The server's datagram output: cuts each published batch into datagrams
-/// (section 8) and sends each on every line.
+/// The server's datagram output: a [`Packetizer`] (which cuts each
+/// published batch into datagrams, makes the idle Packets and the final
+/// EndOfSession: section 8) and the socket that sends what it makes, on
+/// every line.
 ///
 /// Shared (behind a lock in the server's numbering) by the publishing
 /// threads, which (with [`DatagramSender::Publisher`]) send each batch's
@@ -160,30 +164,24 @@ impl DatagramOutputConfig {
 /// [`DatagramSender::EventLoop`], the batches).
 #[derive(Debug)]
 pub(crate) struct DatagramOutput {
+    packetizer: Packetizer,
+    lines: Lines,
+    heartbeat: Duration,
+    /// The server's epoch (monotonic time zero).
+    epoch: Instant,
+    sender: DatagramSender,
+    shared: Arc<Shared>,
+}
+
+/// The socket and where it sends.
+#[derive(Debug)]
+struct Lines {
     socket: UdpSocket,
     lines: Vec<SocketAddr>,
     /// The same, for `sendmmsg`.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     addrs: Vec<socket2::SockAddr>,
     batch: bool,
-    session_id: u64,
-    max: usize,
-    heartbeat: Duration,
-    /// This batch's datagrams, back to back (capacity kept).
-    buf: Vec<u8>,
-    /// The end of each datagram in `buf`.
-    ends: Vec<usize>,
-    /// When a datagram was last sent (monotonic, the server's epoch).
-    last_sent: Duration,
-    /// The server's epoch (monotonic time zero).
-    epoch: Instant,
-    /// The next data sequence: after the last data frame sent (or the
-    /// point a relay advanced to), the sequence of an idle Packet.
-    next: u64,
-    /// The final EndOfSession was sent: nothing more is.
-    ended: bool,
-    sender: DatagramSender,
-    shared: Arc<Shared>,
 }
 
 impl DatagramOutput {
@@ -226,23 +224,21 @@ impl DatagramOutput {
         }
         socket.bind(&bind.into())?;
         socket.set_nonblocking(true)?;
-        let max = config
-            .max_datagram
-            .clamp(MIN_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE);
+        let packetizer_config = PacketizerConfig {
+            max_datagram: config.max_datagram,
+            heartbeat_interval: heartbeat,
+        };
+        let now = Time::new(epoch.elapsed(), unix_nanos());
         Ok(DatagramOutput {
-            socket: socket.into(),
-            lines: config.lines().collect(),
-            addrs: config.lines().map(socket2::SockAddr::from).collect(),
-            batch: config.batch_syscalls && cfg!(target_os = "linux"),
-            session_id,
-            max,
+            packetizer: Packetizer::new(session_id, packetizer_config, now),
+            lines: Lines {
+                socket: socket.into(),
+                lines: config.lines().collect(),
+                addrs: config.lines().map(socket2::SockAddr::from).collect(),
+                batch: config.batch_syscalls && cfg!(target_os = "linux"),
+            },
             heartbeat,
-            buf: Vec::new(),
-            ends: Vec::new(),
-            last_sent: epoch.elapsed(),
             epoch,
-            next: 1,
-            ended: false,
             sender: config.sender,
             shared: Arc::clone(shared),
         })
@@ -260,142 +256,71 @@ impl DatagramOutput {
 
     /// The address datagrams are sent from.
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.lines.socket.local_addr()
     }
 
-    /// Starts a datagram in `buf` with its Packet frame.
-    fn open(&mut self, sequence: u64, timestamp: u64) {
-        let at = self.buf.len();
-        self.buf.resize(at + PACKET_LEN, 0);
-        let payload = Payload::Packet {
-            session_id: self.session_id,
-        };
-        if let Some(out) = self.buf.get_mut(at..) {
-            // A Packet always fits its own length.
-            let _ = encode(&payload, sequence, timestamp, out);
-        }
-    }
-
-    /// Cuts `batch` into datagrams (each: a Packet whose `sequence` is its
-    /// first data frame's, then as many whole frames as fit) and sends them
-    /// on every line.
+    /// Sends `batch`'s datagrams on every line.
     pub(crate) fn publish(&mut self, batch: &Batch, time: Time) {
-        if self.ended {
-            return;
-        }
-        self.next = batch.end();
-        self.buf.clear();
-        self.ends.clear();
-        let bytes = batch.bytes();
-        let room = self.max.saturating_sub(PACKET_LEN);
-        let mut at = 0;
-        let mut sequence = batch.first();
-        while at < bytes.len() {
-            // The run of whole frames from `at` that fits one datagram (at
-            // least one frame: the size is never below the longest frame).
-            let (mut end, mut frames) = (at, 0u64);
-            while let Some(&len) = bytes.get(end + 3) {
-                let len = usize::from(len).max(1);
-                if end + len > bytes.len() || (frames > 0 && end + len - at > room) {
-                    break;
-                }
-                end += len;
-                frames += 1;
-            }
-            let Some(run) = bytes.get(at..end).filter(|r| !r.is_empty()) else {
-                break; // a Batch holds whole frames: not reached
-            };
-            self.open(sequence, time.unix_nanos);
-            self.buf.extend_from_slice(run);
-            self.ends.push(self.buf.len());
-            at = end;
-            sequence += frames;
-        }
-        self.send_all(time);
+        self.packetizer.publish(batch, time);
+        self.send_all();
     }
 
-    /// When a Packet-only datagram is due (monotonic).
+    /// When a Packet-only datagram is due (monotonic); once the session
+    /// ended, a heartbeat interval from now (nothing is sent then).
     pub(crate) fn poll_timeout(&self) -> Duration {
-        self.last_sent.saturating_add(self.heartbeat)
+        self.packetizer
+            .poll_timeout()
+            .unwrap_or_else(|| self.epoch.elapsed().saturating_add(self.heartbeat))
     }
 
-    /// Sends a Packet-only datagram (`sequence`: the next data sequence)
-    /// if nothing was sent for a heartbeat interval.
+    /// Sends a Packet-only datagram if one is due.
     pub(crate) fn handle_timeout(&mut self, time: Time) {
-        if time.monotonic < self.poll_timeout() || self.ended {
-            return;
-        }
-        self.buf.clear();
-        self.ends.clear();
-        self.open(self.next, time.unix_nanos);
-        self.ends.push(self.buf.len());
-        self.send_all(time);
+        self.packetizer.handle_timeout(time);
+        self.send_all();
     }
 
-    /// A relay's upstream will never send the frames before `next`: idle
-    /// Packets say `next` from now on.
+    /// A relay's upstream will never send the frames before `next`.
     pub(crate) fn advance(&mut self, next: u64) {
-        self.next = self.next.max(next);
+        self.packetizer.advance(next);
     }
 
-    /// A relay's new session (protocol section 10.4), whose next data
-    /// sequence is `next`: EndOfSession for the old one, then the next
-    /// datagrams' Packets carry `session_id`.
+    /// A relay's new session (protocol section 10.4): EndOfSession for the
+    /// old one is sent, then the next datagrams' Packets carry `session_id`.
     pub(crate) fn new_session(&mut self, time: Time, session_id: u64, next: u64) {
-        self.end_of_session(time);
-        self.ended = false;
-        self.session_id = session_id;
-        self.next = next;
+        self.packetizer.new_session(session_id, next, time);
+        self.send_all();
     }
 
-    /// A relay whose upstream is lost sends no Packet-only datagram
-    /// (section 10.3): the idle deadline moves on without one.
+    /// A relay whose upstream is lost sends no Packet-only datagram.
     pub(crate) fn skip_idle(&mut self, now: Duration) {
-        if now >= self.poll_timeout() {
-            self.last_sent = now;
-        }
+        self.packetizer.skip_idle(now);
     }
 
-    /// The last datagram: a Packet and an EndOfSession, both carrying the
-    /// next data sequence; sent [`END_COPIES`] times, byte-identical, so
-    /// that one lost copy does not leave receivers to find the end by
-    /// silence (they act on it once and count the other copies as
-    /// duplicates). Nothing is sent after it.
+    /// Sends the last datagram (Packet + EndOfSession, in copies); nothing
+    /// is sent after it.
     pub(crate) fn end_of_session(&mut self, time: Time) {
-        if self.ended {
+        self.packetizer.end_of_session(time);
+        self.send_all();
+    }
+
+    /// Sends every datagram the packetizer made, on every line.
+    fn send_all(&mut self) {
+        let datagrams = self.packetizer.datagrams();
+        if datagrams.len() == 0 {
             return;
         }
-        self.ended = true;
-        let next = self.next;
-        self.buf.clear();
-        self.ends.clear();
-        self.open(next, time.unix_nanos);
-        let at = self.buf.len();
-        self.buf.resize(at + END_LEN, 0);
-        if let Some(out) = self.buf.get_mut(at..) {
-            let _ = encode(&Payload::EndOfSession, next, time.unix_nanos, out);
-        }
-        let len = self.buf.len();
-        self.ends.push(len);
-        for _ in 1..END_COPIES {
-            self.buf.extend_from_within(..len);
-            self.ends.push(self.buf.len());
-        }
-        self.send_all(time);
-    }
-
-    fn send_all(&mut self, time: Time) {
-        let (sent, dropped, calls) = if self.batch {
-            self.send_batched()
+        let (sent, dropped, calls) = if self.lines.batch {
+            self.lines.send_batched(datagrams)
         } else {
-            self.send_each()
+            self.lines.send_each(datagrams)
         };
         add(&self.shared.datagrams_sent, sent);
         add(&self.shared.datagrams_dropped, dropped);
         add(&self.shared.datagram_syscalls, calls);
-        self.last_sent = time.monotonic;
     }
+}
 
+impl Lines {
     /// One `send_to` of `datagram` to `line`: whether it was sent.
     fn send_one(&self, datagram: &[u8], line: SocketAddr, quiet: bool) -> bool {
         loop {
@@ -415,18 +340,10 @@ impl DatagramOutput {
         }
     }
 
-    /// The datagrams in `buf`, in order.
-    fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .filter_map(|(from, to)| self.buf.get(from..to))
-    }
-
     /// One `send_to` per datagram and line: (sent, dropped, system calls).
-    fn send_each(&self) -> (u64, u64, u64) {
+    fn send_each(&self, datagrams: Datagrams<'_>) -> (u64, u64, u64) {
         let (mut sent, mut dropped, mut calls) = (0, 0, 0);
-        for datagram in self.datagrams() {
+        for datagram in datagrams {
             for &line in &self.lines {
                 calls += 1;
                 if self.send_one(datagram, line, dropped > 0) {
@@ -441,11 +358,10 @@ impl DatagramOutput {
 
     /// `sendmmsg`, up to 64 datagrams a call, every line's copy in turn.
     #[cfg(target_os = "linux")]
-    fn send_batched(&self) -> (u64, u64, u64) {
+    fn send_batched(&self, datagrams: Datagrams<'_>) -> (u64, u64, u64) {
         use std::os::fd::AsFd;
         let (mut sent, mut dropped, mut calls) = (0, 0, 0);
-        let mut all = self
-            .datagrams()
+        let mut all = datagrams
             .flat_map(|d| self.addrs.iter().map(move |a| (d, a)))
             .peekable();
         let Some(&first) = all.peek() else {
@@ -492,8 +408,8 @@ impl DatagramOutput {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn send_batched(&self) -> (u64, u64, u64) {
-        self.send_each()
+    fn send_batched(&self, datagrams: Datagrams<'_>) -> (u64, u64, u64) {
+        self.send_each(datagrams)
     }
 }
 
@@ -617,19 +533,6 @@ const LINE_A: Token = Token(0);
 const LINE_B: Token = Token(1);
 const TCP: Token = Token(2);
 
-/// The retransmission connection's state.
-#[derive(Debug)]
-enum Retx {
-    /// No connection; one is made when a request is due.
-    Idle,
-    /// Connecting since the time given.
-    Connecting(Connection, Duration),
-    /// Connected; last heard from at the time given.
-    Connected(Connection, Duration),
-    /// Waiting to connect again until the time given.
-    Waiting(Duration),
-}
-
 /// The datagram subscriber: a mio loop around a
 /// [`DatagramReceiver`](crate::session::datagram::DatagramReceiver), with
 /// one UDP socket per line and one reused TCP retransmission connection.
@@ -676,17 +579,16 @@ pub struct DatagramClient {
     lens: [usize; super::sys::RECV_BATCH],
     batch_syscalls: bool,
     receiver: DatagramReceiver,
-    retx: Retx,
-    backoff: Backoff,
-    /// Retransmit frames waiting for a connection.
-    pending: Vec<u8>,
+    /// The retransmission connection's rules (section 9).
+    retx: RetransmitClient,
+    /// The retransmission connection, while connecting or connected.
+    conn: Option<Connection>,
+    /// Counters kept here: `disconnects` and `requests_sent` (what the
+    /// socket did); the others come from the receiver and `retx`.
     stats: DatagramClientStats,
     /// Lines whose socket may hold more datagrams (the read budget ran out).
     unread: [bool; 2],
     epoch: Instant,
-    /// When the retransmission connection was made or last carried a
-    /// request (monotonic).
-    last_request: Duration,
 }
 
 /// Why a [`DatagramClient`] could not be created.
@@ -827,7 +729,16 @@ impl DatagramClient {
                 silence: Some(config.heartbeat_interval.saturating_mul(3)),
                 ..config.receiver
             }),
-            backoff: config.backoff,
+            retx: RetransmitClient::new(
+                RetransmitClientConfig {
+                    backoff: config.backoff,
+                    heartbeat_interval: config.heartbeat_interval,
+                    connect_timeout: config.connect_timeout,
+                    idle: config.retransmit_idle,
+                },
+                config.retransmit.is_some(),
+            ),
+            conn: None,
             config,
             poll,
             events: Events::with_capacity(16),
@@ -835,12 +746,9 @@ impl DatagramClient {
             local,
             buf: vec![0u8; SLOT * super::sys::RECV_BATCH].into_boxed_slice(),
             lens: [0; super::sys::RECV_BATCH],
-            retx: Retx::Idle,
-            pending: Vec::new(),
             stats: DatagramClientStats::default(),
             unread: [false; 2],
             epoch: Instant::now(),
-            last_request: Duration::ZERO,
         })
     }
 
@@ -860,8 +768,11 @@ impl DatagramClient {
     /// The counters now.
     #[must_use]
     pub fn stats(&self) -> DatagramClientStats {
+        let retx = self.retx.stats();
         DatagramClientStats {
             receiver: *self.receiver.stats(),
+            connects: retx.connects,
+            idle_closes: retx.idle_closes,
             ..self.stats
         }
     }
@@ -899,21 +810,15 @@ impl DatagramClient {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_retransmit(&mut self, server: Option<SocketAddr>) {
-        self.close_connection();
-        self.pending.clear();
-        self.backoff.reset();
         self.config.retransmit = server;
-        if server.is_some() {
-            self.receiver.retransmission_reset();
-        } else {
-            self.receiver.retransmission_unavailable();
-        }
+        self.retx.set_server(server.is_some());
+        self.run_retx();
     }
 
     /// Whether the retransmission connection is up.
     #[must_use]
     pub fn is_retransmission_connected(&self) -> bool {
-        matches!(self.retx, Retx::Connected(..))
+        self.retx.is_connected()
     }
 
     fn time(&self) -> Time {
@@ -922,15 +827,7 @@ impl DatagramClient {
 
     /// The earliest deadline: the receiver's, or the connection's.
     fn deadline(&self) -> Option<Duration> {
-        let retx = match &self.retx {
-            Retx::Idle => None,
-            Retx::Connecting(_, since) => Some(since.saturating_add(self.config.connect_timeout)),
-            Retx::Connected(_, heard) => {
-                let dead = heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3));
-                Some(self.idle_deadline().map_or(dead, |idle| idle.min(dead)))
-            }
-            Retx::Waiting(until) => Some(*until),
-        };
+        let retx = self.retx.poll_timeout(self.receiver.requests_outstanding());
         match (self.receiver.poll_timeout(), retx) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -984,7 +881,9 @@ impl DatagramClient {
         }
         let time = self.time();
         self.receiver.handle_timeout(time);
-        self.connection_timers(time.monotonic);
+        self.retx
+            .handle_timeout(time, self.receiver.requests_outstanding());
+        self.run_retx();
         self.drain(&mut on_event);
         Ok(())
     }
@@ -1038,34 +937,30 @@ impl DatagramClient {
         }
         let mut requested = false;
         while let Some(action) = self.receiver.poll_action() {
-            let DatagramAction::Retransmit {
-                session_id,
-                first,
-                count,
-            } = action;
-            let at = self.pending.len();
-            self.pending.resize(at + MsgType::Retransmit.frame_len(), 0);
-            if let Some(out) = self.pending.get_mut(at..) {
-                let payload = Payload::Retransmit { session_id, count };
-                let _ = encode(&payload, first, unix_nanos(), out);
-            }
+            self.retx.handle_request(action, self.time());
             requested = true;
         }
         if requested {
-            let now = self.epoch.elapsed();
-            match self.retx {
-                Retx::Idle => self.connect(now),
-                Retx::Connected(..) => self.send_pending(now),
-                Retx::Connecting(..) | Retx::Waiting(_) => {}
+            self.run_retx();
+        }
+    }
+
+    /// Does what the retransmission rules say, until they say nothing more.
+    fn run_retx(&mut self) {
+        while let Some(action) = self.retx.poll_action() {
+            match action {
+                RetransmitAction::Connect => self.connect(),
+                RetransmitAction::Send(frames) => self.send(&frames),
+                RetransmitAction::Close => self.close_connection(),
+                RetransmitAction::Reset => self.receiver.retransmission_reset(),
+                RetransmitAction::Unavailable => self.receiver.retransmission_unavailable(),
             }
         }
     }
 
-    fn connect(&mut self, now: Duration) {
+    fn connect(&mut self) {
         let Some(server) = self.config.retransmit else {
-            // Nothing to ask: the receiver's deadline turns holes into gaps.
-            self.pending.clear();
-            self.receiver.retransmission_unavailable();
+            self.retx.handle_lost(self.time());
             return;
         };
         match mio::net::TcpStream::connect(server) {
@@ -1077,89 +972,61 @@ impl DatagramClient {
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
                     log::debug!("retransmission connection: {e}");
-                    self.lost(now);
+                    self.retx.handle_lost(self.time());
                     return;
                 }
-                self.retx = Retx::Connecting(Connection::new(stream, 64 << 10, 4 << 20), now);
+                self.conn = Some(Connection::new(stream, 64 << 10, 4 << 20));
             }
             Err(e) => {
                 log::debug!("retransmission connection to {server}: {e}");
-                self.lost(now);
+                self.retx.handle_lost(self.time());
             }
         }
     }
 
-    /// Closes the retransmission connection, if any (state: idle).
+    /// Closes the retransmission connection, if any.
     fn close_connection(&mut self) {
-        if let Retx::Connecting(conn, _) | Retx::Connected(conn, _) =
-            std::mem::replace(&mut self.retx, Retx::Idle)
-        {
+        if let Some(conn) = self.conn.take() {
             let mut stream = conn.into_stream();
             let _ = self.poll.registry().deregister(&mut stream);
             self.stats.disconnects += 1;
         }
     }
 
-    /// The connection failed or was lost: unanswered requests are asked
-    /// again on the next connection, made after the backoff (their holes
-    /// still become gaps at their first deadline unless filled first).
-    fn lost(&mut self, now: Duration) {
-        self.close_connection();
-        self.pending.clear();
-        self.receiver.retransmission_reset();
-        self.retx = match self.backoff.next_delay() {
-            Some(delay) => Retx::Waiting(now.saturating_add(delay)),
-            None => Retx::Idle,
-        };
-    }
-
-    fn send_pending(&mut self, now: Duration) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let Retx::Connected(conn, _) = &mut self.retx else {
-            return;
-        };
-        let frames = self.pending.len() / MsgType::Retransmit.frame_len();
-        match conn.send(&self.pending) {
-            Ok(true) => {
-                self.stats.requests_sent += frames as u64;
-                self.pending.clear();
-                self.last_request = now;
-            }
-            Ok(false) | Err(_) => self.lost(now),
+    /// Writes (or queues) Retransmit frames; a connection that cannot take
+    /// them is lost.
+    fn send(&mut self, frames: &[u8]) {
+        let sent = self.conn.as_mut().map(|conn| conn.send(frames));
+        if let Some(Ok(true)) = sent {
+            self.stats.requests_sent += (frames.len() / MsgType::Retransmit.frame_len()) as u64;
+        } else {
+            self.retx.handle_lost(self.time());
         }
     }
 
     fn tcp_ready(&mut self, writable: bool) {
         let time = self.time();
-        let now = time.monotonic;
-        if let Retx::Connecting(conn, _) = &self.retx {
+        let Some(conn) = &self.conn else {
+            return;
+        };
+        if self.retx.state() == RetransmitState::Connecting {
             let stream = conn.stream();
             match (stream.take_error(), stream.peer_addr()) {
-                (Ok(None), Ok(_)) => {
-                    let Retx::Connecting(conn, _) = std::mem::replace(&mut self.retx, Retx::Idle)
-                    else {
-                        return;
-                    };
-                    self.retx = Retx::Connected(conn, now);
-                    self.last_request = now;
-                    self.stats.connects += 1;
-                    self.backoff.reset();
-                    self.send_pending(now);
-                }
+                (Ok(None), Ok(_)) => self.retx.handle_connected(time),
                 (_, Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
-                _ => {
-                    self.lost(now);
-                    return;
-                }
+                _ => self.retx.handle_lost(time),
             }
+            self.run_retx();
         }
-        let Retx::Connected(conn, heard) = &mut self.retx else {
+        if !self.retx.is_connected() {
+            return;
+        }
+        let Some(conn) = &mut self.conn else {
             return;
         };
         if writable && conn.write_ready().is_err() {
-            self.lost(now);
+            self.retx.handle_lost(time);
+            self.run_retx();
             return;
         }
         let receiver = &mut self.receiver;
@@ -1170,52 +1037,14 @@ impl DatagramClient {
         match outcome {
             Ok(o) => {
                 if o.bytes > 0 {
-                    *heard = now;
+                    self.retx.handle_bytes(time);
                 }
                 if o.closed {
-                    self.lost(now);
+                    self.retx.handle_lost(time);
                 }
             }
-            Err(_) => self.lost(now),
+            Err(_) => self.retx.handle_lost(time),
         }
-    }
-
-    /// When an idle retransmission connection is closed, if it is idle
-    /// (nothing to send, no reply awaited) and that is asked for.
-    fn idle_deadline(&self) -> Option<Duration> {
-        let idle = self.config.retransmit_idle?;
-        (self.pending.is_empty() && self.receiver.requests_outstanding() == 0)
-            .then(|| self.last_request.saturating_add(idle))
-    }
-
-    fn connection_timers(&mut self, now: Duration) {
-        if matches!(self.retx, Retx::Connected(..))
-            && self.idle_deadline().is_some_and(|at| now >= at)
-        {
-            log::debug!("retransmission connection idle: closed");
-            self.close_connection();
-            self.stats.idle_closes += 1;
-            return;
-        }
-        match &self.retx {
-            Retx::Connecting(_, since)
-                if now >= since.saturating_add(self.config.connect_timeout) =>
-            {
-                self.lost(now);
-            }
-            Retx::Connected(_, heard)
-                if now
-                    >= heard.saturating_add(self.config.heartbeat_interval.saturating_mul(3)) =>
-            {
-                self.lost(now);
-            }
-            Retx::Waiting(until) if now >= *until => {
-                self.retx = Retx::Idle;
-                if !self.pending.is_empty() {
-                    self.connect(now);
-                }
-            }
-            _ => {}
-        }
+        self.run_retx();
     }
 }

@@ -3,7 +3,9 @@
 //! ([`ServerSession`]), every server decision that spans connections
 //! ([`ServerCore`]: admission and limits, fan-out, timers, shutdown), the
 //! client ([`ClientSession`]), and the [`Retention`] of published batches
-//! they share.
+//! they share; for datagram feeds (sections 8 and 9), the sender's
+//! [`packetizer`], the receiver ([`datagram`]) and its retransmission
+//! connection ([`retransmit_client`]).
 //!
 //! This is the shape of quinn-proto: time comes in as an argument
 //! ([`Time`]), bytes come in through `handle_*` methods, and what to do comes
@@ -23,6 +25,9 @@
 //!  socket ─▶ Parser ─▶ Event ─▶ ClientSession::handle_event ─▶ ClientEvent (frames, gaps…)
 //!                               poll_action ─▶ Connect / Send(Login) / Close
 //!                               poll_timeout ─▶ connect timeout, liveness, backoff
+//!
+//!  Batch ─▶ Packetizer::publish ─▶ poll_datagram ─▶ UDP (idle Packets, EndOfSession by time)
+//!  UDP ─▶ DatagramReceiver ─▶ poll_action: Retransmit ─▶ RetransmitClient ─▶ Connect / Send / Close
 //! ```
 #![forbid(unsafe_code)]
 
@@ -31,7 +36,9 @@ use core::time::Duration;
 pub(crate) mod admission;
 pub mod client;
 pub mod datagram;
+pub mod packetizer;
 pub mod retention;
+pub mod retransmit_client;
 pub mod server;
 pub mod server_core;
 
