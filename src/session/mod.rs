@@ -48,8 +48,8 @@ pub use client::{
 };
 pub use retention::{Batch, BatchError, Retention, Segment};
 pub use server::{
-    CloseReason, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig, ServerSessionStats,
-    SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
+    CloseReason, OwnedTransmit, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig,
+    ServerSessionStats, SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
 };
 pub use server_core::{ConnId, CoreConfig, CoreEvent, CoreStats, Detached, ServerCore};
 

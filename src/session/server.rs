@@ -82,6 +82,7 @@
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
@@ -485,6 +486,85 @@ impl<'a> Transmit<'a> {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.queue.bytes == 0
+    }
+
+    /// The first `max_pieces` pieces of the queue as an [`OwnedTransmit`]:
+    /// to write without holding whatever guards the session (the bytes of
+    /// published batches are shared, not copied; control frames are copied,
+    /// 72 bytes at most each). Write what the socket takes, then report it
+    /// with [`transmitted`](ServerSession::transmitted) as usual: bytes
+    /// queued meanwhile go behind these.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use tickwire::session::{Retention, ServerSession, ServerSessionConfig, Time};
+    /// # use tickwire::parse::SliceParser;
+    /// # use tickwire::Payload;
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let retention = Retention::new(10);
+    /// let mut session = ServerSession::new(ServerSessionConfig::new(1), t);
+    /// let mut login = [0u8; 24];
+    /// tickwire::encode(&Payload::Login, 0, 0, &mut login)?;
+    /// for e in SliceParser::new(&login) { session.handle_event(&e, t, &retention); }
+    /// let owned = session.poll_transmit(t, &retention).map(|tx| tx.to_owned(64));
+    /// let owned = owned.expect("LoginAccepted is queued");
+    /// assert_eq!(owned.len(), 32);
+    /// session.transmitted(owned.len(), t);
+    /// assert_eq!(session.queued(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn to_owned(&self, max_pieces: usize) -> OwnedTransmit {
+        let pieces: Vec<Piece> = self.queue.pieces.iter().take(max_pieces).cloned().collect();
+        let len = pieces
+            .iter()
+            .map(|p| p.bytes().len())
+            .sum::<usize>()
+            .saturating_sub(self.queue.offset);
+        OwnedTransmit {
+            pieces,
+            offset: self.queue.offset,
+            len,
+        }
+    }
+}
+
+/// The front of a connection's queue, owned: see [`Transmit::to_owned`].
+#[derive(Clone, Debug)]
+pub struct OwnedTransmit {
+    pieces: Vec<Piece>,
+    offset: usize,
+    len: usize,
+}
+
+impl OwnedTransmit {
+    /// The bytes, as slices in order (none empty).
+    pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        let offset = self.offset;
+        self.pieces
+            .iter()
+            .enumerate()
+            .map(move |(i, p)| {
+                let bytes = p.bytes();
+                if i == 0 {
+                    bytes.get(offset..).unwrap_or_default()
+                } else {
+                    bytes
+                }
+            })
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Bytes in these pieces.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No bytes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

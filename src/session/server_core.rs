@@ -804,11 +804,30 @@ impl ServerCore {
 
     /// The driver wrote the first `n` bytes of the last
     /// [`poll_transmit`](Self::poll_transmit) on `id`.
+    ///
+    /// Writing changes nothing else a driver acts on (no event, no close,
+    /// no new bytes): `id` is not put back in the ready queue for it (the
+    /// driver that wrote knows whether it stopped for want of room or of
+    /// budget), only its counters and its deadline are kept up.
     pub fn transmitted(&mut self, id: ConnId, n: usize, time: Time) {
-        if let Some(conn) = self.conn_mut(id) {
-            conn.session.transmitted(n, time);
-            self.settle(id);
+        let timers = &mut self.timers;
+        let Some(conn) = self
+            .conns
+            .get_mut(id.index())
+            .and_then(Option::as_mut)
+            .filter(|c| c.generation == id.generation)
+        else {
+            return;
+        };
+        conn.session.transmitted(n, time);
+        let stats = conn.session.take_stats();
+        if let Some(at) = conn.session.poll_timeout() {
+            if conn.scheduled.is_none_or(|s| at < s) {
+                conn.scheduled = Some(at);
+                timers.push(Reverse((at, id.index, id.generation)));
+            }
         }
+        self.stats.add_session(&stats);
     }
 
     /// Whether `id` has bytes to write now (queued, or a replay to pull).

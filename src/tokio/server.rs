@@ -672,7 +672,7 @@ async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) ->
     let mut stop = shared.stop.subscribe();
     let mut drain_deadline = None;
     loop {
-        let want_write = {
+        {
             let mut state = shared.state();
             let time = shared.time();
             if state
@@ -682,10 +682,16 @@ async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) ->
             {
                 let backlog = sys::unsent_bytes(stream.as_fd()).unwrap_or(0);
                 state.core.handle_conn_timeout(id, time, backlog);
+                shared.dispatch(&mut state);
             }
-            if let Err(e) = write_some(&mut state, id, stream, shared) {
-                state.core.handle_failure(id, close_reason(&e));
-            }
+        }
+        // Written without holding the core: publishers and the other
+        // connections go on meanwhile.
+        if let Err(e) = write_some(id, stream, shared) {
+            shared.state().core.handle_failure(id, close_reason(&e));
+        }
+        let want_write = {
+            let mut state = shared.state();
             shared.dispatch(&mut state);
             if let Some(reason) = state.core.close_reason(id) {
                 return reason;
@@ -736,17 +742,19 @@ fn read(state: &mut State, id: ConnId, stream: &TcpStream, shared: &Shared) {
 }
 
 /// Writes what the core has for `id` until the socket would block or the
-/// budget is spent.
-fn write_some(
-    state: &mut State,
-    id: ConnId,
-    stream: &TcpStream,
-    shared: &Shared,
-) -> io::Result<()> {
+/// budget is spent: the core's lock is taken to see what to write (an owned
+/// copy of the front of the queue: shared segments, not bytes) and to say
+/// what was written, never across the system call.
+fn write_some(id: ConnId, stream: &TcpStream, shared: &Shared) -> io::Result<()> {
     let mut written = 0;
     while written < WRITE_BUDGET {
         let time = shared.time();
-        let Some(transmit) = state.core.poll_transmit(id, time) else {
+        let Some(transmit) = shared
+            .state()
+            .core
+            .poll_transmit(id, time)
+            .map(|tx| tx.to_owned(MAX_SLICES))
+        else {
             return Ok(());
         };
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -758,7 +766,9 @@ fn write_some(
         match stream.try_write_vectored(slices.get(..count).unwrap_or_default()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
+                let mut state = shared.state();
                 state.core.transmitted(id, n, time);
+                shared.dispatch(&mut state);
                 written += n;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
