@@ -553,7 +553,8 @@ impl Server {
     /// be up earlier.
     fn plan_sleep(&mut self, spin_until: Duration) -> Option<Duration> {
         let now = self.epoch.elapsed();
-        let mut timeout = self.lazy(self.poll_timeout(now));
+        let due = self.poll_timeout(now);
+        let mut timeout = self.lazy(due);
         if self.config.busy_poll.is_some() && now < spin_until {
             timeout = Some(Duration::ZERO);
         }
@@ -750,7 +751,7 @@ impl Server {
     /// Until the earliest deadline of any session (or the accept backoff);
     /// zero while a client still has bytes to write this turn or batches
     /// are waiting.
-    fn poll_timeout(&self, now: Duration) -> Option<Duration> {
+    fn poll_timeout(&mut self, now: Duration) -> Option<Duration> {
         if !self.flush.is_empty() || self.more_waiting {
             return Some(Duration::ZERO);
         }

@@ -805,10 +805,12 @@ impl ServerCore {
     /// The driver wrote the first `n` bytes of the last
     /// [`poll_transmit`](Self::poll_transmit) on `id`.
     ///
-    /// Writing changes nothing else a driver acts on (no event, no close,
-    /// no new bytes): `id` is not put back in the ready queue for it (the
-    /// driver that wrote knows whether it stopped for want of room or of
-    /// budget), only its counters and its deadline are kept up.
+    /// Writing changes nothing else a driver acts on (no event, no new
+    /// bytes), but for the end of a graceful close (its EndOfSession
+    /// written: it comes out of [`poll_ready`](Self::poll_ready) to be
+    /// closed): `id` is not put back in the ready queue for having written
+    /// (the driver that wrote knows whether it stopped for want of room or
+    /// of budget); its counters and its deadline are kept up.
     pub fn transmitted(&mut self, id: ConnId, n: usize, time: Time) {
         let timers = &mut self.timers;
         let Some(conn) = self
@@ -820,6 +822,11 @@ impl ServerCore {
             return;
         };
         conn.session.transmitted(n, time);
+        if conn.session.poll_close().is_some() {
+            // The last of a graceful close (EndOfSession) went out.
+            self.settle(id);
+            return;
+        }
         let stats = conn.session.take_stats();
         if let Some(at) = conn.session.poll_timeout() {
             if conn.scheduled.is_none_or(|s| at < s) {
@@ -902,9 +909,40 @@ impl ServerCore {
 
     /// The earliest deadline of the core: a connection's (see
     /// [`poll_expired`](Self::poll_expired)) or the end of an admission
-    /// grace (see [`handle_timeout`](Self::handle_timeout)).
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Duration> {
+    /// grace (see [`handle_timeout`](Self::handle_timeout)). Exact: entries
+    /// whose connection's deadline moved later since (a backlog check
+    /// scheduled while a batch waited, written since) move with it first,
+    /// so a driver never wakes early for nothing (a publisher writing to a
+    /// sleeping loop's clients wakes it only for a real deadline).
+    pub fn poll_timeout(&mut self) -> Option<Duration> {
+        while let Some(&Reverse((at, index, generation))) = self.timers.peek() {
+            let id = ConnId { index, generation };
+            let Some(conn) = self
+                .conns
+                .get_mut(id.index())
+                .and_then(Option::as_mut)
+                .filter(|c| c.generation == generation && c.closed.is_none())
+            else {
+                self.timers.pop(); // gone
+                continue;
+            };
+            if conn.scheduled != Some(at) {
+                self.timers.pop(); // superseded
+                continue;
+            }
+            match conn.session.poll_timeout() {
+                Some(later) if later > at => {
+                    self.timers.pop();
+                    conn.scheduled = Some(later);
+                    self.timers.push(Reverse((later, index, generation)));
+                }
+                None => {
+                    self.timers.pop();
+                    conn.scheduled = None;
+                }
+                Some(_) => break,
+            }
+        }
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
         let grace = self.fresh.front().map(|(at, _)| *at);
         match (timer, grace) {
