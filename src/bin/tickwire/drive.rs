@@ -142,7 +142,7 @@ pub(crate) struct Narrator {
 impl Narrator {
     pub(crate) fn new(list: &[std::net::SocketAddr], max_retries: Option<u32>) -> Narrator {
         Narrator {
-            servers: crate::subscribe::servers(list),
+            servers: servers(list),
             list: list.to_vec(),
             max_retries,
             ended: 0,
@@ -439,4 +439,13 @@ mod tests {
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
     }
+}
+
+/// The servers of `--connect`, for messages: `A` or `A,B,C`.
+pub(crate) fn servers(connect: &[std::net::SocketAddr]) -> String {
+    connect
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }

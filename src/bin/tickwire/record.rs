@@ -17,10 +17,10 @@ use tickwire::net::{unix_nanos, Client};
 use tickwire::session::ClientEvent;
 use tickwire::Payload;
 
-use crate::drive::{drive_client, session_label, Ended, Narrator, Step, STEP};
+use crate::drive::{drive_client, servers, session_label, Ended, Narrator, Step, STEP};
 use crate::logging::{info, warning};
 use crate::recording::{Mode, Recording};
-use crate::subscribe::{client_config, servers};
+use crate::subscribe::client_config;
 
 /// What the recording holds so far.
 #[derive(Default)]

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use tickwire::net::{DatagramClientConfig, Relay, RelayConfig};
 
 use crate::dgram::FeedArgs;
+use crate::drive::servers;
 use crate::drive::session_label;
 use crate::logging::info;
-use crate::subscribe::servers;
 
 pub(crate) fn run(
     connect: &[SocketAddr],

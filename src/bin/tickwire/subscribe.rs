@@ -31,15 +31,6 @@ pub(crate) fn client_config(
     Ok(config)
 }
 
-/// The servers of `--connect`, for messages: `A` or `A,B,C`.
-pub(crate) fn servers(connect: &[SocketAddr]) -> String {
-    connect
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 pub(crate) fn run(
     connect: &[SocketAddr],
     from: u64,
