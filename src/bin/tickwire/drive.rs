@@ -386,6 +386,15 @@ pub(crate) fn client_event_json(event: &ClientEvent<'_>) -> String {
     }
 }
 
+/// The servers of `--connect`, for messages: `A` or `A,B,C`.
+pub(crate) fn servers(connect: &[std::net::SocketAddr]) -> String {
+    connect
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,13 +448,4 @@ mod tests {
     fn json_strings_are_escaped() {
         assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
     }
-}
-
-/// The servers of `--connect`, for messages: `A` or `A,B,C`.
-pub(crate) fn servers(connect: &[std::net::SocketAddr]) -> String {
-    connect
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
