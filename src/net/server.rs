@@ -704,7 +704,6 @@ impl Server {
             self.shared.set_core(self.loop_index, self.core.stats());
             return Some(self.shared.snapshot_of_loops());
         }
-        self.shared.set_core(self.loop_index, self.core.stats());
         None
     }
 
@@ -868,6 +867,9 @@ impl Server {
         while let Some(event) = self.core.poll_event() {
             super::log_core_event(&event, self.config.slow_policy);
         }
+        // The counters others read, as of now: before the bytes this turn
+        // writes reach anyone who could then ask for them.
+        self.shared.set_core(self.loop_index, self.core.stats());
     }
 
     fn want_flush(&mut self, index: usize) {
@@ -1242,7 +1244,6 @@ impl DirectWrite for Server {
         add(&self.shared.direct_batches, 1);
         self.publish(batch, time);
         self.flush_all(time, Some(FLUSH_SLICE));
-        self.shared.set_core(self.loop_index, self.core.stats());
         // On the clock reading the plan used: an unchanged deadline is equal.
         let due = self
             .poll_timeout(time.monotonic)
