@@ -113,12 +113,13 @@ pub(crate) trait Crc32c: Copy {
     /// The CRC-32C of `data`.
     fn checksum(self, data: &[u8]) -> u32;
 
-    /// The CRC-32C of `words` laid out little-endian (at most 16 words).
+    /// The CRC-32C of `words` laid out little-endian (at most 18 words: a
+    /// frame of [`MAX_FRAME_LEN`](crate::wire::MAX_FRAME_LEN) bytes).
     /// Encoders build frames as words in registers; this checksums them
     /// without a round trip through memory.
     #[inline(always)]
     fn checksum_words(self, words: &[u32]) -> u32 {
-        let mut bytes = [0u8; 64];
+        let mut bytes = [0u8; crate::wire::MAX_FRAME_LEN];
         for (chunk, word) in bytes.chunks_exact_mut(4).zip(words) {
             chunk.copy_from_slice(&word.to_le_bytes());
         }
@@ -330,7 +331,7 @@ mod hw {
             }
             #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
             {
-                let mut bytes = [0u8; 64];
+                let mut bytes = [0u8; crate::wire::MAX_FRAME_LEN];
                 for (chunk, word) in bytes.chunks_exact_mut(4).zip(words) {
                     chunk.copy_from_slice(&word.to_le_bytes());
                 }
@@ -485,12 +486,13 @@ mod tests {
 
     #[test]
     fn word_checksums_match_byte_checksums() {
-        let words: [u32; 16] = core::array::from_fn(|i| 0x9E37_79B9u32.wrapping_mul(i as u32 + 1));
-        let mut bytes = [0u8; 64];
+        // Up to the longest frame's (the Auth frame: 72 bytes, 18 words).
+        let words: [u32; 18] = core::array::from_fn(|i| 0x9E37_79B9u32.wrapping_mul(i as u32 + 1));
+        let mut bytes = [0u8; 72];
         for (chunk, w) in bytes.chunks_exact_mut(4).zip(words) {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
-        for n in 0..=16 {
+        for n in 0..=18 {
             let want = crc32c_portable(&bytes[..n * 4]);
             assert_eq!(Portable.checksum_words(&words[..n]), want, "{n} words");
             if let Some(hw) = hw::Hw::detect() {
