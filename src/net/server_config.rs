@@ -38,7 +38,7 @@ pub struct ServerConfig {
     pub max_clients: usize,
     /// Retransmission connections (protocol section 9: the first frame a
     /// Retransmit) beyond this many are closed at their first request, as
-    /// [`CloseReason::MaxClients`] (4,096). They do not take a client's
+    /// [`CloseReason::MaxClients`](crate::session::CloseReason::MaxClients) (4,096). They do not take a client's
     /// place: when a switch drops a datagram, every receiver of a multicast
     /// feed asks at once.
     pub max_retransmission_connections: usize,
@@ -64,7 +64,7 @@ pub struct ServerConfig {
     pub listen_backlog: u32,
     /// Connections that have not logged in, at most (128; at least 1).
     /// A newer one past the limit displaces the oldest, which is closed
-    /// with [`CloseReason::UnauthenticatedLimit`]: idle connections cannot
+    /// with [`CloseReason::UnauthenticatedLimit`](crate::session::CloseReason::UnauthenticatedLimit): idle connections cannot
     /// lock logged-in clients out, and a client that logs in at once gets in.
     pub max_unauthenticated: usize,
     /// Connections that have not logged in from one peer IP address, at
@@ -73,7 +73,7 @@ pub struct ServerConfig {
     pub max_unauthenticated_per_peer: usize,
     /// Liveness: a logged-in client that takes none of the bytes it owes
     /// for this many heartbeat intervals is closed with
-    /// [`CloseReason::NoProgress`] (5; 0 turns the rule and the socket
+    /// [`CloseReason::NoProgress`](crate::session::CloseReason::NoProgress) (5; 0 turns the rule and the socket
     /// timeouts below off). Client sockets also get TCP keepalive (idle and
     /// probe interval: the heartbeat interval, at least 1 s; this many
     /// probes) and, on Linux, `TCP_USER_TIMEOUT` of twice the rule's
@@ -91,7 +91,7 @@ pub struct ServerConfig {
     pub datagrams: Option<DatagramOutputConfig>,
     /// A publisher that finds the event loop asleep, with no earlier batch
     /// waiting, writes its batch to the TCP clients itself inside
-    /// [`Publisher::publish`] (true): the loop's wake-up leaves the path
+    /// [`Publisher::publish`](super::Publisher::publish) (true): the loop's wake-up leaves the path
     /// from publish to client. Only with one event loop, at most 8
     /// logged-in connections (more make one publish a whole pass of
     /// writes, which the loop does), none of them replaying (the loop
