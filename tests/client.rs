@@ -613,7 +613,10 @@ fn a_client_set_stops_at_break_and_loses_nothing() {
         assert!(!called_after, "called after Break");
         breaks += usize::from(flow.is_break());
     }
-    assert!(breaks >= 2 * 2_000 / 7, "{breaks} breaks");
+    // A poll that ends with fewer than 7 frames taken breaks nothing (the
+    // count starts over at the next poll), so not every 7th frame is a
+    // break: many are.
+    assert!(breaks >= 2_000 / 7, "{breaks} breaks");
     for log in &logs {
         assert_exactly_once_in_order(log, &want);
     }
