@@ -460,20 +460,7 @@ pub struct Transmit<'a> {
 impl<'a> Transmit<'a> {
     /// The queued bytes, as slices in order (none empty).
     pub fn slices(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let offset = self.queue.offset;
-        self.queue
-            .pieces
-            .iter()
-            .enumerate()
-            .map(move |(i, p)| {
-                let bytes = p.bytes();
-                if i == 0 {
-                    bytes.get(offset..).unwrap_or_default()
-                } else {
-                    bytes
-                }
-            })
-            .filter(|s| !s.is_empty())
+        front_slices(self.queue.pieces.iter(), self.queue.offset)
     }
 
     /// Total bytes queued.
@@ -529,6 +516,26 @@ impl<'a> Transmit<'a> {
     }
 }
 
+/// The bytes of queued pieces, the first `offset` bytes of the front one
+/// already written (empty slices left out): what [`Transmit`] and
+/// [`OwnedTransmit`] both hand to `writev`.
+fn front_slices<'a>(
+    pieces: impl Iterator<Item = &'a Piece> + 'a,
+    offset: usize,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pieces
+        .enumerate()
+        .map(move |(i, p)| {
+            let bytes = p.bytes();
+            if i == 0 {
+                bytes.get(offset..).unwrap_or_default()
+            } else {
+                bytes
+            }
+        })
+        .filter(|s| !s.is_empty())
+}
+
 /// The front of a connection's queue, owned: see [`Transmit::to_owned`].
 #[derive(Clone, Debug)]
 pub struct OwnedTransmit {
@@ -540,19 +547,7 @@ pub struct OwnedTransmit {
 impl OwnedTransmit {
     /// The bytes, as slices in order (none empty).
     pub fn slices(&self) -> impl Iterator<Item = &[u8]> {
-        let offset = self.offset;
-        self.pieces
-            .iter()
-            .enumerate()
-            .map(move |(i, p)| {
-                let bytes = p.bytes();
-                if i == 0 {
-                    bytes.get(offset..).unwrap_or_default()
-                } else {
-                    bytes
-                }
-            })
-            .filter(|s| !s.is_empty())
+        front_slices(self.pieces.iter(), self.offset)
     }
 
     /// Bytes in these pieces.
