@@ -3,7 +3,12 @@
 //! secret, unknown key, wrong order, two Auths, truncated, not well-formed,
 //! a byte at a time, brute force from one address and from many), what the
 //! server writes byte for byte, the drain after a Rejected, and the lock-out.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,7 +46,10 @@ fn credentials() -> Credentials {
 }
 
 fn at(ms: u64) -> Time {
-    Time::new(Duration::from_millis(ms), 1_700_000_000_000_000_000 + ms * 1_000_000)
+    Time::new(
+        Duration::from_millis(ms),
+        1_700_000_000_000_000_000 + ms * 1_000_000,
+    )
 }
 
 fn frame(payload: &Payload, sequence: u64) -> Vec<u8> {
@@ -52,7 +60,10 @@ fn frame(payload: &Payload, sequence: u64) -> Vec<u8> {
 }
 
 fn auth(key: &str, secret: [u8; 32]) -> Vec<u8> {
-    frame(&Payload::auth(&KeyId::new(key).unwrap(), Secret::new(secret)), 0)
+    frame(
+        &Payload::auth(&KeyId::new(key).unwrap(), Secret::new(secret)),
+        0,
+    )
 }
 
 fn login(sequence: u64) -> Vec<u8> {
@@ -60,7 +71,13 @@ fn login(sequence: u64) -> Vec<u8> {
 }
 
 fn retransmit(sequence: u64, count: u64) -> Vec<u8> {
-    frame(&Payload::Retransmit { session_id: 0, count }, sequence)
+    frame(
+        &Payload::Retransmit {
+            session_id: 0,
+            count,
+        },
+        sequence,
+    )
 }
 
 /// A core in virtual time and what it wrote to each connection.
@@ -98,7 +115,9 @@ impl Harness {
     }
 
     fn connect(&mut self, peer: &str) -> ConnId {
-        let id = self.core.accept(peer.parse::<SocketAddr>().unwrap(), at(self.now));
+        let id = self
+            .core
+            .accept(peer.parse::<SocketAddr>().unwrap(), at(self.now));
         self.run();
         id
     }
@@ -115,11 +134,13 @@ impl Harness {
 
     fn publish(&mut self, n: usize) {
         let mut bytes = vec![0u8; n * 44];
-        let done = self
-            .seq
-            .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+        let done = self.seq.encode_batch(
+            &vec![(0, Payload::Quote(QuoteFields::default())); n],
+            &mut bytes,
+        );
         bytes.truncate(done.bytes);
-        self.core.publish(Arc::new(Batch::new(bytes).unwrap()), at(self.now));
+        self.core
+            .publish(Arc::new(Batch::new(bytes).unwrap()), at(self.now));
         self.run();
     }
 
@@ -180,7 +201,7 @@ impl Harness {
                 Event::Frame(Message::Quote(m)) => Some(Rx::Data(m.sequence())),
                 Event::Frame(Message::Heartbeat(m)) => Some(Rx::Heartbeat(m.sequence())),
                 Event::Frame(m) => Some(Rx::Other(m.msg_type() as u8)),
-                Event::NewSession { .. } | Event::Gap(_) => return None,
+                Event::NewSession { .. } | Event::Gap(_) => None,
                 other => panic!("the server wrote something that is not a frame: {other:?}"),
             })
             .collect()
@@ -231,14 +252,20 @@ fn login_first_is_answered_reason_1_at_once_and_nothing_else() {
     // One byte that cannot start an Auth is enough.
     let l = login(1);
     h.send(c, &l[..3]); // a5 01 03: not a5 01 07
-    assert_eq!(h.received(c), [Rx::Rejected(RejectReason::AuthenticationRequired)]);
+    assert_eq!(
+        h.received(c),
+        [Rx::Rejected(RejectReason::AuthenticationRequired)]
+    );
     assert_eq!(h.write_shut.get(&c), Some(&1));
     // Nothing read after it is acted on: the rest of the Login, an Auth.
     h.send(c, &l[3..]);
     h.send(c, &auth("alice", ALICE));
     h.publish(2);
     h.advance_to(900);
-    assert_eq!(h.received(c), [Rx::Rejected(RejectReason::AuthenticationRequired)]);
+    assert_eq!(
+        h.received(c),
+        [Rx::Rejected(RejectReason::AuthenticationRequired)]
+    );
     assert_eq!(h.core.phase(c), Some(ServerPhase::Rejected));
     h.eof(c);
     assert_eq!(h.closed.get(&c), Some(&CloseReason::Rejected));
@@ -257,7 +284,13 @@ fn every_bad_auth_is_reason_2_and_counts_as_a_failure() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("wrong secret", auth("alice", SUB)),
         ("unknown key", auth("mallory", ALICE)),
-        ("sequence 1", frame(&Payload::auth(&KeyId::new("alice").unwrap(), Secret::new(ALICE)), 1)),
+        (
+            "sequence 1",
+            frame(
+                &Payload::auth(&KeyId::new("alice").unwrap(), Secret::new(ALICE)),
+                1,
+            ),
+        ),
         ("bad checksum", bad_crc),
         ("bad key id character", reseal(bad_id)),
         ("padding inside the key id", reseal(hole_in_id)),
@@ -265,7 +298,11 @@ fn every_bad_auth_is_reason_2_and_counts_as_a_failure() {
     for (i, (what, bytes)) in cases.iter().enumerate() {
         let c = h.connect(&format!("10.0.1.{i}:5000"));
         h.send(c, &[bytes.clone(), login(0)].concat());
-        assert_eq!(h.received(c), [Rx::Rejected(RejectReason::NotAuthorized)], "{what}");
+        assert_eq!(
+            h.received(c),
+            [Rx::Rejected(RejectReason::NotAuthorized)],
+            "{what}"
+        );
         assert_eq!(h.write_shut.get(&c), Some(&1), "{what}");
     }
     assert_eq!(h.core.stats().auth_failures, cases.len() as u64);
@@ -302,7 +339,10 @@ fn a_second_auth_is_an_unexpected_frame() {
     assert_eq!(h.received(c), []);
     // After the Login too.
     let d = h.connect("10.0.0.2:5000");
-    h.send(d, &[auth("alice", ALICE), login(0), auth("alice", ALICE)].concat());
+    h.send(
+        d,
+        &[auth("alice", ALICE), login(0), auth("alice", ALICE)].concat(),
+    );
     assert_eq!(h.closed.get(&d), Some(&CloseReason::UnexpectedFrame));
 }
 
@@ -340,10 +380,13 @@ fn the_drain_after_a_rejected_ends_at_4_kib_or_1_s() {
     let mut h = Harness::secured();
     let c = h.connect("10.0.0.1:5000");
     h.send(c, b"GET / HTTP/1.1\r\n");
-    assert_eq!(h.received(c), [Rx::Rejected(RejectReason::AuthenticationRequired)]);
-    h.send(c, &vec![0u8; 4000]);
+    assert_eq!(
+        h.received(c),
+        [Rx::Rejected(RejectReason::AuthenticationRequired)]
+    );
+    h.send(c, &[0u8; 4000]);
     assert!(!h.closed.contains_key(&c));
-    h.send(c, &vec![0u8; 200]);
+    h.send(c, &[0u8; 200]);
     assert_eq!(h.closed.get(&c), Some(&CloseReason::Rejected));
 
     let d = h.connect("10.0.0.2:5000");
@@ -482,7 +525,200 @@ fn rejected_connections_count_as_pending_until_closed() {
     // A fifth displaces the oldest rejected one, still draining.
     let c = h.connect("10.0.0.9:2");
     h.tick();
-    assert_eq!(h.closed.get(&rejected[0]), Some(&CloseReason::UnauthenticatedLimit));
+    assert_eq!(
+        h.closed.get(&rejected[0]),
+        Some(&CloseReason::UnauthenticatedLimit)
+    );
     h.send(c, &[auth("alice", ALICE), login(0)].concat());
     assert_eq!(h.received(c), [Rx::Accepted(1)]);
+}
+
+// ---- The client side (section 11, rules 1 and 5) ----
+
+use tickwire::session::auth::ClientKey;
+use tickwire::session::{
+    Action, ClientEvent, ClientSession, ClientSessionConfig, ClientState, Lost,
+};
+
+fn key(id: &str, secret: [u8; 32]) -> ClientKey {
+    ClientKey {
+        key_id: KeyId::new(id).unwrap(),
+        secret: Secret::new(secret),
+    }
+}
+
+fn client(credentials: Option<ClientKey>, servers: usize) -> ClientSession {
+    ClientSession::new(ClientSessionConfig {
+        credentials,
+        servers,
+        ..ClientSessionConfig::default()
+    })
+}
+
+/// What the client asks the driver to write, and whether it asked to connect.
+fn sent(c: &mut ClientSession) -> (bool, Vec<u8>) {
+    let (mut connect, mut out) = (false, Vec::new());
+    while let Some(action) = c.poll_action() {
+        match action {
+            Action::Connect => connect = true,
+            Action::Send(frame) => {
+                // Debug of an Auth frame never shows its bytes.
+                assert!(!format!("{frame:?}").contains("161"), "{frame:?}");
+                out.extend_from_slice(frame.as_bytes());
+            }
+            Action::Close => {}
+            _ => {}
+        }
+    }
+    (connect, out)
+}
+
+#[test]
+fn a_client_with_credentials_sends_its_auth_first_then_the_login() {
+    let mut c = client(Some(key("alice", ALICE)), 1);
+    let mut events = Vec::new();
+    c.connect(at(0), &mut |e| events.push(format!("{e:?}")));
+    assert!(sent(&mut c).0);
+    c.handle_connected(at(1), &mut |e| events.push(format!("{e:?}")));
+    let (_, bytes) = sent(&mut c);
+    assert_eq!(bytes.len(), 72 + 24);
+    let frames: Vec<Message<'_>> = SliceParser::new(&bytes)
+        .filter_map(|e| {
+            if let Event::Frame(m) = e {
+                Some(m)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert!(
+        matches!(frames[0], Message::Auth(a) if a.key_id().unwrap().as_str() == "alice" && a.secret() == Secret::new(ALICE))
+    );
+    assert!(matches!(frames[1], Message::Login(_)));
+    // Without credentials: the Login alone.
+    let mut plain = client(None, 1);
+    plain.connect(at(0), &mut |_| {});
+    plain.handle_connected(at(1), &mut |_| {});
+    assert_eq!(sent(&mut plain).1.len(), 24);
+    // No secret in any event or Debug of the session.
+    assert!(!format!("{c:?}").contains("161") && !format!("{c:?}").contains("a1"));
+}
+
+fn rejected(reason: u8) -> Vec<u8> {
+    frame(
+        &Payload::Rejected {
+            reason: RejectReason::from_code(reason),
+        },
+        0,
+    )
+}
+
+fn feed(c: &mut ClientSession, bytes: &[u8], t: Time, log: &mut Vec<String>) {
+    for event in SliceParser::new(bytes) {
+        c.handle_event(event, t, &mut |e| log.push(format!("{e:?}")));
+    }
+}
+
+#[test]
+fn a_rejected_client_does_not_come_back_to_that_server() {
+    for reason in [1u8, 2, 3, 9] {
+        let mut c = client(Some(key("alice", ALICE)), 1);
+        let mut log = Vec::new();
+        c.connect(at(0), &mut |_| {});
+        c.handle_connected(at(1), &mut |_| {});
+        sent(&mut c);
+        feed(&mut c, &rejected(reason), at(2), &mut log);
+        let expected = RejectReason::from_code(reason);
+        assert!(
+            log.iter().any(|e| e
+                == &format!(
+                    "{:?}",
+                    ClientEvent::Rejected {
+                        server: 0,
+                        reason: expected
+                    }
+                )),
+            "{log:?}"
+        );
+        assert!(log.last().unwrap().starts_with("GaveUp"), "{log:?}");
+        assert_eq!(c.state(), ClientState::Disconnected);
+        assert!(c.is_stopped());
+        assert_eq!(c.last_lost(), Some(Lost::Rejected(expected)));
+        assert_eq!(c.poll_timeout(), None); // never retried
+        assert_eq!(c.stats().rejected, 1);
+    }
+}
+
+#[test]
+fn fail_over_skips_servers_that_rejected_and_gives_up_when_all_did() {
+    let mut c = client(Some(key("alice", ALICE)), 3);
+    let mut log = Vec::new();
+    c.connect(at(0), &mut |_| {});
+    assert_eq!(c.server(), 0);
+    c.handle_connected(at(1), &mut |_| {});
+    feed(&mut c, &rejected(2), at(2), &mut log);
+    assert_eq!((c.server(), c.state()), (1, ClientState::Connecting));
+    // Server 1 fails (transient): server 2 next, then not 0.
+    c.handle_lost(Lost::Closed, at(3), &mut |_| {});
+    assert_eq!(c.server(), 2);
+    c.handle_connected(at(4), &mut |_| {});
+    c.handle_lost(Lost::Closed, at(5), &mut |_| {});
+    assert_eq!(c.server(), 1, "server 0 rejected: skipped");
+    // A whole round of the two left failed: back off, then server 1 again.
+    let retry = c.poll_timeout().unwrap();
+    c.handle_timeout(Time::new(retry, 0), &mut |_| {});
+    assert_eq!((c.server(), c.state()), (1, ClientState::Connecting));
+    c.handle_connected(Time::new(retry, 0), &mut |_| {});
+    feed(&mut c, &rejected(3), Time::new(retry, 0), &mut log);
+    assert_eq!((c.server(), c.state()), (2, ClientState::Connecting));
+    c.handle_connected(Time::new(retry, 0), &mut |_| {});
+    feed(&mut c, &rejected(1), Time::new(retry, 0), &mut log);
+    assert!(c.is_stopped());
+    assert!(log.last().unwrap().starts_with("GaveUp"), "{log:?}");
+    assert_eq!(c.stats().rejected, 3);
+}
+
+/// A client session and the server core over an in-memory pipe.
+fn client_against_core(
+    credentials: Option<ClientKey>,
+) -> (ClientSession, Harness, ConnId, Vec<String>) {
+    let mut h = Harness::secured();
+    h.publish(3);
+    let mut c = ClientSession::new(ClientSessionConfig {
+        from: 1,
+        credentials,
+        ..ClientSessionConfig::default()
+    });
+    let mut log = Vec::new();
+    c.connect(at(0), &mut |_| {});
+    let id = h.connect("127.0.0.1:40000");
+    c.handle_connected(at(0), &mut |e| log.push(format!("{e:?}")));
+    let (_, bytes) = sent(&mut c);
+    h.send(id, &bytes);
+    let answer = h.wire.get(&id).cloned().unwrap_or_default();
+    feed(&mut c, &answer, at(0), &mut log);
+    (c, h, id, log)
+}
+
+#[test]
+fn end_to_end_in_virtual_time() {
+    let (c, h, id, log) = client_against_core(Some(key("alice", ALICE)));
+    assert_eq!(c.state(), ClientState::LoggedIn);
+    assert_eq!(c.tracker().expected(), Some(4));
+    assert_eq!(h.core.phase(id), Some(ServerPhase::Live));
+    assert!(log.iter().any(|e| e.starts_with("LoggedIn")));
+
+    let (c, h, id, log) = client_against_core(Some(key("alice", SUB)));
+    assert!(c.is_stopped(), "{log:?}");
+    assert_eq!(
+        c.last_lost(),
+        Some(Lost::Rejected(RejectReason::NotAuthorized))
+    );
+    assert_eq!(h.core.phase(id), Some(ServerPhase::Rejected));
+
+    let (c, _, _, _) = client_against_core(None);
+    assert_eq!(
+        c.last_lost(),
+        Some(Lost::Rejected(RejectReason::AuthenticationRequired))
+    );
 }

@@ -71,6 +71,18 @@ pub struct ClientConfig {
     /// Make [`Client::run`] busy-poll (never sleep in epoll): one core spins
     /// and the wake-up cost leaves the latency. Off by default.
     pub busy_poll: bool,
+    /// Credentials to present (protocol section 11): an Auth first on every
+    /// connection. Never serialized; `Debug` shows the key id only. A
+    /// server that refuses them (a Rejected) is not tried again; see
+    /// [`ClientEvent::Rejected`](crate::session::ClientEvent::Rejected).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub credentials: Option<crate::session::auth::ClientKey>,
+    /// Send credentials over a plain (not TLS) connection to a server that
+    /// is not a loopback address (false): the secret is a bearer token that
+    /// anyone on the path could reuse (protocol section 11). Without it,
+    /// such a connection attempt fails before connecting.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub allow_plain_auth: bool,
 }
 
 impl ClientConfig {
@@ -104,6 +116,8 @@ impl ClientConfig {
             heal_gaps: rules.heal_gaps,
             read_buffer: 4 << 20,
             busy_poll: false,
+            credentials: None,
+            allow_plain_auth: false,
         }
     }
 
@@ -152,6 +166,36 @@ impl ClientConfig {
             .unwrap_or(&self.server)
     }
 
+    /// The rule of [`allow_plain_auth`](Self::allow_plain_auth) for the
+    /// servers given as addresses (names are checked at each attempt, once
+    /// resolved).
+    pub(crate) fn check_plain_auth(&self) -> io::Result<()> {
+        if self.credentials.is_none() || self.allow_plain_auth {
+            return Ok(());
+        }
+        for server in self.servers() {
+            if let ServerAddr::Socket(addr) = server {
+                if !addr.ip().is_loopback() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "credentials would cross the network in clear to {addr}: \
+                             use a loopback address, or allow_plain_auth"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps only the addresses credentials may be sent to in clear.
+    pub(crate) fn plain_auth_filter(&self, addrs: &mut Vec<SocketAddr>) {
+        if self.credentials.is_some() && !self.allow_plain_auth {
+            addrs.retain(|a| a.ip().is_loopback());
+        }
+    }
+
     pub(crate) fn session(&self) -> ClientSessionConfig {
         ClientSessionConfig {
             from: self.from,
@@ -161,6 +205,7 @@ impl ClientConfig {
             reconnect_after_end: self.reconnect_after_end,
             servers: 1 + self.fallbacks.len(),
             heal_gaps: self.heal_gaps,
+            credentials: self.credentials,
         }
     }
 }
@@ -302,8 +347,12 @@ impl Client {
     /// A client for `config`; it connects on the first [`poll`](Client::poll).
     ///
     /// # Errors
-    /// The poll could not be created.
+    /// The poll could not be created; the config has
+    /// [`credentials`](ClientConfig::credentials) and a server that is not a
+    /// loopback address without
+    /// [`allow_plain_auth`](ClientConfig::allow_plain_auth).
     pub fn new(config: ClientConfig) -> io::Result<Client> {
+        config.check_plain_auth()?;
         Ok(Client {
             poll: Poll::new()?,
             events: Events::with_capacity(64),
@@ -700,6 +749,9 @@ impl Held {
             ClientEvent::GaveUp { attempts, last } => {
                 Held::Event(ClientEvent::GaveUp { attempts, last })
             }
+            ClientEvent::Rejected { server, reason } => {
+                Held::Event(ClientEvent::Rejected { server, reason })
+            }
         }
     }
 
@@ -1074,7 +1126,14 @@ impl Link {
         self.drop_stream(registry);
         let server = self.config.server_at(self.session.server());
         match server.resolve() {
-            Ok(addrs) => {
+            Ok(mut addrs) => {
+                self.config.plain_auth_filter(&mut addrs);
+                if addrs.is_empty() {
+                    log::error!(
+                        "{server}: not a loopback address: credentials are not sent in clear \
+                         (allow_plain_auth)"
+                    );
+                }
                 self.candidates = addrs.into();
                 self.connect_next(registry, token, on_event);
             }

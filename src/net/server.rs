@@ -930,15 +930,12 @@ impl Server {
             }
         }
         let logged_in = awaiting
-            && self
-                .core
-                .phase(id)
-                .is_some_and(|p| {
-                    matches!(
-                        p,
-                        ServerPhase::Replaying | ServerPhase::Live | ServerPhase::Retransmitting
-                    )
-                });
+            && self.core.phase(id).is_some_and(|p| {
+                matches!(
+                    p,
+                    ServerPhase::Replaying | ServerPhase::Live | ServerPhase::Retransmitting
+                )
+            });
         self.drain_core();
         if logged_in {
             self.hand_off(id);

@@ -173,6 +173,33 @@ pub trait Verifier: Send + Sync {
     }
 }
 
+/// A client's credentials: the key id and its secret (protocol section
+/// 11). `Debug` shows the key id only.
+///
+/// ```
+/// use tickwire::session::auth::ClientKey;
+/// use tickwire::wire::{KeyId, Secret};
+/// let key = ClientKey { key_id: KeyId::new("desk-1")?, secret: Secret::new([0xab; 32]) };
+/// let shown = format!("{key:?}");
+/// assert!(shown.contains("desk-1") && !shown.contains("171") && !shown.contains("ab"));
+/// # Ok::<(), tickwire::wire::KeyIdError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ClientKey {
+    /// The key id.
+    pub key_id: KeyId,
+    /// The secret.
+    pub secret: Secret,
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// SHA-256 of a secret: what the credentials file holds.
 ///
 /// ```
@@ -286,7 +313,9 @@ impl Credentials {
             let hash = parse_hex32(hash).ok_or(err(CredentialsErrorKind::Hash))?;
             let permissions = match perms {
                 None => Permissions::ALL,
-                Some(list) => parse_permissions(list).ok_or(err(CredentialsErrorKind::Permission))?,
+                Some(list) => {
+                    parse_permissions(list).ok_or(err(CredentialsErrorKind::Permission))?
+                }
             };
             if keys.insert(key_id, (hash, permissions)).is_some() {
                 return Err(err(CredentialsErrorKind::Duplicate));
@@ -564,16 +593,24 @@ mod tests {
     fn hex_either_case_and_bad_lines() {
         let lower = "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925";
         let upper = lower.to_ascii_uppercase();
-        let c = Credentials::parse(&alloc::format!("  # c\n\na:{lower}\r\nb:{upper}:retransmit,subscribe\n")).unwrap();
+        let c = Credentials::parse(&alloc::format!(
+            "  # c\n\na:{lower}\r\nb:{upper}:retransmit,subscribe\n"
+        ))
+        .unwrap();
         assert_eq!(c.len(), 2);
         let zero = Secret::new([0; 32]);
         let peer = IpAddr::V4(core::net::Ipv4Addr::LOCALHOST);
-        assert!(c.authenticate(&KeyId::new("b").unwrap(), &zero, peer).is_some());
+        assert!(c
+            .authenticate(&KeyId::new("b").unwrap(), &zero, peer)
+            .is_some());
         for (text, kind) in [
             ("a", CredentialsErrorKind::Format),
             ("a:b:c:d", CredentialsErrorKind::Format),
             ("a:zz", CredentialsErrorKind::Hash),
-            ("bad id:00", CredentialsErrorKind::KeyId(KeyIdError::BadCharacter { at: 3, byte: b' ' })),
+            (
+                "bad id:00",
+                CredentialsErrorKind::KeyId(KeyIdError::BadCharacter { at: 3, byte: b' ' }),
+            ),
         ] {
             assert_eq!(Credentials::parse(text).unwrap_err().kind, kind, "{text}");
         }
@@ -584,16 +621,26 @@ mod tests {
 
     #[test]
     fn lockout_is_bounded_and_per_64() {
-        let rule = LockOutConfig { max_failures: 1, window: Duration::from_secs(10), max_addresses: 3 };
+        let rule = LockOutConfig {
+            max_failures: 1,
+            window: Duration::from_secs(10),
+            max_addresses: 3,
+        };
         let mut lock = LockOut::new(rule);
         for i in 0..10u8 {
-            lock.failed(IpAddr::V4([10, 0, 0, i].into()), Duration::from_secs(u64::from(i)));
+            lock.failed(
+                IpAddr::V4([10, 0, 0, i].into()),
+                Duration::from_secs(u64::from(i)),
+            );
             assert!(lock.tracked() <= 3);
         }
         assert!(lock.is_locked(IpAddr::V4([10, 0, 0, 9].into()), Duration::from_secs(9)));
         let v6: IpAddr = "2001:db8:0:1::7".parse().unwrap();
         lock.failed(v6, Duration::from_secs(9));
-        assert!(lock.is_locked("2001:db8:0:1:ffff::1".parse().unwrap(), Duration::from_secs(9)));
+        assert!(lock.is_locked(
+            "2001:db8:0:1:ffff::1".parse().unwrap(),
+            Duration::from_secs(9)
+        ));
         assert!(!lock.is_locked("2001:db8:0:2::7".parse().unwrap(), Duration::from_secs(9)));
     }
 }

@@ -607,8 +607,12 @@ enum State {
         discarded: usize,
         write_shut: bool,
     },
-    Replaying { next: u64 },
-    Live { next: u64 },
+    Replaying {
+        next: u64,
+    },
+    Live {
+        next: u64,
+    },
     Retransmitting,
     Closing,
     Closed(CloseReason),

@@ -1330,7 +1330,8 @@ fn check_auth(conn: &mut Conn, verifier: &dyn Verifier, time: Time, retention: &
     let bytes = conn.parser.unparsed();
     let seen = bytes.len().min(head.len());
     if bytes.get(..seen) != head.get(..seen) {
-        conn.session.reject(RejectReason::AuthenticationRequired, time);
+        conn.session
+            .reject(RejectReason::AuthenticationRequired, time);
         return Gate::NotAuth;
     }
     let Some(frame) = bytes.get(..LEN) else {
