@@ -722,3 +722,94 @@ fn end_to_end_in_virtual_time() {
         Some(Lost::Rejected(RejectReason::AuthenticationRequired))
     );
 }
+
+// ---- Files: credentials, secrets (issue 25, point 3) ----
+
+mod files {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::PathBuf;
+
+    use tickwire::session::auth::{
+        load_secret, write_secret_file, Credentials, CredentialsFileError, SecretError,
+    };
+    use tickwire::wire::{KeyId, Secret};
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn dir(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("tickwire-auth-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    #[test]
+    fn a_secret_file_is_private_hex_and_never_echoed() {
+        let d = dir("secret");
+        let path = d.0.join("key");
+        let secret = Secret::new([0x3c; 32]);
+        write_secret_file(&path, &secret).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "3c".repeat(32) + "\n"
+        );
+        assert_eq!(load_secret(Some(&path)).unwrap(), secret);
+        // O_EXCL: never overwritten.
+        assert!(matches!(
+            write_secret_file(&path, &Secret::new([0; 32])),
+            Err(SecretError::Io { .. })
+        ));
+        assert_eq!(load_secret(Some(&path)).unwrap(), secret);
+        // Others may read it: refused, and the message does not echo it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = load_secret(Some(&path)).unwrap_err();
+        assert!(
+            matches!(e, SecretError::Exposed { mode: 0o640, .. }),
+            "{e:?}"
+        );
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("3c3c"), "{shown}");
+        // Not hex: refused without echoing.
+        let bad = d.0.join("bad");
+        std::fs::write(&bad, "my password is hunter2\n").unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = load_secret(Some(&bad)).unwrap_err();
+        assert!(matches!(e, SecretError::Format));
+        assert!(!format!("{e} {e:?}").contains("hunter2"));
+        // CRLF and blanks around the digits are fine.
+        let crlf = d.0.join("crlf");
+        std::fs::write(&crlf, "  ".to_owned() + &"AB".repeat(32) + "\r\n").unwrap();
+        std::fs::set_permissions(&crlf, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert_eq!(load_secret(Some(&crlf)).unwrap(), Secret::new([0xab; 32]));
+    }
+
+    #[test]
+    fn a_credentials_file_is_private_and_its_errors_name_lines_only() {
+        let d = dir("credentials");
+        let path = d.0.join("keys");
+        let line = Credentials::line(&KeyId::new("desk-7").unwrap(), &Secret::new([1; 32]), None);
+        std::fs::write(&path, format!("# keys\r\n{line}\r\n\r\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Credentials::load(&path),
+            Err(CredentialsFileError::File(SecretError::Exposed { .. }))
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Credentials::load(&path).unwrap().len(), 1);
+        std::fs::write(&path, format!("{line}\n{line}\n")).unwrap();
+        let e = Credentials::load(&path).unwrap_err();
+        assert_eq!(e.to_string(), "credentials line 2: a duplicate key id");
+        assert!(!format!("{e:?}").contains(&line[7..]));
+        let missing = Credentials::load(&d.0.join("nope")).unwrap_err();
+        assert!(matches!(
+            missing,
+            CredentialsFileError::File(SecretError::Io { .. })
+        ));
+    }
+}

@@ -644,3 +644,211 @@ mod tests {
         assert!(!lock.is_locked("2001:db8:0:2::7".parse().unwrap(), Duration::from_secs(9)));
     }
 }
+
+/// Secrets parsed from text: exactly 64 hex digits (either case), with
+/// surrounding blanks and one trailing newline allowed. The error never
+/// holds the text.
+///
+/// ```
+/// use tickwire::session::auth::parse_secret;
+/// let hex = "00".repeat(31) + "ff\n";
+/// assert_eq!(parse_secret(&hex)?.expose()[31], 0xff);
+/// assert!(parse_secret("not hex").is_err());
+/// # Ok::<(), tickwire::session::auth::SecretError>(())
+/// ```
+///
+/// # Errors
+/// [`SecretError::Format`].
+pub fn parse_secret(text: &str) -> Result<Secret, SecretError> {
+    parse_hex32(text.trim())
+        .map(Secret::new)
+        .ok_or(SecretError::Format)
+}
+
+/// Why a secret could not be had. Its messages never echo a secret or a
+/// file's content.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// Not 64 hex digits.
+    Format,
+    /// The file can be read by others than its owner (`mode & 077`).
+    #[cfg(feature = "std")]
+    Exposed {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+    /// The file could not be read, created or written.
+    #[cfg(feature = "std")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Neither a secret file nor `TICKWIRE_SECRET` was given.
+    Missing,
+}
+
+impl fmt::Display for SecretError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretError::Format => f.write_str("a secret is 64 hex digits (32 bytes)"),
+            #[cfg(feature = "std")]
+            SecretError::Exposed { path, mode } => write!(
+                f,
+                "{}: mode {mode:o} lets others read it (chmod 600)",
+                path.display()
+            ),
+            #[cfg(feature = "std")]
+            SecretError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            SecretError::Missing => {
+                f.write_str("no secret: give a secret file or set TICKWIRE_SECRET")
+            }
+        }
+    }
+}
+
+impl core::error::Error for SecretError {}
+
+/// The environment variable a client's secret may come from.
+pub const SECRET_ENV: &str = "TICKWIRE_SECRET";
+
+#[cfg(feature = "std")]
+mod files {
+    use std::borrow::ToOwned as _;
+    use std::fs;
+    use std::io::Write as _;
+    use std::path::Path;
+    use std::string::String;
+
+    use super::{parse_secret, Credentials, SecretError, SECRET_ENV};
+    use crate::wire::Secret;
+
+    /// Reads a file that holds secrets or their hashes, refusing it (on
+    /// Unix) when others can read it.
+    fn read_private(path: &Path) -> Result<String, SecretError> {
+        let io = |error| SecretError::Io {
+            path: path.to_owned(),
+            error,
+        };
+        let file = fs::File::open(path).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = file.metadata().map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(SecretError::Exposed {
+                    path: path.to_owned(),
+                    mode: mode & 0o7777,
+                });
+            }
+        }
+        let mut text = String::new();
+        // (An I/O error's text never holds the file's bytes.)
+        std::io::Read::read_to_string(&mut &file, &mut text).map_err(io)?;
+        Ok(text)
+    }
+
+    /// Why a credentials file could not be loaded.
+    #[derive(Debug)]
+    #[non_exhaustive]
+    pub enum CredentialsFileError {
+        /// Not readable, or readable by others.
+        File(SecretError),
+        /// A line is wrong.
+        Line(super::CredentialsError),
+    }
+
+    impl core::fmt::Display for CredentialsFileError {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match self {
+                CredentialsFileError::File(e) => e.fmt(f),
+                CredentialsFileError::Line(e) => e.fmt(f),
+            }
+        }
+    }
+
+    impl std::error::Error for CredentialsFileError {}
+
+    impl Credentials {
+        /// Loads a credentials file (see [`Credentials`] for the format),
+        /// refused when others than its owner can read it.
+        ///
+        /// ```no_run
+        /// let credentials = tickwire::session::auth::Credentials::load("/etc/tickwire/keys".as_ref())?;
+        /// # Ok::<(), tickwire::session::auth::CredentialsFileError>(())
+        /// ```
+        ///
+        /// # Errors
+        /// [`CredentialsFileError`].
+        pub fn load(path: &Path) -> Result<Credentials, CredentialsFileError> {
+            let text = read_private(path).map_err(CredentialsFileError::File)?;
+            Credentials::parse(&text).map_err(CredentialsFileError::Line)
+        }
+    }
+
+    /// A client's secret: from `path` (64 hex digits, the file private to
+    /// its owner) if given, else from the environment variable
+    /// [`SECRET_ENV`] (`TICKWIRE_SECRET`). Never from a command line.
+    ///
+    /// ```
+    /// use tickwire::session::auth::{load_secret, write_secret_file, SecretError};
+    /// use tickwire::wire::Secret;
+    /// let dir = std::env::temp_dir().join(format!("tickwire-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("secret");
+    /// # let _ = std::fs::remove_file(&path);
+    /// write_secret_file(&path, &Secret::new([7; 32]))?;
+    /// assert_eq!(load_secret(Some(&path))?, Secret::new([7; 32]));
+    /// assert!(matches!(write_secret_file(&path, &Secret::new([8; 32])), Err(SecretError::Io { .. })));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`SecretError`]: unreadable, readable by others, not 64 hex digits,
+    /// or neither given.
+    pub fn load_secret(path: Option<&Path>) -> Result<Secret, SecretError> {
+        match path {
+            Some(path) => parse_secret(&read_private(path)?),
+            None => match std::env::var(SECRET_ENV) {
+                Ok(text) => parse_secret(&text),
+                Err(_) => Err(SecretError::Missing),
+            },
+        }
+    }
+
+    /// Creates `path` (it must not exist: `O_EXCL`) with mode 0600 and
+    /// writes `secret` into it as 64 hex digits and a newline.
+    ///
+    /// # Errors
+    /// [`SecretError::Io`], also when the file exists.
+    pub fn write_secret_file(path: &Path, secret: &Secret) -> Result<(), SecretError> {
+        let io = |error| SecretError::Io {
+            path: path.to_owned(),
+            error,
+        };
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(io)?;
+        let mut text = String::with_capacity(65);
+        for byte in secret.expose() {
+            use core::fmt::Write as _;
+            let _ = write!(text, "{byte:02x}");
+        }
+        text.push('\n');
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)
+    }
+}
+
+#[cfg(feature = "std")]
+pub use files::{load_secret, write_secret_file, CredentialsFileError};
