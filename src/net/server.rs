@@ -25,7 +25,9 @@ pub use super::server_config::ServerConfig;
 use super::stats::{add, ServerStats, Shared};
 use super::{close_reason, sys, unix_nanos};
 use crate::encode::Sequencer;
-use crate::session::{Batch, CloseReason, ConnId, ServerCore, ServerPhase, Time};
+use crate::session::{
+    Batch, CloseReason, ConnId, ServerCore, ServerPhase, Time, SHUTDOWN_DRAIN, WRITE_BUDGET,
+};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -37,8 +39,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const ACCEPTS_PER_TURN: usize = 1024;
 /// Batches taken from the publisher queue per loop turn.
 const BATCHES_PER_TURN: usize = 256;
-/// The most bytes written to one client per loop turn.
-const WRITE_BUDGET: usize = 1 << 20;
 /// Published bytes taken before they are written to every client.
 const COALESCE: usize = 256 << 10;
 /// How long one loop turn writes to clients before it takes newly
@@ -66,8 +66,6 @@ const WHOLE_PASSES_AFTER: Duration = Duration::from_millis(100);
 const REPLAY_BUDGET: usize = 1 << 20;
 /// Slices per `writev`.
 const MAX_SLICES: usize = 64;
-/// How long a graceful shutdown waits for queues to drain.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 /// Up to this many logged-in connections, a publisher that finds the loop
 /// idle writes its batch to them itself (see [`Server::publish_direct`]).
 const DIRECT_MAX_CLIENTS: usize = 8;
@@ -1189,10 +1187,14 @@ impl Server {
         }
         self.core.shutdown(time);
         self.drain_core();
-        let deadline = Instant::now() + SHUTDOWN_DRAIN;
+        // The core closes what is left SHUTDOWN_DRAIN after its shutdown;
+        // this bound only guards against a clock that does not move.
+        let deadline = Instant::now() + SHUTDOWN_DRAIN * 2;
         let mut events = Events::with_capacity(256);
         loop {
             let time = self.time();
+            self.core.handle_timeout(time);
+            self.drain_core();
             for index in 0..self.slots.len() {
                 if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
                     let id = slot.id;

@@ -52,7 +52,9 @@ pub use server::{
     CloseReason, OwnedTransmit, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig,
     ServerSessionStats, SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
 };
-pub use server_core::{ConnId, CoreConfig, CoreEvent, CoreStats, Detached, ServerCore};
+pub use server_core::{
+    ConnId, CoreConfig, CoreEvent, CoreStats, Detached, ServerCore, SHUTDOWN_DRAIN, WRITE_BUDGET,
+};
 
 /// Now, as the sessions see it: a monotonic time for every deadline, and the
 /// wall-clock time written into the frames they make (Unix nanoseconds).

@@ -104,6 +104,15 @@ use crate::parse::{Discard, DiscardReason, Event, Parser};
 use crate::sequence::SequenceTracker;
 use crate::wire::{Message, RejectReason};
 
+/// How long a [`shutdown`](ServerCore::shutdown) waits for connections to
+/// take what they were sent (EndOfSession last) before it closes the rest:
+/// 1 s.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+
+/// The most bytes a driver writes to one connection before it lets the
+/// others have their turn (1 MiB): the same on every driver.
+pub const WRITE_BUDGET: usize = 1 << 20;
+
 /// Each connection's receive buffer: clients send only Logins, Heartbeats
 /// and Retransmits (24 bytes each).
 const INPUT_BUFFER: usize = 4096;
@@ -346,6 +355,8 @@ pub struct ServerCore {
     events: VecDeque<CoreEvent>,
     stats: CoreStats,
     shutting_down: bool,
+    /// When a shutdown stops waiting for connections to drain.
+    drain_deadline: Option<Duration>,
     /// Logged-in clients other cores hold (a driver with several event
     /// loops): they count against `max_clients` too.
     clients_elsewhere: u64,
@@ -415,6 +426,7 @@ impl ServerCore {
             events: VecDeque::new(),
             stats: CoreStats::default(),
             shutting_down: false,
+            drain_deadline: None,
             clients_elsewhere: 0,
             verifier: None,
             lockout: LockOut::new(config.lockout),
@@ -711,12 +723,7 @@ impl ServerCore {
     pub fn input_committed(&mut self, id: ConnId, n: usize, time: Time) {
         let retention = &self.retention;
         let verifier = self.verifier.as_deref();
-        let Some(conn) = self
-            .conns
-            .get_mut(id.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.generation == id.generation && c.closed.is_none())
-        else {
+        let Some(conn) = open_conn(&mut self.conns, id) else {
             return;
         };
         if conn.session.phase() == ServerPhase::Rejected {
@@ -815,12 +822,7 @@ impl ServerCore {
     /// had another reason).
     pub fn handle_eof(&mut self, id: ConnId, time: Time) {
         let retention = &self.retention;
-        if let Some(conn) = self
-            .conns
-            .get_mut(id.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.generation == id.generation && c.closed.is_none())
-        {
+        if let Some(conn) = open_conn(&mut self.conns, id) {
             if conn.session.phase() == ServerPhase::Rejected {
                 conn.session.discard_input(0);
                 self.settle(id);
@@ -902,10 +904,33 @@ impl ServerCore {
     /// Graceful shutdown: EndOfSession to every logged-in client (each
     /// closes once it is written), connections that have not logged in
     /// close at once, and so do those accepted from now on. The driver
-    /// keeps writing until [`is_drained`](Self::is_drained), or a deadline
-    /// of its own.
+    /// keeps writing (and calling [`handle_timeout`](Self::handle_timeout)
+    /// when [`poll_timeout`](Self::poll_timeout) says) until
+    /// [`is_drained`](Self::is_drained): [`SHUTDOWN_DRAIN`] after this call
+    /// the core closes whatever is still open.
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use tickwire::session::{CloseReason, CoreConfig, ServerCore, Time, SHUTDOWN_DRAIN};
+    /// use tickwire::Payload;
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let mut core = ServerCore::new(CoreConfig::new(1), t);
+    /// let c = core.accept("127.0.0.1:40000".parse()?, t);
+    /// let mut login = [0u8; 24];
+    /// tickwire::encode(&Payload::Login, 0, 0, &mut login)?;
+    /// core.handle_input(c, &login, t);
+    /// core.shutdown(t); // the client never reads its EndOfSession
+    /// assert_eq!(core.poll_timeout(), Some(SHUTDOWN_DRAIN));
+    /// core.handle_timeout(Time::new(SHUTDOWN_DRAIN, 0));
+    /// assert!(core.is_drained());
+    /// assert_eq!(core.close_reason(c), Some(CloseReason::Shutdown));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown(&mut self, time: Time) {
         self.shutting_down = true;
+        if self.drain_deadline.is_none() {
+            self.drain_deadline = Some(time.monotonic.saturating_add(SHUTDOWN_DRAIN));
+        }
         self.end_sessions(time);
     }
 
@@ -938,11 +963,7 @@ impl ServerCore {
     /// [`Transmit::slices`], then call [`transmitted`](Self::transmitted).
     pub fn poll_transmit(&mut self, id: ConnId, time: Time) -> Option<Transmit<'_>> {
         let retention = &self.retention;
-        let conn = self
-            .conns
-            .get_mut(id.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.generation == id.generation && c.closed.is_none())?;
+        let conn = open_conn(&mut self.conns, id)?;
         conn.session.poll_transmit(time, retention)
     }
 
@@ -1040,12 +1061,7 @@ impl ServerCore {
     /// slow-client and no-progress rules.
     pub fn handle_conn_timeout(&mut self, id: ConnId, time: Time, kernel_backlog: usize) {
         let retention = &self.retention;
-        if let Some(conn) = self
-            .conns
-            .get_mut(id.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.generation == id.generation && c.closed.is_none())
-        {
+        if let Some(conn) = open_conn(&mut self.conns, id) {
             conn.session.handle_timeout(time, retention, kernel_backlog);
         }
         self.settle(id);
@@ -1089,15 +1105,31 @@ impl ServerCore {
         }
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
         let grace = self.fresh.front().map(|(at, _)| *at);
-        match (timer, grace) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let drain = self.drain_deadline.filter(|_| !self.is_drained());
+        [timer, grace, drain].into_iter().flatten().min()
     }
 
     /// The admission graces that ended by `time`: those connections count
     /// against the limits from now on (displacing older ones past a limit).
+    /// After a [`shutdown`](Self::shutdown), once [`SHUTDOWN_DRAIN`] has
+    /// passed, every connection still open is closed
+    /// ([`CloseReason::Shutdown`]).
     pub fn handle_timeout(&mut self, time: Time) {
+        if self.drain_deadline.is_some_and(|at| time.monotonic >= at) {
+            for index in 0..self.conns.len() {
+                let id = self
+                    .conns
+                    .get(index)
+                    .and_then(Option::as_ref)
+                    .map(|c| ConnId {
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        generation: c.generation,
+                    });
+                if let Some(id) = id {
+                    self.close(id, CloseReason::Shutdown);
+                }
+            }
+        }
         while let Some(&(at, id)) = self.fresh.front() {
             if at > time.monotonic {
                 break;
@@ -1307,6 +1339,15 @@ fn garbage(bytes: u64) -> Event<'static> {
         bytes,
         reason: DiscardReason::NoSync,
     })
+}
+
+/// The open connection `id` names (a free function over the slots, so that
+/// a caller can hold the retention or the verifier at the same time).
+fn open_conn(conns: &mut [Option<Conn>], id: ConnId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.index())
+        .and_then(Option::as_mut)
+        .filter(|c| c.generation == id.generation && c.closed.is_none())
 }
 
 /// What [`check_auth`] found.

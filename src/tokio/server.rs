@@ -23,15 +23,11 @@ use crate::net::{
     close_reason, new_session_id, sys, unix_nanos, Counters, Messages, PublishError, ServerConfig,
     ServerStats,
 };
-use crate::session::{Batch, CloseReason, ConnId, ServerCore, Time};
+use crate::session::{Batch, CloseReason, ConnId, ServerCore, Time, SHUTDOWN_DRAIN, WRITE_BUDGET};
 use crate::wire::MAX_DATA_FRAME_LEN;
 
 /// Slices per `writev`.
 const MAX_SLICES: usize = 64;
-/// Bytes one connection writes before it lets the others run.
-const WRITE_BUDGET: usize = 1 << 20;
-/// How long shutdown waits for EndOfSession to be written everywhere.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
 /// The core and what the driver keeps beside it, under one lock.
 #[derive(Debug)]
@@ -587,13 +583,21 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// The core's clock: sleeps until its earliest deadline, ends admission
 /// graces, and wakes each connection whose deadline came.
+///
+/// After a stop it goes on until the core is drained: the core's shutdown
+/// drain ends by its own deadline ([`SHUTDOWN_DRAIN`]).
 async fn timers(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
+    let mut stopping = false;
     loop {
         let deadline = {
             let mut state = shared.state();
             let time = shared.time();
             state.core.handle_timeout(time);
+            if stopping && state.core.is_drained() {
+                shared.dispatch(&mut state);
+                return;
+            }
             while let Some(id) = state.core.poll_expired(time.monotonic) {
                 if let Some(Some(waker)) = state.wakers.get(id.index()) {
                     waker.notify_one();
@@ -605,7 +609,7 @@ async fn timers(shared: Arc<Shared>) {
         };
         ::tokio::select! {
             biased;
-            () = stopped(&mut stop) => return,
+            () = stopped(&mut stop), if !stopping => stopping = true,
             () = shared.timer.notified() => {}
             () = sleep_until_some(deadline.map(|at| shared.epoch + at)) => {}
         }
@@ -669,8 +673,6 @@ async fn connection(stream: TcpStream, id: ConnId, waker: Arc<Notify>, shared: A
 /// Moves the connection's bytes and time until the core closes it; the
 /// reason.
 async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) -> CloseReason {
-    let mut stop = shared.stop.subscribe();
-    let mut drain_deadline = None;
     loop {
         {
             let mut state = shared.state();
@@ -700,10 +702,6 @@ async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) ->
         };
         ::tokio::select! {
             biased;
-            () = stopped(&mut stop), if drain_deadline.is_none() => {
-                drain_deadline = Some(Instant::now() + SHUTDOWN_DRAIN);
-            }
-            () = sleep_until_some(drain_deadline) => return CloseReason::Shutdown,
             ready = stream.readable() => {
                 let mut state = shared.state();
                 if ready.is_err() {
