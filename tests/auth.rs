@@ -813,3 +813,77 @@ mod files {
         ));
     }
 }
+
+// ---- The datagram client's retransmission connection (section 9 + 11) ----
+
+#[test]
+fn the_retransmission_client_sends_its_auth_first_on_each_connection() {
+    use tickwire::session::datagram::DatagramAction;
+    use tickwire::session::retransmit_client::{
+        RetransmitAction, RetransmitClient, RetransmitClientConfig, RetransmitState,
+    };
+    let config = RetransmitClientConfig {
+        credentials: Some(key("retx-only", RETX)),
+        ..RetransmitClientConfig::default()
+    };
+    let mut retx = RetransmitClient::new(config, true);
+    let ask = |first| DatagramAction::Retransmit {
+        session_id: 0,
+        first,
+        count: 2,
+    };
+    let sends = |retx: &mut RetransmitClient| {
+        let mut out = Vec::new();
+        while let Some(a) = retx.poll_action() {
+            if let RetransmitAction::Send(bytes) = a {
+                out.push(bytes);
+            }
+        }
+        out
+    };
+    for round in 0..2 {
+        retx.handle_request(ask(1), at(0));
+        retx.handle_connected(at(0));
+        let first = sends(&mut retx);
+        assert_eq!(first.len(), 1, "round {round}");
+        assert_eq!(first[0].len(), 72 + 40);
+        assert_eq!(&first[0][..72], &auth("retx-only", RETX)[..]);
+        retx.handle_request(ask(5), at(1));
+        let later = sends(&mut retx);
+        assert_eq!(later[0].len(), 40, "an Auth once per connection");
+        retx.handle_lost(at(2));
+        sends(&mut retx);
+        let wait = retx.poll_timeout(0).unwrap();
+        retx.handle_timeout(Time::new(wait, 0), 0);
+        sends(&mut retx);
+        assert_eq!(retx.state(), RetransmitState::Idle);
+    }
+    // Against the core: retx-only may, sub-only may not.
+    let mut h = Harness::secured();
+    h.publish(5);
+    let id = h.connect("127.0.0.1:40001");
+    retx.handle_request(ask(2), at(0));
+    retx.handle_connected(at(0));
+    h.send(id, &sends(&mut retx).concat());
+    assert_eq!(
+        h.received(id),
+        [Rx::Accepted(2), Rx::Data(2), Rx::Data(3), Rx::Heartbeat(4)]
+    );
+    let mut sub = RetransmitClient::new(
+        RetransmitClientConfig {
+            credentials: Some(key("sub-only", SUB)),
+            ..RetransmitClientConfig::default()
+        },
+        true,
+    );
+    let id = h.connect("127.0.0.1:40002");
+    sub.handle_request(ask(2), at(0));
+    sub.handle_connected(at(0));
+    h.send(id, &sends(&mut sub).concat());
+    assert_eq!(h.received(id), [Rx::Rejected(RejectReason::NotPermitted)]);
+    sub.handle_rejected(RejectReason::NotPermitted, at(0));
+    sub.handle_request(ask(9), at(1));
+    assert!(!sends(&mut sub).iter().any(|b| !b.is_empty()));
+    assert_eq!(sub.state(), RetransmitState::Idle);
+    assert_eq!(sub.stats().rejected, 1);
+}

@@ -119,7 +119,10 @@ fn wrong_ca_wrong_name_and_expired_fail_on_the_client() {
             host,
         );
         let e = c.expect_err(cert);
-        assert!(e.to_lowercase().contains(says), "{cert} by {ca} for {host}: {e}");
+        assert!(
+            e.to_lowercase().contains(says),
+            "{cert} by {ca} for {host}: {e}"
+        );
     }
     // The name to verify can be given apart from the address dialled.
     let mut named = client("ca");

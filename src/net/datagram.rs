@@ -473,6 +473,11 @@ pub struct DatagramClientConfig {
     /// client slot, and a Heartbeat each interval) for good. The next
     /// request opens a new one.
     pub retransmit_idle: Option<Duration>,
+    /// Credentials for the retransmission connection (protocol section 11):
+    /// an Auth first on each. A server that refuses them (a Rejected) is
+    /// not asked again: holes become gaps at their deadline. `Debug` shows
+    /// the key id only.
+    pub retransmit_credentials: Option<crate::session::auth::ClientKey>,
 }
 
 impl DatagramClientConfig {
@@ -492,6 +497,7 @@ impl DatagramClientConfig {
             force_recv_buffer: false,
             batch_syscalls: true,
             retransmit_idle: Some(Duration::from_secs(30)),
+            retransmit_credentials: None,
         }
     }
 }
@@ -735,6 +741,7 @@ impl DatagramClient {
                     heartbeat_interval: config.heartbeat_interval,
                     connect_timeout: config.connect_timeout,
                     idle: config.retransmit_idle,
+                    credentials: config.retransmit_credentials,
                 },
                 config.retransmit.is_some(),
             ),
@@ -1030,10 +1037,18 @@ impl DatagramClient {
             return;
         }
         let receiver = &mut self.receiver;
+        let mut refused = None;
         let outcome = conn.read_ready(|event| match event {
+            Event::Frame(crate::Message::Rejected(r)) => refused = Some(r.reason()),
             Event::Frame(m) | Event::Duplicate(m) => receiver.handle_retransmission(&m, time),
             _ => {}
         });
+        if let Some(reason) = refused {
+            log::error!("the retransmission server refused us: {reason}; not asking it again");
+            self.retx.handle_rejected(reason, time);
+            self.run_retx();
+            return;
+        }
         match outcome {
             Ok(o) => {
                 if o.bytes > 0 {

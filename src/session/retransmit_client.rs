@@ -78,6 +78,7 @@
 #![forbid(unsafe_code)]
 
 use alloc::collections::VecDeque;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -85,7 +86,7 @@ use super::datagram::DatagramAction;
 use super::Time;
 use crate::encode::{encode, Payload};
 use crate::policy::{Backoff, Liveness};
-use crate::wire::MsgType;
+use crate::wire::{MsgType, RejectReason};
 
 const REQUEST_LEN: usize = MsgType::Retransmit.frame_len();
 
@@ -110,6 +111,10 @@ pub struct RetransmitClientConfig {
     /// Close a connection that carried no request for this long while no
     /// reply is awaited (30 s; `None`: keep it).
     pub idle: Option<Duration>,
+    /// Credentials to present (protocol section 11): an Auth first on every
+    /// connection. Never serialized; `Debug` shows the key id only.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub credentials: Option<super::auth::ClientKey>,
 }
 
 impl Default for RetransmitClientConfig {
@@ -119,6 +124,7 @@ impl Default for RetransmitClientConfig {
             heartbeat_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             idle: Some(Duration::from_secs(30)),
+            credentials: None,
         }
     }
 }
@@ -201,6 +207,10 @@ pub struct RetransmitClientStats {
     pub lost: u64,
     /// Retransmit frames handed to the driver to write.
     pub requests: u64,
+    /// Times the server refused the connection with a Rejected (protocol
+    /// section 11).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub rejected: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -232,6 +242,10 @@ pub struct RetransmitClient {
     /// The latest time an input brought.
     now: Duration,
     stats: RetransmitClientStats,
+    /// The connection's Auth is still to be written (before any request).
+    auth_due: bool,
+    /// Why the server refused us, if it did (we do not ask it again).
+    rejected: Option<RejectReason>,
 }
 
 impl RetransmitClient {
@@ -254,6 +268,8 @@ impl RetransmitClient {
             actions: VecDeque::new(),
             now: Duration::ZERO,
             stats: RetransmitClientStats::default(),
+            auth_due: false,
+            rejected: None,
         }
     }
 
@@ -324,6 +340,7 @@ impl RetransmitClient {
         self.pending.clear();
         self.backoff.reset();
         self.server = available;
+        self.rejected = None;
         self.actions.push_back(if available {
             RetransmitAction::Reset
         } else {
@@ -389,6 +406,7 @@ impl RetransmitClient {
             liveness: Liveness::new(self.config.heartbeat_interval, now),
             last_request: now,
         };
+        self.auth_due = self.config.credentials.is_some();
         self.stats.connects += 1;
         self.backoff.reset();
     }
@@ -449,9 +467,22 @@ impl RetransmitClient {
             return None;
         }
         *last_request = self.now;
-        let frames = core::mem::take(&mut self.pending);
-        self.stats.requests += (frames.len() / REQUEST_LEN) as u64;
-        Some(RetransmitAction::Send(frames))
+        let requests = core::mem::take(&mut self.pending);
+        self.stats.requests += (requests.len() / REQUEST_LEN) as u64;
+        match self
+            .config
+            .credentials
+            .filter(|_| core::mem::take(&mut self.auth_due))
+        {
+            // Section 11: the Auth first, in the same write.
+            Some(key) => {
+                let mut frames = vec![0u8; MsgType::Auth.frame_len()];
+                let _ = encode(&Payload::auth(&key.key_id, key.secret), 0, 0, &mut frames);
+                frames.extend_from_slice(&requests);
+                Some(RetransmitAction::Send(frames))
+            }
+            None => Some(RetransmitAction::Send(requests)),
+        }
     }
 
     /// The next deadline (monotonic): the connect timeout, the liveness or
@@ -522,6 +553,42 @@ impl RetransmitClient {
             return None;
         };
         (self.pending.is_empty() && awaiting == 0).then(|| last_request.saturating_add(idle))
+    }
+
+    /// The server answered with a Rejected (protocol section 11): it is
+    /// not asked again (until [`set_server`](Self::set_server) names one):
+    /// the connection is closed, requests are dropped and the receiver is
+    /// told there is no server ([`RetransmitAction::Unavailable`]: its
+    /// holes become gaps at their deadline).
+    ///
+    /// ```
+    /// use tickwire::session::datagram::DatagramAction;
+    /// use tickwire::session::retransmit_client::{RetransmitAction, RetransmitClient, RetransmitState};
+    /// use tickwire::wire::RejectReason;
+    /// let mut retx = RetransmitClient::new(Default::default(), true);
+    /// retx.handle_request(DatagramAction::Retransmit { session_id: 0, first: 1, count: 1 }, Default::default());
+    /// retx.handle_connected(Default::default());
+    /// while retx.poll_action().is_some() {}
+    /// retx.handle_rejected(RejectReason::NotPermitted, Default::default());
+    /// assert_eq!(retx.poll_action(), Some(RetransmitAction::Close));
+    /// assert_eq!(retx.poll_action(), Some(RetransmitAction::Unavailable));
+    /// assert_eq!((retx.state(), retx.rejected()), (RetransmitState::Idle, Some(RejectReason::NotPermitted)));
+    /// ```
+    pub fn handle_rejected(&mut self, reason: RejectReason, time: Time) {
+        self.now = self.now.max(time.monotonic);
+        self.close();
+        self.state = State::Idle;
+        self.pending.clear();
+        self.server = false;
+        self.rejected = Some(reason);
+        self.stats.rejected += 1;
+        self.actions.push_back(RetransmitAction::Unavailable);
+    }
+
+    /// Why the server refused this client, if it did.
+    #[must_use]
+    pub fn rejected(&self) -> Option<RejectReason> {
+        self.rejected
     }
 
     fn connect(&mut self, now: Duration) {
