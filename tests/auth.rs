@@ -887,3 +887,46 @@ fn the_retransmission_client_sends_its_auth_first_on_each_connection() {
     assert_eq!(sub.state(), RetransmitState::Idle);
     assert_eq!(sub.stats().rejected, 1);
 }
+
+/// Found by the simulation (`tests/sim.rs`, SIM_AUTH_BUGS): a wrong Auth and
+/// the client's FIN read in the same turn (`printf ... | nc`), 9,000 bytes
+/// read in the turn that rejects, and a full first read: each time the
+/// Rejected must still be written, and the buffer must keep room so that a
+/// driver's next read does not return 0.
+#[test]
+fn the_rejected_is_written_whatever_comes_with_the_first_frame() {
+    let mut h = Harness::secured();
+    let c = h.connect("10.0.0.1:5000");
+    h.core
+        .handle_input(c, &[auth("alice", SUB), login(0)].concat(), at(0));
+    h.core.handle_eof(c, at(0));
+    h.run();
+    assert_eq!(h.received(c), [Rx::Rejected(RejectReason::NotAuthorized)]);
+    assert_eq!(h.closed.get(&c), Some(&CloseReason::Rejected));
+
+    let d = h.connect("10.0.0.2:5000");
+    h.core.handle_input(d, &[b'G'; 9_000], at(0));
+    h.run();
+    assert_eq!(
+        h.received(d),
+        [Rx::Rejected(RejectReason::AuthenticationRequired)]
+    );
+    // 4 KiB read: closed once the Rejected is written.
+    assert_eq!(h.closed.get(&d), Some(&CloseReason::Rejected));
+
+    let e = h.connect("10.0.0.3:5000");
+    let spare = h.core.input_buffer(e).unwrap();
+    let n = spare.len();
+    spare.fill(b'G');
+    h.core.input_committed(e, n, at(0));
+    assert!(h.core.close_reason(e).is_none());
+    assert!(
+        h.core.input_buffer(e).is_some_and(|b| !b.is_empty()),
+        "a read into no room returns 0: EOF"
+    );
+    h.run();
+    assert_eq!(
+        h.received(e),
+        [Rx::Rejected(RejectReason::AuthenticationRequired)]
+    );
+}

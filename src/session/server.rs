@@ -606,6 +606,8 @@ enum State {
         until: Duration,
         discarded: usize,
         write_shut: bool,
+        /// The client closed its side (its FIN was read).
+        peer_closed: bool,
     },
     Replaying {
         next: u64,
@@ -1285,6 +1287,7 @@ impl ServerSession {
             until: time.monotonic.saturating_add(REJECT_DRAIN),
             discarded: 0,
             write_shut: false,
+            peer_closed: false,
         };
         self.events.push_back(ServerEvent::Rejected { reason });
     }
@@ -1303,14 +1306,22 @@ impl ServerSession {
     }
 
     /// `n` bytes the client sent after its connection was rejected, read
-    /// and thrown away; past [`REJECT_DRAIN_BYTES`] the session closes.
-    /// (Outside [`ServerPhase::Rejected`] this does nothing.)
+    /// and thrown away; past [`REJECT_DRAIN_BYTES`] the session closes once
+    /// its Rejected is written. (Outside [`ServerPhase::Rejected`] this does
+    /// nothing.)
     pub fn discard_input(&mut self, n: usize) {
         if let State::Rejected { discarded, .. } = &mut self.state {
             *discarded = discarded.saturating_add(n);
-            if *discarded >= REJECT_DRAIN_BYTES {
-                self.close(CloseReason::Rejected);
-            }
+        }
+    }
+
+    /// The client closed its side of a rejected connection: the session
+    /// closes once its Rejected is written (at most [`REJECT_DRAIN`] after
+    /// the rejection). (Outside [`ServerPhase::Rejected`] this does
+    /// nothing: a driver closes other connections at their peer's close.)
+    pub fn handle_peer_closed(&mut self) {
+        if let State::Rejected { peer_closed, .. } = &mut self.state {
+            *peer_closed = true;
         }
     }
 
@@ -1321,6 +1332,14 @@ impl ServerSession {
         match self.state {
             State::Closed(reason) => Some(reason),
             State::Closing if self.out.bytes == 0 => Some(CloseReason::Shutdown),
+            // Written, and the client closed or sent all it may.
+            State::Rejected {
+                discarded,
+                peer_closed,
+                ..
+            } if self.out.bytes == 0 && (peer_closed || discarded >= REJECT_DRAIN_BYTES) => {
+                Some(CloseReason::Rejected)
+            }
             _ => None,
         }
     }

@@ -754,6 +754,13 @@ impl ServerCore {
                     }
                     Gate::NotAuth => {}
                 }
+                if conn.session.phase() == ServerPhase::Rejected {
+                    // Nothing after the rejected frame is parsed: the rest
+                    // is drained, and the buffer is free for what follows.
+                    let rest = conn.parser.buffered();
+                    conn.parser.consume(rest);
+                    conn.session.discard_input(rest);
+                }
             }
             let session = &mut conn.session;
             match (conn.auth, verifier) {
@@ -824,9 +831,9 @@ impl ServerCore {
         let retention = &self.retention;
         if let Some(conn) = open_conn(&mut self.conns, id) {
             if conn.session.phase() == ServerPhase::Rejected {
-                conn.session.discard_input(0);
+                // Closed once its Rejected is written (section 11).
+                conn.session.handle_peer_closed();
                 self.settle(id);
-                self.close(id, CloseReason::Rejected);
                 return;
             }
             conn.parser.finish();
