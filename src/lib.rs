@@ -146,8 +146,8 @@ pub mod encode;
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod io;
 pub mod json;
-#[cfg(feature = "net")]
-#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
+#[cfg(any(feature = "net", feature = "tokio"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "net", feature = "tokio"))))]
 pub mod net;
 pub mod parse;
 pub mod policy;
