@@ -23,7 +23,7 @@ use proptest::prelude::*;
 use tickwire::net::{ClientConfig, ServerConfig};
 use tickwire::parse::{Event, SliceParser};
 use tickwire::policy::Backoff;
-use tickwire::session::{ClientState, Lost};
+use tickwire::session::{ClientState, CoreConfig, Lost};
 use tickwire::synth::{Damager, Feed};
 use tickwire::tokio::{Client, ClientEvent, FrameCodec, Item, Server};
 use tickwire::Payload;
@@ -434,7 +434,7 @@ fn a_cut_mid_frame_and_a_server_restart_lose_nothing_and_repeat_nothing() {
     rt.block_on(async move {
         let config = ServerConfig {
             listen: loopback(),
-            session_id: Some(77),
+            core: CoreConfig::new(77),
             ..ServerConfig::default()
         };
         let server = Server::bind(config.clone()).await.unwrap().spawn();
@@ -649,7 +649,7 @@ async fn through_proxy(
 ) -> (Log, Vec<Vec<u8>>, Proxy) {
     let server = AnyServer::start(under, loopback(), |c| {
         if let Some(hb) = heartbeat {
-            c.heartbeat_interval = hb;
+            c.core.session.heartbeat_interval = hb;
         }
     })
     .await;
@@ -752,7 +752,7 @@ async fn blackhole_is_detected_by_liveness_then_resumed(under: Under) {
 }
 
 async fn server_restart_backs_off_then_finds_the_new_session(under: Under) {
-    let first = AnyServer::start(under, loopback(), |c| c.session_id = Some(1)).await;
+    let first = AnyServer::start(under, loopback(), |c| c.core.session.session_id = 1).await;
     let addr = first.addr();
     let mut config = ClientConfig::new(addr);
     config.from = 1;
@@ -786,7 +786,7 @@ async fn server_restart_backs_off_then_finds_the_new_session(under: Under) {
             "attempt {i}: {gap} ms, want {want} ms"
         );
     }
-    let second = AnyServer::start(under, addr, |c| c.session_id = Some(2)).await;
+    let second = AnyServer::start(under, addr, |c| c.core.session.session_id = 2).await;
     (second.publisher())(messages(5, 5));
     let log = client
         .drive(Duration::from_secs(10), |l| l.frames.len() >= 5)
@@ -839,7 +839,7 @@ async fn corrupted_bytes_are_reported_and_intact_frames_delivered(under: Under) 
 }
 
 async fn a_range_the_server_no_longer_has_is_reported_exactly(under: Under) {
-    let server = AnyServer::start(under, loopback(), |c| c.retain = 100).await;
+    let server = AnyServer::start(under, loopback(), |c| c.core.retain = 100).await;
     (server.publisher())(messages(7, 300));
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.frames_published() < 300 {
@@ -1035,8 +1035,10 @@ fn check_reply(reply: &[Vec<u8>], session: u64, first: u64, data: &[Vec<u8>], en
 async fn the_tokio_server_answers_retransmission_connections() {
     let server = Server::bind(ServerConfig {
         listen: loopback(),
-        session_id: Some(9),
-        retain: 400,
+        core: CoreConfig {
+            retain: 400,
+            ..CoreConfig::new(9)
+        },
         ..ServerConfig::default()
     })
     .await
@@ -1101,9 +1103,11 @@ async fn the_tokio_server_answers_retransmission_connections() {
 async fn the_tokio_server_limits_retransmission_connections_apart_from_clients() {
     let server = Server::bind(ServerConfig {
         listen: loopback(),
-        session_id: Some(9),
-        max_clients: 1,
-        max_retransmission_connections: 1,
+        core: CoreConfig {
+            max_clients: 1,
+            max_retransmission_connections: 1,
+            ..CoreConfig::new(9)
+        },
         ..ServerConfig::default()
     })
     .await
@@ -1185,7 +1189,7 @@ async fn the_tokio_server_logs_logins_and_closes() {
     log::set_max_level(log::LevelFilter::Debug);
     let server = Server::bind(ServerConfig {
         listen: loopback(),
-        session_id: Some(3),
+        core: CoreConfig::new(3),
         ..ServerConfig::default()
     })
     .await
@@ -1328,14 +1332,17 @@ fn the_tokio_server_displaces_the_oldest_connection_that_never_logged_in() {
     use tickwire::session::CloseReason;
     const LIMIT: usize = 20;
     const IDLE: usize = 30;
-    let (_rt, server) = common::tokio_server(ServerConfig {
+    let mut config = ServerConfig {
         listen: loopback(),
-        login_timeout: Duration::from_secs(60),
-        max_unauthenticated: LIMIT,
-        max_clients: 4,
-        session_id: Some(77),
+        core: CoreConfig {
+            max_unauthenticated: LIMIT,
+            max_clients: 4,
+            ..CoreConfig::new(77)
+        },
         ..ServerConfig::default()
-    });
+    };
+    config.core.session.login_timeout = Duration::from_secs(60);
+    let (_rt, server) = common::tokio_server(config);
     // From 10 addresses, 3 each: under the per-peer limit (16).
     let accepted = || server.stats().accepted;
     let idle = idle_connections(server.local_addr(), accepted, IDLE, |i| {
@@ -1396,12 +1403,13 @@ fn the_tokio_server_displaces_the_oldest_connection_that_never_logged_in() {
 #[test]
 fn the_tokio_server_limits_unauthenticated_connections_per_peer() {
     use tickwire::session::CloseReason;
-    let (_rt, server) = common::tokio_server(ServerConfig {
+    let mut config = ServerConfig {
         listen: loopback(),
-        login_timeout: Duration::from_secs(60),
         ..ServerConfig::default()
-    });
-    let per_peer = ServerConfig::default().max_unauthenticated_per_peer;
+    };
+    config.core.session.login_timeout = Duration::from_secs(60);
+    let (_rt, server) = common::tokio_server(config);
+    let per_peer = ServerConfig::default().core.max_unauthenticated_per_peer;
     assert_eq!(per_peer, 16);
     let accepted = || server.stats().accepted;
     let two = idle_connections(server.local_addr(), accepted, 20, |_| [127, 0, 0, 2]);
@@ -1572,7 +1580,7 @@ fn the_tokio_server_takes_a_relay_feed() {
     use tickwire::session::Batch;
     let (_rt, server) = common::tokio_server(ServerConfig {
         listen: loopback(),
-        session_id: Some(0xfeed),
+        core: CoreConfig::new(0xfeed),
         ..ServerConfig::default()
     });
     let feed = server.relay_feed();
