@@ -6,8 +6,9 @@
 //! - `mio_`: the mio server (`tickwire::net::Server`, one event loop, as
 //!   `tickwire serve` runs it) over 127.0.0.1, the client a blocking std
 //!   `TcpStream`, real time with bounded waits;
-//! - `mio2_`: the same with two event loops (`threads: 2`) and loop-only
-//!   writes (`publisher_writes: false`);
+//! - `mio2_`: the same with two event loops (`mio.threads: 2`) and
+//!   loop-only writes (`mio.publisher_writes: false`); these two with the
+//!   `net` feature only;
 //! - `tokio_`: the tokio server (`tickwire::tokio::Server`, on a runtime of
 //!   its own) over 127.0.0.1, the same client;
 //! - `sim_`: a simulated driver, one `ServerCore` and in-memory byte pipes
@@ -362,6 +363,7 @@ fn real_config(mut config: ServerConfig) -> ServerConfig {
 
 /// The mio server; `THREADS` event loops (`LoopOptions::threads`), the
 /// loop the only writer with `THREADS` > 1 (`publisher_writes: false`).
+#[cfg(feature = "net")]
 struct MioN<const THREADS: usize> {
     handle: Option<tickwire::net::ServerHandle>,
     addr: SocketAddr,
@@ -369,8 +371,10 @@ struct MioN<const THREADS: usize> {
 }
 
 /// The mio server as `tickwire serve` runs it: one event loop.
+#[cfg(feature = "net")]
 type Mio = MioN<1>;
 
+#[cfg(feature = "net")]
 impl<const THREADS: usize> Driver for MioN<THREADS> {
     type Client = TcpClient;
 
@@ -1615,9 +1619,11 @@ fn stalled_server_loses_nothing<D: Driver>() {
 /// `#[all(…)]`: for all three).
 macro_rules! scenarios {
     ($($(#[mio($mio:meta)])? $(#[all($all:meta)])? $name:ident),* $(,)?) => {
+        #[cfg(feature = "net")]
         mod mio_ {
             $( #[test] $(#[$mio])? $(#[$all])? fn $name() { super::$name::<super::Mio>(); } )*
         }
+        #[cfg(feature = "net")]
         mod mio2_ {
             $( #[test] $(#[$mio])? $(#[$all])? fn $name() { super::$name::<super::MioN<2>>(); } )*
         }
