@@ -52,8 +52,10 @@ pub struct ClientConfig {
     pub heal_gaps: bool,
     /// Receive buffer (the parser's), 4 MiB.
     pub read_buffer: usize,
-    /// Make [`Client::run`] busy-poll (never sleep in epoll): one core spins
-    /// and the wake-up cost leaves the latency. Off by default.
+    /// Make the mio [`Client::run`](super::Client::run) busy-poll (never
+    /// sleep in epoll): one core spins and the wake-up cost leaves the
+    /// latency. Off by default. The tokio client does not read it (tokio's
+    /// runtime does the polling).
     pub busy_poll: bool,
 }
 
@@ -62,7 +64,7 @@ impl ClientConfig {
     /// timeout, default backoff with unlimited retries.
     ///
     /// `server` is anything that converts into a [`ServerAddr`]: a
-    /// [`SocketAddr`], or a `"host:port"` string whose name is resolved
+    /// [`SocketAddr`](std::net::SocketAddr), or a `"host:port"` string whose name is resolved
     /// again at each connection attempt (a name that does not resolve
     /// fails the attempt, which is retried by the backoff).
     ///

@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tickwire::net::{ClientConfig, ServerConfig, ServerStats};
 #[cfg(feature = "net")]
 use tickwire::net::{Client, Server, ServerHandle};
+use tickwire::net::{ClientConfig, ServerConfig, ServerStats};
 use tickwire::policy::Backoff;
 use tickwire::session::{ClientEvent, ClientState, CloseReason, Lost};
 use tickwire::synth::Feed;
