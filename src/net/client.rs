@@ -114,8 +114,12 @@ impl Client {
     /// A client for `config`; it connects on the first [`poll`](Client::poll).
     ///
     /// # Errors
-    /// The poll could not be created.
+    /// The poll could not be created; the config has
+    /// [`credentials`](ClientConfig::credentials) and a server that is not a
+    /// loopback address without
+    /// [`allow_plain_auth`](ClientConfig::allow_plain_auth).
     pub fn new(config: ClientConfig) -> io::Result<Client> {
+        config.check_plain_auth()?;
         Ok(Client {
             poll: Poll::new()?,
             events: Events::with_capacity(64),
@@ -512,6 +516,9 @@ impl Held {
             ClientEvent::GaveUp { attempts, last } => {
                 Held::Event(ClientEvent::GaveUp { attempts, last })
             }
+            ClientEvent::Rejected { server, reason } => {
+                Held::Event(ClientEvent::Rejected { server, reason })
+            }
         }
     }
 
@@ -886,7 +893,14 @@ impl Link {
         self.drop_stream(registry);
         let server = self.config.server_at(self.session.server());
         match server.resolve() {
-            Ok(addrs) => {
+            Ok(mut addrs) => {
+                self.config.plain_auth_filter(&mut addrs);
+                if addrs.is_empty() {
+                    log::error!(
+                        "{server}: not a loopback address: credentials are not sent in clear \
+                         (allow_plain_auth)"
+                    );
+                }
                 self.candidates = addrs.into();
                 self.connect_next(registry, token, on_event);
             }

@@ -7,6 +7,8 @@
 use std::prelude::rust_2021::*;
 
 use std::time::Duration;
+#[cfg(feature = "net")]
+use std::{io, net::SocketAddr};
 
 use super::ServerAddr;
 use crate::parse::ParseStats;
@@ -57,6 +59,18 @@ pub struct ClientConfig {
     /// latency. Off by default. The tokio client does not read it (tokio's
     /// runtime does the polling).
     pub busy_poll: bool,
+    /// Credentials to present (protocol section 11): an Auth first on every
+    /// connection. Never serialized; `Debug` shows the key id only. A
+    /// server that refuses them (a Rejected) is not tried again; see
+    /// [`ClientEvent::Rejected`](crate::session::ClientEvent::Rejected).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub credentials: Option<crate::session::auth::ClientKey>,
+    /// Send credentials over a plain (not TLS) connection to a server that
+    /// is not a loopback address (false): the secret is a bearer token that
+    /// anyone on the path could reuse (protocol section 11). Without it,
+    /// such a connection attempt fails before connecting.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub allow_plain_auth: bool,
 }
 
 impl ClientConfig {
@@ -90,6 +104,8 @@ impl ClientConfig {
             heal_gaps: rules.heal_gaps,
             read_buffer: 4 << 20,
             busy_poll: false,
+            credentials: None,
+            allow_plain_auth: false,
         }
     }
 
@@ -138,6 +154,38 @@ impl ClientConfig {
             .unwrap_or(&self.server)
     }
 
+    /// The rule of [`allow_plain_auth`](Self::allow_plain_auth) for the
+    /// servers given as addresses (names are checked at each attempt, once
+    /// resolved): the mio client checks it when it is made.
+    #[cfg(feature = "net")]
+    pub(crate) fn check_plain_auth(&self) -> io::Result<()> {
+        if self.credentials.is_none() || self.allow_plain_auth {
+            return Ok(());
+        }
+        for server in self.servers() {
+            if let ServerAddr::Socket(addr) = server {
+                if !addr.ip().is_loopback() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "credentials would cross the network in clear to {addr}: \
+                             use a loopback address, or allow_plain_auth"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps only the addresses credentials may be sent to in clear.
+    #[cfg(feature = "net")]
+    pub(crate) fn plain_auth_filter(&self, addrs: &mut Vec<SocketAddr>) {
+        if self.credentials.is_some() && !self.allow_plain_auth {
+            addrs.retain(|a| a.ip().is_loopback());
+        }
+    }
+
     pub(crate) fn session(&self) -> ClientSessionConfig {
         ClientSessionConfig {
             from: self.from,
@@ -147,6 +195,7 @@ impl ClientConfig {
             reconnect_after_end: self.reconnect_after_end,
             servers: 1 + self.fallbacks.len(),
             heal_gaps: self.heal_gaps,
+            credentials: self.credentials,
         }
     }
 }

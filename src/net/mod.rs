@@ -211,6 +211,12 @@ pub(crate) fn log_core_event(
             } => log::info!(
                 "retransmit {peer}: wanted {count} from {wanted}, sent {frames} frames of {first}..{end}"
             ),
+            crate::session::ServerEvent::Authenticated { key_id } => {
+                log::info!("authenticated {peer} as {key_id}");
+            }
+            crate::session::ServerEvent::Rejected { reason } => {
+                log::info!("rejected {peer}: {reason}");
+            }
         },
         crate::session::CoreEvent::Closed { peer, reason, .. } => {
             if reason != crate::session::CloseReason::Shutdown {

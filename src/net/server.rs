@@ -923,10 +923,12 @@ impl Server {
             }
         }
         let logged_in = awaiting
-            && self
-                .core
-                .phase(id)
-                .is_some_and(|p| p != ServerPhase::AwaitingLogin && p != ServerPhase::Closed);
+            && self.core.phase(id).is_some_and(|p| {
+                matches!(
+                    p,
+                    ServerPhase::Replaying | ServerPhase::Live | ServerPhase::Retransmitting
+                )
+            });
         self.drain_core();
         if logged_in {
             self.hand_off(id);
@@ -1262,6 +1264,11 @@ fn write_some(
     let mut written = 0;
     while written < budget {
         let Some(transmit) = core.poll_transmit(id, time) else {
+            if core.poll_write_shutdown(id) {
+                // After a Rejected (section 11): reading goes on until the
+                // client closes.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
             return Ok((false, written));
         };
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];

@@ -59,7 +59,8 @@ pub struct ServerConfig {
     /// Every rule the server core decides, the same on both servers: the
     /// retention, the limits (clients, retransmission connections,
     /// connections that have not logged in, overall and per address), the
-    /// admission grace, and in [`core.session`](CoreConfig::session) the
+    /// admission grace, the lock-out of addresses whose authentications
+    /// fail, and in [`core.session`](CoreConfig::session) the
     /// rules of each connection (login timeout, heartbeats, slow clients,
     /// no progress, the Retransmit cap). Defaults: [`CoreConfig::new`]`(0)`.
     ///

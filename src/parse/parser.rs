@@ -349,6 +349,35 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
         self.end.saturating_sub(self.start)
     }
 
+    /// The bytes received but not yet consumed by events, as they are.
+    /// For a caller that must look at a stream's first bytes before
+    /// parsing it (a server checking that a connection starts with an Auth,
+    /// protocol section 11); then [`consume`](Parser::consume) what it
+    /// handled itself.
+    ///
+    /// ```
+    /// use tickwire::parse::Parser;
+    /// let mut storage = [0u8; 128];
+    /// let mut parser = Parser::new(&mut storage[..])?;
+    /// assert_eq!(parser.fill_from(b"abc"), 3);
+    /// assert_eq!(parser.unparsed(), b"abc");
+    /// parser.consume(2);
+    /// assert_eq!(parser.unparsed(), b"c");
+    /// # Ok::<(), tickwire::parse::ParseError>(())
+    /// ```
+    #[must_use]
+    pub fn unparsed(&self) -> &[u8] {
+        unconsumed(&self.buf, self.start, self.end)
+    }
+
+    /// Drops the first `n` [`unparsed`](Parser::unparsed) bytes (at most
+    /// all of them) without parsing them: they are not counted as frames or
+    /// discards. Only between events (no event borrows the buffer then);
+    /// meant for the start of a stream.
+    pub fn consume(&mut self, n: usize) {
+        self.start = self.start.saturating_add(n).min(self.end);
+    }
+
     /// The buffer's total size.
     #[must_use]
     pub fn capacity(&self) -> usize {

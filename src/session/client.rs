@@ -54,12 +54,14 @@ use alloc::collections::VecDeque;
 use core::fmt;
 use core::time::Duration;
 
+use super::auth::ClientKey;
 use super::Time;
 use crate::encode::{encode, Payload};
 use crate::parse::{Discard, Event};
 use crate::policy::{Backoff, Liveness};
 use crate::sequence::{Gap, SequenceTracker, Verdict};
-use crate::wire::{Message, MAX_FRAME_LEN};
+use crate::wire::{Message, RejectReason, MAX_FRAME_LEN};
+use alloc::vec::Vec;
 
 /// Client settings that are rules, not I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +92,11 @@ pub struct ClientSessionConfig {
     /// [the rules](ClientSession#healing-skipped-ranges).
     #[cfg_attr(feature = "serde", serde(default = "heal_by_default"))]
     pub heal_gaps: bool,
+    /// Credentials to present (protocol section 11): an Auth is sent first
+    /// on every connection, then the Login. `None` (the default): no Auth.
+    /// Never serialized; `Debug` shows the key id only.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub credentials: Option<ClientKey>,
 }
 
 #[cfg(feature = "serde")]
@@ -107,6 +114,7 @@ impl Default for ClientSessionConfig {
             reconnect_after_end: true,
             servers: 1,
             heal_gaps: true,
+            credentials: None,
         }
     }
 }
@@ -216,6 +224,9 @@ pub enum Lost {
     /// Closed by the client to fill a gap the server skipped: logging in
     /// again from its first sequence ([`ClientEvent::Healing`]).
     Heal,
+    /// The server refused the connection with a Rejected (protocol section
+    /// 11): that server is not tried again with this configuration.
+    Rejected(RejectReason),
 }
 
 impl fmt::Display for Lost {
@@ -229,6 +240,7 @@ impl fmt::Display for Lost {
             Lost::EndOfSession => f.write_str("end of session"),
             Lost::Resync => f.write_str("new session: logging in again from its start"),
             Lost::Heal => f.write_str("closed to fill a skipped range: logging in again"),
+            Lost::Rejected(reason) => write!(f, "rejected by the server: {reason}"),
         }
     }
 }
@@ -309,6 +321,17 @@ pub enum ClientEvent<'a> {
         /// The server tried next.
         to: usize,
     },
+    /// The server refused the connection (protocol section 11): `server`
+    /// (an index into the driver's list) is not tried again with this
+    /// configuration; the next one of the list is, if any (a
+    /// [`Failover`](ClientEvent::Failover) follows), else the client gives
+    /// up ([`GaveUp`](ClientEvent::GaveUp) with [`Lost::Rejected`]).
+    Rejected {
+        /// The server that refused.
+        server: usize,
+        /// Why (codes other than 1, 2 and 3 are read as 2).
+        reason: RejectReason,
+    },
     /// Retries are exhausted: the client is disconnected for good.
     GaveUp {
         /// Attempts made.
@@ -318,11 +341,22 @@ pub enum ClientEvent<'a> {
     },
 }
 
-/// A control frame to send, encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A control frame to send, encoded. `Debug` shows its type and length,
+/// never its bytes (an Auth carries a secret).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ControlFrame {
     bytes: [u8; MAX_FRAME_LEN],
     len: usize,
+}
+
+impl fmt::Debug for ControlFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = self.bytes.get(2).copied().and_then(crate::MsgType::from_u8);
+        f.debug_struct("ControlFrame")
+            .field("msg_type", &kind)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ControlFrame {
@@ -370,6 +404,9 @@ pub struct ClientSessionStats {
     /// Gaps healed by logging in again ([`ClientEvent::Healing`]).
     #[cfg_attr(feature = "serde", serde(default))]
     pub heals: u64,
+    /// Connections the server refused with a Rejected (protocol section 11).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub rejected: u64,
 }
 
 /// The client's protocol state. See the [module docs](self).
@@ -395,6 +432,13 @@ pub struct ClientSessionStats {
 /// - An accepted login ends the round and resets the backoff.
 /// - A server that answers with a new session (a restarted origin) is
 ///   logged in to again at once, from its first sequence: no fail-over.
+/// - A server that answers with a Rejected (protocol section 11: the
+///   [credentials](ClientSessionConfig::credentials) are missing, not
+///   valid, or not enough) is never tried again by this session: the next
+///   server that did not refuse is tried at once, and when every server has
+///   refused the client gives up ([`ClientEvent::GaveUp`] with
+///   [`Lost::Rejected`]). A refusal does not count as a failure of the
+///   round.
 ///
 /// # Healing skipped ranges
 ///
@@ -547,6 +591,8 @@ pub struct ClientSession {
     /// Bytes were discarded on this connection since the last frame: a gap
     /// now is damage, not a skip.
     damaged: bool,
+    /// The servers that sent a Rejected (by index): never tried again.
+    rejected: Vec<bool>,
     /// The first sequence the last heal asked for: a gap that shows again
     /// there, nothing delivered since, is a range the server does not have
     /// (a relay's hole), reported rather than healed again.
@@ -579,6 +625,7 @@ impl ClientSession {
             healed_at: None,
             damaged: false,
             healed_from: None,
+            rejected: Vec::new(),
         }
     }
 
@@ -700,6 +747,14 @@ impl ClientSession {
         self.connect_deadline = None;
         self.damaged = false;
         self.wanted = self.tracker.expected().unwrap_or(self.from);
+        if let Some(key) = self.config.credentials {
+            // Section 11: the Auth first, the Login after it (one write).
+            self.actions.push_back(Action::Send(ControlFrame::new(
+                &Payload::auth(&key.key_id, key.secret),
+                0,
+                time.unix_nanos,
+            )));
+        }
         self.actions.push_back(Action::Send(ControlFrame::new(
             &Payload::Login,
             self.wanted,
@@ -731,6 +786,22 @@ impl ClientSession {
             Event::Frame(Message::LoginAccepted(la))
             | Event::Duplicate(Message::LoginAccepted(la)) => {
                 self.login_accepted(la.session_id(), la.sequence(), time, emit);
+            }
+            Event::Frame(Message::Rejected(r)) | Event::Duplicate(Message::Rejected(r)) => {
+                let reason = r.reason();
+                emit(ClientEvent::Rejected {
+                    server: self.server,
+                    reason,
+                });
+                self.stats.rejected += 1;
+                let servers = self.config.servers.max(1);
+                if self.rejected.len() < servers {
+                    self.rejected.resize(servers, false);
+                }
+                if let Some(place) = self.rejected.get_mut(self.server) {
+                    *place = true;
+                }
+                self.lost(Lost::Rejected(reason), time.monotonic, emit);
             }
             Event::Frame(m) | Event::Duplicate(m) if self.heals(&m) => {
                 self.heal(m.sequence(), time.monotonic, emit);
@@ -935,16 +1006,34 @@ impl ClientSession {
             return;
         }
         let servers = self.config.servers.max(1);
-        self.failed_in_round += 1;
+        let refused = self.rejected.iter().filter(|&&r| r).count();
+        if refused >= servers {
+            // Every server refused these credentials (section 11, rule 5).
+            self.set_state(ClientState::Disconnected, emit);
+            self.stopped = true;
+            emit(ClientEvent::GaveUp {
+                attempts: self.backoff.attempts(),
+                last: why,
+            });
+            return;
+        }
+        if !matches!(why, Lost::Rejected(_)) {
+            // (A server that refused is out of every round from now on.)
+            self.failed_in_round += 1;
+        }
         if servers > 1 {
             let from = self.server;
-            self.server = (from + 1) % servers;
+            let mut to = (from + 1) % servers;
+            while self.rejected.get(to).copied().unwrap_or(false) {
+                to = (to + 1) % servers;
+            }
+            self.server = to;
             self.stats.failovers += 1;
             emit(ClientEvent::Failover {
                 from,
                 to: self.server,
             });
-            if self.failed_in_round < servers {
+            if self.failed_in_round < servers - refused {
                 // Another server of the round is left: try it at once.
                 self.stats.reconnects += 1;
                 self.start_attempt(now, emit);

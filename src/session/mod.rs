@@ -34,6 +34,7 @@
 use core::time::Duration;
 
 pub(crate) mod admission;
+pub mod auth;
 pub mod client;
 pub mod datagram;
 pub mod packetizer;

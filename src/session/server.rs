@@ -90,11 +90,18 @@ use super::retention::{Batch, Retention, Segment};
 use super::Time;
 use crate::encode::{encode, Payload};
 use crate::parse::Event;
-use crate::wire::{Message, Retransmit, MAX_FRAME_LEN};
+use crate::wire::{Message, RejectReason, Retransmit, MAX_FRAME_LEN};
 
 /// The default limit on the frames one Retransmit reply covers (protocol
 /// section 9.2's cap): 10,000 frames, at most 440,000 bytes.
 pub const RETRANSMIT_CAP: u64 = 10_000;
+
+/// How long a rejected connection is drained at most (protocol section 11):
+/// 1 s.
+pub const REJECT_DRAIN: Duration = Duration::from_secs(1);
+/// How many of a rejected client's bytes are read and discarded at most:
+/// 4 KiB.
+pub const REJECT_DRAIN_BYTES: usize = 4096;
 
 /// How often the backlog of a client with bytes pending is checked.
 pub const BACKLOG_CHECK: Duration = Duration::from_millis(10);
@@ -146,12 +153,19 @@ pub enum CloseReason {
     /// limit on connections that have not logged in (overall or per peer
     /// address) was reached: the oldest such connection goes first.
     UnauthenticatedLimit,
+    /// Sent Rejected (protocol section 11: authentication required, not
+    /// authorized or not permitted), then drained: the peer closed, or 1 s
+    /// or 4 KiB of its bytes passed.
+    Rejected,
+    /// Its address was locked out after failed authentications (protocol
+    /// section 11): closed at its accept, nothing read or written.
+    LockedOut,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order (the order of
     /// [`CloseReason::index`]).
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::PeerClosed,
         CloseReason::LoginTimeout,
         CloseReason::BadData,
@@ -163,6 +177,8 @@ impl CloseReason {
         CloseReason::MaxClients,
         CloseReason::NoProgress,
         CloseReason::UnauthenticatedLimit,
+        CloseReason::Rejected,
+        CloseReason::LockedOut,
     ];
 
     /// The position of this reason in [`CloseReason::ALL`].
@@ -190,6 +206,8 @@ impl CloseReason {
             CloseReason::MaxClients => "max clients",
             CloseReason::NoProgress => "no progress",
             CloseReason::UnauthenticatedLimit => "unauthenticated limit",
+            CloseReason::Rejected => "rejected",
+            CloseReason::LockedOut => "locked out",
         }
     }
 }
@@ -289,6 +307,10 @@ pub enum ServerPhase {
     Retransmitting,
     /// EndOfSession queued; closes once it is written.
     Closing,
+    /// Rejected queued (protocol section 11): once it is written the
+    /// sending side is shut down and the client's bytes are discarded until
+    /// it closes (at most [`REJECT_DRAIN`] or [`REJECT_DRAIN_BYTES`]).
+    Rejected,
     /// Closed (see [`ServerSession::poll_close`]).
     Closed,
 }
@@ -357,6 +379,16 @@ pub enum ServerEvent {
         end: u64,
         /// Data frames sent in the reply.
         frames: u64,
+    },
+    /// The connection presented valid credentials (protocol section 11).
+    Authenticated {
+        /// The key it authenticated with (never its secret).
+        key_id: crate::wire::KeyId,
+    },
+    /// The connection was refused with a Rejected (protocol section 11).
+    Rejected {
+        /// Why.
+        reason: RejectReason,
     },
 }
 
@@ -565,9 +597,22 @@ impl OwnedTransmit {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    AwaitingLogin { deadline: Duration },
-    Replaying { next: u64 },
-    Live { next: u64 },
+    AwaitingLogin {
+        deadline: Duration,
+        /// Whether a frame was read (an Auth is ignored only as the first).
+        first_read: bool,
+    },
+    Rejected {
+        until: Duration,
+        discarded: usize,
+        write_shut: bool,
+    },
+    Replaying {
+        next: u64,
+    },
+    Live {
+        next: u64,
+    },
     Retransmitting,
     Closing,
     Closed(CloseReason),
@@ -649,6 +694,7 @@ impl ServerSession {
             config,
             state: State::AwaitingLogin {
                 deadline: now.saturating_add(config.login_timeout),
+                first_read: false,
             },
             out: OutQueue::default(),
             last_queued: now,
@@ -676,6 +722,7 @@ impl ServerSession {
             State::Live { .. } => ServerPhase::Live,
             State::Retransmitting => ServerPhase::Retransmitting,
             State::Closing => ServerPhase::Closing,
+            State::Rejected { .. } => ServerPhase::Rejected,
             State::Closed(_) => ServerPhase::Closed,
         }
     }
@@ -707,9 +754,23 @@ impl ServerSession {
     /// Retransmit makes this a retransmission connection (section 9, see the
     /// [module docs](self)); anything else closes the connection
     /// ([`poll_close`](Self::poll_close)).
+    ///
+    /// An Auth as the connection's first frame is ignored (protocol section
+    /// 11, rule 3: checking credentials is the
+    /// [`ServerCore`](super::ServerCore)'s, before the session sees the
+    /// frame); a second Auth is an unexpected frame.
     pub fn handle_event(&mut self, event: &Event<'_>, time: Time, retention: &Retention) {
-        if matches!(self.state, State::Closed(_)) {
-            return;
+        if matches!(self.state, State::Closed(_) | State::Rejected { .. }) {
+            return; // nothing read after a Rejected is acted on
+        }
+        if let State::AwaitingLogin { first_read, .. } = &mut self.state {
+            if let Event::Frame(message) = event {
+                let first = !*first_read;
+                *first_read = true;
+                if first && matches!(message, Message::Auth(_)) {
+                    return;
+                }
+            }
         }
         let logged_in = !matches!(self.state, State::AwaitingLogin { .. });
         if matches!(
@@ -971,7 +1032,8 @@ impl ServerSession {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
         match self.state {
-            State::AwaitingLogin { deadline } => Some(deadline),
+            State::AwaitingLogin { deadline, .. } => Some(deadline),
+            State::Rejected { until, .. } => Some(until),
             State::Retransmitting => {
                 let next = self
                     .last_queued
@@ -1032,8 +1094,11 @@ impl ServerSession {
             return;
         }
         match self.state {
-            State::AwaitingLogin { deadline } if now >= deadline => {
+            State::AwaitingLogin { deadline, .. } if now >= deadline => {
                 self.close(CloseReason::LoginTimeout);
+            }
+            State::Rejected { until, .. } if now >= until => {
+                self.close(CloseReason::Rejected);
             }
             State::Retransmitting => {
                 let idle = now
@@ -1175,13 +1240,78 @@ impl ServerSession {
                 self.state = State::Closing;
             }
             State::AwaitingLogin { .. } => self.close(CloseReason::Shutdown),
-            State::Closing | State::Closed(_) => {}
+            // Its drain is bounded (1 s) and sends nothing more.
+            State::Rejected { .. } | State::Closing | State::Closed(_) => {}
         }
     }
 
     fn close(&mut self, reason: CloseReason) {
         self.state = State::Closed(reason);
         self.out.clear();
+    }
+
+    /// Refuses the connection (protocol section 11): one Rejected with
+    /// `reason` is queued, and nothing else is ever sent. Once it is
+    /// written, [`poll_write_shutdown`](Self::poll_write_shutdown) tells the
+    /// driver to shut down its sending side; the client's bytes are then
+    /// discarded ([`discard_input`](Self::discard_input)) until it closes,
+    /// [`REJECT_DRAIN`] passes or [`REJECT_DRAIN_BYTES`] were read, and the
+    /// session closes with [`CloseReason::Rejected`]. Only a connection
+    /// that has not logged in can be rejected.
+    ///
+    /// ```
+    /// use tickwire::session::{ServerPhase, ServerSession, ServerSessionConfig, Retention, Time};
+    /// use tickwire::wire::RejectReason;
+    /// let (retention, t) = (Retention::new(16), Time::default());
+    /// let mut s = ServerSession::new(ServerSessionConfig::new(7), t);
+    /// s.reject(RejectReason::AuthenticationRequired, t);
+    /// assert_eq!(s.phase(), ServerPhase::Rejected);
+    /// let tx = s.poll_transmit(t, &retention).ok_or("nothing to send")?;
+    /// assert_eq!((tx.len(), tx.slices().next().map(|b| b[2])), (32, Some(0x08)));
+    /// s.transmitted(32, t);
+    /// assert!(s.poll_write_shutdown());
+    /// assert!(!s.poll_write_shutdown()); // once
+    /// s.discard_input(4096);
+    /// assert_eq!(s.poll_close(), Some(tickwire::session::CloseReason::Rejected));
+    /// # Ok::<(), &str>(())
+    /// ```
+    pub fn reject(&mut self, reason: RejectReason, time: Time) {
+        if !matches!(self.state, State::AwaitingLogin { .. }) {
+            return;
+        }
+        self.out.clear();
+        self.queue_control(&Payload::Rejected { reason }, 0, time);
+        self.state = State::Rejected {
+            until: time.monotonic.saturating_add(REJECT_DRAIN),
+            discarded: 0,
+            write_shut: false,
+        };
+        self.events.push_back(ServerEvent::Rejected { reason });
+    }
+
+    /// `true`, once, when the driver must shut down the connection's
+    /// sending side: its Rejected is written (see [`reject`](Self::reject)).
+    pub fn poll_write_shutdown(&mut self) -> bool {
+        let written = self.out.bytes == 0;
+        match &mut self.state {
+            State::Rejected { write_shut, .. } if written && !*write_shut => {
+                *write_shut = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `n` bytes the client sent after its connection was rejected, read
+    /// and thrown away; past [`REJECT_DRAIN_BYTES`] the session closes.
+    /// (Outside [`ServerPhase::Rejected`] this does nothing.)
+    pub fn discard_input(&mut self, n: usize) {
+        if let State::Rejected { discarded, .. } = &mut self.state {
+            *discarded = discarded.saturating_add(n);
+            if *discarded >= REJECT_DRAIN_BYTES {
+                self.close(CloseReason::Rejected);
+            }
+        }
     }
 
     /// `Some(reason)` once the connection must be closed: the driver closes

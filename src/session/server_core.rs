@@ -93,6 +93,7 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 use super::admission::{Admission, Limit};
+use super::auth::{Identity, LockOut, LockOutConfig, Request, Verifier};
 use super::retention::{Batch, Retention};
 use super::server::{
     CloseReason, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig, ServerSessionStats,
@@ -101,6 +102,7 @@ use super::server::{
 use super::Time;
 use crate::parse::{Discard, DiscardReason, Event, Parser};
 use crate::sequence::SequenceTracker;
+use crate::wire::{Message, RejectReason};
 
 /// Each connection's receive buffer: clients send only Logins, Heartbeats
 /// and Retransmits (24 bytes each).
@@ -130,6 +132,10 @@ pub struct CoreConfig {
     /// How long a new connection may take to log in before it counts
     /// against the two limits above (250 ms): see the [module docs](self).
     pub admission_grace: Duration,
+    /// Failed authentications per address before its new connections are
+    /// refused for a while (protocol section 11; with a verifier only, see
+    /// [`ServerCore::set_verifier`]).
+    pub lockout: LockOutConfig,
 }
 
 impl CoreConfig {
@@ -149,6 +155,7 @@ impl CoreConfig {
             max_unauthenticated: 128,
             max_unauthenticated_per_peer: 16,
             admission_grace: Duration::from_millis(250),
+            lockout: LockOutConfig::DEFAULT,
         }
     }
 }
@@ -197,6 +204,17 @@ enum Role {
     Retransmission,
 }
 
+/// Where a connection is with its credentials (protocol section 11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthStep {
+    /// The server requires none (an Auth first is ignored).
+    Open,
+    /// The first frame must be an Auth.
+    Awaiting,
+    /// Its Auth was valid: the Login or Retransmit that follows is checked.
+    Authenticated(Identity),
+}
+
 #[derive(Debug)]
 struct Conn {
     session: ServerSession,
@@ -204,6 +222,7 @@ struct Conn {
     peer: SocketAddr,
     generation: u32,
     role: Role,
+    auth: AuthStep,
     /// The timer entry in the heap that counts, if any.
     scheduled: Option<Duration>,
     /// In the ready queue.
@@ -276,6 +295,13 @@ pub struct CoreStats {
     pub displaced_overall: u64,
     /// The most bytes ever queued for one connection.
     pub peak_queue: u64,
+    /// Connections that presented valid credentials (protocol section 11).
+    pub authenticated: u64,
+    /// Failed authentications (Rejected with reason 2).
+    pub auth_failures: u64,
+    /// Connections refused a request their credentials do not permit
+    /// (Rejected with reason 3).
+    pub not_permitted: u64,
     /// Connections closed, by [`CloseReason::index`].
     pub closed: [u64; CloseReason::ALL.len()],
 }
@@ -303,7 +329,6 @@ impl CoreStats {
 }
 
 /// Every server decision that spans connections. See the [module docs](self).
-#[derive(Debug)]
 pub struct ServerCore {
     config: CoreConfig,
     retention: Retention,
@@ -324,6 +349,19 @@ pub struct ServerCore {
     /// Logged-in clients other cores hold (a driver with several event
     /// loops): they count against `max_clients` too.
     clients_elsewhere: u64,
+    /// Checks credentials, when the server requires them.
+    verifier: Option<Arc<dyn Verifier>>,
+    lockout: LockOut,
+}
+
+impl fmt::Debug for ServerCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerCore")
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .field("requires_auth", &self.verifier.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A logged-in connection taken out of one core to be attached to another
@@ -378,7 +416,39 @@ impl ServerCore {
             stats: CoreStats::default(),
             shutting_down: false,
             clients_elsewhere: 0,
+            verifier: None,
+            lockout: LockOut::new(config.lockout),
         }
+    }
+
+    /// Requires every new connection to authenticate first (protocol
+    /// section 11) with `verifier`; `None`: no authentication (an Auth sent
+    /// first is then ignored, as the protocol says). Applies to connections
+    /// accepted from now on. See [`auth`](super::auth) for the rules.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tickwire::session::auth::Credentials;
+    /// use tickwire::session::{CoreConfig, ServerCore, Time};
+    /// let mut core = ServerCore::new(CoreConfig::new(7), Time::default());
+    /// core.set_verifier(Some(Arc::new(Credentials::default())));
+    /// assert!(core.requires_auth());
+    /// ```
+    pub fn set_verifier(&mut self, verifier: Option<Arc<dyn Verifier>>) {
+        self.verifier = verifier;
+    }
+
+    /// Whether new connections must authenticate.
+    #[must_use]
+    pub fn requires_auth(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    /// Connections refused at their accept because their address was
+    /// locked out, and addresses with failures tracked now.
+    #[must_use]
+    pub fn lockout_stats(&self) -> (u64, usize) {
+        (self.lockout.refused(), self.lockout.tracked())
     }
 
     /// Logged-in clients that other cores of the same server hold now: the
@@ -459,6 +529,7 @@ impl ServerCore {
             peer: detached.peer,
             generation: id.generation,
             role: detached.role,
+            auth: AuthStep::Open, // detached after its login: checked already
             scheduled: None,
             ready: false,
             closed: None,
@@ -550,6 +621,11 @@ impl ServerCore {
             peer,
             generation,
             role: Role::Fresh,
+            auth: if self.verifier.is_some() {
+                AuthStep::Awaiting
+            } else {
+                AuthStep::Open
+            },
             scheduled: None,
             ready: false,
             closed: None,
@@ -573,6 +649,12 @@ impl ServerCore {
             if let Some((_, oldest)) = self.fresh.pop_front() {
                 self.enter_admission(oldest);
             }
+        }
+        if self.verifier.is_some() && self.lockout.is_locked(peer.ip(), time.monotonic) {
+            // Section 11: closed without reading or writing.
+            self.lockout.count_refused();
+            self.close(id, CloseReason::LockedOut);
+            return id;
         }
         self.settle(id);
         id
@@ -628,6 +710,7 @@ impl ServerCore {
     /// has reported the whole run they belong to; so does a full buffer.
     pub fn input_committed(&mut self, id: ConnId, n: usize, time: Time) {
         let retention = &self.retention;
+        let verifier = self.verifier.as_deref();
         let Some(conn) = self
             .conns
             .get_mut(id.index())
@@ -636,13 +719,66 @@ impl ServerCore {
         else {
             return;
         };
-        if conn.parser.commit(n).is_err() {
+        if conn.session.phase() == ServerPhase::Rejected {
+            // Drained, never acted on (section 11).
+            let _ = conn.parser.commit(n);
+            conn.parser.consume(usize::MAX);
+            conn.session.discard_input(n);
+        } else if conn.parser.commit(n).is_err() {
             conn.session
                 .handle_event(&garbage(n as u64), time, retention);
         } else {
+            if let (AuthStep::Awaiting, Some(verifier)) = (conn.auth, verifier) {
+                match check_auth(conn, verifier, time, retention) {
+                    Gate::Wait => {}
+                    Gate::Passed(identity) => {
+                        self.stats.authenticated += 1;
+                        self.events.push_back(CoreEvent::Session {
+                            conn: id,
+                            peer: conn.peer,
+                            event: ServerEvent::Authenticated {
+                                key_id: identity.key_id,
+                            },
+                        });
+                    }
+                    Gate::Failed => {
+                        self.stats.auth_failures += 1;
+                        self.lockout.failed(conn.peer.ip(), time.monotonic);
+                    }
+                    Gate::NotAuth => {}
+                }
+            }
             let session = &mut conn.session;
-            conn.parser
-                .drain(|event| session.handle_event(&event, time, retention));
+            match (conn.auth, verifier) {
+                (AuthStep::Authenticated(identity), Some(verifier))
+                    if session.phase() == ServerPhase::AwaitingLogin =>
+                {
+                    // The request that follows a valid Auth is authorized.
+                    let mut refused = false;
+                    conn.parser.drain(|event| {
+                        let request = match &event {
+                            Event::Frame(Message::Login(_)) => Some(Request::Subscribe),
+                            Event::Frame(Message::Retransmit(_)) => Some(Request::Retransmit),
+                            _ => None,
+                        };
+                        let awaiting = session.phase() == ServerPhase::AwaitingLogin;
+                        match request {
+                            Some(r) if awaiting && !verifier.authorize(&identity, r) => {
+                                refused = true;
+                                session.reject(RejectReason::NotPermitted, time);
+                            }
+                            _ => session.handle_event(&event, time, retention),
+                        }
+                    });
+                    if refused {
+                        self.stats.not_permitted += 1;
+                    }
+                }
+                (AuthStep::Awaiting, _) => {} // nothing is parsed before the Auth
+                _ => conn
+                    .parser
+                    .drain(|event| session.handle_event(&event, time, retention)),
+            }
             let discarded = conn.parser.stats().discarded_bytes;
             if discarded > 0 {
                 conn.session
@@ -685,10 +821,18 @@ impl ServerCore {
             .and_then(Option::as_mut)
             .filter(|c| c.generation == id.generation && c.closed.is_none())
         {
+            if conn.session.phase() == ServerPhase::Rejected {
+                conn.session.discard_input(0);
+                self.settle(id);
+                self.close(id, CloseReason::Rejected);
+                return;
+            }
             conn.parser.finish();
             let session = &mut conn.session;
-            conn.parser
-                .drain(|event| session.handle_event(&event, time, retention));
+            if conn.auth != AuthStep::Awaiting {
+                conn.parser
+                    .drain(|event| session.handle_event(&event, time, retention));
+            } // else its first frame is incomplete: no Rejected (section 11)
         }
         self.settle(id);
         self.close(id, CloseReason::PeerClosed);
@@ -1047,6 +1191,18 @@ impl ServerCore {
         self.mark_ready(id);
     }
 
+    /// `true`, once, when the driver must shut down the sending side of
+    /// `id`'s socket (`shutdown(Write)`), then go on reading it: its
+    /// Rejected is written (protocol section 11; see
+    /// [`ServerSession::reject`]). Ask after writing what
+    /// [`poll_transmit`](Self::poll_transmit) gave, when it gives nothing
+    /// more.
+    pub fn poll_write_shutdown(&mut self, id: ConnId) -> bool {
+        self.conn_mut(id)
+            .filter(|c| c.closed.is_none())
+            .is_some_and(|c| c.session.poll_write_shutdown())
+    }
+
     fn mark_ready(&mut self, id: ConnId) {
         if let Some(conn) = self.conn_mut(id) {
             if !conn.ready {
@@ -1151,4 +1307,60 @@ fn garbage(bytes: u64) -> Event<'static> {
         bytes,
         reason: DiscardReason::NoSync,
     })
+}
+
+/// What [`check_auth`] found.
+enum Gate {
+    /// Not all of the Auth is here yet.
+    Wait,
+    /// A valid Auth, consumed.
+    Passed(Identity),
+    /// An Auth that is not well-formed or not valid: Rejected 2 queued.
+    Failed,
+    /// Not an Auth: Rejected 1 queued.
+    NotAuth,
+}
+
+/// The first bytes of a connection that must authenticate (protocol section
+/// 11): no resynchronizing before the Auth; anything but its first four
+/// bytes is answered at once, an Auth once its 72 bytes are here.
+fn check_auth(conn: &mut Conn, verifier: &dyn Verifier, time: Time, retention: &Retention) -> Gate {
+    const LEN: usize = crate::wire::MsgType::Auth.frame_len();
+    let head = crate::wire::MsgType::Auth.head_word().to_le_bytes();
+    let bytes = conn.parser.unparsed();
+    let seen = bytes.len().min(head.len());
+    if bytes.get(..seen) != head.get(..seen) {
+        conn.session
+            .reject(RejectReason::AuthenticationRequired, time);
+        return Gate::NotAuth;
+    }
+    let Some(frame) = bytes.get(..LEN) else {
+        return Gate::Wait;
+    };
+    let identity = match Message::decode(frame) {
+        Ok((message @ Message::Auth(auth), _)) if auth.is_well_formed() => {
+            let identity = auth
+                .key_id()
+                .ok()
+                .and_then(|key_id| verifier.authenticate(&key_id, &auth.secret(), conn.peer.ip()));
+            if identity.is_some() {
+                // Its first frame, for the session's rule on a second Auth.
+                conn.session
+                    .handle_event(&Event::Frame(message), time, retention);
+            }
+            identity
+        }
+        _ => None,
+    };
+    conn.parser.consume(LEN);
+    match identity {
+        Some(identity) => {
+            conn.auth = AuthStep::Authenticated(identity);
+            Gate::Passed(identity)
+        }
+        None => {
+            conn.session.reject(RejectReason::NotAuthorized, time);
+            Gate::Failed
+        }
+    }
 }

@@ -104,6 +104,14 @@ pub enum ClientEvent {
         /// The server tried next.
         to: usize,
     },
+    /// The server refused the connection (protocol section 11); see
+    /// [`session::ClientEvent::Rejected`](crate::session::ClientEvent::Rejected).
+    Rejected {
+        /// The server that refused (an index into the fail-over list).
+        server: usize,
+        /// Why.
+        reason: crate::wire::RejectReason,
+    },
     /// Retries are exhausted: the client is disconnected for good (the
     /// stream ends after this event).
     GaveUp {
@@ -155,6 +163,7 @@ impl ClientEvent {
             E::Lost(why) => ClientEvent::Lost(why),
             E::Retrying { attempt, delay } => ClientEvent::Retrying { attempt, delay },
             E::GaveUp { attempts, last } => ClientEvent::GaveUp { attempts, last },
+            E::Rejected { server, reason } => ClientEvent::Rejected { server, reason },
             E::Failover { from, to } => ClientEvent::Failover { from, to },
         })
     }
@@ -164,8 +173,11 @@ type Connecting = Pin<Box<dyn Future<Output = Result<TcpStream, IoFailure>> + Se
 
 /// One connection attempt to `server`: a name is resolved now (without
 /// blocking the runtime), then each of its addresses is tried in turn.
-async fn connect(server: ServerAddr) -> Result<TcpStream, IoFailure> {
-    let addrs: Vec<SocketAddr> = match &server {
+///
+/// `loopback_only`: credentials go in clear, so only loopback addresses
+/// are tried ([`ClientConfig::allow_plain_auth`]).
+async fn connect(server: ServerAddr, loopback_only: bool) -> Result<TcpStream, IoFailure> {
+    let mut addrs: Vec<SocketAddr> = match &server {
         ServerAddr::Socket(addr) => std::vec![*addr],
         ServerAddr::Name(name) => match ::tokio::net::lookup_host(name.as_str()).await {
             Ok(addrs) => addrs.collect(),
@@ -175,6 +187,16 @@ async fn connect(server: ServerAddr) -> Result<TcpStream, IoFailure> {
             }
         },
     };
+    if loopback_only {
+        addrs.retain(|a| a.ip().is_loopback());
+        if addrs.is_empty() {
+            log::error!(
+                "{server}: not a loopback address: credentials are not sent in clear \
+                 (allow_plain_auth)"
+            );
+            return Err(IoFailure::Other);
+        }
+    }
     let mut failure = IoFailure::Unresolved; // (resolved to no address)
     for addr in addrs {
         match TcpStream::connect(addr).await {
@@ -386,8 +408,11 @@ impl Client {
             match action {
                 Action::Connect => {
                     self.close_stream();
+                    let plain_auth_only =
+                        self.config.credentials.is_some() && !self.config.allow_plain_auth;
                     self.connecting = Some(Box::pin(connect(
                         self.config.server_at(self.session.server()).clone(),
+                        plain_auth_only,
                     )));
                 }
                 Action::Send(frame) => self.out.extend_from_slice(frame.as_bytes()),

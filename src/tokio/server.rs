@@ -766,6 +766,11 @@ fn write_some(id: ConnId, stream: &TcpStream, shared: &Shared) -> io::Result<()>
             .poll_transmit(id, time)
             .map(|tx| tx.to_owned(MAX_SLICES))
         else {
+            if shared.state().core.poll_write_shutdown(id) {
+                // After a Rejected (section 11): reading goes on until the
+                // client closes.
+                let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+            }
             return Ok(());
         };
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];

@@ -8,6 +8,7 @@ mod demo;
 mod dgram;
 mod drive;
 mod export;
+mod keygen;
 mod logging;
 mod measure;
 mod pretty;
@@ -335,6 +336,24 @@ enum Command {
         #[command(flatten)]
         datagrams: dgram::ReceiveArgs,
     },
+    /// Make a key for authenticated logins (protocol section 11).
+    ///
+    /// 32 random bytes from the operating system are written as 64 hex
+    /// digits to a new file (never overwritten) readable by its owner only
+    /// (0600). Prints the line to add to the server's credentials file
+    /// (`KEY_ID:SHA256[:PERMS]`), never the secret.
+    Keygen {
+        /// The key's name: 1 to 16 characters from A-Z a-z 0-9 - _ .
+        #[arg(long, value_parser = keygen::key_id)]
+        key_id: tickwire::wire::KeyId,
+        /// The file to create for the secret (it must not exist).
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// What the key may open: subscribe, retransmit, or both
+        /// (comma-separated; default: both, no list in the line).
+        #[arg(long, value_parser = keygen::permissions)]
+        permissions: Option<tickwire::session::auth::Permissions>,
+    },
 }
 
 impl Command {
@@ -350,6 +369,7 @@ impl Command {
             Command::Relay { .. } => "relay",
             Command::Demo { .. } => "demo",
             Command::Bench { .. } => "bench",
+            Command::Keygen { .. } => "keygen",
         }
     }
 }
@@ -385,6 +405,11 @@ fn main() -> ExitCode {
             output,
         } => gen(count, seed, corrupt, instruments, &output),
         Command::Dump { file, pretty } => dump(&file, pretty),
+        Command::Keygen {
+            key_id,
+            secret_file,
+            permissions,
+        } => keygen::run(&key_id, &secret_file, permissions),
         Command::Export {
             file,
             format,
