@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use tickwire::encode::QuoteFields;
 use tickwire::net::{
-    DatagramClient, DatagramClientConfig, DatagramOutputConfig, DatagramSender, Server,
-    ServerConfig,
+    DatagramClient, DatagramClientConfig, DatagramOutputConfig, DatagramSender, LoopOptions,
+    Server, ServerConfig,
 };
 use tickwire::session::datagram::DatagramEvent;
 use tickwire::Payload;
@@ -107,10 +107,13 @@ fn sender_case(
     output.batch_syscalls = batch_syscalls;
     output.max_datagram = size;
     output.send_buffer = Some(16 << 20);
-    output.sender = sender;
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         datagrams: Some(output),
+        mio: LoopOptions {
+            datagram_sender: sender,
+            ..LoopOptions::default()
+        },
         ..ServerConfig::default()
     })
     .unwrap()

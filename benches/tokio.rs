@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use mio::{Events, Interest, Poll, Token};
-use tickwire::net::{unix_nanos, ClientConfig, Connection, ServerConfig};
+use tickwire::net::{unix_nanos, ClientConfig, Connection, LoopOptions, ServerConfig};
 use tickwire::parse::Event;
 use tickwire::{encode, Message, Payload, Sequencer};
 use tokio_util::codec::{FramedWrite, LengthDelimitedCodec};
@@ -82,13 +82,17 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn server_config() -> ServerConfig {
-    ServerConfig {
+    let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        publish_queue: 64,
-        slow_threshold: 64 << 20,
-        client_queue: 128 << 20,
+        mio: LoopOptions {
+            publish_queue: 64, // the mio server's; the tokio server has no queue
+            ..LoopOptions::default()
+        },
         ..ServerConfig::default()
-    }
+    };
+    config.core.session.slow_threshold = 64 << 20;
+    config.core.session.queue_limit = 128 << 20;
+    config
 }
 
 fn start(kind: Kind) -> Running {

@@ -81,13 +81,15 @@
 //!
 //! * `net::Server` / `net::ServerHandle` / `net::Publisher`: the reference
 //!   server. `Server::bind(ServerConfig)` then `spawn()` runs its event loop
-//!   on a thread; publishers number and encode batches on their own threads;
+//!   on a thread (`ServerConfig` holds the core's rules, `core: CoreConfig`,
+//!   and with `net` the event loops' own settings, `mio: LoopOptions`);
+//!   publishers number and encode batches on their own threads;
 //!   the event loop moves bytes and time for a `session::ServerCore`, which
 //!   logs clients in, replays from its retention ring, broadcasts, sends
 //!   heartbeats, skips or disconnects slow clients (`SlowPolicy`), and on
 //!   `shutdown()` sends EndOfSession to everyone. `tokio::Server` is the
 //!   same core on tokio.
-//! * `net::client::Client`: the reference client, a state machine
+//! * `net::Client`: the reference client, a state machine
 //!   (`ClientState`: disconnected, connecting, connected, reconnecting)
 //!   driven by `poll(timeout, on_event)` or the blocking `run`. It
 //!   reconnects with `policy::Backoff`, logs in with the next sequence it
@@ -97,10 +99,15 @@
 //! * `net::Connection`: one non-blocking, edge-triggered mio connection with
 //!   a parser and a bounded outbound queue, for programs of your own (the
 //!   reference server and client keep their state in their sessions).
-//! * `net::FrameReader` / `net::FrameWriter`: blocking adapters over any
-//!   `Read` / `Write` (files, `std::net::TcpStream`).
+//! * `io::FrameReader` / `io::FrameWriter` (`std` feature, no mio):
+//!   blocking adapters over any `Read` / `Write` (files,
+//!   `std::net::TcpStream`).
 //! * `net::classify`: what an I/O error means for a connection (wait, retry,
 //!   peer gone, fatal).
+//!
+//! With the `tokio` feature and without `net`, `tickwire::net` holds only
+//! what the tokio drivers share with these (the configs, the stats,
+//! `ServerAddr`, `PublishError`, `classify`, `unix_nanos`): no mio.
 //!
 //! The `tickwire` tool (`cli` feature) is built on these: `serve` on the
 //! server, `subscribe` and `record` on the client.
@@ -125,7 +132,7 @@
 //! | `synth`     | no      | `synth`: the seeded synthetic feed generator and damager |
 //! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`] |
 //! | `net`       | no      | `net`: mio connections, the reference server and client; implies `std` |
-//! | `tokio`     | no      | `tokio`: a `tokio_util` codec (`FrameCodec`, owned `Frame`s over `bytes::Bytes`), the async `Client` and `Server` over the same sessions; implies `net` |
+//! | `tokio`     | no      | `tokio`: a `tokio_util` codec (`FrameCodec`, owned `Frame`s over `bytes::Bytes`), the async `Client` and `Server` over the same sessions; with it `net` holds what both drivers share (configs, stats, `ServerAddr`…); no mio, the mio drivers need `net` |
 //! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `export`, `serve`, `subscribe`, `record`, `demo`, `bench`); implies `std`, `synth`, `net` |
 //! | `parquet`   | no      | `tickwire export --format parquet` (the `parquet` crate, without arrow); implies `cli` |
 //!
@@ -146,8 +153,8 @@ pub mod encode;
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod io;
 pub mod json;
-#[cfg(feature = "net")]
-#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
+#[cfg(any(feature = "net", feature = "tokio"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "net", feature = "tokio"))))]
 pub mod net;
 pub mod parse;
 pub mod policy;

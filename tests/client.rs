@@ -36,7 +36,7 @@ fn through_proxy(
 ) -> (Log, Vec<Vec<u8>>, Proxy) {
     let server = server_on("127.0.0.1:0".parse().unwrap(), |c| {
         if let Some(hb) = heartbeat {
-            c.heartbeat_interval = hb;
+            c.core.session.heartbeat_interval = hb;
         }
     });
     let proxy = Proxy::start(server.local_addr(), faults);
@@ -132,7 +132,9 @@ fn blackhole_is_detected_by_liveness_then_resumed() {
 
 #[test]
 fn server_restart_backs_off_then_finds_the_new_session() {
-    let first = server_on("127.0.0.1:0".parse().unwrap(), |c| c.session_id = Some(1));
+    let first = server_on("127.0.0.1:0".parse().unwrap(), |c| {
+        c.core.session.session_id = 1
+    });
     let addr = first.local_addr();
     let mut config = ClientConfig::new(addr);
     config.from = 1;
@@ -164,7 +166,7 @@ fn server_restart_backs_off_then_finds_the_new_session() {
             "attempt {i}: {gap} ms, want {want} ms"
         );
     }
-    let second = server_on(addr, |c| c.session_id = Some(2));
+    let second = server_on(addr, |c| c.core.session.session_id = 2);
     second.publisher().publish(messages(5, 5)).unwrap();
     let log = drive(&mut client, Duration::from_secs(10), |l| {
         l.frames.len() >= 5
@@ -238,7 +240,7 @@ fn corrupted_bytes_are_reported_and_intact_frames_delivered() {
 
 #[test]
 fn a_range_the_server_no_longer_has_is_reported_exactly() {
-    let server = server_on("127.0.0.1:0".parse().unwrap(), |c| c.retain = 100);
+    let server = server_on("127.0.0.1:0".parse().unwrap(), |c| c.core.retain = 100);
     server.publisher().publish(messages(7, 300)).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.stats().frames_published < 300 {
@@ -305,7 +307,7 @@ fn a_close_right_after_data_is_seen_at_once() {
 fn a_client_set_drives_clients_through_different_faults_in_one_thread() {
     let hb = Duration::from_millis(100);
     let server = server_on("127.0.0.1:0".parse().unwrap(), |c| {
-        c.heartbeat_interval = hb
+        c.core.session.heartbeat_interval = hb
     });
     let fragmenting = Proxy::start(
         server.local_addr(),
@@ -536,7 +538,7 @@ fn run_stops_at_break_and_the_next_run_goes_on_with_the_next_frame() {
 /// held for the next call, not lost.
 #[test]
 fn a_break_on_a_gap_keeps_the_frame_that_came_with_it() {
-    let server = server_on("127.0.0.1:0".parse().unwrap(), |c| c.retain = 100);
+    let server = server_on("127.0.0.1:0".parse().unwrap(), |c| c.core.retain = 100);
     let want = published(&server, 7, 300);
     let mut client = Client::new(fast_config(server.local_addr())).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -673,9 +675,9 @@ fn an_unresolvable_name_is_a_failed_connect_then_retried() {
 #[test]
 fn a_client_the_server_skipped_heals_the_range_and_misses_nothing() {
     let server = server_on("127.0.0.1:0".parse().unwrap(), |c| {
-        c.slow_threshold = 64 << 10;
-        c.slow_grace = Duration::from_millis(20);
-        c.client_queue = 256 << 10;
+        c.core.session.slow_threshold = 64 << 10;
+        c.core.session.slow_grace = Duration::from_millis(20);
+        c.core.session.queue_limit = 256 << 10;
         c.send_buffer = Some(64 << 10);
     });
     let mut client = Client::new(fast_config(server.local_addr())).unwrap();

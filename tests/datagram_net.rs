@@ -33,6 +33,7 @@ use tickwire::net::{
 use tickwire::parse::Event;
 use tickwire::sequence::Gap;
 use tickwire::session::datagram::DatagramEvent;
+use tickwire::session::CoreConfig;
 use tickwire::{encode, Message, Payload};
 
 /// What the injector does to one line.
@@ -166,13 +167,14 @@ fn data_frames(datagram: &[u8]) -> u64 {
 fn server_config(lines: &[SocketAddr]) -> ServerConfig {
     let mut output = DatagramOutputConfig::new(lines[0]);
     output.line_b = lines.get(1).copied();
-    ServerConfig {
+    let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        session_id: Some(0x5EED),
-        heartbeat_interval: Duration::from_millis(100),
+        core: CoreConfig::new(0x5EED),
         datagrams: Some(output),
         ..ServerConfig::default()
-    }
+    };
+    config.core.session.heartbeat_interval = Duration::from_millis(100);
+    config
 }
 
 /// A server whose datagrams go to the injector's inputs.
@@ -340,9 +342,7 @@ fn one_lossy_line_every_frame_once_in_order() {
 fn one_lossy_line_sent_by_the_event_loop() {
     one_lossy_line(|lines| {
         Origin::Mio(server(lines, |config| {
-            if let Some(d) = &mut config.datagrams {
-                d.sender = DatagramSender::EventLoop;
-            }
+            config.mio.datagram_sender = DatagramSender::EventLoop;
         }))
     });
 }
@@ -489,7 +489,7 @@ fn oldest_retained(server: SocketAddr) -> u64 {
 fn gap_exactly_where_the_retention_no_longer_has_it() {
     let mut c = client(1);
     let injector = Injector::new(33, c.local_addrs(), &[Faults::default()]);
-    let server = server(&injector.inputs, |config| config.retain = 1000);
+    let server = server(&injector.inputs, |config| config.core.retain = 1000);
     c = with_retransmit(c, server.local_addr());
     let msgs = messages(3, 2600);
     let expected = expected_bytes(&msgs, 1);
@@ -629,7 +629,7 @@ fn datagrams_leave_from_the_publishing_thread() {
 fn a_tcp_subscriber_of_a_datagram_server_misses_nothing() {
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let server = server(&[sink.local_addr().unwrap()], |c| {
-        c.heartbeat_interval = Duration::from_secs(5);
+        c.core.session.heartbeat_interval = Duration::from_secs(5);
     });
     let published = |server: &ServerHandle, want: u64| {
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -691,11 +691,9 @@ fn a_relay_feed_session_change_reaches_the_datagram_lines_in_order() {
     for sender in [DatagramSender::Publisher, DatagramSender::EventLoop] {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let server = server(&[a.local_addr().unwrap()], |c| {
-            c.heartbeat_interval = Duration::from_secs(5);
-            c.session_id = Some(0x01D);
-            if let Some(d) = &mut c.datagrams {
-                d.sender = sender;
-            }
+            c.core.session.heartbeat_interval = Duration::from_secs(5);
+            c.core.session.session_id = 0x01D;
+            c.mio.datagram_sender = sender;
         });
         let feed = server.relay_feed();
         let old = messages(21, 30);
@@ -839,16 +837,14 @@ fn section_8(batch_syscalls: bool) {
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     let lines = [a.local_addr().unwrap(), b.local_addr().unwrap()];
     let server = server(&lines, |config| {
-        config.heartbeat_interval = Duration::from_millis(250);
+        config.core.session.heartbeat_interval = Duration::from_millis(250);
         if let Some(d) = &mut config.datagrams {
             d.max_datagram = 128; // a Packet and two frames at most
             d.batch_syscalls = batch_syscalls;
         }
         if !batch_syscalls {
-            config.threads = 2; // with a second event loop, the same datagrams
-            if let Some(d) = &mut config.datagrams {
-                d.sender = DatagramSender::EventLoop; // and from the loop
-            }
+            config.mio.threads = 2; // with a second event loop, the same datagrams
+            config.mio.datagram_sender = DatagramSender::EventLoop; // and from the loop
         }
     });
     let msgs = messages(4, 300);
@@ -1229,7 +1225,9 @@ fn receive_buffer_capped_or_forced() {
 fn a_restarted_publisher_is_a_new_session() {
     let mut c = client(1);
     let injector = Injector::new(66, c.local_addrs(), &[Faults::default()]);
-    let first = server(&injector.inputs, |config| config.session_id = Some(1));
+    let first = server(&injector.inputs, |config| {
+        config.core.session.session_id = 1
+    });
     c = with_retransmit(c, first.local_addr());
     let msgs = messages(7, 200);
     let mut got = Received::default();
@@ -1259,7 +1257,9 @@ fn a_restarted_publisher_is_a_new_session() {
     first.shutdown().unwrap();
     poll(&mut c, &mut got, &|g| g.end.is_some());
     assert_eq!(got.end, Some(101));
-    let second = server(&injector.inputs, |config| config.session_id = Some(2));
+    let second = server(&injector.inputs, |config| {
+        config.core.session.session_id = 2
+    });
     second.publisher().publish(msgs[100..].to_vec()).unwrap();
     poll(&mut c, &mut got, &|g| g.sequences.len() >= 200);
     assert!(got.gaps.is_empty(), "{:?}", got.gaps);
@@ -1421,7 +1421,7 @@ fn multicast_scenario(test: &str, subnet: u8, percent: u32, a_down: bool, restar
     let tweak = move |listen: SocketAddr, session: u64| {
         move |config: &mut ServerConfig| {
             config.listen = listen;
-            config.session_id = Some(session);
+            config.core.session.session_id = session;
             if let Some(d) = &mut config.datagrams {
                 d.interface = Some(host);
                 d.loopback = false;

@@ -30,7 +30,7 @@ fn local() -> SocketAddr {
 
 fn origin(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     server_on(local(), |c| {
-        c.heartbeat_interval = Duration::from_millis(100);
+        c.core.session.heartbeat_interval = Duration::from_millis(100);
         tweak(c);
     })
 }
@@ -42,10 +42,10 @@ fn relay_of(upstream: &[SocketAddr]) -> Relay {
 /// A relay whose server runs `threads` event loops.
 fn relay_with_threads(upstream: &[SocketAddr], threads: usize) -> Relay {
     let mut config = RelayConfig::new(upstream, local()).unwrap();
-    config.server.threads = threads;
+    config.server.mio.threads = threads;
     config.upstream.heartbeat_interval = Duration::from_millis(100);
     config.upstream.backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
-    config.server.heartbeat_interval = Duration::from_millis(100);
+    config.server.core.session.heartbeat_interval = Duration::from_millis(100);
     Relay::start(config).unwrap()
 }
 
@@ -204,7 +204,9 @@ fn an_upstream_session_change_ends_the_relays_session_and_its_clients_see_the_ne
     });
     // The origin restarts on the same address: a new session.
     origin1.shutdown().unwrap();
-    let origin2 = server_on(addr, |c| c.heartbeat_interval = Duration::from_millis(100));
+    let origin2 = server_on(addr, |c| {
+        c.core.session.heartbeat_interval = Duration::from_millis(100)
+    });
     assert_ne!(origin2.session_id(), old_session);
     origin2.publisher().publish(second_msgs.clone()).unwrap();
     let log = client.join().unwrap();
@@ -252,7 +254,7 @@ fn a_relay_serves_datagrams_under_the_upstream_session_and_retransmits_from_its_
     let client = DatagramClient::new(receiver.clone()).unwrap();
     let line = client.local_addrs()[0];
     let mut config = RelayConfig::new(&[origin.local_addr()], local()).unwrap();
-    config.server.heartbeat_interval = Duration::from_millis(100);
+    config.server.core.session.heartbeat_interval = Duration::from_millis(100);
     let mut output = DatagramOutputConfig::new(line);
     output.max_datagram = 300; // re-packed into the relay's own size
     config.server.datagrams = Some(output);
@@ -412,7 +414,7 @@ fn a_relay_started_late_takes_the_upstreams_whole_retention_without_a_gap() {
     const RETAIN: usize = 1_000;
     let msgs = messages(23, N);
     let want = expected_frames(&msgs);
-    let origin = origin(|c| c.retain = RETAIN);
+    let origin = origin(|c| c.core.retain = RETAIN);
     origin.publisher().publish(msgs).unwrap();
     wait_until("the origin's frames", || {
         origin.stats().frames_published == N as u64

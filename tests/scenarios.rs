@@ -6,8 +6,9 @@
 //! - `mio_`: the mio server (`tickwire::net::Server`, one event loop, as
 //!   `tickwire serve` runs it) over 127.0.0.1, the client a blocking std
 //!   `TcpStream`, real time with bounded waits;
-//! - `mio2_`: the same with two event loops (`threads: 2`) and loop-only
-//!   writes (`publisher_writes: false`);
+//! - `mio2_`: the same with two event loops (`mio.threads: 2`) and
+//!   loop-only writes (`mio.publisher_writes: false`); these two with the
+//!   `net` feature only;
 //! - `tokio_`: the tokio server (`tickwire::tokio::Server`, on a runtime of
 //!   its own) over 127.0.0.1, the same client;
 //! - `sim_`: a simulated driver, one `ServerCore` and in-memory byte pipes
@@ -74,7 +75,9 @@ use std::time::{Duration, Instant};
 
 use tickwire::net::{Messages, ServerConfig, ServerStats};
 use tickwire::parse::{Event, Parser};
-use tickwire::session::{Batch, CloseReason, ConnId, CoreStats, ServerCore, SlowPolicy, Time};
+use tickwire::session::{
+    Batch, CloseReason, ConnId, CoreConfig, CoreStats, ServerCore, SlowPolicy, Time,
+};
 use tickwire::{Message, MsgType, Payload, Sequencer};
 
 const MS: Duration = Duration::from_millis(1);
@@ -358,8 +361,9 @@ fn real_config(mut config: ServerConfig) -> ServerConfig {
     config
 }
 
-/// The mio server; `THREADS` event loops (`ServerConfig::threads`), the
+/// The mio server; `THREADS` event loops (`LoopOptions::threads`), the
 /// loop the only writer with `THREADS` > 1 (`publisher_writes: false`).
+#[cfg(feature = "net")]
 struct MioN<const THREADS: usize> {
     handle: Option<tickwire::net::ServerHandle>,
     addr: SocketAddr,
@@ -367,15 +371,17 @@ struct MioN<const THREADS: usize> {
 }
 
 /// The mio server as `tickwire serve` runs it: one event loop.
+#[cfg(feature = "net")]
 type Mio = MioN<1>;
 
+#[cfg(feature = "net")]
 impl<const THREADS: usize> Driver for MioN<THREADS> {
     type Client = TcpClient;
 
     fn start(mut config: ServerConfig) -> Self {
         if THREADS > 1 {
-            config.threads = THREADS;
-            config.publisher_writes = false;
+            config.mio.threads = THREADS;
+            config.mio.publisher_writes = false;
         }
         let handle = tickwire::net::Server::bind(real_config(config))
             .unwrap()
@@ -637,8 +643,12 @@ impl Driver for Sim {
     type Client = SimClient;
 
     fn start(config: ServerConfig) -> Sim {
-        // The simulation takes the real drivers' settings the way they do.
-        let core = config.core(config.session_id.unwrap_or(SESSION));
+        // The simulation takes the real drivers' settings the way they do
+        // (its own session id where they would pick a random one).
+        let mut core = config.core;
+        if core.session.session_id == 0 {
+            core.session.session_id = SESSION;
+        }
         let t = Time::new(Duration::ZERO, UNIX0);
         let world = World {
             core: ServerCore::new(core, t),
@@ -776,12 +786,19 @@ impl Conn for SimClient {
 // Scenario helpers.
 
 fn config() -> ServerConfig {
-    ServerConfig {
-        session_id: Some(SESSION),
-        login_timeout: Duration::from_secs(2),
-        publisher_writes: true,
+    let mut config = ServerConfig {
+        core: CoreConfig::new(SESSION),
         ..ServerConfig::default()
-    }
+    };
+    config.core.session.login_timeout = Duration::from_secs(2);
+    config
+}
+
+/// [`config`], changed by `tweak`.
+fn config_with(tweak: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+    let mut config = config();
+    tweak(&mut config);
+    config
 }
 
 fn login(from: u64) -> [u8; 24] {
@@ -953,10 +970,9 @@ fn live_only<D: Driver>() {
 ///    retained frame.
 fn login_before_retention<D: Driver>() {
     let feed = Feed::new(1000);
-    let mut d = D::start(ServerConfig {
-        retain: 100,
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.retain = 100;
+    }));
     feed.publish(&mut d, 1, 1000, 10);
     taken(&mut d, 1000);
     let mut c = d.connect();
@@ -975,10 +991,9 @@ fn login_before_retention<D: Driver>() {
 ///    (100 ms) after the last frame it was sent, carrying the next sequence.
 fn heartbeat_when_idle<D: Driver>() {
     let feed = Feed::new(10);
-    let mut d = D::start(ServerConfig {
-        heartbeat_interval: 100 * MS,
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.session.heartbeat_interval = 100 * MS;
+    }));
     feed.publish(&mut d, 1, 10, 10);
     taken(&mut d, 10);
     let mut c = d.connect();
@@ -1015,10 +1030,9 @@ fn heartbeat_when_idle<D: Driver>() {
 /// 5. A connection that sends nothing is closed at the login timeout
 ///    (200 ms), as `LoginTimeout`.
 fn login_timeout<D: Driver>() {
-    let mut d = D::start(ServerConfig {
-        login_timeout: 200 * MS,
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.session.login_timeout = 200 * MS;
+    }));
     let mut c = d.connect();
     assert!(c.read_until(WAIT, &mut closed), "closed at the timeout");
     let waited = c.log().closed_at.unwrap();
@@ -1056,10 +1070,9 @@ fn second_login<D: Driver>() {
 ///    (`MaxClients`, no LoginAccepted); the first is served on.
 fn max_clients<D: Driver>() {
     let feed = Feed::new(5);
-    let mut d = D::start(ServerConfig {
-        max_clients: 1,
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.max_clients = 1;
+    }));
     let mut a = d.connect();
     a.send(&login(0));
     assert!(a.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
@@ -1083,14 +1096,13 @@ fn slow_client_skip<D: Driver>() {
     const BATCH: usize = 50;
     let total = BATCHES * BATCH + 10;
     let feed = Feed::new(total);
-    let mut d = D::start(ServerConfig {
-        slow_policy: SlowPolicy::Skip,
-        slow_threshold: 8 << 10,
-        slow_grace: 20 * MS,
-        client_queue: 16 << 10,
-        send_buffer: Some(8 << 10),
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.session.slow_policy = SlowPolicy::Skip;
+        c.core.session.slow_threshold = 8 << 10;
+        c.core.session.slow_grace = 20 * MS;
+        c.core.session.queue_limit = 16 << 10;
+        c.send_buffer = Some(8 << 10);
+    }));
     let mut c = d.connect();
     c.send(&login(0));
     assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
@@ -1263,14 +1275,13 @@ fn slow_client_disconnect<D: Driver>() {
     const BATCHES: usize = 200;
     const BATCH: usize = 50;
     let feed = Feed::new(BATCHES * BATCH);
-    let mut d = D::start(ServerConfig {
-        slow_policy: SlowPolicy::Disconnect,
-        slow_threshold: 8 << 10,
-        slow_grace: 20 * MS,
-        client_queue: 16 << 10,
-        send_buffer: Some(8 << 10),
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.session.slow_policy = SlowPolicy::Disconnect;
+        c.core.session.slow_threshold = 8 << 10;
+        c.core.session.slow_grace = 20 * MS;
+        c.core.session.queue_limit = 16 << 10;
+        c.send_buffer = Some(8 << 10);
+    }));
     let mut c = d.connect();
     c.send(&login(0));
     assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
@@ -1296,14 +1307,13 @@ fn slow_client_disconnect<D: Driver>() {
 fn disconnect_skips_nothing<D: Driver>() {
     const BATCH: usize = 50;
     let feed = Feed::new(100 * BATCH);
-    let mut d = D::start(ServerConfig {
-        slow_policy: SlowPolicy::Disconnect,
-        slow_threshold: 8 << 10,
-        slow_grace: 20 * MS,
-        client_queue: 16 << 10,
-        send_buffer: Some(8 << 10),
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.session.slow_policy = SlowPolicy::Disconnect;
+        c.core.session.slow_threshold = 8 << 10;
+        c.core.session.slow_grace = 20 * MS;
+        c.core.session.queue_limit = 16 << 10;
+        c.send_buffer = Some(8 << 10);
+    }));
     let mut c = d.connect();
     c.send(&login(0));
     assert!(c.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
@@ -1326,11 +1336,10 @@ fn disconnect_skips_nothing<D: Driver>() {
 ///     displaced (`UnauthenticatedLimit`); the newest stay, and a real
 ///     client still logs in.
 fn idle_connections_displaced<D: Driver>() {
-    let mut d = D::start(ServerConfig {
-        max_unauthenticated_per_peer: 2,
-        admission_grace: 50 * MS,
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.max_unauthenticated_per_peer = 2;
+        c.core.admission_grace = 50 * MS;
+    }));
     let mut idle = Vec::new();
     for i in 0..5 {
         idle.push(d.connect());
@@ -1367,10 +1376,9 @@ fn heartbeat_before_login<D: Driver>() {
 /// 18. A Login in two pieces 50 ms apart is one Login; half a Login and
 ///     then silence is a login timeout, not bad data.
 fn fragmented_login<D: Driver>() {
-    let mut d = D::start(ServerConfig {
-        login_timeout: 300 * MS,
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.session.login_timeout = 300 * MS;
+    }));
     let bytes = login(0);
     let mut whole = d.connect();
     whole.send(&bytes[..10]);
@@ -1428,11 +1436,10 @@ fn login_from_future<D: Driver>() {
 ///     beyond the live edge (nothing).
 fn retransmission_edges<D: Driver>() {
     let feed = Feed::new(1000);
-    let mut d = D::start(ServerConfig {
-        retransmit_cap: 20,
-        retain: 500,
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.retain = 500;
+        c.core.session.retransmit_cap = 20;
+    }));
     feed.publish(&mut d, 1, 1000, 100);
     taken(&mut d, 1000);
     let mut c = d.connect();
@@ -1495,10 +1502,9 @@ fn retransmission_edges<D: Driver>() {
 ///     a client still logs in.
 fn max_retransmission_connections<D: Driver>() {
     let feed = Feed::new(100);
-    let mut d = D::start(ServerConfig {
-        max_retransmission_connections: 1,
-        ..config()
-    });
+    let mut d = D::start(config_with(|c| {
+        c.core.max_retransmission_connections = 1;
+    }));
     feed.publish(&mut d, 1, 100, 100);
     taken(&mut d, 100);
     let mut a = d.connect();
@@ -1613,9 +1619,11 @@ fn stalled_server_loses_nothing<D: Driver>() {
 /// `#[all(…)]`: for all three).
 macro_rules! scenarios {
     ($($(#[mio($mio:meta)])? $(#[all($all:meta)])? $name:ident),* $(,)?) => {
+        #[cfg(feature = "net")]
         mod mio_ {
             $( #[test] $(#[$mio])? $(#[$all])? fn $name() { super::$name::<super::Mio>(); } )*
         }
+        #[cfg(feature = "net")]
         mod mio2_ {
             $( #[test] $(#[$mio])? $(#[$all])? fn $name() { super::$name::<super::MioN<2>>(); } )*
         }

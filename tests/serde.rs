@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tickwire::encode::{QuoteFields, TradeFields};
-use tickwire::net::{ClientConfig, ServerConfig, ServerStats};
+use tickwire::net::{ClientConfig, LoopOptions, ServerConfig, ServerStats};
 use tickwire::parse::{Discard, DiscardReason, ParseStats};
 use tickwire::policy::Backoff;
 use tickwire::sequence::Gap;
@@ -114,16 +114,29 @@ fn events_and_counters_round_trip() {
 #[test]
 fn configs_round_trip_and_can_be_written_by_hand() {
     let mut server = ServerConfig {
-        threads: 2,
-        slow_policy: SlowPolicy::Disconnect,
+        mio: LoopOptions {
+            threads: 2,
+            ..LoopOptions::default()
+        },
         ..ServerConfig::default()
     };
-    server.heartbeat_interval = Duration::from_millis(250);
+    server.core.session.slow_policy = SlowPolicy::Disconnect;
+    server.core.session.heartbeat_interval = Duration::from_millis(250);
     let json = round_trip(&server);
     let back: ServerConfig = serde_json::from_str(&json).unwrap();
-    assert_eq!(back.threads, 2);
-    assert_eq!(back.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(back.mio.threads, 2);
+    assert_eq!(back.core, server.core);
     assert_eq!(back.listen, server.listen);
+    // The core's rules nest as the types do; the mio loops' settings may
+    // be left out (a config written for the tokio server reads as is).
+    assert!(
+        json.contains(r#""core":{"session":{"session_id":0,"#),
+        "{json}"
+    );
+    let mut tree: serde_json::Value = serde_json::from_str(&json).unwrap();
+    tree.as_object_mut().unwrap().remove("mio");
+    let back: ServerConfig = serde_json::from_value(tree).unwrap();
+    assert_eq!(back.mio, LoopOptions::default());
     let client = ClientConfig::new("127.0.0.1:9");
     let json = round_trip(&client);
     // A server address reads as it did when it was a `SocketAddr`; a host

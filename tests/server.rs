@@ -15,9 +15,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tickwire::io::FrameReader;
-use tickwire::net::{PublishError, Server, ServerConfig, ServerHandle};
+use tickwire::net::{LoopOptions, PublishError, Server, ServerConfig, ServerHandle};
 use tickwire::parse::Event;
-use tickwire::session::{CloseReason, SlowPolicy};
+use tickwire::session::{CloseReason, CoreConfig, SlowPolicy};
 use tickwire::{encode, Message, MsgType, Payload};
 
 mod common;
@@ -42,7 +42,7 @@ fn start(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
 fn start_unlocked(tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        session_id: Some(77),
+        core: CoreConfig::new(77),
         ..ServerConfig::default()
     };
     tweak(&mut config);
@@ -155,7 +155,7 @@ fn several_clients_get_the_identical_complete_stream() {
 /// The same with every batch written by the event loop.
 #[test]
 fn several_clients_get_the_identical_stream_from_the_loop_alone() {
-    let stats = identical_complete_stream(|c| c.publisher_writes = false);
+    let stats = identical_complete_stream(|c| c.mio.publisher_writes = false);
     assert_eq!(stats.direct_batches, 0);
 }
 
@@ -164,7 +164,7 @@ fn several_clients_get_the_identical_stream_from_the_loop_alone() {
 /// replay included.
 #[test]
 fn three_sender_loops_send_every_client_the_identical_stream() {
-    let stats = identical_complete_stream(|c| c.threads = 3);
+    let stats = identical_complete_stream(|c| c.mio.threads = 3);
     assert_eq!(stats.direct_batches, 0, "only a lone loop is written for");
 }
 
@@ -296,14 +296,14 @@ fn a_shutdown_under_publisher_writes_ends_every_stream_cleanly() {
 
 #[test]
 fn a_busy_polling_server_sends_the_same_and_sleeps_when_idle() {
-    identical_complete_stream(|c| c.busy_poll = Some(Duration::from_millis(1)));
+    identical_complete_stream(|c| c.mio.busy_poll = Some(Duration::from_millis(1)));
     // Idle, it must sleep again: its thread's CPU time stays flat.
     let (server, tid) = {
         let _starting = STARTING
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = server_threads();
-        let server = start_unlocked(|c| c.busy_poll = Some(Duration::from_millis(1)));
+        let server = start_unlocked(|c| c.mio.busy_poll = Some(Duration::from_millis(1)));
         // The thread names itself once running: look for a bounded while.
         let mut tid = None;
         wait_until("the new server's thread", Duration::from_secs(5), || {
@@ -409,7 +409,7 @@ fn identical_complete_stream(tweak: impl FnOnce(&mut ServerConfig)) -> tickwire:
 fn a_client_catching_up_from_a_replay_is_not_slow() {
     let server = start(|c| {
         c.send_buffer = Some(4 << 20);
-        c.slow_threshold = 1 << 20;
+        c.core.session.slow_threshold = 1 << 20;
     });
     let addr = server.local_addr();
     let msgs = messages(11, 300_000); // about 12 MB
@@ -433,7 +433,7 @@ fn a_client_catching_up_from_a_replay_is_not_slow() {
 
 #[test]
 fn login_replays_as_the_protocol_says() {
-    let server = start(|c| c.retain = 1000);
+    let server = start(|c| c.core.retain = 1000);
     let addr = server.local_addr();
     let msgs = messages(2, 3000);
     publish_all(&server, &msgs, 100);
@@ -487,7 +487,7 @@ fn login_replays_as_the_protocol_says() {
 
 #[test]
 fn idle_feed_sends_heartbeats_with_the_next_sequence() {
-    let server = start(|c| c.heartbeat_interval = Duration::from_millis(50));
+    let server = start(|c| c.core.session.heartbeat_interval = Duration::from_millis(50));
     let mut client = login(server.local_addr(), 0);
     read_until(&mut client, |s| s.accepted.is_some());
     publish_all(&server, &messages(4, 5), 5);
@@ -502,7 +502,7 @@ fn idle_feed_sends_heartbeats_with_the_next_sequence() {
 
 #[test]
 fn connections_without_login_time_out_and_garbage_is_closed() {
-    let server = start(|c| c.login_timeout = Duration::from_millis(200));
+    let server = start(|c| c.core.session.login_timeout = Duration::from_millis(200));
     let addr = server.local_addr();
     let mut good = login(addr, 0);
     read_until(&mut good, |s| s.accepted.is_some());
@@ -564,9 +564,9 @@ fn stalled_client_from(addr: SocketAddr, from: u64) -> socket2::Socket {
 
 fn slow_client_case(policy: SlowPolicy) {
     let server = start(|c| {
-        c.slow_policy = policy;
-        c.slow_threshold = 256 << 10;
-        c.client_queue = 1 << 20;
+        c.core.session.slow_policy = policy;
+        c.core.session.slow_threshold = 256 << 10;
+        c.core.session.queue_limit = 1 << 20;
         c.send_buffer = Some(64 << 10);
     });
     let addr = server.local_addr();
@@ -637,7 +637,7 @@ fn graceful_shutdown_sends_end_of_session_to_everyone() {
 /// then EndOfSession after the last one, from whichever loop has them.
 #[test]
 fn graceful_shutdown_with_three_loops() {
-    graceful_shutdown(|c| c.threads = 3);
+    graceful_shutdown(|c| c.mio.threads = 3);
 }
 
 fn graceful_shutdown(tweak: impl FnOnce(&mut ServerConfig)) {
@@ -669,10 +669,10 @@ fn emfile_child() {
         return;
     }
     let server = start(|c| {
-        c.heartbeat_interval = Duration::from_millis(20);
+        c.core.session.heartbeat_interval = Duration::from_millis(20);
         // The hogs must run the descriptors out: no limit closes them first.
-        c.max_unauthenticated = 1000;
-        c.max_unauthenticated_per_peer = 1000;
+        c.core.max_unauthenticated = 1000;
+        c.core.max_unauthenticated_per_peer = 1000;
     });
     println!("listening {}", server.local_addr());
     let publisher = server.publisher();
@@ -761,7 +761,10 @@ fn publisher_back_pressure_is_visible() {
     // A server whose loop is not running: its queue fills and says so.
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        publish_queue: 2,
+        mio: LoopOptions {
+            publish_queue: 2,
+            ..LoopOptions::default()
+        },
         ..ServerConfig::default()
     })
     .unwrap();
@@ -790,7 +793,7 @@ fn stalled_replaying_clients_cost_a_live_client_nothing() {
     const STALLED: usize = 100;
     let server = start(|c| {
         c.send_buffer = Some(64 << 10);
-        c.retain = 1 << 20;
+        c.core.retain = 1 << 20;
     });
     let addr = server.local_addr();
     let history = messages(12, 200_000); // 8 MB to replay, for each of them
@@ -846,8 +849,8 @@ fn tiny_batches_merged_by_the_server_keep_the_stream_identical() {
 
 fn tiny_batches_merged(threads: usize) {
     let server = start(|c| {
-        c.publish_queue = 100_000;
-        c.threads = threads;
+        c.mio.publish_queue = 100_000;
+        c.mio.threads = threads;
     });
     let addr = server.local_addr();
     let mut live = login(addr, 0);
@@ -884,7 +887,7 @@ fn tiny_batches_merged(threads: usize) {
 #[test]
 fn passes_cut_into_slices_keep_every_stream_identical() {
     const CLIENTS: usize = 200;
-    let server = start(|c| c.max_clients = CLIENTS + 8);
+    let server = start(|c| c.core.max_clients = CLIENTS + 8);
     let addr = server.local_addr();
     let mut readers: Vec<_> = (0..CLIENTS).map(|_| login(addr, 0)).collect();
     for reader in &mut readers {
@@ -917,8 +920,8 @@ fn idle_connections_cannot_lock_a_real_client_out() {
     const IDLE: usize = 1100;
     // More connections than max_clients (1,024) allowed in all before; the
     // login timeout is long, so only the new limit closes them.
-    let server = start(|c| c.login_timeout = Duration::from_secs(60));
-    let limit = ServerConfig::default().max_unauthenticated;
+    let server = start(|c| c.core.session.login_timeout = Duration::from_secs(60));
+    let limit = ServerConfig::default().core.max_unauthenticated;
     assert_eq!(limit, 128);
     // Spread over 100 source addresses: 11 each, under the per-peer limit.
     let idle = idle_connections(
@@ -960,8 +963,8 @@ fn idle_connections_cannot_lock_a_real_client_out() {
 
 #[test]
 fn one_peer_cannot_take_every_unauthenticated_place() {
-    let server = start(|c| c.login_timeout = Duration::from_secs(60));
-    let per_peer = ServerConfig::default().max_unauthenticated_per_peer;
+    let server = start(|c| c.core.session.login_timeout = Duration::from_secs(60));
+    let per_peer = ServerConfig::default().core.max_unauthenticated_per_peer;
     assert_eq!(per_peer, 16);
     // 20 from 127.0.0.2, then 5 from 127.0.0.3.
     let accepted = || server.stats().accepted;
@@ -1124,7 +1127,7 @@ fn a_half_open_client_of_the_tokio_server_is_closed_for_making_no_progress() {
         |tweak| {
             let mut config = ServerConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
-                session_id: Some(77),
+                core: CoreConfig::new(77),
                 ..ServerConfig::default()
             };
             tweak(&mut config);
@@ -1154,10 +1157,10 @@ fn half_open_scenario(
     let host = ns.host_ip();
     let server = start(&mut |c: &mut ServerConfig| {
         c.listen = SocketAddr::from((host, 0));
-        c.heartbeat_interval = heartbeat;
-        c.slow_policy = SlowPolicy::Skip; // the policy under which it used to stay
+        c.core.session.heartbeat_interval = heartbeat;
+        c.core.session.slow_policy = SlowPolicy::Skip; // the policy under which it used to stay
     });
-    let window = heartbeat * ServerConfig::default().no_progress_intervals;
+    let window = heartbeat * ServerConfig::default().core.session.no_progress_intervals;
     let mut child = ChildGuard(
         ns.command(&std::env::current_exe().unwrap())
             .args([
@@ -1215,8 +1218,8 @@ fn half_open_scenario(
 #[test]
 fn max_clients_counts_logged_in_clients_only() {
     let server = start(|c| {
-        c.max_clients = 1;
-        c.login_timeout = Duration::from_secs(60);
+        c.core.max_clients = 1;
+        c.core.session.login_timeout = Duration::from_secs(60);
     });
     let addr = server.local_addr();
     // Idle connections take no client place…
@@ -1258,8 +1261,8 @@ fn max_clients_counts_logged_in_clients_only() {
 #[test]
 fn retransmission_connections_are_limited_apart_from_clients() {
     let server = start(|c| {
-        c.max_clients = 1;
-        c.max_retransmission_connections = 2;
+        c.core.max_clients = 1;
+        c.core.max_retransmission_connections = 2;
     });
     let addr = server.local_addr();
     publish_all(&server, &messages(31, 10), 10);
@@ -1319,9 +1322,9 @@ fn retransmission_connections_are_limited_apart_from_clients() {
 #[test]
 fn a_skipped_client_recovers_the_gap_by_logging_in_again() {
     let server = start(|c| {
-        c.slow_threshold = 64 << 10;
-        c.slow_grace = Duration::from_millis(20);
-        c.client_queue = 256 << 10;
+        c.core.session.slow_threshold = 64 << 10;
+        c.core.session.slow_grace = Duration::from_millis(20);
+        c.core.session.queue_limit = 256 << 10;
         c.send_buffer = Some(64 << 10);
     });
     let addr = server.local_addr();

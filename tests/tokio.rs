@@ -14,6 +14,7 @@
 #![allow(clippy::cast_possible_truncation)]
 
 use std::net::SocketAddr;
+#[cfg(feature = "net")]
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use proptest::prelude::*;
 use tickwire::net::{ClientConfig, ServerConfig};
 use tickwire::parse::{Event, SliceParser};
 use tickwire::policy::Backoff;
-use tickwire::session::{ClientState, Lost};
+use tickwire::session::{ClientState, CoreConfig, Lost};
 use tickwire::synth::{Damager, Feed};
 use tickwire::tokio::{Client, ClientEvent, FrameCodec, Item, Server};
 use tickwire::Payload;
@@ -280,6 +281,7 @@ async fn collect_tokio(client: &mut Client, n: usize) -> Vec<Vec<u8>> {
 }
 
 #[test]
+#[cfg(feature = "net")]
 fn tokio_client_receives_every_frame_of_the_mio_server_byte_identical() {
     let msgs = messages(3, 20_000);
     let expected = expected_frames(&msgs);
@@ -319,6 +321,7 @@ fn tokio_client_receives_every_frame_of_the_mio_server_byte_identical() {
 }
 
 #[test]
+#[cfg(feature = "net")]
 fn mio_client_receives_every_frame_of_the_tokio_server_byte_identical() {
     let msgs = messages(4, 20_000);
     let expected = expected_frames(&msgs);
@@ -434,7 +437,7 @@ fn a_cut_mid_frame_and_a_server_restart_lose_nothing_and_repeat_nothing() {
     rt.block_on(async move {
         let config = ServerConfig {
             listen: loopback(),
-            session_id: Some(77),
+            core: CoreConfig::new(77),
             ..ServerConfig::default()
         };
         let server = Server::bind(config.clone()).await.unwrap().spawn();
@@ -468,7 +471,8 @@ fn a_cut_mid_frame_and_a_server_restart_lose_nothing_and_repeat_nothing() {
 
 // ---- The socket fault-proxy scenarios of tests/client.rs, both ways ----
 
-/// Which side is tokio's; the other is mio's.
+/// Which side is tokio's; the other is mio's (with the `net` feature;
+/// without it, tokio's too: the scenarios still run, tokio against tokio).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Under {
     /// The tokio client against the mio server.
@@ -481,6 +485,7 @@ enum Under {
 type PublishFn = Box<dyn FnMut(Vec<(u64, Payload)>) + Send>;
 
 enum AnyServer {
+    #[cfg(feature = "net")]
     Mio(tickwire::net::ServerHandle),
     Tokio(tickwire::tokio::ServerHandle),
 }
@@ -497,18 +502,20 @@ impl AnyServer {
         };
         tweak(&mut config);
         match under {
+            #[cfg(feature = "net")]
             Under::TokioClient => AnyServer::Mio(
                 tickwire::net::Server::bind(config)
                     .unwrap()
                     .spawn()
                     .unwrap(),
             ),
-            Under::TokioServer => AnyServer::Tokio(Server::bind(config).await.unwrap().spawn()),
+            _ => AnyServer::Tokio(Server::bind(config).await.unwrap().spawn()),
         }
     }
 
     fn addr(&self) -> SocketAddr {
         match self {
+            #[cfg(feature = "net")]
             AnyServer::Mio(s) => s.local_addr(),
             AnyServer::Tokio(s) => s.local_addr(),
         }
@@ -516,6 +523,7 @@ impl AnyServer {
 
     fn publisher(&self) -> PublishFn {
         match self {
+            #[cfg(feature = "net")]
             AnyServer::Mio(s) => {
                 let p = s.publisher();
                 Box::new(move |m| p.publish(m).unwrap())
@@ -529,6 +537,7 @@ impl AnyServer {
 
     fn frames_published(&self) -> u64 {
         match self {
+            #[cfg(feature = "net")]
             AnyServer::Mio(s) => s.stats().frames_published,
             AnyServer::Tokio(s) => s.stats().frames_published,
         }
@@ -537,6 +546,7 @@ impl AnyServer {
     /// Graceful: EndOfSession to every client, then the port is closed.
     async fn stop(self) {
         match self {
+            #[cfg(feature = "net")]
             AnyServer::Mio(s) => {
                 tokio::task::spawn_blocking(move || s.shutdown().unwrap())
                     .await
@@ -551,6 +561,7 @@ impl AnyServer {
 
 enum AnyClient {
     /// Taken out while a blocking task drives it.
+    #[cfg(feature = "net")]
     Mio(Option<tickwire::net::Client>),
     Tokio(Client),
 }
@@ -558,8 +569,9 @@ enum AnyClient {
 impl AnyClient {
     fn new(under: Under, config: ClientConfig) -> Self {
         match under {
-            Under::TokioClient => AnyClient::Tokio(Client::new(config)),
+            #[cfg(feature = "net")]
             Under::TokioServer => AnyClient::Mio(Some(tickwire::net::Client::new(config).unwrap())),
+            _ => AnyClient::Tokio(Client::new(config)),
         }
     }
 
@@ -572,6 +584,7 @@ impl AnyClient {
     ) -> Log {
         match self {
             AnyClient::Tokio(client) => drive_tokio(client, limit, done).await,
+            #[cfg(feature = "net")]
             AnyClient::Mio(slot) => {
                 let mut client = slot.take().expect("client");
                 let run = tokio::task::spawn_blocking(move || {
@@ -590,6 +603,7 @@ impl AnyClient {
 
     fn missing(&self) -> u64 {
         match self {
+            #[cfg(feature = "net")]
             AnyClient::Mio(c) => c.as_ref().unwrap().stats().missing,
             AnyClient::Tokio(c) => c.stats().missing,
         }
@@ -649,7 +663,7 @@ async fn through_proxy(
 ) -> (Log, Vec<Vec<u8>>, Proxy) {
     let server = AnyServer::start(under, loopback(), |c| {
         if let Some(hb) = heartbeat {
-            c.heartbeat_interval = hb;
+            c.core.session.heartbeat_interval = hb;
         }
     })
     .await;
@@ -752,7 +766,7 @@ async fn blackhole_is_detected_by_liveness_then_resumed(under: Under) {
 }
 
 async fn server_restart_backs_off_then_finds_the_new_session(under: Under) {
-    let first = AnyServer::start(under, loopback(), |c| c.session_id = Some(1)).await;
+    let first = AnyServer::start(under, loopback(), |c| c.core.session.session_id = 1).await;
     let addr = first.addr();
     let mut config = ClientConfig::new(addr);
     config.from = 1;
@@ -786,7 +800,7 @@ async fn server_restart_backs_off_then_finds_the_new_session(under: Under) {
             "attempt {i}: {gap} ms, want {want} ms"
         );
     }
-    let second = AnyServer::start(under, addr, |c| c.session_id = Some(2)).await;
+    let second = AnyServer::start(under, addr, |c| c.core.session.session_id = 2).await;
     (second.publisher())(messages(5, 5));
     let log = client
         .drive(Duration::from_secs(10), |l| l.frames.len() >= 5)
@@ -839,7 +853,7 @@ async fn corrupted_bytes_are_reported_and_intact_frames_delivered(under: Under) 
 }
 
 async fn a_range_the_server_no_longer_has_is_reported_exactly(under: Under) {
-    let server = AnyServer::start(under, loopback(), |c| c.retain = 100).await;
+    let server = AnyServer::start(under, loopback(), |c| c.core.retain = 100).await;
     (server.publisher())(messages(7, 300));
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.frames_published() < 300 {
@@ -905,6 +919,7 @@ async fn server_gone_for_good_gives_up_after_max_retries(under: Under) {
             let (attempts, last) = gave_up.expect("gave up");
             (attempts, last, c.state())
         }
+        #[cfg(feature = "net")]
         AnyClient::Mio(slot) => {
             let mut c = slot.take().unwrap();
             tokio::task::spawn_blocking(move || {
@@ -1035,8 +1050,10 @@ fn check_reply(reply: &[Vec<u8>], session: u64, first: u64, data: &[Vec<u8>], en
 async fn the_tokio_server_answers_retransmission_connections() {
     let server = Server::bind(ServerConfig {
         listen: loopback(),
-        session_id: Some(9),
-        retain: 400,
+        core: CoreConfig {
+            retain: 400,
+            ..CoreConfig::new(9)
+        },
         ..ServerConfig::default()
     })
     .await
@@ -1101,9 +1118,11 @@ async fn the_tokio_server_answers_retransmission_connections() {
 async fn the_tokio_server_limits_retransmission_connections_apart_from_clients() {
     let server = Server::bind(ServerConfig {
         listen: loopback(),
-        session_id: Some(9),
-        max_clients: 1,
-        max_retransmission_connections: 1,
+        core: CoreConfig {
+            max_clients: 1,
+            max_retransmission_connections: 1,
+            ..CoreConfig::new(9)
+        },
         ..ServerConfig::default()
     })
     .await
@@ -1185,7 +1204,7 @@ async fn the_tokio_server_logs_logins_and_closes() {
     log::set_max_level(log::LevelFilter::Debug);
     let server = Server::bind(ServerConfig {
         listen: loopback(),
-        session_id: Some(3),
+        core: CoreConfig::new(3),
         ..ServerConfig::default()
     })
     .await
@@ -1221,6 +1240,7 @@ async fn the_tokio_server_logs_logins_and_closes() {
 /// relay shuts down mid-stream and the client resumes at the origin with
 /// nothing lost and nothing repeated, byte for byte.
 #[test]
+#[cfg(feature = "net")]
 fn tokio_client_fails_over_from_a_relay_to_the_origin() {
     use tickwire::net::{Relay, RelayConfig};
     let msgs = messages(4, 20_000);
@@ -1328,14 +1348,17 @@ fn the_tokio_server_displaces_the_oldest_connection_that_never_logged_in() {
     use tickwire::session::CloseReason;
     const LIMIT: usize = 20;
     const IDLE: usize = 30;
-    let (_rt, server) = common::tokio_server(ServerConfig {
+    let mut config = ServerConfig {
         listen: loopback(),
-        login_timeout: Duration::from_secs(60),
-        max_unauthenticated: LIMIT,
-        max_clients: 4,
-        session_id: Some(77),
+        core: CoreConfig {
+            max_unauthenticated: LIMIT,
+            max_clients: 4,
+            ..CoreConfig::new(77)
+        },
         ..ServerConfig::default()
-    });
+    };
+    config.core.session.login_timeout = Duration::from_secs(60);
+    let (_rt, server) = common::tokio_server(config);
     // From 10 addresses, 3 each: under the per-peer limit (16).
     let accepted = || server.stats().accepted;
     let idle = idle_connections(server.local_addr(), accepted, IDLE, |i| {
@@ -1396,12 +1419,13 @@ fn the_tokio_server_displaces_the_oldest_connection_that_never_logged_in() {
 #[test]
 fn the_tokio_server_limits_unauthenticated_connections_per_peer() {
     use tickwire::session::CloseReason;
-    let (_rt, server) = common::tokio_server(ServerConfig {
+    let mut config = ServerConfig {
         listen: loopback(),
-        login_timeout: Duration::from_secs(60),
         ..ServerConfig::default()
-    });
-    let per_peer = ServerConfig::default().max_unauthenticated_per_peer;
+    };
+    config.core.session.login_timeout = Duration::from_secs(60);
+    let (_rt, server) = common::tokio_server(config);
+    let per_peer = ServerConfig::default().core.max_unauthenticated_per_peer;
     assert_eq!(per_peer, 16);
     let accepted = || server.stats().accepted;
     let two = idle_connections(server.local_addr(), accepted, 20, |_| [127, 0, 0, 2]);
@@ -1516,20 +1540,12 @@ fn a_burst_of_logins_from_one_address_all_get_in_on_the_tokio_server() {
 fn tokio_client_takes_host_names_and_resumes_where_the_caller_stopped() {
     let msgs = messages(8, 2_000);
     let expected = expected_frames(&msgs);
-    let server = tickwire::net::Server::bind(ServerConfig {
+    let (rt, server) = common::tokio_server(ServerConfig {
         listen: loopback(),
         ..ServerConfig::default()
-    })
-    .unwrap()
-    .spawn()
-    .unwrap();
+    });
     server.publisher().publish(msgs).unwrap();
     let port = server.local_addr().port();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     rt.block_on(async move {
         let mut config = ClientConfig::new(format!("localhost:{port}"));
         config.from = 1;
@@ -1560,7 +1576,7 @@ fn tokio_client_takes_host_names_and_resumes_where_the_caller_stopped() {
         let unresolved = Lost::ConnectFailed(tickwire::session::IoFailure::Unresolved);
         assert_eq!(lost, [unresolved; 2]);
     });
-    server.shutdown().unwrap();
+    rt.block_on(server.shutdown());
 }
 
 /// The tokio server takes a relay's input as the mio server does: frames
@@ -1572,7 +1588,7 @@ fn the_tokio_server_takes_a_relay_feed() {
     use tickwire::session::Batch;
     let (_rt, server) = common::tokio_server(ServerConfig {
         listen: loopback(),
-        session_id: Some(0xfeed),
+        core: CoreConfig::new(0xfeed),
         ..ServerConfig::default()
     });
     let feed = server.relay_feed();

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Wea
 
 use mio::Waker;
 
-use super::datagram::DatagramOutput;
+use super::datagram_output::DatagramOutput;
 use crate::encode::Sequencer;
 use crate::session::Batch;
 
@@ -50,7 +50,7 @@ pub(super) struct Handoff {
 
 /// What a publisher may do with the first event loop's state while the loop
 /// sleeps (the loop implements it; see
-/// [`ServerConfig::publisher_writes`](super::ServerConfig::publisher_writes)).
+/// [`LoopOptions::publisher_writes`](super::LoopOptions::publisher_writes)).
 pub(super) trait DirectWrite: Send + std::fmt::Debug {
     /// Whether the publisher may write `batch` to the clients itself now.
     fn direct_ok(&self, batch: &Batch) -> bool;

@@ -1,5 +1,6 @@
-//! Networking on [`mio`] (epoll on Linux, kqueue on BSD and macOS):
-//! non-blocking connections, the reference [`Server`] and [`Client`].
+//! Networking: the reference server and client on [`mio`] (epoll on
+//! Linux, kqueue on BSD and macOS; `net` feature), and what they share with
+//! their twins in [`tokio`](crate#features) (`tokio` feature).
 //!
 //! The blocking adapters over any `Read`/`Write`
 //! ([`FrameReader`](crate::io::FrameReader),
@@ -15,13 +16,29 @@
 //! ([`ClientEvent`](crate::session::ClientEvent),
 //! [`CloseReason`](crate::session::CloseReason)…) are in `tickwire::session`.
 //!
+//! ## What is here, by feature
+//!
+//! With `net` or `tokio` (what both drivers share; no mio):
+//! [`ServerConfig`] (around the core's [`CoreConfig`](crate::session::CoreConfig)),
+//! [`ClientConfig`], [`ServerAddr`], [`ServerStats`], [`ClientStats`],
+//! [`DatagramOutputConfig`] and the datagram sizes, [`Messages`],
+//! [`PublishError`], [`classify`] and [`IoClass`], [`unix_nanos`]; inside,
+//! the datagram output (plain `std` UDP), the socket options and the one
+//! module of system calls (`sys`: the kernel send queue, `sendmmsg`).
+//!
+//! With `net` only (mio): [`Server`], [`ServerHandle`], [`StopHandle`],
+//! [`Publisher`], [`LoopOptions`] ([`ServerConfig::mio`]) and
+//! [`DatagramSender`]; [`Client`], [`ClientSet`], [`ClientError`];
+//! [`Connection`]; [`DatagramClient`]; [`Relay`] and [`RelayFeed`].
+//!
 //! ```text
 //!  blocking:      FrameReader<R: Read>  ──▶ Event      FrameWriter<W: Write> ◀── Payload
 //!                 (tickwire::io, `std` only: no mio)
-//!  non-blocking:  Connection (mio TcpStream, edge-triggered; read/write until WouldBlock)
-//!  server:        one mio event loop around a ServerSession per client and one Retention
+//!  non-blocking:  Connection (mio TcpStream, edge-triggered; read/write until WouldBlock),
+//!                 for programs of your own
+//!  server:        mio event loops around one ServerCore each (session::ServerCore)
 //!  client:        one mio loop around a ClientSession
-//!  datagrams:     the server's optional UDP output (ServerConfig::datagrams);
+//!  datagrams:     the server's optional UDP output (ServerConfig::datagrams, both servers);
 //!                 DatagramClient: UDP lines A/B ─▶ DatagramReceiver, one TCP
 //!                 retransmission connection for what both lines lost
 //!  relays:        Relay: a Client of the upstream (fail-over list) ─▶ RelayFeed ─▶
@@ -35,40 +52,69 @@
 //! Every module here forbids `unsafe` except `sys` (the kernel send queue,
 //! batched datagram calls, a forced receive buffer).
 
+// With `tokio` alone, the docs here still name the mio drivers (`Server`,
+// `LoopOptions`…) that exist with `net`: those links have no target then.
+#![cfg_attr(not(feature = "net"), allow(rustdoc::broken_intra_doc_links))]
+
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod addr;
-mod client;
-mod conn;
-pub(crate) mod datagram;
-mod feed;
-mod publisher;
-mod queue;
-mod relay;
-mod server;
+mod client_config;
+mod datagram_output;
+mod publish;
 mod server_config;
 mod stats;
 pub(crate) mod sys;
 
+#[cfg(feature = "net")]
+mod client;
+#[cfg(feature = "net")]
+mod conn;
+#[cfg(feature = "net")]
+mod datagram;
+#[cfg(feature = "net")]
+mod feed;
+#[cfg(feature = "net")]
+mod publisher;
+#[cfg(feature = "net")]
+mod queue;
+#[cfg(feature = "net")]
+mod relay;
+#[cfg(feature = "net")]
+mod server;
+
 pub use addr::ServerAddr;
 #[cfg(feature = "tokio")]
-pub(crate) use client::log_event;
-pub use client::{Client, ClientConfig, ClientError, ClientId, ClientSet, ClientStats};
-pub use conn::{Connection, ReadOutcome, WriteOutcome};
-pub use datagram::{
-    DatagramClient, DatagramClientConfig, DatagramClientError, DatagramClientStats,
-    DatagramOutputConfig, DatagramSender, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE,
-    MIN_DATAGRAM_SIZE,
-};
-pub use publisher::{Messages, PublishError, Publisher};
-pub use relay::{Relay, RelayConfig, RelayError, RelayFeed};
+pub(crate) use client_config::log_event;
+pub use client_config::{ClientConfig, ClientStats};
 #[cfg(feature = "tokio")]
-pub(crate) use server::new_session_id;
-pub use server::{Server, ServerConfig, ServerHandle, StopHandle};
+pub(crate) use datagram_output::DatagramOutput;
+pub use datagram_output::{
+    DatagramOutputConfig, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
+};
+pub use publish::{Messages, PublishError};
+pub use server_config::ServerConfig;
+#[cfg(feature = "net")]
+pub use server_config::{DatagramSender, LoopOptions};
 pub use stats::ServerStats;
 #[cfg(feature = "tokio")]
 pub(crate) use stats::Shared as Counters;
+
+#[cfg(feature = "net")]
+pub use client::{Client, ClientError, ClientId, ClientSet};
+#[cfg(feature = "net")]
+pub use conn::{Connection, ReadOutcome, WriteOutcome};
+#[cfg(feature = "net")]
+pub use datagram::{
+    DatagramClient, DatagramClientConfig, DatagramClientError, DatagramClientStats,
+};
+#[cfg(feature = "net")]
+pub use publisher::Publisher;
+#[cfg(feature = "net")]
+pub use relay::{Relay, RelayConfig, RelayError, RelayFeed};
+#[cfg(feature = "net")]
+pub use server::{Server, ServerHandle, StopHandle};
 
 /// Nanoseconds since the Unix epoch, now (0 before 1970, saturating far after).
 ///

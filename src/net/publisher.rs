@@ -4,50 +4,20 @@
 
 use std::prelude::rust_2021::*;
 
-use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Weak};
 
 use super::feed::{try_lock, Numbering, ToLoop};
-use crate::encode::Payload;
+use super::publish::{Messages, PublishError};
 use crate::session::Batch;
 use crate::wire::MAX_DATA_FRAME_LEN;
-
-/// Data messages to publish: `(timestamp, payload)` pairs.
-pub type Messages = Vec<(u64, Payload)>;
-
-/// Why a batch was not published.
-#[derive(Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The queue is full (back-pressure): the messages are handed back,
-    /// none was numbered.
-    Full(Messages),
-    /// The server has stopped.
-    Closed,
-}
-
-impl fmt::Display for PublishError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PublishError::Full(b) => write!(
-                f,
-                "publisher queue full ({} messages handed back): the server is behind; retry or slow down",
-                b.len()
-            ),
-            PublishError::Closed => f.write_str("the server has stopped"),
-        }
-    }
-}
-
-impl std::error::Error for PublishError {}
 
 /// Publishes data frames into a running server from any thread. Clone it
 /// freely; it feeds the event loop through a bounded queue and wakes it,
 /// or, with few clients and small batches while the loop sleeps, writes
 /// the batch to the clients itself
-/// ([`ServerConfig::publisher_writes`](super::ServerConfig::publisher_writes)).
+/// ([`LoopOptions::publisher_writes`](super::LoopOptions::publisher_writes)).
 ///
 /// Frames are numbered and encoded (CRC included) on the publishing thread,
 /// under a lock that keeps every publisher's batches in sequence order, so
@@ -70,7 +40,7 @@ impl Publisher {
     /// nanoseconds since the Unix epoch (see [`unix_nanos`](super::unix_nanos)).
     ///
     /// Published means numbered and queued to the event loop (or written
-    /// by this thread, see [`ServerConfig::publisher_writes`](super::ServerConfig::publisher_writes)):
+    /// by this thread, see [`LoopOptions::publisher_writes`](super::LoopOptions::publisher_writes)):
     /// a client whose Login from 0 (live only) the loop reads before it
     /// takes the batch still gets the batch as live data. The tokio
     /// server's `publish` hands the batch to the server core itself, so

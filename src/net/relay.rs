@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::client::{Client, ClientConfig, ClientStats};
+use super::client::Client;
+use super::client_config::{ClientConfig, ClientStats};
 use super::datagram::{DatagramClient, DatagramClientConfig};
 use super::feed::{Numbering, RelayControl, ToLoop};
-use super::publisher::PublishError;
-use super::server::{Server, ServerConfig, ServerHandle};
+use super::publish::PublishError;
+use super::server::{Server, ServerHandle};
+use super::server_config::ServerConfig;
 use super::stats::{ServerStats, Shared};
 use crate::session::datagram::DatagramEvent;
 use crate::session::{Batch, ClientEvent, ClientState};
@@ -56,7 +58,7 @@ const UPSTREAM_POLL: Duration = Duration::from_millis(20);
 /// use tickwire::io::FrameReader;
 /// use tickwire::net::{Server, ServerConfig};
 /// use tickwire::parse::Event;
-/// use tickwire::session::Batch;
+/// use tickwire::session::{Batch, CoreConfig};
 /// use tickwire::{encode::QuoteFields, Message, Payload, Sequencer};
 /// use std::io::Write;
 ///
@@ -67,7 +69,11 @@ const UPSTREAM_POLL: Duration = Duration::from_millis(20);
 /// bytes.truncate(done.bytes);
 /// let upstream = bytes.clone();
 ///
-/// let config = ServerConfig { listen: "127.0.0.1:0".parse()?, session_id: Some(0xfeed), ..ServerConfig::default() };
+/// let config = ServerConfig {
+///     listen: "127.0.0.1:0".parse()?,
+///     core: CoreConfig::new(0xfeed),
+///     ..ServerConfig::default()
+/// };
 /// let server = Server::bind(config)?.spawn()?;
 /// let feed = server.relay_feed();
 /// feed.advance(5)?; // 1..=4 are gone upstream
@@ -188,8 +194,8 @@ pub struct RelayConfig {
     /// everything its upstream retains, so it can replay it.
     pub upstream: ClientConfig,
     /// The server it serves downstream with (listen address, retention,
-    /// datagram lines…). Its `session_id` is ignored: a relay serves its
-    /// upstream's.
+    /// datagram lines…). Its session id (`core.session.session_id`) is
+    /// ignored: a relay serves its upstream's.
     pub server: ServerConfig,
     /// How long [`Relay::start`] waits for the first upstream login, or
     /// the first datagram (10 s).
@@ -250,10 +256,13 @@ impl RelayConfig {
         upstream.from = 1;
         RelayConfig {
             upstream,
-            server: ServerConfig {
-                listen,
-                heartbeat_interval: feed.heartbeat_interval,
-                ..ServerConfig::default()
+            server: {
+                let mut server = ServerConfig {
+                    listen,
+                    ..ServerConfig::default()
+                };
+                server.core.session.heartbeat_interval = feed.heartbeat_interval;
+                server
             },
             start_timeout: Duration::from_secs(10),
             datagram_upstream: Some(feed),
@@ -539,7 +548,7 @@ impl DatagramPump {
 /// before it can answer a login), asking for everything the upstream
 /// retains ([`RelayConfig::upstream`]'s `from` is 1), so its clients can
 /// replay what the upstream's can (as far as its own
-/// [`retain`](ServerConfig::retain) holds: size it like the upstream's).
+/// [`retain`](crate::session::CoreConfig::retain) holds: size it like the upstream's).
 /// When the upstream no longer has the start of the session, the relay
 /// starts at the upstream's oldest frame
 /// ([`start_sequence`](Relay::start_sequence)); the range before is not a
@@ -611,11 +620,7 @@ impl Relay {
         }
         let session_id = pump.session.unwrap_or_default();
         let start = pump.first;
-        let server = Server::bind(ServerConfig {
-            session_id: Some(session_id),
-            ..config.server
-        })?
-        .spawn()?;
+        let server = Server::bind(serving(config.server, session_id))?.spawn()?;
         let feed = server.relay_feed();
         feed.advance(pump.first)
             .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
@@ -669,11 +674,7 @@ impl Relay {
         pump.check_liveness(&client);
         let session_id = pump.pump.session.unwrap_or_default();
         let start = pump.pump.first;
-        let server = Server::bind(ServerConfig {
-            session_id: Some(session_id),
-            ..config.server
-        })?
-        .spawn()?;
+        let server = Server::bind(serving(config.server, session_id))?.spawn()?;
         let feed = server.relay_feed();
         feed.advance(pump.pump.first)
             .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
@@ -827,4 +828,10 @@ impl Server {
         let (numbering, shared) = self.feed_parts();
         RelayFeed::new(numbering, shared)
     }
+}
+
+/// `server`, serving the upstream's session `session_id`.
+fn serving(mut server: ServerConfig, session_id: u64) -> ServerConfig {
+    server.core.session.session_id = session_id;
+    server
 }

@@ -3,9 +3,7 @@
 
 use std::prelude::rust_2021::*;
 
-use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -18,15 +16,16 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use super::datagram::{DatagramOutput, DatagramSender};
+use super::datagram_output::DatagramOutput;
 use super::feed::{DirectWrite, Handoff, Numbering, RelayControl, ToLoop, LAZY_TICK};
 use super::publisher::Publisher;
-pub use super::server_config::ServerConfig;
+use super::server_config::{DatagramSender, ServerConfig};
 use super::stats::{add, ServerStats, Shared};
 use super::{close_reason, sys, unix_nanos};
 use crate::encode::Sequencer;
 use crate::session::{
-    Batch, CloseReason, ConnId, ServerCore, ServerPhase, Time, SHUTDOWN_DRAIN, WRITE_BUDGET,
+    Batch, CloseReason, ConnId, CoreConfig, ServerCore, ServerPhase, Time, SHUTDOWN_DRAIN,
+    WRITE_BUDGET,
 };
 
 const LISTENER: Token = Token(0);
@@ -132,7 +131,7 @@ struct Slot {
 /// that takes the lock (the loop asleep), with nothing queued before its
 /// batch, runs the loop's own steps for the batch on its thread (into the
 /// retention, to every session, one write slice) and wakes the loop only
-/// if something is left for it; see [`ServerConfig::publisher_writes`].
+/// if something is left for it; see [`LoopOptions::publisher_writes`](super::LoopOptions::publisher_writes).
 ///
 /// ```
 /// use tickwire::io::FrameReader;
@@ -181,7 +180,7 @@ pub struct Server {
     waker: Arc<Waker>,
     numbering: Arc<Numbering>,
     rx: Receiver<ToLoop>,
-    /// The other event loops (`ServerConfig::threads`), fed by this one.
+    /// The other event loops (`LoopOptions::threads`), fed by this one.
     workers: Vec<Worker>,
     /// Round-robin over this loop (0) and the workers for each new login.
     next_loop: usize,
@@ -327,16 +326,18 @@ impl Server {
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
         let mut listener = listen(config.listen, config.listen_backlog)?;
         let local_addr = listener.local_addr()?;
-        let session_id = config.session_id.unwrap_or_else(new_session_id);
+        // One session id for every loop (a random one if the config says 0).
+        let core = config.core_for_run();
+        let session_id = core.session.session_id;
         let shared = Arc::new(Shared::default());
         shared.session_id.store(session_id, Ordering::SeqCst);
         let epoch = Instant::now();
-        let workers = (1..config.threads.max(1))
+        let workers = (1..config.mio.threads.max(1))
             .map(|index| {
                 let worker = Server::event_loop(
                     config.clone(),
                     (local_addr, index),
-                    session_id,
+                    core,
                     &shared,
                     epoch,
                     None,
@@ -354,7 +355,7 @@ impl Server {
                 let output = DatagramOutput::new(
                     output,
                     session_id,
-                    config.heartbeat_interval,
+                    core.session.heartbeat_interval,
                     epoch,
                     &shared,
                 )?;
@@ -366,14 +367,8 @@ impl Server {
             }
             None => None,
         };
-        let mut server = Server::event_loop(
-            config,
-            (local_addr, 0),
-            session_id,
-            &shared,
-            epoch,
-            datagrams,
-        )?;
+        let mut server =
+            Server::event_loop(config, (local_addr, 0), core, &shared, epoch, datagrams)?;
         server
             .registry
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -386,7 +381,7 @@ impl Server {
     fn event_loop(
         config: ServerConfig,
         (local_addr, loop_index): (SocketAddr, usize),
-        session_id: u64,
+        core: CoreConfig,
         shared: &Arc<Shared>,
         epoch: Instant,
         datagrams: Option<DatagramOutput>,
@@ -394,10 +389,10 @@ impl Server {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let (tx, rx) = mpsc::sync_channel(config.publish_queue.max(1));
-        let wake_at = (config.publish_queue / 4).clamp(1, 64);
+        let (tx, rx) = mpsc::sync_channel(config.mio.publish_queue.max(1));
+        let wake_at = (config.mio.publish_queue / 4).clamp(1, 64);
         let time = Time::new(Duration::ZERO, unix_nanos());
-        let core = ServerCore::new(config.core(session_id), time);
+        let core = ServerCore::new(core, time);
         shared.set_core(loop_index, core.stats());
         Ok(Server {
             local_addr,
@@ -409,9 +404,8 @@ impl Server {
                 sequencer: Mutex::new(Sequencer::new()),
                 tx,
                 waker: Arc::clone(&waker),
-                direct: datagrams
-                    .as_ref()
-                    .is_some_and(|d| d.sender() == DatagramSender::Publisher),
+                direct: datagrams.is_some()
+                    && config.mio.datagram_sender == DatagramSender::Publisher,
                 direct_tcp: std::sync::OnceLock::new(),
                 datagrams: datagrams.map(Mutex::new),
                 pending: AtomicUsize::new(0),
@@ -553,7 +547,7 @@ impl Server {
         let now = self.epoch.elapsed();
         let due = self.poll_timeout(now);
         let mut timeout = self.lazy(due);
-        if self.config.busy_poll.is_some() && now < spin_until {
+        if self.config.mio.busy_poll.is_some() && now < spin_until {
             timeout = Some(Duration::ZERO);
         }
         self.asleep_until = Some(timeout.map(|t| now.saturating_add(t)));
@@ -570,7 +564,7 @@ impl Server {
     ) -> Option<ServerStats> {
         self.asleep_until = None;
         let time = self.time();
-        if let (Some(spin), false) = (self.config.busy_poll, events.is_empty()) {
+        if let (Some(spin), false) = (self.config.mio.busy_poll, events.is_empty()) {
             *spin_until = time.monotonic + spin;
         }
         for event in events.iter() {
@@ -629,7 +623,7 @@ impl Server {
                 }
             }
         }
-        if let (Some(spin), false) = (self.config.busy_poll, taken.is_empty()) {
+        if let (Some(spin), false) = (self.config.mio.busy_poll, taken.is_empty()) {
             *spin_until = time.monotonic + spin;
         }
         let mut group: std::ops::Range<usize> = 0..0;
@@ -757,7 +751,7 @@ impl Server {
         // interval away at the earliest.
         let idle = match self.numbering.try_datagrams() {
             Some(Ok(output)) => Some(output.poll_timeout()),
-            Some(Err(())) => Some(now.saturating_add(self.config.heartbeat_interval)),
+            Some(Err(())) => Some(now.saturating_add(self.config.core.session.heartbeat_interval)),
             None => None,
         };
         if let Some(due) = idle {
@@ -863,7 +857,7 @@ impl Server {
             }
         }
         while let Some(event) = self.core.poll_event() {
-            super::log_core_event(&event, self.config.slow_policy);
+            super::log_core_event(&event, self.config.core.session.slow_policy);
         }
         // The counters others read, as of now: before the bytes this turn
         // writes reach anyone who could then ask for them.
@@ -1229,7 +1223,7 @@ impl DirectWrite for Server {
     /// (bulk writes, the loop's), and the batch is at most
     /// [`DIRECT_MAX_BYTES`].
     fn direct_ok(&self, batch: &Batch) -> bool {
-        self.config.publisher_writes
+        self.config.mio.publisher_writes
             && batch.bytes().len() <= DIRECT_MAX_BYTES
             && !self.shared.stop.load(Ordering::SeqCst)
             && self.logged_in() <= DIRECT_MAX_CLIENTS as u64
@@ -1317,15 +1311,6 @@ fn is_descriptor_exhaustion(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(code) if code == libc::EMFILE || code == libc::ENFILE)
 }
 
-/// A session id unique to this run: the process's random hash keys mixed
-/// with the time and the process id.
-pub(crate) fn new_session_id() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(unix_nanos());
-    hasher.write_u32(std::process::id());
-    hasher.finish()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -1355,16 +1340,14 @@ mod tests {
     fn the_loop_is_woken_per_batch_only_while_it_has_to_be() {
         let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let start = |sender| {
-            let mut output = DatagramOutputConfig::new(sink.local_addr().unwrap());
-            output.sender = sender;
-            Server::bind(ServerConfig {
+            let output = DatagramOutputConfig::new(sink.local_addr().unwrap());
+            let mut config = ServerConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 datagrams: Some(output),
                 ..ServerConfig::default()
-            })
-            .unwrap()
-            .spawn()
-            .unwrap()
+            };
+            config.mio.datagram_sender = sender;
+            Server::bind(config).unwrap().spawn().unwrap()
         };
         let server = start(DatagramSender::Publisher);
         let publisher = server.publisher();

@@ -1,9 +1,13 @@
-//! The server's counters: updated by the event loop, read from any thread.
+//! The server's counters ([`ServerStats`], both servers): kept by the
+//! server core and by the drivers, read from any thread.
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::vec::Vec;
+use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "net")]
+use std::{
+    sync::{atomic::AtomicBool, Mutex, PoisonError},
+    vec::Vec,
+};
 
 use crate::session::{CloseReason, CoreStats};
 
@@ -37,19 +41,19 @@ pub struct ServerStats {
     /// Times accepting paused on EMFILE / ENFILE.
     pub accept_pauses: u64,
     /// The most bytes ever queued in user space for one client (never more
-    /// than [`ServerConfig::client_queue`](super::ServerConfig::client_queue)).
+    /// than the core's [`queue_limit`](crate::session::ServerSessionConfig::queue_limit)).
     pub peak_client_queue: u64,
     /// Connections closed, by [`CloseReason`] (in the order of [`CloseReason::ALL`]).
     pub closed: [u64; CloseReason::ALL.len()],
     /// Connections now that have not logged in: those counted against
-    /// [`ServerConfig::max_unauthenticated`](super::ServerConfig::max_unauthenticated)
+    /// [`CoreConfig::max_unauthenticated`](crate::session::CoreConfig::max_unauthenticated)
     /// (at most that many) and those still within their
-    /// [`admission_grace`](super::ServerConfig::admission_grace).
+    /// [`admission_grace`](crate::session::CoreConfig::admission_grace).
     pub unauthenticated: u64,
     /// Of the connections closed for
     /// [`CloseReason::UnauthenticatedLimit`], those displaced by the
     /// per-peer limit
-    /// ([`ServerConfig::max_unauthenticated_per_peer`](super::ServerConfig::max_unauthenticated_per_peer));
+    /// ([`CoreConfig::max_unauthenticated_per_peer`](crate::session::CoreConfig::max_unauthenticated_per_peer));
     /// the rest were displaced by the overall limit.
     pub displaced_per_peer: u64,
     /// Datagrams sent by the datagram output, counting each line's copy.
@@ -62,14 +66,14 @@ pub struct ServerStats {
     /// `send_to`).
     pub datagram_syscalls: u64,
     /// Retransmission connections now (protocol section 9; at most
-    /// [`ServerConfig::max_retransmission_connections`](super::ServerConfig::max_retransmission_connections),
+    /// [`CoreConfig::max_retransmission_connections`](crate::session::CoreConfig::max_retransmission_connections),
     /// not counted against `max_clients`).
     pub retransmission_connections: u64,
     /// Published batches a publishing thread wrote to the TCP clients
-    /// itself, the event loop being asleep (one event loop, at most 8
+    /// itself, the mio event loop being asleep (one event loop, at most 8
     /// logged-in clients, none replaying, batches up to 64 KiB: see
-    /// [`ServerConfig::publisher_writes`](super::ServerConfig::publisher_writes));
-    /// the others went through the loop.
+    /// `LoopOptions::publisher_writes`); the others went through the loop.
+    /// Always 0 on the tokio server.
     #[cfg_attr(feature = "serde", serde(default))]
     pub direct_batches: u64,
 }
@@ -87,19 +91,24 @@ impl ServerStats {
 /// loop's server-core counters as of its last turn.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    pub(super) stop: AtomicBool,
     pub(super) accept_pauses: AtomicU64,
     pub(super) datagrams_sent: AtomicU64,
     pub(super) datagrams_dropped: AtomicU64,
     pub(super) datagram_syscalls: AtomicU64,
     pub(super) direct_batches: AtomicU64,
+    /// The mio server's: stop the event loops.
+    #[cfg(feature = "net")]
+    pub(super) stop: AtomicBool,
     /// A relay's upstream is lost: no idle Heartbeats or Packet-only
     /// datagrams (protocol section 10.3). False (alive) for an origin.
+    #[cfg(feature = "net")]
     pub(super) upstream_down: AtomicBool,
     /// The session id now (a relay's changes with its upstream's).
+    #[cfg(feature = "net")]
     pub(super) session_id: AtomicU64,
     /// Each event loop's server-core counters as of its last turn (the mio
     /// server; loop 0 accepts and counts every publish once).
+    #[cfg(feature = "net")]
     pub(super) cores: Mutex<Vec<CoreStats>>,
 }
 
@@ -111,6 +120,7 @@ pub(super) fn add(counter: &AtomicU64, n: u64) {
 
 impl Shared {
     /// Loop `index`'s core counters now.
+    #[cfg(feature = "net")]
     pub(super) fn set_core(&self, index: usize, stats: CoreStats) {
         let mut cores = self.cores.lock().unwrap_or_else(PoisonError::into_inner);
         if cores.len() <= index {
@@ -123,6 +133,7 @@ impl Shared {
 
     /// Logged-in clients of the loops other than the first (they count
     /// against `max_clients` where logins happen).
+    #[cfg(feature = "net")]
     pub(super) fn clients_of_workers(&self) -> u64 {
         let cores = self.cores.lock().unwrap_or_else(PoisonError::into_inner);
         cores.iter().skip(1).map(|c| c.clients).sum()
@@ -131,6 +142,7 @@ impl Shared {
     /// The counters of every loop together: sums, but a publish counted
     /// once (every loop's core sees every batch) and the peak queue the
     /// highest of any.
+    #[cfg(feature = "net")]
     pub(super) fn snapshot_of_loops(&self) -> ServerStats {
         let cores = self
             .cores

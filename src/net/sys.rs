@@ -2,7 +2,8 @@
 //! in a socket's kernel send queue (`TIOCOUTQ` on Linux, `SO_NWRITE` on
 //! macOS, `FIONWRITE` on FreeBSD), and on Linux `sendmmsg`/`recvmmsg` (many
 //! datagrams in one call) and `SO_RCVBUFFORCE`. The only `unsafe` code of
-//! the networking layer.
+//! the networking layer. The receiving calls serve the mio
+//! `DatagramClient` only (`net` feature); the rest, both servers.
 
 /// Bytes in the kernel send queue of the socket `fd` (sent but not yet
 /// acknowledged, or not yet sent), where the platform can say.
@@ -126,6 +127,7 @@ pub(crate) fn send_datagrams(
 }
 
 /// The most datagrams one [`recv_datagrams`] call takes from the kernel.
+#[cfg(feature = "net")]
 pub(crate) const RECV_BATCH: usize = 32;
 
 /// Receives up to [`RECV_BATCH`] datagrams from the UDP socket `fd` with one
@@ -133,7 +135,7 @@ pub(crate) const RECV_BATCH: usize = 32;
 /// `slot`-byte chunk of `buf`, and `lens[i]` is its length (`slot + 1` or
 /// more when it was longer than the chunk, i.e. truncated). Returns how many
 /// arrived (`WouldBlock` when none).
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "net"))]
 #[allow(unsafe_code)]
 pub(crate) fn recv_datagrams(
     fd: std::os::fd::BorrowedFd<'_>,
@@ -195,7 +197,7 @@ pub(crate) fn recv_datagrams(
 /// Sets the receive buffer of socket `fd` to `size` bytes past the
 /// `net.core.rmem_max` cap (`SO_RCVBUFFORCE`; needs `CAP_NET_ADMIN`, e.g.
 /// root). Fails with the kernel's error otherwise.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "net"))]
 #[allow(unsafe_code)]
 pub(crate) fn force_recv_buffer(
     fd: std::os::fd::BorrowedFd<'_>,

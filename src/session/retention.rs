@@ -107,7 +107,7 @@ impl Batch {
 
     /// Frames the caller encoded itself with a [`Sequencer`](crate::Sequencer)
     /// (not checked again).
-    #[cfg(feature = "net")]
+    #[cfg(any(feature = "net", feature = "tokio"))]
     pub(crate) fn encoded(first: u64, frames: u64, bytes: Vec<u8>) -> Batch {
         Batch {
             first,

@@ -14,7 +14,18 @@
 //! clients) lives in [`session`](crate::session); this module only moves
 //! bytes and time, as [`net`](crate::net) does on mio. The two interoperate
 //! both ways, byte for byte.
+//!
+//! The settings and counters are those of the mio drivers, in
+//! [`tickwire::net`](crate::net)
+//! ([`ServerConfig`](crate::net::ServerConfig),
+//! [`ClientConfig`](crate::net::ClientConfig),
+//! [`ServerStats`](crate::net::ServerStats)…): the `tokio` feature compiles
+//! that shared part of `net` alone, without mio or the mio drivers (those
+//! need the `net` feature).
 #![forbid(unsafe_code)]
+// Without `net`, the docs' links to the mio twins (`net::Server`…) have no
+// target.
+#![cfg_attr(not(feature = "net"), allow(rustdoc::broken_intra_doc_links))]
 
 mod client;
 mod codec;

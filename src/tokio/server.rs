@@ -3,6 +3,7 @@
 //! moves time, and every decision is the core's.
 #![forbid(unsafe_code)]
 
+use std::string::ToString;
 use std::vec;
 use std::vec::Vec;
 
@@ -18,9 +19,8 @@ use ::tokio::task::JoinSet;
 use ::tokio::time::Instant;
 
 use crate::encode::Sequencer;
-use crate::net::datagram::DatagramOutput;
 use crate::net::{
-    close_reason, new_session_id, sys, unix_nanos, Counters, Messages, PublishError, ServerConfig,
+    close_reason, sys, unix_nanos, Counters, DatagramOutput, Messages, PublishError, ServerConfig,
     ServerStats,
 };
 use crate::session::{Batch, CloseReason, ConnId, ServerCore, Time, SHUTDOWN_DRAIN, WRITE_BUDGET};
@@ -89,7 +89,7 @@ impl Shared {
             }
         }
         while let Some(event) = state.core.poll_event() {
-            crate::net::log_core_event(&event, self.config.slow_policy);
+            crate::net::log_core_event(&event, self.config.core.session.slow_policy);
         }
         let due = state.core.poll_timeout();
         let earlier = match (due, state.timer_planned) {
@@ -320,17 +320,20 @@ impl RelayFeed {
 ///
 /// The core sits behind one lock, taken for each step (a read, a write, a
 /// publish) and never across an `.await`. Connections that have not logged
-/// in are limited as the core says ([`ServerConfig::max_unauthenticated`],
-/// per peer too, after [`ServerConfig::admission_grace`]), and accepted
-/// sockets get the send buffer, TCP keepalive and `TCP_USER_TIMEOUT` of
-/// [`ServerConfig`]. A datagram feed ([`ServerConfig::datagrams`], protocol
-/// section 8) is sent by the publishing thread inside [`Publisher::publish`]
-/// (there is no event loop to send it), its idle Packet-only datagrams by a
-/// task of the server, its EndOfSession by [`ServerHandle::shutdown`]; the
-/// connections serve retransmission requests (section 9) from the same
-/// retention. Settings of the mio event loop that have no meaning here:
-/// `threads`, `busy_poll`, `publisher_writes`, `publish_queue`,
-/// `datagrams.sender`.
+/// in are limited as the core says
+/// ([`CoreConfig::max_unauthenticated`](crate::session::CoreConfig::max_unauthenticated),
+/// per peer too, after
+/// [`CoreConfig::admission_grace`](crate::session::CoreConfig::admission_grace)),
+/// and accepted sockets get the send buffer, TCP keepalive and
+/// `TCP_USER_TIMEOUT` of [`ServerConfig`]. A datagram feed
+/// ([`ServerConfig::datagrams`], protocol section 8) is sent by the
+/// publishing thread inside [`Publisher::publish`] (there is no event loop
+/// to send it), its idle Packet-only datagrams by a task of the server, its
+/// EndOfSession by [`ServerHandle::shutdown`]; the connections serve
+/// retransmission requests (section 9) from the same retention. Every field
+/// of [`ServerConfig`] means here what it means to the mio server; the mio
+/// event loops' own settings (`ServerConfig::mio`, `net` feature) are not
+/// read.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
@@ -380,7 +383,9 @@ impl Server {
         socket.bind(config.listen)?;
         let listener = socket.listen(config.listen_backlog)?;
         let local_addr = listener.local_addr()?;
-        let session_id = config.session_id.unwrap_or_else(new_session_id);
+        // A random session id if the config says 0 (see ServerConfig::core).
+        let core = config.core_for_run();
+        let session_id = core.session.session_id;
         let epoch = Instant::now();
         let counters = Arc::new(Counters::default());
         let datagrams = config
@@ -390,17 +395,23 @@ impl Server {
                 DatagramOutput::new(
                     output,
                     session_id,
-                    config.heartbeat_interval,
+                    core.session.heartbeat_interval,
                     epoch.into_std(),
                     &counters,
                 )
             })
-            .transpose()?
-            .map(Mutex::new);
+            .transpose()?;
+        if let Some(output) = &datagrams {
+            log::info!(
+                "datagrams from {:?}",
+                output.local_addr().map(|a| a.to_string())
+            );
+        }
+        let datagrams = datagrams.map(Mutex::new);
         let time = Time::new(Duration::ZERO, unix_nanos());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                core: ServerCore::new(config.core(session_id), time),
+                core: ServerCore::new(core, time),
                 sequencer: Sequencer::new(),
                 wakers: Vec::new(),
                 timer_planned: None,

@@ -1,7 +1,7 @@
 //! Shared by the socket tests (`tests/client.rs`, `tests/tokio.rs`): the
 //! fault-injecting TCP proxy on 127.0.0.1, the mio client driver that logs
-//! events, the seeded messages and their expected bytes. Every loop is
-//! bounded in time.
+//! events (`net` feature), the seeded messages and their expected bytes.
+//! Every loop is bounded in time.
 #![allow(
     dead_code, // each test binary uses its own part
     unreachable_pub,
@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tickwire::net::{Client, ClientConfig, Server, ServerConfig, ServerHandle, ServerStats};
+#[cfg(feature = "net")]
+use tickwire::net::{Client, Server, ServerHandle};
+use tickwire::net::{ClientConfig, ServerConfig, ServerStats};
 use tickwire::policy::Backoff;
 use tickwire::session::{ClientEvent, ClientState, CloseReason, Lost};
 use tickwire::synth::Feed;
@@ -27,6 +29,7 @@ use tickwire::{Payload, Sequencer};
 
 pub const T0: u64 = 1_700_000_000_000_000_000;
 
+#[cfg(feature = "net")]
 pub fn server_on(listen: SocketAddr, tweak: impl FnOnce(&mut ServerConfig)) -> ServerHandle {
     let mut config = ServerConfig {
         listen,
@@ -325,6 +328,7 @@ pub struct Log {
     pub gave_up: Option<Lost>,
 }
 
+#[cfg(feature = "net")]
 pub fn drive(client: &mut Client, limit: Duration, mut done: impl FnMut(&Log) -> bool) -> Log {
     let mut log = Log::default();
     let deadline = Instant::now() + limit;

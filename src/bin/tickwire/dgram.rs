@@ -64,10 +64,16 @@ impl FeedArgs {
         config.interface = self.multicast_if;
         config.max_datagram = usize::try_from(self.datagram_size).unwrap_or(MAX_DATAGRAM_SIZE);
         config.ttl = self.ttl;
-        if self.datagrams_by_loop {
-            config.sender = DatagramSender::EventLoop;
-        }
         Some(config)
+    }
+
+    /// Which thread of the server sends the datagrams.
+    pub(crate) fn sender(&self) -> DatagramSender {
+        if self.datagrams_by_loop {
+            DatagramSender::EventLoop
+        } else {
+            DatagramSender::Publisher
+        }
     }
 }
 

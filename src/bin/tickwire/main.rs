@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser as ClapParser, Subcommand};
 use tickwire::json::JsonEvent;
-use tickwire::net::{unix_nanos, Server, ServerConfig, ServerStats};
+use tickwire::net::{unix_nanos, LoopOptions, Server, ServerConfig, ServerStats};
 use tickwire::parse::{Event, Parser};
 use tickwire::session::{CloseReason, SlowPolicy};
 use tickwire::synth::{Damage, Damager, Feed};
@@ -433,24 +433,29 @@ fn main() -> ExitCode {
             retransmit_cap,
             datagrams,
         } => {
-            let config = ServerConfig {
+            let mut config = ServerConfig {
                 listen,
-                retain: usize::try_from(retain).unwrap_or(usize::MAX),
-                slow_policy: match slow_policy {
-                    SlowArg::Skip => SlowPolicy::Skip,
-                    SlowArg::Disconnect => SlowPolicy::Disconnect,
-                },
-                threads: usize::from(threads),
-                busy_poll: busy_poll.then_some(Duration::from_millis(1)),
-                publisher_writes: !loop_writes,
                 listen_backlog,
-                max_unauthenticated: usize::try_from(max_unauthenticated).unwrap_or(usize::MAX),
-                max_unauthenticated_per_peer: usize::try_from(max_unauthenticated_per_peer)
-                    .unwrap_or(usize::MAX),
-                retransmit_cap,
                 datagrams: datagrams.output(),
+                mio: LoopOptions {
+                    threads: usize::from(threads),
+                    busy_poll: busy_poll.then_some(Duration::from_millis(1)),
+                    publisher_writes: !loop_writes,
+                    datagram_sender: datagrams.sender(),
+                    ..LoopOptions::default()
+                },
                 ..ServerConfig::default()
             };
+            let core = &mut config.core;
+            core.retain = usize::try_from(retain).unwrap_or(usize::MAX);
+            core.max_unauthenticated = usize::try_from(max_unauthenticated).unwrap_or(usize::MAX);
+            core.max_unauthenticated_per_peer =
+                usize::try_from(max_unauthenticated_per_peer).unwrap_or(usize::MAX);
+            core.session.slow_policy = match slow_policy {
+                SlowArg::Skip => SlowPolicy::Skip,
+                SlowArg::Disconnect => SlowPolicy::Disconnect,
+            };
+            core.session.retransmit_cap = retransmit_cap;
             serve(config, rate, instruments, seed, duration)
         }
         Command::Subscribe {

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 use tickwire::net::{
-    unix_nanos, Client, ClientConfig, Connection, Server, ServerConfig, ServerHandle,
+    unix_nanos, Client, ClientConfig, Connection, LoopOptions, Server, ServerConfig, ServerHandle,
 };
 use tickwire::parse::{Event, SliceParser};
-use tickwire::session::ClientEvent;
+use tickwire::session::{ClientEvent, CoreConfig};
 use tickwire::synth::Feed;
 use tickwire::{encode, Message, Payload, Sequencer};
 
@@ -185,16 +185,19 @@ fn login(addr: SocketAddr) -> TcpStream {
 /// 4096 messages to `clients` receivers (one mio thread, every CRC checked)
 /// and `stalled` clients that never read. Returns each live client's data
 /// frames per second. `loop_writes`: the event loop writes every batch
-/// (`ServerConfig::publisher_writes` off).
+/// (`LoopOptions::publisher_writes` off).
 pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes: bool) -> Vec<f64> {
-    let config = ServerConfig {
+    let mut config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        publisher_writes: !loop_writes,
-        publish_queue: 64,
-        slow_threshold: if stalled > 0 { 8 << 20 } else { 64 << 20 },
-        client_queue: if stalled > 0 { 16 << 20 } else { 128 << 20 },
+        mio: LoopOptions {
+            publisher_writes: !loop_writes,
+            publish_queue: 64,
+            ..LoopOptions::default()
+        },
         ..ServerConfig::default()
     };
+    config.core.session.slow_threshold = if stalled > 0 { 8 << 20 } else { 64 << 20 };
+    config.core.session.queue_limit = if stalled > 0 { 16 << 20 } else { 128 << 20 };
     let server = Server::bind(config).unwrap().spawn().unwrap();
     let addr = server.local_addr();
     let _stalled: Vec<TcpStream> = (0..stalled).map(|_| login(addr)).collect();
@@ -339,11 +342,11 @@ pub(crate) struct LatencyCase {
     pub(crate) stalled: bool,
     /// The client busy-polls instead of sleeping in epoll.
     pub(crate) spin: bool,
-    /// The server busy-polls (`ServerConfig::busy_poll`).
+    /// The server busy-polls (`LoopOptions::busy_poll`).
     pub(crate) server_spin: bool,
     /// Through a relay of the server.
     pub(crate) relayed: bool,
-    /// The event loop writes every batch (`ServerConfig::publisher_writes`
+    /// The event loop writes every batch (`LoopOptions::publisher_writes`
     /// off).
     pub(crate) loop_writes: bool,
 }
@@ -360,8 +363,11 @@ pub(crate) fn latency(rate: u64, seconds: f64, case: LatencyCase) -> (Histogram<
     } = case;
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        busy_poll: server_spin.then_some(Duration::from_millis(1)),
-        publisher_writes: !loop_writes,
+        mio: LoopOptions {
+            busy_poll: server_spin.then_some(Duration::from_millis(1)),
+            publisher_writes: !loop_writes,
+            ..LoopOptions::default()
+        },
         ..ServerConfig::default()
     })
     .unwrap()
@@ -470,14 +476,15 @@ pub(crate) fn datagram_latency(
     drop(probe);
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        datagrams: Some(DatagramOutputConfig {
-            sender: if by_loop {
+        datagrams: Some(DatagramOutputConfig::new(line)),
+        mio: LoopOptions {
+            datagram_sender: if by_loop {
                 DatagramSender::EventLoop
             } else {
                 DatagramSender::Publisher
             },
-            ..DatagramOutputConfig::new(line)
-        }),
+            ..LoopOptions::default()
+        },
         ..ServerConfig::default()
     })
     .unwrap()
@@ -601,8 +608,14 @@ struct Receiver {
 pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, threads: usize) -> ManyClients {
     let server = Server::bind(ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        max_clients: clients + 16,
-        threads,
+        core: CoreConfig {
+            max_clients: clients + 16,
+            ..CoreConfig::new(0)
+        },
+        mio: LoopOptions {
+            threads,
+            ..LoopOptions::default()
+        },
         ..ServerConfig::default()
     })
     .unwrap()

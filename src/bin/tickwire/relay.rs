@@ -39,8 +39,9 @@ pub(crate) fn run(
             })?,
         ),
     };
-    config.server.retain = usize::try_from(retain).unwrap_or(usize::MAX);
+    config.server.core.retain = usize::try_from(retain).unwrap_or(usize::MAX);
     config.server.datagrams = datagrams.output();
+    config.server.mio.datagram_sender = datagrams.sender();
     config.start_timeout = start_timeout;
     let relay = Relay::start(config)
         .map_err(|e| io::Error::other(format!("relay of {upstream} on {listen}: {e}")))?;
