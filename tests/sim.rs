@@ -171,6 +171,11 @@ struct Params {
     /// Real client sessions the server must refuse (a wrong secret, an
     /// unknown key, a key that may not subscribe, no credentials).
     refused: usize,
+    /// `SIM_AUTH_BUGS=1` (not drawn): also the section 11 cases that the
+    /// `#[ignore]`d tests at the end show failing (a close read with the
+    /// Auth, more than 4 KiB read with it, and on odd seeds the drivers'
+    /// read into a full buffer), with the protocol's expectations.
+    known_bugs: bool,
 }
 
 impl Params {
@@ -225,13 +230,18 @@ impl Params {
             lockout_failures: r.range(3, 10) as u32,
             lockout_window: r.ms(2_000, 5_000),
             attacks: r.range(1, 12) as usize,
-            brute_one: if r.pct(40) { r.range(1, 8) as usize } else { 0 },
+            brute_one: if r.pct(40) {
+                r.range(1, 12) as usize
+            } else {
+                0
+            },
             brute_many: if r.pct(40) {
                 r.range(2, 24) as usize
             } else {
                 0
             },
             refused: r.range(0, 3) as usize,
+            known_bugs: false,
         }
     }
 }
@@ -433,13 +443,18 @@ struct Hostile {
 }
 
 impl Hostile {
-    fn plan(attack: Attack, auth: bool, keys: &Keys, rng: &mut Rng) -> Hostile {
+    fn plan(attack: Attack, p: &Params, keys: &Keys, rng: &mut Rng) -> Hostile {
+        let (auth, bugs) = (p.auth, p.known_bugs);
         use RejectReason::{AuthenticationRequired as R1, NotAuthorized as R2, NotPermitted as R3};
         let login = frame(&Payload::Login, rng.range(0, 3));
         let mut close_at = None;
         let (stream, answer, closes): (Vec<u8>, _, &'static [CloseReason]) = match attack {
             Attack::Random => {
-                let n = rng.range(1, 300) as usize;
+                let n = if bugs && rng.pct(20) {
+                    rng.range(4_000, 9_000) // a full first read
+                } else {
+                    rng.range(1, 300)
+                } as usize;
                 let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
                 let k = n.min(4);
                 let (answer, closes): (_, &'static [CloseReason]) = if !auth {
@@ -600,6 +615,12 @@ impl Hostile {
             // Later writes: drained, more than 4 KiB of them.
             let total = rng.range(REJECT_DRAIN_BYTES as u64 + 1, 9_000) as usize;
             let mut sent = 0;
+            if bugs && rng.pct(30) {
+                // With the trigger.
+                let junk = (0..total).map(|_| rng.next() as u8);
+                pieces.last_mut().unwrap().1.extend(junk);
+                sent = total;
+            }
             while sent < total {
                 last += rng.ms(1, 10);
                 let n = (rng.range(300, 3_000) as usize).min(total - sent);
@@ -610,7 +631,11 @@ impl Hostile {
         if close_at.is_some() || (answer.is_some() && rng.pct(50)) {
             // After its last write (a close read with it: see
             // `rejected_is_dropped_when_the_close_comes_with_the_auth`).
-            close_at = Some(last + rng.ms(1, 100));
+            close_at = Some(if bugs && rng.pct(30) {
+                last // read with the last write
+            } else {
+                last + rng.ms(1, 100)
+            });
         }
         Hostile {
             attack,
@@ -759,6 +784,21 @@ impl Link {
             last_rx: None,
             frames: 0,
             gap_frames: 0,
+        }
+    }
+
+    /// Who is on the other end, for messages.
+    fn what(&self) -> String {
+        match (&self.hostile, self.client) {
+            (Some(h), _) => format!(
+                "hostile {:?}, writes of {:?} bytes at {:?}, closing at {:?}",
+                h.attack,
+                h.pieces.iter().map(|p| p.1.len()).collect::<Vec<_>>(),
+                h.pieces.iter().map(|p| p.0).collect::<Vec<_>>(),
+                h.close_at
+            ),
+            (None, Some(c)) => format!("client {c}"),
+            (None, None) => "idle".into(),
         }
     }
 
@@ -1036,7 +1076,7 @@ impl Sim {
         }
         for i in 0..sim.p.hostile {
             let peer = IpAddr::V4(Ipv4Addr::new(10, 3, 0, i as u8));
-            let plan = Hostile::plan(Attack::Random, sim.p.auth, &keys, &mut sim.rng);
+            let plan = Hostile::plan(Attack::Random, &sim.p, &keys, &mut sim.rng);
             let when = sim.rng.ms(0, publish_for.as_millis() as u64);
             sim.hostile(peer, plan, when);
         }
@@ -1052,17 +1092,26 @@ impl Sim {
         for k in 0..attacks {
             let peer = IpAddr::V4(Ipv4Addr::new(10, 7, 0, k as u8));
             let attack = Attack::draw(auth, &mut arng);
-            let plan = Hostile::plan(attack, auth, &keys, &mut arng);
+            let plan = Hostile::plan(attack, &sim.p, &keys, &mut arng);
             sim.hostile(peer, plan, arng.ms(0, span));
         }
         if auth && sim.p.brute_one > 0 {
-            // Past the lock-out from one address: a burst, or a slower
-            // series that a window may end in the middle of.
+            // Past the lock-out from one address: a burst, then (if any
+            // are left) another around the end of its window: the address
+            // may try again, and is locked out again.
             let n = sim.p.lockout_failures as usize + sim.p.brute_one;
-            let pace = [20, 200, 800][arng.range(0, 2) as usize];
-            let mut when = arng.ms(0, span);
-            for _ in 0..n {
-                let plan = Hostile::plan(Attack::BruteForce, auth, &keys, &mut arng);
+            let first =
+                sim.p.lockout_failures as usize + arng.range(0, sim.p.brute_one as u64) as usize;
+            let pace = [5, 50, 200][arng.range(0, 2) as usize];
+            let start = arng.ms(0, span / 2);
+            let mut when = start;
+            for k in 0..n {
+                if k == first {
+                    when = (start + sim.p.lockout_window + arng.ms(0, 600))
+                        .saturating_sub(ms(300))
+                        .max(when);
+                }
+                let plan = Hostile::plan(Attack::BruteForce, &sim.p, &keys, &mut arng);
                 sim.hostile(IpAddr::V4(Ipv4Addr::new(10, 4, 0, 1)), plan, when);
                 when += arng.ms(0, pace);
             }
@@ -1072,7 +1121,7 @@ impl Sim {
             for a in 0..sim.p.brute_many {
                 let peer = IpAddr::V4(Ipv4Addr::new(10, 5, 0, a as u8));
                 for _ in 0..arng.range(1, 3) {
-                    let plan = Hostile::plan(Attack::BruteForce, auth, &keys, &mut arng);
+                    let plan = Hostile::plan(Attack::BruteForce, &sim.p, &keys, &mut arng);
                     sim.hostile(peer, plan, arng.ms(0, span.min(1_500)));
                 }
             }
@@ -1491,7 +1540,29 @@ impl Sim {
             link.drained += input.len();
         }
         let drained = link.drained;
-        if !input.is_empty() {
+        if !input.is_empty() && self.p.known_bugs && self.p.seed % 2 == 1 {
+            // As the mio and tokio drivers read (odd seeds, with
+            // `SIM_AUTH_BUGS`): into the core's buffer until a short read;
+            // a read into no room returns 0, an EOF.
+            let mut rest = &input[..];
+            while let Some(spare) = self.core.input_buffer(id) {
+                if spare.is_empty() {
+                    self.core.handle_eof(id, t);
+                    break;
+                }
+                if rest.is_empty() {
+                    break; // it would block
+                }
+                let room = spare.len();
+                let n = room.min(rest.len());
+                spare[..n].copy_from_slice(&rest[..n]);
+                self.core.input_committed(id, n, t);
+                rest = &rest[n..];
+                if n < room {
+                    break;
+                }
+            }
+        } else if !input.is_empty() {
             self.core.handle_input(id, &input, t);
         }
         if drained >= REJECT_DRAIN_BYTES && self.core.close_reason(id).is_none() {
@@ -1658,7 +1729,8 @@ impl Sim {
                 )
             {
                 self.fail(&format!(
-                    "link {l} rejected ({rejected:?}), closed {drained:?} after with {reason:?}, its sending side shut down {} times",
+                    "link {l} ({}) rejected ({rejected:?}), closed {drained:?} after with {reason:?}, its sending side shut down {} times",
+                    link.what(),
                     link.write_shuts
                 ));
             }
@@ -1703,8 +1775,9 @@ impl Sim {
                     || (reason == CloseReason::Shutdown && self.core.is_shutting_down());
                 if !ok || (link.rejected.is_none() && lived > LOGIN_TIMEOUT) {
                     self.fail(&format!(
-                        "hostile link {l} ({:?}) closed with {reason:?} after {lived:?}, expected {:?}",
-                        plan.attack, plan.closes
+                        "link {l} ({}) closed with {reason:?} after {lived:?}, expected {:?}",
+                        link.what(),
+                        plan.closes
                     ));
                 }
                 self.check_answer(l, reason);
@@ -1763,11 +1836,8 @@ impl Sim {
         };
         if got != expected || garbage > 0 {
             self.fail(&format!(
-                "hostile link {l} ({:?}, {} bytes in {} writes, closed {:?}, closed {reason:?}) got {got:?}, expected {expected:?}",
-                plan.attack,
-                plan.pieces.iter().map(|p| p.1.len()).sum::<usize>(),
-                plan.pieces.len(),
-                plan.close_at
+                "link {l} ({}), closed with {reason:?}, was sent {got:?}, expected {expected:?}",
+                link.what()
             ));
         }
         if let Some(r) = got {
@@ -2181,7 +2251,8 @@ impl Drop for Replay {
 
 fn run_seed(seed: u64, max_clients: usize, max_frames: u64, verbose: bool) -> Counts {
     let _replay = Replay(seed);
-    let params = Params::draw(seed, max_clients, max_frames);
+    let mut params = Params::draw(seed, max_clients, max_frames);
+    params.known_bugs = env("SIM_AUTH_BUGS").is_some_and(|v| v > 0);
     let mut sim = Sim::new(params);
     sim.run();
     if verbose {
@@ -2246,5 +2317,104 @@ fn simulation() {
     println!(
         "section 11: {} runs with authentication, {} hostile connections, Rejecteds received by reason (1, 2, 3) {:?}, {} connections locked out",
         total.auth_runs, total.hostile, total.rejected, total.locked_out
+    );
+}
+
+// ---- Section 11 findings, as single connections (replayable without the
+// simulation; each was seen with the simulation's driver) ----
+
+/// A core requiring the key `key` (subscribe and retransmit), and the
+/// bytes it writes to `id` as the sim's driver writes them, and whether it
+/// asked for the sending side to be shut down.
+fn one_key_core(key: &ClientKey) -> ServerCore {
+    let mut core = ServerCore::new(CoreConfig::new(7), at(Duration::ZERO));
+    let line = Credentials::line(&key.key_id, &key.secret, None);
+    core.set_verifier(Some(Arc::new(Credentials::parse(&line).unwrap())));
+    core
+}
+
+fn written(core: &mut ServerCore, t: Time) -> HashMap<ConnId, (Vec<u8>, bool)> {
+    let mut out: HashMap<ConnId, (Vec<u8>, bool)> = HashMap::new();
+    while let Some(id) = core.poll_ready() {
+        let entry = out.entry(id).or_default();
+        while let Some(tx) = core.poll_transmit(id, t) {
+            let n = tx.len();
+            tx.slices().for_each(|s| entry.0.extend_from_slice(s));
+            core.transmitted(id, n, t);
+        }
+        entry.1 |= core.poll_write_shutdown(id);
+        if core.close_reason(id).is_some() {
+            core.release(id);
+        }
+    }
+    out
+}
+
+fn test_key() -> ClientKey {
+    ClientKey {
+        key_id: KeyId::new("desk-1").unwrap(),
+        secret: Secret::new([0x42; 32]),
+    }
+}
+
+fn rejected_frame(reason: RejectReason) -> Vec<u8> {
+    frame(&Payload::Rejected { reason }, 0)
+}
+
+#[test]
+#[ignore = "bug: a wrong Auth and the peer's FIN read in the same turn: the Rejected is counted (auth_failures) but never written"]
+fn rejected_is_written_when_the_close_comes_with_the_auth() {
+    let key = test_key();
+    let mut core = one_key_core(&key);
+    let t = at(Duration::ZERO);
+    let id = core.accept("10.0.0.1:4000".parse().unwrap(), t);
+    let mut rng = Rng(1);
+    let bad = wrong_secret(key, &mut rng);
+    core.handle_input(
+        id,
+        &[auth_frame(&bad), frame(&Payload::Login, 0)].concat(),
+        t,
+    );
+    core.handle_eof(id, t); // `printf ... | nc`: the FIN follows the bytes
+    let out = written(&mut core, t);
+    assert_eq!(core.stats().auth_failures, 1);
+    assert_eq!(
+        out.get(&id).map(|o| o.0.clone()).unwrap_or_default(),
+        rejected_frame(RejectReason::NotAuthorized),
+        "section 11: anything else gets one Rejected"
+    );
+}
+
+#[test]
+#[ignore = "bug: more than 4 KiB read in the turn that rejects a connection close it before its Rejected is written"]
+fn rejected_is_written_when_4_kib_come_with_the_first_frame() {
+    let mut core = one_key_core(&test_key());
+    let t = at(Duration::ZERO);
+    let id = core.accept("10.0.0.1:4000".parse().unwrap(), t);
+    // An HTTP request with large headers, say: reason 1 at once.
+    core.handle_input(id, &[b'G'; 9_000], t);
+    let out = written(&mut core, t);
+    assert_eq!(
+        out.get(&id).map(|o| o.clone()).unwrap_or_default(),
+        (rejected_frame(RejectReason::AuthenticationRequired), true)
+    );
+}
+
+#[test]
+#[ignore = "bug: after a reason-1 Rejected on a full first read, input_buffer gives an empty buffer: a driver's read returns 0 (EOF) and the Rejected is never written"]
+fn a_rejected_connection_has_room_to_drain_into() {
+    let mut core = one_key_core(&test_key());
+    let t = at(Duration::ZERO);
+    let id = core.accept("10.0.0.1:4000".parse().unwrap(), t);
+    // As the mio and tokio drivers read: into input_buffer, whole.
+    let spare = core.input_buffer(id).unwrap();
+    let n = spare.len();
+    spare.fill(b'G');
+    core.input_committed(id, n, t);
+    assert!(core.close_reason(id).is_none());
+    let room = core.input_buffer(id).map_or(0, |b| b.len());
+    assert!(
+        room > 0,
+        "a read into {room} bytes returns 0: EOF to a driver"
     );
 }
