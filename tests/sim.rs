@@ -119,6 +119,9 @@ use tickwire::wire::{KeyId, RejectReason, Secret};
 use tickwire::{Message, Payload, Sequencer};
 
 const MS: Duration = Duration::from_millis(1);
+/// The least the clock moves per step: a deadline may be met up to this
+/// late.
+const STEP: Duration = Duration::from_micros(1);
 /// The heartbeat interval of the server and the clients.
 const HB: Duration = Duration::from_millis(100);
 const LOGIN_TIMEOUT: Duration = Duration::from_millis(500);
@@ -1395,7 +1398,7 @@ impl Sim {
         if next == Duration::MAX {
             self.fail("nothing left to wait for");
         }
-        self.now = next.max(self.now + Duration::from_micros(1));
+        self.now = next.max(self.now + STEP);
     }
 
     fn step(&mut self) {
@@ -1763,7 +1766,7 @@ impl Sim {
             // Section 11: one Rejected, the sending side shut down, then a
             // drain of at most 1 s (or 4 KiB: checked as they are read).
             let drained = self.now - when;
-            if drained > REJECT_DRAIN
+            if drained > REJECT_DRAIN + STEP
                 || link.write_shuts != 1
                 || !matches!(
                     reason,
@@ -1802,7 +1805,7 @@ impl Sim {
                         | CloseReason::UnauthenticatedLimit
                         | CloseReason::Shutdown
                 );
-                if !ok || lived > LOGIN_TIMEOUT || link.written > 0 {
+                if !ok || lived > LOGIN_TIMEOUT + STEP || link.written > 0 {
                     self.fail(&format!(
                         "idle link {l} closed with {reason:?} after {lived:?}, {} bytes written to it",
                         link.written
@@ -1815,7 +1818,7 @@ impl Sim {
                     || plan.closes.contains(&reason)
                     || (reason == CloseReason::UnauthenticatedLimit && lived >= grace)
                     || (reason == CloseReason::Shutdown && self.core.is_shutting_down());
-                if !ok || (link.rejected.is_none() && lived > LOGIN_TIMEOUT) {
+                if !ok || (link.rejected.is_none() && lived > LOGIN_TIMEOUT + STEP) {
                     self.fail(&format!(
                         "link {l} ({}) closed with {reason:?} after {lived:?}, expected {:?}",
                         link.what(),
