@@ -2367,9 +2367,9 @@ fn simulation() {
 
 // ---- Section 11 findings, each as one connection. The simulation finds
 // them with `SIM_AUTH_BUGS=1` (which it leaves out otherwise):
-//   SIM_AUTH_BUGS=1 SIM_SEED=12 cargo test --features std --test sim -- --nocapture   # the close
+//   SIM_AUTH_BUGS=1 SIM_SEED=15 cargo test --features std --test sim -- --nocapture   # the close
 //   SIM_AUTH_BUGS=1 SIM_SEED=2 cargo test --features std --test sim -- --nocapture    # > 4 KiB
-//   SIM_AUTH_BUGS=1 SIM_SEED=15 cargo test --features std --test sim -- --nocapture   # a full read
+//   SIM_AUTH_BUGS=1 SIM_SEED=27 cargo test --features std --test sim -- --nocapture   # a full read
 // ----
 
 /// A core that requires authentication, with the one key `key` (both
