@@ -90,7 +90,7 @@
 //! max_unauthenticated`, and that seed passes.
 //!
 //! With section 11 (2 cores shared with other builds, load 4–5, so CPU time
-//! is the fairer figure): the CI default took 60–100 s (52–58 s of CPU),
+//! is the fairer figure): the CI default took 60–104 s (52–65 s of CPU),
 //! and the version before it, run alongside, 89–106 s (60–62 s of CPU);
 //! `SIM_SEEDS=300 SIM_CLIENTS=200 SIM_FRAMES=20000` in release 7.1 s. Some
 //! 34,000 more seeds passed. The three findings are at the end of the file.
