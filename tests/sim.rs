@@ -7,6 +7,23 @@
 //! everything from one `u64` seed, under one virtual clock. No socket, no
 //! thread, no wall clock: a seed replays exactly.
 //!
+//! Protocol section 11 (issue 25): half the seeds require authentication
+//! (a [`Credentials`] of subscribe-only, both and retransmit-only keys, a
+//! lock-out of 3–10 failures in a 2–5 s window); every real client then
+//! has a valid key that may subscribe. Hostile connections, each from its
+//! own address, send a wrong secret, an unknown key id, a Login, Heartbeat
+//! or Retransmit before the Auth, two Auths, part of an Auth (then close, or
+//! nothing more), an Auth with a flipped bit, a resealed Auth that is not
+//! well-formed (sequence, key id), a key asking for what it may not, a valid
+//! Auth alone, a refusal followed by more than 4 KiB, or random bytes; any
+//! of it in random fragments, some closing after. A brute force comes from
+//! one address (past the lock-out, in a burst and again around the end of
+//! its window) and from many (a few attempts each); a few client sessions
+//! must be refused (a wrong secret or unknown key: reason 2; a
+//! retransmit-only key: 3; none: 1). Without authentication, some real
+//! clients send an Auth with a random key anyway, and hostile connections
+//! send two Auths, part of one, one with a flipped bit, or one alone.
+//!
 //! Checked on every run:
 //! - **No silent loss**: on every client connection that got LoginAccepted,
 //!   the data frames delivered plus the gaps reported are exactly the
@@ -24,7 +41,30 @@
 //! - **No progress**: a blackholed (half-open) connection is closed within
 //!   `no_progress_intervals + 1` heartbeat intervals (plus a backlog check).
 //! - **Login timeout**: hostile and idle connections are closed within the
-//!   login timeout.
+//!   login timeout (or their drain, below).
+//! - **Authentication** (section 11): no client with valid credentials (or
+//!   an ignored Auth) is ever refused, locked out or displaced, and the
+//!   checks above hold for all of them. Every hostile connection is sent
+//!   exactly one Rejected with the rules' reason (1: the first frame is not
+//!   an Auth; 2: anything wrong with the Auth; 3: a valid key asking for
+//!   what it may not), sequence 0 and reserved bytes 0, or nothing at all
+//!   (part of an Auth then a close; a valid Auth alone; two valid Auths:
+//!   `UnexpectedFrame`; the login timeout; locked out) — never a
+//!   LoginAccepted, a Heartbeat or data — and is closed as its attack says.
+//!   After a Rejected, `poll_write_shutdown` says yes exactly once, when
+//!   the Rejected (and nothing else) is written, and the connection is
+//!   closed within 1 s of it, or once 4 KiB were read after it.
+//! - **Lock-out**: at every accept, the connection is closed at once
+//!   (`LockedOut`, nothing written) exactly when the sim's own model of the
+//!   rule, fed with the reason-2 Rejecteds the server queued and when, says
+//!   its address is locked; other addresses are never affected.
+//! - **Refused client sessions** are refused once with their reason, report
+//!   it, never log in or see data, and end stopped with
+//!   `last_lost() == Some(Lost::Rejected(reason))`.
+//! - **Counters**: `auth_failures` and `not_permitted` are the reason-2 and
+//!   reason-3 Rejecteds received, `LockedOut` closes and `lockout_stats` the
+//!   connections seen locked out, `authenticated` at least the logins;
+//!   without authentication all are 0 and no connection closes `Rejected`.
 //! - At the end every client has caught up to the live edge, the shutdown
 //!   drains every connection, and nothing panicked.
 //!
@@ -38,6 +78,8 @@
 //! `SIM_FIRST` sets the first seed of a range (default 0); `SIM_VERBOSE=1`
 //! prints each seed's parameters and counters.
 //! `SIM_TRACE=1` traces logins, slow marks, blackholes and link 0's timers.
+//! `SIM_AUTH_BUGS=1` adds the section 11 cases the `#[ignore]`d tests at the
+//! end show failing (see there), with the protocol's expectations.
 //!
 //! Measured (2 cores): the CI default 49 s in debug; the long run above 31 s
 //! in release (after a 1 min 46 s release build). Seed 1007 with
@@ -46,6 +88,12 @@
 //! on connections in their admission grace (then `max_unauthenticated`,
 //! 128) and had real clients displaced; the cap is now `max_clients +
 //! max_unauthenticated`, and that seed passes.
+//!
+//! With section 11 (2 cores shared with other builds, load 4–5, so CPU time
+//! is the fairer figure): the CI default took 60–104 s (52–65 s of CPU),
+//! and the version before it, run alongside, 89–106 s (60–62 s of CPU);
+//! `SIM_SEEDS=300 SIM_CLIENTS=200 SIM_FRAMES=20000` in release 7.1 s. Some
+//! 34,000 more seeds passed. The three findings are at the end of the file.
 #![allow(
     // Configs are built field by field from the defaults, as in the docs.
     clippy::field_reassign_with_default,
@@ -64,16 +112,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tickwire::encode::{QuoteFields, TradeFields};
-use tickwire::parse::Parser;
+use tickwire::parse::{Event, Parser, SliceParser};
 use tickwire::policy::Backoff;
 use tickwire::sequence::Gap;
+use tickwire::session::auth::{ClientKey, Credentials, LockOutConfig, Permissions};
+use tickwire::session::server::{REJECT_DRAIN, REJECT_DRAIN_BYTES};
 use tickwire::session::{
     Action, Batch, ClientEvent, ClientSession, ClientSessionConfig, ClientState, CloseReason,
-    ConnId, CoreConfig, CoreEvent, ServerCore, ServerEvent, SlowPolicy, Time,
+    ConnId, CoreConfig, CoreEvent, Lost, ServerCore, ServerEvent, SlowPolicy, Time,
 };
+use tickwire::wire::{KeyId, RejectReason, Secret};
 use tickwire::{Message, Payload, Sequencer};
 
 const MS: Duration = Duration::from_millis(1);
+/// The least the clock moves per step: a deadline may be met up to this
+/// late.
+const STEP: Duration = Duration::from_micros(1);
 /// The heartbeat interval of the server and the clients.
 const HB: Duration = Duration::from_millis(100);
 const LOGIN_TIMEOUT: Duration = Duration::from_millis(500);
@@ -153,6 +207,26 @@ struct Params {
     /// that a client that reads everything never owes more than a quarter
     /// of the slow threshold.
     overload: bool,
+    /// The server requires authentication (protocol section 11).
+    auth: bool,
+    /// The lock-out rule: failed authentications from one address within
+    /// the window after which its new connections are closed at accept.
+    lockout_failures: u32,
+    lockout_window: Duration,
+    /// Hostile connections trying section 11 (each with its own address).
+    attacks: usize,
+    /// Connections from one address with wrong secrets, past the lock-out.
+    brute_one: usize,
+    /// Addresses a brute force comes from, a few wrong secrets each.
+    brute_many: usize,
+    /// Real client sessions the server must refuse (a wrong secret, an
+    /// unknown key, a key that may not subscribe, no credentials).
+    refused: usize,
+    /// `SIM_AUTH_BUGS=1` (not drawn): also the section 11 cases that the
+    /// `#[ignore]`d tests at the end show failing (a close read with the
+    /// Auth, more than 4 KiB read with it, and on odd seeds the drivers'
+    /// read into a full buffer), with the protocol's expectations.
+    known_bugs: bool,
 }
 
 impl Params {
@@ -202,7 +276,474 @@ impl Params {
             max_latency: r.range(0, 3),
             accept_delay: r.range(0, 2),
             overload: r.pct(15),
+            // Drawn last: the draws above are what they were before.
+            auth: r.pct(50),
+            lockout_failures: r.range(3, 10) as u32,
+            lockout_window: r.ms(2_000, 5_000),
+            attacks: r.range(1, 12) as usize,
+            brute_one: if r.pct(40) {
+                r.range(1, 12) as usize
+            } else {
+                0
+            },
+            brute_many: if r.pct(40) {
+                r.range(2, 24) as usize
+            } else {
+                0
+            },
+            refused: r.range(0, 3) as usize,
+            known_bugs: false,
         }
+    }
+}
+
+/// The first four bytes of an Auth (protocol section 11, rule 2).
+const AUTH_HEAD: [u8; 4] = [0xa5, 0x01, 0x07, 0x48];
+const REJECTED: &[CloseReason] = &[CloseReason::Rejected];
+
+/// The credentials of a run that requires authentication: real clients
+/// use the subscribe-only and the both keys; the sim opens no
+/// retransmission connections, so the retransmit-only keys are only ever
+/// refused (reason 3), as is a subscribe-only key asking to retransmit.
+struct Keys {
+    subscribe: Vec<ClientKey>,
+    both: Vec<ClientKey>,
+    retransmit: Vec<ClientKey>,
+}
+
+impl Keys {
+    fn draw(rng: &mut Rng) -> Keys {
+        let mut keys = |prefix: &str, n: u64| -> Vec<ClientKey> {
+            (0..rng.range(1, n))
+                .map(|i| ClientKey {
+                    key_id: KeyId::new(&format!("{prefix}-{i}")).unwrap(),
+                    secret: random_secret(rng),
+                })
+                .collect()
+        };
+        Keys {
+            subscribe: keys("sub", 3),
+            both: keys("both", 2),
+            retransmit: keys("retx.only", 2),
+        }
+    }
+
+    fn credentials(&self) -> Credentials {
+        let lines: Vec<String> = [
+            (&self.subscribe, Permissions::SUBSCRIBE),
+            (&self.both, Permissions::ALL),
+            (&self.retransmit, Permissions::RETRANSMIT),
+        ]
+        .into_iter()
+        .flat_map(|(keys, p)| {
+            keys.iter().map(move |k| {
+                // "Both" as the default (no list) half of the time.
+                let list = (p != Permissions::ALL || k.secret.expose()[0] % 2 == 0).then_some(p);
+                Credentials::line(&k.key_id, &k.secret, list)
+            })
+        })
+        .collect();
+        Credentials::parse(&format!("# sim\n{}\n", lines.join("\n"))).unwrap()
+    }
+
+    /// A key that may subscribe.
+    fn subscriber(&self, rng: &mut Rng) -> ClientKey {
+        let n = self.subscribe.len() + self.both.len();
+        let i = rng.range(0, n as u64 - 1) as usize;
+        self.subscribe
+            .get(i)
+            .copied()
+            .unwrap_or_else(|| self.both[i - self.subscribe.len()])
+    }
+
+    /// Any key of the server.
+    fn any(&self, rng: &mut Rng) -> ClientKey {
+        let all: Vec<&ClientKey> = self
+            .subscribe
+            .iter()
+            .chain(&self.both)
+            .chain(&self.retransmit)
+            .collect();
+        *all[rng.range(0, all.len() as u64 - 1) as usize]
+    }
+
+    fn pick(keys: &[ClientKey], rng: &mut Rng) -> ClientKey {
+        keys[rng.range(0, keys.len() as u64 - 1) as usize]
+    }
+}
+
+fn random_secret(rng: &mut Rng) -> Secret {
+    let mut secret = [0u8; 32];
+    for chunk in secret.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next().to_le_bytes());
+    }
+    Secret::new(secret)
+}
+
+/// A key id no server key has (those all have a `-`).
+fn unknown_key_id(rng: &mut Rng) -> KeyId {
+    const ALLOWED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.";
+    let n = rng.range(1, 16) as usize;
+    let id: String = (0..n)
+        .map(|_| ALLOWED[rng.range(0, ALLOWED.len() as u64 - 1) as usize] as char)
+        .collect();
+    KeyId::new(&id).unwrap()
+}
+
+/// `key` with the wrong secret.
+fn wrong_secret(key: ClientKey, rng: &mut Rng) -> ClientKey {
+    let mut secret = random_secret(rng);
+    if secret == key.secret {
+        secret = Secret::new([!key.secret.expose()[0]; 32]);
+    }
+    ClientKey {
+        key_id: key.key_id,
+        secret,
+    }
+}
+
+fn frame(payload: &Payload, sequence: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; payload.frame_len()];
+    let n = tickwire::encode(payload, sequence, UNIX0, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn auth_frame(key: &ClientKey) -> Vec<u8> {
+    frame(&Payload::auth(&key.key_id, key.secret), 0)
+}
+
+/// Recomputes an edited frame's checksum: a valid frame whose content is
+/// not a well-formed Auth.
+fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = bytes.len();
+    let crc = tickwire::checksum::crc32c(&bytes[..n - 4]);
+    bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+/// What a hostile connection does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attack {
+    /// Random bytes (with or without authentication).
+    Random,
+    WrongSecret,
+    UnknownKey,
+    /// A Login, Heartbeat or Retransmit before the Auth.
+    WrongOrder,
+    /// An Auth, then another.
+    TwoAuths,
+    /// Part of an Auth, then a close (or nothing more).
+    Truncated,
+    /// A valid Auth with one bit flipped (the checksum fails).
+    BadChecksum,
+    /// A valid frame, but not a well-formed Auth (sequence, key id).
+    NotWellFormed,
+    /// Valid credentials asking for what they may not (reason 3).
+    NotPermitted,
+    /// A valid Auth and nothing more.
+    AuthOnly,
+    /// Refused, then more than 4 KiB of bytes in later writes.
+    Flood,
+    /// A wrong secret from the brute-force addresses.
+    BruteForce,
+}
+
+impl Attack {
+    /// Drawn for a run with (or without) authentication.
+    fn draw(auth: bool, rng: &mut Rng) -> Attack {
+        const WITH: &[Attack] = &[
+            Attack::Random,
+            Attack::WrongSecret,
+            Attack::UnknownKey,
+            Attack::WrongOrder,
+            Attack::TwoAuths,
+            Attack::Truncated,
+            Attack::BadChecksum,
+            Attack::NotWellFormed,
+            Attack::NotPermitted,
+            Attack::AuthOnly,
+            Attack::Flood,
+        ];
+        // Without authentication an Auth is ignored: these are the ones
+        // that are still refused or closed.
+        const WITHOUT: &[Attack] = &[
+            Attack::TwoAuths,
+            Attack::Truncated,
+            Attack::BadChecksum,
+            Attack::AuthOnly,
+        ];
+        let from = if auth { WITH } else { WITHOUT };
+        from[rng.range(0, from.len() as u64 - 1) as usize]
+    }
+}
+
+/// A hostile connection's plan, and what the server must answer.
+#[derive(Clone, Debug)]
+struct Hostile {
+    attack: Attack,
+    /// (after the accept, bytes), in order.
+    pieces: Vec<(Duration, Vec<u8>)>,
+    /// It closes (FIN) this long after the accept, if ever.
+    close_at: Option<Duration>,
+    /// One Rejected with this reason, or nothing at all.
+    answer: Option<RejectReason>,
+    /// How the server closes it (besides the lock-out, the admission
+    /// limits once past its grace, and the shutdown).
+    closes: &'static [CloseReason],
+}
+
+impl Hostile {
+    fn plan(attack: Attack, p: &Params, keys: &Keys, rng: &mut Rng) -> Hostile {
+        let (auth, bugs) = (p.auth, p.known_bugs);
+        use RejectReason::{AuthenticationRequired as R1, NotAuthorized as R2, NotPermitted as R3};
+        let login = frame(&Payload::Login, rng.range(0, 3));
+        let mut close_at = None;
+        let (stream, answer, closes): (Vec<u8>, _, &'static [CloseReason]) = match attack {
+            Attack::Random => {
+                let n = if bugs && rng.pct(20) {
+                    rng.range(4_000, 9_000) // a full first read
+                } else {
+                    rng.range(1, 300)
+                } as usize;
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let k = n.min(4);
+                let (answer, closes): (_, &'static [CloseReason]) = if !auth {
+                    (None, &[CloseReason::BadData, CloseReason::LoginTimeout])
+                } else if bytes[..k] != AUTH_HEAD[..k] {
+                    (Some(R1), REJECTED)
+                } else if n < 72 {
+                    (None, &[CloseReason::LoginTimeout])
+                } else {
+                    (Some(R2), REJECTED) // its checksum fails
+                };
+                (bytes, answer, closes)
+            }
+            Attack::WrongSecret | Attack::BruteForce => {
+                let key = wrong_secret(keys.any(rng), rng);
+                ([auth_frame(&key), login].concat(), Some(R2), REJECTED)
+            }
+            Attack::UnknownKey => {
+                let key = ClientKey {
+                    key_id: unknown_key_id(rng),
+                    secret: keys.any(rng).secret,
+                };
+                ([auth_frame(&key), login].concat(), Some(R2), REJECTED)
+            }
+            Attack::WrongOrder => {
+                let first = match rng.range(0, 2) {
+                    0 => login.clone(),
+                    1 => frame(&Payload::Heartbeat, rng.range(0, 100)),
+                    _ => frame(
+                        &Payload::Retransmit {
+                            session_id: 7,
+                            count: rng.range(1, 10),
+                        },
+                        rng.range(1, 10),
+                    ),
+                };
+                let key = keys.subscriber(rng);
+                (
+                    [first, auth_frame(&key), login].concat(),
+                    Some(R1),
+                    REJECTED,
+                )
+            }
+            Attack::TwoAuths => {
+                if !auth || rng.pct(70) {
+                    // The second is an unexpected frame (rule 4).
+                    let mut stream = [
+                        auth_frame(&keys.subscriber(rng)),
+                        auth_frame(&keys.any(rng)),
+                    ]
+                    .concat();
+                    if rng.pct(50) {
+                        stream.extend_from_slice(&login);
+                    }
+                    (stream, None, &[CloseReason::UnexpectedFrame])
+                } else {
+                    let bad = wrong_secret(keys.any(rng), rng);
+                    let good = keys.subscriber(rng);
+                    (
+                        [auth_frame(&bad), auth_frame(&good), login].concat(),
+                        Some(R2),
+                        REJECTED,
+                    )
+                }
+            }
+            Attack::Truncated => {
+                let key = if rng.pct(50) {
+                    keys.subscriber(rng)
+                } else {
+                    wrong_secret(keys.any(rng), rng)
+                };
+                let cut = rng.range(1, 71) as usize;
+                let stream = auth_frame(&key)[..cut].to_vec();
+                let closes: &'static [CloseReason] = if rng.pct(70) {
+                    close_at = Some(Duration::ZERO); // set after the pieces below
+                    if auth {
+                        &[CloseReason::PeerClosed]
+                    } else {
+                        // Not authenticating, the parser reports the tail.
+                        &[CloseReason::BadData]
+                    }
+                } else {
+                    &[CloseReason::LoginTimeout]
+                };
+                (stream, None, closes)
+            }
+            Attack::BadChecksum => {
+                let mut f = auth_frame(&keys.subscriber(rng));
+                let at = rng.range(4, 71) as usize;
+                f[at] ^= 1 << rng.range(0, 7);
+                let stream = [f, login].concat();
+                if auth {
+                    (stream, Some(R2), REJECTED)
+                } else {
+                    (stream, None, &[CloseReason::BadData])
+                }
+            }
+            Attack::NotWellFormed => {
+                let key = keys.subscriber(rng);
+                let len = key.key_id.as_str().len();
+                let mut f = auth_frame(&key);
+                match rng.range(0, 3) {
+                    0 => f[4..12].copy_from_slice(&rng.range(1, u64::MAX).to_le_bytes()),
+                    1 => {
+                        let bad = [b' ', b'/', b'!', b':', 0x80, 0xff][rng.range(0, 5) as usize];
+                        f[20 + rng.range(0, len as u64 - 1) as usize] = bad;
+                    }
+                    2 => f[20..36].fill(0), // an empty key id
+                    _ => f[20 + 15] = b'x', // padding, then a character
+                }
+                ([reseal(f), login].concat(), Some(R2), REJECTED)
+            }
+            Attack::NotPermitted => {
+                let stream = if rng.pct(50) {
+                    [auth_frame(&Keys::pick(&keys.retransmit, rng)), login].concat()
+                } else {
+                    let ask = frame(
+                        &Payload::Retransmit {
+                            session_id: 0,
+                            count: rng.range(1, 100),
+                        },
+                        rng.range(1, 100),
+                    );
+                    [auth_frame(&Keys::pick(&keys.subscribe, rng)), ask].concat()
+                };
+                (stream, Some(R3), REJECTED)
+            }
+            Attack::AuthOnly => {
+                let key = if auth {
+                    keys.subscriber(rng)
+                } else {
+                    ClientKey {
+                        key_id: unknown_key_id(rng),
+                        secret: random_secret(rng),
+                    }
+                };
+                let closes: &'static [CloseReason] = if rng.pct(50) {
+                    close_at = Some(Duration::ZERO);
+                    &[CloseReason::PeerClosed]
+                } else {
+                    &[CloseReason::LoginTimeout]
+                };
+                (auth_frame(&key), None, closes)
+            }
+            Attack::Flood => {
+                let (trigger, answer) = if rng.pct(50) {
+                    (login.clone(), R1)
+                } else {
+                    let key = wrong_secret(keys.any(rng), rng);
+                    ([auth_frame(&key), login].concat(), R2)
+                };
+                (trigger, Some(answer), REJECTED)
+            }
+        };
+        let mut pieces = fragment(stream, rng);
+        let mut last = pieces.last().map_or(Duration::ZERO, |p| p.0);
+        if attack == Attack::Flood {
+            // Later writes: drained, more than 4 KiB of them.
+            let total = rng.range(REJECT_DRAIN_BYTES as u64 + 1, 9_000) as usize;
+            let mut sent = 0;
+            if bugs && rng.pct(30) {
+                // With the trigger.
+                let junk = (0..total).map(|_| rng.next() as u8);
+                pieces.last_mut().unwrap().1.extend(junk);
+                sent = total;
+            }
+            while sent < total {
+                last += rng.ms(1, 10);
+                let n = (rng.range(300, 3_000) as usize).min(total - sent);
+                pieces.push((last, (0..n).map(|_| rng.next() as u8).collect()));
+                sent += n;
+            }
+        }
+        if close_at.is_some() || (answer.is_some() && rng.pct(50)) {
+            // After its last write (a close read with it: see
+            // `rejected_is_written_when_the_close_comes_with_the_auth`).
+            close_at = Some(if bugs && rng.pct(30) {
+                last // read with the last write
+            } else {
+                last + rng.ms(1, 100)
+            });
+        }
+        Hostile {
+            attack,
+            pieces,
+            close_at,
+            answer,
+            closes,
+        }
+    }
+}
+
+/// `stream` in one write, or in a few pieces a few milliseconds apart (all
+/// of it within 160 ms of the accept: before the admission grace and the
+/// login timeout).
+fn fragment(stream: Vec<u8>, rng: &mut Rng) -> Vec<(Duration, Vec<u8>)> {
+    if stream.len() < 2 || !rng.pct(40) {
+        return vec![(Duration::ZERO, stream)];
+    }
+    let n = rng.range(2, 8.min(stream.len() as u64)) as usize;
+    let mut cuts: Vec<usize> = (1..n)
+        .map(|_| rng.range(1, stream.len() as u64 - 1) as usize)
+        .collect();
+    cuts.push(0);
+    cuts.push(stream.len());
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut at = Duration::ZERO;
+    cuts.windows(2)
+        .map(|w| {
+            let piece = (at, stream[w[0]..w[1]].to_vec());
+            at += rng.ms(0, 20);
+            piece
+        })
+        .collect()
+}
+
+/// The lock-out rule of section 11 as the sim expects it, fed with the
+/// reason-2 Rejecteds the server queued, when it queued them.
+struct LockModel {
+    rule: LockOutConfig,
+    /// Address → (failures, start of its window).
+    failures: HashMap<IpAddr, (u32, Duration)>,
+}
+
+impl LockModel {
+    fn failed(&mut self, peer: IpAddr, now: Duration) {
+        let entry = self.failures.entry(peer).or_insert((0, now));
+        if now - entry.1 >= self.rule.window {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    fn locked(&self, peer: IpAddr, now: Duration) -> bool {
+        self.failures.get(&peer).is_some_and(|&(n, since)| {
+            n >= self.rule.max_failures && now - since < self.rule.window
+        })
     }
 }
 
@@ -211,9 +752,22 @@ impl Params {
 #[derive(Debug)]
 struct Link {
     client: Option<usize>,
-    /// Sends these random bytes after connecting (a hostile peer), or
-    /// nothing at all (an idle one), when `client` is `None`.
-    hostile: Option<Vec<u8>>,
+    /// Does this after connecting (a hostile peer), or nothing at all (an
+    /// idle one), when `client` is `None`.
+    hostile: Option<Hostile>,
+    /// Every byte the server wrote to a connection of no client.
+    wire: Vec<u8>,
+    /// Bytes the server wrote, and the first 32 of them.
+    written: usize,
+    head: Vec<u8>,
+    /// Times `poll_write_shutdown` said yes.
+    write_shuts: u32,
+    /// The server queued a Rejected (its event): when, why.
+    rejected: Option<(Duration, RejectReason)>,
+    /// Bytes the server read in later turns than its Rejected (drained).
+    drained: usize,
+    /// The lock-out model said this address was locked at the accept.
+    locked_at_accept: bool,
     peer: IpAddr,
     latency: Duration,
     conn: Option<ConnId>,
@@ -253,6 +807,13 @@ impl Link {
         Link {
             client,
             hostile: None,
+            wire: Vec::new(),
+            written: 0,
+            head: Vec::new(),
+            write_shuts: 0,
+            rejected: None,
+            drained: 0,
+            locked_at_accept: false,
             peer,
             latency,
             conn: None,
@@ -277,6 +838,21 @@ impl Link {
         }
     }
 
+    /// Who is on the other end, for messages.
+    fn what(&self) -> String {
+        match (&self.hostile, self.client) {
+            (Some(h), _) => format!(
+                "hostile {:?}, writes of {:?} bytes at {:?}, closing at {:?}",
+                h.attack,
+                h.pieces.iter().map(|p| p.1.len()).collect::<Vec<_>>(),
+                h.pieces.iter().map(|p| p.0).collect::<Vec<_>>(),
+                h.close_at
+            ),
+            (None, Some(c)) => format!("client {c}"),
+            (None, None) => "idle".into(),
+        }
+    }
+
     /// Healthy: the heartbeat rule and "no gap" apply to it.
     fn healthy(&self) -> bool {
         !self.stalled && self.blackholed_at.is_none()
@@ -294,6 +870,13 @@ struct Client {
     /// Reads in pieces of at most this many bytes.
     fragment: usize,
     stopped_by_end: bool,
+    /// The server must refuse it with this reason (a wrong secret, an
+    /// unknown key, a key that may not subscribe, no credentials); `None`:
+    /// a real client whose credentials (if it needs any) are valid.
+    refuse: Option<RejectReason>,
+    /// The Rejected it reported, and its GaveUp.
+    refused: Option<RejectReason>,
+    gave_up: Option<Lost>,
 }
 
 /// What a client reported, owned (the frames are checked as they come).
@@ -307,7 +890,8 @@ enum Rx {
     Discarded(u64),
     EndOfSession,
     Lost,
-    GaveUp,
+    Rejected(RejectReason),
+    GaveUp(Lost),
 }
 
 /// Every published frame, by sequence.
@@ -352,6 +936,12 @@ struct Counts {
     max_silence: Duration,
     max_no_progress: Duration,
     steps: u64,
+    /// Section 11: runs that required authentication; Rejecteds received
+    /// by reason (1 to 3); connections locked out; hostile connections.
+    auth_runs: u64,
+    rejected: [u64; 3],
+    locked_out: u64,
+    hostile: u64,
 }
 
 struct Sim {
@@ -378,6 +968,8 @@ struct Sim {
     counts: Counts,
     /// `SIM_TRACE=1`: print logins, slow marks, blackholes and link 0's timers.
     trace: bool,
+    /// What the lock-out must do (with authentication).
+    lock: LockModel,
 }
 
 impl Sim {
@@ -391,10 +983,19 @@ impl Sim {
         config.session.queue_limit = 4 * p.slow_threshold;
         config.session.slow_policy = p.policy;
         config.session.no_progress_intervals = p.no_progress_intervals;
+        config.lockout = LockOutConfig {
+            max_failures: p.lockout_failures,
+            window: p.lockout_window,
+            max_addresses: 4096,
+        };
         let mut rng = Rng(p.seed);
+        // Section 11 draws from a stream of its own: the rest of a seed's
+        // run is drawn as it was before.
+        let mut arng = Rng(p.seed ^ 0xa117_0000_0000_0000);
+        let keys = Keys::draw(&mut arng);
         let publish_for = ms(p.frames / 10 + 500); // about 10 frames per ms
         let burst_at = rng.ms(0, 200);
-        let clients = (0..p.clients)
+        let mut clients: Vec<Client> = (0..p.clients)
             .map(|i| {
                 let mut config = ClientSessionConfig::default();
                 config.heartbeat_interval = HB;
@@ -406,6 +1007,17 @@ impl Sim {
                     0 => 0,
                     1 => 1,
                     _ => rng.range(1, p.frames),
+                };
+                config.credentials = if p.auth {
+                    Some(keys.subscriber(&mut arng))
+                } else if arng.pct(30) {
+                    // Sent anyway: the server ignores it (rule 3).
+                    Some(ClientKey {
+                        key_id: unknown_key_id(&mut arng),
+                        secret: random_secret(&mut arng),
+                    })
+                } else {
+                    None
                 };
                 let (peer, start_at) = if i < p.burst {
                     (IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)), burst_at)
@@ -429,11 +1041,65 @@ impl Sim {
                         usize::MAX
                     },
                     stopped_by_end: false,
+                    refuse: None,
+                    refused: None,
+                    gave_up: None,
                 }
             })
             .collect();
+        if p.auth {
+            // Client sessions the server must refuse, each from its own
+            // address.
+            for k in 0..p.refused {
+                use RejectReason::{AuthenticationRequired, NotAuthorized, NotPermitted};
+                let (credentials, reason) = match arng.range(0, 3) {
+                    0 => (
+                        Some(wrong_secret(keys.any(&mut arng), &mut arng)),
+                        NotAuthorized,
+                    ),
+                    1 => (
+                        Some(ClientKey {
+                            key_id: unknown_key_id(&mut arng),
+                            secret: keys.any(&mut arng).secret,
+                        }),
+                        NotAuthorized,
+                    ),
+                    2 => (Some(Keys::pick(&keys.retransmit, &mut arng)), NotPermitted),
+                    _ => (None, AuthenticationRequired),
+                };
+                let mut config = ClientSessionConfig::default();
+                config.heartbeat_interval = HB;
+                config.connect_timeout = ms(1000);
+                config.backoff = Backoff::new(ms(50), ms(800));
+                config.reconnect_after_end = false;
+                config.from = arng.range(0, p.frames);
+                config.credentials = credentials;
+                clients.push(Client {
+                    session: ClientSession::new(config),
+                    parser: Parser::with_capacity(1 << 16).unwrap(),
+                    peer: IpAddr::V4(Ipv4Addr::new(10, 6, 0, k as u8)),
+                    link: None,
+                    start_at: arng.ms(0, publish_for.as_millis() as u64 / 2),
+                    started: false,
+                    stalled_until: None,
+                    fragment: arng.range(1, 100) as usize,
+                    stopped_by_end: false,
+                    refuse: Some(reason),
+                    refused: None,
+                    gave_up: None,
+                });
+            }
+        }
+        let mut core = ServerCore::new(config, at(Duration::ZERO));
+        if p.auth {
+            core.set_verifier(Some(Arc::new(keys.credentials())));
+        }
         let mut sim = Sim {
-            core: ServerCore::new(config, at(Duration::ZERO)),
+            core,
+            lock: LockModel {
+                rule: config.lockout,
+                failures: HashMap::new(),
+            },
             sequencer: Sequencer::new(),
             published: Published::default(),
             frames_left: p.frames,
@@ -461,14 +1127,66 @@ impl Sim {
         }
         for i in 0..sim.p.hostile {
             let peer = IpAddr::V4(Ipv4Addr::new(10, 3, 0, i as u8));
-            let link = sim.new_link(None, peer);
-            let n = sim.rng.range(1, 300) as usize;
-            let bytes = (0..n).map(|_| sim.rng.next() as u8).collect();
-            sim.links[link].hostile = Some(bytes);
+            let plan = Hostile::plan(Attack::Random, &sim.p, &keys, &mut sim.rng);
             let when = sim.rng.ms(0, publish_for.as_millis() as u64);
-            sim.accepts.push((when, link));
+            sim.hostile(peer, plan, when);
         }
+        // Section 11: hostile Auths, each from its own address (without
+        // authentication, the few that are still refused or closed).
+        let auth = sim.p.auth;
+        let attacks = if auth {
+            sim.p.attacks
+        } else {
+            sim.p.attacks / 4
+        };
+        let span = publish_for.as_millis() as u64;
+        for k in 0..attacks {
+            let peer = IpAddr::V4(Ipv4Addr::new(10, 7, 0, k as u8));
+            let attack = Attack::draw(auth, &mut arng);
+            let plan = Hostile::plan(attack, &sim.p, &keys, &mut arng);
+            sim.hostile(peer, plan, arng.ms(0, span));
+        }
+        if auth && sim.p.brute_one > 0 {
+            // Past the lock-out from one address: a burst, then (if any
+            // are left) another around the end of its window: the address
+            // may try again, and is locked out again.
+            let n = sim.p.lockout_failures as usize + sim.p.brute_one;
+            let first =
+                sim.p.lockout_failures as usize + arng.range(0, sim.p.brute_one as u64) as usize;
+            let pace = [5, 50, 200][arng.range(0, 2) as usize];
+            let start = arng.ms(0, span / 2);
+            let mut when = start;
+            for k in 0..n {
+                if k == first {
+                    when = (start + sim.p.lockout_window + arng.ms(0, 600))
+                        .saturating_sub(ms(300))
+                        .max(when);
+                }
+                let plan = Hostile::plan(Attack::BruteForce, &sim.p, &keys, &mut arng);
+                sim.hostile(IpAddr::V4(Ipv4Addr::new(10, 4, 0, 1)), plan, when);
+                when += arng.ms(0, pace);
+            }
+        }
+        if auth {
+            // From many addresses, a few attempts each.
+            for a in 0..sim.p.brute_many {
+                let peer = IpAddr::V4(Ipv4Addr::new(10, 5, 0, a as u8));
+                for _ in 0..arng.range(1, 3) {
+                    let plan = Hostile::plan(Attack::BruteForce, &sim.p, &keys, &mut arng);
+                    sim.hostile(peer, plan, arng.ms(0, span.min(1_500)));
+                }
+            }
+        }
+        sim.counts.auth_runs = u64::from(auth);
         sim
+    }
+
+    /// A hostile connection from `peer`, accepted at `when`.
+    fn hostile(&mut self, peer: IpAddr, plan: Hostile, when: Duration) {
+        let link = self.new_link(None, peer);
+        self.links[link].hostile = Some(plan);
+        self.accepts.push((when, link));
+        self.counts.hostile += 1;
     }
 
     fn fail(&self, what: &str) -> ! {
@@ -527,7 +1245,10 @@ impl Sim {
         let limit = self.now + ms(5_000);
         while !(self.core.is_drained()
             && self.accepts.is_empty()
-            && self.clients.iter().all(|c| c.stopped_by_end))
+            && self
+                .clients
+                .iter()
+                .all(|c| c.stopped_by_end || c.refuse.is_some()))
         {
             if self.now >= limit {
                 self.fail("the shutdown did not drain");
@@ -540,16 +1261,37 @@ impl Sim {
     fn all_caught_up(&self) -> bool {
         let next = self.core.next_sequence();
         self.clients.iter().all(|c| {
-            c.session.state() == ClientState::LoggedIn
-                && c.link
-                    .is_some_and(|l| self.links[l].expect == next && self.links[l].s2c.is_empty())
+            c.refuse.is_some()
+                || c.session.state() == ClientState::LoggedIn
+                    && c.link.is_some_and(|l| {
+                        self.links[l].expect == next && self.links[l].s2c.is_empty()
+                    })
         })
     }
 
     fn final_checks(&mut self) {
         let stats = self.core.stats();
         for (i, c) in self.clients.iter().enumerate() {
-            if !c.stopped_by_end {
+            if let Some(reason) = c.refuse {
+                // Refused once, given up, never logged in (checked as
+                // reported).
+                let lost = Some(Lost::Rejected(reason));
+                if !c.session.is_stopped()
+                    || c.session.last_lost() != lost
+                    || c.refused != Some(reason)
+                    || c.gave_up != lost
+                    || c.session.stats().connects != 1
+                {
+                    self.fail(&format!(
+                        "client {i}, to be refused ({reason:?}): stopped {}, last lost {:?}, reported {:?} then {:?}, {} connections",
+                        c.session.is_stopped(),
+                        c.session.last_lost(),
+                        c.refused,
+                        c.gave_up,
+                        c.session.stats().connects
+                    ));
+                }
+            } else if !c.stopped_by_end {
                 self.fail(&format!(
                     "client {i} did not get EndOfSession at the shutdown"
                 ));
@@ -564,7 +1306,7 @@ impl Sim {
         }
         if stats.closed_for(CloseReason::UnauthenticatedLimit) > 0
             && self.p.idle_flood <= 16
-            && self.p.hostile == 0
+            && self.counts.hostile == 0
         {
             // Only idle or hostile connections may be displaced (checked
             // per connection at its close; this is a cross-check).
@@ -578,6 +1320,31 @@ impl Sim {
         }
         if stats.open != 0 || stats.clients != 0 {
             self.fail("connections left after the drain");
+        }
+        // Section 11: the server's counters are what the other side saw.
+        let [r1, r2, r3] = self.counts.rejected;
+        let lockout = self.core.lockout_stats().0;
+        let expected = if self.p.auth {
+            (r2, r3, self.counts.locked_out, self.counts.locked_out)
+        } else {
+            (0, 0, 0, 0)
+        };
+        let got = (
+            stats.auth_failures,
+            stats.not_permitted,
+            stats.closed_for(CloseReason::LockedOut),
+            lockout,
+        );
+        let rejected = stats.closed_for(CloseReason::Rejected);
+        if got != expected
+            || (!self.p.auth && (stats.authenticated > 0 || r1 > 0 || rejected > 0))
+            || (self.p.auth && stats.authenticated < self.counts.logins)
+            || rejected > r1 + r2 + r3
+        {
+            self.fail(&format!(
+                "auth counters (failures, not permitted, locked out, lock-out refusals) {got:?}, expected {expected:?}; {} authenticated for {} logins; {rejected} closed as rejected, {:?} Rejecteds received",
+                stats.authenticated, self.counts.logins, self.counts.rejected
+            ));
         }
     }
 
@@ -637,7 +1404,7 @@ impl Sim {
         if next == Duration::MAX {
             self.fail("nothing left to wait for");
         }
-        self.now = next.max(self.now + Duration::from_micros(1));
+        self.now = next.max(self.now + STEP);
     }
 
     fn step(&mut self) {
@@ -740,8 +1507,8 @@ impl Sim {
         bytes.truncate(done.bytes);
         let batch = Arc::new(Batch::new(bytes).unwrap());
         assert_eq!(batch.first(), self.published.at.len() as u64 + 1);
-        for m in tickwire::parse::SliceParser::new(batch.bytes()) {
-            if let tickwire::parse::Event::Frame(m) = m {
+        for m in SliceParser::new(batch.bytes()) {
+            if let Event::Frame(m) = m {
                 let offset = self.published.bytes.len();
                 self.published.bytes.extend_from_slice(m.as_bytes());
                 self.published.at.push((offset, m.as_bytes().len()));
@@ -773,15 +1540,33 @@ impl Sim {
         if self.links[l].client_closed && self.links[l].fin_to_server.is_none() {
             return; // gone before it was accepted, unseen
         }
+        // The failures counted so far (this turn's included).
+        self.core_events();
+        let locked = self.p.auth && self.lock.locked(peer, self.now);
         let port = 10_000 + (l % 50_000) as u16;
         let id = self.core.accept(std::net::SocketAddr::new(peer, port), t);
         self.by_conn.insert(id, l);
+        let refused = self.core.close_reason(id) == Some(CloseReason::LockedOut);
+        if refused != locked {
+            self.fail(&format!(
+                "link {l} from {peer}: locked out at its accept {refused}, the rule says {locked} ({:?})",
+                self.lock.failures.get(&peer)
+            ));
+        }
+        let now = self.now;
         let link = &mut self.links[l];
         link.conn = Some(id);
         link.server_open = true;
-        link.accepted_at = Some(self.now);
-        if let Some(bytes) = link.hostile.clone() {
-            link.c2s.push_back((self.now + link.latency, bytes));
+        link.accepted_at = Some(now);
+        link.locked_at_accept = locked;
+        if let Some(plan) = &link.hostile {
+            for (after, bytes) in &plan.pieces {
+                link.c2s
+                    .push_back((now + link.latency + *after, bytes.clone()));
+            }
+            if let Some(after) = plan.close_at {
+                link.fin_to_server = Some((now + link.latency + after, false));
+            }
         }
         // The driver reads at once what the peer has sent already.
         self.server_read(l);
@@ -802,8 +1587,39 @@ impl Sim {
             .fin_to_server
             .filter(|&(t, _)| t <= now && link.c2s.is_empty());
         let t = at(now);
-        if !input.is_empty() {
+        if link.rejected.is_some_and(|(when, _)| when < now) {
+            link.drained += input.len();
+        }
+        let drained = link.drained;
+        if !input.is_empty() && self.p.known_bugs && self.p.seed % 2 == 1 {
+            // As the mio and tokio drivers read (odd seeds, with
+            // `SIM_AUTH_BUGS`): into the core's buffer until a short read;
+            // a read into no room returns 0, an EOF.
+            let mut rest = &input[..];
+            while let Some(spare) = self.core.input_buffer(id) {
+                if spare.is_empty() {
+                    self.core.handle_eof(id, t);
+                    break;
+                }
+                if rest.is_empty() {
+                    break; // it would block
+                }
+                let room = spare.len();
+                let n = room.min(rest.len());
+                spare[..n].copy_from_slice(&rest[..n]);
+                self.core.input_committed(id, n, t);
+                rest = &rest[n..];
+                if n < room {
+                    break;
+                }
+            }
+        } else if !input.is_empty() {
             self.core.handle_input(id, &input, t);
+        }
+        if drained >= REJECT_DRAIN_BYTES && self.core.close_reason(id).is_none() {
+            self.fail(&format!(
+                "link {l}: {drained} bytes read after its Rejected, still open"
+            ));
         }
         if let Some((_, reset)) = fin {
             self.links[l].fin_to_server = None;
@@ -857,6 +1673,14 @@ impl Sim {
                 }
             }
             let n = bytes.len();
+            link.written += n;
+            if link.head.len() < 32 {
+                let take = (32 - link.head.len()).min(n);
+                link.head.extend_from_slice(&bytes[..take]);
+            }
+            if link.client.is_none() {
+                link.wire.extend_from_slice(&bytes);
+            }
             if link.client_closed && link.blackholed_at.is_none() {
                 // The peer is gone: the kernel drops what is written.
             } else {
@@ -867,6 +1691,18 @@ impl Sim {
             if n < len {
                 link.want_write = true;
                 break;
+            }
+        }
+        if self.core.poll_write_shutdown(id) {
+            // Section 11: its Rejected is written, and nothing else.
+            link.write_shuts += 1;
+            let rejected = link.written == 32 && link.head[2] == 0x08;
+            link.fin_to_client = true;
+            if link.write_shuts > 1 || !rejected || link.want_write {
+                let (times, written) = (link.write_shuts, link.written);
+                self.fail(&format!(
+                    "link {l}: sending side shut down (time {times}) after {written} bytes (a Rejected: {rejected})"
+                ));
             }
         }
     }
@@ -903,27 +1739,102 @@ impl Sim {
                     }
                     self.logins.insert(conn, (wanted, start, oldest));
                 }
+                ServerEvent::Rejected { reason } => {
+                    let l = self.by_conn[&conn];
+                    let link = &mut self.links[l];
+                    if !self.p.auth || link.rejected.is_some() {
+                        self.fail(&format!(
+                            "link {l}: a Rejected ({reason:?}) the server should not queue"
+                        ));
+                    }
+                    link.rejected = Some((self.now, reason));
+                    if reason == RejectReason::NotAuthorized {
+                        self.lock.failed(link.peer, self.now);
+                    }
+                }
                 _ => {}
             }
         }
     }
 
     fn check_close(&mut self, l: usize, reason: CloseReason) {
+        self.core_events(); // its Rejected, if any
         let link = &self.links[l];
         let lived = self.now - link.accepted_at.unwrap_or(self.now);
-        match (link.client, reason) {
-            (Some(c), CloseReason::UnauthenticatedLimit) => self.fail(&format!(
-                "client {c} (link {l}, peer {}) was displaced by the admission limits",
-                link.peer
-            )),
-            (None, _) if lived > LOGIN_TIMEOUT => self.fail(&format!(
-                "idle or hostile link {l} closed only after {lived:?} ({reason:?})"
-            )),
-            (None, CloseReason::LoginTimeout | CloseReason::BadData | CloseReason::Shutdown) => {}
-            (None, CloseReason::UnauthenticatedLimit) if link.hostile.is_none() => {}
-            (None, _) => self.fail(&format!("hostile link {l} closed with {reason:?}")),
-            _ => {}
+        let locked = reason == CloseReason::LockedOut;
+        if link.locked_at_accept != locked || (locked && lived > Duration::ZERO) {
+            self.fail(&format!(
+                "link {l} from {} closed with {reason:?} after {lived:?}; locked out at its accept: {}",
+                link.peer, link.locked_at_accept
+            ));
         }
+        if let Some((when, rejected)) = link.rejected {
+            // Section 11: one Rejected, the sending side shut down, then a
+            // drain of at most 1 s (or 4 KiB: checked as they are read).
+            let drained = self.now - when;
+            if drained > REJECT_DRAIN + STEP
+                || link.write_shuts != 1
+                || !matches!(
+                    reason,
+                    CloseReason::Rejected | CloseReason::UnauthenticatedLimit
+                )
+            {
+                self.fail(&format!(
+                    "link {l} ({}) rejected ({rejected:?}), closed {drained:?} after with {reason:?}, its sending side shut down {} times",
+                    link.what(),
+                    link.write_shuts
+                ));
+            }
+        }
+        match (link.client, &link.hostile) {
+            (Some(c), _) => {
+                let refuse = self.clients[c].refuse;
+                match reason {
+                    CloseReason::UnauthenticatedLimit => self.fail(&format!(
+                        "client {c} (link {l}, peer {}) was displaced by the admission limits",
+                        link.peer
+                    )),
+                    CloseReason::Rejected | CloseReason::LockedOut if refuse.is_none() => {
+                        self.fail(&format!(
+                            "client {c} (link {l}, peer {}), with valid credentials, closed: {reason:?}",
+                            link.peer
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            (None, None) => {
+                // Idle.
+                let ok = matches!(
+                    reason,
+                    CloseReason::LoginTimeout
+                        | CloseReason::UnauthenticatedLimit
+                        | CloseReason::Shutdown
+                );
+                if !ok || lived > LOGIN_TIMEOUT + STEP || link.written > 0 {
+                    self.fail(&format!(
+                        "idle link {l} closed with {reason:?} after {lived:?}, {} bytes written to it",
+                        link.written
+                    ));
+                }
+            }
+            (None, Some(plan)) => {
+                let grace = self.core.config().admission_grace;
+                let ok = locked
+                    || plan.closes.contains(&reason)
+                    || (reason == CloseReason::UnauthenticatedLimit && lived >= grace)
+                    || (reason == CloseReason::Shutdown && self.core.is_shutting_down());
+                if !ok || (link.rejected.is_none() && lived > LOGIN_TIMEOUT + STEP) {
+                    self.fail(&format!(
+                        "link {l} ({}) closed with {reason:?} after {lived:?}, expected {:?}",
+                        link.what(),
+                        plan.closes
+                    ));
+                }
+                self.check_answer(l, reason);
+            }
+        }
+        let link = &self.links[l];
         if let Some(since) = link.blackholed_at {
             let bound = HB * (self.p.no_progress_intervals + 1) + BACKLOG_CHECK + link.latency + MS;
             let took = self.now - since;
@@ -939,6 +1850,52 @@ impl Sim {
             ) {
                 self.fail(&format!("blackholed link {l} closed with {reason:?}"));
             }
+        }
+    }
+
+    /// What the server wrote to hostile link `l`: one Rejected with the
+    /// reason its plan says (sequence 0, reserved bytes 0), or nothing.
+    fn check_answer(&mut self, l: usize, reason: CloseReason) {
+        let link = &self.links[l];
+        let plan = link.hostile.as_ref().unwrap();
+        let expected = match reason {
+            CloseReason::LockedOut | CloseReason::Shutdown => None,
+            _ => plan.answer,
+        };
+        let mut frames = Vec::new();
+        let mut garbage = 0;
+        for event in SliceParser::new(&link.wire) {
+            match event {
+                Event::Frame(Message::Rejected(r)) => frames.push(Ok(r.reason())),
+                Event::Frame(m) => frames.push(Err(m.msg_type())),
+                Event::Discarded(d) => garbage += d.bytes,
+                _ => {}
+            }
+        }
+        let wire = &link.wire;
+        let got = match frames.as_slice() {
+            [] => None,
+            [Ok(r)] if wire.len() == 32 && wire[4..12] == [0; 8] && wire[21..28] == [0; 7] => {
+                Some(*r)
+            }
+            _ => {
+                self.fail(&format!(
+                    "hostile link {l} ({:?}) was sent {frames:?} and {garbage} other bytes",
+                    plan.attack
+                ));
+            }
+        };
+        if got != expected || garbage > 0 {
+            self.fail(&format!(
+                "link {l} ({}), closed with {reason:?}, was sent {got:?}, expected {expected:?}",
+                link.what()
+            ));
+        }
+        if let Some(r) = got {
+            self.counts.rejected[r.code() as usize - 1] += 1;
+        }
+        if reason == CloseReason::LockedOut {
+            self.counts.locked_out += 1;
         }
     }
 
@@ -987,7 +1944,7 @@ impl Sim {
                 let t = at(now);
                 let mut rx = Vec::new();
                 self.clients[i].session.handle_lost(
-                    tickwire::session::Lost::Error(tickwire::session::IoFailure::Reset),
+                    Lost::Error(tickwire::session::IoFailure::Reset),
                     t,
                     &mut |e| rx.push(own(&self.published, e)),
                 );
@@ -1111,10 +2068,9 @@ impl Sim {
                     }
                 });
             });
-            c.session
-                .handle_lost(tickwire::session::Lost::Closed, t, &mut |e| {
-                    rx.push(own(published, e));
-                });
+            c.session.handle_lost(Lost::Closed, t, &mut |e| {
+                rx.push(own(published, e));
+            });
         }
         self.client_rx(i, l, rx);
         self.client_actions(i);
@@ -1123,6 +2079,11 @@ impl Sim {
     /// Checks what client `i` reported on link `l`.
     fn client_rx(&mut self, i: usize, l: usize, rx: Vec<Rx>) {
         for r in rx {
+            if self.clients[i].refuse.is_some()
+                && !matches!(r, Rx::Lost | Rx::Rejected(_) | Rx::GaveUp(_))
+            {
+                self.fail(&format!("client {i}, to be refused, reported {r:?}"));
+            }
             let link = &self.links[l];
             match r {
                 Rx::LoggedIn(sequence) => {
@@ -1177,7 +2138,23 @@ impl Sim {
                 Rx::Discarded(n) => self.fail(&format!("client {i}: {n} bytes discarded")),
                 Rx::EndOfSession => self.clients[i].stopped_by_end = true,
                 Rx::Lost => {}
-                Rx::GaveUp => self.fail(&format!("client {i} gave up")),
+                Rx::Rejected(reason) => {
+                    let c = &self.clients[i];
+                    if c.refuse != Some(reason) || c.refused.is_some() {
+                        self.fail(&format!(
+                            "client {i} (link {l}) rejected: {reason:?}, expected {:?}, rejected before: {:?}",
+                            c.refuse, c.refused
+                        ));
+                    }
+                    self.clients[i].refused = Some(reason);
+                    self.counts.rejected[reason.code() as usize - 1] += 1;
+                }
+                Rx::GaveUp(last) => {
+                    if self.clients[i].refuse.is_none() {
+                        self.fail(&format!("client {i} gave up ({last:?})"));
+                    }
+                    self.clients[i].gave_up = Some(last);
+                }
             }
         }
     }
@@ -1299,7 +2276,8 @@ fn own(published: &Published, e: ClientEvent<'_>) -> Rx {
         ClientEvent::Duplicate { sequence } => Rx::Duplicate(sequence),
         ClientEvent::Discarded(d) => Rx::Discarded(d.bytes),
         ClientEvent::Lost(_) => Rx::Lost,
-        ClientEvent::GaveUp { .. } => Rx::GaveUp,
+        ClientEvent::Rejected { reason, .. } => Rx::Rejected(reason),
+        ClientEvent::GaveUp { last, .. } => Rx::GaveUp(last),
         _ => Rx::Lost,
     }
 }
@@ -1324,7 +2302,8 @@ impl Drop for Replay {
 
 fn run_seed(seed: u64, max_clients: usize, max_frames: u64, verbose: bool) -> Counts {
     let _replay = Replay(seed);
-    let params = Params::draw(seed, max_clients, max_frames);
+    let mut params = Params::draw(seed, max_clients, max_frames);
+    params.known_bugs = env("SIM_AUTH_BUGS").is_some_and(|v| v > 0);
     let mut sim = Sim::new(params);
     sim.run();
     if verbose {
@@ -1365,6 +2344,12 @@ fn simulation() {
         total.steps += c.steps;
         total.max_silence = total.max_silence.max(c.max_silence);
         total.max_no_progress = total.max_no_progress.max(c.max_no_progress);
+        total.auth_runs += c.auth_runs;
+        for (t, r) in total.rejected.iter_mut().zip(c.rejected) {
+            *t += r;
+        }
+        total.locked_out += c.locked_out;
+        total.hostile += c.hostile;
     }
     println!(
         "{n} seeds in {:.1?}: {} frames delivered, {} in gaps, {} logins, {} cuts, {} stalls, {} blackholes, {} slow marks, {} steps, longest healthy silence {:?}, longest blackhole {:?}",
@@ -1379,5 +2364,113 @@ fn simulation() {
         total.steps,
         total.max_silence,
         total.max_no_progress
+    );
+    println!(
+        "section 11: {} runs with authentication, {} hostile connections, Rejecteds received by reason (1, 2, 3) {:?}, {} connections locked out",
+        total.auth_runs, total.hostile, total.rejected, total.locked_out
+    );
+}
+
+// ---- Section 11 findings, each as one connection. The simulation finds
+// them with `SIM_AUTH_BUGS=1` (which it leaves out otherwise):
+//   SIM_AUTH_BUGS=1 SIM_SEED=15 cargo test --features std --test sim -- --nocapture   # the close
+//   SIM_AUTH_BUGS=1 SIM_SEED=2 cargo test --features std --test sim -- --nocapture    # > 4 KiB
+//   SIM_AUTH_BUGS=1 SIM_SEED=27 cargo test --features std --test sim -- --nocapture   # a full read
+// ----
+
+/// A core that requires authentication, with the one key `key` (both
+/// permissions).
+fn one_key_core(key: &ClientKey) -> ServerCore {
+    let mut core = ServerCore::new(CoreConfig::new(7), at(Duration::ZERO));
+    let line = Credentials::line(&key.key_id, &key.secret, None);
+    core.set_verifier(Some(Arc::new(Credentials::parse(&line).unwrap())));
+    core
+}
+
+/// What the core writes, per connection, as the simulation's driver writes
+/// it, and whether it said to shut the sending side down.
+fn written(core: &mut ServerCore, t: Time) -> HashMap<ConnId, (Vec<u8>, bool)> {
+    let mut out: HashMap<ConnId, (Vec<u8>, bool)> = HashMap::new();
+    while let Some(id) = core.poll_ready() {
+        let entry = out.entry(id).or_default();
+        while let Some(tx) = core.poll_transmit(id, t) {
+            let n = tx.len();
+            tx.slices().for_each(|s| entry.0.extend_from_slice(s));
+            core.transmitted(id, n, t);
+        }
+        entry.1 |= core.poll_write_shutdown(id);
+        if core.close_reason(id).is_some() {
+            core.release(id);
+        }
+    }
+    out
+}
+
+fn test_key() -> ClientKey {
+    ClientKey {
+        key_id: KeyId::new("desk-1").unwrap(),
+        secret: Secret::new([0x42; 32]),
+    }
+}
+
+fn rejected_frame(reason: RejectReason) -> Vec<u8> {
+    frame(&Payload::Rejected { reason }, 0)
+}
+
+#[test]
+#[ignore = "bug: a wrong Auth and the peer's FIN read in the same turn: the Rejected is counted (auth_failures) but never written"]
+fn rejected_is_written_when_the_close_comes_with_the_auth() {
+    let key = test_key();
+    let mut core = one_key_core(&key);
+    let t = at(Duration::ZERO);
+    let id = core.accept("10.0.0.1:4000".parse().unwrap(), t);
+    let mut rng = Rng(1);
+    let bad = wrong_secret(key, &mut rng);
+    core.handle_input(
+        id,
+        &[auth_frame(&bad), frame(&Payload::Login, 0)].concat(),
+        t,
+    );
+    core.handle_eof(id, t); // `printf ... | nc`: the FIN follows the bytes
+    let out = written(&mut core, t);
+    assert_eq!(core.stats().auth_failures, 1);
+    assert_eq!(
+        out.get(&id).map(|o| o.0.clone()).unwrap_or_default(),
+        rejected_frame(RejectReason::NotAuthorized),
+        "section 11: anything else gets one Rejected"
+    );
+}
+
+#[test]
+#[ignore = "bug: more than 4 KiB read in the turn that rejects a connection close it before its Rejected is written"]
+fn rejected_is_written_when_4_kib_come_with_the_first_frame() {
+    let mut core = one_key_core(&test_key());
+    let t = at(Duration::ZERO);
+    let id = core.accept("10.0.0.1:4000".parse().unwrap(), t);
+    // An HTTP request with large headers, say: reason 1 at once.
+    core.handle_input(id, &[b'G'; 9_000], t);
+    let out = written(&mut core, t);
+    assert_eq!(
+        out.get(&id).cloned().unwrap_or_default(),
+        (rejected_frame(RejectReason::AuthenticationRequired), true)
+    );
+}
+
+#[test]
+#[ignore = "bug: after a reason-1 Rejected on a full first read, input_buffer gives an empty buffer: a driver's read returns 0 (EOF) and the Rejected is never written"]
+fn a_rejected_connection_has_room_to_drain_into() {
+    let mut core = one_key_core(&test_key());
+    let t = at(Duration::ZERO);
+    let id = core.accept("10.0.0.1:4000".parse().unwrap(), t);
+    // As the mio and tokio drivers read: into input_buffer, whole.
+    let spare = core.input_buffer(id).unwrap();
+    let n = spare.len();
+    spare.fill(b'G');
+    core.input_committed(id, n, t);
+    assert!(core.close_reason(id).is_none());
+    let room = core.input_buffer(id).map_or(0, |b| b.len());
+    assert!(
+        room > 0,
+        "a read into {room} bytes returns 0: EOF to a driver"
     );
 }
