@@ -1237,8 +1237,10 @@ impl ServerCore {
     /// [`poll_transmit`](Self::poll_transmit) gave, when it gives nothing
     /// more.
     pub fn poll_write_shutdown(&mut self, id: ConnId) -> bool {
+        // Also once the core closed it (its client closed, or sent all it
+        // may): the Rejected is written, then the sending side shut down,
+        // then the socket closed.
         self.conn_mut(id)
-            .filter(|c| c.closed.is_none())
             .is_some_and(|c| c.session.poll_write_shutdown())
     }
 
