@@ -28,7 +28,7 @@
 //! cargo test --all-features --test scenarios slow_client_skip
 //! cargo test --all-features --test scenarios -- --ignored   # the known bugs
 //! ```
-//! The whole file (25 scenarios × 4 drivers) takes about 6 s in debug on
+//! The whole file (30 scenarios × 4 drivers) takes about 6 s in debug on
 //! 2 cores (11 s with `--test-threads 1`); the timing bounds hold with three
 //! copies running at once.
 //!
@@ -41,7 +41,11 @@
 //! fragmented Login, close during replay, Disconnect counting, Login from
 //! beyond the edge, retransmission edge cases and limit, no silent loss
 //! over 20,000 frames (a new client every 10 batches), and no loss while the server's threads
-//! are stalled ([`Driver::stall`]).
+//! are stalled ([`Driver::stall`]); then authenticated logins (protocol
+//! section 11, `ServerConfig::auth`): a Login first, bad credentials, a
+//! valid key, a key asking what it may not, the lock-out of one address
+//! while another logs in; each Rejected alone on the connection and the
+//! stream ending cleanly (no reset), read off the raw socket.
 //!
 //! Behaviour that differs between drivers, or from the docs (the tests are
 //! `#[ignore]`d with the details):
@@ -68,7 +72,7 @@ mod common;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,6 +114,8 @@ struct Log {
     /// When the close was seen, from the connect.
     closed_at: Option<Duration>,
     discarded: u64,
+    /// The connection ended with a reset (RST), not a clean end of stream.
+    reset: bool,
 }
 
 impl Log {
@@ -243,7 +249,11 @@ trait Driver: Sized {
     fn publish(&mut self, msgs: Messages);
     fn stats(&mut self) -> Stats;
     /// A new connection to the server.
-    fn connect(&mut self) -> Self::Client;
+    fn connect(&mut self) -> Self::Client {
+        self.connect_from(Ipv4Addr::LOCALHOST)
+    }
+    /// A new connection from `ip` (a loopback address: 127.x.y.z).
+    fn connect_from(&mut self, ip: Ipv4Addr) -> Self::Client;
     /// Lets `d` pass (real or virtual time).
     fn sleep(&mut self, d: Duration);
     /// Keeps the server's own threads busy with other work for `d` from
@@ -278,9 +288,12 @@ struct TcpClient {
     connected: Instant,
 }
 
-fn tcp_connect(addr: SocketAddr) -> TcpClient {
+fn tcp_connect(addr: SocketAddr, from: Ipv4Addr) -> TcpClient {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(CLIENT_RCVBUF).unwrap();
+    if from != Ipv4Addr::LOCALHOST {
+        socket.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    }
     socket
         .connect_timeout(&addr.into(), Duration::from_secs(5))
         .unwrap();
@@ -338,6 +351,7 @@ impl Conn for TcpClient {
                         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
                     ) =>
                 {
+                    self.decoder.log.reset = true;
                     self.decoder.close(self.connected.elapsed());
                 }
                 Err(e) => panic!("read: {e}"),
@@ -406,8 +420,8 @@ impl<const THREADS: usize> Driver for MioN<THREADS> {
         self.last
     }
 
-    fn connect(&mut self) -> TcpClient {
-        tcp_connect(self.addr)
+    fn connect_from(&mut self, ip: Ipv4Addr) -> TcpClient {
+        tcp_connect(self.addr, ip)
     }
 
     fn sleep(&mut self, d: Duration) {
@@ -454,8 +468,8 @@ impl Driver for Tokio {
         self.last
     }
 
-    fn connect(&mut self) -> TcpClient {
-        tcp_connect(self.addr)
+    fn connect_from(&mut self, ip: Ipv4Addr) -> TcpClient {
+        tcp_connect(self.addr, ip)
     }
 
     fn sleep(&mut self, d: Duration) {
@@ -505,6 +519,8 @@ struct SimConn {
     pipe: VecDeque<u8>,
     reading: bool,
     server_closed: bool,
+    /// The server shut down its sending side (after a Rejected).
+    write_shut: bool,
     decoder: Decoder,
 }
 
@@ -565,6 +581,10 @@ impl World {
                         core.transmitted(id, n, t);
                         moved = true;
                     }
+                    if core.poll_write_shutdown(id) {
+                        conn.write_shut = true;
+                        moved = true;
+                    }
                     if core.close_reason(id).is_some() {
                         core.release(id);
                         conn.id = None;
@@ -581,7 +601,7 @@ impl World {
                     moved = true;
                 }
                 if conn.reading
-                    && conn.server_closed
+                    && (conn.server_closed || conn.write_shut)
                     && conn.pipe.is_empty()
                     && !conn.decoder.log.closed
                 {
@@ -650,8 +670,10 @@ impl Driver for Sim {
             core.session.session_id = SESSION;
         }
         let t = Time::new(Duration::ZERO, UNIX0);
+        let mut core = ServerCore::new(core, t);
+        core.set_verifier(config.auth.clone());
         let world = World {
-            core: ServerCore::new(core, t),
+            core,
             now: Duration::ZERO,
             sequencer: Sequencer::new(),
             conns: Vec::new(),
@@ -678,11 +700,11 @@ impl Driver for Sim {
         self.world.borrow().core.stats().into()
     }
 
-    fn connect(&mut self) -> SimClient {
+    fn connect_from(&mut self, ip: Ipv4Addr) -> SimClient {
         let mut w = self.world.borrow_mut();
         assert!(!w.shut, "connect after shutdown");
         let index = w.conns.len();
-        let peer = SocketAddr::from(([127, 0, 0, 1], 20_000 + index as u16));
+        let peer = SocketAddr::from((ip, 20_000 + index as u16));
         let t = w.time();
         let id = w.core.accept(peer, t);
         w.conns.push(SimConn {
@@ -691,6 +713,7 @@ impl Driver for Sim {
             pipe: VecDeque::new(),
             reading: true,
             server_closed: false,
+            write_shut: false,
             decoder: Decoder::new(),
         });
         w.pump();
@@ -1666,4 +1689,155 @@ scenarios!(
     max_retransmission_connections,
     no_silent_loss,
     stalled_server_loses_nothing,
+    auth_login_first_is_rejected_cleanly,
+    auth_bad_credentials_are_rejected_cleanly,
+    auth_valid_key_is_served,
+    auth_not_permitted_gets_no_data,
+    auth_lockout_spares_other_addresses,
 );
+
+// ---------------------------------------------------------------------------
+// Authenticated logins (protocol section 11), on every driver.
+
+const ALICE: [u8; 32] = [0xa1; 32];
+const SUB: [u8; 32] = [0x5b; 32];
+
+fn auth_config(tweak: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
+    use tickwire::session::auth::{Credentials, Permissions};
+    use tickwire::wire::{KeyId, Secret};
+    let lines = [
+        Credentials::line(&KeyId::new("alice").unwrap(), &Secret::new(ALICE), None),
+        Credentials::line(
+            &KeyId::new("sub-only").unwrap(),
+            &Secret::new(SUB),
+            Some(Permissions::SUBSCRIBE),
+        ),
+    ];
+    config_with(|c| {
+        c.auth = Some(Arc::new(Credentials::parse(&lines.join("\n")).unwrap()));
+        tweak(c);
+    })
+}
+
+fn auth_frame(key: &str, secret: [u8; 32]) -> [u8; 72] {
+    use tickwire::wire::{KeyId, Secret};
+    let mut b = [0u8; 72];
+    tickwire::encode(
+        &Payload::auth(&KeyId::new(key).unwrap(), Secret::new(secret)),
+        0,
+        0,
+        &mut b,
+    )
+    .unwrap();
+    b
+}
+
+/// Exactly one Rejected with `reason`, then the end of the stream.
+fn rejected_once(log: &Log, reason: u8) {
+    let kinds: Vec<MsgType> = log.frames.iter().map(|f| f.ty).collect();
+    assert_eq!(kinds, [MsgType::Rejected], "{log:?}");
+    assert_eq!(log.frames[0].bytes[20], reason, "{log:?}");
+    assert!(log.closed && !log.reset, "a clean end of stream: {log:?}");
+    assert_eq!(log.discarded, 0);
+}
+
+/// A Login (and data) before any Auth, in one write: one Rejected 1, the
+/// stream ends cleanly (no reset), nothing else ever written.
+fn auth_login_first_is_rejected_cleanly<D: Driver>() {
+    let feed = Feed::new(10);
+    let mut d = D::start(auth_config(|_| {}));
+    feed.publish(&mut d, 1, 10, 5);
+    taken(&mut d, 10);
+    let mut c = d.connect();
+    c.send(&[login(1).as_slice(), &login(1), &[0u8; 100]].concat());
+    assert!(c.read_until(WAIT, &mut closed));
+    rejected_once(&c.log(), 1);
+    c.close();
+    assert_closes(&mut d, &[(CloseReason::Rejected, 1)]);
+}
+
+/// Wrong secret, unknown key, two Auths' worth of a broken one: each one
+/// Rejected 2 and a clean end, also with the Login in the same write.
+fn auth_bad_credentials_are_rejected_cleanly<D: Driver>() {
+    let mut d = D::start(auth_config(|_| {}));
+    let mut broken = auth_frame("alice", ALICE);
+    broken[40] ^= 1; // the checksum no longer holds
+    for (i, bytes) in [
+        auth_frame("alice", SUB).to_vec(),
+        auth_frame("mallory", ALICE).to_vec(),
+        broken.to_vec(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = d.connect_from(Ipv4Addr::new(127, 0, 1, i as u8 + 1));
+        c.send(&[bytes.as_slice(), &login(0)].concat());
+        assert!(c.read_until(WAIT, &mut closed), "case {i}");
+        rejected_once(&c.log(), 2);
+        c.close();
+    }
+    assert_closes(&mut d, &[(CloseReason::Rejected, 3)]);
+}
+
+/// A valid Auth and its Login in one write: served as without
+/// authentication, replay then live.
+fn auth_valid_key_is_served<D: Driver>() {
+    let feed = Feed::new(20);
+    let mut d = D::start(auth_config(|_| {}));
+    feed.publish(&mut d, 1, 10, 5);
+    taken(&mut d, 10);
+    let mut c = d.connect();
+    c.send(&[auth_frame("alice", ALICE).as_slice(), &login(1)].concat());
+    assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 10));
+    feed.publish(&mut d, 11, 10, 5);
+    assert!(c.read_until(WAIT, &mut |l| l.last_data_seq() >= 20));
+    assert_eq!(check_data(&c.log(), &feed, 1, 20), 0);
+    assert_eq!(c.log().count(MsgType::Rejected), 0);
+    c.close();
+    assert_closes(&mut d, &[(CloseReason::PeerClosed, 1)]);
+}
+
+/// A valid key asking what it may not (a subscribe-only key opening a
+/// retransmission connection): Rejected 3 in place of LoginAccepted, never
+/// a data frame.
+fn auth_not_permitted_gets_no_data<D: Driver>() {
+    let feed = Feed::new(10);
+    let mut d = D::start(auth_config(|_| {}));
+    feed.publish(&mut d, 1, 10, 5);
+    taken(&mut d, 10);
+    let mut c = d.connect();
+    c.send(&[auth_frame("sub-only", SUB).as_slice(), &retransmit(1, 5)].concat());
+    assert!(c.read_until(WAIT, &mut closed));
+    rejected_once(&c.log(), 3);
+    c.close();
+    assert_closes(&mut d, &[(CloseReason::Rejected, 1)]);
+}
+
+/// Three failures from 127.0.0.9 lock it out: its next connections are
+/// closed at the accept with nothing written; 127.0.0.10 logs in.
+fn auth_lockout_spares_other_addresses<D: Driver>() {
+    let mut d = D::start(auth_config(|c| {
+        c.core.lockout.max_failures = 3;
+    }));
+    let bad = Ipv4Addr::new(127, 0, 0, 9);
+    for _ in 0..3 {
+        let mut c = d.connect_from(bad);
+        c.send(&auth_frame("alice", SUB));
+        assert!(c.read_until(WAIT, &mut closed));
+        rejected_once(&c.log(), 2);
+        c.close();
+    }
+    wait_stats(&mut d, WAIT, |s| s.closed_for(CloseReason::Rejected) == 3);
+    for _ in 0..2 {
+        let mut c = d.connect_from(bad);
+        assert!(c.read_until(WAIT, &mut closed));
+        assert!(c.log().frames.is_empty(), "{:?}", c.log());
+    }
+    let mut good = d.connect_from(Ipv4Addr::new(127, 0, 0, 10));
+    good.send(&[auth_frame("alice", ALICE).as_slice(), &login(0)].concat());
+    assert!(good.read_until(WAIT, &mut got(MsgType::LoginAccepted)));
+    assert_closes(
+        &mut d,
+        &[(CloseReason::Rejected, 3), (CloseReason::LockedOut, 2)],
+    );
+}

@@ -392,7 +392,8 @@ impl Server {
         let (tx, rx) = mpsc::sync_channel(config.mio.publish_queue.max(1));
         let wake_at = (config.mio.publish_queue / 4).clamp(1, 64);
         let time = Time::new(Duration::ZERO, unix_nanos());
-        let core = ServerCore::new(core, time);
+        let mut core = ServerCore::new(core, time);
+        core.set_verifier(config.auth.clone());
         shared.set_core(loop_index, core.stats());
         Ok(Server {
             local_addr,

@@ -9,10 +9,12 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::datagram_output::DatagramOutputConfig;
 use super::unix_nanos;
+use crate::session::auth::Verifier;
 use crate::session::CoreConfig;
 
 /// Server settings. `ServerConfig::default()` is what `tickwire serve` uses.
@@ -88,6 +90,20 @@ pub struct ServerConfig {
     #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
     #[cfg_attr(feature = "serde", serde(default))]
     pub mio: LoopOptions,
+    /// Require every TCP connection to authenticate first (protocol
+    /// section 11) with this verifier, e.g. a
+    /// [`Credentials`](crate::session::auth::Credentials) file; `None` (the
+    /// default): no authentication (an Auth sent first is ignored). The
+    /// lock-out of failing addresses is `core.lockout`. Not serialized.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub auth: Option<Arc<dyn Verifier>>,
+    /// Serve inside TLS (protocol section 12; see [`crate::tls`]): the
+    /// listener is TLS only. `None` (the default): plain TCP. Not
+    /// serialized.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +116,9 @@ impl Default for ServerConfig {
             datagrams: None,
             #[cfg(feature = "net")]
             mio: LoopOptions::default(),
+            auth: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

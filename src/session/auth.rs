@@ -150,6 +150,7 @@ impl fmt::Display for Identity {
 /// use tickwire::wire::{KeyId, Secret};
 ///
 /// /// Everyone from 10.0.0.0/8 may subscribe, whatever their secret.
+/// #[derive(Debug)]
 /// struct Internal;
 /// impl Verifier for Internal {
 ///     fn authenticate(&self, key_id: &KeyId, _: &Secret, peer: IpAddr) -> Option<Identity> {
@@ -161,7 +162,7 @@ impl fmt::Display for Identity {
 /// assert!(who.is_some_and(|w| !Internal.authorize(&w, Request::Retransmit)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub trait Verifier: Send + Sync {
+pub trait Verifier: Send + Sync + fmt::Debug {
     /// The identity of `key_id` if `secret` is its secret (and `peer` may
     /// use it), `None` otherwise (reason 2: the server does not say why).
     fn authenticate(&self, key_id: &KeyId, secret: &Secret, peer: IpAddr) -> Option<Identity>;

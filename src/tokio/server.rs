@@ -409,9 +409,11 @@ impl Server {
         }
         let datagrams = datagrams.map(Mutex::new);
         let time = Time::new(Duration::ZERO, unix_nanos());
+        let mut core = ServerCore::new(core, time);
+        core.set_verifier(config.auth.clone());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                core: ServerCore::new(core, time),
+                core,
                 sequencer: Sequencer::new(),
                 wakers: Vec::new(),
                 timer_planned: None,
