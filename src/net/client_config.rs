@@ -71,6 +71,14 @@ pub struct ClientConfig {
     /// such a connection attempt fails before connecting.
     #[cfg_attr(feature = "serde", serde(default))]
     pub allow_plain_auth: bool,
+    /// Connect inside TLS (protocol section 12; see [`crate::tls`]) to
+    /// every server of the list: never plain, for any of them. The
+    /// server's certificate is checked against the roots and the name
+    /// (`server_name`, else the host dialled). Not serialized.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub tls: Option<crate::tls::TlsClient>,
 }
 
 impl ClientConfig {
@@ -106,6 +114,8 @@ impl ClientConfig {
             busy_poll: false,
             credentials: None,
             allow_plain_auth: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -158,8 +168,20 @@ impl ClientConfig {
     /// servers given as addresses (names are checked at each attempt, once
     /// resolved): the mio client checks it when it is made.
     #[cfg(feature = "net")]
+    /// Whether connections go inside TLS.
+    pub(crate) fn uses_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
     pub(crate) fn check_plain_auth(&self) -> io::Result<()> {
-        if self.credentials.is_none() || self.allow_plain_auth {
+        if self.credentials.is_none() || self.allow_plain_auth || self.uses_tls() {
             return Ok(());
         }
         for server in self.servers() {
@@ -181,7 +203,7 @@ impl ClientConfig {
     /// Keeps only the addresses credentials may be sent to in clear.
     #[cfg(feature = "net")]
     pub(crate) fn plain_auth_filter(&self, addrs: &mut Vec<SocketAddr>) {
-        if self.credentials.is_some() && !self.allow_plain_auth {
+        if self.credentials.is_some() && !self.allow_plain_auth && !self.uses_tls() {
             addrs.retain(|a| a.ip().is_loopback());
         }
     }

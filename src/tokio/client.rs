@@ -408,8 +408,9 @@ impl Client {
             match action {
                 Action::Connect => {
                     self.close_stream();
-                    let plain_auth_only =
-                        self.config.credentials.is_some() && !self.config.allow_plain_auth;
+                    let plain_auth_only = self.config.credentials.is_some()
+                        && !self.config.allow_plain_auth
+                        && !self.config.uses_tls();
                     self.connecting = Some(Box::pin(connect(
                         self.config.server_at(self.session.server()).clone(),
                         plain_auth_only,
