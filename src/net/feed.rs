@@ -44,7 +44,7 @@ pub(super) enum RelayControl {
 /// socket and its state, detached from the first loop's core.
 #[derive(Debug)]
 pub(super) struct Handoff {
-    pub(super) stream: mio::net::TcpStream,
+    pub(super) stream: super::transport::Stream,
     pub(super) conn: crate::session::Detached,
 }
 

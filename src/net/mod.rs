@@ -83,6 +83,8 @@ mod queue;
 mod relay;
 #[cfg(feature = "net")]
 mod server;
+#[cfg(feature = "net")]
+mod transport;
 
 pub use addr::ServerAddr;
 #[cfg(feature = "tokio")]

@@ -4,9 +4,8 @@
 use std::prelude::rust_2021::*;
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,7 +20,8 @@ use super::feed::{DirectWrite, Handoff, Numbering, RelayControl, ToLoop, LAZY_TI
 use super::publisher::Publisher;
 use super::server_config::{DatagramSender, ServerConfig};
 use super::stats::{add, ServerStats, Shared};
-use super::{close_reason, sys, unix_nanos};
+use super::transport::{Read_, Stream};
+use super::{close_reason, unix_nanos};
 use crate::encode::Sequencer;
 use crate::session::{
     Batch, CloseReason, ConnId, CoreConfig, ServerCore, ServerPhase, Time, SHUTDOWN_DRAIN,
@@ -63,8 +63,6 @@ const WHOLE_PASSES_AFTER: Duration = Duration::from_millis(100);
 /// goes out first and a crowd of replays cannot hold it up for longer than
 /// it takes to write this much (replays rotate for it, turn by turn).
 const REPLAY_BUDGET: usize = 1 << 20;
-/// Slices per `writev`.
-const MAX_SLICES: usize = 64;
 /// Up to this many logged-in connections, a publisher that finds the loop
 /// idle writes its batch to them itself (see [`Server::publish_direct`]).
 const DIRECT_MAX_CLIENTS: usize = 8;
@@ -86,7 +84,7 @@ struct Worker {
 /// One connected client's socket: its state is the core's, under `id`.
 #[derive(Debug)]
 struct Slot {
-    stream: TcpStream,
+    stream: Stream,
     id: ConnId,
     /// In the flush list.
     flushing: bool,
@@ -806,23 +804,38 @@ impl Server {
         self.accept_paused_until = Some(time.monotonic);
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, time: Time) {
-        let _ = stream.set_nodelay(true);
+    fn admit(&mut self, tcp: TcpStream, peer: SocketAddr, time: Time) {
+        let _ = tcp.set_nodelay(true);
         self.config
-            .apply_socket_options(&socket2::SockRef::from(&stream));
+            .apply_socket_options(&socket2::SockRef::from(&tcp));
         let id = self.core.accept(peer, time);
         let index = id.index();
-        if let Err(e) = self.registry.register(
-            &mut stream,
-            Token(index + FIRST_CLIENT),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            log::warn!("closed {peer}: register failed: {e}");
-            self.core.handle_failure(id, CloseReason::IoError);
-            self.core.release(id);
-            self.drain_core();
-            return;
-        }
+        #[cfg(feature = "tls")]
+        let stream = match &self.config.tls {
+            Some(tls) => Stream::tls(tcp, tls),
+            None => Ok(Stream::plain(tcp)),
+        };
+        #[cfg(not(feature = "tls"))]
+        let stream = io::Result::Ok(Stream::plain(tcp));
+        let registered = stream.and_then(|mut stream| {
+            self.registry
+                .register(
+                    stream.tcp_mut(),
+                    Token(index + FIRST_CLIENT),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .map(|()| stream)
+        });
+        let stream = match registered {
+            Ok(stream) => stream,
+            Err(e) => {
+                log::warn!("closed {peer}: register failed: {e}");
+                self.core.handle_failure(id, CloseReason::IoError);
+                self.core.release(id);
+                self.drain_core();
+                return;
+            }
+        };
         self.put(Slot {
             stream,
             id,
@@ -881,9 +894,9 @@ impl Server {
         if let Some(place) = self.slots.get_mut(id.index()) {
             if place.as_ref().is_some_and(|slot| slot.id == id) {
                 if let Some(mut slot) = place.take() {
-                    let _ = self.registry.deregister(&mut slot.stream);
+                    let _ = self.registry.deregister(slot.stream.tcp_mut());
                     if graceful {
-                        let _ = slot.stream.shutdown(std::net::Shutdown::Write);
+                        slot.stream.close_write();
                     }
                 }
             }
@@ -900,27 +913,9 @@ impl Server {
         };
         let id = slot.id;
         let awaiting = self.core.phase(id) == Some(ServerPhase::AwaitingLogin);
-        // Until the core closed it (no buffer), or the socket is drained.
-        while let Some(spare) = self.core.input_buffer(id) {
-            let room = spare.len();
-            match slot.stream.read(spare) {
-                Ok(0) => {
-                    self.core.handle_eof(id, time);
-                    break;
-                }
-                Ok(n) => {
-                    self.core.input_committed(id, n, time);
-                    if n < room && !closing {
-                        break; // drained (see `Client::on_readable`)
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.core.handle_failure(id, close_reason(&e));
-                    break;
-                }
-            }
+        if slot.stream.read_into(&mut self.core, id, time, closing) == Read_::Flush {
+            // A TLS handshake's records to send.
+            self.want_flush(index);
         }
         let logged_in = awaiting
             && self.core.phase(id).is_some_and(|p| {
@@ -961,7 +956,7 @@ impl Server {
         let Some(mut slot) = place.take() else {
             return;
         };
-        let _ = self.registry.deregister(&mut slot.stream);
+        let _ = self.registry.deregister(slot.stream.tcp_mut());
         let peer = conn.peer();
         let handoff = Handoff {
             stream: slot.stream,
@@ -982,7 +977,7 @@ impl Server {
         let peer = conn.peer();
         let id = self.core.attach(conn, time);
         if let Err(e) = self.registry.register(
-            &mut stream,
+            stream.tcp_mut(),
             Token(id.index() + FIRST_CLIENT),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -1114,7 +1109,7 @@ impl Server {
             } else {
                 WRITE_BUDGET
             };
-            match write_some(&slot.stream, id, &mut self.core, time, budget) {
+            match slot.stream.write_some(&mut self.core, id, time, budget) {
                 Ok((more, written)) => {
                     if replaying {
                         self.replay_budget = self.replay_budget.saturating_sub(written);
@@ -1169,7 +1164,7 @@ impl Server {
             return;
         };
         slot.timer_due = false;
-        let backlog = sys::unsent_bytes(slot.stream.as_fd()).unwrap_or(0);
+        let backlog = slot.stream.kernel_backlog();
         self.core.handle_conn_timeout(slot.id, time, backlog);
     }
 
@@ -1193,7 +1188,9 @@ impl Server {
             for index in 0..self.slots.len() {
                 if let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) {
                     let id = slot.id;
-                    if let Err(e) = write_some(&slot.stream, id, &mut self.core, time, WRITE_BUDGET)
+                    if let Err(e) = slot
+                        .stream
+                        .write_some(&mut self.core, id, time, WRITE_BUDGET)
                     {
                         self.core.handle_failure(id, close_reason(&e));
                     }
@@ -1255,46 +1252,6 @@ impl DirectWrite for Server {
     }
 }
 
-/// Writes what the core has for `id` until the socket would block, the
-/// queue is empty, or `budget` is spent; returns whether the budget ran out
-/// with bytes left (call again next turn) and the bytes written.
-fn write_some(
-    mut stream: &TcpStream,
-    id: ConnId,
-    core: &mut ServerCore,
-    time: Time,
-    budget: usize,
-) -> io::Result<(bool, usize)> {
-    let mut written = 0;
-    while written < budget {
-        let Some(transmit) = core.poll_transmit(id, time) else {
-            if core.poll_write_shutdown(id) {
-                // After a Rejected (section 11): reading goes on until the
-                // client closes.
-                let _ = stream.shutdown(std::net::Shutdown::Write);
-            }
-            return Ok((false, written));
-        };
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let mut count = 0;
-        for (place, bytes) in slices.iter_mut().zip(transmit.slices()) {
-            *place = IoSlice::new(bytes);
-            count += 1;
-        }
-        match stream.write_vectored(slices.get(..count).unwrap_or_default()) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                core.transmitted(id, n, time);
-                written += n;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, written)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((core.wants_write(id), written))
-}
-
 /// The listening socket, bound with `backlog` (mio's own bind uses 128).
 fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -1318,6 +1275,7 @@ mod tests {
     use super::*;
     use crate::encode::{encode, Payload, QuoteFields};
     use crate::net::DatagramOutputConfig;
+    use std::io::{Read as _, Write as _};
 
     /// Publishes a small batch every half millisecond until `done` says
     /// so (at most 2,000 times); whether it did.
