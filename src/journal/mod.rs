@@ -299,6 +299,9 @@ pub struct Recovered {
     /// crash while a segment was being created) or left by an interrupted
     /// deletion.
     pub removed: Vec<PathBuf>,
+    /// What else open found and worked around: an index header that does
+    /// not check (a reader stops at that segment; `check` reports it).
+    pub warnings: Vec<String>,
 }
 
 /// The session a journal holds, as [`Journal::open`] found it.

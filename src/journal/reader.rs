@@ -586,7 +586,8 @@ impl JournalReader {
             let err = JournalError::Missing {
                 sequence: self.cur.seq,
                 why: format!(
-                    "segment {} ends at sequence {}, the next one held is segment {} from {}",
+                    "segment {} ends before sequence {}, and the next segment held is number {} \
+                     from sequence {}: the segments between were deleted (retention, or by hand)",
                     self.cur.number, self.cur.seq, next.number, next.first
                 ),
             };

@@ -132,6 +132,9 @@ struct Survey {
     manifest: Option<Manifest>,
     segments: Vec<(Listed, Header)>,
     leftovers: Vec<PathBuf>,
+    /// Index headers to rewrite (the last segment's, unreadable).
+    repairs: Vec<(PathBuf, Header)>,
+    warnings: Vec<String>,
 }
 
 fn survey(dir: &Path, config: &JournalConfig) -> Result<Survey, JournalError> {
@@ -170,10 +173,14 @@ fn survey(dir: &Path, config: &JournalConfig) -> Result<Survey, JournalError> {
             manifest,
             segments: Vec::new(),
             leftovers: Vec::new(),
+            repairs: Vec::new(),
+            warnings: Vec::new(),
         });
     };
     let mut segments = Vec::new();
     let mut leftovers = Vec::new();
+    let mut repairs = Vec::new();
+    let mut warnings = Vec::new();
     let last = listed.len().saturating_sub(1);
     for (i, l) in listed.iter().enumerate() {
         if let Some(prev) = listed.get(i.wrapping_sub(1)).filter(|_| i > 0) {
@@ -214,11 +221,37 @@ fn survey(dir: &Path, config: &JournalConfig) -> Result<Survey, JournalError> {
                     leftovers.push(index.clone());
                     continue;
                 }
-                return Err(JournalError::Damaged {
-                    path: index.clone(),
-                    offset: 0,
-                    why: format!("index header unreadable ({why:?})"),
-                });
+                // The segment is kept: its name says what it is. Readers
+                // and `check` stop at it; the last one's header is
+                // rewritten from its name, its writer unknown (so a new
+                // session is required unless it was closed cleanly).
+                let header = Header {
+                    layout: LAYOUT_VERSION,
+                    protocol: crate::wire::VERSION,
+                    revision: PROTOCOL_REVISION,
+                    session_id: l.session_id,
+                    first: l.first,
+                    number: l.number,
+                    journal_id: manifest_ref.journal_id,
+                    boot_id: [0; 16],
+                    created: 0,
+                    fsync: 0,
+                    index_every: 0,
+                };
+                warnings.push(format!(
+                    "{}: index header unreadable ({why:?}){}",
+                    index.display(),
+                    if i == last {
+                        "; rewritten from the file name, its writer unknown"
+                    } else {
+                        "; a reader stops at this segment"
+                    }
+                ));
+                if i == last {
+                    repairs.push((index.clone(), header));
+                }
+                segments.push((l.clone(), header));
+                continue;
             }
             Ok(Ok(h)) => h,
         };
@@ -248,6 +281,8 @@ fn survey(dir: &Path, config: &JournalConfig) -> Result<Survey, JournalError> {
         manifest,
         segments,
         leftovers,
+        repairs,
+        warnings,
     })
 }
 
@@ -332,6 +367,11 @@ impl Journal {
                 Err(e) => return Err(JournalError::io("remove", &path, e)),
             }
         }
+        for (path, header) in &survey.repairs {
+            open_rw(path)
+                .and_then(|f| write_at(&f, &header.encode(), 0))
+                .map_err(|e| JournalError::io("repair", path, e))?;
+        }
         let mut segments = VecDeque::new();
         let mut next_number = 1;
         let mut last_header = None;
@@ -381,6 +421,7 @@ impl Journal {
             segments: 0,
             bytes: 0,
             removed,
+            warnings: survey.warnings,
         };
         if let Some(header) = last_header {
             journal.recover_last(&header, &mut recovered)?;
