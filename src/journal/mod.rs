@@ -478,9 +478,7 @@ impl fmt::Display for JournalError {
                 "journal {} is in use by another writer (its lock is held)",
                 path.display()
             ),
-            JournalError::Foreign { path, why } => {
-                write!(f, "{} is not this journal's: {why}", path.display())
-            }
+            JournalError::Foreign { path, why } => write!(f, "{}: {why}", path.display()),
             JournalError::Version { path, found } => write!(
                 f,
                 "{}: {found}, which this version of tickwire does not read",

@@ -175,6 +175,16 @@ pub struct JournalReader {
 }
 
 pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest, JournalError> {
+    match std::fs::metadata(dir) {
+        Err(e) => return Err(JournalError::io("open", dir, e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(JournalError::Foreign {
+                path: dir.to_path_buf(),
+                why: "not a journal (not a directory)".into(),
+            })
+        }
+        Ok(_) => {}
+    }
     match Manifest::read(dir) {
         Err(e) => Err(JournalError::io("read", dir.join(layout::MANIFEST), e)),
         Ok(None) => Err(JournalError::Foreign {
