@@ -26,7 +26,10 @@
 //!
 //! With the `std` feature, `tickwire::io` adapts the parser and the encoder to
 //! any blocking `Read`/`Write` (a file, a pipe, a socket); the `net` feature
-//! adds `tickwire::net`: mio connections, the reference server and client.
+//! adds `tickwire::net`: mio connections, the reference server and client;
+//! the `journal` feature adds `tickwire::journal`: every published batch on
+//! disk in wire format, for restarts in the same session and replay from
+//! disk (its files: `PROTOCOL.md`, appendix A).
 //!
 //! ```text
 //!  socket ──read──▶ Parser::spare() ─commit(n)─▶ Parser::next_event()
@@ -126,7 +129,8 @@
 //! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`] |
 //! | `net`       | no      | `net`: mio connections, the reference server and client; implies `std` |
 //! | `tokio`     | no      | `tokio`: a `tokio_util` codec (`FrameCodec`, owned `Frame`s over `bytes::Bytes`), the async `Client` and `Server` over the same sessions; implies `net` |
-//! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `export`, `serve`, `subscribe`, `record`, `demo`, `bench`); implies `std`, `synth`, `net` |
+//! | `journal`   | no      | `journal`: segments of plain frames with a sparse index, group commit (`fdatasync`), recovery of a torn tail, replay with `sendfile`; implies `std` |
+//! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `export`, `journal`, `serve`, `subscribe`, `record`, `demo`, `bench`); implies `std`, `synth`, `net`, `journal` |
 //! | `parquet`   | no      | `tickwire export --format parquet` (the `parquet` crate, without arrow); implies `cli` |
 //!
 //! Minimum supported Rust version: 1.94 (see `docs/operating.md`).
