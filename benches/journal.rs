@@ -43,7 +43,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-
 use hdrhistogram::Histogram;
 use tickwire::journal::{check, send_range, FsyncMode, Journal, JournalConfig, JournalReader};
 use tickwire::session::{Batch, Retention};
@@ -132,7 +131,12 @@ fn append(base: &Path) {
     println!("\n## append, FsyncMode::Never (best of {ROUNDS} rounds)");
     println!(
         "{:>6} {:>22} {:>26} {:>7} {:>14} {:>10}",
-        "batch", "retention frames/s", "journal+retention frames/s", "ratio", "append/batch", "append GB/s"
+        "batch",
+        "retention frames/s",
+        "journal+retention frames/s",
+        "ratio",
+        "append/batch",
+        "append GB/s"
     );
     let mut pipelined = Vec::new();
     for size in [1usize, 64, 4096] {
@@ -216,7 +220,10 @@ fn append(base: &Path) {
         );
     }
     println!("pipelined: one thread encodes, another appends and pushes (channel of 64 batches)");
-    println!("{:>6} {:>22} {:>26} {:>7}", "batch", "retention frames/s", "journal+retention frames/s", "ratio");
+    println!(
+        "{:>6} {:>22} {:>26} {:>7}",
+        "batch", "retention frames/s", "journal+retention frames/s", "ratio"
+    );
     for (size, base_rate, j_rate) in pipelined {
         println!(
             "{size:>6} {:>22} {:>26} {:>6.2}×",
@@ -279,7 +286,8 @@ fn always(base: &Path) {
                     let (journal, sync, msgs) =
                         (Arc::clone(&journal), sync.clone(), Arc::clone(&msgs));
                     thread::spawn(move || {
-                        let mut h = Histogram::<u64>::new_with_bounds(100, 10_000_000_000, 3).unwrap();
+                        let mut h =
+                            Histogram::<u64>::new_with_bounds(100, 10_000_000_000, 3).unwrap();
                         let mut batches = 0u64;
                         while started.elapsed() < Duration::from_secs(2) {
                             let t = Instant::now();
@@ -496,7 +504,10 @@ fn replay(base: &Path) {
             }
         );
         let r = replay_cases(&mut senders, copy);
-        println!("{:>50} {:>8} {:>16} {:>10}", "path", "GB/s", "sender CPU s/GB", "vs memory");
+        println!(
+            "{:>50} {:>8} {:>16} {:>10}",
+            "path", "GB/s", "sender CPU s/GB", "vs memory"
+        );
         for ((name, _), (gbps, cpu)) in senders.iter().zip(&r) {
             println!("{name:>50} {gbps:>8.2} {cpu:>16.3} {:>9.2}×", gbps / r[0].0);
         }
@@ -538,7 +549,10 @@ fn recovery(base: &Path) {
         }
         j.close().unwrap();
     }
-    let files: Vec<PathBuf> = fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<PathBuf> = fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     let bytes: u64 = files.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
     println!(
         "written and synced {:.2} GB in {:.1} s ({} files)",
@@ -569,14 +583,20 @@ fn recovery(base: &Path) {
     );
     // A torn tail: half a frame at the end of the last segment.
     let last = {
-        let mut v: Vec<&PathBuf> = files.iter().filter(|p| p.extension().is_some_and(|e| e == "twr")).collect();
+        let mut v: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "twr"))
+            .collect();
         v.sort();
         (*v.last().unwrap()).clone()
     };
     let mut f = fs::OpenOptions::new().append(true).open(&last).unwrap();
     f.write_all(&[0xa5, 0x01, 0x10, 0x2c, 0, 0, 0]).unwrap();
     drop(f);
-    let files: Vec<PathBuf> = fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<PathBuf> = fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     cold(&files);
     let (torn_open, rec) = open();
     println!(

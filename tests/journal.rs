@@ -12,7 +12,9 @@
     clippy::expect_used,
     clippy::indexing_slicing,
     clippy::panic,
-    clippy::cast_possible_truncation
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
 )]
 
 use std::fs;
@@ -67,7 +69,7 @@ fn frames(first: u64, n: usize) -> Vec<u8> {
     let msgs: Vec<(u64, Payload)> = (0..n as u64)
         .map(|i| {
             let s = first + i;
-            let p = if s % 3 == 0 {
+            let p = if s.is_multiple_of(3) {
                 Payload::Trade(TradeFields {
                     instrument_id: (s % 7) as u32,
                     price: s as i32,
@@ -202,7 +204,10 @@ fn a_restart_continues_the_session_where_it_stopped() {
     let dir = TempDir::new("restart");
     let (mut j, rec) = Journal::open(dir.path(), JournalConfig::default()).unwrap();
     assert!(rec.session.is_none());
-    assert!(matches!(j.append(&batch(1, 1)), Err(JournalError::NoSession)));
+    assert!(matches!(
+        j.append(&batch(1, 1)),
+        Err(JournalError::NoSession)
+    ));
     j.start_session(0xabc, 1).unwrap();
     let mut all = fill(&mut j, &[1, 5, 64, 3]);
     assert_eq!((j.next_sequence(), j.oldest()), (74, 1));
@@ -215,7 +220,10 @@ fn a_restart_continues_the_session_where_it_stopped() {
     // The same numbers continue; an earlier one is refused.
     assert!(matches!(
         j.append(&batch(70, 2)),
-        Err(JournalError::OutOfOrder { next: 74, first: 70 })
+        Err(JournalError::OutOfOrder {
+            next: 74,
+            first: 70
+        })
     ));
     all.extend(fill(&mut j, &[10, 1]));
     j.close().unwrap();
@@ -236,7 +244,10 @@ fn a_reboot_needs_a_new_session_unless_always_or_closed() {
     fill(&mut j, &[10]);
     drop(j);
     let (mut j, rec) = Journal::open_in_boot(dir.path(), config(FsyncMode::Never), BOOT_A).unwrap();
-    assert!(!rec.new_session_required && !rec.boot_changed, "same boot: continues");
+    assert!(
+        !rec.new_session_required && !rec.boot_changed,
+        "same boot: continues"
+    );
     fill(&mut j, &[5]);
     drop(j);
     let (mut j, rec) = Journal::open_in_boot(dir.path(), config(FsyncMode::Never), BOOT_B).unwrap();
@@ -254,7 +265,7 @@ fn a_reboot_needs_a_new_session_unless_always_or_closed() {
     let mut r = JournalReader::open_session(dir.path(), 1, 1).unwrap();
     let mut buf = Vec::new();
     let mut seen = Vec::new();
-    while let Some(_) = r.read(u64::MAX, 1 << 20, &mut buf).unwrap() {
+    while r.read(u64::MAX, 1 << 20, &mut buf).unwrap().is_some() {
         seen.extend(sequences(&buf));
     }
     assert_eq!(seen, (1..16).collect::<Vec<_>>());
@@ -330,7 +341,9 @@ fn a_tail_cut_at_every_byte_of_its_last_frames_recovers_the_frames_before() {
             .iter()
             .filter(|(at, s)| at + if s % 3 == 0 { 40 } else { 44 } <= cut)
             .collect();
-        let good_end = whole.last().map_or(0, |(at, s)| at + if s % 3 == 0 { 40 } else { 44 });
+        let good_end = whole
+            .last()
+            .map_or(0, |(at, s)| at + if s % 3 == 0 { 40 } else { 44 });
         let next = whole.last().map_or(1, |(_, s)| s + 1);
         let (mut j, rec) = Journal::open(work.path(), small(1 << 30, 128)).unwrap();
         assert_eq!(rec.session.unwrap().next, next, "cut at {cut}");
@@ -347,7 +360,10 @@ fn a_tail_cut_at_every_byte_of_its_last_frames_recovers_the_frames_before() {
         j.append(&rest).unwrap();
         drop(j);
         let report = check(work.path()).unwrap();
-        assert!(!report.is_damaged() && report.torn_tail.is_none(), "{report:?}");
+        assert!(
+            !report.is_damaged() && report.torn_tail.is_none(),
+            "{report:?}"
+        );
         let (read, end) = read_all(work.path(), 1);
         end.unwrap();
         let mut expected = all[..good_end].to_vec();
@@ -368,7 +384,10 @@ fn a_byte_damaged_in_the_tail_cuts_the_tail_from_its_frame() {
         let (j, rec) = Journal::open(work.path(), small(1 << 30, 100)).unwrap();
         assert_eq!(j.next_sequence(), last_seq, "flip at {offset}");
         let t = rec.truncated.unwrap();
-        assert_eq!((t.offset, t.bytes), (last_at as u64, (all.len() - last_at) as u64));
+        assert_eq!(
+            (t.offset, t.bytes),
+            (last_at as u64, (all.len() - last_at) as u64)
+        );
     }
 }
 
@@ -389,7 +408,10 @@ fn damage_in_the_middle_is_reported_by_check_and_stops_a_reader() {
     // The checked read path stops at the damaged frame: what came before it
     // is whole, nothing after it is served, no silent gap.
     let (read, end) = read_all(dir.path(), 1);
-    assert!(matches!(end, Err(JournalError::Damaged { ref path, .. }) if *path == segs[1]), "{end:?}");
+    assert!(
+        matches!(end, Err(JournalError::Damaged { ref path, .. }) if *path == segs[1]),
+        "{end:?}"
+    );
     let before = fs::metadata(&segs[0]).unwrap().len() as usize;
     assert!(read.len() <= before + 1000 && all.starts_with(&read));
     let seqs = sequences(&read);
@@ -425,7 +447,10 @@ fn damage_in_the_middle_is_reported_by_check_and_stops_a_reader() {
             break;
         }
     }
-    assert!(matches!(result, Err(JournalError::Damaged { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(JournalError::Damaged { .. })),
+        "{result:?}"
+    );
     // It stays stopped.
     assert!(r.next_range(u64::MAX, 1 << 20).is_err());
 
@@ -623,7 +648,11 @@ fn segments_roll_and_retention_deletes_whole_oldest_segments() {
     // Names sort in order; each starts where the one before ended.
     let firsts: Vec<u64> = segs
         .iter()
-        .map(|s| s.file_stem().unwrap().to_str().unwrap()[28..].parse().unwrap())
+        .map(|s| {
+            s.file_stem().unwrap().to_str().unwrap()[28..]
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert!(firsts.windows(2).all(|w| w[0] < w[1]) && firsts[0] == oldest);
     // A reader from 1 starts at the oldest held (as a login older than the
@@ -716,15 +745,19 @@ fn foreign_files_other_versions_and_a_second_writer_are_refused_untouched() {
     drop(t);
     let their_seg = &segments(theirs.path())[0];
     let name = |ext: &str| {
-        dir.path()
-            .join(format!("0000000099-0000000000000001-00000000000000000201.{ext}"))
+        dir.path().join(format!(
+            "0000000099-0000000000000001-00000000000000000201.{ext}"
+        ))
     };
     fs::copy(their_seg, name("twr")).unwrap();
     fs::copy(index_of(their_seg), name("twi")).unwrap();
     let before_mixed = snapshot(dir.path());
     let e = Journal::open(dir.path(), small(4096, 1024)).unwrap_err();
     assert!(matches!(e, JournalError::Foreign { .. }), "{e}");
-    assert!(e.to_string().contains("another journal") || e.to_string().contains("belongs to journal"), "{e}");
+    assert!(
+        e.to_string().contains("another journal") || e.to_string().contains("belongs to journal"),
+        "{e}"
+    );
     assert_eq!(snapshot(dir.path()), before_mixed, "nothing touched");
     fs::remove_file(name("twr")).unwrap();
     fs::remove_file(name("twi")).unwrap();
@@ -828,11 +861,17 @@ fn holes_are_kept_as_holes_and_out_of_order_batches_refused() {
     j.append(&batch(10, 5)).unwrap();
     assert!(matches!(
         j.append(&batch(12, 1)),
-        Err(JournalError::OutOfOrder { next: 15, first: 12 })
+        Err(JournalError::OutOfOrder {
+            next: 15,
+            first: 12
+        })
     ));
     let report = check(dir.path()).unwrap();
     assert!(!report.is_damaged());
-    assert_eq!((report.sessions[0].holes, report.sessions[0].missing), (1, 4));
+    assert_eq!(
+        (report.sessions[0].holes, report.sessions[0].missing),
+        (1, 4)
+    );
     let mut r = JournalReader::open(dir.path(), 7).unwrap();
     let mut buf = Vec::new();
     let c = r.read(u64::MAX, 1 << 20, &mut buf).unwrap().unwrap();
@@ -862,7 +901,10 @@ fn ranges_are_whole_frames_below_the_limit_and_sendfile_delivers_them() {
         let limit = from + (rng >> 13) % (last - from + 1);
         let mut r = j.reader(from).unwrap();
         let mut got = Vec::new();
-        while let Some(range) = r.next_range(limit, 1 + ((rng >> 40) % 100_000) as usize).unwrap() {
+        while let Some(range) = r
+            .next_range(limit, 1 + ((rng >> 40) % 100_000) as usize)
+            .unwrap()
+        {
             assert!(range.end <= limit.max(range.first));
             let mut b = vec![0u8; range.len];
             range.file.read_exact_at_compat(&mut b, range.offset);
@@ -871,7 +913,11 @@ fn ranges_are_whole_frames_below_the_limit_and_sendfile_delivers_them() {
             }
             got.extend(b);
         }
-        assert_eq!(got, &all[offset_of(from)..offset_of(limit)], "{from}..{limit}");
+        assert_eq!(
+            got,
+            &all[offset_of(from)..offset_of(limit)],
+            "{from}..{limit}"
+        );
     }
     // The whole journal through sendfile to a socket.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -959,7 +1005,10 @@ fn group_commit_syncs_fewer_times_than_batches_and_every_publish_is_durable() {
     };
     let started = Instant::now();
     while !waiter.is_finished() {
-        assert!(started.elapsed() < Duration::from_secs(10), "the sync waited for the lock");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the sync waited for the lock"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     waiter.join().unwrap().unwrap();
@@ -976,8 +1025,11 @@ fn group_commit_syncs_fewer_times_than_batches_and_every_publish_is_durable() {
 #[test]
 fn interval_mode_syncs_in_the_background_and_never_waits_for_nothing() {
     let dir = TempDir::new("interval");
-    let (mut j, _) =
-        Journal::open(dir.path(), config(FsyncMode::Interval(Duration::from_millis(20)))).unwrap();
+    let (mut j, _) = Journal::open(
+        dir.path(),
+        config(FsyncMode::Interval(Duration::from_millis(20))),
+    )
+    .unwrap();
     j.start_session(1, 1).unwrap();
     let sync = j.sync_handle();
     let before = sync.syncs();
@@ -986,7 +1038,10 @@ fn interval_mode_syncs_in_the_background_and_never_waits_for_nothing() {
     assert_eq!(sync.durable_end(), 11);
     let started = Instant::now();
     while sync.synced_end() < 11 {
-        assert!(started.elapsed() < Duration::from_secs(5), "no background sync");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no background sync"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(sync.syncs() > before);
@@ -1038,7 +1093,10 @@ fn a_journal_reads_as_one_recording() {
     let mut at = 0;
     for e in SliceParser::new(&bytes) {
         match e {
-            Event::NewSession { session_id, sequence } => sessions.push((session_id, sequence)),
+            Event::NewSession {
+                session_id,
+                sequence,
+            } => sessions.push((session_id, sequence)),
             Event::Frame(m) => {
                 if m.msg_type().is_data() {
                     data.extend_from_slice(m.as_bytes());
@@ -1138,7 +1196,10 @@ fn a_full_disk_fails_the_append_whole_and_the_same_numbers_go_on_later() {
     assert_eq!(j.next_sequence(), b.first(), "no number consumed");
     // Nothing corrupt: every segment is whole, the failed batch left nothing.
     let report = check(&dir).unwrap();
-    assert!(!report.is_damaged() && report.torn_tail.is_none(), "{report:?}");
+    assert!(
+        !report.is_damaged() && report.torn_tail.is_none(),
+        "{report:?}"
+    );
     let total: u64 = report.sessions.iter().map(|s| s.bytes).sum();
     assert_eq!(total, written.len() as u64);
     // Still full: still refused, still whole.

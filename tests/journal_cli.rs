@@ -112,19 +112,28 @@ fn journal_lists_sessions_and_segments_and_checks_every_frame() {
     let out = tickwire(&["journal", dir.arg()]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("server \"tickwire\", protocol version 1 revision 3"), "{stdout}");
+    assert!(
+        stdout.contains("server \"tickwire\", protocol version 1 revision 3"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("session 0x0000000000000011 (17): 1..=2000 (2000 frames"),
         "{stdout}"
     );
-    assert!(stdout.contains("session 0x0000000000000022 (34): 1..=300 (300 frames"), "{stdout}");
+    assert!(
+        stdout.contains("session 0x0000000000000022 (34): 1..=300 (300 frames"),
+        "{stdout}"
+    );
     let segs = segments(dir.path());
     assert!(segs.len() > 3);
     for s in &segs {
         let name = s.file_name().unwrap().to_str().unwrap();
         assert!(stdout.contains(name), "{name} not listed: {stdout}");
     }
-    assert!(stdout.contains("sealed") && stdout.contains("closed cleanly"), "{stdout}");
+    assert!(
+        stdout.contains("sealed") && stdout.contains("closed cleanly"),
+        "{stdout}"
+    );
     assert!(stdout.contains("checked: every checksum"), "{stdout}");
 
     let out = tickwire(&["journal", dir.arg(), "--json"]);
@@ -160,7 +169,10 @@ fn journal_exits_1_on_damage_and_0_on_a_torn_tail() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     let name = segs[1].file_name().unwrap().to_str().unwrap();
-    assert!(stdout.contains("DAMAGE") && stdout.contains(name), "{stdout}");
+    assert!(
+        stdout.contains("DAMAGE") && stdout.contains(name),
+        "{stdout}"
+    );
     assert!(stdout.contains("checked: DAMAGED"), "{stdout}");
     assert!(stderr.contains("is damaged in 1 place"), "{stderr}");
     let out = tickwire(&["journal", dir.arg(), "--json"]);
@@ -172,7 +184,11 @@ fn journal_exits_1_on_damage_and_0_on_a_torn_tail() {
     fs::create_dir_all(empty.path()).unwrap();
     let out = tickwire(&["journal", empty.arg()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not a journal"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a journal"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -197,7 +213,12 @@ fn dump_and_export_read_a_journal_directory_and_its_segments() {
     for s in segments(dir.path()) {
         let out = tickwire(&["dump", s.to_str().unwrap()]);
         assert!(out.status.success());
-        from_segments.extend(text(&out.stdout).lines().map(str::to_owned).collect::<Vec<_>>());
+        from_segments.extend(
+            text(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        );
     }
     let data: Vec<&str> = lines
         .iter()
@@ -213,14 +234,28 @@ fn dump_and_export_read_a_journal_directory_and_its_segments() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let quotes = fs::read_to_string(out_dir.path().join("quotes.csv")).unwrap();
     let trades = fs::read_to_string(out_dir.path().join("trades.csv")).unwrap();
-    assert_eq!(quotes.lines().count() - 1 + trades.lines().count() - 1, 2300);
+    assert_eq!(
+        quotes.lines().count() - 1 + trades.lines().count() - 1,
+        2300
+    );
     let control = fs::read_to_string(out_dir.path().join("control.csv")).unwrap();
-    assert_eq!(control.lines().filter(|l| l.starts_with("login_accepted")).count(), 2, "{control}");
+    assert_eq!(
+        control
+            .lines()
+            .filter(|l| l.starts_with("login_accepted"))
+            .count(),
+        2,
+        "{control}"
+    );
 
     // A directory that is not a journal: a clear error.
     let empty = TempDir::new("notjournal");
     fs::create_dir_all(empty.path()).unwrap();
     let out = tickwire(&["dump", empty.arg()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not a journal"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a journal"),
+        "{}",
+        text(&out.stderr)
+    );
 }

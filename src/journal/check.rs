@@ -177,7 +177,9 @@ pub fn check(dir: impl AsRef<Path>) -> Result<CheckReport, JournalError> {
         match (&l.segment, &l.index) {
             (Some(_), Some(_)) => {}
             (Some(segment), None) => {
-                report.damage.push(damage(segment, 0, 0, "a segment without its index"));
+                report
+                    .damage
+                    .push(damage(segment, 0, 0, "a segment without its index"));
                 continue;
             }
             (None, Some(index)) => {
@@ -339,7 +341,9 @@ fn check_segment(
         .iter()
         .filter(|e| e.kind == EntryKind::Position && e.offset < parse_end)
         .peekable();
-    let mut parser = Parser::with_capacity(1 << 20).map_err(io::Error::other).map_err(|e| JournalError::io("read", path, e))?;
+    let mut parser = Parser::with_capacity(1 << 20)
+        .map_err(io::Error::other)
+        .map_err(|e| JournalError::io("read", path, e))?;
     let (mut read_to, mut at) = (0u64, 0u64);
     let (mut next, mut frames, mut holes, mut missing) = (header.first, 0u64, 0u64, 0u64);
     let mut first_frame = true;
@@ -359,7 +363,10 @@ fn check_segment(
         if n == 0 {
             parser.finish();
         } else {
-            parser.commit(n).map_err(io::Error::other).map_err(|e| JournalError::io("read", path, e))?;
+            parser
+                .commit(n)
+                .map_err(io::Error::other)
+                .map_err(|e| JournalError::io("read", path, e))?;
             read_to += n as u64;
         }
         while let Some(event) = parser.next_event() {
@@ -417,7 +424,8 @@ fn check_segment(
                         Some(p) if p.offset + p.bytes == at => p.bytes += d.bytes,
                         _ => {
                             flush(&mut pending, report);
-                            pending = Some(damage(path, at, d.bytes, &discard_why(d.reason, d.bytes)));
+                            pending =
+                                Some(damage(path, at, d.bytes, &discard_why(d.reason, d.bytes)));
                         }
                     }
                     at += d.bytes;
@@ -435,7 +443,10 @@ fn check_segment(
             index_path,
             e.offset,
             0,
-            &format!("index entry for sequence {} points past the frames", e.sequence),
+            &format!(
+                "index entry for sequence {} points past the frames",
+                e.sequence
+            ),
         ));
     }
     let seal = index.entries.iter().find(|e| e.kind == EntryKind::Seal);

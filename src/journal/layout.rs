@@ -582,7 +582,10 @@ mod tests {
         let s = stem(7, 0xabc, 42);
         assert_eq!(s, "0000000007-0000000000000abc-00000000000000000042");
         assert_eq!(parse_stem(&s), Some((7, 0xabc, 42)));
-        assert_eq!(parse_stem("0000000007-0000000000000abc-0000000000000000004x"), None);
+        assert_eq!(
+            parse_stem("0000000007-0000000000000abc-0000000000000000004x"),
+            None
+        );
         let m = Manifest::new("a b");
         assert_eq!(Manifest::parse(&m.to_text()), Ok(m));
         assert!(Manifest::parse("hello").is_err());

@@ -453,7 +453,11 @@ impl JournalError {
         }
     }
 
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> JournalError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> JournalError {
         JournalError::Io {
             op,
             path: path.into(),

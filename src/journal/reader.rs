@@ -12,7 +12,9 @@ use std::sync::Arc;
 use crate::parse::{DiscardReason, Event, SliceParser};
 use crate::wire::MAX_DATA_FRAME_LEN;
 
-use super::layout::{self, read_at, Entry, EntryKind, Header, Listed, Manifest, ENTRY_LEN, HEADER_LEN};
+use super::layout::{
+    self, read_at, Entry, EntryKind, Header, Listed, Manifest, ENTRY_LEN, HEADER_LEN,
+};
 use super::tail::discard_why;
 use super::JournalError;
 
@@ -418,7 +420,11 @@ impl JournalReader {
             let why = match event {
                 Event::Frame(m) if m.msg_type().is_data() && m.sequence() >= next => {
                     if m.sequence() >= range.end {
-                        format!("sequence {} past the range's end {}", m.sequence(), range.end)
+                        format!(
+                            "sequence {} past the range's end {}",
+                            m.sequence(),
+                            range.end
+                        )
                     } else {
                         at += m.len() as u64;
                         next = m.sequence() + 1;

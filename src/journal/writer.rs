@@ -16,8 +16,8 @@ use crate::session::Batch;
 
 use super::layout::{
     self, create_new, fsync_code, open_rw, read_index, unix_nanos, write_at, Entry, EntryKind,
-    Header, Listed, Manifest, ENTRY_LEN, FSYNC_ALWAYS, HEADER_LEN, INDEX_EXT, LAYOUT_VERSION,
-    LOCK, MANIFEST, PROTOCOL_REVISION, SEGMENT_EXT,
+    Header, Listed, Manifest, ENTRY_LEN, FSYNC_ALWAYS, HEADER_LEN, INDEX_EXT, LAYOUT_VERSION, LOCK,
+    MANIFEST, PROTOCOL_REVISION, SEGMENT_EXT,
 };
 use super::reader::JournalReader;
 use super::sync::{Mark, Shared, SyncHandle};
@@ -112,8 +112,14 @@ fn write_error(op: &'static str, path: &Path, e: io::Error) -> JournalError {
     }
 }
 
-fn check_versions(path: &Path, layout: u16, protocol: u8, revision: u8) -> Result<(), JournalError> {
-    if layout != LAYOUT_VERSION || protocol != crate::wire::VERSION || revision > PROTOCOL_REVISION {
+fn check_versions(
+    path: &Path,
+    layout: u16,
+    protocol: u8,
+    revision: u8,
+) -> Result<(), JournalError> {
+    if layout != LAYOUT_VERSION || protocol != crate::wire::VERSION || revision > PROTOCOL_REVISION
+    {
         return Err(JournalError::Version {
             path: path.to_path_buf(),
             found: format!(
@@ -165,7 +171,11 @@ fn survey(dir: &Path, config: &JournalConfig) -> Result<Survey, JournalError> {
     let Some(manifest_ref) = &manifest else {
         if let Some(l) = listed.first() {
             return Err(JournalError::Foreign {
-                path: l.segment.clone().or_else(|| l.index.clone()).unwrap_or_default(),
+                path: l
+                    .segment
+                    .clone()
+                    .or_else(|| l.index.clone())
+                    .unwrap_or_default(),
                 why: format!("a segment file in a directory without a {MANIFEST} manifest"),
             });
         }
@@ -343,7 +353,8 @@ impl Journal {
             Some(m) => m,
             None => {
                 let m = Manifest::new(&config.server);
-                m.write(&dir).map_err(|e| write_error("create", &dir.join(MANIFEST), e))?;
+                m.write(&dir)
+                    .map_err(|e| write_error("create", &dir.join(MANIFEST), e))?;
                 m
             }
         };
@@ -488,7 +499,8 @@ impl Journal {
             .take(tail.keep)
             .copied()
             .take_while(|e| {
-                e.offset < tail.good_end || (e.offset == tail.good_end && e.kind != EntryKind::Position)
+                e.offset < tail.good_end
+                    || (e.offset == tail.good_end && e.kind != EntryKind::Position)
             })
             .collect();
         let kept_len = (HEADER_LEN + kept.len() * ENTRY_LEN) as u64;
@@ -503,7 +515,8 @@ impl Journal {
             }
         }
         let last_entry = tail.rebuilt.last().or(kept.last()).copied();
-        let sealed = last_entry.is_some_and(|e| e.kind == EntryKind::Seal && e.offset == tail.good_end);
+        let sealed =
+            last_entry.is_some_and(|e| e.kind == EntryKind::Seal && e.offset == tail.good_end);
         let clean = last_entry.is_some_and(|e| {
             e.kind == EntryKind::Synced && e.offset == tail.good_end && e.sequence == tail.next
         });
@@ -532,7 +545,8 @@ impl Journal {
             return Ok(());
         }
         self.session = Some(header.session_id);
-        let same_writer = header.boot_id == self.boot_id && header.fsync == fsync_code(self.config.fsync);
+        let same_writer =
+            header.boot_id == self.boot_id && header.fsync == fsync_code(self.config.fsync);
         if sealed || !same_writer {
             // A segment's header describes the one writer of its bytes.
             self.roll(header.session_id, tail.next)?;
@@ -671,7 +685,8 @@ impl Journal {
             };
             if let Err(e) = write_at(&active.idx, &entry.encode(), active.idx_len) {
                 self.stats.failed_appends += 1;
-                if active.idx.set_len(active.idx_len).is_err() || active.seg.set_len(start).is_err() {
+                if active.idx.set_len(active.idx_len).is_err() || active.seg.set_len(start).is_err()
+                {
                     self.poisoned = true;
                 }
                 return Err(JournalError::io("append to", &seg.index, e));
