@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::session::Batch;
 
@@ -306,7 +306,8 @@ impl Journal {
     /// ([`JournalConfig::server`]) or another layout or protocol version,
     /// segments of another journal, a segment without its index, a
     /// directory that cannot be written ([`JournalError::ReadOnly`]),
-    /// another writer ([`JournalError::Locked`]).
+    /// another writer ([`JournalError::Locked`], after waiting up to a
+    /// second: a child process holds the lock from its fork to its exec).
     ///
     /// # Errors
     /// A [`JournalError`] naming the file and what is wrong.
@@ -365,10 +366,24 @@ impl Journal {
             .write(true)
             .open(&lock_path)
             .map_err(|e| write_error("create", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(JournalError::Locked { path: lock_path }),
-            Err(TryLockError::Error(e)) => return Err(JournalError::io("lock", &lock_path, e)),
+        // A lock held by another writer, or for an instant by a child
+        // process between its fork and its exec (the descriptor is
+        // close-on-exec, but a fork shares the lock until then): waited for
+        // up to a second.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(JournalError::Locked { path: lock_path })
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(JournalError::io("lock", &lock_path, e))
+                }
+            }
         }
         let mut removed = Vec::new();
         for path in survey.leftovers {
