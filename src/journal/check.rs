@@ -74,6 +74,29 @@ impl CheckReport {
 }
 
 /// One session of a journal.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "sessionreport", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// use tickwire::journal::{Journal, JournalConfig};
+/// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+/// let batch = |first: u64, n: usize| {
+///     let mut bytes = vec![0u8; n * 44];
+///     Sequencer::starting_at(first)
+///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     Batch::new(bytes)
+/// };
+/// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+/// journal.start_session(1, 1)?;
+/// journal.append(&batch(1, 4)?)?;
+/// journal.append(&batch(8, 2)?)?; // a relay's hole: 5..=7 never arrived
+/// let report = tickwire::journal::check(&dir)?;
+/// let s = &report.sessions[0];
+/// assert_eq!((s.first, s.end, s.frames, s.holes, s.missing), (1, 10, 6, 1, 3));
+/// # drop(journal);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -97,6 +120,33 @@ pub struct SessionReport {
 }
 
 /// One segment of a journal.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "segmentreport", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// use tickwire::journal::{Journal, JournalConfig};
+/// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+/// let batch = |first: u64, n: usize| {
+///     let mut bytes = vec![0u8; n * 44];
+///     Sequencer::starting_at(first)
+///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     Batch::new(bytes)
+/// };
+/// let config = JournalConfig { segment_bytes: 440, ..JournalConfig::default() };
+/// let (mut journal, _) = Journal::open(&dir, config)?;
+/// journal.start_session(1, 1)?;
+/// for first in (1..=30).step_by(10) {
+///     journal.append(&batch(first, 10)?)?;
+/// }
+/// let report = tickwire::journal::check(&dir)?;
+/// let segments = &report.sessions[0].segments;
+/// assert_eq!(segments.len(), 3);
+/// assert_eq!((segments[1].first, segments[1].end, segments[1].bytes, segments[1].sealed), (11, 21, 440, true));
+/// assert!(!segments[2].sealed);
+/// # drop(journal);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -128,6 +178,39 @@ pub struct SegmentReport {
 }
 
 /// Damage in a journal.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "damage", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// use tickwire::journal::{Journal, JournalConfig};
+/// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+/// let batch = |first: u64, n: usize| {
+///     let mut bytes = vec![0u8; n * 44];
+///     Sequencer::starting_at(first)
+///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     Batch::new(bytes)
+/// };
+/// let config = JournalConfig { segment_bytes: 440, ..JournalConfig::default() };
+/// let (mut journal, _) = Journal::open(&dir, config)?;
+/// journal.start_session(1, 1)?;
+/// for first in (1..=30).step_by(10) {
+///     journal.append(&batch(first, 10)?)?;
+/// }
+/// let first = tickwire::journal::check(&dir)?.sessions[0].segments[0].path.clone();
+/// let mut bytes = std::fs::read(&first)?;
+/// bytes[100] ^= 1; // a bit flipped in the first (sealed) segment
+/// std::fs::write(&first, bytes)?;
+/// let report = tickwire::journal::check(&dir)?;
+/// assert!(report.is_damaged() && report.torn_tail.is_none());
+/// assert_eq!((report.damage[0].offset, report.damage[0].path.clone()), (88, first));
+/// // A reader stops there.
+/// let mut reader = journal.reader(1)?;
+/// let mut buf = Vec::new();
+/// assert!(matches!(reader.read(31, 1 << 20, &mut buf), Err(tickwire::journal::JournalError::Damaged { .. })));
+/// # drop(journal);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -148,6 +231,10 @@ pub struct Damage {
 /// each segment of a session starts where the one before ended. Damage is
 /// reported, not returned as an error; the last segment's torn tail (what
 /// the next open cuts) is reported apart.
+///
+/// ```
+/// assert!(tickwire::journal::check(std::env::temp_dir()).is_err()); // not a journal
+/// ```
 ///
 /// # Errors
 /// [`JournalError::Foreign`] when `dir` is not a journal;

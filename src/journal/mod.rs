@@ -305,6 +305,29 @@ pub struct Recovered {
 }
 
 /// The session a journal holds, as [`Journal::open`] found it.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "recsession", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// use tickwire::journal::{Journal, JournalConfig};
+/// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+/// let batch = |first: u64, n: usize| {
+///     let mut bytes = vec![0u8; n * 44];
+///     Sequencer::starting_at(first)
+///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     Batch::new(bytes)
+/// };
+/// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+/// journal.start_session(77, 1)?;
+/// journal.append(&batch(1, 5)?)?;
+/// drop(journal);
+/// let (_journal, recovered) = Journal::open(&dir, JournalConfig::default())?;
+/// let s = recovered.session.unwrap();
+/// assert_eq!((s.session_id, s.next, s.oldest), (77, 6, 1));
+/// # drop(_journal);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveredSession {
@@ -317,6 +340,37 @@ pub struct RecoveredSession {
 }
 
 /// Bytes cut from a segment's tail at recovery.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "truncation", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// use std::io::Write;
+/// use tickwire::journal::{Journal, JournalConfig};
+/// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+/// let batch = |first: u64, n: usize| {
+///     let mut bytes = vec![0u8; n * 44];
+///     Sequencer::starting_at(first)
+///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     Batch::new(bytes)
+/// };
+/// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+/// journal.start_session(1, 1)?;
+/// journal.append(&batch(1, 3)?)?;
+/// drop(journal);
+/// // A crash in the middle of the next write: half a frame at the end.
+/// let segment = std::fs::read_dir(&dir)?
+///     .map(|e| e.unwrap().path())
+///     .find(|p| p.extension().is_some_and(|e| e == "twr"))
+///     .unwrap();
+/// std::fs::OpenOptions::new().append(true).open(&segment)?.write_all(&[0xa5, 0x01, 0x10])?;
+/// let (journal, recovered) = Journal::open(&dir, JournalConfig::default())?;
+/// let cut = recovered.truncated.unwrap();
+/// assert_eq!((cut.offset, cut.bytes), (132, 3));
+/// assert_eq!(journal.next_sequence(), 4);
+/// # drop(journal);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -330,6 +384,28 @@ pub struct Truncation {
 }
 
 /// Counters of a [`Journal`].
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "stats", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// use tickwire::journal::{Journal, JournalConfig};
+/// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+/// let batch = |first: u64, n: usize| {
+///     let mut bytes = vec![0u8; n * 44];
+///     Sequencer::starting_at(first)
+///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     Batch::new(bytes)
+/// };
+/// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+/// journal.start_session(1, 1)?;
+/// journal.append(&batch(1, 3)?)?;
+/// journal.append(&batch(4, 2)?)?;
+/// let stats = journal.stats();
+/// assert_eq!((stats.appends, stats.frames, stats.bytes, stats.segments_created), (2, 5, 220, 1));
+/// # drop(journal);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

@@ -25,6 +25,31 @@ const CHUNK: usize = 256 << 10;
 /// Whole frames of one segment file: `len` bytes at `offset`, holding
 /// every frame the journal has with `first <= sequence < end`, in order.
 /// Send it with [`send_range`] (`sendfile`), or read it yourself.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "filerange", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// use tickwire::journal::{Journal, JournalConfig};
+/// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+/// let batch = |first: u64, n: usize| {
+///     let mut bytes = vec![0u8; n * 44];
+///     Sequencer::starting_at(first)
+///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     Batch::new(bytes)
+/// };
+/// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+/// journal.start_session(1, 1)?;
+/// journal.append(&batch(1, 10)?)?;
+/// let mut reader = journal.reader(4)?;
+/// let range = reader.next_range(journal.durable_end(), 1 << 20)?.unwrap();
+/// assert_eq!((range.offset, range.len, range.first, range.end), (3 * 44, 7 * 44, 4, 11));
+/// let mut bytes = vec![0u8; range.len];
+/// # #[cfg(unix)]
+/// std::os::unix::fs::FileExt::read_exact_at(&*range.file, &mut bytes, range.offset)?;
+/// # drop(journal);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct FileRange {
     /// The segment file, opened read-only.
@@ -42,6 +67,30 @@ pub struct FileRange {
 
 /// What [`JournalReader::read`] copied into the caller's buffer: whole,
 /// checked frames with `first <= sequence < end`.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "chunk", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// use tickwire::journal::{Journal, JournalConfig};
+/// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+/// let batch = |first: u64, n: usize| {
+///     let mut bytes = vec![0u8; n * 44];
+///     Sequencer::starting_at(first)
+///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     Batch::new(bytes)
+/// };
+/// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+/// journal.start_session(1, 1)?;
+/// journal.append(&batch(1, 10)?)?;
+/// let mut reader = journal.reader(1)?;
+/// let mut buf = Vec::new();
+/// // Up to the limit only (a durable end of 6, say).
+/// let chunk = reader.read(6, 1 << 20, &mut buf)?.unwrap();
+/// assert_eq!((chunk.first, chunk.end, chunk.frames, buf.len()), (1, 6, 5, 220));
+/// # drop(journal);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Chunk {

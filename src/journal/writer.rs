@@ -309,6 +309,23 @@ impl Journal {
     /// another writer ([`JournalError::Locked`], after waiting up to a
     /// second: a child process holds the lock from its fork to its exec).
     ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("tw-doc-open-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use tickwire::journal::{Journal, JournalConfig, JournalError};
+    /// let a = JournalConfig { server: "feed-a".into(), ..JournalConfig::default() };
+    /// let (journal, _) = Journal::open(&dir, a.clone())?;
+    /// // One writer at a time (after a second's wait for a lock that a
+    /// // forked child might hold until its exec).
+    /// assert!(matches!(Journal::open(&dir, a.clone()), Err(JournalError::Locked { .. })));
+    /// drop(journal);
+    /// let b = JournalConfig { server: "feed-b".into(), ..JournalConfig::default() };
+    /// let e = Journal::open(&dir, b).unwrap_err();
+    /// assert!(e.to_string().contains("belongs to server \"feed-a\""), "{e}");
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// A [`JournalError`] naming the file and what is wrong.
     pub fn open(
@@ -650,6 +667,31 @@ impl Journal {
     /// own lock, and releases the frames to clients up to
     /// [`durable_end`](Self::durable_end).
     ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "append", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use tickwire::journal::{Journal, JournalConfig};
+    /// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+    /// let batch = |first: u64, n: usize| {
+    ///     let mut bytes = vec![0u8; n * 44];
+    ///     Sequencer::starting_at(first)
+    ///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+    ///     Batch::new(bytes)
+    /// };
+    /// use tickwire::journal::JournalError;
+    /// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+    /// assert!(matches!(journal.append(&batch(1, 1)?), Err(JournalError::NoSession)));
+    /// journal.start_session(1, 1)?;
+    /// let ticket = journal.append(&batch(1, 4)?)?;
+    /// assert_eq!((ticket.end(), journal.next_sequence()), (5, 5));
+    /// assert!(matches!(journal.append(&batch(3, 1)?), Err(JournalError::OutOfOrder { next: 5, first: 3 })));
+    /// journal.append(&batch(9, 1)?)?; // later: a hole (a relay's journal)
+    /// assert_eq!(journal.next_sequence(), 10);
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// [`JournalError::NoSession`], [`JournalError::NewSessionRequired`],
     /// [`JournalError::OutOfOrder`], [`JournalError::Io`],
@@ -866,6 +908,27 @@ impl Journal {
     /// journal that is just dropped is like a killed process: nothing it
     /// appended is lost, but after an operating system crash a session
     /// not written with [`FsyncMode::Always`] cannot continue.)
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "close", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use tickwire::journal::{Journal, JournalConfig};
+    /// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+    /// let batch = |first: u64, n: usize| {
+    ///     let mut bytes = vec![0u8; n * 44];
+    ///     Sequencer::starting_at(first)
+    ///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+    ///     Batch::new(bytes)
+    /// };
+    /// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+    /// journal.start_session(1, 1)?;
+    /// journal.append(&batch(1, 3)?)?;
+    /// journal.close()?;
+    /// let report = tickwire::journal::check(&dir)?;
+    /// assert!(report.sessions[0].segments[0].closed);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// [`JournalError::SyncFailed`], [`JournalError::Io`].
