@@ -227,7 +227,9 @@ fn stats_dict<'py>(
 type Source = Box<dyn Read + Send + Sync>;
 
 fn open(path: &str) -> io::Result<(Source, u64)> {
-    if std::path::Path::new(path).is_dir() {
+    // A directory that is not a journal is opened as a file: reading it
+    // fails as before (`IsADirectoryError`).
+    if tickwire::journal::is_journal(path) {
         let recording = tickwire::journal::Recording::open(path).map_err(io::Error::from)?;
         let len = recording.len();
         return Ok((Box::new(recording), len));

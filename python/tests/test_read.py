@@ -284,5 +284,6 @@ def test_a_journal_directory_reads_as_its_sessions_in_order(tmp_path):
     assert_table_equals_dump(rec.quotes, lines, "quote", QUOTE_FIELDS)
     chunks = list(tickwire.read_chunks(journal, frames=1000))
     np.testing.assert_array_equal(np.concatenate([c.quotes for c in chunks]), whole.quotes)
-    with pytest.raises(OSError, match="not a journal"):
+    # A directory that is not a journal is no recording.
+    with pytest.raises(IsADirectoryError, match="cannot read"):
         tickwire.read(tmp_path)

@@ -58,7 +58,7 @@ pub(crate) struct Shared {
 ///
 /// [`wait`](Self::wait) blocks until a batch is durable. With
 /// [`FsyncMode::Always`], the first waiter to find no sync running starts
-/// one `fdatasync` (of a duplicate of the segment's descriptor) that
+/// one `fdatasync` (of the segment's descriptor, shared with the writer) that
 /// covers every batch written before it began; the others wait on a
 /// condition variable and are all released by it (group commit).
 ///
