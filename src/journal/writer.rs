@@ -397,9 +397,7 @@ impl Journal {
                 Err(TryLockError::WouldBlock) => {
                     return Err(JournalError::Locked { path: lock_path })
                 }
-                Err(TryLockError::Error(e)) => {
-                    return Err(JournalError::io("lock", &lock_path, e))
-                }
+                Err(TryLockError::Error(e)) => return Err(JournalError::io("lock", &lock_path, e)),
             }
         }
         let mut removed = Vec::new();
