@@ -26,7 +26,10 @@
 //!
 //! With the `std` feature, `tickwire::io` adapts the parser and the encoder to
 //! any blocking `Read`/`Write` (a file, a pipe, a socket); the `net` feature
-//! adds `tickwire::net`: mio connections, the reference server and client.
+//! adds `tickwire::net`: mio connections, the reference server and client;
+//! the `journal` feature adds `tickwire::journal`: every published batch on
+//! disk in wire format, for restarts in the same session and replay from
+//! disk (its files: `PROTOCOL.md`, appendix A).
 //!
 //! ```text
 //!  socket ──read──▶ Parser::spare() ─commit(n)─▶ Parser::next_event()
@@ -133,7 +136,9 @@
 //! | `arbitrary` | no      | `arbitrary::Arbitrary` for [`Payload`] |
 //! | `net`       | no      | `net`: mio connections, the reference server and client; implies `std` |
 //! | `tokio`     | no      | `tokio`: a `tokio_util` codec (`FrameCodec`, owned `Frame`s over `bytes::Bytes`), the async `Client` and `Server` over the same sessions; with it `net` holds what both drivers share (configs, stats, `ServerAddr`…); no mio, the mio drivers need `net` |
-//! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `export`, `serve`, `subscribe`, `record`, `demo`, `bench`); implies `std`, `synth`, `net` |
+//! | `journal`   | no      | `journal`: segments of plain frames with a sparse index, group commit (`fdatasync`), recovery of a torn tail, replay with `sendfile`; implies `std` |
+//! | `tls`       | no      | `tls`: TLS settings for the servers and clients (rustls on ring, ALPN `tickwire/1`, mutual TLS); implies `std` |
+//! | `cli`       | no      | the `tickwire` binary (`gen`, `dump`, `export`, `journal`, `keygen`, `serve`, `subscribe`, `record`, `relay`, `demo`, `bench`); implies `std`, `synth`, `net`, `journal` |
 //! | `parquet`   | no      | `tickwire export --format parquet` (the `parquet` crate, without arrow); implies `cli` |
 //!
 //! Minimum supported Rust version: 1.94 (see `docs/operating.md`).
@@ -152,6 +157,9 @@ pub mod encode;
 #[cfg(feature = "std")]
 #[cfg_attr(docsrs, doc(cfg(feature = "std")))]
 pub mod io;
+#[cfg(feature = "journal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "journal")))]
+pub mod journal;
 pub mod json;
 #[cfg(any(feature = "net", feature = "tokio"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "net", feature = "tokio"))))]

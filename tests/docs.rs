@@ -189,7 +189,7 @@ fn the_readme_command_table_matches_help() {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .collect();
-    assert_eq!(commands.len(), 10, "{help}");
+    assert_eq!(commands.len(), 11, "{help}");
     let readme = read("README.md");
     let operating = read("docs/operating.md");
     for global in ["`-v`", "`-q`"] {

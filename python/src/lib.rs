@@ -221,8 +221,23 @@ fn stats_dict<'py>(
     Ok(d)
 }
 
-fn open(path: &str) -> io::Result<File> {
-    File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open {path}: {e}")))
+/// A recording to read: a file, or a journal directory read as one
+/// recording (`tickwire::journal::Recording`: each session after a
+/// LoginAccepted, then its segments). Its length in bytes too.
+type Source = Box<dyn Read + Send + Sync>;
+
+fn open(path: &str) -> io::Result<(Source, u64)> {
+    // A directory that is not a journal is opened as a file: reading it
+    // fails as before (`IsADirectoryError`).
+    if tickwire::journal::is_journal(path) {
+        let recording = tickwire::journal::Recording::open(path).map_err(io::Error::from)?;
+        let len = recording.len();
+        return Ok((Box::new(recording), len));
+    }
+    let file = File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {path}: {e}")))?;
+    let len = file.metadata().map_err(|e| read_error(path, e))?.len();
+    Ok((Box::new(file), len))
 }
 
 fn read_error(path: &str, e: io::Error) -> io::Error {
@@ -232,7 +247,7 @@ fn read_error(path: &str, e: io::Error) -> io::Error {
 /// Reads a whole recording into `columns`: the parser's push path
 /// (`drain`), 4 MiB reads.
 fn read_all(
-    mut file: File,
+    mut file: Source,
     path: &str,
     columns: &mut Columns<'_>,
 ) -> io::Result<(ParseStats, SequenceStats)> {
@@ -264,8 +279,7 @@ fn read_all(
 /// Rust fills them with the GIL released.
 #[pyfunction]
 fn read_raw<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, PyDict>> {
-    let file = open(path)?;
-    let len = file.metadata().map_err(|e| read_error(path, e))?.len();
+    let (file, len) = open(path)?;
     let most = |frame: u64, record: usize| {
         usize::try_from(len / frame)
             .ok()
@@ -387,7 +401,7 @@ impl Pending {
 #[pyclass(module = "tickwire._tickwire")]
 struct ChunkReader {
     path: String,
-    file: File,
+    file: Source,
     parser: Parser<Box<[u8]>>,
     frames: usize,
     current: Pending,
@@ -402,7 +416,7 @@ impl ChunkReader {
         if frames == 0 {
             return Err(PyValueError::new_err("frames must be at least 1"));
         }
-        let file = open(path)?;
+        let (file, _) = open(path)?;
         let parser = Parser::with_capacity(READ_BUFFER)
             .map_err(|e| TickwireError::new_err(e.to_string()))?;
         Ok(ChunkReader {

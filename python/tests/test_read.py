@@ -260,3 +260,30 @@ def test_reads_a_pipe(tmp_path):
     np.testing.assert_array_equal(piped.quotes, whole.quotes)
     np.testing.assert_array_equal(piped.trades, whole.trades)
     assert piped.stats == whole.stats
+
+
+def test_a_journal_directory_reads_as_its_sessions_in_order(tmp_path):
+    # A journal (PROTOCOL.md appendix A) made by hand: the manifest, one
+    # segment of session 7 from sequence 1 (a recording's bytes), its index
+    # (empty here: the reader only takes the creation time from it).
+    path = gen(tmp_path / "clean.twr", 5_000, seed=4)
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    (journal / "JOURNAL").write_text(
+        "tickwire-journal 1\nprotocol 1 3\nid 000102030405060708090a0b0c0d0e0f\nserver tickwire\n"
+    )
+    stem = "0000000001-0000000000000007-00000000000000000001"
+    (journal / f"{stem}.twr").write_bytes(path.read_bytes())
+    (journal / f"{stem}.twi").write_bytes(b"")
+    whole = tickwire.read(path)
+    rec = tickwire.read(journal)
+    assert rec.sessions == [(7, 1)]
+    np.testing.assert_array_equal(rec.quotes, whole.quotes)
+    np.testing.assert_array_equal(rec.trades, whole.trades)
+    lines = dump(journal)
+    assert_table_equals_dump(rec.quotes, lines, "quote", QUOTE_FIELDS)
+    chunks = list(tickwire.read_chunks(journal, frames=1000))
+    np.testing.assert_array_equal(np.concatenate([c.quotes for c in chunks]), whole.quotes)
+    # A directory that is not a journal is no recording.
+    with pytest.raises(IsADirectoryError, match="cannot read"):
+        tickwire.read(tmp_path)

@@ -330,14 +330,15 @@ def _check_on_damage(on_damage: str) -> None:
 
 
 def read(path: Union[str, "os.PathLike[str]"], on_damage: str = "warn") -> Recording:
-    """Reads a whole recording (a ``tickwire record`` or ``tickwire gen`` file).
+    """Reads a whole recording (a ``tickwire record`` or ``tickwire gen`` file,
+    or a journal directory: its sessions in order, as ``tickwire dump`` reads it).
 
     Every frame is checked (CRC-32C, sequence tracking, resynchronization
     after damage, exactly as ``tickwire dump`` does); the GIL is released
     while the file is read.
 
     Args:
-        path: the recording.
+        path: the recording, a journal segment (``.twr``) or a journal directory.
         on_damage: what to do when bytes were discarded, sequences are
             missing or frames repeated: ``"warn"`` (default, a
             :class:`DamageWarning`), ``"raise"`` (:class:`DamageError`) or
@@ -375,7 +376,7 @@ class Chunk(_Tables):
 def read_chunks(
     path: Union[str, "os.PathLike[str]"], frames: int = 1_000_000, on_damage: str = "warn"
 ) -> Iterator[Chunk]:
-    """Iterates over a recording in chunks of ``frames`` data frames.
+    """Iterates over a recording (or a journal directory) in chunks of ``frames`` data frames.
 
     Each :class:`Chunk` holds at most ``frames`` quotes and trades together
     (every chunk but the last exactly ``frames``), with the same columns as

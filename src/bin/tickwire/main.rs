@@ -9,6 +9,7 @@ mod dgram;
 mod drive;
 mod export;
 mod keygen;
+mod journal;
 mod logging;
 mod measure;
 mod pretty;
@@ -82,7 +83,8 @@ enum Command {
     /// JavaScript reader (or jq) loses precision; read them as 64-bit
     /// integers.
     Dump {
-        /// Recording to read (`-` for stdin).
+        /// Recording to read (`-` for stdin), or a journal directory (its
+        /// sessions in order, each after a LoginAccepted line).
         file: PathBuf,
         /// One line per frame for people instead of JSON: prices as decimals
         /// (4 implied decimals), timestamps as RFC 3339 UTC.
@@ -106,7 +108,7 @@ enum Command {
     /// created). Input with not one frame in it (and some bytes) is not a
     /// tickwire recording: an error, exit status 1, nothing exported.
     Export {
-        /// Recording to read (`-` for stdin).
+        /// Recording to read (`-` for stdin), or a journal directory.
         file: PathBuf,
         /// Output format.
         #[arg(long, value_enum)]
@@ -118,6 +120,19 @@ enum Command {
         /// delta- or dictionary-encoded, which compression does not shrink).
         #[arg(long, value_enum, default_value_t)]
         compression: export::Compress,
+    },
+    /// List a journal directory (sessions, segments, sequence ranges, sizes)
+    /// and check every checksum, index entry and segment boundary.
+    ///
+    /// Exit status 1 when the journal is damaged (a replay would stop at
+    /// the damage); a torn tail (what a crash in the middle of a write
+    /// leaves, cut by the writer's next open) is reported, not an error.
+    Journal {
+        /// The journal directory.
+        dir: PathBuf,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the reference server publishing a synthetic feed (Ctrl-C or SIGTERM stops it gracefully).
     Serve {
@@ -363,6 +378,7 @@ impl Command {
             Command::Gen { .. } => "gen",
             Command::Dump { .. } => "dump",
             Command::Export { .. } => "export",
+            Command::Journal { .. } => "journal",
             Command::Serve { .. } => "serve",
             Command::Subscribe { .. } => "subscribe",
             Command::Record { .. } => "record",
@@ -410,6 +426,7 @@ fn main() -> ExitCode {
             secret_file,
             permissions,
         } => keygen::run(&key_id, &secret_file, permissions),
+        Command::Journal { dir, json } => journal::run(&dir, json),
         Command::Export {
             file,
             format,
@@ -573,9 +590,15 @@ fn write_error(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
 }
 
+/// Opens a recording (`-`: stdin), or a journal directory as one
+/// recording (`tickwire::journal::Recording`); errors name the path.
 fn open_input(path: &Path) -> io::Result<Box<dyn Read>> {
     if path.as_os_str() == "-" {
         Ok(Box::new(io::stdin().lock()))
+    } else if path.is_dir() {
+        tickwire::journal::Recording::open(path)
+            .map(|r| Box::new(r) as Box<dyn Read>)
+            .map_err(io::Error::from)
     } else {
         File::open(path)
             .map(|f| Box::new(f) as Box<dyn Read>)

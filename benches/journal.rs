@@ -1,0 +1,657 @@
+//! The journal (issue 24), every figure against its baseline in the same run:
+//!
+//! - append: publishing batches of 1, 64 and 4,096 frames (encode, check,
+//!   push into the in-memory `Retention`) with and without
+//!   `Journal::append` in `FsyncMode::Never`: the ratio, and what one
+//!   append costs;
+//! - always: `FsyncMode::Always` with group commit, 1 and 8 publishing
+//!   threads (each waits for its batch to be durable, not under the publish
+//!   lock): frames/s, latency, batches per `fdatasync`, against the disk's
+//!   own `fdatasync` rate measured first;
+//! - replay: the same frames to one loopback TCP receiver from memory (the
+//!   retention's batches, `write`), from disk with `sendfile`
+//!   (`JournalReader::next_range` + `send_range`), with a `pread` + `write`
+//!   loop of the same segments, and with the checked `JournalReader::read`
+//!   path (`pread`, every CRC, `write`); GB/s and the sender's CPU per GB;
+//! - recovery: `Journal::open` of a large journal, cold (its pages dropped
+//!   from the cache with `posix_fadvise`) and warm, with a torn tail, and
+//!   the full check of the same journal (what recovery does not read).
+//!
+//! `cargo bench --bench journal --features cli [-- append|always|replay|recovery]`
+//!
+//! Journals go to `TICKWIRE_BENCH_DIR` (default `target/journal-bench`)
+//! and are deleted at the end of each case; the recovery journal is
+//! `TICKWIRE_BENCH_RECOVERY_GB` GB (default 4: mind `df -h`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)]
+
+use std::fs::{self, File};
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+#[cfg(target_os = "linux")]
+use std::num::NonZeroU64;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tickwire::journal::{check, send_range, FsyncMode, Journal, JournalConfig, JournalReader};
+use tickwire::session::{Batch, Retention};
+use tickwire::synth::Feed;
+use tickwire::{Payload, Sequencer};
+
+const ROUNDS: usize = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |name: &str| args.is_empty() || args.iter().any(|a| name.contains(a.as_str()));
+    let base = std::env::var_os("TICKWIRE_BENCH_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/journal-bench"),
+        PathBuf::from,
+    );
+    fs::create_dir_all(&base).unwrap();
+    println!(
+        "journal benchmark in {} (CRC-32C backend {})",
+        base.display(),
+        tickwire::checksum::backend()
+    );
+    // `always` first: the gigabytes `append` leaves to the kernel's
+    // writeback would slow every fdatasync after it.
+    if run("always") {
+        always(&base);
+    }
+    if run("append") {
+        append(&base);
+    }
+    if run("replay") {
+        replay(&base);
+    }
+    if run("recovery") {
+        recovery(&base);
+    }
+}
+
+/// A directory removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(base: &Path, name: &str) -> Dir {
+        let p = base.join(name);
+        let _ = fs::remove_dir_all(&p);
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `size` data messages of the synthetic mix.
+fn messages(size: usize) -> Vec<(u64, Payload)> {
+    let mut feed = Feed::new(9, 500);
+    let mut b = Vec::with_capacity(size);
+    while b.len() < size {
+        let p = feed.next_payload();
+        if p.msg_type().is_data() {
+            b.push((1_700_000_000_000_000_000 + b.len() as u64, p));
+        }
+    }
+    b
+}
+
+/// What a publisher does with a batch: number and encode it, check it into
+/// a `Batch`.
+fn encode(seq: &mut Sequencer, msgs: &[(u64, Payload)]) -> Arc<Batch> {
+    let mut bytes = vec![0u8; msgs.len() * 44];
+    let done = seq.encode_batch(msgs, &mut bytes);
+    bytes.truncate(done.bytes);
+    Arc::new(Batch::new(bytes).unwrap())
+}
+
+fn never() -> JournalConfig {
+    JournalConfig {
+        fsync: FsyncMode::Never,
+        ..JournalConfig::default()
+    }
+}
+
+fn append(base: &Path) {
+    println!("\n## append, FsyncMode::Never (best of {ROUNDS} rounds)");
+    println!(
+        "{:>6} {:>22} {:>26} {:>7} {:>14} {:>10}",
+        "batch",
+        "retention frames/s",
+        "journal+retention frames/s",
+        "ratio",
+        "append/batch",
+        "append GB/s"
+    );
+    let mut pipelined = Vec::new();
+    for size in [1usize, 64, 4096] {
+        let frames_total: usize = match size {
+            1 => 1 << 20,
+            64 => 4 << 20,
+            _ => 8 << 20,
+        };
+        let batches = frames_total / size;
+        let msgs = messages(size);
+        let mut best = [Duration::MAX; 2];
+        let mut bytes = 0u64;
+        for _ in 0..ROUNDS {
+            for (i, with_journal) in [false, true].into_iter().enumerate() {
+                let dir = Dir::new(base, "append");
+                let mut journal = with_journal.then(|| {
+                    let (mut j, _) = Journal::open(&dir.0, never()).unwrap();
+                    j.start_session(1, 1).unwrap();
+                    j
+                });
+                let mut retention = Retention::new(1 << 20);
+                let mut seq = Sequencer::new();
+                bytes = 0;
+                let t = Instant::now();
+                for _ in 0..batches {
+                    let batch = encode(&mut seq, &msgs);
+                    bytes += batch.bytes().len() as u64;
+                    if let Some(j) = journal.as_mut() {
+                        j.append(&batch).unwrap();
+                    }
+                    retention.push(batch);
+                }
+                let elapsed = t.elapsed();
+                black_box(&retention);
+                best[i] = best[i].min(elapsed);
+            }
+        }
+        // The same, the write on another thread than the encoding (what a
+        // server does when publishers encode on their threads and the
+        // journal is written by another): a bounded channel of batches.
+        let mut piped = [Duration::MAX; 2];
+        for _ in 0..ROUNDS {
+            for (i, with_journal) in [false, true].into_iter().enumerate() {
+                let dir = Dir::new(base, "append");
+                let mut journal = with_journal.then(|| {
+                    let (mut j, _) = Journal::open(&dir.0, never()).unwrap();
+                    j.start_session(1, 1).unwrap();
+                    j
+                });
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Batch>>(64);
+                let t = Instant::now();
+                let sink = thread::spawn(move || {
+                    let mut retention = Retention::new(1 << 20);
+                    for batch in rx {
+                        if let Some(j) = journal.as_mut() {
+                            j.append(&batch).unwrap();
+                        }
+                        retention.push(batch);
+                    }
+                    black_box(&retention);
+                });
+                let mut seq = Sequencer::new();
+                for _ in 0..batches {
+                    tx.send(encode(&mut seq, &msgs)).unwrap();
+                }
+                drop(tx);
+                sink.join().unwrap();
+                piped[i] = piped[i].min(t.elapsed());
+            }
+        }
+        let rate = |d: Duration| frames_total as f64 / d.as_secs_f64();
+        pipelined.push((size, rate(piped[0]), rate(piped[1])));
+        let per_append = (best[1].saturating_sub(best[0])).as_secs_f64() / batches as f64;
+        println!(
+            "{size:>6} {:>22} {:>26} {:>6.2}× {:>11.2} µs {:>10.2}",
+            human(rate(best[0])),
+            human(rate(best[1])),
+            rate(best[1]) / rate(best[0]),
+            per_append * 1e6,
+            bytes as f64 / batches as f64 / per_append.max(1e-12) / 1e9,
+        );
+    }
+    println!("pipelined: one thread encodes, another appends and pushes (channel of 64 batches)");
+    println!(
+        "{:>6} {:>22} {:>26} {:>7}",
+        "batch", "retention frames/s", "journal+retention frames/s", "ratio"
+    );
+    for (size, base_rate, j_rate) in pipelined {
+        println!(
+            "{size:>6} {:>22} {:>26} {:>6.2}×",
+            human(base_rate),
+            human(j_rate),
+            j_rate / base_rate
+        );
+    }
+}
+
+/// The disk's own `fdatasync` rate: `size` bytes appended, then synced,
+/// for `seconds`.
+fn fdatasync_rate(base: &Path, size: usize, seconds: f64) -> (f64, Histogram<u64>) {
+    let path = base.join("fdatasync-probe");
+    let file = File::create(&path).unwrap();
+    let block = vec![0x5au8; size];
+    let mut h = Histogram::new_with_bounds(100, 10_000_000_000, 3).unwrap();
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs_f64(seconds) {
+        let t = Instant::now();
+        file.write_all_at(&block, n * size as u64).unwrap();
+        file.sync_data().unwrap();
+        h.record(t.elapsed().as_nanos() as u64).unwrap();
+        n += 1;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = fs::remove_file(&path);
+    (rate, h)
+}
+
+fn always(base: &Path) {
+    println!(
+        "\n## FsyncMode::Always, group commit (2 s per case; before each, the disk's own \
+         fdatasync rate for 1 s: one thread appending the same batch bytes, each synced)"
+    );
+    println!(
+        "{:>6} {:>8} {:>12} {:>10} {:>14} {:>12} {:>10} {:>13} {:>10} {:>10} {:>10}",
+        "batch",
+        "threads",
+        "disk sync/s",
+        "disk p50",
+        "frames/s",
+        "batches/s",
+        "syncs/s",
+        "batches/sync",
+        "p50",
+        "p99",
+        "max"
+    );
+    for size in [1usize, 64, 4096] {
+        for threads in [1usize, 8] {
+            let (disk, disk_h) = fdatasync_rate(
+                base,
+                messages(size).iter().map(|(_, p)| p.frame_len()).sum(),
+                1.0,
+            );
+            let dir = Dir::new(base, "always");
+            let config = JournalConfig {
+                fsync: FsyncMode::Always,
+                ..JournalConfig::default()
+            };
+            let (mut j, _) = Journal::open(&dir.0, config).unwrap();
+            j.start_session(1, 1).unwrap();
+            let sync = j.sync_handle();
+            let syncs0 = sync.syncs();
+            let journal = Arc::new(Mutex::new(j));
+            let msgs = Arc::new(messages(size));
+            let started = Instant::now();
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (journal, sync, msgs) =
+                        (Arc::clone(&journal), sync.clone(), Arc::clone(&msgs));
+                    thread::spawn(move || {
+                        let mut h =
+                            Histogram::<u64>::new_with_bounds(100, 10_000_000_000, 3).unwrap();
+                        let mut batches = 0u64;
+                        while started.elapsed() < Duration::from_secs(2) {
+                            let t = Instant::now();
+                            let ticket = {
+                                let mut j = journal.lock().unwrap();
+                                let mut seq = Sequencer::starting_at(j.next_sequence());
+                                let batch = encode(&mut seq, &msgs);
+                                j.append(&batch).unwrap()
+                            };
+                            sync.wait(ticket).unwrap();
+                            h.record(t.elapsed().as_nanos() as u64).unwrap();
+                            batches += 1;
+                        }
+                        (batches, h)
+                    })
+                })
+                .collect();
+            let mut total = 0u64;
+            let mut h = Histogram::<u64>::new_with_bounds(100, 10_000_000_000, 3).unwrap();
+            for w in workers {
+                let (b, wh) = w.join().unwrap();
+                total += b;
+                h.add(wh).unwrap();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let syncs = sync.syncs() - syncs0;
+            println!(
+                "{size:>6} {threads:>8} {disk:>12.0} {:>10} {:>14} {:>12.0} {:>10.0} {:>13.1} {:>10} {:>10} {:>10}",
+                micros(disk_h.value_at_quantile(0.5)),
+                human(total as f64 * size as f64 / secs),
+                total as f64 / secs,
+                syncs as f64 / secs,
+                total as f64 / syncs.max(1) as f64,
+                micros(h.value_at_quantile(0.5)),
+                micros(h.value_at_quantile(0.99)),
+                micros(h.max()),
+            );
+        }
+    }
+}
+
+/// CPU time of the calling thread, in nanoseconds (`/proc/thread-self/schedstat`).
+fn thread_cpu() -> u64 {
+    fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A loopback connection and a receiver thread counting bytes to EOF:
+/// reading them into a buffer (`copy`), or discarding them in the kernel
+/// (`MSG_TRUNC`: the receiver costs next to nothing, so the sender's path
+/// is what is measured).
+fn receiver(copy: bool) -> (TcpStream, thread::JoinHandle<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut peer, _) = listener.accept().unwrap();
+    let t = thread::spawn(move || {
+        let mut n = 0u64;
+        if copy {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match peer.read(&mut buf) {
+                    Ok(0) => return n,
+                    Ok(k) => n += k as u64,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        let peer = socket2::Socket::from(peer);
+        let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 1 << 20];
+        loop {
+            match peer.recv_with_flags(&mut buf, libc::MSG_TRUNC) {
+                Ok(0) => return n,
+                Ok(k) => n += k as u64,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    (out, t)
+}
+
+/// One replay path: its name and what sends the journal's bytes.
+type Sender<'a> = (&'static str, Box<dyn FnMut(&mut TcpStream) -> u64 + 'a>);
+
+/// Runs every path `ROUNDS` times, interleaved (the machine is shared):
+/// the best GB/s of each, and the sender thread's CPU seconds per GB then.
+fn replay_cases(senders: &mut [Sender<'_>], copy: bool) -> Vec<(f64, f64)> {
+    let mut best = vec![(0.0f64, 0.0f64); senders.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, send)) in senders.iter_mut().enumerate() {
+            let (mut out, rx) = receiver(copy);
+            let (t, cpu) = (Instant::now(), thread_cpu());
+            let sent = send(&mut out);
+            let cpu = (thread_cpu() - cpu) as f64 / 1e9;
+            drop(out);
+            let got = rx.join().unwrap();
+            let secs = t.elapsed().as_secs_f64();
+            assert_eq!(sent, got);
+            let gbps = got as f64 / secs / 1e9;
+            if gbps > best[i].0 {
+                best[i] = (gbps, cpu / (got as f64 / 1e9));
+            }
+        }
+    }
+    best
+}
+
+fn replay(base: &Path) {
+    const BYTES: u64 = 1 << 30;
+    const CHUNK: usize = 1 << 20;
+    println!("\n## replay of 1 GiB to one loopback TCP receiver (best of {ROUNDS}, interleaved)");
+    let dir = Dir::new(base, "replay");
+    let (mut j, _) = Journal::open(&dir.0, never()).unwrap();
+    j.start_session(1, 1).unwrap();
+    let mut retention = Retention::new(usize::MAX);
+    let msgs = messages(4096);
+    let mut seq = Sequencer::new();
+    let mut total = 0u64;
+    while total < BYTES {
+        let b = encode(&mut seq, &msgs);
+        total += b.bytes().len() as u64;
+        j.append(&b).unwrap();
+        retention.push(b);
+    }
+    let limit = j.durable_end();
+    let segments: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "twr"))
+            .collect();
+        v.sort();
+        v
+    };
+    let retention = &retention;
+    let jdir = &dir.0;
+    let segments = &segments;
+    let mut senders: Vec<Sender<'_>> = vec![
+        (
+            "memory (retention batches, write)",
+            Box::new(move |out: &mut TcpStream| {
+                let (mut next, mut sent) = (1u64, 0u64);
+                while let Some(s) = retention.segment_from(next, CHUNK) {
+                    out.write_all(s.bytes()).unwrap();
+                    sent += s.bytes().len() as u64;
+                    next = s.end();
+                }
+                sent
+            }),
+        ),
+        (
+            "disk, sendfile (next_range + send_range)",
+            Box::new(move |out: &mut TcpStream| {
+                let mut r = JournalReader::open(jdir, 1).unwrap();
+                let mut sent = 0u64;
+                while let Some(range) = r.next_range(limit, CHUNK).unwrap() {
+                    let mut done = 0;
+                    while done < range.len {
+                        done += send_range(
+                            &range.file,
+                            range.offset + done as u64,
+                            range.len - done,
+                            out,
+                        )
+                        .unwrap();
+                    }
+                    sent += range.len as u64;
+                }
+                sent
+            }),
+        ),
+        (
+            "disk, pread + write",
+            Box::new(move |out: &mut TcpStream| {
+                let mut buf = vec![0u8; CHUNK];
+                let mut sent = 0u64;
+                for s in segments {
+                    let f = File::open(s).unwrap();
+                    let mut at = 0u64;
+                    loop {
+                        let n = f.read_at(&mut buf, at).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        out.write_all(&buf[..n]).unwrap();
+                        at += n as u64;
+                        sent += n as u64;
+                    }
+                }
+                sent
+            }),
+        ),
+        (
+            "disk, checked read (JournalReader::read) + write",
+            Box::new(move |out: &mut TcpStream| {
+                let mut r = JournalReader::open(jdir, 1).unwrap();
+                let mut buf = Vec::new();
+                let mut sent = 0u64;
+                while r.read(limit, CHUNK, &mut buf).unwrap().is_some() {
+                    out.write_all(&buf).unwrap();
+                    sent += buf.len() as u64;
+                }
+                sent
+            }),
+        ),
+    ];
+    for copy in [false, true] {
+        println!(
+            "receiver {}:",
+            if copy {
+                "reading into a buffer (the receiver's copy bounds every path)"
+            } else {
+                "discarding in the kernel (MSG_TRUNC: the sender's path is measured)"
+            }
+        );
+        let r = replay_cases(&mut senders, copy);
+        println!(
+            "{:>50} {:>8} {:>16} {:>10}",
+            "path", "GB/s", "sender CPU s/GB", "vs memory"
+        );
+        for ((name, _), (gbps, cpu)) in senders.iter().zip(&r) {
+            println!("{name:>50} {gbps:>8.2} {cpu:>16.3} {:>9.2}×", gbps / r[0].0);
+        }
+        println!(
+            "sendfile: {:.2}× memory (target ≥ 0.8), {:.2}× pread + write (target ≥ 1.5); \
+             CPU per GB {:.2}× of pread + write",
+            r[1].0 / r[0].0,
+            r[1].0 / r[2].0,
+            r[1].1 / r[2].1
+        );
+    }
+}
+
+/// Drops a file's pages from the page cache (after a sync: only clean pages
+/// go). Linux only: elsewhere the "cold" figures are warm ones.
+#[cfg(target_os = "linux")]
+fn drop_cache(path: &Path) {
+    let f = File::open(path).unwrap();
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None::<NonZeroU64>, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_cache(path: &Path) {
+    File::open(path).unwrap().sync_all().unwrap();
+}
+
+fn recovery(base: &Path) {
+    let gb: u64 = std::env::var("TICKWIRE_BENCH_RECOVERY_GB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    println!("\n## recovery of a {gb} GB journal (1 GiB segments, an index entry every 64 KiB)");
+    let dir = Dir::new(base, "recovery");
+    let t = Instant::now();
+    {
+        let (mut j, _) = Journal::open(&dir.0, never()).unwrap();
+        j.start_session(1, 1).unwrap();
+        let msgs = messages(4096);
+        let mut seq = Sequencer::new();
+        let mut total = 0u64;
+        while total < gb * 1_000_000_000 {
+            let b = encode(&mut seq, &msgs);
+            total += b.bytes().len() as u64;
+            j.append(&b).unwrap();
+        }
+        j.close().unwrap();
+    }
+    let files: Vec<PathBuf> = fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let bytes: u64 = files.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    println!(
+        "written and synced {:.2} GB in {:.1} s ({} files)",
+        bytes as f64 / 1e9,
+        t.elapsed().as_secs_f64(),
+        files.len()
+    );
+    let cold = |files: &[PathBuf]| {
+        for f in files {
+            drop_cache(f);
+        }
+    };
+    let open = || {
+        let t = Instant::now();
+        let (j, rec) = Journal::open(&dir.0, never()).unwrap();
+        let e = t.elapsed();
+        drop(j);
+        (e, rec)
+    };
+    cold(&files);
+    let (cold_open, rec) = open();
+    let (warm_open, _) = open();
+    println!(
+        "Journal::open, cold cache: {:.1} ms; warm: {:.2} ms (next sequence {})",
+        cold_open.as_secs_f64() * 1e3,
+        warm_open.as_secs_f64() * 1e3,
+        rec.session.unwrap().next
+    );
+    // A torn tail: half a frame at the end of the last segment.
+    let last = {
+        let mut v: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "twr"))
+            .collect();
+        v.sort();
+        (*v.last().unwrap()).clone()
+    };
+    let mut f = fs::OpenOptions::new().append(true).open(&last).unwrap();
+    f.write_all(&[0xa5, 0x01, 0x10, 0x2c, 0, 0, 0]).unwrap();
+    drop(f);
+    let files: Vec<PathBuf> = fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cold(&files);
+    let (torn_open, rec) = open();
+    println!(
+        "Journal::open with a torn tail, cold: {:.1} ms, cut {} bytes",
+        torn_open.as_secs_f64() * 1e3,
+        rec.truncated.map_or(0, |t| t.bytes)
+    );
+    cold(&files);
+    let t = Instant::now();
+    let report = check(&dir.0).unwrap();
+    let full = t.elapsed();
+    assert!(!report.is_damaged());
+    println!(
+        "for comparison, check (reads and parses every byte), cold: {:.1} s, {:.2} GB/s: \
+         recovery is {:.0}× faster",
+        full.as_secs_f64(),
+        bytes as f64 / full.as_secs_f64() / 1e9,
+        full.as_secs_f64() / cold_open.as_secs_f64()
+    );
+}
+
+fn human(rate: f64) -> String {
+    if rate >= 1e6 {
+        format!("{:.2} M", rate / 1e6)
+    } else if rate >= 1e3 {
+        format!("{:.1} k", rate / 1e3)
+    } else {
+        format!("{rate:.0}")
+    }
+}
+
+fn micros(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1e3)
+}

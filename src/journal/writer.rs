@@ -1,0 +1,1062 @@
+//! [`Journal`]: the writer (open and recovery, append, roll, sessions,
+//! retention, clean close).
+#![forbid(unsafe_code)]
+
+use std::prelude::rust_2021::*;
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::session::Batch;
+
+use super::layout::{
+    self, create_new, fsync_code, open_rw, read_index, unix_nanos, write_at, Entry, EntryKind,
+    Header, Listed, Manifest, ENTRY_LEN, FSYNC_ALWAYS, HEADER_LEN, INDEX_EXT, LAYOUT_VERSION, LOCK,
+    MANIFEST, PROTOCOL_REVISION, SEGMENT_EXT,
+};
+use super::reader::JournalReader;
+use super::sync::{Mark, Shared, SyncHandle};
+use super::tail;
+use super::{
+    FsyncMode, JournalConfig, JournalError, JournalStats, Recovered, RecoveredSession, Ticket,
+    Truncation,
+};
+
+/// A segment of the journal, oldest first.
+#[derive(Clone, Debug)]
+struct Seg {
+    session_id: u64,
+    first: u64,
+    segment: PathBuf,
+    index: PathBuf,
+    bytes: u64,
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+struct Active {
+    seg: Arc<File>,
+    idx: Arc<File>,
+    len: u64,
+    idx_len: u64,
+    /// Offset of the last position entry (0: none yet).
+    last_entry_at: u64,
+}
+
+/// The journal's writer: one per directory (a lock file says so).
+///
+/// ```
+/// use tickwire::journal::{Journal, JournalConfig};
+/// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+///
+/// let dir = std::env::temp_dir().join(format!("tw-doc-journal-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let batch = |first: u64, n: usize| {
+///     let mut bytes = vec![0u8; n * 44];
+///     Sequencer::starting_at(first)
+///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+///     Batch::new(bytes)
+/// };
+/// let (mut journal, recovered) = Journal::open(&dir, JournalConfig::default())?;
+/// assert!(recovered.session.is_none());
+/// journal.start_session(0xfeed, 1)?;
+/// journal.append(&batch(1, 3)?)?;
+/// journal.append(&batch(4, 2)?)?;
+/// drop(journal); // a crash: nothing synced, nothing lost (the page cache has it)
+///
+/// let (journal, recovered) = Journal::open(&dir, JournalConfig::default())?;
+/// let session = recovered.session.unwrap();
+/// assert_eq!((session.session_id, session.next, session.oldest), (0xfeed, 6, 1));
+/// assert_eq!((journal.session_id(), journal.next_sequence()), (Some(0xfeed), 6));
+/// journal.close()?; // everything synced: the next open continues even after a reboot
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    config: JournalConfig,
+    manifest: Manifest,
+    boot_id: [u8; 16],
+    _lock: File,
+    shared: Arc<Shared>,
+    syncer: Option<JoinHandle<()>>,
+    segments: VecDeque<Seg>,
+    active: Option<Active>,
+    next_number: u64,
+    session: Option<u64>,
+    next: u64,
+    new_session_required: bool,
+    poisoned: bool,
+    stats: JournalStats,
+    pos: u64,
+    epoch: u64,
+}
+
+/// `ReadOnly` for the errors a read-only directory gives, `Io` otherwise.
+fn write_error(op: &'static str, path: &Path, e: io::Error) -> JournalError {
+    let read_only = e.kind() == io::ErrorKind::ReadOnlyFilesystem
+        || e.kind() == io::ErrorKind::PermissionDenied;
+    if read_only {
+        JournalError::ReadOnly {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    } else {
+        JournalError::io(op, path, e)
+    }
+}
+
+fn check_versions(
+    path: &Path,
+    layout: u16,
+    protocol: u8,
+    revision: u8,
+) -> Result<(), JournalError> {
+    if layout != LAYOUT_VERSION || protocol != crate::wire::VERSION || revision > PROTOCOL_REVISION
+    {
+        return Err(JournalError::Version {
+            path: path.to_path_buf(),
+            found: format!(
+                "journal layout {layout}, protocol version {protocol} revision {revision} \
+                 (this crate: layout {LAYOUT_VERSION}, version {} up to revision {PROTOCOL_REVISION})",
+                crate::wire::VERSION
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The checks of the files that open makes before it touches anything:
+/// the validated segments (with their headers), and leftovers to remove.
+struct Survey {
+    manifest: Option<Manifest>,
+    segments: Vec<(Listed, Header)>,
+    leftovers: Vec<PathBuf>,
+    /// Index headers to rewrite (the last segment's, unreadable).
+    repairs: Vec<(PathBuf, Header)>,
+    warnings: Vec<String>,
+}
+
+fn survey(dir: &Path, config: &JournalConfig) -> Result<Survey, JournalError> {
+    let manifest = match Manifest::read(dir) {
+        Err(e) => return Err(JournalError::io("read", dir.join(MANIFEST), e)),
+        Ok(None) => None,
+        Ok(Some(Err(why))) => {
+            return Err(JournalError::Foreign {
+                path: dir.join(MANIFEST),
+                why: format!("not a tickwire journal manifest ({why})"),
+            })
+        }
+        Ok(Some(Ok(m))) => {
+            check_versions(&dir.join(MANIFEST), m.layout, m.protocol, m.revision)?;
+            if m.server != config.server {
+                return Err(JournalError::Foreign {
+                    path: dir.to_path_buf(),
+                    why: format!(
+                        "the journal belongs to server {:?}, this is {:?}",
+                        m.server, config.server
+                    ),
+                });
+            }
+            Some(m)
+        }
+    };
+    let listed = layout::list(dir).map_err(|e| JournalError::io("list", dir, e))?;
+    let Some(manifest_ref) = &manifest else {
+        if let Some(l) = listed.first() {
+            return Err(JournalError::Foreign {
+                path: l
+                    .segment
+                    .clone()
+                    .or_else(|| l.index.clone())
+                    .unwrap_or_default(),
+                why: format!("a segment file in a directory without a {MANIFEST} manifest"),
+            });
+        }
+        return Ok(Survey {
+            manifest,
+            segments: Vec::new(),
+            leftovers: Vec::new(),
+            repairs: Vec::new(),
+            warnings: Vec::new(),
+        });
+    };
+    let mut segments = Vec::new();
+    let mut leftovers = Vec::new();
+    let mut repairs = Vec::new();
+    let mut warnings = Vec::new();
+    let last = listed.len().saturating_sub(1);
+    for (i, l) in listed.iter().enumerate() {
+        if let Some(prev) = listed.get(i.wrapping_sub(1)).filter(|_| i > 0) {
+            if prev.number == l.number {
+                return Err(JournalError::Foreign {
+                    path: dir.to_path_buf(),
+                    why: format!("two segments numbered {}", l.number),
+                });
+            }
+        }
+        let (Some(segment), Some(index)) = (&l.segment, &l.index) else {
+            match (&l.segment, &l.index) {
+                (Some(segment), None) => {
+                    return Err(JournalError::Damaged {
+                        path: segment.clone(),
+                        offset: 0,
+                        why: format!("a segment without its index (.{INDEX_EXT})"),
+                    })
+                }
+                // An index alone: before any segment, what an interrupted
+                // deletion left; the last one, an interrupted creation.
+                (None, Some(index)) if segments.is_empty() || i == last => {
+                    leftovers.push(index.clone());
+                }
+                // In the middle: a segment deleted by hand. Kept: the
+                // readers and `check` report the missing range.
+                _ => {}
+            }
+            continue;
+        };
+        let header = match layout::read_header(index) {
+            Err(e) => return Err(JournalError::io("read", index, e)),
+            Ok(Err(why)) => {
+                let empty = fs::metadata(segment).map(|m| m.len() == 0).unwrap_or(false);
+                if i == last && empty {
+                    // Created, header torn, never written to.
+                    leftovers.push(segment.clone());
+                    leftovers.push(index.clone());
+                    continue;
+                }
+                // The segment is kept: its name says what it is. Readers
+                // and `check` stop at it; the last one's header is
+                // rewritten from its name, its writer unknown (so a new
+                // session is required unless it was closed cleanly).
+                let header = Header {
+                    layout: LAYOUT_VERSION,
+                    protocol: crate::wire::VERSION,
+                    revision: PROTOCOL_REVISION,
+                    session_id: l.session_id,
+                    first: l.first,
+                    number: l.number,
+                    journal_id: manifest_ref.journal_id,
+                    boot_id: [0; 16],
+                    created: 0,
+                    fsync: 0,
+                    index_every: 0,
+                };
+                warnings.push(format!(
+                    "{}: index header unreadable ({why:?}){}",
+                    index.display(),
+                    if i == last {
+                        "; rewritten from the file name, its writer unknown"
+                    } else {
+                        "; a reader stops at this segment"
+                    }
+                ));
+                if i == last {
+                    repairs.push((index.clone(), header));
+                }
+                segments.push((l.clone(), header));
+                continue;
+            }
+            Ok(Ok(h)) => h,
+        };
+        check_versions(index, header.layout, header.protocol, header.revision)?;
+        if header.journal_id != manifest_ref.journal_id {
+            return Err(JournalError::Foreign {
+                path: index.clone(),
+                why: format!(
+                    "it belongs to journal {}, this is journal {}",
+                    layout::hex(&header.journal_id),
+                    layout::hex(&manifest_ref.journal_id)
+                ),
+            });
+        }
+        if (header.number, header.session_id, header.first) != (l.number, l.session_id, l.first) {
+            return Err(JournalError::Foreign {
+                path: index.clone(),
+                why: format!(
+                    "its header says segment {} of session {:016x} from {}, not what its name says",
+                    header.number, header.session_id, header.first
+                ),
+            });
+        }
+        segments.push((l.clone(), header));
+    }
+    Ok(Survey {
+        manifest,
+        segments,
+        leftovers,
+        repairs,
+        warnings,
+    })
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir` and recovers it: the last
+    /// segment's tail is read from its last index entry with the
+    /// resynchronizing parser and cut at the first byte that is not a good
+    /// frame (reported in [`Recovered::truncated`]).
+    ///
+    /// Refused, with nothing touched: a manifest of another server
+    /// ([`JournalConfig::server`]) or another layout or protocol version,
+    /// segments of another journal, a segment without its index, a
+    /// directory that cannot be written ([`JournalError::ReadOnly`]),
+    /// another writer ([`JournalError::Locked`], after waiting up to a
+    /// second: a child process holds the lock from its fork to its exec).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("tw-doc-open-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use tickwire::journal::{Journal, JournalConfig, JournalError};
+    /// let a = JournalConfig { server: "feed-a".into(), ..JournalConfig::default() };
+    /// let (journal, _) = Journal::open(&dir, a.clone())?;
+    /// // One writer at a time (after a second's wait for a lock that a
+    /// // forked child might hold until its exec).
+    /// assert!(matches!(Journal::open(&dir, a.clone()), Err(JournalError::Locked { .. })));
+    /// drop(journal);
+    /// let b = JournalConfig { server: "feed-b".into(), ..JournalConfig::default() };
+    /// let e = Journal::open(&dir, b).unwrap_err();
+    /// assert!(e.to_string().contains("belongs to server \"feed-a\""), "{e}");
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A [`JournalError`] naming the file and what is wrong.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<(Journal, Recovered), JournalError> {
+        Journal::open_in_boot(dir, config, layout::boot_id())
+    }
+
+    /// [`open`](Self::open) as if the machine's boot id were `boot_id`:
+    /// for tests of what a reboot does. Not part of the stable API.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    #[doc(hidden)]
+    pub fn open_in_boot(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+        boot_id: [u8; 16],
+    ) -> Result<(Journal, Recovered), JournalError> {
+        let dir = dir.as_ref().to_path_buf();
+        if config.segment_bytes == 0 || config.index_every == 0 {
+            return Err(JournalError::Config(
+                "segment_bytes and index_every must be at least 1".into(),
+            ));
+        }
+        match fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(JournalError::Foreign {
+                    path: dir,
+                    why: "not a directory".into(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(|e| write_error("create", &dir, e))?;
+            }
+            Err(e) => return Err(JournalError::io("open", &dir, e)),
+        }
+        let survey = survey(&dir, &config)?;
+        // Everything checked: from here on the directory is written.
+        let manifest = match survey.manifest {
+            Some(m) => m,
+            None => {
+                let m = Manifest::new(&config.server);
+                m.write(&dir)
+                    .map_err(|e| write_error("create", &dir.join(MANIFEST), e))?;
+                m
+            }
+        };
+        let lock_path = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| write_error("create", &lock_path, e))?;
+        // A lock held by another writer, or for an instant by a child
+        // process between its fork and its exec (the descriptor is
+        // close-on-exec, but a fork shares the lock until then): waited for
+        // up to a second.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(JournalError::Locked { path: lock_path })
+                }
+                Err(TryLockError::Error(e)) => return Err(JournalError::io("lock", &lock_path, e)),
+            }
+        }
+        let mut removed = Vec::new();
+        for path in survey.leftovers {
+            match fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(JournalError::io("remove", &path, e)),
+            }
+        }
+        for (path, header) in &survey.repairs {
+            open_rw(path)
+                .and_then(|f| write_at(&f, &header.encode(), 0))
+                .map_err(|e| JournalError::io("repair", path, e))?;
+        }
+        let mut segments = VecDeque::new();
+        let mut next_number = 1;
+        let mut last_header = None;
+        for (l, header) in survey.segments {
+            let (Some(segment), Some(index)) = (l.segment, l.index) else {
+                continue;
+            };
+            let bytes = fs::metadata(&segment)
+                .map_err(|e| JournalError::io("read", &segment, e))?
+                .len();
+            next_number = l.number + 1;
+            segments.push_back(Seg {
+                session_id: l.session_id,
+                first: l.first,
+                segment,
+                index,
+                bytes,
+            });
+            last_header = Some(header);
+        }
+        let mode = config.fsync;
+        let shared = Arc::new(Shared::new(mode, dir.clone()));
+        let mut journal = Journal {
+            dir,
+            config,
+            manifest,
+            boot_id,
+            _lock: lock,
+            shared,
+            syncer: None,
+            segments,
+            active: None,
+            next_number,
+            session: None,
+            next: 1,
+            new_session_required: false,
+            poisoned: false,
+            stats: JournalStats::default(),
+            pos: 0,
+            epoch: 0,
+        };
+        let mut recovered = Recovered {
+            session: None,
+            truncated: None,
+            new_session_required: false,
+            boot_changed: false,
+            segments: 0,
+            bytes: 0,
+            removed,
+            warnings: survey.warnings,
+        };
+        if let Some(header) = last_header {
+            journal.recover_last(&header, &mut recovered)?;
+        }
+        journal.init_shared();
+        if mode != FsyncMode::Never {
+            // What a killed process left in the page cache is made durable
+            // before anything of it can be released.
+            journal.sync_active()?;
+        }
+        journal.apply_retention(SystemTime::now())?;
+        recovered.segments = journal.segments.len();
+        recovered.bytes = journal.total_bytes();
+        if let Some(s) = &mut recovered.session {
+            s.oldest = journal.oldest_of(s.session_id).unwrap_or(s.next);
+        }
+        if let FsyncMode::Interval(every) = mode {
+            journal.syncer = Shared::spawn_interval(&journal.shared, every);
+        }
+        Ok((journal, recovered))
+    }
+
+    /// Recovers the last segment: cuts its torn tail, repairs its index,
+    /// decides whether the session continues, and makes it the active one.
+    fn recover_last(&mut self, header: &Header, out: &mut Recovered) -> Result<(), JournalError> {
+        let Some(last) = self.segments.back().cloned() else {
+            return Ok(());
+        };
+        let index = match read_index(&last.index) {
+            Err(e) => return Err(JournalError::io("read", &last.index, e)),
+            Ok(Err(why)) => {
+                return Err(JournalError::Damaged {
+                    path: last.index.clone(),
+                    offset: 0,
+                    why: format!("index header unreadable ({why:?})"),
+                })
+            }
+            Ok(Ok(index)) => index,
+        };
+        let seg = open_rw(&last.segment).map_err(|e| write_error("open", &last.segment, e))?;
+        let idx = open_rw(&last.index).map_err(|e| write_error("open", &last.index, e))?;
+        let len = last.bytes;
+        let tail = tail::scan(
+            &seg,
+            len,
+            header.first,
+            &index.entries,
+            self.config.index_every,
+        )
+        .map_err(|e| JournalError::io("read", &last.segment, e))?;
+        if tail.good_end < len {
+            seg.set_len(tail.good_end)
+                .map_err(|e| JournalError::io("truncate", &last.segment, e))?;
+            out.truncated = Some(Truncation {
+                path: last.segment.clone(),
+                offset: tail.good_end,
+                bytes: len - tail.good_end,
+            });
+        }
+        // Entries past the good frames go; the scanned part is indexed.
+        let kept: Vec<Entry> = index
+            .entries
+            .iter()
+            .take(tail.keep)
+            .copied()
+            .take_while(|e| {
+                e.offset < tail.good_end
+                    || (e.offset == tail.good_end && e.kind != EntryKind::Position)
+            })
+            .collect();
+        let kept_len = (HEADER_LEN + kept.len() * ENTRY_LEN) as u64;
+        let mut idx_len = kept_len;
+        if index.file_len != kept_len || !tail.rebuilt.is_empty() {
+            idx.set_len(kept_len)
+                .map_err(|e| JournalError::io("truncate", &last.index, e))?;
+            for e in &tail.rebuilt {
+                write_at(&idx, &e.encode(), idx_len)
+                    .map_err(|err| JournalError::io("write", &last.index, err))?;
+                idx_len += ENTRY_LEN as u64;
+            }
+        }
+        let last_entry = tail.rebuilt.last().or(kept.last()).copied();
+        let sealed =
+            last_entry.is_some_and(|e| e.kind == EntryKind::Seal && e.offset == tail.good_end);
+        let clean = last_entry.is_some_and(|e| {
+            e.kind == EntryKind::Synced && e.offset == tail.good_end && e.sequence == tail.next
+        });
+        if let Some(back) = self.segments.back_mut() {
+            back.bytes = tail.good_end;
+        }
+        let unknown = self.boot_id == [0; 16] || header.boot_id == [0; 16];
+        out.boot_changed = unknown || header.boot_id != self.boot_id;
+        out.new_session_required = out.boot_changed && header.fsync != FSYNC_ALWAYS && !clean;
+        out.session = Some(RecoveredSession {
+            session_id: header.session_id,
+            next: tail.next,
+            oldest: tail.next,
+        });
+        self.next = tail.next;
+        self.new_session_required = out.new_session_required;
+        self.active = Some(Active {
+            seg: Arc::new(seg),
+            idx: Arc::new(idx),
+            len: tail.good_end,
+            idx_len,
+            last_entry_at: tail.last_entry_at,
+        });
+        if out.new_session_required {
+            // `start_session` rolls; the old segment stays as it is.
+            return Ok(());
+        }
+        self.session = Some(header.session_id);
+        let same_writer =
+            header.boot_id == self.boot_id && header.fsync == fsync_code(self.config.fsync);
+        if sealed || !same_writer {
+            // A segment's header describes the one writer of its bytes.
+            self.roll(header.session_id, tail.next)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the active segment, its index and the directory.
+    fn sync_active(&self) -> Result<(), JournalError> {
+        if let (Some(active), Some(seg)) = (&self.active, self.segments.back()) {
+            active
+                .seg
+                .sync_data()
+                .map_err(|e| JournalError::io("sync", &seg.segment, e))?;
+            active
+                .idx
+                .sync_data()
+                .map_err(|e| JournalError::io("sync", &seg.index, e))?;
+        }
+        self.shared.sync_now()?;
+        layout::sync_dir(&self.dir).map_err(|e| JournalError::io("sync", &self.dir, e))
+    }
+
+    fn init_shared(&mut self) {
+        let mark = Mark {
+            pos: 0,
+            end: self.next,
+            epoch: 0,
+        };
+        let mut st = self.shared.lock();
+        st.written = mark;
+        st.synced = mark;
+        st.epoch_start = self.next;
+        st.current = self.active.as_ref().map(|a| Arc::clone(&a.seg));
+    }
+
+    /// Starts session `session_id` at sequence `next` (at least 1) in a new
+    /// segment: a new journal, a new session after a reboot
+    /// ([`Recovered::new_session_required`]), a relay's upstream changing
+    /// sessions, the start of a trading day. The previous segment is sealed.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("tw-doc-start-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use tickwire::journal::{Journal, JournalConfig};
+    /// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+    /// journal.start_session(42, 1)?;
+    /// assert_eq!((journal.session_id(), journal.next_sequence(), journal.oldest()), (Some(42), 1, 1));
+    /// journal.start_session(43, 100)?; // a relay whose upstream moved on
+    /// assert_eq!((journal.session_id(), journal.next_sequence()), (Some(43), 100));
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`JournalError::Io`] if the segment cannot be created (nothing
+    /// changes then), [`JournalError::Poisoned`].
+    pub fn start_session(&mut self, session_id: u64, next: u64) -> Result<(), JournalError> {
+        self.check_poisoned()?;
+        let next = next.max(1);
+        self.roll(session_id, next)?;
+        self.session = Some(session_id);
+        self.next = next;
+        self.new_session_required = false;
+        self.epoch += 1;
+        let mut st = self.shared.lock();
+        st.written = Mark {
+            pos: self.pos,
+            end: next,
+            epoch: self.epoch,
+        };
+        st.epoch_start = next;
+        Ok(())
+    }
+
+    /// Appends a published batch, whole or not at all. It must start at
+    /// [`next_sequence`](Self::next_sequence) or later (later: a relay's
+    /// hole). A failed write (a full disk: [`JournalError::io_kind`] is
+    /// `StorageFull`; an I/O error) truncates the segment and index back to
+    /// where the batch began and leaves the next sequence as it was: the
+    /// caller may append the same batch again later.
+    ///
+    /// Nothing is synced here: with [`FsyncMode::Always`], the caller waits
+    /// with [`SyncHandle::wait`] on the returned ticket after releasing its
+    /// own lock, and releases the frames to clients up to
+    /// [`durable_end`](Self::durable_end).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "append", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use tickwire::journal::{Journal, JournalConfig};
+    /// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+    /// let batch = |first: u64, n: usize| {
+    ///     let mut bytes = vec![0u8; n * 44];
+    ///     Sequencer::starting_at(first)
+    ///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+    ///     Batch::new(bytes)
+    /// };
+    /// use tickwire::journal::JournalError;
+    /// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+    /// assert!(matches!(journal.append(&batch(1, 1)?), Err(JournalError::NoSession)));
+    /// journal.start_session(1, 1)?;
+    /// let ticket = journal.append(&batch(1, 4)?)?;
+    /// assert_eq!((ticket.end(), journal.next_sequence()), (5, 5));
+    /// assert!(matches!(journal.append(&batch(3, 1)?), Err(JournalError::OutOfOrder { next: 5, first: 3 })));
+    /// journal.append(&batch(9, 1)?)?; // later: a hole (a relay's journal)
+    /// assert_eq!(journal.next_sequence(), 10);
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`JournalError::NoSession`], [`JournalError::NewSessionRequired`],
+    /// [`JournalError::OutOfOrder`], [`JournalError::Io`],
+    /// [`JournalError::Poisoned`] (reopen).
+    pub fn append(&mut self, batch: &Batch) -> Result<Ticket, JournalError> {
+        self.check_poisoned()?;
+        if self.new_session_required {
+            return Err(JournalError::NewSessionRequired);
+        }
+        let Some(session) = self.session else {
+            return Err(JournalError::NoSession);
+        };
+        if batch.first() < self.next {
+            return Err(JournalError::OutOfOrder {
+                next: self.next,
+                first: batch.first(),
+            });
+        }
+        let bytes = batch.bytes();
+        let n = bytes.len() as u64;
+        let full = self
+            .active
+            .as_ref()
+            .is_none_or(|a| a.len > 0 && a.len + n > self.config.segment_bytes);
+        if full {
+            self.roll(session, self.next)?;
+        }
+        let Some(active) = self.active.as_mut() else {
+            return Err(JournalError::NoSession);
+        };
+        let Some(seg) = self.segments.back_mut() else {
+            return Err(JournalError::NoSession);
+        };
+        let start = active.len;
+        if let Err(e) = write_at(&active.seg, bytes, start) {
+            self.stats.failed_appends += 1;
+            if active.seg.set_len(start).is_err() {
+                self.poisoned = true;
+            }
+            return Err(JournalError::io("append to", &seg.segment, e));
+        }
+        if start > 0 && start - active.last_entry_at >= self.config.index_every {
+            let entry = Entry {
+                sequence: batch.first(),
+                offset: start,
+                time: first_timestamp(bytes),
+                kind: EntryKind::Position,
+            };
+            if let Err(e) = write_at(&active.idx, &entry.encode(), active.idx_len) {
+                self.stats.failed_appends += 1;
+                if active.idx.set_len(active.idx_len).is_err() || active.seg.set_len(start).is_err()
+                {
+                    self.poisoned = true;
+                }
+                return Err(JournalError::io("append to", &seg.index, e));
+            }
+            active.idx_len += ENTRY_LEN as u64;
+            active.last_entry_at = start;
+            self.stats.index_entries += 1;
+        }
+        active.len += n;
+        seg.bytes = active.len;
+        self.next = batch.end();
+        self.pos += n;
+        self.stats.appends += 1;
+        self.stats.frames += batch.frames();
+        self.stats.bytes += n;
+        self.shared.lock().written = Mark {
+            pos: self.pos,
+            end: self.next,
+            epoch: self.epoch,
+        };
+        Ok(Ticket {
+            position: self.pos,
+            end: self.next,
+        })
+    }
+
+    /// A new segment for `session_id` from `first`; the active one (if
+    /// any) is sealed. On failure nothing changes.
+    fn roll(&mut self, session_id: u64, first: u64) -> Result<(), JournalError> {
+        let number = self.next_number;
+        let stem = layout::stem(number, session_id, first);
+        let index = self.dir.join(format!("{stem}.{INDEX_EXT}"));
+        let segment = self.dir.join(format!("{stem}.{SEGMENT_EXT}"));
+        let header = Header {
+            layout: LAYOUT_VERSION,
+            protocol: crate::wire::VERSION,
+            revision: PROTOCOL_REVISION,
+            session_id,
+            first,
+            number,
+            journal_id: self.manifest.journal_id,
+            boot_id: self.boot_id,
+            created: unix_nanos(),
+            fsync: fsync_code(self.config.fsync),
+            index_every: u32::try_from(self.config.index_every).unwrap_or(u32::MAX),
+        };
+        let idx = create_new(&index).map_err(|e| write_error("create", &index, e))?;
+        let undo = |e: JournalError| {
+            let _ = fs::remove_file(&segment);
+            let _ = fs::remove_file(&index);
+            e
+        };
+        write_at(&idx, &header.encode(), 0)
+            .map_err(|e| undo(JournalError::io("write", &index, e)))?;
+        let seg = create_new(&segment).map_err(|e| undo(write_error("create", &segment, e)))?;
+        if let (Some(old), Some(old_seg)) = (&self.active, self.segments.back()) {
+            let seal = Entry {
+                sequence: self.next,
+                offset: old.len,
+                time: unix_nanos(),
+                kind: EntryKind::Seal,
+            };
+            if let Err(e) = write_at(&old.idx, &seal.encode(), old.idx_len) {
+                let _ = old.idx.set_len(old.idx_len);
+                return Err(undo(JournalError::io("seal", &old_seg.index, e)));
+            }
+        }
+        let (seg, idx) = (Arc::new(seg), Arc::new(idx));
+        let old = self.active.replace(Active {
+            seg: Arc::clone(&seg),
+            idx: Arc::clone(&idx),
+            len: 0,
+            idx_len: HEADER_LEN as u64,
+            last_entry_at: 0,
+        });
+        self.segments.push_back(Seg {
+            session_id,
+            first,
+            segment,
+            index,
+            bytes: 0,
+        });
+        self.next_number += 1;
+        self.stats.segments_created += 1;
+        {
+            let mut st = self.shared.lock();
+            if self.config.fsync != FsyncMode::Never {
+                if let Some(old) = old {
+                    st.retired.push(old.seg);
+                    st.retired.push(old.idx);
+                }
+                st.retired.push(idx);
+                st.dir_dirty = true;
+            }
+            st.current = Some(seg);
+        }
+        // A failed deletion is retried at the next roll; it never fails
+        // the batch that rolled.
+        let _ = self.apply_retention(SystemTime::now());
+        Ok(())
+    }
+
+    /// Deletes whole oldest segments (never the one being written) while
+    /// the journal holds more than [`JournalConfig::retain_bytes`] or the
+    /// oldest was last written longer than [`JournalConfig::retain_age`]
+    /// before `now`. Called at open and at each roll; call it now and then
+    /// for the age limit on a quiet journal. How many were deleted.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("tw-doc-retain-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use std::time::{Duration, SystemTime};
+    /// use tickwire::journal::{Journal, JournalConfig};
+    /// let config = JournalConfig { retain_age: Some(Duration::from_secs(3600)), ..JournalConfig::default() };
+    /// let (mut journal, _) = Journal::open(&dir, config)?;
+    /// journal.start_session(1, 1)?;
+    /// journal.start_session(2, 1)?;
+    /// let tomorrow = SystemTime::now() + Duration::from_secs(86_400);
+    /// assert_eq!(journal.apply_retention(tomorrow)?, 1); // session 1's segment; never the active one
+    /// # drop(journal);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`JournalError::Io`] if a file cannot be deleted.
+    pub fn apply_retention(&mut self, now: SystemTime) -> Result<usize, JournalError> {
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let Some(front) = self.segments.front() else {
+                break;
+            };
+            let too_big = self
+                .config
+                .retain_bytes
+                .is_some_and(|max| self.total_bytes() > max);
+            let too_old = self.config.retain_age.is_some_and(|age| {
+                fs::metadata(&front.segment)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t + age < now)
+            });
+            if !too_big && !too_old {
+                break;
+            }
+            // The segment first: an index alone is a leftover open removes.
+            for path in [&front.segment, &front.index] {
+                match fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(JournalError::io("delete", path, e)),
+                }
+            }
+            self.segments.pop_front();
+            self.stats.segments_deleted += 1;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Syncs everything and marks the segment as closed cleanly: the next
+    /// open continues the session even after a reboot, in any mode. (A
+    /// journal that is just dropped is like a killed process: nothing it
+    /// appended is lost, but after an operating system crash a session
+    /// not written with [`FsyncMode::Always`] cannot continue.)
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("tw-doc-{}-{}", "close", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// use tickwire::journal::{Journal, JournalConfig};
+    /// use tickwire::{encode::QuoteFields, session::Batch, Payload, Sequencer};
+    /// let batch = |first: u64, n: usize| {
+    ///     let mut bytes = vec![0u8; n * 44];
+    ///     Sequencer::starting_at(first)
+    ///         .encode_batch(&vec![(0, Payload::Quote(QuoteFields::default())); n], &mut bytes);
+    ///     Batch::new(bytes)
+    /// };
+    /// let (mut journal, _) = Journal::open(&dir, JournalConfig::default())?;
+    /// journal.start_session(1, 1)?;
+    /// journal.append(&batch(1, 3)?)?;
+    /// journal.close()?;
+    /// let report = tickwire::journal::check(&dir)?;
+    /// assert!(report.sessions[0].segments[0].closed);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`JournalError::SyncFailed`], [`JournalError::Io`].
+    pub fn close(self) -> Result<(), JournalError> {
+        self.check_poisoned()?;
+        self.shared.sync_now()?;
+        if let (Some(active), Some(seg)) = (&self.active, self.segments.back()) {
+            if self.session.is_some() {
+                let entry = Entry {
+                    sequence: self.next,
+                    offset: active.len,
+                    time: unix_nanos(),
+                    kind: EntryKind::Synced,
+                };
+                write_at(&active.idx, &entry.encode(), active.idx_len)
+                    .and_then(|()| active.idx.sync_data())
+                    .map_err(|e| JournalError::io("write", &seg.index, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A handle for the threads that wait for durability.
+    #[must_use]
+    pub fn sync_handle(&self) -> SyncHandle {
+        SyncHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The sequence up to which (exclusive) frames may be released to
+    /// clients: see [`SyncHandle::durable_end`].
+    #[must_use]
+    pub fn durable_end(&self) -> u64 {
+        self.sync_handle().durable_end()
+    }
+
+    /// A reader of the current session from `from` (clamped to the oldest
+    /// sequence held), with its own read-only descriptors.
+    ///
+    /// # Errors
+    /// [`JournalError::NoSession`], or what [`JournalReader::open_session`] says.
+    pub fn reader(&self, from: u64) -> Result<JournalReader, JournalError> {
+        let session = self.session.ok_or(JournalError::NoSession)?;
+        JournalReader::open_session(&self.dir, session, from)
+    }
+
+    /// The current session (`None`: none started, or a new one is required).
+    #[must_use]
+    pub fn session_id(&self) -> Option<u64> {
+        self.session
+    }
+
+    /// The sequence the next batch starts with (or later).
+    #[must_use]
+    pub fn next_sequence(&self) -> u64 {
+        self.next
+    }
+
+    /// The oldest sequence the journal holds of the current session
+    /// ([`next_sequence`](Self::next_sequence) when it holds none).
+    #[must_use]
+    pub fn oldest(&self) -> u64 {
+        self.session
+            .and_then(|s| self.oldest_of(s))
+            .unwrap_or(self.next)
+    }
+
+    fn oldest_of(&self, session_id: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .rev()
+            .take_while(|s| s.session_id == session_id)
+            .last()
+            .map(|s| s.first)
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Segments in the journal.
+    #[must_use]
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> JournalStats {
+        JournalStats {
+            syncs: self.shared.lock().syncs,
+            ..self.stats
+        }
+    }
+
+    fn check_poisoned(&self) -> Result<(), JournalError> {
+        if self.poisoned || self.shared.failed().is_some() {
+            return Err(JournalError::Poisoned);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.shared.stop();
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The timestamp of the first frame of a batch.
+fn first_timestamp(bytes: &[u8]) -> u64 {
+    let mut t = [0u8; 8];
+    if let Some(src) = bytes.get(12..20) {
+        t.copy_from_slice(src);
+    }
+    u64::from_le_bytes(t)
+}

@@ -1,0 +1,261 @@
+//! `tickwire journal DIR`, and `dump` / `export` of a journal directory, as
+//! a user runs them (journals written with the library).
+//!
+//! `cargo test --features cli --test journal_cli`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tickwire::journal::{Journal, JournalConfig};
+use tickwire::session::Batch;
+use tickwire::synth::Feed;
+use tickwire::Sequencer;
+
+fn tickwire(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(args)
+        .output()
+        .expect("run tickwire")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tickwire-journal-cli-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A journal with two sessions (ids 0x11 and 0x22), the first over several
+/// segments: 1..=2000 then 1..=300 of the synthetic feed. Returns the data
+/// frames' bytes.
+fn journal(dir: &Path) -> Vec<u8> {
+    let config = JournalConfig {
+        segment_bytes: 32 << 10,
+        index_every: 4 << 10,
+        ..JournalConfig::default()
+    };
+    let (mut j, _) = Journal::open(dir, config).unwrap();
+    let mut feed = Feed::new(3, 20);
+    let mut all = Vec::new();
+    for (session, frames) in [(0x11u64, 2000usize), (0x22, 300)] {
+        j.start_session(session, 1).unwrap();
+        let mut seq = Sequencer::new();
+        for _ in 0..frames / 100 {
+            let mut msgs = Vec::new();
+            while msgs.len() < 100 {
+                let p = feed.next_payload();
+                if p.msg_type().is_data() {
+                    msgs.push((1_700_000_000_000_000_000 + msgs.len() as u64, p));
+                }
+            }
+            let mut bytes = vec![0u8; 100 * 44];
+            let done = seq.encode_batch(&msgs, &mut bytes);
+            bytes.truncate(done.bytes);
+            all.extend_from_slice(&bytes);
+            j.append(&Batch::new(bytes).unwrap()).unwrap();
+        }
+    }
+    j.close().unwrap();
+    all
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "twr"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn journal_lists_sessions_and_segments_and_checks_every_frame() {
+    let dir = TempDir::new("list");
+    journal(dir.path());
+    let out = tickwire(&["journal", dir.arg()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("server \"tickwire\", protocol version 1 revision 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("session 0x0000000000000011 (17): 1..=2000 (2000 frames"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("session 0x0000000000000022 (34): 1..=300 (300 frames"),
+        "{stdout}"
+    );
+    let segs = segments(dir.path());
+    assert!(segs.len() > 3);
+    for s in &segs {
+        let name = s.file_name().unwrap().to_str().unwrap();
+        assert!(stdout.contains(name), "{name} not listed: {stdout}");
+    }
+    assert!(
+        stdout.contains("sealed") && stdout.contains("closed cleanly"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("checked: every checksum"), "{stdout}");
+
+    let out = tickwire(&["journal", dir.arg(), "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 2);
+    assert_eq!(v["sessions"][0]["frames"], 2000);
+    assert_eq!(v["sessions"][0]["session_id"], 17);
+    assert_eq!(v["sessions"][1]["end"], 301);
+    assert_eq!(v["damage"].as_array().unwrap().len(), 0);
+    assert!(v["torn_tail"].is_null());
+}
+
+#[test]
+fn journal_exits_1_on_damage_and_0_on_a_torn_tail() {
+    let dir = TempDir::new("damage");
+    journal(dir.path());
+    let segs = segments(dir.path());
+    // A torn tail: reported, not damage.
+    let last = segs.last().unwrap();
+    let mut bytes = fs::read(last).unwrap();
+    bytes.truncate(bytes.len() - 7);
+    fs::write(last, bytes).unwrap();
+    let out = tickwire(&["journal", dir.arg()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("torn tail: 37 bytes"), "{stdout}");
+    // A flipped bit in the middle: exit 1, the place named.
+    let mut bytes = fs::read(&segs[1]).unwrap();
+    bytes[5000] ^= 1;
+    fs::write(&segs[1], bytes).unwrap();
+    let out = tickwire(&["journal", dir.arg()]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let name = segs[1].file_name().unwrap().to_str().unwrap();
+    assert!(
+        stdout.contains("DAMAGE") && stdout.contains(name),
+        "{stdout}"
+    );
+    assert!(stdout.contains("checked: DAMAGED"), "{stdout}");
+    assert!(stderr.contains("is damaged in 1 place"), "{stderr}");
+    let out = tickwire(&["journal", dir.arg(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["damage"][0]["path"], segs[1].to_str().unwrap());
+    // Not a journal.
+    let empty = TempDir::new("empty");
+    fs::create_dir_all(empty.path()).unwrap();
+    let out = tickwire(&["journal", empty.arg()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a journal"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn dump_and_export_read_a_journal_directory_and_its_segments() {
+    let dir = TempDir::new("dump");
+    let all = journal(dir.path());
+    let out = tickwire(&["dump", dir.arg()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2 + 2 + 2300, "{}", &stdout[..400]);
+    assert!(lines[0].contains("\"type\":\"new_session\"") || lines[0].contains("login_accepted"));
+    let accepted: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("\"type\":\"login_accepted\""))
+        .collect();
+    assert_eq!(accepted.len(), 2);
+    assert!(accepted[0].contains("\"session_id\":17") && accepted[1].contains("\"session_id\":34"));
+    assert!(!stdout.contains("discarded") && !stdout.contains("\"gap\""));
+    // The dump of each segment, one after the other, prints the same frames.
+    let mut from_segments = Vec::new();
+    for s in segments(dir.path()) {
+        let out = tickwire(&["dump", s.to_str().unwrap()]);
+        assert!(out.status.success());
+        from_segments.extend(
+            text(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        );
+    }
+    let data: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("\"type\":\"quote\"") || l.contains("\"type\":\"trade\""))
+        .collect();
+    assert_eq!(data, from_segments);
+    assert_eq!(data.len() as u64, 2300);
+    let _ = all;
+
+    let out_dir = TempDir::new("export");
+    let out = tickwire(&["export", dir.arg(), "--format", "csv", "-o", out_dir.arg()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let quotes = fs::read_to_string(out_dir.path().join("quotes.csv")).unwrap();
+    let trades = fs::read_to_string(out_dir.path().join("trades.csv")).unwrap();
+    assert_eq!(
+        quotes.lines().count() - 1 + trades.lines().count() - 1,
+        2300
+    );
+    let control = fs::read_to_string(out_dir.path().join("control.csv")).unwrap();
+    assert_eq!(
+        control
+            .lines()
+            .filter(|l| l.starts_with("login_accepted"))
+            .count(),
+        2,
+        "{control}"
+    );
+
+    // A directory that is not a journal: a clear error.
+    let empty = TempDir::new("notjournal");
+    fs::create_dir_all(empty.path()).unwrap();
+    let out = tickwire(&["dump", empty.arg()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not a journal"),
+        "{}",
+        text(&out.stderr)
+    );
+}
