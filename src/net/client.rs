@@ -724,6 +724,90 @@ struct Link {
     /// The addresses of the current attempt's server not tried yet (a name
     /// can resolve to several).
     candidates: VecDeque<SocketAddr>,
+    /// The connection's TLS state (protocol section 12), when
+    /// [`ClientConfig::tls`] is set.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<ClientTls>>,
+}
+
+/// A client connection's TLS (rustls's sans-IO connection over the socket).
+#[cfg(feature = "tls")]
+#[derive(Debug)]
+struct ClientTls {
+    conn: rustls::ClientConnection,
+    /// The handshake is done and its ALPN was checked.
+    checked: bool,
+}
+
+/// A connection's first bytes are a TLS record (an alert or a handshake:
+/// 0x15 or 0x16, then version 3.x) rather than a frame: the server speaks
+/// TLS to a plain client.
+fn looks_like_tls(parser: &Parser<Box<[u8]>>) -> bool {
+    parser.stats().frames() == 0 && matches!(parser.unparsed(), [0x15 | 0x16, 0x03, ..])
+}
+
+/// Plaintext bytes from the connection into `spare`: straight from the
+/// socket, or through TLS (reading records until some plaintext comes or
+/// the socket would block). `Ok(0)` is the end of the stream.
+fn fill(stream: &mut TcpStream, tls: Option<&mut TlsState>, spare: &mut [u8]) -> io::Result<usize> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        return fill_tls(stream, tls, spare);
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    stream.read(spare)
+}
+
+#[cfg(feature = "tls")]
+type TlsState = ClientTls;
+#[cfg(not(feature = "tls"))]
+type TlsState = ();
+
+#[cfg(feature = "tls")]
+fn fill_tls(stream: &mut TcpStream, tls: &mut ClientTls, spare: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match tls.conn.reader().read(spare) {
+            Ok(n) => return Ok(n), // 0: close_notify
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        if tls.conn.read_tls(stream)? == 0 {
+            return Ok(0);
+        }
+        if let Err(e) = tls.conn.process_new_packets() {
+            // rustls's alert goes out; the error says what was wrong (an
+            // unknown issuer, a name, an expired certificate; or a server
+            // that does not speak TLS).
+            let _ = tls.conn.write_tls(stream);
+            log::error!("TLS: {e}");
+            return Err(io::Error::other(e));
+        }
+        if !tls.checked && !tls.conn.is_handshaking() {
+            tls.checked = true;
+            if let Err(e) = crate::tls::check_alpn(&tls.conn) {
+                log::error!("{e}");
+                return Err(io::Error::other(e));
+            }
+        }
+        flush_tls(stream, &mut tls.conn)?;
+    }
+}
+
+/// Writes the TLS records rustls holds, until the socket would block.
+#[cfg(feature = "tls")]
+fn flush_tls(stream: &mut TcpStream, conn: &mut rustls::ClientConnection) -> io::Result<()> {
+    while conn.wants_write() {
+        match conn.write_tls(stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Link {
@@ -739,6 +823,8 @@ impl Link {
             held: VecDeque::new(),
             backlog: false,
             candidates: VecDeque::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -954,12 +1040,25 @@ impl Link {
         }
         self.out.clear();
         self.backlog = false;
+        #[cfg(feature = "tls")]
+        {
+            self.tls = None;
+        }
     }
 
     fn write_out(&mut self) -> io::Result<()> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
         };
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls.as_deref_mut() {
+            // Into rustls (held until the handshake is done), then out.
+            if !self.out.is_empty() {
+                tls.conn.writer().write_all(&self.out)?;
+                self.out.clear();
+            }
+            return flush_tls(stream, &mut tls.conn);
+        }
         while !self.out.is_empty() {
             match stream.write(&self.out) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -1010,10 +1109,41 @@ impl Link {
             None => {
                 self.candidates.clear();
                 let _ = stream.set_nodelay(true);
+                #[cfg(feature = "tls")]
+                if let Err(e) = self.start_tls() {
+                    log::error!("{}: TLS: {e}", self.config.server_at(self.session.server()));
+                    self.session
+                        .handle_lost(Lost::ConnectFailed(IoFailure::Other), time, on_event);
+                    self.apply_actions(registry, token, on_event);
+                    return;
+                }
                 self.session.handle_connected(time, on_event);
             }
         }
         self.apply_actions(registry, token, on_event);
+    }
+
+    /// With [`ClientConfig::tls`]: the connection's TLS client, for the
+    /// name of the server dialled (or the configured one).
+    #[cfg(feature = "tls")]
+    fn start_tls(&mut self) -> Result<(), crate::tls::TlsError> {
+        let Some(settings) = &self.config.tls else {
+            return Ok(());
+        };
+        let host = match self.config.server_at(self.session.server()) {
+            super::ServerAddr::Socket(addr) => addr.ip().to_string(),
+            super::ServerAddr::Name(name) => name
+                .rsplit_once(':')
+                .map_or(name.as_str(), |(host, _)| host)
+                .to_owned(),
+        };
+        let name = settings.server_name_for(&host)?;
+        let conn = rustls::ClientConnection::new(std::sync::Arc::clone(&settings.config), name)?;
+        self.tls = Some(Box::new(ClientTls {
+            conn,
+            checked: false,
+        }));
+        Ok(())
     }
 
     /// Hands the parser's events to the session until the application
@@ -1073,7 +1203,12 @@ impl Link {
                 ended = Some(Lost::Error(IoFailure::Other)); // cannot happen: events are drained
                 break;
             };
-            let read = stream.read(spare);
+            #[cfg(feature = "tls")]
+            let tls = self.tls.as_deref_mut();
+            #[cfg(not(feature = "tls"))]
+            let tls: Option<&mut TlsState> = None;
+            let through_tls = tls.is_some();
+            let read = fill(stream, tls, spare);
             let time = self.time();
             match read {
                 Ok(0) => {
@@ -1088,9 +1223,15 @@ impl Link {
                         ended = Some(Lost::Error(IoFailure::Other));
                         break;
                     }
+                    if !through_tls && looks_like_tls(&self.parser) {
+                        log::error!(
+                            "{}: the server answered with TLS: connect with TLS (ClientConfig::tls, --tls)",
+                            self.config.server_at(self.session.server())
+                        );
+                    }
                     self.session.handle_bytes(time);
                     stopped = self.drain(time, on_event, stop).is_break();
-                    if n < room && !closing {
+                    if n < room && !closing && !through_tls {
                         break; // drained: no new edge is missed
                     }
                 }
