@@ -217,7 +217,8 @@ fn summary(frames: u64, s: &DatagramClientStats) -> String {
     )
 }
 
-fn open(config: DatagramClientConfig) -> io::Result<DatagramClient> {
+fn open(mut config: DatagramClientConfig) -> io::Result<DatagramClient> {
+    crate::security::datagram_client(&mut config)?;
     let line = config.line_a;
     DatagramClient::new(config)
         .map_err(|e| io::Error::other(format!("cannot receive datagrams on {line}: {e}")))

@@ -16,6 +16,7 @@ mod pretty;
 mod record;
 mod recording;
 mod relay;
+mod security;
 mod subscribe;
 
 use std::fs::File;
@@ -186,6 +187,8 @@ enum Command {
         retransmit_cap: u64,
         #[command(flatten)]
         datagrams: dgram::FeedArgs,
+        #[command(flatten)]
+        security: security::ServerArgs,
     },
     /// Subscribe to a server: JSON lines of every frame and event, or a status line per second.
     ///
@@ -218,6 +221,8 @@ enum Command {
         busy_poll: bool,
         #[command(flatten)]
         datagrams: dgram::ReceiveArgs,
+        #[command(flatten)]
+        security: security::ClientArgs,
     },
     /// Relay a session: subscribe upstream, serve it again (protocol section 10).
     ///
@@ -258,6 +263,10 @@ enum Command {
         duration: Option<Duration>,
         #[command(flatten)]
         datagrams: dgram::FeedArgs,
+        #[command(flatten)]
+        security: security::ServerArgs,
+        #[command(flatten)]
+        upstream_security: security::ClientArgs,
     },
     /// Run an in-process server and clients for a while and show what happens.
     Demo {
@@ -350,6 +359,8 @@ enum Command {
         max_retries: Option<u32>,
         #[command(flatten)]
         datagrams: dgram::ReceiveArgs,
+        #[command(flatten)]
+        security: security::ClientArgs,
     },
     /// Make a key for authenticated logins (protocol section 11).
     ///
@@ -449,7 +460,8 @@ fn main() -> ExitCode {
             max_unauthenticated_per_peer,
             retransmit_cap,
             datagrams,
-        } => {
+            security,
+        } => security::load(Some(&security), None).and_then(|()| {
             let mut config = ServerConfig {
                 listen,
                 listen_backlog,
@@ -473,8 +485,9 @@ fn main() -> ExitCode {
                 SlowArg::Disconnect => SlowPolicy::Disconnect,
             };
             core.session.retransmit_cap = retransmit_cap;
+            security::server(&mut config);
             serve(config, rate, instruments, seed, duration)
-        }
+        }),
         Command::Subscribe {
             connect,
             from,
@@ -483,10 +496,11 @@ fn main() -> ExitCode {
             max_retries,
             busy_poll,
             datagrams,
-        } => match datagrams.config(from) {
+            security,
+        } => security::load(None, Some(&security)).and_then(|()| match datagrams.config(from) {
             Some(config) => dgram::subscribe(config, json, duration),
             None => subscribe::run(&connect, from, json, duration, max_retries, busy_poll),
-        },
+        }),
         Command::Record {
             connect,
             from,
@@ -497,7 +511,8 @@ fn main() -> ExitCode {
             duration,
             max_retries,
             datagrams,
-        } => {
+            security,
+        } => security::load(None, Some(&security)).and_then(|()| {
             let mode = match (append, force) {
                 (true, _) => recording::Mode::Append,
                 (false, true) => recording::Mode::Force,
@@ -507,7 +522,7 @@ fn main() -> ExitCode {
                 Some(config) => dgram::record(config, &output, mode, count, duration),
                 None => record::run(&connect, from, &output, count, duration, max_retries, mode),
             }
-        }
+        }),
         Command::Relay {
             connect,
             upstream_multicast,
@@ -519,7 +534,9 @@ fn main() -> ExitCode {
             start_timeout,
             duration,
             datagrams,
-        } => {
+            security,
+            upstream_security,
+        } => security::load(Some(&security), Some(&upstream_security)).and_then(|()| {
             let upstream = upstream_multicast.or(upstream_udp).map(|line_a| {
                 let mut feed = tickwire::net::DatagramClientConfig::new(line_a);
                 feed.line_b = upstream_multicast_b;
@@ -537,7 +554,7 @@ fn main() -> ExitCode {
                 duration,
                 &datagrams,
             )
-        }
+        }),
         Command::Demo {
             rate,
             clients,

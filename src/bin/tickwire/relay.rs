@@ -43,6 +43,11 @@ pub(crate) fn run(
     config.server.datagrams = datagrams.output();
     config.server.mio.datagram_sender = datagrams.sender();
     config.start_timeout = start_timeout;
+    crate::security::server(&mut config.server);
+    crate::security::client(&mut config.upstream);
+    if let Some(feed) = config.datagram_upstream.as_mut() {
+        crate::security::datagram_client(feed)?;
+    }
     let relay = Relay::start(config)
         .map_err(|e| io::Error::other(format!("relay of {upstream} on {listen}: {e}")))?;
     println!("listening {}", relay.local_addr());

@@ -28,6 +28,7 @@ pub(crate) fn client_config(
     config.backoff = Backoff::default()
         .with_max_retries(max_retries)
         .with_jitter(u64::from(std::process::id()));
+    crate::security::client(&mut config);
     Ok(config)
 }
 
