@@ -611,7 +611,8 @@ impl Subscriber {
 #[pymethods]
 impl Subscriber {
     #[new]
-    #[pyo3(signature = (servers, from_seq=0, max_retries=None, heartbeat_interval=1.0, connect_timeout=5.0, max_batch=65536))]
+    #[pyo3(signature = (servers, from_seq=0, max_retries=None, heartbeat_interval=1.0, connect_timeout=5.0, max_batch=65536, key_id=None, secret_file=None, allow_plain_auth=false, tls=false, ca=None, server_name=None, client_cert=None, client_key=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         servers: Vec<String>,
         from_seq: u64,
@@ -619,6 +620,14 @@ impl Subscriber {
         heartbeat_interval: f64,
         connect_timeout: f64,
         max_batch: usize,
+        key_id: Option<String>,
+        secret_file: Option<std::path::PathBuf>,
+        allow_plain_auth: bool,
+        tls: bool,
+        ca: Option<std::path::PathBuf>,
+        server_name: Option<String>,
+        client_cert: Option<std::path::PathBuf>,
+        client_key: Option<std::path::PathBuf>,
     ) -> PyResult<Subscriber> {
         if servers.is_empty() {
             return Err(PyValueError::new_err(
@@ -640,6 +649,42 @@ impl Subscriber {
         config.backoff = Backoff::default()
             .with_max_retries(max_retries)
             .with_jitter(u64::from(std::process::id()));
+        // Section 11: a key (the secret from a private file or
+        // TICKWIRE_SECRET, never an argument); section 12: TLS.
+        if let Some(id) = key_id {
+            let key_id = tickwire::wire::KeyId::new(&id)
+                .map_err(|e| PyValueError::new_err(format!("key_id: {e}")))?;
+            let secret = tickwire::session::auth::load_secret(secret_file.as_deref())
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            config.credentials = Some(tickwire::session::auth::ClientKey { key_id, secret });
+        } else if secret_file.is_some() {
+            return Err(PyValueError::new_err("secret_file needs key_id"));
+        }
+        config.allow_plain_auth = allow_plain_auth;
+        if tls {
+            let ca =
+                ca.ok_or_else(|| PyValueError::new_err("tls needs ca (the CA certificates, PEM)"))?;
+            let mut files = tickwire::tls::TlsClientFiles::new(ca);
+            files.server_name = server_name;
+            match (client_cert, client_key) {
+                (Some(cert), Some(key)) => files.client_cert = Some((cert, key)),
+                (None, None) => {}
+                _ => {
+                    return Err(PyValueError::new_err(
+                        "client_cert and client_key go together",
+                    ))
+                }
+            }
+            config.tls = Some(
+                files
+                    .load()
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            );
+        } else if ca.is_some() || server_name.is_some() || client_cert.is_some() {
+            return Err(PyValueError::new_err(
+                "ca, server_name and client_cert need tls=True",
+            ));
+        }
         Ok(Subscriber {
             client: Client::new(config)?,
             servers,

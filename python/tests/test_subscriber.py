@@ -1,5 +1,6 @@
 """tickwire.Subscriber against a `tickwire serve` started here (127.0.0.1, bounded, cleaned up)."""
 
+import pathlib
 import socket
 import subprocess
 import threading
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import tickwire
-from conftest import tickwire_bin
+from conftest import run, tickwire_bin
 
 
 @pytest.fixture
@@ -231,3 +232,45 @@ def test_reconnects_with_backoff_to_a_restarted_server():
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+TLS_DIR = pathlib.Path(__file__).resolve().parents[2] / "tests" / "data" / "tls"
+
+
+def test_a_key_inside_tls_and_a_refused_key(tmp_path):
+    """Protocol sections 11 and 12: a key made by keygen, a server that requires it, inside TLS."""
+    key = tmp_path / "py.key"
+    line = run("keygen", "--key-id", "py-desk", "--secret-file", str(key)).stdout.decode()
+    creds = tmp_path / "credentials"
+    creds.write_text(line)
+    creds.chmod(0o600)
+    proc = subprocess.Popen(
+        [tickwire_bin(), "-q", "serve", "--listen", "127.0.0.1:0", "--rate", "20000", "--duration", "60",
+         "--auth", str(creds), "--tls-cert", str(TLS_DIR / "server.pem"), "--tls-key", str(TLS_DIR / "server.key")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        addr = proc.stdout.readline().decode().split()[1]
+        tls = dict(tls=True, ca=str(TLS_DIR / "ca.pem"), server_name="localhost")
+        with tickwire.Subscriber(addr, from_seq=1, key_id="py-desk", secret_file=str(key), **tls) as sub:
+            q, t, gaps, events = collect(sub, 2_000)
+        seqs = np.sort(np.concatenate([q["sequence"], t["sequence"]]))
+        assert len(seqs) >= 2_000 and seqs[0] == 1 and (np.diff(seqs) == 1).all()
+        # A key the server does not know: refused, not retried.
+        other = tmp_path / "other.key"
+        run("keygen", "--key-id", "nobody", "--secret-file", str(other))
+        sub = tickwire.Subscriber(addr, from_seq=1, key_id="nobody", secret_file=str(other), **tls)
+        with pytest.raises(tickwire.GaveUpError, match="not_authorized|not authorized"):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                sub.next_batch(timeout=0.5)
+        sub.close()
+        with pytest.raises(ValueError, match="secret_file needs key_id"):
+            tickwire.Subscriber(addr, secret_file=str(key))
+        key.chmod(0o644)
+        with pytest.raises(ValueError, match="chmod 600"):
+            tickwire.Subscriber(addr, key_id="py-desk", secret_file=str(key), **tls)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -456,6 +456,16 @@ class Subscriber:
     Iteration yields :class:`Batch` objects until the subscriber stops
     (closed, or the server ended the session and ``reconnect_after_end``
     was off); :meth:`next_batch` takes a timeout.
+
+    Authenticated logins (protocol section 11): ``key_id`` with the secret
+    from ``secret_file`` (64 hex digits, readable by its owner only) or the
+    environment variable ``TICKWIRE_SECRET``, never an argument; sent in
+    clear only to loopback addresses unless ``allow_plain_auth``. A server
+    that refuses the key is not tried again (:class:`GaveUpError` says why
+    once every server has refused). TLS (section 12): ``tls=True`` with
+    ``ca`` (PEM roots), optionally ``server_name`` and a client certificate
+    (``client_cert``, ``client_key``); every server of the list is reached
+    inside TLS, never plain.
     """
 
     def __init__(
@@ -467,12 +477,33 @@ class Subscriber:
         heartbeat_interval: float = 1.0,
         connect_timeout: float = 5.0,
         max_batch: int = 65536,
+        key_id: Optional[str] = None,
+        secret_file: Optional[str] = None,
+        allow_plain_auth: bool = False,
+        tls: bool = False,
+        ca: Optional[str] = None,
+        server_name: Optional[str] = None,
+        client_cert: Optional[str] = None,
+        client_key: Optional[str] = None,
     ) -> None:
         addresses = [servers] if isinstance(servers, str) else list(servers)
         if len(addresses) > 1 and max_retries is None:
             max_retries = 3
         self._inner = _tickwire.Subscriber(
-            addresses, from_seq, max_retries, heartbeat_interval, connect_timeout, max_batch
+            addresses,
+            from_seq,
+            max_retries,
+            heartbeat_interval,
+            connect_timeout,
+            max_batch,
+            key_id,
+            secret_file,
+            allow_plain_auth,
+            tls,
+            ca,
+            server_name,
+            client_cert,
+            client_key,
         )
 
     def next_batch(self, timeout: Optional[float] = None) -> Optional[Batch]:
