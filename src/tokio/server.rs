@@ -29,6 +29,11 @@ use crate::wire::MAX_DATA_FRAME_LEN;
 /// Slices per `writev`.
 const MAX_SLICES: usize = 64;
 
+/// The TLS path of a connection (`tls` feature, [`ServerConfig::tls`]).
+#[cfg(feature = "tls")]
+#[path = "server_tls.rs"]
+mod tls;
+
 /// The core and what the driver keeps beside it, under one lock.
 #[derive(Debug)]
 struct State {
@@ -659,28 +664,36 @@ async fn idle_datagrams(shared: Arc<Shared>) {
 
 /// One connection, until the core closes it.
 async fn connection(stream: TcpStream, id: ConnId, waker: Arc<Notify>, shared: Arc<Shared>) {
+    #[cfg(feature = "tls")]
+    if let Some(config) = shared.config.tls.clone() {
+        tls::connection(stream, config, id, waker, shared).await;
+        return;
+    }
     {
         // Admission reads first: a Login that came with the connection is
         // read before anything else happens to it.
         let mut state = shared.state();
-        read(&mut state, id, &stream, &shared);
+        read_first(&mut state, id, &stream, &shared);
         shared.dispatch(&mut state);
     }
     let reason = run(&stream, id, &waker, &shared).await;
-    {
-        let mut state = shared.state();
-        state.core.handle_failure(id, reason);
-        state.core.release(id);
-        if let Some(place) = state.wakers.get_mut(id.index()) {
-            *place = None;
-        }
-        shared.dispatch(&mut state);
-    }
+    release(id, reason, &shared);
     if reason == CloseReason::Shutdown {
         let _ = stream
             .into_std()
             .map(|s| s.shutdown(std::net::Shutdown::Write));
     }
+}
+
+/// The connection's socket is (about to be) closed: out of the core.
+fn release(id: ConnId, reason: CloseReason, shared: &Shared) {
+    let mut state = shared.state();
+    state.core.handle_failure(id, reason);
+    state.core.release(id);
+    if let Some(place) = state.wakers.get_mut(id.index()) {
+        *place = None;
+    }
+    shared.dispatch(&mut state);
 }
 
 /// Moves the connection's bytes and time until the core closes it; the
@@ -728,6 +741,32 @@ async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) ->
             _ = stream.writable(), if want_write => {}
         }
     }
+}
+
+/// The first read of a plain connection: as [`read`], and a TLS
+/// handshake record (a client configured for TLS on this plain listener)
+/// is named in the log before the core closes the connection for it.
+fn read_first(state: &mut State, id: ConnId, stream: &TcpStream, shared: &Shared) {
+    let Some(spare) = state.core.input_buffer(id) else {
+        return;
+    };
+    match stream.try_read(spare) {
+        Ok(0) => return state.core.handle_eof(id, shared.time()),
+        Ok(n) => {
+            if let Some([0x16, 0x03, ..]) = spare.get(..n) {
+                if let Some(peer) = state.core.peer(id) {
+                    log::info!(
+                        "{peer}: a TLS handshake on this plain listener (a client configured for TLS?)"
+                    );
+                }
+            }
+            state.core.input_committed(id, n, shared.time());
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => return state.core.handle_failure(id, close_reason(&e)),
+    }
+    read(state, id, stream, shared);
 }
 
 /// Reads what the peer sent into the core until the socket would block.
