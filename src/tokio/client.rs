@@ -803,7 +803,11 @@ mod tls {
                 std::format!("{e} (the certificate's CA is not among the roots)")
             }
             Some(_) => e.to_string(),
-            None if e.kind() == io::ErrorKind::UnexpectedEof => {
+            None if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ) =>
+            {
                 "the server closed the connection during the handshake (a plain listener?)"
                     .to_owned()
             }

@@ -669,14 +669,15 @@ async fn connection(stream: TcpStream, id: ConnId, waker: Arc<Notify>, shared: A
         tls::connection(stream, config, id, waker, shared).await;
         return;
     }
-    {
+    let fresh = {
         // Admission reads first: a Login that came with the connection is
         // read before anything else happens to it.
         let mut state = shared.state();
-        read_first(&mut state, id, &stream, &shared);
+        let fresh = read_first(&mut state, id, &stream, &shared);
         shared.dispatch(&mut state);
-    }
-    let reason = run(&stream, id, &waker, &shared).await;
+        fresh
+    };
+    let reason = run(&stream, id, &waker, &shared, fresh).await;
     release(id, reason, &shared);
     if reason == CloseReason::Shutdown {
         let _ = stream
@@ -698,7 +699,15 @@ fn release(id: ConnId, reason: CloseReason, shared: &Shared) {
 
 /// Moves the connection's bytes and time until the core closes it; the
 /// reason.
-async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) -> CloseReason {
+///
+/// `fresh`: nothing was read yet (see [`read_first`]).
+async fn run(
+    stream: &TcpStream,
+    id: ConnId,
+    waker: &Notify,
+    shared: &Shared,
+    mut fresh: bool,
+) -> CloseReason {
     loop {
         {
             let mut state = shared.state();
@@ -732,6 +741,8 @@ async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) ->
                 let mut state = shared.state();
                 if ready.is_err() {
                     state.core.handle_failure(id, CloseReason::IoError);
+                } else if fresh {
+                    fresh = read_first(&mut state, id, stream, shared);
                 } else {
                     read(&mut state, id, stream, shared);
                 }
@@ -743,15 +754,19 @@ async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) ->
     }
 }
 
-/// The first read of a plain connection: as [`read`], and a TLS
-/// handshake record (a client configured for TLS on this plain listener)
-/// is named in the log before the core closes the connection for it.
-fn read_first(state: &mut State, id: ConnId, stream: &TcpStream, shared: &Shared) {
+/// Reads a plain connection until its first bytes came: as [`read`], and
+/// a TLS handshake record first (a client configured for TLS on this plain
+/// listener) is named in the log before the core closes the connection
+/// for it. Whether nothing came yet.
+fn read_first(state: &mut State, id: ConnId, stream: &TcpStream, shared: &Shared) -> bool {
     let Some(spare) = state.core.input_buffer(id) else {
-        return;
+        return false;
     };
     match stream.try_read(spare) {
-        Ok(0) => return state.core.handle_eof(id, shared.time()),
+        Ok(0) => {
+            state.core.handle_eof(id, shared.time());
+            return false;
+        }
         Ok(n) => {
             if let Some([0x16, 0x03, ..]) = spare.get(..n) {
                 if let Some(peer) = state.core.peer(id) {
@@ -762,11 +777,15 @@ fn read_first(state: &mut State, id: ConnId, stream: &TcpStream, shared: &Shared
             }
             state.core.input_committed(id, n, shared.time());
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-        Err(e) => return state.core.handle_failure(id, close_reason(&e)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+        Err(e) => {
+            state.core.handle_failure(id, close_reason(&e));
+            return false;
+        }
     }
     read(state, id, stream, shared);
+    false
 }
 
 /// Reads what the peer sent into the core until the socket would block.
