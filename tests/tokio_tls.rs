@@ -49,7 +49,9 @@ fn server_files(cert: &str) -> TlsServerFiles {
 }
 
 fn tls_client(ca: &str) -> TlsClient {
-    TlsClientFiles::new(path(&format!("{ca}.pem"))).load().unwrap()
+    TlsClientFiles::new(path(&format!("{ca}.pem")))
+        .load()
+        .unwrap()
 }
 
 /// A server on 127.0.0.1 with `tls` (or plain), changed by `tweak`.
@@ -189,10 +191,7 @@ fn logged_in(events: &[ClientEvent]) -> bool {
 /// The client gave up after connection attempts that failed (never after
 /// a login).
 fn gave_up_connecting(events: &[ClientEvent]) -> bool {
-    matches!(
-        events.last(),
-        Some(ClientEvent::GaveUp { .. })
-    ) && !logged_in(events)
+    matches!(events.last(), Some(ClientEvent::GaveUp { .. })) && !logged_in(events)
 }
 
 fn closed_for(server: &ServerHandle, reason: CloseReason) -> u64 {
@@ -552,7 +551,10 @@ async fn a_rejected_inside_tls_reaches_the_client_then_a_clean_end() {
     tickwire::encode(&payload, 0, 0, &mut auth).unwrap();
     let mut login = [0u8; 24];
     tickwire::encode(&Payload::Login, 0, 0, &mut login).unwrap();
-    stream.write_all(&[&auth[..], &login[..]].concat()).await.unwrap();
+    stream
+        .write_all(&[&auth[..], &login[..]].concat())
+        .await
+        .unwrap();
     stream.flush().await.unwrap();
     let mut got = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got))
@@ -617,7 +619,11 @@ async fn without_alpn_both_ends_refuse() {
     let mut client = Client::new(client_config(server_a.local_addr(), Some(no_alpn), Some(0)));
     let events = until_stopped(&mut client).await;
     assert!(gave_up_connecting(&events), "{events:?}");
-    logged(&["closed 127.0.0.1:", "did not agree on the ALPN protocol tickwire/1"]).await;
+    logged(&[
+        "closed 127.0.0.1:",
+        "did not agree on the ALPN protocol tickwire/1",
+    ])
+    .await;
     wait_closed(&server_a, CloseReason::BadData, 1).await;
     server_a.shutdown().await;
 
@@ -636,9 +642,9 @@ async fn without_alpn_both_ends_refuse() {
     let mut client = Client::new(client_config(addr, Some(tls_client("ca")), Some(0)));
     let events = until_stopped(&mut client).await;
     assert!(gave_up_connecting(&events), "{events:?}");
-    logged(&[
-        &format!("ERROR {addr}: TLS: the TLS peer did not agree on the ALPN"),
-    ])
+    logged(&[&format!(
+        "ERROR {addr}: TLS: the TLS peer did not agree on the ALPN"
+    )])
     .await;
     server_b.shutdown().await;
 }

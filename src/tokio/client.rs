@@ -278,6 +278,67 @@ async fn connect_tcp(server: &ServerAddr, loopback_only: bool) -> Result<TcpStre
 /// # })?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// # TLS
+///
+/// With [`ClientConfig::tls`] (`tls` feature) every connection attempt,
+/// to every server of the fail-over list, runs inside TLS (protocol
+/// section 12), through `tokio_rustls::TlsConnector`: the server's
+/// certificate is verified against the configured roots and the name of
+/// [`TlsClient::server_name_for`](crate::tls::TlsClient::server_name_for)
+/// the host dialled (a name without its port, or a socket address's IP,
+/// unless [`TlsClient::server_name`](crate::tls::TlsClient::server_name)
+/// says otherwise), then the ALPN `tickwire/1` is checked. The handshake
+/// is part of the connection attempt (within
+/// [`connect_timeout`](ClientConfig::connect_timeout)): a failure is a
+/// failed attempt ([`Lost::ConnectFailed`](crate::session::Lost::ConnectFailed)),
+/// retried by the backoff like any other and logged at warn with rustls's
+/// reason (an unknown issuer, a name the certificate is not valid for, an
+/// expired certificate, a plain listener…); it never falls back to plain.
+/// Inside TLS, credentials go to any address
+/// ([`allow_plain_auth`](ClientConfig::allow_plain_auth) is for plain
+/// connections), and resuming after a cut is as outside it. A plain
+/// client that gets a TLS answer (an alert) names it in its log.
+#[cfg_attr(
+    feature = "tls",
+    doc = r#"
+```
+use futures_util::StreamExt;
+use tickwire::net::{ClientConfig, ServerConfig};
+use tickwire::session::Lost;
+use tickwire::tls::{TlsClientFiles, TlsServerFiles};
+use tickwire::tokio::{Client, ClientEvent, Server};
+
+# tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+// A server whose certificate comes from a CA the client does not trust.
+let rogue = TlsServerFiles::new(format!("{dir}/rogue-server.pem"), format!("{dir}/rogue-server.key"));
+let config = ServerConfig { listen: "127.0.0.1:0".parse()?, tls: Some(rogue.load()?), ..Default::default() };
+let server = Server::bind(config).await?.spawn();
+
+let mut config = ClientConfig::new(server.local_addr());
+config.tls = Some(TlsClientFiles::new(format!("{dir}/ca.pem")).load()?);
+config.backoff = tickwire::policy::Backoff::new(
+    std::time::Duration::from_millis(1), std::time::Duration::from_millis(2))
+    .with_max_retries(Some(1));
+let mut client = Client::new(config);
+let mut failed = 0;
+while let Some(event) = client.next().await {
+    match event {
+        ClientEvent::LoggedIn { .. } => unreachable!("never logged in"),
+        // Logged: "…: TLS handshake failed: invalid peer certificate: UnknownIssuer …"
+        ClientEvent::Lost(Lost::ConnectFailed(_)) => failed += 1,
+        _ => {}
+    }
+}
+assert_eq!(failed, 2);
+server.shutdown().await;
+# Ok::<(), Box<dyn std::error::Error>>(())
+# })?;
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+"#
+)]
 pub struct Client {
     config: ClientConfig,
     session: ClientSession,
@@ -790,7 +851,8 @@ mod tls {
     }
 
     fn tls_error(e: &io::Error) -> Option<&TlsError> {
-        e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>())
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<TlsError>())
     }
 
     /// rustls's words, and what a mismatch most likely is.

@@ -365,6 +365,68 @@ impl RelayFeed {
 /// # })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # TLS
+///
+/// With [`ServerConfig::tls`] (`tls` feature) the listener is TLS only
+/// (protocol section 12). Each connection's task runs the handshake
+/// (`tokio_rustls::TlsAcceptor`) within the login timeout, which runs from
+/// the TCP accept and covers the handshake, the Auth and the Login: the
+/// core's timer closes a client that never finishes it. The ALPN
+/// `tickwire/1` is checked once the handshake is done; then the same
+/// core-driven loop runs over the TLS stream, and the bytes inside are
+/// exactly those of a plain connection. A failed handshake closes the
+/// connection as bad data with a log line that says why (`closed PEER:
+/// TLS: …`: a plain client on this listener, a client certificate
+/// required and absent ([`TlsServerFiles::client_ca`](crate::tls::TlsServerFiles::client_ca)),
+/// the client's alert…). A Rejected (section 11) is followed by
+/// close_notify and the FIN, then reading goes on until the client
+/// closes; a graceful shutdown's EndOfSession too. The slow-client rules
+/// see the kernel's send queue of the socket; beyond it, rustls may hold
+/// up to its buffer limit (64 KiB) of a client's bytes, encrypted. A plain
+/// listener names a TLS handshake it receives in its log before closing
+/// the connection.
+#[cfg_attr(
+    feature = "tls",
+    doc = r#"
+```
+# tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+use futures_util::StreamExt;
+use tickwire::tls::{TlsClientFiles, TlsServerFiles};
+use tickwire::tokio::{Client, ClientEvent, Server};
+use tickwire::{encode::QuoteFields, net::{ClientConfig, ServerConfig}, Payload};
+
+let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+let tls = TlsServerFiles::new(format!("{dir}/server.pem"), format!("{dir}/server.key"));
+let config = ServerConfig {
+    listen: "127.0.0.1:0".parse()?,
+    tls: Some(tls.load()?),
+    ..ServerConfig::default()
+};
+let server = Server::bind(config).await?.spawn();
+server.publisher().publish(vec![(1, Payload::Quote(QuoteFields::default())); 3])?;
+
+// The certificate is for localhost, 127.0.0.1 and ::1, by the test CA:
+// the client checks it against the host it dials.
+let mut client_config = ClientConfig::new(format!("localhost:{}", server.local_addr().port()));
+client_config.tls = Some(TlsClientFiles::new(format!("{dir}/ca.pem")).load()?);
+client_config.from = 1;
+let mut client = Client::new(client_config);
+let mut sequences = Vec::new();
+while sequences.len() < 3 {
+    if let Some(ClientEvent::Frame(frame)) = client.next().await {
+        sequences.push(frame.sequence());
+    }
+}
+assert_eq!(sequences, [1, 2, 3]);
+assert_eq!(server.stats().clients, 1);
+server.shutdown().await;
+# Ok::<(), Box<dyn std::error::Error>>(())
+# })?;
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+"#
+)]
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,

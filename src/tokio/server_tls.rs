@@ -156,7 +156,8 @@ async fn handshake(
 
 /// The rustls error inside an I/O error of `tokio-rustls`, if any.
 fn tls_error(e: &io::Error) -> Option<&TlsError> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>())
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsError>())
 }
 
 /// Why a handshake failed, for the log: rustls's words, and what a
@@ -190,7 +191,12 @@ fn handshake_close_reason(e: &io::Error) -> CloseReason {
 
 /// Moves the connection's bytes and time until the core closes it; the
 /// reason, and how far the sending side was shut down.
-async fn run(tls: &mut Tls, id: ConnId, waker: &Notify, shared: &Shared) -> (CloseReason, WriteSide) {
+async fn run(
+    tls: &mut Tls,
+    id: ConnId,
+    waker: &Notify,
+    shared: &Shared,
+) -> (CloseReason, WriteSide) {
     let mut buf = [0u8; READ_CHUNK];
     let mut side = WriteSide::Open;
     let mut written = 0;
@@ -212,8 +218,7 @@ async fn run(tls: &mut Tls, id: ConnId, waker: &Notify, shared: &Shared) -> (Clo
                     .map(|tx| tx.to_owned(MAX_SLICES)),
                 WriteSide::Closing | WriteSide::Shut => None,
             };
-            if transmit.is_none() && side == WriteSide::Open && state.core.poll_write_shutdown(id)
-            {
+            if transmit.is_none() && side == WriteSide::Open && state.core.poll_write_shutdown(id) {
                 // After a Rejected (section 11): close_notify and the FIN,
                 // then reading goes on until the client closes.
                 side = WriteSide::Closing;
@@ -280,7 +285,9 @@ async fn run(tls: &mut Tls, id: ConnId, waker: &Notify, shared: &Shared) -> (Clo
                 let time = shared.time();
                 match result {
                     Ok(0) => state.core.handle_eof(id, time), // close_notify
-                    Ok(n) => state.core.handle_input(id, buf.get(..n).unwrap_or_default(), time),
+                    Ok(n) => state
+                        .core
+                        .handle_input(id, buf.get(..n).unwrap_or_default(), time),
                     // The peer closed without close_notify: its end of
                     // stream all the same.
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
