@@ -248,7 +248,7 @@ async fn run(
                     return Poll::Ready(Step::Wrote(wrote));
                 }
             } else if side == WriteSide::Closing {
-                if let Poll::Ready(_) = Pin::new(&mut *tls).poll_shutdown(cx) {
+                if Pin::new(&mut *tls).poll_shutdown(cx).is_ready() {
                     return Poll::Ready(Step::ShutDown);
                 }
             } else if tls.get_ref().1.wants_write() {
