@@ -379,7 +379,7 @@ async fn a_plain_client_on_a_tls_port_fails_fast_and_clearly() {
     );
     logged(&["closed 127.0.0.1:", "a plain client on this TLS listener?"]).await;
     logged(&[&format!("ERROR {addr}: the server answered in TLS")]).await;
-    assert_eq!(closed_for(&server, CloseReason::BadData), 1);
+    wait_closed(&server, CloseReason::BadData, 1).await;
     server.shutdown().await;
 }
 
@@ -413,7 +413,13 @@ async fn a_tls_client_on_a_plain_port_fails_fast_and_clearly() {
         };
         logged(&[&format!("WARN {addr}: TLS handshake failed"), why]).await;
         logged(&["a TLS handshake on this plain listener"]).await;
-        assert_eq!(server.stats().clients, 0);
+        let closed = if auth {
+            CloseReason::Rejected // (authentication required)
+        } else {
+            CloseReason::BadData
+        };
+        wait_closed(&server, closed, 1).await;
+        assert_eq!(server.stats().clients, 0, "no connection left");
         server.shutdown().await;
     }
 }
@@ -440,7 +446,8 @@ async fn a_required_client_certificate_refuses_the_absent_and_serves_the_present
     );
     logged(&["closed 127.0.0.1:", "requires a client certificate"]).await;
     logged(&[&format!("WARN {addr}: TLS"), "CertificateRequired"]).await;
-    assert_eq!(server.stats().clients, 0);
+    wait_closed(&server, CloseReason::BadData, 2).await;
+    assert_eq!(server.stats().clients, 0, "no connection left");
 
     let mut with = TlsClientFiles::new(path("ca.pem"));
     with.client_cert = Some((path("client.pem").into(), path("client.key").into()));
