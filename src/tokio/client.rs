@@ -631,12 +631,12 @@ impl Client {
                     self.check_first_bytes();
                 }
                 match read {
-                    // A TLS server that closed without close_notify: the
-                    // end of the stream all the same.
                     Ok(0) => {
                         self.decode_to_end();
                         self.lost(Lost::Closed);
                     }
+                    // A TLS server that closed without close_notify: the
+                    // end of the stream all the same.
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                         self.decode_to_end();
                         self.lost(Lost::Closed);
