@@ -164,10 +164,6 @@ impl ClientConfig {
             .unwrap_or(&self.server)
     }
 
-    /// The rule of [`allow_plain_auth`](Self::allow_plain_auth) for the
-    /// servers given as addresses (names are checked at each attempt, once
-    /// resolved): the mio client checks it when it is made.
-    #[cfg(feature = "net")]
     /// Whether connections go inside TLS.
     pub(crate) fn uses_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -180,6 +176,10 @@ impl ClientConfig {
         }
     }
 
+    /// The rule of [`allow_plain_auth`](Self::allow_plain_auth) for the
+    /// servers given as addresses (names are checked at each attempt, once
+    /// resolved): the mio client checks it when it is made.
+    #[cfg(feature = "net")]
     pub(crate) fn check_plain_auth(&self) -> io::Result<()> {
         if self.credentials.is_none() || self.allow_plain_auth || self.uses_tls() {
             return Ok(());

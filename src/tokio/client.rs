@@ -169,15 +169,39 @@ impl ClientEvent {
     }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<TcpStream, IoFailure>> + Send>>;
+/// A connection: plain TCP, or TLS over it ([`ClientConfig::tls`]).
+enum Conn {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Conn, IoFailure>> + Send>>;
 
 /// One connection attempt to `server`: a name is resolved now (without
-/// blocking the runtime), then each of its addresses is tried in turn.
+/// blocking the runtime), then each of its addresses is tried in turn;
+/// with `tls`, the handshake on the one that answered.
 ///
 /// `loopback_only`: credentials go in clear, so only loopback addresses
 /// are tried ([`ClientConfig::allow_plain_auth`]).
-async fn connect(server: ServerAddr, loopback_only: bool) -> Result<TcpStream, IoFailure> {
-    let mut addrs: Vec<SocketAddr> = match &server {
+async fn connect(
+    server: ServerAddr,
+    loopback_only: bool,
+    #[cfg(feature = "tls")] tls: Option<crate::tls::TlsClient>,
+) -> Result<Conn, IoFailure> {
+    let stream = connect_tcp(&server, loopback_only).await?;
+    let _ = stream.set_nodelay(true);
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        return tls::handshake(&server, stream, &tls)
+            .await
+            .map(|stream| Conn::Tls(Box::new(stream)));
+    }
+    Ok(Conn::Plain(stream))
+}
+
+async fn connect_tcp(server: &ServerAddr, loopback_only: bool) -> Result<TcpStream, IoFailure> {
+    let mut addrs: Vec<SocketAddr> = match server {
         ServerAddr::Socket(addr) => std::vec![*addr],
         ServerAddr::Name(name) => match ::tokio::net::lookup_host(name.as_str()).await {
             Ok(addrs) => addrs.collect(),
@@ -254,12 +278,76 @@ async fn connect(server: ServerAddr, loopback_only: bool) -> Result<TcpStream, I
 /// # })?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// # TLS
+///
+/// With [`ClientConfig::tls`] (`tls` feature) every connection attempt,
+/// to every server of the fail-over list, runs inside TLS (protocol
+/// section 12), through `tokio_rustls::TlsConnector`: the server's
+/// certificate is verified against the configured roots and the name of
+/// [`TlsClient::server_name_for`](crate::tls::TlsClient::server_name_for)
+/// the host dialled (a name without its port, or a socket address's IP,
+/// unless [`TlsClient::server_name`](crate::tls::TlsClient::server_name)
+/// says otherwise), then the ALPN `tickwire/1` is checked. The handshake
+/// is part of the connection attempt (within
+/// [`connect_timeout`](ClientConfig::connect_timeout)): a failure is a
+/// failed attempt ([`Lost::ConnectFailed`](crate::session::Lost::ConnectFailed)),
+/// retried by the backoff like any other and logged at warn with rustls's
+/// reason (an unknown issuer, a name the certificate is not valid for, an
+/// expired certificate, a plain listener…); it never falls back to plain.
+/// Inside TLS, credentials go to any address
+/// ([`allow_plain_auth`](ClientConfig::allow_plain_auth) is for plain
+/// connections), and resuming after a cut is as outside it. A plain
+/// client that gets a TLS answer (an alert) names it in its log.
+#[cfg_attr(
+    feature = "tls",
+    doc = r#"
+```
+use futures_util::StreamExt;
+use tickwire::net::{ClientConfig, ServerConfig};
+use tickwire::session::Lost;
+use tickwire::tls::{TlsClientFiles, TlsServerFiles};
+use tickwire::tokio::{Client, ClientEvent, Server};
+
+# tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+// A server whose certificate comes from a CA the client does not trust.
+let rogue = TlsServerFiles::new(format!("{dir}/rogue-server.pem"), format!("{dir}/rogue-server.key"));
+let config = ServerConfig { listen: "127.0.0.1:0".parse()?, tls: Some(rogue.load()?), ..Default::default() };
+let server = Server::bind(config).await?.spawn();
+
+let mut config = ClientConfig::new(server.local_addr());
+config.tls = Some(TlsClientFiles::new(format!("{dir}/ca.pem")).load()?);
+config.backoff = tickwire::policy::Backoff::new(
+    std::time::Duration::from_millis(1), std::time::Duration::from_millis(2))
+    .with_max_retries(Some(1));
+let mut client = Client::new(config);
+let mut failed = 0;
+while let Some(event) = client.next().await {
+    match event {
+        ClientEvent::LoggedIn { .. } => unreachable!("never logged in"),
+        // Logged: "…: TLS handshake failed: invalid peer certificate: UnknownIssuer …"
+        ClientEvent::Lost(Lost::ConnectFailed(_)) => failed += 1,
+        _ => {}
+    }
+}
+assert_eq!(failed, 2);
+server.shutdown().await;
+# Ok::<(), Box<dyn std::error::Error>>(())
+# })?;
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+"#
+)]
 pub struct Client {
     config: ClientConfig,
     session: ClientSession,
     codec: FrameCodec,
     buf: BytesMut,
-    stream: Option<TcpStream>,
+    stream: Option<Conn>,
+    /// Nothing was read on this connection yet (a plain connection's
+    /// first bytes are checked for a TLS server's answer).
+    first_read: bool,
     connecting: Option<Connecting>,
     /// Bytes of the Login not yet written.
     out: Vec<u8>,
@@ -302,6 +390,7 @@ impl Client {
             session,
             codec: FrameCodec::new(),
             stream: None,
+            first_read: false,
             connecting: None,
             out: Vec::new(),
             sleep: None,
@@ -414,6 +503,8 @@ impl Client {
                     self.connecting = Some(Box::pin(connect(
                         self.config.server_at(self.session.server()).clone(),
                         plain_auth_only,
+                        #[cfg(feature = "tls")]
+                        self.config.tls.clone(),
                     )));
                 }
                 Action::Send(frame) => self.out.extend_from_slice(frame.as_bytes()),
@@ -462,8 +553,8 @@ impl Client {
                 self.connecting = None;
                 match result {
                     Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
                         self.stream = Some(stream);
+                        self.first_read = true;
                         let time = self.time();
                         let events = &mut self.events;
                         self.session.handle_connected(time, &mut |e| {
@@ -476,7 +567,22 @@ impl Client {
                 return Poll::Ready(());
             }
         }
-        if let Some(stream) = self.stream.as_ref() {
+        #[cfg(feature = "tls")]
+        if let Some(Conn::Tls(stream)) = self.stream.as_mut() {
+            if let Poll::Ready(wrote) = tls::poll_out(stream, cx, &self.out) {
+                match wrote {
+                    Ok(n) => {
+                        self.out.drain(..n.min(self.out.len()));
+                    }
+                    Err(e) => {
+                        tls::log_error(self.config.server_at(self.session.server()), &e);
+                        self.lost(Lost::Error(e.kind().into()));
+                    }
+                }
+                return Poll::Ready(());
+            }
+        }
+        if let Some(Conn::Plain(stream)) = self.stream.as_ref() {
             if !self.out.is_empty() {
                 match stream.try_write(&self.out) {
                     Ok(n) => {
@@ -511,11 +617,27 @@ impl Client {
             }
             // Through `AsyncRead`: tokio clears the readiness on a short
             // read, so a drained socket costs no extra WouldBlock read.
-            if let Poll::Ready(read) =
-                tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.buf)
-            {
+            let read = match stream {
+                Conn::Plain(stream) => {
+                    tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.buf)
+                }
+                #[cfg(feature = "tls")]
+                Conn::Tls(stream) => {
+                    tokio_util::io::poll_read_buf(Pin::new(&mut **stream), cx, &mut self.buf)
+                }
+            };
+            if let Poll::Ready(read) = read {
+                if std::mem::take(&mut self.first_read) {
+                    self.check_first_bytes();
+                }
                 match read {
                     Ok(0) => {
+                        self.decode_to_end();
+                        self.lost(Lost::Closed);
+                    }
+                    // A TLS server that closed without close_notify: the
+                    // end of the stream all the same.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                         self.decode_to_end();
                         self.lost(Lost::Closed);
                     }
@@ -525,7 +647,11 @@ impl Client {
                         self.undecoded = Some(time);
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => self.lost(Lost::Error(e.kind().into())),
+                    Err(e) => {
+                        #[cfg(feature = "tls")]
+                        tls::log_error(self.config.server_at(self.session.server()), &e);
+                        self.lost(Lost::Error(e.kind().into()));
+                    }
                 }
                 return Poll::Ready(());
             }
@@ -558,6 +684,21 @@ impl Client {
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+
+    /// The first bytes of a plain connection: a TLS record (an alert, a
+    /// ServerHello) means the server listens in TLS; named in the log, as
+    /// the parser only sees bytes that are not frames.
+    fn check_first_bytes(&self) {
+        if !matches!(self.stream, Some(Conn::Plain(_))) {
+            return;
+        }
+        if let Some([0x14..=0x17, 0x03, ..]) = self.buf.get(..2) {
+            log::error!(
+                "{}: the server answered in TLS: it is a TLS listener (set ClientConfig::tls)",
+                self.config.server_at(self.session.server())
+            );
+        }
     }
 
     /// Decodes the next item of the buffer (read at `time`) and hands it to
@@ -641,6 +782,127 @@ impl Stream for Client {
         }
         // Busy for a while without an event to show: let others run.
         cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The TLS side of the client (`tls` feature, [`ClientConfig::tls`]).
+#[cfg(feature = "tls")]
+mod tls {
+    use std::borrow::ToOwned;
+    use std::string::{String, ToString};
+
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use ::tokio::io::AsyncWrite;
+    use ::tokio::net::TcpStream;
+    use rustls::{CertificateError, Error as TlsError, InvalidMessage};
+    use tokio_rustls::client::TlsStream;
+    use tokio_rustls::TlsConnector;
+
+    use crate::net::ServerAddr;
+    use crate::session::IoFailure;
+    use crate::tls::TlsClient;
+
+    /// The host part of the address dialled: a name without its port, a
+    /// socket address's IP. What the server's certificate must name,
+    /// unless [`TlsClient::server_name`] says otherwise.
+    fn host(server: &ServerAddr) -> String {
+        match server {
+            ServerAddr::Socket(addr) => addr.ip().to_string(),
+            ServerAddr::Name(name) => name
+                .rsplit_once(':')
+                .map_or(name.as_str(), |(host, _)| host)
+                .to_owned(),
+        }
+    }
+
+    /// The handshake on a connected socket, then the ALPN. A failure is a
+    /// failed connection attempt (retried by the backoff like any other,
+    /// never in clear), logged with rustls's reason.
+    pub(super) async fn handshake(
+        server: &ServerAddr,
+        stream: TcpStream,
+        tls: &TlsClient,
+    ) -> Result<TlsStream<TcpStream>, IoFailure> {
+        let name = tls.server_name_for(&host(server)).map_err(|e| {
+            log::error!("{server}: {e}");
+            IoFailure::Other
+        })?;
+        match TlsConnector::from(Arc::clone(&tls.config))
+            .connect(name, stream)
+            .await
+        {
+            Ok(stream) => match crate::tls::check_alpn(stream.get_ref().1) {
+                Ok(()) => Ok(stream),
+                Err(e) => {
+                    log::error!("{server}: TLS: {e}");
+                    Err(IoFailure::Other)
+                }
+            },
+            Err(e) => {
+                log::warn!("{server}: TLS handshake failed: {}", describe(&e));
+                Err(e.kind().into())
+            }
+        }
+    }
+
+    fn tls_error(e: &io::Error) -> Option<&TlsError> {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<TlsError>())
+    }
+
+    /// rustls's words, and what a mismatch most likely is.
+    fn describe(e: &io::Error) -> String {
+        match tls_error(e) {
+            Some(TlsError::InvalidMessage(InvalidMessage::InvalidContentType)) => {
+                std::format!("{e} (not TLS: a plain listener?)")
+            }
+            Some(TlsError::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+                std::format!("{e} (the certificate's CA is not among the roots)")
+            }
+            Some(_) => e.to_string(),
+            None if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ) =>
+            {
+                "the server closed the connection during the handshake (a plain listener?)"
+                    .to_owned()
+            }
+            None => e.to_string(),
+        }
+    }
+
+    /// An error of an established TLS connection (an alert: a client
+    /// certificate the server refused, say), logged with rustls's words.
+    pub(super) fn log_error(server: &ServerAddr, e: &io::Error) {
+        if let Some(tls) = tls_error(e) {
+            log::warn!("{server}: TLS: {tls}");
+        }
+    }
+
+    /// Writes `out` (the Login) into the TLS stream, or the records rustls
+    /// still holds: `Ready` with the bytes of `out` taken (0 for a flush)
+    /// when something moved, `Pending` when there is nothing to do or the
+    /// socket is full.
+    pub(super) fn poll_out(
+        stream: &mut TlsStream<TcpStream>,
+        cx: &mut Context<'_>,
+        out: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if !out.is_empty() {
+            return match Pin::new(&mut *stream).poll_write(cx, out) {
+                Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                other => other,
+            };
+        }
+        if stream.get_ref().1.wants_write() {
+            return Pin::new(&mut *stream).poll_flush(cx).map_ok(|()| 0);
+        }
         Poll::Pending
     }
 }

@@ -8,6 +8,8 @@
 //!               liveness, resume; deadlines on tokio's clock (tokio::time::pause works)
 //!  Server       a task per connection around a ServerSession; Publisher numbers and
 //!               encodes a batch once, into one Retention shared by every task (Arc<Batch>)
+//!  TLS          (`tls` feature) ServerConfig::tls, ClientConfig::tls: the same loops over
+//!               tokio-rustls streams, the handshake within the login and connect timeouts
 //! ```
 //!
 //! Every rule (states, backoff, liveness, login, replay, heartbeats, slow

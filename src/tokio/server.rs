@@ -29,6 +29,11 @@ use crate::wire::MAX_DATA_FRAME_LEN;
 /// Slices per `writev`.
 const MAX_SLICES: usize = 64;
 
+/// The TLS path of a connection (`tls` feature, [`ServerConfig::tls`]).
+#[cfg(feature = "tls")]
+#[path = "server_tls.rs"]
+mod tls;
+
 /// The core and what the driver keeps beside it, under one lock.
 #[derive(Debug)]
 struct State {
@@ -360,6 +365,68 @@ impl RelayFeed {
 /// # })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # TLS
+///
+/// With [`ServerConfig::tls`] (`tls` feature) the listener is TLS only
+/// (protocol section 12). Each connection's task runs the handshake
+/// (`tokio_rustls::TlsAcceptor`) within the login timeout, which runs from
+/// the TCP accept and covers the handshake, the Auth and the Login: the
+/// core's timer closes a client that never finishes it. The ALPN
+/// `tickwire/1` is checked once the handshake is done; then the same
+/// core-driven loop runs over the TLS stream, and the bytes inside are
+/// exactly those of a plain connection. A failed handshake closes the
+/// connection as bad data with a log line that says why (`closed PEER:
+/// TLS: …`: a plain client on this listener, a client certificate
+/// required and absent ([`TlsServerFiles::client_ca`](crate::tls::TlsServerFiles::client_ca)),
+/// the client's alert…). A Rejected (section 11) is followed by
+/// close_notify and the FIN, then reading goes on until the client
+/// closes; a graceful shutdown's EndOfSession too. The slow-client rules
+/// see the kernel's send queue of the socket; beyond it, rustls may hold
+/// up to its buffer limit (64 KiB) of a client's bytes, encrypted. A plain
+/// listener names a TLS handshake it receives in its log before closing
+/// the connection.
+#[cfg_attr(
+    feature = "tls",
+    doc = r#"
+```
+# tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+use futures_util::StreamExt;
+use tickwire::tls::{TlsClientFiles, TlsServerFiles};
+use tickwire::tokio::{Client, ClientEvent, Server};
+use tickwire::{encode::QuoteFields, net::{ClientConfig, ServerConfig}, Payload};
+
+let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+let tls = TlsServerFiles::new(format!("{dir}/server.pem"), format!("{dir}/server.key"));
+let config = ServerConfig {
+    listen: "127.0.0.1:0".parse()?,
+    tls: Some(tls.load()?),
+    ..ServerConfig::default()
+};
+let server = Server::bind(config).await?.spawn();
+server.publisher().publish(vec![(1, Payload::Quote(QuoteFields::default())); 3])?;
+
+// The certificate is for localhost, 127.0.0.1 and ::1, by the test CA:
+// the client checks it against the host it dials.
+let mut client_config = ClientConfig::new(format!("localhost:{}", server.local_addr().port()));
+client_config.tls = Some(TlsClientFiles::new(format!("{dir}/ca.pem")).load()?);
+client_config.from = 1;
+let mut client = Client::new(client_config);
+let mut sequences = Vec::new();
+while sequences.len() < 3 {
+    if let Some(ClientEvent::Frame(frame)) = client.next().await {
+        sequences.push(frame.sequence());
+    }
+}
+assert_eq!(sequences, [1, 2, 3]);
+assert_eq!(server.stats().clients, 1);
+server.shutdown().await;
+# Ok::<(), Box<dyn std::error::Error>>(())
+# })?;
+# Ok::<(), Box<dyn std::error::Error>>(())
+```
+"#
+)]
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
@@ -659,23 +726,21 @@ async fn idle_datagrams(shared: Arc<Shared>) {
 
 /// One connection, until the core closes it.
 async fn connection(stream: TcpStream, id: ConnId, waker: Arc<Notify>, shared: Arc<Shared>) {
-    {
+    #[cfg(feature = "tls")]
+    if let Some(config) = shared.config.tls.clone() {
+        tls::connection(stream, config, id, waker, shared).await;
+        return;
+    }
+    let fresh = {
         // Admission reads first: a Login that came with the connection is
         // read before anything else happens to it.
         let mut state = shared.state();
-        read(&mut state, id, &stream, &shared);
+        let fresh = read_first(&mut state, id, &stream, &shared);
         shared.dispatch(&mut state);
-    }
-    let reason = run(&stream, id, &waker, &shared).await;
-    {
-        let mut state = shared.state();
-        state.core.handle_failure(id, reason);
-        state.core.release(id);
-        if let Some(place) = state.wakers.get_mut(id.index()) {
-            *place = None;
-        }
-        shared.dispatch(&mut state);
-    }
+        fresh
+    };
+    let reason = run(&stream, id, &waker, &shared, fresh).await;
+    release(id, reason, &shared);
     if reason == CloseReason::Shutdown {
         let _ = stream
             .into_std()
@@ -683,9 +748,28 @@ async fn connection(stream: TcpStream, id: ConnId, waker: Arc<Notify>, shared: A
     }
 }
 
+/// The connection's socket is (about to be) closed: out of the core.
+fn release(id: ConnId, reason: CloseReason, shared: &Shared) {
+    let mut state = shared.state();
+    state.core.handle_failure(id, reason);
+    state.core.release(id);
+    if let Some(place) = state.wakers.get_mut(id.index()) {
+        *place = None;
+    }
+    shared.dispatch(&mut state);
+}
+
 /// Moves the connection's bytes and time until the core closes it; the
 /// reason.
-async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) -> CloseReason {
+///
+/// `fresh`: nothing was read yet (see [`read_first`]).
+async fn run(
+    stream: &TcpStream,
+    id: ConnId,
+    waker: &Notify,
+    shared: &Shared,
+    mut fresh: bool,
+) -> CloseReason {
     loop {
         {
             let mut state = shared.state();
@@ -719,6 +803,8 @@ async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) ->
                 let mut state = shared.state();
                 if ready.is_err() {
                     state.core.handle_failure(id, CloseReason::IoError);
+                } else if fresh {
+                    fresh = read_first(&mut state, id, stream, shared);
                 } else {
                     read(&mut state, id, stream, shared);
                 }
@@ -728,6 +814,40 @@ async fn run(stream: &TcpStream, id: ConnId, waker: &Notify, shared: &Shared) ->
             _ = stream.writable(), if want_write => {}
         }
     }
+}
+
+/// Reads a plain connection until its first bytes came: as [`read`], and
+/// a TLS handshake record first (a client configured for TLS on this plain
+/// listener) is named in the log before the core closes the connection
+/// for it. Whether nothing came yet.
+fn read_first(state: &mut State, id: ConnId, stream: &TcpStream, shared: &Shared) -> bool {
+    let Some(spare) = state.core.input_buffer(id) else {
+        return false;
+    };
+    match stream.try_read(spare) {
+        Ok(0) => {
+            state.core.handle_eof(id, shared.time());
+            return false;
+        }
+        Ok(n) => {
+            if let Some([0x16, 0x03, ..]) = spare.get(..n) {
+                if let Some(peer) = state.core.peer(id) {
+                    log::info!(
+                        "{peer}: a TLS handshake on this plain listener (a client configured for TLS?)"
+                    );
+                }
+            }
+            state.core.input_committed(id, n, shared.time());
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+        Err(e) => {
+            state.core.handle_failure(id, close_reason(&e));
+            return false;
+        }
+    }
+    read(state, id, stream, shared);
+    false
 }
 
 /// Reads what the peer sent into the core until the socket would block.
