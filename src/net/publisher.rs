@@ -63,6 +63,25 @@ impl Publisher {
         self.send(batch, false)
     }
 
+    /// The sequence the next published frame gets (after a restart on a
+    /// journal, where the session goes on: see
+    /// [`ServerConfig::journal`](super::ServerConfig::journal)).
+    ///
+    /// ```
+    /// use tickwire::net::{Server, ServerConfig};
+    /// let config = ServerConfig { listen: "127.0.0.1:0".parse()?, ..ServerConfig::default() };
+    /// let server = Server::bind(config)?.spawn()?;
+    /// assert_eq!(server.publisher().next_sequence(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn next_sequence(&self) -> u64 {
+        self.numbering
+            .sequencer
+            .lock()
+            .map_or(0, |s| s.next_sequence())
+    }
+
     fn send(&self, mut batch: Messages, block: bool) -> Result<(), PublishError> {
         batch.retain(|(_, payload)| payload.msg_type().is_data());
         if batch.is_empty() {
@@ -70,6 +89,12 @@ impl Publisher {
         }
         let n = &self.numbering;
         let mut sequencer = n.sequencer.lock().map_err(|_| PublishError::Closed)?;
+        if n.wal.is_some() && !block && n.pending.load(Ordering::SeqCst) >= n.capacity {
+            // Once journaled a batch is published: with a journal, room is
+            // made sure of first (under the numbering lock, only the loop
+            // takes from the queue).
+            return Err(PublishError::Full(batch));
+        }
         let before = *sequencer;
         let mut bytes = vec![0u8; batch.len() * MAX_DATA_FRAME_LEN];
         let done = sequencer.encode_batch(&batch, &mut bytes);
@@ -79,9 +104,23 @@ impl Publisher {
             done.frames as u64,
             bytes,
         ));
+        // Write-ahead: in the journal before anything else sees it.
+        let ticket = match &n.wal {
+            Some(wal) => match wal.append(&encoded) {
+                Ok(ticket) => Some((wal, ticket)),
+                Err(e) => {
+                    *sequencer = before; // nothing was published: the numbers go back
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        // `fsync always`: the batch reaches the clients (and the datagram
+        // lines: the loop sends them then) once durable; the loop holds it.
+        let hold = ticket.as_ref().is_some_and(|(wal, _)| wal.always());
         // The loop asleep and nothing queued before this batch (the numbering
         // lock keeps other publishers out): write it to the clients here.
-        if n.pending.load(Ordering::SeqCst) == 0 {
+        if !hold && n.pending.load(Ordering::SeqCst) == 0 {
             if let Some(core) = n.direct_tcp.get().and_then(Weak::upgrade) {
                 // Held: the loop is in a turn, queue the batch for it.
                 let server = try_lock(&core);
@@ -99,7 +138,8 @@ impl Publisher {
         }
         let for_loop = ToLoop::Batch(Arc::clone(&encoded));
         n.batch_queued();
-        let sent = if block {
+        // Journaled, the batch is published: there is room (see above).
+        let sent = if block || ticket.is_some() {
             n.tx.send(for_loop).map_err(|_| PublishError::Closed)
         } else {
             n.tx.try_send(for_loop).map_err(|e| match e {
@@ -114,8 +154,19 @@ impl Publisher {
                 // see `Numbering::eager`).
                 n.send_datagrams(&encoded);
                 drop(sequencer);
-                n.wake_for_batch();
-                Ok(())
+                match ticket {
+                    Some((wal, ticket)) if hold => {
+                        // Group commit: no lock held; then the loop
+                        // releases every batch the sync covered, in order.
+                        let durable = wal.wait(ticket);
+                        let _ = n.waker.wake();
+                        durable
+                    }
+                    _ => {
+                        n.wake_for_batch();
+                        Ok(())
+                    }
+                }
             }
             Err(PublishError::Full(_)) => {
                 n.batch_gone();
