@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tickwire::net::{DatagramClientConfig, Relay, RelayConfig};
 
 use crate::dgram::FeedArgs;
+use crate::journal::JournalArgs;
 use crate::drive::servers;
 use crate::drive::session_label;
 use crate::logging::info;
@@ -21,6 +22,7 @@ pub(crate) fn run(
     start_timeout: Duration,
     duration: Option<Duration>,
     datagrams: &FeedArgs,
+    journal: &JournalArgs,
 ) -> io::Result<()> {
     let stop = crate::interrupted()?;
     let (upstream, mut config) = match datagram_upstream {
@@ -41,6 +43,7 @@ pub(crate) fn run(
     };
     config.server.core.retain = usize::try_from(retain).unwrap_or(usize::MAX);
     config.server.datagrams = datagrams.output();
+    config.server.journal = journal.settings();
     config.server.mio.datagram_sender = datagrams.sender();
     config.start_timeout = start_timeout;
     let relay = Relay::start(config)
