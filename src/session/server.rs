@@ -648,7 +648,9 @@ enum State {
         next: u64,
     },
     Retransmitting,
-    Closing,
+    /// Closes with this reason once the queue is written (EndOfSession
+    /// last, or the frames a failed replay read before its failure).
+    Closing(CloseReason),
     Closed(CloseReason),
 }
 
@@ -787,7 +789,7 @@ impl ServerSession {
             State::Replaying { .. } => ServerPhase::Replaying,
             State::Live { .. } => ServerPhase::Live,
             State::Retransmitting => ServerPhase::Retransmitting,
-            State::Closing => ServerPhase::Closing,
+            State::Closing(_) => ServerPhase::Closing,
             State::Rejected { .. } => ServerPhase::Rejected,
             State::Closed(_) => ServerPhase::Closed,
         }
@@ -1054,15 +1056,28 @@ impl ServerSession {
     /// gap and no repeat. Write what the socket takes of
     /// [`Transmit::slices`], then call [`transmitted`](Self::transmitted).
     pub fn poll_transmit(&mut self, time: Time, retention: &Retention) -> Option<Transmit<'_>> {
-        if let State::Replaying { next } = self.state {
-            if self.out.bytes < REPLAY_LOW_WATER {
-                self.refill(next, time, retention);
-            }
-        }
+        self.refill_replay(time, retention);
         if self.out.bytes == 0 || matches!(self.state, State::Closed(_)) {
             return None;
         }
         Some(Transmit { queue: &self.out })
+    }
+
+    /// A replaying client's queue refilled if it runs low (what
+    /// [`poll_transmit`](Self::poll_transmit) does first); `true` if that
+    /// closed the session (its cold source failed: see
+    /// [`poll_close`](Self::poll_close)).
+    pub(crate) fn refill_replay(&mut self, time: Time, retention: &Retention) -> bool {
+        if let State::Replaying { next } = self.state {
+            if self.out.bytes < REPLAY_LOW_WATER {
+                self.refill(next, time, retention);
+                return matches!(
+                    self.state,
+                    State::Closed(_) | State::Closing(CloseReason::ReplayFailed)
+                );
+            }
+        }
+        false
     }
 
     fn refill(&mut self, mut next: u64, time: Time, retention: &Retention) {
@@ -1089,8 +1104,10 @@ impl ServerSession {
                     }
                     Ok(None) => next = next.max(retention.oldest()),
                     Err(at) => {
+                        // What was read before it goes out, then the close.
                         self.events.push_back(ServerEvent::ReplayFailed { at });
-                        self.close(CloseReason::ReplayFailed);
+                        self.cold.0 = None;
+                        self.state = State::Closing(CloseReason::ReplayFailed);
                         return;
                     }
                 }
@@ -1202,7 +1219,9 @@ impl ServerSession {
                 }
                 Some(next)
             }
-            State::Closing | State::Closed(_) => None,
+            // A failed replay's last frames: bounded by the no-progress rule.
+            State::Closing(CloseReason::ReplayFailed) => self.progress_deadline(),
+            State::Closing(_) | State::Closed(_) => None,
         }
     }
 
@@ -1234,7 +1253,10 @@ impl ServerSession {
         self.kernel_backlog = kernel_backlog;
         let logged_in = matches!(
             self.state,
-            State::Replaying { .. } | State::Live { .. } | State::Retransmitting
+            State::Replaying { .. }
+                | State::Live { .. }
+                | State::Retransmitting
+                | State::Closing(CloseReason::ReplayFailed)
         );
         if logged_in && self.no_progress(now) {
             self.close(CloseReason::NoProgress);
@@ -1384,11 +1406,11 @@ impl ServerSession {
         match self.state {
             State::Replaying { .. } | State::Live { .. } | State::Retransmitting => {
                 self.queue_control(&Payload::EndOfSession, retention.next(), time);
-                self.state = State::Closing;
+                self.state = State::Closing(CloseReason::Shutdown);
             }
             State::AwaitingLogin { .. } => self.close(CloseReason::Shutdown),
             // Its drain is bounded (1 s) and sends nothing more.
-            State::Rejected { .. } | State::Closing | State::Closed(_) => {}
+            State::Rejected { .. } | State::Closing(_) | State::Closed(_) => {}
         }
     }
 
@@ -1403,10 +1425,10 @@ impl ServerSession {
         match self.state {
             State::Replaying { .. } | State::Live { .. } | State::Retransmitting => {
                 self.cold.0 = None;
-                self.state = State::Closing;
+                self.state = State::Closing(CloseReason::Shutdown);
             }
             State::AwaitingLogin { .. } => self.close(CloseReason::Shutdown),
-            State::Rejected { .. } | State::Closing | State::Closed(_) => {}
+            State::Rejected { .. } | State::Closing(_) | State::Closed(_) => {}
         }
     }
 
@@ -1495,7 +1517,7 @@ impl ServerSession {
     pub fn poll_close(&self) -> Option<CloseReason> {
         match self.state {
             State::Closed(reason) => Some(reason),
-            State::Closing if self.out.bytes == 0 => Some(CloseReason::Shutdown),
+            State::Closing(reason) if self.out.bytes == 0 => Some(reason),
             // Written, and the client closed or sent all it may.
             State::Rejected {
                 discarded,

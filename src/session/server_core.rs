@@ -1036,6 +1036,13 @@ impl ServerCore {
     pub fn poll_transmit(&mut self, id: ConnId, time: Time) -> Option<Transmit<'_>> {
         let retention = &self.retention;
         let conn = open_conn(&mut self.conns, id)?;
+        if conn.session.refill_replay(time, retention) {
+            // Its replay failed (the journal): the frames read before go
+            // out, then it closes (at once if there are none).
+            self.settle(id);
+        }
+        let retention = &self.retention;
+        let conn = open_conn(&mut self.conns, id)?;
         conn.session.poll_transmit(time, retention)
     }
 
