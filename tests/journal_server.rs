@@ -390,6 +390,11 @@ fn a_graceful_stop_keeps_the_session(driver: Driver) {
     server.shutdown();
     live.read_until(Duration::from_secs(5), has_end_of_session);
     assert!(has_end_of_session(&live.buf));
+    // Ended: the next start is a new session, from 1.
+    let server = Running::start(driver, config(dir.path(), 100, FsyncMode::default())).unwrap();
+    assert_ne!(server.session_id(), session, "{driver:?}: a new session");
+    assert_eq!(server.next_sequence(), 1);
+    server.shutdown();
 }
 
 #[test]
@@ -707,6 +712,7 @@ fn serve_stopped_by_sigterm_continues_its_session_at_the_next_start() {
     signal(&server.0, libc::SIGTERM);
     assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
     client.read_until(Duration::from_secs(5), has_end_of_session);
+    assert!(has_end_of_session(&client.buf), "--end-session sends it");
 }
 
 /// A directory that is not this server's journal: a clear error, exit

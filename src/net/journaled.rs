@@ -57,7 +57,8 @@ use crate::session::Batch;
 /// EndOfSession, datagram lines get none, and the journal is closed cleanly
 /// (so the session continues at the next start, even after a reboot). Set
 /// [`end_session_on_stop`](Self::end_session_on_stop) to end it (the end of
-/// a trading day).
+/// a trading day): EndOfSession to everyone, and the next start on the
+/// journal serves a new session.
 ///
 /// ```
 /// use tickwire::journal::FsyncMode;
@@ -77,7 +78,8 @@ pub struct JournalSettings {
     /// segment size, retention of segments.
     pub config: JournalConfig,
     /// A graceful stop sends EndOfSession to every client and datagram
-    /// line, ending the session (false: the next start continues it).
+    /// line, ending the session: the next start serves a new one (false,
+    /// the default: no EndOfSession, the next start continues it).
     pub end_session_on_stop: bool,
 }
 
@@ -306,9 +308,28 @@ impl Wal {
     /// start continues the session, even after a reboot. Appends fail
     /// with [`PublishError::Closed`] from now on.
     pub(crate) fn close(&self) {
-        let Some(journal) = self.lock().take() else {
+        let Some(mut journal) = self.lock().take() else {
             return;
         };
+        if self.end_session {
+            // EndOfSession went out: the next start is a new session (an
+            // empty one is started now, so that the journal says so).
+            let old = journal.session_id().unwrap_or(0);
+            let mut id = new_session_id();
+            while id == old {
+                id = new_session_id();
+            }
+            match journal.start_session(id, 1) {
+                Ok(()) => log::info!(
+                    "journal {}: session {old:#018x} ended; the next start serves session {id:#018x}",
+                    journal.dir().display()
+                ),
+                Err(e) => log::error!(
+                    "journal {}: cannot mark the end of session {old:#018x}: {e}",
+                    journal.dir().display()
+                ),
+            }
+        }
         let (dir, next) = (journal.dir().to_path_buf(), journal.next_sequence());
         match journal.close() {
             Ok(()) => log::info!(
