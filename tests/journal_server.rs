@@ -345,6 +345,71 @@ fn a_login_from_1_is_served_from_disk_across_both_seams_on_tokio() {
     replay_from_disk_across_both_seams(Driver::Tokio, FsyncMode::Never);
 }
 
+/// Several mio event loops: a client handed to another loop mid-replay
+/// carries its journal reader with it.
+#[test]
+fn a_login_from_1_is_served_from_disk_with_two_event_loops() {
+    let dir = TempDir::new("loops");
+    let mut cfg = config(dir.path(), 300, FsyncMode::Never);
+    cfg.mio.threads = 2;
+    let server = Running::start(Driver::Mio, cfg).unwrap();
+    let publish = server.publisher();
+    let msgs = messages(3, 8_000);
+    for chunk in msgs.chunks(200) {
+        publish(chunk.to_vec()).unwrap();
+    }
+    let mut clients: Vec<Raw> = (0..3).map(|_| Raw::login(server.addr(), 1)).collect();
+    for c in &mut clients {
+        c.read_until(Duration::from_secs(20), |b| data_count(b) >= 8_000);
+        assert_eq!(data(&c.buf).0, expected_bytes(&msgs, 1));
+    }
+    server.shutdown();
+}
+
+/// A relay with a journal: restarted, it serves the same session, what it
+/// held from disk, and does not journal twice what its upstream sends it
+/// again.
+#[test]
+fn a_relay_restarted_on_its_journal_serves_the_same_session_from_disk() {
+    use tickwire::net::{Relay, RelayConfig};
+    let dir = TempDir::new("relay");
+    let origin = Running::start(
+        Driver::Mio,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let publish = origin.publisher();
+    let msgs = messages(11, 3_000);
+    let expected = expected_bytes(&msgs, 1);
+    publish(msgs[..2_000].to_vec()).unwrap();
+    let start_relay = || {
+        let mut config =
+            RelayConfig::new(&[origin.addr()], "127.0.0.1:0".parse().unwrap()).unwrap();
+        config.server.core.retain = 100;
+        config.server.journal = Some(settings(dir.path(), FsyncMode::Never));
+        Relay::start(config).unwrap()
+    };
+    let relay = start_relay();
+    let mut client = Raw::login(relay.local_addr(), 1);
+    client.read_until(Duration::from_secs(10), |b| data_count(b) >= 2_000);
+    relay.shutdown().unwrap();
+    publish(msgs[2_000..].to_vec()).unwrap();
+    let relay = start_relay();
+    assert_eq!(relay.session_id(), origin.session_id());
+    let mut client = Raw::login(relay.local_addr(), 1);
+    client.read_until(Duration::from_secs(10), |b| data_count(b) >= 3_000);
+    assert_eq!(data(&client.buf).0, expected, "byte for byte, once each");
+    relay.shutdown().unwrap();
+    let report = tickwire::journal::check(dir.path()).unwrap();
+    assert!(!report.is_damaged());
+    assert_eq!(report.sessions.len(), 1);
+    assert_eq!(report.sessions[0].frames, 3_000, "nothing journaled twice");
+    origin.shutdown();
+}
+
 #[test]
 fn fsync_always_serves_the_same_on_both_drivers() {
     replay_from_disk_across_both_seams(Driver::Mio, FsyncMode::Always);
