@@ -83,6 +83,9 @@ enum Driver {
     Tokio,
 }
 
+/// A publisher of either driver.
+type Publish = Box<dyn Fn(Vec<(u64, Payload)>) -> Result<(), PublishError> + Send>;
+
 /// A running server of either driver.
 enum Running {
     Mio(tickwire::net::ServerHandle),
@@ -133,7 +136,7 @@ impl Running {
         }
     }
 
-    fn publisher(&self) -> Box<dyn Fn(Vec<(u64, Payload)>) -> Result<(), PublishError> + Send> {
+    fn publisher(&self) -> Publish {
         match self {
             Running::Mio(s) => {
                 let p = s.publisher();
@@ -432,7 +435,10 @@ fn a_graceful_stop_keeps_the_session(driver: Driver) {
     live.read_until(Duration::from_secs(5), |b| data_count(b) >= 200);
     server.shutdown();
     assert!(live.read_until(Duration::from_secs(5), |_| false), "closed");
-    assert!(!has_end_of_session(&live.buf), "{driver:?}: no EndOfSession");
+    assert!(
+        !has_end_of_session(&live.buf),
+        "{driver:?}: no EndOfSession"
+    );
 
     let server = Running::start(driver, config(dir.path(), 100, FsyncMode::default())).unwrap();
     assert_eq!(server.session_id(), session, "{driver:?}: the same session");
@@ -480,7 +486,8 @@ fn damage_in_the_middle_stops_a_replay_with_a_reason() {
     let dir = TempDir::new("damage");
     let msgs = messages(8, 6_000);
     {
-        let server = Running::start(Driver::Mio, config(dir.path(), 100, FsyncMode::Never)).unwrap();
+        let server =
+            Running::start(Driver::Mio, config(dir.path(), 100, FsyncMode::Never)).unwrap();
         let publish = server.publisher();
         for chunk in msgs.chunks(100) {
             publish(chunk.to_vec()).unwrap();
@@ -500,7 +507,10 @@ fn damage_in_the_middle_stops_a_replay_with_a_reason() {
     fs::write(&segments[1], &bytes).unwrap();
     let server = Running::start(Driver::Mio, config(dir.path(), 100, FsyncMode::Never)).unwrap();
     let mut client = Raw::login(server.addr(), 1);
-    assert!(client.read_until(Duration::from_secs(10), |_| false), "closed");
+    assert!(
+        client.read_until(Duration::from_secs(10), |_| false),
+        "closed"
+    );
     let (_, seqs) = data(&client.buf);
     assert!(!seqs.is_empty() && seqs.len() < 6_000);
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
@@ -601,10 +611,15 @@ fn a_full_disk_while_serving(driver: Driver) {
         data(b).1.last().copied() == Some(published)
     });
     let (_, seqs) = data(&live.buf);
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{driver:?}: no gap");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "{driver:?}: no gap"
+    );
     assert_eq!(server.session_id(), session);
     let mut from_1 = Raw::login(server.addr(), 1);
-    from_1.read_until(Duration::from_secs(10), |b| data_count(b) as u64 >= published);
+    from_1.read_until(Duration::from_secs(10), |b| {
+        data_count(b) as u64 >= published
+    });
     assert_eq!(data(&from_1.buf).1, (1..=published).collect::<Vec<_>>());
     server.shutdown();
 }
@@ -725,7 +740,11 @@ fn serve_killed_twenty_times_under_a_recorder_loses_and_repeats_nothing() {
     let (bytes, seqs) = data(&recorded);
     let n = seqs.len() as u64;
     assert!(n > 20_000, "recorded only {n}");
-    assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "every sequence once, in order");
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<_>>(),
+        "every sequence once, in order"
+    );
     // What the journal serves after the last restart, byte for byte.
     let fresh = tmp.path().join("fresh.twr");
     let status = tickwire()
@@ -746,7 +765,11 @@ fn serve_killed_twenty_times_under_a_recorder_loses_and_repeats_nothing() {
     signal(&server.0, libc::SIGTERM);
     assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
     let out = tickwire().arg("journal").arg(&journal).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listing.matches("\nsession ").count(), 1, "{listing}");
 }
@@ -790,7 +813,14 @@ fn serve_refuses_a_foreign_journal_untouched() {
     let stray = dir.join("0000000001-00000000000000aa-00000000000000000001.twr");
     fs::write(&stray, b"not frames").unwrap();
     let out = tickwire()
-        .args(["serve", "--listen", "127.0.0.1:0", "--duration", "1", "--journal"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "1",
+            "--journal",
+        ])
         .arg(&dir)
         .output()
         .unwrap();
@@ -798,7 +828,10 @@ fn serve_refuses_a_foreign_journal_untouched() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without a JOURNAL manifest"), "{err}");
     assert!(!err.contains("cannot listen"), "{err}");
-    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "nothing added: {names:?}");
     assert_eq!(fs::read(&stray).unwrap(), b"not frames");
     // A fixed other server name would be another error; a flag without

@@ -251,7 +251,11 @@ impl Wal {
         let mut guard = self.lock();
         let journal = guard.as_mut().ok_or(PublishError::Closed)?;
         let ticket = journal.append(batch).map_err(|e| {
-            log::warn!("journal: batch {}..{} not published: {e}", batch.first(), batch.end());
+            log::warn!(
+                "journal: batch {}..{} not published: {e}",
+                batch.first(),
+                batch.end()
+            );
             publish_error(&e)
         })?;
         self.cold.update(journal);

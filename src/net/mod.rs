@@ -119,9 +119,9 @@ pub use conn::{Connection, ReadOutcome, WriteOutcome};
 pub use datagram::{
     DatagramClient, DatagramClientConfig, DatagramClientError, DatagramClientStats,
 };
+pub(crate) use publish::not_journaled;
 #[cfg(feature = "net")]
 pub use publisher::Publisher;
-pub(crate) use publish::not_journaled;
 #[cfg(feature = "net")]
 pub use relay::{Relay, RelayConfig, RelayError, RelayFeed};
 #[cfg(feature = "net")]

@@ -47,7 +47,10 @@ impl std::error::Error for PublishError {}
 /// The frames of `batch` at or after `next` (the journal's next sequence:
 /// a relay restarted on its journal is sent again what it holds), `None`
 /// when it holds them all.
-pub(crate) fn not_journaled(batch: crate::session::Batch, next: Option<u64>) -> Option<crate::session::Batch> {
+pub(crate) fn not_journaled(
+    batch: crate::session::Batch,
+    next: Option<u64>,
+) -> Option<crate::session::Batch> {
     let next = next.unwrap_or(0);
     if batch.first() >= next {
         return Some(batch);
@@ -63,4 +66,3 @@ pub(crate) fn not_journaled(batch: crate::session::Batch, next: Option<u64>) -> 
         rest.bytes().to_vec(),
     ))
 }
-

@@ -22,8 +22,8 @@ use super::server_config::{DatagramSender, ServerConfig};
 use super::stats::{add, ServerStats, Shared};
 use super::transport::{Read_, Stream};
 use super::{close_reason, unix_nanos, Wal};
-use crate::session::cold::ColdSource;
 use crate::encode::Sequencer;
+use crate::session::cold::ColdSource;
 use crate::session::{
     Batch, CloseReason, ConnId, CoreConfig, ServerCore, ServerPhase, Time, SHUTDOWN_DRAIN,
     WRITE_BUDGET,

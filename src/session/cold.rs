@@ -177,7 +177,12 @@ impl ColdReader for VecReader {
             if count > 0 && buf.len() + len > max_bytes {
                 break;
             }
-            buf.extend_from_slice(self.cold.bytes.get(offset..offset + len).unwrap_or_default());
+            buf.extend_from_slice(
+                self.cold
+                    .bytes
+                    .get(offset..offset + len)
+                    .unwrap_or_default(),
+            );
             end = sequence + 1;
             count += 1;
         }

@@ -57,10 +57,15 @@ pub(crate) fn bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (expected BYTES, or a number with K, M, G or T)"))?;
-    let shift = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let number: u64 = number.parse().map_err(|_| {
+        format!("'{s}' is not a size (expected BYTES, or a number with K, M, G or T)")
+    })?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
@@ -106,7 +111,9 @@ pub(crate) fn retain(s: &str) -> Result<Retain, String> {
         let secs = number
             .checked_mul(unit)
             .filter(|&secs| secs > 0 && secs as f64 <= MAX_SECONDS)
-            .ok_or_else(|| format!("'{s}' is out of range (greater than 0, at most {MAX_SECONDS:e} s)"))?;
+            .ok_or_else(|| {
+                format!("'{s}' is out of range (greater than 0, at most {MAX_SECONDS:e} s)")
+            })?;
         return Ok(Retain::Age(Duration::from_secs(secs)));
     }
     bytes(s)

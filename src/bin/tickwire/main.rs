@@ -8,8 +8,8 @@ mod demo;
 mod dgram;
 mod drive;
 mod export;
-mod keygen;
 mod journal;
+mod keygen;
 mod logging;
 mod measure;
 mod pretty;
@@ -543,8 +543,7 @@ fn main() -> ExitCode {
                 retain,
                 start_timeout,
                 duration,
-                &datagrams,
-                &journal,
+                (&datagrams, &journal),
             )
         }
         Command::Demo {

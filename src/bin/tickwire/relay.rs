@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use tickwire::net::{DatagramClientConfig, Relay, RelayConfig};
 
 use crate::dgram::FeedArgs;
-use crate::journal::JournalArgs;
 use crate::drive::servers;
 use crate::drive::session_label;
+use crate::journal::JournalArgs;
 use crate::logging::info;
 
 pub(crate) fn run(
@@ -21,8 +21,7 @@ pub(crate) fn run(
     retain: u64,
     start_timeout: Duration,
     duration: Option<Duration>,
-    datagrams: &FeedArgs,
-    journal: &JournalArgs,
+    (datagrams, journal): (&FeedArgs, &JournalArgs),
 ) -> io::Result<()> {
     let stop = crate::interrupted()?;
     let (upstream, mut config) = match datagram_upstream {
