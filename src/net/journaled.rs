@@ -250,14 +250,9 @@ impl Wal {
     pub(crate) fn append(&self, batch: &Batch) -> Result<Ticket, PublishError> {
         let mut guard = self.lock();
         let journal = guard.as_mut().ok_or(PublishError::Closed)?;
-        let ticket = journal.append(batch).map_err(|e| {
-            log::warn!(
-                "journal: batch {}..{} not published: {e}",
-                batch.first(),
-                batch.end()
-            );
-            publish_error(&e)
-        })?;
+        // Not logged here: the publisher gets the error (a full disk would
+        // be a line per batch).
+        let ticket = journal.append(batch).map_err(|e| publish_error(&e))?;
         self.cold.update(journal);
         Ok(ticket)
     }

@@ -47,8 +47,15 @@ impl Publisher {
     /// there a batch whose `publish` returned is never sent to a later
     /// Login from 0. Nothing is lost or repeated either way.
     ///
+    /// With a journal ([`ServerConfig::journal`](super::ServerConfig::journal)),
+    /// the batch is appended to it first (under the numbering lock); with
+    /// `fsync always` this returns once the batch is durable (and only then
+    /// can clients and datagram lines see it).
+    ///
     /// # Errors
-    /// [`PublishError::Closed`] once the server has stopped.
+    /// [`PublishError::Closed`] once the server has stopped;
+    /// [`PublishError::Journal`] when the journal refused the batch (a full
+    /// disk: nothing was numbered or sent, the server goes on).
     pub fn publish(&self, batch: Messages) -> Result<(), PublishError> {
         self.send(batch, true)
     }
@@ -58,7 +65,8 @@ impl Publisher {
     /// # Errors
     /// [`PublishError::Full`] with the batch when the queue is full (the
     /// server is behind: this is the back-pressure signal; nothing was
-    /// numbered); [`PublishError::Closed`] once the server has stopped.
+    /// numbered); [`PublishError::Closed`] once the server has stopped;
+    /// [`PublishError::Journal`] as for [`publish`](Self::publish).
     pub fn try_publish(&self, batch: Messages) -> Result<(), PublishError> {
         self.send(batch, false)
     }

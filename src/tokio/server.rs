@@ -169,10 +169,16 @@ pub struct Publisher {
 
 impl Publisher {
     /// Numbers, encodes and publishes `(timestamp, payload)` pairs; only
-    /// data payloads are sent, numbered 1, 2, 3… across all publishers.
+    /// data payloads are sent, numbered 1, 2, 3… across all publishers
+    /// (after a restart on a journal, from where the session stopped).
+    /// With a journal ([`ServerConfig::journal`]) the batch is appended to
+    /// it first; with `fsync always` this returns once the batch is
+    /// durable, and only then do the connections and datagram lines get it.
     ///
     /// # Errors
-    /// [`PublishError::Closed`] once the server is shutting down.
+    /// [`PublishError::Closed`] once the server is shutting down;
+    /// [`PublishError::Journal`] when the journal refused the batch (a full
+    /// disk: nothing was numbered or sent, the server goes on).
     pub fn publish(&self, mut batch: Messages) -> Result<(), PublishError> {
         if *self.shared.stop.borrow() {
             return Err(PublishError::Closed);
