@@ -980,8 +980,9 @@ impl ServerCore {
     ///     tx.slices().for_each(|s| wire.extend_from_slice(s));
     ///     core.transmitted(c, n, t);
     /// }
-    /// // LoginAccepted only: no EndOfSession.
-    /// assert!(SliceParser::new(&wire).all(|e| matches!(e, Event::Frame(Message::LoginAccepted(_)))));
+    /// // LoginAccepted (32 bytes) only: no EndOfSession.
+    /// assert_eq!(wire.len(), 32);
+    /// assert!(!SliceParser::new(&wire).any(|e| matches!(e, Event::Frame(Message::EndOfSession(_)))));
     /// assert_eq!(core.close_reason(c), Some(CloseReason::Shutdown));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
