@@ -175,13 +175,16 @@ impl Wal {
         });
         let (session_id, next) = match (continued, recovered.session) {
             (Some(s), _) => {
+                let held = if s.oldest < s.next {
+                    format!("the journal holds {}..={}", s.oldest, s.next - 1)
+                } else {
+                    "the journal holds none of its frames now".to_string()
+                };
                 log::info!(
-                    "journal {}: session {:#018x} continues at sequence {} (the journal holds {}..{})",
+                    "journal {}: session {:#018x} continues at sequence {} ({held})",
                     dir.display(),
                     s.session_id,
                     s.next,
-                    s.oldest,
-                    s.next
                 );
                 (s.session_id, s.next)
             }
