@@ -15,9 +15,13 @@
 //!   path (`pread`, every CRC, `write`); GB/s and the sender's CPU per GB;
 //! - recovery: `Journal::open` of a large journal, cold (its pages dropped
 //!   from the cache with `posix_fadvise`) and warm, with a torn tail, and
-//!   the full check of the same journal (what recovery does not read).
+//!   the full check of the same journal (what recovery does not read);
+//! - server: the mio server publishing batches of 1, 64 and 4,096 frames
+//!   (`Publisher::publish`, one publishing thread, as fast as it goes,
+//!   until the event loop has taken them all) with `ServerConfig::journal`
+//!   in `FsyncMode::Never` against the same server without a journal.
 //!
-//! `cargo bench --bench journal --features cli [-- append|always|replay|recovery]`
+//! `cargo bench --bench journal --features cli [-- append|always|replay|recovery|server]`
 //!
 //! Journals go to `TICKWIRE_BENCH_DIR` (default `target/journal-bench`)
 //! and are deleted at the end of each case; the recovery journal is
@@ -81,6 +85,62 @@ fn main() {
     }
     if run("recovery") {
         recovery(&base);
+    }
+    if run("server") {
+        server(&base);
+    }
+}
+
+/// The mio server publishing with and without its journal (`Never`).
+fn server(base: &Path) {
+    use tickwire::net::{JournalSettings, Server, ServerConfig};
+    println!("\n## server: Publisher::publish into the mio server, FsyncMode::Never (best of {ROUNDS} rounds)");
+    println!(
+        "{:>6} {:>22} {:>22} {:>7} {:>16}",
+        "batch", "no journal frames/s", "journal frames/s", "ratio", "publish (journal)"
+    );
+    for size in [1usize, 64, 4096] {
+        let frames_total: usize = match size {
+            1 => 1 << 18,
+            64 => 2 << 20,
+            _ => 4 << 20,
+        };
+        let batches = frames_total / size;
+        let msgs = messages(size);
+        let mut best = [Duration::MAX; 2];
+        for _ in 0..ROUNDS {
+            for (i, with_journal) in [false, true].into_iter().enumerate() {
+                let dir = Dir::new(base, "server");
+                let mut config = ServerConfig {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    ..ServerConfig::default()
+                };
+                if with_journal {
+                    let mut journal = JournalSettings::new(&dir.0);
+                    journal.config = never();
+                    config.journal = Some(journal);
+                }
+                let server = Server::bind(config).unwrap().spawn().unwrap();
+                let publisher = server.publisher();
+                let t = Instant::now();
+                for _ in 0..batches {
+                    publisher.publish(msgs.clone()).unwrap();
+                }
+                while server.stats().frames_published < frames_total as u64 {
+                    thread::sleep(Duration::from_micros(200));
+                }
+                best[i] = best[i].min(t.elapsed());
+                server.shutdown().unwrap();
+            }
+        }
+        let rate = |d: Duration| frames_total as f64 / d.as_secs_f64();
+        println!(
+            "{size:>6} {:>22} {:>22} {:>6.2}× {:>13.2} µs",
+            human(rate(best[0])),
+            human(rate(best[1])),
+            rate(best[1]) / rate(best[0]),
+            best[1].as_secs_f64() / batches as f64 * 1e6,
+        );
     }
 }
 

@@ -109,6 +109,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod check;
+mod cold;
 mod layout;
 mod reader;
 mod sync;
@@ -116,6 +117,7 @@ mod tail;
 mod writer;
 
 pub use check::{check, is_journal, CheckReport, Damage, Recording, SegmentReport, SessionReport};
+pub use cold::{ErrorHook, JournalCold};
 pub use reader::{send_range, Chunk, FileRange, JournalReader};
 pub use sync::SyncHandle;
 pub use writer::Journal;

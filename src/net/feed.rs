@@ -63,7 +63,11 @@ pub(super) trait DirectWrite: Send + std::fmt::Debug {
 /// that also orders their batches in the queue and on the datagram lines.
 ///
 /// **Lock order** (every thread takes them in this order, never back):
-/// 1. `sequencer` (a publisher numbering its batch);
+/// 1. `sequencer` (a publisher numbering its batch), and under it the
+///    journal's writer (`wal`: the batch is appended before anything else
+///    sees it; with `fsync always` the publisher then waits for its batch
+///    to be durable after letting go of the sequencer, and the loop holds
+///    the batch until then);
 /// 2. the first loop's state, `Mutex<Server>` (`direct_tcp`: the loop
 ///    holds it for each turn, never while it sleeps in epoll; a publisher
 ///    only *tries* it, under the sequencer, to write its batch itself);
@@ -99,6 +103,11 @@ pub(super) struct Numbering {
     pub(super) eager: AtomicBool,
     /// Wake the loop anyway once this many batches wait.
     pub(super) wake_at: usize,
+    /// The queue's capacity (`LoopOptions::publish_queue`).
+    pub(super) capacity: usize,
+    /// The journal every batch is appended to first (the first loop's
+    /// numbering only; `ServerConfig::journal`).
+    pub(super) wal: Option<Arc<super::Wal>>,
     /// The first loop's state while it runs, when it is the only loop: a
     /// publisher that finds it asleep (the lock free) and no batch waiting
     /// in the queue writes its batch to the clients itself (see

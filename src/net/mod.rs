@@ -62,6 +62,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod addr;
 mod client_config;
 mod datagram_output;
+#[cfg(feature = "journal")]
+mod journaled;
+#[cfg(not(feature = "journal"))]
+#[path = "no_journal.rs"]
+mod journaled;
 mod publish;
 mod server_config;
 mod stats;
@@ -95,6 +100,9 @@ pub(crate) use datagram_output::DatagramOutput;
 pub use datagram_output::{
     DatagramOutputConfig, DEFAULT_DATAGRAM_SIZE, MAX_DATAGRAM_SIZE, MIN_DATAGRAM_SIZE,
 };
+#[cfg(feature = "journal")]
+pub use journaled::JournalSettings;
+pub(crate) use journaled::{open_for as open_journal, Wal};
 pub use publish::{Messages, PublishError};
 pub use server_config::ServerConfig;
 #[cfg(feature = "net")]
@@ -111,6 +119,7 @@ pub use conn::{Connection, ReadOutcome, WriteOutcome};
 pub use datagram::{
     DatagramClient, DatagramClientConfig, DatagramClientError, DatagramClientStats,
 };
+pub(crate) use publish::not_journaled;
 #[cfg(feature = "net")]
 pub use publisher::Publisher;
 #[cfg(feature = "net")]
@@ -218,6 +227,9 @@ pub(crate) fn log_core_event(
             }
             crate::session::ServerEvent::Rejected { reason } => {
                 log::info!("rejected {peer}: {reason}");
+            }
+            crate::session::ServerEvent::ReplayFailed { at } => {
+                log::warn!("{peer}: its replay from the journal stopped at sequence {at}");
             }
         },
         crate::session::CoreEvent::Closed { peer, reason, .. } => {

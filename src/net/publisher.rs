@@ -47,8 +47,15 @@ impl Publisher {
     /// there a batch whose `publish` returned is never sent to a later
     /// Login from 0. Nothing is lost or repeated either way.
     ///
+    /// With a journal ([`ServerConfig::journal`](super::ServerConfig::journal)),
+    /// the batch is appended to it first (under the numbering lock); with
+    /// `fsync always` this returns once the batch is durable (and only then
+    /// can clients and datagram lines see it).
+    ///
     /// # Errors
-    /// [`PublishError::Closed`] once the server has stopped.
+    /// [`PublishError::Closed`] once the server has stopped;
+    /// [`PublishError::Journal`] when the journal refused the batch (a full
+    /// disk: nothing was numbered or sent, the server goes on).
     pub fn publish(&self, batch: Messages) -> Result<(), PublishError> {
         self.send(batch, true)
     }
@@ -58,9 +65,29 @@ impl Publisher {
     /// # Errors
     /// [`PublishError::Full`] with the batch when the queue is full (the
     /// server is behind: this is the back-pressure signal; nothing was
-    /// numbered); [`PublishError::Closed`] once the server has stopped.
+    /// numbered); [`PublishError::Closed`] once the server has stopped;
+    /// [`PublishError::Journal`] as for [`publish`](Self::publish).
     pub fn try_publish(&self, batch: Messages) -> Result<(), PublishError> {
         self.send(batch, false)
+    }
+
+    /// The sequence the next published frame gets (after a restart on a
+    /// journal, where the session goes on: see
+    /// [`ServerConfig::journal`](super::ServerConfig::journal)).
+    ///
+    /// ```
+    /// use tickwire::net::{Server, ServerConfig};
+    /// let config = ServerConfig { listen: "127.0.0.1:0".parse()?, ..ServerConfig::default() };
+    /// let server = Server::bind(config)?.spawn()?;
+    /// assert_eq!(server.publisher().next_sequence(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn next_sequence(&self) -> u64 {
+        self.numbering
+            .sequencer
+            .lock()
+            .map_or(0, |s| s.next_sequence())
     }
 
     fn send(&self, mut batch: Messages, block: bool) -> Result<(), PublishError> {
@@ -70,6 +97,12 @@ impl Publisher {
         }
         let n = &self.numbering;
         let mut sequencer = n.sequencer.lock().map_err(|_| PublishError::Closed)?;
+        if n.wal.is_some() && !block && n.pending.load(Ordering::SeqCst) >= n.capacity {
+            // Once journaled a batch is published: with a journal, room is
+            // made sure of first (under the numbering lock, only the loop
+            // takes from the queue).
+            return Err(PublishError::Full(batch));
+        }
         let before = *sequencer;
         let mut bytes = vec![0u8; batch.len() * MAX_DATA_FRAME_LEN];
         let done = sequencer.encode_batch(&batch, &mut bytes);
@@ -79,9 +112,23 @@ impl Publisher {
             done.frames as u64,
             bytes,
         ));
+        // Write-ahead: in the journal before anything else sees it.
+        let ticket = match &n.wal {
+            Some(wal) => match wal.append(&encoded) {
+                Ok(ticket) => Some((wal, ticket)),
+                Err(e) => {
+                    *sequencer = before; // nothing was published: the numbers go back
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        // `fsync always`: the batch reaches the clients (and the datagram
+        // lines: the loop sends them then) once durable; the loop holds it.
+        let hold = ticket.as_ref().is_some_and(|(wal, _)| wal.always());
         // The loop asleep and nothing queued before this batch (the numbering
         // lock keeps other publishers out): write it to the clients here.
-        if n.pending.load(Ordering::SeqCst) == 0 {
+        if !hold && n.pending.load(Ordering::SeqCst) == 0 {
             if let Some(core) = n.direct_tcp.get().and_then(Weak::upgrade) {
                 // Held: the loop is in a turn, queue the batch for it.
                 let server = try_lock(&core);
@@ -99,7 +146,8 @@ impl Publisher {
         }
         let for_loop = ToLoop::Batch(Arc::clone(&encoded));
         n.batch_queued();
-        let sent = if block {
+        // Journaled, the batch is published: there is room (see above).
+        let sent = if block || ticket.is_some() {
             n.tx.send(for_loop).map_err(|_| PublishError::Closed)
         } else {
             n.tx.try_send(for_loop).map_err(|e| match e {
@@ -114,8 +162,19 @@ impl Publisher {
                 // see `Numbering::eager`).
                 n.send_datagrams(&encoded);
                 drop(sequencer);
-                n.wake_for_batch();
-                Ok(())
+                match ticket {
+                    Some((wal, ticket)) if hold => {
+                        // Group commit: no lock held; then the loop
+                        // releases every batch the sync covered, in order.
+                        let durable = wal.wait(ticket);
+                        let _ = n.waker.wake();
+                        durable
+                    }
+                    _ => {
+                        n.wake_for_batch();
+                        Ok(())
+                    }
+                }
             }
             Err(PublishError::Full(_)) => {
                 n.batch_gone();

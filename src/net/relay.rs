@@ -128,19 +128,41 @@ impl RelayFeed {
     /// # Errors
     /// [`PublishError::Closed`] once the server has stopped.
     pub fn publish(&self, batch: Batch) -> Result<(), PublishError> {
-        let batch = Arc::new(batch);
         let n = &self.numbering;
+        // With a journal: appended first (frames it holds already, from
+        // before a restart, are not appended or served twice).
+        let (batch, ticket) = match &n.wal {
+            Some(wal) => {
+                let Some(batch) = super::not_journaled(batch, wal.next_sequence()) else {
+                    return Ok(());
+                };
+                let ticket = wal.append(&batch)?;
+                (batch, wal.always().then_some((wal, ticket)))
+            }
+            None => (batch, None),
+        };
+        let batch = Arc::new(batch);
         // The datagrams leave from here, as a Publisher's do, and before the
         // loop can take the batch: once the server counts a batch as
-        // published, its datagrams are out.
+        // published, its datagrams are out (with `fsync always`, the loop
+        // sends them once the batch is durable).
         n.send_datagrams(&batch);
         n.batch_queued();
         if n.tx.send(ToLoop::Batch(Arc::clone(&batch))).is_err() {
             n.batch_gone();
             return Err(PublishError::Closed);
         }
-        n.wake_for_batch();
-        Ok(())
+        match ticket {
+            Some((wal, ticket)) => {
+                let durable = wal.wait(ticket);
+                let _ = n.waker.wake();
+                durable
+            }
+            None => {
+                n.wake_for_batch();
+                Ok(())
+            }
+        }
     }
 
     /// The next data sequence is `next` (if higher than now): the frames
@@ -164,6 +186,9 @@ impl RelayFeed {
     /// # Errors
     /// [`PublishError::Closed`] once the server has stopped.
     pub fn new_session(&self, session_id: u64, next: u64) -> Result<(), PublishError> {
+        if let Some(wal) = &self.numbering.wal {
+            wal.start_session(session_id, next)?;
+        }
         self.shared.session_id.store(session_id, Ordering::SeqCst);
         self.send(ToLoop::Relay(RelayControl::Session { session_id, next }))?;
         // After the old session's datagrams, before the new one's.

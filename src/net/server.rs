@@ -21,8 +21,9 @@ use super::publisher::Publisher;
 use super::server_config::{DatagramSender, ServerConfig};
 use super::stats::{add, ServerStats, Shared};
 use super::transport::{Read_, Stream};
-use super::{close_reason, unix_nanos};
+use super::{close_reason, unix_nanos, Wal};
 use crate::encode::Sequencer;
+use crate::session::cold::ColdSource;
 use crate::session::{
     Batch, CloseReason, ConnId, CoreConfig, ServerCore, ServerPhase, Time, SHUTDOWN_DRAIN,
     WRITE_BUDGET,
@@ -203,6 +204,11 @@ pub struct Server {
     starved: Vec<usize>,
     /// Batches taken from the publishers in one turn (kept for its capacity).
     taken: Vec<Arc<Batch>>,
+    /// With `fsync always` (`hold`): batches taken from the publishers and
+    /// not yet durable, in order (released as the journal's durable end
+    /// covers them; their publishers wake the loop once it does).
+    held: VecDeque<Arc<Batch>>,
+    hold: bool,
     /// Every decision about the connections (admission, limits, fan-out,
     /// timers, shutdown): this loop only moves bytes and time for it.
     core: ServerCore,
@@ -225,6 +231,14 @@ const LAZY_IDLE: Duration = Duration::from_millis(20);
 /// looks whether any is a TCP subscriber (and not a retransmission
 /// connection) before it stops being woken per batch.
 const LAZY_MAX_CONNECTIONS: usize = 8;
+
+/// Where a server's session starts: the next sequence (a session
+/// continued from its journal goes on from there) and the cold source
+/// behind each loop's retention.
+struct Resume {
+    next: u64,
+    cold: Option<Arc<dyn ColdSource>>,
+}
 
 /// A server running on its own thread.
 #[derive(Debug)]
@@ -253,6 +267,13 @@ impl ServerHandle {
     /// A publisher for this server.
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
+    }
+
+    /// The sequence the next published frame gets: 1 for a new session;
+    /// after a restart on a journal whose session goes on
+    /// ([`ServerConfig::journal`]), the one after the last frame it holds.
+    pub fn next_sequence(&self) -> u64 {
+        self.publisher.next_sequence()
     }
 
     /// What a relay feed needs of this server (see `relay.rs`).
@@ -324,18 +345,35 @@ impl Server {
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
         let mut listener = listen(config.listen, config.listen_backlog)?;
         let local_addr = listener.local_addr()?;
-        // One session id for every loop (a random one if the config says 0).
-        let core = config.core_for_run();
+        // One session id for every loop (a random one if the config says 0),
+        // or the journal's, whose session goes on.
+        let mut core = config.core_for_run();
+        let journal = super::open_journal(&config, config.core.session.session_id)?;
+        let (wal, next) = match journal {
+            Some(opened) => {
+                core.session.session_id = opened.session_id;
+                (Some(opened.wal), opened.next)
+            }
+            None => (None, 1),
+        };
+        let resume = Resume {
+            next,
+            cold: wal.as_ref().map(|w| w.cold()),
+        };
         let session_id = core.session.session_id;
         let shared = Arc::new(Shared::default());
         shared.session_id.store(session_id, Ordering::SeqCst);
+        shared.keep_session.store(
+            wal.as_ref().is_some_and(|w| !w.ends_session()),
+            Ordering::SeqCst,
+        );
         let epoch = Instant::now();
         let workers = (1..config.mio.threads.max(1))
             .map(|index| {
                 let worker = Server::event_loop(
                     config.clone(),
                     (local_addr, index),
-                    core,
+                    (core, &resume, None),
                     &shared,
                     epoch,
                     None,
@@ -350,13 +388,14 @@ impl Server {
             .collect::<io::Result<Vec<Worker>>>()?;
         let datagrams = match &config.datagrams {
             Some(output) => {
-                let output = DatagramOutput::new(
+                let mut output = DatagramOutput::new(
                     output,
                     session_id,
                     core.session.heartbeat_interval,
                     epoch,
                     &shared,
                 )?;
+                output.advance(next); // a session continued from its journal
                 log::info!(
                     "datagrams from {:?}",
                     output.local_addr().map(|a| a.to_string())
@@ -365,8 +404,14 @@ impl Server {
             }
             None => None,
         };
-        let mut server =
-            Server::event_loop(config, (local_addr, 0), core, &shared, epoch, datagrams)?;
+        let mut server = Server::event_loop(
+            config,
+            (local_addr, 0),
+            (core, &resume, wal),
+            &shared,
+            epoch,
+            datagrams,
+        )?;
         server
             .registry
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -379,7 +424,7 @@ impl Server {
     fn event_loop(
         config: ServerConfig,
         (local_addr, loop_index): (SocketAddr, usize),
-        core: CoreConfig,
+        (core, resume, wal): (CoreConfig, &Resume, Option<Arc<Wal>>),
         shared: &Arc<Shared>,
         epoch: Instant,
         datagrams: Option<DatagramOutput>,
@@ -392,6 +437,13 @@ impl Server {
         let time = Time::new(Duration::ZERO, unix_nanos());
         let mut core = ServerCore::new(core, time);
         core.set_verifier(config.auth.clone());
+        if resume.next > 1 {
+            core.continue_at(resume.next);
+        }
+        core.set_cold(resume.cold.clone());
+        // `fsync always`: batches wait here until durable, and the loop
+        // sends their datagrams when it releases them.
+        let hold = wal.as_ref().is_some_and(|w| w.always());
         shared.set_core(loop_index, core.stats());
         Ok(Server {
             local_addr,
@@ -400,16 +452,19 @@ impl Server {
             asleep_until: None,
             listener: None,
             numbering: Arc::new(Numbering {
-                sequencer: Mutex::new(Sequencer::new()),
+                sequencer: Mutex::new(Sequencer::starting_at(resume.next)),
                 tx,
                 waker: Arc::clone(&waker),
                 direct: datagrams.is_some()
-                    && config.mio.datagram_sender == DatagramSender::Publisher,
+                    && config.mio.datagram_sender == DatagramSender::Publisher
+                    && !hold,
                 direct_tcp: std::sync::OnceLock::new(),
                 datagrams: datagrams.map(Mutex::new),
                 pending: AtomicUsize::new(0),
                 eager: AtomicBool::new(true),
                 wake_at,
+                capacity: config.mio.publish_queue.max(1),
+                wal,
             }),
             waker,
             rx,
@@ -425,6 +480,8 @@ impl Server {
             last_pass: Duration::ZERO,
             starved: Vec::new(),
             taken: Vec::new(),
+            held: VecDeque::new(),
+            hold,
             core,
             loop_index,
             config,
@@ -600,7 +657,11 @@ impl Server {
                         self.numbering.batch_gone();
                     }
                     self.last_taken = time.monotonic;
-                    taken.push(batch);
+                    if self.hold {
+                        self.held.push_back(batch);
+                    } else {
+                        taken.push(batch);
+                    }
                 }
                 Ok(ToLoop::Client(slot)) => {
                     // After the batches before it, before those after.
@@ -619,6 +680,15 @@ impl Server {
                 Err(_) => {
                     self.more_waiting = false;
                     break;
+                }
+            }
+        }
+        if let Some(wal) = self.numbering.wal.as_ref().filter(|_| self.hold) {
+            // In order, as far as the journal's last sync covers.
+            let durable = wal.durable_end();
+            while self.held.front().is_some_and(|b| b.end() <= durable) {
+                if let Some(batch) = self.held.pop_front() {
+                    taken.push(batch);
                 }
             }
         }
@@ -1172,10 +1242,16 @@ impl Server {
     /// then close.
     fn shutdown(&mut self, poll: &mut Poll) {
         let time = self.time();
-        if let Some(mut output) = self.numbering.datagrams() {
-            output.end_of_session(time);
+        // With a journal the session goes on at the next start: no
+        // EndOfSession (unless told), clients resume then.
+        if self.ends_session() {
+            if let Some(mut output) = self.numbering.datagrams() {
+                output.end_of_session(time);
+            }
+            self.core.shutdown(time);
+        } else {
+            self.core.shutdown_keeping_session(time);
         }
-        self.core.shutdown(time);
         self.drain_core();
         // The core closes what is left SHUTDOWN_DRAIN after its shutdown;
         // this bound only guards against a clock that does not move.
@@ -1208,7 +1284,17 @@ impl Server {
             }
         }
         self.drain_core();
+        if let Some(wal) = &self.numbering.wal {
+            wal.close();
+        }
         log::info!("shut down");
+    }
+
+    /// Whether a graceful stop ends the session: always without a journal;
+    /// with one, only when its settings say so (the shared stop flag tells
+    /// a worker, which has no journal of its own).
+    fn ends_session(&self) -> bool {
+        !self.shared.keep_session.load(Ordering::SeqCst)
     }
 }
 

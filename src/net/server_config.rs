@@ -104,6 +104,15 @@ pub struct ServerConfig {
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     #[cfg_attr(feature = "serde", serde(skip))]
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Journal every published batch (write-ahead), continue the session
+    /// after a restart, and serve logins older than the retention from
+    /// disk: see [`JournalSettings`](super::JournalSettings) (`journal`
+    /// feature). `None` (the default): nothing is kept beyond the
+    /// retention, and every start is a new session.
+    #[cfg(feature = "journal")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "journal")))]
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub journal: Option<super::JournalSettings>,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +128,8 @@ impl Default for ServerConfig {
             auth: None,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "journal")]
+            journal: None,
         }
     }
 }

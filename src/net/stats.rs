@@ -106,6 +106,10 @@ pub(crate) struct Shared {
     /// The session id now (a relay's changes with its upstream's).
     #[cfg(feature = "net")]
     pub(super) session_id: AtomicU64,
+    /// A graceful stop keeps the session (the mio server with a journal):
+    /// no EndOfSession.
+    #[cfg(feature = "net")]
+    pub(super) keep_session: AtomicBool,
     /// Each event loop's server-core counters as of its last turn (the mio
     /// server; loop 0 accepts and counts every publish once).
     #[cfg(feature = "net")]

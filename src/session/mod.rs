@@ -36,6 +36,7 @@ use core::time::Duration;
 pub(crate) mod admission;
 pub mod auth;
 pub mod client;
+pub mod cold;
 pub mod datagram;
 pub mod packetizer;
 pub mod retention;

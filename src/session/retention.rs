@@ -18,6 +18,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::cold::ColdSource;
 use crate::parse::{Event, SliceParser};
 
 /// Encoded data frames with consecutive sequences `first..first + frames`,
@@ -316,6 +317,8 @@ pub struct Retention {
     /// The highest `next` set by [`advance`](Self::advance): live sessions'
     /// Heartbeats carry at least this.
     advanced: u64,
+    /// Where older frames than these are (a journal), if anywhere.
+    cold: Option<Arc<dyn ColdSource>>,
 }
 
 impl Retention {
@@ -329,7 +332,52 @@ impl Retention {
             capacity: (capacity.max(1)) as u64,
             upstream_alive: true,
             advanced: 0,
+            cold: None,
         }
+    }
+
+    /// Frames older than the retained ones are read from `cold` (a
+    /// journal: see [`cold`](super::cold)), by replays and retransmission
+    /// replies; `None` (the default): what the retention dropped is gone.
+    pub fn set_cold(&mut self, cold: Option<Arc<dyn ColdSource>>) {
+        self.cold = cold;
+    }
+
+    /// The cold source behind the retention, if any.
+    #[must_use]
+    pub fn cold(&self) -> Option<&Arc<dyn ColdSource>> {
+        self.cold.as_ref()
+    }
+
+    /// The oldest sequence of session `session_id` that can be sent: the
+    /// cold source's oldest when it holds older frames than the retention,
+    /// else [`oldest`](Self::oldest).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tickwire::session::{cold::VecCold, Batch, Retention};
+    /// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+    /// let mut seq = Sequencer::new();
+    /// let mut all = Vec::new();
+    /// let mut retention = Retention::new(2);
+    /// for _ in 0..3 {
+    ///     let mut bytes = vec![0u8; 2 * 44];
+    ///     seq.encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 2], &mut bytes);
+    ///     all.extend_from_slice(&bytes);
+    ///     retention.push(Arc::new(Batch::new(bytes)?));
+    /// }
+    /// assert_eq!((retention.oldest(), retention.oldest_held(9)), (5, 5));
+    /// retention.set_cold(Some(Arc::new(VecCold::new(all))));
+    /// assert_eq!(retention.oldest_held(9), 1); // the journal has them all
+    /// # Ok::<(), tickwire::session::BatchError>(())
+    /// ```
+    #[must_use]
+    pub fn oldest_held(&self, session_id: u64) -> u64 {
+        let oldest = self.oldest();
+        self.cold
+            .as_ref()
+            .and_then(|c| c.oldest(session_id))
+            .map_or(oldest, |cold| cold.min(oldest))
     }
 
     /// Whether the source of these frames is alive: always for an origin; a

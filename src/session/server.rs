@@ -80,12 +80,14 @@
 //! also sets `TCP_USER_TIMEOUT` as a backstop).
 #![forbid(unsafe_code)]
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
+use super::cold::{ColdChunk, ColdReader};
 use super::retention::{Batch, Retention, Segment};
 use super::Time;
 use crate::encode::{encode, Payload};
@@ -160,12 +162,17 @@ pub enum CloseReason {
     /// Its address was locked out after failed authentications (protocol
     /// section 11): closed at its accept, nothing read or written.
     LockedOut,
+    /// Its replay needed frames from the cold source behind the retention
+    /// (the journal) and reading them failed: damage in the middle of the
+    /// journal, a segment deleted under the reader, an I/O error. The
+    /// replay stops there rather than send a gap (protocol section 4.3).
+    ReplayFailed,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order (the order of
     /// [`CloseReason::index`]).
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::PeerClosed,
         CloseReason::LoginTimeout,
         CloseReason::BadData,
@@ -179,6 +186,7 @@ impl CloseReason {
         CloseReason::UnauthenticatedLimit,
         CloseReason::Rejected,
         CloseReason::LockedOut,
+        CloseReason::ReplayFailed,
     ];
 
     /// The position of this reason in [`CloseReason::ALL`].
@@ -208,6 +216,7 @@ impl CloseReason {
             CloseReason::UnauthenticatedLimit => "unauthenticated limit",
             CloseReason::Rejected => "rejected",
             CloseReason::LockedOut => "locked out",
+            CloseReason::ReplayFailed => "replay failed",
         }
     }
 }
@@ -390,6 +399,13 @@ pub enum ServerEvent {
         /// Why.
         reason: RejectReason,
     },
+    /// Reading the cold source (the journal) for its replay or
+    /// retransmission reply failed at sequence `at`: the connection is
+    /// closed ([`CloseReason::ReplayFailed`]); the source says why.
+    ReplayFailed {
+        /// The first sequence that could not be read.
+        at: u64,
+    },
 }
 
 /// Counters of one session since the last [`ServerSession::take_stats`].
@@ -417,6 +433,9 @@ pub struct ServerSessionStats {
 #[derive(Clone, Debug)]
 enum Piece {
     Data(Segment),
+    /// Frames read from the cold source (at most one refill's worth),
+    /// shared by the copies [`Transmit::to_owned`] makes.
+    Cold(Arc<Vec<u8>>),
     Control {
         frame: [u8; MAX_FRAME_LEN],
         len: usize,
@@ -427,8 +446,21 @@ impl Piece {
     fn bytes(&self) -> &[u8] {
         match self {
             Piece::Data(segment) => segment.bytes(),
+            Piece::Cold(bytes) => bytes,
             Piece::Control { frame, len } => frame.get(..*len).unwrap_or_default(),
         }
+    }
+}
+
+/// A replay's reader of the cold source, opened at its first refill below
+/// the retention and dropped at the seam. A clone of a session has none:
+/// it opens its own at its position when it needs one.
+#[derive(Debug, Default)]
+struct ColdCursor(Option<Box<dyn ColdReader>>);
+
+impl Clone for ColdCursor {
+    fn clone(&self) -> ColdCursor {
+        ColdCursor(None)
     }
 }
 
@@ -616,8 +648,39 @@ enum State {
         next: u64,
     },
     Retransmitting,
-    Closing,
+    /// Closes with this reason once the queue is written (EndOfSession
+    /// last, or the frames a failed replay read before its failure).
+    Closing(CloseReason),
     Closed(CloseReason),
+}
+
+/// The cold frames of session `session_id` from `from` up to `limit`
+/// (exclusive), for a retransmission reply (bounded by its cap): the
+/// pieces with their frames, and the sequence after them; `Err(at)` when
+/// the source failed.
+#[allow(clippy::type_complexity)]
+fn read_cold(
+    retention: &Retention,
+    session_id: u64,
+    from: u64,
+    limit: u64,
+) -> Result<(Vec<(Piece, u64)>, u64), u64> {
+    let Some(cold) = retention.cold() else {
+        return Ok((Vec::new(), from));
+    };
+    let mut reader = cold.open(session_id, from).map_err(|_| from)?;
+    let (mut pieces, mut next) = (Vec::new(), from);
+    loop {
+        let mut bytes = Vec::new();
+        match reader.read(limit, REPLAY_CHUNK, &mut bytes) {
+            Ok(Some(chunk)) => {
+                next = chunk.end;
+                pieces.push((Piece::Cold(Arc::new(bytes)), chunk.frames));
+            }
+            Ok(None) => return Ok((pieces, next.max(limit))),
+            Err(_) => return Err(next),
+        }
+    }
 }
 
 /// One connection's protocol state. See the [module docs](self).
@@ -685,6 +748,8 @@ pub struct ServerSession {
     progress_checked: Duration,
     events: VecDeque<ServerEvent>,
     stats: ServerSessionStats,
+    /// The replay's reader of the retention's cold source, while it reads there.
+    cold: ColdCursor,
 }
 
 impl ServerSession {
@@ -712,6 +777,7 @@ impl ServerSession {
             progress_checked: now,
             events: VecDeque::new(),
             stats: ServerSessionStats::default(),
+            cold: ColdCursor::default(),
         }
     }
 
@@ -723,7 +789,7 @@ impl ServerSession {
             State::Replaying { .. } => ServerPhase::Replaying,
             State::Live { .. } => ServerPhase::Live,
             State::Retransmitting => ServerPhase::Retransmitting,
-            State::Closing => ServerPhase::Closing,
+            State::Closing(_) => ServerPhase::Closing,
             State::Rejected { .. } => ServerPhase::Rejected,
             State::Closed(_) => ServerPhase::Closed,
         }
@@ -807,7 +873,11 @@ impl ServerSession {
     }
 
     fn login(&mut self, wanted: u64, time: Time, retention: &Retention) {
-        let (oldest, next_live) = (retention.oldest(), retention.next());
+        // The oldest held: in the retention, or in the cold source behind it.
+        let (oldest, next_live) = (
+            retention.oldest_held(self.config.session_id),
+            retention.next(),
+        );
         // Section 4.2: the requested sequence if retained, the oldest if
         // older, the next live one for 0 or anything beyond.
         let start = if wanted == 0 || wanted >= next_live {
@@ -851,11 +921,29 @@ impl ServerSession {
             let last = (wanted.saturating_add(count - 1))
                 .min(wanted.saturating_add(cap - 1))
                 .min(retention.next().saturating_sub(1));
-            let first = wanted.max(retention.oldest());
+            let first = wanted.max(retention.oldest_held(own));
             let stop = last.saturating_add(1);
             let mut segments = VecDeque::new();
             let mut next = first;
             let mut bytes = 0usize;
+            if next < stop && next < retention.oldest() {
+                // Older than the retention: from the cold source, up to
+                // the retention's oldest frame (the seam), at most the cap.
+                match read_cold(retention, own, next, stop.min(retention.oldest())) {
+                    Ok((pieces, end)) => {
+                        for (piece, frames) in pieces {
+                            bytes = bytes.saturating_add(piece.bytes().len());
+                            segments.push_back((piece, frames));
+                        }
+                        next = end.max(retention.oldest()).min(stop);
+                    }
+                    Err(at) => {
+                        self.events.push_back(ServerEvent::ReplayFailed { at });
+                        self.close(CloseReason::ReplayFailed);
+                        return;
+                    }
+                }
+            }
             while next < stop {
                 let Some(segment) = retention.segment_from(next, usize::MAX) else {
                     break;
@@ -866,7 +954,8 @@ impl ServerSession {
                 }
                 next = segment.end();
                 bytes = bytes.saturating_add(segment.bytes().len());
-                segments.push_back(segment);
+                let frames = segment.frames();
+                segments.push_back((Piece::Data(segment), frames));
             }
             if self.out.bytes.saturating_add(bytes) > self.config.queue_limit {
                 // Replies it does not read: a slow client, with nothing to skip.
@@ -878,10 +967,10 @@ impl ServerSession {
         let accepted = Payload::LoginAccepted { session_id: own };
         self.queue_control(&accepted, first, time);
         let mut frames = 0;
-        for segment in segments {
-            frames += segment.frames();
-            self.stats.frames_queued += segment.frames();
-            self.queue(Piece::Data(segment), time.monotonic);
+        for (piece, n) in segments {
+            frames += n;
+            self.stats.frames_queued += n;
+            self.queue(piece, time.monotonic);
         }
         self.queue_control(&Payload::Heartbeat, end, time);
         self.events.push_back(ServerEvent::Retransmitted {
@@ -967,28 +1056,74 @@ impl ServerSession {
     /// gap and no repeat. Write what the socket takes of
     /// [`Transmit::slices`], then call [`transmitted`](Self::transmitted).
     pub fn poll_transmit(&mut self, time: Time, retention: &Retention) -> Option<Transmit<'_>> {
-        if let State::Replaying { next } = self.state {
-            if self.out.bytes < REPLAY_LOW_WATER {
-                self.refill(next, time, retention);
-            }
-        }
+        self.refill_replay(time, retention);
         if self.out.bytes == 0 || matches!(self.state, State::Closed(_)) {
             return None;
         }
         Some(Transmit { queue: &self.out })
     }
 
+    /// A replaying client's queue refilled if it runs low (what
+    /// [`poll_transmit`](Self::poll_transmit) does first); `true` if that
+    /// closed the session (its cold source failed: see
+    /// [`poll_close`](Self::poll_close)).
+    pub(crate) fn refill_replay(&mut self, time: Time, retention: &Retention) -> bool {
+        if let State::Replaying { next } = self.state {
+            if self.out.bytes < REPLAY_LOW_WATER {
+                self.refill(next, time, retention);
+                return matches!(
+                    self.state,
+                    State::Closed(_) | State::Closing(CloseReason::ReplayFailed)
+                );
+            }
+        }
+        false
+    }
+
     fn refill(&mut self, mut next: u64, time: Time, retention: &Retention) {
+        // At most half the queue limit: a replay that reaches the live edge
+        // with its queue full would be marked slow (QueueFull) by the next
+        // published batch though its client reads at full speed.
+        let chunk = REPLAY_CHUNK.min(self.config.queue_limit / 2).max(1);
+        let own = self.config.session_id;
+        if next < retention.oldest() && retention.oldest_held(own) < retention.oldest() {
+            // Older than the retention, held by the cold source: read
+            // there, up to the retention's oldest frame as it is now (the
+            // seam), then on from the retention below.
+            while self.out.bytes < chunk && next < retention.oldest() {
+                match self.read_cold_chunk(next, chunk - self.out.bytes, retention) {
+                    Ok(Some((bytes, chunk))) => {
+                        if chunk.first > next {
+                            // The source dropped these (its own retention)
+                            // before the replay reached them: a gap.
+                            self.stats.replay_trimmed += chunk.first - next;
+                        }
+                        next = chunk.end;
+                        self.stats.frames_queued += chunk.frames;
+                        self.queue(Piece::Cold(Arc::new(bytes)), time.monotonic);
+                    }
+                    Ok(None) => next = next.max(retention.oldest()),
+                    Err(at) => {
+                        // What was read before it goes out, then the close.
+                        self.events.push_back(ServerEvent::ReplayFailed { at });
+                        self.cold.0 = None;
+                        self.state = State::Closing(CloseReason::ReplayFailed);
+                        return;
+                    }
+                }
+            }
+            if next < retention.oldest() {
+                self.state = State::Replaying { next };
+                return;
+            }
+            self.cold.0 = None; // at the seam: the retention has the rest
+        }
         if next < retention.oldest() {
             // The retention dropped these before the replay reached them:
             // the client sees them as a gap.
             self.stats.replay_trimmed += retention.oldest() - next;
             next = retention.oldest();
         }
-        // At most half the queue limit: a replay that reaches the live edge
-        // with its queue full would be marked slow (QueueFull) by the next
-        // published batch though its client reads at full speed.
-        let chunk = REPLAY_CHUNK.min(self.config.queue_limit / 2).max(1);
         while self.out.bytes < chunk {
             let room = chunk - self.out.bytes;
             let Some(segment) = retention.segment_from(next, room) else {
@@ -1006,6 +1141,33 @@ impl ServerSession {
         } else {
             State::Replaying { next }
         };
+    }
+
+    /// The next cold frames from `next`, before the retention's oldest, of
+    /// at most `room` bytes (at least one frame); `None` at the seam;
+    /// `Err(at)` when the source failed (the reader is dropped).
+    fn read_cold_chunk(
+        &mut self,
+        next: u64,
+        room: usize,
+        retention: &Retention,
+    ) -> Result<Option<(Vec<u8>, ColdChunk)>, u64> {
+        let reader = match &mut self.cold.0 {
+            Some(reader) => reader,
+            slot @ None => {
+                let cold = retention.cold().ok_or(next)?;
+                slot.insert(cold.open(self.config.session_id, next).map_err(|_| next)?)
+            }
+        };
+        let mut bytes = Vec::new();
+        match reader.read(retention.oldest(), room, &mut bytes) {
+            Ok(Some(chunk)) => Ok(Some((bytes, chunk))),
+            Ok(None) => Ok(None),
+            Err(_) => {
+                self.cold.0 = None;
+                Err(next)
+            }
+        }
     }
 
     /// The driver wrote the first `n` bytes of the last
@@ -1057,7 +1219,9 @@ impl ServerSession {
                 }
                 Some(next)
             }
-            State::Closing | State::Closed(_) => None,
+            // A failed replay's last frames: bounded by the no-progress rule.
+            State::Closing(CloseReason::ReplayFailed) => self.progress_deadline(),
+            State::Closing(_) | State::Closed(_) => None,
         }
     }
 
@@ -1089,7 +1253,10 @@ impl ServerSession {
         self.kernel_backlog = kernel_backlog;
         let logged_in = matches!(
             self.state,
-            State::Replaying { .. } | State::Live { .. } | State::Retransmitting
+            State::Replaying { .. }
+                | State::Live { .. }
+                | State::Retransmitting
+                | State::Closing(CloseReason::ReplayFailed)
         );
         if logged_in && self.no_progress(now) {
             self.close(CloseReason::NoProgress);
@@ -1239,17 +1406,36 @@ impl ServerSession {
         match self.state {
             State::Replaying { .. } | State::Live { .. } | State::Retransmitting => {
                 self.queue_control(&Payload::EndOfSession, retention.next(), time);
-                self.state = State::Closing;
+                self.state = State::Closing(CloseReason::Shutdown);
             }
             State::AwaitingLogin { .. } => self.close(CloseReason::Shutdown),
             // Its drain is bounded (1 s) and sends nothing more.
-            State::Rejected { .. } | State::Closing | State::Closed(_) => {}
+            State::Rejected { .. } | State::Closing(_) | State::Closed(_) => {}
+        }
+    }
+
+    /// A graceful stop that does not end the session (a server with a
+    /// journal continues it at its next start, and datagram receivers never
+    /// return to a session they were told ended, section 8): a logged-in
+    /// client's queued bytes are written, then the session closes with
+    /// [`CloseReason::Shutdown`], without EndOfSession; the client
+    /// reconnects and resumes where it was. A client that never logged in
+    /// is closed at once.
+    pub fn stop_keeping_session(&mut self) {
+        match self.state {
+            State::Replaying { .. } | State::Live { .. } | State::Retransmitting => {
+                self.cold.0 = None;
+                self.state = State::Closing(CloseReason::Shutdown);
+            }
+            State::AwaitingLogin { .. } => self.close(CloseReason::Shutdown),
+            State::Rejected { .. } | State::Closing(_) | State::Closed(_) => {}
         }
     }
 
     fn close(&mut self, reason: CloseReason) {
         self.state = State::Closed(reason);
         self.out.clear();
+        self.cold.0 = None;
     }
 
     /// Refuses the connection (protocol section 11): one Rejected with
@@ -1331,7 +1517,7 @@ impl ServerSession {
     pub fn poll_close(&self) -> Option<CloseReason> {
         match self.state {
             State::Closed(reason) => Some(reason),
-            State::Closing if self.out.bytes == 0 => Some(CloseReason::Shutdown),
+            State::Closing(reason) if self.out.bytes == 0 => Some(reason),
             // Written, and the client closed or sent all it may.
             State::Rejected {
                 discarded,

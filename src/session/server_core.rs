@@ -887,6 +887,21 @@ impl ServerCore {
         self.retention.next()
     }
 
+    /// Continues a session at sequence `next` (its frames before `next`
+    /// were published by an earlier run: a server restarted on its
+    /// journal, issue 24): the retention is emptied and its next live
+    /// sequence is `next`. Call before any connection logs in.
+    pub fn continue_at(&mut self, next: u64) {
+        self.retention.reset(next);
+    }
+
+    /// Frames older than the retention's are read from `cold` (the
+    /// journal; see [`cold`](super::cold)), for replays and retransmission
+    /// replies; `None`: what the retention dropped is gone (the default).
+    pub fn set_cold(&mut self, cold: Option<Arc<dyn super::cold::ColdSource>>) {
+        self.retention.set_cold(cold);
+    }
+
     /// A relay's upstream said that sequences before `next` that were not
     /// published never will be (a hole): Heartbeats carry it from now on.
     pub fn advance(&mut self, next: u64) {
@@ -941,6 +956,57 @@ impl ServerCore {
         self.end_sessions(time);
     }
 
+    /// Graceful shutdown that does **not** end the session: a server whose
+    /// journal continues the session at its next start (issue 24). Each
+    /// logged-in client is written what is queued for it and closed
+    /// ([`CloseReason::Shutdown`]) without EndOfSession, so it reconnects
+    /// and resumes with no gap; otherwise as [`shutdown`](Self::shutdown).
+    ///
+    /// ```
+    /// use core::time::Duration;
+    /// use tickwire::parse::{Event, SliceParser};
+    /// use tickwire::session::{CloseReason, CoreConfig, ServerCore, Time};
+    /// use tickwire::{Message, Payload};
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let mut core = ServerCore::new(CoreConfig::new(1), t);
+    /// let c = core.accept("127.0.0.1:40000".parse()?, t);
+    /// let mut login = [0u8; 24];
+    /// tickwire::encode(&Payload::Login, 0, 0, &mut login)?;
+    /// core.handle_input(c, &login, t);
+    /// core.shutdown_keeping_session(t);
+    /// let mut wire = Vec::new();
+    /// while let Some(tx) = core.poll_transmit(c, t) {
+    ///     let n = tx.len();
+    ///     tx.slices().for_each(|s| wire.extend_from_slice(s));
+    ///     core.transmitted(c, n, t);
+    /// }
+    /// // LoginAccepted (32 bytes) only: no EndOfSession.
+    /// assert_eq!(wire.len(), 32);
+    /// assert!(!SliceParser::new(&wire).any(|e| matches!(e, Event::Frame(Message::EndOfSession(_)))));
+    /// assert_eq!(core.close_reason(c), Some(CloseReason::Shutdown));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shutdown_keeping_session(&mut self, time: Time) {
+        self.shutting_down = true;
+        if self.drain_deadline.is_none() {
+            self.drain_deadline = Some(time.monotonic.saturating_add(SHUTDOWN_DRAIN));
+        }
+        for index in 0..self.conns.len() {
+            let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.closed.is_some() {
+                continue;
+            }
+            conn.session.stop_keeping_session();
+            let id = ConnId {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                generation: conn.generation,
+            };
+            self.settle(id);
+        }
+    }
+
     fn end_sessions(&mut self, time: Time) {
         for index in 0..self.conns.len() {
             let Some(conn) = self.conns.get_mut(index).and_then(Option::as_mut) else {
@@ -969,6 +1035,13 @@ impl ServerCore {
     /// (or is closed). Write what the socket takes of
     /// [`Transmit::slices`], then call [`transmitted`](Self::transmitted).
     pub fn poll_transmit(&mut self, id: ConnId, time: Time) -> Option<Transmit<'_>> {
+        let retention = &self.retention;
+        let conn = open_conn(&mut self.conns, id)?;
+        if conn.session.refill_replay(time, retention) {
+            // Its replay failed (the journal): the frames read before go
+            // out, then it closes (at once if there are none).
+            self.settle(id);
+        }
         let retention = &self.retention;
         let conn = open_conn(&mut self.conns, id)?;
         conn.session.poll_transmit(time, retention)

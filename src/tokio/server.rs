@@ -7,6 +7,7 @@ use std::string::ToString;
 use std::vec;
 use std::vec::Vec;
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -20,8 +21,8 @@ use ::tokio::time::Instant;
 
 use crate::encode::Sequencer;
 use crate::net::{
-    close_reason, sys, unix_nanos, Counters, DatagramOutput, Messages, PublishError, ServerConfig,
-    ServerStats,
+    close_reason, open_journal, sys, unix_nanos, Counters, DatagramOutput, Messages, PublishError,
+    ServerConfig, ServerStats, Wal,
 };
 use crate::session::{Batch, CloseReason, ConnId, ServerCore, Time, SHUTDOWN_DRAIN, WRITE_BUDGET};
 use crate::wire::MAX_DATA_FRAME_LEN;
@@ -43,6 +44,10 @@ struct State {
     wakers: Vec<Option<Arc<Notify>>>,
     /// The deadline the timer task sleeps until (`None`: none).
     timer_planned: Option<Duration>,
+    /// With a journal in `fsync always` mode: batches appended and not yet
+    /// durable, in order; whichever publisher's wait ends first hands the
+    /// core every batch the journal's sync covered.
+    held: VecDeque<Arc<Batch>>,
 }
 
 #[derive(Debug)]
@@ -61,6 +66,8 @@ struct Shared {
     datagrams: Option<Mutex<DatagramOutput>>,
     /// The settings (socket options of accepted connections, logs).
     config: ServerConfig,
+    /// The journal every batch is appended to first (`ServerConfig::journal`).
+    wal: Option<Arc<Wal>>,
 }
 
 impl Shared {
@@ -112,6 +119,29 @@ impl Shared {
         let core = self.state().core.stats();
         self.counters.snapshot_with(&core)
     }
+
+    /// `fsync always`: the held batches the journal's last sync covers go
+    /// to the core, in order; their datagrams, taken under the state's
+    /// lock (sequence order), are for the caller to send after it.
+    fn release_durable(
+        &self,
+        wal: &Wal,
+    ) -> Option<(MutexGuard<'_, DatagramOutput>, Vec<Arc<Batch>>)> {
+        let durable = wal.durable_end();
+        let mut state = self.state();
+        let mut released = Vec::new();
+        while state.held.front().is_some_and(|b| b.end() <= durable) {
+            if let Some(batch) = state.held.pop_front() {
+                state.core.publish(Arc::clone(&batch), self.time());
+                released.push(batch);
+            }
+        }
+        if released.is_empty() {
+            return None;
+        }
+        self.dispatch(&mut state);
+        self.datagrams().map(|d| (d, released))
+    }
 }
 
 /// Publishes data frames into a running tokio [`Server`] from any task or
@@ -144,10 +174,16 @@ pub struct Publisher {
 
 impl Publisher {
     /// Numbers, encodes and publishes `(timestamp, payload)` pairs; only
-    /// data payloads are sent, numbered 1, 2, 3… across all publishers.
+    /// data payloads are sent, numbered 1, 2, 3… across all publishers
+    /// (after a restart on a journal, from where the session stopped).
+    /// With a journal ([`ServerConfig::journal`]) the batch is appended to
+    /// it first; with `fsync always` this returns once the batch is
+    /// durable, and only then do the connections and datagram lines get it.
     ///
     /// # Errors
-    /// [`PublishError::Closed`] once the server is shutting down.
+    /// [`PublishError::Closed`] once the server is shutting down;
+    /// [`PublishError::Journal`] when the journal refused the batch (a full
+    /// disk: nothing was numbered or sent, the server goes on).
     pub fn publish(&self, mut batch: Messages) -> Result<(), PublishError> {
         if *self.shared.stop.borrow() {
             return Err(PublishError::Closed);
@@ -157,25 +193,55 @@ impl Publisher {
             return Ok(());
         }
         let mut bytes = vec![0u8; batch.len() * MAX_DATA_FRAME_LEN];
-        let datagrams = {
+        let (datagrams, ticket) = {
             let mut state = self.shared.state();
             if state.core.is_shutting_down() {
                 return Err(PublishError::Closed);
             }
+            let before = state.sequencer;
             let first = state.sequencer.next_sequence();
             let done = state.sequencer.encode_batch(&batch, &mut bytes);
             bytes.truncate(done.bytes);
             let encoded = Arc::new(Batch::encoded(first, done.frames as u64, bytes));
-            state.core.publish(Arc::clone(&encoded), self.shared.time());
-            self.shared.dispatch(&mut state);
-            // Taken before the state is let go: batches reach the lines in
-            // sequence order; sent after, so that the connection tasks do
-            // not wait for the system calls.
-            self.shared.datagrams().map(|d| (d, encoded))
+            // Write-ahead: in the journal before anything else sees it.
+            let ticket = match &self.shared.wal {
+                Some(wal) => match wal.append(&encoded) {
+                    Ok(ticket) => wal.always().then_some((wal, ticket)),
+                    Err(e) => {
+                        state.sequencer = before; // nothing published: the numbers go back
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
+            if ticket.is_some() {
+                // `fsync always`: to the core once durable (below).
+                state.held.push_back(encoded);
+                (None, ticket)
+            } else {
+                state.core.publish(Arc::clone(&encoded), self.shared.time());
+                self.shared.dispatch(&mut state);
+                // Taken before the state is let go: batches reach the lines in
+                // sequence order; sent after, so that the connection tasks do
+                // not wait for the system calls.
+                (self.shared.datagrams().map(|d| (d, vec![encoded])), None)
+            }
         };
-        if let Some((mut output, batch)) = datagrams {
+        let datagrams = match ticket {
+            // Group commit, no lock held; then every batch the sync covered.
+            Some((wal, ticket)) => {
+                let durable = wal.wait(ticket);
+                let released = self.shared.release_durable(wal);
+                durable?;
+                released
+            }
+            None => datagrams,
+        };
+        if let Some((mut output, batches)) = datagrams {
             let time = output.now();
-            output.publish(&batch, time);
+            for batch in &batches {
+                output.publish(batch, time);
+            }
         }
         Ok(())
     }
@@ -240,6 +306,9 @@ impl RelayFeed {
     /// # Errors
     /// [`PublishError::Closed`] once the server is shutting down.
     pub fn publish(&self, batch: Batch) -> Result<(), PublishError> {
+        if let Some(wal) = &self.shared.wal {
+            return self.publish_journaled(batch, wal);
+        }
         let batch = Arc::new(batch);
         {
             let mut state = self.shared.state();
@@ -256,6 +325,43 @@ impl RelayFeed {
             self.shared.dispatch(&mut state);
         }
         Ok(())
+    }
+
+    /// [`publish`](Self::publish) with a journal: appended first (what it
+    /// holds already, from before a restart, is left out), then as a
+    /// publisher's batch (with `fsync always`, once durable).
+    fn publish_journaled(&self, batch: Batch, wal: &Arc<Wal>) -> Result<(), PublishError> {
+        let ticket = {
+            let mut state = self.shared.state();
+            if state.core.is_shutting_down() {
+                return Err(PublishError::Closed);
+            }
+            let Some(batch) = crate::net::not_journaled(batch, wal.next_sequence()) else {
+                return Ok(());
+            };
+            let batch = Arc::new(batch);
+            let ticket = wal.append(&batch)?;
+            if wal.always() {
+                state.held.push_back(batch);
+                ticket
+            } else {
+                if let Some(mut output) = self.shared.datagrams() {
+                    let time = output.now();
+                    output.publish(&batch, time);
+                }
+                state.core.publish(batch, self.shared.time());
+                self.shared.dispatch(&mut state);
+                return Ok(());
+            }
+        };
+        let durable = wal.wait(ticket);
+        if let Some((mut output, batches)) = self.shared.release_durable(wal) {
+            let time = output.now();
+            for batch in &batches {
+                output.publish(batch, time);
+            }
+        }
+        durable
     }
 
     /// The next data sequence is `next` (if higher than now): the frames
@@ -286,6 +392,9 @@ impl RelayFeed {
         let mut state = self.shared.state();
         if state.core.is_shutting_down() {
             return Err(PublishError::Closed);
+        }
+        if let Some(wal) = &self.shared.wal {
+            wal.start_session(session_id, next)?;
         }
         let time = self.shared.time();
         if let Some(mut output) = self.shared.datagrams() {
@@ -450,8 +559,16 @@ impl Server {
         socket.bind(config.listen)?;
         let listener = socket.listen(config.listen_backlog)?;
         let local_addr = listener.local_addr()?;
-        // A random session id if the config says 0 (see ServerConfig::core).
-        let core = config.core_for_run();
+        // A random session id if the config says 0 (see ServerConfig::core),
+        // or the journal's, whose session goes on.
+        let mut core = config.core_for_run();
+        let (wal, next) = match open_journal(&config, config.core.session.session_id)? {
+            Some(opened) => {
+                core.session.session_id = opened.session_id;
+                (Some(opened.wal), opened.next)
+            }
+            None => (None, 1),
+        };
         let session_id = core.session.session_id;
         let epoch = Instant::now();
         let counters = Arc::new(Counters::default());
@@ -466,6 +583,10 @@ impl Server {
                     epoch.into_std(),
                     &counters,
                 )
+                .map(|mut output| {
+                    output.advance(next); // a session continued from its journal
+                    output
+                })
             })
             .transpose()?;
         if let Some(output) = &datagrams {
@@ -478,12 +599,17 @@ impl Server {
         let time = Time::new(Duration::ZERO, unix_nanos());
         let mut core = ServerCore::new(core, time);
         core.set_verifier(config.auth.clone());
+        if next > 1 {
+            core.continue_at(next);
+        }
+        core.set_cold(wal.as_ref().map(|w| w.cold()));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
-                sequencer: Sequencer::new(),
+                sequencer: Sequencer::starting_at(next),
                 wakers: Vec::new(),
                 timer_planned: None,
+                held: VecDeque::new(),
             }),
             timer: Notify::new(),
             stop: watch::Sender::new(false),
@@ -491,6 +617,7 @@ impl Server {
             counters,
             datagrams,
             config,
+            wal,
         });
         Ok(Server {
             listener,
@@ -561,6 +688,14 @@ impl ServerHandle {
         }
     }
 
+    /// The sequence the next published frame gets: 1 for a new session;
+    /// after a restart on a journal whose session goes on
+    /// ([`ServerConfig::journal`]), the one after the last frame it holds.
+    #[must_use]
+    pub fn next_sequence(&self) -> u64 {
+        self.shared.state().sequencer.next_sequence()
+    }
+
     /// The counters so far.
     #[must_use]
     pub fn stats(&self) -> ServerStats {
@@ -589,19 +724,31 @@ impl ServerHandle {
     }
 
     /// Tells every task to stop (once): EndOfSession queued to every
-    /// logged-in client, the datagram feed's EndOfSession sent.
+    /// logged-in client, the datagram feed's EndOfSession sent. With a
+    /// journal, the session goes on at the next start: the clients are
+    /// closed without EndOfSession (unless its settings say to end it),
+    /// and the journal is closed cleanly.
     fn stop(&self) {
         if self.shared.stop.send_replace(true) {
             return; // stopped already
         }
+        let end = self.shared.wal.as_ref().is_none_or(|w| w.ends_session());
         {
             let mut state = self.shared.state();
-            state.core.shutdown(self.shared.time());
+            if end {
+                state.core.shutdown(self.shared.time());
+            } else {
+                state.core.shutdown_keeping_session(self.shared.time());
+            }
             self.shared.dispatch(&mut state);
         }
-        if let Some(mut output) = self.shared.datagrams() {
+        if let Some(mut output) = self.shared.datagrams().filter(|_| end) {
             let time = output.now();
             output.end_of_session(time);
+        }
+        if let Some(wal) = &self.shared.wal {
+            // Publishing has stopped (the core is shutting down).
+            wal.close();
         }
     }
 }

@@ -51,9 +51,96 @@ pub(crate) fn address(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("'{s}' resolves to no address"))
 }
 
+/// A size in bytes: a number with an optional K, M, G or T suffix
+/// (powers of 1,024; `KiB`, `MB`… read the same), at least 1.
+pub(crate) fn bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("'{s}' is not a size (expected BYTES, or a number with K, M, G or T)")
+    })?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("'{s}': unknown unit (expected K, M, G or T)")),
+    };
+    let value = number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))?;
+    if value == 0 {
+        return Err(format!("'{s}': the size must be at least 1 byte"));
+    }
+    Ok(value)
+}
+
+/// What `--journal-retain` keeps: a total size, or an age.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retain {
+    /// Whole oldest segments go beyond this many bytes.
+    Size(u64),
+    /// Segments last written longer ago than this go.
+    Age(Duration),
+}
+
+/// `--journal-retain`: an age (a number with s, m, h or d: `24h`) or a
+/// size (see [`bytes`]: `50G`).
+pub(crate) fn retain(s: &str) -> Result<Retain, String> {
+    let t = s.trim();
+    let unit = match t.chars().last() {
+        Some('s') => Some(1),
+        Some('m') => Some(60),
+        Some('h') => Some(3600),
+        Some('d') => Some(86_400),
+        _ => None,
+    };
+    if let Some(unit) = unit {
+        let number: u64 = t
+            .get(..t.len() - 1)
+            .unwrap_or_default()
+            .parse()
+            .map_err(|_| format!("'{s}' is not an age (expected a number with s, m, h or d)"))?;
+        let secs = number
+            .checked_mul(unit)
+            .filter(|&secs| secs > 0 && secs as f64 <= MAX_SECONDS)
+            .ok_or_else(|| {
+                format!("'{s}' is out of range (greater than 0, at most {MAX_SECONDS:e} s)")
+            })?;
+        return Ok(Retain::Age(Duration::from_secs(secs)));
+    }
+    bytes(s)
+        .map(Retain::Size)
+        .map_err(|e| format!("{e}; or an age: a number with s, m, h or d"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_ages() {
+        assert_eq!(bytes("4096"), Ok(4096));
+        assert_eq!(bytes("64K"), Ok(64 << 10));
+        assert_eq!(bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(bytes("2mb"), Ok(2 << 20));
+        for bad in ["", "0", "x", "1X", "-1", "99999999999T"] {
+            assert!(bytes(bad).is_err(), "{bad} accepted");
+        }
+        assert_eq!(retain("24h"), Ok(Retain::Age(Duration::from_secs(86_400))));
+        assert_eq!(retain("90m"), Ok(Retain::Age(Duration::from_secs(5400))));
+        assert_eq!(retain("50G"), Ok(Retain::Size(50 << 30)));
+        for bad in ["0s", "h", "1.5h", "0", "-3d"] {
+            assert!(retain(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn seconds_rejects_what_would_panic_or_mean_nothing() {

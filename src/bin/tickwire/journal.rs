@@ -1,11 +1,71 @@
 //! `tickwire journal DIR`: a journal's sessions, segments and sizes, every
-//! checksum checked; exit status 1 on damage.
+//! checksum checked; exit status 1 on damage. And the journal options of
+//! `serve` and `relay` ([`JournalArgs`]).
 #![forbid(unsafe_code)]
 
 use std::io::{self, BufWriter, ErrorKind, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use tickwire::journal::{check, CheckReport};
+use tickwire::journal::{check, CheckReport, FsyncMode, JournalConfig};
+use tickwire::net::JournalSettings;
+
+use crate::args::{self, Retain};
+
+/// The journal of `serve` and `relay` (issue 24).
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct JournalArgs {
+    /// Journal every published batch in this directory (created if
+    /// missing) before any client or datagram line sees it: a restart
+    /// continues the session where it stopped, and logins older than
+    /// --retain are served from disk.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) journal: Option<PathBuf>,
+    /// Roll the journal's segments at this size (bytes, or with K, M, G,
+    /// T: powers of 1,024; default 1G).
+    #[arg(long, value_name = "BYTES", requires = "journal", value_parser = args::bytes)]
+    pub(crate) journal_segment: Option<u64>,
+    /// Delete whole oldest segments while the journal holds more than this
+    /// size (50G) or, for an age (24h, 90m, 3600s, 7d), segments last
+    /// written longer ago; give it twice for both (default: keep all).
+    #[arg(long, value_name = "SIZE|AGE", requires = "journal", value_parser = args::retain)]
+    pub(crate) journal_retain: Vec<Retain>,
+    /// When the journal syncs to disk: `always` (a batch reaches clients,
+    /// and publish returns, once on disk: group commit), `interval:MS` (at
+    /// least every MS ms; the default, interval:1000) or `never` (the
+    /// kernel's writeback). A killed process loses nothing in any mode.
+    #[arg(long, value_name = "MODE", requires = "journal", value_parser = clap::value_parser!(FsyncMode))]
+    pub(crate) fsync: Option<FsyncMode>,
+    /// A graceful stop (Ctrl-C, SIGTERM, --duration) ends the session:
+    /// EndOfSession to every client and datagram line. Without it, a server
+    /// with a journal stops without EndOfSession and its next start
+    /// continues the session.
+    #[arg(long, requires = "journal")]
+    pub(crate) end_session: bool,
+}
+
+impl JournalArgs {
+    /// The server's journal, if --journal was given.
+    pub(crate) fn settings(&self) -> Option<JournalSettings> {
+        let dir = self.journal.clone()?;
+        let mut config = JournalConfig::default();
+        if let Some(bytes) = self.journal_segment {
+            config.segment_bytes = bytes;
+        }
+        if let Some(fsync) = self.fsync {
+            config.fsync = fsync;
+        }
+        for retain in &self.journal_retain {
+            match *retain {
+                Retain::Size(bytes) => config.retain_bytes = Some(bytes),
+                Retain::Age(age) => config.retain_age = Some(age),
+            }
+        }
+        let mut settings = JournalSettings::new(dir);
+        settings.config = config;
+        settings.end_session_on_stop = self.end_session;
+        Some(settings)
+    }
+}
 
 use crate::drive::session_label;
 use crate::pretty::rfc3339;

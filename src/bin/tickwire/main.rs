@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser as ClapParser, Subcommand};
 use tickwire::json::JsonEvent;
-use tickwire::net::{unix_nanos, LoopOptions, Server, ServerConfig, ServerStats};
+use tickwire::net::{unix_nanos, LoopOptions, PublishError, Server, ServerConfig, ServerStats};
 use tickwire::parse::{Event, Parser};
 use tickwire::session::{CloseReason, SlowPolicy};
 use tickwire::synth::{Damage, Damager, Feed};
@@ -41,7 +41,8 @@ use tickwire::synth::{Damage, Damager, Feed};
     version,
     about = "Streaming market data over the tickwire protocol",
     after_help = "SIGINT (Ctrl-C) and SIGTERM stop serve, subscribe and record gracefully: \
-                  serve sends EndOfSession, each prints its summary and exits 0."
+                  serve sends EndOfSession (with --journal, only with --end-session: the \
+                  next start continues the session), each prints its summary and exits 0."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -189,6 +190,8 @@ enum Command {
         datagrams: dgram::FeedArgs,
         #[command(flatten)]
         security: security::ServerArgs,
+        #[command(flatten)]
+        journal: journal::JournalArgs,
     },
     /// Subscribe to a server: JSON lines of every frame and event, or a status line per second.
     ///
@@ -267,6 +270,8 @@ enum Command {
         security: security::ServerArgs,
         #[command(flatten)]
         upstream_security: security::ClientArgs,
+        #[command(flatten)]
+        journal: journal::JournalArgs,
     },
     /// Run an in-process server and clients for a while and show what happens.
     Demo {
@@ -461,11 +466,13 @@ fn main() -> ExitCode {
             retransmit_cap,
             datagrams,
             security,
+            journal,
         } => security::load(Some(&security), None).and_then(|()| {
             let mut config = ServerConfig {
                 listen,
                 listen_backlog,
                 datagrams: datagrams.output(),
+                journal: journal.settings(),
                 mio: LoopOptions {
                     threads: usize::from(threads),
                     busy_poll: busy_poll.then_some(Duration::from_millis(1)),
@@ -536,6 +543,7 @@ fn main() -> ExitCode {
             datagrams,
             security,
             upstream_security,
+            journal,
         } => security::load(Some(&security), Some(&upstream_security)).and_then(|()| {
             let upstream = upstream_multicast.or(upstream_udp).map(|line_a| {
                 let mut feed = tickwire::net::DatagramClientConfig::new(line_a);
@@ -552,7 +560,7 @@ fn main() -> ExitCode {
                 retain,
                 start_timeout,
                 duration,
-                &datagrams,
+                (&datagrams, &journal),
             )
         }),
         Command::Demo {
@@ -780,14 +788,20 @@ fn serve(
             Some(b) => format!(", datagrams to {} and {b}", d.line_a),
             None => format!(", datagrams to {}", d.line_a),
         });
+    let journaled = config.journal.is_some();
     let server = Server::bind(config)
         .and_then(Server::spawn)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
+        .map_err(|e| start_error(e, listen))?;
     println!("listening {}", server.local_addr());
     logging::info!(
-        "session {}, publishing {rate} msg/s over {instruments} instruments{}; \
+        "session {}{}, publishing {rate} msg/s over {instruments} instruments{}; \
          Ctrl-C or SIGTERM stops",
         drive::session_label(server.session_id()),
+        if journaled {
+            format!(" from sequence {}", server.next_sequence())
+        } else {
+            String::new()
+        },
         datagrams
     );
     let publisher = server.publisher();
@@ -795,6 +809,8 @@ fn serve(
     let started = Instant::now();
     let end = deadline(duration);
     let mut published = 0u64;
+    let mut refused = 0u64;
+    let mut last_refusal: Option<Instant> = None;
     let mut last = ServerStats::default();
     let mut next_status = started + Duration::from_secs(1);
     while !stop.load(Ordering::SeqCst) && end.is_none_or(|end| Instant::now() < end) {
@@ -811,10 +827,20 @@ fn serve(
                     batch.push((now, payload));
                 }
             }
-            if publisher.publish(batch).is_err() {
-                break;
+            match publisher.publish(batch) {
+                Ok(()) => published += n,
+                // The journal cannot take it (a full disk): not published,
+                // the server goes on; the feed skips these messages.
+                Err(PublishError::Journal(why)) => {
+                    refused += n;
+                    published += n;
+                    if last_refusal.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        logging::warning!("{why} ({refused} messages not published so far)");
+                        last_refusal = Some(Instant::now());
+                    }
+                }
+                Err(_) => break,
             }
-            published += n;
         }
         if Instant::now() >= next_status {
             let stats = server.stats();
@@ -826,12 +852,17 @@ fn serve(
     }
     let stats = server.shutdown()?;
     logging::info!(
-        "stopped after {:.1} s{}: {} frames published, {} sent, {} bytes; {} slow marks; \
+        "stopped after {:.1} s{}: {} frames published{}, {} sent, {} bytes; {} slow marks; \
          closed: {} slow, {} login timeout, {} bad data, {} unexpected frame, {} unauthenticated limit, \
          {} no progress, {} shutdown; {} datagrams sent, {} dropped; {} batches written by the publisher",
         started.elapsed().as_secs_f64(),
         if stop.load(Ordering::SeqCst) { " (signal)" } else { "" },
         stats.frames_published,
+        if refused > 0 {
+            format!(" ({refused} refused by the journal)")
+        } else {
+            String::new()
+        },
         stats.frames_sent,
         stats.bytes_sent,
         stats.slow_marks,
@@ -859,6 +890,21 @@ fn status_line(last: &ServerStats, now: &ServerStats) -> String {
         now.slow_marks,
         now.skipped_batches,
     )
+}
+
+/// A server that did not start: its journal's error as it is (it names
+/// the directory or file and what is wrong), anything else as a listen
+/// error.
+pub(crate) fn start_error(e: io::Error, listen: SocketAddr) -> io::Error {
+    let journal = e
+        .get_ref()
+        .is_some_and(|inner| inner.is::<tickwire::journal::JournalError>())
+        || e.to_string().starts_with("journal");
+    if journal {
+        e
+    } else {
+        io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}"))
+    }
 }
 
 /// SIGINT (Ctrl-C), SIGTERM and SIGHUP set the returned flag (ctrlc's

@@ -11,6 +11,7 @@ use tickwire::net::{DatagramClientConfig, Relay, RelayConfig};
 use crate::dgram::FeedArgs;
 use crate::drive::servers;
 use crate::drive::session_label;
+use crate::journal::JournalArgs;
 use crate::logging::info;
 
 pub(crate) fn run(
@@ -20,7 +21,7 @@ pub(crate) fn run(
     retain: u64,
     start_timeout: Duration,
     duration: Option<Duration>,
-    datagrams: &FeedArgs,
+    (datagrams, journal): (&FeedArgs, &JournalArgs),
 ) -> io::Result<()> {
     let stop = crate::interrupted()?;
     let (upstream, mut config) = match datagram_upstream {
@@ -41,6 +42,7 @@ pub(crate) fn run(
     };
     config.server.core.retain = usize::try_from(retain).unwrap_or(usize::MAX);
     config.server.datagrams = datagrams.output();
+    config.server.journal = journal.settings();
     config.server.mio.datagram_sender = datagrams.sender();
     config.start_timeout = start_timeout;
     crate::security::server(&mut config.server);

@@ -1,0 +1,66 @@
+//! Without the `journal` feature: the drivers' journal hooks, never
+//! reached (a [`Wal`] cannot exist), so that their code is the same with
+//! and without the feature.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use super::publish::PublishError;
+use crate::session::cold::ColdSource;
+use crate::session::Batch;
+
+/// No journal: uninhabited.
+#[derive(Debug)]
+pub(crate) enum Wal {}
+
+/// No journal, no ticket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ticket {}
+
+/// Never made without the feature.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) wal: Arc<Wal>,
+    pub(crate) session_id: u64,
+    pub(crate) next: u64,
+}
+
+/// No journal is ever configured without the feature.
+#[allow(clippy::unnecessary_wraps)]
+pub(crate) fn open_for(
+    _config: &super::ServerConfig,
+    _configured: u64,
+) -> std::io::Result<Option<Opened>> {
+    Ok(None)
+}
+
+#[allow(clippy::unused_self, dead_code)]
+impl Wal {
+    pub(crate) fn append(&self, _batch: &Batch) -> Result<Ticket, PublishError> {
+        match *self {}
+    }
+    pub(crate) fn next_sequence(&self) -> Option<u64> {
+        match *self {}
+    }
+    pub(crate) fn start_session(&self, _id: u64, _next: u64) -> Result<(), PublishError> {
+        match *self {}
+    }
+    pub(crate) fn always(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn wait(&self, ticket: Ticket) -> Result<(), PublishError> {
+        match ticket {}
+    }
+    pub(crate) fn durable_end(&self) -> u64 {
+        match *self {}
+    }
+    pub(crate) fn cold(&self) -> Arc<dyn ColdSource> {
+        match *self {}
+    }
+    pub(crate) fn ends_session(&self) -> bool {
+        match *self {}
+    }
+    pub(crate) fn close(&self) {
+        match *self {}
+    }
+}

@@ -1,0 +1,844 @@
+//! The journal in the servers (issue 24), tried as a user would: `serve
+//! --journal` killed with SIGKILL twenty times under a `record --from 1`
+//! client; a login from 1 long after the retention served from disk across
+//! both seams (disk to memory, replay to live) on the mio and the tokio
+//! servers; a full disk while serving (a 1 MiB tmpfs: root, skipped with
+//! the reason otherwise, a failure under `TICKWIRE_REQUIRE_PRIVILEGED=1`);
+//! a graceful stop that keeps the session, then a start that continues it;
+//! a damaged journal stopping a replay with a reason; clear errors at start.
+//!
+//! `cargo test --features cli,tokio --test journal_server`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tickwire::journal::{FsyncMode, JournalConfig};
+use tickwire::net::{JournalSettings, PublishError, Server, ServerConfig};
+use tickwire::parse::{Event, SliceParser};
+use tickwire::session::CloseReason;
+use tickwire::{Message, Payload};
+
+use common::{expected_bytes, messages};
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tickwire-jserver-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A journal in `dir` with small segments (so replays cross several).
+fn settings(dir: &Path, fsync: FsyncMode) -> JournalSettings {
+    let mut s = JournalSettings::new(dir);
+    s.config = JournalConfig {
+        fsync,
+        segment_bytes: 64 << 10,
+        index_every: 4 << 10,
+        ..JournalConfig::default()
+    };
+    s
+}
+
+// ---------------------------------------------------------------------------
+// The two servers behind one face.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    Mio,
+    Tokio,
+}
+
+/// A publisher of either driver.
+type Publish = Box<dyn Fn(Vec<(u64, Payload)>) -> Result<(), PublishError> + Send>;
+
+/// A running server of either driver.
+enum Running {
+    Mio(tickwire::net::ServerHandle),
+    Tokio(
+        Option<tickwire::tokio::ServerHandle>,
+        tokio::runtime::Runtime,
+    ),
+}
+
+impl Running {
+    fn start(driver: Driver, config: ServerConfig) -> std::io::Result<Running> {
+        match driver {
+            Driver::Mio => Ok(Running::Mio(Server::bind(config)?.spawn()?)),
+            Driver::Tokio => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let server = rt.block_on(async {
+                    tickwire::tokio::Server::bind(config)
+                        .await
+                        .map(tickwire::tokio::Server::spawn)
+                })?;
+                Ok(Running::Tokio(Some(server), rt))
+            }
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Running::Mio(s) => s.local_addr(),
+            Running::Tokio(s, _) => s.as_ref().unwrap().local_addr(),
+        }
+    }
+
+    fn session_id(&self) -> u64 {
+        match self {
+            Running::Mio(s) => s.session_id(),
+            Running::Tokio(s, _) => s.as_ref().unwrap().session_id(),
+        }
+    }
+
+    fn next_sequence(&self) -> u64 {
+        match self {
+            Running::Mio(s) => s.next_sequence(),
+            Running::Tokio(s, _) => s.as_ref().unwrap().next_sequence(),
+        }
+    }
+
+    fn publisher(&self) -> Publish {
+        match self {
+            Running::Mio(s) => {
+                let p = s.publisher();
+                Box::new(move |b| p.publish(b))
+            }
+            Running::Tokio(s, _) => {
+                let p = s.as_ref().unwrap().publisher();
+                Box::new(move |b| p.publish(b))
+            }
+        }
+    }
+
+    fn stats(&self) -> tickwire::net::ServerStats {
+        match self {
+            Running::Mio(s) => s.stats(),
+            Running::Tokio(s, _) => s.as_ref().unwrap().stats(),
+        }
+    }
+
+    fn shutdown(self) {
+        match self {
+            Running::Mio(s) => {
+                s.shutdown().unwrap();
+            }
+            Running::Tokio(mut s, rt) => {
+                let s = s.take().unwrap();
+                rt.block_on(s.shutdown());
+            }
+        }
+    }
+}
+
+fn config(dir: &Path, retain: usize, fsync: FsyncMode) -> ServerConfig {
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        journal: Some(settings(dir, fsync)),
+        ..ServerConfig::default()
+    };
+    config.core.retain = retain;
+    config.core.session.heartbeat_interval = Duration::from_millis(200);
+    config
+}
+
+// ---------------------------------------------------------------------------
+// A raw client: Login, then frames until a condition or the deadline.
+
+struct Raw {
+    socket: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    fn login(addr: SocketAddr, from: u64) -> Raw {
+        let mut socket = TcpStream::connect(addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut login = [0u8; 24];
+        tickwire::encode(&Payload::Login, from, 0, &mut login).unwrap();
+        socket.write_all(&login).unwrap();
+        Raw {
+            socket,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads until `done(bytes so far)` or EOF or `limit`; whether the
+    /// peer closed.
+    fn read_until(&mut self, limit: Duration, mut done: impl FnMut(&[u8]) -> bool) -> bool {
+        let start = Instant::now();
+        let mut chunk = vec![0u8; 1 << 16];
+        while !done(&self.buf) {
+            assert!(start.elapsed() < limit, "timed out after {limit:?}");
+            match self.socket.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        false
+    }
+}
+
+/// The frames in `bytes`: (type, sequence, bytes).
+fn frames(bytes: &[u8]) -> Vec<(u8, u64, Vec<u8>)> {
+    SliceParser::new(bytes)
+        .filter_map(|e| match e {
+            Event::Frame(m) => Some((m.msg_type() as u8, m.sequence(), m.as_bytes().to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The data frames of `bytes`, concatenated, and their sequences.
+fn data(bytes: &[u8]) -> (Vec<u8>, Vec<u64>) {
+    let mut out = Vec::new();
+    let mut seqs = Vec::new();
+    for event in SliceParser::new(bytes) {
+        if let Event::Frame(m) = event {
+            if m.msg_type().is_data() {
+                out.extend_from_slice(m.as_bytes());
+                seqs.push(m.sequence());
+            }
+        }
+    }
+    (out, seqs)
+}
+
+fn data_count(bytes: &[u8]) -> usize {
+    SliceParser::new(bytes)
+        .filter(|e| matches!(e, Event::Frame(m) if m.msg_type().is_data()))
+        .count()
+}
+
+fn has_end_of_session(bytes: &[u8]) -> bool {
+    SliceParser::new(bytes).any(|e| matches!(e, Event::Frame(Message::EndOfSession(_))))
+}
+
+fn login_accepted(bytes: &[u8]) -> Option<(u64, u64)> {
+    SliceParser::new(bytes).find_map(|e| match e {
+        Event::Frame(Message::LoginAccepted(la)) => Some((la.session_id(), la.sequence())),
+        _ => None,
+    })
+}
+
+// ---------------------------------------------------------------------------
+
+/// A login from 1, long after the retention dropped the start, while
+/// batches keep coming: everything from the journal up to the retention's
+/// oldest frame, then the retention, then live data, each frame once, in
+/// order, byte for byte; a login in the middle of the journal starts there.
+fn replay_from_disk_across_both_seams(driver: Driver, fsync: FsyncMode) {
+    let dir = TempDir::new("seams");
+    let server = Running::start(driver, config(dir.path(), 500, fsync)).unwrap();
+    let publish = server.publisher();
+    let msgs = messages(24, 16_000);
+    let expected = expected_bytes(&msgs, 1);
+    let (before, during) = msgs.split_at(10_000);
+    for chunk in before.chunks(100) {
+        publish(chunk.to_vec()).unwrap();
+    }
+    assert_eq!(server.next_sequence(), 10_001);
+    // Publishing goes on while the client replays.
+    let during = during.to_vec();
+    let publishing = thread::spawn(move || {
+        for chunk in during.chunks(60) {
+            publish(chunk.to_vec()).unwrap();
+            thread::sleep(Duration::from_micros(300));
+        }
+    });
+    let mut from_1 = Raw::login(server.addr(), 1);
+    let mut middle = Raw::login(server.addr(), 4_321);
+    from_1.read_until(Duration::from_secs(20), |b| data_count(b) >= 16_000);
+    middle.read_until(Duration::from_secs(20), |b| data_count(b) >= 16_000 - 4_320);
+    publishing.join().unwrap();
+    let (session, first) = login_accepted(&from_1.buf).unwrap();
+    assert_eq!((session, first), (server.session_id(), 1));
+    let (bytes, seqs) = data(&from_1.buf);
+    assert_eq!(seqs, (1..=16_000).collect::<Vec<_>>(), "{driver:?}");
+    assert_eq!(bytes, expected, "{driver:?}: byte for byte");
+    assert_eq!(login_accepted(&middle.buf).unwrap().1, 4_321);
+    let (_, seqs) = data(&middle.buf);
+    assert_eq!(seqs, (4_321..=16_000).collect::<Vec<_>>(), "{driver:?}");
+    let stats = server.stats();
+    assert_eq!(stats.replay_trimmed, 0);
+    assert_eq!(stats.closed_for(CloseReason::ReplayFailed), 0);
+    // A retransmission request from the start is answered from disk too.
+    let mut retransmit = TcpStream::connect(server.addr()).unwrap();
+    let mut request = [0u8; 40];
+    tickwire::encode(
+        &Payload::Retransmit {
+            session_id: session,
+            count: 700,
+        },
+        2,
+        0,
+        &mut request,
+    )
+    .unwrap();
+    retransmit.write_all(&request).unwrap();
+    let mut raw = Raw {
+        socket: retransmit,
+        buf: Vec::new(),
+    };
+    raw.socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    raw.read_until(Duration::from_secs(10), |b| {
+        frames(b).iter().any(|f| f.0 == 0x01) // the closing Heartbeat
+    });
+    let (bytes, seqs) = data(&raw.buf);
+    assert_eq!(seqs, (2..=701).collect::<Vec<_>>());
+    let want: Vec<u8> = common::expected_frames(&msgs)[1..701].concat();
+    assert_eq!(bytes, want, "{driver:?}: the reply byte for byte");
+    server.shutdown();
+}
+
+#[test]
+fn a_login_from_1_is_served_from_disk_across_both_seams_on_mio() {
+    replay_from_disk_across_both_seams(Driver::Mio, FsyncMode::Never);
+}
+
+#[test]
+fn a_login_from_1_is_served_from_disk_across_both_seams_on_tokio() {
+    replay_from_disk_across_both_seams(Driver::Tokio, FsyncMode::Never);
+}
+
+/// Several mio event loops: a client handed to another loop mid-replay
+/// carries its journal reader with it.
+#[test]
+fn a_login_from_1_is_served_from_disk_with_two_event_loops() {
+    let dir = TempDir::new("loops");
+    let mut cfg = config(dir.path(), 300, FsyncMode::Never);
+    cfg.mio.threads = 2;
+    let server = Running::start(Driver::Mio, cfg).unwrap();
+    let publish = server.publisher();
+    let msgs = messages(3, 8_000);
+    for chunk in msgs.chunks(200) {
+        publish(chunk.to_vec()).unwrap();
+    }
+    let mut clients: Vec<Raw> = (0..3).map(|_| Raw::login(server.addr(), 1)).collect();
+    for c in &mut clients {
+        c.read_until(Duration::from_secs(20), |b| data_count(b) >= 8_000);
+        assert_eq!(data(&c.buf).0, expected_bytes(&msgs, 1));
+    }
+    server.shutdown();
+}
+
+/// A relay with a journal: restarted, it serves the same session, what it
+/// held from disk, and does not journal twice what its upstream sends it
+/// again.
+#[test]
+fn a_relay_restarted_on_its_journal_serves_the_same_session_from_disk() {
+    use tickwire::net::{Relay, RelayConfig};
+    let dir = TempDir::new("relay");
+    let origin = Running::start(
+        Driver::Mio,
+        ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        },
+    )
+    .unwrap();
+    let publish = origin.publisher();
+    let msgs = messages(11, 3_000);
+    let expected = expected_bytes(&msgs, 1);
+    publish(msgs[..2_000].to_vec()).unwrap();
+    let start_relay = || {
+        let mut config =
+            RelayConfig::new(&[origin.addr()], "127.0.0.1:0".parse().unwrap()).unwrap();
+        config.server.core.retain = 100;
+        config.server.journal = Some(settings(dir.path(), FsyncMode::Never));
+        Relay::start(config).unwrap()
+    };
+    let relay = start_relay();
+    let mut client = Raw::login(relay.local_addr(), 1);
+    client.read_until(Duration::from_secs(10), |b| data_count(b) >= 2_000);
+    relay.shutdown().unwrap();
+    publish(msgs[2_000..].to_vec()).unwrap();
+    let relay = start_relay();
+    assert_eq!(relay.session_id(), origin.session_id());
+    let mut client = Raw::login(relay.local_addr(), 1);
+    client.read_until(Duration::from_secs(10), |b| data_count(b) >= 3_000);
+    assert_eq!(data(&client.buf).0, expected, "byte for byte, once each");
+    relay.shutdown().unwrap();
+    let report = tickwire::journal::check(dir.path()).unwrap();
+    assert!(!report.is_damaged());
+    assert_eq!(report.sessions.len(), 1);
+    assert_eq!(report.sessions[0].frames, 3_000, "nothing journaled twice");
+    origin.shutdown();
+}
+
+#[test]
+fn fsync_always_serves_the_same_on_both_drivers() {
+    replay_from_disk_across_both_seams(Driver::Mio, FsyncMode::Always);
+    replay_from_disk_across_both_seams(Driver::Tokio, FsyncMode::Always);
+}
+
+/// A graceful stop with a journal sends no EndOfSession: the clients are
+/// closed after what was queued for them, the next start serves the same
+/// session from the next sequence, and a login from 1 gets both runs'
+/// frames with no gap. With `end_session_on_stop`, EndOfSession is sent.
+fn a_graceful_stop_keeps_the_session(driver: Driver) {
+    let dir = TempDir::new("stop");
+    let msgs = messages(5, 300);
+    let expected = expected_bytes(&msgs, 1);
+    let server = Running::start(driver, config(dir.path(), 100, FsyncMode::default())).unwrap();
+    let session = server.session_id();
+    let publish = server.publisher();
+    publish(msgs[..200].to_vec()).unwrap();
+    let mut live = Raw::login(server.addr(), 1);
+    live.read_until(Duration::from_secs(5), |b| data_count(b) >= 200);
+    server.shutdown();
+    assert!(live.read_until(Duration::from_secs(5), |_| false), "closed");
+    assert!(
+        !has_end_of_session(&live.buf),
+        "{driver:?}: no EndOfSession"
+    );
+
+    let server = Running::start(driver, config(dir.path(), 100, FsyncMode::default())).unwrap();
+    assert_eq!(server.session_id(), session, "{driver:?}: the same session");
+    assert_eq!(server.next_sequence(), 201);
+    server.publisher()(msgs[200..].to_vec()).unwrap();
+    let mut again = Raw::login(server.addr(), 1);
+    again.read_until(Duration::from_secs(5), |b| data_count(b) >= 300);
+    assert_eq!(login_accepted(&again.buf), Some((session, 1)));
+    let (bytes, _) = data(&again.buf);
+    assert_eq!(bytes, expected, "{driver:?}");
+    server.shutdown();
+
+    // Told to end the session: EndOfSession, and the next start is a new one.
+    let mut cfg = config(dir.path(), 100, FsyncMode::default());
+    cfg.journal.as_mut().unwrap().end_session_on_stop = true;
+    let server = Running::start(driver, cfg).unwrap();
+    assert_eq!(server.session_id(), session);
+    let mut live = Raw::login(server.addr(), 0);
+    live.read_until(Duration::from_secs(5), |b| login_accepted(b).is_some());
+    server.shutdown();
+    live.read_until(Duration::from_secs(5), has_end_of_session);
+    assert!(has_end_of_session(&live.buf));
+    // Ended: the next start is a new session, from 1.
+    let server = Running::start(driver, config(dir.path(), 100, FsyncMode::default())).unwrap();
+    assert_ne!(server.session_id(), session, "{driver:?}: a new session");
+    assert_eq!(server.next_sequence(), 1);
+    server.shutdown();
+}
+
+#[test]
+fn a_graceful_stop_keeps_the_session_on_mio() {
+    a_graceful_stop_keeps_the_session(Driver::Mio);
+}
+
+#[test]
+fn a_graceful_stop_keeps_the_session_on_tokio() {
+    a_graceful_stop_keeps_the_session(Driver::Tokio);
+}
+
+/// Damage in the middle of the journal: a replay that reaches it is closed
+/// with a reason (`ReplayFailed`), having been sent only whole frames
+/// before it: never a silent gap.
+#[test]
+fn damage_in_the_middle_stops_a_replay_with_a_reason() {
+    let dir = TempDir::new("damage");
+    let msgs = messages(8, 6_000);
+    {
+        let server =
+            Running::start(Driver::Mio, config(dir.path(), 100, FsyncMode::Never)).unwrap();
+        let publish = server.publisher();
+        for chunk in msgs.chunks(100) {
+            publish(chunk.to_vec()).unwrap();
+        }
+        server.shutdown();
+    }
+    // A byte of the second segment flipped.
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "twr"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let mut bytes = fs::read(&segments[1]).unwrap();
+    bytes[1000] ^= 0x40;
+    fs::write(&segments[1], &bytes).unwrap();
+    let server = Running::start(Driver::Mio, config(dir.path(), 100, FsyncMode::Never)).unwrap();
+    let mut client = Raw::login(server.addr(), 1);
+    assert!(
+        client.read_until(Duration::from_secs(10), |_| false),
+        "closed"
+    );
+    let (_, seqs) = data(&client.buf);
+    assert!(!seqs.is_empty() && seqs.len() < 6_000);
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().closed_for(CloseReason::ReplayFailed) == 0 {
+        assert!(Instant::now() < deadline, "{:?}", server.stats());
+        thread::sleep(Duration::from_millis(10));
+    }
+    server.shutdown();
+}
+
+// ---------------------------------------------------------------------------
+// A full disk while serving (root: a 1 MiB tmpfs).
+
+fn skip_unprivileged(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("TICKWIRE_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
+        "{test} needs root and `mount` (TICKWIRE_REQUIRE_PRIVILEGED=1): {why}"
+    );
+    eprintln!("SKIPPED {test}: needs root and `mount`: {why}");
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A tmpfs of 1 MiB, unmounted (lazily) and removed on drop.
+struct Tmpfs(TempDir);
+
+impl Tmpfs {
+    fn mount() -> Result<Tmpfs, String> {
+        let dir = TempDir::new("tmpfs");
+        fs::create_dir_all(dir.path()).map_err(|e| e.to_string())?;
+        let target = dir.path().to_str().unwrap().to_owned();
+        run(
+            "mount",
+            &["-t", "tmpfs", "-o", "size=1m", "tickwire-test", &target],
+        )?;
+        Ok(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = run("umount", &["-l", self.0.path().to_str().unwrap()]);
+    }
+}
+
+fn a_full_disk_while_serving(driver: Driver) {
+    const TEST: &str = "a_full_disk_fails_publish_and_the_session_goes_on_with_no_gap";
+    let fs_ = match Tmpfs::mount() {
+        Ok(m) => m,
+        Err(why) => return skip_unprivileged(TEST, &why),
+    };
+    let filler = fs_.0.path().join("filler");
+    fs::write(&filler, vec![1u8; 256 << 10]).unwrap();
+    let dir = fs_.0.path().join("journal");
+    let server = Running::start(driver, config(&dir, 1_000, FsyncMode::Never)).unwrap();
+    let session = server.session_id();
+    let publish = server.publisher();
+    let mut live = Raw::login(server.addr(), 0);
+    live.read_until(Duration::from_secs(5), |b| login_accepted(b).is_some());
+    let msgs = messages(9, 100);
+    let mut published = 0u64;
+    let refused = loop {
+        match publish(msgs.clone()) {
+            Ok(()) => published += 100,
+            Err(e) => break e,
+        }
+        assert!(published < 100_000, "the disk never filled");
+    };
+    assert!(
+        matches!(&refused, PublishError::Journal(why) if why.contains("No space left")),
+        "{refused}"
+    );
+    assert_eq!(server.next_sequence(), published + 1, "no number consumed");
+    // Still full: still refused; the server is up and the live client with it.
+    assert!(publish(msgs.clone()).is_err());
+    let mut probe = Raw::login(server.addr(), 0);
+    probe.read_until(Duration::from_secs(5), |b| login_accepted(b).is_some());
+    // Space returns: the same session goes on, no gap.
+    fs::remove_file(&filler).unwrap();
+    publish(msgs.clone()).unwrap();
+    published += 100;
+    live.read_until(Duration::from_secs(10), |b| {
+        data(b).1.last().copied() == Some(published)
+    });
+    let (_, seqs) = data(&live.buf);
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "{driver:?}: no gap"
+    );
+    assert_eq!(server.session_id(), session);
+    let mut from_1 = Raw::login(server.addr(), 1);
+    from_1.read_until(Duration::from_secs(10), |b| {
+        data_count(b) as u64 >= published
+    });
+    assert_eq!(data(&from_1.buf).1, (1..=published).collect::<Vec<_>>());
+    server.shutdown();
+}
+
+#[test]
+fn a_full_disk_fails_publish_and_the_session_goes_on_with_no_gap() {
+    a_full_disk_while_serving(Driver::Mio);
+    a_full_disk_while_serving(Driver::Tokio);
+}
+
+// ---------------------------------------------------------------------------
+// The command line.
+
+fn tickwire() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tickwire"))
+}
+
+/// A port on 127.0.0.1 free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
+    // the pid is our own child's, not yet reaped.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    panic!("child still running after {limit:?}");
+}
+
+/// `serve --journal` on `port`, once it listens.
+fn serve(dir: &Path, port: u16, extra: &[&str]) -> Proc {
+    let mut child = tickwire()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--rate", "20000", "--retain", "2000", "--fsync", "never"])
+        .args(["--journal-segment", "256K", "--journal"])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening "), "{line:?}");
+    Proc(child)
+}
+
+/// SIGKILL at twenty random moments under `record --from 1`: the recording
+/// holds every sequence from 1 to its end exactly once, in one session,
+/// and its data frames are byte-identical to what `record --from 1 --count
+/// N` gets from the journal after the last restart.
+#[test]
+fn serve_killed_twenty_times_under_a_recorder_loses_and_repeats_nothing() {
+    let tmp = TempDir::new("kill");
+    fs::create_dir_all(tmp.path()).unwrap();
+    let journal = tmp.path().join("journal");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = serve(&journal, port, &[]);
+    let recording = tmp.path().join("rec.twr");
+    let mut recorder = Proc(
+        tickwire()
+            .args(["record", "--connect", &addr, "--from", "1", "-o"])
+            .arg(&recording)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut rng = fastrand::Rng::with_seed(24);
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(rng.u64(50..350)));
+        server.0.kill().unwrap(); // SIGKILL
+        server.0.wait().unwrap();
+        server = serve(&journal, port, &[]);
+    }
+    // Let the recorder catch up with the last run, then stop it.
+    thread::sleep(Duration::from_millis(800));
+    signal(&recorder.0, libc::SIGINT);
+    assert!(wait_for(&mut recorder.0, Duration::from_secs(10)).success());
+    let recorded = fs::read(&recording).unwrap();
+    let logins: Vec<_> = frames(&recorded)
+        .into_iter()
+        .filter(|f| f.0 == 0x03)
+        .collect();
+    assert_eq!(logins.len(), 1, "one session: one LoginAccepted");
+    let (bytes, seqs) = data(&recorded);
+    let n = seqs.len() as u64;
+    assert!(n > 20_000, "recorded only {n}");
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<_>>(),
+        "every sequence once, in order"
+    );
+    // What the journal serves after the last restart, byte for byte.
+    let fresh = tmp.path().join("fresh.twr");
+    let status = tickwire()
+        .args(["record", "--connect", &addr, "--from", "1", "--count"])
+        .arg(n.to_string())
+        .arg("-o")
+        .arg(&fresh)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (fresh_bytes, _) = data(&fs::read(&fresh).unwrap());
+    assert_eq!(fresh_bytes.len(), bytes.len());
+    assert!(fresh_bytes == bytes, "byte-identical");
+    // The journal holds one session and checks clean (a torn tail at most).
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
+    let out = tickwire().arg("journal").arg(&journal).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.matches("\nsession ").count(), 1, "{listing}");
+}
+
+/// SIGTERM stops `serve --journal` without EndOfSession and the next start
+/// continues the session; `--end-session` sends it.
+#[test]
+fn serve_stopped_by_sigterm_continues_its_session_at_the_next_start() {
+    let tmp = TempDir::new("sigterm");
+    fs::create_dir_all(tmp.path()).unwrap();
+    let journal = tmp.path().join("journal");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = serve(&journal, port, &[]);
+    let mut client = Raw::login(addr, 0);
+    client.read_until(Duration::from_secs(5), |b| data_count(b) > 100);
+    let (session, _) = login_accepted(&client.buf).unwrap();
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
+    assert!(client.read_until(Duration::from_secs(5), |_| false));
+    assert!(!has_end_of_session(&client.buf));
+    let last = *data(&client.buf).1.last().unwrap();
+    let mut server = serve(&journal, port, &["--end-session"]);
+    let mut client = Raw::login(addr, last + 1);
+    client.read_until(Duration::from_secs(5), |b| data_count(b) > 100);
+    assert_eq!(login_accepted(&client.buf), Some((session, last + 1)));
+    assert_eq!(data(&client.buf).1[0], last + 1, "no gap");
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
+    client.read_until(Duration::from_secs(5), has_end_of_session);
+    assert!(has_end_of_session(&client.buf), "--end-session sends it");
+}
+
+/// A directory that is not this server's journal: a clear error, exit
+/// status 1, nothing touched.
+#[test]
+fn serve_refuses_a_foreign_journal_untouched() {
+    let tmp = TempDir::new("foreign");
+    let dir = tmp.path().join("j");
+    fs::create_dir_all(&dir).unwrap();
+    let stray = dir.join("0000000001-00000000000000aa-00000000000000000001.twr");
+    fs::write(&stray, b"not frames").unwrap();
+    let out = tickwire()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "1",
+            "--journal",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without a JOURNAL manifest"), "{err}");
+    assert!(!err.contains("cannot listen"), "{err}");
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "nothing added: {names:?}");
+    assert_eq!(fs::read(&stray).unwrap(), b"not frames");
+    // A fixed other server name would be another error; a flag without
+    // --journal is refused by the parser.
+    let out = tickwire()
+        .args(["serve", "--fsync", "always", "--duration", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
