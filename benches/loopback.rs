@@ -10,7 +10,12 @@
 //! - 16 and 64 clients: aggregate frames/s delivered (one receiver thread
 //!   polling every connection with mio);
 //! - 16 clients + 1 stalled: the fastest and slowest live client while one
-//!   client never reads.
+//!   client never reads;
+//! - reference Client vs Connection: one receiver that is the reference
+//!   `net::Client` (its session's rules on every frame) against one bare
+//!   mio `Connection` receiver, alternating, `CLIENT_ROUNDS` rounds each;
+//!   prints each round's ratio and the median ratio (issue 22's target:
+//!   at least 0.85x).
 //!
 //! Arguments select cases by name: `cargo bench --bench loopback -- 16`
 //! runs the cases whose name contains "16" (the raw case always runs: the
@@ -31,6 +36,8 @@
 mod measure;
 
 const SECONDS: f64 = 3.0;
+/// Rounds of the reference Client against a bare Connection.
+const CLIENT_ROUNDS: usize = 5;
 
 fn main() {
     let (stream, batch) = measure::synthetic_stream(16 << 20, 9);
@@ -78,6 +85,9 @@ fn main() {
             row(&name, measure::fan_out(n, 0, SECONDS, false).iter().sum());
         }
     }
+    if wanted("reference Client vs Connection") {
+        client_vs_connection(&row);
+    }
     if !wanted("server -> 16 clients + 1 stalled") {
         return;
     }
@@ -89,5 +99,44 @@ fn main() {
     row(
         "server -> 16 clients + 1 stalled, slowest live client",
         rates.iter().copied().fold(f64::MAX, f64::min),
+    );
+}
+
+/// The reference `Client` against a bare `Connection` receiver, one client
+/// each, alternating (which goes first alternates too): each round's pair
+/// and ratio, then the medians and the median ratio.
+fn client_vs_connection(row: &dyn Fn(&str, f64)) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+    };
+    let (mut clients, mut conns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..CLIENT_ROUNDS {
+        let (client, conn) = if round % 2 == 0 {
+            let c = measure::fan_out_client(SECONDS);
+            (c, measure::fan_out(1, 0, SECONDS, false)[0])
+        } else {
+            let n = measure::fan_out(1, 0, SECONDS, false)[0];
+            (measure::fan_out_client(SECONDS), n)
+        };
+        println!(
+            "  round {}: reference Client {:.1}, Connection {:.1} Mframes/s: {:.2}x",
+            round + 1,
+            client / 1e6,
+            conn / 1e6,
+            client / conn
+        );
+        clients.push(client);
+        conns.push(conn);
+        ratios.push(client / conn);
+    }
+    row(
+        "server -> 1 reference Client (median)",
+        median(clients),
+    );
+    row("server -> 1 Connection receiver (median)", median(conns));
+    println!(
+        "reference Client / Connection, median of {CLIENT_ROUNDS} same-run ratios: {:.2}x (target >= 0.85x)",
+        median(ratios)
     );
 }

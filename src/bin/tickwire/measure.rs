@@ -181,23 +181,102 @@ fn login(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// A running reference server publishing batches of 4096 messages as fast
+/// as its queue takes them, at most [`FanOutFeed::WINDOW`] frames ahead of
+/// the slowest live receiver (`slowest`, which the receivers update).
+pub(crate) struct FanOutFeed {
+    pub(crate) server: ServerHandle,
+    stop: Arc<AtomicBool>,
+    pub(crate) slowest: Arc<std::sync::atomic::AtomicU64>,
+    publisher: Option<thread::JoinHandle<()>>,
+}
+
+impl FanOutFeed {
+    /// Flow control: the publisher stays at most this many frames ahead of
+    /// the slowest live receiver, so that the figure is what is delivered
+    /// without loss (an unthrottled publisher would get a lagging receiver
+    /// skipped).
+    pub(crate) const WINDOW: u64 = 1 << 20;
+
+    /// The server (with `stalled` logged-in clients that never read, kept
+    /// in the returned vector) and its config's `loop_writes`; the
+    /// publisher starts at [`FanOutFeed::start`].
+    pub(crate) fn bind(stalled: usize, loop_writes: bool) -> (FanOutFeed, Vec<TcpStream>) {
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            publisher_writes: !loop_writes,
+            publish_queue: 64,
+            slow_threshold: if stalled > 0 { 8 << 20 } else { 64 << 20 },
+            client_queue: if stalled > 0 { 16 << 20 } else { 128 << 20 },
+            ..ServerConfig::default()
+        };
+        let server = Server::bind(config).unwrap().spawn().unwrap();
+        let addr = server.local_addr();
+        let stalled: Vec<TcpStream> = (0..stalled).map(|_| login(addr)).collect();
+        let feed = FanOutFeed {
+            server,
+            stop: Arc::new(AtomicBool::new(false)),
+            slowest: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            publisher: None,
+        };
+        (feed, stalled)
+    }
+
+    /// Waits (at most 5 s) until the server counts `clients` logged in.
+    pub(crate) fn wait_for(&self, clients: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.server.stats().clients < clients as u64 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts the publisher thread.
+    pub(crate) fn start(&mut self) {
+        let publisher = self.server.publisher();
+        let pool = batches(64, 4096);
+        let (stop, slowest) = (self.stop.clone(), self.slowest.clone());
+        let thread = thread::Builder::new()
+            .name("publisher".into())
+            .spawn(move || {
+                let mut i = 0;
+                let mut published = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if published.saturating_sub(slowest.load(Ordering::Relaxed))
+                        > FanOutFeed::WINDOW
+                    {
+                        thread::sleep(Duration::from_micros(10));
+                        continue;
+                    }
+                    let batch = pool[i % pool.len()].clone();
+                    published += batch.len() as u64;
+                    if publisher.publish(batch).is_err() {
+                        break;
+                    }
+                    i += 1;
+                }
+            })
+            .unwrap();
+        self.publisher = Some(thread);
+    }
+
+    /// Stops the publisher and the server.
+    pub(crate) fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.server.shutdown();
+        if let Some(p) = self.publisher {
+            let _ = p.join();
+        }
+    }
+}
+
 /// The reference server publishing as fast as its queue takes batches of
 /// 4096 messages to `clients` receivers (one mio thread, every CRC checked)
 /// and `stalled` clients that never read. Returns each live client's data
 /// frames per second. `loop_writes`: the event loop writes every batch
 /// (`ServerConfig::publisher_writes` off).
 pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes: bool) -> Vec<f64> {
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        publisher_writes: !loop_writes,
-        publish_queue: 64,
-        slow_threshold: if stalled > 0 { 8 << 20 } else { 64 << 20 },
-        client_queue: if stalled > 0 { 16 << 20 } else { 128 << 20 },
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(config).unwrap().spawn().unwrap();
-    let addr = server.local_addr();
-    let _stalled: Vec<TcpStream> = (0..stalled).map(|_| login(addr)).collect();
+    let (mut feed, _stalled) = FanOutFeed::bind(stalled, loop_writes);
+    let addr = feed.server.local_addr();
     let mut poll = Poll::new().unwrap();
     let mut conns: Vec<Connection> = (0..clients)
         .map(|i| {
@@ -210,40 +289,8 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes:
             c
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.stats().clients < (clients + stalled) as u64 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    // Flow control: the publisher stays at most WINDOW frames ahead of the
-    // slowest live receiver, so that the figure is what is delivered without
-    // loss (an unthrottled publisher would get a lagging receiver skipped).
-    const WINDOW: u64 = 1 << 20;
-    let slowest = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let publisher = {
-        let publisher = server.publisher();
-        let pool = batches(64, 4096);
-        let (stop, slowest) = (stop.clone(), slowest.clone());
-        thread::Builder::new()
-            .name("publisher".into())
-            .spawn(move || {
-                let mut i = 0;
-                let mut published = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    if published.saturating_sub(slowest.load(Ordering::Relaxed)) > WINDOW {
-                        thread::sleep(Duration::from_micros(10));
-                        continue;
-                    }
-                    let batch = pool[i % pool.len()].clone();
-                    published += batch.len() as u64;
-                    if publisher.publish(batch).is_err() {
-                        break;
-                    }
-                    i += 1;
-                }
-            })
-            .unwrap()
-    };
+    feed.wait_for(clients + stalled);
+    feed.start();
     let mut frames = vec![0u64; clients];
     // Progress for flow control: frames received plus frames reported
     // missing, so that a live client skipped for a moment (possible beside a
@@ -271,18 +318,60 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes:
                 _ => {}
             });
         }
-        slowest.store(
+        feed.slowest.store(
             progress.iter().copied().min().unwrap_or(0),
             Ordering::Relaxed,
         );
     }
     let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
     drop(conns);
-    let _ = server.shutdown();
-    let _ = publisher.join();
+    feed.stop();
     assert!(stalled > 0 || bad == 0, "damage or gaps on loopback");
     frames.iter().map(|&n| n as f64 / elapsed).collect()
+}
+
+/// [`fan_out`] to one receiver that is the reference [`Client`]
+/// (`Client::poll`, live data, its session's rules: gaps, discards,
+/// duplicates, session changes) instead of a bare [`Connection`]: the
+/// client's data frames per second.
+pub(crate) fn fan_out_client(seconds: f64) -> f64 {
+    let (mut feed, _) = FanOutFeed::bind(0, false);
+    let mut client = Client::new(ClientConfig::new(feed.server.local_addr())).unwrap();
+    let mut logged_in = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logged_in && Instant::now() < deadline {
+        client
+            .poll(Some(Duration::from_millis(10)), |e| {
+                logged_in |= matches!(e, ClientEvent::LoggedIn { .. });
+            })
+            .unwrap();
+    }
+    feed.wait_for(1);
+    feed.start();
+    let (mut frames, mut progress, mut bad) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        client
+            .poll(Some(Duration::from_millis(10)), |e| match e {
+                ClientEvent::Frame(m) if m.is_data() => {
+                    frames += 1;
+                    progress += 1;
+                }
+                ClientEvent::Gap(g) => {
+                    progress += g.len();
+                    bad += 1;
+                }
+                ClientEvent::Discarded(_) | ClientEvent::Lost(_) => bad += 1,
+                _ => {}
+            })
+            .unwrap();
+        feed.slowest.store(progress, Ordering::Relaxed);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(client);
+    feed.stop();
+    assert!(bad == 0, "damage, gaps or a lost connection on loopback");
+    frames as f64 / elapsed
 }
 
 /// Messages due after `started` at `rate` per second.
