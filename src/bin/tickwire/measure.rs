@@ -275,6 +275,27 @@ impl FanOutFeed {
 /// frames per second. `loop_writes`: the event loop writes every batch
 /// (`ServerConfig::publisher_writes` off).
 pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes: bool) -> Vec<f64> {
+    fan_out_cpu(clients, stalled, seconds, loop_writes).0
+}
+
+/// The CPU time this thread has run, in nanoseconds (Linux:
+/// `/proc/thread-self/schedstat`; 0 elsewhere): a receiver's cost that the
+/// machine's other load does not inflate the way it does wall time.
+pub(crate) fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// [`fan_out`], and the receiving thread's CPU time per data frame in
+/// nanoseconds.
+pub(crate) fn fan_out_cpu(
+    clients: usize,
+    stalled: usize,
+    seconds: f64,
+    loop_writes: bool,
+) -> (Vec<f64>, f64) {
     let (mut feed, _stalled) = FanOutFeed::bind(stalled, loop_writes);
     let addr = feed.server.local_addr();
     let mut poll = Poll::new().unwrap();
@@ -299,6 +320,7 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes:
     let mut bad = 0u64;
     let mut events = Events::with_capacity(1024);
     let started = Instant::now();
+    let cpu = thread_cpu_ns();
     while started.elapsed().as_secs_f64() < seconds {
         poll.poll(&mut events, Some(Duration::from_millis(10)))
             .unwrap();
@@ -324,17 +346,23 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes:
         );
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = thread_cpu_ns().saturating_sub(cpu) as f64;
     drop(conns);
     feed.stop();
     assert!(stalled > 0 || bad == 0, "damage or gaps on loopback");
-    frames.iter().map(|&n| n as f64 / elapsed).collect()
+    let total: u64 = frames.iter().sum();
+    (
+        frames.iter().map(|&n| n as f64 / elapsed).collect(),
+        cpu / total.max(1) as f64,
+    )
 }
 
 /// [`fan_out`] to one receiver that is the reference [`Client`]
 /// (`Client::poll`, live data, its session's rules: gaps, discards,
 /// duplicates, session changes) instead of a bare [`Connection`]: the
-/// client's data frames per second.
-pub(crate) fn fan_out_client(seconds: f64) -> f64 {
+/// client's data frames per second, and its thread's CPU time per data
+/// frame in nanoseconds.
+pub(crate) fn fan_out_client(seconds: f64) -> (f64, f64) {
     let (mut feed, _) = FanOutFeed::bind(0, false);
     let mut client = Client::new(ClientConfig::new(feed.server.local_addr())).unwrap();
     let mut logged_in = false;
@@ -350,6 +378,7 @@ pub(crate) fn fan_out_client(seconds: f64) -> f64 {
     feed.start();
     let (mut frames, mut progress, mut bad) = (0u64, 0u64, 0u64);
     let started = Instant::now();
+    let cpu = thread_cpu_ns();
     while started.elapsed().as_secs_f64() < seconds {
         client
             .poll(Some(Duration::from_millis(10)), |e| match e {
@@ -368,10 +397,11 @@ pub(crate) fn fan_out_client(seconds: f64) -> f64 {
         feed.slowest.store(progress, Ordering::Relaxed);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = thread_cpu_ns().saturating_sub(cpu) as f64;
     drop(client);
     feed.stop();
     assert!(bad == 0, "damage, gaps or a lost connection on loopback");
-    frames as f64 / elapsed
+    (frames as f64 / elapsed, cpu / frames.max(1) as f64)
 }
 
 /// Messages due after `started` at `rate` per second.
