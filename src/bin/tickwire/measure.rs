@@ -626,9 +626,93 @@ pub(crate) fn datagram_latency(
     (window.hist, window.frames)
 }
 
+/// The floor issue 22 names for [`latency`]: a raw loopback socket paced
+/// the same way, with no server and no session. One writer thread makes a
+/// batch every 100 µs as [`paced_publisher`] does (the same feed, stamped
+/// at the same point), encodes it with `Sequencer::encode_batch` and writes
+/// it with one `write`; one reader sleeps in epoll (mio, edge-triggered,
+/// the same 10 ms timeout as the client's) and drains a [`Parser`] after
+/// each read, recording each data frame as [`latency`] does (the clock
+/// read per frame). Returns the histogram and the frames recorded.
+///
+/// [`Parser`]: tickwire::Parser
+pub(crate) fn floor_latency(rate: u64, seconds: f64) -> (Histogram<u64>, u64) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.set_nodelay(true);
+            let mut feed = Feed::new(5, 500);
+            let mut sequencer = Sequencer::new();
+            let started = Instant::now();
+            let mut sent = 0u64;
+            let mut bytes = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let due = due(started, rate);
+                if due > sent {
+                    let now = unix_nanos();
+                    let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
+                    while (batch.len() as u64) < (due - sent).min(1 << 16) {
+                        let p = feed.next_payload();
+                        if p.msg_type().is_data() {
+                            batch.push((now, p));
+                        }
+                    }
+                    sent += batch.len() as u64;
+                    bytes.resize(batch.len() * tickwire::wire::MAX_DATA_FRAME_LEN, 0);
+                    let done = sequencer.encode_batch(&batch, &mut bytes);
+                    if s.write_all(&bytes[..done.bytes]).is_err() {
+                        break;
+                    }
+                }
+                thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
+    let (s, _) = listener.accept().unwrap();
+    s.set_nonblocking(true).unwrap();
+    let mut stream = mio::net::TcpStream::from_std(s);
+    let mut poll = Poll::new().unwrap();
+    poll.registry()
+        .register(&mut stream, Token(0), Interest::READABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(64);
+    let mut parser = tickwire::Parser::with_capacity(4 << 20).unwrap();
+    let mut window = Window::new(seconds, false);
+    while window.open() {
+        poll.poll(&mut events, Some(window.wait)).unwrap();
+        loop {
+            match stream.read(parser.spare()) {
+                Ok(0) => break,
+                Ok(n) => {
+                    parser.commit(n).unwrap();
+                    parser.drain(|e| {
+                        if let Event::Frame(m) = e {
+                            if m.is_data() {
+                                window.record(m.timestamp());
+                            }
+                        }
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(stream);
+    let _ = writer.join();
+    (window.hist, window.frames)
+}
+
 /// One-way latency of a raw loopback socket at the same pacing as
 /// [`latency`]: 8-byte timestamps written in a batch every 100 µs, read and
-/// compared by the receiver. The floor any protocol over TCP sits on.
+/// compared by the receiver (a blocking `read`, no epoll, no parsing): the
+/// floor of the floor, below [`floor_latency`].
 pub(crate) fn raw_latency(rate: u64, seconds: f64) -> Histogram<u64> {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
