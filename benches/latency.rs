@@ -51,16 +51,14 @@ fn print_row(
     floor: Option<&hdrhistogram::Histogram<u64>>,
 ) {
     let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let ratios = floor
-        .filter(|f| f.len() > 0)
-        .map_or(String::new(), |f| {
-            format!(
-                "  {:.2}x/{:.2}x/{:.2}x",
-                us(h, 0.5) / us(f, 0.5),
-                us(h, 0.99) / us(f, 0.99),
-                us(h, 0.999) / us(f, 0.999)
-            )
-        });
+    let ratios = floor.filter(|f| f.len() > 0).map_or(String::new(), |f| {
+        format!(
+            "  {:.2}x/{:.2}x/{:.2}x",
+            us(h, 0.5) / us(f, 0.5),
+            us(h, 0.99) / us(f, 0.99),
+            us(h, 0.999) / us(f, 0.999)
+        )
+    });
     println!(
         "{:<38} {:>10} {:>9.1} {:>9.1} {:>9.1} {:>9.1}{}",
         name,

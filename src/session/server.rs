@@ -840,6 +840,13 @@ impl ServerSession {
     fn queue(&mut self, piece: Piece, now: Duration) {
         if self.out.bytes == 0 {
             self.progress_at = now;
+            if !self.watching_backlog() {
+                // Bytes start to wait: the backlog is checked once they
+                // have waited BACKLOG_CHECK (not at once because the last
+                // check was long ago: a queue the driver empties within
+                // that time is no backlog, and costs no `TIOCOUTQ`).
+                self.last_check = now;
+            }
         }
         if self.owed_since.is_none() {
             self.owed_since = Some(now);

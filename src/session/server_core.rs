@@ -995,6 +995,39 @@ impl ServerCore {
         None
     }
 
+    /// Whether connection `id`'s deadline has come by `now`; if it has
+    /// not (or `id` is gone), its timer is set again for when it comes.
+    ///
+    /// For a driver that put off a timer [`poll_expired`](Self::poll_expired)
+    /// returned until after the connection's write (its bytes were waiting
+    /// for their turn): the write may have made it moot (a backlog check
+    /// with the queue now empty), and then reading the kernel's send queue
+    /// for [`handle_conn_timeout`](Self::handle_conn_timeout) would be a
+    /// system call for nothing.
+    ///
+    /// ```
+    /// use tickwire::session::{CoreConfig, ServerCore, Time};
+    /// use std::time::Duration;
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let mut core = ServerCore::new(CoreConfig::new(1), t);
+    /// let id = core.accept("127.0.0.1:5000".parse()?, t);
+    /// // Not logged in: its deadline is the login timeout, not now.
+    /// assert!(!core.timeout_due(id, Duration::ZERO));
+    /// assert!(core.poll_timeout().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timeout_due(&mut self, id: ConnId, now: Duration) -> bool {
+        let due = self
+            .conn(id)
+            .filter(|c| c.closed.is_none())
+            .and_then(|c| c.session.poll_timeout())
+            .is_some_and(|at| at <= now);
+        if !due {
+            self.settle(id);
+        }
+        due
+    }
+
     /// A connection that has bytes to write, or must be closed
     /// ([`close_reason`](Self::close_reason)), in the order they became so;
     /// each once until something new happens to it.

@@ -278,6 +278,29 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes:
     fan_out_cpu(clients, stalled, seconds, loop_writes).0
 }
 
+/// The CPU time run so far by this process's threads whose name starts
+/// with one of `names`, in nanoseconds (Linux; 0 elsewhere).
+pub(crate) fn threads_cpu_ns(names: &[&str]) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| names.iter().any(|n| comm.starts_with(n)))
+        })
+        .filter_map(|task| {
+            std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 /// The CPU time this thread has run, in nanoseconds (Linux:
 /// `/proc/thread-self/schedstat`; 0 elsewhere): a receiver's cost that the
 /// machine's other load does not inflate the way it does wall time.
@@ -419,30 +442,33 @@ pub(crate) fn paced_publisher(
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<u64> {
     let publisher = server.publisher();
-    thread::spawn(move || {
-        let mut feed = Feed::new(seed, 500);
-        let started = Instant::now();
-        let mut sent = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let due = due(started, rate);
-            if due > sent {
-                let now = unix_nanos();
-                let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
-                while (batch.len() as u64) < (due - sent).min(1 << 16) {
-                    let p = feed.next_payload();
-                    if p.msg_type().is_data() {
-                        batch.push((now, p));
+    thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || {
+            let mut feed = Feed::new(seed, 500);
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let due = due(started, rate);
+                if due > sent {
+                    let now = unix_nanos();
+                    let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
+                    while (batch.len() as u64) < (due - sent).min(1 << 16) {
+                        let p = feed.next_payload();
+                        if p.msg_type().is_data() {
+                            batch.push((now, p));
+                        }
+                    }
+                    sent += batch.len() as u64;
+                    if publisher.publish(batch).is_err() {
+                        break;
                     }
                 }
-                sent += batch.len() as u64;
-                if publisher.publish(batch).is_err() {
-                    break;
-                }
+                thread::sleep(Duration::from_micros(100));
             }
-            thread::sleep(Duration::from_micros(100));
-        }
-        sent
-    })
+            sent
+        })
+        .unwrap()
 }
 
 /// A latency histogram in nanoseconds, 100 ns to 10 s, 3 significant digits.
@@ -784,6 +810,10 @@ pub(crate) struct ManyClients {
     pub(crate) slowest_rate: f64,
     /// Slow marks by the server.
     pub(crate) slow_marks: u64,
+    /// CPU time of the threads that fan the feed out (the server's loops
+    /// and the publishing thread, or the raw loop) over the measured
+    /// window, per message and client, in nanoseconds.
+    pub(crate) fan_out_cpu: f64,
 }
 
 /// One receiving client of [`many_clients`].
@@ -796,24 +826,48 @@ struct Receiver {
     gaps: u64,
 }
 
-/// `clients` clients (live only) logging in, a few at a time, while the
-/// reference server publishes `rate` msg/s (paced: a batch every 100 µs),
-/// spread over two receiver threads that poll their connections with mio
-/// (the server with `threads` event loops);
-/// latency is measured for `seconds` from a second after every client is in.
-pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, threads: usize) -> ManyClients {
-    let server = Server::bind(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_clients: clients + 16,
-        threads,
-        ..ServerConfig::default()
-    })
-    .unwrap()
-    .spawn()
-    .unwrap();
-    let addr = server.local_addr();
+/// Who serves [`many_clients`]' clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FanOut {
+    /// The reference server with this many event loops, fed by
+    /// [`paced_publisher`].
+    Server(usize),
+    /// The baseline: [`raw_fan_out`], one thread writing each encoded batch
+    /// to every socket in a plain loop; no server, no session.
+    Raw,
+}
+
+/// `clients` clients (live only) logging in, a few at a time, while `by`
+/// publishes `rate` msg/s (paced: a batch every 100 µs), spread over two
+/// receiver threads that poll their connections with mio; latency is
+/// measured for `seconds` from a second after every client is in.
+pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, by: FanOut) -> ManyClients {
     let stop_feed = Arc::new(AtomicBool::new(false));
-    let publisher = paced_publisher(&server, rate, 3, stop_feed.clone());
+    let (server, addr, publisher) = match by {
+        FanOut::Server(threads) => {
+            let server = Server::bind(ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                max_clients: clients + 16,
+                threads,
+                ..ServerConfig::default()
+            })
+            .unwrap()
+            .spawn()
+            .unwrap();
+            let addr = server.local_addr();
+            let publisher = paced_publisher(&server, rate, 3, stop_feed.clone());
+            (Some(server), addr, publisher)
+        }
+        FanOut::Raw => {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            (
+                None,
+                addr,
+                raw_fan_out(listener, rate, 3, stop_feed.clone()),
+            )
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let logged_in = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let measuring = Arc::new(AtomicBool::new(false));
@@ -833,12 +887,20 @@ pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, threads: usi
     // A second for the backlog of the logins to clear, then measure.
     thread::sleep(Duration::from_secs(1));
     measuring.store(true, Ordering::Relaxed);
-    let first_published = server.stats().frames_published;
+    let first_published = server.as_ref().map_or(0, |s| s.stats().frames_published);
+    const FANNING: [&str; 4] = [
+        "tickwire-server",
+        "tickwire-send",
+        "publisher",
+        "raw-fan-out",
+    ];
+    let cpu = threads_cpu_ns(&FANNING);
     let started = Instant::now();
     thread::sleep(Duration::from_secs_f64(seconds));
+    let cpu = threads_cpu_ns(&FANNING).saturating_sub(cpu) as f64;
+    let elapsed = started.elapsed().as_secs_f64();
     stop_feed.store(true, Ordering::Relaxed);
     let sent = publisher.join().unwrap();
-    let elapsed = started.elapsed().as_secs_f64();
     // A second to catch up, then stop.
     let drain = Instant::now() + Duration::from_secs(1);
     while Instant::now() < drain {
@@ -861,15 +923,109 @@ pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, threads: usi
             slowest_rate = slowest_rate.min(frames as f64 / elapsed);
         }
     }
-    let stats = server.shutdown().unwrap();
+    let slow_marks = server.map_or(0, |s| s.shutdown().unwrap().slow_marks);
     ManyClients {
         login,
         latency,
         published: sent.saturating_sub(first_published),
         kept_up,
         slowest_rate,
-        slow_marks: stats.slow_marks,
+        slow_marks,
+        fan_out_cpu: cpu / (rate as f64 * elapsed * clients as f64).max(1.0),
     }
+}
+
+/// The fan-out floor for [`many_clients`]: one thread that accepts
+/// connections as they come (answering each with a LoginAccepted for the
+/// next sequence, without reading its Login), and every 100 µs makes a
+/// batch as [`paced_publisher`] does (same feed, stamped at the same
+/// point), encodes it with `Sequencer::encode_batch` and writes it to every
+/// connected non-blocking socket in turn, in a plain loop (what a socket
+/// does not take now waits in a buffer of its own, written first next
+/// time). No server, no session, no queue shared between connections.
+/// Returns the messages sent, numbered from 1 as the server numbers them.
+pub(crate) fn raw_fan_out(
+    listener: TcpListener,
+    rate: u64,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    listener.set_nonblocking(true).unwrap();
+    thread::Builder::new()
+        .name("raw-fan-out".into())
+        .spawn(move || {
+            let mut feed = Feed::new(seed, 500);
+            let mut sequencer = Sequencer::new();
+            let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+            let mut bytes = Vec::new();
+            let started = Instant::now();
+            let mut sent = 0u64;
+            // Writes `data` after what `pending` holds (straight from `data`
+            // when nothing is pending); false once the socket failed.
+            let write = |s: &mut TcpStream, pending: &mut Vec<u8>, data: &[u8]| -> bool {
+                let mut rest = data;
+                if !pending.is_empty() {
+                    pending.extend_from_slice(data);
+                    rest = &[];
+                }
+                loop {
+                    let out: &[u8] = if pending.is_empty() { rest } else { pending };
+                    if out.is_empty() {
+                        return true;
+                    }
+                    match s.write(out) {
+                        Ok(0) => return false,
+                        Ok(n) if pending.is_empty() => rest = &rest[n..],
+                        Ok(n) => {
+                            pending.drain(..n);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            pending.extend_from_slice(rest);
+                            return true;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => return false,
+                    }
+                }
+            };
+            while !stop.load(Ordering::Relaxed) {
+                while let Ok((mut s, _)) = listener.accept() {
+                    s.set_nonblocking(true).unwrap();
+                    let _ = s.set_nodelay(true);
+                    let mut frame = [0u8; 32];
+                    let n = encode(
+                        &Payload::LoginAccepted { session_id: 1 },
+                        sequencer.next_sequence(),
+                        unix_nanos(),
+                        &mut frame,
+                    )
+                    .unwrap();
+                    let mut pending = Vec::new();
+                    if write(&mut s, &mut pending, &frame[..n]) {
+                        conns.push((s, pending));
+                    }
+                }
+                let due = due(started, rate);
+                if due > sent {
+                    let now = unix_nanos();
+                    let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
+                    while (batch.len() as u64) < (due - sent).min(1 << 16) {
+                        let p = feed.next_payload();
+                        if p.msg_type().is_data() {
+                            batch.push((now, p));
+                        }
+                    }
+                    sent += batch.len() as u64;
+                    bytes.resize(batch.len() * tickwire::wire::MAX_DATA_FRAME_LEN, 0);
+                    let done = sequencer.encode_batch(&batch, &mut bytes);
+                    let data = &bytes[..done.bytes];
+                    conns.retain_mut(|(s, pending)| write(s, pending, data));
+                }
+                thread::sleep(Duration::from_micros(100));
+            }
+            sent
+        })
+        .unwrap()
 }
 
 /// One receiver thread of [`many_clients`]: connects and logs in `n`
