@@ -15,14 +15,15 @@
 //!
 //! First, issue 22's target at 5K msg/s: the server (one event loop)
 //! against the raw fan-out floor, alternately (`TICKWIRE_BENCH_ROUNDS`
-//! rounds each, 3 by default): one thread writing each encoded batch to the
-//! same 1,000 non-blocking sockets in a plain loop, read by the same
-//! receivers, measured the same way (`measure::raw_fan_out`). Printed: each
-//! round's p50/p99 of both, the median p99 ratio (target: at most 1.25x)
-//! and whether every client got every frame, and the CPU time of the
-//! threads that fan out (the raw loop; the server's loop and the publishing
-//! thread) per message and client, less sensitive to the machine's other
-//! load than the latencies. Arguments: `pairs` for only that part, `table`
+//! rounds each, 3 by default): the same paced feed, encoded on its thread
+//! and handed over a channel to one thread that writes each batch (those
+//! waiting, together) to the same 1,000 non-blocking sockets in a plain
+//! loop, read by the same receivers, measured the same way
+//! (`measure::raw_fan_out`). Printed: each round's p50/p99 of both, the
+//! median p99 ratio (target: at most 1.25x) and whether every client got
+//! every frame, and the CPU time of the threads that fan out (feed and
+//! writer; the server's loop and its publishing thread) per message and
+//! client, less sensitive to the machine's other load than the latencies. Arguments: `pairs` for only that part, `table`
 //! for only the rates table.
 #![allow(
     clippy::unwrap_used,

@@ -935,15 +935,17 @@ pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, by: FanOut) 
     }
 }
 
-/// The fan-out floor for [`many_clients`]: one thread that accepts
-/// connections as they come (answering each with a LoginAccepted for the
-/// next sequence, without reading its Login), and every 100 µs makes a
-/// batch as [`paced_publisher`] does (same feed, stamped at the same
-/// point), encodes it with `Sequencer::encode_batch` and writes it to every
-/// connected non-blocking socket in turn, in a plain loop (what a socket
-/// does not take now waits in a buffer of its own, written first next
-/// time). No server, no session, no queue shared between connections.
-/// Returns the messages sent, numbered from 1 as the server numbers them.
+/// The fan-out floor for [`many_clients`]: the same paced feed (a thread
+/// that makes a batch every 100 µs as [`paced_publisher`] does, stamps it
+/// at the same point and encodes it with `Sequencer::encode_batch`), handed
+/// over a channel to one thread that writes each batch to every connected
+/// non-blocking socket in a plain loop: the batches that wait when it
+/// comes back are written together, as the server's loop does; what a
+/// socket does not take now waits in a buffer of its own, written first
+/// next time. It accepts connections as they come, answering each with a
+/// LoginAccepted for the next sequence it will write, without reading its
+/// Login. No server, no session, no retention, no timers. Returns the
+/// messages sent, numbered from 1 as the server numbers them.
 pub(crate) fn raw_fan_out(
     listener: TcpListener,
     rate: u64,
@@ -951,60 +953,56 @@ pub(crate) fn raw_fan_out(
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<u64> {
     listener.set_nonblocking(true).unwrap();
-    thread::Builder::new()
+    // (first sequence, frames, encoded bytes)
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, Vec<u8>)>();
+    let fan = thread::Builder::new()
         .name("raw-fan-out".into())
         .spawn(move || {
-            let mut feed = Feed::new(seed, 500);
-            let mut sequencer = Sequencer::new();
             let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
-            let mut bytes = Vec::new();
-            let started = Instant::now();
-            let mut sent = 0u64;
-            // Writes `data` after what `pending` holds (straight from `data`
-            // when nothing is pending); false once the socket failed.
-            let write = |s: &mut TcpStream, pending: &mut Vec<u8>, data: &[u8]| -> bool {
-                let mut rest = data;
-                if !pending.is_empty() {
-                    pending.extend_from_slice(data);
-                    rest = &[];
-                }
-                loop {
-                    let out: &[u8] = if pending.is_empty() { rest } else { pending };
-                    if out.is_empty() {
-                        return true;
-                    }
-                    match s.write(out) {
-                        Ok(0) => return false,
-                        Ok(n) if pending.is_empty() => rest = &rest[n..],
-                        Ok(n) => {
-                            pending.drain(..n);
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            pending.extend_from_slice(rest);
-                            return true;
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => return false,
-                    }
-                }
-            };
-            while !stop.load(Ordering::Relaxed) {
+            let mut next = 1u64;
+            let mut data = Vec::new();
+            loop {
                 while let Ok((mut s, _)) = listener.accept() {
                     s.set_nonblocking(true).unwrap();
                     let _ = s.set_nodelay(true);
                     let mut frame = [0u8; 32];
                     let n = encode(
                         &Payload::LoginAccepted { session_id: 1 },
-                        sequencer.next_sequence(),
+                        next,
                         unix_nanos(),
                         &mut frame,
                     )
                     .unwrap();
                     let mut pending = Vec::new();
-                    if write(&mut s, &mut pending, &frame[..n]) {
+                    if raw_write(&mut s, &mut pending, &frame[..n]) {
                         conns.push((s, pending));
                     }
                 }
+                // Sleep until a batch comes (at most 1 ms: newcomers).
+                let (first, frames, bytes) = match rx.recv_timeout(Duration::from_millis(1)) {
+                    Ok(batch) => batch,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                data.clear();
+                data.extend_from_slice(&bytes);
+                next = first + frames;
+                while let Ok((first, frames, bytes)) = rx.try_recv() {
+                    data.extend_from_slice(&bytes);
+                    next = first + frames;
+                }
+                conns.retain_mut(|(s, pending)| raw_write(s, pending, &data));
+            }
+        })
+        .unwrap();
+    thread::Builder::new()
+        .name("raw-publisher".into())
+        .spawn(move || {
+            let mut feed = Feed::new(seed, 500);
+            let mut sequencer = Sequencer::new();
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
                 let due = due(started, rate);
                 if due > sent {
                     let now = unix_nanos();
@@ -1016,16 +1014,51 @@ pub(crate) fn raw_fan_out(
                         }
                     }
                     sent += batch.len() as u64;
-                    bytes.resize(batch.len() * tickwire::wire::MAX_DATA_FRAME_LEN, 0);
+                    let first = sequencer.next_sequence();
+                    let mut bytes = vec![0u8; batch.len() * tickwire::wire::MAX_DATA_FRAME_LEN];
                     let done = sequencer.encode_batch(&batch, &mut bytes);
-                    let data = &bytes[..done.bytes];
-                    conns.retain_mut(|(s, pending)| write(s, pending, data));
+                    bytes.truncate(done.bytes);
+                    if tx.send((first, done.frames as u64, bytes)).is_err() {
+                        break;
+                    }
                 }
                 thread::sleep(Duration::from_micros(100));
             }
+            drop(tx);
+            let _ = fan.join();
             sent
         })
         .unwrap()
+}
+
+/// [`raw_fan_out`]'s write: `data` after what `pending` holds (straight
+/// from `data` when nothing is pending); what the socket does not take
+/// now is kept in `pending`. False once the socket failed.
+fn raw_write(s: &mut TcpStream, pending: &mut Vec<u8>, data: &[u8]) -> bool {
+    let mut rest = data;
+    if !pending.is_empty() {
+        pending.extend_from_slice(data);
+        rest = &[];
+    }
+    loop {
+        let out: &[u8] = if pending.is_empty() { rest } else { pending };
+        if out.is_empty() {
+            return true;
+        }
+        match s.write(out) {
+            Ok(0) => return false,
+            Ok(n) if pending.is_empty() => rest = &rest[n..],
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                pending.extend_from_slice(rest);
+                return true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// One receiver thread of [`many_clients`]: connects and logs in `n`
