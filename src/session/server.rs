@@ -638,6 +638,9 @@ pub struct ServerSession {
     progress_checked: Duration,
     events: VecDeque<ServerEvent>,
     stats: ServerSessionStats,
+    /// `config.no_progress_window()`, computed once (a division each time:
+    /// the deadlines are computed per write and per published batch).
+    no_progress_window: Option<Duration>,
 }
 
 impl ServerSession {
@@ -646,6 +649,7 @@ impl ServerSession {
     pub fn new(config: ServerSessionConfig, time: Time) -> ServerSession {
         let now = time.monotonic;
         ServerSession {
+            no_progress_window: config.no_progress_window(),
             config,
             state: State::AwaitingLogin {
                 deadline: now.saturating_add(config.login_timeout),
@@ -1008,7 +1012,7 @@ impl ServerSession {
     /// interval after the last, or its no-progress deadline if sooner.
     fn progress_deadline(&self) -> Option<Duration> {
         let since = self.owed_since?;
-        let window = self.config.no_progress_window()?;
+        let window = self.no_progress_window?;
         let check = self
             .progress_checked
             .saturating_add(self.config.heartbeat_interval);
@@ -1105,7 +1109,7 @@ impl ServerSession {
             self.owed_since = Some(now);
         }
         self.taken = self.taken.max(taken);
-        match (self.owed_since, self.config.no_progress_window()) {
+        match (self.owed_since, self.no_progress_window) {
             (Some(since), Some(window)) => now >= since.saturating_add(window),
             _ => false,
         }
@@ -1200,6 +1204,11 @@ impl ServerSession {
             State::Closing if self.out.bytes == 0 => Some(CloseReason::Shutdown),
             _ => None,
         }
+    }
+
+    /// Whether [`poll_event`](Self::poll_event) has something.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// The next thing worth logging, if any.

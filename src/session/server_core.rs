@@ -715,7 +715,35 @@ impl ServerCore {
             }
             let before = conn.session.queued();
             conn.session.handle_published(&batch, time);
-            let changed = conn.session.queued() != before
+            let queued = conn.session.queued();
+            if queued > before
+                && conn.role == Role::Client
+                && conn.session.phase() == ServerPhase::Live
+                && !conn.session.has_events()
+            {
+                // The common case, the batch queued to a live client: what
+                // `settle` does then (counters, timer, ready queue), without
+                // looking the connection up again.
+                let stats = conn.session.take_stats();
+                if let Some(at) = conn.session.poll_timeout() {
+                    if conn.scheduled.is_none_or(|s| at < s) {
+                        conn.scheduled = Some(at);
+                        let index = u32::try_from(index).unwrap_or(u32::MAX);
+                        self.timers.push(Reverse((at, index, conn.generation)));
+                    }
+                }
+                self.stats.add_session(&stats);
+                self.stats.peak_queue = self.stats.peak_queue.max(queued as u64);
+                if !conn.ready {
+                    conn.ready = true;
+                    self.ready.push_back(ConnId {
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        generation: conn.generation,
+                    });
+                }
+                continue;
+            }
+            let changed = queued != before
                 || conn.session.phase() == ServerPhase::Replaying
                 || conn.session.poll_close().is_some();
             if changed {
