@@ -1206,6 +1206,12 @@ impl ServerSession {
         }
     }
 
+    /// When bytes were last queued (the next Heartbeat is due a heartbeat
+    /// interval after).
+    pub(crate) fn last_queued(&self) -> Duration {
+        self.last_queued
+    }
+
     /// Whether [`poll_event`](Self::poll_event) has something.
     pub(crate) fn has_events(&self) -> bool {
         !self.events.is_empty()

@@ -714,6 +714,7 @@ impl ServerCore {
                 continue;
             }
             let before = conn.session.queued();
+            let last_queued = conn.session.last_queued();
             conn.session.handle_published(&batch, time);
             let queued = conn.session.queued();
             if queued > before
@@ -725,7 +726,14 @@ impl ServerCore {
                 // `settle` does then (counters, timer, ready queue), without
                 // looking the connection up again.
                 let stats = conn.session.take_stats();
-                if let Some(at) = conn.session.poll_timeout() {
+                // Queued behind bytes already waiting, at a time not before
+                // the last: its deadline only moved later (the next
+                // Heartbeat; the backlog and progress checks were set when
+                // those bytes were queued), so an armed timer stays right.
+                let later = before > 0 && time.monotonic >= last_queued;
+                if let (true, Some(s)) = (later, conn.scheduled) {
+                    debug_assert!(conn.session.poll_timeout().is_none_or(|at| at >= s));
+                } else if let Some(at) = conn.session.poll_timeout() {
                     if conn.scheduled.is_none_or(|s| at < s) {
                         conn.scheduled = Some(at);
                         let index = u32::try_from(index).unwrap_or(u32::MAX);
@@ -745,7 +753,8 @@ impl ServerCore {
             }
             let changed = queued != before
                 || conn.session.phase() == ServerPhase::Replaying
-                || conn.session.poll_close().is_some();
+                || conn.session.poll_close().is_some()
+                || conn.session.has_events();
             if changed {
                 let id = ConnId {
                     index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -822,11 +831,26 @@ impl ServerCore {
     /// [`Transmit::slices`], then call [`transmitted`](Self::transmitted).
     pub fn poll_transmit(&mut self, id: ConnId, time: Time) -> Option<Transmit<'_>> {
         let retention = &self.retention;
+        let timers = &mut self.timers;
         let conn = self
             .conns
             .get_mut(id.index())
             .and_then(Option::as_mut)
             .filter(|c| c.generation == id.generation && c.closed.is_none())?;
+        if conn.session.phase() == ServerPhase::Replaying {
+            // A replay refills its queue from the retention here, which can
+            // bring its next check closer (bytes now wait): its timer first.
+            let before = conn.session.queued();
+            let _ = conn.session.poll_transmit(time, retention);
+            if conn.session.queued() != before {
+                if let Some(at) = conn.session.poll_timeout() {
+                    if conn.scheduled.is_none_or(|s| at < s) {
+                        conn.scheduled = Some(at);
+                        timers.push(Reverse((at, id.index, id.generation)));
+                    }
+                }
+            }
+        }
         conn.session.poll_transmit(time, retention)
     }
 
@@ -856,7 +880,14 @@ impl ServerCore {
             return;
         }
         let stats = conn.session.take_stats();
-        if let Some(at) = conn.session.poll_timeout() {
+        // A write at a time not before the last bytes were queued moves no
+        // deadline earlier (the backlog check goes with an emptied queue;
+        // bytes now owed are checked a heartbeat interval from now, not
+        // before the next Heartbeat is due): an armed timer stays right.
+        let later = time.monotonic >= conn.session.last_queued();
+        if let (true, Some(s)) = (later, conn.scheduled) {
+            debug_assert!(conn.session.poll_timeout().is_none_or(|at| at >= s));
+        } else if let Some(at) = conn.session.poll_timeout() {
             if conn.scheduled.is_none_or(|s| at < s) {
                 conn.scheduled = Some(at);
                 timers.push(Reverse((at, id.index, id.generation)));
