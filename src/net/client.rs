@@ -538,6 +538,13 @@ impl Held {
     }
 }
 
+/// Keeps `event` for the next poll (out of the event path: rare).
+#[cold]
+#[inline(never)]
+fn hold(held: &mut VecDeque<Held>, event: ClientEvent<'_>) {
+    held.push_back(Held::of(event));
+}
+
 /// `on_event` for client `id` while the application takes events; once it
 /// returned `Break` (`stop` set), the events are held in `held` instead.
 fn gate<'s>(
@@ -546,9 +553,10 @@ fn gate<'s>(
     stop: &'s Cell<bool>,
     on_event: &'s mut impl FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>,
 ) -> impl FnMut(ClientEvent<'_>) + 's {
+    #[inline(always)]
     move |event| {
         if stop.get() {
-            held.push_back(Held::of(event));
+            hold(held, event);
         } else if on_event(id, event).is_break() {
             stop.set(true);
         }
@@ -851,6 +859,7 @@ impl Link {
         on_event: &'e mut impl FnMut(ClientEvent<'_>),
     ) -> impl FnMut(ClientEvent<'_>) + 'e {
         let server = self.config.server_at(self.session.server()).clone();
+        #[inline(always)]
         move |event| {
             log_event(&server, &event);
             on_event(event);
@@ -1155,14 +1164,33 @@ impl Link {
         stop: &Cell<bool>,
     ) -> ControlFlow<()> {
         let session = &mut self.session;
-        self.parser.try_drain(|event| {
-            session.handle_event(event, time, on_event);
-            if stop.get() {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
+        // The steady frames skip the session's bookkeeping (kept in
+        // registers, written back once); anything else is the session's.
+        let run = session.steady();
+        let (run, stopped) = self.parser.fold_until(
+            (run, false),
+            #[inline(always)]
+            |(mut run, _), event| {
+                if let Some(m) = run.take(&event) {
+                    on_event(ClientEvent::Frame(m));
+                } else {
+                    session.end_steady(run);
+                    session.handle_event(event, time, on_event);
+                    run = session.steady();
+                }
+                if stop.get() {
+                    ControlFlow::Break((run, true))
+                } else {
+                    ControlFlow::Continue((run, false))
+                }
+            },
+        );
+        session.end_steady(run);
+        if stopped {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
 
     /// Reads what the socket has. A short read means the receive queue is

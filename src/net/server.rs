@@ -1192,7 +1192,13 @@ impl Server {
                 Err(e) => self.core.handle_failure(id, close_reason(&e)),
             }
             if slot.timer_due {
-                self.timeout(index, time);
+                // Put off until after the write, which may have made it
+                // moot (the backlog check of a queue now empty): no
+                // `TIOCOUTQ` then.
+                slot.timer_due = false;
+                if self.core.timeout_due(id, time.monotonic) {
+                    self.timeout(index, time);
+                }
             }
             self.drain_core();
         }

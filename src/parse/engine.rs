@@ -250,10 +250,17 @@ impl<'a, B, F: FnMut(B, Event<'a>) -> ControlFlow<B, B>> Kernel for Drain<'_, 'a
     type Output = (usize, B);
 
     #[inline(always)]
-    fn run<C: Crc32c>(mut self, crc: C) -> (usize, B) {
-        // Work on a local copy so that the optimizer can keep the state in
-        // registers for the whole loop; write it back at the end.
-        let mut engine = self.engine.clone();
+    fn run<C: Crc32c>(self, crc: C) -> (usize, B) {
+        // Work on local copies (the engine's state, the accumulator, the
+        // fold and what it captured by value) so that the optimizer can keep
+        // them in registers for the whole loop; write back at the end.
+        let Drain {
+            engine: shared,
+            data,
+            mut acc,
+            mut fold,
+        } = self;
+        let mut engine = shared.clone();
         let mut consumed = 0;
         loop {
             if let (true, Some(mut expected)) = (engine.is_steady(), engine.tracker.expected()) {
@@ -264,23 +271,23 @@ impl<'a, B, F: FnMut(B, Event<'a>) -> ControlFlow<B, B>> Kernel for Drain<'_, 'a
                 let mut counts = engine.counts;
                 let (mut in_order, mut control) = (0u64, 0u64);
                 let mut stopped = false;
-                while let Some(rest) = self.data.get(consumed..) {
+                while let Some(rest) = data.get(consumed..) {
                     steady_frame!(rest, crc, |message| {
                         if message.sequence() != expected {
                             break;
                         }
-                        let data = u64::from(message.is_data());
-                        expected = expected.saturating_add(data);
-                        in_order += data;
-                        control += 1 - data;
+                        let is_data = u64::from(message.is_data());
+                        expected = expected.saturating_add(is_data);
+                        in_order += is_data;
+                        control += 1 - is_data;
                         counts.count(&message);
                         consumed += message.len();
                         // (A sink that never breaks, as `drain`'s, folds
                         // this branch away.)
-                        match (self.fold)(self.acc, Event::Frame(message)) {
-                            ControlFlow::Continue(acc) => self.acc = acc,
-                            ControlFlow::Break(acc) => {
-                                self.acc = acc;
+                        match fold(acc, Event::Frame(message)) {
+                            ControlFlow::Continue(next) => acc = next,
+                            ControlFlow::Break(last) => {
+                                acc = last;
                                 stopped = true;
                                 break;
                             }
@@ -290,24 +297,24 @@ impl<'a, B, F: FnMut(B, Event<'a>) -> ControlFlow<B, B>> Kernel for Drain<'_, 'a
                 engine.tracker.commit_in_order(expected, in_order, control);
                 engine.counts = counts;
                 if stopped {
-                    *self.engine = engine;
-                    return (consumed, self.acc);
+                    *shared = engine;
+                    return (consumed, acc);
                 }
             }
-            let rest = self.data.get(consumed..).unwrap_or_default();
+            let rest = data.get(consumed..).unwrap_or_default();
             let (event, used) = engine.next_with(rest, crc);
             consumed += used;
             match event {
-                Some(event) => match (self.fold)(self.acc, event) {
-                    ControlFlow::Continue(acc) => self.acc = acc,
-                    ControlFlow::Break(acc) => {
-                        *self.engine = engine;
-                        return (consumed, acc);
+                Some(event) => match fold(acc, event) {
+                    ControlFlow::Continue(next) => acc = next,
+                    ControlFlow::Break(last) => {
+                        *shared = engine;
+                        return (consumed, last);
                     }
                 },
                 None => {
-                    *self.engine = engine;
-                    return (consumed, self.acc);
+                    *shared = engine;
+                    return (consumed, acc);
                 }
             }
         }

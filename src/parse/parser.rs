@@ -253,18 +253,34 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
         mut sink: F,
     ) -> ControlFlow<()> {
         let data = unconsumed(&self.buf, self.start, self.end);
-        let (used, flow) =
-            self.engine
-                .fold(data, ControlFlow::Continue(()), |_, event| {
-                    match sink(event) {
-                        ControlFlow::Continue(()) => {
-                            ControlFlow::Continue(ControlFlow::Continue(()))
-                        }
-                        ControlFlow::Break(()) => ControlFlow::Break(ControlFlow::Break(())),
-                    }
-                });
+        let (used, flow) = self.engine.fold(
+            data,
+            ControlFlow::Continue(()),
+            #[inline(always)]
+            |_, event| match sink(event) {
+                ControlFlow::Continue(()) => ControlFlow::Continue(ControlFlow::Continue(())),
+                ControlFlow::Break(()) => ControlFlow::Break(ControlFlow::Break(())),
+            },
+        );
         self.start += used;
         flow
+    }
+
+    /// Folds the events available now into `acc`, in order, up to and
+    /// including the first one for which `fold` returns `Break`; the events
+    /// after it stay in the parser. The loop keeps `acc` in registers: for
+    /// a driver's state that changes with every frame (the client's steady
+    /// run).
+    #[inline]
+    pub(crate) fn fold_until<A>(
+        &mut self,
+        acc: A,
+        fold: impl FnMut(A, Event<'_>) -> ControlFlow<A, A>,
+    ) -> A {
+        let data = unconsumed(&self.buf, self.start, self.end);
+        let (used, acc) = self.engine.fold(data, acc, fold);
+        self.start += used;
+        acc
     }
 
     /// The next event, calling `fill` to read more bytes into the spare space

@@ -409,6 +409,46 @@ pub struct ClientSessionStats {
     pub rejected: u64,
 }
 
+/// The frames a logged-in session takes with no decision: Quotes, Trades
+/// and Heartbeats carrying the next sequence (what
+/// [`ClientSession::handle_event`] would track in order and emit as they
+/// are). A driver takes a run of them from its parser with the expected
+/// sequence and the counts in registers
+/// ([`take`](SteadyRun::take)), hands anything else to the session after
+/// [`ClientSession::end_steady`], and starts a new run from
+/// [`ClientSession::steady`]: the sequence is checked once per frame, with
+/// no write to the session until the run ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SteadyRun {
+    /// The next sequence; `None`: not logged in, nothing is taken.
+    expected: Option<u64>,
+    in_order: u64,
+    control: u64,
+}
+
+impl SteadyRun {
+    /// `event`'s message if the session would take it as it is (and now
+    /// has), else `None` (the event is the session's to handle).
+    #[inline(always)]
+    pub(crate) fn take<'a>(&mut self, event: &Event<'a>) -> Option<Message<'a>> {
+        let (
+            Some(expected),
+            Event::Frame(m @ (Message::Quote(_) | Message::Trade(_) | Message::Heartbeat(_))),
+        ) = (self.expected, event)
+        else {
+            return None;
+        };
+        if m.sequence() != expected {
+            return None;
+        }
+        let data = u64::from(m.is_data());
+        self.expected = Some(expected.saturating_add(data));
+        self.in_order += data;
+        self.control += 1 - data;
+        Some(*m)
+    }
+}
+
 /// The client's protocol state. See the [module docs](self).
 ///
 /// # Fail-over
@@ -773,7 +813,68 @@ impl ClientSession {
     /// An event of the driver's parser, in order. Frames are tracked and
     /// passed to `emit`; the Login's answer, EndOfSession and a restarted
     /// server are acted on.
+    ///
+    /// Nearly every event is a Quote, Trade or Heartbeat with the next
+    /// sequence on a logged-in connection: that case is handled here, small
+    /// enough to be compiled into the driver's parsing loop (with the
+    /// message's type known there, it costs one compare); everything else
+    /// goes through the general rules out of line.
+    #[inline(always)]
     pub fn handle_event<'a>(
+        &mut self,
+        event: Event<'a>,
+        time: Time,
+        emit: &mut impl FnMut(ClientEvent<'a>),
+    ) {
+        if let Event::Frame(m @ (Message::Quote(_) | Message::Trade(_) | Message::Heartbeat(_))) =
+            event
+        {
+            // What the general rules do for this frame: not a gap to heal
+            // (its sequence is the expected one), tracked in order, emitted.
+            if self.state == ClientState::LoggedIn
+                && self
+                    .tracker
+                    .observe_in_order(m.msg_type(), m.sequence())
+                    .is_some()
+            {
+                self.damaged = false;
+                emit(ClientEvent::Frame(m));
+                return;
+            }
+        }
+        self.handle_any_event(event, time, emit);
+    }
+
+    /// The session's steady state as a value a driver keeps in registers
+    /// while it drains a parser: see [`SteadyRun`]. Hand it back with
+    /// [`end_steady`](Self::end_steady) before any other call.
+    #[inline(always)]
+    pub(crate) fn steady(&self) -> SteadyRun {
+        SteadyRun {
+            expected: if self.state == ClientState::LoggedIn {
+                self.tracker.expected()
+            } else {
+                None
+            },
+            in_order: 0,
+            control: 0,
+        }
+    }
+
+    /// Records the frames `run` took, as [`handle_event`](Self::handle_event)
+    /// would have one by one.
+    #[inline(always)]
+    pub(crate) fn end_steady(&mut self, run: SteadyRun) {
+        if let (Some(expected), true) = (run.expected, run.in_order + run.control > 0) {
+            self.tracker
+                .commit_in_order(expected, run.in_order, run.control);
+            self.damaged = false;
+        }
+    }
+
+    /// [`handle_event`](Self::handle_event)'s general rules.
+    #[inline(never)]
+    fn handle_any_event<'a>(
         &mut self,
         event: Event<'a>,
         time: Time,

@@ -750,6 +750,9 @@ pub struct ServerSession {
     stats: ServerSessionStats,
     /// The replay's reader of the retention's cold source, while it reads there.
     cold: ColdCursor,
+    /// `config.no_progress_window()`, computed once (a division each time:
+    /// the deadlines are computed per write and per published batch).
+    no_progress_window: Option<Duration>,
 }
 
 impl ServerSession {
@@ -758,6 +761,7 @@ impl ServerSession {
     pub fn new(config: ServerSessionConfig, time: Time) -> ServerSession {
         let now = time.monotonic;
         ServerSession {
+            no_progress_window: config.no_progress_window(),
             config,
             state: State::AwaitingLogin {
                 deadline: now.saturating_add(config.login_timeout),
@@ -992,6 +996,13 @@ impl ServerSession {
     fn queue(&mut self, piece: Piece, now: Duration) {
         if self.out.bytes == 0 {
             self.progress_at = now;
+            if !self.watching_backlog() {
+                // Bytes start to wait: the backlog is checked once they
+                // have waited BACKLOG_CHECK (not at once because the last
+                // check was long ago: a queue the driver empties within
+                // that time is no backlog, and costs no `TIOCOUTQ`).
+                self.last_check = now;
+            }
         }
         if self.owed_since.is_none() {
             self.owed_since = Some(now);
@@ -1229,7 +1240,7 @@ impl ServerSession {
     /// interval after the last, or its no-progress deadline if sooner.
     fn progress_deadline(&self) -> Option<Duration> {
         let since = self.owed_since?;
-        let window = self.config.no_progress_window()?;
+        let window = self.no_progress_window?;
         let check = self
             .progress_checked
             .saturating_add(self.config.heartbeat_interval);
@@ -1332,7 +1343,7 @@ impl ServerSession {
             self.owed_since = Some(now);
         }
         self.taken = self.taken.max(taken);
-        match (self.owed_since, self.config.no_progress_window()) {
+        match (self.owed_since, self.no_progress_window) {
             (Some(since), Some(window)) => now >= since.saturating_add(window),
             _ => false,
         }
@@ -1528,6 +1539,17 @@ impl ServerSession {
             }
             _ => None,
         }
+    }
+
+    /// When bytes were last queued (the next Heartbeat is due a heartbeat
+    /// interval after).
+    pub(crate) fn last_queued(&self) -> Duration {
+        self.last_queued
+    }
+
+    /// Whether [`poll_event`](Self::poll_event) has something.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// The next thing worth logging, if any.

@@ -867,10 +867,47 @@ impl ServerCore {
                 continue;
             }
             let before = conn.session.queued();
+            let last_queued = conn.session.last_queued();
             conn.session.handle_published(&batch, time);
-            let changed = conn.session.queued() != before
+            let queued = conn.session.queued();
+            if queued > before
+                && conn.role == Role::Client
+                && conn.session.phase() == ServerPhase::Live
+                && !conn.session.has_events()
+            {
+                // The common case, the batch queued to a live client: what
+                // `settle` does then (counters, timer, ready queue), without
+                // looking the connection up again.
+                let stats = conn.session.take_stats();
+                // Queued behind bytes already waiting, at a time not before
+                // the last: its deadline only moved later (the next
+                // Heartbeat; the backlog and progress checks were set when
+                // those bytes were queued), so an armed timer stays right.
+                let later = before > 0 && time.monotonic >= last_queued;
+                if let (true, Some(s)) = (later, conn.scheduled) {
+                    debug_assert!(conn.session.poll_timeout().is_none_or(|at| at >= s));
+                } else if let Some(at) = conn.session.poll_timeout() {
+                    if conn.scheduled.is_none_or(|s| at < s) {
+                        conn.scheduled = Some(at);
+                        let index = u32::try_from(index).unwrap_or(u32::MAX);
+                        self.timers.push(Reverse((at, index, conn.generation)));
+                    }
+                }
+                self.stats.add_session(&stats);
+                self.stats.peak_queue = self.stats.peak_queue.max(queued as u64);
+                if !conn.ready {
+                    conn.ready = true;
+                    self.ready.push_back(ConnId {
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        generation: conn.generation,
+                    });
+                }
+                continue;
+            }
+            let changed = queued != before
                 || conn.session.phase() == ServerPhase::Replaying
-                || conn.session.poll_close().is_some();
+                || conn.session.poll_close().is_some()
+                || conn.session.has_events();
             if changed {
                 let id = ConnId {
                     index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -1036,11 +1073,22 @@ impl ServerCore {
     /// [`Transmit::slices`], then call [`transmitted`](Self::transmitted).
     pub fn poll_transmit(&mut self, id: ConnId, time: Time) -> Option<Transmit<'_>> {
         let retention = &self.retention;
+        let timers = &mut self.timers;
         let conn = open_conn(&mut self.conns, id)?;
+        let before = conn.session.queued();
         if conn.session.refill_replay(time, retention) {
             // Its replay failed (the journal): the frames read before go
             // out, then it closes (at once if there are none).
             self.settle(id);
+        } else if conn.session.queued() != before {
+            // A replay refilled its queue, which can bring its next check
+            // closer (bytes now wait): its timer first.
+            if let Some(at) = conn.session.poll_timeout() {
+                if conn.scheduled.is_none_or(|s| at < s) {
+                    conn.scheduled = Some(at);
+                    timers.push(Reverse((at, id.index, id.generation)));
+                }
+            }
         }
         let retention = &self.retention;
         let conn = open_conn(&mut self.conns, id)?;
@@ -1073,7 +1121,14 @@ impl ServerCore {
             return;
         }
         let stats = conn.session.take_stats();
-        if let Some(at) = conn.session.poll_timeout() {
+        // A write at a time not before the last bytes were queued moves no
+        // deadline earlier (the backlog check goes with an emptied queue;
+        // bytes now owed are checked a heartbeat interval from now, not
+        // before the next Heartbeat is due): an armed timer stays right.
+        let later = time.monotonic >= conn.session.last_queued();
+        if let (true, Some(s)) = (later, conn.scheduled) {
+            debug_assert!(conn.session.poll_timeout().is_none_or(|at| at >= s));
+        } else if let Some(at) = conn.session.poll_timeout() {
             if conn.scheduled.is_none_or(|s| at < s) {
                 conn.scheduled = Some(at);
                 timers.push(Reverse((at, id.index, id.generation)));
@@ -1249,6 +1304,39 @@ impl ServerCore {
             }
         }
         None
+    }
+
+    /// Whether connection `id`'s deadline has come by `now`; if it has
+    /// not (or `id` is gone), its timer is set again for when it comes.
+    ///
+    /// For a driver that put off a timer [`poll_expired`](Self::poll_expired)
+    /// returned until after the connection's write (its bytes were waiting
+    /// for their turn): the write may have made it moot (a backlog check
+    /// with the queue now empty), and then reading the kernel's send queue
+    /// for [`handle_conn_timeout`](Self::handle_conn_timeout) would be a
+    /// system call for nothing.
+    ///
+    /// ```
+    /// use tickwire::session::{CoreConfig, ServerCore, Time};
+    /// use std::time::Duration;
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let mut core = ServerCore::new(CoreConfig::new(1), t);
+    /// let id = core.accept("127.0.0.1:5000".parse()?, t);
+    /// // Not logged in: its deadline is the login timeout, not now.
+    /// assert!(!core.timeout_due(id, Duration::ZERO));
+    /// assert!(core.poll_timeout().is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timeout_due(&mut self, id: ConnId, now: Duration) -> bool {
+        let due = self
+            .conn(id)
+            .filter(|c| c.closed.is_none())
+            .and_then(|c| c.session.poll_timeout())
+            .is_some_and(|at| at <= now);
+        if !due {
+            self.settle(id);
+        }
+        due
     }
 
     /// A connection that has bytes to write, or must be closed

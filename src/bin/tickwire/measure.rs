@@ -181,26 +181,149 @@ fn login(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// A running reference server publishing batches of 4096 messages as fast
+/// as its queue takes them, at most [`FanOutFeed::WINDOW`] frames ahead of
+/// the slowest live receiver (`slowest`, which the receivers update).
+pub(crate) struct FanOutFeed {
+    pub(crate) server: ServerHandle,
+    stop: Arc<AtomicBool>,
+    pub(crate) slowest: Arc<std::sync::atomic::AtomicU64>,
+    publisher: Option<thread::JoinHandle<()>>,
+}
+
+impl FanOutFeed {
+    /// Flow control: the publisher stays at most this many frames ahead of
+    /// the slowest live receiver, so that the figure is what is delivered
+    /// without loss (an unthrottled publisher would get a lagging receiver
+    /// skipped).
+    pub(crate) const WINDOW: u64 = 1 << 20;
+
+    /// The server (with `stalled` logged-in clients that never read, kept
+    /// in the returned vector) and its config's `loop_writes`; the
+    /// publisher starts at [`FanOutFeed::start`].
+    pub(crate) fn bind(stalled: usize, loop_writes: bool) -> (FanOutFeed, Vec<TcpStream>) {
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            mio: LoopOptions {
+                publisher_writes: !loop_writes,
+                publish_queue: 64,
+                ..LoopOptions::default()
+            },
+            ..ServerConfig::default()
+        };
+        config.core.session.slow_threshold = if stalled > 0 { 8 << 20 } else { 64 << 20 };
+        config.core.session.queue_limit = if stalled > 0 { 16 << 20 } else { 128 << 20 };
+        let server = Server::bind(config).unwrap().spawn().unwrap();
+        let addr = server.local_addr();
+        let stalled: Vec<TcpStream> = (0..stalled).map(|_| login(addr)).collect();
+        let feed = FanOutFeed {
+            server,
+            stop: Arc::new(AtomicBool::new(false)),
+            slowest: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            publisher: None,
+        };
+        (feed, stalled)
+    }
+
+    /// Waits (at most 5 s) until the server counts `clients` logged in.
+    pub(crate) fn wait_for(&self, clients: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.server.stats().clients < clients as u64 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts the publisher thread.
+    pub(crate) fn start(&mut self) {
+        let publisher = self.server.publisher();
+        let pool = batches(64, 4096);
+        let (stop, slowest) = (self.stop.clone(), self.slowest.clone());
+        let thread = thread::Builder::new()
+            .name("publisher".into())
+            .spawn(move || {
+                let mut i = 0;
+                let mut published = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if published.saturating_sub(slowest.load(Ordering::Relaxed))
+                        > FanOutFeed::WINDOW
+                    {
+                        thread::sleep(Duration::from_micros(10));
+                        continue;
+                    }
+                    let batch = pool[i % pool.len()].clone();
+                    published += batch.len() as u64;
+                    if publisher.publish(batch).is_err() {
+                        break;
+                    }
+                    i += 1;
+                }
+            })
+            .unwrap();
+        self.publisher = Some(thread);
+    }
+
+    /// Stops the publisher and the server.
+    pub(crate) fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.server.shutdown();
+        if let Some(p) = self.publisher {
+            let _ = p.join();
+        }
+    }
+}
+
 /// The reference server publishing as fast as its queue takes batches of
 /// 4096 messages to `clients` receivers (one mio thread, every CRC checked)
 /// and `stalled` clients that never read. Returns each live client's data
 /// frames per second. `loop_writes`: the event loop writes every batch
-/// (`LoopOptions::publisher_writes` off).
+/// (`ServerConfig::publisher_writes` off).
 pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes: bool) -> Vec<f64> {
-    let mut config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        mio: LoopOptions {
-            publisher_writes: !loop_writes,
-            publish_queue: 64,
-            ..LoopOptions::default()
-        },
-        ..ServerConfig::default()
+    fan_out_cpu(clients, stalled, seconds, loop_writes).0
+}
+
+/// The CPU time run so far by this process's threads whose name starts
+/// with one of `names`, in nanoseconds (Linux; 0 elsewhere).
+pub(crate) fn threads_cpu_ns(names: &[&str]) -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
     };
-    config.core.session.slow_threshold = if stalled > 0 { 8 << 20 } else { 64 << 20 };
-    config.core.session.queue_limit = if stalled > 0 { 16 << 20 } else { 128 << 20 };
-    let server = Server::bind(config).unwrap().spawn().unwrap();
-    let addr = server.local_addr();
-    let _stalled: Vec<TcpStream> = (0..stalled).map(|_| login(addr)).collect();
+    tasks
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| names.iter().any(|n| comm.starts_with(n)))
+        })
+        .filter_map(|task| {
+            std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The CPU time this thread has run, in nanoseconds (Linux:
+/// `/proc/thread-self/schedstat`; 0 elsewhere): a receiver's cost that the
+/// machine's other load does not inflate the way it does wall time.
+pub(crate) fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// [`fan_out`], and the receiving thread's CPU time per data frame in
+/// nanoseconds.
+pub(crate) fn fan_out_cpu(
+    clients: usize,
+    stalled: usize,
+    seconds: f64,
+    loop_writes: bool,
+) -> (Vec<f64>, f64) {
+    let (mut feed, _stalled) = FanOutFeed::bind(stalled, loop_writes);
+    let addr = feed.server.local_addr();
     let mut poll = Poll::new().unwrap();
     let mut conns: Vec<Connection> = (0..clients)
         .map(|i| {
@@ -213,40 +336,8 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes:
             c
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.stats().clients < (clients + stalled) as u64 && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    // Flow control: the publisher stays at most WINDOW frames ahead of the
-    // slowest live receiver, so that the figure is what is delivered without
-    // loss (an unthrottled publisher would get a lagging receiver skipped).
-    const WINDOW: u64 = 1 << 20;
-    let slowest = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let publisher = {
-        let publisher = server.publisher();
-        let pool = batches(64, 4096);
-        let (stop, slowest) = (stop.clone(), slowest.clone());
-        thread::Builder::new()
-            .name("publisher".into())
-            .spawn(move || {
-                let mut i = 0;
-                let mut published = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    if published.saturating_sub(slowest.load(Ordering::Relaxed)) > WINDOW {
-                        thread::sleep(Duration::from_micros(10));
-                        continue;
-                    }
-                    let batch = pool[i % pool.len()].clone();
-                    published += batch.len() as u64;
-                    if publisher.publish(batch).is_err() {
-                        break;
-                    }
-                    i += 1;
-                }
-            })
-            .unwrap()
-    };
+    feed.wait_for(clients + stalled);
+    feed.start();
     let mut frames = vec![0u64; clients];
     // Progress for flow control: frames received plus frames reported
     // missing, so that a live client skipped for a moment (possible beside a
@@ -255,6 +346,7 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes:
     let mut bad = 0u64;
     let mut events = Events::with_capacity(1024);
     let started = Instant::now();
+    let cpu = thread_cpu_ns();
     while started.elapsed().as_secs_f64() < seconds {
         poll.poll(&mut events, Some(Duration::from_millis(10)))
             .unwrap();
@@ -274,18 +366,68 @@ pub(crate) fn fan_out(clients: usize, stalled: usize, seconds: f64, loop_writes:
                 _ => {}
             });
         }
-        slowest.store(
+        feed.slowest.store(
             progress.iter().copied().min().unwrap_or(0),
             Ordering::Relaxed,
         );
     }
     let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
+    let cpu = thread_cpu_ns().saturating_sub(cpu) as f64;
     drop(conns);
-    let _ = server.shutdown();
-    let _ = publisher.join();
+    feed.stop();
     assert!(stalled > 0 || bad == 0, "damage or gaps on loopback");
-    frames.iter().map(|&n| n as f64 / elapsed).collect()
+    let total: u64 = frames.iter().sum();
+    (
+        frames.iter().map(|&n| n as f64 / elapsed).collect(),
+        cpu / total.max(1) as f64,
+    )
+}
+
+/// [`fan_out`] to one receiver that is the reference [`Client`]
+/// (`Client::poll`, live data, its session's rules: gaps, discards,
+/// duplicates, session changes) instead of a bare [`Connection`]: the
+/// client's data frames per second, and its thread's CPU time per data
+/// frame in nanoseconds.
+pub(crate) fn fan_out_client(seconds: f64) -> (f64, f64) {
+    let (mut feed, _) = FanOutFeed::bind(0, false);
+    let mut client = Client::new(ClientConfig::new(feed.server.local_addr())).unwrap();
+    let mut logged_in = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !logged_in && Instant::now() < deadline {
+        client
+            .poll(Some(Duration::from_millis(10)), |e| {
+                logged_in |= matches!(e, ClientEvent::LoggedIn { .. });
+            })
+            .unwrap();
+    }
+    feed.wait_for(1);
+    feed.start();
+    let (mut frames, mut progress, mut bad) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    let cpu = thread_cpu_ns();
+    while started.elapsed().as_secs_f64() < seconds {
+        client
+            .poll(Some(Duration::from_millis(10)), |e| match e {
+                ClientEvent::Frame(m) if m.is_data() => {
+                    frames += 1;
+                    progress += 1;
+                }
+                ClientEvent::Gap(g) => {
+                    progress += g.len();
+                    bad += 1;
+                }
+                ClientEvent::Discarded(_) | ClientEvent::Lost(_) => bad += 1,
+                _ => {}
+            })
+            .unwrap();
+        feed.slowest.store(progress, Ordering::Relaxed);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = thread_cpu_ns().saturating_sub(cpu) as f64;
+    drop(client);
+    feed.stop();
+    assert!(bad == 0, "damage, gaps or a lost connection on loopback");
+    (frames as f64 / elapsed, cpu / frames.max(1) as f64)
 }
 
 /// Messages due after `started` at `rate` per second.
@@ -303,30 +445,33 @@ pub(crate) fn paced_publisher(
     stop: Arc<AtomicBool>,
 ) -> thread::JoinHandle<u64> {
     let publisher = server.publisher();
-    thread::spawn(move || {
-        let mut feed = Feed::new(seed, 500);
-        let started = Instant::now();
-        let mut sent = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let due = due(started, rate);
-            if due > sent {
-                let now = unix_nanos();
-                let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
-                while (batch.len() as u64) < (due - sent).min(1 << 16) {
-                    let p = feed.next_payload();
-                    if p.msg_type().is_data() {
-                        batch.push((now, p));
+    thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || {
+            let mut feed = Feed::new(seed, 500);
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let due = due(started, rate);
+                if due > sent {
+                    let now = unix_nanos();
+                    let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
+                    while (batch.len() as u64) < (due - sent).min(1 << 16) {
+                        let p = feed.next_payload();
+                        if p.msg_type().is_data() {
+                            batch.push((now, p));
+                        }
+                    }
+                    sent += batch.len() as u64;
+                    if publisher.publish(batch).is_err() {
+                        break;
                     }
                 }
-                sent += batch.len() as u64;
-                if publisher.publish(batch).is_err() {
-                    break;
-                }
+                thread::sleep(Duration::from_micros(100));
             }
-            thread::sleep(Duration::from_micros(100));
-        }
-        sent
-    })
+            sent
+        })
+        .unwrap()
 }
 
 /// A latency histogram in nanoseconds, 100 ns to 10 s, 3 significant digits.
@@ -342,11 +487,11 @@ pub(crate) struct LatencyCase {
     pub(crate) stalled: bool,
     /// The client busy-polls instead of sleeping in epoll.
     pub(crate) spin: bool,
-    /// The server busy-polls (`LoopOptions::busy_poll`).
+    /// The server busy-polls (`ServerConfig::busy_poll`).
     pub(crate) server_spin: bool,
     /// Through a relay of the server.
     pub(crate) relayed: bool,
-    /// The event loop writes every batch (`LoopOptions::publisher_writes`
+    /// The event loop writes every batch (`ServerConfig::publisher_writes`
     /// off).
     pub(crate) loop_writes: bool,
 }
@@ -514,9 +659,93 @@ pub(crate) fn datagram_latency(
     (window.hist, window.frames)
 }
 
+/// The floor issue 22 names for [`latency`]: a raw loopback socket paced
+/// the same way, with no server and no session. One writer thread makes a
+/// batch every 100 µs as [`paced_publisher`] does (the same feed, stamped
+/// at the same point), encodes it with `Sequencer::encode_batch` and writes
+/// it with one `write`; one reader sleeps in epoll (mio, edge-triggered,
+/// the same 10 ms timeout as the client's) and drains a [`Parser`] after
+/// each read, recording each data frame as [`latency`] does (the clock
+/// read per frame). Returns the histogram and the frames recorded.
+///
+/// [`Parser`]: tickwire::Parser
+pub(crate) fn floor_latency(rate: u64, seconds: f64) -> (Histogram<u64>, u64) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.set_nodelay(true);
+            let mut feed = Feed::new(5, 500);
+            let mut sequencer = Sequencer::new();
+            let started = Instant::now();
+            let mut sent = 0u64;
+            let mut bytes = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let due = due(started, rate);
+                if due > sent {
+                    let now = unix_nanos();
+                    let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
+                    while (batch.len() as u64) < (due - sent).min(1 << 16) {
+                        let p = feed.next_payload();
+                        if p.msg_type().is_data() {
+                            batch.push((now, p));
+                        }
+                    }
+                    sent += batch.len() as u64;
+                    bytes.resize(batch.len() * tickwire::wire::MAX_DATA_FRAME_LEN, 0);
+                    let done = sequencer.encode_batch(&batch, &mut bytes);
+                    if s.write_all(&bytes[..done.bytes]).is_err() {
+                        break;
+                    }
+                }
+                thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
+    let (s, _) = listener.accept().unwrap();
+    s.set_nonblocking(true).unwrap();
+    let mut stream = mio::net::TcpStream::from_std(s);
+    let mut poll = Poll::new().unwrap();
+    poll.registry()
+        .register(&mut stream, Token(0), Interest::READABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(64);
+    let mut parser = tickwire::Parser::with_capacity(4 << 20).unwrap();
+    let mut window = Window::new(seconds, false);
+    while window.open() {
+        poll.poll(&mut events, Some(window.wait)).unwrap();
+        loop {
+            match stream.read(parser.spare()) {
+                Ok(0) => break,
+                Ok(n) => {
+                    parser.commit(n).unwrap();
+                    parser.drain(|e| {
+                        if let Event::Frame(m) = e {
+                            if m.is_data() {
+                                window.record(m.timestamp());
+                            }
+                        }
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(stream);
+    let _ = writer.join();
+    (window.hist, window.frames)
+}
+
 /// One-way latency of a raw loopback socket at the same pacing as
 /// [`latency`]: 8-byte timestamps written in a batch every 100 µs, read and
-/// compared by the receiver. The floor any protocol over TCP sits on.
+/// compared by the receiver (a blocking `read`, no epoll, no parsing): the
+/// floor of the floor, below [`floor_latency`].
 pub(crate) fn raw_latency(rate: u64, seconds: f64) -> Histogram<u64> {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -588,6 +817,10 @@ pub(crate) struct ManyClients {
     pub(crate) slowest_rate: f64,
     /// Slow marks by the server.
     pub(crate) slow_marks: u64,
+    /// CPU time of the threads that fan the feed out (the server's loops
+    /// and the publishing thread, or the raw loop) over the measured
+    /// window, per message and client, in nanoseconds.
+    pub(crate) fan_out_cpu: f64,
 }
 
 /// One receiving client of [`many_clients`].
@@ -600,30 +833,54 @@ struct Receiver {
     gaps: u64,
 }
 
-/// `clients` clients (live only) logging in, a few at a time, while the
-/// reference server publishes `rate` msg/s (paced: a batch every 100 µs),
-/// spread over two receiver threads that poll their connections with mio
-/// (the server with `threads` event loops);
-/// latency is measured for `seconds` from a second after every client is in.
-pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, threads: usize) -> ManyClients {
-    let server = Server::bind(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        core: CoreConfig {
-            max_clients: clients + 16,
-            ..CoreConfig::new(0)
-        },
-        mio: LoopOptions {
-            threads,
-            ..LoopOptions::default()
-        },
-        ..ServerConfig::default()
-    })
-    .unwrap()
-    .spawn()
-    .unwrap();
-    let addr = server.local_addr();
+/// Who serves [`many_clients`]' clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FanOut {
+    /// The reference server with this many event loops, fed by
+    /// [`paced_publisher`].
+    Server(usize),
+    /// The baseline: [`raw_fan_out`], one thread writing each encoded batch
+    /// to every socket in a plain loop; no server, no session.
+    Raw,
+}
+
+/// `clients` clients (live only) logging in, a few at a time, while `by`
+/// publishes `rate` msg/s (paced: a batch every 100 µs), spread over two
+/// receiver threads that poll their connections with mio; latency is
+/// measured for `seconds` from a second after every client is in.
+pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, by: FanOut) -> ManyClients {
     let stop_feed = Arc::new(AtomicBool::new(false));
-    let publisher = paced_publisher(&server, rate, 3, stop_feed.clone());
+    let (server, addr, publisher) = match by {
+        FanOut::Server(threads) => {
+            let server = Server::bind(ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                core: CoreConfig {
+                    max_clients: clients + 16,
+                    ..CoreConfig::new(0)
+                },
+                mio: LoopOptions {
+                    threads,
+                    ..LoopOptions::default()
+                },
+                ..ServerConfig::default()
+            })
+            .unwrap()
+            .spawn()
+            .unwrap();
+            let addr = server.local_addr();
+            let publisher = paced_publisher(&server, rate, 3, stop_feed.clone());
+            (Some(server), addr, publisher)
+        }
+        FanOut::Raw => {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            (
+                None,
+                addr,
+                raw_fan_out(listener, rate, 3, stop_feed.clone()),
+            )
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let logged_in = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let measuring = Arc::new(AtomicBool::new(false));
@@ -643,12 +900,20 @@ pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, threads: usi
     // A second for the backlog of the logins to clear, then measure.
     thread::sleep(Duration::from_secs(1));
     measuring.store(true, Ordering::Relaxed);
-    let first_published = server.stats().frames_published;
+    let first_published = server.as_ref().map_or(0, |s| s.stats().frames_published);
+    const FANNING: [&str; 4] = [
+        "tickwire-server",
+        "tickwire-send",
+        "publisher",
+        "raw-fan-out",
+    ];
+    let cpu = threads_cpu_ns(&FANNING);
     let started = Instant::now();
     thread::sleep(Duration::from_secs_f64(seconds));
+    let cpu = threads_cpu_ns(&FANNING).saturating_sub(cpu) as f64;
+    let elapsed = started.elapsed().as_secs_f64();
     stop_feed.store(true, Ordering::Relaxed);
     let sent = publisher.join().unwrap();
-    let elapsed = started.elapsed().as_secs_f64();
     // A second to catch up, then stop.
     let drain = Instant::now() + Duration::from_secs(1);
     while Instant::now() < drain {
@@ -671,14 +936,141 @@ pub(crate) fn many_clients(clients: usize, rate: u64, seconds: f64, threads: usi
             slowest_rate = slowest_rate.min(frames as f64 / elapsed);
         }
     }
-    let stats = server.shutdown().unwrap();
+    let slow_marks = server.map_or(0, |s| s.shutdown().unwrap().slow_marks);
     ManyClients {
         login,
         latency,
         published: sent.saturating_sub(first_published),
         kept_up,
         slowest_rate,
-        slow_marks: stats.slow_marks,
+        slow_marks,
+        fan_out_cpu: cpu / (rate as f64 * elapsed * clients as f64).max(1.0),
+    }
+}
+
+/// The fan-out floor for [`many_clients`]: the same paced feed (a thread
+/// that makes a batch every 100 µs as [`paced_publisher`] does, stamps it
+/// at the same point and encodes it with `Sequencer::encode_batch`), handed
+/// over a channel to one thread that writes each batch to every connected
+/// non-blocking socket in a plain loop: the batches that wait when it
+/// comes back are written together, as the server's loop does; what a
+/// socket does not take now waits in a buffer of its own, written first
+/// next time. It accepts connections as they come, answering each with a
+/// LoginAccepted for the next sequence it will write, without reading its
+/// Login. No server, no session, no retention, no timers. Returns the
+/// messages sent, numbered from 1 as the server numbers them.
+pub(crate) fn raw_fan_out(
+    listener: TcpListener,
+    rate: u64,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<u64> {
+    listener.set_nonblocking(true).unwrap();
+    // (first sequence, frames, encoded bytes)
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, u64, Vec<u8>)>();
+    let fan = thread::Builder::new()
+        .name("raw-fan-out".into())
+        .spawn(move || {
+            let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+            let mut next = 1u64;
+            let mut data = Vec::new();
+            loop {
+                while let Ok((mut s, _)) = listener.accept() {
+                    s.set_nonblocking(true).unwrap();
+                    let _ = s.set_nodelay(true);
+                    let mut frame = [0u8; 32];
+                    let n = encode(
+                        &Payload::LoginAccepted { session_id: 1 },
+                        next,
+                        unix_nanos(),
+                        &mut frame,
+                    )
+                    .unwrap();
+                    let mut pending = Vec::new();
+                    if raw_write(&mut s, &mut pending, &frame[..n]) {
+                        conns.push((s, pending));
+                    }
+                }
+                // Sleep until a batch comes (at most 1 ms: newcomers).
+                let (first, frames, bytes) = match rx.recv_timeout(Duration::from_millis(1)) {
+                    Ok(batch) => batch,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                data.clear();
+                data.extend_from_slice(&bytes);
+                next = first + frames;
+                while let Ok((first, frames, bytes)) = rx.try_recv() {
+                    data.extend_from_slice(&bytes);
+                    next = first + frames;
+                }
+                conns.retain_mut(|(s, pending)| raw_write(s, pending, &data));
+            }
+        })
+        .unwrap();
+    thread::Builder::new()
+        .name("raw-publisher".into())
+        .spawn(move || {
+            let mut feed = Feed::new(seed, 500);
+            let mut sequencer = Sequencer::new();
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let due = due(started, rate);
+                if due > sent {
+                    let now = unix_nanos();
+                    let mut batch = Vec::with_capacity((due - sent).min(1 << 16) as usize);
+                    while (batch.len() as u64) < (due - sent).min(1 << 16) {
+                        let p = feed.next_payload();
+                        if p.msg_type().is_data() {
+                            batch.push((now, p));
+                        }
+                    }
+                    sent += batch.len() as u64;
+                    let first = sequencer.next_sequence();
+                    let mut bytes = vec![0u8; batch.len() * tickwire::wire::MAX_DATA_FRAME_LEN];
+                    let done = sequencer.encode_batch(&batch, &mut bytes);
+                    bytes.truncate(done.bytes);
+                    if tx.send((first, done.frames as u64, bytes)).is_err() {
+                        break;
+                    }
+                }
+                thread::sleep(Duration::from_micros(100));
+            }
+            drop(tx);
+            let _ = fan.join();
+            sent
+        })
+        .unwrap()
+}
+
+/// [`raw_fan_out`]'s write: `data` after what `pending` holds (straight
+/// from `data` when nothing is pending); what the socket does not take
+/// now is kept in `pending`. False once the socket failed.
+fn raw_write(s: &mut TcpStream, pending: &mut Vec<u8>, data: &[u8]) -> bool {
+    let mut rest = data;
+    if !pending.is_empty() {
+        pending.extend_from_slice(data);
+        rest = &[];
+    }
+    loop {
+        let out: &[u8] = if pending.is_empty() { rest } else { pending };
+        if out.is_empty() {
+            return true;
+        }
+        match s.write(out) {
+            Ok(0) => return false,
+            Ok(n) if pending.is_empty() => rest = &rest[n..],
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                pending.extend_from_slice(rest);
+                return true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
     }
 }
 
