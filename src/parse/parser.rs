@@ -272,6 +272,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> Parser<B> {
     /// a driver's state that changes with every frame (the client's steady
     /// run).
     #[inline]
+    #[cfg_attr(not(feature = "net"), allow(dead_code))] // used by the mio client
     pub(crate) fn fold_until<A>(
         &mut self,
         acc: A,

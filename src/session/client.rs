@@ -418,6 +418,7 @@ pub struct ClientSessionStats {
 /// [`ClientSession::end_steady`], and starts a new run from
 /// [`ClientSession::steady`]: the sequence is checked once per frame, with
 /// no write to the session until the run ends.
+#[cfg_attr(not(feature = "net"), allow(dead_code))] // used by the mio client
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SteadyRun {
     /// The next sequence; `None`: not logged in, nothing is taken.
@@ -430,6 +431,7 @@ impl SteadyRun {
     /// `event`'s message if the session would take it as it is (and now
     /// has), else `None` (the event is the session's to handle).
     #[inline(always)]
+    #[cfg_attr(not(feature = "net"), allow(dead_code))] // used by the mio client
     pub(crate) fn take<'a>(&mut self, event: &Event<'a>) -> Option<Message<'a>> {
         let (
             Some(expected),
@@ -849,6 +851,7 @@ impl ClientSession {
     /// while it drains a parser: see [`SteadyRun`]. Hand it back with
     /// [`end_steady`](Self::end_steady) before any other call.
     #[inline(always)]
+    #[cfg_attr(not(feature = "net"), allow(dead_code))] // used by the mio client
     pub(crate) fn steady(&self) -> SteadyRun {
         SteadyRun {
             expected: if self.state == ClientState::LoggedIn {
@@ -864,6 +867,7 @@ impl ClientSession {
     /// Records the frames `run` took, as [`handle_event`](Self::handle_event)
     /// would have one by one.
     #[inline(always)]
+    #[cfg_attr(not(feature = "net"), allow(dead_code))] // used by the mio client
     pub(crate) fn end_steady(&mut self, run: SteadyRun) {
         if let (Some(expected), true) = (run.expected, run.in_order + run.control > 0) {
             self.tracker
