@@ -547,23 +547,38 @@ fn hold(held: &mut VecDeque<Held>, event: ClientEvent<'_>) {
 
 /// `on_event` for client `id` while the application takes events; once it
 /// returned `Break` (`stop` set), the events are held in `held` instead.
-fn gate<'s>(
+struct Gate<'s, F> {
     id: ClientId,
     held: &'s mut VecDeque<Held>,
     stop: &'s Cell<bool>,
-    on_event: &'s mut impl FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>,
-) -> impl FnMut(ClientEvent<'_>) + 's {
+    on_event: &'s mut F,
+}
+
+impl<F: FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>> Gate<'_, F> {
+    /// Hands `event` to the application, or holds it after a `Break`.
     #[inline(always)]
-    move |event| {
-        if stop.get() {
-            hold(held, event);
-        } else if on_event(id, event).is_break() {
-            stop.set(true);
+    fn emit(&mut self, event: ClientEvent<'_>) {
+        if self.stop.get() {
+            hold(self.held, event);
+        } else if (self.on_event)(self.id, event).is_break() {
+            self.stop.set(true);
         }
+    }
+
+    /// A frame for the application when it has not asked to stop (the
+    /// caller knows: it stops at a `Break`): handed straight to it, not
+    /// logged (frames never are); whether it asked to stop now.
+    #[inline(always)]
+    fn frame(&mut self, message: Message<'_>) -> bool {
+        let stop = (self.on_event)(self.id, ClientEvent::Frame(message)).is_break();
+        if stop {
+            self.stop.set(true);
+        }
+        stop
     }
 }
 
-/// Runs `$step` on `$link` with its events through the [`gate`] (a macro,
+/// Runs `$step` on `$link` with its events through a [`Gate`] (a macro,
 /// not a function taking a closure, so that the event path stays statically
 /// dispatched).
 macro_rules! gated {
@@ -571,7 +586,12 @@ macro_rules! gated {
         let link: &mut Link = $link;
         let mut held = std::mem::take(&mut link.held);
         {
-            let $e = &mut gate($id, &mut held, $stop, $on_event);
+            let $e = &mut Gate {
+                id: $id,
+                held: &mut held,
+                stop: $stop,
+                on_event: $on_event,
+            };
             let $l = &mut *link;
             $step;
         }
@@ -613,11 +633,10 @@ fn poll_links(
         if link.backlog {
             handed = true;
             link.backlog = false;
-            gated!(link, id, &stop, on_event, |link, on_event| link.resume(
+            gated!(link, id, &stop, on_event, |link, gate| link.resume(
                 registry,
                 Token(id),
-                on_event,
-                &stop
+                gate
             ));
             if stop.get() {
                 return Ok(ControlFlow::Break(()));
@@ -628,10 +647,10 @@ fn poll_links(
         if link.session.is_stopped() || link.session.state() != ClientState::Disconnected {
             continue;
         }
-        gated!(link, id, &stop, on_event, |link, on_event| link.start(
+        gated!(link, id, &stop, on_event, |link, gate| link.start(
             registry,
             Token(id),
-            on_event
+            &mut |e| gate.emit(e)
         ));
         if stop.get() {
             return Ok(ControlFlow::Break(()));
@@ -670,12 +689,11 @@ fn poll_links(
         };
         // After a Break the readiness is still handled (a connect finishes,
         // an edge is not lost): reads stop at once and become a backlog.
-        gated!(link, id, &stop, on_event, |link, on_event| link.ready(
+        gated!(link, id, &stop, on_event, |link, gate| link.ready(
             ready,
             registry,
             event.token(),
-            on_event,
-            &stop
+            gate
         ));
     }
     if stop.get() {
@@ -685,10 +703,10 @@ fn poll_links(
     let now = epoch.elapsed();
     for (id, link) in links.iter_mut().enumerate() {
         if link.session.poll_timeout().is_some_and(|at| at <= now) {
-            gated!(link, id, &stop, on_event, |link, on_event| link.timeout(
+            gated!(link, id, &stop, on_event, |link, gate| link.timeout(
                 registry,
                 Token(id),
-                on_event
+                &mut |e| gate.emit(e)
             ));
             if stop.get() {
                 return Ok(ControlFlow::Break(()));
@@ -910,47 +928,47 @@ impl Link {
 
     /// Goes on where a Break stopped reading: the parser's events, then the
     /// socket (read to the end: no edge tells whether it has more).
-    fn resume(
+    fn resume<F: FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>>(
         &mut self,
         registry: &Registry,
         token: Token,
-        on_event: &mut impl FnMut(ClientEvent<'_>),
-        stop: &Cell<bool>,
+        gate: &mut Gate<'_, F>,
     ) {
         if self.stream.is_none() {
             return;
         }
-        let on_event = &mut self.logged(on_event);
-        self.on_readable(true, registry, token, on_event, stop);
+        self.on_readable(true, registry, token, gate);
     }
 
     /// The socket is ready: finish a connect, write the rest of the Login,
     /// read.
-    fn ready(
+    fn ready<F: FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>>(
         &mut self,
         ready: Ready,
         registry: &Registry,
         token: Token,
-        on_event: &mut impl FnMut(ClientEvent<'_>),
-        stop: &Cell<bool>,
+        gate: &mut Gate<'_, F>,
     ) {
         if self.stream.is_none() || !(ready.readable || ready.writable) {
             return;
         }
-        let on_event = &mut self.logged(on_event);
-        if self.session.state() == ClientState::Connecting {
-            self.finish_connect(registry, token, on_event);
-        }
-        if ready.writable {
-            if let Err(e) = self.write_out() {
-                let time = self.time();
-                self.session
-                    .handle_lost(Lost::Error(e.kind().into()), time, on_event);
-                self.apply_actions(registry, token, on_event);
+        {
+            let on_event = &mut |e: ClientEvent<'_>| gate.emit(e);
+            let on_event = &mut self.logged(on_event);
+            if self.session.state() == ClientState::Connecting {
+                self.finish_connect(registry, token, on_event);
+            }
+            if ready.writable {
+                if let Err(e) = self.write_out() {
+                    let time = self.time();
+                    self.session
+                        .handle_lost(Lost::Error(e.kind().into()), time, on_event);
+                    self.apply_actions(registry, token, on_event);
+                }
             }
         }
         if ready.readable && self.stream.is_some() {
-            self.on_readable(ready.closing, registry, token, on_event, stop);
+            self.on_readable(ready.closing, registry, token, gate);
         }
     }
 
@@ -1156,29 +1174,37 @@ impl Link {
     }
 
     /// Hands the parser's events to the session until the application
-    /// asks to stop (`stop`); `Break` then (the rest stays in the parser).
-    fn drain(
+    /// asks to stop; `Break` then (the rest stays in the parser). Steady
+    /// frames go straight to the application (the session's `SteadyRun`);
+    /// the events the session emits otherwise are logged first (`server`).
+    fn drain<F: FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>>(
         &mut self,
         time: Time,
-        on_event: &mut impl FnMut(ClientEvent<'_>),
-        stop: &Cell<bool>,
+        gate: &mut Gate<'_, F>,
+        server: &super::ServerAddr,
     ) -> ControlFlow<()> {
         let session = &mut self.session;
         // The steady frames skip the session's bookkeeping (kept in
-        // registers, written back once); anything else is the session's.
+        // registers, written back once) and the logging; anything else is
+        // the session's. (A drain starts only while the application takes
+        // events, and stops at its first Break.)
         let run = session.steady();
         let (run, stopped) = self.parser.fold_until(
             (run, false),
             #[inline(always)]
             |(mut run, _), event| {
-                if let Some(m) = run.take(&event) {
-                    on_event(ClientEvent::Frame(m));
+                let stop = if let Some(m) = run.take(&event) {
+                    gate.frame(m)
                 } else {
                     session.end_steady(run);
-                    session.handle_event(event, time, on_event);
+                    session.handle_event(event, time, &mut |e| {
+                        log_event(server, &e);
+                        gate.emit(e);
+                    });
                     run = session.steady();
-                }
-                if stop.get() {
+                    gate.stop.get()
+                };
+                if stop {
                     ControlFlow::Break((run, true))
                 } else {
                     ControlFlow::Continue((run, false))
@@ -1199,24 +1225,24 @@ impl Link {
     /// of two, as tokio does for TCP) unless the peer's FIN or an error
     /// came with the wake-up (`closing`): then reading goes on to the end.
     ///
-    /// When the application asks to stop (`stop`), reading stops after the
-    /// event it asked at and the connection is marked as a backlog: the
-    /// next poll [`resume`](Link::resume)s here, with the parser's
-    /// remaining events first.
-    fn on_readable(
+    /// When the application asks to stop, reading stops after the event it
+    /// asked at and the connection is marked as a backlog: the next poll
+    /// [`resume`](Link::resume)s here, with the parser's remaining events
+    /// first.
+    fn on_readable<F: FnMut(ClientId, ClientEvent<'_>) -> ControlFlow<()>>(
         &mut self,
         closing: bool,
         registry: &Registry,
         token: Token,
-        on_event: &mut impl FnMut(ClientEvent<'_>),
-        stop: &Cell<bool>,
+        gate: &mut Gate<'_, F>,
     ) {
+        let server = self.config.server_at(self.session.server()).clone();
         let mut ended = None;
-        let mut stopped = stop.get();
+        let mut stopped = gate.stop.get();
         if !stopped && self.parser.buffered() > 0 {
             // Left by a Break (resume): these come before any new byte.
             let time = self.time();
-            stopped = self.drain(time, on_event, stop).is_break();
+            stopped = self.drain(time, gate, &server).is_break();
             if !stopped && self.parser.is_finished() {
                 ended = Some(Lost::Closed);
             }
@@ -1241,7 +1267,7 @@ impl Link {
             match read {
                 Ok(0) => {
                     self.parser.finish();
-                    stopped = self.drain(time, on_event, stop).is_break();
+                    stopped = self.drain(time, gate, &server).is_break();
                     if !stopped {
                         ended = Some(Lost::Closed);
                     }
@@ -1258,7 +1284,7 @@ impl Link {
                         );
                     }
                     self.session.handle_bytes(time);
-                    stopped = self.drain(time, on_event, stop).is_break();
+                    stopped = self.drain(time, gate, &server).is_break();
                     if n < room && !closing && !through_tls {
                         break; // drained: no new edge is missed
                     }
@@ -1271,6 +1297,10 @@ impl Link {
                 }
             }
         }
+        let on_event = &mut |e: ClientEvent<'_>| {
+            log_event(&server, &e);
+            gate.emit(e);
+        };
         if let Some(why) = ended {
             let time = self.time();
             self.session.handle_lost(why, time, on_event);
