@@ -9,29 +9,17 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use tickwire::session::auth::{load_secret, secret_hash, Credentials, Request, Verifier};
 use tickwire::wire::KeyId;
 
-fn tickwire(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+#[path = "common/cli.rs"]
+mod cli_util;
+use cli_util::{outputs, tickwire, Reap, TempDir as Dir};
 
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 fn dir(name: &str) -> Dir {
-    let d = std::env::temp_dir().join(format!("tickwire-authcli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    Dir(d)
+    Dir::new(&format!("authcli-{name}"), true)
 }
 
 #[test]
@@ -130,21 +118,10 @@ fn keygen_refuses_bad_key_ids_and_permissions_at_start() {
 
 // ---- serve, subscribe, record, relay with --auth, keys and TLS ----
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 
 const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
-
-/// Kills a child when dropped.
-struct Reap(Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tickwire"))
@@ -176,18 +153,6 @@ fn serve(args: &[&str]) -> (Reap, String) {
         .unwrap_or_else(|| panic!("{line:?}"))
         .to_owned();
     (Reap(child), addr)
-}
-
-/// Everything a finished child wrote.
-fn outputs(mut child: Child) -> (bool, String, String) {
-    let (mut out, mut err) = (String::new(), String::new());
-    if let Some(mut o) = child.stdout.take() {
-        o.read_to_string(&mut out).unwrap();
-    }
-    if let Some(mut e) = child.stderr.take() {
-        e.read_to_string(&mut err).unwrap();
-    }
-    (child.wait().unwrap().success(), out, err)
 }
 
 /// A key made with `keygen`, and the credentials file holding its line.

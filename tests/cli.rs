@@ -11,18 +11,15 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn tickwire(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(args)
-        .output()
-        .expect("run tickwire")
-}
+#[path = "common/cli.rs"]
+mod cli_util;
+use cli_util::{lines_of, signal, stderr_of, tickwire, wait_for, wait_line, Reap};
 
 /// A file in a temporary directory, removed when dropped.
 struct Temp(PathBuf);
@@ -454,93 +451,9 @@ fn bench_prints_every_figure_with_its_baseline() {
 // ---------------------------------------------------------------------------
 // Issue 10: record across cuts, signals, inputs, messages, publishing.
 
-/// Sends `signal` to a child process.
-fn signal(child: &std::process::Child, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours;
-    // the pid is our own child's, which we have not yet reaped.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill failed");
-}
-
-/// Waits for `child` at most `limit`; kills it and panics after that.
-fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("child still running after {limit:?}");
-}
-
-/// Reads a pipe line by line on a thread; lines arrive on the channel.
-fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Collects lines from `rx` until one satisfies `want` or `limit` passes.
-fn wait_line(
-    rx: &mpsc::Receiver<String>,
-    seen: &mut Vec<String>,
-    limit: Duration,
-    want: impl Fn(&str) -> bool,
-) -> Option<String> {
-    let end = Instant::now() + limit;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                seen.push(line.clone());
-                if want(&line) {
-                    return Some(line);
-                }
-            }
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
 /// `serve` on a free port with no `--duration`: it runs until signalled.
 fn spawn_serve_forever(rate: &str) -> (std::process::Child, String) {
     serve_with(&["--rate", rate], Stdio::piped())
-}
-
-/// All a child wrote to its (piped) stderr, once it has closed it.
-fn stderr_of(child: &mut std::process::Child) -> String {
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    stderr
-}
-
-/// Kills a child when dropped (a failed assertion leaves no process behind).
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// The data-frame sequences `dump` finds in `file`, and its stderr summary.

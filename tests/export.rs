@@ -9,17 +9,14 @@
     clippy::panic
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::Value;
 
-fn tickwire(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(args)
-        .output()
-        .expect("run tickwire")
-}
+#[path = "common/cli.rs"]
+mod cli_util;
+use cli_util::{tickwire, TempDir};
 
 fn ok(out: Output) -> Output {
     assert!(
@@ -28,29 +25,6 @@ fn ok(out: Output) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// A temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("tickwire-export-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 const QUOTES: [&str; 7] = [
@@ -109,7 +83,7 @@ fn dump_tables(file: &str) -> [Vec<Vec<String>>; 3] {
 /// A seeded recording, damaged with probability `corrupt`, with a
 /// LoginAccepted (protocol test vector) at the end for the session_id column.
 fn recording(dir: &TempDir, corrupt: &str) -> String {
-    let file = dir.path("in.twr");
+    let file = dir.file("in.twr");
     ok(tickwire(&[
         "gen",
         "--count",
@@ -133,9 +107,9 @@ fn recording(dir: &TempDir, corrupt: &str) -> String {
 #[test]
 fn csv_tables_equal_dump_clean_and_damaged() {
     for corrupt in ["0", "0.02"] {
-        let dir = TempDir::new(&format!("csv-{corrupt}"));
+        let dir = TempDir::new(&format!("csv-{corrupt}"), true);
         let file = recording(&dir, corrupt);
-        let out_dir = dir.path("out");
+        let out_dir = dir.file("out");
         let out = ok(tickwire(&[
             "export", &file, "--format", "csv", "-o", &out_dir,
         ]));
@@ -168,14 +142,14 @@ fn csv_tables_equal_dump_clean_and_damaged() {
 
 #[test]
 fn export_needs_a_directory_and_a_readable_input() {
-    let dir = TempDir::new("errors");
+    let dir = TempDir::new("errors", true);
     let out = tickwire(&[
         "export",
-        &dir.path("missing.twr"),
+        &dir.file("missing.twr"),
         "--format",
         "csv",
         "-o",
-        &dir.path("o"),
+        &dir.file("o"),
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
@@ -183,20 +157,20 @@ fn export_needs_a_directory_and_a_readable_input() {
     let out = tickwire(&["export", &file, "--format", "csv", "-o", &file]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a file: -o names a directory"));
-    let out = tickwire(&["export", &file, "--format", "xml", "-o", &dir.path("o")]);
+    let out = tickwire(&["export", &file, "--format", "xml", "-o", &dir.file("o")]);
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[cfg(not(feature = "parquet"))]
 #[test]
 fn parquet_without_the_feature_says_so() {
-    let dir = TempDir::new("nofeature");
+    let dir = TempDir::new("nofeature", true);
     let file = recording(&dir, "0");
-    let out = tickwire(&["export", &file, "--format", "parquet", "-o", &dir.path("o")]);
+    let out = tickwire(&["export", &file, "--format", "parquet", "-o", &dir.file("o")]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("built without the `parquet` feature"), "{err}");
-    assert!(!Path::new(&dir.path("o")).exists(), "nothing is created");
+    assert!(!Path::new(&dir.file("o")).exists(), "nothing is created");
 }
 
 #[cfg(feature = "parquet")]
@@ -294,9 +268,9 @@ mod parquet_tables {
     #[test]
     fn parquet_tables_equal_dump_clean_and_damaged() {
         for corrupt in ["0", "0.02"] {
-            let dir = TempDir::new(&format!("pq-{corrupt}"));
+            let dir = TempDir::new(&format!("pq-{corrupt}"), true);
             let file = recording(&dir, corrupt);
-            let out_dir = dir.path("out");
+            let out_dir = dir.file("out");
             ok(tickwire(&[
                 "export", &file, "--format", "parquet", "-o", &out_dir,
             ]));
@@ -335,9 +309,9 @@ mod parquet_tables {
     #[test]
     fn compression_none_writes_the_same_rows_uncompressed() {
         use parquet::basic::Compression;
-        let dir = TempDir::new("compression");
+        let dir = TempDir::new("compression", true);
         let file = recording(&dir, "0.01");
-        let (snappy, none) = (dir.path("snappy"), dir.path("none"));
+        let (snappy, none) = (dir.file("snappy"), dir.file("none"));
         ok(tickwire(&[
             "export", &file, "--format", "parquet", "-o", &snappy,
         ]));
@@ -373,12 +347,12 @@ mod parquet_tables {
 
     #[test]
     fn parquet_row_groups_hold_a_mebirow() {
-        let dir = TempDir::new("groups");
-        let file = dir.path("big.twr");
+        let dir = TempDir::new("groups", true);
+        let file = dir.file("big.twr");
         ok(tickwire(&[
             "gen", "--count", "1900000", "--seed", "3", "-o", &file,
         ]));
-        let out_dir = dir.path("out");
+        let out_dir = dir.file("out");
         ok(tickwire(&[
             "export", &file, "--format", "parquet", "-o", &out_dir,
         ]));

@@ -12,54 +12,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tickwire::journal::{Journal, JournalConfig};
 use tickwire::session::Batch;
 use tickwire::synth::Feed;
 use tickwire::Sequencer;
 
-fn tickwire(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(args)
-        .output()
-        .expect("run tickwire")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tickwire-journal-cli-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/cli.rs"]
+mod cli_util;
+use cli_util::{text, tickwire, TempDir};
 
 /// A journal with two sessions (ids 0x11 and 0x22), the first over several
 /// segments: 1..=2000 then 1..=300 of the synthetic feed. Returns the data
@@ -107,7 +68,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn journal_lists_sessions_and_segments_and_checks_every_frame() {
-    let dir = TempDir::new("list");
+    let dir = TempDir::new("journal-cli-list", false);
     journal(dir.path());
     let out = tickwire(&["journal", dir.arg()]);
     let stdout = text(&out.stdout);
@@ -149,7 +110,7 @@ fn journal_lists_sessions_and_segments_and_checks_every_frame() {
 
 #[test]
 fn journal_exits_1_on_damage_and_0_on_a_torn_tail() {
-    let dir = TempDir::new("damage");
+    let dir = TempDir::new("journal-cli-damage", false);
     journal(dir.path());
     let segs = segments(dir.path());
     // A torn tail: reported, not damage.
@@ -180,7 +141,7 @@ fn journal_exits_1_on_damage_and_0_on_a_torn_tail() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["damage"][0]["path"], segs[1].to_str().unwrap());
     // Not a journal.
-    let empty = TempDir::new("empty");
+    let empty = TempDir::new("journal-cli-empty", false);
     fs::create_dir_all(empty.path()).unwrap();
     let out = tickwire(&["journal", empty.arg()]);
     assert_eq!(out.status.code(), Some(1));
@@ -193,7 +154,7 @@ fn journal_exits_1_on_damage_and_0_on_a_torn_tail() {
 
 #[test]
 fn dump_and_export_read_a_journal_directory_and_its_segments() {
-    let dir = TempDir::new("dump");
+    let dir = TempDir::new("journal-cli-dump", false);
     let all = journal(dir.path());
     let out = tickwire(&["dump", dir.arg()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -229,7 +190,7 @@ fn dump_and_export_read_a_journal_directory_and_its_segments() {
     assert_eq!(data.len() as u64, 2300);
     let _ = all;
 
-    let out_dir = TempDir::new("export");
+    let out_dir = TempDir::new("journal-cli-export", false);
     let out = tickwire(&["export", dir.arg(), "--format", "csv", "-o", out_dir.arg()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let quotes = fs::read_to_string(out_dir.path().join("quotes.csv")).unwrap();
@@ -249,7 +210,7 @@ fn dump_and_export_read_a_journal_directory_and_its_segments() {
     );
 
     // A directory that is not a journal: a clear error.
-    let empty = TempDir::new("notjournal");
+    let empty = TempDir::new("journal-cli-notjournal", false);
     fs::create_dir_all(empty.path()).unwrap();
     let out = tickwire(&["dump", empty.arg()]);
     assert_eq!(out.status.code(), Some(1));
