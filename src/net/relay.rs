@@ -18,6 +18,7 @@ use super::client::Client;
 use super::client_config::{ClientConfig, ClientStats};
 use super::datagram::{DatagramClient, DatagramClientConfig};
 use super::feed::{Numbering, RelayControl, ToLoop};
+use super::journaled::{open_relay, Held, RelayJournal};
 use super::publish::PublishError;
 use super::server::{Server, ServerHandle};
 use super::server_config::ServerConfig;
@@ -361,9 +362,22 @@ struct Pump {
     /// login (reported by the client as a gap): not a loss of the relay's.
     before_start: u64,
     gave_up: Option<String>,
+    /// Logins the upstream accepted.
+    logins: u64,
 }
 
 impl Pump {
+    /// A pump that goes on with session `session_id` at `next` (a relay
+    /// restarted on its journal): the upstream's login in that session
+    /// continues it, another session is a new one.
+    fn resuming(session_id: u64, next: u64) -> Pump {
+        Pump {
+            session: Some(session_id),
+            first: next,
+            ..Pump::default()
+        }
+    }
+
     fn end_run(&mut self) {
         if !self.run.is_empty() {
             self.ops.push(Op::Frames {
@@ -410,6 +424,7 @@ impl Pump {
                     Some(_) => self.ops.push(Op::Advance(sequence)),
                 }
                 self.session = Some(session_id);
+                self.logins += 1;
                 self.ops.push(Op::Alive(true));
             }
             ClientEvent::Gap(gap) if self.at_start && gap.last.saturating_add(1) == self.first => {
@@ -630,6 +645,24 @@ impl Relay {
         if let Some(feed) = config.datagram_upstream.clone() {
             return Relay::start_datagrams(config, feed);
         }
+        // A journal is opened (and recovered) first: what it holds says
+        // where to log in upstream.
+        let journal = open_relay(&config.server)?;
+        if let Some(journal) = journal {
+            if let Some(held) = journal.held() {
+                return Relay::resume(config, journal, held);
+            }
+            return Relay::start_fresh(config, Some(journal));
+        }
+        Relay::start_fresh(config, None)
+    }
+
+    /// The first start (no journal, or an empty one): the upstream's
+    /// session and first sequence are known once it accepted the login.
+    fn start_fresh(
+        config: RelayConfig,
+        journal: Option<RelayJournal>,
+    ) -> Result<Relay, RelayError> {
         let mut client = Client::new(config.upstream.clone())?;
         let mut pump = Pump::default();
         let deadline = Instant::now() + config.start_timeout;
@@ -645,11 +678,68 @@ impl Relay {
         }
         let session_id = pump.session.unwrap_or_default();
         let start = pump.first;
-        let server = Server::bind(serving(config.server, session_id))?.spawn()?;
+        let opened = journal.map(|j| j.serve(session_id, start)).transpose()?;
+        let server = Server::bind_with(serving(config.server, session_id), opened)?.spawn()?;
         let feed = server.relay_feed();
         feed.advance(pump.first)
             .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
         pump.flush(&feed)?;
+        Relay::running(server, feed, client, pump, start)
+    }
+
+    /// A restart on a journal holding `held`: the server serves the held
+    /// session at once (its clients resume from the journal), and the
+    /// upstream is asked from the journal's next sequence, in that session.
+    /// The upstream's login in the same session goes on with no new
+    /// session downstream (a later first sequence: the range before is a
+    /// gap the upstream no longer has, forwarded as such); another session
+    /// is a new one, in the journal and downstream.
+    fn resume(
+        config: RelayConfig,
+        journal: RelayJournal,
+        held: Held,
+    ) -> Result<Relay, RelayError> {
+        log::info!(
+            "relay: the journal holds session {:#018x} up to {}: asking upstream from {}",
+            held.session_id,
+            held.next.saturating_sub(1),
+            held.next
+        );
+        let opened = journal.serve(held.session_id, held.next)?;
+        let server =
+            Server::bind_with(serving(config.server, held.session_id), Some(opened))?.spawn()?;
+        let feed = server.relay_feed();
+        // No Heartbeats downstream until the upstream is back.
+        feed.set_upstream_alive(false);
+        let mut upstream = config.upstream.clone();
+        upstream.from = held.next;
+        upstream.resume_session = Some(held.session_id);
+        let mut client = Client::new(upstream)?;
+        let mut pump = Pump::resuming(held.session_id, held.next);
+        let deadline = Instant::now() + config.start_timeout;
+        while pump.logins == 0 {
+            if let Some(why) = pump.gave_up.take() {
+                return Err(RelayError::GaveUp(why));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RelayError::NoUpstream);
+            }
+            client.poll(Some(left.min(UPSTREAM_POLL)), |e| pump.on_event(e))?;
+        }
+        pump.flush(&feed)?;
+        Relay::running(server, feed, client, pump, held.oldest)
+    }
+
+    /// Relays on a thread from now on.
+    fn running(
+        server: ServerHandle,
+        feed: RelayFeed,
+        mut client: Client,
+        mut pump: Pump,
+        start: u64,
+    ) -> Result<Relay, RelayError> {
+        let session_id = server.session_id();
         let stop = Arc::new(AtomicBool::new(false));
         let upstream = Arc::new(Mutex::new(pump.upstream_stats(client.stats())));
         let thread = {
