@@ -41,6 +41,12 @@ const UPSTREAM_POLL: Duration = Duration::from_millis(20);
 /// [`Publisher`](super::Publisher) (its numbering would clash). Clone it
 /// freely; everything sent through it reaches the event loop in order.
 ///
+/// On a server with a journal that continued its session, subscribe
+/// upstream from [`ServerHandle::next_sequence`] in
+/// [`ServerHandle::session_id`]'s session
+/// ([`ClientConfig::resume_session`]), as [`Relay`] does: frames the
+/// journal holds already are dropped here rather than journaled twice.
+///
 /// What the server does with it (protocol section 10):
 /// - [`publish`](Self::publish): the frames are retained and sent, byte for
 ///   byte, to live clients and datagram lines. A batch that starts after the
@@ -130,8 +136,9 @@ impl RelayFeed {
     /// [`PublishError::Closed`] once the server has stopped.
     pub fn publish(&self, batch: Batch) -> Result<(), PublishError> {
         let n = &self.numbering;
-        // With a journal: appended first (frames it holds already, from
-        // before a restart, are not appended or served twice).
+        // With a journal: appended first (frames it holds already are not
+        // appended or served twice: a `Relay` asks its upstream from the
+        // journal's next sequence, but a feed driven by hand may not).
         let (batch, ticket) = match &n.wal {
             Some(wal) => {
                 let Some(batch) = super::not_journaled(batch, wal.next_sequence()) else {
@@ -217,7 +224,9 @@ pub struct RelayConfig {
     /// The upstream: a server of the session (origin or relay) and, in
     /// [`fallbacks`](ClientConfig::fallbacks), more of them for fail-over.
     /// [`from`](ClientConfig::from) is 1 by default: the relay asks for
-    /// everything its upstream retains, so it can replay it.
+    /// everything its upstream retains, so it can replay it. A relay
+    /// restarted on a journal that holds a session asks from the journal's
+    /// next sequence in that session instead ([`Relay`]).
     pub upstream: ClientConfig,
     /// The server it serves downstream with (listen address, retention,
     /// datagram lines…). Its session id (`core.session.session_id`) is
@@ -597,6 +606,23 @@ impl DatagramPump {
 /// get the same gap as the upstream's would). It takes its upstream over
 /// TCP, or from a datagram feed ([`RelayConfig::from_datagrams`]).
 ///
+/// **With a journal** ([`ServerConfig::journal`](super::ServerConfig::journal)),
+/// a relay started again on it resumes: it serves the journal's session at
+/// once (its clients reconnect and resume from the journal, with no
+/// `NewSession`), and logs in upstream from the journal's last sequence +
+/// 1, in that session ([`ClientConfig::resume_session`]): nothing the
+/// journal holds is fetched again. The upstream's answer in the same
+/// session continues it (a later first sequence is a gap the upstream no
+/// longer has, forwarded as such: section 10.2); another session (the
+/// origin restarted without a journal, or ended its session) starts a new
+/// session in the journal and downstream, as any session change does. The
+/// journal's session goes on even after a reboot took an unsynced tail
+/// with it: the relay's frames are its upstream's, so it fetches that tail
+/// again rather than renumbering. [`start_sequence`](Relay::start_sequence)
+/// is then the journal's oldest sequence. (A relay of a datagram feed
+/// journals likewise but starts from the feed; what its journal holds
+/// already is not journaled twice.)
+///
 /// ```
 /// use tickwire::net::{Client, ClientConfig, Relay, RelayConfig, Server, ServerConfig};
 /// use tickwire::session::ClientEvent;
@@ -636,11 +662,15 @@ impl Relay {
     /// Connects upstream, waits (at most
     /// [`start_timeout`](RelayConfig::start_timeout)) for a login, starts
     /// the server with the upstream's session id, and relays on a thread.
+    /// On a journal that holds a session, the server starts first, on
+    /// that session, and the login asks for the journal's next sequence
+    /// (see [`Relay`]).
     ///
     /// # Errors
     /// [`RelayError::NoUpstream`] if no upstream accepted a login in time,
     /// [`RelayError::GaveUp`] if the client's retries ran out first,
-    /// [`RelayError::Io`] if the server could not bind.
+    /// [`RelayError::Io`] if the server could not bind or its journal
+    /// could not be opened.
     pub fn start(config: RelayConfig) -> Result<Relay, RelayError> {
         if let Some(feed) = config.datagram_upstream.clone() {
             return Relay::start_datagrams(config, feed);
