@@ -926,14 +926,18 @@ fn a_relay_killed_mid_stream_resumes_upstream_from_its_journal() {
     );
     let mut relay = relay_cli(&relay_dir, origin.addr(), port);
     let (client, got) = relay_client(port, n);
-    eventually("the relay's client receives", Duration::from_secs(20), || {
-        got.load(Ordering::SeqCst) > 5_000
-    });
+    eventually(
+        "the relay's client receives",
+        Duration::from_secs(20),
+        || got.load(Ordering::SeqCst) > 5_000,
+    );
     relay.0.kill().unwrap(); // SIGKILL
     relay.0.wait().unwrap();
-    eventually("the origin drops the relay", Duration::from_secs(10), || {
-        origin.stats().clients == 0
-    });
+    eventually(
+        "the origin drops the relay",
+        Duration::from_secs(10),
+        || origin.stats().clients == 0,
+    );
     let sent_before = origin.stats().frames_sent;
     let report = tickwire::journal::check(&relay_dir).unwrap();
     assert!(!report.is_damaged(), "{report:?}");
@@ -974,7 +978,11 @@ fn a_relay_killed_mid_stream_resumes_upstream_from_its_journal() {
         "every frame once, no hole"
     );
     let out = tickwire().arg("journal").arg(&relay_dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     origin.shutdown();
 }
 
@@ -1002,9 +1010,11 @@ fn a_relay_restarted_after_its_origin_started_a_new_session_starts_one_too() {
     first.publisher()(msgs_a.clone()).unwrap();
     let mut relay = relay_cli(&relay_dir, origin_addr, port);
     let (client, got) = relay_client(port, 1_500);
-    eventually("the relay's client receives", Duration::from_secs(20), || {
-        got.load(Ordering::SeqCst) == 1_000
-    });
+    eventually(
+        "the relay's client receives",
+        Duration::from_secs(20),
+        || got.load(Ordering::SeqCst) == 1_000,
+    );
     relay.0.kill().unwrap(); // SIGKILL
     relay.0.wait().unwrap();
     let old = first.session_id();
@@ -1077,8 +1087,13 @@ fn retention_by_age_on_a_quiet_journal(driver: Driver) {
     let oldest = report.sessions[0].first;
     assert!(oldest > 1 && report.sessions[0].end == 6_001, "{report:?}");
     let mut client = Raw::login(server.addr(), 1);
-    client.read_until(Duration::from_secs(5), |b| data_count(b) >= (6_001 - oldest) as usize);
-    assert_eq!(login_accepted(&client.buf), Some((server.session_id(), oldest)));
+    client.read_until(Duration::from_secs(5), |b| {
+        data_count(b) >= (6_001 - oldest) as usize
+    });
+    assert_eq!(
+        login_accepted(&client.buf),
+        Some((server.session_id(), oldest))
+    );
     let (_, seqs) = data(&client.buf);
     assert_eq!(seqs, (oldest..6_001).collect::<Vec<_>>());
     server.shutdown();

@@ -1029,6 +1029,14 @@ impl Journal {
             .unwrap_or(self.next)
     }
 
+    /// The oldest sequence the journal holds of session `session_id` when
+    /// it is the last session (also one that cannot continue as it is: a
+    /// relay's, after a reboot).
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn oldest_of_last(&self, session_id: u64) -> Option<u64> {
+        self.oldest_of(session_id)
+    }
+
     fn oldest_of(&self, session_id: u64) -> Option<u64> {
         self.segments
             .iter()

@@ -121,20 +121,20 @@ fn publish_error(e: &JournalError) -> PublishError {
 fn recover(settings: &JournalSettings) -> io::Result<(Journal, Recovered)> {
     let (journal, recovered) =
         Journal::open(&settings.dir, settings.config.clone()).map_err(start_error)?;
-        for path in &recovered.removed {
-            log::info!("journal: removed the leftover {}", path.display());
-        }
-        for warning in &recovered.warnings {
-            log::warn!("journal: {warning}");
-        }
-        if let Some(cut) = &recovered.truncated {
-            log::warn!(
+    for path in &recovered.removed {
+        log::info!("journal: removed the leftover {}", path.display());
+    }
+    for warning in &recovered.warnings {
+        log::warn!("journal: {warning}");
+    }
+    if let Some(cut) = &recovered.truncated {
+        log::warn!(
                 "journal: {} bytes of a torn tail cut from {} at byte {} (a write the last run did not finish)",
                 cut.bytes,
                 cut.path.display(),
                 cut.offset
             );
-        }
+    }
     Ok((journal, recovered))
 }
 
@@ -184,15 +184,18 @@ impl Retention {
             });
         match spawned {
             Ok(thread) => {
-                *wal
-                    .retention
+                *wal.retention
                     .thread
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(thread);
-                log::debug!("journal: retention by age ({age:?}) checked every {RETENTION_PERIOD:?}");
+                log::debug!(
+                    "journal: retention by age ({age:?}) checked every {RETENTION_PERIOD:?}"
+                );
             }
             // Retention still applies at each roll and at start.
-            Err(e) => log::warn!("journal: no retention thread ({e}): old segments go only at rolls"),
+            Err(e) => {
+                log::warn!("journal: no retention thread ({e}): old segments go only at rolls")
+            }
         }
     }
 
@@ -259,7 +262,10 @@ pub(crate) fn open_relay(config: &super::ServerConfig) -> io::Result<Option<Rela
     let held = recovered.session.map(|s| Held {
         session_id: s.session_id,
         next: s.next,
-        oldest: journal.oldest().min(s.next),
+        oldest: journal
+            .oldest_of_last(s.session_id)
+            .unwrap_or(s.next)
+            .min(s.next),
     });
     Ok(Some(RelayJournal {
         journal,
@@ -565,5 +571,114 @@ impl Wal {
             ),
             Err(e) => log::error!("journal {}: not closed cleanly: {e}", dir.display()),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::encode::{Payload, QuoteFields, Sequencer};
+
+    fn batch(first: u64, n: usize) -> Batch {
+        let mut bytes = vec![0u8; n * 44];
+        Sequencer::starting_at(first).encode_batch(
+            &vec![(0, Payload::Quote(QuoteFields::default())); n],
+            &mut bytes,
+        );
+        Batch::new(bytes).unwrap()
+    }
+
+    fn dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tickwire-relay-journal-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// A relay's journal written in another boot, not synced and not
+    /// closed: an origin's would need a new session; a relay's session
+    /// goes on from its next sequence (its frames are its upstream's),
+    /// in a segment of its own, and checks clean as one session.
+    #[test]
+    fn a_relays_session_goes_on_after_a_reboot() {
+        let dir = dir("reboot");
+        let settings = JournalSettings::new(&dir);
+        let (mut journal, _) =
+            Journal::open_in_boot(&dir, settings.config.clone(), [1; 16]).unwrap();
+        journal.start_session(7, 1).unwrap();
+        journal.append(&batch(1, 3)).unwrap();
+        drop(journal); // killed
+        let (journal, recovered) =
+            Journal::open_in_boot(&dir, settings.config.clone(), [2; 16]).unwrap();
+        assert!(recovered.new_session_required);
+        let relay = RelayJournal {
+            held: recovered.session.map(|s| Held {
+                session_id: s.session_id,
+                next: s.next,
+                oldest: journal.oldest_of_last(s.session_id).unwrap_or(s.next),
+            }),
+            journal,
+            settings: settings.clone(),
+            new_session_required: recovered.new_session_required,
+        };
+        assert_eq!(
+            relay.held(),
+            Some(Held {
+                session_id: 7,
+                next: 4,
+                oldest: 1
+            })
+        );
+        let opened = relay.serve(7, 4).unwrap();
+        assert_eq!((opened.session_id, opened.next), (7, 4));
+        opened.wal.append(&batch(4, 2)).unwrap();
+        opened.wal.close();
+        let report = crate::journal::check(&dir).unwrap();
+        assert!(!report.is_damaged(), "{report:?}");
+        let sessions: Vec<_> = report
+            .sessions
+            .iter()
+            .map(|s| (s.session_id, s.first, s.end, s.frames, s.holes))
+            .collect();
+        assert_eq!(sessions, [(7, 1, 6, 5, 0)], "one session, no hole");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Another upstream session: a new journal session from its first
+    /// sequence; an empty journal: the upstream's session.
+    #[test]
+    fn another_upstream_session_starts_a_journal_session() {
+        let dir = dir("other");
+        let settings = JournalSettings::new(&dir);
+        let config = crate::net::ServerConfig {
+            journal: Some(settings.clone()),
+            ..crate::net::ServerConfig::default()
+        };
+        let relay = open_relay(&config).unwrap().unwrap();
+        assert_eq!(relay.held(), None);
+        let opened = relay.serve(7, 10).unwrap();
+        assert_eq!((opened.session_id, opened.next), (7, 10));
+        opened.wal.append(&batch(10, 2)).unwrap();
+        opened.wal.close();
+        drop(opened);
+        let relay = open_relay(&config).unwrap().unwrap();
+        assert_eq!(
+            relay.held(),
+            Some(Held {
+                session_id: 7,
+                next: 12,
+                oldest: 10
+            })
+        );
+        let opened = relay.serve(8, 1).unwrap();
+        assert_eq!((opened.session_id, opened.next), (8, 1));
+        opened.wal.close();
+        let report = crate::journal::check(&dir).unwrap();
+        let ids: Vec<_> = report.sessions.iter().map(|s| s.session_id).collect();
+        assert_eq!(ids, [7, 8]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -724,11 +724,7 @@ impl Relay {
     /// session downstream (a later first sequence: the range before is a
     /// gap the upstream no longer has, forwarded as such); another session
     /// is a new one, in the journal and downstream.
-    fn resume(
-        config: RelayConfig,
-        journal: RelayJournal,
-        held: Held,
-    ) -> Result<Relay, RelayError> {
+    fn resume(config: RelayConfig, journal: RelayJournal, held: Held) -> Result<Relay, RelayError> {
         log::info!(
             "relay: the journal holds session {:#018x} up to {}: asking upstream from {}",
             held.session_id,
