@@ -146,6 +146,28 @@ impl SequenceTracker {
         t
     }
 
+    /// A tracker that resumes session `session_id` at data sequence `next`
+    /// (a receiver restarted on what it kept, such as a relay on its
+    /// journal): a LoginAccepted of that session continues it (a later
+    /// `sequence` is a gap), one of another session is
+    /// [`Verdict::NewSession`].
+    ///
+    /// ```
+    /// use tickwire::{sequence::{Gap, SequenceTracker, Verdict}, MsgType};
+    /// let mut t = SequenceTracker::resuming(7, 100);
+    /// assert_eq!(t.observe(MsgType::LoginAccepted, 100, 7), Verdict::Control);
+    /// assert_eq!(t.observe(MsgType::Quote, 100, 0), Verdict::InOrder);
+    /// assert_eq!(t.observe(MsgType::LoginAccepted, 105, 7), Verdict::Gap(Gap { first: 101, last: 104 }));
+    /// let mut t = SequenceTracker::resuming(7, 100);
+    /// assert!(matches!(t.observe(MsgType::LoginAccepted, 1, 8), Verdict::NewSession { session_id: 8, sequence: 1 }));
+    /// ```
+    #[must_use]
+    pub const fn resuming(session_id: u64, next: u64) -> SequenceTracker {
+        let mut t = SequenceTracker::expecting(next);
+        t.session = Some(session_id);
+        t
+    }
+
     /// The next data sequence expected, once anything has been seen.
     #[must_use]
     pub const fn expected(&self) -> Option<u64> {

@@ -842,3 +842,265 @@ fn serve_refuses_a_foreign_journal_untouched() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+// ---------------------------------------------------------------------------
+// Issue 24, point 5: a journaled relay resumes upstream from its journal.
+
+/// `tickwire relay --journal DIR` of `upstream` on `port`, once it listens.
+fn relay_cli(dir: &Path, upstream: SocketAddr, port: u16) -> Proc {
+    let mut child = tickwire()
+        .args(["relay", "--connect", &upstream.to_string()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--retain", "500", "--fsync", "never"])
+        .args(["--journal-segment", "64K", "--journal"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening "), "{line:?}");
+    Proc(child)
+}
+
+/// A client of the relay on `port`, from 1, on a thread: its log once it
+/// has `want` data frames (bounded by 60 s); `got` counts them meanwhile.
+fn relay_client(
+    port: u16,
+    want: usize,
+) -> (thread::JoinHandle<common::Log>, std::sync::Arc<AtomicU64>) {
+    let got = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&got);
+    let thread = thread::spawn(move || {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut config = common::fast_config(addr);
+        config.heartbeat_interval = Duration::from_millis(500);
+        let mut client = tickwire::net::Client::new(config).unwrap();
+        common::drive(&mut client, Duration::from_secs(60), |log| {
+            counter.store(log.frames.len() as u64, Ordering::SeqCst);
+            log.frames.len() >= want
+        })
+    });
+    (thread, got)
+}
+
+/// Polls `done` every 20 ms until it holds, failing after `limit`.
+fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A relay with a journal, killed with SIGKILL mid-stream while the origin
+/// (with its own journal) keeps publishing, then started again on the same
+/// journal: it asks its upstream from its journal's last sequence + 1 in
+/// the same session (the origin sends it exactly what it lacked, not the
+/// whole day), its client (reconnecting on its own) gets every sequence
+/// once, byte for byte, in one session, and the relay's journal checks
+/// clean with one session and no hole.
+#[test]
+fn a_relay_killed_mid_stream_resumes_upstream_from_its_journal() {
+    let tmp = TempDir::new("relay-kill");
+    let origin = Running::start(
+        Driver::Mio,
+        config(&tmp.path().join("origin"), 100_000, FsyncMode::Never),
+    )
+    .unwrap();
+    let relay_dir = tmp.path().join("relay");
+    let port = free_port();
+    let n = 30_000;
+    let msgs = messages(51, n);
+    // 10 k frames/s: the relay is down for a good part of a second.
+    let publish = origin.publisher();
+    let publisher = common::publish_paced(
+        move |batch| publish(batch).unwrap(),
+        msgs.clone(),
+        50,
+        Duration::from_millis(5),
+    );
+    let mut relay = relay_cli(&relay_dir, origin.addr(), port);
+    let (client, got) = relay_client(port, n);
+    eventually(
+        "the relay's client receives",
+        Duration::from_secs(20),
+        || got.load(Ordering::SeqCst) > 5_000,
+    );
+    relay.0.kill().unwrap(); // SIGKILL
+    relay.0.wait().unwrap();
+    eventually(
+        "the origin drops the relay",
+        Duration::from_secs(10),
+        || origin.stats().clients == 0,
+    );
+    let sent_before = origin.stats().frames_sent;
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1);
+    let held_end = report.sessions[0].end;
+    assert!(held_end > 5_000);
+    thread::sleep(Duration::from_millis(400)); // the origin goes on
+    let mut relay = relay_cli(&relay_dir, origin.addr(), port);
+    publisher.join().unwrap();
+    let log = client.join().unwrap();
+    common::assert_exactly_once_in_order(&log, &common::expected_frames(&msgs));
+    assert!(log.gaps.is_empty(), "no gap: {:?}", log.gaps);
+    assert_eq!(
+        log.sessions,
+        [(origin.session_id(), 1)],
+        "one session, no NewSession after the restart"
+    );
+    // The origin sent the restarted relay what it lacked, not the whole day.
+    let lacked = n as u64 + 1 - held_end;
+    eventually("the relay caught up", Duration::from_secs(10), || {
+        origin.stats().frames_sent - sent_before >= lacked
+    });
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        origin.stats().frames_sent - sent_before,
+        lacked,
+        "asked from {held_end}, the journal's last + 1"
+    );
+    signal(&relay.0, libc::SIGTERM);
+    assert!(wait_for(&mut relay.0, Duration::from_secs(10)).success());
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1, "one session");
+    let s = &report.sessions[0];
+    assert_eq!(
+        (s.session_id, s.first, s.end, s.frames, s.holes),
+        (origin.session_id(), 1, n as u64 + 1, n as u64, 0),
+        "every frame once, no hole"
+    );
+    let out = tickwire().arg("journal").arg(&relay_dir).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    origin.shutdown();
+}
+
+/// The origin restarted as a new session (no journal of its own) while a
+/// journaled relay was down: the relay, started again, resumes its
+/// journal's session upstream, is answered with another session, starts a
+/// new session in its journal, and its client sees NewSession and the new
+/// session's frames from 1.
+#[test]
+fn a_relay_restarted_after_its_origin_started_a_new_session_starts_one_too() {
+    let tmp = TempDir::new("relay-new");
+    let relay_dir = tmp.path().join("relay");
+    let (origin_port, port) = (free_port(), free_port());
+    let origin_addr: SocketAddr = format!("127.0.0.1:{origin_port}").parse().unwrap();
+    let origin_config = || {
+        let mut config = ServerConfig {
+            listen: origin_addr,
+            ..ServerConfig::default()
+        };
+        config.core.session.heartbeat_interval = Duration::from_millis(200);
+        config
+    };
+    let first = Running::start(Driver::Mio, origin_config()).unwrap();
+    let (msgs_a, msgs_b) = (messages(61, 1_000), messages(62, 500));
+    first.publisher()(msgs_a.clone()).unwrap();
+    let mut relay = relay_cli(&relay_dir, origin_addr, port);
+    let (client, got) = relay_client(port, 1_500);
+    eventually(
+        "the relay's client receives",
+        Duration::from_secs(20),
+        || got.load(Ordering::SeqCst) == 1_000,
+    );
+    relay.0.kill().unwrap(); // SIGKILL
+    relay.0.wait().unwrap();
+    let old = first.session_id();
+    first.shutdown();
+    let second = Running::start(Driver::Mio, origin_config()).unwrap();
+    assert_ne!(second.session_id(), old);
+    second.publisher()(msgs_b.clone()).unwrap();
+    let mut relay = relay_cli(&relay_dir, origin_addr, port);
+    let log = client.join().unwrap();
+    assert_eq!(
+        log.sessions,
+        [(old, 1), (second.session_id(), 1)],
+        "the client sees the new session"
+    );
+    let seqs: Vec<u64> = log.frames.iter().map(|f| f.0).collect();
+    let want: Vec<u64> = (1..=1_000).chain(1..=500).collect();
+    assert_eq!(seqs, want);
+    let bytes: Vec<Vec<u8>> = log.frames.iter().map(|f| f.1.clone()).collect();
+    let mut expected = common::expected_frames(&msgs_a);
+    expected.extend(common::expected_frames(&msgs_b));
+    assert!(bytes == expected, "byte for byte");
+    signal(&relay.0, libc::SIGTERM);
+    assert!(wait_for(&mut relay.0, Duration::from_secs(10)).success());
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    let sessions: Vec<_> = report
+        .sessions
+        .iter()
+        .map(|s| (s.session_id, s.first, s.end, s.frames))
+        .collect();
+    assert_eq!(
+        sessions,
+        [(old, 1, 1_001, 1_000), (second.session_id(), 1, 501, 500)],
+        "a new session in the relay's journal"
+    );
+    second.shutdown();
+}
+
+/// Retention by age on a quiet journal: the segments older than it go
+/// while nothing is published (the server's retention thread), the active
+/// one stays, and a login from 1 then starts at the oldest frame left.
+fn retention_by_age_on_a_quiet_journal(driver: Driver) {
+    let dir = TempDir::new("age");
+    let mut config = config(dir.path(), 100, FsyncMode::Never);
+    if let Some(journal) = config.journal.as_mut() {
+        journal.config.retain_age = Some(Duration::from_secs(1));
+    }
+    let server = Running::start(driver, config).unwrap();
+    let publish = server.publisher();
+    let msgs = messages(71, 6_000);
+    for chunk in msgs.chunks(500) {
+        publish(chunk.to_vec()).unwrap();
+    }
+    let segments = || {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "twr"))
+            })
+            .count()
+    };
+    assert!(segments() >= 3, "{} segments", segments());
+    // Quiet from here on: no roll, no restart.
+    eventually("old segments deleted", Duration::from_secs(10), || {
+        segments() == 1
+    });
+    let report = tickwire::journal::check(dir.path()).unwrap();
+    assert!(!report.is_damaged());
+    let oldest = report.sessions[0].first;
+    assert!(oldest > 1 && report.sessions[0].end == 6_001, "{report:?}");
+    let mut client = Raw::login(server.addr(), 1);
+    client.read_until(Duration::from_secs(5), |b| {
+        data_count(b) >= (6_001 - oldest) as usize
+    });
+    assert_eq!(
+        login_accepted(&client.buf),
+        Some((server.session_id(), oldest))
+    );
+    let (_, seqs) = data(&client.buf);
+    assert_eq!(seqs, (oldest..6_001).collect::<Vec<_>>());
+    server.shutdown();
+}
+
+#[test]
+fn retention_by_age_applies_on_a_quiet_journal_on_both_drivers() {
+    retention_by_age_on_a_quiet_journal(Driver::Mio);
+    retention_by_age_on_a_quiet_journal(Driver::Tokio);
+}

@@ -901,6 +901,40 @@ impl Journal {
         Ok(deleted)
     }
 
+    /// [`apply_retention`](Self::apply_retention) without deleting: the
+    /// oldest segments beyond the retention leave the journal (its
+    /// [`oldest`](Self::oldest) moves on) and their files (segment first,
+    /// then index) are returned for the caller to delete where no lock is
+    /// held (a server's retention thread: the publishers never wait for an
+    /// `unlink`). Never the active segment.
+    #[cfg_attr(not(any(feature = "net", feature = "tokio")), allow(dead_code))]
+    pub(crate) fn expire(&mut self, now: SystemTime) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        while self.segments.len() > 1 {
+            let Some(front) = self.segments.front() else {
+                break;
+            };
+            let too_big = self
+                .config
+                .retain_bytes
+                .is_some_and(|max| self.total_bytes() > max);
+            let too_old = self.config.retain_age.is_some_and(|age| {
+                fs::metadata(&front.segment)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t + age < now)
+            });
+            if !too_big && !too_old {
+                break;
+            }
+            if let Some(gone) = self.segments.pop_front() {
+                files.push(gone.segment);
+                files.push(gone.index);
+                self.stats.segments_deleted += 1;
+            }
+        }
+        files
+    }
+
     /// Syncs everything and marks the segment as closed cleanly: the next
     /// open continues the session even after a reboot, in any mode. (A
     /// journal that is just dropped is like a killed process: nothing it
@@ -993,6 +1027,14 @@ impl Journal {
         self.session
             .and_then(|s| self.oldest_of(s))
             .unwrap_or(self.next)
+    }
+
+    /// The oldest sequence the journal holds of session `session_id` when
+    /// it is the last session (also one that cannot continue as it is: a
+    /// relay's, after a reboot).
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn oldest_of_last(&self, session_id: u64) -> Option<u64> {
+        self.oldest_of(session_id)
     }
 
     fn oldest_of(&self, session_id: u64) -> Option<u64> {

@@ -79,6 +79,20 @@ pub struct ClientConfig {
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     #[cfg_attr(feature = "serde", serde(skip))]
     pub tls: Option<crate::tls::TlsClient>,
+    /// The session [`from`](Self::from) belongs to, to resume it where a
+    /// previous run left off (a relay restarted on its journal does): a
+    /// LoginAccepted of that session continues it, with no
+    /// [`NewSession`](crate::session::ClientEvent::NewSession); one of
+    /// another session is new. `None` (the default): the first login names
+    /// the session. See [`ClientSessionConfig::resume_session`](crate::session::ClientSessionConfig::resume_session).
+    ///
+    /// ```
+    /// let mut config = tickwire::net::ClientConfig::new("127.0.0.1:7878");
+    /// (config.from, config.resume_session) = (1_001, Some(0xfeed)); // 1..=1000 kept from before
+    /// assert_eq!(config.resume_session, Some(0xfeed));
+    /// ```
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub resume_session: Option<u64>,
 }
 
 impl ClientConfig {
@@ -116,6 +130,7 @@ impl ClientConfig {
             allow_plain_auth: false,
             #[cfg(feature = "tls")]
             tls: None,
+            resume_session: rules.resume_session,
         }
     }
 
@@ -218,6 +233,7 @@ impl ClientConfig {
             servers: 1 + self.fallbacks.len(),
             heal_gaps: self.heal_gaps,
             credentials: self.credentials,
+            resume_session: self.resume_session,
         }
     }
 }

@@ -26,12 +26,16 @@ use std::prelude::rust_2021::*;
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
 use super::publish::PublishError;
 use super::server_config::new_session_id;
 pub(crate) use crate::journal::Ticket;
-use crate::journal::{FsyncMode, Journal, JournalCold, JournalConfig, JournalError, SyncHandle};
+use crate::journal::{
+    FsyncMode, Journal, JournalCold, JournalConfig, JournalError, Recovered, SyncHandle,
+};
 use crate::session::cold::ColdSource;
 use crate::session::Batch;
 
@@ -113,6 +117,210 @@ fn publish_error(e: &JournalError) -> PublishError {
     PublishError::Journal(e.to_string())
 }
 
+/// Opens and recovers the journal of `settings`, logging what recovery did.
+fn recover(settings: &JournalSettings) -> io::Result<(Journal, Recovered)> {
+    let (journal, recovered) =
+        Journal::open(&settings.dir, settings.config.clone()).map_err(start_error)?;
+    for path in &recovered.removed {
+        log::info!("journal: removed the leftover {}", path.display());
+    }
+    for warning in &recovered.warnings {
+        log::warn!("journal: {warning}");
+    }
+    if let Some(cut) = &recovered.truncated {
+        log::warn!(
+                "journal: {} bytes of a torn tail cut from {} at byte {} (a write the last run did not finish)",
+                cut.bytes,
+                cut.path.display(),
+                cut.offset
+            );
+    }
+    Ok((journal, recovered))
+}
+
+/// How often a journal with a retention by age is checked for segments
+/// past it (besides each segment roll and the start): a quiet journal
+/// still lets its old segments go.
+const RETENTION_PERIOD: Duration = Duration::from_secs(1);
+
+/// The thread that applies a journal's retention by age while the server
+/// runs ([`Wal::expire`] every [`RETENTION_PERIOD`]), so that a quiet
+/// journal, which never rolls, still deletes its old segments. It holds the
+/// journal's lock only to pick the segments (a `stat` of the oldest) and
+/// deletes their files with no lock held: publishers never wait for an
+/// `unlink`, and neither does an event loop.
+#[derive(Debug, Default)]
+struct Retention {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Retention {
+    /// Starts the thread of `wal` (it holds the log weakly: a dropped
+    /// server ends it).
+    fn spawn(wal: &Arc<Wal>, age: Duration) {
+        let weak = Arc::downgrade(wal);
+        let stop = Arc::clone(&wal.retention.stop);
+        let spawned = std::thread::Builder::new()
+            .name("tickwire-journal-retention".into())
+            .spawn(move || {
+                let (flag, wake) = &*stop;
+                let mut stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
+                while !*stopped {
+                    stopped = wake
+                        .wait_timeout(stopped, RETENTION_PERIOD)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    if *stopped {
+                        break;
+                    }
+                    drop(stopped);
+                    match weak.upgrade() {
+                        Some(wal) => wal.expire(),
+                        None => return,
+                    }
+                    stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
+                }
+            });
+        match spawned {
+            Ok(thread) => {
+                *wal.retention
+                    .thread
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(thread);
+                log::debug!(
+                    "journal: retention by age ({age:?}) checked every {RETENTION_PERIOD:?}"
+                );
+            }
+            // Retention still applies at each roll and at start.
+            Err(e) => {
+                log::warn!("journal: no retention thread ({e}): old segments go only at rolls")
+            }
+        }
+    }
+
+    /// Stops the thread and waits for it (unless called from it).
+    fn stop(&self) {
+        let (flag, wake) = &*self.stop;
+        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Retention {
+    fn drop(&mut self) {
+        // Not joined: the last handle of the log may be the thread's own.
+        let (flag, wake) = &*self.stop;
+        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+    }
+}
+
+/// What a relay's journal holds of its last session (see [`RelayJournal`]).
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) session_id: u64,
+    /// The sequence after its last frame: where the relay resumes upstream.
+    pub(crate) next: u64,
+    /// Its oldest sequence still in the journal (`next` when none is).
+    pub(crate) oldest: u64,
+}
+
+/// A relay's journal, opened (and recovered) before the relay logs in
+/// upstream: what it holds decides where the relay resumes (issue 24,
+/// point 5). Its frames are its upstream's, numbered there, so its session
+/// goes on whenever the upstream's is the same, even after a reboot that
+/// took an unsynced tail with it: the relay fetches that tail again, byte
+/// for byte, instead of renumbering anything.
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) struct RelayJournal {
+    journal: Journal,
+    settings: JournalSettings,
+    held: Option<Held>,
+    new_session_required: bool,
+}
+
+/// The journal of a relay's server `config` (`None`: none configured).
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
+pub(crate) fn open_relay(config: &super::ServerConfig) -> io::Result<Option<RelayJournal>> {
+    let Some(settings) = &config.journal else {
+        return Ok(None);
+    };
+    let (journal, recovered) = recover(settings)?;
+    let held = recovered.session.map(|s| Held {
+        session_id: s.session_id,
+        next: s.next,
+        oldest: journal
+            .oldest_of_last(s.session_id)
+            .unwrap_or(s.next)
+            .min(s.next),
+    });
+    Ok(Some(RelayJournal {
+        journal,
+        settings: settings.clone(),
+        held,
+        new_session_required: recovered.new_session_required,
+    }))
+}
+
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
+impl RelayJournal {
+    /// The session the journal holds, if any.
+    pub(crate) fn held(&self) -> Option<Held> {
+        self.held
+    }
+
+    /// The log of a relay serving `session_id` from `next`: the held
+    /// session goes on if it is that one (from its own next sequence),
+    /// else a new journal session starts at `next`.
+    pub(crate) fn serve(mut self, session_id: u64, next: u64) -> io::Result<Opened> {
+        let dir = self.settings.dir.display().to_string();
+        let next = match self.held {
+            Some(held) if held.session_id == session_id => {
+                if self.new_session_required {
+                    // Same session, in a segment of this boot's own.
+                    self.journal
+                        .start_session(session_id, held.next)
+                        .map_err(start_error)?;
+                    log::info!(
+                        "journal {dir}: session {session_id:#018x} goes on at {} after a reboot                          (a relay's frames are its upstream's: a lost tail is fetched again)",
+                        held.next
+                    );
+                }
+                held.next
+            }
+            held => {
+                self.journal
+                    .start_session(session_id, next)
+                    .map_err(start_error)?;
+                match held {
+                    Some(old) => log::info!(
+                        "journal {dir}: upstream session {session_id:#018x} from {next}                          follows {:#018x}",
+                        old.session_id
+                    ),
+                    None => log::info!(
+                        "journal {dir}: new, upstream session {session_id:#018x} from {next}"
+                    ),
+                }
+                next.max(1)
+            }
+        };
+        Ok(Wal::serving(self.journal, &self.settings, session_id, next))
+    }
+}
+
 /// The server's write-ahead log: the journal, shared by the publishers
 /// (appends under the driver's numbering lock), the event loop or tasks
 /// (the durable watermark) and every replaying connection (the cold source).
@@ -124,6 +332,8 @@ pub(crate) struct Wal {
     always: bool,
     cold: Arc<JournalCold>,
     end_session: bool,
+    /// The thread that applies retention by age on a quiet journal.
+    retention: Retention,
 }
 
 /// The session a server serves at start, with its journal.
@@ -154,22 +364,7 @@ impl Wal {
     /// session (see [`JournalSettings`]).
     pub(crate) fn open(settings: &JournalSettings, configured: u64) -> io::Result<Opened> {
         let dir = &settings.dir;
-        let (mut journal, recovered) =
-            Journal::open(dir, settings.config.clone()).map_err(start_error)?;
-        for path in &recovered.removed {
-            log::info!("journal: removed the leftover {}", path.display());
-        }
-        for warning in &recovered.warnings {
-            log::warn!("journal: {warning}");
-        }
-        if let Some(cut) = &recovered.truncated {
-            log::warn!(
-                "journal: {} bytes of a torn tail cut from {} at byte {} (a write the last run did not finish)",
-                cut.bytes,
-                cut.path.display(),
-                cut.offset
-            );
-        }
+        let (mut journal, recovered) = recover(settings)?;
         let continued = recovered.session.filter(|s| {
             !recovered.new_session_required && (configured == 0 || configured == s.session_id)
         });
@@ -225,22 +420,33 @@ impl Wal {
                 (id, 1)
             }
         };
+        Ok(Wal::serving(journal, settings, session_id, next))
+    }
+
+    /// The server's log on `journal`, whose session `session_id` goes on
+    /// at `next`.
+    fn serving(journal: Journal, settings: &JournalSettings, session_id: u64, next: u64) -> Opened {
         let hook: crate::journal::ErrorHook = Arc::new(|e: &JournalError| {
             log::warn!("journal replay: {e}");
         });
         let cold = Arc::new(JournalCold::with_error_hook(&journal, hook));
-        let wal = Wal {
+        let retain_age = journal.config().retain_age;
+        let wal = Arc::new(Wal {
             sync: journal.sync_handle(),
             always: journal.config().fsync == FsyncMode::Always,
             journal: Mutex::new(Some(journal)),
             cold,
             end_session: settings.end_session_on_stop,
-        };
-        Ok(Opened {
-            wal: Arc::new(wal),
+            retention: Retention::default(),
+        });
+        if let Some(age) = retain_age {
+            Retention::spawn(&wal, age);
+        }
+        Opened {
+            wal,
             session_id,
             next,
-        })
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Journal>> {
@@ -258,6 +464,30 @@ impl Wal {
         let ticket = journal.append(batch).map_err(|e| publish_error(&e))?;
         self.cold.update(journal);
         Ok(ticket)
+    }
+
+    /// Retention on a quiet journal (the retention thread): segments past
+    /// it leave the journal under the lock, their files are deleted after.
+    fn expire(&self) {
+        let files = {
+            let mut guard = self.lock();
+            let Some(journal) = guard.as_mut() else {
+                return;
+            };
+            let files = journal.expire(SystemTime::now());
+            if !files.is_empty() {
+                self.cold.update(journal);
+            }
+            files
+        };
+        for path in files {
+            match std::fs::remove_file(&path) {
+                Ok(()) => log::info!("journal: retention deleted {}", path.display()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Left on disk: the next start's retention meets it again.
+                Err(e) => log::warn!("journal: retention cannot delete {}: {e}", path.display()),
+            }
+        }
     }
 
     /// The sequence the next batch starts with (or later).
@@ -310,6 +540,7 @@ impl Wal {
     /// start continues the session, even after a reboot. Appends fail
     /// with [`PublishError::Closed`] from now on.
     pub(crate) fn close(&self) {
+        self.retention.stop();
         let Some(mut journal) = self.lock().take() else {
             return;
         };
@@ -340,5 +571,114 @@ impl Wal {
             ),
             Err(e) => log::error!("journal {}: not closed cleanly: {e}", dir.display()),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::encode::{Payload, QuoteFields, Sequencer};
+
+    fn batch(first: u64, n: usize) -> Batch {
+        let mut bytes = vec![0u8; n * 44];
+        Sequencer::starting_at(first).encode_batch(
+            &vec![(0, Payload::Quote(QuoteFields::default())); n],
+            &mut bytes,
+        );
+        Batch::new(bytes).unwrap()
+    }
+
+    fn dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tickwire-relay-journal-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// A relay's journal written in another boot, not synced and not
+    /// closed: an origin's would need a new session; a relay's session
+    /// goes on from its next sequence (its frames are its upstream's),
+    /// in a segment of its own, and checks clean as one session.
+    #[test]
+    fn a_relays_session_goes_on_after_a_reboot() {
+        let dir = dir("reboot");
+        let settings = JournalSettings::new(&dir);
+        let (mut journal, _) =
+            Journal::open_in_boot(&dir, settings.config.clone(), [1; 16]).unwrap();
+        journal.start_session(7, 1).unwrap();
+        journal.append(&batch(1, 3)).unwrap();
+        drop(journal); // killed
+        let (journal, recovered) =
+            Journal::open_in_boot(&dir, settings.config.clone(), [2; 16]).unwrap();
+        assert!(recovered.new_session_required);
+        let relay = RelayJournal {
+            held: recovered.session.map(|s| Held {
+                session_id: s.session_id,
+                next: s.next,
+                oldest: journal.oldest_of_last(s.session_id).unwrap_or(s.next),
+            }),
+            journal,
+            settings: settings.clone(),
+            new_session_required: recovered.new_session_required,
+        };
+        assert_eq!(
+            relay.held(),
+            Some(Held {
+                session_id: 7,
+                next: 4,
+                oldest: 1
+            })
+        );
+        let opened = relay.serve(7, 4).unwrap();
+        assert_eq!((opened.session_id, opened.next), (7, 4));
+        opened.wal.append(&batch(4, 2)).unwrap();
+        opened.wal.close();
+        let report = crate::journal::check(&dir).unwrap();
+        assert!(!report.is_damaged(), "{report:?}");
+        let sessions: Vec<_> = report
+            .sessions
+            .iter()
+            .map(|s| (s.session_id, s.first, s.end, s.frames, s.holes))
+            .collect();
+        assert_eq!(sessions, [(7, 1, 6, 5, 0)], "one session, no hole");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Another upstream session: a new journal session from its first
+    /// sequence; an empty journal: the upstream's session.
+    #[test]
+    fn another_upstream_session_starts_a_journal_session() {
+        let dir = dir("other");
+        let settings = JournalSettings::new(&dir);
+        let config = crate::net::ServerConfig {
+            journal: Some(settings.clone()),
+            ..crate::net::ServerConfig::default()
+        };
+        let relay = open_relay(&config).unwrap().unwrap();
+        assert_eq!(relay.held(), None);
+        let opened = relay.serve(7, 10).unwrap();
+        assert_eq!((opened.session_id, opened.next), (7, 10));
+        opened.wal.append(&batch(10, 2)).unwrap();
+        opened.wal.close();
+        drop(opened);
+        let relay = open_relay(&config).unwrap().unwrap();
+        assert_eq!(
+            relay.held(),
+            Some(Held {
+                session_id: 7,
+                next: 12,
+                oldest: 10
+            })
+        );
+        let opened = relay.serve(8, 1).unwrap();
+        assert_eq!((opened.session_id, opened.next), (8, 1));
+        opened.wal.close();
+        let report = crate::journal::check(&dir).unwrap();
+        let ids: Vec<_> = report.sessions.iter().map(|s| s.session_id).collect();
+        assert_eq!(ids, [7, 8]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -34,6 +34,35 @@ pub(crate) fn open_for(
     Ok(None)
 }
 
+/// What a relay's journal holds (never, without the feature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)]
+pub(crate) struct Held {
+    pub(crate) session_id: u64,
+    pub(crate) next: u64,
+    pub(crate) oldest: u64,
+}
+
+/// No relay journal: uninhabited.
+#[derive(Debug)]
+pub(crate) enum RelayJournal {}
+
+/// No journal is ever configured without the feature.
+#[allow(clippy::unnecessary_wraps, dead_code)]
+pub(crate) fn open_relay(_config: &super::ServerConfig) -> std::io::Result<Option<RelayJournal>> {
+    Ok(None)
+}
+
+#[allow(clippy::unused_self, dead_code)]
+impl RelayJournal {
+    pub(crate) fn held(&self) -> Option<Held> {
+        match *self {}
+    }
+    pub(crate) fn serve(self, _session_id: u64, _next: u64) -> std::io::Result<Opened> {
+        match self {}
+    }
+}
+
 #[allow(clippy::unused_self, dead_code)]
 impl Wal {
     pub(crate) fn append(&self, _batch: &Batch) -> Result<Ticket, PublishError> {

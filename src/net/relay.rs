@@ -18,6 +18,7 @@ use super::client::Client;
 use super::client_config::{ClientConfig, ClientStats};
 use super::datagram::{DatagramClient, DatagramClientConfig};
 use super::feed::{Numbering, RelayControl, ToLoop};
+use super::journaled::{open_relay, Held, RelayJournal};
 use super::publish::PublishError;
 use super::server::{Server, ServerHandle};
 use super::server_config::ServerConfig;
@@ -39,6 +40,12 @@ const UPSTREAM_POLL: Duration = Duration::from_millis(20);
 /// [`ServerHandle::relay_feed`]; do not also publish with a
 /// [`Publisher`](super::Publisher) (its numbering would clash). Clone it
 /// freely; everything sent through it reaches the event loop in order.
+///
+/// On a server with a journal that continued its session, subscribe
+/// upstream from [`ServerHandle::next_sequence`] in
+/// [`ServerHandle::session_id`]'s session
+/// ([`ClientConfig::resume_session`]), as [`Relay`] does: frames the
+/// journal holds already are dropped here rather than journaled twice.
 ///
 /// What the server does with it (protocol section 10):
 /// - [`publish`](Self::publish): the frames are retained and sent, byte for
@@ -129,8 +136,9 @@ impl RelayFeed {
     /// [`PublishError::Closed`] once the server has stopped.
     pub fn publish(&self, batch: Batch) -> Result<(), PublishError> {
         let n = &self.numbering;
-        // With a journal: appended first (frames it holds already, from
-        // before a restart, are not appended or served twice).
+        // With a journal: appended first (frames it holds already are not
+        // appended or served twice: a `Relay` asks its upstream from the
+        // journal's next sequence, but a feed driven by hand may not).
         let (batch, ticket) = match &n.wal {
             Some(wal) => {
                 let Some(batch) = super::not_journaled(batch, wal.next_sequence()) else {
@@ -216,7 +224,9 @@ pub struct RelayConfig {
     /// The upstream: a server of the session (origin or relay) and, in
     /// [`fallbacks`](ClientConfig::fallbacks), more of them for fail-over.
     /// [`from`](ClientConfig::from) is 1 by default: the relay asks for
-    /// everything its upstream retains, so it can replay it.
+    /// everything its upstream retains, so it can replay it. A relay
+    /// restarted on a journal that holds a session asks from the journal's
+    /// next sequence in that session instead ([`Relay`]).
     pub upstream: ClientConfig,
     /// The server it serves downstream with (listen address, retention,
     /// datagram lines…). Its session id (`core.session.session_id`) is
@@ -361,9 +371,22 @@ struct Pump {
     /// login (reported by the client as a gap): not a loss of the relay's.
     before_start: u64,
     gave_up: Option<String>,
+    /// Logins the upstream accepted.
+    logins: u64,
 }
 
 impl Pump {
+    /// A pump that goes on with session `session_id` at `next` (a relay
+    /// restarted on its journal): the upstream's login in that session
+    /// continues it, another session is a new one.
+    fn resuming(session_id: u64, next: u64) -> Pump {
+        Pump {
+            session: Some(session_id),
+            first: next,
+            ..Pump::default()
+        }
+    }
+
     fn end_run(&mut self) {
         if !self.run.is_empty() {
             self.ops.push(Op::Frames {
@@ -410,6 +433,7 @@ impl Pump {
                     Some(_) => self.ops.push(Op::Advance(sequence)),
                 }
                 self.session = Some(session_id);
+                self.logins += 1;
                 self.ops.push(Op::Alive(true));
             }
             ClientEvent::Gap(gap) if self.at_start && gap.last.saturating_add(1) == self.first => {
@@ -582,6 +606,23 @@ impl DatagramPump {
 /// get the same gap as the upstream's would). It takes its upstream over
 /// TCP, or from a datagram feed ([`RelayConfig::from_datagrams`]).
 ///
+/// **With a journal** ([`ServerConfig::journal`](super::ServerConfig::journal)),
+/// a relay started again on it resumes: it serves the journal's session at
+/// once (its clients reconnect and resume from the journal, with no
+/// `NewSession`), and logs in upstream from the journal's last sequence +
+/// 1, in that session ([`ClientConfig::resume_session`]): nothing the
+/// journal holds is fetched again. The upstream's answer in the same
+/// session continues it (a later first sequence is a gap the upstream no
+/// longer has, forwarded as such: section 10.2); another session (the
+/// origin restarted without a journal, or ended its session) starts a new
+/// session in the journal and downstream, as any session change does. The
+/// journal's session goes on even after a reboot took an unsynced tail
+/// with it: the relay's frames are its upstream's, so it fetches that tail
+/// again rather than renumbering. [`start_sequence`](Relay::start_sequence)
+/// is then the journal's oldest sequence. (A relay of a datagram feed
+/// journals likewise but starts from the feed; what its journal holds
+/// already is not journaled twice.)
+///
 /// ```
 /// use tickwire::net::{Client, ClientConfig, Relay, RelayConfig, Server, ServerConfig};
 /// use tickwire::session::ClientEvent;
@@ -621,15 +662,37 @@ impl Relay {
     /// Connects upstream, waits (at most
     /// [`start_timeout`](RelayConfig::start_timeout)) for a login, starts
     /// the server with the upstream's session id, and relays on a thread.
+    /// On a journal that holds a session, the server starts first, on
+    /// that session, and the login asks for the journal's next sequence
+    /// (see [`Relay`]).
     ///
     /// # Errors
     /// [`RelayError::NoUpstream`] if no upstream accepted a login in time,
     /// [`RelayError::GaveUp`] if the client's retries ran out first,
-    /// [`RelayError::Io`] if the server could not bind.
+    /// [`RelayError::Io`] if the server could not bind or its journal
+    /// could not be opened.
     pub fn start(config: RelayConfig) -> Result<Relay, RelayError> {
         if let Some(feed) = config.datagram_upstream.clone() {
             return Relay::start_datagrams(config, feed);
         }
+        // A journal is opened (and recovered) first: what it holds says
+        // where to log in upstream.
+        let journal = open_relay(&config.server)?;
+        if let Some(journal) = journal {
+            if let Some(held) = journal.held() {
+                return Relay::resume(config, journal, held);
+            }
+            return Relay::start_fresh(config, Some(journal));
+        }
+        Relay::start_fresh(config, None)
+    }
+
+    /// The first start (no journal, or an empty one): the upstream's
+    /// session and first sequence are known once it accepted the login.
+    fn start_fresh(
+        config: RelayConfig,
+        journal: Option<RelayJournal>,
+    ) -> Result<Relay, RelayError> {
         let mut client = Client::new(config.upstream.clone())?;
         let mut pump = Pump::default();
         let deadline = Instant::now() + config.start_timeout;
@@ -645,11 +708,64 @@ impl Relay {
         }
         let session_id = pump.session.unwrap_or_default();
         let start = pump.first;
-        let server = Server::bind(serving(config.server, session_id))?.spawn()?;
+        let opened = journal.map(|j| j.serve(session_id, start)).transpose()?;
+        let server = Server::bind_with(serving(config.server, session_id), opened)?.spawn()?;
         let feed = server.relay_feed();
         feed.advance(pump.first)
             .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
         pump.flush(&feed)?;
+        Relay::running(server, feed, client, pump, start)
+    }
+
+    /// A restart on a journal holding `held`: the server serves the held
+    /// session at once (its clients resume from the journal), and the
+    /// upstream is asked from the journal's next sequence, in that session.
+    /// The upstream's login in the same session goes on with no new
+    /// session downstream (a later first sequence: the range before is a
+    /// gap the upstream no longer has, forwarded as such); another session
+    /// is a new one, in the journal and downstream.
+    fn resume(config: RelayConfig, journal: RelayJournal, held: Held) -> Result<Relay, RelayError> {
+        log::info!(
+            "relay: the journal holds session {:#018x} up to {}: asking upstream from {}",
+            held.session_id,
+            held.next.saturating_sub(1),
+            held.next
+        );
+        let opened = journal.serve(held.session_id, held.next)?;
+        let server =
+            Server::bind_with(serving(config.server, held.session_id), Some(opened))?.spawn()?;
+        let feed = server.relay_feed();
+        // No Heartbeats downstream until the upstream is back.
+        feed.set_upstream_alive(false);
+        let mut upstream = config.upstream.clone();
+        upstream.from = held.next;
+        upstream.resume_session = Some(held.session_id);
+        let mut client = Client::new(upstream)?;
+        let mut pump = Pump::resuming(held.session_id, held.next);
+        let deadline = Instant::now() + config.start_timeout;
+        while pump.logins == 0 {
+            if let Some(why) = pump.gave_up.take() {
+                return Err(RelayError::GaveUp(why));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RelayError::NoUpstream);
+            }
+            client.poll(Some(left.min(UPSTREAM_POLL)), |e| pump.on_event(e))?;
+        }
+        pump.flush(&feed)?;
+        Relay::running(server, feed, client, pump, held.oldest)
+    }
+
+    /// Relays on a thread from now on.
+    fn running(
+        server: ServerHandle,
+        feed: RelayFeed,
+        mut client: Client,
+        mut pump: Pump,
+        start: u64,
+    ) -> Result<Relay, RelayError> {
+        let session_id = server.session_id();
         let stop = Arc::new(AtomicBool::new(false));
         let upstream = Arc::new(Mutex::new(pump.upstream_stats(client.stats())));
         let thread = {

@@ -343,12 +343,32 @@ impl Server {
     /// # Errors
     /// Binding or poll creation failed.
     pub fn bind(config: ServerConfig) -> io::Result<Server> {
-        let mut listener = listen(config.listen, config.listen_backlog)?;
+        // Listening first: a busy port leaves the journal untouched.
+        let listener = listen(config.listen, config.listen_backlog)?;
+        let journal = super::open_journal(&config, config.core.session.session_id)?;
+        Server::bind_on(listener, config, journal)
+    }
+
+    /// [`bind`](Self::bind) on a journal opened already (a relay's, opened
+    /// before its upstream login), whose session and next sequence it
+    /// serves.
+    pub(super) fn bind_with(
+        config: ServerConfig,
+        journal: Option<super::journaled::Opened>,
+    ) -> io::Result<Server> {
+        let listener = listen(config.listen, config.listen_backlog)?;
+        Server::bind_on(listener, config, journal)
+    }
+
+    fn bind_on(
+        mut listener: TcpListener,
+        config: ServerConfig,
+        journal: Option<super::journaled::Opened>,
+    ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         // One session id for every loop (a random one if the config says 0),
         // or the journal's, whose session goes on.
         let mut core = config.core_for_run();
-        let journal = super::open_journal(&config, config.core.session.session_id)?;
         let (wal, next) = match journal {
             Some(opened) => {
                 core.session.session_id = opened.session_id;

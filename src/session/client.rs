@@ -97,6 +97,24 @@ pub struct ClientSessionConfig {
     /// Never serialized; `Debug` shows the key id only.
     #[cfg_attr(feature = "serde", serde(skip))]
     pub credentials: Option<ClientKey>,
+    /// The session [`from`](Self::from) belongs to, for a receiver that
+    /// resumes where it left off (a relay restarted on its journal): the
+    /// tracker starts in that session, expecting `from`, so a LoginAccepted
+    /// of the same session continues it (no [`ClientEvent::NewSession`]; a
+    /// later `sequence` than asked is a [`ClientEvent::Gap`]), and one of
+    /// another session is a new session (the server restarted: logged in
+    /// again from its first sequence, as after any restart). `None` (the
+    /// default): the first LoginAccepted names the session. Ignored when
+    /// `from` is 0.
+    ///
+    /// ```
+    /// use tickwire::session::{ClientSession, ClientSessionConfig};
+    /// let config = ClientSessionConfig { from: 501, resume_session: Some(0xfeed), ..ClientSessionConfig::default() };
+    /// let client = ClientSession::new(config);
+    /// assert_eq!((client.tracker().session(), client.tracker().expected()), (Some(0xfeed), Some(501)));
+    /// ```
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub resume_session: Option<u64>,
 }
 
 #[cfg(feature = "serde")]
@@ -115,6 +133,7 @@ impl Default for ClientSessionConfig {
             servers: 1,
             heal_gaps: true,
             credentials: None,
+            resume_session: None,
         }
     }
 }
@@ -645,8 +664,12 @@ impl ClientSession {
     /// A disconnected session; [`connect`](Self::connect) starts it.
     #[must_use]
     pub fn new(config: ClientSessionConfig) -> ClientSession {
+        let resumed = config.resume_session.filter(|_| config.from != 0);
         ClientSession {
-            tracker: fresh_tracker(config.from),
+            tracker: match resumed {
+                Some(session) => SequenceTracker::resuming(session, config.from),
+                None => fresh_tracker(config.from),
+            },
             backoff: config.backoff,
             liveness: Liveness::new(config.heartbeat_interval, Duration::ZERO),
             from: config.from,
@@ -656,7 +679,7 @@ impl ClientSession {
             connect_deadline: None,
             actions: VecDeque::with_capacity(4),
             wanted: 0,
-            session: None,
+            session: resumed,
             last_lost: None,
             stopped: false,
             stats: ClientSessionStats::default(),

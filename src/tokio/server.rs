@@ -270,6 +270,15 @@ impl Publisher {
 /// their source is alive (protocol section 10). Each call is one step of
 /// the server core, on the caller's thread; clone it freely.
 ///
+/// With a journal ([`ServerConfig::journal`](crate::net::ServerConfig::journal)),
+/// a relay restarted on it resumes its upstream from the journal: bind
+/// with the upstream's session id, then subscribe upstream from
+/// [`ServerHandle::next_sequence`] in [`ServerHandle::session_id`]'s
+/// session ([`ClientConfig::resume_session`](crate::net::ClientConfig::resume_session));
+/// frames the journal holds already are dropped here rather than
+/// journaled twice, and an upstream session change goes to
+/// [`new_session`](Self::new_session), which starts a journal session.
+///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
 /// use tickwire::session::Batch;
