@@ -15,7 +15,10 @@
 //! against the default, the publishing thread writing while the loop
 //! sleeps), or with `floor-pairs` the floor and "one client" alternately
 //! (`TICKWIRE_BENCH_ROUNDS`, 5 by default), with the median ratios issue
-//! 22 sets targets for. `TICKWIRE_BENCH_SECONDS` changes the time per row.
+//! 22 sets targets for. `TICKWIRE_BENCH_SECONDS` changes the time per row;
+//! `TICKWIRE_BENCH_RETAIN` the servers' retention in frames (default 1 M:
+//! at 500K msg/s it grows for the first 2 s of a row, faulting in fresh
+//! pages on the publishing thread).
 //!
 //! The floor (issue 22's definition): one writer thread encoding a batch
 //! with `Sequencer::encode_batch` every 100 µs, one reader sleeping in

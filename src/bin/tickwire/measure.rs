@@ -496,6 +496,19 @@ pub(crate) struct LatencyCase {
     pub(crate) loop_writes: bool,
 }
 
+/// The server core's configuration for the latency rows: the default, with
+/// the retention set by `TICKWIRE_BENCH_RETAIN` (frames) when given.
+fn bench_core() -> CoreConfig {
+    let mut core = CoreConfig::new(0);
+    if let Some(retain) = std::env::var("TICKWIRE_BENCH_RETAIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        core.retain = retain;
+    }
+    core
+}
+
 /// Latency from publish timestamp to client parse at `rate` msg/s for
 /// `seconds` after a 0.5 s warm-up, in the situation `case` describes.
 pub(crate) fn latency(rate: u64, seconds: f64, case: LatencyCase) -> (Histogram<u64>, u64) {
@@ -513,6 +526,7 @@ pub(crate) fn latency(rate: u64, seconds: f64, case: LatencyCase) -> (Histogram<
             publisher_writes: !loop_writes,
             ..LoopOptions::default()
         },
+        core: bench_core(),
         ..ServerConfig::default()
     })
     .unwrap()
