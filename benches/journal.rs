@@ -107,14 +107,21 @@ fn server(base: &Path) {
         };
         let batches = frames_total / size;
         let msgs = messages(size);
-        let mut best = [Duration::MAX; 2];
+        // 0, 1: no journal, journal; 2: the pwrite floor; 3, 4: no
+        // journal, journal with `--loop-writes` (the publisher never writes
+        // to clients itself: see below).
+        let mut best = [Duration::MAX; 5];
         for _ in 0..ROUNDS {
-            for (i, with_journal) in [false, true].into_iter().enumerate() {
+            best[2] = best[2].min(pwrite_floor(base, &msgs, batches));
+            for (i, with_journal, loop_writes) in
+                [(0, false, false), (1, true, false), (3, false, true), (4, true, true)]
+            {
                 let dir = Dir::new(base, "server");
                 let mut config = ServerConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     ..ServerConfig::default()
                 };
+                config.mio.publisher_writes = !loop_writes;
                 if with_journal {
                     let mut journal = JournalSettings::new(&dir.0);
                     journal.config = never();
@@ -134,6 +141,9 @@ fn server(base: &Path) {
             }
         }
         let rate = |d: Duration| frames_total as f64 / d.as_secs_f64();
+        // Synchronous write-ahead on the publishing thread: the publish
+        // without a journal and the pwrite, one after the other.
+        let bound = 1.0 / (1.0 / rate(best[0]) + 1.0 / rate(best[2]));
         println!(
             "{size:>6} {:>22} {:>22} {:>6.2}× {:>13.2} µs",
             human(rate(best[0])),
@@ -141,7 +151,45 @@ fn server(base: &Path) {
             rate(best[1]) / rate(best[0]),
             best[1].as_secs_f64() / batches as f64 * 1e6,
         );
+        println!(
+            "{:>6} floor: bare pwrite of the same batch bytes {} frames/s ({:.2} µs/batch); \
+             bound 1/(1/no journal + 1/pwrite) {} frames/s = {:.2}× no journal; \
+             journal server {:.2}× the bound",
+            "",
+            human(rate(best[2])),
+            best[2].as_secs_f64() / batches as f64 * 1e6,
+            human(bound),
+            bound / rate(best[0]),
+            rate(best[1]) / bound,
+        );
+        println!(
+            "{:>6} --loop-writes: no journal {} frames/s, journal {} frames/s ({:.2}× no journal, \
+             {:.2}× the default no journal, {:.2}× the bound)",
+            "",
+            human(rate(best[3])),
+            human(rate(best[4])),
+            rate(best[4]) / rate(best[3]),
+            rate(best[4]) / rate(best[0]),
+            rate(best[4]) / bound,
+        );
     }
+}
+
+/// The floor of a journaled publish: `batches` `pwrite`s of one encoded
+/// batch of `msgs` (the same bytes a publish of them appends), extending a
+/// new file in the journal's directory as the journal's segment does.
+fn pwrite_floor(base: &Path, msgs: &[(u64, Payload)], batches: usize) -> Duration {
+    let dir = Dir::new(base, "server-pwrite");
+    fs::create_dir_all(&dir.0).unwrap();
+    let bytes = encode(&mut Sequencer::new(), msgs).bytes().to_vec();
+    let f = File::create_new(dir.0.join("floor.twr")).unwrap();
+    let t = Instant::now();
+    let mut at = 0u64;
+    for _ in 0..batches {
+        f.write_all_at(black_box(&bytes), at).unwrap();
+        at += bytes.len() as u64;
+    }
+    t.elapsed()
 }
 
 /// A directory removed on drop.

@@ -96,8 +96,17 @@ impl JournalCold {
         } else {
             journal.oldest()
         };
-        self.session.store(session, Ordering::SeqCst);
-        self.oldest.store(oldest, Ordering::SeqCst);
+        // Called on every append, where neither changes but at a roll, a
+        // new session or the first append of one: a load is cheaper than
+        // a SeqCst store (a locked instruction). Callers holding `&Journal`
+        // at the same time compute the same values (changing it takes
+        // `&mut`), so skipping an equal one changes nothing readers see.
+        if self.session.load(Ordering::Relaxed) != session {
+            self.session.store(session, Ordering::SeqCst);
+        }
+        if self.oldest.load(Ordering::Relaxed) != oldest {
+            self.oldest.store(oldest, Ordering::SeqCst);
+        }
     }
 
     /// The directory.

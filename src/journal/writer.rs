@@ -87,6 +87,12 @@ pub struct Journal {
     shared: Arc<Shared>,
     syncer: Option<JoinHandle<()>>,
     segments: VecDeque<Seg>,
+    /// The last segment's session and the first sequence of the run of
+    /// segments of that session at the back: what `oldest_of` answers on
+    /// every append (the cold source's update), kept here so that it does
+    /// not walk the segments each time. Set by `set_back_run` after every
+    /// change of `segments`.
+    back_run: Option<(u64, u64)>,
     active: Option<Active>,
     next_number: u64,
     session: Option<u64>,
@@ -444,6 +450,7 @@ impl Journal {
             shared,
             syncer: None,
             segments,
+            back_run: None,
             active: None,
             next_number,
             session: None,
@@ -454,6 +461,7 @@ impl Journal {
             pos: 0,
             epoch: 0,
         };
+        journal.set_back_run();
         let mut recovered = Recovered {
             session: None,
             truncated: None,
@@ -824,6 +832,7 @@ impl Journal {
             index,
             bytes: 0,
         });
+        self.set_back_run();
         self.next_number += 1;
         self.stats.segments_created += 1;
         {
@@ -895,6 +904,7 @@ impl Journal {
                 }
             }
             self.segments.pop_front();
+            self.set_back_run();
             self.stats.segments_deleted += 1;
             deleted += 1;
         }
@@ -1038,12 +1048,23 @@ impl Journal {
     }
 
     fn oldest_of(&self, session_id: u64) -> Option<u64> {
-        self.segments
+        self.back_run
+            .filter(|&(s, _)| s == session_id)
+            .map(|(_, first)| first)
+    }
+
+    fn set_back_run(&mut self) {
+        let Some(session_id) = self.segments.back().map(|s| s.session_id) else {
+            self.back_run = None;
+            return;
+        };
+        self.back_run = self
+            .segments
             .iter()
             .rev()
             .take_while(|s| s.session_id == session_id)
             .last()
-            .map(|s| s.first)
+            .map(|s| (session_id, s.first));
     }
 
     fn total_bytes(&self) -> u64 {
