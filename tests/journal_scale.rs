@@ -53,7 +53,8 @@
 //! at the end, also on failure). Also: `TICKWIRE_SCALE_LIVE_SECS` (the
 //! phase without replays, default 3), `TICKWIRE_SCALE_RATE` (live msg/s,
 //! default 50,000), `TICKWIRE_SCALE_CLIENTS` (replaying clients, default
-//! 11).
+//! 11), `TICKWIRE_SCALE_BIN` (the `tickwire` binary to run as the server,
+//! default this build's: to compare two builds in one session).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -329,7 +330,11 @@ fn replay_from_1_to_eleven_clients_while_one_is_live() {
         prefill_time.as_secs_f64()
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+    // The server binary: this build's, or `TICKWIRE_SCALE_BIN` (to compare
+    // two builds of the server with the same test).
+    let bin = std::env::var_os("TICKWIRE_SCALE_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tickwire")), PathBuf::from);
+    let mut child = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "-q"])
         .args(["--rate", &rate.to_string(), "--retain", "65536"])
         .args(["--fsync", "never", "--journal"])

@@ -937,6 +937,7 @@ impl Journal {
                 break;
             }
             if let Some(gone) = self.segments.pop_front() {
+                self.set_back_run();
                 files.push(gone.segment);
                 files.push(gone.index);
                 self.stats.segments_deleted += 1;

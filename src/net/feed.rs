@@ -186,6 +186,12 @@ impl Numbering {
         self.pending.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Whether batches were queued to the first loop that it has not taken
+    /// yet (a replay's writes give way to them: see `Server::flush_all`).
+    pub(super) fn batches_waiting(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) > 0
+    }
+
     /// Wakes the loop for a queued batch, unless it takes batches by itself
     /// within [`LAZY_TICK`] and not too many wait.
     pub(super) fn wake_for_batch(&self) {

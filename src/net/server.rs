@@ -64,6 +64,12 @@ const WHOLE_PASSES_AFTER: Duration = Duration::from_millis(100);
 /// goes out first and a crowd of replays cannot hold it up for longer than
 /// it takes to write this much (replays rotate for it, turn by turn).
 const REPLAY_BUDGET: usize = 1 << 20;
+/// The most replayed bytes written to one replaying client at a time (a
+/// live client gets up to [`WRITE_BUDGET`]): a live batch published during
+/// a pass waits for at most one such write before the loop takes it (the
+/// pass ends there when batches wait, and the next one writes the live
+/// clients before the replays).
+const REPLAY_WRITE: usize = 256 << 10;
 /// Up to this many logged-in connections, a publisher that finds the loop
 /// idle writes its batch to them itself (see [`Server::publish_direct`]).
 const DIRECT_MAX_CLIENTS: usize = 8;
@@ -202,6 +208,9 @@ pub struct Server {
     /// Replaying clients left out of a pass for want of replay budget:
     /// first in line in the next pass.
     starved: Vec<usize>,
+    /// The pass under way (or the last one) wrote to a replaying client:
+    /// the next pass puts the live clients first.
+    replays_in_pass: bool,
     /// Batches taken from the publishers in one turn (kept for its capacity).
     taken: Vec<Arc<Batch>>,
     /// With `fsync always` (`hold`): batches taken from the publishers and
@@ -499,6 +508,7 @@ impl Server {
             pass_started: epoch,
             last_pass: Duration::ZERO,
             starved: Vec::new(),
+            replays_in_pass: false,
             taken: Vec::new(),
             held: VecDeque::new(),
             hold,
@@ -1164,6 +1174,9 @@ impl Server {
     /// the next.
     fn flush_all(&mut self, time: Time, slice: Option<Duration>) {
         if self.pass_left == 0 {
+            if std::mem::take(&mut self.replays_in_pass) {
+                self.live_first();
+            }
             self.pass_left = self.flush.len();
             self.replay_budget = REPLAY_BUDGET;
             self.pass_started = Instant::now();
@@ -1195,7 +1208,8 @@ impl Server {
             slot.flushing = false;
             written_to += 1;
             let budget = if replaying {
-                self.replay_budget.min(WRITE_BUDGET)
+                self.replays_in_pass = true;
+                self.replay_budget.min(REPLAY_WRITE)
             } else {
                 WRITE_BUDGET
             };
@@ -1221,6 +1235,14 @@ impl Server {
                 }
             }
             self.drain_core();
+            if replaying && self.listener.is_some() && self.numbering.batches_waiting() {
+                // Live data waits for this loop: the pass ends here (the
+                // clients not reached stay in line, in order), the turn
+                // takes the batches and the next pass writes the live
+                // clients first.
+                self.pass_left = 0;
+                break;
+            }
         }
         if self.pass_left == 0 {
             self.last_pass = self.pass_started.elapsed();
@@ -1229,6 +1251,22 @@ impl Server {
                 self.flush.push_front(index);
             }
         }
+    }
+
+    /// Puts the clients waiting to be written that are not replaying
+    /// ahead of those that are, each in its order: after a pass with
+    /// replays, live data goes out first.
+    fn live_first(&mut self) {
+        let Server {
+            flush, slots, core, ..
+        } = self;
+        let replaying = |index: &usize| {
+            slots
+                .get(*index)
+                .and_then(Option::as_ref)
+                .is_some_and(|slot| core.phase(slot.id) == Some(ServerPhase::Replaying))
+        };
+        flush.make_contiguous().sort_by_key(replaying);
     }
 
     fn run_timers(&mut self, time: Time) {
