@@ -452,6 +452,22 @@ impl JournalReader {
         let Some(range) = self.next_range(limit, max_bytes)? else {
             return Ok(None);
         };
+        self.check_range(&range, buf).map(Some)
+    }
+
+    /// The segment the last range came from (its number in the journal).
+    pub(crate) fn segment(&self) -> u64 {
+        self.cur.number
+    }
+
+    /// Copies `range` (the last one [`next_range`](Self::next_range)
+    /// handed out) into `buf` and checks every frame, as
+    /// [`read`](Self::read) does.
+    pub(crate) fn check_range(
+        &mut self,
+        range: &FileRange,
+        buf: &mut Vec<u8>,
+    ) -> Result<Chunk, JournalError> {
         buf.clear();
         buf.resize(range.len, 0);
         let got = read_at(&range.file, buf, range.offset)
@@ -493,11 +509,11 @@ impl JournalReader {
             };
             return Err(self.fail(range.offset + at, why));
         }
-        Ok(Some(Chunk {
+        Ok(Chunk {
             first: range.first,
             end: range.end,
             frames,
-        }))
+        })
     }
 
     fn take(&mut self, len: u64, end: u64) -> FileRange {

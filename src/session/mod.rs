@@ -50,7 +50,7 @@ pub use client::{
 };
 pub use retention::{Batch, BatchError, Retention, Segment};
 pub use server::{
-    CloseReason, OwnedTransmit, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig,
+    CloseReason, FileFront, OwnedTransmit, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig,
     ServerSessionStats, SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
 };
 pub use server_core::{

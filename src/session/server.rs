@@ -87,7 +87,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
-use super::cold::{ColdChunk, ColdReader};
+use super::cold::{ColdFile, ColdRead, ColdReader};
 use super::retention::{Batch, Retention, Segment};
 use super::Time;
 use crate::encode::{encode, Payload};
@@ -427,6 +427,10 @@ pub struct ServerSessionStats {
     pub slow_marks: u64,
     /// Frames a replay could not send because the retention dropped them first.
     pub replay_trimmed: u64,
+    /// Of [`bytes_sent`](Self::bytes_sent), those of file ranges (the
+    /// driver sent them with `sendfile`: see
+    /// [`ServerSession::set_file_ranges`]).
+    pub file_bytes_sent: u64,
 }
 
 /// A piece of the outbound queue.
@@ -440,15 +444,37 @@ enum Piece {
         frame: [u8; MAX_FRAME_LEN],
         len: usize,
     },
+    /// Frames of a cold source's file, verified by it, that the driver
+    /// sends itself (`sendfile`): only for a connection whose driver said
+    /// it can ([`ServerSession::set_file_ranges`]).
+    File {
+        file: Arc<dyn ColdFile>,
+        offset: u64,
+        len: usize,
+    },
 }
 
 impl Piece {
+    /// The bytes in memory (none for a file range).
     fn bytes(&self) -> &[u8] {
         match self {
             Piece::Data(segment) => segment.bytes(),
             Piece::Cold(bytes) => bytes,
             Piece::Control { frame, len } => frame.get(..*len).unwrap_or_default(),
+            Piece::File { .. } => &[],
         }
+    }
+
+    /// Bytes to write.
+    fn len(&self) -> usize {
+        match self {
+            Piece::File { len, .. } => *len,
+            other => other.bytes().len(),
+        }
+    }
+
+    fn is_file(&self) -> bool {
+        matches!(self, Piece::File { .. })
     }
 }
 
@@ -476,35 +502,41 @@ struct OutQueue {
 
 impl OutQueue {
     fn push(&mut self, piece: Piece) {
-        self.bytes += piece.bytes().len();
+        self.bytes += piece.len();
         self.pieces.push_back(piece);
     }
 
-    fn consume(&mut self, mut n: usize) {
+    /// `n` bytes written from the front; how many of them were of file
+    /// ranges.
+    fn consume(&mut self, mut n: usize) -> usize {
         n = n.min(self.bytes);
         self.bytes -= n;
+        let mut file = 0;
         while n > 0 {
             let Some(front) = self.pieces.front() else {
                 break;
             };
-            let left = front.bytes().len().saturating_sub(self.offset);
+            let left = front.len().saturating_sub(self.offset);
             if n < left {
+                if front.is_file() {
+                    file += n;
+                }
                 self.offset += n;
-                return;
+                return file;
+            }
+            if front.is_file() {
+                file += left;
             }
             n -= left;
             self.offset = 0;
             self.pieces.pop_front();
         }
         // Empty pieces at the front are done too.
-        while self
-            .pieces
-            .front()
-            .is_some_and(|p| p.bytes().len() <= self.offset)
-        {
+        while self.pieces.front().is_some_and(|p| p.len() <= self.offset) {
             self.pieces.pop_front();
             self.offset = 0;
         }
+        file
     }
 
     fn clear(&mut self) {
@@ -515,16 +547,67 @@ impl OutQueue {
 }
 
 /// What to write next: the queued bytes as a list of slices, front first
-/// (for one `writev`). Returned by [`ServerSession::poll_transmit`].
+/// (for one `writev`), or a file range at the front (for `sendfile`).
+/// Returned by [`ServerSession::poll_transmit`].
+///
+/// A connection whose driver said it sends file ranges
+/// ([`ServerSession::set_file_ranges`]) can have one at the front: then
+/// [`file`](Self::file) names it and [`slices`](Self::slices) is empty;
+/// otherwise `slices` holds the bytes up to the next file range (all of
+/// them, for every other connection).
 #[derive(Debug)]
 pub struct Transmit<'a> {
     queue: &'a OutQueue,
 }
 
+/// The file range at the front of a [`Transmit`]: send `len` bytes of
+/// `file` from `offset` (what a partial send left of it), then report
+/// what was sent with [`transmitted`](ServerSession::transmitted).
+#[derive(Clone, Copy, Debug)]
+pub struct FileFront<'a> {
+    /// The cold source's file (the crate's journal:
+    /// `tickwire::journal::JournalFile`, through
+    /// [`ColdFile::as_any`]).
+    pub file: &'a dyn ColdFile,
+    /// Where the unsent bytes start.
+    pub offset: u64,
+    /// How many are left.
+    pub len: usize,
+}
+
 impl<'a> Transmit<'a> {
-    /// The queued bytes, as slices in order (none empty).
+    /// The queued bytes up to the first file range, as slices in order
+    /// (none empty).
     pub fn slices(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         front_slices(self.queue.pieces.iter(), self.queue.offset)
+    }
+
+    /// The file range at the front, if the front piece is one (see
+    /// [`ServerSession::set_file_ranges`]).
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use tickwire::session::{Retention, ServerSession, ServerSessionConfig, Time};
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let retention = Retention::new(10);
+    /// let mut session = ServerSession::new(ServerSessionConfig::new(1), t);
+    /// let mut login = [0u8; 24];
+    /// tickwire::encode(&tickwire::Payload::Login, 0, 0, &mut login)?;
+    /// for e in tickwire::parse::SliceParser::new(&login) { session.handle_event(&e, t, &retention); }
+    /// let tx = session.poll_transmit(t, &retention).unwrap();
+    /// assert!(tx.file().is_none()); // LoginAccepted: bytes
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn file(&self) -> Option<FileFront<'a>> {
+        match self.queue.pieces.front()? {
+            Piece::File { file, offset, len } => Some(FileFront {
+                file: &**file,
+                offset: offset.saturating_add(self.queue.offset as u64),
+                len: len.saturating_sub(self.queue.offset),
+            }),
+            _ => None,
+        }
     }
 
     /// Total bytes queued.
@@ -566,10 +649,17 @@ impl<'a> Transmit<'a> {
     /// ```
     #[must_use]
     pub fn to_owned(&self, max_pieces: usize) -> OwnedTransmit {
-        let pieces: Vec<Piece> = self.queue.pieces.iter().take(max_pieces).cloned().collect();
+        let pieces: Vec<Piece> = self
+            .queue
+            .pieces
+            .iter()
+            .take(max_pieces)
+            .take_while(|p| !p.is_file())
+            .cloned()
+            .collect();
         let len = pieces
             .iter()
-            .map(|p| p.bytes().len())
+            .map(Piece::len)
             .sum::<usize>()
             .saturating_sub(self.queue.offset);
         OwnedTransmit {
@@ -588,6 +678,7 @@ fn front_slices<'a>(
     offset: usize,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
     pieces
+        .take_while(|p| !p.is_file())
         .enumerate()
         .map(move |(i, p)| {
             let bytes = p.bytes();
@@ -657,13 +748,14 @@ enum State {
 /// The cold frames of session `session_id` from `from` up to `limit`
 /// (exclusive), for a retransmission reply (bounded by its cap): the
 /// pieces with their frames, and the sequence after them; `Err(at)` when
-/// the source failed.
+/// the source failed. `ranges`: file ranges are welcome.
 #[allow(clippy::type_complexity)]
 fn read_cold(
     retention: &Retention,
     session_id: u64,
     from: u64,
     limit: u64,
+    ranges: bool,
 ) -> Result<(Vec<(Piece, u64)>, u64), u64> {
     let Some(cold) = retention.cold() else {
         return Ok((Vec::new(), from));
@@ -671,15 +763,44 @@ fn read_cold(
     let mut reader = cold.open(session_id, from).map_err(|_| from)?;
     let (mut pieces, mut next) = (Vec::new(), from);
     loop {
-        let mut bytes = Vec::new();
-        match reader.read(limit, REPLAY_CHUNK, &mut bytes) {
-            Ok(Some(chunk)) => {
+        match read_piece(&mut *reader, limit, REPLAY_CHUNK, ranges) {
+            Ok(Some((piece, chunk))) => {
                 next = chunk.end;
-                pieces.push((Piece::Cold(Arc::new(bytes)), chunk.frames));
+                pieces.push((piece, chunk.frames));
             }
             Ok(None) => return Ok((pieces, next.max(limit))),
-            Err(_) => return Err(next),
+            Err(()) => return Err(next),
         }
+    }
+}
+
+/// One read of a cold reader as a queue piece: a file range if `ranges`
+/// and the reader hands one out, else checked bytes.
+fn read_piece(
+    reader: &mut dyn ColdReader,
+    limit: u64,
+    max_bytes: usize,
+    ranges: bool,
+) -> Result<Option<(Piece, super::cold::ColdChunk)>, ()> {
+    let mut bytes = Vec::new();
+    if !ranges {
+        return match reader.read(limit, max_bytes, &mut bytes) {
+            Ok(chunk) => Ok(chunk.map(|c| (Piece::Cold(Arc::new(bytes)), c))),
+            Err(_) => Err(()),
+        };
+    }
+    match reader.read_range(limit, max_bytes, &mut bytes) {
+        Ok(None) => Ok(None),
+        Ok(Some(ColdRead::Copied(chunk))) => Ok(Some((Piece::Cold(Arc::new(bytes)), chunk))),
+        Ok(Some(ColdRead::Range(range, chunk))) => Ok(Some((
+            Piece::File {
+                file: range.file,
+                offset: range.offset,
+                len: range.len,
+            },
+            chunk,
+        ))),
+        Err(_) => Err(()),
     }
 }
 
@@ -750,6 +871,9 @@ pub struct ServerSession {
     stats: ServerSessionStats,
     /// The replay's reader of the retention's cold source, while it reads there.
     cold: ColdCursor,
+    /// The driver sends file ranges itself (`sendfile`): cold frames may
+    /// be queued as [`Piece::File`].
+    file_ranges: bool,
     /// `config.no_progress_window()`, computed once (a division each time:
     /// the deadlines are computed per write and per published batch).
     no_progress_window: Option<Duration>,
@@ -782,7 +906,36 @@ impl ServerSession {
             events: VecDeque::new(),
             stats: ServerSessionStats::default(),
             cold: ColdCursor::default(),
+            file_ranges: false,
         }
+    }
+
+    /// Whether this connection's driver sends file ranges itself: a
+    /// driver that can (the mio server on Linux, for a plain TCP
+    /// connection: `sendfile` from the page cache to the socket) says so
+    /// when the connection opens; its replays from the cold source are
+    /// then queued as ranges of the source's files where the source has
+    /// verified their frames, and [`Transmit::file`] hands them out. Off by
+    /// default: every other connection (TLS, the tokio server, other
+    /// systems) gets checked bytes.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use tickwire::session::{ServerSession, ServerSessionConfig, Time};
+    /// let mut session = ServerSession::new(ServerSessionConfig::new(1), Time::new(Duration::ZERO, 0));
+    /// assert!(!session.file_ranges());
+    /// session.set_file_ranges(true);
+    /// assert!(session.file_ranges());
+    /// ```
+    pub fn set_file_ranges(&mut self, on: bool) {
+        self.file_ranges = on;
+    }
+
+    /// Whether the driver said it sends file ranges
+    /// ([`set_file_ranges`](Self::set_file_ranges)).
+    #[must_use]
+    pub fn file_ranges(&self) -> bool {
+        self.file_ranges
     }
 
     /// Where the connection is.
@@ -933,10 +1086,11 @@ impl ServerSession {
             if next < stop && next < retention.oldest() {
                 // Older than the retention: from the cold source, up to
                 // the retention's oldest frame (the seam), at most the cap.
-                match read_cold(retention, own, next, stop.min(retention.oldest())) {
+                let limit = stop.min(retention.oldest());
+                match read_cold(retention, own, next, limit, self.file_ranges) {
                     Ok((pieces, end)) => {
                         for (piece, frames) in pieces {
-                            bytes = bytes.saturating_add(piece.bytes().len());
+                            bytes = bytes.saturating_add(piece.len());
                             segments.push_back((piece, frames));
                         }
                         next = end.max(retention.oldest()).min(stop);
@@ -1103,7 +1257,7 @@ impl ServerSession {
             // seam), then on from the retention below.
             while self.out.bytes < chunk && next < retention.oldest() {
                 match self.read_cold_chunk(next, chunk - self.out.bytes, retention) {
-                    Ok(Some((bytes, chunk))) => {
+                    Ok(Some((piece, chunk))) => {
                         if chunk.first > next {
                             // The source dropped these (its own retention)
                             // before the replay reached them: a gap.
@@ -1111,7 +1265,7 @@ impl ServerSession {
                         }
                         next = chunk.end;
                         self.stats.frames_queued += chunk.frames;
-                        self.queue(Piece::Cold(Arc::new(bytes)), time.monotonic);
+                        self.queue(piece, time.monotonic);
                     }
                     Ok(None) => next = next.max(retention.oldest()),
                     Err(at) => {
@@ -1162,7 +1316,7 @@ impl ServerSession {
         next: u64,
         room: usize,
         retention: &Retention,
-    ) -> Result<Option<(Vec<u8>, ColdChunk)>, u64> {
+    ) -> Result<Option<(Piece, super::cold::ColdChunk)>, u64> {
         let reader = match &mut self.cold.0 {
             Some(reader) => reader,
             slot @ None => {
@@ -1170,11 +1324,9 @@ impl ServerSession {
                 slot.insert(cold.open(self.config.session_id, next).map_err(|_| next)?)
             }
         };
-        let mut bytes = Vec::new();
-        match reader.read(retention.oldest(), room, &mut bytes) {
-            Ok(Some(chunk)) => Ok(Some((bytes, chunk))),
-            Ok(None) => Ok(None),
-            Err(_) => {
+        match read_piece(&mut **reader, retention.oldest(), room, self.file_ranges) {
+            Ok(read) => Ok(read),
+            Err(()) => {
                 self.cold.0 = None;
                 Err(next)
             }
@@ -1185,7 +1337,8 @@ impl ServerSession {
     /// [`Transmit`].
     pub fn transmitted(&mut self, n: usize, time: Time) {
         if n > 0 {
-            self.out.consume(n);
+            let file = self.out.consume(n);
+            self.stats.file_bytes_sent += file as u64;
             self.stats.bytes_sent += n as u64;
             self.written += n as u64;
             self.progress_at = time.monotonic;

@@ -288,6 +288,9 @@ pub struct CoreStats {
     pub frames_sent: u64,
     /// Bytes the driver reported written.
     pub bytes_sent: u64,
+    /// Of those, bytes of file ranges (sent with `sendfile`: see
+    /// [`ServerCore::set_file_ranges`]).
+    pub file_bytes_sent: u64,
     /// Times a client was marked slow.
     pub slow_marks: u64,
     /// Batches slow clients were skipped for.
@@ -319,6 +322,7 @@ impl CoreStats {
     fn add_session(&mut self, s: &ServerSessionStats) {
         self.frames_sent += s.frames_queued;
         self.bytes_sent += s.bytes_sent;
+        self.file_bytes_sent += s.file_bytes_sent;
         self.slow_marks += s.slow_marks;
         self.skipped_batches += s.skipped_batches;
         self.skipped_frames += s.skipped_frames;
@@ -1135,6 +1139,29 @@ impl ServerCore {
             }
         }
         self.stats.add_session(&stats);
+    }
+
+    /// Whether the driver sends file ranges itself on `id` (`sendfile`):
+    /// say so right after [`accept`](Self::accept), for a connection whose
+    /// bytes go to the socket as they are (no TLS). Its replays from the
+    /// cold source are then queued as verified ranges of the source's
+    /// files, which [`Transmit::file`](super::Transmit::file) hands out;
+    /// every other connection gets checked bytes (see
+    /// [`ServerSession::set_file_ranges`]). The setting moves with a
+    /// [`detach`](Self::detach)ed connection.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use tickwire::session::{CoreConfig, ServerCore, Time};
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let mut core = ServerCore::new(CoreConfig::default(), t);
+    /// let id = core.accept("127.0.0.1:9".parse().unwrap(), t);
+    /// core.set_file_ranges(id, true);
+    /// ```
+    pub fn set_file_ranges(&mut self, id: ConnId, on: bool) {
+        if let Some(conn) = open_conn(&mut self.conns, id) {
+            conn.session.set_file_ranges(on);
+        }
     }
 
     /// Whether `id` has bytes to write now (queued, or a replay to pull).
