@@ -109,6 +109,15 @@ impl Verified {
             .is_some_and(|v| v.iter().any(|&(a, b)| a <= start && end <= b))
     }
 
+    /// How many bytes from `at` on are verified, if `at` is.
+    fn room(&self, segment: (u64, u64), at: u64) -> Option<u64> {
+        self.segments
+            .get(&segment)?
+            .iter()
+            .find(|&&(a, b)| a <= at && at < b)
+            .map(|&(_, b)| b - at)
+    }
+
     fn insert(&mut self, segment: (u64, u64), start: u64, end: u64) {
         if start >= end {
             return;
@@ -332,7 +341,16 @@ impl ColdReader for ColdJournalReader {
         max_bytes: usize,
         buf: &mut Vec<u8>,
     ) -> Result<Option<ColdRead>, ColdError> {
-        let range = match self.reader.next_range(limit, max_bytes) {
+        // Within a verified region, a range that ends at its end at most
+        // (a frame boundary: regions are unions of ranges), so that a
+        // region verified in part is sent in part with sendfile.
+        let session = self.reader.session_id();
+        let verified = Arc::clone(&self.verified);
+        let cap = move |segment: u64, at: u64| {
+            let verified = verified.lock().unwrap_or_else(PoisonError::into_inner);
+            verified.room((session, segment), at)
+        };
+        let range = match self.reader.next_range_capped(limit, max_bytes, &cap) {
             Ok(None) if self.reader.position() < limit => Err(self.missing(limit)),
             other => other,
         };

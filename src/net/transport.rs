@@ -237,13 +237,19 @@ impl Stream {
 /// connection's queue with `sendfile`: how many went (`WouldBlock` when the
 /// socket takes none, `UnexpectedEof` when the file ends before the range).
 #[cfg(all(feature = "journal", any(target_os = "linux", target_os = "android")))]
-fn send_file(tcp: &TcpStream, front: crate::session::FileFront<'_>, max: usize) -> io::Result<usize> {
+fn send_file(
+    tcp: &TcpStream,
+    front: crate::session::FileFront<'_>,
+    max: usize,
+) -> io::Result<usize> {
     let Some(file) = front
         .file
         .as_any()
         .downcast_ref::<crate::journal::JournalFile>()
     else {
-        return Err(io::Error::other("a file range of a cold source other than the journal"));
+        return Err(io::Error::other(
+            "a file range of a cold source other than the journal",
+        ));
     };
     match crate::journal::send_range(file.file(), front.offset, front.len.min(max), tcp)? {
         0 if front.len > 0 => Err(io::Error::new(

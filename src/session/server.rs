@@ -1255,6 +1255,7 @@ impl ServerSession {
             // Older than the retention, held by the cold source: read
             // there, up to the retention's oldest frame as it is now (the
             // seam), then on from the retention below.
+            let chunk_bytes = chunk;
             while self.out.bytes < chunk && next < retention.oldest() {
                 match self.read_cold_chunk(next, chunk - self.out.bytes, retention) {
                     Ok(Some((piece, chunk))) => {
@@ -1265,7 +1266,14 @@ impl ServerSession {
                         }
                         next = chunk.end;
                         self.stats.frames_queued += chunk.frames;
+                        let file = piece.is_file();
                         self.queue(piece, time.monotonic);
+                        if file && self.out.bytes + REPLAY_LOW_WATER > chunk_bytes {
+                            // Enough queued: a range of the little room
+                            // left would end between index entries, found
+                            // by reading its frames (a copy sendfile saves).
+                            break;
+                        }
                     }
                     Ok(None) => next = next.max(retention.oldest()),
                     Err(at) => {
