@@ -627,11 +627,12 @@ fn task_cpu(tid: u64) -> u64 {
 }
 
 /// A mio server started with `config`, and the thread id of its event loop.
-fn server_with_tid(
-    config: tickwire::net::ServerConfig,
-) -> (tickwire::net::ServerHandle, u64) {
+fn server_with_tid(config: tickwire::net::ServerConfig) -> (tickwire::net::ServerHandle, u64) {
     let before = task_ids();
-    let server = tickwire::net::Server::bind(config).unwrap().spawn().unwrap();
+    let server = tickwire::net::Server::bind(config)
+        .unwrap()
+        .spawn()
+        .unwrap();
     // The thread names itself once it runs.
     for _ in 0..1000 {
         let tid = task_ids().into_iter().find(|t| {
@@ -741,7 +742,10 @@ fn replay_server(base: &Path) {
         v.sort();
         v
     };
-    let on_disk: u64 = segments.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    let on_disk: u64 = segments
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
     assert_eq!(on_disk, data, "the journal holds the frames, nothing else");
     // One replay through the server, timed: (GB/s, CPU s/GB of `tid`).
     let via = |addr, tid: u64, copy: bool| {
@@ -829,7 +833,10 @@ fn replay_server(base: &Path) {
             "path", "GB/s", "CPU s/GB", "vs memory"
         );
         for (name, (gbps, cpu)) in names.iter().zip(&best) {
-            println!("{name:>40} {gbps:>8.2} {cpu:>14.3} {:>9.2}×", gbps / best[1].0);
+            println!(
+                "{name:>40} {gbps:>8.2} {cpu:>14.3} {:>9.2}×",
+                gbps / best[1].0
+            );
         }
         println!(
             "sendfile replay: {:.2}× memory (target ≥ 0.8), {:.2}× pread + write (target ≥ 1.5); \

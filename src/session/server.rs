@@ -563,6 +563,40 @@ pub struct Transmit<'a> {
 /// The file range at the front of a [`Transmit`]: send `len` bytes of
 /// `file` from `offset` (what a partial send left of it), then report
 /// what was sent with [`transmitted`](ServerSession::transmitted).
+///
+/// ```
+/// # use core::time::Duration;
+/// use std::sync::Arc;
+/// use tickwire::session::cold::{VecCold, VecFile};
+/// use tickwire::session::{Retention, ServerSession, ServerSessionConfig, Time};
+/// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+/// let t = Time::new(Duration::ZERO, 0);
+/// let mut bytes = vec![0u8; 10 * 44];
+/// Sequencer::new().encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 10], &mut bytes);
+/// let mut retention = Retention::new(10);
+/// retention.push(Arc::new(tickwire::session::Batch::new(bytes.clone())?));
+/// retention.push(Arc::new(tickwire::session::Batch::new({
+///     let mut more = vec![0u8; 10 * 44];
+///     Sequencer::starting_at(11).encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 10], &mut more);
+///     more
+/// })?)); // the retention now holds 11..=20
+/// retention.set_cold(Some(Arc::new(VecCold::new(bytes).with_ranges())));
+/// let mut session = ServerSession::new(ServerSessionConfig::new(1), t);
+/// session.set_file_ranges(true);
+/// let mut login = [0u8; 24];
+/// tickwire::encode(&Payload::Login, 3, 0, &mut login)?;
+/// for e in tickwire::parse::SliceParser::new(&login) { session.handle_event(&e, t, &retention); }
+/// session.transmitted(32, t); // LoginAccepted, written
+/// let tx = session.poll_transmit(t, &retention).unwrap();
+/// let front = tx.file().unwrap();
+/// assert_eq!((front.offset, front.len), (2 * 44, 8 * 44)); // frames 3..=10
+/// let file: &VecFile = front.file.as_any().downcast_ref().unwrap();
+/// assert_eq!(file.bytes().len(), 440);
+/// session.transmitted(100, t); // a partial send: the range advances
+/// let front = session.poll_transmit(t, &retention).unwrap().file().unwrap();
+/// assert_eq!((front.offset, front.len), (188, 252));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct FileFront<'a> {
     /// The cold source's file (the crate's journal:
@@ -622,7 +656,8 @@ impl<'a> Transmit<'a> {
         self.queue.bytes == 0
     }
 
-    /// The first `max_pieces` pieces of the queue as an [`OwnedTransmit`]:
+    /// The first `max_pieces` pieces of the queue, up to the first file
+    /// range (see [`file`](Self::file)), as an [`OwnedTransmit`]:
     /// to write without holding whatever guards the session (the bytes of
     /// published batches are shared, not copied; control frames are copied,
     /// 72 bytes at most each). Write what the socket takes, then report it

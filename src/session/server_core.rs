@@ -1074,7 +1074,9 @@ impl ServerCore {
 
     /// What to write next on `id`, or `None` when it has nothing to write
     /// (or is closed). Write what the socket takes of
-    /// [`Transmit::slices`], then call [`transmitted`](Self::transmitted).
+    /// [`Transmit::slices`] (or send the [`Transmit::file`] range at the
+    /// front, on a connection [`set_file_ranges`](Self::set_file_ranges)),
+    /// then call [`transmitted`](Self::transmitted).
     pub fn poll_transmit(&mut self, id: ConnId, time: Time) -> Option<Transmit<'_>> {
         let retention = &self.retention;
         let timers = &mut self.timers;
@@ -1152,11 +1154,28 @@ impl ServerCore {
     ///
     /// ```
     /// # use core::time::Duration;
-    /// # use tickwire::session::{CoreConfig, ServerCore, Time};
+    /// use std::sync::Arc;
+    /// use tickwire::session::{cold::VecCold, Batch, CoreConfig, ServerCore, Time};
+    /// use tickwire::{encode::QuoteFields, Payload, Sequencer};
     /// let t = Time::new(Duration::ZERO, 0);
-    /// let mut core = ServerCore::new(CoreConfig::default(), t);
+    /// let mut config = CoreConfig::new(7);
+    /// config.retain = 10;
+    /// let mut core = ServerCore::new(config, t);
+    /// let mut bytes = vec![0u8; 100 * 44];
+    /// Sequencer::new().encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 100], &mut bytes);
+    /// core.publish(Arc::new(Batch::new(bytes.clone())?), t); // the retention keeps 91..=100
+    /// core.set_cold(Some(Arc::new(VecCold::new(bytes).with_ranges()))); // the "journal"
     /// let id = core.accept("127.0.0.1:9".parse().unwrap(), t);
     /// core.set_file_ranges(id, true);
+    /// let mut login = [0u8; 24];
+    /// tickwire::encode(&Payload::Login, 1, 0, &mut login)?;
+    /// core.handle_input(id, &login, t);
+    /// let n = core.poll_transmit(id, t).map(|tx| tx.slices().map(<[u8]>::len).sum()).unwrap();
+    /// core.transmitted(id, n, t); // LoginAccepted
+    /// let tx = core.poll_transmit(id, t).unwrap();
+    /// let front = tx.file().expect("frames 1..=90 as a file range");
+    /// assert_eq!((front.offset, front.len), (0, 90 * 44));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_file_ranges(&mut self, id: ConnId, on: bool) {
         if let Some(conn) = open_conn(&mut self.conns, id) {
