@@ -99,6 +99,10 @@ struct Verified {
     segments: BTreeMap<(u64, u64), Vec<(u64, u64)>>,
 }
 
+/// The most bytes [`ColdReader::read_range`] copies at a time (where the
+/// region is not verified yet), however large a range it was asked for.
+const COPY_MAX: u64 = 256 << 10;
+
 const MAX_SEGMENTS: usize = 4096;
 const MAX_INTERVALS: usize = 64;
 
@@ -348,7 +352,8 @@ impl ColdReader for ColdJournalReader {
         let verified = Arc::clone(&self.verified);
         let cap = move |segment: u64, at: u64| {
             let verified = verified.lock().unwrap_or_else(PoisonError::into_inner);
-            verified.room((session, segment), at)
+            // Not verified there: a checked copy, of at most COPY_MAX.
+            Some(verified.room((session, segment), at).unwrap_or(COPY_MAX))
         };
         let range = match self.reader.next_range_capped(limit, max_bytes, &cap) {
             Ok(None) if self.reader.position() < limit => Err(self.missing(limit)),

@@ -112,6 +112,9 @@ pub const BACKLOG_CHECK: Duration = Duration::from_millis(10);
 const REPLAY_LOW_WATER: usize = 64 << 10;
 /// ... up to this many bytes per refill: the bound on replay work per call.
 const REPLAY_CHUNK: usize = 256 << 10;
+/// The most bytes of one file range a refill queues (a connection whose
+/// driver sends them: they take no memory), at most half the queue limit.
+const FILE_RANGE_CHUNK: usize = 1 << 20;
 
 /// What to do with a slow client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1290,9 +1293,13 @@ impl ServerSession {
             // Older than the retention, held by the cold source: read
             // there, up to the retention's oldest frame as it is now (the
             // seam), then on from the retention below.
-            let chunk_bytes = chunk;
+            // File ranges hold no memory: one range of up to 1 MiB per
+            // refill (so that it can end at an index entry of the source,
+            // found without reading frames), checked copies up to `chunk`.
+            let ranges = FILE_RANGE_CHUNK.min(self.config.queue_limit / 2).max(chunk);
             while self.out.bytes < chunk && next < retention.oldest() {
-                match self.read_cold_chunk(next, chunk - self.out.bytes, retention) {
+                let room = if self.file_ranges { ranges } else { chunk } - self.out.bytes;
+                match self.read_cold_chunk(next, room, retention) {
                     Ok(Some((piece, chunk))) => {
                         if chunk.first > next {
                             // The source dropped these (its own retention)
@@ -1303,11 +1310,8 @@ impl ServerSession {
                         self.stats.frames_queued += chunk.frames;
                         let file = piece.is_file();
                         self.queue(piece, time.monotonic);
-                        if file && self.out.bytes + REPLAY_LOW_WATER > chunk_bytes {
-                            // Enough queued: a range of the little room
-                            // left would end between index entries, found
-                            // by reading its frames (a copy sendfile saves).
-                            break;
+                        if file {
+                            break; // the next when the socket has taken it
                         }
                     }
                     Ok(None) => next = next.max(retention.oldest()),
