@@ -113,7 +113,8 @@ const REPLAY_LOW_WATER: usize = 64 << 10;
 /// ... up to this many bytes per refill: the bound on replay work per call.
 const REPLAY_CHUNK: usize = 256 << 10;
 /// The most bytes of one file range a refill queues (a connection whose
-/// driver sends them: they take no memory), at most half the queue limit.
+/// driver sends them: they take no memory), at most half the queue limit
+/// and half the slow threshold.
 const FILE_RANGE_CHUNK: usize = 1 << 20;
 
 /// What to do with a slow client.
@@ -1296,7 +1297,12 @@ impl ServerSession {
             // File ranges hold no memory: one range of up to 1 MiB per
             // refill (so that it can end at an index entry of the source,
             // found without reading frames), checked copies up to `chunk`.
-            let ranges = FILE_RANGE_CHUNK.min(self.config.queue_limit / 2).max(chunk);
+            // (Within half the slow threshold too: what a replay has
+            // queued when it reaches the live edge counts as its backlog.)
+            let ranges = FILE_RANGE_CHUNK
+                .min(self.config.queue_limit / 2)
+                .min(self.config.slow_threshold / 2)
+                .max(chunk);
             while self.out.bytes < chunk && next < retention.oldest() {
                 let room = if self.file_ranges { ranges } else { chunk } - self.out.bytes;
                 match self.read_cold_chunk(next, room, retention) {
