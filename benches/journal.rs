@@ -13,6 +13,13 @@
 //!   (`JournalReader::next_range` + `send_range`), with a `pread` + `write`
 //!   loop of the same segments, and with the checked `JournalReader::read`
 //!   path (`pread`, every CRC, `write`); GB/s and the sender's CPU per GB;
+//! - replay-server: a login from 1 replayed by the real mio server to one
+//!   loopback client: from disk (a journal, a small retention: the
+//!   verified regions go with `sendfile`), from memory (no journal, a
+//!   retention holding everything), and a `pread` + `write` loop of the
+//!   same segment files (no server); GB/s, and the CPU per GB of the
+//!   server's event loop thread (of the bench thread for the loop);
+//!   `TICKWIRE_BENCH_REPLAY_MB` (default 512);
 //! - recovery: `Journal::open` of a large journal, cold (its pages dropped
 //!   from the cache with `posix_fadvise`) and warm, with a torn tail, and
 //!   the full check of the same journal (what recovery does not read);
@@ -82,6 +89,9 @@ fn main() {
     }
     if run("replay") {
         replay(&base);
+    }
+    if run("replay-server") {
+        replay_server(&base);
     }
     if run("recovery") {
         recovery(&base);
@@ -644,6 +654,251 @@ fn replay(base: &Path) {
             r[1].1 / r[2].1
         );
     }
+}
+
+/// The thread ids of this process now.
+fn task_ids() -> Vec<u64> {
+    fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// CPU time of thread `tid` of this process, in nanoseconds.
+fn task_cpu(tid: u64) -> u64 {
+    fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A mio server started with `config`, and the thread id of its event loop.
+fn server_with_tid(config: tickwire::net::ServerConfig) -> (tickwire::net::ServerHandle, u64) {
+    let before = task_ids();
+    let server = tickwire::net::Server::bind(config)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    // The thread names itself once it runs.
+    for _ in 0..1000 {
+        let tid = task_ids().into_iter().find(|t| {
+            !before.contains(t)
+                && fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+                    .is_ok_and(|c| c.trim() == "tickwire-server")
+        });
+        if let Some(tid) = tid {
+            return (server, tid);
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    panic!("the event loop's thread not found");
+}
+
+/// Logs in from 1 on `addr` and receives `bytes` (then closes): reading
+/// them into a buffer (`copy`) or discarding them in the kernel
+/// (`MSG_TRUNC`); the receiving thread's CPU seconds.
+fn login_and_receive(addr: std::net::SocketAddr, bytes: u64, copy: bool) -> f64 {
+    let mut socket = TcpStream::connect(addr).unwrap();
+    let mut login = [0u8; 24];
+    tickwire::encode(&Payload::Login, 1, 0, &mut login).unwrap();
+    socket.write_all(&login).unwrap();
+    let cpu = thread_cpu();
+    let mut n = 0u64;
+    if copy {
+        let mut buf = vec![0u8; 1 << 20];
+        while n < bytes {
+            match socket.read(&mut buf) {
+                Ok(0) => panic!("closed after {n} of {bytes} bytes"),
+                Ok(k) => n += k as u64,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    } else {
+        let socket = socket2::Socket::from(socket);
+        let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 1 << 20];
+        while n < bytes {
+            let want = buf.len().min((bytes - n) as usize);
+            match socket.recv_with_flags(&mut buf[..want], libc::MSG_TRUNC) {
+                Ok(0) => panic!("closed after {n} of {bytes} bytes"),
+                Ok(k) => n += k as u64,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    (thread_cpu() - cpu) as f64 / 1e9
+}
+
+/// A login from 1 replayed by the real mio server, from disk (sendfile)
+/// and from memory, against a `pread` + `write` loop of the same segments:
+/// rounds alternate, the best GB/s of each with the CPU per GB of the
+/// thread that sent (the server's event loop; the bench thread for the
+/// loop).
+fn replay_server(base: &Path) {
+    use tickwire::net::{JournalSettings, ServerConfig};
+    const CHUNK: usize = 1 << 20;
+    let mb: u64 = std::env::var("TICKWIRE_BENCH_REPLAY_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    println!(
+        "\n## replay-server: a login from 1 replayed by the mio server, {mb} MiB, one loopback \
+         client (best of {ROUNDS}, interleaved)"
+    );
+    let dir = Dir::new(base, "replay-server");
+    let config = |journal: bool| {
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        config.core.session.heartbeat_interval = Duration::from_secs(60);
+        if journal {
+            let mut settings = JournalSettings::new(&dir.0);
+            settings.config = JournalConfig {
+                segment_bytes: 64 << 20,
+                ..never()
+            };
+            config.journal = Some(settings);
+            config.core.retain = 10_000; // ~0.4 MiB: the rest from disk
+        } else {
+            config.core.retain = usize::MAX / 2; // everything in memory
+        }
+        config
+    };
+    let (disk, disk_tid) = server_with_tid(config(true));
+    let (memory, memory_tid) = server_with_tid(config(false));
+    let msgs = messages(4096);
+    let mut data = 0u64;
+    let mut seq = Sequencer::new();
+    while data < mb << 20 {
+        disk.publisher().publish(msgs.clone()).unwrap();
+        memory.publisher().publish(msgs.clone()).unwrap();
+        data += encode(&mut seq, &msgs).bytes().len() as u64;
+    }
+    let frames = seq.next_sequence() - 1;
+    while disk.stats().frames_published < frames || memory.stats().frames_published < frames {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let bytes = 32 + data; // LoginAccepted, then every frame
+    let segments: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "twr"))
+            .collect();
+        v.sort();
+        v
+    };
+    let on_disk: u64 = segments
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(on_disk, data, "the journal holds the frames, nothing else");
+    // One replay through the server, timed: (GB/s, CPU s/GB of `tid`).
+    let via = |addr, tid: u64, copy: bool| {
+        let (t, cpu) = (Instant::now(), task_cpu(tid));
+        login_and_receive(addr, bytes, copy);
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = (task_cpu(tid) - cpu) as f64 / 1e9;
+        (bytes as f64 / secs / 1e9, cpu / (bytes as f64 / 1e9))
+    };
+    // The first replay from disk checks every frame (and verifies the
+    // regions for sendfile): the checked path's figure.
+    let sf_before = disk.stats().file_bytes_sent;
+    let (first, first_cpu) = via(disk.local_addr(), disk_tid, false);
+    println!(
+        "first replay from disk (checked read, verifying): {first:.2} GB/s, server CPU {first_cpu:.3} s/GB, \
+         {} bytes with sendfile",
+        disk.stats().file_bytes_sent - sf_before
+    );
+    let pread_write = |copy: bool| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let segments = segments.clone();
+        let rx = thread::spawn(move || {
+            // The same receiver, its Login read and ignored.
+            let mut login = [0u8; 24];
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.read_exact(&mut login).unwrap();
+            peer.write_all(&[0u8; 32]).unwrap(); // its "LoginAccepted"
+            let mut buf = vec![0u8; CHUNK];
+            let cpu = thread_cpu();
+            let mut sent = 32u64;
+            for s in &segments {
+                let f = File::open(s).unwrap();
+                let mut at = 0u64;
+                loop {
+                    let n = f.read_at(&mut buf, at).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    peer.write_all(&buf[..n]).unwrap();
+                    at += n as u64;
+                    sent += n as u64;
+                }
+            }
+            ((thread_cpu() - cpu) as f64 / 1e9, sent)
+        });
+        let t = Instant::now();
+        login_and_receive(addr, bytes, copy);
+        let secs = t.elapsed().as_secs_f64();
+        let (cpu, sent) = rx.join().unwrap();
+        assert_eq!(sent, bytes);
+        (bytes as f64 / secs / 1e9, cpu / (bytes as f64 / 1e9))
+    };
+    let names = [
+        "disk: mio server, sendfile",
+        "memory: mio server, retention",
+        "disk: pread + write loop, no server",
+    ];
+    for copy in [false, true] {
+        println!(
+            "client {}:",
+            if copy {
+                "reading into a buffer"
+            } else {
+                "discarding in the kernel (MSG_TRUNC)"
+            }
+        );
+        let mut best = [(0.0f64, 0.0f64); 3];
+        let sf_before = disk.stats().file_bytes_sent;
+        for _ in 0..ROUNDS {
+            let r = [
+                via(disk.local_addr(), disk_tid, copy),
+                via(memory.local_addr(), memory_tid, copy),
+                pread_write(copy),
+            ];
+            for (b, r) in best.iter_mut().zip(r) {
+                if r.0 > b.0 {
+                    *b = r;
+                }
+            }
+        }
+        let sendfile = disk.stats().file_bytes_sent - sf_before;
+        println!(
+            "{:>40} {:>8} {:>14} {:>10}",
+            "path", "GB/s", "CPU s/GB", "vs memory"
+        );
+        for (name, (gbps, cpu)) in names.iter().zip(&best) {
+            println!(
+                "{name:>40} {gbps:>8.2} {cpu:>14.3} {:>9.2}×",
+                gbps / best[1].0
+            );
+        }
+        println!(
+            "sendfile replay: {:.2}× memory (target ≥ 0.8), {:.2}× pread + write (target ≥ 1.5); \
+             CPU per GB {:.2}× memory's, {:.2}× the loop's; {:.1}% of the disk replays' bytes \
+             with sendfile",
+            best[0].0 / best[1].0,
+            best[0].0 / best[2].0,
+            best[0].1 / best[1].1,
+            best[0].1 / best[2].1,
+            sendfile as f64 / (ROUNDS as f64 * bytes as f64) * 100.0
+        );
+    }
+    disk.shutdown().unwrap();
+    memory.shutdown().unwrap();
 }
 
 /// Drops a file's pages from the page cache (after a sync: only clean pages

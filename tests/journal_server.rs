@@ -307,6 +307,30 @@ fn replay_from_disk_across_both_seams(driver: Driver, fsync: FsyncMode) {
     let stats = server.stats();
     assert_eq!(stats.replay_trimmed, 0);
     assert_eq!(stats.closed_for(CloseReason::ReplayFailed), 0);
+    // Once publishing stopped: a replay from 1 checks what the first ones
+    // did not, and the next one sends the whole disk part (everything
+    // below the retention's 500 frames) with sendfile on mio, none on tokio.
+    let want = expected_bytes(&msgs, 1);
+    let disk_bytes = common::expected_frames(&msgs)[..16_000 - 500]
+        .iter()
+        .map(Vec::len)
+        .sum::<usize>() as u64;
+    for round in 0..2 {
+        let before = server.stats().file_bytes_sent;
+        let mut again = Raw::login(server.addr(), 1);
+        again.read_until(Duration::from_secs(20), |b| data_count(b) >= 16_000);
+        assert_eq!(
+            data(&again.buf).0,
+            want,
+            "{driver:?}: round {round} byte for byte"
+        );
+        let sent = server.stats().file_bytes_sent - before;
+        match (driver, round) {
+            (Driver::Tokio, _) => assert_eq!(sent, 0, "tokio: checked bytes"),
+            (Driver::Mio, 1) => assert_eq!(sent, disk_bytes, "mio: all of the disk part"),
+            (Driver::Mio, _) => {}
+        }
+    }
     // A retransmission request from the start is answered from disk too.
     let mut retransmit = TcpStream::connect(server.addr()).unwrap();
     let mut request = [0u8; 40];
@@ -335,6 +359,12 @@ fn replay_from_disk_across_both_seams(driver: Driver, fsync: FsyncMode) {
     assert_eq!(seqs, (2..=701).collect::<Vec<_>>());
     let want: Vec<u8> = common::expected_frames(&msgs)[1..701].concat();
     assert_eq!(bytes, want, "{driver:?}: the reply byte for byte");
+    if driver == Driver::Mio {
+        assert!(
+            server.stats().file_bytes_sent > disk_bytes,
+            "the reply with sendfile"
+        );
+    }
     server.shutdown();
 }
 
@@ -361,10 +391,24 @@ fn a_login_from_1_is_served_from_disk_with_two_event_loops() {
     for chunk in msgs.chunks(200) {
         publish(chunk.to_vec()).unwrap();
     }
+    wait_published(&server, 8_000);
     let mut clients: Vec<Raw> = (0..3).map(|_| Raw::login(server.addr(), 1)).collect();
     for c in &mut clients {
         c.read_until(Duration::from_secs(20), |b| data_count(b) >= 8_000);
         assert_eq!(data(&c.buf).0, expected_bytes(&msgs, 1));
+    }
+    // Verified by now: these go with sendfile, on whichever loop they land.
+    let before = server.stats().file_bytes_sent;
+    let mut clients: Vec<Raw> = (0..3).map(|_| Raw::login(server.addr(), 1)).collect();
+    for c in &mut clients {
+        c.read_until(Duration::from_secs(20), |b| data_count(b) >= 8_000);
+        assert_eq!(data(&c.buf).0, expected_bytes(&msgs, 1));
+    }
+    let disk_bytes = expected_bytes(&msgs[..8_000 - 300], 1).len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().file_bytes_sent - before < 3 * disk_bytes {
+        assert!(Instant::now() < deadline, "{:?}", server.stats());
+        thread::sleep(Duration::from_millis(10));
     }
     server.shutdown();
 }
@@ -1103,4 +1147,265 @@ fn retention_by_age_on_a_quiet_journal(driver: Driver) {
 fn retention_by_age_applies_on_a_quiet_journal_on_both_drivers() {
     retention_by_age_on_a_quiet_journal(Driver::Mio);
     retention_by_age_on_a_quiet_journal(Driver::Tokio);
+}
+
+// Replay from disk with sendfile (the mio server, plain TCP, Linux).
+
+/// Publishes `msgs` into a fresh mio server on `dir` (retaining 100 frames,
+/// 64 KiB segments), then replays it once from 1 so that every region is
+/// verified: later replays go out with sendfile.
+fn served_and_verified(
+    dir: &Path,
+    msgs: &[(u64, Payload)],
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> Running {
+    let mut cfg = config(dir, 100, FsyncMode::Never);
+    tweak(&mut cfg);
+    let server = Running::start(Driver::Mio, cfg).unwrap();
+    let publish = server.publisher();
+    for chunk in msgs.chunks(500) {
+        publish(chunk.to_vec()).unwrap();
+    }
+    wait_published(&server, msgs.len() as u64);
+    let mut first = Raw::login(server.addr(), 1);
+    first.read_until(Duration::from_secs(30), |b| data_count(b) >= msgs.len());
+    assert_eq!(data(&first.buf).0, expected_bytes(msgs, 1));
+    server
+}
+
+/// Until the event loop has taken `n` frames into its retention (a login
+/// before that would get the rest live, from memory, not from disk).
+fn wait_published(server: &Running, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().frames_published < n {
+        assert!(Instant::now() < deadline, "{:?}", server.stats());
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn no_discards(bytes: &[u8]) -> bool {
+    !SliceParser::new(bytes).any(|e| matches!(e, Event::Discarded(_)))
+}
+
+/// A client that reads slowly through a small receive buffer, from a
+/// server with a small send buffer: sendfile sends part of a range at a
+/// time, and the stream is still every frame once, byte for byte.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_slow_reader_gets_partial_sendfiles_byte_for_byte() {
+    let dir = TempDir::new("slow");
+    let msgs = messages(12, 20_000);
+    let server = served_and_verified(dir.path(), &msgs, |c| c.send_buffer = Some(16 << 10));
+    let before = server.stats().file_bytes_sent;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(8 << 10).unwrap();
+    socket
+        .connect_timeout(&server.addr().into(), Duration::from_secs(5))
+        .unwrap();
+    let mut socket: TcpStream = socket.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut login = [0u8; 24];
+    tickwire::encode(&Payload::Login, 1, 0, &mut login).unwrap();
+    socket.write_all(&login).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 3_000];
+    let (start, mut reads) = (Instant::now(), 0u32);
+    while data_count(&buf) < msgs.len() {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out");
+        match socket.read(&mut chunk) {
+            Ok(0) => panic!("closed after {} frames", data_count(&buf)),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        reads += 1;
+        if reads % 4 == 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(data(&buf).0, expected_bytes(&msgs, 1), "byte for byte");
+    let sent = server.stats().file_bytes_sent - before;
+    assert!(
+        sent > 500_000,
+        "the replay went with sendfile: {sent} bytes"
+    );
+    assert_eq!(server.stats().closed_for(CloseReason::ReplayFailed), 0);
+    server.shutdown();
+}
+
+/// Damage where no replay has been yet: the replay that reaches it (after
+/// sending the verified regions before it with sendfile) stops with
+/// ReplayFailed, and nothing damaged reaches the client.
+#[cfg(target_os = "linux")]
+#[test]
+fn damage_past_the_verified_regions_stops_a_sendfile_replay_with_nothing_damaged_sent() {
+    let dir = TempDir::new("damage-sf");
+    let msgs = messages(13, 8_000);
+    let (early, late) = msgs.split_at(3_000);
+    let server = served_and_verified(dir.path(), early, |_| {});
+    // More frames (new segments), never replayed: not verified.
+    let publish = server.publisher();
+    for chunk in late.chunks(500) {
+        publish(chunk.to_vec()).unwrap();
+    }
+    wait_published(&server, msgs.len() as u64);
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "twr"))
+        .collect();
+    segments.sort();
+    let early_bytes = expected_bytes(early, 1).len() as u64;
+    // A byte flipped in a segment that starts after the verified part.
+    let mut at = 0u64;
+    let target = segments
+        .iter()
+        .find(|p| {
+            let start = at;
+            at += fs::metadata(p).unwrap().len();
+            start > early_bytes + 1_000 && p != &segments.last().unwrap()
+        })
+        .expect("a segment past the verified ones")
+        .clone();
+    let file = fs::OpenOptions::new().write(true).open(&target).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0xA5], 700).unwrap();
+    drop(file);
+    let before = server.stats().file_bytes_sent;
+    let mut client = Raw::login(server.addr(), 1);
+    assert!(
+        client.read_until(Duration::from_secs(10), |_| false),
+        "closed"
+    );
+    let (_, seqs) = data(&client.buf);
+    assert!(
+        seqs.len() >= early.len() && seqs.len() < msgs.len(),
+        "{}",
+        seqs.len()
+    );
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    assert!(no_discards(&client.buf), "nothing damaged sent");
+    assert!(!has_end_of_session(&client.buf));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().closed_for(CloseReason::ReplayFailed) == 0 {
+        assert!(Instant::now() < deadline, "{:?}", server.stats());
+        thread::sleep(Duration::from_millis(10));
+    }
+    let sent = server.stats().file_bytes_sent - before;
+    assert!(
+        sent >= early_bytes / 2,
+        "sendfile first: {sent} of {early_bytes}"
+    );
+    server.shutdown();
+}
+
+/// Segments deleted while a client replays through sendfile: it gets the
+/// frames up to the hole, whole, then a close with ReplayFailed (never a
+/// silent gap); the server goes on serving.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_segment_deleted_while_a_client_replays_closes_it_clearly() {
+    let dir = TempDir::new("deleted");
+    let msgs = messages(14, 60_000);
+    let server = served_and_verified(dir.path(), &msgs, |c| c.send_buffer = Some(16 << 10));
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(8 << 10).unwrap();
+    socket
+        .connect_timeout(&server.addr().into(), Duration::from_secs(5))
+        .unwrap();
+    let socket: TcpStream = socket.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut login = [0u8; 24];
+    tickwire::encode(&Payload::Login, 1, 0, &mut login).unwrap();
+    (&socket).write_all(&login).unwrap();
+    let mut client = Raw {
+        socket,
+        buf: Vec::new(),
+    };
+    client.read_until(Duration::from_secs(10), |b| data_count(b) >= 100);
+    // Everything but the first two segments and the one written now.
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "twr" || e == "twi"))
+        .collect();
+    segments.sort();
+    let stems: std::collections::BTreeSet<_> =
+        segments.iter().map(|p| p.with_extension("")).collect();
+    let stems: Vec<_> = stems.into_iter().collect();
+    assert!(stems.len() > 20, "{}", stems.len());
+    for stem in &stems[8..stems.len() - 1] {
+        for ext in ["twr", "twi"] {
+            let _ = fs::remove_file(stem.with_extension(ext));
+        }
+    }
+    assert!(
+        client.read_until(Duration::from_secs(20), |_| false),
+        "closed"
+    );
+    let (bytes, seqs) = data(&client.buf);
+    assert!(
+        seqs.len() >= 100 && seqs.len() < msgs.len(),
+        "{}",
+        seqs.len()
+    );
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    assert_eq!(
+        bytes,
+        expected_bytes(&msgs[..seqs.len()], 1),
+        "whole frames, byte for byte"
+    );
+    assert!(no_discards(&client.buf));
+    assert!(!has_end_of_session(&client.buf));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().closed_for(CloseReason::ReplayFailed) == 0 {
+        assert!(Instant::now() < deadline, "{:?}", server.stats());
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Still serving: live data to a new client.
+    let mut live = Raw::login(server.addr(), 0);
+    live.read_until(Duration::from_secs(5), |b| login_accepted(b).is_some());
+    server.publisher()(messages(15, 10)).unwrap();
+    live.read_until(Duration::from_secs(5), |b| data_count(b) >= 10);
+    server.shutdown();
+}
+
+/// Under TLS the mio server replays from disk through the checked read
+/// path: the same stream, no sendfile.
+#[test]
+fn a_tls_client_replays_from_disk_through_the_checked_path() {
+    use tickwire::net::{Client, ClientConfig};
+    use tickwire::tls::{TlsClientFiles, TlsServerFiles};
+    const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+    let dir = TempDir::new("tls");
+    let msgs = messages(16, 6_000);
+    let files = TlsServerFiles::new(format!("{TLS}/server.pem"), format!("{TLS}/server.key"));
+    let tls = files.load().unwrap();
+    // Verified first by a plain replay (another server on the same
+    // journal would not share it: the same server, a TLS listener only).
+    let mut cfg = config(dir.path(), 100, FsyncMode::Never);
+    cfg.tls = Some(tls);
+    let server = Running::start(Driver::Mio, cfg).unwrap();
+    let publish = server.publisher();
+    for chunk in msgs.chunks(500) {
+        publish(chunk.to_vec()).unwrap();
+    }
+    let want = common::expected_frames(&msgs);
+    for _ in 0..2 {
+        let mut config = ClientConfig::new(server.addr());
+        config.from = 1;
+        config.tls = Some(TlsClientFiles::new(format!("{TLS}/ca.pem")).load().unwrap());
+        let mut client = Client::new(config).unwrap();
+        let log = common::drive(&mut client, Duration::from_secs(30), |l| {
+            l.frames.len() >= 6_000
+        });
+        common::assert_exactly_once_in_order(&log, &want);
+    }
+    let stats = server.stats();
+    assert_eq!(stats.file_bytes_sent, 0, "TLS: checked bytes only");
+    assert!(stats.bytes_sent > 6_000 * 30);
+    server.shutdown();
 }

@@ -117,7 +117,7 @@ mod tail;
 mod writer;
 
 pub use check::{check, is_journal, CheckReport, Damage, Recording, SegmentReport, SessionReport};
-pub use cold::{ErrorHook, JournalCold};
+pub use cold::{ErrorHook, JournalCold, JournalFile};
 pub use reader::{send_range, Chunk, FileRange, JournalReader};
 pub use sync::SyncHandle;
 pub use writer::Journal;

@@ -357,6 +357,18 @@ impl JournalReader {
         limit: u64,
         max_bytes: usize,
     ) -> Result<Option<FileRange>, JournalError> {
+        self.next_range_capped(limit, max_bytes, &|_, _| None)
+    }
+
+    /// [`next_range`](Self::next_range), of at most `cap(segment, offset)`
+    /// bytes where that says (at least one frame), for the segment and
+    /// the offset the range starts at.
+    pub(crate) fn next_range_capped(
+        &mut self,
+        limit: u64,
+        max_bytes: usize,
+        cap: &dyn Fn(u64, u64) -> Option<u64>,
+    ) -> Result<Option<FileRange>, JournalError> {
         if let Some((path, offset, why)) = &self.failed {
             return Err(JournalError::Damaged {
                 path: path.clone(),
@@ -364,6 +376,7 @@ impl JournalReader {
                 why: why.clone(),
             });
         }
+        let floor = MAX_DATA_FRAME_LEN as u64;
         let max_bytes = max_bytes.max(MAX_DATA_FRAME_LEN) as u64;
         loop {
             if self.position >= limit {
@@ -392,6 +405,8 @@ impl JournalReader {
                 .refresh()
                 .map_err(|e| JournalError::io("read", &self.cur.index_path, e))?;
             let (offset, seq) = (self.cur.offset, self.cur.seq);
+            let max_bytes =
+                cap(self.cur.number, offset).map_or(max_bytes, |c| max_bytes.min(c.max(floor)));
             let bulk = self
                 .cur
                 .entries
@@ -452,6 +467,22 @@ impl JournalReader {
         let Some(range) = self.next_range(limit, max_bytes)? else {
             return Ok(None);
         };
+        self.check_range(&range, buf).map(Some)
+    }
+
+    /// The segment the last range came from (its number in the journal).
+    pub(crate) fn segment(&self) -> u64 {
+        self.cur.number
+    }
+
+    /// Copies `range` (the last one [`next_range`](Self::next_range)
+    /// handed out) into `buf` and checks every frame, as
+    /// [`read`](Self::read) does.
+    pub(crate) fn check_range(
+        &mut self,
+        range: &FileRange,
+        buf: &mut Vec<u8>,
+    ) -> Result<Chunk, JournalError> {
         buf.clear();
         buf.resize(range.len, 0);
         let got = read_at(&range.file, buf, range.offset)
@@ -493,11 +524,11 @@ impl JournalReader {
             };
             return Err(self.fail(range.offset + at, why));
         }
-        Ok(Some(Chunk {
+        Ok(Chunk {
             first: range.first,
             end: range.end,
             frames,
-        }))
+        })
     }
 
     fn take(&mut self, len: u64, end: u64) -> FileRange {

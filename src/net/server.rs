@@ -936,6 +936,10 @@ impl Server {
                 return;
             }
         };
+        if super::transport::SENDS_FILES && stream.is_plain() {
+            // Replays from the journal go out with `sendfile`.
+            self.core.set_file_ranges(id, true);
+        }
         self.put(Slot {
             stream,
             id,

@@ -27,6 +27,12 @@ pub struct ServerStats {
     pub frames_sent: u64,
     /// Bytes written to client sockets.
     pub bytes_sent: u64,
+    /// Of those, bytes the mio server sent from the journal's files with
+    /// `sendfile` (replays from disk over plain TCP on Linux; see
+    /// [`ServerCore::set_file_ranges`](crate::session::ServerCore::set_file_ranges)).
+    /// Always 0 on the tokio server and under TLS.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub file_bytes_sent: u64,
     /// Times a client was marked slow.
     pub slow_marks: u64,
     /// Batches a slow client was skipped for.
@@ -166,6 +172,7 @@ impl Shared {
             sum.in_grace += c.in_grace;
             sum.frames_sent += c.frames_sent;
             sum.bytes_sent += c.bytes_sent;
+            sum.file_bytes_sent += c.file_bytes_sent;
             sum.slow_marks += c.slow_marks;
             sum.skipped_batches += c.skipped_batches;
             sum.skipped_frames += c.skipped_frames;
@@ -190,6 +197,7 @@ impl Shared {
             frames_published: core.frames_published,
             frames_sent: core.frames_sent,
             bytes_sent: core.bytes_sent,
+            file_bytes_sent: core.file_bytes_sent,
             slow_marks: core.slow_marks,
             skipped_batches: core.skipped_batches,
             skipped_frames: core.skipped_frames,

@@ -4,11 +4,18 @@
 //! into [`ServerCore::input_buffer`], writes come from
 //! [`ServerCore::poll_transmit`]. The plain path is the one the server had:
 //! reads straight into the core's buffer, vectored writes of the shared
-//! segments.
+//! segments; and, on Linux with the journal, replays from disk go from the
+//! page cache to the socket with `sendfile` ([`SENDS_FILES`]): the core
+//! queues verified ranges of the journal's segment files for a plain
+//! connection ([`ServerCore::set_file_ranges`]), and a write turn whose
+//! front piece is one sends it with [`journal::send_range`](crate::journal::send_range)
+//! (a partial send advances the range, as a partial `writev` does). A TLS
+//! connection gets checked bytes, as every connection does elsewhere.
 //!
 //! ```text
 //!  socket ──read──▶ [rustls: records ─▶ plaintext] ──▶ core.input_buffer / input_committed
 //!  core.poll_transmit ──▶ [rustls: plaintext ─▶ records] ──write(v)──▶ socket
+//!                    └──▶ front is a file range (plain) ──sendfile──▶ socket
 //! ```
 #![forbid(unsafe_code)]
 
@@ -20,12 +27,17 @@ use std::os::fd::AsFd;
 use mio::net::TcpStream;
 
 use super::{close_reason, sys};
-#[cfg(feature = "tls")]
-use crate::session::CloseReason;
-use crate::session::{ConnId, ServerCore, Time};
+use crate::session::{CloseReason, ConnId, ServerCore, Time};
 
 /// Slices per `writev`.
 const MAX_SLICES: usize = 64;
+
+/// Whether a plain connection sends the journal's file ranges itself
+/// (`sendfile` from the page cache: Linux and Android, with the journal).
+pub(super) const SENDS_FILES: bool = cfg!(all(
+    feature = "journal",
+    any(target_os = "linux", target_os = "android")
+));
 
 /// One client connection's stream.
 #[derive(Debug)]
@@ -77,6 +89,16 @@ impl Stream {
                 checked: false,
             })),
         })
+    }
+
+    /// Whether the bytes go to the socket as they are (no TLS): the core
+    /// may then queue file ranges for it ([`SENDS_FILES`]).
+    pub(super) fn is_plain(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return false;
+        }
+        true
     }
 
     /// The socket, to register with the poll.
@@ -156,6 +178,26 @@ impl Stream {
                 }
                 return Ok((false, written));
             };
+            if let Some(front) = transmit.file() {
+                match send_file(&self.tcp, front, budget - written) {
+                    Ok(n) => {
+                        core.transmitted(id, n, time);
+                        written += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, written)),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        // The file ends inside a range it held when it was
+                        // verified (cut by another process): the client may
+                        // have part of a frame; close it, with the reason.
+                        log::warn!("closed {}: replay from disk: {e}", peer(core, id));
+                        core.handle_failure(id, CloseReason::ReplayFailed);
+                        return Ok((false, written));
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
             for (place, bytes) in slices.iter_mut().zip(transmit.slices()) {
@@ -189,6 +231,42 @@ impl Stream {
         }
         let _ = self.tcp.shutdown(std::net::Shutdown::Write);
     }
+}
+
+/// Sends at most `max` bytes of the file range at the front of a
+/// connection's queue with `sendfile`: how many went (`WouldBlock` when the
+/// socket takes none, `UnexpectedEof` when the file ends before the range).
+#[cfg(all(feature = "journal", any(target_os = "linux", target_os = "android")))]
+fn send_file(
+    tcp: &TcpStream,
+    front: crate::session::FileFront<'_>,
+    max: usize,
+) -> io::Result<usize> {
+    let Some(file) = front
+        .file
+        .as_any()
+        .downcast_ref::<crate::journal::JournalFile>()
+    else {
+        return Err(io::Error::other(
+            "a file range of a cold source other than the journal",
+        ));
+    };
+    match crate::journal::send_range(file.file(), front.offset, front.len.min(max), tcp)? {
+        0 if front.len > 0 => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the segment file ends before byte {} of a verified range",
+                front.offset
+            ),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// No file ranges are queued here ([`SENDS_FILES`] is false).
+#[cfg(not(all(feature = "journal", any(target_os = "linux", target_os = "android"))))]
+fn send_file(_: &TcpStream, _: crate::session::FileFront<'_>, _: usize) -> io::Result<usize> {
+    Err(io::Error::other("file ranges are not sent on this system"))
 }
 
 /// Writes the TLS records rustls holds; `Ok(false)` when the socket would
@@ -320,7 +398,6 @@ fn write_tls(
     Ok((core.wants_write(id), written))
 }
 
-#[cfg(feature = "tls")]
 fn peer(core: &ServerCore, id: ConnId) -> String {
     core.peer(id)
         .map_or_else(|| "a client".to_owned(), |p| p.to_string())

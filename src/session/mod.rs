@@ -50,8 +50,8 @@ pub use client::{
 };
 pub use retention::{Batch, BatchError, Retention, Segment};
 pub use server::{
-    CloseReason, OwnedTransmit, ServerEvent, ServerPhase, ServerSession, ServerSessionConfig,
-    ServerSessionStats, SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
+    CloseReason, FileFront, OwnedTransmit, ServerEvent, ServerPhase, ServerSession,
+    ServerSessionConfig, ServerSessionStats, SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
 };
 pub use server_core::{
     ConnId, CoreConfig, CoreEvent, CoreStats, Detached, ServerCore, SHUTDOWN_DRAIN, WRITE_BUDGET,

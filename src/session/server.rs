@@ -87,7 +87,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
-use super::cold::{ColdChunk, ColdReader};
+use super::cold::{ColdFile, ColdRead, ColdReader};
 use super::retention::{Batch, Retention, Segment};
 use super::Time;
 use crate::encode::{encode, Payload};
@@ -112,6 +112,10 @@ pub const BACKLOG_CHECK: Duration = Duration::from_millis(10);
 const REPLAY_LOW_WATER: usize = 64 << 10;
 /// ... up to this many bytes per refill: the bound on replay work per call.
 const REPLAY_CHUNK: usize = 256 << 10;
+/// The most bytes of one file range a refill queues (a connection whose
+/// driver sends them: they take no memory), at most half the queue limit
+/// and half the slow threshold.
+const FILE_RANGE_CHUNK: usize = 1 << 20;
 
 /// What to do with a slow client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -427,6 +431,10 @@ pub struct ServerSessionStats {
     pub slow_marks: u64,
     /// Frames a replay could not send because the retention dropped them first.
     pub replay_trimmed: u64,
+    /// Of [`bytes_sent`](Self::bytes_sent), those of file ranges (the
+    /// driver sent them with `sendfile`: see
+    /// [`ServerSession::set_file_ranges`]).
+    pub file_bytes_sent: u64,
 }
 
 /// A piece of the outbound queue.
@@ -440,15 +448,37 @@ enum Piece {
         frame: [u8; MAX_FRAME_LEN],
         len: usize,
     },
+    /// Frames of a cold source's file, verified by it, that the driver
+    /// sends itself (`sendfile`): only for a connection whose driver said
+    /// it can ([`ServerSession::set_file_ranges`]).
+    File {
+        file: Arc<dyn ColdFile>,
+        offset: u64,
+        len: usize,
+    },
 }
 
 impl Piece {
+    /// The bytes in memory (none for a file range).
     fn bytes(&self) -> &[u8] {
         match self {
             Piece::Data(segment) => segment.bytes(),
             Piece::Cold(bytes) => bytes,
             Piece::Control { frame, len } => frame.get(..*len).unwrap_or_default(),
+            Piece::File { .. } => &[],
         }
+    }
+
+    /// Bytes to write.
+    fn len(&self) -> usize {
+        match self {
+            Piece::File { len, .. } => *len,
+            other => other.bytes().len(),
+        }
+    }
+
+    fn is_file(&self) -> bool {
+        matches!(self, Piece::File { .. })
     }
 }
 
@@ -476,35 +506,41 @@ struct OutQueue {
 
 impl OutQueue {
     fn push(&mut self, piece: Piece) {
-        self.bytes += piece.bytes().len();
+        self.bytes += piece.len();
         self.pieces.push_back(piece);
     }
 
-    fn consume(&mut self, mut n: usize) {
+    /// `n` bytes written from the front; how many of them were of file
+    /// ranges.
+    fn consume(&mut self, mut n: usize) -> usize {
         n = n.min(self.bytes);
         self.bytes -= n;
+        let mut file = 0;
         while n > 0 {
             let Some(front) = self.pieces.front() else {
                 break;
             };
-            let left = front.bytes().len().saturating_sub(self.offset);
+            let left = front.len().saturating_sub(self.offset);
             if n < left {
+                if front.is_file() {
+                    file += n;
+                }
                 self.offset += n;
-                return;
+                return file;
+            }
+            if front.is_file() {
+                file += left;
             }
             n -= left;
             self.offset = 0;
             self.pieces.pop_front();
         }
         // Empty pieces at the front are done too.
-        while self
-            .pieces
-            .front()
-            .is_some_and(|p| p.bytes().len() <= self.offset)
-        {
+        while self.pieces.front().is_some_and(|p| p.len() <= self.offset) {
             self.pieces.pop_front();
             self.offset = 0;
         }
+        file
     }
 
     fn clear(&mut self) {
@@ -515,16 +551,101 @@ impl OutQueue {
 }
 
 /// What to write next: the queued bytes as a list of slices, front first
-/// (for one `writev`). Returned by [`ServerSession::poll_transmit`].
+/// (for one `writev`), or a file range at the front (for `sendfile`).
+/// Returned by [`ServerSession::poll_transmit`].
+///
+/// A connection whose driver said it sends file ranges
+/// ([`ServerSession::set_file_ranges`]) can have one at the front: then
+/// [`file`](Self::file) names it and [`slices`](Self::slices) is empty;
+/// otherwise `slices` holds the bytes up to the next file range (all of
+/// them, for every other connection).
 #[derive(Debug)]
 pub struct Transmit<'a> {
     queue: &'a OutQueue,
 }
 
+/// The file range at the front of a [`Transmit`]: send `len` bytes of
+/// `file` from `offset` (what a partial send left of it), then report
+/// what was sent with [`transmitted`](ServerSession::transmitted).
+///
+/// ```
+/// # use core::time::Duration;
+/// use std::sync::Arc;
+/// use tickwire::session::cold::{VecCold, VecFile};
+/// use tickwire::session::{Retention, ServerSession, ServerSessionConfig, Time};
+/// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+/// let t = Time::new(Duration::ZERO, 0);
+/// let mut bytes = vec![0u8; 10 * 44];
+/// Sequencer::new().encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 10], &mut bytes);
+/// let mut retention = Retention::new(10);
+/// retention.push(Arc::new(tickwire::session::Batch::new(bytes.clone())?));
+/// retention.push(Arc::new(tickwire::session::Batch::new({
+///     let mut more = vec![0u8; 10 * 44];
+///     Sequencer::starting_at(11).encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 10], &mut more);
+///     more
+/// })?)); // the retention now holds 11..=20
+/// retention.set_cold(Some(Arc::new(VecCold::new(bytes).with_ranges())));
+/// let mut session = ServerSession::new(ServerSessionConfig::new(1), t);
+/// session.set_file_ranges(true);
+/// let mut login = [0u8; 24];
+/// tickwire::encode(&Payload::Login, 3, 0, &mut login)?;
+/// for e in tickwire::parse::SliceParser::new(&login) { session.handle_event(&e, t, &retention); }
+/// session.transmitted(32, t); // LoginAccepted, written
+/// let tx = session.poll_transmit(t, &retention).unwrap();
+/// let front = tx.file().unwrap();
+/// assert_eq!((front.offset, front.len), (2 * 44, 8 * 44)); // frames 3..=10
+/// let file: &VecFile = front.file.as_any().downcast_ref().unwrap();
+/// assert_eq!(file.bytes().len(), 440);
+/// session.transmitted(100, t); // a partial send: the range advances
+/// let front = session.poll_transmit(t, &retention).unwrap().file().unwrap();
+/// assert_eq!((front.offset, front.len), (188, 252));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct FileFront<'a> {
+    /// The cold source's file (the crate's journal:
+    /// `tickwire::journal::JournalFile`, through
+    /// [`ColdFile::as_any`]).
+    pub file: &'a dyn ColdFile,
+    /// Where the unsent bytes start.
+    pub offset: u64,
+    /// How many are left.
+    pub len: usize,
+}
+
 impl<'a> Transmit<'a> {
-    /// The queued bytes, as slices in order (none empty).
+    /// The queued bytes up to the first file range, as slices in order
+    /// (none empty).
     pub fn slices(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         front_slices(self.queue.pieces.iter(), self.queue.offset)
+    }
+
+    /// The file range at the front, if the front piece is one (see
+    /// [`ServerSession::set_file_ranges`]).
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use tickwire::session::{Retention, ServerSession, ServerSessionConfig, Time};
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let retention = Retention::new(10);
+    /// let mut session = ServerSession::new(ServerSessionConfig::new(1), t);
+    /// let mut login = [0u8; 24];
+    /// tickwire::encode(&tickwire::Payload::Login, 0, 0, &mut login)?;
+    /// for e in tickwire::parse::SliceParser::new(&login) { session.handle_event(&e, t, &retention); }
+    /// let tx = session.poll_transmit(t, &retention).unwrap();
+    /// assert!(tx.file().is_none()); // LoginAccepted: bytes
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn file(&self) -> Option<FileFront<'a>> {
+        match self.queue.pieces.front()? {
+            Piece::File { file, offset, len } => Some(FileFront {
+                file: &**file,
+                offset: offset.saturating_add(self.queue.offset as u64),
+                len: len.saturating_sub(self.queue.offset),
+            }),
+            _ => None,
+        }
     }
 
     /// Total bytes queued.
@@ -539,7 +660,8 @@ impl<'a> Transmit<'a> {
         self.queue.bytes == 0
     }
 
-    /// The first `max_pieces` pieces of the queue as an [`OwnedTransmit`]:
+    /// The first `max_pieces` pieces of the queue, up to the first file
+    /// range (see [`file`](Self::file)), as an [`OwnedTransmit`]:
     /// to write without holding whatever guards the session (the bytes of
     /// published batches are shared, not copied; control frames are copied,
     /// 72 bytes at most each). Write what the socket takes, then report it
@@ -566,10 +688,17 @@ impl<'a> Transmit<'a> {
     /// ```
     #[must_use]
     pub fn to_owned(&self, max_pieces: usize) -> OwnedTransmit {
-        let pieces: Vec<Piece> = self.queue.pieces.iter().take(max_pieces).cloned().collect();
+        let pieces: Vec<Piece> = self
+            .queue
+            .pieces
+            .iter()
+            .take(max_pieces)
+            .take_while(|p| !p.is_file())
+            .cloned()
+            .collect();
         let len = pieces
             .iter()
-            .map(|p| p.bytes().len())
+            .map(Piece::len)
             .sum::<usize>()
             .saturating_sub(self.queue.offset);
         OwnedTransmit {
@@ -588,6 +717,7 @@ fn front_slices<'a>(
     offset: usize,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
     pieces
+        .take_while(|p| !p.is_file())
         .enumerate()
         .map(move |(i, p)| {
             let bytes = p.bytes();
@@ -657,13 +787,14 @@ enum State {
 /// The cold frames of session `session_id` from `from` up to `limit`
 /// (exclusive), for a retransmission reply (bounded by its cap): the
 /// pieces with their frames, and the sequence after them; `Err(at)` when
-/// the source failed.
+/// the source failed. `ranges`: file ranges are welcome.
 #[allow(clippy::type_complexity)]
 fn read_cold(
     retention: &Retention,
     session_id: u64,
     from: u64,
     limit: u64,
+    ranges: bool,
 ) -> Result<(Vec<(Piece, u64)>, u64), u64> {
     let Some(cold) = retention.cold() else {
         return Ok((Vec::new(), from));
@@ -671,15 +802,44 @@ fn read_cold(
     let mut reader = cold.open(session_id, from).map_err(|_| from)?;
     let (mut pieces, mut next) = (Vec::new(), from);
     loop {
-        let mut bytes = Vec::new();
-        match reader.read(limit, REPLAY_CHUNK, &mut bytes) {
-            Ok(Some(chunk)) => {
+        match read_piece(&mut *reader, limit, REPLAY_CHUNK, ranges) {
+            Ok(Some((piece, chunk))) => {
                 next = chunk.end;
-                pieces.push((Piece::Cold(Arc::new(bytes)), chunk.frames));
+                pieces.push((piece, chunk.frames));
             }
             Ok(None) => return Ok((pieces, next.max(limit))),
-            Err(_) => return Err(next),
+            Err(()) => return Err(next),
         }
+    }
+}
+
+/// One read of a cold reader as a queue piece: a file range if `ranges`
+/// and the reader hands one out, else checked bytes.
+fn read_piece(
+    reader: &mut dyn ColdReader,
+    limit: u64,
+    max_bytes: usize,
+    ranges: bool,
+) -> Result<Option<(Piece, super::cold::ColdChunk)>, ()> {
+    let mut bytes = Vec::new();
+    if !ranges {
+        return match reader.read(limit, max_bytes, &mut bytes) {
+            Ok(chunk) => Ok(chunk.map(|c| (Piece::Cold(Arc::new(bytes)), c))),
+            Err(_) => Err(()),
+        };
+    }
+    match reader.read_range(limit, max_bytes, &mut bytes) {
+        Ok(None) => Ok(None),
+        Ok(Some(ColdRead::Copied(chunk))) => Ok(Some((Piece::Cold(Arc::new(bytes)), chunk))),
+        Ok(Some(ColdRead::Range(range, chunk))) => Ok(Some((
+            Piece::File {
+                file: range.file,
+                offset: range.offset,
+                len: range.len,
+            },
+            chunk,
+        ))),
+        Err(_) => Err(()),
     }
 }
 
@@ -750,6 +910,9 @@ pub struct ServerSession {
     stats: ServerSessionStats,
     /// The replay's reader of the retention's cold source, while it reads there.
     cold: ColdCursor,
+    /// The driver sends file ranges itself (`sendfile`): cold frames may
+    /// be queued as [`Piece::File`].
+    file_ranges: bool,
     /// `config.no_progress_window()`, computed once (a division each time:
     /// the deadlines are computed per write and per published batch).
     no_progress_window: Option<Duration>,
@@ -782,7 +945,36 @@ impl ServerSession {
             events: VecDeque::new(),
             stats: ServerSessionStats::default(),
             cold: ColdCursor::default(),
+            file_ranges: false,
         }
+    }
+
+    /// Whether this connection's driver sends file ranges itself: a
+    /// driver that can (the mio server on Linux, for a plain TCP
+    /// connection: `sendfile` from the page cache to the socket) says so
+    /// when the connection opens; its replays from the cold source are
+    /// then queued as ranges of the source's files where the source has
+    /// verified their frames, and [`Transmit::file`] hands them out. Off by
+    /// default: every other connection (TLS, the tokio server, other
+    /// systems) gets checked bytes.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use tickwire::session::{ServerSession, ServerSessionConfig, Time};
+    /// let mut session = ServerSession::new(ServerSessionConfig::new(1), Time::new(Duration::ZERO, 0));
+    /// assert!(!session.file_ranges());
+    /// session.set_file_ranges(true);
+    /// assert!(session.file_ranges());
+    /// ```
+    pub fn set_file_ranges(&mut self, on: bool) {
+        self.file_ranges = on;
+    }
+
+    /// Whether the driver said it sends file ranges
+    /// ([`set_file_ranges`](Self::set_file_ranges)).
+    #[must_use]
+    pub fn file_ranges(&self) -> bool {
+        self.file_ranges
     }
 
     /// Where the connection is.
@@ -933,10 +1125,11 @@ impl ServerSession {
             if next < stop && next < retention.oldest() {
                 // Older than the retention: from the cold source, up to
                 // the retention's oldest frame (the seam), at most the cap.
-                match read_cold(retention, own, next, stop.min(retention.oldest())) {
+                let limit = stop.min(retention.oldest());
+                match read_cold(retention, own, next, limit, self.file_ranges) {
                     Ok((pieces, end)) => {
                         for (piece, frames) in pieces {
-                            bytes = bytes.saturating_add(piece.bytes().len());
+                            bytes = bytes.saturating_add(piece.len());
                             segments.push_back((piece, frames));
                         }
                         next = end.max(retention.oldest()).min(stop);
@@ -1101,9 +1294,19 @@ impl ServerSession {
             // Older than the retention, held by the cold source: read
             // there, up to the retention's oldest frame as it is now (the
             // seam), then on from the retention below.
+            // File ranges hold no memory: one range of up to 1 MiB per
+            // refill (so that it can end at an index entry of the source,
+            // found without reading frames), checked copies up to `chunk`.
+            // (Within half the slow threshold too: what a replay has
+            // queued when it reaches the live edge counts as its backlog.)
+            let ranges = FILE_RANGE_CHUNK
+                .min(self.config.queue_limit / 2)
+                .min(self.config.slow_threshold / 2)
+                .max(chunk);
             while self.out.bytes < chunk && next < retention.oldest() {
-                match self.read_cold_chunk(next, chunk - self.out.bytes, retention) {
-                    Ok(Some((bytes, chunk))) => {
+                let room = if self.file_ranges { ranges } else { chunk } - self.out.bytes;
+                match self.read_cold_chunk(next, room, retention) {
+                    Ok(Some((piece, chunk))) => {
                         if chunk.first > next {
                             // The source dropped these (its own retention)
                             // before the replay reached them: a gap.
@@ -1111,7 +1314,11 @@ impl ServerSession {
                         }
                         next = chunk.end;
                         self.stats.frames_queued += chunk.frames;
-                        self.queue(Piece::Cold(Arc::new(bytes)), time.monotonic);
+                        let file = piece.is_file();
+                        self.queue(piece, time.monotonic);
+                        if file {
+                            break; // the next when the socket has taken it
+                        }
                     }
                     Ok(None) => next = next.max(retention.oldest()),
                     Err(at) => {
@@ -1162,7 +1369,7 @@ impl ServerSession {
         next: u64,
         room: usize,
         retention: &Retention,
-    ) -> Result<Option<(Vec<u8>, ColdChunk)>, u64> {
+    ) -> Result<Option<(Piece, super::cold::ColdChunk)>, u64> {
         let reader = match &mut self.cold.0 {
             Some(reader) => reader,
             slot @ None => {
@@ -1170,11 +1377,9 @@ impl ServerSession {
                 slot.insert(cold.open(self.config.session_id, next).map_err(|_| next)?)
             }
         };
-        let mut bytes = Vec::new();
-        match reader.read(retention.oldest(), room, &mut bytes) {
-            Ok(Some(chunk)) => Ok(Some((bytes, chunk))),
-            Ok(None) => Ok(None),
-            Err(_) => {
+        match read_piece(&mut **reader, retention.oldest(), room, self.file_ranges) {
+            Ok(read) => Ok(read),
+            Err(()) => {
                 self.cold.0 = None;
                 Err(next)
             }
@@ -1185,7 +1390,8 @@ impl ServerSession {
     /// [`Transmit`].
     pub fn transmitted(&mut self, n: usize, time: Time) {
         if n > 0 {
-            self.out.consume(n);
+            let file = self.out.consume(n);
+            self.stats.file_bytes_sent += file as u64;
             self.stats.bytes_sent += n as u64;
             self.written += n as u64;
             self.progress_at = time.monotonic;

@@ -288,6 +288,9 @@ pub struct CoreStats {
     pub frames_sent: u64,
     /// Bytes the driver reported written.
     pub bytes_sent: u64,
+    /// Of those, bytes of file ranges (sent with `sendfile`: see
+    /// [`ServerCore::set_file_ranges`]).
+    pub file_bytes_sent: u64,
     /// Times a client was marked slow.
     pub slow_marks: u64,
     /// Batches slow clients were skipped for.
@@ -319,6 +322,7 @@ impl CoreStats {
     fn add_session(&mut self, s: &ServerSessionStats) {
         self.frames_sent += s.frames_queued;
         self.bytes_sent += s.bytes_sent;
+        self.file_bytes_sent += s.file_bytes_sent;
         self.slow_marks += s.slow_marks;
         self.skipped_batches += s.skipped_batches;
         self.skipped_frames += s.skipped_frames;
@@ -1070,7 +1074,9 @@ impl ServerCore {
 
     /// What to write next on `id`, or `None` when it has nothing to write
     /// (or is closed). Write what the socket takes of
-    /// [`Transmit::slices`], then call [`transmitted`](Self::transmitted).
+    /// [`Transmit::slices`] (or send the [`Transmit::file`] range at the
+    /// front, on a connection [`set_file_ranges`](Self::set_file_ranges)),
+    /// then call [`transmitted`](Self::transmitted).
     pub fn poll_transmit(&mut self, id: ConnId, time: Time) -> Option<Transmit<'_>> {
         let retention = &self.retention;
         let timers = &mut self.timers;
@@ -1135,6 +1141,46 @@ impl ServerCore {
             }
         }
         self.stats.add_session(&stats);
+    }
+
+    /// Whether the driver sends file ranges itself on `id` (`sendfile`):
+    /// say so right after [`accept`](Self::accept), for a connection whose
+    /// bytes go to the socket as they are (no TLS). Its replays from the
+    /// cold source are then queued as verified ranges of the source's
+    /// files, which [`Transmit::file`](super::Transmit::file) hands out;
+    /// every other connection gets checked bytes (see
+    /// [`ServerSession::set_file_ranges`]). The setting moves with a
+    /// [`detach`](Self::detach)ed connection.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// use std::sync::Arc;
+    /// use tickwire::session::{cold::VecCold, Batch, CoreConfig, ServerCore, Time};
+    /// use tickwire::{encode::QuoteFields, Payload, Sequencer};
+    /// let t = Time::new(Duration::ZERO, 0);
+    /// let mut config = CoreConfig::new(7);
+    /// config.retain = 10;
+    /// let mut core = ServerCore::new(config, t);
+    /// let mut bytes = vec![0u8; 100 * 44];
+    /// Sequencer::new().encode_batch(&[(0, Payload::Quote(QuoteFields::default())); 100], &mut bytes);
+    /// core.publish(Arc::new(Batch::new(bytes.clone())?), t); // the retention keeps 91..=100
+    /// core.set_cold(Some(Arc::new(VecCold::new(bytes).with_ranges()))); // the "journal"
+    /// let id = core.accept("127.0.0.1:9".parse().unwrap(), t);
+    /// core.set_file_ranges(id, true);
+    /// let mut login = [0u8; 24];
+    /// tickwire::encode(&Payload::Login, 1, 0, &mut login)?;
+    /// core.handle_input(id, &login, t);
+    /// let n = core.poll_transmit(id, t).map(|tx| tx.slices().map(<[u8]>::len).sum()).unwrap();
+    /// core.transmitted(id, n, t); // LoginAccepted
+    /// let tx = core.poll_transmit(id, t).unwrap();
+    /// let front = tx.file().expect("frames 1..=90 as a file range");
+    /// assert_eq!((front.offset, front.len), (0, 90 * 44));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_file_ranges(&mut self, id: ConnId, on: bool) {
+        if let Some(conn) = open_conn(&mut self.conns, id) {
+            conn.session.set_file_ranges(on);
+        }
     }
 
     /// Whether `id` has bytes to write now (queued, or a replay to pull).
