@@ -123,9 +123,12 @@ fn server(base: &Path) {
         let mut best = [Duration::MAX; 5];
         for _ in 0..ROUNDS {
             best[2] = best[2].min(pwrite_floor(base, &msgs, batches));
-            for (i, with_journal, loop_writes) in
-                [(0, false, false), (1, true, false), (3, false, true), (4, true, true)]
-            {
+            for (i, with_journal, loop_writes) in [
+                (0, false, false),
+                (1, true, false),
+                (3, false, true),
+                (4, true, true),
+            ] {
                 let dir = Dir::new(base, "server");
                 let mut config = ServerConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
