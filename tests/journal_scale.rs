@@ -61,6 +61,8 @@
 //! default 50,000), `TICKWIRE_SCALE_CLIENTS` (replaying clients, default
 //! 11), `TICKWIRE_SCALE_BIN` (the `tickwire` binary to run as the server,
 //! default this build's: to compare two builds in one session).
+// Linux only: RssAnon from /proc, the nice value per thread.
+#![cfg(target_os = "linux")]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -351,7 +353,6 @@ fn raw_feeders(
     (addrs, feeders)
 }
 
-#[cfg(target_os = "linux")]
 fn lower_priority(nice: i32) {
     if nice == 0 {
         return;
@@ -374,7 +375,6 @@ const REPLAYS: u8 = 2;
 const DONE: u8 = 3;
 const FLOOR: u8 = 4;
 
-#[cfg(target_os = "linux")]
 #[test]
 fn replay_from_1_to_eleven_clients_while_one_is_live() {
     let frames = env_u64("TICKWIRE_SCALE_FRAMES", 1_000_000).max(1);

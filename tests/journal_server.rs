@@ -1154,6 +1154,7 @@ fn retention_by_age_applies_on_a_quiet_journal_on_both_drivers() {
 /// Publishes `msgs` into a fresh mio server on `dir` (retaining 100 frames,
 /// 64 KiB segments), then replays it once from 1 so that every region is
 /// verified: later replays go out with sendfile.
+#[cfg(target_os = "linux")]
 fn served_and_verified(
     dir: &Path,
     msgs: &[(u64, Payload)],
@@ -1183,6 +1184,7 @@ fn wait_published(server: &Running, n: u64) {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn no_discards(bytes: &[u8]) -> bool {
     !SliceParser::new(bytes).any(|e| matches!(e, Event::Discarded(_)))
 }
