@@ -879,22 +879,7 @@ impl Journal {
     /// [`JournalError::Io`] if a file cannot be deleted.
     pub fn apply_retention(&mut self, now: SystemTime) -> Result<usize, JournalError> {
         let mut deleted = 0;
-        while self.segments.len() > 1 {
-            let Some(front) = self.segments.front() else {
-                break;
-            };
-            let too_big = self
-                .config
-                .retain_bytes
-                .is_some_and(|max| self.total_bytes() > max);
-            let too_old = self.config.retain_age.is_some_and(|age| {
-                fs::metadata(&front.segment)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t + age < now)
-            });
-            if !too_big && !too_old {
-                break;
-            }
+        while let Some(front) = self.expired_front(now) {
             // The segment first: an index alone is a leftover open removes.
             for path in [&front.segment, &front.index] {
                 match fs::remove_file(path) {
@@ -903,9 +888,7 @@ impl Journal {
                     Err(e) => return Err(JournalError::io("delete", path, e)),
                 }
             }
-            self.segments.pop_front();
-            self.set_back_run();
-            self.stats.segments_deleted += 1;
+            self.pop_front_segment();
             deleted += 1;
         }
         Ok(deleted)
@@ -920,27 +903,10 @@ impl Journal {
     #[cfg_attr(not(any(feature = "net", feature = "tokio")), allow(dead_code))]
     pub(crate) fn expire(&mut self, now: SystemTime) -> Vec<PathBuf> {
         let mut files = Vec::new();
-        while self.segments.len() > 1 {
-            let Some(front) = self.segments.front() else {
-                break;
-            };
-            let too_big = self
-                .config
-                .retain_bytes
-                .is_some_and(|max| self.total_bytes() > max);
-            let too_old = self.config.retain_age.is_some_and(|age| {
-                fs::metadata(&front.segment)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t + age < now)
-            });
-            if !too_big && !too_old {
-                break;
-            }
-            if let Some(gone) = self.segments.pop_front() {
-                self.set_back_run();
+        while self.expired_front(now).is_some() {
+            if let Some(gone) = self.pop_front_segment() {
                 files.push(gone.segment);
                 files.push(gone.index);
-                self.stats.segments_deleted += 1;
             }
         }
         files
@@ -1046,6 +1012,32 @@ impl Journal {
     #[cfg_attr(not(feature = "net"), allow(dead_code))]
     pub(crate) fn oldest_of_last(&self, session_id: u64) -> Option<u64> {
         self.oldest_of(session_id)
+    }
+
+    /// The oldest segment when the retention says it goes (too many
+    /// bytes in all, or older than the age limit at `now`); never the
+    /// active (last) one.
+    fn expired_front(&self, now: SystemTime) -> Option<&Seg> {
+        let front = self.segments.front().filter(|_| self.segments.len() > 1)?;
+        let too_big = self
+            .config
+            .retain_bytes
+            .is_some_and(|max| self.total_bytes() > max);
+        let too_old = self.config.retain_age.is_some_and(|age| {
+            fs::metadata(&front.segment)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t + age < now)
+        });
+        (too_big || too_old).then_some(front)
+    }
+
+    /// Takes the oldest segment out of the journal (its files are the
+    /// caller's), keeping what depends on the list up to date.
+    fn pop_front_segment(&mut self) -> Option<Seg> {
+        let gone = self.segments.pop_front()?;
+        self.set_back_run();
+        self.stats.segments_deleted += 1;
+        Some(gone)
     }
 
     fn oldest_of(&self, session_id: u64) -> Option<u64> {
