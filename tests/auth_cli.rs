@@ -16,7 +16,10 @@ use tickwire::wire::KeyId;
 
 #[path = "common/cli.rs"]
 mod cli_util;
-use cli_util::{outputs, tickwire, Reap, TempDir as Dir};
+use cli_util::{outputs, tickwire, Reap};
+#[path = "common/fs.rs"]
+mod fs_util;
+use fs_util::TempDir as Dir;
 
 fn dir(name: &str) -> Dir {
     Dir::new(&format!("authcli-{name}"), true)

@@ -16,7 +16,10 @@ use serde_json::Value;
 
 #[path = "common/cli.rs"]
 mod cli_util;
-use cli_util::{tickwire, TempDir};
+use cli_util::tickwire;
+#[path = "common/fs.rs"]
+mod fs_util;
+use fs_util::TempDir;
 
 fn ok(out: Output) -> Output {
     assert!(

@@ -20,8 +20,7 @@
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,35 +33,13 @@ use tickwire::parse::{Event, SliceParser};
 use tickwire::session::Batch;
 use tickwire::{Payload, Sequencer};
 
+#[path = "common/fs.rs"]
+mod fs_util;
+use fs_util::{run, skip_unprivileged, Mount, TempDir};
+
 const T0: u64 = 1_700_000_000_000_000_000;
 const BOOT_A: [u8; 16] = [0xa; 16];
 const BOOT_B: [u8; 16] = [0xb; 16];
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tickwire-journal-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Frames `first..first + n`, quotes and trades mixed, deterministic.
 fn frames(first: u64, n: usize) -> Vec<u8> {
@@ -201,7 +178,7 @@ fn flip(path: &Path, offset: u64) {
 
 #[test]
 fn a_restart_continues_the_session_where_it_stopped() {
-    let dir = TempDir::new("restart");
+    let dir = TempDir::new("restart", false);
     let (mut j, rec) = Journal::open(dir.path(), JournalConfig::default()).unwrap();
     assert!(rec.session.is_none());
     assert!(matches!(
@@ -238,7 +215,7 @@ fn a_restart_continues_the_session_where_it_stopped() {
 #[test]
 fn a_reboot_needs_a_new_session_unless_always_or_closed() {
     // Never, killed, another boot: clients may have seen frames the disk lost.
-    let dir = TempDir::new("reboot");
+    let dir = TempDir::new("reboot", false);
     let (mut j, _) = Journal::open_in_boot(dir.path(), config(FsyncMode::Never), BOOT_A).unwrap();
     j.start_session(1, 1).unwrap();
     fill(&mut j, &[10]);
@@ -271,7 +248,7 @@ fn a_reboot_needs_a_new_session_unless_always_or_closed() {
     assert_eq!(seen, (1..16).collect::<Vec<_>>());
 
     // Always: whatever reached a client was synced; the session continues.
-    let dir = TempDir::new("reboot-always");
+    let dir = TempDir::new("reboot-always", false);
     let (mut j, _) = Journal::open_in_boot(dir.path(), config(FsyncMode::Always), BOOT_A).unwrap();
     j.start_session(1, 1).unwrap();
     fill(&mut j, &[10]);
@@ -284,7 +261,7 @@ fn a_reboot_needs_a_new_session_unless_always_or_closed() {
     drop(j);
 
     // Closed cleanly (everything synced): continues in any mode.
-    let dir = TempDir::new("reboot-closed");
+    let dir = TempDir::new("reboot-closed", false);
     let (mut j, _) = Journal::open_in_boot(dir.path(), config(FsyncMode::Never), BOOT_A).unwrap();
     j.start_session(1, 1).unwrap();
     fill(&mut j, &[10]);
@@ -297,7 +274,7 @@ fn a_reboot_needs_a_new_session_unless_always_or_closed() {
 /// A journal of `sizes` batches in one segment with an index entry every
 /// `index_every` bytes: the directory and the bytes.
 fn one_segment(tag: &str, sizes: &[usize], index_every: u64) -> (TempDir, Vec<u8>) {
-    let dir = TempDir::new(tag);
+    let dir = TempDir::new(tag, false);
     let (mut j, _) = Journal::open(dir.path(), small(1 << 30, index_every)).unwrap();
     j.start_session(7, 1).unwrap();
     let all = fill(&mut j, sizes);
@@ -328,7 +305,7 @@ fn a_tail_cut_at_every_byte_of_its_last_frames_recovers_the_frames_before() {
     // The last six frames (and the end of the one before).
     let from = bounds[bounds.len() - 6].0 - 1;
     for cut in from..=all.len() {
-        let work = TempDir::new("cut-work");
+        let work = TempDir::new("cut-work", false);
         copy_dir(dir.path(), work.path());
         let seg = &segments(work.path())[0];
         fs::OpenOptions::new()
@@ -378,7 +355,7 @@ fn a_byte_damaged_in_the_tail_cuts_the_tail_from_its_frame() {
     let bounds = boundaries(&all);
     let (last_at, last_seq) = bounds[bounds.len() - 1];
     for offset in last_at..all.len() {
-        let work = TempDir::new("tailflip-work");
+        let work = TempDir::new("tailflip-work", false);
         copy_dir(dir.path(), work.path());
         flip(&segments(work.path())[0], offset as u64);
         let (j, rec) = Journal::open(work.path(), small(1 << 30, 100)).unwrap();
@@ -393,7 +370,7 @@ fn a_byte_damaged_in_the_tail_cuts_the_tail_from_its_frame() {
 
 #[test]
 fn damage_in_the_middle_is_reported_by_check_and_stops_a_reader() {
-    let dir = TempDir::new("middle");
+    let dir = TempDir::new("middle", false);
     let (mut j, _) = Journal::open(dir.path(), small(4096, 512)).unwrap();
     j.start_session(9, 1).unwrap();
     let all = fill(&mut j, &[10; 40]);
@@ -426,7 +403,7 @@ fn damage_in_the_middle_is_reported_by_check_and_stops_a_reader() {
     drop(j);
 
     // A middle segment cut short: both paths stop, `sendfile`'s too.
-    let dir = TempDir::new("middle-cut");
+    let dir = TempDir::new("middle-cut", false);
     let (mut j, _) = Journal::open(dir.path(), small(4096, 512)).unwrap();
     j.start_session(9, 1).unwrap();
     fill(&mut j, &[10; 40]);
@@ -456,7 +433,7 @@ fn damage_in_the_middle_is_reported_by_check_and_stops_a_reader() {
 
     // A segment deleted by hand in the middle: check says so, a reader
     // reaching it stops with Missing, the writer still opens.
-    let dir = TempDir::new("middle-gone");
+    let dir = TempDir::new("middle-gone", false);
     let (mut j, _) = Journal::open(dir.path(), small(4096, 512)).unwrap();
     j.start_session(9, 1).unwrap();
     fill(&mut j, &[10; 40]);
@@ -515,7 +492,7 @@ proptest! {
         index_every in prop_oneof![Just(64u64), Just(300), Just(4096)],
         harms in proptest::collection::vec(harm(), 1..4),
     ) {
-        let dir = TempDir::new("prop");
+        let dir = TempDir::new("prop", false);
         let cfg = small(segment_kib << 10, index_every);
         let (mut j, _) = Journal::open(dir.path(), cfg.clone()).unwrap();
         j.start_session(5, 1).unwrap();
@@ -604,7 +581,7 @@ fn a_torn_or_lagging_index_is_rebuilt_from_the_tail() {
     assert!(full.len() > 128 + 32 * 5, "{}", full.len());
     // Half an entry torn off, then garbage after a valid prefix, then no entries.
     for keep in [full.len() - 16, 128 + 32 * 2 + 7, 128] {
-        let work = TempDir::new("index-work");
+        let work = TempDir::new("index-work", false);
         copy_dir(dir.path(), work.path());
         let idx = index_of(&segments(work.path())[0]);
         let mut bytes = full[..keep].to_vec();
@@ -627,7 +604,7 @@ fn a_torn_or_lagging_index_is_rebuilt_from_the_tail() {
 
 #[test]
 fn segments_roll_and_retention_deletes_whole_oldest_segments() {
-    let dir = TempDir::new("retain");
+    let dir = TempDir::new("retain", false);
     let cfg = JournalConfig {
         retain_bytes: Some(20_000),
         ..small(4096, 1024)
@@ -681,7 +658,7 @@ fn segments_roll_and_retention_deletes_whole_oldest_segments() {
 
 #[test]
 fn a_reader_keeps_its_segment_when_it_is_deleted_and_stops_at_a_missing_one() {
-    let dir = TempDir::new("deleted");
+    let dir = TempDir::new("deleted", false);
     let (mut j, _) = Journal::open(dir.path(), small(4096, 1024)).unwrap();
     j.start_session(4, 1).unwrap();
     let all = fill(&mut j, &[10; 60]);
@@ -718,7 +695,7 @@ fn a_reader_keeps_its_segment_when_it_is_deleted_and_stops_at_a_missing_one() {
 
 #[test]
 fn foreign_files_other_versions_and_a_second_writer_are_refused_untouched() {
-    let dir = TempDir::new("foreign");
+    let dir = TempDir::new("foreign", false);
     let (mut j, _) = Journal::open(dir.path(), small(4096, 1024)).unwrap();
     j.start_session(1, 1).unwrap();
     fill(&mut j, &[10; 20]);
@@ -738,7 +715,7 @@ fn foreign_files_other_versions_and_a_second_writer_are_refused_untouched() {
     assert!(matches!(e, JournalError::Foreign { .. }), "{e}");
     assert!(e.to_string().contains("feed-b"), "{e}");
     // Another journal's segment mixed in (numbered after ours).
-    let theirs = TempDir::new("foreign-theirs");
+    let theirs = TempDir::new("foreign-theirs", false);
     let (mut t, _) = Journal::open(theirs.path(), small(4096, 1024)).unwrap();
     t.start_session(1, 1).unwrap();
     fill(&mut t, &[10]);
@@ -783,7 +760,7 @@ fn foreign_files_other_versions_and_a_second_writer_are_refused_untouched() {
     fs::write(&manifest, &text).unwrap();
     assert_eq!(snapshot(dir.path()), before);
     // Segments without a manifest; a file where the directory should be.
-    let bare = TempDir::new("foreign-bare");
+    let bare = TempDir::new("foreign-bare", false);
     copy_dir(dir.path(), bare.path());
     fs::remove_file(bare.path().join("JOURNAL")).unwrap();
     assert!(matches!(
@@ -802,7 +779,7 @@ fn foreign_files_other_versions_and_a_second_writer_are_refused_untouched() {
 
 #[test]
 fn a_crash_while_creating_a_segment_leaves_an_index_that_open_removes() {
-    let dir = TempDir::new("orphan");
+    let dir = TempDir::new("orphan", false);
     let (mut j, _) = Journal::open(dir.path(), small(4096, 1024)).unwrap();
     j.start_session(1, 1).unwrap();
     fill(&mut j, &[10; 20]);
@@ -824,7 +801,7 @@ fn a_crash_while_creating_a_segment_leaves_an_index_that_open_removes() {
 
 #[test]
 fn an_unreadable_index_header_stops_readers_but_not_the_writer() {
-    let dir = TempDir::new("header");
+    let dir = TempDir::new("header", false);
     let (mut j, _) = Journal::open(dir.path(), small(4096, 1024)).unwrap();
     j.start_session(1, 1).unwrap();
     fill(&mut j, &[10; 40]);
@@ -853,7 +830,7 @@ fn an_unreadable_index_header_stops_readers_but_not_the_writer() {
 
 #[test]
 fn holes_are_kept_as_holes_and_out_of_order_batches_refused() {
-    let dir = TempDir::new("holes");
+    let dir = TempDir::new("holes", false);
     let (mut j, _) = Journal::open(dir.path(), small(1 << 20, 256)).unwrap();
     j.start_session(8, 1).unwrap();
     j.append(&batch(1, 5)).unwrap();
@@ -885,7 +862,7 @@ fn holes_are_kept_as_holes_and_out_of_order_batches_refused() {
 #[test]
 fn ranges_are_whole_frames_below_the_limit_and_sendfile_delivers_them() {
     use std::net::{TcpListener, TcpStream};
-    let dir = TempDir::new("ranges");
+    let dir = TempDir::new("ranges", false);
     let (mut j, _) = Journal::open(dir.path(), small(64 << 10, 4096)).unwrap();
     j.start_session(2, 1).unwrap();
     let sizes: Vec<usize> = (0..300).map(|i| 1 + (i * 37) % 90).collect();
@@ -958,7 +935,7 @@ impl ReadAtCompat for fs::File {
 
 #[test]
 fn group_commit_syncs_fewer_times_than_batches_and_every_publish_is_durable() {
-    let dir = TempDir::new("group");
+    let dir = TempDir::new("group", false);
     let (mut j, _) = Journal::open(dir.path(), config(FsyncMode::Always)).unwrap();
     j.start_session(6, 1).unwrap();
     let sync = j.sync_handle();
@@ -1024,7 +1001,7 @@ fn group_commit_syncs_fewer_times_than_batches_and_every_publish_is_durable() {
 
 #[test]
 fn interval_mode_syncs_in_the_background_and_never_waits_for_nothing() {
-    let dir = TempDir::new("interval");
+    let dir = TempDir::new("interval", false);
     let (mut j, _) = Journal::open(
         dir.path(),
         config(FsyncMode::Interval(Duration::from_millis(20))),
@@ -1050,7 +1027,7 @@ fn interval_mode_syncs_in_the_background_and_never_waits_for_nothing() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(sync.syncs(), quiet);
     // Never: waits return at once and nothing is synced.
-    let dir = TempDir::new("never");
+    let dir = TempDir::new("never", false);
     let (mut j, _) = Journal::open(dir.path(), config(FsyncMode::Never)).unwrap();
     j.start_session(1, 1).unwrap();
     let t = j.append(&batch(1, 3)).unwrap();
@@ -1062,7 +1039,7 @@ fn interval_mode_syncs_in_the_background_and_never_waits_for_nothing() {
 fn recovery_reads_the_tail_only() {
     // Damage in an old segment is not seen by open (it does not read it):
     // the proof that recovery is bounded by the tail and the indexes.
-    let dir = TempDir::new("bounded");
+    let dir = TempDir::new("bounded", false);
     let (mut j, _) = Journal::open(dir.path(), small(8192, 1024)).unwrap();
     j.start_session(1, 1).unwrap();
     fill(&mut j, &[50; 40]);
@@ -1078,7 +1055,7 @@ fn recovery_reads_the_tail_only() {
 
 #[test]
 fn a_journal_reads_as_one_recording() {
-    let dir = TempDir::new("recording");
+    let dir = TempDir::new("recording", false);
     let (mut j, _) = Journal::open(dir.path(), small(4096, 1024)).unwrap();
     j.start_session(0x11, 1).unwrap();
     let a = fill(&mut j, &[10; 20]);
@@ -1113,55 +1090,10 @@ fn a_journal_reads_as_one_recording() {
     assert!(SliceParser::new(&seg).all(|e| matches!(e, Event::Frame(_))));
 }
 
-/// The privileged tests: root, `mount`.
-fn skip_unprivileged(test: &str, why: &str) {
-    assert!(
-        std::env::var_os("TICKWIRE_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
-        "{test} needs root and `mount` (TICKWIRE_REQUIRE_PRIVILEGED=1): {why}"
-    );
-    eprintln!("SKIPPED {test}: needs root and `mount`: {why}");
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A mount point, unmounted (lazily, so a test failing with files open
-/// still cleans up) and removed on drop.
-struct Mount(TempDir);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = run("umount", &["-l", self.0.path().to_str().unwrap()]);
-    }
-}
-
-fn mount(tag: &str, args: &[&str]) -> Result<Mount, String> {
-    let dir = TempDir::new(tag);
-    fs::create_dir_all(dir.path()).map_err(|e| e.to_string())?;
-    let mut all: Vec<&str> = args.to_vec();
-    let target = dir.path().to_str().unwrap().to_owned();
-    all.push(&target);
-    run("mount", &all)?;
-    Ok(Mount(dir))
-}
-
 #[test]
 fn a_full_disk_fails_the_append_whole_and_the_same_numbers_go_on_later() {
     const TEST: &str = "a_full_disk_fails_the_append_whole_and_the_same_numbers_go_on_later";
-    let fs_ = match mount("tmpfs", &["-t", "tmpfs", "-o", "size=1m", "tickwire-test"]) {
+    let fs_ = match Mount::small_tmpfs() {
         Ok(m) => m,
         Err(why) => return skip_unprivileged(TEST, &why),
     };
@@ -1226,7 +1158,7 @@ fn a_full_disk_fails_the_append_whole_and_the_same_numbers_go_on_later() {
 #[test]
 fn a_read_only_directory_is_a_clear_error_at_open_and_nothing_is_touched() {
     const TEST: &str = "a_read_only_directory_is_a_clear_error_at_open_and_nothing_is_touched";
-    let source = TempDir::new("ro-source");
+    let source = TempDir::new("ro-source", false);
     let (mut j, _) = Journal::open(source.path(), small(4096, 1024)).unwrap();
     j.start_session(1, 1).unwrap();
     let all = fill(&mut j, &[10; 20]);
@@ -1236,10 +1168,10 @@ fn a_read_only_directory_is_a_clear_error_at_open_and_nothing_is_touched() {
     let mut bytes = fs::read(&last).unwrap();
     bytes.extend_from_slice(&[0xa5, 1, 0x10]);
     fs::write(&last, bytes).unwrap();
-    let empty = TempDir::new("ro-empty");
+    let empty = TempDir::new("ro-empty", false);
     fs::create_dir_all(empty.path()).unwrap();
     let src = source.path().to_str().unwrap().to_owned();
-    let ro = match mount("ro", &["--bind", &src]) {
+    let ro = match Mount::new("ro", &["--bind", &src]) {
         Ok(m) => m,
         Err(why) => return skip_unprivileged(TEST, &why),
     };
@@ -1260,7 +1192,7 @@ fn a_read_only_directory_is_a_clear_error_at_open_and_nothing_is_touched() {
     assert_eq!(read, all);
     // An empty read-only directory: no journal can be created in it.
     let e2 = empty.path().to_str().unwrap().to_owned();
-    let ro2 = mount("ro2", &["--bind", &e2]).unwrap();
+    let ro2 = Mount::new("ro2", &["--bind", &e2]).unwrap();
     let t2 = ro2.0.path().to_str().unwrap().to_owned();
     run("mount", &["-o", "remount,bind,ro", &t2]).unwrap();
     let e = Journal::open(ro2.0.path(), small(4096, 1024)).unwrap_err();

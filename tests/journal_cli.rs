@@ -20,7 +20,10 @@ use tickwire::Sequencer;
 
 #[path = "common/cli.rs"]
 mod cli_util;
-use cli_util::{text, tickwire, TempDir};
+use cli_util::{text, tickwire};
+#[path = "common/fs.rs"]
+mod fs_util;
+use fs_util::TempDir;
 
 /// A journal with two sessions (ids 0x11 and 0x22), the first over several
 /// segments: 1..=2000 then 1..=300 of the synthetic feed. Returns the data

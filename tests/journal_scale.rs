@@ -90,29 +90,15 @@ use tickwire::session::Batch;
 use tickwire::synth::Feed;
 use tickwire::{Message, Payload, Sequencer};
 
+#[path = "common/fs.rs"]
+mod fs_util;
+use fs_util::TempDir;
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(default)
-}
-
-/// A directory removed on drop (also when the test fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("tickwire-jscale-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A child process killed (SIGKILL) and reaped on drop.
@@ -385,7 +371,7 @@ fn replay_from_1_to_eleven_clients_while_one_is_live() {
     // Generous: a debug build on a loaded 2-core machine checks ~1 M
     // frames/s over all readers.
     let replay_limit = Duration::from_secs(120 + frames * clients as u64 / 200_000);
-    let tmp = TempDir::new("replay");
+    let tmp = TempDir::new("jscale-replay", false);
     let started = Instant::now();
 
     let session = unix_nanos() | 1;

@@ -35,32 +35,9 @@ use tickwire::session::CloseReason;
 use tickwire::{Message, Payload};
 
 use common::{expected_bytes, messages};
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tickwire-jserver-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/fs.rs"]
+mod fs_util;
+use fs_util::{skip_unprivileged, Mount, TempDir};
 
 /// A journal in `dir` with small segments (so replays cross several).
 fn settings(dir: &Path, fsync: FsyncMode) -> JournalSettings {
@@ -273,7 +250,7 @@ fn login_accepted(bytes: &[u8]) -> Option<(u64, u64)> {
 /// oldest frame, then the retention, then live data, each frame once, in
 /// order, byte for byte; a login in the middle of the journal starts there.
 fn replay_from_disk_across_both_seams(driver: Driver, fsync: FsyncMode) {
-    let dir = TempDir::new("seams");
+    let dir = TempDir::new("seams", false);
     let server = Running::start(driver, config(dir.path(), 500, fsync)).unwrap();
     let publish = server.publisher();
     let msgs = messages(24, 16_000);
@@ -382,7 +359,7 @@ fn a_login_from_1_is_served_from_disk_across_both_seams_on_tokio() {
 /// carries its journal reader with it.
 #[test]
 fn a_login_from_1_is_served_from_disk_with_two_event_loops() {
-    let dir = TempDir::new("loops");
+    let dir = TempDir::new("loops", false);
     let mut cfg = config(dir.path(), 300, FsyncMode::Never);
     cfg.mio.threads = 2;
     let server = Running::start(Driver::Mio, cfg).unwrap();
@@ -419,7 +396,7 @@ fn a_login_from_1_is_served_from_disk_with_two_event_loops() {
 #[test]
 fn a_relay_restarted_on_its_journal_serves_the_same_session_from_disk() {
     use tickwire::net::{Relay, RelayConfig};
-    let dir = TempDir::new("relay");
+    let dir = TempDir::new("relay", false);
     let origin = Running::start(
         Driver::Mio,
         ServerConfig {
@@ -468,7 +445,7 @@ fn fsync_always_serves_the_same_on_both_drivers() {
 /// session from the next sequence, and a login from 1 gets both runs'
 /// frames with no gap. With `end_session_on_stop`, EndOfSession is sent.
 fn a_graceful_stop_keeps_the_session(driver: Driver) {
-    let dir = TempDir::new("stop");
+    let dir = TempDir::new("stop", false);
     let msgs = messages(5, 300);
     let expected = expected_bytes(&msgs, 1);
     let server = Running::start(driver, config(dir.path(), 100, FsyncMode::default())).unwrap();
@@ -527,7 +504,7 @@ fn a_graceful_stop_keeps_the_session_on_tokio() {
 /// before it: never a silent gap.
 #[test]
 fn damage_in_the_middle_stops_a_replay_with_a_reason() {
-    let dir = TempDir::new("damage");
+    let dir = TempDir::new("damage", false);
     let msgs = messages(8, 6_000);
     {
         let server =
@@ -569,55 +546,9 @@ fn damage_in_the_middle_stops_a_replay_with_a_reason() {
 // ---------------------------------------------------------------------------
 // A full disk while serving (root: a 1 MiB tmpfs).
 
-fn skip_unprivileged(test: &str, why: &str) {
-    assert!(
-        std::env::var_os("TICKWIRE_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
-        "{test} needs root and `mount` (TICKWIRE_REQUIRE_PRIVILEGED=1): {why}"
-    );
-    eprintln!("SKIPPED {test}: needs root and `mount`: {why}");
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A tmpfs of 1 MiB, unmounted (lazily) and removed on drop.
-struct Tmpfs(TempDir);
-
-impl Tmpfs {
-    fn mount() -> Result<Tmpfs, String> {
-        let dir = TempDir::new("tmpfs");
-        fs::create_dir_all(dir.path()).map_err(|e| e.to_string())?;
-        let target = dir.path().to_str().unwrap().to_owned();
-        run(
-            "mount",
-            &["-t", "tmpfs", "-o", "size=1m", "tickwire-test", &target],
-        )?;
-        Ok(Tmpfs(dir))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = run("umount", &["-l", self.0.path().to_str().unwrap()]);
-    }
-}
-
 fn a_full_disk_while_serving(driver: Driver) {
     const TEST: &str = "a_full_disk_fails_publish_and_the_session_goes_on_with_no_gap";
-    let fs_ = match Tmpfs::mount() {
+    let fs_ = match Mount::small_tmpfs() {
         Ok(m) => m,
         Err(why) => return skip_unprivileged(TEST, &why),
     };
@@ -747,7 +678,7 @@ fn serve(dir: &Path, port: u16, extra: &[&str]) -> Proc {
 /// N` gets from the journal after the last restart.
 #[test]
 fn serve_killed_twenty_times_under_a_recorder_loses_and_repeats_nothing() {
-    let tmp = TempDir::new("kill");
+    let tmp = TempDir::new("kill", false);
     fs::create_dir_all(tmp.path()).unwrap();
     let journal = tmp.path().join("journal");
     let port = free_port();
@@ -822,7 +753,7 @@ fn serve_killed_twenty_times_under_a_recorder_loses_and_repeats_nothing() {
 /// continues the session; `--end-session` sends it.
 #[test]
 fn serve_stopped_by_sigterm_continues_its_session_at_the_next_start() {
-    let tmp = TempDir::new("sigterm");
+    let tmp = TempDir::new("sigterm", false);
     fs::create_dir_all(tmp.path()).unwrap();
     let journal = tmp.path().join("journal");
     let port = free_port();
@@ -851,7 +782,7 @@ fn serve_stopped_by_sigterm_continues_its_session_at_the_next_start() {
 /// status 1, nothing touched.
 #[test]
 fn serve_refuses_a_foreign_journal_untouched() {
-    let tmp = TempDir::new("foreign");
+    let tmp = TempDir::new("foreign", false);
     let dir = tmp.path().join("j");
     fs::create_dir_all(&dir).unwrap();
     let stray = dir.join("0000000001-00000000000000aa-00000000000000000001.twr");
@@ -950,7 +881,7 @@ fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 /// clean with one session and no hole.
 #[test]
 fn a_relay_killed_mid_stream_resumes_upstream_from_its_journal() {
-    let tmp = TempDir::new("relay-kill");
+    let tmp = TempDir::new("relay-kill", false);
     let origin = Running::start(
         Driver::Mio,
         config(&tmp.path().join("origin"), 100_000, FsyncMode::Never),
@@ -1037,7 +968,7 @@ fn a_relay_killed_mid_stream_resumes_upstream_from_its_journal() {
 /// session's frames from 1.
 #[test]
 fn a_relay_restarted_after_its_origin_started_a_new_session_starts_one_too() {
-    let tmp = TempDir::new("relay-new");
+    let tmp = TempDir::new("relay-new", false);
     let relay_dir = tmp.path().join("relay");
     let (origin_port, port) = (free_port(), free_port());
     let origin_addr: SocketAddr = format!("127.0.0.1:{origin_port}").parse().unwrap();
@@ -1101,7 +1032,7 @@ fn a_relay_restarted_after_its_origin_started_a_new_session_starts_one_too() {
 /// while nothing is published (the server's retention thread), the active
 /// one stays, and a login from 1 then starts at the oldest frame left.
 fn retention_by_age_on_a_quiet_journal(driver: Driver) {
-    let dir = TempDir::new("age");
+    let dir = TempDir::new("age", false);
     let mut config = config(dir.path(), 100, FsyncMode::Never);
     if let Some(journal) = config.journal.as_mut() {
         journal.config.retain_age = Some(Duration::from_secs(1));
@@ -1195,7 +1126,7 @@ fn no_discards(bytes: &[u8]) -> bool {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_slow_reader_gets_partial_sendfiles_byte_for_byte() {
-    let dir = TempDir::new("slow");
+    let dir = TempDir::new("slow", false);
     let msgs = messages(12, 20_000);
     let server = served_and_verified(dir.path(), &msgs, |c| c.send_buffer = Some(16 << 10));
     let before = server.stats().file_bytes_sent;
@@ -1243,7 +1174,7 @@ fn a_slow_reader_gets_partial_sendfiles_byte_for_byte() {
 #[cfg(target_os = "linux")]
 #[test]
 fn damage_past_the_verified_regions_stops_a_sendfile_replay_with_nothing_damaged_sent() {
-    let dir = TempDir::new("damage-sf");
+    let dir = TempDir::new("damage-sf", false);
     let msgs = messages(13, 8_000);
     let (early, late) = msgs.split_at(3_000);
     let server = served_and_verified(dir.path(), early, |_| {});
@@ -1308,7 +1239,7 @@ fn damage_past_the_verified_regions_stops_a_sendfile_replay_with_nothing_damaged
 #[cfg(target_os = "linux")]
 #[test]
 fn a_segment_deleted_while_a_client_replays_closes_it_clearly() {
-    let dir = TempDir::new("deleted");
+    let dir = TempDir::new("deleted", false);
     let msgs = messages(14, 60_000);
     let server = served_and_verified(dir.path(), &msgs, |c| c.send_buffer = Some(16 << 10));
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -1382,7 +1313,7 @@ fn a_tls_client_replays_from_disk_through_the_checked_path() {
     use tickwire::net::{Client, ClientConfig};
     use tickwire::tls::{TlsClientFiles, TlsServerFiles};
     const TLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
-    let dir = TempDir::new("tls");
+    let dir = TempDir::new("tls", false);
     let msgs = messages(16, 6_000);
     let files = TlsServerFiles::new(format!("{TLS}/server.pem"), format!("{TLS}/server.key"));
     let tls = files.load().unwrap();

@@ -1,8 +1,8 @@
 //! Shared by the tests that run the `tickwire` binary as a user would
 //! (`tests/cli.rs`, `tests/auth_cli.rs`, `tests/export.rs`,
 //! `tests/journal_cli.rs`, `tests/journal_server.rs`): running it, reaping
-//! it, signalling it, reading its output line by line with a time limit,
-//! and temporary directories that are removed. Included with
+//! it, signalling it, reading its output line by line with a time limit
+//! (temporary directories: `common/fs.rs`). Included with
 //! `#[path = "common/cli.rs"] mod cli_util;` (only binaries built with the
 //! `cli` feature have the `tickwire` executable). Every wait is bounded.
 #![allow(
@@ -14,9 +14,7 @@
 )]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -129,47 +127,4 @@ pub fn outputs(mut child: Child) -> (bool, String, String) {
         e.read_to_string(&mut err).unwrap();
     }
     (child.wait().unwrap().success(), out, err)
-}
-
-/// A directory under the temporary directory, unique to this process and
-/// call, removed (with what is in it) when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// Made empty (`create`) or only named (left for the code under test
-    /// to create).
-    pub fn new(tag: &str, create: bool) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tickwire-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        if create {
-            std::fs::create_dir_all(&path).unwrap();
-        }
-        TempDir(path)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// The directory as a command-line argument.
-    pub fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-
-    /// `name` inside the directory, as a command-line argument.
-    pub fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
