@@ -59,7 +59,9 @@
 //! at the end, also on failure). Also: `TICKWIRE_SCALE_LIVE_SECS` (the
 //! phase without replays, default 3), `TICKWIRE_SCALE_RATE` (live msg/s,
 //! default 50,000), `TICKWIRE_SCALE_CLIENTS` (replaying clients, default
-//! 11), `TICKWIRE_SCALE_BIN` (the `tickwire` binary to run as the server,
+//! 11), `TICKWIRE_SCALE_THREADS` (the server's event loops, `--threads`,
+//! default 1: with more, the replays go to the other loops),
+//! `TICKWIRE_SCALE_BIN` (the `tickwire` binary to run as the server,
 //! default this build's: to compare two builds in one session).
 // Linux only: RssAnon from /proc, the nice value per thread.
 #![cfg(target_os = "linux")]
@@ -368,6 +370,7 @@ fn replay_from_1_to_eleven_clients_while_one_is_live() {
     let rate = env_u64("TICKWIRE_SCALE_RATE", 50_000).max(1);
     let clients = env_u64("TICKWIRE_SCALE_CLIENTS", 11).max(1) as usize;
     let nice = i32::try_from(env_u64("TICKWIRE_SCALE_NICE", 0)).unwrap();
+    let threads = env_u64("TICKWIRE_SCALE_THREADS", 1).clamp(1, 64);
     // Generous: a debug build on a loaded 2-core machine checks ~1 M
     // frames/s over all readers.
     let replay_limit = Duration::from_secs(120 + frames * clients as u64 / 200_000);
@@ -392,6 +395,7 @@ fn replay_from_1_to_eleven_clients_while_one_is_live() {
     let mut child = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "-q"])
         .args(["--rate", &rate.to_string(), "--retain", "65536"])
+        .args(["--threads", &threads.to_string()])
         .args(["--fsync", "never", "--journal"])
         .arg(&tmp.0)
         .stdin(Stdio::null())

@@ -189,6 +189,8 @@ pub struct Server {
     workers: Vec<Worker>,
     /// Round-robin over this loop (0) and the workers for each new login.
     next_loop: usize,
+    /// The worker the last replaying client went to (see `hand_off`).
+    next_worker: usize,
     /// A worker: told to stop through its queue, after every batch.
     stop_received: bool,
     /// More messages were waiting than one turn takes.
@@ -499,6 +501,7 @@ impl Server {
             rx,
             workers: Vec::new(),
             next_loop: 0,
+            next_worker: usize::MAX,
             stop_received: false,
             more_waiting: false,
             slots: Vec::new(),
@@ -1038,13 +1041,24 @@ impl Server {
     /// one in turn (this one included): its socket and its state (detached
     /// from this loop's core) move as they are, behind every batch this
     /// loop has forwarded, so the worker's retention is where this one's
-    /// was at the login.
+    /// was at the login. A client that logged in to a replay goes to the
+    /// next worker in turn, never to this loop:
+    /// replays keep a loop busy (reading the journal, copying), and this
+    /// one, which takes every batch first and serves its live clients,
+    /// stays free for the live edge.
     fn hand_off(&mut self, id: ConnId) {
         if self.workers.is_empty() {
             return;
         }
-        let target = self.next_loop % (self.workers.len() + 1);
-        self.next_loop = self.next_loop.wrapping_add(1);
+        let replaying = self.core.phase(id) == Some(ServerPhase::Replaying);
+        let target = if replaying {
+            self.next_worker = self.next_worker.wrapping_add(1);
+            1 + self.next_worker % self.workers.len()
+        } else {
+            let target = self.next_loop % (self.workers.len() + 1);
+            self.next_loop = self.next_loop.wrapping_add(1);
+            target
+        };
         let Some(worker) = target.checked_sub(1).and_then(|w| self.workers.get(w)) else {
             return; // this loop's turn
         };
@@ -1488,5 +1502,46 @@ mod tests {
             .numbering
             .eager
             .load(Ordering::SeqCst)));
+    }
+
+    /// With two loops, logins to a replay go to the worker and live logins
+    /// take turns over both loops: the first loop keeps the live edge.
+    #[test]
+    fn replaying_logins_go_to_the_workers() {
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        config.mio.threads = 2;
+        let server = Server::bind(config).unwrap().spawn().unwrap();
+        let publisher = server.publisher();
+        let batch = vec![(1, Payload::Quote(QuoteFields::default())); 1000];
+        for _ in 0..20 {
+            publisher.publish(batch.clone()).unwrap();
+        }
+        let login = |from: u64| {
+            let mut stream = std::net::TcpStream::connect(server.local_addr()).unwrap();
+            let mut frame = [0u8; 24];
+            encode(&Payload::Login, from, 0, &mut frame).unwrap();
+            stream.write_all(&frame).unwrap();
+            let mut accepted = [0u8; 32];
+            stream.read_exact(&mut accepted).unwrap();
+            stream
+        };
+        // Replays of 20,000 frames (the first loop has taken the batches
+        // once a live login sees the live edge after them).
+        let live = [login(0), login(0)];
+        let replays: Vec<_> = (0..4).map(|_| login(1)).collect();
+        let per_loop = || {
+            let cores = server.stop.shared.cores.lock().unwrap();
+            cores.iter().map(|c| c.clients).collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while per_loop() != [1, 5] && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Live: one on each loop in turn; the four replays on the worker.
+        assert_eq!(per_loop(), [1, 5]);
+        drop((live, replays));
     }
 }
