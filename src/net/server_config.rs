@@ -206,8 +206,10 @@ pub(crate) fn new_session_id() -> u64 {
 pub struct LoopOptions {
     /// Event loops sending to clients (1). With more, the first accepts
     /// connections and runs logins, and hands each logged-in client to the
-    /// loops in turn (itself included); every loop gets every published
-    /// batch (shared, not copied: one retention's bytes, an index per loop).
+    /// loops in turn (itself included), a client logging in to a replay to
+    /// the other loops only (replays keep a loop busy; the first one keeps
+    /// the live edge); every loop gets every published batch (shared, not
+    /// copied: one retention's bytes, an index per loop).
     pub threads: usize,
     /// After any activity, keep polling without sleeping for this long
     /// before sleeping in epoll again (`None`, the default: always sleep).
