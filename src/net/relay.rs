@@ -574,8 +574,7 @@ impl DatagramPump {
             self.last_heard = now;
         }
         // Nothing heard yet (a relay resuming from its journal): not alive.
-        let alive =
-            self.heard > 0 && now.saturating_duration_since(self.last_heard) < self.silence;
+        let alive = self.heard > 0 && now.saturating_duration_since(self.last_heard) < self.silence;
         if alive != self.alive && self.pump.session.is_some() {
             self.alive = alive;
             self.pump.end_run();
@@ -839,8 +838,9 @@ impl Relay {
                 // Served at once, from the journal; no Heartbeats until a
                 // datagram arrives.
                 let opened = journal.serve(held.session_id, held.next)?;
-                let server = Server::bind_with(serving(config.server, held.session_id), Some(opened))?
-                    .spawn()?;
+                let server =
+                    Server::bind_with(serving(config.server, held.session_id), Some(opened))?
+                        .spawn()?;
                 let feed = server.relay_feed();
                 feed.set_upstream_alive(false);
                 let mut pump = DatagramPump::new(silence);
@@ -871,6 +871,14 @@ impl Relay {
                     client.poll(Some(left.min(UPSTREAM_POLL)), |e| events.push(e))?;
                     for event in events.drain(..) {
                         pump.on_event(&client, event);
+                    }
+                    // An idle feed (Packet-only datagrams) names its
+                    // session and next sequence too.
+                    if pump.pump.session.is_none() {
+                        if let Some(session) = client.receiver().session() {
+                            pump.pump.session = Some(session);
+                            pump.pump.first = client.receiver().expected();
+                        }
                     }
                 }
                 pump.check_liveness(&client);
