@@ -1609,3 +1609,86 @@ fn a_datagram_relay_restarted_after_its_origin_started_a_new_session_starts_one_
     );
     second.shutdown().unwrap();
 }
+
+/// `tickwire relay --upstream-udp LINE --connect ORIGIN --journal DIR`,
+/// killed with SIGKILL mid-stream and started again on the same journal:
+/// the command line takes the same path (its client gets every sequence
+/// once in one session; the origin retransmits only part of the outage's
+/// range, never what the journal holds; the journal checks clean).
+#[test]
+fn a_datagram_relay_cli_killed_mid_stream_resumes_from_its_journal() {
+    let tmp = TempDir::new("dgram-relay-kill");
+    let relay_dir = tmp.path().join("relay");
+    let line = free_udp();
+    let origin = datagram_origin("127.0.0.1:0".parse().unwrap(), line);
+    let port = free_port();
+    let n = 30_000;
+    let msgs = messages(74, n);
+    let relay_cli = || {
+        let mut child = tickwire()
+            .args(["relay", "--connect", &origin.local_addr().to_string()])
+            .args(["--upstream-udp", &line.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--retain", "500", "--fsync", "never"])
+            .args(["--journal-segment", "64K", "--journal"])
+            .arg(&relay_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("listening "), "{line:?}");
+        Proc(child)
+    };
+    let mut relay = relay_cli();
+    let (client, got) = relay_client(port, n);
+    let publish = origin.publisher();
+    let publisher = common::publish_paced(
+        move |batch| publish.publish(batch).unwrap(),
+        msgs.clone(),
+        50,
+        Duration::from_millis(5),
+    );
+    eventually(
+        "the relay's client receives",
+        Duration::from_secs(20),
+        || got.load(Ordering::SeqCst) > 5_000,
+    );
+    relay.0.kill().unwrap(); // SIGKILL
+    relay.0.wait().unwrap();
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1);
+    let held_end = report.sessions[0].end;
+    assert!(held_end > 5_000);
+    thread::sleep(Duration::from_millis(400)); // the origin goes on
+    let sent_before = origin.stats().frames_sent;
+    let mut relay = relay_cli();
+    publisher.join().unwrap();
+    let log = client.join().unwrap();
+    common::assert_exactly_once_in_order(&log, &common::expected_frames(&msgs));
+    assert!(log.gaps.is_empty(), "no gap: {:?}", log.gaps);
+    assert_eq!(log.sessions, [(origin.session_id(), 1)], "one session");
+    let lacked = n as u64 + 1 - held_end;
+    let retransmitted = origin.stats().frames_sent - sent_before;
+    assert!(
+        retransmitted > 0 && retransmitted < lacked,
+        "the outage by retransmission, not the journal's frames: {retransmitted} of {lacked}"
+    );
+    signal(&relay.0, libc::SIGTERM);
+    assert!(wait_for(&mut relay.0, Duration::from_secs(10)).success());
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1, "one session");
+    let s = &report.sessions[0];
+    assert_eq!(
+        (s.session_id, s.first, s.end, s.frames, s.holes),
+        (origin.session_id(), 1, n as u64 + 1, n as u64, 0),
+        "every frame once, no hole"
+    );
+    origin.shutdown().unwrap();
+}
