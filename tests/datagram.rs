@@ -628,3 +628,40 @@ proptest! {
         prop_assert!(covered.values().all(|&n| n == 1));
     }
 }
+
+/// A receiver resuming a session (a journaled relay restarted): a Packet of
+/// that session continues it from `start`, the range before the Packet is
+/// requested by retransmission, with no NewSession; a late datagram below
+/// `start` delivers nothing.
+#[test]
+fn a_resumed_session_continues_from_its_start_and_recovers_the_range_before() {
+    let mut c = config();
+    (c.start, c.resume_session) = (Some(11), Some(SID));
+    let mut rx = DatagramReceiver::new(c);
+    assert_eq!((rx.session(), rx.expected()), (Some(SID), 11));
+    rx.handle_datagram(Line::A, &dgram(SID, 14, 2), t(0)); // 11..=13 missing
+    rx.handle_datagram(Line::A, &dgram(SID, 8, 2), t(0)); // late: before start
+    rx.handle_timeout(t(5));
+    assert_eq!(actions(&mut rx), vec![(11, 3)]);
+    reply(&mut rx, 11, 3, 1, 15, t(6));
+    assert_eq!(drain(&mut rx), data(11..16), "no NewSession, no gap");
+    assert_eq!(rx.stats().recovered, 3);
+}
+
+/// A receiver resuming a session that meets another one: a new session
+/// (NewSession at its Packet's sequence), and the resumed session is never
+/// returned to.
+#[test]
+fn a_resumed_session_gives_way_to_another_one_and_is_never_returned_to() {
+    let mut c = config();
+    (c.start, c.resume_session) = (Some(11), Some(SID + 1));
+    let mut rx = DatagramReceiver::new(c);
+    rx.handle_datagram(Line::A, &dgram(SID, 1, 3), t(0));
+    let mut want = vec![Ev::Session(SID, 1)];
+    want.extend(data(1..4));
+    assert_eq!(drain(&mut rx), want);
+    rx.handle_datagram(Line::A, &dgram(SID + 1, 11, 3), t(1));
+    assert_eq!(drain(&mut rx), vec![]);
+    assert_eq!(rx.stats().old_session, 1);
+    assert_eq!(rx.session(), Some(SID));
+}

@@ -1342,3 +1342,284 @@ fn a_tls_client_replays_from_disk_through_the_checked_path() {
     assert!(stats.bytes_sent > 6_000 * 30);
     server.shutdown();
 }
+
+// ---------------------------------------------------------------------------
+// Issue 24, point 5, for a datagram feed: a journaled relay of datagrams
+// resumes its journal's session.
+
+/// A free UDP port on 127.0.0.1 (the relay's line: the origin sends there).
+fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// An origin on `listen` sending its datagrams to `line` (unicast), with a
+/// 100 ms heartbeat (Packet-only datagrams while idle).
+fn datagram_origin(listen: SocketAddr, line: SocketAddr) -> tickwire::net::ServerHandle {
+    let mut config = ServerConfig {
+        listen,
+        datagrams: Some(tickwire::net::DatagramOutputConfig::new(line)),
+        ..ServerConfig::default()
+    };
+    config.core.session.heartbeat_interval = Duration::from_millis(100);
+    config.core.retain = 100_000;
+    Server::bind(config).unwrap().spawn().unwrap()
+}
+
+/// A journaled relay (in `dir`) of the datagrams on `line`, recovering from
+/// `retransmit`, serving on `port`.
+fn datagram_relay(
+    dir: &Path,
+    line: SocketAddr,
+    retransmit: SocketAddr,
+    port: u16,
+) -> tickwire::net::Relay {
+    let mut feed = tickwire::net::DatagramClientConfig::new(line);
+    feed.retransmit = Some(retransmit);
+    feed.heartbeat_interval = Duration::from_millis(100);
+    feed.receiver.window = 1 << 16;
+    // From 1 at the first start (a restart resumes from the journal).
+    feed.receiver.start = Some(1);
+    let listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut config = tickwire::net::RelayConfig::from_datagrams(feed, listen);
+    config.server.core.retain = 500;
+    config.server.journal = Some(settings(dir, FsyncMode::Never));
+    tickwire::net::Relay::start(config).unwrap()
+}
+
+/// A journaled relay of a datagram feed (unicast, with retransmission from
+/// the origin) stopped mid-stream while the origin keeps publishing, then
+/// started again on the same journal: it serves the journal's session at
+/// once, its receiver resumes at the journal's last sequence + 1 in that
+/// session, and what it lacked (the outage) is fetched by retransmission,
+/// nothing more; its client gets every sequence once, byte for byte, in
+/// one session, with no gap; the journal checks clean.
+#[test]
+fn a_datagram_relay_stopped_mid_stream_resumes_from_its_journal() {
+    let tmp = TempDir::new("dgram-relay-stop");
+    let relay_dir = tmp.path().join("relay");
+    let line = free_udp();
+    let origin = datagram_origin("127.0.0.1:0".parse().unwrap(), line);
+    let port = free_port();
+    let n = 30_000;
+    let msgs = messages(71, n);
+    let relay = datagram_relay(&relay_dir, line, origin.local_addr(), port);
+    assert_eq!(relay.session_id(), origin.session_id());
+    let (client, got) = relay_client(port, n);
+    // 10 k frames/s: the relay is down for a good part of a second.
+    let publish = origin.publisher();
+    let publisher = common::publish_paced(
+        move |batch| publish.publish(batch).unwrap(),
+        msgs.clone(),
+        50,
+        Duration::from_millis(5),
+    );
+    eventually(
+        "the relay's client receives",
+        Duration::from_secs(20),
+        || got.load(Ordering::SeqCst) > 5_000,
+    );
+    relay.shutdown().unwrap();
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1);
+    let held_end = report.sessions[0].end;
+    assert!(held_end > 5_000);
+    thread::sleep(Duration::from_millis(400)); // the origin goes on
+    let sent_before = origin.stats().frames_sent;
+    let relay = datagram_relay(&relay_dir, line, origin.local_addr(), port);
+    assert_eq!(relay.session_id(), origin.session_id(), "the journal's");
+    assert_eq!(relay.start_sequence(), 1, "the journal's oldest");
+    publisher.join().unwrap();
+    let log = client.join().unwrap();
+    common::assert_exactly_once_in_order(&log, &common::expected_frames(&msgs));
+    assert!(log.gaps.is_empty(), "no gap: {:?}", log.gaps);
+    assert_eq!(
+        log.sessions,
+        [(origin.session_id(), 1)],
+        "one session, no NewSession after the restart"
+    );
+    // What the restarted relay received: exactly held_end..=n, the outage
+    // recovered through the retransmission connection (the origin's only
+    // TCP frames), nothing the journal held fetched again.
+    let lacked = n as u64 + 1 - held_end;
+    eventually("the relay caught up", Duration::from_secs(10), || {
+        relay
+            .datagram_stats()
+            .is_some_and(|s| s.receiver.delivered == lacked)
+    });
+    thread::sleep(Duration::from_millis(200));
+    let stats = relay.datagram_stats().unwrap();
+    assert_eq!(stats.receiver.delivered, lacked, "{stats:?}");
+    assert_eq!((stats.receiver.gaps, stats.receiver.unrecoverable), (0, 0));
+    assert_eq!(stats.receiver.dropped_on_new_session, 0);
+    assert!(
+        stats.receiver.recovered > 0 && stats.receiver.recovered < lacked,
+        "the outage, by retransmission: {stats:?}"
+    );
+    assert_eq!(
+        origin.stats().frames_sent - sent_before,
+        stats.receiver.recovered,
+        "the origin retransmitted only what the relay recovered"
+    );
+    assert_eq!(relay.stats().frames_published, lacked);
+    relay.shutdown().unwrap();
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1, "one session");
+    let s = &report.sessions[0];
+    assert_eq!(
+        (s.session_id, s.first, s.end, s.frames, s.holes),
+        (origin.session_id(), 1, n as u64 + 1, n as u64, 0),
+        "every frame once, no hole"
+    );
+    origin.shutdown().unwrap();
+}
+
+/// The origin of a datagram feed restarted as a new session while its
+/// journaled relay was down: the relay, started again, resumes its
+/// journal's session, receives datagrams of another session, starts a new
+/// session in its journal, and its client sees the session change.
+#[test]
+fn a_datagram_relay_restarted_after_its_origin_started_a_new_session_starts_one_too() {
+    let tmp = TempDir::new("dgram-relay-new");
+    let relay_dir = tmp.path().join("relay");
+    let line = free_udp();
+    let origin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let port = free_port();
+    let first = datagram_origin(origin_addr, line);
+    let (msgs_a, msgs_b) = (messages(72, 1_000), messages(73, 500));
+    let relay = datagram_relay(&relay_dir, line, origin_addr, port);
+    let (client, got) = relay_client(port, 1_500);
+    first.publisher().publish(msgs_a.clone()).unwrap();
+    eventually(
+        "the relay's client receives",
+        Duration::from_secs(20),
+        || got.load(Ordering::SeqCst) == 1_000,
+    );
+    relay.shutdown().unwrap();
+    let old = first.session_id();
+    first.shutdown().unwrap();
+    let second = datagram_origin(origin_addr, line);
+    assert_ne!(second.session_id(), old);
+    let relay = datagram_relay(&relay_dir, line, origin_addr, port);
+    // (It served the journal's session until the first datagram, which
+    // started the new one before `start` returned.)
+    second.publisher().publish(msgs_b.clone()).unwrap();
+    let log = client.join().unwrap();
+    assert_eq!(relay.session_id(), second.session_id());
+    assert_eq!(
+        log.sessions,
+        [(old, 1), (second.session_id(), 1)],
+        "the client sees the new session"
+    );
+    assert!(log.gaps.is_empty(), "no gap: {:?}", log.gaps);
+    let seqs: Vec<u64> = log.frames.iter().map(|f| f.0).collect();
+    let want: Vec<u64> = (1..=1_000).chain(1..=500).collect();
+    assert_eq!(seqs, want);
+    let bytes: Vec<Vec<u8>> = log.frames.iter().map(|f| f.1.clone()).collect();
+    let mut expected = common::expected_frames(&msgs_a);
+    expected.extend(common::expected_frames(&msgs_b));
+    assert!(bytes == expected, "byte for byte");
+    let stats = relay.datagram_stats().unwrap();
+    assert_eq!(stats.receiver.gaps, 0, "{stats:?}");
+    relay.shutdown().unwrap();
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    let sessions: Vec<_> = report
+        .sessions
+        .iter()
+        .map(|s| (s.session_id, s.first, s.end, s.frames))
+        .collect();
+    assert_eq!(
+        sessions,
+        [(old, 1, 1_001, 1_000), (second.session_id(), 1, 501, 500)],
+        "a new session in the relay's journal"
+    );
+    second.shutdown().unwrap();
+}
+
+/// `tickwire relay --upstream-udp LINE --connect ORIGIN --journal DIR`,
+/// killed with SIGKILL mid-stream and started again on the same journal:
+/// the command line takes the same path (its client gets every sequence
+/// once in one session; the origin retransmits only part of the outage's
+/// range, never what the journal holds; the journal checks clean).
+#[test]
+fn a_datagram_relay_cli_killed_mid_stream_resumes_from_its_journal() {
+    let tmp = TempDir::new("dgram-relay-kill");
+    let relay_dir = tmp.path().join("relay");
+    let line = free_udp();
+    let origin = datagram_origin("127.0.0.1:0".parse().unwrap(), line);
+    let port = free_port();
+    let n = 30_000;
+    let msgs = messages(74, n);
+    let relay_cli = || {
+        let mut child = tickwire()
+            .args(["relay", "--connect", &origin.local_addr().to_string()])
+            .args(["--upstream-udp", &line.to_string()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--retain", "500", "--fsync", "never"])
+            .args(["--journal-segment", "64K", "--journal"])
+            .arg(&relay_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("listening "), "{line:?}");
+        Proc(child)
+    };
+    let mut relay = relay_cli();
+    let (client, got) = relay_client(port, n);
+    let publish = origin.publisher();
+    let publisher = common::publish_paced(
+        move |batch| publish.publish(batch).unwrap(),
+        msgs.clone(),
+        50,
+        Duration::from_millis(5),
+    );
+    eventually(
+        "the relay's client receives",
+        Duration::from_secs(20),
+        || got.load(Ordering::SeqCst) > 5_000,
+    );
+    relay.0.kill().unwrap(); // SIGKILL
+    relay.0.wait().unwrap();
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1);
+    let held_end = report.sessions[0].end;
+    assert!(held_end > 5_000);
+    thread::sleep(Duration::from_millis(400)); // the origin goes on
+    let sent_before = origin.stats().frames_sent;
+    let mut relay = relay_cli();
+    publisher.join().unwrap();
+    let log = client.join().unwrap();
+    common::assert_exactly_once_in_order(&log, &common::expected_frames(&msgs));
+    assert!(log.gaps.is_empty(), "no gap: {:?}", log.gaps);
+    assert_eq!(log.sessions, [(origin.session_id(), 1)], "one session");
+    let lacked = n as u64 + 1 - held_end;
+    let retransmitted = origin.stats().frames_sent - sent_before;
+    assert!(
+        retransmitted > 0 && retransmitted < lacked,
+        "the outage by retransmission, not the journal's frames: {retransmitted} of {lacked}"
+    );
+    signal(&relay.0, libc::SIGTERM);
+    assert!(wait_for(&mut relay.0, Duration::from_secs(10)).success());
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1, "one session");
+    let s = &report.sessions[0];
+    assert_eq!(
+        (s.session_id, s.first, s.end, s.frames, s.holes),
+        (origin.session_id(), 1, n as u64 + 1, n as u64, 0),
+        "every frame once, no hole"
+    );
+    origin.shutdown().unwrap();
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::client::Client;
 use super::client_config::{ClientConfig, ClientStats};
-use super::datagram::{DatagramClient, DatagramClientConfig};
+use super::datagram::{DatagramClient, DatagramClientConfig, DatagramClientStats};
 use super::feed::{Numbering, RelayControl, ToLoop};
 use super::journaled::{open_relay, Held, RelayJournal};
 use super::publish::PublishError;
@@ -275,7 +275,13 @@ impl RelayConfig {
     /// sequence, unless the receiver's
     /// [`start`](crate::session::datagram::DatagramConfig::start) says
     /// otherwise (then it recovers the range before by retransmission: size
-    /// the receiver's window for it).
+    /// the receiver's window for it). Restarted on its journal
+    /// ([`ServerConfig::journal`](super::ServerConfig::journal)), it
+    /// resumes the journal's session at the journal's next sequence
+    /// instead (see [`Relay`]): size the
+    /// [`window`](crate::session::datagram::DatagramConfig::window) for
+    /// what the feed publishes while the relay is down, or the oldest of
+    /// that range is reported as a gap rather than recovered.
     ///
     /// ```
     /// use tickwire::net::{DatagramClientConfig, RelayConfig};
@@ -567,7 +573,8 @@ impl DatagramPump {
             self.heard = heard;
             self.last_heard = now;
         }
-        let alive = now.saturating_duration_since(self.last_heard) < self.silence;
+        // Nothing heard yet (a relay resuming from its journal): not alive.
+        let alive = self.heard > 0 && now.saturating_duration_since(self.last_heard) < self.silence;
         if alive != self.alive && self.pump.session.is_some() {
             self.alive = alive;
             self.pump.end_run();
@@ -619,9 +626,15 @@ impl DatagramPump {
 /// journal's session goes on even after a reboot took an unsynced tail
 /// with it: the relay's frames are its upstream's, so it fetches that tail
 /// again rather than renumbering. [`start_sequence`](Relay::start_sequence)
-/// is then the journal's oldest sequence. (A relay of a datagram feed
-/// journals likewise but starts from the feed; what its journal holds
-/// already is not journaled twice.)
+/// is then the journal's oldest sequence. A relay of a datagram feed
+/// resumes likewise: its receiver starts in the journal's session at the
+/// journal's next sequence
+/// ([`DatagramConfig::resume_session`](crate::session::datagram::DatagramConfig::resume_session)),
+/// so a datagram of that session continues it, the range between the
+/// journal's end and the first datagram received is recovered through
+/// the retransmission connection (or, without one, reaches the clients as
+/// a gap, section 10.2), and a datagram of another session starts a new
+/// journal session and reaches the clients as a session change.
 ///
 /// ```
 /// use tickwire::net::{Client, ClientConfig, Relay, RelayConfig, Server, ServerConfig};
@@ -655,6 +668,8 @@ pub struct Relay {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), RelayError>>>,
     upstream: Arc<Mutex<ClientStats>>,
+    /// The datagram client's counters, for a datagram upstream.
+    datagrams: Option<Arc<Mutex<DatagramClientStats>>>,
     start: u64,
 }
 
@@ -788,42 +803,103 @@ impl Relay {
             stop,
             thread: Some(thread),
             upstream,
+            datagrams: None,
             start,
         })
     }
 
+    /// A relay of a datagram feed. With a journal holding a session, its
+    /// receiver resumes that session at the journal's next sequence
+    /// ([`DatagramConfig::resume_session`](crate::session::datagram::DatagramConfig::resume_session)),
+    /// and the server serves the journal's session at once.
     fn start_datagrams(
         config: RelayConfig,
-        feed: DatagramClientConfig,
+        mut feed: DatagramClientConfig,
     ) -> Result<Relay, RelayError> {
+        let journal = open_relay(&config.server)?;
+        let held = journal.as_ref().and_then(RelayJournal::held);
+        if let Some(held) = held {
+            log::info!(
+                "relay: the journal holds session {:#018x} up to {}: the datagram receiver resumes at {}",
+                held.session_id,
+                held.next.saturating_sub(1),
+                held.next
+            );
+            feed.receiver.start = Some(held.next);
+            feed.receiver.resume_session = Some(held.session_id);
+        }
         let silence = feed.heartbeat_interval.saturating_mul(3);
         let mut client = DatagramClient::new(feed)
             .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
-        let mut pump = DatagramPump::new(silence);
-        let deadline = Instant::now() + config.start_timeout;
+        let stats = Arc::new(Mutex::new(client.stats()));
         let mut events = Vec::new();
-        while pump.pump.session.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RelayError::NoUpstream);
+        let (server, feed, pump, start) = match (journal, held) {
+            (Some(journal), Some(held)) => {
+                // Served at once, from the journal; no Heartbeats until a
+                // datagram arrives.
+                let opened = journal.serve(held.session_id, held.next)?;
+                let server =
+                    Server::bind_with(serving(config.server, held.session_id), Some(opened))?
+                        .spawn()?;
+                let feed = server.relay_feed();
+                feed.set_upstream_alive(false);
+                let mut pump = DatagramPump::new(silence);
+                pump.pump = Pump::resuming(held.session_id, held.next);
+                let deadline = Instant::now() + config.start_timeout;
+                while pump.heard == 0 {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(RelayError::NoUpstream);
+                    }
+                    client.poll(Some(left.min(UPSTREAM_POLL)), |e| events.push(e))?;
+                    for event in events.drain(..) {
+                        pump.on_event(&client, event);
+                    }
+                    pump.check_liveness(&client);
+                }
+                pump.pump.flush(&feed)?;
+                (server, feed, pump, held.oldest)
             }
-            client.poll(Some(left.min(UPSTREAM_POLL)), |e| events.push(e))?;
-            for event in events.drain(..) {
-                pump.on_event(&client, event);
+            (journal, _) => {
+                let mut pump = DatagramPump::new(silence);
+                let deadline = Instant::now() + config.start_timeout;
+                while pump.pump.session.is_none() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(RelayError::NoUpstream);
+                    }
+                    client.poll(Some(left.min(UPSTREAM_POLL)), |e| events.push(e))?;
+                    for event in events.drain(..) {
+                        pump.on_event(&client, event);
+                    }
+                    // An idle feed (Packet-only datagrams) names its
+                    // session and next sequence too.
+                    if pump.pump.session.is_none() {
+                        if let Some(session) = client.receiver().session() {
+                            pump.pump.session = Some(session);
+                            pump.pump.first = client.receiver().expected();
+                        }
+                    }
+                }
+                pump.check_liveness(&client);
+                let session_id = pump.pump.session.unwrap_or_default();
+                let start = pump.pump.first;
+                let opened = journal.map(|j| j.serve(session_id, start)).transpose()?;
+                let server =
+                    Server::bind_with(serving(config.server, session_id), opened)?.spawn()?;
+                let feed = server.relay_feed();
+                feed.advance(start)
+                    .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
+                pump.pump.flush(&feed)?;
+                (server, feed, pump, start)
             }
-        }
-        pump.check_liveness(&client);
-        let session_id = pump.pump.session.unwrap_or_default();
-        let start = pump.pump.first;
-        let server = Server::bind(serving(config.server, session_id))?.spawn()?;
-        let feed = server.relay_feed();
-        feed.advance(pump.pump.first)
-            .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
-        pump.pump.flush(&feed)?;
+        };
+        let mut pump = pump;
+        let session_id = server.session_id();
         let stop = Arc::new(AtomicBool::new(false));
         let upstream = Arc::new(Mutex::new(ClientStats::default()));
         let thread = {
-            let stop = Arc::clone(&stop);
+            let (stop, stats) = (Arc::clone(&stop), Arc::clone(&stats));
             std::thread::Builder::new()
                 .name("tickwire-relay".into())
                 .spawn(move || {
@@ -837,6 +913,9 @@ impl Relay {
                             pump.on_event(&client, event);
                         }
                         pump.check_liveness(&client);
+                        if let Ok(mut stats) = stats.lock() {
+                            *stats = client.stats();
+                        }
                         if let Err(e) = pump.pump.flush(&feed) {
                             result = Err(e);
                             break;
@@ -855,6 +934,7 @@ impl Relay {
             stop,
             thread: Some(thread),
             upstream,
+            datagrams: Some(stats),
             start,
         })
     }
@@ -893,6 +973,25 @@ impl Relay {
     /// is not counted as a gap or as missing.
     pub fn upstream_stats(&self) -> ClientStats {
         self.upstream.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// The datagram client's counters, for a relay of a datagram feed
+    /// ([`RelayConfig::from_datagrams`]; updated after each poll): among
+    /// them, the frames it recovered by retransmission
+    /// (`receiver.recovered`) and the sequences it reported as gaps
+    /// (`receiver.unrecoverable`). `None` for a TCP upstream.
+    ///
+    /// ```
+    /// use tickwire::net::{Relay, RelayConfig, Server, ServerConfig};
+    /// let origin = Server::bind(ServerConfig { listen: "127.0.0.1:0".parse()?, ..ServerConfig::default() })?.spawn()?;
+    /// let relay = Relay::start(RelayConfig::new(&[origin.local_addr()], "127.0.0.1:0".parse()?).ok_or("empty")?)?;
+    /// assert!(relay.datagram_stats().is_none()); // a TCP upstream
+    /// relay.shutdown()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn datagram_stats(&self) -> Option<DatagramClientStats> {
+        let stats = self.datagrams.as_ref()?;
+        stats.lock().ok().map(|s| *s)
     }
 
     /// Whether the relaying thread is still running (it ends when the

@@ -147,6 +147,23 @@ pub struct DatagramConfig {
     /// between `n` and the first Packet (sequences before `n` are dropped,
     /// not a gap).
     pub start: Option<u64>,
+    /// With [`start`](Self::start) `Some(n)`: the receiver resumes this
+    /// session where a previous run left off (a journaled relay restarted,
+    /// issue 24). It is in that session from the start, expecting `n`: a
+    /// Packet of the same session continues it (the range from `n` to the
+    /// Packet is recovered by retransmission, or reported as a gap), with
+    /// no [`DatagramEvent::NewSession`]; a Packet of another session is a
+    /// new session (a `NewSession` event, tracking starts at its Packet's
+    /// sequence) and the resumed one is never returned to. `None` by
+    /// default; ignored without `start`.
+    ///
+    /// ```
+    /// use tickwire::session::datagram::{DatagramConfig, DatagramReceiver};
+    /// let config = DatagramConfig { start: Some(501), resume_session: Some(0xfeed), ..DatagramConfig::default() };
+    /// let rx = DatagramReceiver::new(config);
+    /// assert_eq!((rx.session(), rx.expected()), (Some(0xfeed), 501));
+    /// ```
+    pub resume_session: Option<u64>,
     /// How many lines the driver receives (1 or 2; 1 by default): the feed
     /// is dead ([`DatagramEvent::FeedDead`]) when this many are silent.
     pub lines: usize,
@@ -164,6 +181,7 @@ impl Default for DatagramConfig {
             retransmit_wait: Duration::from_millis(2),
             retransmit_deadline: Duration::from_secs(1),
             start: None,
+            resume_session: None,
             lines: 1,
             silence: Some(Duration::from_secs(3)),
         }
@@ -454,13 +472,18 @@ impl DatagramReceiver {
                 len: 0,
             },
         };
+        // A resumed session: in it from the start, expecting `start`.
+        let (session, expected) = match (config.resume_session, config.start) {
+            (Some(session), Some(start)) => (Some(session), start),
+            _ => (None, 0),
+        };
         DatagramReceiver {
             config: DatagramConfig { window, ..config },
             slots: alloc::vec![empty; window],
-            session: None,
+            session,
             left: [None; LEFT_SESSIONS],
-            expected: 0,
-            highest: 0,
+            expected,
+            highest: expected,
             missing: 0,
             end_of_session: None,
             ended: false,
@@ -476,7 +499,8 @@ impl DatagramReceiver {
         }
     }
 
-    /// The current session, once a valid Packet was received.
+    /// The current session, once a valid Packet was received (or the
+    /// [resumed](DatagramConfig::resume_session) one from the start).
     #[must_use]
     pub fn session(&self) -> Option<u64> {
         self.session
