@@ -1398,7 +1398,7 @@ fn datagram_relay(
 /// one session, with no gap; the journal checks clean.
 #[test]
 fn a_datagram_relay_stopped_mid_stream_resumes_from_its_journal() {
-    let tmp = TempDir::new("dgram-relay-stop");
+    let tmp = TempDir::new("dgram-relay-stop", false);
     let relay_dir = tmp.path().join("relay");
     let line = free_udp();
     let origin = datagram_origin("127.0.0.1:0".parse().unwrap(), line);
@@ -1484,7 +1484,7 @@ fn a_datagram_relay_stopped_mid_stream_resumes_from_its_journal() {
 /// session in its journal, and its client sees the session change.
 #[test]
 fn a_datagram_relay_restarted_after_its_origin_started_a_new_session_starts_one_too() {
-    let tmp = TempDir::new("dgram-relay-new");
+    let tmp = TempDir::new("dgram-relay-new", false);
     let relay_dir = tmp.path().join("relay");
     let line = free_udp();
     let origin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -1548,7 +1548,7 @@ fn a_datagram_relay_restarted_after_its_origin_started_a_new_session_starts_one_
 /// range, never what the journal holds; the journal checks clean).
 #[test]
 fn a_datagram_relay_cli_killed_mid_stream_resumes_from_its_journal() {
-    let tmp = TempDir::new("dgram-relay-kill");
+    let tmp = TempDir::new("dgram-relay-kill", false);
     let relay_dir = tmp.path().join("relay");
     let line = free_udp();
     let origin = datagram_origin("127.0.0.1:0".parse().unwrap(), line);
