@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 #[path = "common/cli.rs"]
 mod cli_util;
-use cli_util::{lines_of, signal, stderr_of, tickwire, wait_for, wait_line, Reap};
+use cli_util::{lines_of, signal, spawn, stderr_of, tickwire, wait_for, wait_line, Reap};
 
 /// A file in a temporary directory, removed when dropped.
 struct Temp(PathBuf);
@@ -732,13 +732,10 @@ fn record_and_subscribe_flush_and_summarize_on_sigterm() {
             .spawn()
             .unwrap(),
     );
-    let mut subscribe = Reap(
-        Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["subscribe", "--connect", &addr, "--json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut subscribe = spawn(
+        &["subscribe", "--connect", &addr, "--json"],
+        Stdio::piped(),
+        Stdio::piped(),
     );
     let lines = lines_of(subscribe.0.stdout.take().unwrap());
     let mut seen = Vec::new();
@@ -784,13 +781,10 @@ fn closed_port() -> String {
 #[test]
 fn ctrl_c_during_a_backoff_stops_within_200_ms() {
     let addr = closed_port();
-    let mut child = Reap(
-        Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["-v", "subscribe", "--connect", &addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut child = spawn(
+        &["-v", "subscribe", "--connect", &addr],
+        Stdio::null(),
+        Stdio::piped(),
     );
     let lines = lines_of(child.0.stderr.take().unwrap());
     let mut seen = Vec::new();
@@ -837,13 +831,10 @@ fn ctrl_c_during_a_connect_stops_within_200_ms() {
         "the backlog is full ({} fillers)",
         fillers.len()
     );
-    let mut child = Reap(
-        Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["-v", "subscribe", "--connect", &addr.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut child = spawn(
+        &["-v", "subscribe", "--connect", &addr.to_string()],
+        Stdio::null(),
+        Stdio::piped(),
     );
     let lines = lines_of(child.0.stderr.take().unwrap());
     let mut seen = Vec::new();
@@ -978,20 +969,17 @@ fn subscribe_json_prints_every_event_and_each_line_promptly() {
     // A slow feed into a pipe: each line arrives while subscribe still runs.
     let (server, addr) = spawn_serve_forever("4");
     let _server = Reap(server);
-    let mut child = Reap(
-        Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args([
-                "subscribe",
-                "--connect",
-                &addr,
-                "--json",
-                "--duration",
-                "20",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut child = spawn(
+        &[
+            "subscribe",
+            "--connect",
+            &addr,
+            "--json",
+            "--duration",
+            "20",
+        ],
+        Stdio::piped(),
+        Stdio::null(),
     );
     let lines = lines_of(child.0.stdout.take().unwrap());
     let mut seen = Vec::new();
@@ -1849,13 +1837,10 @@ fn subscribe_counts_attempts_truly_and_says_one_line_per_change() {
     );
     assert!(!stderr.contains("reconnects"), "{stderr}");
     // Retrying by default: ~1.6 s is 4 or 5 attempts, and one line.
-    let mut child = Reap(
-        Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["subscribe", "--connect", &closed])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut child = spawn(
+        &["subscribe", "--connect", &closed],
+        Stdio::null(),
+        Stdio::piped(),
     );
     thread::sleep(Duration::from_millis(1600));
     let (status, stderr) = interrupt(&mut child);

@@ -14,7 +14,7 @@
 )]
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Output};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,6 +25,19 @@ pub fn tickwire(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run tickwire")
+}
+
+/// Starts `tickwire args` with the given stdout and stderr (stdin null).
+pub fn spawn(args: &[&str], stdout: Stdio, stderr: Stdio) -> Reap {
+    Reap(
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("start tickwire"),
+    )
 }
 
 /// Lossy UTF-8 of a child's output.
