@@ -38,6 +38,7 @@ pub mod auth;
 pub mod client;
 pub mod cold;
 pub mod datagram;
+mod outbound;
 pub mod packetizer;
 pub mod retention;
 pub mod retransmit_client;
