@@ -1168,6 +1168,14 @@ impl Server {
     }
 
     fn publish(&mut self, batch: &Arc<Batch>, time: Time) {
+        if let Some(mut output) = self.numbering.loop_datagrams() {
+            output.publish(batch, time);
+        }
+        self.core.publish(Arc::clone(batch), time);
+        // The shared counters count the batch published (`drain_core`)
+        // before a worker can deliver it: a client served by a worker
+        // never sees frames the server's stats do not count yet.
+        self.drain_core();
         for worker in &self.workers {
             // Blocks while a worker is a whole queue behind: back-pressure,
             // as for the publishers.
@@ -1175,11 +1183,6 @@ impl Server {
                 let _ = worker.waker.wake();
             }
         }
-        if let Some(mut output) = self.numbering.loop_datagrams() {
-            output.publish(batch, time);
-        }
-        self.core.publish(Arc::clone(batch), time);
-        self.drain_core();
     }
 
     /// Writes what each client in the flush list has, up to the per-client
