@@ -1124,14 +1124,7 @@ fn serve_logs_logins_unless_quiet() {
         let mut login = [0u8; 24];
         tickwire::encode(&tickwire::Payload::Login, 0, 0, &mut login).unwrap();
         socket.write_all(&login).unwrap();
-        let mut stderr = String::new();
-        child
-            .0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        let stderr = stderr_of(&mut child.0);
         assert!(child.0.wait().unwrap().success());
         assert_eq!(
             stderr.contains("tickwire serve: login 127.0.0.1:"),

@@ -382,6 +382,28 @@ struct Pump {
 }
 
 impl Pump {
+    /// Polls the upstream client into this pump until `done` says so, at
+    /// most `timeout` (then `NoUpstream`), or until the client gives up.
+    fn wait_for(
+        &mut self,
+        client: &mut Client,
+        timeout: Duration,
+        done: impl Fn(&Pump) -> bool,
+    ) -> Result<(), RelayError> {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            if let Some(why) = self.gave_up.take() {
+                return Err(RelayError::GaveUp(why));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RelayError::NoUpstream);
+            }
+            client.poll(Some(left.min(UPSTREAM_POLL)), |e| self.on_event(e))?;
+        }
+        Ok(())
+    }
+
     /// A pump that goes on with session `session_id` at `next` (a relay
     /// restarted on its journal): the upstream's login in that session
     /// continues it, another session is a new one.
@@ -710,17 +732,7 @@ impl Relay {
     ) -> Result<Relay, RelayError> {
         let mut client = Client::new(config.upstream.clone())?;
         let mut pump = Pump::default();
-        let deadline = Instant::now() + config.start_timeout;
-        while pump.session.is_none() {
-            if let Some(why) = pump.gave_up.take() {
-                return Err(RelayError::GaveUp(why));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RelayError::NoUpstream);
-            }
-            client.poll(Some(left.min(UPSTREAM_POLL)), |e| pump.on_event(e))?;
-        }
+        pump.wait_for(&mut client, config.start_timeout, |p| p.session.is_some())?;
         let session_id = pump.session.unwrap_or_default();
         let start = pump.first;
         let opened = journal.map(|j| j.serve(session_id, start)).transpose()?;
@@ -757,17 +769,7 @@ impl Relay {
         upstream.resume_session = Some(held.session_id);
         let mut client = Client::new(upstream)?;
         let mut pump = Pump::resuming(held.session_id, held.next);
-        let deadline = Instant::now() + config.start_timeout;
-        while pump.logins == 0 {
-            if let Some(why) = pump.gave_up.take() {
-                return Err(RelayError::GaveUp(why));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(RelayError::NoUpstream);
-            }
-            client.poll(Some(left.min(UPSTREAM_POLL)), |e| pump.on_event(e))?;
-        }
+        pump.wait_for(&mut client, config.start_timeout, |p| p.logins > 0)?;
         pump.flush(&feed)?;
         Relay::running(server, feed, client, pump, held.oldest)
     }
