@@ -370,7 +370,7 @@ fn replay_from_1_to_eleven_clients_while_one_is_live() {
     let rate = env_u64("TICKWIRE_SCALE_RATE", 50_000).max(1);
     let clients = env_u64("TICKWIRE_SCALE_CLIENTS", 11).max(1) as usize;
     let nice = i32::try_from(env_u64("TICKWIRE_SCALE_NICE", 0)).unwrap();
-    let threads = env_u64("TICKWIRE_SCALE_THREADS", 1).clamp(1, 64);
+    let threads = env_u64("TICKWIRE_SCALE_THREADS", 2).clamp(1, 64);
     // Generous: a debug build on a loaded 2-core machine checks ~1 M
     // frames/s over all readers.
     let replay_limit = Duration::from_secs(120 + frames * clients as u64 / 200_000);

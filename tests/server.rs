@@ -160,12 +160,14 @@ fn several_clients_get_the_identical_stream_from_the_loop_alone() {
 }
 
 /// Clients spread over three loops (the first hands each login to the
-/// next loop in turn): the same complete, identical stream for everyone,
-/// replay included.
+/// next loop in turn, a replaying one to the other two): the same
+/// complete, identical stream for everyone, replay included. The
+/// publishing thread writes most batches to the first loop's client itself
+/// and hands them to the other loops from there, while they replay.
 #[test]
 fn three_sender_loops_send_every_client_the_identical_stream() {
     let stats = identical_complete_stream(|c| c.mio.threads = 3);
-    assert_eq!(stats.direct_batches, 0, "only a lone loop is written for");
+    assert!(stats.direct_batches > 0, "{stats:?}");
 }
 
 /// Clients come and go across the number (8) up to which publishers

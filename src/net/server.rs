@@ -603,7 +603,12 @@ impl Server {
             .poll
             .take()
             .ok_or_else(|| io::Error::other("the loop runs only once"))?;
-        let direct = self.listener.is_some() && self.workers.is_empty();
+        // With workers too: the batch reaches this loop's clients from the
+        // publishing thread and goes on to the workers from there (in the
+        // order this loop would forward it: under its lock, nothing queued
+        // before it), so a live client here never waits for a loop busy
+        // with replays (those go to the workers).
+        let direct = self.listener.is_some();
         let numbering = Arc::clone(&self.numbering);
         let core = Arc::new(Mutex::new(self));
         if direct {
@@ -1386,7 +1391,8 @@ impl Server {
 impl DirectWrite for Server {
     /// Whether a publisher may write `batch` to the clients itself now
     /// (see [`publish_direct`](Self::publish_direct); only the first loop
-    /// of a one-loop server is offered batches): it is not stopping, at most [`DIRECT_MAX_CLIENTS`]
+    /// is offered batches, which it forwards to the workers as its turn
+    /// would): it is not stopping, at most [`DIRECT_MAX_CLIENTS`]
     /// connections are logged in (with more, one publish would be a whole
     /// pass of writes: the loop does those) and none of them is replaying
     /// (bulk writes, the loop's), and the batch is at most

@@ -224,12 +224,16 @@ pub struct LoopOptions {
     /// A publisher that finds the event loop asleep, with no earlier batch
     /// waiting, writes its batch to the TCP clients itself inside
     /// [`Publisher::publish`](super::Publisher::publish) (true): the loop's
-    /// wake-up leaves the path from publish to client. Only with one event
-    /// loop, at most 8 logged-in connections (more make one publish a whole
-    /// pass of writes, which the loop does), none of them replaying (the
-    /// loop paces replays) and batches of at most 64 KiB (a larger one is
-    /// written by the loop while the publisher encodes the next); `publish`
-    /// then takes the writes' time. False: the loop always writes.
+    /// wake-up leaves the path from publish to client. Only while the
+    /// first loop has at most 8 logged-in connections (more make one
+    /// publish a whole pass of writes, which the loop does), none of them
+    /// replaying (the loop paces replays) and batches of at most 64 KiB (a
+    /// larger one is written by the loop while the publisher encodes the
+    /// next); `publish` then takes the writes' time. With several loops
+    /// ([`threads`](Self::threads)) the publisher also hands the batch to
+    /// the other loops, as the first would: clients logging in to a replay
+    /// go to those, so the first loop's live clients are written by the
+    /// publisher while the others replay. False: the loops always write.
     pub publisher_writes: bool,
     /// Which thread sends the datagram feed's batches
     /// ([`ServerConfig::datagrams`]): the publishing thread (the default,
