@@ -51,7 +51,7 @@ pub use client::{
 };
 pub use retention::{Batch, BatchError, Retention, Segment};
 pub use server::{
-    CloseReason, FileFront, OwnedTransmit, ServerEvent, ServerPhase, ServerSession,
+    CloseReason, ColdFetch, FileFront, OwnedTransmit, ServerEvent, ServerPhase, ServerSession,
     ServerSessionConfig, ServerSessionStats, SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,
 };
 pub use server_core::{

@@ -80,6 +80,7 @@
 //! also sets `TCP_USER_TIMEOUT` as a backstop).
 #![forbid(unsafe_code)]
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -524,6 +525,81 @@ fn read_piece(
     }
 }
 
+/// A replay's read of the cold source (the journal), taken out of its
+/// session to run without the driver's lock: see
+/// [`ServerSession::set_cold_by_driver`]. [`read`](Self::read) it (file
+/// reads and checksum checks, no lock of the server's), then hand it back
+/// with [`ServerSession::finish_cold_read`] (or
+/// [`ServerCore::finish_cold_read`](super::ServerCore::finish_cold_read)).
+pub struct ColdFetch {
+    /// The replay's reader, `None` until the first read opens it.
+    reader: Option<Box<dyn ColdReader>>,
+    source: Option<Arc<dyn super::cold::ColdSource>>,
+    session_id: u64,
+    /// Where the replay stands.
+    next: u64,
+    /// The retention's oldest frame when it was taken: the seam.
+    limit: u64,
+    room: usize,
+    ranges: bool,
+    result: Option<Result<Option<(Piece, super::cold::ColdChunk)>, ()>>,
+}
+
+impl ColdFetch {
+    /// Reads the next frames (at most one chunk: up to 256 KiB of checked
+    /// copies, or one file range), opening the replay's reader on the
+    /// first read. A failure is kept for
+    /// [`finish_cold_read`](ServerSession::finish_cold_read), which closes
+    /// the replay with `ReplayFailed`. Calling it again does nothing.
+    pub fn read(&mut self) {
+        if self.result.is_some() {
+            return;
+        }
+        if self.reader.is_none() {
+            let opened = self
+                .source
+                .as_ref()
+                .map(|source| source.open(self.session_id, self.next));
+            match opened {
+                Some(Ok(reader)) => self.reader = Some(reader),
+                Some(Err(_)) | None => {
+                    self.result = Some(Err(()));
+                    return;
+                }
+            }
+        }
+        if let Some(reader) = self.reader.as_mut() {
+            self.result = Some(read_piece(
+                &mut **reader,
+                self.limit,
+                self.room,
+                self.ranges,
+            ));
+            if matches!(self.result, Some(Err(()))) {
+                self.reader = None;
+            }
+        }
+    }
+
+    /// The sequence the read starts at.
+    #[must_use]
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+}
+
+impl fmt::Debug for ColdFetch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ColdFetch")
+            .field("session_id", &self.session_id)
+            .field("next", &self.next)
+            .field("limit", &self.limit)
+            .field("room", &self.room)
+            .field("read", &self.result.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One connection's protocol state. See the [module docs](self).
 ///
 /// ```
@@ -594,6 +670,11 @@ pub struct ServerSession {
     /// The driver sends file ranges itself (`sendfile`): cold frames may
     /// be queued as [`Piece::File`].
     file_ranges: bool,
+    /// The driver reads the cold source itself, outside its lock
+    /// ([`take_cold_read`](Self::take_cold_read)): a refill never does.
+    cold_by_driver: bool,
+    /// A [`ColdFetch`] of this replay is out (with the reader).
+    cold_out: bool,
     /// `config.no_progress_window()`, computed once (a division each time:
     /// the deadlines are computed per write and per published batch).
     no_progress_window: Option<Duration>,
@@ -627,6 +708,8 @@ impl ServerSession {
             stats: ServerSessionStats::default(),
             cold: ColdCursor::default(),
             file_ranges: false,
+            cold_by_driver: false,
+            cold_out: false,
         }
     }
 
@@ -656,6 +739,134 @@ impl ServerSession {
     #[must_use]
     pub fn file_ranges(&self) -> bool {
         self.file_ranges
+    }
+
+    /// Whether this connection's driver reads the cold source itself,
+    /// outside the lock it keeps the session (or the core) under: then a
+    /// replay older than the retention waits in
+    /// [`poll_transmit`](Self::poll_transmit) (nothing to write) until the
+    /// driver takes the read ([`take_cold_read`](Self::take_cold_read)),
+    /// runs it ([`ColdFetch::read`]) and hands it back
+    /// ([`finish_cold_read`](Self::finish_cold_read)). A driver that shares
+    /// one lock among many connections (the tokio server) does this, so
+    /// that a replay's file reads and checks never hold up the others or a
+    /// publisher. Off by default: refills read the source themselves.
+    ///
+    /// ```
+    /// # use core::time::Duration;
+    /// # use tickwire::session::{ServerSession, ServerSessionConfig, Time};
+    /// let mut session = ServerSession::new(ServerSessionConfig::new(1), Time::new(Duration::ZERO, 0));
+    /// session.set_cold_by_driver(true);
+    /// assert!(session.cold_by_driver());
+    /// ```
+    pub fn set_cold_by_driver(&mut self, on: bool) {
+        self.cold_by_driver = on;
+    }
+
+    /// Whether the driver reads the cold source itself
+    /// ([`set_cold_by_driver`](Self::set_cold_by_driver)).
+    #[must_use]
+    pub fn cold_by_driver(&self) -> bool {
+        self.cold_by_driver
+    }
+
+    /// The cold read this replay needs now, taken out of the session for
+    /// the driver to run without its lock ([`ColdFetch::read`]), then to
+    /// hand back with [`finish_cold_read`](Self::finish_cold_read); `None`
+    /// when none is needed (not replaying, enough queued, at the
+    /// retention, or one is out already). Only on a session
+    /// [`set_cold_by_driver`](Self::set_cold_by_driver).
+    pub fn take_cold_read(&mut self, retention: &Retention) -> Option<ColdFetch> {
+        let State::Replaying { next } = self.state else {
+            return None;
+        };
+        let own = self.config.session_id;
+        if !self.cold_by_driver
+            || self.cold_out
+            || self.out.bytes >= REPLAY_LOW_WATER
+            || next >= retention.oldest()
+            || retention.oldest_held(own) >= retention.oldest()
+        {
+            return None;
+        }
+        let chunk = REPLAY_CHUNK.min(self.config.queue_limit / 2).max(1);
+        let room = if self.file_ranges {
+            FILE_RANGE_CHUNK
+                .min(self.config.queue_limit / 2)
+                .min(self.config.slow_threshold / 2)
+                .max(chunk)
+        } else {
+            chunk
+        }
+        .saturating_sub(self.out.bytes)
+        .max(1);
+        self.cold_out = true;
+        Some(ColdFetch {
+            reader: self.cold.0.take(),
+            source: retention.cold().cloned(),
+            session_id: own,
+            next,
+            limit: retention.oldest(),
+            room,
+            ranges: self.file_ranges,
+            result: None,
+        })
+    }
+
+    /// A cold read taken with [`take_cold_read`](Self::take_cold_read)
+    /// handed back (read or not): its frames queued, the replay moved on
+    /// (to the retention at the seam); `true` if it closed the session
+    /// (the source failed: the frames queued before go out, then the
+    /// close, as in [`poll_transmit`](Self::poll_transmit)). A read handed
+    /// back after the session left that replay (closed meanwhile) is
+    /// dropped.
+    pub fn finish_cold_read(
+        &mut self,
+        fetch: ColdFetch,
+        time: Time,
+        retention: &Retention,
+    ) -> bool {
+        self.cold_out = false;
+        let ColdFetch {
+            reader,
+            next,
+            result,
+            ..
+        } = fetch;
+        if self.state != (State::Replaying { next }) {
+            return false;
+        }
+        let next = match result {
+            None => {
+                self.cold.0 = reader; // not read: the next take reads
+                return false;
+            }
+            Some(Ok(Some((piece, chunk)))) => {
+                if chunk.first > next {
+                    self.stats.replay_trimmed += chunk.first - next;
+                }
+                self.stats.frames_queued += chunk.frames;
+                self.queue(piece, time.monotonic);
+                self.cold.0 = reader;
+                chunk.end
+            }
+            Some(Ok(None)) => next.max(retention.oldest()),
+            Some(Err(())) => {
+                self.events
+                    .push_back(ServerEvent::ReplayFailed { at: next });
+                self.cold.0 = None;
+                self.state = State::Closing(CloseReason::ReplayFailed);
+                return true;
+            }
+        };
+        if next < retention.oldest() {
+            self.state = State::Replaying { next };
+        } else {
+            // The seam: the retention has the rest (and a refill queues it).
+            self.cold.0 = None;
+            self.refill(next, time, retention);
+        }
+        false
     }
 
     /// Where the connection is.
@@ -972,6 +1183,11 @@ impl ServerSession {
         let chunk = REPLAY_CHUNK.min(self.config.queue_limit / 2).max(1);
         let own = self.config.session_id;
         if next < retention.oldest() && retention.oldest_held(own) < retention.oldest() {
+            if self.cold_by_driver {
+                // The driver reads it (`take_cold_read`), outside its lock.
+                self.state = State::Replaying { next };
+                return;
+            }
             // Older than the retention, held by the cold source: read
             // there, up to the retention's oldest frame as it is now (the
             // seam), then on from the retention below.

@@ -91,6 +91,21 @@ impl Shared {
         )
     }
 
+    /// The journal read `id`'s replay needs now, if any: taken from the
+    /// core, run with no lock held (file reads and checksum checks of up
+    /// to 256 KiB: the other connections and the publishers go on
+    /// meanwhile), handed back. A blocking read on this task's thread, of
+    /// pages the page cache mostly has (as the mio loop's).
+    fn cold_read(&self, id: ConnId) {
+        let fetch = self.state().core.take_cold_read(id);
+        if let Some(mut fetch) = fetch {
+            fetch.read();
+            let mut state = self.state();
+            state.core.finish_cold_read(id, fetch, self.time());
+            self.dispatch(&mut state);
+        }
+    }
+
     /// After any call into the core (the lock held): wake the connections
     /// it has something for, log what it reports, and wake the timer task
     /// if the core's earliest deadline moved before the one it sleeps until.
@@ -784,6 +799,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     let id = {
                         let mut state = shared.state();
                         let id = state.core.accept(peer, shared.time());
+                        // Replays read the journal outside the lock
+                        // (`Shared::cold_read`).
+                        state.core.set_cold_by_driver(id, true);
                         if state.wakers.len() <= id.index() {
                             state.wakers.resize(id.index() + 1, None);
                         }
@@ -1035,6 +1053,7 @@ fn read(state: &mut State, id: ConnId, stream: &TcpStream, shared: &Shared) {
 fn write_some(id: ConnId, stream: &TcpStream, shared: &Shared) -> io::Result<()> {
     let mut written = 0;
     while written < WRITE_BUDGET {
+        shared.cold_read(id);
         let time = shared.time();
         let Some(transmit) = shared
             .state()
@@ -1083,5 +1102,184 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(at) => ::tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::encode::{encode, Payload, QuoteFields};
+    use crate::io::FrameReader;
+    use crate::parse::Event;
+    use crate::session::cold::{ColdChunk, ColdError, ColdReader, ColdSource, VecCold};
+    use crate::wire::Message;
+    use crate::Sequencer;
+    use std::boxed::Box;
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Condvar;
+    use std::vec::Vec;
+
+    /// A cold source whose reads wait until the test opens its gate (a
+    /// journal on a stalled disk).
+    #[derive(Debug)]
+    struct Gated {
+        inner: VecCold,
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    #[derive(Debug)]
+    struct GatedReader {
+        inner: Box<dyn ColdReader>,
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    impl ColdSource for Gated {
+        fn oldest(&self, session_id: u64) -> Option<u64> {
+            self.inner.oldest(session_id)
+        }
+
+        fn open(&self, session_id: u64, from: u64) -> Result<Box<dyn ColdReader>, ColdError> {
+            Ok(Box::new(GatedReader {
+                inner: self.inner.open(session_id, from)?,
+                gate: Arc::clone(&self.gate),
+                reads: Arc::clone(&self.reads),
+            }))
+        }
+    }
+
+    impl ColdReader for GatedReader {
+        fn read(
+            &mut self,
+            limit: u64,
+            max_bytes: usize,
+            buf: &mut Vec<u8>,
+        ) -> Result<Option<ColdChunk>, ColdError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            let (open, cv) = &*self.gate;
+            let guard = open.lock().unwrap();
+            let (guard, _) = cv
+                .wait_timeout_while(guard, Duration::from_secs(20), |open| !*open)
+                .unwrap();
+            drop(guard);
+            self.inner.read(limit, max_bytes, buf)
+        }
+    }
+
+    fn login(addr: SocketAddr, from: u64) -> FrameReader<std::net::TcpStream> {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut frame = [0u8; 24];
+        encode(&Payload::Login, from, 0, &mut frame).unwrap();
+        stream.write_all(&frame).unwrap();
+        FrameReader::new(stream)
+    }
+
+    /// The data sequences `reader` gets until `last` (panics on a read
+    /// error or timeout: the test's bound).
+    fn sequences_until(reader: &mut FrameReader<std::net::TcpStream>, last: u64) -> Vec<u64> {
+        let mut seen = Vec::new();
+        while seen.last() != Some(&last) {
+            match reader.next_event() {
+                Ok(Some(Event::Frame(m))) if m.msg_type().is_data() => seen.push(m.sequence()),
+                Ok(Some(Event::Frame(Message::EndOfSession(_))) | None) => {
+                    panic!("ended after {:?}", seen.last())
+                }
+                Ok(Some(_)) => {}
+                Err(e) => panic!("after {:?}: {e}", seen.last()),
+            }
+        }
+        seen
+    }
+
+    /// A replay reading the journal on a stalled disk (its read blocked
+    /// for as long as the test likes) holds nothing the server shares: a
+    /// live client still logs in and gets every published frame at once,
+    /// the publisher is not held up, and the replay then completes, from
+    /// the journal to the retention to live, no gap, no repeat.
+    #[test]
+    fn a_stalled_journal_read_holds_up_neither_the_live_clients_nor_the_publisher() {
+        let runtime = ::tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(3)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        config.core.retain = 100;
+        let server = runtime.block_on(async { Server::bind(config).await.unwrap().spawn() });
+        let msgs: Vec<_> = (0..2_000u64)
+            .map(|i| (1_000 + i, Payload::Quote(QuoteFields::default())))
+            .collect();
+        let mut bytes = vec![0u8; msgs.len() * 64];
+        let done = Sequencer::new().encode_batch(&msgs, &mut bytes);
+        bytes.truncate(done.bytes);
+        let publisher = server.publisher();
+        for chunk in msgs.chunks(100) {
+            publisher.publish(chunk.to_vec()).unwrap();
+        }
+        // The "journal": every frame published, behind a gate.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let reads = Arc::new(AtomicUsize::new(0));
+        server.shared.state().core.set_cold(Some(Arc::new(Gated {
+            inner: VecCold::new(bytes),
+            gate: Arc::clone(&gate),
+            reads: Arc::clone(&reads),
+        })));
+        let addr = server.local_addr();
+
+        let mut replaying = login(addr, 1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reads.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the replay never read the journal"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The replay's read is blocked now. A live client logs in, and a
+        // batch published meanwhile reaches it.
+        let mut live = login(addr, 0);
+        let started = Instant::now();
+        while server.shared.state().core.stats().clients < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the live login waits"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let extra: Vec<_> = (0..10u64)
+            .map(|i| (9_000 + i, Payload::Quote(QuoteFields::default())))
+            .collect();
+        publisher.publish(extra).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the publisher waited for the stalled read"
+        );
+        assert_eq!(
+            sequences_until(&mut live, 2_010),
+            (2_001..=2_010).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            1,
+            "still the one blocked read"
+        );
+
+        // The disk comes back: the replay completes.
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        assert_eq!(
+            sequences_until(&mut replaying, 2_010),
+            (1..=2_010).collect::<Vec<_>>()
+        );
+        runtime.block_on(server.shutdown());
     }
 }

@@ -206,6 +206,9 @@ async fn run(
         }) {
             return (reason, side);
         }
+        if side == WriteSide::Open {
+            shared.cold_read(id);
+        }
         // What to write, owned (shared segments, not bytes): written
         // without holding the core, as the plain path does.
         let (transmit, time) = {
