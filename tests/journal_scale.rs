@@ -30,21 +30,27 @@
 //! checking the same bytes at full speed, fed by plain `sendfile`s of the
 //! journal's segments from threads of the test (no tickwire server in
 //! their path), while the live client goes on receiving from the server;
-//! its p99 then is printed beside the others. At 20 M frames in release on
-//! 2 cores: without replays p99 ~0.11 ms; during the floor's streams
-//! 0.18–1.6 ms; during the replays 2.3–5.7 ms (p50 0.14–0.19 ms since the
-//! mio loop writes live clients first: 0.8 ms before). What is left: the
-//! server's one event loop is busy through the replays (sendfile for
-//! eleven clients is a core's worth of copying), so when the scheduler
-//! takes the core from it, mid-turn, the live client's next write waits
-//! for it; the floor's idle server has no such turn (notes/issue-24-journal.md).
+//! its p99 then is printed beside the others. The server runs two event
+//! loops by default (`--threads 2`, what the docs advise for a journaled
+//! server that serves replays while it publishes): the replays go to the
+//! second, and the publishing thread writes to the live client itself, so
+//! the live edge never waits for a loop busy with replays. At 100 M frames
+//! in release on 2 cores (session 10, one run each): without replays p99
+//! 0.22 / 0.18 ms; during the floor's streams 3.6 / 1.2 ms; during the
+//! replays 4.6 ms with two loops (1.28x the floor; p50 0.067 ms) and
+//! 6.1 ms with one (5.0x the floor; p50 0.148 ms). At 20 M, four rounds
+//! alternating: median p99 during the replays 3.9 ms with two loops
+//! against 3.2 ms during the floor's streams, 6.1 against 2.7 ms with one.
+//! The floor itself is 2–25x the p99 without replays on this machine (22
+//! busy threads on 2 cores): the 2x target sits below it
+//! (notes/issue-24-journal.md).
 //!
 //! The readers share the machine's cores with the server; they can run at
 //! a lower priority (`TICKWIRE_SCALE_NICE=10`: a nice value for the
 //! replaying readers' threads, default 0) to tell the test's own CPU use
 //! from the server's in the live latency. On 2 cores it made no
-//! difference (p99 during replays 8.7 ms at nice 0, 11.0 ms at nice 19):
-//! the server's loop is the bottleneck. And one debug run at nice 10,
+//! difference with one loop (p99 during replays 8.7 ms at nice 0, 11.0 ms
+//! at nice 19: that loop was the bottleneck). And one debug run at nice 10,
 //! with the machine loaded by other builds, failed after 325 s with a
 //! replaying client's problem (its text not kept); a reader starved long
 //! enough for the server's no-progress rule (5 s) to close it is the
@@ -60,7 +66,7 @@
 //! phase without replays, default 3), `TICKWIRE_SCALE_RATE` (live msg/s,
 //! default 50,000), `TICKWIRE_SCALE_CLIENTS` (replaying clients, default
 //! 11), `TICKWIRE_SCALE_THREADS` (the server's event loops, `--threads`,
-//! default 1: with more, the replays go to the other loops),
+//! default 2: the replays go to the other loops; 1 to measure one loop),
 //! `TICKWIRE_SCALE_BIN` (the `tickwire` binary to run as the server,
 //! default this build's: to compare two builds in one session).
 // Linux only: RssAnon from /proc, the nice value per thread.
