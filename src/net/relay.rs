@@ -27,6 +27,8 @@ use crate::session::datagram::DatagramEvent;
 use crate::session::{Batch, ClientEvent, ClientState};
 use crate::Message;
 
+mod catch_up;
+
 /// A relay's upstream frames are handed to its server in batches of at
 /// most this many bytes (and at least once per poll of the upstream).
 const RELAY_BATCH: usize = 256 << 10;
@@ -278,10 +280,14 @@ impl RelayConfig {
     /// the receiver's window for it). Restarted on its journal
     /// ([`ServerConfig::journal`](super::ServerConfig::journal)), it
     /// resumes the journal's session at the journal's next sequence
-    /// instead (see [`Relay`]): size the
-    /// [`window`](crate::session::datagram::DatagramConfig::window) for
-    /// what the feed publishes while the relay is down, or the oldest of
-    /// that range is reported as a gap rather than recovered.
+    /// instead (see [`Relay`]): an outage within half the receiver's
+    /// [`window`](crate::session::datagram::DatagramConfig::window) is
+    /// recovered by retransmission; a longer one is caught up over TCP
+    /// first (a login to the retransmission server from the journal's next
+    /// sequence, in its session, until within a quarter window of the
+    /// datagrams' live edge), then the datagrams take over. Without a
+    /// retransmission server, what the window cannot hold reaches the
+    /// clients as a gap (reported, never silent).
     ///
     /// ```
     /// use tickwire::net::{DatagramClientConfig, RelayConfig};
@@ -379,6 +385,9 @@ struct Pump {
     gave_up: Option<String>,
     /// Logins the upstream accepted.
     logins: u64,
+    /// The sequence after what was handed over last (data, holes,
+    /// sessions).
+    flushed_next: u64,
 }
 
 impl Pump {
@@ -411,6 +420,7 @@ impl Pump {
         Pump {
             session: Some(session_id),
             first: next,
+            flushed_next: next,
             ..Pump::default()
         }
     }
@@ -512,9 +522,18 @@ impl Pump {
                     first,
                     frames,
                     bytes,
-                } => feed.publish(Batch::encoded(first, frames, bytes)),
-                Op::Advance(next) => feed.advance(next),
-                Op::Session { session_id, next } => feed.new_session(session_id, next),
+                } => {
+                    self.flushed_next = first.saturating_add(frames);
+                    feed.publish(Batch::encoded(first, frames, bytes))
+                }
+                Op::Advance(next) => {
+                    self.flushed_next = self.flushed_next.max(next);
+                    feed.advance(next)
+                }
+                Op::Session { session_id, next } => {
+                    self.flushed_next = next;
+                    feed.new_session(session_id, next)
+                }
                 Op::Alive(alive) => {
                     feed.set_upstream_alive(alive);
                     Ok(())
@@ -820,22 +839,12 @@ impl Relay {
     ) -> Result<Relay, RelayError> {
         let journal = open_relay(&config.server)?;
         let held = journal.as_ref().and_then(RelayJournal::held);
-        if let Some(held) = held {
-            log::info!(
-                "relay: the journal holds session {:#018x} up to {}: the datagram receiver resumes at {}",
-                held.session_id,
-                held.next.saturating_sub(1),
-                held.next
-            );
-            feed.receiver.start = Some(held.next);
-            feed.receiver.resume_session = Some(held.session_id);
-        }
         let silence = feed.heartbeat_interval.saturating_mul(3);
-        let mut client = DatagramClient::new(feed)
-            .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
-        let stats = Arc::new(Mutex::new(client.stats()));
+        let new_client = |feed: DatagramClientConfig| {
+            DatagramClient::new(feed).map_err(|e| RelayError::Io(io::Error::other(e.to_string())))
+        };
         let mut events = Vec::new();
-        let (server, feed, pump, start) = match (journal, held) {
+        let (mut client, server, feed, pump, start) = match (journal, held) {
             (Some(journal), Some(held)) => {
                 // Served at once, from the journal; no Heartbeats until a
                 // datagram arrives.
@@ -843,10 +852,24 @@ impl Relay {
                 let server =
                     Server::bind_with(serving(config.server, held.session_id), Some(opened))?
                         .spawn()?;
-                let feed = server.relay_feed();
-                feed.set_upstream_alive(false);
+                let relay_feed = server.relay_feed();
+                relay_feed.set_upstream_alive(false);
+                // An outage longer than the receiver's window: over TCP
+                // first, up to near the datagrams' live edge.
+                let (session_id, next) =
+                    catch_up::catch_up(&feed, &held, &relay_feed, config.start_timeout)?;
+                log::info!(
+                    "relay: the journal holds session {:#018x} up to {}: the datagram receiver resumes \
+                     session {session_id:#018x} at {next}",
+                    held.session_id,
+                    held.next.saturating_sub(1),
+                );
+                feed.receiver.start = Some(next);
+                feed.receiver.resume_session = Some(session_id);
+                let mut client = new_client(feed)?;
+                let feed = relay_feed;
                 let mut pump = DatagramPump::new(silence);
-                pump.pump = Pump::resuming(held.session_id, held.next);
+                pump.pump = Pump::resuming(session_id, next);
                 let deadline = Instant::now() + config.start_timeout;
                 while pump.heard == 0 {
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -860,9 +883,10 @@ impl Relay {
                     pump.check_liveness(&client);
                 }
                 pump.pump.flush(&feed)?;
-                (server, feed, pump, held.oldest)
+                (client, server, feed, pump, held.oldest)
             }
             (journal, _) => {
+                let mut client = new_client(feed)?;
                 let mut pump = DatagramPump::new(silence);
                 let deadline = Instant::now() + config.start_timeout;
                 while pump.pump.session.is_none() {
@@ -893,9 +917,10 @@ impl Relay {
                 feed.advance(start)
                     .map_err(|e| RelayError::Io(io::Error::other(e.to_string())))?;
                 pump.pump.flush(&feed)?;
-                (server, feed, pump, start)
+                (client, server, feed, pump, start)
             }
         };
+        let stats = Arc::new(Mutex::new(client.stats()));
         let mut pump = pump;
         let session_id = server.session_id();
         let stop = Arc::new(AtomicBool::new(false));
