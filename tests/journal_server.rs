@@ -1536,6 +1536,19 @@ fn datagram_relay_stopped_mid_stream(window: usize) {
 /// session in its journal, and its client sees the session change.
 #[test]
 fn a_datagram_relay_restarted_after_its_origin_started_a_new_session_starts_one_too() {
+    origin_restarted_while_the_datagram_relay_was_down(0);
+}
+
+/// The same with 300 frames of the new session published while the relay
+/// was still down (their datagrams lost): the relay, seeing another
+/// session on the lines, fetches it over TCP from its first frame, then
+/// the datagrams take over: the client gets all of it, no gap.
+#[test]
+fn a_datagram_relay_restarted_after_its_origin_published_a_new_session_fetches_it_from_1() {
+    origin_restarted_while_the_datagram_relay_was_down(300);
+}
+
+fn origin_restarted_while_the_datagram_relay_was_down(early: usize) {
     let tmp = TempDir::new("dgram-relay-new", false);
     let relay_dir = tmp.path().join("relay");
     let line = free_udp();
@@ -1556,10 +1569,20 @@ fn a_datagram_relay_restarted_after_its_origin_started_a_new_session_starts_one_
     first.shutdown().unwrap();
     let second = datagram_origin(origin_addr, line);
     assert_ne!(second.session_id(), old);
+    let (before, after) = msgs_b.split_at(early);
+    if !before.is_empty() {
+        second.publisher().publish(before.to_vec()).unwrap();
+        // Taken by the origin's loop (its retention) before the relay asks.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while second.stats().frames_published < early as u64 {
+            assert!(Instant::now() < deadline);
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
     let relay = datagram_relay(&relay_dir, line, origin_addr, port);
     // (It served the journal's session until the first datagram, which
     // started the new one before `start` returned.)
-    second.publisher().publish(msgs_b.clone()).unwrap();
+    second.publisher().publish(after.to_vec()).unwrap();
     let log = client.join().unwrap();
     assert_eq!(relay.session_id(), second.session_id());
     assert_eq!(
