@@ -34,6 +34,8 @@
 //!   against encoding it into a `Vec` (what the publisher does now).
 //!
 //! `cargo bench --bench journal --features cli [-- append|always|replay|recovery|server]`
+//! (a word runs every section whose name contains it: `server` runs
+//! `replay-server` too; `=server` runs that section alone)
 //!
 //! Journals go to `TICKWIRE_BENCH_DIR` (default `target/journal-bench`)
 //! and are deleted at the end of each case; the recovery journal is
@@ -73,21 +75,14 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    // A section's exact name runs it alone (`server` without `replay-server`);
-    // other words run every section whose name contains them.
-    let names = [
-        "always",
-        "append",
-        "replay",
-        "replay-server",
-        "recovery",
-        "server",
-    ];
+    // Every section whose name contains a word runs (`replay`: both replay
+    // sections); `=name` runs that section alone (`=server`).
     let run = |name: &str| {
         args.is_empty()
-            || args
-                .iter()
-                .any(|a| a == name || (!names.contains(&a.as_str()) && name.contains(a.as_str())))
+            || args.iter().any(|a| match a.strip_prefix('=') {
+                Some(exact) => exact == name,
+                None => name.contains(a.as_str()),
+            })
     };
     let base = std::env::var_os("TICKWIRE_BENCH_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/journal-bench"),
@@ -142,6 +137,8 @@ fn server(base: &Path) {
         // to clients itself: see below); 5: no journal, a populating thread
         // beside (see there).
         let mut best = [Duration::MAX; 6];
+        // Every round's time and the publishing thread's page faults.
+        let mut rounds: [Vec<(Duration, u64)>; 6] = Default::default();
         let batch_bytes = encode(&mut Sequencer::new(), &msgs).bytes().len();
         // The floors of a journal that copies and of one encoded in place
         // (see `memcpy_floor`, `encode_floor`): 0 memcpy, 1 encode into a
@@ -197,6 +194,7 @@ fn server(base: &Path) {
                 }
                 let server = Server::bind(config).unwrap().spawn().unwrap();
                 let publisher = server.publisher();
+                let faults = minor_faults();
                 let t = Instant::now();
                 for b in 1..=batches {
                     publisher.publish(msgs.clone()).unwrap();
@@ -207,7 +205,9 @@ fn server(base: &Path) {
                 while server.stats().frames_published < frames_total as u64 {
                     thread::sleep(Duration::from_micros(200));
                 }
-                best[i] = best[i].min(t.elapsed());
+                let d = t.elapsed();
+                rounds[i].push((d, minor_faults() - faults));
+                best[i] = best[i].min(d);
                 server.shutdown().unwrap();
                 if let Some((_, p)) = populating {
                     p.finish();
@@ -215,6 +215,19 @@ fn server(base: &Path) {
             }
         }
         let rate = |d: Duration| frames_total as f64 / d.as_secs_f64();
+        let each = |i: usize| {
+            rounds[i]
+                .iter()
+                .map(|(d, f)| {
+                    format!(
+                        "{:.2} µs/{:.1}",
+                        d.as_secs_f64() / batches as f64 * 1e6,
+                        *f as f64 / batches as f64
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         // Synchronous write-ahead on the publishing thread: the publish
         // without a journal and the pwrite, one after the other.
         let bound = 1.0 / (1.0 / rate(best[0]) + 1.0 / rate(best[2]));
@@ -245,6 +258,14 @@ fn server(base: &Path) {
             rate(best[4]) / rate(best[3]),
             rate(best[4]) / rate(best[0]),
             rate(best[4]) / bound,
+        );
+        println!(
+            "{:>6} every round, per batch (time/the publisher's page faults): no journal [{}], \
+             journal [{}], no journal + populating [{}]",
+            "",
+            each(0),
+            each(1),
+            each(5),
         );
         // A journal that copies the batch once into memory already writable
         // (the cheapest copying journal), on the publishing thread.
