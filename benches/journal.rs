@@ -137,8 +137,9 @@ fn server(base: &Path) {
         // to clients itself: see below); 5: no journal, a populating thread
         // beside (see there).
         let mut best = [Duration::MAX; 6];
-        // Every round's time and the publishing thread's page faults.
-        let mut rounds: [Vec<(Duration, u64)>; 6] = Default::default();
+        // Every round's time, the publishing thread's page faults and the
+        // time some task waited for a CPU (any process: the machine is shared).
+        let mut rounds: [Vec<(Duration, u64, Duration)>; 6] = Default::default();
         let batch_bytes = encode(&mut Sequencer::new(), &msgs).bytes().len();
         // The floors of a journal that copies and of one encoded in place
         // (see `memcpy_floor`, `encode_floor`): 0 memcpy, 1 encode into a
@@ -194,7 +195,7 @@ fn server(base: &Path) {
                 }
                 let server = Server::bind(config).unwrap().spawn().unwrap();
                 let publisher = server.publisher();
-                let faults = minor_faults();
+                let (faults, stall) = (minor_faults(), cpu_stall());
                 let t = Instant::now();
                 for b in 1..=batches {
                     publisher.publish(msgs.clone()).unwrap();
@@ -206,7 +207,7 @@ fn server(base: &Path) {
                     thread::sleep(Duration::from_micros(200));
                 }
                 let d = t.elapsed();
-                rounds[i].push((d, minor_faults() - faults));
+                rounds[i].push((d, minor_faults() - faults, cpu_stall() - stall));
                 best[i] = best[i].min(d);
                 server.shutdown().unwrap();
                 if let Some((_, p)) = populating {
@@ -218,11 +219,12 @@ fn server(base: &Path) {
         let each = |i: usize| {
             rounds[i]
                 .iter()
-                .map(|(d, f)| {
+                .map(|(d, f, w)| {
                     format!(
-                        "{:.2} µs/{:.1}",
+                        "{:.2} µs/{:.1}/{:.0}%",
                         d.as_secs_f64() / batches as f64 * 1e6,
-                        *f as f64 / batches as f64
+                        *f as f64 / batches as f64,
+                        w.as_secs_f64() / d.as_secs_f64() * 100.0
                     )
                 })
                 .collect::<Vec<_>>()
@@ -260,7 +262,8 @@ fn server(base: &Path) {
             rate(best[4]) / bound,
         );
         println!(
-            "{:>6} every round, per batch (time/the publisher's page faults): no journal [{}], \
+            "{:>6} every round (time per batch/the publisher's page faults per batch/time some \
+             task waited for a CPU): no journal [{}], \
              journal [{}], no journal + populating [{}]",
             "",
             each(0),
@@ -573,6 +576,19 @@ impl Populater {
         self.written(usize::MAX);
         self.thread.join().unwrap()
     }
+}
+
+/// How long, in all, some task of the machine has waited for a CPU
+/// (`/proc/pressure/cpu`, "some"; zero where there is none).
+fn cpu_stall() -> Duration {
+    let psi = fs::read_to_string("/proc/pressure/cpu").unwrap_or_default();
+    let micros = psi
+        .lines()
+        .find(|l| l.starts_with("some"))
+        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Duration::from_micros(micros)
 }
 
 /// Minor page faults of the calling thread so far (`/proc/thread-self/stat`).
