@@ -118,7 +118,7 @@ fn main() {
 
 /// The mio server publishing with and without its journal (`Never`).
 fn server(base: &Path) {
-    use tickwire::net::{JournalSettings, Server, ServerConfig};
+    use tickwire::net::{JournalSettings, ServerConfig};
     println!("\n## server: Publisher::publish into the mio server, FsyncMode::Never (best of {ROUNDS} rounds)");
     println!(
         "{:>6} {:>22} {:>22} {:>7} {:>16}",
@@ -137,9 +137,8 @@ fn server(base: &Path) {
         // to clients itself: see below); 5: no journal, a populating thread
         // beside (see there).
         let mut best = [Duration::MAX; 6];
-        // Every round's time, the publishing thread's page faults and the
-        // time some task waited for a CPU (any process: the machine is shared).
-        let mut rounds: [Vec<(Duration, u64, Duration)>; 6] = Default::default();
+        // Every round (see `Round`).
+        let mut rounds: [Vec<Round>; 6] = Default::default();
         let batch_bytes = encode(&mut Sequencer::new(), &msgs).bytes().len();
         // The floors of a journal that copies and of one encoded in place
         // (see `memcpy_floor`, `encode_floor`): 0 memcpy, 1 encode into a
@@ -193,9 +192,10 @@ fn server(base: &Path) {
                     journal.config = never();
                     config.journal = Some(journal);
                 }
-                let server = Server::bind(config).unwrap().spawn().unwrap();
+                let (server, tid) = server_with_tid(config);
                 let publisher = server.publisher();
                 let (faults, stall) = (minor_faults(), cpu_stall());
+                let (sleeps, loop_cpu) = (task_sleeps(tid), task_cpu(tid));
                 let t = Instant::now();
                 for b in 1..=batches {
                     publisher.publish(msgs.clone()).unwrap();
@@ -207,7 +207,13 @@ fn server(base: &Path) {
                     thread::sleep(Duration::from_micros(200));
                 }
                 let d = t.elapsed();
-                rounds[i].push((d, minor_faults() - faults, cpu_stall() - stall));
+                rounds[i].push(Round {
+                    time: d,
+                    faults: minor_faults() - faults,
+                    stall: cpu_stall() - stall,
+                    loop_sleeps: task_sleeps(tid) - sleeps,
+                    loop_cpu: Duration::from_nanos(task_cpu(tid) - loop_cpu),
+                });
                 best[i] = best[i].min(d);
                 server.shutdown().unwrap();
                 if let Some((_, p)) = populating {
@@ -219,12 +225,14 @@ fn server(base: &Path) {
         let each = |i: usize| {
             rounds[i]
                 .iter()
-                .map(|(d, f, w)| {
+                .map(|r| {
                     format!(
-                        "{:.2} µs/{:.1}/{:.0}%",
-                        d.as_secs_f64() / batches as f64 * 1e6,
-                        *f as f64 / batches as f64,
-                        w.as_secs_f64() / d.as_secs_f64() * 100.0
+                        "{:.2} µs/{:.1}/{:.0}%/{:.2}/{:.2} µs",
+                        r.time.as_secs_f64() / batches as f64 * 1e6,
+                        r.faults as f64 / batches as f64,
+                        r.stall.as_secs_f64() / r.time.as_secs_f64() * 100.0,
+                        r.loop_sleeps as f64 / batches as f64,
+                        r.loop_cpu.as_secs_f64() / batches as f64 * 1e6,
                     )
                 })
                 .collect::<Vec<_>>()
@@ -262,8 +270,8 @@ fn server(base: &Path) {
             rate(best[4]) / bound,
         );
         println!(
-            "{:>6} every round (time per batch/the publisher's page faults per batch/time some \
-             task waited for a CPU): no journal [{}], \
+            "{:>6} every round (per batch: time/the publisher's page faults/[time some task \
+             waited for a CPU]/the event loop's sleeps/its CPU): no journal [{}], \
              journal [{}], no journal + populating [{}]",
             "",
             each(0),
@@ -576,6 +584,32 @@ impl Populater {
         self.written(usize::MAX);
         self.thread.join().unwrap()
     }
+}
+
+/// One round of a server case in `server`.
+struct Round {
+    time: Duration,
+    /// The publishing thread's minor page faults.
+    faults: u64,
+    /// How long some task of the machine waited for a CPU (any process:
+    /// the machine is shared).
+    stall: Duration,
+    /// How many times the event loop's thread went to sleep.
+    loop_sleeps: u64,
+    /// The event loop thread's CPU time.
+    loop_cpu: Duration,
+}
+
+/// Voluntary context switches (sleeps) of thread `tid` of this process.
+fn task_sleeps(tid: u64) -> u64 {
+    fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// How long, in all, some task of the machine has waited for a CPU
