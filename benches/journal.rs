@@ -26,9 +26,16 @@
 //! - server: the mio server publishing batches of 1, 64 and 4,096 frames
 //!   (`Publisher::publish`, one publishing thread, as fast as it goes,
 //!   until the event loop has taken them all) with `ServerConfig::journal`
-//!   in `FsyncMode::Never` against the same server without a journal.
+//!   in `FsyncMode::Never` against the same server without a journal; and
+//!   the floors of a write-ahead journal on the publishing thread: a bare
+//!   `pwrite` of the batch, a `memcpy` of it into memory already writable,
+//!   and numbering and encoding it in place into a segment mapped shared
+//!   and populated writable ahead by a second thread (`MADV_POPULATE_WRITE`)
+//!   against encoding it into a `Vec` (what the publisher does now).
 //!
 //! `cargo bench --bench journal --features cli [-- append|always|replay|recovery|server]`
+//! (a word runs every section whose name contains it: `server` runs
+//! `replay-server` too; `=server` runs that section alone)
 //!
 //! Journals go to `TICKWIRE_BENCH_DIR` (default `target/journal-bench`)
 //! and are deleted at the end of each case; the recovery journal is
@@ -68,7 +75,15 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let run = |name: &str| args.is_empty() || args.iter().any(|a| name.contains(a.as_str()));
+    // Every section whose name contains a word runs (`replay`: both replay
+    // sections); `=name` runs that section alone (`=server`).
+    let run = |name: &str| {
+        args.is_empty()
+            || args.iter().any(|a| match a.strip_prefix('=') {
+                Some(exact) => exact == name,
+                None => name.contains(a.as_str()),
+            })
+    };
     let base = std::env::var_os("TICKWIRE_BENCH_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/journal-bench"),
         PathBuf::from,
@@ -103,7 +118,7 @@ fn main() {
 
 /// The mio server publishing with and without its journal (`Never`).
 fn server(base: &Path) {
-    use tickwire::net::{JournalSettings, Server, ServerConfig};
+    use tickwire::net::{JournalSettings, ServerConfig};
     println!("\n## server: Publisher::publish into the mio server, FsyncMode::Never (best of {ROUNDS} rounds)");
     println!(
         "{:>6} {:>22} {:>22} {:>7} {:>16}",
@@ -119,17 +134,54 @@ fn server(base: &Path) {
         let msgs = messages(size);
         // 0, 1: no journal, journal; 2: the pwrite floor; 3, 4: no
         // journal, journal with `--loop-writes` (the publisher never writes
-        // to clients itself: see below).
-        let mut best = [Duration::MAX; 5];
-        for _ in 0..ROUNDS {
+        // to clients itself: see below); 5: no journal, a populating thread
+        // beside (see there).
+        let mut best = [Duration::MAX; 6];
+        // Every round (see `Round`).
+        let mut rounds: [Vec<Round>; 6] = Default::default();
+        let batch_bytes = encode(&mut Sequencer::new(), &msgs).bytes().len();
+        // The floors of a journal that copies and of one encoded in place
+        // (see `memcpy_floor`, `encode_floor`): 0 memcpy, 1 encode into a
+        // Vec.
+        let mut floor = [Duration::MAX; 2];
+        // Per `PLACES`: best time, the populating thread's CPU, the
+        // encoder's page faults and CPU of that round.
+        let mut places = [(Duration::MAX, Duration::ZERO, 0, Duration::ZERO); PLACES.len()];
+        for round in 0..ROUNDS {
             best[2] = best[2].min(pwrite_floor(base, &msgs, batches));
+            floor[0] = floor[0].min(memcpy_floor(&msgs, batches));
+            // Twice per round, the order turned each time, so none always
+            // runs on another's leftovers (the machine is shared: more
+            // samples of the cheap floors).
+            for pass in 0..2 {
+                floor[1] = floor[1].min(encode_floor(None, &msgs, batches).0);
+                for k in 0..PLACES.len() {
+                    let j = (k + 2 * round + pass) % PLACES.len();
+                    let r = encode_floor(Some((base, PLACES[j].1)), &msgs, batches);
+                    if r.0 < places[j].0 {
+                        places[j] = r;
+                    }
+                }
+            }
             for (i, with_journal, loop_writes) in [
                 (0, false, false),
                 (1, true, false),
                 (3, false, true),
                 (4, true, true),
+                (5, false, false),
             ] {
                 let dir = Dir::new(base, "server");
+                // 5: no journal, with a thread populating a mapped segment
+                // ahead of the bytes published, as an in-place journal's
+                // would (what it costs the publisher and the event loop on
+                // this machine's cores).
+                let populating = (i == 5).then(|| {
+                    let len = msgs.len() * tickwire::wire::MAX_DATA_FRAME_LEN * batches;
+                    let map = mapped_segment(&dir.0.join("map"), len, PLACES[2].1);
+                    map.populate(0, ahead().min(len));
+                    let p = Populater::spawn(&map, ahead());
+                    (map, p)
+                });
                 let mut config = ServerConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     ..ServerConfig::default()
@@ -140,20 +192,52 @@ fn server(base: &Path) {
                     journal.config = never();
                     config.journal = Some(journal);
                 }
-                let server = Server::bind(config).unwrap().spawn().unwrap();
+                let (server, tid) = server_with_tid(config);
                 let publisher = server.publisher();
+                let (faults, stall) = (minor_faults(), cpu_stall());
+                let (sleeps, loop_cpu) = (task_sleeps(tid), task_cpu(tid));
                 let t = Instant::now();
-                for _ in 0..batches {
+                for b in 1..=batches {
                     publisher.publish(msgs.clone()).unwrap();
+                    if let Some((_, p)) = &populating {
+                        p.written(b * batch_bytes);
+                    }
                 }
                 while server.stats().frames_published < frames_total as u64 {
                     thread::sleep(Duration::from_micros(200));
                 }
-                best[i] = best[i].min(t.elapsed());
+                let d = t.elapsed();
+                rounds[i].push(Round {
+                    time: d,
+                    faults: minor_faults() - faults,
+                    stall: cpu_stall() - stall,
+                    loop_sleeps: task_sleeps(tid) - sleeps,
+                    loop_cpu: Duration::from_nanos(task_cpu(tid) - loop_cpu),
+                });
+                best[i] = best[i].min(d);
                 server.shutdown().unwrap();
+                if let Some((_, p)) = populating {
+                    p.finish();
+                }
             }
         }
         let rate = |d: Duration| frames_total as f64 / d.as_secs_f64();
+        let each = |i: usize| {
+            rounds[i]
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{:.2} µs/{:.1}/{:.0}%/{:.2}/{:.2} µs",
+                        r.time.as_secs_f64() / batches as f64 * 1e6,
+                        r.faults as f64 / batches as f64,
+                        r.stall.as_secs_f64() / r.time.as_secs_f64() * 100.0,
+                        r.loop_sleeps as f64 / batches as f64,
+                        r.loop_cpu.as_secs_f64() / batches as f64 * 1e6,
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         // Synchronous write-ahead on the publishing thread: the publish
         // without a journal and the pwrite, one after the other.
         let bound = 1.0 / (1.0 / rate(best[0]) + 1.0 / rate(best[2]));
@@ -185,6 +269,475 @@ fn server(base: &Path) {
             rate(best[4]) / rate(best[0]),
             rate(best[4]) / bound,
         );
+        println!(
+            "{:>6} every round (per batch: time/the publisher's page faults/[time some task \
+             waited for a CPU]/the event loop's sleeps/its CPU): no journal [{}], \
+             journal [{}], no journal + populating [{}]",
+            "",
+            each(0),
+            each(1),
+            each(5),
+        );
+        // A journal that copies the batch once into memory already writable
+        // (the cheapest copying journal), on the publishing thread.
+        let per = |d: Duration| d.as_secs_f64() / batches as f64;
+        let memcpy_bound = 1.0 / (1.0 / rate(best[0]) + 1.0 / rate(floor[0]));
+        println!(
+            "{:>6} floor: memcpy into pre-faulted memory {:.3} µs/batch; \
+             bound 1/(1/no journal + 1/memcpy) {} frames/s = {:.2}× no journal",
+            "",
+            per(floor[0]) * 1e6,
+            human(memcpy_bound),
+            memcpy_bound / rate(best[0]),
+        );
+        // Encoded in place: the publish without a journal with its encoding
+        // into a Vec replaced by the encoding into the mapped segment.
+        println!(
+            "{:>6} floor: encode into a Vec {:.3} µs/batch (what the publisher does now); \
+             in place into a mapped segment (no journal − Vec + in place = the bound):",
+            "",
+            per(floor[1]) * 1e6,
+        );
+        // The populating thread's cost to the server, and the encoding
+        // alone in place of the Vec's.
+        let before = places[PLACES.len() - 1].0;
+        let in_place = per(best[5]) - per(floor[1]) + per(before);
+        println!(
+            "{:>6} no journal + a thread populating (fallocated, MADV_HUGEPAGE) {} MiB ahead of \
+             the published bytes: {} frames/s ({:.2}× no journal); − Vec + encoding alone \
+             {} frames/s = {:.2}× no journal",
+            "",
+            ahead() >> 20,
+            human(rate(best[5])),
+            rate(best[5]) / rate(best[0]),
+            human(size as f64 / in_place),
+            per(best[0]) / in_place,
+        );
+        for ((name, _), (map, cpu, faults, on_cpu)) in PLACES.iter().zip(places) {
+            let in_place = per(best[0]) - per(floor[1]) + per(map);
+            println!(
+                "{:>8} {name:<44} {:>8.3} µs/batch {:.2}× the Vec's speed, populating {:>7.3} µs \
+                 CPU/batch, {faults:>4} faults, on CPU {:>3.0}%; bound {:.2}× no journal",
+                "",
+                per(map) * 1e6,
+                floor[1].as_secs_f64() / map.as_secs_f64(),
+                per(cpu) * 1e6,
+                on_cpu.as_secs_f64() / map.as_secs_f64() * 100.0,
+                per(best[0]) / in_place,
+            );
+        }
+    }
+}
+
+/// A journal that copies, at its cheapest: `batches` `memcpy`s of one
+/// encoded batch of `msgs` one after the other into anonymous memory
+/// written before (no page fault, no syscall while timed).
+fn memcpy_floor(msgs: &[(u64, Payload)], batches: usize) -> Duration {
+    let bytes = encode(&mut Sequencer::new(), msgs).bytes().to_vec();
+    // Not zero: `vec![0; n]` would get untouched pages from calloc.
+    let mut to = vec![0x5au8; bytes.len() * batches];
+    let t = Instant::now();
+    for chunk in to.chunks_exact_mut(bytes.len()) {
+        chunk.copy_from_slice(black_box(&bytes));
+    }
+    let d = t.elapsed();
+    black_box(&to);
+    d
+}
+
+/// How many frames the server retains by default (`--retain`): the floors
+/// hold as many batches alive, as the server's retention would.
+const RETAINED_FRAMES: usize = 1 << 20;
+
+/// How a mapped segment is prepared and populated (`encode_floor`).
+#[derive(Clone, Copy)]
+struct Place {
+    /// `fallocate` the file first (blocks allocated, unwritten extents),
+    /// else only `ftruncate` (sparse).
+    fallocate: bool,
+    /// `MADV_HUGEPAGE` on the mapping: large folios where the file system
+    /// has them (fewer, larger pages to populate).
+    hugepage: bool,
+    /// Who populates the pages writable.
+    ahead: Ahead,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Ahead {
+    /// A second thread, up to `TICKWIRE_BENCH_AHEAD` MiB (default 16)
+    /// ahead of the encoder (those before the clock starts, as when a
+    /// segment is created).
+    Thread,
+    /// The encoder, before each chunk it reaches (populating on the
+    /// publishing thread).
+    Encoder,
+    /// All before the clock starts: the encoding alone.
+    Before,
+}
+
+/// The mapped segments `server` measures encoding into.
+const PLACES: [(&str, Place); 5] = [
+    (
+        "sparse, populating thread",
+        Place {
+            fallocate: false,
+            hugepage: false,
+            ahead: Ahead::Thread,
+        },
+    ),
+    (
+        "fallocated, populating thread",
+        Place {
+            fallocate: true,
+            hugepage: false,
+            ahead: Ahead::Thread,
+        },
+    ),
+    (
+        "fallocated, MADV_HUGEPAGE, populating thread",
+        Place {
+            fallocate: true,
+            hugepage: true,
+            ahead: Ahead::Thread,
+        },
+    ),
+    (
+        "sparse, populated by the encoder",
+        Place {
+            fallocate: false,
+            hugepage: false,
+            ahead: Ahead::Encoder,
+        },
+    ),
+    (
+        "sparse, populated before (encoding alone)",
+        Place {
+            fallocate: false,
+            hugepage: false,
+            ahead: Ahead::Before,
+        },
+    ),
+];
+
+/// What the publisher does to a batch without a journal, against doing the
+/// same into a journal segment mapped in memory: number and encode `msgs`
+/// `batches` times (`Sequencer::encode_batch`) into a `Vec` of the largest
+/// size (`into: None`, as `Publisher::publish` does), or into the next
+/// bytes of a segment file in the directory `into` names, mapped shared
+/// and populated writable (`MADV_POPULATE_WRITE`) as its `Place` says
+/// (`TICKWIRE_BENCH_RECYCLE` set: the file's pages written and synced
+/// before, as a recycled segment's still cached would be). Each encoded
+/// batch is wrapped in an `Arc` (holding its Vec, or the mapping and its
+/// range) and kept in a ring as long as the default retention would keep
+/// it. Returns the time and, in place, the populating thread's CPU time,
+/// the encoding thread's minor page faults (populating counts its own)
+/// and its CPU time while timed (less than the time: it was preempted).
+fn encode_floor(
+    into: Option<(&Path, Place)>,
+    msgs: &[(u64, Payload)],
+    batches: usize,
+) -> (Duration, Duration, u64, Duration) {
+    use std::collections::VecDeque;
+    use tickwire::wire::MAX_DATA_FRAME_LEN;
+    const CHUNK: usize = 1 << 20;
+    let most = msgs.len() * MAX_DATA_FRAME_LEN;
+    let keep = (RETAINED_FRAMES / msgs.len()).max(1);
+    let mut seq = Sequencer::new();
+    let Some((base, place)) = into else {
+        let mut ring = VecDeque::with_capacity(keep);
+        let t = Instant::now();
+        for _ in 0..batches {
+            let first = seq.next_sequence();
+            let mut bytes = vec![0u8; most];
+            let done = seq.encode_batch(msgs, &mut bytes);
+            bytes.truncate(done.bytes);
+            if ring.len() == keep {
+                ring.pop_front();
+            }
+            ring.push_back(Arc::new((first, done.frames, bytes)));
+        }
+        let d = t.elapsed();
+        black_box(&ring);
+        return (d, Duration::ZERO, 0, Duration::ZERO);
+    };
+    let len = most * batches;
+    let ahead = match place.ahead {
+        Ahead::Thread => ahead(),
+        Ahead::Encoder => 0,
+        Ahead::Before => len,
+    };
+    let dir = Dir::new(base, "server-map");
+    let map = mapped_segment(&dir.0, len, place);
+    map.populate(0, ahead.min(len));
+    let mut populated = ahead.min(len);
+    let populater = (place.ahead == Ahead::Thread).then(|| Populater::spawn(&map, ahead));
+    let mut ring = VecDeque::with_capacity(keep);
+    let mut at = 0;
+    let (faults, cpu) = (minor_faults(), thread_cpu());
+    let t = Instant::now();
+    for _ in 0..batches {
+        let first = seq.next_sequence();
+        while populater.is_none() && populated < at + most {
+            let n = CHUNK.min(len - populated);
+            map.populate(populated, n);
+            populated += n;
+        }
+        let done = seq.encode_batch(msgs, map.slice_mut(at, most));
+        if ring.len() == keep {
+            ring.pop_front();
+        }
+        ring.push_back(Arc::new((
+            Arc::clone(&map),
+            first,
+            done.frames,
+            at,
+            done.bytes,
+        )));
+        at += done.bytes;
+        if let Some(p) = &populater {
+            p.written(at);
+        }
+    }
+    let d = t.elapsed();
+    let (faults, cpu) = (minor_faults() - faults, thread_cpu() - cpu);
+    black_box(&ring);
+    let populating = populater.map_or(Duration::ZERO, Populater::finish);
+    (d, populating, faults, Duration::from_nanos(cpu))
+}
+
+/// How far ahead a populating thread keeps the pages writable:
+/// `TICKWIRE_BENCH_AHEAD` MiB, default 16.
+fn ahead() -> usize {
+    std::env::var("TICKWIRE_BENCH_AHEAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16usize)
+        << 20
+}
+
+/// A new segment file of `len` bytes in `dir`, prepared as `place` says,
+/// mapped shared (nothing populated yet).
+fn mapped_segment(dir: &Path, len: usize, place: Place) -> Arc<map::Shared> {
+    fs::create_dir_all(dir).unwrap();
+    let file = File::create_new(dir.join("map.twr")).unwrap();
+    file.set_len(len as u64).unwrap();
+    if std::env::var_os("TICKWIRE_BENCH_RECYCLE").is_some() {
+        // A recycled segment: its pages in the page cache, clean (written
+        // back), not mapped (no allocation or zeroing left to populating).
+        map::Shared::new(&file, len).populate(0, len);
+        file.sync_data().unwrap();
+    }
+    if place.fallocate {
+        // Blocks allocated (unwritten extents) before populating.
+        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len as u64).unwrap();
+    }
+    let map = Arc::new(map::Shared::new(&file, len));
+    if place.hugepage {
+        map.hugepage();
+    }
+    map
+}
+
+/// A thread keeping a mapping populated writable (`MADV_POPULATE_WRITE`,
+/// 1 MiB at a time) up to `ahead` bytes past what its writer has written
+/// (the first `ahead` bytes are the caller's to populate).
+struct Populater {
+    written: Arc<std::sync::atomic::AtomicUsize>,
+    thread: thread::JoinHandle<Duration>,
+}
+
+impl Populater {
+    fn spawn(map: &Arc<map::Shared>, ahead: usize) -> Populater {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const CHUNK: usize = 1 << 20;
+        let written = Arc::new(AtomicUsize::new(0));
+        let (map, w) = (Arc::clone(map), Arc::clone(&written));
+        let thread = thread::spawn(move || {
+            let cpu = thread_cpu();
+            let len = map.len();
+            let mut done = ahead.min(len);
+            loop {
+                let w = w.load(Ordering::Relaxed);
+                if w == usize::MAX || done == len {
+                    break; // the writer is done, or the file populated
+                }
+                if done < w + ahead {
+                    let n = CHUNK.min(len - done);
+                    map.populate(done, n);
+                    done += n;
+                } else {
+                    thread::sleep(Duration::from_micros(50));
+                }
+            }
+            Duration::from_nanos(thread_cpu() - cpu)
+        });
+        Populater { written, thread }
+    }
+
+    /// The writer has written `at` bytes.
+    fn written(&self, at: usize) {
+        self.written.store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops the thread; its CPU time.
+    fn finish(self) -> Duration {
+        self.written(usize::MAX);
+        self.thread.join().unwrap()
+    }
+}
+
+/// One round of a server case in `server`.
+struct Round {
+    time: Duration,
+    /// The publishing thread's minor page faults.
+    faults: u64,
+    /// How long some task of the machine waited for a CPU (any process:
+    /// the machine is shared).
+    stall: Duration,
+    /// How many times the event loop's thread went to sleep.
+    loop_sleeps: u64,
+    /// The event loop thread's CPU time.
+    loop_cpu: Duration,
+}
+
+/// Voluntary context switches (sleeps) of thread `tid` of this process.
+fn task_sleeps(tid: u64) -> u64 {
+    fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// How long, in all, some task of the machine has waited for a CPU
+/// (`/proc/pressure/cpu`, "some"; zero where there is none).
+fn cpu_stall() -> Duration {
+    let psi = fs::read_to_string("/proc/pressure/cpu").unwrap_or_default();
+    let micros = psi
+        .lines()
+        .find(|l| l.starts_with("some"))
+        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("total=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Duration::from_micros(micros)
+}
+
+/// Minor page faults of the calling thread so far (`/proc/thread-self/stat`).
+fn minor_faults() -> u64 {
+    let stat = fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // After the command's ")": state, ppid, pgrp, session, tty_nr, tpgid,
+    // flags, minflt.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A file mapped shared, for `encode_floor` (a bench: not the journal).
+#[allow(unsafe_code)]
+mod map {
+    #![deny(unsafe_op_in_unsafe_fn)]
+    use std::fs::File;
+    use std::ptr::{self, NonNull};
+
+    use rustix::mm::{madvise, mmap, munmap, Advice, MapFlags, ProtFlags};
+
+    /// `len` bytes of a file mapped shared, read and write. Its users write
+    /// each byte range from one thread only (`slice_mut`), while another
+    /// may `populate` any range (which does not change the bytes).
+    pub(super) struct Shared {
+        ptr: NonNull<u8>,
+        len: usize,
+    }
+
+    // SAFETY: the mapping is plain memory shared by the process's threads;
+    // `Shared` hands out no reference but through `slice_mut`, whose
+    // callers keep their ranges apart (see there).
+    unsafe impl Send for Shared {}
+    // SAFETY: as for `Send`; `populate` only calls `madvise`, which the
+    // kernel performs without changing the mapping's contents.
+    unsafe impl Sync for Shared {}
+
+    impl Shared {
+        /// Maps the first `len` bytes of `file` (at least `len` bytes long,
+        /// opened for reading and writing).
+        pub(super) fn new(file: &File, len: usize) -> Shared {
+            // SAFETY: a new mapping at an address the kernel chooses: it
+            // overlaps nothing of ours. The file is the bench's own, in its
+            // own directory, sized `len` before; nothing truncates it while
+            // it is mapped (a truncation would make accesses raise SIGBUS,
+            // not undefined behavior in this process's memory).
+            let p = unsafe {
+                mmap(
+                    ptr::null_mut(),
+                    len,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::SHARED,
+                    file,
+                    0,
+                )
+            }
+            .unwrap();
+            Shared {
+                ptr: NonNull::new(p.cast()).unwrap(),
+                len,
+            }
+        }
+
+        /// Faults `len` bytes from `at` in, writable (blocks reserved:
+        /// a full disk fails here, not as a SIGBUS in a later write).
+        pub(super) fn populate(&self, at: usize, len: usize) {
+            assert!(at <= self.len && len <= self.len - at);
+            // SAFETY: the range is inside the mapping (checked above);
+            // MADV_POPULATE_WRITE only faults pages in as a write would,
+            // without changing a byte, so it may run while another thread
+            // writes the same pages.
+            unsafe {
+                madvise(
+                    self.ptr.as_ptr().add(at).cast(),
+                    len,
+                    Advice::LinuxPopulateWrite,
+                )
+            }
+            .unwrap();
+        }
+
+        pub(super) fn len(&self) -> usize {
+            self.len
+        }
+
+        /// Asks for large folios (`MADV_HUGEPAGE`): fewer, larger pages
+        /// to populate, where the file system supports them.
+        pub(super) fn hugepage(&self) {
+            // SAFETY: the whole mapping; MADV_HUGEPAGE changes how the
+            // kernel backs it, not its contents.
+            unsafe { madvise(self.ptr.as_ptr().cast(), self.len, Advice::LinuxHugepage) }.unwrap();
+        }
+
+        /// The `len` bytes from `at`. The caller (one thread, the encoder)
+        /// never asks for a range it still holds or that a batch kept in
+        /// its ring covers: each call's range starts after the last one's
+        /// bytes in use.
+        #[allow(clippy::mut_from_ref)]
+        pub(super) fn slice_mut(&self, at: usize, len: usize) -> &mut [u8] {
+            assert!(at <= self.len && len <= self.len - at);
+            // SAFETY: inside the mapping (checked above), which lives as
+            // long as `self`; mapped read-write and initialized (file
+            // bytes); no other reference to the range exists (see above,
+            // and `populate` does not make one).
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(at), len) }
+        }
+    }
+
+    impl Drop for Shared {
+        fn drop(&mut self) {
+            // SAFETY: the mapping `new` made, unmapped once; no slice of it
+            // outlives `self` (they borrow it).
+            let _ = unsafe { munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
     }
 }
 
