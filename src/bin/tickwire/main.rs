@@ -161,7 +161,7 @@ enum Command {
         /// Stop after this many seconds (greater than 0; default: run until Ctrl-C or SIGTERM).
         #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = args::seconds)]
         duration: Option<Duration>,
-        /// Event loops sending to clients (1 to 64): the first accepts and runs logins, logged-in clients are spread over all (replaying ones over the others).
+        /// Event loops sending to clients (1 to 64): the first accepts and runs logins, logged-in clients are spread over all (replaying ones over the others); 2 keeps replays from a journal off the live clients' path.
         #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=64))]
         threads: u16,
         /// Busy-poll for 1 ms after any activity before sleeping (lower latency, spins a core while busy).
