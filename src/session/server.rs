@@ -94,8 +94,8 @@ mod replay;
 use crate::encode::{encode, Payload};
 use crate::parse::Event;
 use crate::wire::{Message, RejectReason, Retransmit, MAX_FRAME_LEN};
-use replay::read_cold;
 pub use replay::ColdFetch;
+use replay::{read_cold, PendingReply};
 
 /// The default limit on the frames one Retransmit reply covers (protocol
 /// section 9.2's cap): 10,000 frames, at most 440,000 bytes.
@@ -532,6 +532,9 @@ pub struct ServerSession {
     cold_by_driver: bool,
     /// A [`ColdFetch`] of this replay is out (with the reader).
     cold_out: bool,
+    /// A retransmission request whose reply waits for the driver's read of
+    /// the cold source (`cold_by_driver`).
+    reply_pending: Option<PendingReply>,
     /// `config.no_progress_window()`, computed once (a division each time:
     /// the deadlines are computed per write and per published batch).
     no_progress_window: Option<Duration>,
@@ -567,6 +570,7 @@ impl ServerSession {
             file_ranges: false,
             cold_by_driver: false,
             cold_out: false,
+            reply_pending: None,
         }
     }
 
@@ -702,58 +706,108 @@ impl ServerSession {
         self.state = State::Retransmitting;
         let own = self.config.session_id;
         let session = request.session_id();
-        let (first, end, segments) = if session != 0 && session != own {
+        if session != 0 && session != own {
             // Not the session asked for: say so, send nothing (9.3).
-            (wanted, wanted, VecDeque::new())
-        } else {
-            let cap = self.config.retransmit_cap.max(1);
-            let last = (wanted.saturating_add(count - 1))
-                .min(wanted.saturating_add(cap - 1))
-                .min(retention.next().saturating_sub(1));
-            let first = wanted.max(retention.oldest_held(own));
-            let stop = last.saturating_add(1);
-            let mut segments = VecDeque::new();
-            let mut next = first;
-            let mut bytes = 0usize;
-            if next < stop && next < retention.oldest() {
-                // Older than the retention: from the cold source, up to
-                // the retention's oldest frame (the seam), at most the cap.
-                let limit = stop.min(retention.oldest());
-                match read_cold(retention, own, next, limit, self.file_ranges) {
-                    Ok((pieces, end)) => {
-                        for (piece, frames) in pieces {
-                            bytes = bytes.saturating_add(piece.len());
-                            segments.push_back((piece, frames));
-                        }
-                        next = end.max(retention.oldest()).min(stop);
-                    }
-                    Err(at) => {
-                        self.events.push_back(ServerEvent::ReplayFailed { at });
-                        self.close(CloseReason::ReplayFailed);
-                        return;
-                    }
-                }
-            }
-            while next < stop {
-                let Some(segment) = retention.segment_from(next, usize::MAX) else {
-                    break;
-                };
-                let segment = segment.head(stop);
-                if segment.frames() == 0 {
-                    break;
-                }
-                next = segment.end();
-                bytes = bytes.saturating_add(segment.bytes().len());
-                let frames = segment.frames();
-                segments.push_back((Piece::Data(segment), frames));
-            }
-            if self.out.bytes.saturating_add(bytes) > self.config.queue_limit {
-                // Replies it does not read: a slow client, with nothing to skip.
-                self.close(CloseReason::Slow);
+            self.send_reply(wanted, count, wanted, wanted, VecDeque::new(), time);
+            return;
+        }
+        let cap = self.config.retransmit_cap.max(1);
+        let last = (wanted.saturating_add(count - 1))
+            .min(wanted.saturating_add(cap - 1))
+            .min(retention.next().saturating_sub(1));
+        let first = wanted.max(retention.oldest_held(own));
+        let stop = last.saturating_add(1);
+        let reply = PendingReply {
+            wanted,
+            count,
+            first,
+            last,
+            stop,
+        };
+        let mut segments = VecDeque::new();
+        let mut next = first;
+        let mut bytes = 0usize;
+        if next < stop && next < retention.oldest() {
+            if self.cold_by_driver {
+                // The driver reads it, outside its lock (`take_cold_read`);
+                // the reply is queued when it hands the read back.
+                self.reply_pending = Some(reply);
                 return;
             }
-            (first, if first > last { first } else { stop }, segments)
-        };
+            // Older than the retention: from the cold source, up to the
+            // retention's oldest frame (the seam), at most the cap.
+            let limit = stop.min(retention.oldest());
+            match read_cold(retention, own, next, limit, self.file_ranges) {
+                Ok((pieces, end)) => {
+                    for (piece, frames) in pieces {
+                        bytes = bytes.saturating_add(piece.len());
+                        segments.push_back((piece, frames));
+                    }
+                    next = end.max(retention.oldest()).min(stop);
+                }
+                Err(at) => {
+                    self.events.push_back(ServerEvent::ReplayFailed { at });
+                    self.close(CloseReason::ReplayFailed);
+                    return;
+                }
+            }
+        }
+        self.reply_from_retention(reply, segments, bytes, next, time, retention);
+    }
+
+    /// The rest of a retransmission reply from `next` on, from the
+    /// retention, after `segments` (`bytes` long) from the cold source;
+    /// then the reply is queued (or the client closed as slow).
+    fn reply_from_retention(
+        &mut self,
+        reply: PendingReply,
+        mut segments: VecDeque<(Piece, u64)>,
+        mut bytes: usize,
+        mut next: u64,
+        time: Time,
+        retention: &Retention,
+    ) {
+        let PendingReply {
+            wanted,
+            count,
+            first,
+            last,
+            stop,
+        } = reply;
+        while next < stop {
+            let Some(segment) = retention.segment_from(next, usize::MAX) else {
+                break;
+            };
+            let segment = segment.head(stop);
+            if segment.frames() == 0 {
+                break;
+            }
+            next = segment.end();
+            bytes = bytes.saturating_add(segment.bytes().len());
+            let frames = segment.frames();
+            segments.push_back((Piece::Data(segment), frames));
+        }
+        if self.out.bytes.saturating_add(bytes) > self.config.queue_limit {
+            // Replies it does not read: a slow client, with nothing to skip.
+            self.close(CloseReason::Slow);
+            return;
+        }
+        let end = if first > last { first } else { stop };
+        self.send_reply(wanted, count, first, end, segments, time);
+    }
+
+    /// A retransmission reply queued: LoginAccepted at `first`, the frames,
+    /// a Heartbeat at `end` (section 9.2).
+    fn send_reply(
+        &mut self,
+        wanted: u64,
+        count: u64,
+        first: u64,
+        end: u64,
+        segments: VecDeque<(Piece, u64)>,
+        time: Time,
+    ) {
+        let own = self.config.session_id;
         let accepted = Payload::LoginAccepted { session_id: own };
         self.queue_control(&accepted, first, time);
         let mut frames = 0;

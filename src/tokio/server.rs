@@ -91,21 +91,6 @@ impl Shared {
         )
     }
 
-    /// The journal read `id`'s replay needs now, if any: taken from the
-    /// core, run with no lock held (file reads and checksum checks of up
-    /// to 256 KiB: the other connections and the publishers go on
-    /// meanwhile), handed back. A blocking read on this task's thread, of
-    /// pages the page cache mostly has (as the mio loop's).
-    fn cold_read(&self, id: ConnId) {
-        let fetch = self.state().core.take_cold_read(id);
-        if let Some(mut fetch) = fetch {
-            fetch.read();
-            let mut state = self.state();
-            state.core.finish_cold_read(id, fetch, self.time());
-            self.dispatch(&mut state);
-        }
-    }
-
     /// After any call into the core (the lock held): wake the connections
     /// it has something for, log what it reports, and wake the timer task
     /// if the core's earliest deadline moved before the one it sleeps until.
@@ -958,8 +943,9 @@ async fn run(
                 shared.dispatch(&mut state);
             }
         }
-        // Written without holding the core: publishers and the other
-        // connections go on meanwhile.
+        // Read (the journal) and written without holding the core:
+        // publishers and the other connections go on meanwhile.
+        cold_read(id, shared).await;
         if let Err(e) = write_some(id, stream, shared) {
             shared.state().core.handle_failure(id, close_reason(&e));
         }
@@ -1053,7 +1039,6 @@ fn read(state: &mut State, id: ConnId, stream: &TcpStream, shared: &Shared) {
 fn write_some(id: ConnId, stream: &TcpStream, shared: &Shared) -> io::Result<()> {
     let mut written = 0;
     while written < WRITE_BUDGET {
-        shared.cold_read(id);
         let time = shared.time();
         let Some(transmit) = shared
             .state()
@@ -1090,6 +1075,31 @@ fn write_some(id: ConnId, stream: &TcpStream, shared: &Shared) -> io::Result<()>
     // Budget spent: the socket is still writable, so the task comes back
     // after the others had their turn.
     Ok(())
+}
+
+/// The journal read `id` needs now, if any (a replay's next chunk, or the
+/// older part of a retransmission reply): taken from the core, run on the
+/// blocking pool with no lock held (file reads and checksum checks: the
+/// other connections, the publishers and this runtime's workers go on
+/// meanwhile, however long the disk takes), handed back.
+async fn cold_read(id: ConnId, shared: &Shared) {
+    let fetch = shared.state().core.take_cold_read(id);
+    let Some(mut fetch) = fetch else {
+        return;
+    };
+    let done = ::tokio::task::spawn_blocking(move || {
+        fetch.read();
+        fetch
+    })
+    .await;
+    let mut state = shared.state();
+    match done {
+        Ok(fetch) => state.core.finish_cold_read(id, fetch, shared.time()),
+        // The read panicked, or the runtime is shutting down: the replay
+        // cannot go on.
+        Err(_) => state.core.handle_failure(id, CloseReason::ReplayFailed),
+    }
+    shared.dispatch(&mut state);
 }
 
 /// Until the server is told to stop.
@@ -1195,6 +1205,105 @@ mod tests {
             }
         }
         seen
+    }
+
+    /// The same for a retransmission request older than the retention: its
+    /// reply's journal read stalls, the live client and the publisher go
+    /// on; then the reply comes whole (LoginAccepted, the frames asked for,
+    /// the Heartbeat after them).
+    #[test]
+    fn a_stalled_journal_read_of_a_retransmission_holds_up_nothing() {
+        let runtime = ::tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(3)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ServerConfig::default()
+        };
+        config.core.retain = 100;
+        let server = runtime.block_on(async { Server::bind(config).await.unwrap().spawn() });
+        let msgs: Vec<_> = (0..2_000u64)
+            .map(|i| (1_000 + i, Payload::Quote(QuoteFields::default())))
+            .collect();
+        let mut bytes = vec![0u8; msgs.len() * 64];
+        let done = Sequencer::new().encode_batch(&msgs, &mut bytes);
+        bytes.truncate(done.bytes);
+        let publisher = server.publisher();
+        for chunk in msgs.chunks(100) {
+            publisher.publish(chunk.to_vec()).unwrap();
+        }
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let reads = Arc::new(AtomicUsize::new(0));
+        server.shared.state().core.set_cold(Some(Arc::new(Gated {
+            inner: VecCold::new(bytes),
+            gate: Arc::clone(&gate),
+            reads: Arc::clone(&reads),
+        })));
+        let addr = server.local_addr();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut request = [0u8; 40];
+        let n = encode(
+            &Payload::Retransmit {
+                session_id: server.session_id(),
+                count: 500,
+            },
+            10,
+            0,
+            &mut request,
+        )
+        .unwrap();
+        stream.write_all(&request[..n]).unwrap();
+        let mut reply = FrameReader::new(stream);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reads.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the reply never read the journal"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut live = login(addr, 0);
+        let started = Instant::now();
+        while server.shared.state().core.stats().clients < 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the live login waits"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let extra: Vec<_> = (0..10u64)
+            .map(|i| (9_000 + i, Payload::Quote(QuoteFields::default())))
+            .collect();
+        publisher.publish(extra).unwrap();
+        assert_eq!(
+            sequences_until(&mut live, 2_010),
+            (2_001..=2_010).collect::<Vec<_>>()
+        );
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let mut got = Vec::new();
+        loop {
+            match reply.next_event().unwrap() {
+                Some(Event::Frame(m)) => {
+                    got.push((m.msg_type(), m.sequence()));
+                    if matches!(m, Message::Heartbeat(_)) {
+                        break;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("closed after {got:?}"),
+            }
+        }
+        let mut want = vec![(crate::wire::MsgType::LoginAccepted, 10)];
+        want.extend((10..510).map(|s| (crate::wire::MsgType::Quote, s)));
+        want.push((crate::wire::MsgType::Heartbeat, 510));
+        assert_eq!(got, want);
+        runtime.block_on(server.shutdown());
     }
 
     /// A replay reading the journal on a stalled disk (its read blocked

@@ -36,7 +36,7 @@ use rustls::{Error as TlsError, InvalidMessage};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::{release, Shared, MAX_SLICES};
+use super::{cold_read, release, Shared, MAX_SLICES};
 use crate::net::{close_reason, sys};
 use crate::session::{CloseReason, ConnId, WRITE_BUDGET};
 
@@ -207,7 +207,7 @@ async fn run(
             return (reason, side);
         }
         if side == WriteSide::Open {
-            shared.cold_read(id);
+            cold_read(id, shared).await;
         }
         // What to write, owned (shared segments, not bytes): written
         // without holding the core, as the plain path does.

@@ -36,7 +36,25 @@ pub(super) fn read_cold(
     limit: u64,
     ranges: bool,
 ) -> Result<(Vec<(Piece, u64)>, u64), u64> {
-    let Some(cold) = retention.cold() else {
+    read_cold_from(
+        retention.cold().map(|c| &**c),
+        session_id,
+        from,
+        limit,
+        ranges,
+    )
+}
+
+/// [`read_cold`] from `source` itself.
+#[allow(clippy::type_complexity)]
+fn read_cold_from(
+    source: Option<&dyn super::super::cold::ColdSource>,
+    session_id: u64,
+    from: u64,
+    limit: u64,
+    ranges: bool,
+) -> Result<(Vec<(Piece, u64)>, u64), u64> {
+    let Some(cold) = source else {
         return Ok((Vec::new(), from));
     };
     let mut reader = cold.open(session_id, from).map_err(|_| from)?;
@@ -83,8 +101,8 @@ pub(super) fn read_piece(
     }
 }
 
-/// A replay's read of the cold source (the journal), taken out of its
-/// session to run without the driver's lock: see
+/// A replay's (or a retransmission reply's) read of the cold source (the
+/// journal), taken out of its session to run without the driver's lock: see
 /// [`ServerSession::set_cold_by_driver`]. [`read`](Self::read) it (file
 /// reads and checksum checks, no lock of the server's), then hand it back
 /// with [`ServerSession::finish_cold_read`] (or
@@ -101,15 +119,47 @@ pub struct ColdFetch {
     room: usize,
     ranges: bool,
     result: Option<Result<Option<(Piece, super::super::cold::ColdChunk)>, ()>>,
+    /// A retransmission reply's part older than the retention (read whole,
+    /// up to `limit`), rather than a replay's next chunk.
+    reply: Option<ReplyRead>,
+}
+
+/// A retransmission reply's cold part: `None` until read, then the pieces
+/// with their frames and the sequence after them, or where the source
+/// failed.
+type ReplyRead = Option<Result<(Vec<(Piece, u64)>, u64), u64>>;
+
+/// A retransmission request whose reply waits for the driver's read of the
+/// cold source (see [`ServerSession::set_cold_by_driver`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PendingReply {
+    pub(super) wanted: u64,
+    pub(super) count: u64,
+    pub(super) first: u64,
+    pub(super) last: u64,
+    pub(super) stop: u64,
 }
 
 impl ColdFetch {
     /// Reads the next frames (at most one chunk: up to 256 KiB of checked
     /// copies, or one file range), opening the replay's reader on the
-    /// first read. A failure is kept for
+    /// first read; for a retransmission reply, its whole part older than
+    /// the retention (at most the request's cap). A failure is kept for
     /// [`finish_cold_read`](ServerSession::finish_cold_read), which closes
     /// the replay with `ReplayFailed`. Calling it again does nothing.
     pub fn read(&mut self) {
+        if let Some(reply) = self.reply.as_mut() {
+            if reply.is_none() {
+                *reply = Some(read_cold_from(
+                    self.source.as_deref(),
+                    self.session_id,
+                    self.next,
+                    self.limit,
+                    self.ranges,
+                ));
+            }
+            return;
+        }
         if self.result.is_some() {
             return;
         }
@@ -190,8 +240,9 @@ impl ServerSession {
     /// Whether this connection's driver reads the cold source itself,
     /// outside the lock it keeps the session (or the core) under: then a
     /// replay older than the retention waits in
-    /// [`poll_transmit`](Self::poll_transmit) (nothing to write) until the
-    /// driver takes the read ([`take_cold_read`](Self::take_cold_read)),
+    /// [`poll_transmit`](Self::poll_transmit) (nothing to write), and so
+    /// does a retransmission request older than it for its reply, until
+    /// the driver takes the read ([`take_cold_read`](Self::take_cold_read)),
     /// runs it ([`ColdFetch::read`]) and hands it back
     /// ([`finish_cold_read`](Self::finish_cold_read)). A driver that shares
     /// one lock among many connections (the tokio server) does this, so
@@ -216,13 +267,31 @@ impl ServerSession {
         self.cold_by_driver
     }
 
-    /// The cold read this replay needs now, taken out of the session for
+    /// The cold read this replay (or retransmission reply) needs now,
+    /// taken out of the session for
     /// the driver to run without its lock ([`ColdFetch::read`]), then to
     /// hand back with [`finish_cold_read`](Self::finish_cold_read); `None`
     /// when none is needed (not replaying, enough queued, at the
     /// retention, or one is out already). Only on a session
     /// [`set_cold_by_driver`](Self::set_cold_by_driver).
     pub fn take_cold_read(&mut self, retention: &Retention) -> Option<ColdFetch> {
+        if let Some(pending) = self.reply_pending {
+            if self.cold_out || self.state != State::Retransmitting {
+                return None;
+            }
+            self.cold_out = true;
+            return Some(ColdFetch {
+                reader: None,
+                source: retention.cold().cloned(),
+                session_id: self.config.session_id,
+                next: pending.first,
+                limit: pending.stop.min(retention.oldest()),
+                room: REPLAY_CHUNK,
+                ranges: self.file_ranges,
+                result: None,
+                reply: Some(None),
+            });
+        }
         let State::Replaying { next } = self.state else {
             return None;
         };
@@ -256,6 +325,7 @@ impl ServerSession {
             room,
             ranges: self.file_ranges,
             result: None,
+            reply: None,
         })
     }
 
@@ -273,6 +343,9 @@ impl ServerSession {
         retention: &Retention,
     ) -> bool {
         self.cold_out = false;
+        if let Some(reply) = fetch.reply {
+            return self.finish_reply(reply, time, retention);
+        }
         let ColdFetch {
             reader,
             next,
@@ -435,6 +508,55 @@ impl ServerSession {
             Err(()) => {
                 self.cold.0 = None;
                 Err(next)
+            }
+        }
+    }
+    /// A retransmission reply's cold part handed back by the driver: the
+    /// reply queued (its newer part from the retention as it is now), or
+    /// the connection closed if the source failed; `true` if it closed.
+    pub(super) fn finish_reply(
+        &mut self,
+        read: ReplyRead,
+        time: Time,
+        retention: &Retention,
+    ) -> bool {
+        let Some(reply) = self.reply_pending.take() else {
+            return false;
+        };
+        if self.state != State::Retransmitting {
+            return false;
+        }
+        let Some(read) = read else {
+            self.reply_pending = Some(reply); // not read: taken again
+            return false;
+        };
+        let own = self.config.session_id;
+        let mut segments = alloc::collections::VecDeque::new();
+        let mut bytes = 0usize;
+        let mut read = read;
+        loop {
+            match read {
+                Ok((pieces, end)) => {
+                    for (piece, frames) in pieces {
+                        bytes = bytes.saturating_add(piece.len());
+                        segments.push_back((piece, frames));
+                    }
+                    if end < reply.stop && end < retention.oldest() {
+                        // The retention moved on during the read: the
+                        // frames between are in the source (rare; here).
+                        let limit = reply.stop.min(retention.oldest());
+                        read = read_cold(retention, own, end, limit, self.file_ranges);
+                        continue;
+                    }
+                    let next = end.max(retention.oldest()).min(reply.stop);
+                    self.reply_from_retention(reply, segments, bytes, next, time, retention);
+                    return self.poll_close().is_some();
+                }
+                Err(at) => {
+                    self.events.push_back(ServerEvent::ReplayFailed { at });
+                    self.close(CloseReason::ReplayFailed);
+                    return true;
+                }
             }
         }
     }

@@ -2,8 +2,6 @@
 //! ranges for a driver that sends them itself, reads run by the driver
 //! outside its lock ([`ColdFetch`]).
 
-use core::cmp::Reverse;
-
 use super::super::server::ColdFetch;
 use super::super::Time;
 use super::{open_conn, ConnId, ServerCore};
@@ -111,22 +109,13 @@ impl ServerCore {
     /// gone.
     pub fn finish_cold_read(&mut self, id: ConnId, fetch: ColdFetch, time: Time) {
         let retention = &self.retention;
-        let timers = &mut self.timers;
         let Some(conn) = open_conn(&mut self.conns, id) else {
             return;
         };
-        let before = conn.session.queued();
-        if conn.session.finish_cold_read(fetch, time, retention) {
-            self.settle(id);
-        } else if conn.session.queued() != before {
-            // As a refill in `poll_transmit`: its timer first.
-            if let Some(at) = conn.session.poll_timeout() {
-                if conn.scheduled.is_none_or(|s| at < s) {
-                    conn.scheduled = Some(at);
-                    timers.push(Reverse((at, id.index, id.generation)));
-                }
-            }
-        }
+        conn.session.finish_cold_read(fetch, time, retention);
+        // Its events (a retransmission reply's), a close, its deadline,
+        // its place in the ready queue: as after any input.
+        self.settle(id);
     }
 }
 
@@ -140,6 +129,7 @@ mod tests {
     use crate::Sequencer;
     use alloc::sync::Arc;
     use alloc::vec;
+    use alloc::vec::Vec;
     use core::time::Duration;
 
     /// A core whose retention keeps 91..=100 of 100 published frames, all
@@ -203,5 +193,57 @@ mod tests {
             .map(<[u8]>::len)
             .sum();
         assert_eq!(n, 100 * 44);
+    }
+    /// A retransmission request older than the retention, on a connection
+    /// whose driver reads the cold source: nothing until the driver's read
+    /// comes back, then the whole reply (LoginAccepted, the frames from the
+    /// source and the retention, the Heartbeat after them), in order.
+    #[test]
+    fn a_retransmission_reply_waits_for_the_drivers_read() {
+        let t = Time::new(Duration::ZERO, 0);
+        let mut config = CoreConfig::new(7);
+        config.retain = 10;
+        let mut core = ServerCore::new(config, t);
+        let mut bytes = vec![0u8; 100 * 44];
+        let msgs = [(0, Payload::Quote(QuoteFields::default())); 100];
+        Sequencer::new().encode_batch(&msgs, &mut bytes);
+        core.publish(Arc::new(Batch::new(bytes.clone()).unwrap()), t);
+        core.set_cold(Some(Arc::new(VecCold::new(bytes))));
+        let id = core.accept("127.0.0.1:9".parse().unwrap(), t);
+        core.set_cold_by_driver(id, true);
+        let mut request = [0u8; 40];
+        let n = encode(
+            &Payload::Retransmit {
+                session_id: 7,
+                count: 20,
+            },
+            85,
+            0,
+            &mut request,
+        )
+        .unwrap();
+        core.handle_input(id, &request[..n], t);
+        assert!(core.poll_transmit(id, t).is_none(), "waits for the read");
+        let mut fetch = core.take_cold_read(id).expect("the reply's cold part");
+        assert!(core.take_cold_read(id).is_none(), "one out at a time");
+        fetch.read();
+        core.finish_cold_read(id, fetch, t);
+        let mut wire = Vec::new();
+        while let Some(tx) = core.poll_transmit(id, t) {
+            let n = tx.len();
+            tx.slices().for_each(|s| wire.extend_from_slice(s));
+            core.transmitted(id, n, t);
+        }
+        let frames: Vec<(crate::wire::MsgType, u64)> = crate::parse::SliceParser::new(&wire)
+            .filter_map(|e| match e {
+                crate::parse::Event::Frame(m) => Some((m.msg_type(), m.sequence())),
+                _ => None,
+            })
+            .collect();
+        let mut want = vec![(crate::wire::MsgType::LoginAccepted, 85)];
+        want.extend((85..=100).map(|s| (crate::wire::MsgType::Quote, s)));
+        want.push((crate::wire::MsgType::Heartbeat, 101));
+        assert_eq!(frames, want);
+        assert!(core.take_cold_read(id).is_none());
     }
 }
