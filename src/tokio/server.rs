@@ -1207,12 +1207,19 @@ mod tests {
         seen
     }
 
-    /// The same for a retransmission request older than the retention: its
-    /// reply's journal read stalls, the live client and the publisher go
-    /// on; then the reply comes whole (LoginAccepted, the frames asked for,
-    /// the Heartbeat after them).
-    #[test]
-    fn a_stalled_journal_read_of_a_retransmission_holds_up_nothing() {
+    /// A tokio server (on its own runtime) that published 1..=2,000 and
+    /// retains the last 100; its "journal", a cold source holding them
+    /// all, reads only once the test opens `gate` (`reads` counts the
+    /// reads begun).
+    struct Stalled {
+        runtime: ::tokio::runtime::Runtime,
+        server: ServerHandle,
+        publisher: Publisher,
+        gate: Arc<(Mutex<bool>, Condvar)>,
+        reads: Arc<AtomicUsize>,
+    }
+
+    fn stalled() -> Stalled {
         let runtime = ::tokio::runtime::Builder::new_multi_thread()
             .worker_threads(3)
             .enable_all()
@@ -1241,6 +1248,28 @@ mod tests {
             gate: Arc::clone(&gate),
             reads: Arc::clone(&reads),
         })));
+        Stalled {
+            runtime,
+            server,
+            publisher,
+            gate,
+            reads,
+        }
+    }
+
+    /// A retransmission request older than the retention whose reply's
+    /// journal read stalls (as the replay's in the test below): the live
+    /// client and the publisher go on; then the reply comes whole (LoginAccepted, the frames asked for,
+    /// the Heartbeat after them).
+    #[test]
+    fn a_stalled_journal_read_of_a_retransmission_holds_up_nothing() {
+        let Stalled {
+            runtime,
+            server,
+            publisher,
+            gate,
+            reads,
+        } = stalled();
         let addr = server.local_addr();
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream
@@ -1313,35 +1342,13 @@ mod tests {
     /// the journal to the retention to live, no gap, no repeat.
     #[test]
     fn a_stalled_journal_read_holds_up_neither_the_live_clients_nor_the_publisher() {
-        let runtime = ::tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(3)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut config = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerConfig::default()
-        };
-        config.core.retain = 100;
-        let server = runtime.block_on(async { Server::bind(config).await.unwrap().spawn() });
-        let msgs: Vec<_> = (0..2_000u64)
-            .map(|i| (1_000 + i, Payload::Quote(QuoteFields::default())))
-            .collect();
-        let mut bytes = vec![0u8; msgs.len() * 64];
-        let done = Sequencer::new().encode_batch(&msgs, &mut bytes);
-        bytes.truncate(done.bytes);
-        let publisher = server.publisher();
-        for chunk in msgs.chunks(100) {
-            publisher.publish(chunk.to_vec()).unwrap();
-        }
-        // The "journal": every frame published, behind a gate.
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let reads = Arc::new(AtomicUsize::new(0));
-        server.shared.state().core.set_cold(Some(Arc::new(Gated {
-            inner: VecCold::new(bytes),
-            gate: Arc::clone(&gate),
-            reads: Arc::clone(&reads),
-        })));
+        let Stalled {
+            runtime,
+            server,
+            publisher,
+            gate,
+            reads,
+        } = stalled();
         let addr = server.local_addr();
 
         let mut replaying = login(addr, 1);

@@ -133,9 +133,9 @@ mod tests {
     use core::time::Duration;
 
     /// A core whose retention keeps 91..=100 of 100 published frames, all
-    /// of them in a cold source, and a connection logged in from 1 whose
-    /// driver reads the cold source itself; its LoginAccepted written.
-    fn replaying() -> (ServerCore, ConnId, Time) {
+    /// of them in a cold source, and a connection accepted whose driver
+    /// reads the cold source itself.
+    fn accepted() -> (ServerCore, ConnId, Time) {
         let t = Time::new(Duration::ZERO, 0);
         let mut config = CoreConfig::new(7);
         config.retain = 10;
@@ -147,6 +147,12 @@ mod tests {
         core.set_cold(Some(Arc::new(VecCold::new(bytes))));
         let id = core.accept("127.0.0.1:9".parse().unwrap(), t);
         core.set_cold_by_driver(id, true);
+        (core, id, t)
+    }
+
+    /// [`accepted`], logged in from 1; its LoginAccepted written.
+    fn replaying() -> (ServerCore, ConnId, Time) {
+        let (mut core, id, t) = accepted();
         let mut login = [0u8; 24];
         encode(&Payload::Login, 1, 0, &mut login).unwrap();
         core.handle_input(id, &login, t);
@@ -200,17 +206,7 @@ mod tests {
     /// source and the retention, the Heartbeat after them), in order.
     #[test]
     fn a_retransmission_reply_waits_for_the_drivers_read() {
-        let t = Time::new(Duration::ZERO, 0);
-        let mut config = CoreConfig::new(7);
-        config.retain = 10;
-        let mut core = ServerCore::new(config, t);
-        let mut bytes = vec![0u8; 100 * 44];
-        let msgs = [(0, Payload::Quote(QuoteFields::default())); 100];
-        Sequencer::new().encode_batch(&msgs, &mut bytes);
-        core.publish(Arc::new(Batch::new(bytes.clone()).unwrap()), t);
-        core.set_cold(Some(Arc::new(VecCold::new(bytes))));
-        let id = core.accept("127.0.0.1:9".parse().unwrap(), t);
-        core.set_cold_by_driver(id, true);
+        let (mut core, id, t) = accepted();
         let mut request = [0u8; 40];
         let n = encode(
             &Payload::Retransmit {
