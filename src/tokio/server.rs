@@ -1257,6 +1257,42 @@ mod tests {
         }
     }
 
+    /// Until the stalled source's first read has begun.
+    fn wait_for_the_read(reads: &AtomicUsize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reads.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the journal was never read");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// With the read stalled: a live client logs in (the server then
+    /// counts `clients`), a batch is published (the publisher is not held
+    /// up) and reaches it.
+    fn live_goes_on(server: &ServerHandle, publisher: &Publisher, clients: u64) {
+        let mut live = login(server.local_addr(), 0);
+        let started = Instant::now();
+        while server.shared.state().core.stats().clients < clients {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the live login waits"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let extra: Vec<_> = (0..10u64)
+            .map(|i| (9_000 + i, Payload::Quote(QuoteFields::default())))
+            .collect();
+        publisher.publish(extra).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the publisher waited for the stalled read"
+        );
+        assert_eq!(
+            sequences_until(&mut live, 2_010),
+            (2_001..=2_010).collect::<Vec<_>>()
+        );
+    }
+
     /// A retransmission request older than the retention whose reply's
     /// journal read stalls (as the replay's in the test below): the live
     /// client and the publisher go on; then the reply comes whole (LoginAccepted, the frames asked for,
@@ -1288,31 +1324,8 @@ mod tests {
         .unwrap();
         stream.write_all(&request[..n]).unwrap();
         let mut reply = FrameReader::new(stream);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while reads.load(Ordering::SeqCst) == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the reply never read the journal"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut live = login(addr, 0);
-        let started = Instant::now();
-        while server.shared.state().core.stats().clients < 1 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the live login waits"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let extra: Vec<_> = (0..10u64)
-            .map(|i| (9_000 + i, Payload::Quote(QuoteFields::default())))
-            .collect();
-        publisher.publish(extra).unwrap();
-        assert_eq!(
-            sequences_until(&mut live, 2_010),
-            (2_001..=2_010).collect::<Vec<_>>()
-        );
+        wait_for_the_read(&reads);
+        live_goes_on(&server, &publisher, 1);
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
         let mut got = Vec::new();
@@ -1352,37 +1365,10 @@ mod tests {
         let addr = server.local_addr();
 
         let mut replaying = login(addr, 1);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while reads.load(Ordering::SeqCst) == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the replay never read the journal"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_for_the_read(&reads);
         // The replay's read is blocked now. A live client logs in, and a
         // batch published meanwhile reaches it.
-        let mut live = login(addr, 0);
-        let started = Instant::now();
-        while server.shared.state().core.stats().clients < 2 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the live login waits"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let extra: Vec<_> = (0..10u64)
-            .map(|i| (9_000 + i, Payload::Quote(QuoteFields::default())))
-            .collect();
-        publisher.publish(extra).unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the publisher waited for the stalled read"
-        );
-        assert_eq!(
-            sequences_until(&mut live, 2_010),
-            (2_001..=2_010).collect::<Vec<_>>()
-        );
+        live_goes_on(&server, &publisher, 2);
         assert_eq!(
             reads.load(Ordering::SeqCst),
             1,
