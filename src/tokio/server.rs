@@ -1295,8 +1295,8 @@ mod tests {
 
     /// A retransmission request older than the retention whose reply's
     /// journal read stalls (as the replay's in the test below): the live
-    /// client and the publisher go on; then the reply comes whole (LoginAccepted, the frames asked for,
-    /// the Heartbeat after them).
+    /// client and the publisher go on; then the reply comes whole
+    /// (LoginAccepted, the frames asked for, the Heartbeat after them).
     #[test]
     fn a_stalled_journal_read_of_a_retransmission_holds_up_nothing() {
         let Stalled {
