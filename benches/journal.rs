@@ -112,7 +112,11 @@ fn main() {
         recovery(&base);
     }
     if run("server") {
-        server(&base);
+        if cfg!(target_os = "linux") {
+            server(&base);
+        } else {
+            println!("\n## server: Linux only (its floors use MADV_POPULATE_WRITE)");
+        }
     }
 }
 
@@ -643,7 +647,9 @@ mod map {
     use std::fs::File;
     use std::ptr::{self, NonNull};
 
-    use rustix::mm::{madvise, mmap, munmap, Advice, MapFlags, ProtFlags};
+    #[cfg(target_os = "linux")]
+    use rustix::mm::{madvise, Advice};
+    use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
     /// `len` bytes of a file mapped shared, read and write. Its users write
     /// each byte range from one thread only (`slice_mut`), while another
@@ -691,6 +697,7 @@ mod map {
         /// a full disk fails here, not as a SIGBUS in a later write).
         pub(super) fn populate(&self, at: usize, len: usize) {
             assert!(at <= self.len && len <= self.len - at);
+            #[cfg(target_os = "linux")]
             // SAFETY: the range is inside the mapping (checked above);
             // MADV_POPULATE_WRITE only faults pages in as a write would,
             // without changing a byte, so it may run while another thread
@@ -703,6 +710,8 @@ mod map {
                 )
             }
             .unwrap();
+            #[cfg(not(target_os = "linux"))]
+            unreachable!("MADV_POPULATE_WRITE: the server section runs on Linux only");
         }
 
         pub(super) fn len(&self) -> usize {
@@ -712,9 +721,12 @@ mod map {
         /// Asks for large folios (`MADV_HUGEPAGE`): fewer, larger pages
         /// to populate, where the file system supports them.
         pub(super) fn hugepage(&self) {
+            #[cfg(target_os = "linux")]
             // SAFETY: the whole mapping; MADV_HUGEPAGE changes how the
             // kernel backs it, not its contents.
             unsafe { madvise(self.ptr.as_ptr().cast(), self.len, Advice::LinuxHugepage) }.unwrap();
+            #[cfg(not(target_os = "linux"))]
+            unreachable!("MADV_HUGEPAGE: the server section runs on Linux only");
         }
 
         /// The `len` bytes from `at`. The caller (one thread, the encoder)
