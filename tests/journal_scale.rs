@@ -35,10 +35,11 @@
 //! server that serves replays while it publishes): the replays go to the
 //! second, and the publishing thread writes to the live client itself, so
 //! the live edge never waits for a loop busy with replays. At 100 M frames
-//! in release on 2 cores (session 10, one run each): without replays p99
-//! 0.22 / 0.18 ms; during the floor's streams 3.6 / 1.2 ms; during the
-//! replays 4.6 ms with two loops (1.28x the floor; p50 0.067 ms) and
-//! 6.1 ms with one (5.0x the floor; p50 0.148 ms). At 20 M, four rounds
+//! in release on 2 cores (session 10, three runs each): with two loops,
+//! p99 during the replays 4.6 / 1.8 / 1.0 ms against 3.6 / 4.1 / 2.7 ms
+//! during the floor's streams (median 0.44x the floor; p50 0.04–0.07 ms,
+//! as without replays); with one loop 6.1 / 2.8 / 3.3 ms against 1.2 /
+//! 2.2 / 2.1 ms (1.25x–5.0x; p50 0.12–0.15 ms). At 20 M, four rounds
 //! alternating: median p99 during the replays 3.9 ms with two loops
 //! against 3.2 ms during the floor's streams, 6.1 against 2.7 ms with one.
 //! The floor itself is 2–25x the p99 without replays on this machine (22
