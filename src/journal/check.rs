@@ -406,6 +406,8 @@ fn check_segment(
             .map_err(|e| JournalError::io("read", path, e))?;
         if t.good_end < len {
             parse_end = t.good_end;
+        }
+        if t.good_end < len && !t.zeros {
             report.torn_tail = Some(Truncation {
                 path: path.clone(),
                 offset: t.good_end,
@@ -611,14 +613,15 @@ fn check_segment(
 #[derive(Debug)]
 pub struct Recording {
     parts: VecDeque<Part>,
-    current: Option<(File, PathBuf)>,
+    current: Option<(io::Take<File>, PathBuf)>,
     bytes: u64,
 }
 
 #[derive(Debug)]
 enum Part {
     Frame(Vec<u8>, usize),
-    File(PathBuf),
+    /// A segment, and how much of it to read.
+    File(PathBuf, u64),
 }
 
 impl Recording {
@@ -631,6 +634,11 @@ impl Recording {
         let dir = dir.as_ref();
         read_manifest(dir)?;
         let listed = layout::list(dir).map_err(|e| JournalError::io("list", dir, e))?;
+        let last = listed
+            .iter()
+            .rev()
+            .find(|l| l.segment.is_some() && l.index.is_some())
+            .map(|l| l.number);
         let mut parts = VecDeque::new();
         let mut bytes = 0u64;
         let mut session = None;
@@ -658,8 +666,12 @@ impl Recording {
                 bytes += n as u64;
                 parts.push_back(Part::Frame(frame, 0));
             }
-            bytes += std::fs::metadata(&segment).map_or(0, |m| m.len());
-            parts.push_back(Part::File(segment));
+            let mut len = std::fs::metadata(&segment).map_or(0, |m| m.len());
+            if last == Some(l.number) {
+                len = written_len(&segment, &index, len);
+            }
+            bytes += len;
+            parts.push_back(Part::File(segment, len));
         }
         Ok(Recording {
             parts,
@@ -681,10 +693,28 @@ impl Recording {
     }
 }
 
+/// The bytes of the last segment up to its reserved zeros, if it ends in
+/// some (a segment being written in place, or one whose writer was killed):
+/// what a reader of the recording should read. Anything else (a torn
+/// frame, damage) is left for the reader's parser to report.
+fn written_len(segment: &Path, index: &Path, len: u64) -> u64 {
+    let Ok(Ok(index)) = read_index(index) else {
+        return len;
+    };
+    let Ok(file) = File::open(segment) else {
+        return len;
+    };
+    match tail::scan(&file, len, index.header.first, &index.entries, u64::MAX) {
+        Ok(t) if t.zeros => t.good_end,
+        _ => len,
+    }
+}
+
 impl Read for Recording {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if let Some((file, path)) = &mut self.current {
+                let file: &mut io::Take<File> = file;
                 match file.read(buf) {
                     Ok(0) => self.current = None,
                     Ok(n) => return Ok(n),
@@ -711,13 +741,13 @@ impl Read for Recording {
                     }
                     return Ok(n);
                 }
-                Some(Part::File(path)) => {
-                    let path = path.clone();
+                Some(Part::File(path, len)) => {
+                    let (path, len) = (path.clone(), *len);
                     self.parts.pop_front();
                     let file = File::open(&path).map_err(|e| {
                         io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
                     })?;
-                    self.current = Some((file, path));
+                    self.current = Some((file.take(len), path));
                 }
             }
         }

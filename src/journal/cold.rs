@@ -38,7 +38,7 @@ use crate::session::cold::{
     ColdChunk, ColdError, ColdFile, ColdRange, ColdRead, ColdReader, ColdSource,
 };
 
-use super::{Journal, JournalError, JournalReader};
+use super::{Journal, JournalError, JournalReader, SyncHandle};
 
 /// A segment file of a journal, as the [`ColdFile`] of the ranges a
 /// [`JournalCold`] hands out: the driver that sends a range finds it with
@@ -185,6 +185,7 @@ pub type ErrorHook = Arc<dyn Fn(&JournalError) + Send + Sync>;
 /// ```
 pub struct JournalCold {
     dir: PathBuf,
+    writer: SyncHandle,
     /// The session appended to now (0: none).
     session: AtomicU64,
     /// Its oldest sequence in the journal (0: none).
@@ -209,6 +210,7 @@ impl JournalCold {
     pub fn new(journal: &Journal) -> JournalCold {
         let cold = JournalCold {
             dir: journal.dir().to_path_buf(),
+            writer: journal.sync_handle(),
             session: AtomicU64::new(0),
             oldest: AtomicU64::new(0),
             on_error: None,
@@ -275,8 +277,9 @@ impl ColdSource for JournalCold {
     }
 
     fn open(&self, session_id: u64, from: u64) -> Result<Box<dyn ColdReader>, ColdError> {
-        let reader =
-            JournalReader::open_session(&self.dir, session_id, from).map_err(|e| self.error(&e))?;
+        let reader = JournalReader::open_session(&self.dir, session_id, from)
+            .map_err(|e| self.error(&e))?
+            .bounded_by(&self.writer);
         Ok(Box::new(ColdJournalReader {
             reader,
             on_error: self.on_error.clone(),

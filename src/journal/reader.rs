@@ -15,8 +15,9 @@ use crate::wire::MAX_DATA_FRAME_LEN;
 use super::layout::{
     self, read_at, Entry, EntryKind, Header, Listed, Manifest, ENTRY_LEN, HEADER_LEN,
 };
+use super::sync::Shared;
 use super::tail::discard_why;
-use super::JournalError;
+use super::{JournalError, SyncHandle};
 
 /// The most bytes read into user space at a time when a reader must look
 /// at frames (the edges of a range, between index entries).
@@ -223,6 +224,9 @@ pub struct JournalReader {
     cur: Cursor,
     failed: Option<(PathBuf, u64, String)>,
     scratch: Vec<u8>,
+    /// The writer of this process, if any: it says where the segment it
+    /// writes in place ends (see [`Shared::readable`]).
+    writer: Option<Arc<Shared>>,
 }
 
 pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest, JournalError> {
@@ -319,7 +323,15 @@ impl JournalReader {
             cur,
             failed: None,
             scratch: Vec::new(),
+            writer: None,
         })
+    }
+
+    /// Reads no further than `writer` has committed (a segment written in
+    /// place ends in reserved zeros and the batch being encoded).
+    pub(crate) fn bounded_by(mut self, writer: &SyncHandle) -> JournalReader {
+        self.writer = Some(Arc::clone(&writer.shared));
+        self
     }
 
     /// The session read.
@@ -552,11 +564,16 @@ impl JournalReader {
     }
 
     fn file_len(&self) -> Result<u64, JournalError> {
-        self.cur
+        let len = self
+            .cur
             .file
             .metadata()
             .map(|m| m.len())
-            .map_err(|e| JournalError::io("read", &self.cur.path, e))
+            .map_err(|e| JournalError::io("read", &self.cur.path, e))?;
+        Ok(match &self.writer {
+            Some(w) => w.readable(self.cur.number, len),
+            None => len,
+        })
     }
 
     /// Walks the frames from the cursor, before `limit`, within `budget`
@@ -614,6 +631,14 @@ impl JournalReader {
                         if d.reason == DiscardReason::Truncated && used + d.bytes == got as u64 =>
                     {
                         partial = true;
+                    }
+                    Event::Discarded(_) if data.get(used as usize) == Some(&0) => {
+                        // A zero byte where a frame starts: the end of what
+                        // was written of a segment written in place (its
+                        // reserved blocks), read without its writer's mark.
+                        walk.bytes += used;
+                        walk.stop = Stop::End;
+                        return Ok(walk);
                     }
                     other => {
                         let why = match other {

@@ -32,6 +32,11 @@ pub(crate) struct State {
     pub(crate) dir_dirty: bool,
     /// What was appended (handed to the OS).
     pub(crate) written: Mark,
+    /// The segment written in place (its number) and its committed bytes:
+    /// the bytes after them are reserved zeros or a batch being encoded,
+    /// which readers of this process must not read (`None`: the segment is
+    /// written with `pwrite`, its file's size is its content).
+    pub(crate) content: Option<(u64, u64)>,
     /// What a sync covered.
     pub(crate) synced: Mark,
     /// The session's first sequence of the current epoch (nothing of it
@@ -109,6 +114,14 @@ pub struct SyncHandle {
 }
 
 impl Shared {
+    /// How much of segment `number` a reader may read, at most `file_len`.
+    pub(crate) fn readable(&self, number: u64, file_len: u64) -> u64 {
+        match self.lock().content {
+            Some((n, len)) if n == number => file_len.min(len),
+            _ => file_len,
+        }
+    }
+
     pub(crate) fn new(mode: FsyncMode, dir: PathBuf) -> Shared {
         Shared {
             state: Mutex::new(State::default()),

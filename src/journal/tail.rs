@@ -31,8 +31,12 @@ pub(crate) struct Tail {
     /// The offset of the last position entry kept or rebuilt (0: none).
     pub(crate) last_entry_at: u64,
     /// Why the first byte after `good_end` was not a good frame (`None`:
-    /// the parse reached the end).
+    /// the parse reached the end, or only zeros follow: see `zeros`).
     pub(crate) stop: Option<String>,
+    /// Only zero bytes follow `good_end`: the blocks a segment written in
+    /// place reserves ahead of its content (a frame starts with the sync
+    /// byte, never with zero), not a torn write. Cut without reporting.
+    pub(crate) zeros: bool,
 }
 
 /// Reads `seg` (`len` bytes; every frame at `first` or later) from its last
@@ -136,6 +140,10 @@ pub(crate) fn scan(
             break;
         }
     }
+    let zeros = stop.is_some() && zeros_from(seg, good_end, len)?;
+    if zeros {
+        stop = None;
+    }
     Ok(Tail {
         scan_from,
         good_end,
@@ -144,7 +152,29 @@ pub(crate) fn scan(
         rebuilt,
         last_entry_at,
         stop,
+        zeros,
     })
+}
+
+/// Whether the bytes `from..len` of `seg` are all zero (and there are some).
+pub(crate) fn zeros_from(seg: &File, from: u64, len: u64) -> io::Result<bool> {
+    if from >= len {
+        return Ok(false);
+    }
+    let mut buf = vec![0u8; READ];
+    let mut at = from;
+    while at < len {
+        let want = usize::try_from(len - at).unwrap_or(READ).min(READ);
+        let n = read_at(seg, buf.get_mut(..want).unwrap_or_default(), at)?;
+        if n == 0 {
+            break; // shorter than it was: what was there was zeros
+        }
+        if buf.get(..n).unwrap_or_default().iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// A discarded run, in words.

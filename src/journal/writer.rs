@@ -27,6 +27,8 @@ use super::{
     Truncation,
 };
 
+mod in_place;
+
 /// A segment of the journal, oldest first.
 #[derive(Clone, Debug)]
 struct Seg {
@@ -46,6 +48,8 @@ struct Active {
     idx_len: u64,
     /// Offset of the last position entry (0: none yet).
     last_entry_at: u64,
+    /// The segment mapped, written in place (see [`in_place`]).
+    mapped: Option<in_place::Mapped>,
 }
 
 /// The journal's writer: one per directory (a lock file says so).
@@ -524,6 +528,8 @@ impl Journal {
         if tail.good_end < len {
             seg.set_len(tail.good_end)
                 .map_err(|e| JournalError::io("truncate", &last.segment, e))?;
+        }
+        if tail.good_end < len && !tail.zeros {
             out.truncated = Some(Truncation {
                 path: last.segment.clone(),
                 offset: tail.good_end,
@@ -571,8 +577,10 @@ impl Journal {
         });
         self.next = tail.next;
         self.new_session_required = out.new_session_required;
+        let seg = Arc::new(seg);
         self.active = Some(Active {
-            seg: Arc::new(seg),
+            mapped: in_place::Mapped::new(&self.config, &seg, tail.good_end),
+            seg,
             idx: Arc::new(idx),
             len: tail.good_end,
             idx_len,
@@ -619,6 +627,11 @@ impl Journal {
         st.synced = mark;
         st.epoch_start = self.next;
         st.current = self.active.as_ref().map(|a| Arc::clone(&a.seg));
+        st.content = self
+            .active
+            .as_ref()
+            .filter(|a| a.mapped.is_some())
+            .map(|a| (self.next_number.saturating_sub(1), a.len));
     }
 
     /// Starts session `session_id` at sequence `next` (at least 1) in a new
@@ -703,6 +716,104 @@ impl Journal {
     /// [`JournalError::OutOfOrder`], [`JournalError::Io`],
     /// [`JournalError::Poisoned`] (reopen).
     pub fn append(&mut self, batch: &Batch) -> Result<Ticket, JournalError> {
+        let session = self.ready(batch.first())?;
+        let bytes = batch.bytes();
+        let n = bytes.len() as u64;
+        self.roll_if_full(session, n)?;
+        let Some(active) = self.active.as_mut() else {
+            return Err(JournalError::NoSession);
+        };
+        let Some(seg) = self.segments.back() else {
+            return Err(JournalError::NoSession);
+        };
+        let start = active.len;
+        if active.mapped.as_ref().is_some_and(|m| !m.fits(start, n)) {
+            // Larger than the mapping has room for: this segment goes on
+            // with `pwrite`.
+            if let Some(mut m) = active.mapped.take() {
+                m.trim()
+                    .map_err(|e| JournalError::io("truncate", &seg.segment, e))?;
+            }
+        }
+        let written = match active.mapped.as_mut() {
+            Some(m) => m
+                .write(start, bytes.len(), |dst| {
+                    dst.copy_from_slice(bytes);
+                    bytes.len()
+                })
+                .map(drop),
+            None => write_at(&active.seg, bytes, start),
+        };
+        if let Err(e) = written {
+            self.stats.failed_appends += 1;
+            if active.mapped.is_none() && active.seg.set_len(start).is_err() {
+                self.poisoned = true;
+            }
+            return Err(JournalError::io("append to", &seg.segment, e));
+        }
+        let time = first_timestamp(bytes);
+        self.commit(start, n, batch.first(), batch.frames(), time)
+    }
+
+    /// Numbers and encodes a batch straight into the mapped segment
+    /// (`encode` gets room for `max` bytes and says how many bytes and
+    /// frames it wrote, from sequence `first`): the batch returned holds
+    /// the journal's bytes. `Ok(None)` when the segment is not mapped (see
+    /// [`JournalConfig::in_place`]) or the batch may not fit it: the caller
+    /// encodes into its own buffer and calls [`append`](Self::append).
+    /// Errors and what stays unchanged: as for `append` (nothing is
+    /// committed; a full disk fails before `encode` runs).
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn append_in_place(
+        &mut self,
+        first: u64,
+        max: usize,
+        encode: impl FnOnce(&mut [u8]) -> (usize, u64),
+    ) -> Result<Option<(Ticket, Batch)>, JournalError> {
+        if !self.config.in_place {
+            return Ok(None);
+        }
+        let session = self.ready(first)?;
+        self.roll_if_full(session, max as u64)?;
+        let Some(active) = self.active.as_mut() else {
+            return Err(JournalError::NoSession);
+        };
+        let Some(seg) = self.segments.back() else {
+            return Err(JournalError::NoSession);
+        };
+        let start = active.len;
+        let Some(m) = active.mapped.as_mut().filter(|m| m.fits(start, max as u64)) else {
+            return Ok(None);
+        };
+        let mut frames = 0;
+        let mut time = 0;
+        let n = match m.write(start, max, |dst| {
+            let (n, f) = encode(dst);
+            frames = f;
+            time = first_timestamp(dst.get(..n).unwrap_or_default());
+            n
+        }) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stats.failed_appends += 1;
+                return Err(JournalError::io("append to", &seg.segment, e));
+            }
+        };
+        let shared = m.shared();
+        if frames == 0 {
+            return Err(JournalError::io(
+                "append to",
+                &seg.segment,
+                io::Error::other("an empty batch"),
+            ));
+        }
+        let ticket = self.commit(start, n as u64, first, frames, time)?;
+        let batch = Batch::shared(first, frames, shared, start as usize, n);
+        Ok(Some((ticket, batch)))
+    }
+
+    /// Whether a batch from `first` may be appended now; the session.
+    fn ready(&self, first: u64) -> Result<u64, JournalError> {
         self.check_poisoned()?;
         if self.new_session_required {
             return Err(JournalError::NewSessionRequired);
@@ -710,14 +821,18 @@ impl Journal {
         let Some(session) = self.session else {
             return Err(JournalError::NoSession);
         };
-        if batch.first() < self.next {
+        if first < self.next {
             return Err(JournalError::OutOfOrder {
                 next: self.next,
-                first: batch.first(),
+                first,
             });
         }
-        let bytes = batch.bytes();
-        let n = bytes.len() as u64;
+        Ok(session)
+    }
+
+    /// Rolls before `n` more bytes would take a non-empty segment past the
+    /// segment size.
+    fn roll_if_full(&mut self, session: u64, n: u64) -> Result<(), JournalError> {
         let full = self
             .active
             .as_ref()
@@ -725,31 +840,43 @@ impl Journal {
         if full {
             self.roll(session, self.next)?;
         }
+        Ok(())
+    }
+
+    /// The index entry of a batch written at `start` (`n` bytes, frames
+    /// `first..first + frames`), then the bookkeeping: the batch is in.
+    /// A failed index entry undoes the batch's bytes.
+    fn commit(
+        &mut self,
+        start: u64,
+        n: u64,
+        first: u64,
+        frames: u64,
+        time: u64,
+    ) -> Result<Ticket, JournalError> {
         let Some(active) = self.active.as_mut() else {
             return Err(JournalError::NoSession);
         };
         let Some(seg) = self.segments.back_mut() else {
             return Err(JournalError::NoSession);
         };
-        let start = active.len;
-        if let Err(e) = write_at(&active.seg, bytes, start) {
-            self.stats.failed_appends += 1;
-            if active.seg.set_len(start).is_err() {
-                self.poisoned = true;
-            }
-            return Err(JournalError::io("append to", &seg.segment, e));
-        }
         if start > 0 && start - active.last_entry_at >= self.config.index_every {
             let entry = Entry {
-                sequence: batch.first(),
+                sequence: first,
                 offset: start,
-                time: first_timestamp(bytes),
+                time,
                 kind: EntryKind::Position,
             };
             if let Err(e) = write_at(&active.idx, &entry.encode(), active.idx_len) {
                 self.stats.failed_appends += 1;
-                if active.idx.set_len(active.idx_len).is_err() || active.seg.set_len(start).is_err()
-                {
+                let undone = match active.mapped.as_mut() {
+                    Some(m) => {
+                        m.undo(start, n);
+                        Ok(())
+                    }
+                    None => active.seg.set_len(start),
+                };
+                if active.idx.set_len(active.idx_len).is_err() || undone.is_err() {
                     self.poisoned = true;
                 }
                 return Err(JournalError::io("append to", &seg.index, e));
@@ -758,18 +885,25 @@ impl Journal {
             active.last_entry_at = start;
             self.stats.index_entries += 1;
         }
+        if let Some(m) = active.mapped.as_mut() {
+            m.commit(start + n);
+        }
         active.len += n;
         seg.bytes = active.len;
-        self.next = batch.end();
+        self.next = first + frames;
         self.pos += n;
         self.stats.appends += 1;
-        self.stats.frames += batch.frames();
+        self.stats.frames += frames;
         self.stats.bytes += n;
-        self.shared.lock().written = Mark {
+        let content = active.mapped.is_some().then_some((self.next_number - 1, active.len));
+        let mut st = self.shared.lock();
+        st.written = Mark {
             pos: self.pos,
             end: self.next,
             epoch: self.epoch,
         };
+        st.content = content;
+        drop(st);
         Ok(Ticket {
             position: self.pos,
             end: self.next,
@@ -779,6 +913,14 @@ impl Journal {
     /// A new segment for `session_id` from `first`; the active one (if
     /// any) is sealed. On failure nothing changes.
     fn roll(&mut self, session_id: u64, first: u64) -> Result<(), JournalError> {
+        // The blocks reserved past the old segment's content go first: a
+        // sealed segment's size is its content.
+        if let (Some(old), Some(old_seg)) = (self.active.as_mut(), self.segments.back()) {
+            if let Some(m) = old.mapped.as_mut() {
+                m.trim()
+                    .map_err(|e| JournalError::io("truncate", &old_seg.segment, e))?;
+            }
+        }
         let number = self.next_number;
         let stem = layout::stem(number, session_id, first);
         let index = self.dir.join(format!("{stem}.{INDEX_EXT}"));
@@ -819,6 +961,7 @@ impl Journal {
         }
         let (seg, idx) = (Arc::new(seg), Arc::new(idx));
         let old = self.active.replace(Active {
+            mapped: in_place::Mapped::new(&self.config, &seg, 0),
             seg: Arc::clone(&seg),
             idx: Arc::clone(&idx),
             len: 0,
@@ -846,6 +989,11 @@ impl Journal {
                 st.dir_dirty = true;
             }
             st.current = Some(seg);
+            st.content = self
+                .active
+                .as_ref()
+                .filter(|a| a.mapped.is_some())
+                .map(|a| (number, a.len));
         }
         // A failed deletion is retried at the next roll; it never fails
         // the batch that rolled.
@@ -941,8 +1089,9 @@ impl Journal {
     ///
     /// # Errors
     /// [`JournalError::SyncFailed`], [`JournalError::Io`].
-    pub fn close(self) -> Result<(), JournalError> {
+    pub fn close(mut self) -> Result<(), JournalError> {
         self.check_poisoned()?;
+        self.trim_active()?;
         self.shared.sync_now()?;
         if let (Some(active), Some(seg)) = (&self.active, self.segments.back()) {
             if self.session.is_some() {
@@ -955,6 +1104,18 @@ impl Journal {
                 write_at(&active.idx, &entry.encode(), active.idx_len)
                     .and_then(|()| active.idx.sync_data())
                     .map_err(|e| JournalError::io("write", &seg.index, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts the active segment back to its content (the blocks reserved
+    /// ahead of a mapped segment go).
+    fn trim_active(&mut self) -> Result<(), JournalError> {
+        if let (Some(active), Some(seg)) = (self.active.as_mut(), self.segments.back()) {
+            if let Some(m) = active.mapped.as_mut() {
+                m.trim()
+                    .map_err(|e| JournalError::io("truncate", &seg.segment, e))?;
             }
         }
         Ok(())
@@ -982,7 +1143,7 @@ impl Journal {
     /// [`JournalError::NoSession`], or what [`JournalReader::open_session`] says.
     pub fn reader(&self, from: u64) -> Result<JournalReader, JournalError> {
         let session = self.session.ok_or(JournalError::NoSession)?;
-        JournalReader::open_session(&self.dir, session, from)
+        Ok(JournalReader::open_session(&self.dir, session, from)?.bounded_by(&self.sync_handle()))
     }
 
     /// The current session (`None`: none started, or a new one is required).
@@ -1101,6 +1262,8 @@ impl Journal {
 
 impl Drop for Journal {
     fn drop(&mut self) {
+        // Tidy, not needed: a killed process's zero tail is cut at open.
+        let _ = self.trim_active();
         self.shared.stop();
         if let Some(t) = self.syncer.take() {
             let _ = t.join();

@@ -466,6 +466,26 @@ impl Wal {
         Ok(ticket)
     }
 
+    /// [`Journal::append_in_place`]: `encode` numbers and encodes the batch
+    /// into the mapped segment (room for `max` bytes; it says how many
+    /// bytes and frames). `Ok(None)`: not in place, encode and `append`.
+    pub(crate) fn append_in_place(
+        &self,
+        first: u64,
+        max: usize,
+        encode: impl FnOnce(&mut [u8]) -> (usize, u64),
+    ) -> Result<Option<(Ticket, Batch)>, PublishError> {
+        let mut guard = self.lock();
+        let journal = guard.as_mut().ok_or(PublishError::Closed)?;
+        let done = journal
+            .append_in_place(first, max, encode)
+            .map_err(|e| publish_error(&e))?;
+        if done.is_some() {
+            self.cold.update(journal);
+        }
+        Ok(done)
+    }
+
     /// Retention on a quiet journal (the retention thread): segments past
     /// it leave the journal under the lock, their files are deleted after.
     fn expire(&self) {

@@ -68,6 +68,14 @@ impl Wal {
     pub(crate) fn append(&self, _batch: &Batch) -> Result<Ticket, PublishError> {
         match *self {}
     }
+    pub(crate) fn append_in_place(
+        &self,
+        _first: u64,
+        _max: usize,
+        _encode: impl FnOnce(&mut [u8]) -> (usize, u64),
+    ) -> Result<Option<(Ticket, Batch)>, PublishError> {
+        match *self {}
+    }
     pub(crate) fn next_sequence(&self) -> Option<u64> {
         match *self {}
     }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use super::feed::{try_lock, Numbering, ToLoop};
 use super::publish::{Messages, PublishError};
 use crate::session::Batch;
+use crate::Sequencer;
 use crate::wire::MAX_DATA_FRAME_LEN;
 
 /// Publishes data frames into a running server from any thread. Clone it
@@ -104,24 +105,50 @@ impl Publisher {
             return Err(PublishError::Full(batch));
         }
         let before = *sequencer;
-        let mut bytes = vec![0u8; batch.len() * MAX_DATA_FRAME_LEN];
-        let done = sequencer.encode_batch(&batch, &mut bytes);
-        bytes.truncate(done.bytes);
-        let encoded = Arc::new(Batch::encoded(
-            before.next_sequence(),
-            done.frames as u64,
-            bytes,
-        ));
-        // Write-ahead: in the journal before anything else sees it.
-        let ticket = match &n.wal {
-            Some(wal) => match wal.append(&encoded) {
-                Ok(ticket) => Some((wal, ticket)),
-                Err(e) => {
-                    *sequencer = before; // nothing was published: the numbers go back
-                    return Err(e);
+        let max = batch.len() * MAX_DATA_FRAME_LEN;
+        // Write-ahead: in the journal before anything else sees it; where
+        // the journal's segment is mapped, numbered and encoded straight
+        // into it (no copy, no system call).
+        let in_place = match &n.wal {
+            Some(wal) => {
+                let seq: &mut Sequencer = &mut sequencer;
+                let encode = |dst: &mut [u8]| {
+                    let done = seq.encode_batch(&batch, dst);
+                    (done.bytes, done.frames as u64)
+                };
+                match wal.append_in_place(before.next_sequence(), max, encode) {
+                    Ok(done) => done.map(|(ticket, b)| (Arc::new(b), Some((wal, ticket)))),
+                    Err(e) => {
+                        *sequencer = before; // nothing was published: the numbers go back
+                        return Err(e);
+                    }
                 }
-            },
+            }
             None => None,
+        };
+        let (encoded, ticket) = match in_place {
+            Some(done) => done,
+            None => {
+                let mut bytes = vec![0u8; max];
+                let done = sequencer.encode_batch(&batch, &mut bytes);
+                bytes.truncate(done.bytes);
+                let encoded = Arc::new(Batch::encoded(
+                    before.next_sequence(),
+                    done.frames as u64,
+                    bytes,
+                ));
+                let ticket = match &n.wal {
+                    Some(wal) => match wal.append(&encoded) {
+                        Ok(ticket) => Some((wal, ticket)),
+                        Err(e) => {
+                            *sequencer = before; // nothing was published: the numbers go back
+                            return Err(e);
+                        }
+                    },
+                    None => None,
+                };
+                (encoded, ticket)
+            }
         };
         // `fsync always`: the batch reaches the clients (and the datagram
         // lines: the loop sends them then) once durable; the loop holds it.

@@ -50,6 +50,8 @@ pub use client::{
     ControlFrame, IoFailure, Lost,
 };
 pub use retention::{Batch, BatchError, Retention, Segment};
+#[cfg(feature = "journal")]
+pub(crate) use retention::SharedBytes;
 pub use server::{
     CloseReason, ColdFetch, FileFront, OwnedTransmit, ServerEvent, ServerPhase, ServerSession,
     ServerSessionConfig, ServerSessionStats, SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,

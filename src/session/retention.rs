@@ -40,8 +40,53 @@ use crate::parse::{Event, SliceParser};
 pub struct Batch {
     first: u64,
     frames: u64,
-    bytes: Vec<u8>,
+    bytes: Storage,
 }
+
+/// Bytes a [`Batch`] shares with the longer-lived thing that holds them:
+/// the journal's mapped segment, into which the publisher encoded the
+/// batch (the retention then keeps the journal's own pages, not a copy).
+#[cfg(feature = "journal")]
+pub(crate) trait SharedBytes: Send + Sync + fmt::Debug {
+    /// The bytes `at..at + len` (empty if they are not there).
+    fn get(&self, at: usize, len: usize) -> &[u8];
+}
+
+/// Where a batch's bytes live.
+#[derive(Clone)]
+enum Storage {
+    Owned(Vec<u8>),
+    #[cfg(feature = "journal")]
+    Shared {
+        owner: Arc<dyn SharedBytes>,
+        at: usize,
+        len: usize,
+    },
+}
+
+impl Storage {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Storage::Owned(v) => v,
+            #[cfg(feature = "journal")]
+            Storage::Shared { owner, at, len } => owner.get(*at, *len),
+        }
+    }
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_slice(), f)
+    }
+}
+
+impl PartialEq for Storage {
+    fn eq(&self, other: &Storage) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Storage {}
 
 /// Why bytes are not a [`Batch`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +147,7 @@ impl Batch {
         Ok(Batch {
             first,
             frames: next - first,
-            bytes,
+            bytes: Storage::Owned(bytes),
         })
     }
 
@@ -113,7 +158,28 @@ impl Batch {
         Batch {
             first,
             frames,
-            bytes,
+            bytes: Storage::Owned(bytes),
+        }
+    }
+
+    /// Frames encoded with a [`Sequencer`](crate::Sequencer) into
+    /// `owner`'s bytes `at..at + len` (not checked again).
+    #[cfg(feature = "journal")]
+    #[cfg_attr(
+        not(all(target_os = "linux", target_pointer_width = "64")),
+        allow(dead_code)
+    )]
+    pub(crate) fn shared(
+        first: u64,
+        frames: u64,
+        owner: Arc<dyn SharedBytes>,
+        at: usize,
+        len: usize,
+    ) -> Batch {
+        Batch {
+            first,
+            frames,
+            bytes: Storage::Shared { owner, at, len },
         }
     }
 
@@ -138,7 +204,7 @@ impl Batch {
     /// The encoded frames.
     #[must_use]
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.as_slice()
     }
 }
 
@@ -164,7 +230,7 @@ impl Segment {
     pub fn whole(batch: &Arc<Batch>) -> Segment {
         Segment {
             start: 0,
-            end: batch.bytes.len(),
+            end: batch.bytes().len(),
             first: batch.first,
             frames: batch.frames,
             batch: Arc::clone(batch),
@@ -178,11 +244,11 @@ impl Segment {
         let from = from.clamp(batch.first, batch.end());
         let mut start = 0;
         for _ in batch.first..from {
-            start += frame_len(batch.bytes.get(start..).unwrap_or_default());
+            start += frame_len(batch.bytes().get(start..).unwrap_or_default());
         }
         Segment {
-            start: start.min(batch.bytes.len()),
-            end: batch.bytes.len(),
+            start: start.min(batch.bytes().len()),
+            end: batch.bytes().len(),
             first: from,
             frames: batch.end() - from,
             batch: Arc::clone(batch),
@@ -207,7 +273,7 @@ impl Segment {
         let keep = end.clamp(self.first, self.end()) - self.first;
         let mut at = self.start;
         for _ in 0..keep {
-            at += frame_len(self.batch.bytes.get(at..).unwrap_or_default());
+            at += frame_len(self.batch.bytes().get(at..).unwrap_or_default());
         }
         self.end = at.min(self.end);
         self.frames = keep;
@@ -218,7 +284,7 @@ impl Segment {
     #[must_use]
     pub fn bytes(&self) -> &[u8] {
         self.batch
-            .bytes
+            .bytes()
             .get(self.start..self.end)
             .unwrap_or_default()
     }
@@ -472,7 +538,7 @@ impl Retention {
                 self.chunks.pop_front();
             } else {
                 for _ in 0..excess {
-                    let rest = front.batch.bytes.get(front.start..).unwrap_or_default();
+                    let rest = front.batch.bytes().get(front.start..).unwrap_or_default();
                     front.start += frame_len(rest);
                 }
                 front.first += excess;
@@ -494,7 +560,7 @@ impl Retention {
         let index = self.chunks.partition_point(|c| c.batch.end() <= from);
         let chunk = self.chunks.get(index)?;
         let from = from.max(chunk.first);
-        let bytes = &chunk.batch.bytes;
+        let bytes = chunk.batch.bytes();
         let mut at = chunk.start;
         for _ in chunk.first..from {
             at += frame_len(bytes.get(at..).unwrap_or_default());
