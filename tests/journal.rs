@@ -1199,3 +1199,104 @@ fn a_read_only_directory_is_a_clear_error_at_open_and_nothing_is_touched() {
     assert!(matches!(e, JournalError::ReadOnly { .. }), "{e}");
     assert_eq!(fs::read_dir(empty.path()).unwrap().count(), 0);
 }
+
+/// A segment written in place (Linux) ends in zeros while it is written:
+/// the blocks reserved ahead of its content. No reader takes them for
+/// data or damage (this process's reader with the writer's mark, another
+/// reader without it, the checker, a recording), recovery after a kill
+/// cuts them without reporting a torn tail, a torn batch before them is
+/// still reported, and a writer that stops cuts them itself. The same
+/// holds, zeros aside, with `in_place` off (`pwrite`).
+#[test]
+fn a_segment_written_in_place_ends_in_reserved_zeros_no_reader_takes_for_data() {
+    for in_place in [true, false] {
+        let dir = TempDir::new(&format!("zeros-{in_place}"), false);
+        let cfg = JournalConfig {
+            in_place,
+            ..small(1 << 30, 4096)
+        };
+        let (mut j, _) = Journal::open(dir.path(), cfg.clone()).unwrap();
+        j.start_session(7, 1).unwrap();
+        let all = fill(&mut j, &[50; 40]);
+        let seg = segments(dir.path())[0].clone();
+        let on_disk = fs::metadata(&seg).unwrap().len();
+        let mapped = in_place && cfg!(all(target_os = "linux", target_pointer_width = "64"));
+        if mapped {
+            assert!(on_disk > all.len() as u64, "reserved ahead: {on_disk}");
+            let tail = fs::read(&seg).unwrap();
+            assert!(tail[all.len()..].iter().all(|b| *b == 0));
+        } else {
+            assert_eq!(on_disk, all.len() as u64);
+        }
+        // While it is written.
+        let mut own = j.reader(1).unwrap();
+        let (mut got, mut buf) = (Vec::new(), Vec::new());
+        while own.read(u64::MAX, 64 << 10, &mut buf).unwrap().is_some() {
+            got.extend_from_slice(&buf);
+        }
+        assert_eq!(got, all, "in_place {in_place}: the writer's own reader");
+        let (read, end) = read_all(dir.path(), 1);
+        end.unwrap();
+        assert_eq!(
+            read, all,
+            "in_place {in_place}: a reader without the writer's mark"
+        );
+        let report = check(dir.path()).unwrap();
+        assert!(!report.is_damaged(), "{report:?}");
+        assert!(report.torn_tail.is_none(), "{report:?}");
+        let mut rec = Vec::new();
+        Recording::open(dir.path())
+            .unwrap()
+            .read_to_end(&mut rec)
+            .unwrap();
+        assert!(rec.ends_with(&all), "in_place {in_place}: a recording");
+        let events: Vec<_> = SliceParser::new(&rec).collect();
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Discarded(_))),
+            "nothing discarded"
+        );
+        let n = events
+            .iter()
+            .filter(|e| matches!(e, Event::Frame(_)))
+            .count();
+        assert_eq!(n, 1 + 2000, "LoginAccepted, then the frames");
+
+        // Killed now (the page cache as it is: a copy of the directory).
+        let killed = TempDir::new(&format!("zeros-killed-{in_place}"), false);
+        copy_dir(dir.path(), killed.path());
+        let (j2, rec2) = Journal::open(killed.path(), cfg.clone()).unwrap();
+        assert!(
+            rec2.truncated.is_none(),
+            "zeros are not a torn write: {rec2:?}"
+        );
+        assert_eq!((j2.session_id(), j2.next_sequence()), (Some(7), 2001));
+        drop(j2);
+        let seg2 = segments(killed.path())[0].clone();
+        assert_eq!(fs::metadata(&seg2).unwrap().len(), all.len() as u64);
+
+        // Killed in the middle of a batch: a torn frame before the zeros is
+        // reported, and cut with them.
+        let torn = TempDir::new(&format!("zeros-torn-{in_place}"), false);
+        copy_dir(dir.path(), torn.path());
+        let seg3 = segments(torn.path())[0].clone();
+        let next = frames(2001, 2);
+        let f = fs::OpenOptions::new().write(true).open(&seg3).unwrap();
+        std::os::unix::fs::FileExt::write_at(&f, &next[..60], all.len() as u64).unwrap();
+        drop(f);
+        let (j3, rec3) = Journal::open(torn.path(), cfg.clone()).unwrap();
+        let cut = rec3.truncated.expect("a torn frame is reported");
+        let first = frames(2001, 1).len();
+        assert!(first < 60);
+        assert_eq!(
+            cut.offset,
+            (all.len() + first) as u64,
+            "the whole first frame stays"
+        );
+        assert_eq!(j3.next_sequence(), 2002);
+        drop(j3);
+
+        // A writer that stops cuts its zeros itself.
+        drop(j);
+        assert_eq!(fs::metadata(&seg).unwrap().len(), all.len() as u64);
+    }
+}

@@ -351,7 +351,9 @@ fn populate_loop(map: &SegmentMap, shared: &(Mutex<Goal>, Condvar), from: u64) {
             if goal.stop {
                 return;
             }
-            usize::try_from(goal.upto).unwrap_or(usize::MAX).min(map.len)
+            usize::try_from(goal.upto)
+                .unwrap_or(usize::MAX)
+                .min(map.len)
         };
         while done < upto {
             let len = STEP.min(upto - done);
@@ -392,12 +394,21 @@ mod tests {
         assert!(tail.slice_mut(0, 10).is_none());
         assert!(map.bytes(0, 1).is_none());
         tail.reserve(10, 10).unwrap();
-        assert_eq!((tail.reserved(), f.metadata().unwrap().len()), (4096, 4096), "a page");
-        tail.slice_mut(0, 10).unwrap().copy_from_slice(b"0123456789");
+        assert_eq!(
+            (tail.reserved(), f.metadata().unwrap().len()),
+            (4096, 4096),
+            "a page"
+        );
+        tail.slice_mut(0, 10)
+            .unwrap()
+            .copy_from_slice(b"0123456789");
         assert!(map.bytes(0, 10).is_none(), "not committed yet");
         tail.commit(10);
         assert_eq!(map.bytes(0, 10).unwrap(), b"0123456789");
-        assert!(tail.slice_mut(5, 10).is_none(), "committed bytes are never written again");
+        assert!(
+            tail.slice_mut(5, 10).is_none(),
+            "committed bytes are never written again"
+        );
         assert!(tail.slice_mut(10, 4087).is_none(), "past the reserved size");
         assert!(tail.reserve(8192, 1 << 20).is_ok());
         assert_eq!(tail.reserved(), 1 << 20, "the wish, up to the mapping");

@@ -632,7 +632,9 @@ impl JournalReader {
                     {
                         partial = true;
                     }
-                    Event::Discarded(_) if data.get(used as usize) == Some(&0) => {
+                    Event::Discarded(_)
+                        if usize::try_from(used).ok().and_then(|u| data.get(u)) == Some(&0) =>
+                    {
                         // A zero byte where a frame starts: the end of what
                         // was written of a segment written in place (its
                         // reserved blocks), read without its writer's mark.

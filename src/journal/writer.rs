@@ -800,6 +800,8 @@ impl Journal {
             }
         };
         let shared = m.shared();
+        let at = usize::try_from(start)
+            .map_err(|e| JournalError::io("append to", &seg.segment, io::Error::other(e)))?;
         if frames == 0 {
             return Err(JournalError::io(
                 "append to",
@@ -808,7 +810,7 @@ impl Journal {
             ));
         }
         let ticket = self.commit(start, n as u64, first, frames, time)?;
-        let batch = Batch::shared(first, frames, shared, start as usize, n);
+        let batch = Batch::shared(first, frames, shared, at, n);
         Ok(Some((ticket, batch)))
     }
 
@@ -895,7 +897,10 @@ impl Journal {
         self.stats.appends += 1;
         self.stats.frames += frames;
         self.stats.bytes += n;
-        let content = active.mapped.is_some().then_some((self.next_number - 1, active.len));
+        let content = active
+            .mapped
+            .is_some()
+            .then_some((self.next_number - 1, active.len));
         let mut st = self.shared.lock();
         st.written = Mark {
             pos: self.pos,

@@ -11,8 +11,8 @@ use std::sync::{Arc, Weak};
 use super::feed::{try_lock, Numbering, ToLoop};
 use super::publish::{Messages, PublishError};
 use crate::session::Batch;
-use crate::Sequencer;
 use crate::wire::MAX_DATA_FRAME_LEN;
+use crate::Sequencer;
 
 /// Publishes data frames into a running server from any thread. Clone it
 /// freely; it feeds the event loop through a bounded queue and wakes it,

@@ -49,9 +49,9 @@ pub use client::{
     Action, ClientEvent, ClientSession, ClientSessionConfig, ClientSessionStats, ClientState,
     ControlFrame, IoFailure, Lost,
 };
-pub use retention::{Batch, BatchError, Retention, Segment};
 #[cfg(feature = "journal")]
 pub(crate) use retention::SharedBytes;
+pub use retention::{Batch, BatchError, Retention, Segment};
 pub use server::{
     CloseReason, ColdFetch, FileFront, OwnedTransmit, ServerEvent, ServerPhase, ServerSession,
     ServerSessionConfig, ServerSessionStats, SlowPolicy, SlowReason, Transmit, RETRANSMIT_CAP,

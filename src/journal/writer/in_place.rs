@@ -83,8 +83,7 @@ mod linux {
 
         /// Whether `len` bytes from `at` fit the mapping.
         pub(in super::super) fn fits(&self, at: u64, len: u64) -> bool {
-            at.checked_add(len)
-                .is_some_and(|end| end <= self.map_len())
+            at.checked_add(len).is_some_and(|end| end <= self.map_len())
         }
 
         fn map_len(&self) -> u64 {
