@@ -396,7 +396,7 @@ fn check_segment(
         return Ok(None);
     }
     let file = File::open(path).map_err(|e| JournalError::io("open", path, e))?;
-    let len = file
+    let mut len = file
         .metadata()
         .map_err(|e| JournalError::io("read", path, e))?
         .len();
@@ -407,7 +407,11 @@ fn check_segment(
         if t.good_end < len {
             parse_end = t.good_end;
         }
-        if t.good_end < len && !t.zeros {
+        if t.zeros {
+            // Reserved zeros (a segment being written in place): not the
+            // segment's bytes.
+            len = t.good_end;
+        } else if t.good_end < len {
             report.torn_tail = Some(Truncation {
                 path: path.clone(),
                 offset: t.good_end,

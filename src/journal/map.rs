@@ -8,28 +8,34 @@
 //! this file and checked here at run time, not left to the callers:
 //!
 //! - **One writer.** [`SegmentMap::new`] hands out the one [`Tail`] of a
-//!   mapping. Only the `Tail` writes, only at or after the mapping's
-//!   *content* mark, and only below the file's *reserved* size (blocks
-//!   allocated with `fallocate` and the file extended over them, so a write
-//!   through the mapping can neither hit the end of the file nor run out of
-//!   space: it never raises `SIGBUS`).
-//! - **Readers below the mark.** [`SegmentMap::bytes`] gives ranges below
-//!   the content mark only, which [`Tail::commit`] moves forward and never
-//!   back: bytes that can be read are never written again, and a `&mut`
-//!   slice from the `Tail` (which borrows it) is gone before the mark moves
-//!   over its bytes.
-//! - **The file stays.** [`Tail::seal`] cuts the file back to the content
-//!   mark, consuming the `Tail`; readers never read past the mark. What no
+//!   mapping. Only the `Tail` writes through the mapping, only at or after
+//!   the *content* mark, and only below the *prepared* mark: bytes already
+//!   written to the file as zeros (`pwrite`, which extends the file and
+//!   makes the file system reserve their blocks), so a write through the
+//!   mapping can neither pass the end of the file nor run out of space: it
+//!   never raises `SIGBUS`.
+//! - **Readers below the content mark.** [`SegmentMap::bytes`] gives ranges
+//!   below it only, which [`Tail::commit`] moves forward and never back:
+//!   bytes that can be read are never written again, and a `&mut` slice
+//!   from the `Tail` (which borrows it) is gone before the mark moves over
+//!   its bytes.
+//! - **Zeros only ahead.** Zeros are written (by the [`Preparer`] thread,
+//!   or by the `Tail` itself when it gets ahead of it) only at or after the
+//!   prepared mark, under a lock, and the mark moves only after they are
+//!   written: never over bytes the `Tail` may be writing.
+//! - **The file stays.** [`Tail::trim`] cuts the file back to the content
+//!   mark and stops the zeros; readers never read past the mark. What no
 //!   code of this process can prevent: another process truncating a
 //!   mapped segment (the journal's directory is the server's alone, and its
 //!   lock file keeps other tickwire writers out); accesses past the new end
 //!   would then raise `SIGBUS`, as with every mapped log (Chronicle Queue,
 //!   Aeron's archive).
 //!
-//! A third thread, the [`Populater`], faults pages in ahead of the writer
-//! (`MADV_POPULATE_WRITE`): page-cache allocation and zeroing leave the
-//! publishing thread. It only calls `madvise`, which makes no reference
-//! into the mapping and does not change its bytes.
+//! Why zeros with `pwrite` ahead, not `fallocate` and
+//! `MADV_POPULATE_WRITE`: on the reference VM (ext4, Linux 6.18) putting a
+//! page into the page cache costs about three times less through `pwrite`
+//! (no read-ahead of unwritten extents, no fault path), and a write
+//! through the mapping then only maps the page (`notes/issue-24-journal.md`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(unsafe_code)]
 
@@ -38,22 +44,21 @@ use std::prelude::rust_2021::*;
 use std::fmt;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 
-use rustix::fs::{fallocate, FallocateFlags};
 use rustix::mm::{madvise, mmap, munmap, Advice, MapFlags, ProtFlags};
 
 use crate::session::SharedBytes;
 
-/// How far ahead of the written bytes the [`Populater`] keeps pages
-/// faulted in, and the most the file is reserved ahead of them.
+/// How far ahead of the written bytes the [`Preparer`] keeps zeros.
 pub(crate) const AHEAD: u64 = 16 << 20;
-/// The populater's step: one `madvise` at a time.
+/// Zeros written at a time.
 const STEP: usize = 1 << 20;
-const PAGE: u64 = 4096;
+static ZEROS: [u8; STEP] = [0; STEP];
 
 /// A segment file mapped shared, read and write, at its full virtual size.
 pub(crate) struct SegmentMap {
@@ -61,6 +66,12 @@ pub(crate) struct SegmentMap {
     len: usize,
     /// Bytes `0..content` are written, committed and never written again.
     content: AtomicUsize,
+    /// Bytes `0..prepared` are in the file (the file is at least this
+    /// long, their blocks reserved): the `Tail` may write below it.
+    prepared: AtomicU64,
+    /// Held while zeros are written at `prepared`; `None` once trimmed
+    /// (no zeros any more).
+    file: Mutex<Option<Arc<File>>>,
 }
 
 // SAFETY: the mapping is plain memory, shared by the process's threads;
@@ -68,9 +79,9 @@ pub(crate) struct SegmentMap {
 // one `Tail` writes at or after it (see the module's documentation), so a
 // `SegmentMap` may be used from any thread.
 unsafe impl Send for SegmentMap {}
-// SAFETY: as for `Send`: `bytes` (shared, below the mark) and `populate`
-// (`madvise`, no reference made) are the only methods on `&SegmentMap`, and
-// the mark is an atomic.
+// SAFETY: as for `Send`: `bytes` (shared, below the mark), `prepare`
+// (`pwrite` at or after the prepared mark, under the lock) and the marks
+// (atomics) are all `&SegmentMap` offers.
 unsafe impl Sync for SegmentMap {}
 
 impl fmt::Debug for SegmentMap {
@@ -78,17 +89,18 @@ impl fmt::Debug for SegmentMap {
         f.debug_struct("SegmentMap")
             .field("len", &self.len)
             .field("content", &self.content.load(Ordering::Relaxed))
-            .finish()
+            .field("prepared", &self.prepared.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
 impl SegmentMap {
     /// Maps `len` bytes of `file` (opened for reading and writing), whose
-    /// first `content` bytes are written and whose size is `content`; the
-    /// one [`Tail`] writes after them.
+    /// size is `content`, all of it written; the one [`Tail`] writes after
+    /// it.
     pub(crate) fn new(file: &Arc<File>, len: u64, content: u64) -> io::Result<(Arc<Self>, Tail)> {
         let len = usize::try_from(len).map_err(|_| io::Error::other("segment too large to map"))?;
-        let content = usize::try_from(content)
+        let content_at = usize::try_from(content)
             .ok()
             .filter(|c| *c <= len)
             .ok_or_else(|| io::Error::other("segment larger than its mapping"))?;
@@ -98,7 +110,7 @@ impl SegmentMap {
         // SAFETY: a new mapping at an address the kernel chooses, so it
         // overlaps no memory of this process; `len` is not zero. Pages past
         // the file's end are never touched (the `Tail` writes below the
-        // reserved size only, readers below the content mark).
+        // prepared mark only, readers below the content mark).
         let p = unsafe {
             mmap(
                 ptr::null_mut(),
@@ -110,22 +122,19 @@ impl SegmentMap {
             )
         }?;
         let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave null"))?;
-        let map = Arc::new(SegmentMap {
-            ptr,
-            len,
-            content: AtomicUsize::new(content),
-        });
-        // Large folios where the file system has them: fewer pages to
-        // fault in (a hint; its failure changes nothing).
+        // Large folios where the file system has them: fewer faults (a
+        // hint; its failure changes nothing).
         // SAFETY: the whole mapping made above; MADV_HUGEPAGE changes how
         // the kernel backs it, not its contents.
         let _ = unsafe { madvise(ptr.as_ptr().cast(), len, Advice::LinuxHugepage) };
-        let tail = Tail {
-            map: Arc::clone(&map),
-            file: Arc::clone(file),
-            reserved: content as u64,
-        };
-        Ok((map, tail))
+        let map = Arc::new(SegmentMap {
+            ptr,
+            len,
+            content: AtomicUsize::new(content_at),
+            prepared: AtomicU64::new(content),
+            file: Mutex::new(Some(Arc::clone(file))),
+        });
+        Ok((Arc::clone(&map), Tail { map }))
     }
 
     /// The committed bytes `at..at + len` (`None` past the content mark).
@@ -141,29 +150,48 @@ impl SegmentMap {
         Some(unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(at), len) })
     }
 
-    /// Faults `at..at + len` in, writable (`MADV_POPULATE_WRITE`), without
-    /// changing a byte. Pages past the file's end fail with `EFAULT`.
-    fn populate(&self, at: usize, len: usize) -> io::Result<()> {
-        if at.checked_add(len).is_none_or(|end| end > self.len) {
-            return Err(io::Error::other("outside the mapping"));
-        }
-        // SAFETY: inside the mapping (checked above); MADV_POPULATE_WRITE
-        // faults pages in as a write would but writes nothing and makes no
-        // reference, so it may run while the `Tail` writes the same pages
-        // and readers read others.
-        unsafe {
-            madvise(
-                self.ptr.as_ptr().add(at).cast(),
-                len,
-                Advice::LinuxPopulateWrite,
-            )
-        }?;
-        Ok(())
-    }
-
     /// The content mark.
     pub(crate) fn content(&self) -> usize {
         self.content.load(Ordering::Acquire)
+    }
+
+    /// The prepared mark.
+    pub(crate) fn prepared(&self) -> u64 {
+        self.prepared.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<File>>> {
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes zeros from the prepared mark up to `to` (at most one `step`
+    /// of them when `step`; never past the mapping), moving the mark as
+    /// they are written. A full disk fails here (`ENOSPC`), with the mark
+    /// after what was written.
+    fn prepare(&self, to: u64, step: bool) -> io::Result<()> {
+        let guard = self.lock();
+        let Some(file) = guard.as_ref() else {
+            return Err(io::Error::other("the segment was trimmed"));
+        };
+        let to = to.min(self.len as u64);
+        let mut at = self.prepared.load(Ordering::Acquire);
+        while at < to {
+            let n = usize::try_from(to - at).unwrap_or(STEP).min(STEP);
+            let zeros = ZEROS.get(..n).unwrap_or_default();
+            match file.write_at(zeros, at) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(w) => {
+                    at += w as u64;
+                    self.prepared.store(at, Ordering::Release);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if step {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -187,106 +215,76 @@ impl SharedBytes for SegmentMap {
 #[derive(Debug)]
 pub(crate) struct Tail {
     map: Arc<SegmentMap>,
-    file: Arc<File>,
-    /// The file's size: blocks allocated up to here.
-    reserved: u64,
 }
 
 impl Tail {
-    /// The file's size (allocated up to it).
-    pub(crate) fn reserved(&self) -> u64 {
-        self.reserved
-    }
-
-    /// The mapping's length: the most `reserve` can reach.
+    /// The mapping's length: the most the segment can hold.
     pub(crate) fn limit(&self) -> u64 {
         self.map.len as u64
     }
 
-    /// Makes sure the bytes up to `need` can be written, and if it can,
-    /// up to `want` too: `fallocate` allocates the blocks (at most up to
-    /// the mapping) and the file is extended over them. The wish is
-    /// granted in steps of at least half of [`AHEAD`] (one system call per
-    /// several MiB written), the need at once. `need` fails on a full disk
-    /// (`ENOSPC`, nothing changed): a write through the mapping never does.
-    pub(crate) fn reserve(&mut self, need: u64, want: u64) -> io::Result<()> {
-        let want = want.max(need);
-        if need <= self.reserved && want <= self.reserved.saturating_add(AHEAD / 2) {
+    /// Makes sure the bytes up to `need` can be written: zeros written up
+    /// to it now if the [`Preparer`] is not that far yet. A full disk fails
+    /// here (`ENOSPC`), never in a write through the mapping.
+    pub(crate) fn reserve(&mut self, need: u64) -> io::Result<()> {
+        if need <= self.map.prepared() {
             return Ok(());
         }
-        let limit = self.map.len as u64;
-        if need > limit {
+        if need > self.map.len as u64 {
             return Err(io::Error::other("a batch past the segment's mapping"));
         }
-        let round = |n: u64| n.div_ceil(PAGE).saturating_mul(PAGE).min(limit);
-        let mut target = round(want);
-        let mut result = self.allocate(target);
-        if result.is_err() {
-            if need <= self.reserved {
-                return Ok(()); // the wish failed (a disk filling up); the need is met
-            }
-            target = need;
-            result = self.allocate(target);
-        }
-        result?;
-        if target > self.reserved {
-            self.file.set_len(target)?;
-            self.reserved = target;
-        }
-        Ok(())
-    }
-
-    fn allocate(&self, to: u64) -> io::Result<()> {
-        let len = to.saturating_sub(self.reserved);
-        if len == 0 {
-            return Ok(());
-        }
-        fallocate(&self.file, FallocateFlags::KEEP_SIZE, self.reserved, len)?;
-        Ok(())
+        self.map.prepare(need, false)
     }
 
     /// The bytes `at..at + len` to write: at or after the content mark,
-    /// below the reserved size (`None` otherwise).
+    /// below the prepared mark (`None` otherwise).
     pub(crate) fn slice_mut(&mut self, at: usize, len: usize) -> Option<&mut [u8]> {
         let end = at.checked_add(len)?;
-        let reserved = usize::try_from(self.reserved).ok()?;
-        if at < self.map.content() || end > reserved || end > self.map.len {
+        let prepared = usize::try_from(self.map.prepared()).ok()?;
+        if at < self.map.content() || end > prepared || end > self.map.len {
             return None;
         }
-        // SAFETY: inside the mapping and inside the file's allocated size
-        // (checked above: no SIGBUS, no ENOSPC), and the mapping lives as
-        // long as `self.map`; at or after the content mark, which only this
-        // `Tail` moves and cannot move while the slice borrows it, so no
-        // shared slice covers these bytes; the `Tail` is the mapping's only
-        // one and the slice borrows it mutably, so no other `&mut` exists.
-        // `populate` may run on these pages meanwhile: it writes nothing.
+        // SAFETY: inside the mapping and below the prepared mark, so inside
+        // the file with its blocks reserved (no SIGBUS, no ENOSPC), and the
+        // mapping lives as long as `self.map`; at or after the content
+        // mark, which only this `Tail` moves and cannot move while the
+        // slice borrows it, so no shared slice covers these bytes; the
+        // `Tail` is the mapping's only one and the slice borrows it
+        // mutably, so no other `&mut` exists; zeros are only written at or
+        // after the prepared mark, past these bytes.
         Some(unsafe { std::slice::from_raw_parts_mut(self.map.ptr.as_ptr().add(at), len) })
     }
 
-    /// Moves the content mark to `end` (forward only, within the reserved
-    /// size): the bytes before it are committed, readable and never
+    /// Moves the content mark to `end` (forward only, within the prepared
+    /// bytes): the bytes before it are committed, readable and never
     /// written again.
     pub(crate) fn commit(&mut self, end: usize) {
-        let reserved = usize::try_from(self.reserved).unwrap_or(usize::MAX);
-        let end = end.min(reserved).min(self.map.len);
+        let prepared = usize::try_from(self.map.prepared()).unwrap_or(usize::MAX);
+        let end = end.min(prepared).min(self.map.len);
         if end > self.map.content() {
             self.map.content.store(end, Ordering::Release);
         }
     }
 
-    /// Cuts the file back to the content mark and goes on writing.
+    /// Cuts the file back to the content mark and writes no zeros any
+    /// more (the [`Preparer`] stops): a sealed or closed segment's size is
+    /// its content. The `Tail` writes nothing after this.
     pub(crate) fn trim(&mut self) -> io::Result<()> {
+        let mut guard = self.map.lock();
         let content = self.map.content() as u64;
-        self.file.set_len(content)?;
-        self.reserved = content;
+        if let Some(file) = guard.as_ref() {
+            file.set_len(content)?;
+        }
+        *guard = None;
+        self.map.prepared.store(content, Ordering::Release);
         Ok(())
     }
 }
 
-/// A thread that faults the mapping's pages in, writable, ahead of the
-/// writer, up to the mark it is given (never past the reserved size).
+/// A thread that writes zeros ahead of the writer (1 MiB at a time, the
+/// lock released between them), up to the mark it is given.
 #[derive(Debug)]
-pub(crate) struct Populater {
+pub(crate) struct Preparer {
     shared: Arc<(Mutex<Goal>, Condvar)>,
     thread: Option<JoinHandle<()>>,
     /// The last goal given (the writer's copy: no lock to compare).
@@ -299,22 +297,23 @@ struct Goal {
     stop: bool,
 }
 
-impl Populater {
-    /// Starts populating `map` from `from`.
-    pub(crate) fn spawn(map: &Arc<SegmentMap>, from: u64) -> io::Result<Populater> {
+impl Preparer {
+    /// Starts preparing `map`.
+    pub(crate) fn spawn(map: &Arc<SegmentMap>) -> io::Result<Preparer> {
         let shared = Arc::new((Mutex::new(Goal::default()), Condvar::new()));
         let (theirs, map) = (Arc::clone(&shared), Arc::clone(map));
+        let asked = map.prepared();
         let thread = thread::Builder::new()
-            .name("tickwire-journal-populate".into())
-            .spawn(move || populate_loop(&map, &theirs, from))?;
-        Ok(Populater {
+            .name("tickwire-journal-prepare".into())
+            .spawn(move || prepare_loop(&map, &theirs))?;
+        Ok(Preparer {
             shared,
             thread: Some(thread),
-            asked: from,
+            asked,
         })
     }
 
-    /// Populate up to `upto` (rounded down to a step). Cheap when the goal
+    /// Prepare up to `upto` (rounded down to a step). Cheap when the goal
     /// moved less than a step: no lock, no wake.
     pub(crate) fn ask(&mut self, upto: u64) {
         let upto = upto / STEP as u64 * STEP as u64;
@@ -328,7 +327,7 @@ impl Populater {
     }
 }
 
-impl Drop for Populater {
+impl Drop for Preparer {
     fn drop(&mut self) {
         let (lock, wake) = &*self.shared;
         lock.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
@@ -339,31 +338,31 @@ impl Drop for Populater {
     }
 }
 
-fn populate_loop(map: &SegmentMap, shared: &(Mutex<Goal>, Condvar), from: u64) {
+fn prepare_loop(map: &SegmentMap, shared: &(Mutex<Goal>, Condvar)) {
     let (lock, wake) = shared;
-    let mut done = usize::try_from(from).unwrap_or(usize::MAX) / STEP * STEP;
     loop {
         let upto = {
             let mut goal = lock.lock().unwrap_or_else(PoisonError::into_inner);
-            while !goal.stop && usize::try_from(goal.upto).unwrap_or(usize::MAX) <= done {
+            while !goal.stop && goal.upto <= map.prepared() {
                 goal = wake.wait(goal).unwrap_or_else(PoisonError::into_inner);
             }
             if goal.stop {
                 return;
             }
-            usize::try_from(goal.upto)
-                .unwrap_or(usize::MAX)
-                .min(map.len)
+            goal.upto
         };
-        while done < upto {
-            let len = STEP.min(upto - done);
-            // A failure (no MADV_POPULATE_WRITE before Linux 5.14, a page
-            // past the file's end after a seal) costs only speed: the
-            // writer then faults the pages in itself.
-            if map.populate(done, len).is_err() {
-                return;
+        while map.prepared() < upto {
+            // A failure (a full disk, the segment trimmed) costs nothing
+            // but speed: the writer prepares what it needs itself, and
+            // its own failure refuses its batch.
+            if map.prepare(upto, true).is_err() {
+                break;
             }
-            done += len;
+        }
+        // Wait for a new goal (or retry a failed one when asked again).
+        let mut goal = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if goal.upto <= upto && !goal.stop {
+            goal.upto = map.prepared();
         }
     }
 }
@@ -390,15 +389,11 @@ mod tests {
     fn the_tail_writes_after_the_mark_and_readers_read_before_it() {
         let (dir, f) = file("mark");
         let (map, mut tail) = SegmentMap::new(&f, 1 << 20, 0).unwrap();
-        // Nothing reserved: nothing to write, nothing to read.
+        // Nothing prepared: nothing to write, nothing to read.
         assert!(tail.slice_mut(0, 10).is_none());
         assert!(map.bytes(0, 1).is_none());
-        tail.reserve(10, 10).unwrap();
-        assert_eq!(
-            (tail.reserved(), f.metadata().unwrap().len()),
-            (4096, 4096),
-            "a page"
-        );
+        tail.reserve(10).unwrap();
+        assert_eq!((map.prepared(), f.metadata().unwrap().len()), (10, 10));
         tail.slice_mut(0, 10)
             .unwrap()
             .copy_from_slice(b"0123456789");
@@ -409,33 +404,47 @@ mod tests {
             tail.slice_mut(5, 10).is_none(),
             "committed bytes are never written again"
         );
-        assert!(tail.slice_mut(10, 4087).is_none(), "past the reserved size");
-        assert!(tail.reserve(8192, 1 << 20).is_ok());
-        assert_eq!(tail.reserved(), 1 << 20, "the wish, up to the mapping");
-        assert!(tail.reserve(2 << 20, 2 << 20).is_err(), "past the mapping");
+        assert!(tail.slice_mut(10, 1).is_none(), "past the prepared bytes");
+        assert!(tail.reserve(2 << 20).is_err(), "past the mapping");
+        tail.reserve(100).unwrap();
+        tail.slice_mut(10, 90).unwrap().fill(b'x');
         tail.commit(5); // never back
         assert_eq!(map.content(), 10);
         tail.trim().unwrap();
         assert_eq!(f.metadata().unwrap().len(), 10);
         assert_eq!(std::fs::read(dir.join("seg")).unwrap(), b"0123456789");
         assert_eq!(SharedBytes::get(&*map, 2, 3), b"234");
+        assert!(tail.reserve(20).is_err(), "trimmed: no zeros any more");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn the_populater_faults_pages_in_without_changing_them() {
-        let (dir, f) = file("populate");
+    fn the_preparer_writes_zeros_ahead_and_never_over_the_writer() {
+        let (dir, f) = file("prepare");
         let (map, mut tail) = SegmentMap::new(&f, 8 << 20, 0).unwrap();
-        tail.reserve(4 << 20, 4 << 20).unwrap();
-        let mut p = Populater::spawn(&map, 0).unwrap();
+        let mut p = Preparer::spawn(&map).unwrap();
         p.ask(4 << 20);
-        p.ask(8 << 20);
-        tail.slice_mut(0, 3).unwrap().copy_from_slice(b"abc");
-        tail.commit(3);
+        // The writer goes on meanwhile, preparing what it needs itself.
+        for i in 0..1000usize {
+            tail.reserve((i as u64 + 1) * 100).unwrap();
+            tail.slice_mut(i * 100, 100)
+                .unwrap()
+                .fill(1 + (i % 200) as u8);
+            tail.commit((i + 1) * 100);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while map.prepared() < 4 << 20 {
+            assert!(std::time::Instant::now() < deadline, "{map:?}");
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
         drop(p);
-        assert_eq!(map.bytes(0, 3).unwrap(), b"abc");
+        let bytes = map.bytes(0, 100_000).unwrap();
+        for (i, chunk) in bytes.chunks(100).enumerate() {
+            assert!(chunk.iter().all(|b| *b == 1 + (i % 200) as u8), "chunk {i}");
+        }
+        assert_eq!(f.metadata().unwrap().len(), 4 << 20);
         tail.trim().unwrap();
-        assert_eq!(f.metadata().unwrap().len(), 3);
+        assert_eq!(f.metadata().unwrap().len(), 100_000);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -29,11 +29,11 @@ const SLACK: u64 = 64 << 20;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 mod linux {
     use super::*;
-    use crate::journal::map::{Populater, SegmentMap, Tail, AHEAD};
+    use crate::journal::map::{Preparer, SegmentMap, Tail, AHEAD};
     use crate::session::SharedBytes;
 
-    /// What to reserve once the content reaches `end`: [`AHEAD`] more, but
-    /// not past the segment size `cap`.
+    /// How far to prepare once the content reaches `end`: [`AHEAD`] more,
+    /// but not past the segment size `cap`.
     fn want(cap: u64, end: u64) -> u64 {
         end.saturating_add(AHEAD).min(cap.max(end))
     }
@@ -46,7 +46,7 @@ mod linux {
         cap: u64,
         map: Arc<SegmentMap>,
         tail: Tail,
-        populater: Option<Populater>,
+        preparer: Option<Preparer>,
     }
 
     impl Mapped {
@@ -68,16 +68,17 @@ mod linux {
             let (map, mut tail) = SegmentMap::new(seg, len, content).ok()?;
             // A file system without `fallocate` (or a full one): `pwrite`.
             let cap = config.segment_bytes;
-            tail.reserve(content + 1, want(cap, content + 1)).ok()?;
-            let mut populater = Populater::spawn(&map, content).ok();
-            if let Some(p) = populater.as_mut() {
-                p.ask(tail.reserved().min(content + AHEAD));
+            // A file system that cannot do it (or a full one): `pwrite`.
+            tail.reserve(content + 1).ok()?;
+            let mut preparer = Preparer::spawn(&map).ok();
+            if let Some(p) = preparer.as_mut() {
+                p.ask(want(cap, content));
             }
             Some(Mapped {
                 cap,
                 map,
                 tail,
-                populater,
+                preparer,
             })
         }
 
@@ -100,7 +101,7 @@ mod linux {
             write: impl FnOnce(&mut [u8]) -> usize,
         ) -> io::Result<usize> {
             let end = at + len as u64;
-            self.tail.reserve(end, want(self.cap, end))?;
+            self.tail.reserve(end)?;
             let start = usize::try_from(at).map_err(io::Error::other)?;
             let slice = self
                 .tail
@@ -123,8 +124,8 @@ mod linux {
         /// Commits the bytes up to `end`; asks for pages ahead of them.
         pub(in super::super) fn commit(&mut self, end: u64) {
             self.tail.commit(usize::try_from(end).unwrap_or(usize::MAX));
-            if let Some(p) = self.populater.as_mut() {
-                p.ask(self.tail.reserved().min(end + AHEAD));
+            if let Some(p) = self.preparer.as_mut() {
+                p.ask(want(self.cap, end));
             }
         }
 
