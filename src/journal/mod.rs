@@ -222,16 +222,21 @@ pub struct JournalConfig {
     /// (`"tickwire"`).
     pub server: String,
     /// Write the segment being appended to in place (`true`; Linux,
-    /// 64-bit): it is mapped into memory, its blocks are reserved ahead
-    /// with `fallocate` (a full disk refuses a batch before it is written)
-    /// and its pages faulted in ahead by a thread, and the mio server's
-    /// publisher encodes each batch straight into it: no copy and no
-    /// system call per batch, and the in-memory retention holds the
-    /// journal's own (file-backed) pages instead of a second copy. The
-    /// segment being written then ends in zeros (its reserved blocks)
-    /// until it is sealed or closed: recovery cuts them without reporting
-    /// them and every reader stops at them. `false`, or elsewhere: each
-    /// batch is written with `pwrite`.
+    /// 64-bit): it is mapped into memory, a thread writes zeros ahead of
+    /// the content (up to 16 MiB, never past the segment size: the pages
+    /// enter the page cache and the file system reserves their blocks off
+    /// the publishing thread; a full disk refuses a batch before any byte
+    /// of it is written), and the mio server's publisher encodes each
+    /// batch straight into it: no copy and no system call per batch, and
+    /// the in-memory retention holds the journal's own (file-backed) pages
+    /// instead of a second copy. The segment being written then ends in
+    /// zeros until it is sealed or closed: recovery cuts them without
+    /// reporting them and every reader stops at them. `false`, with
+    /// [`FsyncMode::Always`] (which waits for the disk on every batch
+    /// anyway, and would sync the zeros ahead with it), or elsewhere: each
+    /// batch is written with `pwrite`. With `Interval`, zeros written
+    /// ahead may reach the disk before the data that replaces them (at a
+    /// low publishing rate, up to twice the bytes written to the disk).
     #[cfg_attr(feature = "serde", serde(default = "in_place_default"))]
     pub in_place: bool,
 }

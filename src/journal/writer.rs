@@ -48,9 +48,29 @@ struct Active {
     idx_len: u64,
     /// Offset of the last position entry (0: none yet).
     last_entry_at: u64,
+    /// Position entries not written to the index yet (a mapped segment's:
+    /// written [`PENDING`] at a time, and before a seal, a close or a
+    /// drop; an index that lags is rebuilt from the segment at recovery).
+    pending: Vec<u8>,
     /// The segment mapped, written in place (see [`in_place`]).
     mapped: Option<in_place::Mapped>,
 }
+
+impl Active {
+    /// Writes the pending position entries to the index.
+    fn flush_index(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        write_at(&self.idx, &self.pending, self.idx_len)?;
+        self.idx_len += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// Position entries a mapped segment writes at a time.
+const PENDING: usize = 16;
 
 /// The journal's writer: one per directory (a lock file says so).
 ///
@@ -585,6 +605,7 @@ impl Journal {
             len: tail.good_end,
             idx_len,
             last_entry_at: tail.last_entry_at,
+            pending: Vec::new(),
         });
         if out.new_session_required {
             // `start_session` rolls; the old segment stays as it is.
@@ -862,14 +883,28 @@ impl Journal {
         let Some(seg) = self.segments.back_mut() else {
             return Err(JournalError::NoSession);
         };
-        if start > 0 && start - active.last_entry_at >= self.config.index_every {
-            let entry = Entry {
-                sequence: first,
-                offset: start,
-                time,
-                kind: EntryKind::Position,
-            };
-            if let Err(e) = write_at(&active.idx, &entry.encode(), active.idx_len) {
+        let due = start > 0 && start - active.last_entry_at >= self.config.index_every;
+        let entry = Entry {
+            sequence: first,
+            offset: start,
+            time,
+            kind: EntryKind::Position,
+        };
+        if due && active.mapped.is_some() {
+            // A system call saved per entry: written a few at a time once
+            // their batches are in (a failure leaves the index lagging,
+            // which recovery rebuilds from the segment, and is retried).
+            active.pending.extend_from_slice(&entry.encode());
+            active.last_entry_at = start;
+            self.stats.index_entries += 1;
+            if active.pending.len() >= PENDING * ENTRY_LEN {
+                let _ = active.flush_index();
+            }
+        } else if due {
+            let flushed = active.flush_index();
+            if let Err(e) =
+                flushed.and_then(|()| write_at(&active.idx, &entry.encode(), active.idx_len))
+            {
                 self.stats.failed_appends += 1;
                 let undone = match active.mapped.as_mut() {
                     Some(m) => {
@@ -925,6 +960,8 @@ impl Journal {
                 m.trim()
                     .map_err(|e| JournalError::io("truncate", &old_seg.segment, e))?;
             }
+            old.flush_index()
+                .map_err(|e| JournalError::io("write", &old_seg.index, e))?;
         }
         let number = self.next_number;
         let stem = layout::stem(number, session_id, first);
@@ -972,6 +1009,7 @@ impl Journal {
             len: 0,
             idx_len: HEADER_LEN as u64,
             last_entry_at: 0,
+            pending: Vec::new(),
         });
         self.segments.push_back(Seg {
             session_id,
@@ -1122,6 +1160,9 @@ impl Journal {
                 m.trim()
                     .map_err(|e| JournalError::io("truncate", &seg.segment, e))?;
             }
+            active
+                .flush_index()
+                .map_err(|e| JournalError::io("write", &seg.index, e))?;
         }
         Ok(())
     }

@@ -1,11 +1,11 @@
-//! The active segment written in place: mapped, its blocks reserved ahead
-//! with `fallocate`, its pages faulted in ahead by a thread, and each batch
-//! encoded by the publisher straight into it (Linux, 64-bit; elsewhere, and
+//! The active segment written in place: mapped, zeros written ahead of its
+//! content by a thread (pages in the page cache, blocks reserved), and each
+//! batch encoded by the publisher straight into it (Linux, 64-bit; elsewhere, and
 //! with [`JournalConfig::in_place`] off, every batch is written with
 //! `pwrite`). The unsafe part is `journal/map.rs`; this is its safe user.
 //!
 //! On disk the only difference is a tail of zeros while the segment is
-//! written (the reserved blocks past the content): recovery cuts it without
+//! written (the zeros written ahead of the content): recovery cuts it without
 //! reporting it (a frame starts with the sync byte 0xA5, never with a zero
 //! byte), every reader stops at it, and a sealed or closed segment has none.
 #![forbid(unsafe_code)]
@@ -16,6 +16,8 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+use super::super::FsyncMode;
 use super::super::JournalConfig;
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
@@ -57,7 +59,9 @@ mod linux {
             seg: &Arc<File>,
             content: u64,
         ) -> Option<Mapped> {
-            if !config.in_place {
+            // `always` waits for the disk on every batch anyway, and would
+            // sync the zeros ahead with it: `pwrite`.
+            if !config.in_place || config.fsync == FsyncMode::Always {
                 return None;
             }
             let len = config
@@ -66,7 +70,6 @@ mod linux {
                 .saturating_add(SLACK)
                 .min(1 << 46);
             let (map, mut tail) = SegmentMap::new(seg, len, content).ok()?;
-            // A file system without `fallocate` (or a full one): `pwrite`.
             let cap = config.segment_bytes;
             // A file system that cannot do it (or a full one): `pwrite`.
             tail.reserve(content + 1).ok()?;
