@@ -1187,6 +1187,8 @@ fn replay(base: &Path) {
         retention.push(b);
     }
     let limit = j.durable_end();
+    // Closed: the segment's size is its content (no zeros written ahead).
+    j.close().unwrap();
     let segments: Vec<PathBuf> = {
         let mut v: Vec<PathBuf> = fs::read_dir(&dir.0)
             .unwrap()
@@ -1420,19 +1422,15 @@ fn replay_server(base: &Path) {
         thread::sleep(Duration::from_millis(1));
     }
     let bytes = 32 + data; // LoginAccepted, then every frame
-    let segments: Vec<PathBuf> = {
-        let mut v: Vec<PathBuf> = fs::read_dir(&dir.0)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "twr"))
-            .collect();
-        v.sort();
-        v
-    };
-    let on_disk: u64 = segments
+    // Each segment and its content (the one being written ends in zeros,
+    // written ahead: not the journal's bytes).
+    let segments: Vec<(PathBuf, u64)> = check(&dir.0)
+        .unwrap()
+        .sessions
         .iter()
-        .map(|p| fs::metadata(p).unwrap().len())
-        .sum();
+        .flat_map(|s| s.segments.iter().map(|g| (g.path.clone(), g.bytes)))
+        .collect();
+    let on_disk: u64 = segments.iter().map(|s| s.1).sum();
     assert_eq!(on_disk, data, "the journal holds the frames, nothing else");
     // One replay through the server, timed: (GB/s, CPU s/GB of `tid`).
     let via = |addr, tid: u64, copy: bool| {
@@ -1464,11 +1462,12 @@ fn replay_server(base: &Path) {
             let mut buf = vec![0u8; CHUNK];
             let cpu = thread_cpu();
             let mut sent = 32u64;
-            for s in &segments {
+            for (s, len) in &segments {
                 let f = File::open(s).unwrap();
                 let mut at = 0u64;
                 loop {
-                    let n = f.read_at(&mut buf, at).unwrap();
+                    let want = (len - at).min(CHUNK as u64) as usize;
+                    let n = f.read_at(&mut buf[..want], at).unwrap();
                     if n == 0 {
                         break;
                     }
