@@ -1485,10 +1485,39 @@ fn replay_server(base: &Path) {
         assert_eq!(sent, bytes);
         (bytes as f64 / secs / 1e9, cpu / (bytes as f64 / 1e9))
     };
+    // The client's ceiling: one buffer written again and again (no file,
+    // no server, no copy on the sending side): no path can go faster to
+    // this client.
+    let ceiling = |copy: bool| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rx = thread::spawn(move || {
+            let mut login = [0u8; 24];
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.read_exact(&mut login).unwrap();
+            peer.write_all(&[0u8; 32]).unwrap();
+            let buf = vec![0xA5u8; CHUNK];
+            let cpu = thread_cpu();
+            let mut sent = 32u64;
+            while sent < bytes {
+                let n = (bytes - sent).min(CHUNK as u64) as usize;
+                peer.write_all(&buf[..n]).unwrap();
+                sent += n as u64;
+            }
+            ((thread_cpu() - cpu) as f64 / 1e9, sent)
+        });
+        let t = Instant::now();
+        login_and_receive(addr, bytes, copy);
+        let secs = t.elapsed().as_secs_f64();
+        let (cpu, sent) = rx.join().unwrap();
+        assert_eq!(sent, bytes);
+        (bytes as f64 / secs / 1e9, cpu / (bytes as f64 / 1e9))
+    };
     let names = [
         "disk: mio server, sendfile",
         "memory: mio server, retention",
         "disk: pread + write loop, no server",
+        "ceiling: one buffer written, no file",
     ];
     for copy in [false, true] {
         println!(
@@ -1499,13 +1528,14 @@ fn replay_server(base: &Path) {
                 "discarding in the kernel (MSG_TRUNC)"
             }
         );
-        let mut best = [(0.0f64, 0.0f64); 3];
+        let mut best = [(0.0f64, 0.0f64); 4];
         let sf_before = disk.stats().file_bytes_sent;
         for _ in 0..ROUNDS {
             let r = [
                 via(disk.local_addr(), disk_tid, copy),
                 via(memory.local_addr(), memory_tid, copy),
                 pread_write(copy),
+                ceiling(copy),
             ];
             for (b, r) in best.iter_mut().zip(r) {
                 if r.0 > b.0 {
@@ -1533,6 +1563,12 @@ fn replay_server(base: &Path) {
             best[0].1 / best[1].1,
             best[0].1 / best[2].1,
             sendfile as f64 / (ROUNDS as f64 * bytes as f64) * 100.0
+        );
+        println!(
+            "the client's ceiling: {:.2}× pread + write (no path can beat it); sendfile at {:.2} \
+             of the ceiling",
+            best[3].0 / best[2].0,
+            best[0].0 / best[3].0,
         );
     }
     disk.shutdown().unwrap();
