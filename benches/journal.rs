@@ -1422,8 +1422,8 @@ fn replay_server(base: &Path) {
         thread::sleep(Duration::from_millis(1));
     }
     let bytes = 32 + data; // LoginAccepted, then every frame
-    // Each segment and its content (the one being written ends in zeros,
-    // written ahead: not the journal's bytes).
+                           // Each segment and its content (the one being written ends in zeros,
+                           // written ahead: not the journal's bytes).
     let segments: Vec<(PathBuf, u64)> = check(&dir.0)
         .unwrap()
         .sessions

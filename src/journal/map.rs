@@ -420,6 +420,7 @@ mod tests {
 
     #[test]
     fn the_preparer_writes_zeros_ahead_and_never_over_the_writer() {
+        let mark = |i: usize| 1 + u8::try_from(i % 200).unwrap();
         let (dir, f) = file("prepare");
         let (map, mut tail) = SegmentMap::new(&f, 8 << 20, 0).unwrap();
         let mut p = Preparer::spawn(&map).unwrap();
@@ -427,9 +428,7 @@ mod tests {
         // The writer goes on meanwhile, preparing what it needs itself.
         for i in 0..1000usize {
             tail.reserve((i as u64 + 1) * 100).unwrap();
-            tail.slice_mut(i * 100, 100)
-                .unwrap()
-                .fill(1 + (i % 200) as u8);
+            tail.slice_mut(i * 100, 100).unwrap().fill(mark(i));
             tail.commit((i + 1) * 100);
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -440,7 +439,7 @@ mod tests {
         drop(p);
         let bytes = map.bytes(0, 100_000).unwrap();
         for (i, chunk) in bytes.chunks(100).enumerate() {
-            assert!(chunk.iter().all(|b| *b == 1 + (i % 200) as u8), "chunk {i}");
+            assert!(chunk.iter().all(|b| *b == mark(i)), "chunk {i}");
         }
         assert_eq!(f.metadata().unwrap().len(), 4 << 20);
         tail.trim().unwrap();
