@@ -34,8 +34,10 @@
 //! Why zeros with `pwrite` ahead, not `fallocate` and
 //! `MADV_POPULATE_WRITE`: on the reference VM (ext4, Linux 6.18) putting a
 //! page into the page cache costs about three times less through `pwrite`
-//! (no read-ahead of unwritten extents, no fault path), and a write
-//! through the mapping then only maps the page (`notes/issue-24-journal.md`).
+//! (no read-ahead of unwritten extents, no fault path); the `Preparer` then
+//! maps the pages in (`MADV_POPULATE_WRITE` on pages already cached: no
+//! allocation, no zeroing), so the writer takes no page fault
+//! (`notes/issue-24-journal.md`).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(unsafe_code)]
 
@@ -160,6 +162,34 @@ impl SegmentMap {
         self.prepared.load(Ordering::Acquire)
     }
 
+    /// Maps the prepared pages `at..at + len` into this process's page
+    /// tables, writable (`MADV_POPULATE_WRITE`): the writer's first write
+    /// to each then takes no page fault. The pages are in the page cache
+    /// already (zeros written), so nothing is allocated or zeroed here.
+    fn fault_in(&self, at: u64, len: u64) -> io::Result<()> {
+        let end = at.checked_add(len).filter(|e| *e <= self.prepared());
+        let (Some(_), Ok(at), Ok(len)) = (end, usize::try_from(at), usize::try_from(len)) else {
+            return Err(io::Error::other("past the prepared bytes"));
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: inside the mapping (below the prepared mark, which never
+        // passes `self.len`); MADV_POPULATE_WRITE faults pages in as a
+        // write would but writes nothing and makes no reference, so it may
+        // run while the `Tail` writes these pages and readers read others.
+        // Pages past the file's end (a trim meanwhile) fail with EFAULT,
+        // never a signal.
+        unsafe {
+            madvise(
+                self.ptr.as_ptr().add(at).cast(),
+                len,
+                Advice::LinuxPopulateWrite,
+            )
+        }?;
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Arc<File>>> {
         self.file.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -282,7 +312,8 @@ impl Tail {
 }
 
 /// A thread that writes zeros ahead of the writer (1 MiB at a time, the
-/// lock released between them), up to the mark it is given.
+/// lock released between them) and maps them in, up to the mark it is
+/// given.
 #[derive(Debug)]
 pub(crate) struct Preparer {
     shared: Arc<(Mutex<Goal>, Condvar)>,
@@ -355,9 +386,13 @@ fn prepare_loop(map: &SegmentMap, shared: &(Mutex<Goal>, Condvar)) {
             // A failure (a full disk, the segment trimmed) costs nothing
             // but speed: the writer prepares what it needs itself, and
             // its own failure refuses its batch.
+            let from = map.prepared();
             if map.prepare(upto, true).is_err() {
                 break;
             }
+            // Mapped in here, not by the writer's page faults (a failure:
+            // the writer faults them in itself).
+            let _ = map.fault_in(from, map.prepared().saturating_sub(from));
         }
         // Wait for a new goal (or retry a failed one when asked again).
         let mut goal = lock.lock().unwrap_or_else(PoisonError::into_inner);
