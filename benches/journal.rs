@@ -37,6 +37,7 @@
 //!   `Vec` (what the publisher without a journal does).
 //!
 //! `cargo bench --bench journal --features cli [-- append|always|replay|recovery|server]`
+//! (`TICKWIRE_BENCH_SERVER_SCALE=8`: the `server` section 8 times longer)
 //! (a word runs every section whose name contains it: `server` runs
 //! `replay-server` too; `=server` runs that section alone)
 //!
@@ -151,12 +152,20 @@ fn server(base: &Path) {
         "{:>6} {:>22} {:>22} {:>7} {:>16}",
         "batch", "no journal frames/s", "journal frames/s", "ratio", "publish (journal)"
     );
+    // `TICKWIRE_BENCH_SERVER_SCALE=N`: N times the frames (a sustained
+    // run: 8 makes 0.7 GB at 64 and 1.4 GB at 4,096 per case).
+    let scale: usize = std::env::var("TICKWIRE_BENCH_SERVER_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     for size in [1usize, 64, 4096] {
-        let frames_total: usize = match size {
-            1 => 1 << 18,
-            64 => 2 << 20,
-            _ => 4 << 20,
-        };
+        let frames_total: usize = scale
+            * match size {
+                1 => 1 << 18,
+                64 => 2 << 20,
+                _ => 4 << 20,
+            };
         let batches = frames_total / size;
         let msgs = messages(size);
         // 0, 1: no journal, journal; 2: the pwrite floor; 3, 4: no
