@@ -868,7 +868,7 @@ impl Journal {
 
     /// The index entry of a batch written at `start` (`n` bytes, frames
     /// `first..first + frames`), then the bookkeeping: the batch is in.
-    /// A failed index entry undoes the batch's bytes.
+    /// A failed index entry (`pwrite` mode) undoes the batch's bytes.
     fn commit(
         &mut self,
         start: u64,
@@ -905,15 +905,11 @@ impl Journal {
             if let Err(e) =
                 flushed.and_then(|()| write_at(&active.idx, &entry.encode(), active.idx_len))
             {
+                // `pwrite` mode (a mapped segment's entries wait above):
+                // the batch's bytes go with its entry.
                 self.stats.failed_appends += 1;
-                let undone = match active.mapped.as_mut() {
-                    Some(m) => {
-                        m.undo(start, n);
-                        Ok(())
-                    }
-                    None => active.seg.set_len(start),
-                };
-                if active.idx.set_len(active.idx_len).is_err() || undone.is_err() {
+                if active.idx.set_len(active.idx_len).is_err() || active.seg.set_len(start).is_err()
+                {
                     self.poisoned = true;
                 }
                 return Err(JournalError::io("append to", &seg.index, e));

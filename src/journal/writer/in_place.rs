@@ -113,17 +113,6 @@ mod linux {
             Ok(write(slice).min(len))
         }
 
-        /// Zeros bytes written but not committed (a batch that failed
-        /// after its bytes were written: its index entry).
-        pub(in super::super) fn undo(&mut self, at: u64, len: u64) {
-            let (Ok(at), Ok(len)) = (usize::try_from(at), usize::try_from(len)) else {
-                return;
-            };
-            if let Some(bytes) = self.tail.slice_mut(at, len) {
-                bytes.fill(0);
-            }
-        }
-
         /// Commits the bytes up to `end`; asks for pages ahead of them.
         pub(in super::super) fn commit(&mut self, end: u64) {
             self.tail.commit(usize::try_from(end).unwrap_or(usize::MAX));
@@ -163,9 +152,6 @@ impl Mapped {
         _: usize,
         _: impl FnOnce(&mut [u8]) -> usize,
     ) -> io::Result<usize> {
-        match *self {}
-    }
-    pub(super) fn undo(&mut self, _: u64, _: u64) {
         match *self {}
     }
     pub(super) fn commit(&mut self, _: u64) {
