@@ -1458,33 +1458,19 @@ fn replay_server(base: &Path) {
          {} bytes with sendfile",
         disk.stats().file_bytes_sent - sf_before
     );
-    let pread_write = |copy: bool| {
+    // A sender without a server: after the receiver's Login, `send` writes
+    // the rest (its bytes counted); (GB/s, the sending thread's CPU s/GB).
+    let without_server = |copy: bool, send: Box<dyn FnOnce(&mut TcpStream) -> u64 + Send>| {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let segments = segments.clone();
         let rx = thread::spawn(move || {
             // The same receiver, its Login read and ignored.
             let mut login = [0u8; 24];
             let (mut peer, _) = listener.accept().unwrap();
             peer.read_exact(&mut login).unwrap();
             peer.write_all(&[0u8; 32]).unwrap(); // its "LoginAccepted"
-            let mut buf = vec![0u8; CHUNK];
             let cpu = thread_cpu();
-            let mut sent = 32u64;
-            for (s, len) in &segments {
-                let f = File::open(s).unwrap();
-                let mut at = 0u64;
-                loop {
-                    let want = (len - at).min(CHUNK as u64) as usize;
-                    let n = f.read_at(&mut buf[..want], at).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    peer.write_all(&buf[..n]).unwrap();
-                    at += n as u64;
-                    sent += n as u64;
-                }
-            }
+            let sent = 32 + send(&mut peer);
             ((thread_cpu() - cpu) as f64 / 1e9, sent)
         });
         let t = Instant::now();
@@ -1494,33 +1480,48 @@ fn replay_server(base: &Path) {
         assert_eq!(sent, bytes);
         (bytes as f64 / secs / 1e9, cpu / (bytes as f64 / 1e9))
     };
+    let pread_write = |copy: bool| {
+        let segments = segments.clone();
+        without_server(
+            copy,
+            Box::new(move |peer: &mut TcpStream| {
+                let mut buf = vec![0u8; CHUNK];
+                let mut sent = 0u64;
+                for (s, len) in &segments {
+                    let f = File::open(s).unwrap();
+                    let mut at = 0u64;
+                    loop {
+                        let want = (len - at).min(CHUNK as u64) as usize;
+                        let n = f.read_at(&mut buf[..want], at).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        peer.write_all(&buf[..n]).unwrap();
+                        at += n as u64;
+                        sent += n as u64;
+                    }
+                }
+                sent
+            }),
+        )
+    };
     // The client's ceiling: one buffer written again and again (no file,
     // no server, no copy on the sending side): no path can go faster to
     // this client.
     let ceiling = |copy: bool| {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let rx = thread::spawn(move || {
-            let mut login = [0u8; 24];
-            let (mut peer, _) = listener.accept().unwrap();
-            peer.read_exact(&mut login).unwrap();
-            peer.write_all(&[0u8; 32]).unwrap();
-            let buf = vec![0xA5u8; CHUNK];
-            let cpu = thread_cpu();
-            let mut sent = 32u64;
-            while sent < bytes {
-                let n = (bytes - sent).min(CHUNK as u64) as usize;
-                peer.write_all(&buf[..n]).unwrap();
-                sent += n as u64;
-            }
-            ((thread_cpu() - cpu) as f64 / 1e9, sent)
-        });
-        let t = Instant::now();
-        login_and_receive(addr, bytes, copy);
-        let secs = t.elapsed().as_secs_f64();
-        let (cpu, sent) = rx.join().unwrap();
-        assert_eq!(sent, bytes);
-        (bytes as f64 / secs / 1e9, cpu / (bytes as f64 / 1e9))
+        without_server(
+            copy,
+            Box::new(move |peer: &mut TcpStream| {
+                let buf = vec![0xA5u8; CHUNK];
+                let (mut sent, rest) = (0u64, bytes - 32);
+                while sent < rest {
+                    let n = (rest - sent).min(CHUNK as u64) as usize;
+                    peer.write_all(&buf[..n]).unwrap();
+                    sent += n as u64;
+                }
+                sent
+            }),
+        )
     };
     let names = [
         "disk: mio server, sendfile",
