@@ -122,6 +122,17 @@ fn main() {
             println!("\n## server: Linux only (its floors use MADV_POPULATE_WRITE)");
         }
     }
+    // Not in a run of every section (minutes of disk writes): by name.
+    if args
+        .iter()
+        .any(|a| a.trim_start_matches('=') == "sustained")
+    {
+        if cfg!(target_os = "linux") {
+            sustained(&base);
+        } else {
+            println!("\n## sustained: Linux only (it reads /proc)");
+        }
+    }
 }
 
 /// The mio server publishing with and without its journal (`Never`).
@@ -375,6 +386,264 @@ fn server(base: &Path) {
             );
         }
     }
+}
+
+/// Sustained publishing (`FsyncMode::Never`): each case publishes
+/// `TICKWIRE_BENCH_SUSTAINED_GB` GB of frames (default 3: past this
+/// machine's dirty background threshold, so the kernel writes back while
+/// the case runs), every case after a `sync` (none starts with another's
+/// dirty pages): the mio server without a journal, with its journal, and
+/// the floor of any journal that puts the bytes through the page cache:
+/// the server without a journal while a second thread writes the same
+/// bytes, batch by batch as they are published, into a file of the same
+/// file system (`pwrite`: the cheapest way in; the kernel then writes them
+/// back as it does the journal's). And the disk's own sustained rate
+/// (`pwrite` + `fdatasync` of 1 GiB), in frames/s: what no journal can
+/// outrun once dirty memory is full.
+fn sustained(base: &Path) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tickwire::net::{JournalSettings, ServerConfig};
+    let gb: f64 = std::env::var("TICKWIRE_BENCH_SUSTAINED_GB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3.0);
+    let sizes: Vec<usize> = std::env::var("TICKWIRE_BENCH_SUSTAINED_BATCHES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![64, 4096]);
+    // `TICKWIRE_BENCH_SUSTAINED_CASES=1`: the journal alone (0 no journal,
+    // 1 journal, 2 the floor), for a profiler.
+    let cases: Vec<usize> = std::env::var("TICKWIRE_BENCH_SUSTAINED_CASES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![0, 1, 2, 3]);
+    let rounds: usize = std::env::var("TICKWIRE_BENCH_SUSTAINED_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS);
+    let disk = disk_write_rate(base, 1 << 30);
+    println!(
+        "\n## sustained: {gb} GB per case, FsyncMode::Never, each case after a sync \
+         (best of {rounds} rounds; the disk absorbs {:.2} GB/s: pwrite + fdatasync of 1 GiB)",
+        disk / 1e9
+    );
+    println!(
+        "{:>6} {:>14} {:>14} {:>7} {:>22} {:>8} {:>10} {:>7}",
+        "batch",
+        "no journal/s",
+        "journal/s",
+        "ratio",
+        "floor (writer beside)",
+        "floor×",
+        "journal÷floor",
+        "disk×"
+    );
+    const NAMES: [&str; 4] = [
+        "no journal",
+        "journal",
+        "no journal + writer beside",
+        "journal, in_place off (pwrite)",
+    ];
+    for size in sizes {
+        let msgs = messages(size);
+        let bytes = encode(&mut Sequencer::new(), &msgs).bytes().to_vec();
+        let batches = ((gb * 1e9) as usize / bytes.len()).max(1);
+        let frames_total = (batches * size) as u64;
+        let mut best = [Duration::MAX; 4];
+        let mut each: [Vec<String>; 4] = Default::default();
+        for round in 0..rounds {
+            for k in 0..4 {
+                let i = (k + round) % 4;
+                if !cases.contains(&i) {
+                    continue;
+                }
+                let dir = Dir::new(base, "sustained");
+                fs::create_dir_all(&dir.0).unwrap();
+                rustix::fs::sync();
+                let mut config = ServerConfig {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    ..ServerConfig::default()
+                };
+                if i == 1 || i == 3 {
+                    let mut journal = JournalSettings::new(&dir.0);
+                    journal.config = never();
+                    journal.config.in_place = i == 1;
+                    config.journal = Some(journal);
+                }
+                // The writer beside (case 2): `pwrite`s of the batch's
+                // bytes up to the batches published so far.
+                let published = Arc::new(AtomicUsize::new(0));
+                // Up to 1 MiB of batches in one `pwrite` (the fewest
+                // system calls).
+                let beside = (i == 2).then(|| {
+                    let published = Arc::clone(&published);
+                    let per_write = ((1 << 20) / bytes.len()).max(1);
+                    let chunk = bytes.repeat(per_write);
+                    let len = bytes.len();
+                    let f = File::create_new(dir.0.join("beside.twr")).unwrap();
+                    thread::spawn(move || {
+                        let mut done = 0usize;
+                        while done < batches {
+                            let upto = published.load(Ordering::Acquire);
+                            if done == upto {
+                                thread::sleep(Duration::from_micros(20));
+                                continue;
+                            }
+                            while done < upto {
+                                let n = (upto - done).min(per_write);
+                                f.write_all_at(&chunk[..n * len], (done * len) as u64)
+                                    .unwrap();
+                                done += n;
+                            }
+                        }
+                    })
+                });
+                let sampling = Arc::new(AtomicBool::new(true));
+                let sampler = {
+                    let sampling = Arc::clone(&sampling);
+                    thread::spawn(move || {
+                        let mut peak = 0u64;
+                        while sampling.load(Ordering::Relaxed) {
+                            peak = peak.max(meminfo_kb("Dirty:") + meminfo_kb("Writeback:"));
+                            thread::sleep(Duration::from_millis(50));
+                        }
+                        peak
+                    })
+                };
+                let (server, _) = server_with_tid(config);
+                let publisher = server.publisher();
+                let (faults, stall, busy) = (minor_faults(), cpu_stall(), machine_busy());
+                let (written, shootdowns) = (vmstat("nr_written"), interrupts("TLB:"));
+                let t = Instant::now();
+                for b in 1..=batches {
+                    publisher.publish(msgs.clone()).unwrap();
+                    published.store(b, Ordering::Release);
+                }
+                while server.stats().frames_published < frames_total {
+                    thread::sleep(Duration::from_micros(200));
+                }
+                if let Some(w) = beside {
+                    w.join().unwrap();
+                }
+                let d = t.elapsed();
+                sampling.store(false, Ordering::Relaxed);
+                let peak = sampler.join().unwrap();
+                let per = batches as f64;
+                each[i].push(format!(
+                    "{:.2} µs/{:.1}/{:.0}%/{:.2} µs/{:.1}/{:.1}/{:.1}",
+                    d.as_secs_f64() / per * 1e6,
+                    (minor_faults() - faults) as f64 / per,
+                    (cpu_stall() - stall).as_secs_f64() / d.as_secs_f64() * 100.0,
+                    (machine_busy() - busy).as_secs_f64() / per * 1e6,
+                    (vmstat("nr_written") - written) as f64 * 4096.0 / 1e9,
+                    peak as f64 / 1e6,
+                    (interrupts("TLB:") - shootdowns) as f64 / per,
+                ));
+                best[i] = best[i].min(d);
+                server.shutdown().unwrap();
+            }
+        }
+        let rate = |d: Duration| frames_total as f64 / d.as_secs_f64();
+        let disk_frames = disk / (bytes.len() as f64 / size as f64);
+        println!(
+            "{size:>6} {:>14} {:>14} {:>6.2}× {:>22} {:>7.2}× {:>12.2}× {:>6.2}×",
+            human(rate(best[0])),
+            human(rate(best[1])),
+            rate(best[1]) / rate(best[0]),
+            human(rate(best[2])),
+            rate(best[2]) / rate(best[0]),
+            rate(best[1]) / rate(best[2]),
+            disk_frames / rate(best[0]),
+        );
+        println!(
+            "{:>6} every round (per batch: time/the publisher's page faults/[time some task \
+             waited for a CPU]/CPU of the whole machine; GB written back during the case/\
+             peak GB dirty or under writeback/TLB shootdown interrupts):",
+            ""
+        );
+        for (name, rounds) in NAMES.iter().zip(&each) {
+            println!("{:>8} {name}: [{}]", "", rounds.join(", "));
+        }
+    }
+}
+
+/// The disk's sustained write rate, bytes/s: `len` bytes written with
+/// `pwrite` (1 MiB each) and made durable with one `fdatasync`.
+fn disk_write_rate(base: &Path, len: usize) -> f64 {
+    let path = base.join("disk-rate-probe");
+    let file = File::create(&path).unwrap();
+    let block = vec![0x5au8; 1 << 20];
+    rustix::fs::sync();
+    let t = Instant::now();
+    for i in 0..len / block.len() {
+        file.write_all_at(&block, (i * block.len()) as u64).unwrap();
+    }
+    file.sync_data().unwrap();
+    let rate = len as f64 / t.elapsed().as_secs_f64();
+    drop(file);
+    let _ = fs::remove_file(&path);
+    rate
+}
+
+/// A field of `/proc/meminfo`, kB.
+fn meminfo_kb(field: &str) -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The interrupts of one row of `/proc/interrupts` (`TLB:`: TLB
+/// shootdowns), every CPU.
+fn interrupts(row: &str) -> u64 {
+    fs::read_to_string("/proc/interrupts")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(row))
+        .map(|rest| {
+            rest.split_whitespace()
+                .map_while(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A counter of `/proc/vmstat`.
+fn vmstat(field: &str) -> u64 {
+    fs::read_to_string("/proc/vmstat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time the whole machine spent not idle (every CPU: user, nice,
+/// system, irq, softirq, steal), from `/proc/stat`.
+fn machine_busy() -> Duration {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .enumerate()
+                // user nice system idle iowait irq softirq steal
+                .filter(|(k, _)| matches!(k, 0 | 1 | 2 | 5 | 6 | 7))
+                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// A journal that copies, at its cheapest: `batches` `memcpy`s of one

@@ -1219,8 +1219,18 @@ fn a_segment_written_in_place_ends_in_reserved_zeros_no_reader_takes_for_data() 
         j.start_session(7, 1).unwrap();
         let all = fill(&mut j, &[50; 40]);
         let seg = segments(dir.path())[0].clone();
-        let on_disk = fs::metadata(&seg).unwrap().len();
         let mapped = in_place && cfg!(all(target_os = "linux", target_pointer_width = "64"));
+        // The zeros ahead come from the preparing thread: give it time
+        // (bounded).
+        let started = Instant::now();
+        let mut on_disk = fs::metadata(&seg).unwrap().len();
+        while mapped
+            && on_disk <= all.len() as u64
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+            on_disk = fs::metadata(&seg).unwrap().len();
+        }
         if mapped {
             assert!(on_disk > all.len() as u64, "reserved ahead: {on_disk}");
             let tail = fs::read(&seg).unwrap();
