@@ -36,7 +36,20 @@
 //!   second thread (`MADV_POPULATE_WRITE`) against encoding it into a
 //!   `Vec` (what the publisher without a journal does).
 //!
-//! `cargo bench --bench journal --features cli [-- append|always|replay|recovery|server]`
+//! - sustained (by name only: `-- =sustained`, several minutes): each case
+//!   publishes `TICKWIRE_BENCH_SUSTAINED_GB` GB (default 3: past the
+//!   kernel's dirty background threshold on the reference VM, so the
+//!   journal is written back while it publishes), each after a `sync` and
+//!   `TICKWIRE_BENCH_SUSTAINED_SETTLE` seconds (default 5): the server
+//!   without a journal, with it (in place, and with `in_place` off), and
+//!   the floor of any journal that puts those bytes through the page
+//!   cache (no journal, a second thread writing the same bytes beside it);
+//!   and the disk's own sustained write rate, in frames/s;
+//!   `TICKWIRE_BENCH_SUSTAINED_BATCHES` (default `64,4096`),
+//!   `TICKWIRE_BENCH_SUSTAINED_ROUNDS` (default 3),
+//!   `TICKWIRE_BENCH_SUSTAINED_CASES` (default `0,1,2,3`).
+//!
+//! `cargo bench --bench journal --features cli [-- append|always|replay|recovery|server|=sustained]`
 //! (`TICKWIRE_BENCH_SERVER_SCALE=8`: the `server` section 8 times longer)
 //! (a word runs every section whose name contains it: `server` runs
 //! `replay-server` too; `=server` runs that section alone)
@@ -396,10 +409,17 @@ fn server(base: &Path) {
 /// the floor of any journal that puts the bytes through the page cache:
 /// the server without a journal while a second thread writes the same
 /// bytes, batch by batch as they are published, into a file of the same
-/// file system (`pwrite`: the cheapest way in; the kernel then writes them
-/// back as it does the journal's). And the disk's own sustained rate
-/// (`pwrite` + `fdatasync` of 1 GiB), in frames/s: what no journal can
-/// outrun once dirty memory is full.
+/// file system (`pwrite` of up to 1 MiB at a time: the cheapest way in;
+/// the kernel then writes them back as it does the journal's). And the
+/// disk's own sustained rate (`pwrite` + `fdatasync` of 1 GiB), in
+/// frames/s: what no journal can outrun once dirty memory is full.
+///
+/// Every case starts from the same memory (a `sync`, then a settling
+/// pause): the reference VM's host takes back the guest's free pages
+/// (free page reporting), so a case run right after another freed its
+/// gigabytes of page cache touches cheaper memory than one run after a
+/// case that freed none; in a fixed order that favoured one case by up
+/// to half its time.
 fn sustained(base: &Path) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use tickwire::net::{JournalSettings, ServerConfig};
@@ -417,6 +437,12 @@ fn sustained(base: &Path) {
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![0, 1, 2, 3]);
+    let settle = Duration::from_secs_f64(
+        std::env::var("TICKWIRE_BENCH_SUSTAINED_SETTLE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5.0),
+    );
     let rounds: usize = std::env::var("TICKWIRE_BENCH_SUSTAINED_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -428,7 +454,7 @@ fn sustained(base: &Path) {
         disk / 1e9
     );
     println!(
-        "{:>6} {:>14} {:>14} {:>7} {:>22} {:>8} {:>10} {:>7}",
+        "{:>6} {:>14} {:>14} {:>7} {:>22} {:>8} {:>13} {:>7} {:>7}",
         "batch",
         "no journal/s",
         "journal/s",
@@ -436,6 +462,7 @@ fn sustained(base: &Path) {
         "floor (writer beside)",
         "floor×",
         "journal÷floor",
+        "pwrite×",
         "disk×"
     );
     const NAMES: [&str; 4] = [
@@ -460,6 +487,11 @@ fn sustained(base: &Path) {
                 let dir = Dir::new(base, "sustained");
                 fs::create_dir_all(&dir.0).unwrap();
                 rustix::fs::sync();
+                // Every case from the same memory: on a VM whose host takes
+                // back the guest's free memory (free page reporting, after
+                // about 2 s), the pages a case before just freed would be
+                // cheaper to touch than the ones the host took back.
+                thread::sleep(settle);
                 let mut config = ServerConfig {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     ..ServerConfig::default()
@@ -543,16 +575,24 @@ fn sustained(base: &Path) {
                 server.shutdown().unwrap();
             }
         }
-        let rate = |d: Duration| frames_total as f64 / d.as_secs_f64();
+        // NaN for a case not run (`TICKWIRE_BENCH_SUSTAINED_CASES`).
+        let rate = |d: Duration| {
+            if d == Duration::MAX {
+                f64::NAN
+            } else {
+                frames_total as f64 / d.as_secs_f64()
+            }
+        };
         let disk_frames = disk / (bytes.len() as f64 / size as f64);
         println!(
-            "{size:>6} {:>14} {:>14} {:>6.2}× {:>22} {:>7.2}× {:>12.2}× {:>6.2}×",
+            "{size:>6} {:>14} {:>14} {:>6.2}× {:>22} {:>7.2}× {:>12.2}× {:>6.2}× {:>6.2}×",
             human(rate(best[0])),
             human(rate(best[1])),
             rate(best[1]) / rate(best[0]),
             human(rate(best[2])),
             rate(best[2]) / rate(best[0]),
             rate(best[1]) / rate(best[2]),
+            rate(best[3]) / rate(best[0]),
             disk_frames / rate(best[0]),
         );
         println!(

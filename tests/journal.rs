@@ -1224,10 +1224,7 @@ fn a_segment_written_in_place_ends_in_reserved_zeros_no_reader_takes_for_data() 
         // (bounded).
         let started = Instant::now();
         let mut on_disk = fs::metadata(&seg).unwrap().len();
-        while mapped
-            && on_disk <= all.len() as u64
-            && started.elapsed() < Duration::from_secs(10)
-        {
+        while mapped && on_disk <= all.len() as u64 && started.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(5));
             on_disk = fs::metadata(&seg).unwrap().len();
         }

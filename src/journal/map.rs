@@ -23,6 +23,12 @@
 //!   or by the `Tail` itself when it gets ahead of it) only at or after the
 //!   prepared mark, under a lock, and the mark moves only after they are
 //!   written: never over bytes the `Tail` may be writing.
+//! - **Written pages leave the page tables.** The `Preparer` drops the
+//!   page-table entries of committed pages a few MiB behind the writer
+//!   (`MADV_DONTNEED`, which on a shared file mapping keeps the bytes in
+//!   the page cache and the addresses mapped): readers that come back fault
+//!   the same bytes in again, and the kernel's writeback of those pages
+//!   needs no TLB shootdown.
 //! - **The file stays.** [`Tail::trim`] cuts the file back to the content
 //!   mark and stops the zeros; readers never read past the mark. What no
 //!   code of this process can prevent: another process truncating a
@@ -199,8 +205,9 @@ impl SegmentMap {
     /// cache, dirty until written back). Why: the kernel's writeback
     /// cleans a page by write-protecting every mapping of it, and a page
     /// mapped here costs a TLB shootdown, an interrupt to every CPU this
-    /// process runs on (a VM exit on a virtual machine): three to seven per
-    /// 184 KB batch in the sustained bench, the publisher's rate halved.
+    /// process runs on (a VM exit on a virtual machine): about three per
+    /// 184 KB batch in the bench's `sustained` section, where publishing
+    /// took 1.3–1.5 times as long with them (`notes/issue-24-journal.md`).
     /// Released in 2 MiB steps behind the writer, one flush per step. A
     /// reader that comes back to them (a replay from the retention) faults
     /// them in again, read-only.
