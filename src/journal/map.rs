@@ -530,6 +530,62 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Resident size of the mapping starting at `start`, from
+    /// `/proc/self/smaps` (page-table entries of this process, in bytes).
+    fn resident(start: usize) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let head = format!("{start:x}-");
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+        lines.next()?;
+        let rss = lines.find_map(|l| l.strip_prefix("Rss:"))?;
+        rss.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|k| k << 10)
+    }
+
+    #[test]
+    fn the_preparer_takes_written_pages_out_of_the_page_tables() {
+        let (dir, f) = file("release-thread");
+        let (len, written) = (64usize << 20, 48usize << 20);
+        let (map, mut tail) = SegmentMap::new(&f, len as u64, 0).unwrap();
+        let mut p = Preparer::spawn(&map).unwrap();
+        let mark = |i: usize| 1 + u8::try_from(i % 199).unwrap();
+        // As the journal's writer does: ask for zeros ahead, write, commit.
+        for (i, at) in (0..written).step_by(1 << 20).enumerate() {
+            p.ask((at + (1 << 20)) as u64 + AHEAD);
+            tail.reserve((at + (1 << 20)) as u64).unwrap();
+            tail.slice_mut(at, 1 << 20).unwrap().fill(mark(i));
+            tail.commit(at + (1 << 20));
+        }
+        let start = map.ptr.as_ptr() as usize;
+        // Mapped: what is prepared ahead (16 MiB) and the last 4–6 MiB
+        // written; without the release, all 64 MiB would be.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut rss = resident(start);
+        while map.prepared() < len as u64 || rss.is_none_or(|r| r > 24 << 20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prepared {}, resident {rss:?}",
+                map.prepared()
+            );
+            thread::sleep(std::time::Duration::from_millis(5));
+            rss = resident(start);
+        }
+        drop(p);
+        // And every byte reads back, through the mapping and from the file.
+        let bytes = map.bytes(0, written).unwrap();
+        for (i, chunk) in bytes.chunks(1 << 20).enumerate() {
+            assert!(chunk.iter().all(|b| *b == mark(i)), "MiB {i}");
+        }
+        tail.trim().unwrap();
+        let on_disk = std::fs::read(dir.join("seg")).unwrap();
+        assert!(on_disk.as_slice() == bytes);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn the_preparer_writes_zeros_ahead_and_never_over_the_writer() {
         let mark = |i: usize| 1 + u8::try_from(i % 200).unwrap();
