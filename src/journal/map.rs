@@ -347,6 +347,10 @@ impl Tail {
         }
         *guard = None;
         self.map.prepared.store(content, Ordering::Release);
+        drop(guard);
+        // Nothing more is written: the pages the `Preparer` had not yet
+        // released (a full segment's last MiB) leave the page tables too.
+        let _ = self.map.release(0, content);
         Ok(())
     }
 }
@@ -575,12 +579,14 @@ mod tests {
             rss = resident(start);
         }
         drop(p);
+        // Trimmed (a segment sealed or closed): nothing stays mapped.
+        tail.trim().unwrap();
+        assert_eq!(resident(start), Some(0));
         // And every byte reads back, through the mapping and from the file.
         let bytes = map.bytes(0, written).unwrap();
         for (i, chunk) in bytes.chunks(1 << 20).enumerate() {
             assert!(chunk.iter().all(|b| *b == mark(i)), "MiB {i}");
         }
-        tail.trim().unwrap();
         let on_disk = std::fs::read(dir.join("seg")).unwrap();
         assert!(on_disk.as_slice() == bytes);
         std::fs::remove_dir_all(&dir).unwrap();
