@@ -206,8 +206,9 @@ impl SegmentMap {
     /// cleans a page by write-protecting every mapping of it, and a page
     /// mapped here costs a TLB shootdown, an interrupt to every CPU this
     /// process runs on (a VM exit on a virtual machine): about three per
-    /// 184 KB batch in the bench's `sustained` section, where publishing
-    /// took 1.3–1.5 times as long with them (`notes/issue-24-journal.md`).
+    /// 184 KB batch in the bench's `sustained` section, where a batch took
+    /// 290–321 µs with them and 190–276 µs without, in runs of the same
+    /// kind (`notes/issue-24-journal.md`).
     /// Released in 2 MiB steps behind the writer, one flush per step. A
     /// reader that comes back to them (a replay from the retention) faults
     /// them in again, read-only.
