@@ -41,13 +41,13 @@
 //!   kernel's dirty background threshold on the reference VM, so the
 //!   journal is written back while it publishes), each after a `sync` and
 //!   `TICKWIRE_BENCH_SUSTAINED_SETTLE` seconds (default 5): the server
-//!   without a journal, with it (in place, and with `in_place` off), and
+//!   without a journal, with it (in place, `WriteMode::Direct` and `WriteMode::Behind`), and
 //!   the floor of any journal that puts those bytes through the page
 //!   cache (no journal, a second thread writing the same bytes beside it);
 //!   and the disk's own sustained write rate, in frames/s;
 //!   `TICKWIRE_BENCH_SUSTAINED_BATCHES` (default `64,4096`),
 //!   `TICKWIRE_BENCH_SUSTAINED_ROUNDS` (default 3),
-//!   `TICKWIRE_BENCH_SUSTAINED_CASES` (default `0,1,2,3`).
+//!   `TICKWIRE_BENCH_SUSTAINED_CASES` (default `0,1,2,3,4`: 4 is `WriteMode::Behind`).
 //!
 //! `cargo bench --bench journal --features cli [-- append|always|replay|recovery|server|=sustained]`
 //! (`TICKWIRE_BENCH_SERVER_SCALE=8`: the `server` section 8 times longer)
@@ -80,7 +80,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tickwire::journal::{check, send_range, FsyncMode, Journal, JournalConfig, JournalReader};
+use tickwire::journal::{
+    check, send_range, FsyncMode, Journal, JournalConfig, JournalReader, WriteMode,
+};
 use tickwire::session::{Batch, Retention};
 use tickwire::synth::Feed;
 use tickwire::{Payload, Sequencer};
@@ -436,7 +438,7 @@ fn sustained(base: &Path) {
     let cases: Vec<usize> = std::env::var("TICKWIRE_BENCH_SUSTAINED_CASES")
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![0, 1, 2, 3]);
+        .unwrap_or_else(|| vec![0, 1, 2, 3, 4]);
     let settle = Duration::from_secs_f64(
         std::env::var("TICKWIRE_BENCH_SUSTAINED_SETTLE")
             .ok()
@@ -454,7 +456,7 @@ fn sustained(base: &Path) {
         disk / 1e9
     );
     println!(
-        "{:>6} {:>14} {:>14} {:>7} {:>22} {:>8} {:>13} {:>7} {:>7}",
+        "{:>6} {:>14} {:>14} {:>7} {:>22} {:>8} {:>13} {:>8} {:>12} {:>7} {:>7}",
         "batch",
         "no journal/s",
         "journal/s",
@@ -462,25 +464,28 @@ fn sustained(base: &Path) {
         "floor (writer beside)",
         "floor×",
         "journal÷floor",
-        "pwrite×",
+        "behind×",
+        "behind÷floor",
+        "direct×",
         "disk×"
     );
-    const NAMES: [&str; 4] = [
+    const NAMES: [&str; 5] = [
         "no journal",
-        "journal",
+        "journal (in place)",
         "no journal + writer beside",
-        "journal, in_place off (pwrite)",
+        "journal, WriteMode::Direct (pwrite)",
+        "journal, WriteMode::Behind",
     ];
     for size in sizes {
         let msgs = messages(size);
         let bytes = encode(&mut Sequencer::new(), &msgs).bytes().to_vec();
         let batches = ((gb * 1e9) as usize / bytes.len()).max(1);
         let frames_total = (batches * size) as u64;
-        let mut best = [Duration::MAX; 4];
-        let mut each: [Vec<String>; 4] = Default::default();
+        let mut best = [Duration::MAX; 5];
+        let mut each: [Vec<String>; 5] = Default::default();
         for round in 0..rounds {
-            for k in 0..4 {
-                let i = (k + round) % 4;
+            for k in 0..5 {
+                let i = (k + round) % 5;
                 if !cases.contains(&i) {
                     continue;
                 }
@@ -496,10 +501,15 @@ fn sustained(base: &Path) {
                     listen: "127.0.0.1:0".parse().unwrap(),
                     ..ServerConfig::default()
                 };
-                if i == 1 || i == 3 {
+                if let Some(writes) = match i {
+                    1 => Some(WriteMode::InPlace),
+                    3 => Some(WriteMode::Direct),
+                    4 => Some(WriteMode::Behind),
+                    _ => None,
+                } {
                     let mut journal = JournalSettings::new(&dir.0);
                     journal.config = never();
-                    journal.config.in_place = i == 1;
+                    journal.config.writes = writes;
                     config.journal = Some(journal);
                 }
                 // The writer beside (case 2): `pwrite`s of the batch's
@@ -585,13 +595,15 @@ fn sustained(base: &Path) {
         };
         let disk_frames = disk / (bytes.len() as f64 / size as f64);
         println!(
-            "{size:>6} {:>14} {:>14} {:>6.2}× {:>22} {:>7.2}× {:>12.2}× {:>6.2}× {:>6.2}×",
+            "{size:>6} {:>14} {:>14} {:>6.2}× {:>22} {:>7.2}× {:>12.2}× {:>7.2}× {:>11.2}× {:>6.2}× {:>6.2}×",
             human(rate(best[0])),
             human(rate(best[1])),
             rate(best[1]) / rate(best[0]),
             human(rate(best[2])),
             rate(best[2]) / rate(best[0]),
             rate(best[1]) / rate(best[2]),
+            rate(best[4]) / rate(best[0]),
+            rate(best[4]) / rate(best[2]),
             rate(best[3]) / rate(best[0]),
             disk_frames / rate(best[0]),
         );

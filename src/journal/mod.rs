@@ -125,6 +125,7 @@ pub use cold::{ErrorHook, JournalCold, JournalFile};
 pub use reader::{send_range, Chunk, FileRange, JournalReader};
 pub use sync::SyncHandle;
 pub use writer::Journal;
+pub(crate) use writer::Wake;
 
 /// When appended batches are synced to disk. See the [module docs](self)
 /// for what each mode promises and why the default is `Interval(1 s)`.
@@ -221,29 +222,64 @@ pub struct JournalConfig {
     /// journal created by another server (another name) is refused at open
     /// (`"tickwire"`).
     pub server: String,
-    /// Write the segment being appended to in place (`true`; Linux,
-    /// 64-bit): it is mapped into memory, a thread writes zeros ahead of
-    /// the content (up to 16 MiB, never past the segment size: the pages
-    /// enter the page cache and the file system reserves their blocks off
-    /// the publishing thread; a full disk refuses a batch before any byte
-    /// of it is written), and the mio server's publisher encodes each
-    /// batch straight into it: no copy and no system call per batch, and
-    /// the in-memory retention holds the journal's own (file-backed) pages
-    /// instead of a second copy. The segment being written then ends in
-    /// zeros until it is sealed or closed: recovery cuts them without
-    /// reporting them and every reader stops at them. `false`, with
-    /// [`FsyncMode::Always`] (which waits for the disk on every batch
-    /// anyway, and would sync the zeros ahead with it), or elsewhere: each
-    /// batch is written with `pwrite`. With `Interval`, zeros written
-    /// ahead may reach the disk before the data that replaces them (at a
-    /// low publishing rate, up to twice the bytes written to the disk).
-    #[cfg_attr(feature = "serde", serde(default = "in_place_default"))]
-    pub in_place: bool,
+    /// How batches reach the segment file ([`WriteMode::InPlace`]).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub writes: WriteMode,
 }
 
-#[cfg(feature = "serde")]
-fn in_place_default() -> bool {
-    true
+/// How a [`Journal`] gets each batch into its segment file
+/// ([`JournalConfig::writes`]). Every mode keeps the journal's rules: a
+/// batch is in the journal before any client or datagram line sees it, and
+/// a full disk refuses the very batch (nothing numbered, nothing sent).
+///
+/// ```
+/// use tickwire::journal::{JournalConfig, WriteMode};
+/// let config = JournalConfig { writes: WriteMode::Behind, ..JournalConfig::default() };
+/// assert_eq!(JournalConfig::default().writes, WriteMode::InPlace);
+/// assert_ne!(config, JournalConfig::default());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum WriteMode {
+    /// The segment being appended to is written in place (Linux, 64-bit):
+    /// it is mapped into memory, a thread writes zeros ahead of the
+    /// content (up to 16 MiB, never past the segment size: the pages enter
+    /// the page cache and the file system reserves their blocks off the
+    /// publishing thread; a full disk refuses a batch before any byte of it
+    /// is written), and the mio server's publisher encodes each batch
+    /// straight into it: no copy and no system call per batch, and the
+    /// in-memory retention holds the journal's own (file-backed) pages
+    /// instead of a second copy. The segment being written then ends in
+    /// zeros until it is sealed or closed: recovery cuts them without
+    /// reporting them and every reader stops at them. With
+    /// [`FsyncMode::Always`] (which waits for the disk on every batch
+    /// anyway, and would sync the zeros ahead with it) or elsewhere: as
+    /// [`Direct`](Self::Direct). With `Interval`, zeros written ahead may
+    /// reach the disk before the data that replaces them (at a low
+    /// publishing rate, up to twice the bytes written to the disk). The
+    /// fastest for bursts that fit in the page cache's dirty limits.
+    #[default]
+    InPlace,
+    /// Written behind the publisher by a thread of the journal (Linux): the
+    /// mio server's publisher encodes each batch into its own buffer and
+    /// reserves its blocks (`fallocate` with `FALLOC_FL_KEEP_SIZE`, a few
+    /// MiB at a time: a full disk refuses the very batch, synchronously);
+    /// the thread writes the batches queued since its last pass with one
+    /// `pwritev`, then their index entries, and only then does the event
+    /// loop release them to clients and datagram lines (write-ahead kept:
+    /// one more hop of latency, no direct write from the publishing thread).
+    /// Each byte crosses memory once, beside the publisher: the shape of
+    /// the floor of any journal that goes through the page cache, for a
+    /// server that publishes past the kernel's dirty limits (all day at
+    /// full rate). A write error there (not space) poisons the journal: the
+    /// batches queued are never released and publishing fails from then
+    /// on. The segment's file size is its content (no zero tail). With
+    /// [`FsyncMode::Always`], in the tokio server, for relays, or
+    /// elsewhere: as [`Direct`](Self::Direct).
+    Behind,
+    /// Each batch is written with `pwrite` on the publishing thread.
+    Direct,
 }
 
 impl Default for JournalConfig {
@@ -255,7 +291,7 @@ impl Default for JournalConfig {
             retain_bytes: None,
             retain_age: None,
             server: "tickwire".into(),
-            in_place: true,
+            writes: WriteMode::InPlace,
         }
     }
 }
@@ -456,6 +492,12 @@ pub struct JournalStats {
     pub segments_deleted: u64,
     /// Sync calls (see [`SyncHandle::syncs`]).
     pub syncs: u64,
+    /// Passes of the writer thread ([`WriteMode::Behind`]): each wrote
+    /// every batch queued since the one before.
+    pub behind_passes: u64,
+    /// `pwritev` calls of the writer thread (one per run of contiguous
+    /// bytes of a pass, segment and index apart).
+    pub behind_writes: u64,
 }
 
 /// Why a journal operation failed.

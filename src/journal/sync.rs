@@ -32,10 +32,11 @@ pub(crate) struct State {
     pub(crate) dir_dirty: bool,
     /// What was appended (handed to the OS).
     pub(crate) written: Mark,
-    /// The segment written in place (its number) and its committed bytes:
-    /// the bytes after them are reserved zeros or a batch being encoded,
-    /// which readers of this process must not read (`None`: the segment is
-    /// written with `pwrite`, its file's size is its content).
+    /// The segment written in place or behind (its number) and its
+    /// committed bytes: the bytes after them are reserved zeros, a batch
+    /// being encoded or one being written, which readers of this process
+    /// must not read (`None`: the segment is written with `pwrite` on the
+    /// publishing thread, its file's size is its content).
     pub(crate) content: Option<(u64, u64)>,
     /// What a sync covered.
     pub(crate) synced: Mark,
@@ -118,8 +119,17 @@ impl Shared {
     pub(crate) fn readable(&self, number: u64, file_len: u64) -> u64 {
         match self.lock().content {
             Some((n, len)) if n == number => file_len.min(len),
+            // A segment created after the one being written (written
+            // behind: the writer thread has not reached it yet).
+            Some((n, _)) if number > n => 0,
             _ => file_len,
         }
+    }
+
+    /// Whether the writer is still writing segment `number` (or one
+    /// before it) in place or behind: its reader must not move past it.
+    pub(crate) fn writing(&self, number: u64) -> bool {
+        matches!(self.lock().content, Some((n, _)) if n <= number)
     }
 
     pub(crate) fn new(mode: FsyncMode, dir: PathBuf) -> Shared {

@@ -24,10 +24,13 @@ use super::sync::{Mark, Shared, SyncHandle};
 use super::tail;
 use super::{
     FsyncMode, JournalConfig, JournalError, JournalStats, Recovered, RecoveredSession, Ticket,
-    Truncation,
+    Truncation, WriteMode,
 };
 
+mod behind;
 mod in_place;
+
+pub(crate) use behind::Wake;
 
 /// A segment of the journal, oldest first.
 #[derive(Clone, Debug)]
@@ -54,6 +57,9 @@ struct Active {
     pending: Vec<u8>,
     /// The segment mapped, written in place (see [`in_place`]).
     mapped: Option<in_place::Mapped>,
+    /// Bytes of the file whose blocks are reserved ([`WriteMode::Behind`]:
+    /// past `len` with the file's size kept at its content).
+    reserved: u64,
 }
 
 impl Active {
@@ -126,6 +132,14 @@ pub struct Journal {
     stats: JournalStats,
     pos: u64,
     epoch: u64,
+    /// The writer thread ([`WriteMode::Behind`], started at the first
+    /// batch written behind) and the ops of the append under way.
+    behind: Option<behind::Behind>,
+    ops: Vec<behind::Op>,
+    /// Writing behind cannot be done here (no reservation, no thread).
+    behind_off: bool,
+    /// What the writer thread calls after each pass.
+    wake: Option<behind::WakeFn>,
 }
 
 /// `ReadOnly` for the errors a read-only directory gives, `Io` otherwise.
@@ -484,6 +498,10 @@ impl Journal {
             stats: JournalStats::default(),
             pos: 0,
             epoch: 0,
+            behind: None,
+            ops: Vec::new(),
+            behind_off: false,
+            wake: None,
         };
         journal.set_back_run();
         let mut recovered = Recovered {
@@ -606,6 +624,7 @@ impl Journal {
             idx_len,
             last_entry_at: tail.last_entry_at,
             pending: Vec::new(),
+            reserved: tail.good_end,
         });
         if out.new_session_required {
             // `start_session` rolls; the old segment stays as it is.
@@ -648,10 +667,11 @@ impl Journal {
         st.synced = mark;
         st.epoch_start = self.next;
         st.current = self.active.as_ref().map(|a| Arc::clone(&a.seg));
+        let bound = self.bounds_readers();
         st.content = self
             .active
             .as_ref()
-            .filter(|a| a.mapped.is_some())
+            .filter(|a| a.mapped.is_some() || bound)
             .map(|a| (self.next_number.saturating_sub(1), a.len));
     }
 
@@ -679,6 +699,8 @@ impl Journal {
     /// changes then), [`JournalError::Poisoned`].
     pub fn start_session(&mut self, session_id: u64, next: u64) -> Result<(), JournalError> {
         self.check_poisoned()?;
+        // The marks are set here: the writer thread's come first.
+        self.drain()?;
         let next = next.max(1);
         self.roll(session_id, next)?;
         self.session = Some(session_id);
@@ -738,6 +760,8 @@ impl Journal {
     /// [`JournalError::Poisoned`] (reopen).
     pub fn append(&mut self, batch: &Batch) -> Result<Ticket, JournalError> {
         let session = self.ready(batch.first())?;
+        // Written here, after what the writer thread still has to write.
+        self.drain()?;
         let bytes = batch.bytes();
         let n = bytes.len() as u64;
         self.roll_if_full(session, n)?;
@@ -791,7 +815,7 @@ impl Journal {
         max: usize,
         encode: impl FnOnce(&mut [u8]) -> (usize, u64),
     ) -> Result<Option<(Ticket, Batch)>, JournalError> {
-        if !self.config.in_place {
+        if self.config.writes != WriteMode::InPlace {
             return Ok(None);
         }
         let session = self.ready(first)?;
@@ -833,6 +857,122 @@ impl Journal {
         let ticket = self.commit(start, n as u64, first, frames, time)?;
         let batch = Batch::shared(first, frames, shared, at, n);
         Ok(Some((ticket, batch)))
+    }
+
+    /// Appends a published batch to be written behind by the journal's
+    /// writer thread ([`WriteMode::Behind`]): its blocks are reserved (a
+    /// full disk refuses it here, nothing committed), its numbers taken,
+    /// its bytes (shared, not copied), index entries and mark queued. It is
+    /// in the journal once [`durable_end`](Self::durable_end) covers it;
+    /// the caller releases it to nobody before. `Ok(None)`: not written
+    /// behind (another mode, `always`, or a file system that cannot
+    /// reserve): the caller calls [`append`](Self::append).
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn append_behind(&mut self, batch: &Arc<Batch>) -> Result<Option<Ticket>, JournalError> {
+        if !self.wants_behind() {
+            return Ok(None);
+        }
+        let session = self.ready(batch.first())?;
+        let bytes = batch.bytes();
+        let n = bytes.len() as u64;
+        self.roll_if_full(session, n)?;
+        if self.behind.is_none() && !self.start_behind() {
+            return Ok(None);
+        }
+        let (Some(active), Some(seg)) = (self.active.as_mut(), self.segments.back()) else {
+            return Err(JournalError::NoSession);
+        };
+        let start = active.len;
+        if active.reserved < start + n {
+            let len = behind::RESERVE.max(start + n - active.reserved);
+            match behind::reserve(&active.seg, active.reserved, len) {
+                Ok(()) => active.reserved += len,
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    // Cannot reserve: written on the publishing thread from
+                    // now on (after what is queued).
+                    self.behind_off = true;
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.stats.failed_appends += 1;
+                    return Err(JournalError::io("reserve blocks in", &seg.segment, e));
+                }
+            }
+        }
+        self.ops.push(behind::Op::Write {
+            file: Arc::clone(&active.seg),
+            at: start,
+            batch: Arc::clone(batch),
+        });
+        let ticket = self.commit(start, n, batch.first(), batch.frames(), first_timestamp(bytes));
+        if let Some(b) = &self.behind {
+            b.push(&mut self.ops);
+        }
+        ticket.map(Some)
+    }
+
+    /// Whether batches are to be written behind.
+    fn wants_behind(&self) -> bool {
+        self.config.writes == WriteMode::Behind
+            && self.config.fsync != FsyncMode::Always
+            && !self.behind_off
+    }
+
+    /// Whether readers of this process are bounded by the content mark
+    /// (`Shared::content`) rather than the file's size: the segment is
+    /// written behind (or is to be: set before the first batch).
+    fn bounds_readers(&self) -> bool {
+        self.behind.is_some() || self.wants_behind()
+    }
+
+    /// Starts the writer thread (false: it cannot be, writing behind is
+    /// off). Nothing is queued yet: the readers' bound is set here.
+    fn start_behind(&mut self) -> bool {
+        match behind::Behind::spawn(&self.shared) {
+            Ok(b) => {
+                if let Some(wake) = &self.wake {
+                    b.set_wake(wake.clone());
+                }
+                self.behind = Some(b);
+                if let Some(active) = &self.active {
+                    self.shared.lock().content = Some((self.next_number - 1, active.len));
+                }
+                true
+            }
+            Err(_) => {
+                self.behind_off = true;
+                false
+            }
+        }
+    }
+
+    /// What the writer thread calls after each pass (the server's event
+    /// loop: batches it holds may be released).
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn set_wake(&mut self, wake: Wake) {
+        let wake = behind::WakeFn(wake);
+        if let Some(b) = &self.behind {
+            b.set_wake(wake.clone());
+        }
+        self.wake = Some(wake);
+    }
+
+    /// Waits until the writer thread ([`WriteMode::Behind`]) has written
+    /// everything queued: [`durable_end`](Self::durable_end) then covers
+    /// every batch appended.
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn write_queued(&mut self) -> Result<(), JournalError> {
+        self.drain()
+    }
+
+    /// Waits until the writer thread has written everything queued.
+    fn drain(&mut self) -> Result<(), JournalError> {
+        if let Some(why) = self.behind.as_ref().and_then(|b| b.drain().err()) {
+            self.poisoned = true;
+            let path = self.segments.back().map(|s| s.segment.clone()).unwrap_or_default();
+            return Err(JournalError::io("write behind to", &path, io::Error::other(why)));
+        }
+        Ok(())
     }
 
     /// Whether a batch from `first` may be appended now; the session.
@@ -877,6 +1017,7 @@ impl Journal {
         frames: u64,
         time: u64,
     ) -> Result<Ticket, JournalError> {
+        let bound = self.bounds_readers();
         let Some(active) = self.active.as_mut() else {
             return Err(JournalError::NoSession);
         };
@@ -890,7 +1031,18 @@ impl Journal {
             time,
             kind: EntryKind::Position,
         };
-        if due && active.mapped.is_some() {
+        let queued = !self.ops.is_empty();
+        if due && queued {
+            // Written behind, after the batch's bytes.
+            self.ops.push(behind::Op::Index {
+                file: Arc::clone(&active.idx),
+                at: active.idx_len,
+                entries: entry.encode().to_vec(),
+            });
+            active.idx_len += ENTRY_LEN as u64;
+            active.last_entry_at = start;
+            self.stats.index_entries += 1;
+        } else if due && active.mapped.is_some() {
             // A system call saved per entry: written a few at a time once
             // their batches are in (a failure leaves the index lagging,
             // which recovery rebuilds from the segment, and is retried).
@@ -928,18 +1080,22 @@ impl Journal {
         self.stats.appends += 1;
         self.stats.frames += frames;
         self.stats.bytes += n;
-        let content = active
-            .mapped
-            .is_some()
+        let content = (active.mapped.is_some() || bound)
             .then_some((self.next_number - 1, active.len));
-        let mut st = self.shared.lock();
-        st.written = Mark {
+        let mark = Mark {
             pos: self.pos,
             end: self.next,
             epoch: self.epoch,
         };
-        st.content = content;
-        drop(st);
+        match content.filter(|_| queued) {
+            // The writer thread sets it once the batch is in.
+            Some(content) => self.ops.push(behind::Op::Mark { mark, content }),
+            None => {
+                let mut st = self.shared.lock();
+                st.written = mark;
+                st.content = content;
+            }
+        }
         Ok(Ticket {
             position: self.pos,
             end: self.next,
@@ -985,14 +1141,20 @@ impl Journal {
         write_at(&idx, &header.encode(), 0)
             .map_err(|e| undo(JournalError::io("write", &index, e)))?;
         let seg = create_new(&segment).map_err(|e| undo(write_error("create", &segment, e)))?;
+        let behind = self.behind.is_some();
+        let bound = self.bounds_readers();
+        let mut seal = None;
         if let (Some(old), Some(old_seg)) = (&self.active, self.segments.back()) {
-            let seal = Entry {
+            let entry = Entry {
                 sequence: self.next,
                 offset: old.len,
                 time: unix_nanos(),
                 kind: EntryKind::Seal,
             };
-            if let Err(e) = write_at(&old.idx, &seal.encode(), old.idx_len) {
+            if behind {
+                // Written behind, once the segment's last bytes are in.
+                seal = Some(entry.encode().to_vec());
+            } else if let Err(e) = write_at(&old.idx, &entry.encode(), old.idx_len) {
                 let _ = old.idx.set_len(old.idx_len);
                 return Err(undo(JournalError::io("seal", &old_seg.index, e)));
             }
@@ -1006,6 +1168,7 @@ impl Journal {
             idx_len: HEADER_LEN as u64,
             last_entry_at: 0,
             pending: Vec::new(),
+            reserved: 0,
         });
         self.segments.push_back(Seg {
             session_id,
@@ -1017,6 +1180,25 @@ impl Journal {
         self.set_back_run();
         self.next_number += 1;
         self.stats.segments_created += 1;
+        let mut sealed_behind = false;
+        let old = match (old, seal, &self.behind) {
+            (Some(old), Some(entry), Some(b)) => {
+                // The writer thread cuts, seals and retires the old
+                // segment after its last bytes, then syncs the new one.
+                self.ops.push(behind::Op::Seal {
+                    seg: old.seg,
+                    len: old.len,
+                    idx: old.idx,
+                    entry_at: old.idx_len,
+                    entry,
+                    next: Arc::clone(&seg),
+                });
+                b.push(&mut self.ops);
+                sealed_behind = true;
+                None
+            }
+            (old, _, _) => old,
+        };
         {
             let mut st = self.shared.lock();
             if self.config.fsync != FsyncMode::Never {
@@ -1027,12 +1209,17 @@ impl Journal {
                 st.retired.push(idx);
                 st.dir_dirty = true;
             }
-            st.current = Some(seg);
-            st.content = self
-                .active
-                .as_ref()
-                .filter(|a| a.mapped.is_some())
-                .map(|a| (number, a.len));
+            // Written behind, the writer thread moves both after the old
+            // segment's last bytes (readers of the new one read nothing of
+            // it until its first mark: see `Shared::readable`).
+            if !sealed_behind {
+                st.current = Some(seg);
+                st.content = self
+                    .active
+                    .as_ref()
+                    .filter(|a| a.mapped.is_some() || bound)
+                    .map(|a| (number, a.len));
+            }
         }
         // A failed deletion is retried at the next roll; it never fails
         // the batch that rolled.
@@ -1151,7 +1338,16 @@ impl Journal {
     /// Cuts the active segment back to its content (the blocks reserved
     /// ahead of a mapped segment go).
     fn trim_active(&mut self) -> Result<(), JournalError> {
+        self.drain()?;
         if let (Some(active), Some(seg)) = (self.active.as_mut(), self.segments.back()) {
+            if active.reserved > active.len {
+                // The same size: the blocks reserved past it go.
+                active
+                    .seg
+                    .set_len(active.len)
+                    .map_err(|e| JournalError::io("truncate", &seg.segment, e))?;
+                active.reserved = active.len;
+            }
             if let Some(m) = active.mapped.as_mut() {
                 m.trim()
                     .map_err(|e| JournalError::io("truncate", &seg.segment, e))?;
@@ -1288,14 +1484,20 @@ impl Journal {
     /// Counters.
     #[must_use]
     pub fn stats(&self) -> JournalStats {
+        let (behind_passes, behind_writes) = self.behind.as_ref().map_or((0, 0), |b| b.counts());
         JournalStats {
             syncs: self.shared.lock().syncs,
+            behind_passes,
+            behind_writes,
             ..self.stats
         }
     }
 
     fn check_poisoned(&self) -> Result<(), JournalError> {
-        if self.poisoned || self.shared.failed().is_some() {
+        if self.poisoned
+            || self.shared.failed().is_some()
+            || self.behind.as_ref().is_some_and(|b| b.failed().is_some())
+        {
             return Err(JournalError::Poisoned);
         }
         Ok(())
@@ -1306,6 +1508,7 @@ impl Drop for Journal {
     fn drop(&mut self) {
         // Tidy, not needed: a killed process's zero tail is cut at open.
         let _ = self.trim_active();
+        self.behind = None; // its thread, joined (it wrote everything queued)
         self.shared.stop();
         if let Some(t) = self.syncer.take() {
             let _ = t.join();

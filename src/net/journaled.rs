@@ -35,6 +35,7 @@ use super::server_config::new_session_id;
 pub(crate) use crate::journal::Ticket;
 use crate::journal::{
     FsyncMode, Journal, JournalCold, JournalConfig, JournalError, Recovered, SyncHandle,
+    WriteMode,
 };
 use crate::session::cold::ColdSource;
 use crate::session::Batch;
@@ -330,6 +331,9 @@ pub(crate) struct Wal {
     journal: Mutex<Option<Journal>>,
     sync: SyncHandle,
     always: bool,
+    /// Batches are written behind ([`WriteMode::Behind`](crate::journal::WriteMode::Behind)):
+    /// the loop holds each until the journal's written mark covers it.
+    behind: bool,
     cold: Arc<JournalCold>,
     end_session: bool,
     /// The thread that applies retention by age on a quiet journal.
@@ -434,6 +438,8 @@ impl Wal {
         let wal = Arc::new(Wal {
             sync: journal.sync_handle(),
             always: journal.config().fsync == FsyncMode::Always,
+            behind: journal.config().writes == WriteMode::Behind
+                && journal.config().fsync != FsyncMode::Always,
             journal: Mutex::new(Some(journal)),
             cold,
             end_session: settings.end_session_on_stop,
@@ -486,6 +492,38 @@ impl Wal {
         Ok(done)
     }
 
+    /// [`Journal::append_behind`]: the batch is queued for the journal's
+    /// writer thread (call under the driver's numbering lock; release it
+    /// only once [`durable_end`](Self::durable_end) covers it). `Ok(None)`:
+    /// not written behind, `append` it.
+    pub(crate) fn append_behind(&self, batch: &Arc<Batch>) -> Result<Option<Ticket>, PublishError> {
+        let mut guard = self.lock();
+        let journal = guard.as_mut().ok_or(PublishError::Closed)?;
+        let done = journal
+            .append_behind(batch)
+            .map_err(|e| publish_error(&e))?;
+        if done.is_some() {
+            self.cold.update(journal);
+        }
+        Ok(done)
+    }
+
+    /// Waits until the journal's writer thread has written what is queued
+    /// (a failure there is the journal's: publishing already fails).
+    pub(crate) fn write_queued(&self) {
+        if let Some(journal) = self.lock().as_mut() {
+            let _ = journal.write_queued();
+        }
+    }
+
+    /// What the journal's writer thread calls after each pass (the event
+    /// loop's waker: batches it holds may go).
+    pub(crate) fn set_wake(&self, wake: crate::journal::Wake) {
+        if let Some(journal) = self.lock().as_mut() {
+            journal.set_wake(wake);
+        }
+    }
+
     /// Retention on a quiet journal (the retention thread): segments past
     /// it leave the journal under the lock, their files are deleted after.
     fn expire(&self) {
@@ -530,6 +568,13 @@ impl Wal {
     /// to [`durable_end`](Self::durable_end) (the others: at once).
     pub(crate) fn always(&self) -> bool {
         self.always
+    }
+
+    /// Whether the mio server holds batches until
+    /// [`durable_end`](Self::durable_end) covers them: `always`, or
+    /// written behind.
+    pub(crate) fn holds(&self) -> bool {
+        self.always || self.behind
     }
 
     /// Blocks until the batch of `ticket` is durable (call with no lock

@@ -137,9 +137,16 @@ impl Publisher {
                     done.frames as u64,
                     bytes,
                 ));
-                let ticket = match &n.wal {
-                    Some(wal) => match wal.append(&encoded) {
-                        Ok(ticket) => Some((wal, ticket)),
+                // Written behind (the journal's thread) or here.
+                let appended = n.wal.as_ref().map(|wal| {
+                    wal.append_behind(&encoded).and_then(|behind| match behind {
+                        Some(ticket) => Ok((wal, ticket)),
+                        None => wal.append(&encoded).map(|ticket| (wal, ticket)),
+                    })
+                });
+                let ticket = match appended {
+                    Some(appended) => match appended {
+                        Ok(done) => Some(done),
                         Err(e) => {
                             *sequencer = before; // nothing was published: the numbers go back
                             return Err(e);
@@ -151,8 +158,9 @@ impl Publisher {
             }
         };
         // `fsync always`: the batch reaches the clients (and the datagram
-        // lines: the loop sends them then) once durable; the loop holds it.
-        let hold = ticket.as_ref().is_some_and(|(wal, _)| wal.always());
+        // lines: the loop sends them then) once durable; written behind,
+        // once written; the loop holds it until then.
+        let hold = ticket.as_ref().is_some_and(|(wal, _)| wal.holds());
         // The loop asleep and nothing queued before this batch (the numbering
         // lock keeps other publishers out): write it to the clients here.
         if !hold && n.pending.load(Ordering::SeqCst) == 0 {
@@ -190,7 +198,7 @@ impl Publisher {
                 n.send_datagrams(&encoded);
                 drop(sequencer);
                 match ticket {
-                    Some((wal, ticket)) if hold => {
+                    Some((wal, ticket)) if wal.always() => {
                         // Group commit: no lock held; then the loop
                         // releases every batch the sync covered, in order.
                         let durable = wal.wait(ticket);

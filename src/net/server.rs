@@ -215,9 +215,10 @@ pub struct Server {
     replays_in_pass: bool,
     /// Batches taken from the publishers in one turn (kept for its capacity).
     taken: Vec<Arc<Batch>>,
-    /// With `fsync always` (`hold`): batches taken from the publishers and
-    /// not yet durable, in order (released as the journal's durable end
-    /// covers them; their publishers wake the loop once it does).
+    /// With `fsync always` or written behind (`hold`): batches taken from
+    /// the publishers and not yet durable (or written), in order (released
+    /// as the journal's durable end covers them; their publishers, or the
+    /// journal's writer thread, wake the loop once it does).
     held: VecDeque<Arc<Batch>>,
     hold: bool,
     /// Every decision about the connections (admission, limits, fan-out,
@@ -473,8 +474,15 @@ impl Server {
         }
         core.set_cold(resume.cold.clone());
         // `fsync always`: batches wait here until durable, and the loop
-        // sends their datagrams when it releases them.
-        let hold = wal.as_ref().is_some_and(|w| w.always());
+        // sends their datagrams when it releases them; written behind,
+        // until written (the journal's writer thread wakes the loop).
+        let hold = wal.as_ref().is_some_and(|w| w.holds());
+        if let Some(wal) = wal.as_ref().filter(|w| w.holds()) {
+            let waker = Arc::clone(&waker);
+            wal.set_wake(Arc::new(move || {
+                let _ = waker.wake();
+            }));
+        }
         shared.set_core(loop_index, core.stats());
         Ok(Server {
             local_addr,
@@ -1332,6 +1340,15 @@ impl Server {
     /// then close.
     fn shutdown(&mut self, poll: &mut Poll) {
         let time = self.time();
+        if let Some(wal) = self.numbering.wal.as_ref().filter(|_| self.hold) {
+            // What the journal holds by now goes out before the end (the
+            // writer thread writes what is queued first).
+            wal.write_queued();
+            let durable = wal.durable_end();
+            while let Some(batch) = self.held.pop_front().filter(|b| b.end() <= durable) {
+                self.publish_group(std::slice::from_ref(&batch), time);
+            }
+        }
         // With a journal the session goes on at the next start: no
         // EndOfSession (unless told), clients resume then.
         if self.ends_session() {

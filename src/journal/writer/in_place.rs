@@ -17,7 +17,7 @@ use std::io;
 use std::sync::Arc;
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-use super::super::FsyncMode;
+use super::super::{FsyncMode, WriteMode};
 use super::super::JournalConfig;
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
@@ -61,7 +61,7 @@ mod linux {
         ) -> Option<Mapped> {
             // `always` waits for the disk on every batch anyway, and would
             // sync the zeros ahead with it: `pwrite`.
-            if !config.in_place || config.fsync == FsyncMode::Always {
+            if config.writes != WriteMode::InPlace || config.fsync == FsyncMode::Always {
                 return None;
             }
             let len = config
