@@ -27,8 +27,9 @@
 //!   (`Publisher::publish`, one publishing thread, as fast as it goes,
 //!   until the event loop has taken them all) with `ServerConfig::journal`
 //!   in `FsyncMode::Never` (on Linux: the segment written in place, the
-//!   publisher encoding into it, zeros written ahead by a thread) against
-//!   the same server without a journal; and the floors of a write-ahead
+//!   publisher encoding into it, zeros written ahead by a thread), and
+//!   written behind (`WriteMode::Behind`), against the same server without
+//!   a journal; and the floors of a write-ahead
 //!   journal: a bare `pwrite` of the batch, a `memcpy` of it into memory
 //!   already writable, putting its pages into the page cache (zeros with
 //!   `pwrite`, or `MADV_POPULATE_WRITE`), and numbering and encoding it in
@@ -197,10 +198,11 @@ fn server(base: &Path) {
         // 0, 1: no journal, journal; 2: the pwrite floor; 3, 4: no
         // journal, journal with `--loop-writes` (the publisher never writes
         // to clients itself: see below); 5: no journal, a populating thread
-        // beside (see there).
-        let mut best = [Duration::MAX; 6];
+        // beside (see there); 6: journal written behind
+        // (`WriteMode::Behind`).
+        let mut best = [Duration::MAX; 7];
         // Every round (see `Round`).
-        let mut rounds: [Vec<Round>; 6] = Default::default();
+        let mut rounds: [Vec<Round>; 7] = Default::default();
         let batch_bytes = encode(&mut Sequencer::new(), &msgs).bytes().len();
         // The floors of a journal that copies and of one encoded in place
         // (see `memcpy_floor`, `encode_floor`): 0 memcpy, 1 encode into a
@@ -235,6 +237,7 @@ fn server(base: &Path) {
                 (3, false, true),
                 (4, true, true),
                 (5, false, false),
+                (6, true, false),
             ] {
                 let dir = Dir::new(base, "server");
                 // 5: no journal, with a thread populating a mapped segment
@@ -256,6 +259,9 @@ fn server(base: &Path) {
                 if with_journal {
                     let mut journal = JournalSettings::new(&dir.0);
                     journal.config = never();
+                    if i == 6 {
+                        journal.config.writes = WriteMode::Behind;
+                    }
                     config.journal = Some(journal);
                 }
                 let (server, tid) = server_with_tid(config);
@@ -336,13 +342,21 @@ fn server(base: &Path) {
             rate(best[4]) / bound,
         );
         println!(
+            "{:>6} WriteMode::Behind: {} frames/s = {:.2}× no journal ({:.2} µs/batch)",
+            "",
+            human(rate(best[6])),
+            rate(best[6]) / rate(best[0]),
+            best[6].as_secs_f64() / batches as f64 * 1e6,
+        );
+        println!(
             "{:>6} every round (per batch: time/the publisher's page faults/[time some task \
              waited for a CPU]/the event loop's sleeps/its CPU): no journal [{}], \
-             journal [{}], no journal + populating [{}]",
+             journal [{}], no journal + populating [{}], written behind [{}]",
             "",
             each(0),
             each(1),
             each(5),
+            each(6),
         );
         // A journal that copies the batch once into memory already writable
         // (the cheapest copying journal), on the publishing thread.

@@ -27,8 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use proptest::prelude::*;
 use tickwire::encode::{QuoteFields, TradeFields};
 use tickwire::journal::{
-    check, FsyncMode, Journal, JournalConfig, JournalError, JournalReader, Recording,
-    WriteMode,
+    check, FsyncMode, Journal, JournalConfig, JournalError, JournalReader, Recording, WriteMode,
 };
 use tickwire::parse::{Event, SliceParser};
 use tickwire::session::Batch;
@@ -1213,7 +1212,11 @@ fn a_segment_written_in_place_ends_in_reserved_zeros_no_reader_takes_for_data() 
     for in_place in [true, false] {
         let dir = TempDir::new(&format!("zeros-{in_place}"), false);
         let cfg = JournalConfig {
-            writes: if in_place { WriteMode::InPlace } else { WriteMode::Direct },
+            writes: if in_place {
+                WriteMode::InPlace
+            } else {
+                WriteMode::Direct
+            },
             ..small(1 << 30, 4096)
         };
         let (mut j, _) = Journal::open(dir.path(), cfg.clone()).unwrap();

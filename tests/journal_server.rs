@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tickwire::journal::{FsyncMode, JournalConfig};
+use tickwire::journal::{FsyncMode, JournalConfig, WriteMode};
 use tickwire::net::{JournalSettings, PublishError, Server, ServerConfig};
 use tickwire::parse::{Event, SliceParser};
 use tickwire::session::CloseReason;
@@ -57,6 +57,9 @@ fn settings(dir: &Path, fsync: FsyncMode) -> JournalSettings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Driver {
     Mio,
+    /// The mio server with its journal written behind
+    /// ([`WriteMode::Behind`]): the loop releases batches once written.
+    MioBehind,
     Tokio,
 }
 
@@ -76,6 +79,13 @@ impl Running {
     fn start(driver: Driver, config: ServerConfig) -> std::io::Result<Running> {
         match driver {
             Driver::Mio => Ok(Running::Mio(Server::bind(config)?.spawn()?)),
+            Driver::MioBehind => {
+                let mut config = config;
+                if let Some(journal) = config.journal.as_mut() {
+                    journal.config.writes = WriteMode::Behind;
+                }
+                Ok(Running::Mio(Server::bind(config)?.spawn()?))
+            }
             Driver::Tokio => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -304,8 +314,8 @@ fn replay_from_disk_across_both_seams(driver: Driver, fsync: FsyncMode) {
         let sent = server.stats().file_bytes_sent - before;
         match (driver, round) {
             (Driver::Tokio, _) => assert_eq!(sent, 0, "tokio: checked bytes"),
-            (Driver::Mio, 1) => assert_eq!(sent, disk_bytes, "mio: all of the disk part"),
-            (Driver::Mio, _) => {}
+            (_, 1) => assert_eq!(sent, disk_bytes, "mio: all of the disk part"),
+            (_, _) => {}
         }
     }
     // A retransmission request from the start is answered from disk too.
@@ -336,7 +346,7 @@ fn replay_from_disk_across_both_seams(driver: Driver, fsync: FsyncMode) {
     assert_eq!(seqs, (2..=701).collect::<Vec<_>>());
     let want: Vec<u8> = common::expected_frames(&msgs)[1..701].concat();
     assert_eq!(bytes, want, "{driver:?}: the reply byte for byte");
-    if driver == Driver::Mio {
+    if driver != Driver::Tokio {
         assert!(
             server.stats().file_bytes_sent > disk_bytes,
             "the reply with sendfile"
@@ -348,6 +358,17 @@ fn replay_from_disk_across_both_seams(driver: Driver, fsync: FsyncMode) {
 #[test]
 fn a_login_from_1_is_served_from_disk_across_both_seams_on_mio() {
     replay_from_disk_across_both_seams(Driver::Mio, FsyncMode::Never);
+}
+
+/// The same with the journal written behind, in both modes the loop
+/// releases from (the written mark, with and without interval syncs).
+#[test]
+fn a_login_from_1_is_served_from_disk_across_both_seams_written_behind() {
+    replay_from_disk_across_both_seams(Driver::MioBehind, FsyncMode::Never);
+    replay_from_disk_across_both_seams(
+        Driver::MioBehind,
+        FsyncMode::Interval(Duration::from_millis(5)),
+    );
 }
 
 #[test]
@@ -492,6 +513,7 @@ fn a_graceful_stop_keeps_the_session(driver: Driver) {
 #[test]
 fn a_graceful_stop_keeps_the_session_on_mio() {
     a_graceful_stop_keeps_the_session(Driver::Mio);
+    a_graceful_stop_keeps_the_session(Driver::MioBehind);
 }
 
 #[test]
@@ -555,6 +577,79 @@ fn damage_in_the_middle(driver: Driver) {
 }
 
 // ---------------------------------------------------------------------------
+// Write-ahead, from outside.
+
+/// Every frame a live client has received is in the journal's files at
+/// that moment (read by a reader of its own, not the server's), while the
+/// publisher runs at full rate and segments roll.
+fn clients_get_only_what_the_journal_holds(driver: Driver) {
+    let dir = TempDir::new("ahead", false);
+    let mut cfg = config(dir.path(), 1_000, FsyncMode::Never);
+    cfg.journal.as_mut().unwrap().config.segment_bytes = 1 << 20;
+    let server = Running::start(driver, cfg).unwrap();
+    let mut live = Raw::login(server.addr(), 0);
+    live.read_until(Duration::from_secs(5), |b| login_accepted(b).is_some());
+    let publish = server.publisher();
+    const N: u64 = 150_000;
+    let msgs = messages(11, N as usize);
+    let publishing = thread::spawn(move || {
+        for chunk in msgs.chunks(64) {
+            publish(chunk.to_vec()).unwrap();
+        }
+    });
+    let (mut parsed, mut last, mut checks) = (0usize, 0u64, 0u32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last < N {
+        assert!(
+            Instant::now() < deadline,
+            "{driver:?}: {last} of {N} frames"
+        );
+        let before = live.buf.len();
+        live.read_until(Duration::from_secs(10), |b| b.len() > before);
+        for event in SliceParser::new(&live.buf[parsed..]) {
+            match event {
+                Event::Frame(m) => {
+                    parsed += m.len();
+                    if m.msg_type().is_data() {
+                        assert_eq!(m.sequence(), last + 1, "{driver:?}: in order");
+                        last = m.sequence();
+                    }
+                }
+                // Reported before the LoginAccepted (no bytes of its own);
+                // a gap shows in the order check above.
+                Event::NewSession { .. } | Event::Gap(_) => {}
+                _ => break, // the rest of a frame: read more
+            }
+        }
+        if last == 0 {
+            continue;
+        }
+        let mut reader = tickwire::journal::JournalReader::open(dir.path(), last).unwrap();
+        let mut buf = Vec::new();
+        let got = reader.read(u64::MAX, 1 << 12, &mut buf).unwrap();
+        let first = SliceParser::new(&buf).find_map(|e| match e {
+            Event::Frame(m) => Some(m.sequence()),
+            _ => None,
+        });
+        assert!(
+            got.is_some() && first == Some(last),
+            "{driver:?}: frame {last} reached a client before the journal held it ({first:?})"
+        );
+        checks += 1;
+    }
+    publishing.join().unwrap();
+    assert!(checks >= 10, "{driver:?}: only {checks} checks");
+    server.shutdown();
+}
+
+#[test]
+fn clients_get_only_what_the_journal_holds_on_every_driver() {
+    clients_get_only_what_the_journal_holds(Driver::Mio);
+    clients_get_only_what_the_journal_holds(Driver::MioBehind);
+    clients_get_only_what_the_journal_holds(Driver::Tokio);
+}
+
+// ---------------------------------------------------------------------------
 // A full disk while serving (root: a 1 MiB tmpfs).
 
 fn a_full_disk_while_serving(driver: Driver) {
@@ -613,6 +708,7 @@ fn a_full_disk_while_serving(driver: Driver) {
 #[test]
 fn a_full_disk_fails_publish_and_the_session_goes_on_with_no_gap() {
     a_full_disk_while_serving(Driver::Mio);
+    a_full_disk_while_serving(Driver::MioBehind);
     a_full_disk_while_serving(Driver::Tokio);
 }
 
@@ -689,12 +785,22 @@ fn serve(dir: &Path, port: u16, extra: &[&str]) -> Proc {
 /// N` gets from the journal after the last restart.
 #[test]
 fn serve_killed_twenty_times_under_a_recorder_loses_and_repeats_nothing() {
-    let tmp = TempDir::new("kill", false);
+    killed_twenty_times_under_a_recorder(&[]);
+}
+
+/// The same with the journal written behind (`--journal-writes behind`).
+#[test]
+fn serve_written_behind_killed_twenty_times_under_a_recorder_loses_and_repeats_nothing() {
+    killed_twenty_times_under_a_recorder(&["--journal-writes", "behind"]);
+}
+
+fn killed_twenty_times_under_a_recorder(extra: &[&str]) {
+    let tmp = TempDir::new(&format!("kill{}", extra.len()), false);
     fs::create_dir_all(tmp.path()).unwrap();
     let journal = tmp.path().join("journal");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = serve(&journal, port, &[]);
+    let mut server = serve(&journal, port, extra);
     let recording = tmp.path().join("rec.twr");
     let mut recorder = Proc(
         tickwire()
@@ -711,7 +817,7 @@ fn serve_killed_twenty_times_under_a_recorder_loses_and_repeats_nothing() {
         thread::sleep(Duration::from_millis(rng.u64(50..350)));
         server.0.kill().unwrap(); // SIGKILL
         server.0.wait().unwrap();
-        server = serve(&journal, port, &[]);
+        server = serve(&journal, port, extra);
     }
     // Let the recorder catch up with the last run, then stop it.
     thread::sleep(Duration::from_millis(800));

@@ -282,6 +282,37 @@ pub enum WriteMode {
     Direct,
 }
 
+impl fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WriteMode::InPlace => "in-place",
+            WriteMode::Behind => "behind",
+            WriteMode::Direct => "direct",
+        })
+    }
+}
+
+impl std::str::FromStr for WriteMode {
+    type Err = String;
+
+    /// `in-place`, `behind` or `direct`.
+    ///
+    /// ```
+    /// use tickwire::journal::WriteMode;
+    /// assert_eq!("behind".parse::<WriteMode>(), Ok(WriteMode::Behind));
+    /// assert_eq!(WriteMode::InPlace.to_string(), "in-place");
+    /// assert!("mapped".parse::<WriteMode>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<WriteMode, String> {
+        match s {
+            "in-place" => Ok(WriteMode::InPlace),
+            "behind" => Ok(WriteMode::Behind),
+            "direct" => Ok(WriteMode::Direct),
+            _ => Err(format!("`{s}`: expected in-place, behind or direct")),
+        }
+    }
+}
+
 impl Default for JournalConfig {
     fn default() -> JournalConfig {
         JournalConfig {

@@ -683,7 +683,11 @@ impl JournalReader {
     /// Moves to the session's next segment: `false` when there is none
     /// (yet). `torn`: the segment ended inside a frame.
     fn next_segment(&mut self, torn: bool) -> Result<bool, JournalError> {
-        if self.writer.as_ref().is_some_and(|w| w.writing(self.cur.number)) {
+        if self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.writing(self.cur.number))
+        {
             // The writer of this process is still on this segment: a next
             // one may exist (created at a roll, written behind) but this
             // one is not finished.

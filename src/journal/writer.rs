@@ -862,13 +862,17 @@ impl Journal {
     /// Appends a published batch to be written behind by the journal's
     /// writer thread ([`WriteMode::Behind`]): its blocks are reserved (a
     /// full disk refuses it here, nothing committed), its numbers taken,
-    /// its bytes (shared, not copied), index entries and mark queued. It is
-    /// in the journal once [`durable_end`](Self::durable_end) covers it;
-    /// the caller releases it to nobody before. `Ok(None)`: not written
+    /// its bytes (shared, not copied), index entries and mark queued, for
+    /// the writer thread once [`kick`](Self::kick)ed. It is in the journal
+    /// once [`durable_end`](Self::durable_end) covers it; the caller
+    /// releases it to nobody before. `Ok(None)`: not written
     /// behind (another mode, `always`, or a file system that cannot
     /// reserve): the caller calls [`append`](Self::append).
     #[cfg_attr(not(feature = "net"), allow(dead_code))]
-    pub(crate) fn append_behind(&mut self, batch: &Arc<Batch>) -> Result<Option<Ticket>, JournalError> {
+    pub(crate) fn append_behind(
+        &mut self,
+        batch: &Arc<Batch>,
+    ) -> Result<Option<Ticket>, JournalError> {
         if !self.wants_behind() {
             return Ok(None);
         }
@@ -884,9 +888,20 @@ impl Journal {
         };
         let start = active.len;
         if active.reserved < start + n {
-            let len = behind::RESERVE.max(start + n - active.reserved);
-            match behind::reserve(&active.seg, active.reserved, len) {
-                Ok(()) => active.reserved += len,
+            let need = start + n - active.reserved;
+            let len = behind::RESERVE.max(need);
+            // A disk nearly full: what this batch needs, if the chunk
+            // does not fit.
+            let reserved = behind::reserve(&active.seg, active.reserved, len)
+                .map(|()| len)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::StorageFull if need < len => {
+                        behind::reserve(&active.seg, active.reserved, need).map(|()| need)
+                    }
+                    _ => Err(e),
+                });
+            match reserved {
+                Ok(len) => active.reserved += len,
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                     // Cannot reserve: written on the publishing thread from
                     // now on (after what is queued).
@@ -904,11 +919,26 @@ impl Journal {
             at: start,
             batch: Arc::clone(batch),
         });
-        let ticket = self.commit(start, n, batch.first(), batch.frames(), first_timestamp(bytes));
+        self.commit(
+            start,
+            n,
+            batch.first(),
+            batch.frames(),
+            first_timestamp(bytes),
+        )
+        .map(Some)
+    }
+
+    /// Hands the writer thread what [`append_behind`](Self::append_behind)
+    /// queued: call it once the batch is where whoever the thread wakes
+    /// (see [`set_wake`](Self::set_wake)) will find it, under the same lock
+    /// as the append (the server's numbering lock), so that the batches
+    /// go in the order numbered.
+    #[cfg_attr(not(feature = "net"), allow(dead_code))]
+    pub(crate) fn kick(&mut self) {
         if let Some(b) = &self.behind {
             b.push(&mut self.ops);
         }
-        ticket.map(Some)
     }
 
     /// Whether batches are to be written behind.
@@ -957,6 +987,18 @@ impl Journal {
         self.wake = Some(wake);
     }
 
+    /// Tests: stalls the writer thread (`true`: it takes nothing queued)
+    /// or lets it go on.
+    #[cfg(test)]
+    pub(crate) fn pause_writer(&mut self, paused: bool) {
+        if self.behind.is_none() && self.wants_behind() {
+            self.start_behind();
+        }
+        if let Some(b) = &self.behind {
+            b.pause(paused);
+        }
+    }
+
     /// Waits until the writer thread ([`WriteMode::Behind`]) has written
     /// everything queued: [`durable_end`](Self::durable_end) then covers
     /// every batch appended.
@@ -965,12 +1007,22 @@ impl Journal {
         self.drain()
     }
 
-    /// Waits until the writer thread has written everything queued.
+    /// Waits until the writer thread has written everything queued (what
+    /// was not handed to it yet first).
     fn drain(&mut self) -> Result<(), JournalError> {
+        self.kick();
         if let Some(why) = self.behind.as_ref().and_then(|b| b.drain().err()) {
             self.poisoned = true;
-            let path = self.segments.back().map(|s| s.segment.clone()).unwrap_or_default();
-            return Err(JournalError::io("write behind to", &path, io::Error::other(why)));
+            let path = self
+                .segments
+                .back()
+                .map(|s| s.segment.clone())
+                .unwrap_or_default();
+            return Err(JournalError::io(
+                "write behind to",
+                &path,
+                io::Error::other(why),
+            ));
         }
         Ok(())
     }
@@ -1080,8 +1132,8 @@ impl Journal {
         self.stats.appends += 1;
         self.stats.frames += frames;
         self.stats.bytes += n;
-        let content = (active.mapped.is_some() || bound)
-            .then_some((self.next_number - 1, active.len));
+        let content =
+            (active.mapped.is_some() || bound).then_some((self.next_number - 1, active.len));
         let mark = Mark {
             pos: self.pos,
             end: self.next,
@@ -1105,9 +1157,22 @@ impl Journal {
     /// A new segment for `session_id` from `first`; the active one (if
     /// any) is sealed. On failure nothing changes.
     fn roll(&mut self, session_id: u64, first: u64) -> Result<(), JournalError> {
+        // Written behind: the old segment is finished first (the writer
+        // thread writes what is queued: a wait once per segment), so that
+        // every reader, of this process or not, finds a segment whole
+        // before the next one exists.
+        self.drain()?;
         // The blocks reserved past the old segment's content go first: a
         // sealed segment's size is its content.
         if let (Some(old), Some(old_seg)) = (self.active.as_mut(), self.segments.back()) {
+            if old.reserved > old.len {
+                // The same size: the blocks reserved past it go (ext4,
+                // tmpfs and xfs free a file's blocks past its size here).
+                old.seg
+                    .set_len(old.len)
+                    .map_err(|e| JournalError::io("truncate", &old_seg.segment, e))?;
+                old.reserved = old.len;
+            }
             if let Some(m) = old.mapped.as_mut() {
                 m.trim()
                     .map_err(|e| JournalError::io("truncate", &old_seg.segment, e))?;
@@ -1141,9 +1206,7 @@ impl Journal {
         write_at(&idx, &header.encode(), 0)
             .map_err(|e| undo(JournalError::io("write", &index, e)))?;
         let seg = create_new(&segment).map_err(|e| undo(write_error("create", &segment, e)))?;
-        let behind = self.behind.is_some();
         let bound = self.bounds_readers();
-        let mut seal = None;
         if let (Some(old), Some(old_seg)) = (&self.active, self.segments.back()) {
             let entry = Entry {
                 sequence: self.next,
@@ -1151,10 +1214,7 @@ impl Journal {
                 time: unix_nanos(),
                 kind: EntryKind::Seal,
             };
-            if behind {
-                // Written behind, once the segment's last bytes are in.
-                seal = Some(entry.encode().to_vec());
-            } else if let Err(e) = write_at(&old.idx, &entry.encode(), old.idx_len) {
+            if let Err(e) = write_at(&old.idx, &entry.encode(), old.idx_len) {
                 let _ = old.idx.set_len(old.idx_len);
                 return Err(undo(JournalError::io("seal", &old_seg.index, e)));
             }
@@ -1180,25 +1240,6 @@ impl Journal {
         self.set_back_run();
         self.next_number += 1;
         self.stats.segments_created += 1;
-        let mut sealed_behind = false;
-        let old = match (old, seal, &self.behind) {
-            (Some(old), Some(entry), Some(b)) => {
-                // The writer thread cuts, seals and retires the old
-                // segment after its last bytes, then syncs the new one.
-                self.ops.push(behind::Op::Seal {
-                    seg: old.seg,
-                    len: old.len,
-                    idx: old.idx,
-                    entry_at: old.idx_len,
-                    entry,
-                    next: Arc::clone(&seg),
-                });
-                b.push(&mut self.ops);
-                sealed_behind = true;
-                None
-            }
-            (old, _, _) => old,
-        };
         {
             let mut st = self.shared.lock();
             if self.config.fsync != FsyncMode::Never {
@@ -1209,17 +1250,12 @@ impl Journal {
                 st.retired.push(idx);
                 st.dir_dirty = true;
             }
-            // Written behind, the writer thread moves both after the old
-            // segment's last bytes (readers of the new one read nothing of
-            // it until its first mark: see `Shared::readable`).
-            if !sealed_behind {
-                st.current = Some(seg);
-                st.content = self
-                    .active
-                    .as_ref()
-                    .filter(|a| a.mapped.is_some() || bound)
-                    .map(|a| (number, a.len));
-            }
+            st.current = Some(seg);
+            st.content = self
+                .active
+                .as_ref()
+                .filter(|a| a.mapped.is_some() || bound)
+                .map(|a| (number, a.len));
         }
         // A failed deletion is retried at the next roll; it never fails
         // the batch that rolled.

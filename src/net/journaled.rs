@@ -34,8 +34,7 @@ use super::publish::PublishError;
 use super::server_config::new_session_id;
 pub(crate) use crate::journal::Ticket;
 use crate::journal::{
-    FsyncMode, Journal, JournalCold, JournalConfig, JournalError, Recovered, SyncHandle,
-    WriteMode,
+    FsyncMode, Journal, JournalCold, JournalConfig, JournalError, Recovered, SyncHandle, WriteMode,
 };
 use crate::session::cold::ColdSource;
 use crate::session::Batch;
@@ -516,6 +515,23 @@ impl Wal {
         }
     }
 
+    /// [`Journal::kick`]: the batches appended behind go to the journal's
+    /// writer thread (call under the numbering lock, once they are in the
+    /// loop's queue: the thread wakes the loop after writing them).
+    pub(crate) fn kick(&self) {
+        if let Some(journal) = self.lock().as_mut() {
+            journal.kick();
+        }
+    }
+
+    /// Tests: stalls the journal's writer thread, or lets it go on.
+    #[cfg(test)]
+    pub(crate) fn pause_writer(&self, paused: bool) {
+        if let Some(journal) = self.lock().as_mut() {
+            journal.pause_writer(paused);
+        }
+    }
+
     /// What the journal's writer thread calls after each pass (the event
     /// loop's waker: batches it holds may go).
     pub(crate) fn set_wake(&self, wake: crate::journal::Wake) {
@@ -709,6 +725,85 @@ mod tests {
             .map(|s| (s.session_id, s.first, s.end, s.frames, s.holes))
             .collect();
         assert_eq!(sessions, [(7, 1, 6, 5, 0)], "one session, no hole");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Written behind, the mio server releases a batch to clients only once
+    /// the journal's thread has written it: with the thread stalled (a
+    /// disk that does not take the bytes), a live client gets nothing and
+    /// the durable end stays put; once it goes on, the client gets every
+    /// frame, in order.
+    #[test]
+    fn written_behind_a_batch_reaches_no_client_before_the_journal_holds_it() {
+        use std::io::{Read, Write};
+        let dir = dir("stalled");
+        let mut settings = JournalSettings::new(&dir);
+        settings.config.fsync = FsyncMode::Never;
+        settings.config.writes = WriteMode::Behind;
+        let mut config = crate::net::ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            journal: Some(settings),
+            ..crate::net::ServerConfig::default()
+        };
+        // The loop wakes often by itself (heartbeats): it would take the
+        // batches from its queue within the stall if nothing held them.
+        config.core.session.heartbeat_interval = Duration::from_millis(20);
+        let server = crate::net::Server::bind(config).unwrap().spawn().unwrap();
+        let publisher = server.publisher();
+        let wal = Arc::clone(publisher.numbering.wal.as_ref().unwrap());
+        let mut client = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut login = [0u8; 24];
+        crate::encode(&Payload::Login, 0, 0, &mut login).unwrap();
+        client.write_all(&login).unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut read_for = |got: &mut Vec<u8>, limit: Duration, done: &dyn Fn(&[u8]) -> bool| {
+            let start = std::time::Instant::now();
+            while !done(got) && start.elapsed() < limit {
+                match client.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                    Err(_) => {}
+                }
+            }
+        };
+        let data = |bytes: &[u8]| -> Vec<u64> {
+            crate::parse::SliceParser::new(bytes)
+                .filter_map(|e| match e {
+                    crate::parse::Event::Frame(m) if m.msg_type().is_data() => Some(m.sequence()),
+                    _ => None,
+                })
+                .collect()
+        };
+        read_for(&mut got, Duration::from_secs(5), &|b| b.len() >= 40); // LoginAccepted
+                                                                        // Let go again whatever happens (a failed assertion must not
+                                                                        // leave the shutdown waiting for a stalled thread).
+        struct Stall(Arc<Wal>);
+        impl Drop for Stall {
+            fn drop(&mut self) {
+                self.0.pause_writer(false);
+            }
+        }
+        wal.pause_writer(true);
+        let stall = Stall(Arc::clone(&wal));
+        let msgs = vec![(1, Payload::Quote(QuoteFields::default())); 10];
+        publisher.publish(msgs.clone()).unwrap();
+        publisher.publish(msgs).unwrap();
+        read_for(&mut got, Duration::from_millis(500), &|b| {
+            !data(b).is_empty()
+        });
+        assert!(data(&got).is_empty(), "a frame before the journal held it");
+        assert_eq!(wal.durable_end(), 1);
+        drop(stall);
+        read_for(&mut got, Duration::from_secs(5), &|b| data(b).len() >= 20);
+        assert_eq!(data(&got), (1..=20).collect::<Vec<_>>());
+        assert_eq!(wal.durable_end(), 21);
+        server.shutdown().unwrap();
+        let report = crate::journal::check(&dir).unwrap();
+        assert_eq!(report.sessions.iter().map(|s| s.frames).sum::<u64>(), 20);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -76,7 +76,10 @@ impl Wal {
     ) -> Result<Option<(Ticket, Batch)>, PublishError> {
         match *self {}
     }
-    pub(crate) fn append_behind(&self, _batch: &Arc<Batch>) -> Result<Option<Ticket>, PublishError> {
+    pub(crate) fn append_behind(
+        &self,
+        _batch: &Arc<Batch>,
+    ) -> Result<Option<Ticket>, PublishError> {
         match *self {}
     }
     pub(crate) fn set_wake(&self, _wake: Arc<dyn Fn() + Send + Sync>) {
@@ -86,6 +89,9 @@ impl Wal {
         match *self {}
     }
     pub(crate) fn write_queued(&self) {
+        match *self {}
+    }
+    pub(crate) fn kick(&self) {
         match *self {}
     }
     pub(crate) fn next_sequence(&self) -> Option<u64> {

@@ -126,6 +126,8 @@ impl Publisher {
             }
             None => None,
         };
+        // Appended behind: the journal's thread wakes the loop.
+        let mut behind = false;
         let (encoded, ticket) = match in_place {
             Some(done) => done,
             None => {
@@ -139,14 +141,17 @@ impl Publisher {
                 ));
                 // Written behind (the journal's thread) or here.
                 let appended = n.wal.as_ref().map(|wal| {
-                    wal.append_behind(&encoded).and_then(|behind| match behind {
-                        Some(ticket) => Ok((wal, ticket)),
-                        None => wal.append(&encoded).map(|ticket| (wal, ticket)),
+                    wal.append_behind(&encoded).and_then(|queued| match queued {
+                        Some(ticket) => Ok((wal, ticket, true)),
+                        None => wal.append(&encoded).map(|ticket| (wal, ticket, false)),
                     })
                 });
                 let ticket = match appended {
                     Some(appended) => match appended {
-                        Ok(done) => Some(done),
+                        Ok((wal, ticket, queued)) => {
+                            behind = queued;
+                            Some((wal, ticket))
+                        }
                         Err(e) => {
                             *sequencer = before; // nothing was published: the numbers go back
                             return Err(e);
@@ -196,6 +201,13 @@ impl Publisher {
                 // in sequence order), before the loop is woken (if it is:
                 // see `Numbering::eager`).
                 n.send_datagrams(&encoded);
+                if let (Some((wal, _)), true) = (&ticket, behind) {
+                    // In the loop's queue now: the journal's thread writes
+                    // it, then wakes the loop to release it (no wake-up
+                    // from here). Under the numbering lock: in order.
+                    wal.kick();
+                    return Ok(());
+                }
                 drop(sequencer);
                 match ticket {
                     Some((wal, ticket)) if wal.always() => {

@@ -6,7 +6,7 @@
 use std::io::{self, BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use tickwire::journal::{check, CheckReport, FsyncMode, JournalConfig};
+use tickwire::journal::{check, CheckReport, FsyncMode, JournalConfig, WriteMode};
 use tickwire::net::JournalSettings;
 
 use crate::args::{self, Retain};
@@ -35,6 +35,16 @@ pub(crate) struct JournalArgs {
     /// kernel's writeback). A killed process loses nothing in any mode.
     #[arg(long, value_name = "MODE", requires = "journal", value_parser = clap::value_parser!(FsyncMode))]
     pub(crate) fsync: Option<FsyncMode>,
+    /// How batches reach the journal's files: `in-place` (the default: the
+    /// segment is mapped and each batch encoded straight into it, the
+    /// fastest while the page cache absorbs what is published), `behind` (a
+    /// thread of the journal writes the batches queued since its last pass
+    /// with one system call, and clients get them once written: for a feed
+    /// that publishes past the kernel's dirty limits all day) or `direct`
+    /// (a write per batch on the publishing thread). With --fsync always,
+    /// every mode writes directly.
+    #[arg(long, value_name = "MODE", requires = "journal", value_parser = clap::value_parser!(WriteMode))]
+    pub(crate) journal_writes: Option<WriteMode>,
     /// A graceful stop (Ctrl-C, SIGTERM, --duration) ends the session:
     /// EndOfSession to every client and datagram line. Without it, a server
     /// with a journal stops without EndOfSession and its next start
@@ -53,6 +63,9 @@ impl JournalArgs {
         }
         if let Some(fsync) = self.fsync {
             config.fsync = fsync;
+        }
+        if let Some(writes) = self.journal_writes {
+            config.writes = writes;
         }
         for retain in &self.journal_retain {
             match *retain {

@@ -4,22 +4,23 @@
 //! ```text
 //!  publisher (journal lock)                      writer thread
 //!  reserve blocks (fallocate KEEP_SIZE) ─┐
-//!  number, bookkeeping, queue the ops ───┼─▶ ops: Write … Write Index Mark Seal Write Mark
+//!  number, bookkeeping, queue the ops ───┼─▶ ops: Write Mark Write Index Mark …
 //!                                        │     one pwritev per run of contiguous writes,
-//!                                        │     seals, then the last Mark: `written`, `content`
+//!                                        │     the last Mark (`written`, `content`), the Index
 //!  event loop: releases up to ◀──────────┴──── durable_end() = written.end, then wakes the loop
 //! ```
 //!
 //! The publisher hands the thread everything, in order, under the
 //! journal's lock: the batch's bytes (shared with the retention: no copy),
-//! the index entries due, the mark that says the batch is in, and a
-//! segment's seal at a roll. The thread writes them in that order and only
-//! then moves the shared `written` mark (and the readers' `content` bound),
-//! which is what the server releases to clients up to and what the
-//! interval sync covers: write-ahead holds. Space is reserved before a
-//! batch is numbered, so a write here cannot fail for space; any other
-//! error poisons the journal (nothing queued after it is written or
-//! released; publishing fails).
+//! the index entries due, and the mark that says the batch is in. The
+//! thread writes the bytes and only then moves the shared `written` mark
+//! (and the readers' `content` bound), which is what the server releases
+//! to clients up to and what the interval sync covers: write-ahead holds.
+//! A roll waits for the thread (once per segment), so a segment is whole
+//! and sealed before the next exists. Space is reserved before a batch is
+//! numbered, so a write here cannot fail for space; any other error
+//! poisons the journal (nothing queued after it is written or released;
+//! publishing fails).
 #![forbid(unsafe_code)]
 
 use std::prelude::rust_2021::*;
@@ -28,15 +29,23 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use super::super::layout::write_at;
 use super::super::sync::{Mark, Shared};
-use super::super::FsyncMode;
 use crate::session::Batch;
 
 /// Blocks reserved at a time ahead of the content (one `fallocate` per
 /// this many bytes published).
 pub(super) const RESERVE: u64 = 8 << 20;
+
+/// While the thread has written within this long, it looks for batches
+/// every [`POLL`] instead of waiting to be woken.
+const BUSY: Duration = Duration::from_millis(1);
+
+/// How often a busy thread looks for batches: what a batch may wait for
+/// the thread under load (an idle one is woken at once). The pause lets
+/// batches gather into one `pwritev` and one wake-up of the event loop.
+const POLL: Duration = Duration::from_micros(20);
 
 /// The most buffers one `pwritev` takes (Linux's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
@@ -59,18 +68,6 @@ pub(super) enum Op {
         at: u64,
         entries: Vec<u8>,
     },
-    /// A segment rolled away from: cut to its content (the reserved blocks
-    /// go), both files retired for the next sync and `next` synced from
-    /// then on; its seal entry is written to its index after the pass's
-    /// mark.
-    Seal {
-        seg: Arc<File>,
-        len: u64,
-        idx: Arc<File>,
-        entry_at: u64,
-        entry: Vec<u8>,
-        next: Arc<File>,
-    },
     /// Everything queued before it is in: the journal's `written` mark and
     /// the readers' bound (segment number, content).
     Mark { mark: Mark, content: (u64, u64) },
@@ -81,6 +78,11 @@ struct Queue {
     ops: Vec<Op>,
     /// The thread is writing ops it took.
     busy: bool,
+    /// The thread sleeps until it is notified (idle for `BUSY`).
+    waiting: bool,
+    /// Tests: the thread takes nothing while set (a stalled disk).
+    #[cfg(test)]
+    paused: bool,
     stop: bool,
     failed: Option<String>,
     /// Called after each pass (the server's loop).
@@ -159,8 +161,14 @@ impl Behind {
         }
         let mut q = self.inner.lock();
         q.ops.append(ops);
+        let waiting = q.waiting;
         drop(q);
-        self.inner.cond.notify_all();
+        // A thread that polls (it wrote in the last `BUSY`) finds them
+        // within `POLL`: no wake-up per batch (on a VM, each is an
+        // interrupt between CPUs).
+        if waiting {
+            self.inner.cond.notify_all();
+        }
     }
 
     /// Why the thread stopped writing, if it did.
@@ -171,6 +179,13 @@ impl Behind {
     /// Sets what the thread calls after a pass.
     pub(super) fn set_wake(&self, wake: WakeFn) {
         self.inner.lock().wake = Some(wake);
+    }
+
+    /// Tests: stops the thread from taking ops (`true`) or lets it go on.
+    #[cfg(test)]
+    pub(super) fn pause(&self, paused: bool) {
+        self.inner.lock().paused = paused;
+        self.inner.cond.notify_all();
     }
 
     /// (passes, `pwritev` calls) so far.
@@ -213,6 +228,7 @@ impl Drop for Behind {
 /// The thread: takes every op queued, writes them, moves the marks.
 fn run(inner: &Inner, shared: &Shared) {
     let mut spare = Vec::new();
+    let mut last = Instant::now();
     let mut q = inner.lock();
     loop {
         if q.failed.is_some() {
@@ -220,11 +236,24 @@ fn run(inner: &Inner, shared: &Shared) {
             q.ops.clear();
             return;
         }
+        #[cfg(test)]
+        if q.paused && !q.stop {
+            q = inner.cond.wait(q).unwrap_or_else(PoisonError::into_inner);
+            continue;
+        }
         if q.ops.is_empty() {
             if q.stop {
                 return;
             }
-            q = inner.cond.wait(q).unwrap_or_else(PoisonError::into_inner);
+            if last.elapsed() < BUSY {
+                drop(q);
+                std::thread::sleep(POLL);
+                q = inner.lock();
+            } else {
+                q.waiting = true;
+                q = inner.cond.wait(q).unwrap_or_else(PoisonError::into_inner);
+                q.waiting = false;
+            }
             continue;
         }
         std::mem::swap(&mut q.ops, &mut spare);
@@ -234,6 +263,7 @@ fn run(inner: &Inner, shared: &Shared) {
         let result = pass(&spare, shared, &mut writes);
         // The batches' bytes are let go with no lock held.
         spare.clear();
+        last = Instant::now();
         q = inner.lock();
         q.busy = false;
         q.passes += 1;
@@ -252,31 +282,16 @@ fn run(inner: &Inner, shared: &Shared) {
     }
 }
 
-/// Writes `ops`: the batches' bytes in order (the seals' cuts among
-/// them), then the last mark among them, then the index entries and seal
-/// entries (a reader of this process checks entries against the mark).
+/// Writes `ops`: the batches' bytes in order, then the last mark among
+/// them, then the index entries (a reader of this process checks entries
+/// against the mark).
 fn pass(ops: &[Op], shared: &Shared, writes: &mut u64) -> io::Result<()> {
     let mut run = Run::default();
     let mut mark = None;
-    let mut after = Vec::new();
     for op in ops {
         match op {
             Op::Write { file, at, batch } => run.add(file, *at, batch.bytes(), writes)?,
-            Op::Index { .. } => after.push(op),
-            Op::Seal { seg, len, idx, next, .. } => {
-                run.flush(writes)?;
-                // The same size: the blocks reserved past it go (ext4,
-                // tmpfs and xfs free a file's blocks past its size here).
-                seg.set_len(*len)?;
-                let mut st = shared.lock();
-                if shared.mode != FsyncMode::Never {
-                    st.retired.push(Arc::clone(seg));
-                    st.retired.push(Arc::clone(idx));
-                }
-                st.current = Some(Arc::clone(next));
-                drop(st);
-                after.push(op);
-            }
+            Op::Index { .. } => {}
             Op::Mark { mark: m, content } => mark = Some((*m, *content)),
         }
     }
@@ -286,22 +301,9 @@ fn pass(ops: &[Op], shared: &Shared, writes: &mut u64) -> io::Result<()> {
         st.written = m;
         st.content = Some(content);
     }
-    for op in after {
-        match op {
-            Op::Index { file, at, entries } => run.add(file, *at, entries, writes)?,
-            Op::Seal {
-                idx,
-                entry_at,
-                entry,
-                ..
-            } => {
-                run.flush(writes)?;
-                write_at(idx, entry, *entry_at)?;
-                if shared.mode != FsyncMode::Never {
-                    shared.lock().retired.push(Arc::clone(idx));
-                }
-            }
-            Op::Write { .. } | Op::Mark { .. } => {}
+    for op in ops {
+        if let Op::Index { file, at, entries } = op {
+            run.add(file, *at, entries, writes)?;
         }
     }
     run.flush(writes)
@@ -318,7 +320,13 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     /// `bytes` at `at` of `file`: in this run if it follows it.
-    fn add(&mut self, file: &Arc<File>, at: u64, bytes: &'a [u8], writes: &mut u64) -> io::Result<()> {
+    fn add(
+        &mut self,
+        file: &Arc<File>,
+        at: u64,
+        bytes: &'a [u8],
+        writes: &mut u64,
+    ) -> io::Result<()> {
         let follows =
             self.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, file)) && self.at + self.len == at;
         if !follows || self.bufs.len() == IOV_MAX {
@@ -342,7 +350,10 @@ impl<'a> Run<'a> {
             let n = rustix::io::pwritev(&*file, slices, at)?;
             *writes += 1;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote 0 bytes"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote 0 bytes",
+                ));
             }
             at += n as u64;
             IoSlice::advance_slices(&mut slices, n);
@@ -359,7 +370,9 @@ impl<'a> Run<'a> {
 mod tests {
     use super::*;
     use crate::encode::{Payload, QuoteFields, Sequencer};
-    use crate::journal::{check, Journal, JournalConfig, JournalError, JournalReader, WriteMode};
+    use crate::journal::{
+        check, FsyncMode, Journal, JournalConfig, JournalError, JournalReader, WriteMode,
+    };
     use std::os::unix::fs::MetadataExt;
     use std::path::PathBuf;
     use std::sync::Mutex;
@@ -381,7 +394,8 @@ mod tests {
     }
 
     fn dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tickwire-behind-{tag}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("tickwire-behind-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -418,12 +432,16 @@ mod tests {
             let b = batch(journal.next_sequence(), 1 + (i % 23) as usize);
             all.extend_from_slice(b.bytes());
             let ticket = journal.append_behind(&b).unwrap().expect("written behind");
+            journal.kick();
             assert_eq!(ticket.end(), journal.next_sequence());
         }
         journal.write_queued().unwrap();
         assert_eq!(journal.durable_end(), journal.next_sequence());
         let stats = journal.stats();
-        assert!(stats.behind_passes > 0 && stats.behind_writes > 0, "{stats:?}");
+        assert!(
+            stats.behind_passes > 0 && stats.behind_writes > 0,
+            "{stats:?}"
+        );
         assert!(journal.segments() > 20, "rolled: {}", journal.segments());
         assert_eq!(read_all(journal.reader(1).unwrap()).unwrap(), all);
         let next = journal.next_sequence();
@@ -442,11 +460,18 @@ mod tests {
             if path.extension().is_some_and(|e| e == "twr") {
                 let meta = std::fs::metadata(&path).unwrap();
                 // No block reserved past the content is left behind.
-                assert!(meta.blocks() * 512 <= meta.len().next_multiple_of(4096) + 4096, "{path:?}");
+                assert!(
+                    meta.blocks() * 512 <= meta.len().next_multiple_of(4096) + 4096,
+                    "{path:?}"
+                );
                 on_disk += meta.len();
             }
         }
-        assert_eq!(on_disk, all.len() as u64, "every segment's size is its content");
+        assert_eq!(
+            on_disk,
+            all.len() as u64,
+            "every segment's size is its content"
+        );
         let (journal, recovered) = Journal::open(&dir, behind(64 << 10)).unwrap();
         assert_eq!(recovered.truncated, None);
         assert_eq!(journal.next_sequence(), next);
@@ -474,6 +499,7 @@ mod tests {
                     // lock held).
                     all.lock().unwrap().extend_from_slice(b.bytes());
                     j.append_behind(&b).unwrap().unwrap();
+                    j.kick();
                 }
             })
         };

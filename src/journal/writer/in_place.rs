@@ -16,9 +16,9 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
+use super::super::JournalConfig;
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 use super::super::{FsyncMode, WriteMode};
-use super::super::JournalConfig;
 
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
 pub(super) use linux::Mapped;
