@@ -382,7 +382,7 @@ mod tests {
         let msgs: Vec<_> = (0..n)
             .map(|i| {
                 let q = QuoteFields {
-                    bid_price: (first + i as u64) as i32,
+                    bid_price: i32::try_from(first + i as u64).unwrap_or(i32::MAX),
                     ..QuoteFields::default()
                 };
                 (first + i as u64, Payload::Quote(q))
