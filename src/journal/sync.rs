@@ -6,6 +6,7 @@ use std::prelude::rust_2021::*;
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,6 +57,9 @@ pub(crate) struct Shared {
     cond: Condvar,
     pub(crate) mode: FsyncMode,
     dir: PathBuf,
+    /// A sync failed (`State::failed` says why): read on every append
+    /// without the lock.
+    broken: AtomicBool,
 }
 
 /// A handle on a [`Journal`](super::Journal)'s durability, for the threads
@@ -138,6 +142,7 @@ impl Shared {
             cond: Condvar::new(),
             mode,
             dir,
+            broken: AtomicBool::new(false),
         }
     }
 
@@ -149,8 +154,10 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn failed(&self) -> Option<String> {
-        self.lock().failed.clone()
+    /// Whether a sync failed (`State::failed` says why), without
+    /// taking the lock.
+    pub(crate) fn broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 
     /// One sync of everything written so far; the state is unlocked during
@@ -185,7 +192,10 @@ impl Shared {
             }
             // A failed fdatasync may have dropped the dirty pages it could
             // not write: nothing after the last good sync can be trusted.
-            Err(e) => st.failed = Some(e.to_string()),
+            Err(e) => {
+                st.failed = Some(e.to_string());
+                self.broken.store(true, Ordering::Release);
+            }
         }
         self.cond.notify_all();
         st

@@ -491,19 +491,25 @@ impl Wal {
         Ok(done)
     }
 
-    /// [`Journal::append_behind`]: the batch is queued for the journal's
-    /// writer thread (call under the driver's numbering lock; release it
-    /// only once [`durable_end`](Self::durable_end) covers it). `Ok(None)`:
-    /// not written behind, `append` it.
-    pub(crate) fn append_behind(&self, batch: &Arc<Batch>) -> Result<Option<Ticket>, PublishError> {
+    /// An encoded batch into the journal, under one lock: queued for the
+    /// journal's writer thread ([`Journal::append_behind`], `true`: call
+    /// [`kick`](Self::kick) once it is in the loop's queue, release it
+    /// only once [`durable_end`](Self::durable_end) covers it) or written
+    /// here ([`Journal::append`], `false`). Call under the driver's
+    /// numbering lock.
+    pub(crate) fn append_encoded(
+        &self,
+        batch: &Arc<Batch>,
+    ) -> Result<(Ticket, bool), PublishError> {
         let mut guard = self.lock();
         let journal = guard.as_mut().ok_or(PublishError::Closed)?;
-        let done = journal
-            .append_behind(batch)
-            .map_err(|e| publish_error(&e))?;
-        if done.is_some() {
-            self.cold.update(journal);
+        let done = match journal.append_behind(batch) {
+            Ok(Some(ticket)) => Ok((ticket, true)),
+            Ok(None) => journal.append(batch).map(|ticket| (ticket, false)),
+            Err(e) => Err(e),
         }
+        .map_err(|e| publish_error(&e))?;
+        self.cold.update(journal);
         Ok(done)
     }
 

@@ -76,10 +76,10 @@ impl Wal {
     ) -> Result<Option<(Ticket, Batch)>, PublishError> {
         match *self {}
     }
-    pub(crate) fn append_behind(
+    pub(crate) fn append_encoded(
         &self,
         _batch: &Arc<Batch>,
-    ) -> Result<Option<Ticket>, PublishError> {
+    ) -> Result<(Ticket, bool), PublishError> {
         match *self {}
     }
     pub(crate) fn set_wake(&self, _wake: Arc<dyn Fn() + Send + Sync>) {

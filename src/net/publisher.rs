@@ -141,10 +141,8 @@ impl Publisher {
                 ));
                 // Written behind (the journal's thread) or here.
                 let appended = n.wal.as_ref().map(|wal| {
-                    wal.append_behind(&encoded).and_then(|queued| match queued {
-                        Some(ticket) => Ok((wal, ticket, true)),
-                        None => wal.append(&encoded).map(|ticket| (wal, ticket, false)),
-                    })
+                    wal.append_encoded(&encoded)
+                        .map(|(ticket, queued)| (wal, ticket, queued))
                 });
                 let ticket = match appended {
                     Some(appended) => match appended {

@@ -27,6 +27,7 @@ use std::prelude::rust_2021::*;
 
 use std::fs::File;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -128,6 +129,9 @@ pub(super) fn reserve(file: &File, at: u64, len: u64) -> io::Result<()> {
 struct Inner {
     queue: Mutex<Queue>,
     cond: Condvar,
+    /// A write failed (`Queue::failed` says why): read on every append
+    /// without the lock.
+    broken: AtomicBool,
 }
 
 impl Inner {
@@ -175,8 +179,15 @@ impl Behind {
     }
 
     /// Why the thread stopped writing, if it did.
+    #[cfg(test)]
     pub(super) fn failed(&self) -> Option<String> {
         self.inner.lock().failed.clone()
+    }
+
+    /// Whether the thread stopped writing (`Queue::failed` says
+    /// why), without taking its lock.
+    pub(super) fn broken(&self) -> bool {
+        self.inner.broken.load(Ordering::Acquire)
     }
 
     /// Sets what the thread calls after a pass.
@@ -274,6 +285,7 @@ fn run(inner: &Inner, shared: &Shared) {
         let wake = q.wake.clone();
         if let Err(e) = result {
             q.failed = Some(e.to_string());
+            inner.broken.store(true, Ordering::Release);
             q.ops.clear();
         }
         drop(q);
