@@ -90,7 +90,46 @@ use tickwire::{Payload, Sequencer};
 
 const ROUNDS: usize = 3;
 
+/// Set: the process is the recovery section's writing child (the journal
+/// directory), not the benchmark.
+const RECOVERY_CHILD: &str = "TICKWIRE_BENCH_RECOVERY_CHILD";
+
+/// The recovery section's child: a mio server publishing
+/// `TICKWIRE_BENCH_RECOVERY_GB` GB into its journal, then an exit that
+/// closes nothing (no destructor runs: the journal is left as a SIGKILL
+/// leaves it, its segment's prepared zero tail included).
+fn recovery_child(dir: &Path) -> ! {
+    use tickwire::net::{JournalSettings, ServerConfig};
+    let gb: u64 = std::env::var("TICKWIRE_BENCH_RECOVERY_GB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let mut journal = JournalSettings::new(dir);
+    journal.config = never();
+    let server = tickwire::net::Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        journal: Some(journal),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let publisher = server.publisher();
+    let msgs = messages(4096);
+    let bytes: u64 = msgs.iter().map(|(_, p)| p.frame_len() as u64).sum();
+    let mut total = 0u64;
+    while total < gb * 1_000_000_000 {
+        publisher.publish(msgs.clone()).unwrap();
+        total += bytes;
+    }
+    // Everything appended (publish returns after its append): gone now.
+    std::process::exit(0)
+}
+
 fn main() {
+    if let Some(dir) = std::env::var_os(RECOVERY_CHILD) {
+        recovery_child(Path::new(&dir));
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -1442,8 +1481,96 @@ fn always(base: &Path) {
                 micros(h.value_at_quantile(0.99)),
                 micros(h.max()),
             );
+            drop(dir);
+            always_server(base, size, threads);
         }
     }
+}
+
+/// The same through the mio server (`serve --fsync always`): `threads`
+/// publishers, each `Publisher::publish` returning once its batch is
+/// durable (the latency measured), a live client reading every frame
+/// (released only once durable).
+fn always_server(base: &Path, size: usize, threads: usize) {
+    use tickwire::net::{JournalSettings, ServerConfig};
+    let dir = Dir::new(base, "always-server");
+    let mut journal = JournalSettings::new(&dir.0);
+    journal.config.fsync = FsyncMode::Always;
+    let server = tickwire::net::Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        journal: Some(journal),
+        ..ServerConfig::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    // A live client that discards what it reads (its login first).
+    let mut client = TcpStream::connect(server.local_addr()).unwrap();
+    let mut login = [0u8; 24];
+    tickwire::encode(&Payload::Login, 0, 0, &mut login).unwrap(); // live
+    client.write_all(&login).unwrap();
+    let reader = thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0u64;
+        while let Ok(k) = client.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got += k as u64;
+        }
+        got
+    });
+    thread::sleep(Duration::from_millis(100));
+    let (disk, _) = fdatasync_rate(
+        base,
+        messages(size).iter().map(|(_, p)| p.frame_len()).sum(),
+        1.0,
+    );
+    let msgs = Arc::new(messages(size));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (publisher, msgs) = (server.publisher(), Arc::clone(&msgs));
+            thread::spawn(move || {
+                let mut h = Histogram::<u64>::new_with_bounds(100, 10_000_000_000, 3).unwrap();
+                let mut batches = 0u64;
+                while started.elapsed() < Duration::from_secs(2) {
+                    let t = Instant::now();
+                    publisher.publish(msgs.to_vec()).unwrap();
+                    h.record(t.elapsed().as_nanos() as u64).unwrap();
+                    batches += 1;
+                }
+                (batches, h)
+            })
+        })
+        .collect();
+    let mut total = 0u64;
+    let mut h = Histogram::<u64>::new_with_bounds(100, 10_000_000_000, 3).unwrap();
+    for w in workers {
+        let (b, wh) = w.join().unwrap();
+        total += b;
+        h.add(wh).unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let stats = server.stats();
+    server.shutdown().unwrap();
+    let read = reader.join().unwrap();
+    assert!(read > 0, "the live client received nothing");
+    println!(
+        "{:>6} {:>8} {disk:>12.0} {:>10} {:>14} {:>12.0} {:>10} {:>13} {:>10} {:>10} {:>10}  \
+         (the mio server, publish returns once durable; {} frames published)",
+        "server",
+        threads,
+        "",
+        human(total as f64 * size as f64 / secs),
+        total as f64 / secs,
+        "",
+        "",
+        micros(h.value_at_quantile(0.5)),
+        micros(h.value_at_quantile(0.99)),
+        micros(h.max()),
+        stats.frames_published,
+    );
 }
 
 /// CPU time of the calling thread, in nanoseconds (`/proc/thread-self/schedstat`).
@@ -1939,29 +2066,27 @@ fn recovery(base: &Path) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
-    println!("\n## recovery of a {gb} GB journal (1 GiB segments, an index entry every 64 KiB)");
+    println!(
+        "\n## recovery of a {gb} GB journal (1 GiB segments, an index entry every 64 KiB) \
+         written by a mio server (`--fsync never`, written in place) in a child process that \
+         exits without closing anything, as a killed `serve` does"
+    );
     let dir = Dir::new(base, "recovery");
     let t = Instant::now();
-    {
-        let (mut j, _) = Journal::open(&dir.0, never()).unwrap();
-        j.start_session(1, 1).unwrap();
-        let msgs = messages(4096);
-        let mut seq = Sequencer::new();
-        let mut total = 0u64;
-        while total < gb * 1_000_000_000 {
-            let b = encode(&mut seq, &msgs);
-            total += b.bytes().len() as u64;
-            j.append(&b).unwrap();
-        }
-        j.close().unwrap();
-    }
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(RECOVERY_CHILD, &dir.0)
+        .env("TICKWIRE_BENCH_RECOVERY_GB", gb.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the writing child failed: {status}");
     let files: Vec<PathBuf> = fs::read_dir(&dir.0)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     let bytes: u64 = files.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
     println!(
-        "written and synced {:.2} GB in {:.1} s ({} files)",
+        "written {:.2} GB in {:.1} s ({} files; the child published, exited, then every file \
+         was synced and its pages dropped)",
         bytes as f64 / 1e9,
         t.elapsed().as_secs_f64(),
         files.len()
@@ -1982,8 +2107,13 @@ fn recovery(base: &Path) {
     let (cold_open, rec) = open();
     let (warm_open, _) = open();
     println!(
-        "Journal::open, cold cache: {:.1} ms; warm: {:.2} ms (next sequence {})",
+        "Journal::open after the kill, cold cache: {:.1} ms (cut {} bytes: {}); then warm: \
+         {:.2} ms (next sequence {})",
         cold_open.as_secs_f64() * 1e3,
+        rec.truncated.as_ref().map_or(0, |t| t.bytes),
+        rec.truncated
+            .as_ref()
+            .map_or_else(|| "nothing".to_string(), |t| format!("{t:?}")),
         warm_open.as_secs_f64() * 1e3,
         rec.session.unwrap().next
     );
