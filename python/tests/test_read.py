@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tickwire
-from conftest import dump, gen
+from conftest import dump, gen, run
 
 QUOTE_FIELDS = ["sequence", "timestamp", "instrument_id", "bid_price", "ask_price", "bid_size", "ask_size"]
 TRADE_FIELDS = ["sequence", "timestamp", "instrument_id", "price", "size", "side", "flags"]
@@ -287,3 +287,29 @@ def test_a_journal_directory_reads_as_its_sessions_in_order(tmp_path):
     # A directory that is not a journal is no recording.
     with pytest.raises(IsADirectoryError, match="cannot read"):
         tickwire.read(tmp_path)
+
+
+def test_a_journal_written_by_serve_reads_whole_across_segments_and_restarts(tmp_path):
+    # A journal as `serve --journal` writes it (small segments, so several;
+    # two runs: the second continues the session of the first, as after a
+    # restart): one session from sequence 1, every number once, the same
+    # frames as the CLI's reader of the same directory.
+    journal = tmp_path / "journal"
+    for _ in range(2):
+        run(
+            "serve", "--listen", "127.0.0.1:0", "--rate", "20000", "--duration", "1",
+            "--journal", str(journal), "--journal-segment", "64K", "-q",
+        )
+    segments = sorted(journal.glob("*.twr"))
+    assert len(segments) >= 4, segments
+    rec = tickwire.read(journal)
+    assert len(rec.sessions) == 1 and rec.sessions[0][1] == 1, rec.sessions
+    seqs = np.sort(np.concatenate([rec.quotes["sequence"], rec.trades["sequence"]]).astype(np.uint64))
+    assert len(seqs) > 20_000
+    np.testing.assert_array_equal(seqs, np.arange(1, len(seqs) + 1, dtype=np.uint64))
+    lines = dump(journal)
+    assert_table_equals_dump(rec.quotes, lines, "quote", QUOTE_FIELDS)
+    assert_table_equals_dump(rec.trades, lines, "trade", TRADE_FIELDS)
+    chunks = list(tickwire.read_chunks(journal, frames=4096))
+    np.testing.assert_array_equal(np.concatenate([c.quotes for c in chunks]), rec.quotes)
+    np.testing.assert_array_equal(np.concatenate([c.trades for c in chunks]), rec.trades)
