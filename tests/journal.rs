@@ -247,6 +247,49 @@ fn a_reboot_needs_a_new_session_unless_always_or_closed() {
     }
     assert_eq!(seen, (1..16).collect::<Vec<_>>());
 
+    // Interval, killed, another boot: the thread's syncs bound what a
+    // power loss takes, they do not make it nothing (frames written after
+    // the last sync reached clients): a new session, even when that sync
+    // covered every frame. Only a clean close (or always) continues.
+    let dir = TempDir::new("reboot-interval", false);
+    let interval = || config(FsyncMode::Interval(Duration::from_millis(5)));
+    let (mut j, _) = Journal::open_in_boot(dir.path(), interval(), BOOT_A).unwrap();
+    j.start_session(1, 1).unwrap();
+    fill(&mut j, &[10]);
+    let sync = j.sync_handle();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sync.synced_end() < 11 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(sync.synced_end(), 11, "the interval thread synced");
+    drop(j);
+    let (mut j, rec) = Journal::open_in_boot(dir.path(), interval(), BOOT_A).unwrap();
+    assert!(
+        !rec.new_session_required && !rec.boot_changed,
+        "same boot: continues"
+    );
+    assert_eq!((j.session_id(), j.next_sequence()), (Some(1), 11));
+    fill(&mut j, &[5]);
+    drop(j);
+    let (mut j, rec) = Journal::open_in_boot(dir.path(), interval(), BOOT_B).unwrap();
+    assert!(rec.new_session_required && rec.boot_changed);
+    assert_eq!(rec.session.unwrap().next, 16);
+    assert_eq!(j.session_id(), None);
+    assert!(matches!(
+        j.append(&batch(16, 1)),
+        Err(JournalError::NewSessionRequired)
+    ));
+    j.start_session(2, 1).unwrap();
+    fill(&mut j, &[3]);
+    drop(j);
+    let report = check(dir.path()).unwrap();
+    let sessions: Vec<_> = report
+        .sessions
+        .iter()
+        .map(|s| (s.session_id, s.first, s.end))
+        .collect();
+    assert_eq!(sessions, [(1, 1, 16), (2, 1, 4)], "the old session kept");
+
     // Always: whatever reached a client was synced; the session continues.
     let dir = TempDir::new("reboot-always", false);
     let (mut j, _) = Journal::open_in_boot(dir.path(), config(FsyncMode::Always), BOOT_A).unwrap();

@@ -48,6 +48,9 @@ pub(crate) struct State {
     failed: Option<String>,
     pub(crate) syncs: u64,
     stop: bool,
+    /// Tests: a sync waits while set (a disk that does not finish a flush).
+    #[cfg(test)]
+    sync_paused: bool,
 }
 
 /// The state the writer and every [`SyncHandle`] share.
@@ -164,6 +167,13 @@ impl Shared {
     /// the system calls.
     fn sync_locked<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         st.syncing = true;
+        #[cfg(test)]
+        while st.sync_paused {
+            st = self
+                .cond
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
         let retired = std::mem::take(&mut st.retired);
         let dir_dirty = std::mem::replace(&mut st.dir_dirty, false);
         let current = st.current.clone();
@@ -225,6 +235,15 @@ impl Shared {
             }
             st = self.sync_locked(st);
         }
+    }
+
+    /// Tests: stalls every sync (`true`: it starts, then waits before its
+    /// system calls, as on a disk that does not finish the flush) or lets
+    /// them go on.
+    #[cfg(test)]
+    pub(crate) fn pause_sync(&self, paused: bool) {
+        self.lock().sync_paused = paused;
+        self.cond.notify_all();
     }
 
     pub(crate) fn stop(&self) {
