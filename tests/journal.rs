@@ -699,6 +699,40 @@ fn segments_roll_and_retention_deletes_whole_oldest_segments() {
     fill(&mut j, &[1]);
 }
 
+/// The server's cold source opened at a sequence retention deleted after
+/// the server chose it (a login accepted at the oldest held, the oldest
+/// segment deleted a moment later, before the replay opens it): an error,
+/// which closes that replay clearly, never a reader that starts at the new
+/// oldest (a gap no client is told about). Found by
+/// `tests/journal_server.rs::serve_journal_retain_*` under load.
+#[test]
+fn the_cold_source_refuses_a_start_that_retention_deleted_meanwhile() {
+    use tickwire::journal::JournalCold;
+    use tickwire::session::cold::ColdSource;
+    let dir = TempDir::new("cold-deleted", false);
+    let (mut j, _) = Journal::open(dir.path(), small(4096, 1024)).unwrap();
+    j.start_session(6, 1).unwrap();
+    fill(&mut j, &[10; 60]);
+    let cold = JournalCold::new(&j);
+    let oldest = cold.oldest(6).unwrap();
+    assert_eq!(oldest, 1);
+    assert!(cold.open(6, oldest).is_ok());
+    // Retention deletes the oldest segment (as `expire` does: both files).
+    let segs = segments(dir.path());
+    fs::remove_file(&segs[0]).unwrap();
+    fs::remove_file(index_of(&segs[0])).unwrap();
+    let err = cold.open(6, oldest).err().expect("refused");
+    assert!(err.to_string().contains("no longer holds"), "{err}");
+    // From a sequence still held: a reader from exactly there.
+    let second: u64 = segs[1].file_stem().unwrap().to_str().unwrap()[28..]
+        .parse()
+        .unwrap();
+    let mut r = cold.open(6, second).unwrap();
+    let mut buf = Vec::new();
+    let c = r.read(u64::MAX, 1 << 20, &mut buf).unwrap().unwrap();
+    assert_eq!((c.first, sequences(&buf)[0]), (second, second));
+}
+
 #[test]
 fn a_reader_keeps_its_segment_when_it_is_deleted_and_stops_at_a_missing_one() {
     let dir = TempDir::new("deleted", false);

@@ -223,3 +223,75 @@ fn dump_and_export_read_a_journal_directory_and_its_segments() {
         text(&out.stderr)
     );
 }
+
+/// `n` data frames of the synthetic feed numbered from `first`, as one
+/// batch.
+fn batch_from(feed: &mut Feed, first: u64, n: usize) -> Batch {
+    let mut msgs = Vec::new();
+    while msgs.len() < n {
+        let p = feed.next_payload();
+        if p.msg_type().is_data() {
+            msgs.push((1_700_000_000_000_000_000 + first + msgs.len() as u64, p));
+        }
+    }
+    let mut bytes = vec![0u8; n * 44];
+    let done = Sequencer::starting_at(first).encode_batch(&msgs, &mut bytes);
+    bytes.truncate(done.bytes);
+    Batch::new(bytes).unwrap()
+}
+
+/// A relay's journal skips the sequences it never received (PROTOCOL.md
+/// A.3): `tickwire journal` counts every such hole and the sequences in it,
+/// the one inside a segment and the one where a segment starts (the batch
+/// after the hole did not fit in the segment before: the new segment is
+/// named after the session's next sequence, 161, and its first frame is
+/// 201), in its listing and in its JSON.
+#[test]
+fn journal_counts_a_relays_holes_inside_a_segment_and_where_one_starts() {
+    let dir = TempDir::new("journal-cli-holes", false);
+    let config = JournalConfig {
+        segment_bytes: 8 << 10,
+        index_every: 1 << 10,
+        ..JournalConfig::default()
+    };
+    let (mut j, _) = Journal::open(dir.path(), config).unwrap();
+    let mut feed = Feed::new(5, 20);
+    j.start_session(0x33, 1).unwrap();
+    j.append(&batch_from(&mut feed, 1, 100)).unwrap();
+    j.append(&batch_from(&mut feed, 151, 10)).unwrap(); // 101..=150 never came
+    j.append(&batch_from(&mut feed, 201, 100)).unwrap(); // 161..=200 never came
+    j.close().unwrap();
+    let out = tickwire(&["journal", dir.arg(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["sessions"][0];
+    let segs = s["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 2, "{v}");
+    assert_eq!(
+        (&segs[0]["first"], &segs[0]["end"], &segs[0]["frames"]),
+        (&1.into(), &161.into(), &110.into()),
+        "{v}"
+    );
+    assert_eq!(
+        (&segs[1]["first"], &segs[1]["end"], &segs[1]["frames"]),
+        (&161.into(), &301.into(), &100.into()),
+        "{v}"
+    );
+    assert_eq!(
+        (&s["first"], &s["end"], &s["frames"]),
+        (&1.into(), &301.into(), &210.into()),
+        "{v}"
+    );
+    assert_eq!(
+        (&s["holes"], &s["missing"]),
+        (&2.into(), &90.into()),
+        "301 - 1 sequences, 210 frames: 90 missing, in 2 holes: {v}"
+    );
+    let out = tickwire(&["journal", dir.arg()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("1..=300 (210 frames") && stdout.contains("2 holes, 90 sequences missing"),
+        "{stdout}"
+    );
+}

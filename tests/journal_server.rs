@@ -1804,3 +1804,616 @@ fn a_datagram_relay_cli_killed_mid_stream_resumes_from_its_journal() {
     );
     origin.shutdown().unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Issue 24, point 5: a journaled relay's journal holds the gaps it received
+// from upstream (section 10.2), and serves them from disk as the same gaps.
+
+/// The reference client logged in to `addr` from `from`: its log once it
+/// has `want` data frames, plus whatever comes in the 300 ms after that
+/// (nothing may: no frame twice).
+fn client_log(addr: SocketAddr, from: u64, want: usize) -> common::Log {
+    let mut config = common::fast_config(addr);
+    config.from = from;
+    let mut client = tickwire::net::Client::new(config).unwrap();
+    let mut log = common::drive(&mut client, Duration::from_secs(20), |l| {
+        l.frames.len() >= want
+    });
+    let until = Instant::now() + Duration::from_millis(300);
+    let more = common::drive(&mut client, Duration::from_secs(5), |_| {
+        Instant::now() >= until
+    });
+    log.frames.extend(more.frames);
+    log.gaps.extend(more.gaps);
+    log.sessions.extend(more.sessions);
+    log.duplicates += more.duplicates;
+    log.discarded += more.discarded;
+    log
+}
+
+/// Publishes `msgs` into `publish` 100 at a time, 2 ms apart (a live
+/// relay keeps up: the origin never skips it as slow).
+fn publish_gently(publish: &Publish, msgs: &[(u64, Payload)]) {
+    for chunk in msgs.chunks(100) {
+        publish(chunk.to_vec()).unwrap();
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A journaled relay (the command line) whose upstream reports a gap: the
+/// origin (no journal, 1,000 frames retained) publishes 1,701..=4,700
+/// while the relay is down, so the relay, restarted on its journal and
+/// asking from 1,701, is answered from 3,701 (the origin's own gap notice:
+/// LoginAccepted with a later sequence). Its journal keeps the hole (inside
+/// its second segment). A client logging in to the relay from 1 (its
+/// memory holds 500 frames: the start, the hole and what follows come from
+/// disk) gets 1..=1,700, the gap 1,701..=3,700 exactly, then every frame to
+/// the live edge, once each, byte for byte, in one session; one logging in
+/// inside the hole gets the rest of it as a gap. The same after the relay
+/// is killed (SIGKILL) and started again, all of it from disk then. The
+/// journal lists the hole.
+#[test]
+fn a_journaled_relay_serves_the_gap_it_got_from_upstream_from_disk_across_restarts() {
+    const HOLE: (u64, u64) = (1_701, 3_700);
+    let tmp = TempDir::new("relay-gap", false);
+    let relay_dir = tmp.path().join("relay");
+    let mut origin_config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    };
+    origin_config.core.retain = 1_000;
+    origin_config.core.session.heartbeat_interval = Duration::from_millis(200);
+    let origin = Running::start(Driver::Mio, origin_config).unwrap();
+    let session = origin.session_id();
+    let publish = origin.publisher();
+    let msgs = messages(81, 6_200);
+    let want = common::expected_frames(&msgs);
+    let port = free_port();
+    let relay_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // 1..=1,700 through the relay, live; a client of the relay has them
+    // all, so its journal does (write-ahead).
+    let mut relay = relay_cli(&relay_dir, origin.addr(), port);
+    publish_gently(&publish, &msgs[..1_700]);
+    let mut seen = Raw::login(relay_addr, 1);
+    seen.read_until(Duration::from_secs(10), |b| data_count(b) >= 1_700);
+    assert_eq!(data(&seen.buf).1, (1..=1_700).collect::<Vec<_>>());
+    relay.0.kill().unwrap(); // SIGKILL
+    relay.0.wait().unwrap();
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert_eq!(
+        (report.sessions.len(), report.sessions[0].end),
+        (1, 1_701),
+        "{report:?}"
+    );
+
+    // Meanwhile the origin goes on past its retention: 1,701..=3,700 are
+    // gone from it, and it says so to anyone asking from 1,701.
+    for chunk in msgs[1_700..4_700].chunks(500) {
+        publish(chunk.to_vec()).unwrap();
+    }
+    wait_published(&origin, 4_700);
+    let mut direct = Raw::login(origin.addr(), HOLE.0);
+    direct.read_until(Duration::from_secs(5), |b| login_accepted(b).is_some());
+    assert_eq!(
+        login_accepted(&direct.buf),
+        Some((session, HOLE.1 + 1)),
+        "the upstream's gap"
+    );
+    drop(direct);
+
+    // The relay restarted on its journal asks from 1,701 and gets the gap.
+    let mut relay = relay_cli(&relay_dir, origin.addr(), port);
+    publish_gently(&publish, &msgs[4_700..5_700]);
+    let check = |log: &common::Log, seqs: &[u64], gap: (u64, u64), what: &str| {
+        assert_eq!(log.gaps, [gap], "{what}: the upstream's gap, exactly");
+        let got: Vec<u64> = log.frames.iter().map(|f| f.0).collect();
+        assert!(got == seqs, "{what}: every frame once, in order: {got:?}");
+        for (seq, bytes) in &log.frames {
+            assert!(
+                bytes == &want[*seq as usize - 1],
+                "{what}: frame {seq} byte for byte"
+            );
+        }
+        assert_eq!(log.duplicates, 0, "{what}: nothing repeated");
+        assert_eq!(log.discarded, 0, "{what}");
+        assert!(
+            log.sessions.iter().all(|s| s.0 == session),
+            "{what}: one session: {:?}",
+            log.sessions
+        );
+    };
+    let inside = 2_500;
+    for (round, end) in [(0, 5_700u64), (1, 6_200)] {
+        if round == 1 {
+            // Killed again and restarted: nothing in memory, all of it from
+            // disk; the upstream still holds 4,701..=5,700, so no new gap.
+            relay.0.kill().unwrap(); // SIGKILL
+            relay.0.wait().unwrap();
+            relay = relay_cli(&relay_dir, origin.addr(), port);
+            publish_gently(&publish, &msgs[5_700..]);
+        }
+        let seqs: Vec<u64> = (1..HOLE.0).chain(HOLE.1 + 1..=end).collect();
+        let log = client_log(relay_addr, 1, seqs.len());
+        check(&log, &seqs, HOLE, &format!("round {round}, from 1"));
+        assert_eq!(log.sessions, [(session, 1)]);
+        let after = &seqs[HOLE.0 as usize - 1..];
+        let log = client_log(relay_addr, inside, after.len());
+        check(
+            &log,
+            after,
+            (inside, HOLE.1),
+            &format!("round {round}, from inside the hole"),
+        );
+        // The wire itself: LoginAccepted from 1, then the frames with the
+        // hole, byte for byte as the origin numbered them.
+        let mut raw = Raw::login(relay_addr, 1);
+        raw.read_until(Duration::from_secs(10), |b| data_count(b) >= seqs.len());
+        assert_eq!(login_accepted(&raw.buf), Some((session, 1)));
+        let (bytes, got) = data(&raw.buf);
+        assert!(got == seqs, "round {round}, raw: {got:?}");
+        let held: Vec<u8> = seqs
+            .iter()
+            .flat_map(|&s| want[s as usize - 1].clone())
+            .collect();
+        assert!(bytes == held, "round {round}, raw: byte for byte");
+    }
+    signal(&relay.0, libc::SIGTERM);
+    assert!(wait_for(&mut relay.0, Duration::from_secs(10)).success());
+    let out = tickwire().arg("journal").arg(&relay_dir).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    let report = tickwire::journal::check(&relay_dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1, "one session: {listing}");
+    let s = &report.sessions[0];
+    assert_eq!(
+        (s.session_id, s.first, s.end, s.frames, s.holes, s.missing),
+        (session, 1, 6_201, 4_200, 1, 2_000),
+        "the hole kept as a hole: {listing}"
+    );
+    assert!(
+        listing.contains("1..=6200 (4200 frames")
+            && listing.contains("1 holes, 2000 sequences missing"),
+        "{listing}"
+    );
+    origin.shutdown();
+}
+
+// ---------------------------------------------------------------------------
+// `serve --journal-retain` through the command line: old segments go while
+// the server runs.
+
+/// `tickwire serve --journal DIR` on `port` with `args` (nothing else set),
+/// once it listens.
+fn serve_journal(dir: &Path, port: u16, args: &[&str]) -> Proc {
+    let mut child = tickwire()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--journal",
+        ])
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening "), "{line:?}");
+    Proc(child)
+}
+
+/// A segment file of a journal (PROTOCOL.md A.1: `NUMBER-SESSION-FIRST.twr`).
+#[derive(Debug)]
+struct SegmentFile {
+    name: String,
+    number: u64,
+    first: u64,
+    bytes: u64,
+    modified: std::time::SystemTime,
+}
+
+/// The segment files in `dir` now, oldest first (one deleted while listed
+/// is left out).
+fn segment_files(dir: &Path) -> Vec<SegmentFile> {
+    let mut files: Vec<SegmentFile> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_str()?.to_owned();
+            let stem = name.strip_suffix(".twr")?;
+            let mut parts = stem.split('-');
+            let number = parts.next()?.parse().unwrap();
+            let first = parts.nth(1)?.parse().unwrap();
+            let meta = e.metadata().ok()?;
+            Some(SegmentFile {
+                name,
+                number,
+                first,
+                bytes: meta.len(),
+                modified: meta.modified().unwrap(),
+            })
+        })
+        .collect();
+    files.sort_by_key(|f| f.number);
+    files
+}
+
+/// A login from 1 to a running `serve` whose retention has deleted the
+/// start of its journal: LoginAccepted names the oldest sequence the
+/// journal holds (the protocol's gap notice, section 4.2: 1 up to it is
+/// gone), the first sequence of a segment on disk when it logged in, then
+/// every frame from it, in order, once each, across the seams (disk,
+/// memory, live). A replay closed because retention deleted its segment
+/// under it (a clear close, never a silent gap) is tried again, at most 5
+/// times. The session and the last sequence received.
+fn login_from_1_starts_at_the_oldest_held(addr: SocketAddr, dir: &Path) -> (u64, u64) {
+    for _ in 0..5 {
+        let before = segment_files(dir);
+        let (oldest, newest) = (before[0].first, before.last().unwrap().first);
+        let want = (newest - oldest) as usize + 2_000;
+        let mut raw = Raw::login(addr, 1);
+        if raw.read_until(Duration::from_secs(10), |b| data_count(b) >= want) {
+            continue; // closed: its segment went meanwhile
+        }
+        let after = segment_files(dir);
+        let (session, s) = login_accepted(&raw.buf).unwrap();
+        assert!(
+            s > 1 && before.iter().any(|f| f.first == s),
+            "LoginAccepted {s}: the first sequence of a segment on disk {before:?}"
+        );
+        assert!(
+            oldest <= s && s <= after[0].first,
+            "the oldest held: {oldest} <= {s} <= {}",
+            after[0].first
+        );
+        let (_, seqs) = data(&raw.buf);
+        assert_eq!(seqs[0], s, "the first frame is the one announced");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "every frame from {s} once, in order"
+        );
+        return (session, *seqs.last().unwrap());
+    }
+    panic!("five replays from 1 closed");
+}
+
+/// What a `--journal-retain` keeps.
+#[derive(Clone, Copy, Debug)]
+enum Keep {
+    Size(u64),
+    Age(Duration),
+}
+
+const RETAIN_SEGMENT: u64 = 32 << 10;
+
+/// `serve --journal-segment 32K` with `retain` (the `--journal-retain`
+/// flags), publishing 20,000 msg/s (a segment every ~40 ms): while it runs
+/// the oldest whole segments are deleted so that `binding` holds (checked
+/// every 50 ms on the files), a login from 1 starts at the oldest held and
+/// gets every frame after it; stopped (SIGTERM: no retention at a stop),
+/// `tickwire journal DIR --json` lists exactly the files on disk, one
+/// session, no damage, no hole, the frames the client got, and `binding`
+/// exactly: by size, the sealed segments hold at most the limit and more
+/// than the limit less a segment (the last deletion was needed); by age,
+/// the oldest segment was last written within the age (less a segment's
+/// time) before the newest, and not much more.
+fn serve_with_retention(retain: &[&str], binding: Keep) {
+    let tmp = TempDir::new("retain", true);
+    let dir = tmp.path().join("journal");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut args = vec!["--rate", "20000", "--retain", "1000", "--fsync", "never"];
+    args.extend(["--journal-segment", "32K"]);
+    for r in retain {
+        args.extend(["--journal-retain", r]);
+    }
+    let started = Instant::now();
+    let mut server = serve_journal(&dir, port, &args);
+    // How long it runs, and when the client logs in (well after the first
+    // deletions).
+    let (run, login_at) = match binding {
+        Keep::Size(_) => (Duration::from_millis(2_500), Duration::from_millis(1_500)),
+        Keep::Age(age) => (
+            age + Duration::from_millis(1_500),
+            age + Duration::from_millis(1_000),
+        ),
+    };
+    let (mut samples, mut highest, mut login) = (0u32, 0u64, None);
+    while started.elapsed() < run {
+        let files = segment_files(&dir);
+        highest = highest.max(files.last().map_or(0, |f| f.number));
+        match binding {
+            // The active segment (up to a segment with its reserved zeros)
+            // and one sealed segment a roll has not deleted yet, at most.
+            Keep::Size(max) => {
+                let total: u64 = files.iter().map(|f| f.bytes).sum();
+                assert!(
+                    total <= max + 2 * RETAIN_SEGMENT,
+                    "{total} bytes on disk: {files:?}"
+                );
+            }
+            // Deleted at the first roll past the age (a segment's time),
+            // or by the retention thread within a second.
+            Keep::Age(age) if started.elapsed() > age + Duration::from_millis(500) => {
+                let oldest = files[0].modified.elapsed().unwrap_or_default();
+                assert!(
+                    oldest <= age + Duration::from_secs(1),
+                    "the oldest segment was written {oldest:?} ago: {files:?}"
+                );
+            }
+            Keep::Age(_) => {}
+        }
+        samples += 1;
+        if login.is_none() && started.elapsed() > login_at {
+            login = Some(login_from_1_starts_at_the_oldest_held(addr, &dir));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (session, received) = login.expect("logged in");
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
+    assert!(samples >= 20, "{samples} samples");
+    let files = segment_files(&dir);
+    assert!(
+        files[0].number > 10 && highest >= 40,
+        "old segments deleted while it ran: segments {}..={highest} written, {:?} left",
+        files[0].number,
+        files.iter().map(|f| f.number).collect::<Vec<_>>()
+    );
+    let out = tickwire()
+        .arg("journal")
+        .arg(&dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["damage"].as_array().unwrap().len(), 0, "{v}");
+    let sessions = v["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "one session: {v}");
+    let s = &sessions[0];
+    assert_eq!(s["session_id"], session);
+    let (first, end) = (s["first"].as_u64().unwrap(), s["end"].as_u64().unwrap());
+    assert_eq!(first, files[0].first, "the session from the oldest segment");
+    assert_eq!(s["frames"].as_u64().unwrap(), end - first, "no hole");
+    assert_eq!(s["holes"], 0);
+    assert!(end > received, "the newest frames kept: {end} > {received}");
+    let listed: Vec<(String, u64)> = s["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let path = PathBuf::from(g["path"].as_str().unwrap());
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            (name, g["bytes"].as_u64().unwrap())
+        })
+        .collect();
+    let on_disk: Vec<(String, u64)> = files.iter().map(|f| (f.name.clone(), f.bytes)).collect();
+    assert_eq!(listed, on_disk, "the listing is the files on disk");
+    let sealed = &files[..files.len() - 1];
+    match binding {
+        Keep::Size(max) => {
+            let bytes: u64 = sealed.iter().map(|f| f.bytes).sum();
+            assert!(
+                bytes <= max && bytes + RETAIN_SEGMENT > max,
+                "sealed segments: {bytes} bytes for a limit of {max}: {files:?}"
+            );
+        }
+        Keep::Age(age) => {
+            let newest = files.last().unwrap().modified;
+            let span = newest.duration_since(files[0].modified).unwrap();
+            assert!(
+                span + Duration::from_millis(500) > age && span <= age + Duration::from_secs(1),
+                "the oldest segment written {span:?} before the newest, for an age of {age:?}"
+            );
+        }
+    }
+}
+
+/// `serve --journal-retain 160K`: the journal stays within 160 KiB while
+/// the server runs (see [`serve_with_retention`]).
+#[test]
+fn serve_journal_retain_by_size_deletes_the_oldest_segments_while_it_runs() {
+    serve_with_retention(&["160K"], Keep::Size(160 << 10));
+}
+
+/// `serve --journal-retain 2s`: segments last written more than 2 s ago go
+/// while the server runs.
+#[test]
+fn serve_journal_retain_by_age_deletes_old_segments_while_it_runs() {
+    serve_with_retention(&["2s"], Keep::Age(Duration::from_secs(2)));
+}
+
+/// Both given (the flag twice): the size limit binds when it is the
+/// tighter, the age limit when it is, whichever comes first on the command
+/// line (the binding one first, then last: neither the first nor the last
+/// flag alone wins).
+#[test]
+fn serve_journal_retain_by_size_and_age_applies_both() {
+    serve_with_retention(&["160K", "2s"], Keep::Size(160 << 10));
+    serve_with_retention(&["64M", "2s"], Keep::Age(Duration::from_secs(2)));
+}
+
+// ---------------------------------------------------------------------------
+// The datagram lines of a journaled origin across a SIGKILL.
+
+/// What a datagram receiver saw: each Packet's session, and each data
+/// frame's sequence and bytes, in arrival order.
+#[derive(Default, Debug)]
+struct Datagrams {
+    sessions: Vec<u64>,
+    packets: Vec<u64>,
+    frames: Vec<(u64, Vec<u8>)>,
+}
+
+impl Datagrams {
+    /// Receives on `socket` for `limit` (the sender running), or with
+    /// `drain` until it has been quiet for 200 ms (the sender gone: what
+    /// was on its way; at most 5 s).
+    fn receive(&mut self, socket: &std::net::UdpSocket, limit: Duration, drain: bool) {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let start = Instant::now();
+        let mut quiet_since = Instant::now();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            if drain {
+                if quiet_since.elapsed() >= Duration::from_millis(200) {
+                    return;
+                }
+                assert!(start.elapsed() < Duration::from_secs(5), "never quiet");
+            } else if start.elapsed() >= limit {
+                return;
+            }
+            let n = match socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => panic!("recv: {e}"),
+            };
+            quiet_since = Instant::now();
+            let (first, mut rest) = Message::decode(&buf[..n]).expect("a valid datagram");
+            let Message::Packet(p) = first else {
+                panic!("a datagram begins with {first:?}");
+            };
+            self.sessions.push(p.session_id());
+            self.packets.push(p.sequence());
+            while !rest.is_empty() {
+                let (m, after) = Message::decode(rest).expect("whole, valid frames");
+                assert!(m.is_data(), "no EndOfSession: {m:?}");
+                self.frames.push((m.sequence(), m.as_bytes().to_vec()));
+                rest = after;
+            }
+        }
+    }
+}
+
+/// Every data frame of the journal in `dir` (its last session), by
+/// sequence.
+fn journal_frames(dir: &Path) -> std::collections::BTreeMap<u64, Vec<u8>> {
+    let mut reader = tickwire::journal::JournalReader::open(dir, 1).unwrap();
+    let (mut all, mut buf) = (std::collections::BTreeMap::new(), Vec::new());
+    for _ in 0..100_000 {
+        if reader.read(u64::MAX, 1 << 20, &mut buf).unwrap().is_none() {
+            return all;
+        }
+        for (kind, seq, bytes) in frames(&buf) {
+            assert!(kind >= 0x10, "data frames only");
+            assert!(all.insert(seq, bytes).is_none(), "{seq} twice");
+        }
+    }
+    panic!("the journal never ended");
+}
+
+/// `serve --journal DIR --udp ADDR` killed with SIGKILL mid-stream and
+/// started again on DIR: the datagram receiver sees one session, the
+/// second run's datagrams continuing at the journal's next sequence (no
+/// number sent twice), and every frame it received, from either run, is
+/// byte for byte the frame the journal holds for that sequence after the
+/// second run (write-ahead: nothing sent that the journal did not hold, so
+/// no number reused for other content).
+#[test]
+fn serve_journal_datagrams_across_a_sigkill_reuse_no_sequence() {
+    let tmp = TempDir::new("dgram-kill", true);
+    let dir = tmp.path().join("journal");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(8 << 20);
+    let line = socket.local_addr().unwrap().to_string();
+    let port = free_port();
+    let args = [
+        "--rate",
+        "20000",
+        "--retain",
+        "1000",
+        "--fsync",
+        "never",
+        "--journal-segment",
+        "64K",
+        "--udp",
+        &line,
+    ];
+    let mut first = Datagrams::default();
+    let mut server = serve_journal(&dir, port, &args);
+    first.receive(&socket, Duration::from_millis(700), false);
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
+    first.receive(&socket, Duration::ZERO, true); // what was on its way
+    let held_end = tickwire::journal::check(&dir).unwrap().sessions[0].end;
+    let mut second = Datagrams::default();
+    let mut server = serve_journal(&dir, port, &args);
+    second.receive(&socket, Duration::from_millis(700), false);
+    signal(&server.0, libc::SIGTERM);
+    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
+    second.receive(&socket, Duration::ZERO, true);
+
+    let session = first.sessions[0];
+    assert!(
+        first
+            .sessions
+            .iter()
+            .chain(&second.sessions)
+            .all(|&s| s == session),
+        "one session"
+    );
+    let seqs = |d: &Datagrams| d.frames.iter().map(|f| f.0).collect::<Vec<_>>();
+    let (a, b) = (seqs(&first), seqs(&second));
+    assert!(
+        a.len() > 5_000 && b.len() > 5_000,
+        "{} and {}",
+        a.len(),
+        b.len()
+    );
+    assert_eq!(a[0], 1);
+    for run in [&a, &b] {
+        assert!(
+            run.windows(2).all(|w| w[1] == w[0] + 1),
+            "in order, once each, nothing lost on loopback"
+        );
+    }
+    assert!(
+        *a.last().unwrap() < held_end,
+        "sent only what the journal held: {} sent, {held_end} held",
+        a.last().unwrap()
+    );
+    assert_eq!(
+        (second.packets[0], b[0]),
+        (held_end, held_end),
+        "the second run goes on at the journal's next sequence"
+    );
+    let journal = journal_frames(&dir);
+    assert_eq!(journal.keys().next(), Some(&1));
+    for (seq, bytes) in first.frames.iter().chain(&second.frames) {
+        assert!(
+            journal.get(seq) == Some(bytes),
+            "sequence {seq}: sent with other content than the journal holds"
+        );
+    }
+    let report = tickwire::journal::check(&dir).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.sessions.len(), 1, "one session");
+    let s = &report.sessions[0];
+    assert_eq!((s.session_id, s.first, s.holes), (session, 1, 0));
+    assert_eq!(
+        s.end,
+        *b.last().unwrap() + 1,
+        "everything sent, nothing more"
+    );
+}

@@ -439,7 +439,6 @@ fn check_segment(
         .map_err(|e| JournalError::io("read", path, e))?;
     let (mut read_to, mut at) = (0u64, 0u64);
     let (mut next, mut frames, mut holes, mut missing) = (header.first, 0u64, 0u64, 0u64);
-    let mut first_frame = true;
     let mut pending: Option<Damage> = None;
     let flush = |pending: &mut Option<Damage>, report: &mut CheckReport| {
         if let Some(d) = pending.take() {
@@ -502,11 +501,13 @@ fn check_segment(
                         ));
                     } else {
                         flush(&mut pending, report);
-                        if m.sequence() > next && !first_frame {
+                        // A hole, also where a segment starts (a relay's
+                        // segment is named after the next sequence it
+                        // expected, its first frame after the hole).
+                        if m.sequence() > next {
                             holes += 1;
                             missing += m.sequence() - next;
                         }
-                        first_frame = false;
                         next = m.sequence() + 1;
                         frames += 1;
                     }

@@ -280,6 +280,19 @@ impl ColdSource for JournalCold {
         let reader = JournalReader::open_session(&self.dir, session_id, from)
             .map_err(|e| self.error(&e))?
             .bounded_by(&self.writer);
+        if from < reader.oldest() {
+            // Retention deleted `from`'s segment after the caller chose it
+            // (a login accepted at the oldest held, a moment before): the
+            // reader would start later, a gap nobody is told about.
+            return Err(self.error(&JournalError::Missing {
+                sequence: from,
+                why: format!(
+                    "the journal no longer holds it (retention deleted it; the oldest held is \
+                     now {})",
+                    reader.oldest()
+                ),
+            }));
+        }
         Ok(Box::new(ColdJournalReader {
             reader,
             on_error: self.on_error.clone(),

@@ -69,11 +69,13 @@ pub trait ColdSource: Send + Sync + fmt::Debug {
     /// `None` when it holds none of it.
     fn oldest(&self, session_id: u64) -> Option<u64>;
 
-    /// A reader of session `session_id`, from `from` (clamped to the
-    /// oldest held).
+    /// A reader of session `session_id`, from `from`.
     ///
     /// # Errors
-    /// The source cannot be read from there.
+    /// The source cannot be read from there, or no longer holds `from`
+    /// (older than its oldest: deleted since the caller chose it). Never a
+    /// reader that starts later than `from`: its frames would be a gap
+    /// that no client is told about.
     fn open(&self, session_id: u64, from: u64) -> Result<Box<dyn ColdReader>, ColdError>;
 }
 
@@ -287,9 +289,14 @@ impl ColdSource for VecCold {
 
     fn open(&self, _session_id: u64, from: u64) -> Result<Box<dyn ColdReader>, ColdError> {
         let oldest = self.frames.first().map_or(from, |&(s, _, _)| s);
+        if from < oldest {
+            return Err(ColdError(alloc::format!(
+                "sequence {from} is no longer held (the oldest is {oldest})"
+            )));
+        }
         Ok(Box::new(VecReader {
             cold: self.clone(),
-            position: from.max(oldest),
+            position: from,
         }))
     }
 }
