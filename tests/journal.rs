@@ -721,7 +721,7 @@ fn the_cold_source_refuses_a_start_that_retention_deleted_meanwhile() {
     let segs = segments(dir.path());
     fs::remove_file(&segs[0]).unwrap();
     fs::remove_file(index_of(&segs[0])).unwrap();
-    let err = cold.open(6, oldest).err().expect("refused");
+    let err = cold.open(6, oldest).expect_err("refused");
     assert!(err.to_string().contains("no longer holds"), "{err}");
     // From a sequence still held: a reader from exactly there.
     let second: u64 = segs[1].file_stem().unwrap().to_str().unwrap()[28..]
