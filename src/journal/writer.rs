@@ -155,7 +155,7 @@ fn write_error(op: &'static str, path: &Path, e: io::Error) -> JournalError {
 impl Journal {
     /// Starts session `session_id` at sequence `next` (at least 1) in a new
     /// segment: a new journal, a new session after a reboot
-    /// ([`Recovered::new_session_required`]), a relay's upstream changing
+    /// ([`Recovered::new_session_required`](super::Recovered::new_session_required)), a relay's upstream changing
     /// sessions, the start of a trading day. The previous segment is sealed.
     ///
     /// ```
