@@ -895,6 +895,142 @@ fn serve_stopped_by_sigterm_continues_its_session_at_the_next_start() {
     assert!(has_end_of_session(&client.buf), "--end-session sends it");
 }
 
+/// SIGINT (Ctrl-C) stops `serve --journal` as SIGTERM does: exit status
+/// 0, no EndOfSession, and the next start continues the session: a client
+/// from 1 sees one session, every sequence once, across the stop. With
+/// `--end-session` SIGINT sends EndOfSession.
+#[test]
+fn serve_stopped_by_sigint_continues_its_session_at_the_next_start() {
+    let tmp = TempDir::new("sigint", false);
+    fs::create_dir_all(tmp.path()).unwrap();
+    let journal = tmp.path().join("journal");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = serve(&journal, port, &[]);
+    let mut client = Raw::login(addr, 0);
+    client.read_until(Duration::from_secs(5), |b| data_count(b) > 100);
+    let (session, _) = login_accepted(&client.buf).unwrap();
+    signal(&server.0, libc::SIGINT);
+    let status = wait_for(&mut server.0, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        client.read_until(Duration::from_secs(5), |_| false),
+        "closed"
+    );
+    assert!(!has_end_of_session(&client.buf), "SIGINT ends no session");
+    let last = *data(&client.buf).1.last().unwrap();
+    // The next start: a client from 1 gets the first run from disk and
+    // the second's, one session, every sequence once.
+    let mut server = serve(&journal, port, &[]);
+    let mut client = Raw::login(addr, 1);
+    client.read_until(Duration::from_secs(10), |b| {
+        data_count(b) as u64 > last + 200
+    });
+    let accepted: Vec<_> = SliceParser::new(&client.buf)
+        .filter_map(|e| match e {
+            Event::Frame(Message::LoginAccepted(la)) => Some(la.session_id()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted, vec![session], "one session");
+    let seqs = data(&client.buf).1;
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "every sequence once"
+    );
+    signal(&server.0, libc::SIGINT);
+    let status = wait_for(&mut server.0, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        client.read_until(Duration::from_secs(5), |_| false),
+        "closed"
+    );
+    assert!(!has_end_of_session(&client.buf), "SIGINT ends no session");
+    // With --end-session, SIGINT sends it.
+    let last = *data(&client.buf).1.last().unwrap();
+    let mut server = serve(&journal, port, &["--end-session"]);
+    let mut client = Raw::login(addr, last + 1);
+    client.read_until(Duration::from_secs(5), |b| data_count(b) > 100);
+    assert_eq!(login_accepted(&client.buf), Some((session, last + 1)));
+    signal(&server.0, libc::SIGINT);
+    let status = wait_for(&mut server.0, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
+    client.read_until(Duration::from_secs(5), has_end_of_session);
+    assert!(has_end_of_session(&client.buf), "--end-session sends it");
+}
+
+/// Each file in `dir`: name, size, modification time.
+fn listing(dir: &Path) -> Vec<(std::ffi::OsString, u64, std::time::SystemTime)> {
+    let mut all: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            (e.file_name(), meta.len(), meta.modified().unwrap())
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// `serve --journal DIR` with DIR on a read-only bind mount (root writes
+/// through file modes, hence the mount): exit status non-zero within
+/// seconds, an error naming the directory and saying it is read-only,
+/// nothing in the directory changed, nothing listened.
+#[test]
+fn serve_on_a_read_only_journal_directory_fails_clearly_untouched() {
+    const TEST: &str = "serve_on_a_read_only_journal_directory_fails_clearly_untouched";
+    let source = TempDir::new("ro-serve", false);
+    let journal = source.path().join("journal");
+    let out = tickwire()
+        .args(["serve", "--listen", "127.0.0.1:0", "--rate", "2000"])
+        .args(["--duration", "1", "--journal"])
+        .arg(&journal)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = listing(&journal);
+    assert!(before.len() >= 3, "a journal: {before:?}");
+    let src = source.path().to_str().unwrap().to_owned();
+    let ro = match Mount::new("ro-serve-mnt", &["--bind", &src]) {
+        Ok(m) => m,
+        Err(why) => return skip_unprivileged(TEST, &why),
+    };
+    let target = ro.0.arg().to_owned();
+    if let Err(why) = fs_util::run("mount", &["-o", "remount,bind,ro", &target]) {
+        return skip_unprivileged(TEST, &why);
+    }
+    let dir = ro.path().join("journal");
+    let mut child = tickwire()
+        .args(["serve", "--listen", "127.0.0.1:0", "--journal"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let mut child = Proc(child);
+    let status = wait_for(&mut child.0, Duration::from_secs(5));
+    let (mut out, mut err) = (String::new(), String::new());
+    stdout.read_to_string(&mut out).unwrap();
+    stderr.read_to_string(&mut err).unwrap();
+    assert!(!status.success(), "{status}");
+    assert_eq!(status.code(), Some(1), "{status}");
+    assert!(!out.contains("listening"), "{out}");
+    assert!(err.contains(dir.to_str().unwrap()), "names it: {err}");
+    assert!(err.contains("cannot be written"), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(!err.contains("cannot listen"), "{err}");
+    assert_eq!(listing(&journal), before, "nothing changed");
+    drop(ro);
+}
+
 /// A directory that is not this server's journal: a clear error, exit
 /// status 1, nothing touched.
 #[test]
@@ -1420,6 +1556,93 @@ fn a_segment_deleted_while_a_client_replays_closes_it_clearly() {
     live.read_until(Duration::from_secs(5), |b| login_accepted(b).is_some());
     server.publisher()(messages(15, 10)).unwrap();
     live.read_until(Duration::from_secs(5), |b| data_count(b) >= 10);
+    server.shutdown();
+}
+
+/// The same on tokio (no sendfile: replay chunks read on the blocking
+/// pool): segments deleted while a client replays from disk, the client
+/// gets whole frames up to the hole, in order, then a close with
+/// ReplayFailed (never a silent gap); the server goes on serving.
+#[test]
+fn a_segment_deleted_while_a_tokio_client_replays_closes_it_clearly() {
+    let dir = TempDir::new("deleted-tokio", false);
+    let msgs = messages(14, 60_000);
+    let mut cfg = config(dir.path(), 100, FsyncMode::Never);
+    cfg.send_buffer = Some(16 << 10);
+    let server = Running::start(Driver::Tokio, cfg).unwrap();
+    let publish = server.publisher();
+    for chunk in msgs.chunks(500) {
+        publish(chunk.to_vec()).unwrap();
+    }
+    wait_published(&server, msgs.len() as u64);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(8 << 10).unwrap();
+    socket
+        .connect_timeout(&server.addr().into(), Duration::from_secs(5))
+        .unwrap();
+    let socket: TcpStream = socket.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut login = [0u8; 24];
+    tickwire::encode(&Payload::Login, 1, 0, &mut login).unwrap();
+    (&socket).write_all(&login).unwrap();
+    let mut client = Raw {
+        socket,
+        buf: Vec::new(),
+    };
+    client.read_until(Duration::from_secs(10), |b| data_count(b) >= 100);
+    // Everything but the first two segments and the one written now.
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "twr" || e == "twi"))
+        .collect();
+    segments.sort();
+    let stems: std::collections::BTreeSet<_> =
+        segments.iter().map(|p| p.with_extension("")).collect();
+    let stems: Vec<_> = stems.into_iter().collect();
+    assert!(stems.len() > 20, "{}", stems.len());
+    for stem in &stems[8..stems.len() - 1] {
+        for ext in ["twr", "twi"] {
+            let _ = fs::remove_file(stem.with_extension(ext));
+        }
+    }
+    assert!(
+        client.read_until(Duration::from_secs(20), |_| false),
+        "closed"
+    );
+    let (bytes, seqs) = data(&client.buf);
+    assert!(
+        seqs.len() >= 100 && seqs.len() < msgs.len(),
+        "{}",
+        seqs.len()
+    );
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
+    assert_eq!(
+        bytes,
+        expected_bytes(&msgs[..seqs.len()], 1),
+        "whole frames, byte for byte"
+    );
+    assert!(
+        !SliceParser::new(&client.buf).any(|e| matches!(e, Event::Discarded(_))),
+        "nothing torn or damaged"
+    );
+    assert!(!has_end_of_session(&client.buf));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().closed_for(CloseReason::ReplayFailed) == 0 {
+        assert!(Instant::now() < deadline, "{:?}", server.stats());
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Still serving: live data to a new client.
+    let mut live = Raw::login(server.addr(), 0);
+    live.read_until(Duration::from_secs(5), |b| login_accepted(b).is_some());
+    server.publisher()(messages(15, 10)).unwrap();
+    live.read_until(Duration::from_secs(5), |b| data_count(b) >= 10);
+    assert_eq!(
+        data(&live.buf).1,
+        (msgs.len() as u64 + 1..=msgs.len() as u64 + 10).collect::<Vec<_>>()
+    );
     server.shutdown();
 }
 

@@ -651,11 +651,9 @@ impl fmt::Display for JournalError {
             JournalError::Io { op, path, source } => {
                 write!(f, "journal: cannot {op} {}: {source}", path.display())
             }
-            JournalError::ReadOnly { path, source } => write!(
-                f,
-                "journal directory {} cannot be written: {source}",
-                path.display()
-            ),
+            JournalError::ReadOnly { path, source } => {
+                write!(f, "journal {} cannot be written: {source}", path.display())
+            }
             JournalError::Locked { path } => write!(
                 f,
                 "journal {} is in use by another writer (its lock is held)",
