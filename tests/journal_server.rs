@@ -1495,74 +1495,11 @@ fn a_segment_deleted_while_a_client_replays_closes_it_clearly() {
     let dir = TempDir::new("deleted", false);
     let msgs = messages(14, 60_000);
     let server = served_and_verified(dir.path(), &msgs, |c| c.send_buffer = Some(16 << 10));
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(8 << 10).unwrap();
-    socket
-        .connect_timeout(&server.addr().into(), Duration::from_secs(5))
-        .unwrap();
-    let socket: TcpStream = socket.into();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut login = [0u8; 24];
-    tickwire::encode(&Payload::Login, 1, 0, &mut login).unwrap();
-    (&socket).write_all(&login).unwrap();
-    let mut client = Raw {
-        socket,
-        buf: Vec::new(),
-    };
-    client.read_until(Duration::from_secs(10), |b| data_count(b) >= 100);
-    // Everything but the first two segments and the one written now.
-    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "twr" || e == "twi"))
-        .collect();
-    segments.sort();
-    let stems: std::collections::BTreeSet<_> =
-        segments.iter().map(|p| p.with_extension("")).collect();
-    let stems: Vec<_> = stems.into_iter().collect();
-    assert!(stems.len() > 20, "{}", stems.len());
-    for stem in &stems[8..stems.len() - 1] {
-        for ext in ["twr", "twi"] {
-            let _ = fs::remove_file(stem.with_extension(ext));
-        }
-    }
-    assert!(
-        client.read_until(Duration::from_secs(20), |_| false),
-        "closed"
-    );
-    let (bytes, seqs) = data(&client.buf);
-    assert!(
-        seqs.len() >= 100 && seqs.len() < msgs.len(),
-        "{}",
-        seqs.len()
-    );
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
-    assert_eq!(
-        bytes,
-        expected_bytes(&msgs[..seqs.len()], 1),
-        "whole frames, byte for byte"
-    );
-    assert!(no_discards(&client.buf));
-    assert!(!has_end_of_session(&client.buf));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.stats().closed_for(CloseReason::ReplayFailed) == 0 {
-        assert!(Instant::now() < deadline, "{:?}", server.stats());
-        thread::sleep(Duration::from_millis(10));
-    }
-    // Still serving: live data to a new client.
-    let mut live = Raw::login(server.addr(), 0);
-    live.read_until(Duration::from_secs(5), |b| login_accepted(b).is_some());
-    server.publisher()(messages(15, 10)).unwrap();
-    live.read_until(Duration::from_secs(5), |b| data_count(b) >= 10);
-    server.shutdown();
+    segment_deleted_under_a_replay(server, dir.path(), &msgs);
 }
 
 /// The same on tokio (no sendfile: replay chunks read on the blocking
-/// pool): segments deleted while a client replays from disk, the client
-/// gets whole frames up to the hole, in order, then a close with
-/// ReplayFailed (never a silent gap); the server goes on serving.
+/// pool).
 #[test]
 fn a_segment_deleted_while_a_tokio_client_replays_closes_it_clearly() {
     let dir = TempDir::new("deleted-tokio", false);
@@ -1575,6 +1512,14 @@ fn a_segment_deleted_while_a_tokio_client_replays_closes_it_clearly() {
         publish(chunk.to_vec()).unwrap();
     }
     wait_published(&server, msgs.len() as u64);
+    segment_deleted_under_a_replay(server, dir.path(), &msgs);
+}
+
+/// A client replaying `msgs` from 1 (slowly: a small receive buffer), the
+/// journal's middle segments deleted under it: whole frames up to the
+/// hole, byte for byte, then a close with ReplayFailed, no EndOfSession;
+/// then a live client gets the next 10. Shuts `server` down.
+fn segment_deleted_under_a_replay(server: Running, dir: &Path, msgs: &[(u64, Payload)]) {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(8 << 10).unwrap();
     socket
@@ -1592,8 +1537,8 @@ fn a_segment_deleted_while_a_tokio_client_replays_closes_it_clearly() {
         buf: Vec::new(),
     };
     client.read_until(Duration::from_secs(10), |b| data_count(b) >= 100);
-    // Everything but the first two segments and the one written now.
-    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path())
+    // Everything but the first eight segments and the one written now.
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "twr" || e == "twi"))
