@@ -760,23 +760,10 @@ fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 /// `serve --journal` on `port`, once it listens.
 fn serve(dir: &Path, port: u16, extra: &[&str]) -> Proc {
-    let mut child = tickwire()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--rate", "20000", "--retain", "2000", "--fsync", "never"])
-        .args(["--journal-segment", "256K", "--journal"])
-        .arg(dir)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening "), "{line:?}");
-    Proc(child)
+    let mut args = vec!["--rate", "20000", "--retain", "2000", "--fsync", "never"];
+    args.extend(["--journal-segment", "256K"]);
+    args.extend(extra);
+    serve_journal(dir, port, &args)
 }
 
 /// SIGKILL at twenty random moments under `record --from 1`: the recording
