@@ -853,42 +853,23 @@ fn killed_twenty_times_under_a_recorder(extra: &[&str]) {
     assert_eq!(listing.matches("\nsession ").count(), 1, "{listing}");
 }
 
-/// SIGTERM stops `serve --journal` without EndOfSession and the next start
-/// continues the session; `--end-session` sends it.
+/// SIGTERM stops `serve --journal` with exit status 0 and no EndOfSession,
+/// and the next start continues the session: a client from 1 sees one
+/// session, every sequence once, across the stop; `--end-session` sends
+/// EndOfSession.
 #[test]
 fn serve_stopped_by_sigterm_continues_its_session_at_the_next_start() {
-    let tmp = TempDir::new("sigterm", false);
-    fs::create_dir_all(tmp.path()).unwrap();
-    let journal = tmp.path().join("journal");
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut server = serve(&journal, port, &[]);
-    let mut client = Raw::login(addr, 0);
-    client.read_until(Duration::from_secs(5), |b| data_count(b) > 100);
-    let (session, _) = login_accepted(&client.buf).unwrap();
-    signal(&server.0, libc::SIGTERM);
-    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
-    assert!(client.read_until(Duration::from_secs(5), |_| false));
-    assert!(!has_end_of_session(&client.buf));
-    let last = *data(&client.buf).1.last().unwrap();
-    let mut server = serve(&journal, port, &["--end-session"]);
-    let mut client = Raw::login(addr, last + 1);
-    client.read_until(Duration::from_secs(5), |b| data_count(b) > 100);
-    assert_eq!(login_accepted(&client.buf), Some((session, last + 1)));
-    assert_eq!(data(&client.buf).1[0], last + 1, "no gap");
-    signal(&server.0, libc::SIGTERM);
-    assert!(wait_for(&mut server.0, Duration::from_secs(10)).success());
-    client.read_until(Duration::from_secs(5), has_end_of_session);
-    assert!(has_end_of_session(&client.buf), "--end-session sends it");
+    stopped_by_a_signal_continues_its_session(libc::SIGTERM, "sigterm");
 }
 
-/// SIGINT (Ctrl-C) stops `serve --journal` as SIGTERM does: exit status
-/// 0, no EndOfSession, and the next start continues the session: a client
-/// from 1 sees one session, every sequence once, across the stop. With
-/// `--end-session` SIGINT sends EndOfSession.
+/// SIGINT (Ctrl-C): the same.
 #[test]
 fn serve_stopped_by_sigint_continues_its_session_at_the_next_start() {
-    let tmp = TempDir::new("sigint", false);
+    stopped_by_a_signal_continues_its_session(libc::SIGINT, "sigint");
+}
+
+fn stopped_by_a_signal_continues_its_session(sig: libc::c_int, name: &str) {
+    let tmp = TempDir::new(name, false);
     fs::create_dir_all(tmp.path()).unwrap();
     let journal = tmp.path().join("journal");
     let port = free_port();
@@ -897,14 +878,14 @@ fn serve_stopped_by_sigint_continues_its_session_at_the_next_start() {
     let mut client = Raw::login(addr, 0);
     client.read_until(Duration::from_secs(5), |b| data_count(b) > 100);
     let (session, _) = login_accepted(&client.buf).unwrap();
-    signal(&server.0, libc::SIGINT);
+    signal(&server.0, sig);
     let status = wait_for(&mut server.0, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{status}");
     assert!(
         client.read_until(Duration::from_secs(5), |_| false),
         "closed"
     );
-    assert!(!has_end_of_session(&client.buf), "SIGINT ends no session");
+    assert!(!has_end_of_session(&client.buf), "{name} ends no session");
     let last = *data(&client.buf).1.last().unwrap();
     // The next start: a client from 1 gets the first run from disk and
     // the second's, one session, every sequence once.
@@ -926,21 +907,22 @@ fn serve_stopped_by_sigint_continues_its_session_at_the_next_start() {
         (1..=seqs.len() as u64).collect::<Vec<_>>(),
         "every sequence once"
     );
-    signal(&server.0, libc::SIGINT);
+    signal(&server.0, sig);
     let status = wait_for(&mut server.0, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{status}");
     assert!(
         client.read_until(Duration::from_secs(5), |_| false),
         "closed"
     );
-    assert!(!has_end_of_session(&client.buf), "SIGINT ends no session");
-    // With --end-session, SIGINT sends it.
+    assert!(!has_end_of_session(&client.buf), "{name} ends no session");
+    // With --end-session, the signal sends it.
     let last = *data(&client.buf).1.last().unwrap();
     let mut server = serve(&journal, port, &["--end-session"]);
     let mut client = Raw::login(addr, last + 1);
     client.read_until(Duration::from_secs(5), |b| data_count(b) > 100);
     assert_eq!(login_accepted(&client.buf), Some((session, last + 1)));
-    signal(&server.0, libc::SIGINT);
+    assert_eq!(data(&client.buf).1[0], last + 1, "no gap");
+    signal(&server.0, sig);
     let status = wait_for(&mut server.0, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{status}");
     client.read_until(Duration::from_secs(5), has_end_of_session);
